@@ -1,0 +1,33 @@
+# Two entry points a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,all]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/daxfs demo
+
+# Debian packages the tests use; installed only when missing (CI runs as root).
+deps:
+	@sh scripts/install-debian-deps.sh
+
+test: $(STAMP) deps
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+bench: $(STAMP)
+	$(PY) -m daxfs.bench meta
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

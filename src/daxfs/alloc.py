@@ -1,0 +1,360 @@
+"""alloc: huge-page-aware space allocation over the data area.
+
+Units: the data area is ``nblocks`` 4 KiB blocks, grouped into 2 MiB chunks
+that are 2 MiB-aligned in the region (block b lies in chunk b // 512).
+Block numbers here are relative to the data area.
+
+The protocol (two implementations, chosen at mkfs and recorded in the
+superblock):
+
+    alloc_chunks(n, hint) -> runs   n whole chunks for large files
+    alloc_blocks(n, hint) -> runs   n 4 KiB blocks for small files / metadata
+    free(start, n)                  give blocks back
+    free_blocks, free_chunks        statistics
+
+``runs`` is a list of (start_block, nblocks).  Both raise OSError(ENOSPC)
+and take nothing when the request cannot be met in full.
+
+HugePageAllocator (the default, after WineFS): whole free chunks live in a
+run set (free chunk runs indexed by start and by length, O(log n)); large
+requests take whole aligned chunks, contiguous with ``hint`` or best-fit.
+Small requests are packed into partly used chunks ("small chunks"); a free
+chunk is split for small use only when no small chunk has room; a small
+chunk whose last block is freed returns to the whole-chunk pool.  No state
+of its own reaches the media: the allocator is rebuilt at mount from the
+set of blocks the inodes own.
+
+NaiveAllocator: first fit over 4 KiB blocks in address order, no alignment
+policy; kept for comparison (``mkfs --allocator naive``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Protocol
+
+import numpy as np
+from sortedcontainers import SortedDict, SortedList
+
+from .layout import BLOCKS_PER_CHUNK
+
+Runs = list[tuple[int, int]]
+
+
+def enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class Allocator(Protocol):
+    name: str
+
+    def alloc_chunks(self, n: int, hint: int | None = None) -> Runs: ...
+    def alloc_blocks(self, n: int, hint: int | None = None) -> Runs: ...
+    def free(self, start: int, n: int) -> None: ...
+    @property
+    def free_blocks(self) -> int: ...
+    @property
+    def free_chunks(self) -> int: ...
+
+
+class RunSet:
+    """Disjoint runs of free integers, merged with neighbours on insert.
+
+    Indexed by start (SortedDict) and by (length, start) (SortedList), so
+    insert, remove, best fit and lookup by position are all O(log n).
+    """
+
+    def __init__(self) -> None:
+        self.by_start: SortedDict = SortedDict()
+        self.by_len: SortedList = SortedList()
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self.by_start)
+
+    def _put(self, start: int, n: int) -> None:
+        self.by_start[start] = n
+        self.by_len.add((n, start))
+
+    def _drop(self, start: int) -> int:
+        n = self.by_start.pop(start)
+        self.by_len.remove((n, start))
+        return n
+
+    def add(self, start: int, n: int) -> None:
+        self.total += n
+        i = self.by_start.bisect_left(start)
+        if i > 0:
+            pstart = self.by_start.keys()[i - 1]
+            pn = self.by_start[pstart]
+            assert pstart + pn <= start, "double free"
+            if pstart + pn == start:
+                self._drop(pstart)
+                start, n = pstart, pn + n
+        nxt = start + n
+        if nxt in self.by_start:
+            assert True
+            n += self._drop(nxt)
+        elif i < len(self.by_start) and self.by_start.keys()[i] < nxt:
+            raise AssertionError("double free")
+        self._put(start, n)
+
+    def run_containing(self, x: int) -> tuple[int, int] | None:
+        i = self.by_start.bisect_right(x)
+        if i == 0:
+            return None
+        start = self.by_start.keys()[i - 1]
+        n = self.by_start[start]
+        return (start, n) if x < start + n else None
+
+    def take(self, start: int, n: int) -> None:
+        """Remove [start, start+n), which must lie inside one run."""
+        run = self.run_containing(start)
+        assert run is not None and start + n <= run[0] + run[1]
+        rstart, rn = run
+        self._drop(rstart)
+        if start > rstart:
+            self._put(rstart, start - rstart)
+        if start + n < rstart + rn:
+            self._put(start + n, rstart + rn - start - n)
+        self.total -= n
+
+    def take_at(self, x: int, n: int) -> int:
+        """Take up to n from the run containing x, starting at x; return how many."""
+        run = self.run_containing(x)
+        if run is None:
+            return 0
+        got = min(n, run[0] + run[1] - x)
+        self.take(x, got)
+        return got
+
+    def best_fit(self, n: int) -> tuple[int, int] | None:
+        """The smallest run of at least n (lowest start among equals), else the largest."""
+        if not self.by_len:
+            return None
+        i = self.by_len.bisect_left((n, -1))
+        length, start = self.by_len[i] if i < len(self.by_len) else self.by_len[-1]
+        return start, length
+
+    def first(self) -> tuple[int, int] | None:
+        if not self.by_start:
+            return None
+        start = self.by_start.keys()[0]
+        return start, self.by_start[start]
+
+
+def free_runs(used: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of False in a boolean array, as (start, length), vectorised."""
+    free = np.concatenate(([False], ~used, [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(free))
+    starts, ends = edges[0::2], edges[1::2]
+    return list(zip(starts.tolist(), (ends - starts).tolist(), strict=True))
+
+
+class _Base:
+    """What both allocators share: the used-block map they are rebuilt from."""
+
+    name = "base"
+
+    def __init__(self, used: np.ndarray):
+        self.nblocks = len(used)
+        self.nchunks = -(-self.nblocks // BLOCKS_PER_CHUNK)
+        padded = np.ones(self.nchunks * BLOCKS_PER_CHUNK, dtype=bool)
+        padded[: self.nblocks] = used
+        # Blocks past the end of the data area (a partial last chunk) stay used forever.
+        self.used = padded
+
+    @property
+    def free_chunks(self) -> int:
+        per_chunk = self.used.reshape(self.nchunks, BLOCKS_PER_CHUNK)
+        return int((~per_chunk).all(axis=1).sum())
+
+    def _check_free(self, start: int, n: int) -> None:
+        if start < 0 or n <= 0 or start + n > self.nblocks or not self.used[start : start + n].all():
+            raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
+
+
+class NaiveAllocator(_Base):
+    """First fit over 4 KiB blocks in address order; no alignment policy."""
+
+    name = "naive"
+
+    def __init__(self, used: np.ndarray):
+        super().__init__(used)
+        self.runs = RunSet()
+        for start, n in free_runs(self.used):
+            self.runs.add(start, n)
+
+    @property
+    def free_blocks(self) -> int:
+        return self.runs.total
+
+    def alloc_chunks(self, n: int, hint: int | None = None) -> Runs:
+        return self.alloc_blocks(n * BLOCKS_PER_CHUNK, hint)
+
+    def alloc_blocks(self, n: int, hint: int | None = None) -> Runs:
+        if n > self.runs.total:
+            raise enospc()
+        out: Runs = []
+        if hint is not None and 0 <= hint < self.nblocks:
+            got = self.runs.take_at(hint, n)
+            if got:
+                out.append((hint, got))
+                n -= got
+        while n:
+            start, length = self.runs.first()  # type: ignore[misc]
+            got = min(n, length)
+            self.runs.take(start, got)
+            out.append((start, got))
+            n -= got
+        for start, got in out:
+            self.used[start : start + got] = True
+        return out
+
+    def free(self, start: int, n: int) -> None:
+        self._check_free(start, n)
+        self.used[start : start + n] = False
+        self.runs.add(start, n)
+
+
+class HugePageAllocator(_Base):
+    """Whole aligned chunks for large files; small chunks packed with 4 KiB blocks."""
+
+    name = "hugepage"
+
+    def __init__(self, used: np.ndarray):
+        super().__init__(used)
+        per_chunk = self.used.reshape(self.nchunks, BLOCKS_PER_CHUNK)
+        self.chunk_free = (BLOCKS_PER_CHUNK - per_chunk.sum(axis=1)).astype(np.int64)
+        self.whole = RunSet()          # runs of entirely free chunks
+        self.small = SortedList()      # (free_count, chunk) for partly used chunks
+        for start, n in free_runs(self.chunk_free != BLOCKS_PER_CHUNK):
+            self.whole.add(start, n)
+        for c in np.flatnonzero((self.chunk_free > 0) & (self.chunk_free < BLOCKS_PER_CHUNK)):
+            self.small.add((int(self.chunk_free[c]), int(c)))
+        self._free_blocks = int(self.chunk_free.sum())
+
+    @property
+    def free_blocks(self) -> int:
+        return self._free_blocks
+
+    @property
+    def free_chunks(self) -> int:
+        return self.whole.total
+
+    # -- large -------------------------------------------------------------
+    def alloc_chunks(self, n: int, hint: int | None = None) -> Runs:
+        """n whole chunks: contiguous after ``hint`` (a block number) if free, else
+        best fit; when whole chunks run short, the rest comes as small blocks."""
+        if n * BLOCKS_PER_CHUNK > self._free_blocks:
+            raise enospc()
+        chunks: Runs = []
+        want = n
+        if hint is not None and hint % BLOCKS_PER_CHUNK == 0:
+            got = self.whole.take_at(hint // BLOCKS_PER_CHUNK, want)
+            if got:
+                chunks.append((hint // BLOCKS_PER_CHUNK, got))
+                want -= got
+        while want and len(self.whole):
+            start, length = self.whole.best_fit(want)  # type: ignore[misc]
+            got = min(want, length)
+            self.whole.take(start, got)
+            chunks.append((start, got))
+            want -= got
+        out = [(c * BLOCKS_PER_CHUNK, k * BLOCKS_PER_CHUNK) for c, k in chunks]
+        for start, nb in out:
+            self._mark(start, nb)
+        if want:
+            out += self._alloc_small(want * BLOCKS_PER_CHUNK, None)
+        return out
+
+    # -- small -------------------------------------------------------------
+    def alloc_blocks(self, n: int, hint: int | None = None) -> Runs:
+        if n > self._free_blocks:
+            raise enospc()
+        return self._alloc_small(n, hint)
+
+    def _alloc_small(self, n: int, hint: int | None) -> Runs:
+        out: Runs = []
+        if hint is not None and 0 <= hint < self.nblocks and not self.used[hint]:
+            c = hint // BLOCKS_PER_CHUNK
+            if self.chunk_free[c] < BLOCKS_PER_CHUNK:  # never split a whole chunk for a hint
+                end = min((c + 1) * BLOCKS_PER_CHUNK, hint + n)
+                got = int(np.argmax(np.append(self.used[hint:end], True)))
+                self._take_small(c, hint, got)
+                out.append((hint, got))
+                n -= got
+        while n:
+            c = self._pick_small_chunk(n)
+            n -= self._fill_from_chunk(c, n, out)
+        return out
+
+    def _pick_small_chunk(self, n: int) -> int:
+        """Best fit among small chunks; split a whole chunk only if none has room
+        for n contiguous-ish blocks; scatter over small chunks as a last resort."""
+        i = self.small.bisect_left((n, -1))
+        if i < len(self.small):
+            return self.small[i][1]
+        if len(self.whole):
+            start, _ = self.whole.best_fit(1)  # type: ignore[misc]
+            self.whole.take(start, 1)
+            self.small.add((BLOCKS_PER_CHUNK, start))
+            return start
+        return self.small[-1][1]
+
+    def _fill_from_chunk(self, c: int, n: int, out: Runs) -> int:
+        base = c * BLOCKS_PER_CHUNK
+        got_total = 0
+        for start, length in free_runs(self.used[base : base + BLOCKS_PER_CHUNK]):
+            got = min(length, n - got_total)
+            self._take_small(c, base + start, got)
+            out.append((base + start, got))
+            got_total += got
+            if got_total == n:
+                break
+        return got_total
+
+    def _take_small(self, c: int, start: int, n: int) -> None:
+        self.small.remove((int(self.chunk_free[c]), c))
+        self._mark(start, n)
+        if self.chunk_free[c]:
+            self.small.add((int(self.chunk_free[c]), c))
+
+    def _mark(self, start: int, n: int) -> None:
+        self.used[start : start + n] = True
+        c0, c1 = start // BLOCKS_PER_CHUNK, (start + n - 1) // BLOCKS_PER_CHUNK
+        if c0 == c1:
+            self.chunk_free[c0] -= n
+        else:
+            np.subtract.at(self.chunk_free, np.arange(start, start + n) // BLOCKS_PER_CHUNK, 1)
+        self._free_blocks -= n
+
+    # -- free --------------------------------------------------------------
+    def free(self, start: int, n: int) -> None:
+        self._check_free(start, n)
+        end = start + n
+        while start < end:
+            c = start // BLOCKS_PER_CHUNK
+            stop = min(end, (c + 1) * BLOCKS_PER_CHUNK)
+            self._free_in_chunk(c, start, stop - start)
+            start = stop
+
+    def _free_in_chunk(self, c: int, start: int, n: int) -> None:
+        before = int(self.chunk_free[c])
+        if 0 < before < BLOCKS_PER_CHUNK:
+            self.small.remove((before, c))
+        self.used[start : start + n] = False
+        self.chunk_free[c] += n
+        self._free_blocks += n
+        if self.chunk_free[c] == BLOCKS_PER_CHUNK:
+            self.whole.add(c, 1)  # an emptied small chunk returns to the aligned pool
+        else:
+            self.small.add((int(self.chunk_free[c]), c))
+
+
+ALLOCATORS: dict[str, type[_Base]] = {"hugepage": HugePageAllocator, "naive": NaiveAllocator}
+
+
+def make_allocator(name: str, used: np.ndarray) -> Allocator:
+    return ALLOCATORS[name](used)  # type: ignore[return-value]

@@ -1,0 +1,154 @@
+"""dir: directory entries.
+
+A directory's data is a sequence of 4 KiB blocks (its extents, like any
+file's), each a checksummed header followed by packed entries
+(ino, name_len, ftype, name).  Removing an entry zeroes its ino in place (a
+tombstone); a block is compacted only when a new entry needs the room.  So
+an insert stages the new entry bytes plus the 24-byte header, a removal 8
+bytes plus the header: journal records stay small however big the
+directory grows.
+
+In memory a Directory is a dict from name to (ino, ftype, block, pos),
+loaded whole on first use, so lookups are O(1) at any size ("." and ".."
+are not stored: the parent is a field of the directory's inode).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from .layout import (
+    BLOCK,
+    DIRBLOCK_HEAD,
+    DIRENT_HEAD,
+    MAX_DIRENT,
+    dirblock_seal,
+    parse_dirblock,
+)
+from .journal import Transaction
+
+Entry = tuple[int, int, int, int]  # ino, ftype, block index, position in block
+NewBlock = Callable[[Transaction], int]  # allocates and maps the next block, returns device offset
+
+
+class Directory:
+    def __init__(self, ino: int):
+        self.ino = ino
+        self.entries: dict[str, Entry] = {}
+        self.images: list[bytearray] = []
+        self.devs: list[int] = []
+        self.used: list[int] = []
+        self.live: list[int] = []
+        self.dead: list[int] = []   # tombstoned bytes per block, reclaimable by compaction
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @classmethod
+    def load(cls, ino: int, buf, devs: list[int]) -> Directory:
+        d = cls(ino)
+        for dev in devs:
+            image = bytearray(buf[dev : dev + BLOCK])
+            used, entries = parse_dirblock(image, dev, ino)
+            b = len(d.images)
+            d.images.append(image)
+            d.devs.append(dev)
+            d.used.append(used)
+            d.live.append(len(entries))
+            live_bytes = 0
+            for pos, eino, ftype, raw in entries:
+                name = raw.decode("utf-8", "surrogateescape")
+                d.entries[name] = (eino, ftype, b, pos)
+                live_bytes += DIRENT_HEAD.size + len(raw)
+            d.dead.append(used - DIRBLOCK_HEAD.size - live_bytes)
+        return d
+
+    def lookup(self, name: str) -> tuple[int, int] | None:
+        e = self.entries.get(name)
+        return None if e is None else (e[0], e[1])
+
+    # -- changes -----------------------------------------------------------
+    def add(self, name: str, ino: int, ftype: int, txn: Transaction, new_block: NewBlock) -> None:
+        raw = name.encode("utf-8", "surrogateescape")
+        need = DIRENT_HEAD.size + len(raw)
+        b = self._block_with_room(need, txn, new_block)
+        image, pos = self.images[b], self.used[b]
+        DIRENT_HEAD.pack_into(image, pos, ino, len(raw), ftype)
+        image[pos + DIRENT_HEAD.size : pos + need] = raw
+        self.used[b] += need
+        self.live[b] += 1
+        self.entries[name] = (ino, ftype, b, pos)
+        self._seal(b)
+        txn.write(self.devs[b] + pos, image[pos : pos + need])
+        self._stage_header(b, txn)
+
+    def remove(self, name: str, txn: Transaction) -> int:
+        ino, _ftype, b, pos = self.entries.pop(name)
+        image = self.images[b]
+        struct.pack_into("<Q", image, pos, 0)
+        self.live[b] -= 1
+        self.dead[b] += DIRENT_HEAD.size + image[pos + 8]
+        self._seal(b)
+        txn.write(self.devs[b] + pos, image[pos : pos + 8])
+        self._stage_header(b, txn)
+        return ino
+
+    def retarget(self, name: str, ino: int, ftype: int, txn: Transaction) -> int:
+        """Point an existing name at another inode in place; return the old ino."""
+        old, _f, b, pos = self.entries[name]
+        image = self.images[b]
+        struct.pack_into("<Q", image, pos, ino)
+        image[pos + 9] = ftype
+        self.entries[name] = (ino, ftype, b, pos)
+        self._seal(b)
+        txn.write(self.devs[b] + pos, image[pos : pos + DIRENT_HEAD.size])
+        self._stage_header(b, txn)
+        return old
+
+    # -- blocks ------------------------------------------------------------
+    def _block_with_room(self, need: int, txn: Transaction, new_block: NewBlock) -> int:
+        # The newest block first (the common append), then any block with room
+        # at its tail, then one whose tombstones would make room once compacted.
+        candidates = range(len(self.images) - 1, -1, -1)
+        for b in candidates:
+            if BLOCK - self.used[b] >= need:
+                return b
+        for b in candidates:
+            if BLOCK - self.used[b] + self.dead[b] >= need:
+                self._compact(b, txn)
+                return b
+        dev = new_block(txn)
+        self.images.append(bytearray(BLOCK))
+        self.devs.append(dev)
+        self.used.append(DIRBLOCK_HEAD.size)
+        self.live.append(0)
+        self.dead.append(0)
+        b = len(self.images) - 1
+        self._seal(b)
+        txn.write(dev, bytes(self.images[b]))
+        return b
+
+    def _compact(self, b: int, txn: Transaction) -> None:
+        old = self.images[b]
+        image = bytearray(BLOCK)
+        pos = DIRBLOCK_HEAD.size
+        for name, (ino, ftype, eb, epos) in list(self.entries.items()):
+            if eb != b:
+                continue
+            n = DIRENT_HEAD.size + old[epos + 8]
+            image[pos : pos + n] = old[epos : epos + n]
+            self.entries[name] = (ino, ftype, b, pos)
+            pos += n
+        self.images[b], self.used[b], self.dead[b] = image, pos, 0
+        self._seal(b)
+        txn.write(self.devs[b], bytes(image))
+
+    def _seal(self, b: int) -> None:
+        dirblock_seal(self.images[b], self.ino, self.used[b], self.live[b])
+
+    def _stage_header(self, b: int, txn: Transaction) -> None:
+        txn.write(self.devs[b], self.images[b][: DIRBLOCK_HEAD.size])
+
+
+assert MAX_DIRENT <= BLOCK - DIRBLOCK_HEAD.size

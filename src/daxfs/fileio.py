@@ -1,0 +1,130 @@
+"""fileio: the objects fs.open() returns.
+
+DaxRawFile is an io.RawIOBase over one inode; fs.open() wraps it in the
+same Buffered*/TextIOWrapper classes the builtin open() uses, so a daxfs
+file behaves like any Python file.  There is no kernel descriptor behind
+it: fileno() raises io.UnsupportedOperation.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from typing import TYPE_CHECKING
+
+from .path import oserror
+
+if TYPE_CHECKING:
+    from .fs import FileSystem
+
+DEFAULT_BUFFER = 128 * 1024
+
+
+def parse_mode(mode: str) -> tuple[str, bool, bool, bool]:
+    """(kind r/w/a/x, plus, binary, text) with open()'s validation and messages."""
+    chars = set(mode)
+    if len(mode) != len(chars) or not chars <= set("rwaxbt+"):
+        raise ValueError(f"invalid mode: {mode!r}")
+    kinds = chars & set("rwax")
+    if len(kinds) != 1:
+        raise ValueError("must have exactly one of create/read/write/append mode")
+    if "b" in chars and "t" in chars:
+        raise ValueError("can't have text and binary mode at once")
+    return kinds.pop(), "+" in chars, "b" in chars, "b" not in chars
+
+
+class DaxRawFile(io.RawIOBase):
+    def __init__(self, fs: FileSystem, ino: int, name: str, mode: str, *,
+                 readable: bool, writable: bool, append: bool):
+        super().__init__()
+        self._fs, self._ino, self.name, self.mode = fs, ino, name, mode
+        self._readable, self._writable, self._append = readable, writable, append
+        self._pos = 0
+
+    # -- capabilities ------------------------------------------------------
+    def readable(self) -> bool:
+        self._checkClosed()
+        return self._readable
+
+    def writable(self) -> bool:
+        self._checkClosed()
+        return self._writable
+
+    def seekable(self) -> bool:
+        self._checkClosed()
+        return True
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("daxfs files have no kernel file descriptor")
+
+    def isatty(self) -> bool:
+        self._checkClosed()
+        return False
+
+    # -- I/O ---------------------------------------------------------------
+    def readinto(self, b) -> int:
+        self._checkClosed()
+        if not self._readable:
+            raise io.UnsupportedOperation("File not open for reading")
+        n = self._fs._pread_into(self._ino, self._pos, b)
+        self._pos += n
+        return n
+
+    def readall(self) -> bytes:
+        self._checkClosed()
+        if not self._readable:
+            raise io.UnsupportedOperation("File not open for reading")
+        data = self._fs._pread(self._ino, self._pos, None)
+        self._pos += len(data)
+        return data
+
+    def write(self, b) -> int:
+        self._checkClosed()
+        if not self._writable:
+            raise io.UnsupportedOperation("File not open for writing")
+        with memoryview(b) as view:
+            data = view.cast("B")
+            if self._append:
+                self._pos = self._fs._size_of(self._ino)
+            self._fs._pwrite(self._ino, self._pos, data)
+            self._pos += len(data)
+            return len(data)
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        self._checkClosed()
+        if whence == os.SEEK_SET:
+            new = pos
+        elif whence == os.SEEK_CUR:
+            new = self._pos + pos
+        elif whence == os.SEEK_END:
+            new = self._fs._size_of(self._ino) + pos
+        else:
+            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+        if new < 0:
+            raise oserror(errno.EINVAL, self.name)
+        self._pos = new
+        return new
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def truncate(self, size: int | None = None) -> int:
+        self._checkClosed()
+        if not self._writable:
+            raise io.UnsupportedOperation("File not open for writing")
+        size = self._pos if size is None else size
+        self._fs._truncate_ino(self._ino, size)
+        return size
+
+    def flush(self) -> None:
+        super().flush()  # raises on a closed file, as io does
+        self._fs._flush_ino(self._ino)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                super().close()  # calls flush()
+            finally:
+                self._fs._release(self._ino)

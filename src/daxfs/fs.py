@@ -1,0 +1,1108 @@
+"""fs: the public FileSystem, with os-like calls and open().
+
+Call protocol.  Every public call runs under the FileSystem's thread lock
+and the pool lock (flock on the pool: shared for reads, exclusive for
+changes), so it is thread-safe and several processes may mount one pool.
+On taking the pool lock a call first checks the journal's live word: if
+another process committed since, cached inodes, directories and the
+allocator are dropped and rebuilt, so every call sees all changes
+completed before it.
+
+A change runs as one transaction: validate, then mutate the cached objects
+while staging their bytes; commit (journal.commit) makes it atomic.  If
+anything fails before the commit point, the caches are dropped and the
+allocations undone: the media never saw the change.
+
+Data placement (the huge-page policy lives here and in alloc):
+  * a file that is or becomes 2 MiB or larger gets a whole aligned chunk for
+    every 2 MiB window of the file that is entirely unmapped, contiguous
+    with the previous window's chunk when that chunk is free (bytes of the
+    chunk beyond the end of file are allocated but not yet in the file);
+  * smaller files, and partly mapped windows, get 4 KiB blocks packed into
+    small chunks, contiguous with the previous block when possible.
+
+Ordering: data written into newly allocated space, and zeroes that make new
+space read as zero, are persisted before the transaction that makes them
+part of the file commits (ordered mode).  Bytes past the end of file in an
+allocated block are undefined until the file grows over them, when they are
+zeroed (again before the size change commits).
+
+Durability: every namespace change and every write that allocates or
+changes the size is durable when the call returns, on every backend.
+Overwrites in place are durable on return on pmem and tmpfs; on page-cache
+files (msync) at f.flush(), close, fs.fsync(path) or fs.sync().  Times
+(atime is not kept apart from mtime) are written lazily, like Linux's
+lazytime: on close, flush, fsync, sync or with the next change to the inode.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+import stat
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .alloc import Allocator, make_allocator
+from .dir import Directory
+from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
+from .inode import Extent, Inode, InodeTable
+from .journal import Journal, Transaction
+from .layout import (
+    BLOCK,
+    CHUNK,
+    CorruptionError,
+    Superblock,
+    ftype_of,
+    unpack_superblock,
+)
+from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
+from .region import Region
+
+S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+OFD_GETLK, OFD_SETLK = getattr(fcntl, "F_OFD_GETLK", 36), getattr(fcntl, "F_OFD_SETLK", 37)
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86_64 / aarch64
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def _align_down(n: int, a: int) -> int:
+    return n - n % a
+
+
+def _align_up(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+@dataclass(frozen=True)
+class StatVFS:
+    """statvfs plus what a huge-page pool cares about: free whole 2 MiB chunks."""
+
+    f_bsize: int
+    f_frsize: int
+    f_blocks: int
+    f_bfree: int
+    f_bavail: int
+    f_files: int
+    f_ffree: int
+    f_favail: int
+    f_flag: int
+    f_namemax: int
+    free_chunks: int
+    total_chunks: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.f_blocks * self.f_frsize
+
+    @property
+    def free_bytes(self) -> int:
+        return self.f_bfree * self.f_frsize
+
+
+class DirEntry:
+    """What fs.scandir yields; the same interface as os.DirEntry."""
+
+    def __init__(self, fs: FileSystem, parent: str, name: str, ino: int, ftype: int):
+        self._fs, self.name, self._ino, self._ftype = fs, name, ino, ftype
+        self.path = parent.rstrip("/") + "/" + name
+
+    def inode(self) -> int:
+        return self._ino
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        if self._ftype == LNK_T and follow_symlinks:
+            return self._fs.isdir(self.path)
+        return self._ftype == DIR_T
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        if self._ftype == LNK_T and follow_symlinks:
+            return self._fs.isfile(self.path)
+        return self._ftype == S_IFREG >> 12
+
+    def is_symlink(self) -> bool:
+        return self._ftype == LNK_T
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        return self._fs.stat(self.path) if follow_symlinks else self._fs.lstat(self.path)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"<DirEntry {self.name!r}>"
+
+
+class _ScandirIterator:
+    def __init__(self, entries: list[DirEntry]):
+        self._it = iter(entries)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> DirEntry:
+        return next(self._it)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._it = iter(())
+
+
+class FileSystem:
+    """A mounted pool.  Use as a context manager or call close()."""
+
+    def __init__(self, region: Region, sb: Superblock, *, readonly: bool):
+        self.region, self.sb, self.readonly = region, sb, readonly
+        self.journal = Journal(region, sb)
+        self.inodes = InodeTable(region, sb)
+        self.dirs: dict[int, Directory] = {}
+        self.allocator: Allocator
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._seen_seq = -1
+        self._open: dict[int, int] = {}
+        self._dirty_data: list[tuple[int, int]] = []   # msync backend: overwrites to persist
+        self._dirty_times: set[int] = set()
+        self._handles: weakref.WeakSet = weakref.WeakSet()
+        self._pid = os.getpid()
+        self.closed = False
+        self.st_dev = int.from_bytes(sb.uuid[:4], "little")
+
+    # ======================================================================
+    # locking and cache coherence
+    # ======================================================================
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        with self._tlock:
+            if self.closed:
+                raise ValueError("I/O operation on an unmounted pool")
+            outer = self._depth == 0
+            if outer:
+                fcntl.flock(self.region.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            self._depth += 1
+            try:
+                if outer:
+                    self._sync_with_others()
+                yield
+            finally:
+                self._depth -= 1
+                if outer:
+                    fcntl.flock(self.region.fd, fcntl.LOCK_UN)
+
+    def _sync_with_others(self) -> None:
+        seq = self.journal.refresh()
+        if seq != self._seen_seq:
+            self._reload()
+            self._seen_seq = seq
+
+    def _reload(self) -> None:
+        """Drop every cache and rebuild the allocator from the inode table."""
+        self.inodes.cache.clear()
+        self.dirs.clear()
+        used, self._orphans = self.inodes.scan()
+        self.allocator = make_allocator(self.sb.allocator, used)
+
+    @contextmanager
+    def _change(self) -> Iterator[Transaction]:
+        """An atomic change: yields a transaction, commits it, or undoes it all."""
+        if self.readonly:
+            raise oserror(errno.EROFS)
+        with self._locked(exclusive=True):
+            txn = Transaction()
+            self._txn_dirty: set[int] = set()
+            self._txn_freed_inos: list[int] = []
+            self._txn_took_ino = False
+            try:
+                yield txn
+                for ino in sorted(self._txn_dirty):
+                    self._stage_inode(txn, ino)
+                self.journal.commit(txn)
+            except BaseException:
+                # Cached objects may be half-changed; the media is not: rebuild
+                # from it (this also undoes allocations and inode numbers taken).
+                if txn or self._txn_dirty or self._txn_took_ino:
+                    self._reload()
+                raise
+            for start, n in txn.to_free:
+                self.allocator.free(start, n)
+            for ino in self._txn_freed_inos:
+                self.inodes.return_ino(ino)
+            self._seen_seq = self.journal.next_seq
+            self._dirty_times.difference_update(self._txn_dirty)
+
+    def _stage_inode(self, txn: Transaction, ino: int) -> None:
+        inode = self.inodes.cache.get(ino)
+        if inode is not None:
+            self.inodes.stage(inode, txn, self._alloc_meta_block, self._free_meta_block)
+
+    def _touch(self, inode: Inode, *, data: bool = True) -> None:
+        """Mark times changed (mtime and ctime, or ctime only) and the inode dirty."""
+        now = _now()
+        if data:
+            inode.mtime = inode.atime = now
+        inode.ctime = now
+        self._txn_dirty.add(inode.ino)
+
+    # ======================================================================
+    # allocation (device offsets at this level; blocks inside alloc)
+    # ======================================================================
+    def _dev(self, block: int) -> int:
+        return self.sb.data_off + block * BLOCK
+
+    def _block(self, dev: int) -> int:
+        return (dev - self.sb.data_off) // BLOCK
+
+    def _take(self, txn: Transaction, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        txn.allocated.extend(runs)
+        return [(self._dev(b), n * BLOCK) for b, n in runs]
+
+    def _alloc_blocks(self, txn: Transaction, n: int, hint_dev: int | None):
+        hint = None if hint_dev is None else self._block(hint_dev)
+        return self._take(txn, self.allocator.alloc_blocks(n, hint))
+
+    def _alloc_chunks(self, txn: Transaction, n: int, hint_dev: int | None):
+        hint = None if hint_dev is None else self._block(hint_dev)
+        return self._take(txn, self.allocator.alloc_chunks(n, hint))
+
+    def _free(self, txn: Transaction, dev: int, length: int) -> None:
+        txn.to_free.append((self._block(dev), length // BLOCK))
+
+    def _alloc_meta_block(self, txn: Transaction) -> int:
+        ((dev, _n),) = self._alloc_blocks(txn, 1, None)
+        return dev
+
+    def _free_meta_block(self, txn: Transaction, dev: int) -> None:
+        self._free(txn, dev, BLOCK)
+
+    # ======================================================================
+    # lookups
+    # ======================================================================
+    def _inode(self, ino: int) -> Inode:
+        return self.inodes.get(ino)
+
+    def _dir(self, ino: int) -> Directory:
+        d = self.dirs.get(ino)
+        if d is None:
+            inode = self._inode(ino)
+            if not inode.is_dir:
+                raise oserror(errno.ENOTDIR)
+            devs = []
+            for e in inode.iomap(0, inode.size):
+                if e.kind != "mapped":
+                    raise CorruptionError(f"directory {ino}: hole in its blocks")
+                devs.extend(range(e.device_offset, e.device_offset + e.length, BLOCK))
+            d = self.dirs[ino] = Directory.load(ino, self.region.buf, devs)
+        return d
+
+    def _lookup(self, dir_ino: int, name: str) -> tuple[int, int] | None:
+        return self._dir(dir_ino).lookup(name)
+
+    def _readlink_ino(self, ino: int) -> str:
+        inode = self._inode(ino)
+        return self._read_bytes(inode, 0, inode.size).decode("utf-8", "surrogateescape")
+
+    def _parent_of(self, ino: int) -> int:
+        return self._inode(ino).parent if ino != ROOT_INO else ROOT_INO
+
+    def _resolve(self, path: object, follow: bool = True) -> Resolved:
+        return resolve(to_str(path), self._lookup, self._readlink_ino, self._parent_of, follow)
+
+    def _existing(self, path: object, follow: bool = True) -> Resolved:
+        r = self._resolve(path, follow)
+        if r.ino is None:
+            raise oserror(errno.ENOENT, to_str(path))
+        return r
+
+    # ======================================================================
+    # reading and writing file data
+    # ======================================================================
+    def _read_bytes(self, inode: Inode, off: int, n: int) -> bytes:
+        out = bytearray(max(0, min(n, inode.size - off)))
+        self._copy_out(inode, off, memoryview(out))
+        return bytes(out)
+
+    def _copy_out(self, inode: Inode, off: int, dst: memoryview) -> int:
+        n = max(0, min(len(dst), inode.size - off))
+        buf, pos = self.region.buf, 0
+        for e in inode.iomap(off, n) if n else ():
+            if e.kind == "mapped":
+                dst[pos : pos + e.length] = buf[e.device_offset : e.device_offset + e.length]
+            else:
+                dst[pos : pos + e.length] = bytes(e.length)
+            pos += e.length
+        return n
+
+    def _pread_into(self, ino: int, off: int, b) -> int:
+        with self._locked(exclusive=False):
+            with memoryview(b) as view:
+                return self._copy_out(self._inode(ino), off, view.cast("B"))
+
+    def _pread(self, ino: int, off: int, n: int | None) -> bytes:
+        with self._locked(exclusive=False):
+            inode = self._inode(ino)
+            return self._read_bytes(inode, off, inode.size - off if n is None else n)
+
+    def _size_of(self, ino: int) -> int:
+        with self._locked(exclusive=False):
+            return self._inode(ino).size
+
+    # Large writes commit in pieces so that one transaction stays small; a crash
+    # leaves a prefix of the write, as POSIX allows.
+    WRITE_PIECE = 64 * CHUNK
+
+    def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
+        for start in range(0, len(data), self.WRITE_PIECE):
+            piece = data[start : start + self.WRITE_PIECE]
+            with self._change() as txn:
+                self._write_piece(txn, self._inode(ino), off + start, piece)
+
+    def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
+        end = off + len(data)
+        new_size = max(inode.size, end)
+        fresh = self._allocate(txn, inode, off, len(data), new_size) if data else []
+        written = [(off, end)] if data else []
+        zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, written)
+        touched = zeroed + self._copy_in(inode, off, data)
+        grows = new_size != inode.size or bool(fresh)
+        if grows or self.region.durability.name != "msync":
+            for dev, n in touched:
+                self.region.flush(dev, n)
+            self.region.fence()                      # ordered: data before metadata
+        else:
+            self._dirty_data.extend(touched)         # page cache: durable at fsync/close
+        inode.size = new_size
+        inode.mtime = inode.atime = inode.ctime = _now()
+        if grows:
+            self._txn_dirty.add(inode.ino)
+        else:
+            self._dirty_times.add(inode.ino)
+
+    def _copy_in(self, inode: Inode, off: int, data: memoryview) -> list[tuple[int, int]]:
+        pos, out = 0, []
+        for e in inode.iomap(off, len(data)):
+            assert e.kind == "mapped"
+            self.region.store(e.device_offset, data[pos : pos + e.length])
+            out.append((e.device_offset, e.length))
+            pos += e.length
+        return out
+
+    def _zero_unwritten(self, inode: Inode, fresh: list[tuple[int, int]], old_size: int,
+                        new_size: int, written: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Zero what must read as zero and was not just written: newly mapped space
+        inside the old size, and mapped space between the old and new size."""
+        wanted = [(s, min(e, old_size)) for s, e in fresh if s < old_size]
+        if new_size > old_size:
+            wanted.append((old_size, new_size))
+        out = []
+        for s, e in _subtract(_merge(wanted), written):
+            for ext in inode.iomap(s, e - s):
+                if ext.kind == "mapped":
+                    self.region.zero(ext.device_offset, ext.length)
+                    out.append((ext.device_offset, ext.length))
+        return out
+
+    def _allocate(self, txn: Transaction, inode: Inode, off: int, length: int,
+                  new_size: int) -> list[tuple[int, int]]:
+        """Map every hole in [off, off+length); return the file ranges newly mapped."""
+        start, stop = _align_down(off, BLOCK), _align_up(off + length, BLOCK)
+        fresh: list[tuple[int, int]] = []
+        large = new_size >= CHUNK
+        for hoff, hlen in inode.holes(start, stop - start):
+            if large:
+                self._allocate_large(txn, inode, hoff, hoff + hlen, fresh)
+            else:
+                self._map_blocks(txn, inode, hoff, hlen, fresh)
+        return fresh
+
+    def _allocate_large(self, txn, inode: Inode, hstart: int, hend: int, fresh) -> None:
+        pos = hstart
+        while pos < hend:
+            w0 = _align_down(pos, CHUNK)
+            w1 = w0 + CHUNK
+            stop = min(hend, w1)
+            if not any(e.kind == "mapped" for e in inode.iomap(w0, CHUNK)):
+                hint = inode.device_before(w0)
+                runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0 else None)
+                self._map_runs(inode, w0, runs, fresh)
+            else:
+                self._map_blocks(txn, inode, pos, stop - pos, fresh)
+            pos = stop
+
+    def _map_blocks(self, txn, inode: Inode, foff: int, length: int, fresh) -> None:
+        runs = self._alloc_blocks(txn, length // BLOCK, inode.device_before(foff))
+        self._map_runs(inode, foff, runs, fresh)
+
+    def _map_runs(self, inode: Inode, foff: int, runs, fresh) -> None:
+        for dev, n in runs:
+            inode.add_extent(foff, dev, n)
+            fresh.append((foff, foff + n))
+            foff += n
+
+    def _truncate_inode(self, txn: Transaction, inode: Inode, length: int) -> None:
+        if length < 0:
+            raise oserror(errno.EINVAL)
+        if length < inode.size:
+            keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
+            for dev, n in inode.cut_from(keep):
+                self._free(txn, dev, n)
+        elif length > inode.size:
+            zeroed = self._zero_unwritten(inode, [], inode.size, length, [])
+            for dev, n in zeroed:
+                self.region.flush(dev, n)
+            self.region.fence()
+        inode.size = length
+        self._touch(inode)
+
+    def _free_inode(self, txn: Transaction, inode: Inode) -> None:
+        for dev, n in inode.cut_from(0):
+            self._free(txn, dev, n)
+        self.inodes.stage_free(inode, txn, self._free_meta_block)
+        self._txn_dirty.discard(inode.ino)
+        self.inodes.cache.pop(inode.ino, None)
+        self.dirs.pop(inode.ino, None)
+        self._txn_freed_inos.append(inode.ino)  # reusable once the change commits
+
+    def _drop_link(self, txn: Transaction, inode: Inode) -> None:
+        """One name fewer: free the inode when no name and no open handle is left.
+        A removed directory loses both its name and its "." at once."""
+        inode.nlink = 0 if inode.is_dir else inode.nlink - 1
+        self._touch(inode, data=False)
+        if inode.nlink == 0 and not self._is_open(inode.ino):
+            self._free_inode(txn, inode)
+
+    def _is_open(self, ino: int) -> bool:
+        return bool(self._open.get(ino)) or self._open_elsewhere(ino)
+
+    # ======================================================================
+    # handles and pins on inodes (OFD locks, dropped by the kernel on exit)
+    # ======================================================================
+    def _ofd(self, cmd: int, ltype: int, ino: int) -> bytes:
+        req = _FLOCK.pack(ltype, os.SEEK_SET, self.inodes.slot_off(ino), 1, 0)
+        return fcntl.fcntl(self.region.fd, cmd, req)
+
+    def _open_elsewhere(self, ino: int) -> bool:
+        reply = self._ofd(OFD_GETLK, fcntl.F_WRLCK, ino)
+        return _FLOCK.unpack(reply)[0] != fcntl.F_UNLCK
+
+    def _pin(self, ino: int) -> None:
+        n = self._open.get(ino, 0)
+        if n == 0:
+            self._ofd(OFD_SETLK, fcntl.F_RDLCK, ino)
+        self._open[ino] = n + 1
+
+    def _unpin(self, ino: int) -> None:
+        n = self._open.get(ino, 0) - 1
+        if n > 0:
+            self._open[ino] = n
+            return
+        self._open.pop(ino, None)
+        self._ofd(OFD_SETLK, fcntl.F_UNLCK, ino)
+
+    def _release(self, ino: int) -> None:
+        """A handle closed: unpin, and free the inode if it was its last name's ghost."""
+        if self.closed:
+            return
+        with self._tlock:
+            self._flush_ino(ino)
+            self._unpin(ino)
+            if self.readonly or self._open.get(ino):
+                return
+            with self._locked(exclusive=False):
+                orphan = self._inode(ino).nlink == 0
+            if orphan:
+                with self._change() as txn:
+                    inode = self._inode(ino)
+                    if inode.nlink == 0 and not self._is_open(ino):
+                        self._free_inode(txn, inode)
+
+    def _flush_ino(self, ino: int) -> None:
+        if self.closed or self.readonly:
+            return
+        self._persist_dirty_data()
+        if ino in self._dirty_times:
+            with self._change():
+                if self._inode(ino).nlink or self._open.get(ino):
+                    self._txn_dirty.add(ino)
+
+    def _persist_dirty_data(self) -> None:
+        if self._dirty_data:
+            for dev, n in _merge([(d, d + n) for d, n in self._dirty_data]):
+                self.region.flush(dev, n - dev)
+            self.region.fence()
+            self._dirty_data.clear()
+
+    def _reclaim_orphans(self) -> None:
+        """Free inodes left with no name by a crash or by a process that has exited
+        (an orphan still open in a live process keeps its OFD lock)."""
+        victims = [ino for ino in self._orphans if not self._is_open(ino)]
+        if victims:
+            with self._change() as txn:
+                for ino in victims:
+                    self._free_inode(txn, self._inode(ino))
+
+    def _truncate_ino(self, ino: int, length: int) -> None:
+        with self._change() as txn:
+            self._truncate_inode(txn, self._inode(ino), length)
+
+    # ======================================================================
+    # public API: files
+    # ======================================================================
+    def open(self, path, mode: str = "r", buffering: int = -1, encoding: str | None = None,
+             errors: str | None = None, newline: str | None = None):
+        """Open a file in the pool; returns the io classes the builtin open() returns."""
+        kind, plus, binary, text = parse_mode(mode)
+        if binary and (encoding or errors or newline is not None):
+            raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
+        if buffering == 0 and text:
+            raise ValueError("can't have unbuffered text I/O")
+        spath = to_str(path)
+        readable, writable = kind == "r" or plus, kind != "r" or plus
+        if writable and self.readonly:
+            raise oserror(errno.EROFS, spath)
+        ino = self._open_inode(spath, kind)
+        raw = DaxRawFile(self, ino, spath, mode, readable=readable, writable=writable,
+                         append=kind == "a")
+        self._handles.add(raw)
+        return _wrap(raw, mode, buffering, binary, readable, writable, encoding, errors, newline)
+
+    def _open_inode(self, spath: str, kind: str) -> int:
+        if kind == "r":
+            with self._locked(exclusive=False):
+                r = self._existing(spath)
+                self._check_openable(r, spath)
+                self._pin(r.ino)  # type: ignore[arg-type]
+                return r.ino  # type: ignore[return-value]
+        with self._change() as txn:
+            r = self._resolve(spath)
+            if r.ino is None:
+                if r.trailing_slash:
+                    raise oserror(errno.EISDIR, spath)
+                inode = self._create(txn, r, S_IFREG | 0o644, spath)
+                self._pin(inode.ino)
+                return inode.ino
+            if kind == "x":
+                raise oserror(errno.EEXIST, spath)
+            self._check_openable(r, spath)
+            if kind == "w":
+                self._truncate_inode(txn, self._inode(r.ino), 0)  # type: ignore[arg-type]
+            self._pin(r.ino)  # type: ignore[arg-type]
+            return r.ino  # type: ignore[return-value]
+
+    def _check_openable(self, r: Resolved, spath: str) -> None:
+        if r.ftype == DIR_T:
+            raise oserror(errno.EISDIR, spath)
+
+    def _create(self, txn: Transaction, r: Resolved, mode: int, spath: str) -> Inode:
+        if r.name is None:
+            raise oserror(errno.EEXIST, spath)
+        parent = self._inode(r.parent)
+        if parent.nlink == 0:
+            raise oserror(errno.ENOENT, spath)  # creating in a removed directory
+        if not self.inodes.free_inos:
+            raise oserror(errno.ENOSPC, spath)
+        ino = self.inodes.take_ino()
+        self._txn_took_ino = True
+        now = _now()
+        inode = Inode(ino, mode, nlink=2 if stat.S_ISDIR(mode) else 1, size=0, atime=now,
+                      mtime=now, ctime=now, btime=now, parent=r.parent,
+                      uid=os.getuid(), gid=os.getgid())
+        self.inodes.cache[ino] = inode
+        self._dir(r.parent).add(r.name, ino, ftype_of(mode), txn, self._dir_block_adder(parent))
+        self._touch(parent)
+        self._txn_dirty.add(ino)
+        return inode
+
+    def _dir_block_adder(self, dir_inode: Inode):
+        def add_block(txn: Transaction) -> int:
+            end = dir_inode.size
+            ((dev, _n),) = self._alloc_blocks(txn, 1, dir_inode.device_before(end))
+            dir_inode.add_extent(end, dev, BLOCK)
+            dir_inode.size = end + BLOCK
+            self._txn_dirty.add(dir_inode.ino)
+            return dev
+        return add_block
+
+    # ======================================================================
+    # public API: namespace
+    # ======================================================================
+    def mkdir(self, path, mode: int = 0o777) -> None:
+        spath = to_str(path)
+        with self._change() as txn:
+            r = self._resolve(spath, follow=False)
+            if r.ino is not None:
+                raise oserror(errno.EEXIST, spath)
+            self._create(txn, r, S_IFDIR | (mode & 0o7777), spath)
+            self._inode(r.parent).nlink += 1
+
+    def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+        spath = to_str(path)
+        head, _, tail = spath.rstrip("/").rpartition("/")
+        if head and tail and not self.exists(head):
+            self.makedirs(head, mode, exist_ok=True)
+        try:
+            self.mkdir(spath, mode)
+        except OSError:
+            if not exist_ok or not self.isdir(spath):
+                raise
+
+    def rmdir(self, path) -> None:
+        spath = to_str(path)
+        with self._change() as txn:
+            r = self._existing(spath, follow=False)
+            if r.name is None:
+                raise oserror(errno.EBUSY if r.ino == ROOT_INO else errno.EINVAL, spath)
+            if r.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, spath)
+            if len(self._dir(r.ino)):  # type: ignore[arg-type]
+                raise oserror(errno.ENOTEMPTY, spath)
+            self._dir(r.parent).remove(r.name, txn)
+            parent = self._inode(r.parent)
+            parent.nlink -= 1
+            self._touch(parent)
+            self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
+
+    def unlink(self, path) -> None:
+        spath = to_str(path)
+        with self._change() as txn:
+            r = self._existing(spath, follow=False)
+            if r.ftype == DIR_T:
+                raise oserror(errno.EISDIR, spath)
+            if r.trailing_slash:
+                raise oserror(errno.ENOTDIR, spath)
+            self._dir(r.parent).remove(r.name, txn)  # type: ignore[arg-type]
+            self._touch(self._inode(r.parent))
+            self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
+
+    remove = unlink
+
+    def link(self, src, dst) -> None:
+        ssrc, sdst = to_str(src), to_str(dst)
+        with self._change() as txn:
+            s = self._existing(ssrc, follow=False)
+            d = self._resolve(sdst, follow=False)
+            if s.ftype == DIR_T:
+                raise oserror(errno.EPERM, ssrc, sdst)
+            if d.ino is not None or d.name is None:
+                raise oserror(errno.EEXIST, ssrc, sdst)
+            dparent = self._inode(d.parent)
+            if dparent.nlink == 0:
+                raise oserror(errno.ENOENT, ssrc, sdst)
+            inode = self._inode(s.ino)  # type: ignore[arg-type]
+            self._dir(d.parent).add(d.name, inode.ino, s.ftype, txn,  # type: ignore[arg-type]
+                                    self._dir_block_adder(dparent))
+            inode.nlink += 1
+            self._touch(inode, data=False)
+            self._touch(dparent)
+
+    def symlink(self, target, path) -> None:
+        starget, spath = to_str(target), to_str(path)
+        with self._change() as txn:
+            r = self._resolve(spath, follow=False)
+            if r.ino is not None:
+                raise oserror(errno.EEXIST, starget, spath)
+            if not starget:
+                raise oserror(errno.ENOENT, spath)
+            inode = self._create(txn, r, S_IFLNK | 0o777, spath)
+            raw = starget.encode("utf-8", "surrogateescape")
+            self._write_piece(txn, inode, 0, memoryview(raw))
+
+    def readlink(self, path) -> str:
+        spath = to_str(path)
+        with self._locked(exclusive=False):
+            r = self._existing(spath, follow=False)
+            if r.ftype != LNK_T:
+                raise oserror(errno.EINVAL, spath)
+            return self._readlink_ino(r.ino)  # type: ignore[arg-type]
+
+    def rename(self, src, dst) -> None:
+        """Atomically rename, replacing an existing target as os.rename does on POSIX."""
+        ssrc, sdst = to_str(src), to_str(dst)
+        with self._change() as txn:
+            s = self._existing(ssrc, follow=False)
+            d = self._resolve(sdst, follow=False)
+            if s.name is None or d.name is None:
+                raise oserror(errno.EBUSY, ssrc, sdst)
+            if d.ino == s.ino:
+                return
+            src_is_dir = s.ftype == DIR_T
+            if src_is_dir:
+                self._check_not_inside(s.ino, d.parent, ssrc, sdst)  # type: ignore[arg-type]
+            elif s.trailing_slash or d.trailing_slash:
+                raise oserror(errno.ENOTDIR, ssrc, sdst)
+            if d.ino is not None:
+                self._check_replaceable(s, d, ssrc, sdst)
+            self._rename(txn, s, d)
+
+    replace = rename
+
+    def _check_not_inside(self, src_ino: int, dst_parent: int, ssrc: str, sdst: str) -> None:
+        x = dst_parent
+        while True:
+            if x == src_ino:
+                raise oserror(errno.EINVAL, ssrc, sdst)
+            if x == ROOT_INO:
+                return
+            x = self._parent_of(x)
+
+    def _check_replaceable(self, s: Resolved, d: Resolved, ssrc: str, sdst: str) -> None:
+        if s.ftype == DIR_T:
+            if d.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, ssrc, sdst)
+            if len(self._dir(d.ino)):  # type: ignore[arg-type]
+                raise oserror(errno.ENOTEMPTY, ssrc, sdst)
+        elif d.ftype == DIR_T:
+            raise oserror(errno.EISDIR, ssrc, sdst)
+
+    def _rename(self, txn: Transaction, s: Resolved, d: Resolved) -> None:
+        moving = self._inode(s.ino)  # type: ignore[arg-type]
+        sparent, dparent = self._inode(s.parent), self._inode(d.parent)
+        if dparent.nlink == 0:
+            raise oserror(errno.ENOENT)
+        ddir = self._dir(d.parent)
+        if d.ino is not None:
+            ddir.retarget(d.name, moving.ino, s.ftype, txn)  # type: ignore[arg-type]
+            victim = self._inode(d.ino)
+            if victim.is_dir:
+                dparent.nlink -= 1
+            self._drop_link(txn, victim)
+        else:
+            ddir.add(d.name, moving.ino, s.ftype, txn,  # type: ignore[arg-type]
+                     self._dir_block_adder(dparent))
+        self._dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
+        if moving.is_dir and s.parent != d.parent:
+            sparent.nlink -= 1
+            dparent.nlink += 1
+            moving.parent = d.parent
+        self._touch(moving, data=False)
+        self._touch(sparent)
+        self._touch(dparent)
+
+    def truncate(self, path, length: int) -> None:
+        spath = to_str(path)
+        with self._change() as txn:
+            r = self._existing(spath)
+            if r.ftype == DIR_T:
+                raise oserror(errno.EISDIR, spath)
+            self._truncate_inode(txn, self._inode(r.ino), length)  # type: ignore[arg-type]
+
+    def fallocate(self, path, offset: int, length: int) -> None:
+        """Allocate [offset, offset+length) so later writes cannot fail for space;
+        extends the file like posix_fallocate.  New space reads as zeroes."""
+        spath = to_str(path)
+        if offset < 0 or length <= 0:
+            raise oserror(errno.EINVAL, spath)
+        with self._change() as txn:
+            r = self._existing(spath)
+            if r.ftype == DIR_T:
+                raise oserror(errno.EISDIR, spath)
+            inode = self._inode(r.ino)  # type: ignore[arg-type]
+            new_size = max(inode.size, offset + length)
+            fresh = self._allocate(txn, inode, offset, length, new_size)
+            zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, [])
+            for start, stop in fresh:  # new space inside the request reads as zero
+                for e in inode.iomap(start, stop - start):
+                    self.region.zero(e.device_offset, e.length)  # type: ignore[arg-type]
+                    zeroed.append((e.device_offset, e.length))  # type: ignore[arg-type]
+            for dev, n in zeroed:
+                self.region.flush(dev, n)
+            self.region.fence()
+            inode.size = new_size
+            self._touch(inode)
+
+    def chmod(self, path, mode: int) -> None:
+        spath = to_str(path)
+        with self._change():
+            r = self._existing(spath)
+            inode = self._inode(r.ino)  # type: ignore[arg-type]
+            inode.mode = (inode.mode & ~0o7777) | (mode & 0o7777)
+            self._touch(inode, data=False)
+
+    def utime(self, path, times: tuple[float, float] | None = None, *,
+              ns: tuple[int, int] | None = None) -> None:
+        spath = to_str(path)
+        if times is not None and ns is not None:
+            raise ValueError("utime: you may specify either 'times' or 'ns' but not both")
+        with self._change():
+            r = self._existing(spath)
+            inode = self._inode(r.ino)  # type: ignore[arg-type]
+            if ns is None and times is not None:
+                ns = (int(times[0] * 1e9), int(times[1] * 1e9))
+            now = _now()
+            inode.atime, inode.mtime = ns if ns is not None else (now, now)
+            inode.ctime = now
+            self._txn_dirty.add(inode.ino)
+
+    # ======================================================================
+    # public API: queries
+    # ======================================================================
+    def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
+        with self._locked(exclusive=False):
+            r = self._existing(path, follow=follow_symlinks)
+            return self._stat_result(self._inode(r.ino))  # type: ignore[arg-type]
+
+    def lstat(self, path) -> os.stat_result:
+        return self.stat(path, follow_symlinks=False)
+
+    def _stat_result(self, i: Inode) -> os.stat_result:
+        nlink = i.nlink
+        seq = (i.mode, i.ino, self.st_dev, nlink, i.uid, i.gid, i.size,
+               i.atime // 10**9, i.mtime // 10**9, i.ctime // 10**9)
+        extra = {"st_atime": i.atime / 1e9, "st_mtime": i.mtime / 1e9, "st_ctime": i.ctime / 1e9,
+                 "st_atime_ns": i.atime, "st_mtime_ns": i.mtime, "st_ctime_ns": i.ctime,
+                 "st_blksize": CHUNK if i.size >= CHUNK else BLOCK,
+                 "st_blocks": i.allocated_bytes // 512, "st_rdev": 0}
+        return os.stat_result(seq, extra)
+
+    def exists(self, path) -> bool:
+        try:
+            self.stat(path)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def isdir(self, path) -> bool:
+        try:
+            return stat.S_ISDIR(self.stat(path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def isfile(self, path) -> bool:
+        try:
+            return stat.S_ISREG(self.stat(path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def islink(self, path) -> bool:
+        try:
+            return stat.S_ISLNK(self.lstat(path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def listdir(self, path="/") -> list[str]:
+        spath = to_str(path)
+        with self._locked(exclusive=False):
+            r = self._existing(spath)
+            if r.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, spath)
+            return list(self._dir(r.ino).entries)  # type: ignore[arg-type]
+
+    def scandir(self, path="/") -> _ScandirIterator:
+        spath = to_str(path)
+        with self._locked(exclusive=False):
+            r = self._existing(spath)
+            if r.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, spath)
+            d = self._dir(r.ino)  # type: ignore[arg-type]
+            return _ScandirIterator([DirEntry(self, spath or "/", name, e[0], e[1])
+                                     for name, e in d.entries.items()])
+
+    def walk(self, top="/", topdown: bool = True, onerror=None, followlinks: bool = False):
+        """Like os.walk: yields (dirpath, dirnames, filenames)."""
+        try:
+            entries = list(self.scandir(top))
+        except OSError as e:
+            if onerror is not None:
+                onerror(e)
+            return
+        dirs = [e.name for e in entries if e.is_dir(follow_symlinks=followlinks)]
+        files = [e.name for e in entries if not e.is_dir(follow_symlinks=followlinks)]
+        stop = to_str(top)
+        if topdown:
+            yield stop, dirs, files
+        for name in dirs:
+            yield from self.walk(stop.rstrip("/") + "/" + name, topdown, onerror, followlinks)
+        if not topdown:
+            yield stop, dirs, files
+
+    def iomap(self, path, offset: int = 0, length: int | None = None) -> list[Extent]:
+        """The block map of [offset, offset+length) (default: to end of file), as
+        maximal extents, mapped or hole."""
+        with self._locked(exclusive=False):
+            r = self._existing(path)
+            inode = self._inode(r.ino)  # type: ignore[arg-type]
+            if offset < 0 or (length is not None and length < 0):
+                raise oserror(errno.EINVAL, to_str(path))
+            if length is None:
+                length = max(0, inode.size - offset)
+            return inode.iomap(offset, length) if length else []
+
+    def statvfs(self) -> StatVFS:
+        with self._locked(exclusive=False):
+            a = self.allocator
+            nfree_inodes = len(self.inodes.free_inos)
+            return StatVFS(BLOCK, BLOCK, self.sb.data_blocks, a.free_blocks, a.free_blocks,
+                           self.sb.inode_count - 1, nfree_inodes, nfree_inodes,
+                           os.ST_RDONLY if self.readonly else 0, 255, a.free_chunks,
+                           self.sb.data_blocks // (CHUNK // BLOCK))
+
+    def info(self) -> dict[str, object]:
+        """What the pool is and what its backing promises (durability, huge pages)."""
+        with self._locked(exclusive=False):
+            d = dict(self.region.describe())
+            d.update(allocator=self.sb.allocator, uuid=self.sb.uuid.hex(),
+                     inodes=self.sb.inode_count, data_bytes=self.sb.data_blocks * BLOCK,
+                     **self.journal.describe())
+            return d
+
+    # ======================================================================
+    # durability and lifetime
+    # ======================================================================
+    def fsync(self, path) -> None:
+        """Make the file's data and attributes durable (all backends)."""
+        with self._locked(exclusive=False):
+            r = self._existing(path)
+        self._flush_ino(r.ino)  # type: ignore[arg-type]
+
+    def sync(self) -> None:
+        """Make every change made through this mount durable."""
+        if self.readonly or self.closed:
+            return
+        with self._tlock:
+            self._persist_dirty_data()
+            if self._dirty_times:
+                with self._change():
+                    for ino in list(self._dirty_times):
+                        if self.inodes.valid_ino(ino) and ino in self.inodes.cache:
+                            self._txn_dirty.add(ino)
+
+    def close(self) -> None:
+        """Flush and unmount.  Open files of this mount are closed first."""
+        if self.closed:
+            return
+        if os.getpid() != self._pid:  # a forked child: leave the parent's pool alone
+            self.closed = True
+            return
+        for h in list(self._handles):
+            try:
+                h.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            self.sync()
+        finally:
+            with self._tlock:
+                self.closed = True
+                self.region.close()
+
+    def __enter__(self) -> FileSystem:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("ro" if self.readonly else "rw")
+        return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+# --------------------------------------------------------------------------
+def _wrap(raw: DaxRawFile, mode: str, buffering: int, binary: bool, readable: bool,
+          writable: bool, encoding, errors, newline):
+    line_buffering = buffering == 1 and not binary
+    if buffering == 0:
+        return raw
+    size = DEFAULT_BUFFER if buffering in (-1, 1) else buffering
+    if readable and writable:
+        buffered = io.BufferedRandom(raw, size)
+    elif writable:
+        buffered = io.BufferedWriter(raw, size)
+    else:
+        buffered = io.BufferedReader(raw, size)
+    if binary:
+        return buffered
+    text = io.TextIOWrapper(buffered, io.text_encoding(encoding), errors, newline,
+                            line_buffering=line_buffering)
+    text.mode = mode  # type: ignore[misc]
+    return text
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(r for r in ranges if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def _subtract(ranges: list[tuple[int, int]], cut: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for s, e in ranges:
+        pieces = [(s, e)]
+        for cs, ce in cut:
+            pieces = [p for a, b in pieces for p in ((a, min(b, cs)), (max(a, ce), b)) if p[0] < p[1]]
+        out.extend(pieces)
+    return out
+
+
+# --------------------------------------------------------------------------
+# mount
+# --------------------------------------------------------------------------
+def read_superblock(region: Region) -> tuple[Superblock, bool]:
+    """The primary superblock, or the replica if the primary is damaged.
+    Returns (superblock, primary_ok)."""
+    try:
+        return unpack_superblock(region.read(0, BLOCK), 0, region.size), True
+    except CorruptionError as primary_error:
+        off = region.size - BLOCK
+        try:
+            return unpack_superblock(region.read(off, BLOCK), off, region.size), False
+        except CorruptionError:
+            raise primary_error from None
+
+
+def mount(path, *, readonly: bool = False, durability: str | None = None,
+          emulate_devdax: bool = False) -> FileSystem:
+    """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
+    of a pool that needs recovery recover through a temporary writable map
+    when the file allows it, else raise EROFS)."""
+    spath = to_str(path)
+    if readonly and _needs_recovery(spath):
+        if not os.access(spath, os.W_OK):
+            raise oserror(errno.EROFS, spath)
+        mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
+    region = Region(spath, readonly=readonly, durability=durability,
+                    emulate_devdax=emulate_devdax)
+    try:
+        sb, _primary_ok = read_superblock(region)
+        fs = FileSystem(region, sb, readonly=readonly)
+        with fs._tlock:
+            fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
+            try:
+                if not readonly:
+                    fs.journal.recover()
+                fs._seen_seq = fs.journal.refresh()
+                fs._reload()
+                if not readonly:
+                    fs._reclaim_orphans()
+            finally:
+                fcntl.flock(region.fd, fcntl.LOCK_UN)
+        return fs
+    except BaseException:
+        region.close()
+        raise
+
+
+def _needs_recovery(path: str) -> bool:
+    region = Region(path, readonly=True)
+    try:
+        sb, _ = read_superblock(region)
+        j = Journal(region, sb)
+        return any(True for _ in j._records())
+    finally:
+        region.close()

@@ -1,0 +1,342 @@
+"""inode: inodes, their extent maps, and iomap().
+
+An Inode is the in-memory form of a 256-byte slot: attributes plus a sorted
+list of extents (file_off, dev_off, length), all multiples of 4 KiB, never
+overlapping, and merged whenever two neighbours are contiguous both in the
+file and on the device, so that iomap() answers with maximal extents.  The
+first six extents live in the slot; the rest in a chain of checksummed
+4 KiB extent blocks.
+
+iomap(off, len) is the single source of truth for where a file's bytes
+are: read, write, getmap and map() are loops over its answer.  Every change
+to the extent list bumps ``generation``, so a holder of an old answer can
+tell it is stale.
+
+InodeTable owns the slots: loading and caching inodes, staging their bytes
+into a transaction, the free-slot list, and the vectorised scan at mount
+that validates every live inode and recounts which blocks they own (the
+allocator is rebuilt from that; no allocation bitmap is stored).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+
+from .layout import (
+    BLOCK,
+    EXTENTS_PER_BLOCK,
+    INLINE_EXTENTS,
+    INODE_DTYPE_FIELDS,
+    INODE_MAGIC,
+    INODE_SIZE,
+    CorruptionError,
+    InodeRecord,
+    Superblock,
+    crc32c,
+    is_dir_mode,
+    pack_extblock,
+    pack_inode,
+    unpack_extblock,
+    unpack_inode,
+)
+from .journal import Transaction
+
+INODE_DTYPE = np.dtype(INODE_DTYPE_FIELDS)
+assert INODE_DTYPE.itemsize == INODE_SIZE
+
+
+@dataclass(frozen=True)
+class Extent:
+    """One answer of iomap: file range -> device range (or a hole)."""
+
+    file_offset: int
+    device_offset: int | None
+    length: int
+    kind: Literal["mapped", "hole"]
+
+
+@dataclass
+class Inode:
+    ino: int
+    mode: int
+    nlink: int = 1
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    atime: int = 0
+    mtime: int = 0
+    ctime: int = 0
+    btime: int = 0
+    parent: int = 0
+    generation: int = 0
+    extents: list[tuple[int, int, int]] = field(default_factory=list)
+    ext_blocks: list[int] = field(default_factory=list)    # device offsets of the chain
+    ext_images: list[bytes] = field(default_factory=list)  # their current bytes
+    open_count: int = 0                                    # handles in this process
+
+    @property
+    def is_dir(self) -> bool:
+        return is_dir_mode(self.mode)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(e[2] for e in self.extents)
+
+    # -- extent map --------------------------------------------------------
+    def iomap(self, off: int, length: int) -> list[Extent]:
+        """Maximal extents covering [off, off+length), holes included."""
+        out: list[Extent] = []
+        end = off + length
+        i = max(0, bisect.bisect_right(self.extents, off, key=lambda e: e[0]) - 1)
+        pos = off
+        for foff, doff, n in self.extents[i:]:
+            if foff >= end:
+                break
+            if foff + n <= pos:
+                continue
+            if foff > pos:
+                out.append(Extent(pos, None, foff - pos, "hole"))
+                pos = foff
+            stop = min(end, foff + n)
+            out.append(Extent(pos, doff + (pos - foff), stop - pos, "mapped"))
+            pos = stop
+        if pos < end:
+            out.append(Extent(pos, None, end - pos, "hole"))
+        return out
+
+    def holes(self, off: int, length: int) -> list[tuple[int, int]]:
+        return [(e.file_offset, e.length) for e in self.iomap(off, length) if e.kind == "hole"]
+
+    def device_before(self, off: int) -> int | None:
+        """Device offset just past the extent ending at or before file offset ``off``."""
+        i = bisect.bisect_right(self.extents, off, key=lambda e: e[0]) - 1
+        if i < 0:
+            return None
+        foff, doff, n = self.extents[i]
+        if foff + n == off:
+            return doff + n
+        return None
+
+    def add_extent(self, foff: int, doff: int, n: int) -> None:
+        """Map a hole [foff, foff+n) to device [doff, doff+n), merging neighbours."""
+        ex = self.extents
+        i = bisect.bisect_left(ex, foff, key=lambda e: e[0])
+        if i > 0:
+            pf, pd, pn = ex[i - 1]
+            assert pf + pn <= foff, "extent overlaps its predecessor"
+            if pf + pn == foff and pd + pn == doff:
+                i -= 1
+                foff, doff, n = pf, pd, pn + n
+                del ex[i]
+        if i < len(ex):
+            nf, nd, nn = ex[i]
+            assert foff + n <= nf, "extent overlaps its successor"
+            if foff + n == nf and doff + n == nd:
+                n += nn
+                del ex[i]
+        ex.insert(i, (foff, doff, n))
+        self.generation += 1
+
+    def cut_from(self, off: int) -> list[tuple[int, int]]:
+        """Unmap everything at or after block-aligned ``off``; return device ranges."""
+        assert off % BLOCK == 0
+        freed: list[tuple[int, int]] = []
+        keep: list[tuple[int, int, int]] = []
+        for foff, doff, n in self.extents:
+            if foff + n <= off:
+                keep.append((foff, doff, n))
+            elif foff >= off:
+                freed.append((doff, n))
+            else:
+                keep.append((foff, doff, off - foff))
+                freed.append((doff + off - foff, foff + n - off))
+        if freed:
+            self.extents = keep
+            self.generation += 1
+        return freed
+
+    # -- records -----------------------------------------------------------
+    def record(self, ext_block: int) -> InodeRecord:
+        return InodeRecord(self.ino, self.generation, self.mode, self.nlink, self.uid, self.gid,
+                           self.size, self.atime, self.mtime, self.ctime, self.btime,
+                           self.parent, len(self.extents), ext_block,
+                           self.extents[:INLINE_EXTENTS])
+
+
+BlockAlloc = Callable[[Transaction], int]
+BlockFree = Callable[[Transaction, int], None]
+
+
+class InodeTable:
+    """The inode slots: load, cache, stage, allocate, and scan at mount."""
+
+    def __init__(self, region, sb: Superblock):
+        self.region = region
+        self.sb = sb
+        self.cache: dict[int, Inode] = {}
+        self.free_inos: list[int] = []
+
+    def slot_off(self, ino: int) -> int:
+        return self.sb.itable_off + ino * INODE_SIZE
+
+    def valid_ino(self, ino: int) -> bool:
+        return 1 <= ino < self.sb.inode_count
+
+    # -- load --------------------------------------------------------------
+    def get(self, ino: int) -> Inode:
+        inode = self.cache.get(ino)
+        if inode is None:
+            inode = self.cache[ino] = self._load(ino)
+        return inode
+
+    def _load(self, ino: int) -> Inode:
+        if not self.valid_ino(ino):
+            raise CorruptionError(f"reference to inode {ino}, outside the inode table")
+        off = self.slot_off(ino)
+        r = unpack_inode(self.region.buf[off : off + INODE_SIZE], off, ino)
+        extents, blocks, images = list(r.inline), [], []
+        nxt = r.ext_block
+        while len(extents) < r.nextents:
+            if not self._is_data_block(nxt) or nxt in blocks:
+                raise CorruptionError(f"inode {ino}: bad extent block pointer {nxt:#x}", off)
+            raw = self.region.buf[nxt : nxt + BLOCK]
+            following, more = unpack_extblock(raw, nxt, ino)
+            blocks.append(nxt)
+            images.append(bytes(raw))
+            extents += more
+            nxt = following
+            if not more:
+                break
+        if len(extents) != r.nextents:
+            raise CorruptionError(f"inode {ino}: extent count mismatch", off)
+        self._validate_extents(ino, extents, r.size, off)
+        return Inode(ino, r.mode, r.nlink, r.uid, r.gid, r.size, r.atime, r.mtime, r.ctime,
+                     r.btime, r.parent, r.generation, extents, blocks, images)
+
+    def _is_data_block(self, off: int) -> bool:
+        return self.sb.data_off <= off < self.sb.data_end and off % BLOCK == 0
+
+    def _validate_extents(self, ino: int, extents, size: int, off: int) -> None:
+        prev_end = 0
+        for foff, doff, n in extents:
+            ok = (foff % BLOCK == 0 and doff % BLOCK == 0 and n % BLOCK == 0 and n > 0
+                  and foff >= prev_end and self.sb.data_off <= doff
+                  and doff + n <= self.sb.data_end)
+            if not ok:
+                raise CorruptionError(f"inode {ino}: extent ({foff}, {doff}, {n}) invalid", off)
+            prev_end = foff + n
+
+    # -- stage -------------------------------------------------------------
+    def stage(self, inode: Inode, txn: Transaction, alloc: BlockAlloc, free: BlockFree) -> None:
+        """Put the inode's slot and any changed extent blocks into ``txn``."""
+        overflow = inode.extents[INLINE_EXTENTS:]
+        groups = [overflow[i : i + EXTENTS_PER_BLOCK]
+                  for i in range(0, len(overflow), EXTENTS_PER_BLOCK)]
+        while len(inode.ext_blocks) < len(groups):
+            inode.ext_blocks.append(alloc(txn))
+            inode.ext_images.append(b"")
+        while len(inode.ext_blocks) > len(groups):
+            free(txn, inode.ext_blocks.pop())
+            inode.ext_images.pop()
+        for i, group in enumerate(groups):
+            nxt = inode.ext_blocks[i + 1] if i + 1 < len(groups) else 0
+            image = pack_extblock(inode.ino, nxt, group)
+            if image != inode.ext_images[i]:
+                txn.write(inode.ext_blocks[i], image)
+                inode.ext_images[i] = image
+        head = inode.ext_blocks[0] if inode.ext_blocks else 0
+        txn.write(self.slot_off(inode.ino), pack_inode(inode.record(head)))
+
+    def stage_free(self, inode: Inode, txn: Transaction, free: BlockFree) -> None:
+        """Zero the slot and release extent blocks (the data extents are the caller's)."""
+        for blk in inode.ext_blocks:
+            free(txn, blk)
+        txn.write(self.slot_off(inode.ino), bytes(INODE_SIZE))
+
+    # -- inode numbers -----------------------------------------------------
+    def take_ino(self) -> int:
+        if not self.free_inos:
+            raise OSError(28, "no free inodes")
+        return heapq.heappop(self.free_inos)
+
+    def return_ino(self, ino: int) -> None:
+        heapq.heappush(self.free_inos, ino)
+
+    # -- scan at mount -----------------------------------------------------
+    def scan(self) -> tuple[np.ndarray, list[int]]:
+        """Validate every live slot; return (used-block map, orphan inos).
+
+        A block owned twice, an extent outside the data area or a bad
+        checksum raises CorruptionError: the allocator must not be built on
+        a map it cannot trust.
+        """
+        sb = self.sb
+        table = np.frombuffer(self.region.buf, dtype=INODE_DTYPE, count=sb.inode_count,
+                              offset=sb.itable_off)
+        live = np.flatnonzero(table["magic"] == INODE_MAGIC)
+        stray = np.flatnonzero((table["magic"] != INODE_MAGIC) & (table["magic"] != 0))
+        if len(stray):
+            raise CorruptionError(f"inode {int(stray[0])}: bad magic",
+                                  self.slot_off(int(stray[0])))
+        if len(live) and live[0] == 0:
+            raise CorruptionError("inode slot 0 is reserved", self.slot_off(0))
+        buf = self.region.buf
+        for ino in live.tolist():
+            off = self.slot_off(ino)
+            if crc32c(buf[off + 4 : off + INODE_SIZE]) != int(table["crc"][ino]):
+                raise CorruptionError(f"inode {ino}: checksum mismatch", off)
+            if int(table["ino"][ino]) != ino:
+                raise CorruptionError(f"inode {ino}: slot claims another inode", off)
+        starts, lengths = self._inline_extents(table, live)
+        extra_s, extra_n = self._overflow_extents(table, live)
+        starts = np.concatenate([starts, np.array(extra_s, dtype=np.uint64)])
+        lengths = np.concatenate([lengths, np.array(extra_n, dtype=np.uint64)])
+        used = self._used_map(starts, lengths)
+        # Ascending order is already a valid heap.
+        self.free_inos = (np.flatnonzero(table["magic"][1:] == 0) + 1).tolist()
+        orphans = live[table["nlink"][live] == 0].tolist()
+        del table
+        return used, orphans
+
+    def _inline_extents(self, table, live) -> tuple[np.ndarray, np.ndarray]:
+        n = np.minimum(table["nextents"][live], INLINE_EXTENTS)
+        ext = table["ext"][live]                                  # (k, 6, 3)
+        mask = np.arange(INLINE_EXTENTS)[None, :] < n[:, None]
+        return ext[:, :, 1][mask], ext[:, :, 2][mask]
+
+    def _overflow_extents(self, table, live) -> tuple[list[int], list[int]]:
+        starts: list[int] = []
+        lengths: list[int] = []
+        for ino in live[table["nextents"][live] > INLINE_EXTENTS].tolist():
+            inode = self._load(ino)
+            for _f, d, n in inode.extents[INLINE_EXTENTS:]:
+                starts.append(d)
+                lengths.append(n)
+            for blk in inode.ext_blocks:
+                starts.append(blk)
+                lengths.append(BLOCK)
+        return starts, lengths
+
+    def _used_map(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        sb = self.sb
+        starts = starts.astype(np.int64)
+        lengths = lengths.astype(np.int64)
+        bad = ((starts < sb.data_off) | (starts + lengths > sb.data_end) | (lengths <= 0)
+               | (starts % BLOCK != 0) | (lengths % BLOCK != 0))
+        if bad.any():
+            raise CorruptionError("an extent lies outside the data area", int(starts[bad][0]))
+        first = (starts - sb.data_off) // BLOCK
+        count = lengths // BLOCK
+        diff = np.zeros(sb.data_blocks + 1, dtype=np.int64)
+        np.add.at(diff, first, 1)
+        np.add.at(diff, first + count, -1)
+        owners = np.cumsum(diff[:-1])
+        if (owners > 1).any():
+            blk = int(np.flatnonzero(owners > 1)[0])
+            raise CorruptionError("a block is owned twice", sb.data_off + blk * BLOCK)
+        return owners > 0

@@ -1,0 +1,202 @@
+"""journal: atomic multi-record metadata updates and their recovery.
+
+A physical redo log.  A Transaction gathers byte-range writes to metadata
+home locations (inode slots, extent blocks, directory blocks).  Commit, in
+order:
+
+  1. append the record (header, writes, crc32c over all of it) at the log
+     position and persist it: the crc makes the record the commit point, a
+     torn record fails its check and is ignored by recovery;
+  2. only now store the writes at their home locations, which therefore may
+     reach the media in any order and at any time (page-cache write-back,
+     cache-line eviction): recovery can always redo them;
+  3. publish the new (next_seq, pos) in the live word for other processes.
+
+A checkpoint, when the log is full and after recovery, persists the home
+locations of every record in the log, then writes the header slot not in
+use with the next sequence number (ping-pong, one 512-byte sector each, so
+a torn header write leaves the other slot valid) and persists it.  Records
+left in the log area carry older sequence numbers and are never replayed.
+
+Recovery reads the newest valid header slot, replays records with
+consecutive sequence numbers from the start of the area until the first
+that does not check, then checkpoints.  Replaying is idempotent, so a crash
+during recovery is recovered by recovering again, and a second recovery
+changes nothing.
+
+The caller holds the pool's exclusive lock around commit, checkpoint and
+recovery; this module does no locking of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from .layout import (
+    JHEADER,
+    JLIVE,
+    JLIVE_OFF,
+    JOURNAL_HEADER_OFF,
+    JSLOT_OFFSETS,
+    TXN_HEADER,
+    CorruptionError,
+    Superblock,
+    pack_jheader,
+    pack_txn,
+    parse_txn,
+    unpack_jheader,
+)
+from .region import Region
+
+
+class Transaction:
+    """Byte-range writes to metadata homes, in order, plus allocation bookkeeping."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, bytearray]] = []
+        self.allocated: list[tuple[int, int]] = []   # undone if the transaction aborts
+        self.to_free: list[tuple[int, int]] = []     # released only after commit
+
+    def write(self, off: int, data) -> None:
+        """Stage a write.  One that falls inside an earlier staged write (with no
+        overlapping write after it) patches that one, keeping the record small;
+        otherwise it is appended, and replay in order gives it precedence."""
+        n = len(data)
+        for woff, buf in reversed(self.writes):
+            if woff <= off and off + n <= woff + len(buf):
+                buf[off - woff : off - woff + n] = data
+                return
+            if off < woff + len(buf) and woff < off + n:
+                break
+        self.writes.append((off, bytearray(data)))
+
+    def __bool__(self) -> bool:
+        return bool(self.writes) or bool(self.allocated) or bool(self.to_free)
+
+
+class Journal:
+    def __init__(self, region: Region, sb: Superblock):
+        self.region = region
+        self.start = sb.journal_off
+        self.end = sb.journal_off + sb.journal_len
+        self.header_off = JOURNAL_HEADER_OFF
+        self.live_off = JOURNAL_HEADER_OFF + JLIVE_OFF
+        self.next_seq = 1
+        self.pos = 0
+        self.header_slot = 0
+        # Metadata homes a record may name: the inode table and the data area.
+        self._homes = ((sb.itable_off, sb.itable_end), (sb.data_off, sb.data_end))
+
+    # -- format ------------------------------------------------------------
+    def format(self) -> None:
+        """Write a fresh header (seq 1) in slot 0 and clear slot 1."""
+        r = self.region
+        r.zero(self.header_off, 4096)
+        r.store(self.header_off + JSLOT_OFFSETS[0], pack_jheader(1))
+        r.zero(self.start, 4096)
+        r.persist(self.header_off, 4096)
+        r.persist(self.start, 4096)
+        self.next_seq, self.pos, self.header_slot = 1, 0, 0
+        self._publish()
+
+    # -- live word shared by processes ---------------------------------------
+    def _publish(self) -> None:
+        self.region.store(self.live_off, JLIVE.pack(self.next_seq, self.pos))
+
+    def refresh(self) -> int:
+        """Adopt (next_seq, pos) published by whichever process committed last."""
+        seq, pos = JLIVE.unpack_from(self.region.buf, self.live_off)
+        if self.start + pos <= self.end:
+            self.next_seq, self.pos = seq, pos
+        return self.next_seq
+
+    # -- commit ------------------------------------------------------------
+    def commit(self, txn: Transaction) -> None:
+        if not txn.writes:
+            return
+        writes = txn.writes
+        for dst, data in writes:
+            self._check_home(dst, len(data), None)
+        record = pack_txn(self.next_seq, writes)
+        if len(record) > self.end - self.start:
+            raise OSError(errno.ENOSPC, "operation too large for the journal")
+        if self.start + self.pos + len(record) > self.end:
+            self.checkpoint()
+        r, at = self.region, self.start + self.pos
+        r.store(at, record)
+        try:
+            r.persist(at, len(record))                # step 1: the commit point
+        except OSError:
+            r.zero(at, TXN_HEADER.size)               # never let a failed commit replay
+            raise
+        for dst, data in writes:                      # step 2: homes, in any order
+            r.store(dst, data)
+        self.next_seq += 1
+        self.pos += len(record)
+        self._publish()                               # step 3
+
+    # -- checkpoint --------------------------------------------------------
+    def checkpoint(self) -> None:
+        r = self.region
+        for dst, data in self._records():
+            r.flush(dst, len(data))
+        r.fence()
+        slot = 1 - self.header_slot
+        off = self.header_off + JSLOT_OFFSETS[slot]
+        r.store(off, pack_jheader(self.next_seq))
+        r.persist(off, JHEADER.size)
+        self.header_slot, self.pos = slot, 0
+        self._publish()
+
+    def _records(self):
+        seq, pos = self._header_seq(), 0
+        while True:
+            parsed = parse_txn(self.region.buf, self.start + pos, self.end, seq)
+            if parsed is None:
+                return
+            writes, nxt = parsed
+            yield from writes
+            seq, pos = seq + 1, nxt - self.start
+
+    # -- recovery ----------------------------------------------------------
+    def _header_seq(self) -> int:
+        seqs = [unpack_jheader(self.region.read(self.header_off + o, JHEADER.size))
+                for o in JSLOT_OFFSETS]
+        valid = [(s, i) for i, s in enumerate(seqs) if s is not None]
+        if not valid:
+            raise CorruptionError("journal header: both slots invalid", self.header_off)
+        seq, self.header_slot = max(valid)
+        return seq
+
+    def recover(self) -> int:
+        """Replay committed records and checkpoint; return how many were replayed."""
+        seq = self._header_seq()
+        pos, replayed = 0, 0
+        while True:
+            parsed = parse_txn(self.region.buf, self.start + pos, self.end, seq)
+            if parsed is None:
+                break
+            writes, nxt = parsed
+            for dst, data in writes:
+                self._check_home(dst, len(data), self.start + pos)
+            for dst, data in writes:
+                self.region.store(dst, data)
+            seq, pos, replayed = seq + 1, nxt - self.start, replayed + 1
+        self.next_seq, self.pos = seq, pos
+        if replayed:
+            self.checkpoint()
+        else:
+            self._publish()  # the live word may be stale after a crash
+        return replayed
+
+    def _check_home(self, dst: int, n: int, record_off: int | None) -> None:
+        for lo, hi in self._homes:
+            if lo <= dst and dst + n <= hi:
+                return
+        if record_off is None:
+            raise AssertionError(f"write outside metadata homes: {dst:#x}+{n}")
+        raise CorruptionError("journal record names a write outside the pool", record_off)
+
+    def describe(self) -> dict[str, int]:
+        return {"journal_bytes": self.end - self.start, "journal_used": self.pos,
+                "next_seq": self.next_seq}

@@ -1,0 +1,395 @@
+"""layout: the on-media format v1, the one place where bytes get their meaning.
+
+Every record is a struct format whose size is asserted at import, with a
+pack/unpack pair.  Unpacking validates (magic, then checksum, then every
+offset and length) and raises CorruptionError carrying the byte offset;
+nothing above this module ever sees a raw struct.error.  SPEC.md describes
+the same format in prose, byte by byte.
+
+The region, drawn once (offsets in bytes; B = 4 KiB, C = 2 MiB):
+
+    0        4K        8K               itable_off         data_off (C-aligned)   replica_off
+    | super  | jheader | journal  ...   | inode table ...  | 2 MiB chunks ...      | super' |
+    +--------+---------+----------------+------------------+-----------------------+--------+
+
+Metadata records are little-endian.  crc32c (Castagnoli) protects every
+record; the checksum field covers every byte of the record after itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from dataclasses import dataclass
+
+import crc32c as _crc32c
+
+BLOCK = 4096
+CHUNK = 2 * 1024 * 1024
+BLOCKS_PER_CHUNK = CHUNK // BLOCK
+MAX_NAME = 255
+VERSION = 1
+
+
+class CorruptionError(OSError):
+    """Damaged media: a record failed its magic, checksum or range check.
+
+    An OSError with errno EUCLEAN ("Structure needs cleaning", what Linux
+    file systems return for detected corruption); ``offset`` is the byte
+    offset in the region of the damaged record.
+    """
+
+    def __init__(self, message: str, offset: int | None = None):
+        where = f" at offset {offset:#x}" if offset is not None else ""
+        super().__init__(errno.EUCLEAN, f"{message}{where}")
+        self.offset = offset
+
+
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    return _crc32c.crc32c(data)
+
+
+def _checked(fmt: str, size: int) -> struct.Struct:
+    s = struct.Struct(fmt)
+    assert s.size == size, (fmt, s.size, size)
+    return s
+
+
+# --------------------------------------------------------------------------
+# Superblock: at offset 0 and, as a replica, in the last 4 KiB of the region.
+# --------------------------------------------------------------------------
+SUPER_MAGIC = b"DAXFSv1\x00"
+SUPER = _checked("<8sIII16sQIIQQQQQQQQqI", 128)
+# magic, version, features, allocator, uuid, region_size, block_size,
+# chunk_size, journal_off, journal_len, itable_off, inode_count, data_off,
+# data_blocks, replica_off, root_ino, created_ns, crc
+
+ALLOCATORS = {"hugepage": 0, "naive": 1}
+ALLOCATOR_NAMES = {v: k for k, v in ALLOCATORS.items()}
+FEATURES_KNOWN = 0  # no optional features in v1; unknown bits refuse to mount
+
+
+@dataclass(frozen=True)
+class Superblock:
+    version: int
+    features: int
+    allocator: str
+    uuid: bytes
+    region_size: int
+    journal_off: int
+    journal_len: int
+    itable_off: int
+    inode_count: int
+    data_off: int
+    data_blocks: int
+    replica_off: int
+    root_ino: int
+    created_ns: int
+
+    @property
+    def itable_end(self) -> int:
+        return self.itable_off + self.inode_count * INODE_SIZE
+
+    @property
+    def data_end(self) -> int:
+        return self.data_off + self.data_blocks * BLOCK
+
+    def pack(self) -> bytes:
+        body = SUPER.pack(
+            SUPER_MAGIC, self.version, self.features, ALLOCATORS[self.allocator],
+            self.uuid, self.region_size, BLOCK, CHUNK, self.journal_off,
+            self.journal_len, self.itable_off, self.inode_count, self.data_off,
+            self.data_blocks, self.replica_off, self.root_ino, self.created_ns, 0,
+        )
+        return body[:-4] + struct.pack("<I", crc32c(body[:-4]))
+
+
+def unpack_superblock(raw: bytes, offset: int, region_size: int) -> Superblock:
+    """Parse and fully validate a superblock read at ``offset``."""
+    if len(raw) < SUPER.size:
+        raise CorruptionError("superblock truncated", offset)
+    fields = SUPER.unpack_from(raw)
+    if fields[0] != SUPER_MAGIC:
+        raise CorruptionError("bad superblock magic (not a daxfs pool?)", offset)
+    if fields[-1] != crc32c(raw[: SUPER.size - 4]):
+        raise CorruptionError("superblock checksum mismatch", offset)
+    (_, version, features, alloc, uuid, rsize, bsize, csize, joff, jlen,
+     ioff, icount, doff, dblocks, roff, root, created, _) = fields
+    if version != VERSION:
+        raise CorruptionError(f"unsupported format version {version}", offset)
+    if features & ~FEATURES_KNOWN:
+        raise CorruptionError(f"unknown feature bits {features:#x}", offset)
+    if alloc not in ALLOCATOR_NAMES or bsize != BLOCK or csize != CHUNK:
+        raise CorruptionError("bad allocator, block or chunk size", offset)
+    sb = Superblock(version, features, ALLOCATOR_NAMES[alloc], uuid, rsize, joff, jlen,
+                    ioff, icount, doff, dblocks, roff, root, created)
+    _validate_geometry(sb, offset, region_size)
+    return sb
+
+
+def _validate_geometry(sb: Superblock, offset: int, region_size: int) -> None:
+    ok = (
+        sb.region_size == region_size
+        and sb.journal_off == JOURNAL_HEADER_OFF + BLOCK
+        and sb.journal_len >= 16 * BLOCK and sb.journal_len % BLOCK == 0
+        and sb.itable_off == sb.journal_off + sb.journal_len
+        and 2 <= sb.inode_count <= (1 << 32)
+        and sb.data_off % CHUNK == 0 and sb.data_off >= sb.itable_end
+        and sb.data_blocks > 0
+        and sb.replica_off == sb.data_end == region_size - BLOCK
+        and 1 <= sb.root_ino < sb.inode_count
+    )
+    if not ok:
+        raise CorruptionError("superblock geometry is inconsistent", offset)
+
+
+def plan_geometry(region_size: int, inode_count: int | None = None) -> dict[str, int]:
+    """Lay out a region of ``region_size`` bytes; raise ValueError if too small."""
+    region_size -= region_size % BLOCK
+    journal_len = min(16 << 20, max(256 << 10, region_size // 64))
+    journal_len -= journal_len % BLOCK
+    if inode_count is None:
+        inode_count = min(1 << 22, max(256, region_size // (16 << 10)))
+    journal_off = JOURNAL_HEADER_OFF + BLOCK
+    itable_off = journal_off + journal_len
+    data_off = _align_up(itable_off + inode_count * INODE_SIZE, CHUNK)
+    replica_off = region_size - BLOCK
+    if replica_off - data_off < CHUNK:
+        raise ValueError(f"a pool needs at least {(data_off + CHUNK + BLOCK) >> 20} MiB "
+                         f"for {inode_count} inodes")
+    return dict(region_size=region_size, journal_off=journal_off, journal_len=journal_len,
+                itable_off=itable_off, inode_count=inode_count, data_off=data_off,
+                data_blocks=(replica_off - data_off) // BLOCK, replica_off=replica_off)
+
+
+def _align_up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+# --------------------------------------------------------------------------
+# Journal: a header block with two ping-pong slots and a volatile live word,
+# followed by the journal area holding transaction records back to back.
+# --------------------------------------------------------------------------
+JOURNAL_HEADER_OFF = BLOCK
+JSLOT_OFFSETS = (0, 512)          # within the header block; one 512-byte sector each
+JLIVE_OFF = 2048                  # within the header block; never trusted by recovery
+JHEADER_MAGIC = 0x4A48_5844       # "DXHJ"
+JHEADER = _checked("<IIQ", 16)    # magic, crc, seq: first transaction seq expected
+JLIVE = _checked("<QQ", 16)       # next_seq, pos: hints shared by live processes
+
+TXN_MAGIC = 0x5854_5844           # "DXTX"
+TXN_HEADER = _checked("<IIQII", 24)   # magic, crc, seq, nrec, payload_len
+TXN_REC = _checked("<QII", 16)        # dst_off, length, reserved; data follows, 8-aligned
+
+
+def pack_jheader(seq: int) -> bytes:
+    body = struct.pack("<Q", seq)
+    return JHEADER.pack(JHEADER_MAGIC, crc32c(body), seq)
+
+
+def unpack_jheader(raw: bytes) -> int | None:
+    """Return the slot's seq, or None if the slot is invalid (never written or torn)."""
+    magic, crc, seq = JHEADER.unpack_from(raw)
+    if magic != JHEADER_MAGIC or crc != crc32c(raw[8:16]):
+        return None
+    return seq
+
+
+def pad8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def pack_txn(seq: int, writes: list[tuple[int, bytes]]) -> bytes:
+    parts = []
+    for dst, data in writes:
+        parts.append(TXN_REC.pack(dst, len(data), 0))
+        parts.append(bytes(data) + b"\0" * (pad8(len(data)) - len(data)))
+    payload = b"".join(parts)
+    tail = struct.pack("<QII", seq, len(writes), len(payload)) + payload
+    return struct.pack("<II", TXN_MAGIC, crc32c(tail)) + tail
+
+
+def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]], int] | None:
+    """Parse the transaction at ``pos`` if it is whole, has ``seq`` and checks.
+
+    Returns (writes, next_pos) or None: an invalid record is the normal end
+    of the journal (a torn or never-written commit), not corruption.
+    """
+    if end - pos < TXN_HEADER.size:
+        return None
+    magic, crc, tseq, nrec, plen = TXN_HEADER.unpack_from(buf, pos)
+    if magic != TXN_MAGIC or tseq != seq or plen > end - pos - TXN_HEADER.size:
+        return None
+    start = pos + TXN_HEADER.size
+    if crc != crc32c(buf[pos + 8 : start + plen]):
+        return None
+    writes, p = [], start
+    for _ in range(nrec):
+        if p + TXN_REC.size > start + plen:
+            return None
+        dst, length, _r = TXN_REC.unpack_from(buf, p)
+        p += TXN_REC.size
+        if p + length > start + plen:
+            return None
+        writes.append((dst, bytes(buf[p : p + length])))
+        p += pad8(length)
+    return writes, start + plen
+
+
+# --------------------------------------------------------------------------
+# Inodes: fixed 256-byte slots in the inode table; slot ino lives at
+# itable_off + ino * 256.  A free slot is all zeroes.
+# --------------------------------------------------------------------------
+INODE_SIZE = 256
+INODE_MAGIC = 0x4E49                # "IN"
+INLINE_EXTENTS = 6
+EXTENT = _checked("<QQQ", 24)       # file_off, dev_off, length
+INODE_HEAD = _checked("<IHHQQIIIIQqqqqQIIQ", 104)
+# crc, magic, flags, ino, generation, mode, nlink, uid, gid, size, atime_ns,
+# mtime_ns, ctime_ns, btime_ns, parent, nextents, reserved, ext_block
+assert INODE_HEAD.size + INLINE_EXTENTS * EXTENT.size <= INODE_SIZE
+
+# The same inode slot as a numpy dtype, for the vectorised scan at mount.
+INODE_DTYPE_FIELDS = [
+    ("crc", "<u4"), ("magic", "<u2"), ("flags", "<u2"), ("ino", "<u8"), ("generation", "<u8"),
+    ("mode", "<u4"), ("nlink", "<u4"), ("uid", "<u4"), ("gid", "<u4"), ("size", "<u8"),
+    ("atime", "<i8"), ("mtime", "<i8"), ("ctime", "<i8"), ("btime", "<i8"),
+    ("parent", "<u8"), ("nextents", "<u4"), ("reserved", "<u4"), ("ext_block", "<u8"),
+    ("ext", "<u8", (INLINE_EXTENTS, 3)),
+    ("pad", "V%d" % (INODE_SIZE - INODE_HEAD.size - INLINE_EXTENTS * EXTENT.size)),
+]
+
+
+@dataclass
+class InodeRecord:
+    ino: int
+    generation: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    atime: int
+    mtime: int
+    ctime: int
+    btime: int
+    parent: int
+    nextents: int
+    ext_block: int
+    inline: list[tuple[int, int, int]]
+
+
+def pack_inode(r: InodeRecord) -> bytes:
+    head = INODE_HEAD.pack(0, INODE_MAGIC, 0, r.ino, r.generation, r.mode, r.nlink, r.uid,
+                           r.gid, r.size, r.atime, r.mtime, r.ctime, r.btime, r.parent,
+                           r.nextents, 0, r.ext_block)
+    ext = b"".join(EXTENT.pack(*e) for e in r.inline)
+    body = head + ext + b"\0" * (INODE_SIZE - len(head) - len(ext))
+    return struct.pack("<I", crc32c(body[4:])) + body[4:]
+
+
+def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
+    """Parse the slot for ``ino``; raises CorruptionError, never returns a free slot."""
+    f = INODE_HEAD.unpack_from(raw)
+    if f[1] != INODE_MAGIC:
+        raise CorruptionError(f"inode {ino}: bad magic", offset)
+    if f[0] != crc32c(raw[4:INODE_SIZE]):
+        raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
+    (_, _, _, rino, gen, mode, nlink, uid, gid, size, at, mt, ct, bt, parent,
+     next_, _, ext_block) = f
+    if rino != ino:
+        raise CorruptionError(f"inode {ino}: slot claims inode {rino}", offset)
+    n_inline = min(next_, INLINE_EXTENTS)
+    inline = [EXTENT.unpack_from(raw, INODE_HEAD.size + i * EXTENT.size) for i in range(n_inline)]
+    return InodeRecord(ino, gen, mode, nlink, uid, gid, size, at, mt, ct, bt, parent,
+                       next_, ext_block, inline)
+
+
+# --------------------------------------------------------------------------
+# Extent overflow blocks: a chain of 4 KiB blocks holding extents beyond the
+# inline ones.
+# --------------------------------------------------------------------------
+EXTBLOCK_MAGIC = 0x4245_5844        # "DXEB"
+EXTBLOCK_HEAD = _checked("<IIQQII", 32)   # magic, crc, owner ino, next, count, reserved
+EXTENTS_PER_BLOCK = (BLOCK - EXTBLOCK_HEAD.size) // EXTENT.size
+
+
+def pack_extblock(owner: int, next_off: int, extents: list[tuple[int, int, int]]) -> bytes:
+    assert len(extents) <= EXTENTS_PER_BLOCK
+    body = bytearray(BLOCK)
+    EXTBLOCK_HEAD.pack_into(body, 0, EXTBLOCK_MAGIC, 0, owner, next_off, len(extents), 0)
+    for i, e in enumerate(extents):
+        EXTENT.pack_into(body, EXTBLOCK_HEAD.size + i * EXTENT.size, *e)
+    struct.pack_into("<I", body, 4, crc32c(body[8:]))
+    return bytes(body)
+
+
+def unpack_extblock(raw, offset: int, owner: int) -> tuple[int, list[tuple[int, int, int]]]:
+    magic, crc, rowner, next_off, count, _ = EXTBLOCK_HEAD.unpack_from(raw)
+    if magic != EXTBLOCK_MAGIC:
+        raise CorruptionError(f"inode {owner}: bad extent block magic", offset)
+    if crc != crc32c(raw[8:BLOCK]):
+        raise CorruptionError(f"inode {owner}: extent block checksum mismatch", offset)
+    if rowner != owner or count > EXTENTS_PER_BLOCK:
+        raise CorruptionError(f"inode {owner}: extent block owner or count wrong", offset)
+    exts = [EXTENT.unpack_from(raw, EXTBLOCK_HEAD.size + i * EXTENT.size) for i in range(count)]
+    return next_off, exts
+
+
+# --------------------------------------------------------------------------
+# Directory blocks: the data of a directory is a sequence of 4 KiB blocks,
+# each a header and packed entries; an entry with ino 0 is a tombstone.
+# --------------------------------------------------------------------------
+DIRBLOCK_MAGIC = 0x4244_5844        # "DXDB"
+DIRBLOCK_HEAD = _checked("<IIQHHI", 24)   # magic, crc, dir ino, used, live, reserved
+DIRENT_HEAD = _checked("<QBB", 10)        # ino, name_len, ftype; name bytes follow
+MAX_DIRENT = DIRENT_HEAD.size + MAX_NAME
+
+
+def dirblock_seal(block: bytearray, dir_ino: int, used: int, live: int) -> None:
+    """Write the header of a directory block image in place, checksum last."""
+    DIRBLOCK_HEAD.pack_into(block, 0, DIRBLOCK_MAGIC, 0, dir_ino, used, live, 0)
+    struct.pack_into("<I", block, 4, crc32c(memoryview(block)[8:BLOCK]))
+
+
+def parse_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, list[tuple[int, int, int, bytes]]]:
+    """Return (used, [(pos, ino, ftype, name)]) for live entries; validates fully."""
+    magic, crc, rino, used, live, _ = DIRBLOCK_HEAD.unpack_from(raw)
+    if magic != DIRBLOCK_MAGIC:
+        raise CorruptionError(f"directory {dir_ino}: bad block magic", offset)
+    if crc != crc32c(raw[8:BLOCK]):
+        raise CorruptionError(f"directory {dir_ino}: block checksum mismatch", offset)
+    if rino != dir_ino or not DIRBLOCK_HEAD.size <= used <= BLOCK:
+        raise CorruptionError(f"directory {dir_ino}: block header inconsistent", offset)
+    entries, pos = [], DIRBLOCK_HEAD.size
+    while pos < used:
+        if pos + DIRENT_HEAD.size > used:
+            raise CorruptionError(f"directory {dir_ino}: entry overruns block", offset + pos)
+        ino, nlen, ftype = DIRENT_HEAD.unpack_from(raw, pos)
+        end = pos + DIRENT_HEAD.size + nlen
+        if nlen == 0 or end > used:
+            raise CorruptionError(f"directory {dir_ino}: bad entry length", offset + pos)
+        if ino:
+            entries.append((pos, ino, ftype, bytes(raw[pos + DIRENT_HEAD.size : end])))
+        pos = end
+    if len(entries) != live:
+        raise CorruptionError(f"directory {dir_ino}: live count mismatch", offset)
+    return used, entries
+
+
+def ftype_of(mode: int) -> int:
+    return (mode >> 12) & 0xF
+
+
+def valid_name(name: bytes) -> bool:
+    return 0 < len(name) <= MAX_NAME and b"/" not in name and b"\0" not in name and name not in (
+        b".", b"..")
+
+
+def is_dir_mode(mode: int) -> bool:
+    return (mode & 0o170000) == 0o040000
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("os",)]
+del os

@@ -1,0 +1,356 @@
+"""region: the mapped memory and the single seam where bytes become durable.
+
+A Region is one backing (plain file, tmpfs file, fs-dax file, device-dax
+character device, or a file emulating device-dax alignment) mapped once,
+whole, at a 2 MiB-aligned virtual address.  Everything above reads through
+``buf`` and changes bytes only through the calls below, so a wrapper around
+a Region sees every store, flush and fence (the crash tester's seam):
+
+    store(off, data) / zero(off, n)     change bytes (not yet durable)
+    flush(off, n)                       start write-back of a range
+    fence()                             wait until flushed ranges are durable
+    persist(off, n) = flush + fence
+
+Durability backends, chosen automatically and overridable:
+
+    pmem    libpmem's pmem_flush / pmem_drain (CLWB + SFENCE) through ctypes:
+            device-dax and fs-dax mapped with MAP_SYNC
+    msync   msync(MS_SYNC) of the page range: page-cache files
+    none    nothing to do: tmpfs is volatile by nature
+
+Device-dax refuses mappings whose offset or length is not a multiple of its
+alignment; ``align`` carries it and ``check_map_alignment`` enforces it (the
+emulated backend enforces a 2 MiB alignment on an ordinary file, for tests).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+import stat
+from dataclasses import dataclass
+
+from .layout import BLOCK, CHUNK
+
+PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED = mmap.MAP_SHARED, mmap.MAP_PRIVATE, 0x10
+MAP_ANONYMOUS, MAP_NORESERVE = mmap.MAP_ANONYMOUS, 0x4000
+MAP_SHARED_VALIDATE, MAP_SYNC = 0x03, 0x80000
+MS_SYNC = 4
+MADV_HUGEPAGE = 14
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def _oserror(what: str) -> OSError:
+    e = ctypes.get_errno()
+    return OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def sys_mmap(addr: int | None, length: int, prot: int, flags: int, fd: int, off: int) -> int:
+    res = _libc.mmap(addr, length, prot, flags, fd, off)
+    if res in (None, MAP_FAILED):
+        raise _oserror("mmap")
+    return res
+
+
+def sys_munmap(addr: int, length: int) -> None:
+    if _libc.munmap(addr, length) != 0:
+        raise _oserror("munmap")
+
+
+def reserve_aligned(length: int, align: int = CHUNK) -> int:
+    """Reserve ``length`` bytes of address space starting on an ``align`` boundary."""
+    base = sys_mmap(None, length + align, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    start = (base + align - 1) // align * align
+    if start > base:
+        sys_munmap(base, start - base)
+    tail = base + length + align - (start + length)
+    if tail:
+        sys_munmap(start + length, tail)
+    return start
+
+
+# --------------------------------------------------------------------------
+# What the backing is: read from the kernel, never guessed from the name.
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MountInfo:
+    mountpoint: str
+    fstype: str
+    options: frozenset[str]
+
+    def option(self, key: str) -> str | None:
+        for o in self.options:
+            if o.startswith(key + "="):
+                return o.split("=", 1)[1]
+        return None
+
+
+def mount_of(path: str) -> MountInfo:
+    """The mount holding ``path``, from /proc/self/mountinfo (longest prefix wins)."""
+    real = os.path.realpath(path)
+    best = MountInfo("/", "unknown", frozenset())
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            mp = fields[4].replace("\\040", " ")
+            inside = real == mp or real.startswith(mp.rstrip("/") + "/")
+            if inside and len(mp) >= len(best.mountpoint):
+                opts = set(fields[5].split(",")) | set(rfields[2].split(",") if len(rfields) > 2 else [])
+                best = MountInfo(mp, rfields[0], frozenset(opts))
+    return best
+
+
+def devdax_attrs(st: os.stat_result) -> tuple[int, int]:
+    """(size, align) of a device-dax character device, from sysfs."""
+    sysdir = os.path.realpath(f"/sys/dev/char/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    with open(os.path.join(sysdir, "size")) as f:
+        size = int(f.read())
+    try:
+        with open(os.path.join(sysdir, "align")) as f:
+            align = int(f.read())
+    except FileNotFoundError:
+        align = CHUNK
+    return size, align
+
+
+# --------------------------------------------------------------------------
+# Durability backends.
+# --------------------------------------------------------------------------
+class NoDurability:
+    """tmpfs: stores are as durable as they will ever be (volatile memory)."""
+
+    name = "none"
+    volatile = True
+
+    def flush(self, addr: int, n: int) -> None:
+        pass
+
+    def fence(self) -> None:
+        pass
+
+
+class MsyncDurability:
+    """Page-cache files: msync(MS_SYNC) writes the range back; fence is implied."""
+
+    name = "msync"
+    volatile = False
+
+    def flush(self, addr: int, n: int) -> None:
+        start = addr & ~(mmap.PAGESIZE - 1)
+        if _libc.msync(start, addr + n - start, MS_SYNC) != 0:
+            raise _oserror("msync")
+
+    def fence(self) -> None:
+        pass
+
+
+class PmemDurability:
+    """libpmem through ctypes: pmem_flush (CLWB) per range, pmem_drain (SFENCE)."""
+
+    name = "pmem"
+    volatile = False
+
+    def __init__(self) -> None:
+        lib = load_libpmem()
+        if lib is None:
+            raise OSError(errno.ENOSYS, "libpmem is not installed (Debian package libpmem1)")
+        self._flush, self._drain = lib.pmem_flush, lib.pmem_drain
+
+    def flush(self, addr: int, n: int) -> None:
+        self._flush(addr, n)
+
+    def fence(self) -> None:
+        self._drain()
+
+
+_libpmem: ctypes.CDLL | None | bool = False
+
+
+def load_libpmem() -> ctypes.CDLL | None:
+    global _libpmem
+    if _libpmem is False:
+        name = ctypes.util.find_library("pmem") or "libpmem.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+            for fn in (lib.pmem_flush, lib.pmem_persist):
+                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t], None
+            lib.pmem_drain.argtypes, lib.pmem_drain.restype = [], None
+            _libpmem = lib
+        except OSError:
+            _libpmem = None
+    return _libpmem  # type: ignore[return-value]
+
+
+DURABILITY = {"none": NoDurability, "msync": MsyncDurability, "pmem": PmemDurability}
+
+
+# --------------------------------------------------------------------------
+# The region.
+# --------------------------------------------------------------------------
+class Region:
+    """One backing mapped whole at a 2 MiB-aligned address."""
+
+    def __init__(self, path: str, *, readonly: bool = False, durability: str | None = None,
+                 emulate_devdax: bool = False):
+        self.path = path
+        self.readonly = readonly
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        self.fd = os.open(path, flags | os.O_CLOEXEC)
+        try:
+            self._probe(emulate_devdax)
+            self._map()
+            self.durability = self._choose_durability(durability)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.closed = False
+
+    # -- discovery ---------------------------------------------------------
+    def _probe(self, emulate_devdax: bool) -> None:
+        st = os.fstat(self.fd)
+        self.mount = mount_of(self.path)
+        if stat.S_ISCHR(st.st_mode):
+            self.kind = "devdax"
+            self.size, self.align = devdax_attrs(st)
+        elif stat.S_ISREG(st.st_mode):
+            self.size, self.align = st.st_size, BLOCK
+            if emulate_devdax:
+                self.kind, self.align = "devdax-emulated", CHUNK
+            elif self.mount.fstype == "tmpfs":
+                self.kind = "tmpfs"
+            elif "dax" in self.mount.options or "dax=always" in self.mount.options:
+                self.kind = "fsdax"
+            else:
+                self.kind = "file"
+        else:
+            raise OSError(errno.EINVAL, f"{self.path}: not a regular file or dax device")
+        if self.size < 2 * CHUNK:
+            raise OSError(errno.EINVAL, f"{self.path}: too small for a pool ({self.size} bytes)")
+        self.size -= self.size % self.align
+
+    @property
+    def huge_capable(self) -> bool:
+        """Can this backing give 2 MiB page mappings at all?"""
+        if self.kind in ("devdax", "devdax-emulated") and self.align >= CHUNK:
+            return self.kind == "devdax" or self._tmpfs_huge()
+        if self.kind == "tmpfs":
+            return self._tmpfs_huge()
+        return self.kind in ("fsdax",) or self.map_sync
+
+    def _tmpfs_huge(self) -> bool:
+        return self.mount.fstype == "tmpfs" and self.mount.option("huge") in (
+            "always", "advise", "within_size")
+
+    def _map(self) -> None:
+        prot = PROT_READ | (0 if self.readonly else PROT_WRITE)
+        self.addr = reserve_aligned(self.size, max(CHUNK, self.align))
+        self.map_sync = False
+        if self.kind in ("fsdax", "file") and not self.readonly:
+            try:
+                sys_mmap(self.addr, self.size, prot,
+                         MAP_SHARED_VALIDATE | MAP_SYNC | MAP_FIXED, self.fd, 0)
+                self.map_sync = True
+            except OSError:
+                pass  # not DAX: fall back to an ordinary shared mapping
+        if not self.map_sync:
+            sys_mmap(self.addr, self.size, prot, MAP_SHARED | MAP_FIXED, self.fd, 0)
+        _libc.madvise(self.addr, self.size, MADV_HUGEPAGE)
+        arr = (ctypes.c_char * self.size).from_address(self.addr)
+        view = memoryview(arr).cast("B")
+        self.buf = view.toreadonly() if self.readonly else view
+
+    def _choose_durability(self, requested: str | None) -> object:
+        if requested is None:
+            if self.kind == "devdax" or self.map_sync:
+                requested = "pmem" if load_libpmem() else "none"
+            elif self.kind == "tmpfs" or self.mount.fstype == "tmpfs":
+                requested = "none"
+            else:
+                requested = "msync"
+        if requested not in DURABILITY:
+            raise ValueError(f"unknown durability backend {requested!r}; "
+                             f"choose one of {sorted(DURABILITY)}")
+        return DURABILITY[requested]()
+
+    # -- the seam ----------------------------------------------------------
+    def read(self, off: int, n: int) -> bytes:
+        return bytes(self.buf[off : off + n])
+
+    def store(self, off: int, data) -> None:
+        self.buf[off : off + len(data)] = data
+
+    def zero(self, off: int, n: int) -> None:
+        ctypes.memset(self.addr + off, 0, n)
+
+    def flush(self, off: int, n: int) -> None:
+        if n > 0:
+            self.durability.flush(self.addr + off, n)
+
+    def fence(self) -> None:
+        self.durability.fence()
+
+    def persist(self, off: int, n: int) -> None:
+        self.flush(off, n)
+        self.fence()
+
+    def check_map_alignment(self, off: int, length: int) -> None:
+        """Refuse, as device-dax does, a mapping not aligned to the device."""
+        if off % self.align or length % self.align:
+            raise OSError(errno.EINVAL, f"device-dax mappings must be multiples of "
+                                        f"{self.align} bytes (offset {off}, length {length})")
+
+    @property
+    def volatile(self) -> bool:
+        return self.durability.volatile
+
+    def describe(self) -> dict[str, object]:
+        return {"path": self.path, "kind": self.kind, "size": self.size, "align": self.align,
+                "fstype": self.mount.fstype, "durability": self.durability.name,
+                "volatile": self.volatile, "map_sync": self.map_sync,
+                "huge_pages": self.huge_capable}
+
+    def close(self) -> None:
+        """Unmap the pool.  Views still held elsewhere keep working memory (now
+        anonymous zero pages, detached from the pool) instead of faulting."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.buf.release()
+        except BufferError:
+            pass
+        sys_mmap(self.addr, self.size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+        os.close(self.fd)
+
+
+def create_pool_file(path: str, size: int, *, force: bool) -> None:
+    """Create (or, with force, reuse) a backing of ``size`` bytes.  Device files
+    keep their own size."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISCHR(st.st_mode):
+        return
+    if st is not None and not force and st.st_size > 0:
+        raise FileExistsError(errno.EEXIST, "pool exists (use force=True to overwrite)", path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.ftruncate(fd, 0)
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
