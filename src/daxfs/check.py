@@ -1,11 +1,472 @@
+"""check: fsck as a library; the CLI's fsck command is a thin wrapper.
+
+check(path, repair=False) -> Report verifies, in order (each step trusts
+only what the previous ones verified):
+
+  1. superblocks   primary and replica parse, check and agree
+  2. journal       a valid header slot; committed records replay cleanly
+  3. inodes        every slot is zero or a valid inode (magic, checksum,
+                   self-number, type, extents inside the data area, extent
+                   block chains), and no block is owned twice
+  4. directories   every block of every directory parses and checks
+  5. namespace     entries name live inodes of the right type with valid,
+                   unique names; every directory has one parent and the
+                   right parent field; everything is reachable from the
+                   root; link counts equal references
+  6. space         free space is a recount of what the inodes own (daxfs
+                   stores no allocation bitmap, so it cannot leak)
+
+Without repair the pool is mapped copy-on-write, so even journal recovery
+happens in private memory and nothing reaches the media.  With repair,
+fixes go through the journal where the journal is usable (atomic), damaged
+inodes and directory blocks are cleared, and unreachable inodes are linked
+into /lost+found; the pool is then checked again, and ``remaining`` lists
+what that second check still found.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import stat
+import struct
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from .inode import INODE_DTYPE, Inode, InodeTable
+from .journal import Journal, Transaction
+from .layout import (
+    BLOCK,
+    DIRBLOCK_HEAD,
+    INODE_MAGIC,
+    INODE_SIZE,
+    SUPER,
+    CorruptionError,
+    Superblock,
+    dirblock_seal,
+    ftype_of,
+    pack_jheader,
+    parse_dirblock,
+    unpack_superblock,
+    valid_name,
+)
+from .path import ROOT_INO, to_str
+from .region import Region
+
+VALID_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
+LOST_FOUND = "lost+found"
+
 
 @dataclass
 class Report:
+    """What a check found.  ``ok``: no error is left in the pool."""
+
     ok: bool = True
-    errors: list = field(default_factory=list)
-    repaired: list = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)     # problems found
+    repaired: list[str] = field(default_factory=list)   # fixes applied
+    remaining: list[str] = field(default_factory=list)  # problems still there afterwards
+    notes: list[str] = field(default_factory=list)      # worth knowing, not errors
+    stats: dict[str, int] = field(default_factory=dict)
 
-def check(path, repair=False):
-    raise NotImplementedError
 
+REPAIR_PASSES = 3  # a repair can expose more to fix (a subtree adopted by lost+found)
+
+
+def check(path, repair: bool = False, *, durability: str | None = None,
+          emulate_devdax: bool = False) -> Report:
+    """Check the pool at ``path``; with ``repair``, fix what can be fixed.
+
+    ``errors`` lists what the (first) pass found, ``repaired`` the fixes made,
+    ``remaining`` what a final read-only check still finds; ``ok`` is True
+    when nothing remains."""
+    args = (to_str(path), durability, emulate_devdax)
+    report = _Checker(args[0], repair, *args[1:]).run()
+    report.remaining = list(report.errors)
+    if repair and report.errors:
+        for _ in range(REPAIR_PASSES - 1):
+            if not _Checker(args[0], False, *args[1:]).run().errors:
+                break
+            report.repaired += _Checker(args[0], True, *args[1:]).run().repaired
+        report.remaining = _Checker(args[0], False, *args[1:]).run().errors
+    report.ok = not report.remaining
+    return report
+
+
+@dataclass
+class _Entry:
+    dir_ino: int
+    dev: int          # device offset of the directory block
+    pos: int          # position of the entry in the block
+    ino: int
+    ftype: int
+    raw: bytes
+
+
+class _Checker:
+    def __init__(self, path: str, repair: bool, durability: str | None, emulate_devdax: bool):
+        self.path, self.repair = path, repair
+        self.durability, self.emulate_devdax = durability, emulate_devdax
+        self.report = Report()
+        self.inodes: dict[int, Inode] = {}
+        self.entries: list[_Entry] = []
+        self.images: dict[int, bytearray] = {}   # directory block images we changed
+        self.journal: Journal | None = None
+        self._lost: list[int] = []
+
+    # -- driver ------------------------------------------------------------
+    def run(self) -> Report:
+        region = Region(self.path, private=not self.repair, durability=self.durability,
+                        emulate_devdax=self.emulate_devdax)
+        self.region = region
+        try:
+            fcntl.flock(region.fd, fcntl.LOCK_EX if self.repair else fcntl.LOCK_SH)
+            sb = self._superblocks()
+            if sb is not None:
+                self.sb, self.table = sb, InodeTable(region, sb)
+                self._journal()
+                self._inode_slots()
+                self._ownership()
+                self._directories()
+                self._namespace()
+        finally:
+            region.close()
+        if self.repair and self._lost:
+            self._link_lost()
+        return self.report
+
+    def error(self, msg: str) -> None:
+        self.report.errors.append(msg)
+
+    def fixed(self, msg: str) -> None:
+        self.report.repaired.append(msg)
+
+    # -- 1. superblocks ----------------------------------------------------
+    def _superblocks(self) -> Superblock | None:
+        r, replica_off = self.region, self.region.size - BLOCK
+        primary = self._parse_super(0)
+        replica = self._parse_super(replica_off)
+        if primary is None and replica is None:
+            self.error("both superblocks are damaged: not repairable")
+            return None
+        if primary is None:
+            self.error("primary superblock damaged (replica is intact)")
+            self._copy(replica_off, 0, "primary superblock restored from the replica")
+            return replica
+        same = r.read(0, SUPER.size) == r.read(replica_off, SUPER.size)
+        if replica is None or not same:
+            self.error("replica superblock damaged or different from the primary")
+            self._copy(0, replica_off, "replica superblock rewritten from the primary")
+        return primary
+
+    def _parse_super(self, off: int) -> Superblock | None:
+        try:
+            return unpack_superblock(self.region.read(off, BLOCK), off, self.region.size)
+        except CorruptionError:
+            return None
+
+    def _copy(self, src: int, dst: int, msg: str) -> None:
+        if self.repair:
+            self.region.store(dst, self.region.read(src, SUPER.size))
+            self.region.persist(dst, SUPER.size)
+            self.fixed(msg)
+
+    # -- 2. journal --------------------------------------------------------
+    def _journal(self) -> None:
+        j = Journal(self.region, self.sb)
+        try:
+            replayed = j.recover()
+        except CorruptionError as e:
+            self.error(f"journal: {e.strerror}")
+            if self.repair:
+                self._reset_journal(j)
+                replayed = 0
+            else:
+                return
+        if replayed:
+            self.report.notes.append(f"journal: {replayed} committed transaction(s) replayed")
+        self.journal = j
+
+    def _reset_journal(self, j: Journal) -> None:
+        """Start the journal afresh, past any sequence number left in its area."""
+        seq = 1 << 40
+        r = self.region
+        r.store(j.header_off, pack_jheader(seq))
+        r.zero(j.header_off + 512, 512)
+        r.zero(j.start, BLOCK)
+        r.persist(j.header_off, BLOCK)
+        r.persist(j.start, BLOCK)
+        j.recover()
+        self.fixed("journal reset")
+
+    # -- 3. inode slots ----------------------------------------------------
+    def _inode_slots(self) -> None:
+        table = np.frombuffer(self.region.buf, dtype=INODE_DTYPE, count=self.sb.inode_count,
+                              offset=self.sb.itable_off)
+        nonzero = np.flatnonzero(table.view(np.uint8).reshape(-1, INODE_SIZE).any(axis=1))
+        magic = table["magic"][nonzero]
+        del table
+        for ino, m in zip(nonzero.tolist(), magic.tolist(), strict=True):
+            if ino == 0 or m != INODE_MAGIC:
+                self.error(f"inode slot {ino}: not a valid inode and not free")
+                self._clear_slot(ino)
+                continue
+            self._load_inode(ino)
+        root = self.inodes.get(ROOT_INO)
+        if root is None or not root.is_dir:
+            self.error("root directory missing or not a directory")
+            if self.repair:
+                self._new_root()
+
+    def _load_inode(self, ino: int) -> None:
+        try:
+            inode = self.table._load(ino)
+        except CorruptionError as e:
+            self.error(str(e.strerror))
+            self._clear_slot(ino)
+            return
+        if stat.S_IFMT(inode.mode) not in VALID_TYPES:
+            self.error(f"inode {ino}: unknown file type {inode.mode:o}")
+            self._clear_slot(ino)
+            return
+        self.inodes[ino] = inode
+
+    def _clear_slot(self, ino: int) -> None:
+        if self.repair and ino:
+            txn = Transaction()
+            txn.write(self.table.slot_off(ino), bytes(INODE_SIZE))
+            self._commit(txn)
+            self.fixed(f"inode slot {ino} cleared")
+
+    def _new_root(self) -> None:
+        root = Inode(ROOT_INO, stat.S_IFDIR | 0o755, nlink=2, parent=ROOT_INO)
+        self.inodes[ROOT_INO] = root
+        self._save_inode(root)
+        self.fixed("empty root directory recreated")
+
+    def _commit(self, txn: Transaction) -> None:
+        if self.journal is not None:
+            self.journal.commit(txn)
+        else:  # no usable journal: write in place
+            for off, data in txn.writes:
+                self.region.store(off, data)
+                self.region.persist(off, len(data))
+
+    def _save_inode(self, inode: Inode) -> None:
+        txn = Transaction()
+
+        def no_alloc(_txn: Transaction) -> int:
+            raise AssertionError("repairs never add extent blocks")
+
+        self.table.stage(inode, txn, no_alloc, lambda _t, _d: None)
+        self._commit(txn)
+
+    # -- ownership ---------------------------------------------------------
+    def _ownership(self) -> None:
+        sb = self.sb
+        owner = np.zeros(sb.data_blocks, dtype=np.int64)
+        for ino in sorted(self.inodes):
+            inode = self.inodes[ino]
+            keep, dropped = [], False
+            for ext in inode.extents:
+                first, n = (ext[1] - sb.data_off) // BLOCK, ext[2] // BLOCK
+                if owner[first : first + n].any():
+                    self.error(f"inode {ino}: extent at {ext[1]:#x} overlaps another owner")
+                    dropped = True
+                    continue
+                owner[first : first + n] = ino
+                keep.append(ext)
+            for blk in inode.ext_blocks:
+                owner[(blk - sb.data_off) // BLOCK] = ino
+            if dropped and self.repair:
+                inode.extents = keep
+                inode.generation += 1
+                self._save_inode(inode)
+                self.fixed(f"inode {ino}: overlapping extents removed")
+        used = int((owner != 0).sum())
+        self.report.stats.update(data_blocks=sb.data_blocks, used_blocks=used,
+                                 free_blocks=sb.data_blocks - used, inodes=len(self.inodes))
+
+    # -- 4. directory blocks -----------------------------------------------
+    def _directories(self) -> None:
+        for ino in sorted(self.inodes):
+            inode = self.inodes[ino]
+            if inode.is_dir:
+                self._directory(inode)
+
+    def _directory(self, inode: Inode) -> None:
+        devs = self._dir_blocks(inode)
+        for dev in devs:
+            raw = self.region.buf[dev : dev + BLOCK]
+            try:
+                _used, entries = parse_dirblock(raw, dev, inode.ino)
+            except CorruptionError as e:
+                self.error(f"directory {inode.ino}: {e.strerror}")
+                if self.repair:
+                    self._write_block(dev, _empty_dirblock(inode.ino))
+                    self.fixed(f"directory {inode.ino}: damaged block emptied")
+                continue
+            for pos, eino, ftype, name in entries:
+                self.entries.append(_Entry(inode.ino, dev, pos, eino, ftype, name))
+
+    def _dir_blocks(self, inode: Inode) -> list[int]:
+        devs = []
+        for e in inode.iomap(0, inode.size):
+            if e.kind != "mapped":
+                break
+            devs.extend(range(e.device_offset, e.device_offset + e.length, BLOCK))
+        whole = len(devs) * BLOCK
+        if whole != inode.size:
+            self.error(f"directory {inode.ino}: size {inode.size} is not its mapped blocks")
+            if self.repair:
+                inode.size = whole
+                self._save_inode(inode)
+                self.fixed(f"directory {inode.ino}: size set to {whole}")
+        return devs
+
+    def _write_block(self, dev: int, image: bytes) -> None:
+        txn = Transaction()
+        txn.write(dev, image)
+        self._commit(txn)
+
+    # -- 5. namespace ------------------------------------------------------
+    def _namespace(self) -> None:
+        live = self._valid_entries()
+        children: dict[int, list[_Entry]] = {}
+        refs: dict[int, int] = {}
+        for e in live:
+            children.setdefault(e.dir_ino, []).append(e)
+            refs[e.ino] = refs.get(e.ino, 0) + 1
+        reachable = self._reachable(children)
+        self._link_counts(children, refs, reachable)
+        self._lost = self._unreachable(reachable, refs)
+
+    def _valid_entries(self) -> list[_Entry]:
+        """Drop entries that cannot stand: bad names, dangling, duplicates,
+        extra names of a directory; fix wrong types.  Returns the rest."""
+        live: list[_Entry] = []
+        seen: set[tuple[int, bytes]] = set()
+        dir_named: set[int] = set()
+        for e in sorted(self.entries, key=lambda x: (x.dir_ino, x.dev, x.pos)):
+            target = self.inodes.get(e.ino)
+            where = f"directory {e.dir_ino}: entry {e.raw!r}"
+            if not valid_name(e.raw) or (e.dir_ino, e.raw) in seen:
+                problem = "invalid or duplicate name"
+            elif target is None:
+                problem = f"names missing inode {e.ino}"
+            elif target.is_dir and (e.ino in dir_named or e.ino == ROOT_INO):
+                problem = f"is an extra name of directory {e.ino}"
+            else:
+                problem = None
+            if problem:
+                self.error(f"{where} {problem}")
+                self._edit_entry(e, drop=True)
+                continue
+            seen.add((e.dir_ino, e.raw))
+            if target.is_dir:
+                dir_named.add(e.ino)
+            if e.ftype != ftype_of(target.mode):
+                self.error(f"{where}: type {e.ftype} but inode {e.ino} is {ftype_of(target.mode)}")
+                e.ftype = ftype_of(target.mode)
+                self._edit_entry(e, drop=False)
+            live.append(e)
+        return live
+
+    def _edit_entry(self, e: _Entry, *, drop: bool) -> None:
+        if not self.repair:
+            return
+        image = self.images.get(e.dev)
+        if image is None:
+            image = self.images[e.dev] = bytearray(self.region.buf[e.dev : e.dev + BLOCK])
+        if drop:
+            struct.pack_into("<Q", image, e.pos, 0)
+        else:
+            image[e.pos + 9] = e.ftype
+        used, live = struct.unpack_from("<HH", image, 16)
+        dirblock_seal(image, e.dir_ino, used, live - 1 if drop else live)
+        self._write_block(e.dev, bytes(image))
+        self.fixed(f"directory {e.dir_ino}: entry {e.raw!r} {'removed' if drop else 'retyped'}")
+
+    def _reachable(self, children: dict[int, list[_Entry]]) -> set[int]:
+        if ROOT_INO not in self.inodes:
+            return set()
+        seen, todo = {ROOT_INO}, [ROOT_INO]
+        while todo:
+            d = todo.pop()
+            for e in children.get(d, []):
+                child = self.inodes[e.ino]
+                if child.is_dir and child.parent != d:
+                    self.error(f"directory {e.ino}: parent field {child.parent}, expected {d}")
+                    child.parent = d
+                    self._fix_inode(child, f"directory {e.ino}: parent set to {d}")
+                if e.ino not in seen:
+                    seen.add(e.ino)
+                    if child.is_dir:
+                        todo.append(e.ino)
+        return seen
+
+    def _link_counts(self, children, refs, reachable: set[int]) -> None:
+        for ino in sorted(reachable):
+            inode = self.inodes[ino]
+            if inode.is_dir:
+                subdirs = sum(1 for e in children.get(ino, []) if self.inodes[e.ino].is_dir)
+                want = 2 + subdirs
+            else:
+                want = refs.get(ino, 0)
+            if inode.nlink != want:
+                self.error(f"inode {ino}: link count {inode.nlink}, expected {want}")
+                inode.nlink = want
+                self._fix_inode(inode, f"inode {ino}: link count set to {want}")
+
+    def _fix_inode(self, inode: Inode, msg: str) -> None:
+        if self.repair:
+            self._save_inode(inode)
+            self.fixed(msg)
+
+    def _unreachable(self, reachable: set[int], refs: dict[int, int]) -> list[int]:
+        """Unreachable inodes with links are errors; the roots of such subtrees
+        (named by no entry at all) go to lost+found and bring the rest along."""
+        lost = []
+        for ino in sorted(set(self.inodes) - reachable):
+            if self.inodes[ino].nlink == 0 and not refs.get(ino):
+                self.report.notes.append(f"inode {ino}: orphan (no name), freed at next mount")
+                continue
+            self.error(f"inode {ino}: not reachable from the root")
+            if not refs.get(ino):
+                lost.append(ino)
+        return lost
+
+    # -- lost+found --------------------------------------------------------
+    def _link_lost(self) -> None:
+        """Give each unreachable inode a name in /lost+found (through a mount,
+        which knows how to grow directories)."""
+        from .fs import open_pool  # late: fs builds on everything check uses
+
+        fs = open_pool(self.path, readonly=False, durability=self.durability,
+                       emulate_devdax=self.emulate_devdax, reclaim_orphans=False)
+        try:
+            if not fs.isdir("/" + LOST_FOUND):
+                fs.mkdir("/" + LOST_FOUND, 0o700)
+            with fs._change() as txn:
+                lf_ino = fs._existing("/" + LOST_FOUND).ino
+                lf = fs._inode(lf_ino)
+                for ino in self._lost:
+                    self._adopt(fs, txn, lf, ino)
+        finally:
+            fs.close()
+
+    def _adopt(self, fs, txn: Transaction, lf: Inode, ino: int) -> None:
+        inode = fs._inode(ino)
+        fs._dir(lf.ino).add(f"#{ino}", ino, ftype_of(inode.mode), txn, fs._dir_block_adder(lf))
+        if inode.is_dir:
+            inode.parent = lf.ino
+            lf.nlink += 1
+        else:
+            inode.nlink = 1
+        fs._txn_dirty.update((ino, lf.ino))
+        self.fixed(f"inode {ino} linked as /{LOST_FOUND}/#{ino}")
+
+
+def _empty_dirblock(dir_ino: int) -> bytes:
+    image = bytearray(BLOCK)
+    dirblock_seal(image, dir_ino, DIRBLOCK_HEAD.size, 0)
+    return bytes(image)

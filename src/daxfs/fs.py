@@ -993,6 +993,9 @@ class FileSystem:
                 pass
         try:
             self.sync()
+            if not self.readonly:  # a clean unmount leaves an empty journal
+                with self._locked(exclusive=True):
+                    self.journal.checkpoint()
         finally:
             with self._tlock:
                 self.closed = True
@@ -1076,6 +1079,14 @@ def mount(path, *, readonly: bool = False, durability: str | None = None,
         if not os.access(spath, os.W_OK):
             raise oserror(errno.EROFS, spath)
         mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
+    return open_pool(spath, readonly=readonly, durability=durability,
+                     emulate_devdax=emulate_devdax, reclaim_orphans=not readonly)
+
+
+def open_pool(spath: str, *, readonly: bool, durability: str | None, emulate_devdax: bool,
+              reclaim_orphans: bool) -> FileSystem:
+    """mount() without the read-only recovery detour; the checker mounts with
+    reclaim_orphans=False so that it decides about nameless inodes itself."""
     region = Region(spath, readonly=readonly, durability=durability,
                     emulate_devdax=emulate_devdax)
     try:
@@ -1088,7 +1099,7 @@ def mount(path, *, readonly: bool = False, durability: str | None = None,
                     fs.journal.recover()
                 fs._seen_seq = fs.journal.refresh()
                 fs._reload()
-                if not readonly:
+                if reclaim_orphans:
                     fs._reclaim_orphans()
             finally:
                 fcntl.flock(region.fd, fcntl.LOCK_UN)

@@ -135,7 +135,7 @@ def _validate_geometry(sb: Superblock, offset: int, region_size: int) -> None:
         and sb.journal_len >= 16 * BLOCK and sb.journal_len % BLOCK == 0
         and sb.itable_off == sb.journal_off + sb.journal_len
         and 2 <= sb.inode_count <= (1 << 32)
-        and sb.data_off % CHUNK == 0 and sb.data_off >= sb.itable_end
+        and sb.data_off == _align_up(sb.itable_end, CHUNK)
         and sb.data_blocks > 0
         and sb.replica_off == sb.data_end == region_size - BLOCK
         and 1 <= sb.root_ino < sb.inode_count

@@ -204,10 +204,13 @@ class Region:
     """One backing mapped whole at a 2 MiB-aligned address."""
 
     def __init__(self, path: str, *, readonly: bool = False, durability: str | None = None,
-                 emulate_devdax: bool = False):
+                 emulate_devdax: bool = False, private: bool = False):
+        """``private`` maps copy-on-write: stores stay in this process and never
+        reach the pool (the checker uses it to recover a journal read-only)."""
         self.path = path
-        self.readonly = readonly
-        flags = os.O_RDONLY if readonly else os.O_RDWR
+        self.readonly = readonly and not private
+        self.private = private
+        flags = os.O_RDONLY if readonly or private else os.O_RDWR
         self.fd = os.open(path, flags | os.O_CLOEXEC)
         try:
             self._probe(emulate_devdax)
@@ -258,7 +261,7 @@ class Region:
         prot = PROT_READ | (0 if self.readonly else PROT_WRITE)
         self.addr = reserve_aligned(self.size, max(CHUNK, self.align))
         self.map_sync = False
-        if self.kind in ("fsdax", "file") and not self.readonly:
+        if self.kind in ("fsdax", "file") and not self.readonly and not self.private:
             try:
                 sys_mmap(self.addr, self.size, prot,
                          MAP_SHARED_VALIDATE | MAP_SYNC | MAP_FIXED, self.fd, 0)
@@ -266,13 +269,16 @@ class Region:
             except OSError:
                 pass  # not DAX: fall back to an ordinary shared mapping
         if not self.map_sync:
-            sys_mmap(self.addr, self.size, prot, MAP_SHARED | MAP_FIXED, self.fd, 0)
+            share = MAP_PRIVATE if self.private else MAP_SHARED
+            sys_mmap(self.addr, self.size, prot, share | MAP_FIXED, self.fd, 0)
         _libc.madvise(self.addr, self.size, MADV_HUGEPAGE)
         arr = (ctypes.c_char * self.size).from_address(self.addr)
         view = memoryview(arr).cast("B")
         self.buf = view.toreadonly() if self.readonly else view
 
     def _choose_durability(self, requested: str | None) -> object:
+        if self.private:
+            requested = "none"  # nothing a private map holds can become durable
         if requested is None:
             if self.kind == "devdax" or self.map_sync:
                 requested = "pmem" if load_libpmem() else "none"
