@@ -187,6 +187,8 @@ class FileSystem:
     # ======================================================================
     @contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._tlock:
             if self.closed:
                 raise ValueError("I/O operation on an unmounted pool")
@@ -202,6 +204,19 @@ class FileSystem:
                 self._depth -= 1
                 if outer:
                     fcntl.flock(self.region.fd, fcntl.LOCK_UN)
+
+    def _after_fork(self) -> None:
+        """In a forked child: flock and OFD locks belong to an open file
+        description, which the child shares with its parent, so take a
+        description of its own; the parent's pins stay the parent's."""
+        self._pid = os.getpid()
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._open = {}
+        fd = os.open(self.region.path, os.O_RDONLY if self.readonly else os.O_RDWR)
+        os.dup2(fd, self.region.fd)
+        os.close(fd)
+        self._seen_seq = -1
 
     def _sync_with_others(self) -> None:
         seq = self.journal.refresh()
@@ -532,11 +547,12 @@ class FileSystem:
     def _flush_ino(self, ino: int) -> None:
         if self.closed or self.readonly:
             return
-        self._persist_dirty_data()
-        if ino in self._dirty_times:
-            with self._change():
-                if self._inode(ino).nlink or self._open.get(ino):
-                    self._txn_dirty.add(ino)
+        with self._tlock:
+            self._persist_dirty_data()
+            if ino in self._dirty_times:
+                with self._change():
+                    if self._inode(ino).nlink or self._open.get(ino):
+                        self._txn_dirty.add(ino)
 
     def _persist_dirty_data(self) -> None:
         if self._dirty_data:
@@ -587,7 +603,8 @@ class FileSystem:
                 self._pin(r.ino)  # type: ignore[arg-type]
                 return r.ino  # type: ignore[return-value]
         with self._change() as txn:
-            r = self._resolve(spath)
+            # O_CREAT|O_EXCL does not follow a symlink in the last component.
+            r = self._resolve(spath, follow=kind != "x")
             if r.ino is None:
                 if r.trailing_slash:
                     raise oserror(errno.EISDIR, spath)
@@ -694,10 +711,10 @@ class FileSystem:
         with self._change() as txn:
             s = self._existing(ssrc, follow=False)
             d = self._resolve(sdst, follow=False)
+            if d.ino is not None or d.name is None:  # EEXIST before EPERM, as Linux
+                raise oserror(errno.EEXIST, ssrc, sdst)
             if s.ftype == DIR_T:
                 raise oserror(errno.EPERM, ssrc, sdst)
-            if d.ino is not None or d.name is None:
-                raise oserror(errno.EEXIST, ssrc, sdst)
             dparent = self._inode(d.parent)
             if dparent.nlink == 0:
                 raise oserror(errno.ENOENT, ssrc, sdst)
@@ -732,8 +749,11 @@ class FileSystem:
         """Atomically rename, replacing an existing target as os.rename does on POSIX."""
         ssrc, sdst = to_str(src), to_str(dst)
         with self._change() as txn:
-            s = self._existing(ssrc, follow=False)
+            # Both parents resolve before the source must exist, as in Linux.
+            s = self._resolve(ssrc, follow=False)
             d = self._resolve(sdst, follow=False)
+            if s.ino is None:
+                raise oserror(errno.ENOENT, ssrc)
             if s.name is None or d.name is None:
                 raise oserror(errno.EBUSY, ssrc, sdst)
             if d.ino == s.ino:
@@ -743,17 +763,23 @@ class FileSystem:
                 self._check_not_inside(s.ino, d.parent, ssrc, sdst)  # type: ignore[arg-type]
             elif s.trailing_slash or d.trailing_slash:
                 raise oserror(errno.ENOTDIR, ssrc, sdst)
+            if d.ino is not None and d.ftype == DIR_T:
+                # A target that is an ancestor of the source is not empty (Linux
+                # says so before comparing file types).
+                self._check_not_inside(d.ino, s.parent, ssrc, sdst,  # type: ignore[arg-type]
+                                       errno.ENOTEMPTY)
             if d.ino is not None:
                 self._check_replaceable(s, d, ssrc, sdst)
             self._rename(txn, s, d)
 
     replace = rename
 
-    def _check_not_inside(self, src_ino: int, dst_parent: int, ssrc: str, sdst: str) -> None:
+    def _check_not_inside(self, src_ino: int, dst_parent: int, ssrc: str, sdst: str,
+                          code: int = errno.EINVAL) -> None:
         x = dst_parent
         while True:
             if x == src_ino:
-                raise oserror(errno.EINVAL, ssrc, sdst)
+                raise oserror(code, ssrc, sdst)
             if x == ROOT_INO:
                 return
             x = self._parent_of(x)
