@@ -1,0 +1,33 @@
+"""daxfs mv: rename within a pool; moving onto a directory puts the source inside it."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Annotated
+
+import typer
+
+from .common import CliError, command, mounted, pool_path
+
+
+def same_pool(a: str, b: str) -> bool:
+    try:
+        return posixpath.samefile(a, b)
+    except OSError:
+        return a == b
+
+
+@command
+def mv_cmd(
+    source: Annotated[str, typer.Argument(metavar="POOL:/src", help="What to move.")],
+    dest: Annotated[str, typer.Argument(metavar="POOL:/dst", help="Where to (same pool).")],
+) -> None:
+    """Move or rename a file or directory inside a pool."""
+    src, dst = pool_path(source), pool_path(dest)
+    if not same_pool(src.pool, dst.pool):
+        raise CliError("mv works within one pool (use cp and rm across pools)")
+    with mounted(src.pool) as fs:
+        target = dst.path
+        if fs.isdir(target):
+            target = posixpath.join(target, posixpath.basename(src.path.rstrip("/")))
+        fs.rename(src.path, target)
