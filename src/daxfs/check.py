@@ -128,6 +128,8 @@ class _Checker:
                 self._ownership()
                 self._directories()
                 self._namespace()
+            if self.repair and self.journal is not None:
+                self.journal.checkpoint()  # leave no repair transaction to replay
         finally:
             region.close()
         if self.repair and self._lost:

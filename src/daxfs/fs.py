@@ -75,6 +75,19 @@ def _now() -> int:
     return time.time_ns()
 
 
+def _umask() -> int:
+    """The process umask (read from /proc: os.umask can only be read by
+    changing it, which races other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def _align_down(n: int, a: int) -> int:
     return n - n % a
 
@@ -181,6 +194,7 @@ class FileSystem:
         self._pid = os.getpid()
         self.closed = False
         self.st_dev = int.from_bytes(sb.uuid[:4], "little")
+        self.umask = _umask()  # the process umask at mount, applied to new inodes
 
     # ======================================================================
     # locking and cache coherence
@@ -608,7 +622,7 @@ class FileSystem:
             if r.ino is None:
                 if r.trailing_slash:
                     raise oserror(errno.EISDIR, spath)
-                inode = self._create(txn, r, S_IFREG | 0o644, spath)
+                inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
                 self._pin(inode.ino)
                 return inode.ino
             if kind == "x":
@@ -662,7 +676,7 @@ class FileSystem:
             r = self._resolve(spath, follow=False)
             if r.ino is not None:
                 raise oserror(errno.EEXIST, spath)
-            self._create(txn, r, S_IFDIR | (mode & 0o7777), spath)
+            self._create(txn, r, S_IFDIR | (mode & 0o7777 & ~self.umask), spath)
             self._inode(r.parent).nlink += 1
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
