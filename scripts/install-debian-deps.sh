@@ -1,14 +1,19 @@
 #!/bin/sh
-# Install the Debian packages the test suite needs, only when missing.
-# libpmem1: the pmem durability backend (loaded through ctypes).
-set -e
+# Install the Debian packages the test suite uses, only when missing.
+#   libpmem1  the pmem durability backend (loaded through ctypes)
+# A failure here is reported, not fatal: the tests that need a package skip
+# with a reason when it is absent.
 need=""
 for pkg in libpmem1; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
-    echo "missing Debian packages:$need (run as root or install them; tests needing them skip)" >&2
+    echo "note: missing Debian packages:$need (not root; tests needing them will skip)" >&2
     exit 0
 fi
-apt-get update -qq >/dev/null && apt-get install -y -qq $need >/dev/null
+echo "installing Debian packages:$need" >&2
+if ! { apt-get update -qq >/dev/null && apt-get install -y -qq $need >/dev/null; }; then
+    echo "warning: could not install$need; tests needing them will skip" >&2
+fi
+exit 0
