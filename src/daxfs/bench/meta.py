@@ -1,0 +1,296 @@
+"""meta: small-file metadata operations, daxfs against the kernel on tmpfs.
+
+The same Python loop runs on two sides:
+
+    kernel  builtin open, os.stat, os.listdir, os.unlink on a directory in
+            --pool-dir (tmpfs: /dev/shm by default)
+    daxfs   fs.open, fs.stat, fs.listdir, fs.unlink on a pool file in that
+            same directory
+
+Phases, each over the same N files of one directory, in this order:
+
+    create   open(p, "wb") + write 4 KiB + close      (N ops)
+    stat     stat(p)                                  (N ops)
+    read     open(p, "rb") + read(4096) + close       (N ops)
+    listdir  listdir of the N-entry directory, repeated for >= 0.2 s (calls)
+    unlink   unlink(p)                                (N ops)
+
+A round runs every phase on one side; rounds alternate between the sides
+(kernel first, then daxfs first, ...) so both see the same machine noise,
+and each phase's best round is reported.  Paths are built before timing;
+the garbage collector stays enabled (a collection runs before each phase).
+The daxfs pool is formatted and mounted once, untimed; its directory is warm
+after the first round (daxfs keeps a directory in memory once used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import (
+    DEFAULT_POOL_DIR,
+    KiB,
+    MiB,
+    Report,
+    add_output_arguments,
+    check_pool_dir,
+    command_line,
+    environment,
+    fmt_rate,
+    fmt_ratio,
+    next_pow2,
+    print_profile,
+    repeat_for,
+    timed,
+)
+
+HELP = "small-file metadata ops (create/stat/read/listdir/unlink), daxfs vs kernel tmpfs"
+DESCRIPTION = __doc__
+AIM = 0.5  # the project's stated aim: every ratio >= 0.5 of the kernel
+FILE_SIZE = 4 * KiB
+LISTDIR_SECONDS = 0.2
+
+PHASES: list[tuple[str, str]] = [
+    ("create", "create+write 4K+close"),
+    ("stat", "stat"),
+    ("read", "open+read 4K+close"),
+    ("listdir", "listdir ({n:,} entries)"),
+    ("unlink", "unlink"),
+]
+
+
+@dataclass
+class Side:
+    """One namespace the phases run against: the kernel's or a mounted pool's."""
+
+    name: str
+    open: Callable
+    stat: Callable
+    listdir: Callable
+    unlink: Callable
+    dir: str
+    paths: list[str]
+
+
+# --------------------------------------------------------------------------
+# the phases: identical code for both sides
+# --------------------------------------------------------------------------
+def _create(s: Side, payload: bytes) -> int:
+    op = s.open
+    for p in s.paths:
+        with op(p, "wb") as f:
+            f.write(payload)
+    return len(s.paths)
+
+
+def _stat(s: Side, payload: bytes) -> int:
+    op = s.stat
+    for p in s.paths:
+        op(p)
+    return len(s.paths)
+
+
+def _read(s: Side, payload: bytes) -> int:
+    op, n = s.open, len(payload)
+    for p in s.paths:
+        with op(p, "rb") as f:
+            f.read(n)
+    return len(s.paths)
+
+
+def _unlink(s: Side, payload: bytes) -> int:
+    op = s.unlink
+    for p in s.paths:
+        op(p)
+    return len(s.paths)
+
+
+def run_round(
+    s: Side, payload: bytes, profilers: dict[str, cProfile.Profile] | None = None
+) -> dict[str, tuple[int, float]]:
+    """Every phase once on side ``s``; returns {phase: (ops, seconds)}.  With
+    ``profilers``, each phase runs under its profiler (its time is then moot)."""
+    out: dict[str, tuple[int, float]] = {}
+
+    def run(phase: str, fn: Callable[[], int]) -> None:
+        if profilers is not None:
+            fn = functools.partial(profilers[phase].runcall, fn)
+        out[phase] = timed(fn)
+
+    def listdir() -> tuple[int, float]:
+        return repeat_for(lambda: s.listdir(s.dir), LISTDIR_SECONDS)
+
+    run("create", lambda: _create(s, payload))
+    _check(len(s.listdir(s.dir)) == len(s.paths), s, "create: wrong entry count")
+    run("stat", lambda: _stat(s, payload))
+    run("read", lambda: _read(s, payload))
+    with s.open(s.paths[-1], "rb") as f:
+        _check(f.read() == payload, s, "read back wrong bytes")
+    out["listdir"] = profilers["listdir"].runcall(listdir) if profilers is not None else listdir()
+    run("unlink", lambda: _unlink(s, payload))
+    _check(s.listdir(s.dir) == [], s, "unlink: directory not empty")
+    return out
+
+
+def _check(ok: bool, s: Side, what: str) -> None:
+    if not ok:
+        raise RuntimeError(f"meta benchmark, {s.name} side: {what}")
+
+
+# --------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------
+def auto_pool_size(files: int) -> int:
+    # mkfs gives one inode per 16 KiB of pool; leave twice that, and room for data.
+    return max(256 * MiB, next_pow2(files * 32 * KiB))
+
+
+def names(n: int) -> list[str]:
+    return [f"f{i:07d}" for i in range(n)]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--files", type=int, default=10_000, help="files in the directory (10000)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per side; best is kept (3)")
+    p.add_argument(
+        "--pool-dir",
+        default=DEFAULT_POOL_DIR,
+        help=f"directory for the kernel side and the pool file ({DEFAULT_POOL_DIR})",
+    )
+    p.add_argument(
+        "--pool-size", default=None, help="pool size, e.g. 512M (default: enough for --files)"
+    )
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="worst",
+        default=None,
+        choices=("worst", *(name for name, _ in PHASES), "all"),
+        help="after the timed rounds, run one more daxfs round under cProfile and "
+        "print the phase with the lowest ratio (or the one named, or all)",
+    )
+    p.add_argument("--profile-lines", type=int, default=15, help="profile entries shown (15)")
+    add_output_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    import daxfs
+
+    if args.files < 1 or args.rounds < 1:
+        raise SystemExit("--files and --rounds must be at least 1")
+    pool_dir = check_pool_dir(args.pool_dir)
+    work = tempfile.mkdtemp(prefix="daxfs-bench-meta-", dir=pool_dir)
+    pool = os.path.join(work, "pool")
+    size = daxfs.parse_size(args.pool_size) if args.pool_size else auto_pool_size(args.files)
+    fs = None
+    try:
+        kdir = os.path.join(work, "kernel")
+        os.mkdir(kdir)
+        daxfs.mkfs(pool, size, force=True)
+        fs = daxfs.mount(pool)
+        fs.mkdir("/bench")
+        base = names(args.files)
+        kernel = Side(
+            "kernel",
+            open,
+            os.stat,
+            os.listdir,
+            os.unlink,
+            kdir,
+            [os.path.join(kdir, n) for n in base],
+        )
+        dax = Side(
+            "daxfs",
+            fs.open,
+            fs.stat,
+            fs.listdir,
+            fs.unlink,
+            "/bench",
+            ["/bench/" + n for n in base],
+        )
+        payload = os.urandom(FILE_SIZE)
+
+        results: dict[str, list[dict[str, tuple[int, float]]]] = {"kernel": [], "daxfs": []}
+        for r in range(args.rounds):
+            for s in (kernel, dax) if r % 2 == 0 else (dax, kernel):
+                results[s.name].append(run_round(s, payload))
+
+        report = make_report(args, results, environment(pool_dir, fs.info()["durability"]), size)
+        report.emit(args.format, args.json)
+
+        if args.profile:
+            profile_round(dax, payload, report, args.profile, args.profile_lines)
+    finally:
+        if fs is not None:
+            fs.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def best_rates(rounds: list[dict[str, tuple[int, float]]]) -> dict[str, float]:
+    return {ph: max(r[ph][0] / r[ph][1] for r in rounds) for ph, _ in PHASES}
+
+
+def make_report(args, results, env: str, pool_size: int) -> Report:
+    k, d = best_rates(results["kernel"]), best_rates(results["daxfs"])
+    rows, ratios = [], {}
+    for ph, label in PHASES:
+        ratios[ph] = d[ph] / k[ph]
+        rows.append(
+            [label.format(n=args.files), fmt_rate(k[ph]), fmt_rate(d[ph]), fmt_ratio(ratios[ph])]
+        )
+    below = [f"{ph} ({ratios[ph]:.2f})" for ph, _ in PHASES if ratios[ph] < AIM]
+    verdict = [
+        f"aim: every daxfs/kernel ratio >= {AIM}: "
+        + ("met" if not below else f"not met for {', '.join(below)}")
+    ]
+    notes = [
+        f"{args.files:,} files of 4 KiB in one directory; kernel = builtin open/os.* on "
+        f"{args.pool_dir}, daxfs = fs.* on a {pool_size // MiB} MiB pool file there",
+        f"ops/s, best of {args.rounds} rounds (sides interleaved); higher is better; "
+        "listdir in calls/s of a warm directory",
+    ]
+    raw = {
+        side: [{ph: {"ops": o, "seconds": s} for ph, (o, s) in r.items()} for r in rounds]
+        for side, rounds in results.items()
+    }
+    data = {
+        "files": args.files,
+        "rounds": args.rounds,
+        "pool_size": pool_size,
+        "best_ops_per_s": {"kernel": k, "daxfs": d},
+        "ratio": ratios,
+        "raw": raw,
+    }
+    return Report(
+        title=f"daxfs meta benchmark ({args.files:,} files)",
+        command=command_line(args.argv),
+        env=env,
+        notes=notes,
+        columns=["phase", "kernel ops/s", "daxfs ops/s", "daxfs/kernel"],
+        rows=rows,
+        verdict=verdict,
+        data=data,
+    )
+
+
+def profile_round(dax: Side, payload: bytes, report: Report, which: str, lines: int) -> None:
+    profilers = {ph: cProfile.Profile() for ph, _ in PHASES}
+    run_round(dax, payload, profilers)
+    ratios = report.data["ratio"]
+    assert isinstance(ratios, dict)
+    if which == "all":
+        chosen = [ph for ph, _ in PHASES]
+    elif which == "worst":
+        chosen = [min(ratios, key=ratios.get)]
+    else:
+        chosen = [which]
+    for ph in chosen:
+        print_profile(profilers[ph], f"daxfs {ph} (ratio {ratios[ph]:.2f}), one extra round", lines)

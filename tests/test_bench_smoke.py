@@ -1,0 +1,150 @@
+"""Smoke tests of the benchmarks: each runs at a tiny size and prints the rows
+it should.  Nothing here checks timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from daxfs.bench import BENCHMARKS
+from daxfs.bench.__main__ import main
+
+META_LABELS = [
+    "create+write 4K+close",
+    "stat",
+    "open+read 4K+close",
+    "listdir (12 entries)",
+    "unlink",
+]
+MOUNT_LABELS = [
+    "mkfs",
+    "build: create+write+close",
+    "build: close (unmount)",
+    "first mount after build",
+    "mount",
+    "first listdir",
+    "mount + first listdir",
+    "close",
+]
+
+
+def plain_rows(out: str, labels: list[str]) -> dict[str, list[str]]:
+    """The plain-text table's rows, by label (the label may contain spaces)."""
+    rows = {}
+    for line in out.splitlines():
+        for label in labels:
+            if line.startswith(label + "  "):
+                rows[label] = line[len(label) :].split()
+    return rows
+
+
+def test_no_arguments_lists_the_benchmarks(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m daxfs.bench" in out
+    for name in BENCHMARKS:
+        assert name in out
+
+
+def test_module_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "daxfs.bench", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "meta" in r.stdout and "mount" in r.stdout
+
+
+def test_meta_tiny(tmp_path, capsys):
+    js = tmp_path / "meta.json"
+    argv = [
+        "meta",
+        "--files",
+        "12",
+        "--rounds",
+        "1",
+        "--pool-dir",
+        str(tmp_path),
+        "--pool-size",
+        "64M",
+        "--format",
+        "plain",
+        "--json",
+        str(js),
+        "--profile",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "$ python -m daxfs.bench " + " ".join(argv) in out
+    rows = plain_rows(out, META_LABELS)
+    assert list(rows) == META_LABELS
+    for cells in rows.values():
+        assert len(cells) == 3  # kernel, daxfs, ratio
+        assert all(float(c.replace(",", "")) > 0 for c in cells)
+    assert "aim: every daxfs/kernel ratio >= 0.5" in out
+    assert "=== profile: daxfs " in out
+    data = json.loads(js.read_text())["data"]
+    assert set(data["ratio"]) == {"create", "stat", "read", "listdir", "unlink"}
+    assert len(data["raw"]["kernel"]) == len(data["raw"]["daxfs"]) == 1
+    assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
+
+
+def test_meta_rich_output(tmp_path, capsys):
+    argv = [
+        "meta",
+        "--files",
+        "3",
+        "--rounds",
+        "2",
+        "--pool-dir",
+        str(tmp_path),
+        "--pool-size",
+        "64M",
+        "--format",
+        "rich",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "daxfs meta benchmark" in out
+    assert "listdir (3 entries)" in out
+
+
+def test_mount_tiny(tmp_path, capsys):
+    js = tmp_path / "mount.json"
+    argv = [
+        "mount",
+        "--files",
+        "40",
+        "--dirs",
+        "3",
+        "--repeat",
+        "2",
+        "--pool-dir",
+        str(tmp_path),
+        "--format",
+        "plain",
+        "--json",
+        str(js),
+        "--profile",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "$ python -m daxfs.bench " + " ".join(argv) in out
+    rows = plain_rows(out, MOUNT_LABELS)
+    assert set(rows) == set(MOUNT_LABELS)
+    assert "14 entries" in out  # /d0 holds files 0, 3, ..., 39
+    assert "aim: mount < 0.5 s with 40 files" in out
+    assert "=== profile: daxfs mount" in out
+    data = json.loads(js.read_text())["data"]
+    assert len(data["runs"]) == 2
+    assert set(data["runs"][0]) == {"mount", "listdir", "mount+listdir", "close"}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_each_benchmark_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert "--pool-dir" in capsys.readouterr().out
