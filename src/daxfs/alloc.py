@@ -83,21 +83,23 @@ class RunSet:
         return n
 
     def add(self, start: int, n: int) -> None:
-        self.total += n
+        # Check before changing anything: a refused double free leaves the set intact.
         i = self.by_start.bisect_left(start)
+        nxt = start + n
+        if i < len(self.by_start) and self.by_start.keys()[i] < nxt:
+            raise AssertionError("double free")
+        self.total += n
         if i > 0:
             pstart = self.by_start.keys()[i - 1]
             pn = self.by_start[pstart]
-            assert pstart + pn <= start, "double free"
+            if pstart + pn > start:
+                self.total -= n
+                raise AssertionError("double free")
             if pstart + pn == start:
                 self._drop(pstart)
                 start, n = pstart, pn + n
-        nxt = start + n
         if nxt in self.by_start:
-            assert True
             n += self._drop(nxt)
-        elif i < len(self.by_start) and self.by_start.keys()[i] < nxt:
-            raise AssertionError("double free")
         self._put(start, n)
 
     def run_containing(self, x: int) -> tuple[int, int] | None:
@@ -305,6 +307,11 @@ class HugePageAllocator(_Base):
 
     def _fill_from_chunk(self, c: int, n: int, out: Runs) -> int:
         base = c * BLOCKS_PER_CHUNK
+        if n == 1:  # the common case: the first free block, without building runs
+            b = base + int(np.argmin(self.used[base : base + BLOCKS_PER_CHUNK]))
+            self._take_small(c, b, 1)
+            out.append((b, 1))
+            return 1
         got_total = 0
         for start, length in free_runs(self.used[base : base + BLOCKS_PER_CHUNK]):
             got = min(length, n - got_total)

@@ -46,8 +46,6 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
@@ -175,6 +173,97 @@ class _ScandirIterator:
         self._it = iter(())
 
 
+class _Locked:
+    """The thread lock plus the pool lock (flock, shared or exclusive) for one
+    call; the outermost section also catches up with other processes' commits.
+    A class rather than a @contextmanager: this is on every call's path."""
+
+    __slots__ = ("fs", "exclusive", "outer")
+
+    def __init__(self, fs: FileSystem, exclusive: bool):
+        self.fs, self.exclusive, self.outer = fs, exclusive, False
+
+    def __enter__(self) -> None:
+        fs = self.fs
+        if fs._pid != os.getpid():
+            fs._after_fork()
+        fs._tlock.acquire()
+        try:
+            if fs.closed:
+                raise ValueError("I/O operation on an unmounted pool")
+            self.outer = fs._depth == 0
+            if self.outer:
+                fcntl.flock(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+            fs._depth += 1
+        except BaseException:
+            fs._tlock.release()
+            raise
+        if self.outer:
+            try:
+                fs._sync_with_others()
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+
+    def __exit__(self, *exc) -> None:
+        fs = self.fs
+        fs._depth -= 1
+        if self.outer:
+            fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
+        fs._tlock.release()
+
+
+class _Change:
+    """One atomic change: yields a Transaction; on normal exit stages every
+    dirty inode and commits; on an exception (or a failed commit) drops the
+    caches, which the media never stopped agreeing with."""
+
+    __slots__ = ("fs", "lock", "txn")
+
+    def __init__(self, fs: FileSystem):
+        self.fs = fs
+
+    def __enter__(self) -> Transaction:
+        fs = self.fs
+        if fs.readonly:
+            raise oserror(errno.EROFS)
+        self.lock = _Locked(fs, exclusive=True)
+        self.lock.__enter__()
+        self.txn = Transaction()
+        fs._txn_dirty = set()
+        fs._txn_freed_inos = []
+        fs._txn_took_ino = False
+        return self.txn
+
+    def __exit__(self, etype, value, tb) -> None:
+        fs, txn = self.fs, self.txn
+        try:
+            if etype is not None:
+                self._abort()
+                return
+            try:
+                for ino in sorted(fs._txn_dirty):
+                    fs._stage_inode(txn, ino)
+                fs.journal.commit(txn)
+            except BaseException:
+                self._abort()
+                raise
+            for start, n in txn.to_free:
+                fs.allocator.free(start, n)
+            for ino in fs._txn_freed_inos:
+                fs.inodes.return_ino(ino)
+            fs._seen_seq = fs.journal.next_seq
+            fs._dirty_times.difference_update(fs._txn_dirty)
+        finally:
+            self.lock.__exit__(None, None, None)
+
+    def _abort(self) -> None:
+        # Rebuilding from the media also undoes allocations and inode numbers taken.
+        fs = self.fs
+        if self.txn or fs._txn_dirty or fs._txn_took_ino:
+            fs._reload()
+
+
 class FileSystem:
     """A mounted pool.  Use as a context manager or call close()."""
 
@@ -199,25 +288,8 @@ class FileSystem:
     # ======================================================================
     # locking and cache coherence
     # ======================================================================
-    @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        if self._pid != os.getpid():
-            self._after_fork()
-        with self._tlock:
-            if self.closed:
-                raise ValueError("I/O operation on an unmounted pool")
-            outer = self._depth == 0
-            if outer:
-                fcntl.flock(self.region.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            self._depth += 1
-            try:
-                if outer:
-                    self._sync_with_others()
-                yield
-            finally:
-                self._depth -= 1
-                if outer:
-                    fcntl.flock(self.region.fd, fcntl.LOCK_UN)
+    def _locked(self, exclusive: bool) -> _Locked:
+        return _Locked(self, exclusive)
 
     def _after_fork(self) -> None:
         """In a forked child: flock and OFD locks belong to an open file
@@ -245,33 +317,9 @@ class FileSystem:
         used, self._orphans = self.inodes.scan()
         self.allocator = make_allocator(self.sb.allocator, used)
 
-    @contextmanager
-    def _change(self) -> Iterator[Transaction]:
-        """An atomic change: yields a transaction, commits it, or undoes it all."""
-        if self.readonly:
-            raise oserror(errno.EROFS)
-        with self._locked(exclusive=True):
-            txn = Transaction()
-            self._txn_dirty: set[int] = set()
-            self._txn_freed_inos: list[int] = []
-            self._txn_took_ino = False
-            try:
-                yield txn
-                for ino in sorted(self._txn_dirty):
-                    self._stage_inode(txn, ino)
-                self.journal.commit(txn)
-            except BaseException:
-                # Cached objects may be half-changed; the media is not: rebuild
-                # from it (this also undoes allocations and inode numbers taken).
-                if txn or self._txn_dirty or self._txn_took_ino:
-                    self._reload()
-                raise
-            for start, n in txn.to_free:
-                self.allocator.free(start, n)
-            for ino in self._txn_freed_inos:
-                self.inodes.return_ino(ino)
-            self._seen_seq = self.journal.next_seq
-            self._dirty_times.difference_update(self._txn_dirty)
+    def _change(self) -> _Change:
+        """An atomic change: ``with fs._change() as txn``; see _Change."""
+        return _Change(self)
 
     def _stage_inode(self, txn: Transaction, ino: int) -> None:
         inode = self.inodes.cache.get(ino)
@@ -657,15 +705,31 @@ class FileSystem:
         self._txn_dirty.add(ino)
         return inode
 
+    # A growing directory takes blocks in runs (1, 2, 4, ... 16) allocated past its
+    # end, so a big directory stays in few extents instead of one per block.
+    DIR_PREALLOC_MAX = 16
+
     def _dir_block_adder(self, dir_inode: Inode):
         def add_block(txn: Transaction) -> int:
             end = dir_inode.size
-            ((dev, _n),) = self._alloc_blocks(txn, 1, dir_inode.device_before(end))
-            dir_inode.add_extent(end, dev, BLOCK)
+            if dir_inode.iomap(end, BLOCK)[0].kind == "hole":
+                self._preallocate_dir(txn, dir_inode, end)
             dir_inode.size = end + BLOCK
             self._txn_dirty.add(dir_inode.ino)
-            return dev
+            return dir_inode.iomap(end, BLOCK)[0].device_offset
         return add_block
+
+    def _preallocate_dir(self, txn: Transaction, dir_inode: Inode, end: int) -> None:
+        want = min(self.DIR_PREALLOC_MAX, max(1, end // BLOCK))
+        hint = dir_inode.device_before(end)
+        try:
+            runs = self._alloc_blocks(txn, want, hint)
+        except OSError:
+            runs = self._alloc_blocks(txn, 1, hint)  # nearly full: one block will do
+        foff = end
+        for dev, n in runs:
+            dir_inode.add_extent(foff, dev, n)
+            foff += n
 
     # ======================================================================
     # public API: namespace

@@ -77,6 +77,7 @@ class Inode:
     extents: list[tuple[int, int, int]] = field(default_factory=list)
     ext_blocks: list[int] = field(default_factory=list)    # device offsets of the chain
     ext_images: list[bytes] = field(default_factory=list)  # their current bytes
+    staged_generation: int = -1                            # extent blocks match this
     open_count: int = 0                                    # handles in this process
 
     @property
@@ -216,7 +217,8 @@ class InodeTable:
             raise CorruptionError(f"inode {ino}: extent count mismatch", off)
         self._validate_extents(ino, extents, r.size, off)
         return Inode(ino, r.mode, r.nlink, r.uid, r.gid, r.size, r.atime, r.mtime, r.ctime,
-                     r.btime, r.parent, r.generation, extents, blocks, images)
+                     r.btime, r.parent, r.generation, extents, blocks, images,
+                     staged_generation=r.generation)
 
     def _is_data_block(self, off: int) -> bool:
         return self.sb.data_off <= off < self.sb.data_end and off % BLOCK == 0
@@ -234,6 +236,14 @@ class InodeTable:
     # -- stage -------------------------------------------------------------
     def stage(self, inode: Inode, txn: Transaction, alloc: BlockAlloc, free: BlockFree) -> None:
         """Put the inode's slot and any changed extent blocks into ``txn``."""
+        if inode.staged_generation != inode.generation:
+            self._stage_extent_blocks(inode, txn, alloc, free)
+            inode.staged_generation = inode.generation
+        head = inode.ext_blocks[0] if inode.ext_blocks else 0
+        txn.write(self.slot_off(inode.ino), pack_inode(inode.record(head)))
+
+    def _stage_extent_blocks(self, inode: Inode, txn: Transaction, alloc: BlockAlloc,
+                             free: BlockFree) -> None:
         overflow = inode.extents[INLINE_EXTENTS:]
         groups = [overflow[i : i + EXTENTS_PER_BLOCK]
                   for i in range(0, len(overflow), EXTENTS_PER_BLOCK)]
@@ -249,8 +259,6 @@ class InodeTable:
             if image != inode.ext_images[i]:
                 txn.write(inode.ext_blocks[i], image)
                 inode.ext_images[i] = image
-        head = inode.ext_blocks[0] if inode.ext_blocks else 0
-        txn.write(self.slot_off(inode.ino), pack_inode(inode.record(head)))
 
     def stage_free(self, inode: Inode, txn: Transaction, free: BlockFree) -> None:
         """Zero the slot and release extent blocks (the data extents are the caller's)."""
@@ -285,12 +293,13 @@ class InodeTable:
                                   self.slot_off(int(stray[0])))
         if len(live) and live[0] == 0:
             raise CorruptionError("inode slot 0 is reserved", self.slot_off(0))
-        buf = self.region.buf
-        for ino in live.tolist():
-            off = self.slot_off(ino)
-            if crc32c(buf[off + 4 : off + INODE_SIZE]) != int(table["crc"][ino]):
+        buf, base = self.region.buf, sb.itable_off
+        crcs, selfnums = table["crc"][live].tolist(), table["ino"][live].tolist()
+        for ino, crc, selfnum in zip(live.tolist(), crcs, selfnums, strict=True):
+            off = base + ino * INODE_SIZE
+            if crc32c(buf[off + 4 : off + INODE_SIZE]) != crc:
                 raise CorruptionError(f"inode {ino}: checksum mismatch", off)
-            if int(table["ino"][ino]) != ino:
+            if selfnum != ino:
                 raise CorruptionError(f"inode {ino}: slot claims another inode", off)
         starts, lengths = self._inline_extents(table, live)
         extra_s, extra_n = self._overflow_extents(table, live)

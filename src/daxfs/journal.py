@@ -138,9 +138,11 @@ class Journal:
     # -- checkpoint --------------------------------------------------------
     def checkpoint(self) -> None:
         r = self.region
-        for dst, data in self._records():
-            r.flush(dst, len(data))
-        r.fence()
+        seq = self._header_seq()  # also learns which slot is current now
+        if not r.volatile:        # on tmpfs there is nothing to flush
+            for dst, data in self._records(seq):
+                r.flush(dst, len(data))
+            r.fence()
         slot = 1 - self.header_slot
         off = self.header_off + JSLOT_OFFSETS[slot]
         r.store(off, pack_jheader(self.next_seq))
@@ -148,8 +150,9 @@ class Journal:
         self.header_slot, self.pos = slot, 0
         self._publish()
 
-    def _records(self):
-        seq, pos = self._header_seq(), 0
+    def _records(self, seq: int | None = None):
+        """The writes of every committed record in the log, in order."""
+        seq, pos = (self._header_seq() if seq is None else seq), 0
         while True:
             parsed = parse_txn(self.region.buf, self.start + pos, self.end, seq)
             if parsed is None:
