@@ -40,7 +40,8 @@ class DaxRawFile(io.RawIOBase):
         super().__init__()
         self._fs, self._ino, self.name, self.mode = fs, ino, name, mode
         self._readable, self._writable, self._append = readable, writable, append
-        self._pos = 0
+        # As the builtin open: an append-mode file starts positioned at its end.
+        self._pos = fs._size_of(ino) if append else 0
 
     # -- capabilities ------------------------------------------------------
     def readable(self) -> bool:

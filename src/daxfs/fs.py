@@ -513,8 +513,16 @@ class FileSystem:
             stop = min(hend, w1)
             if not any(e.kind == "mapped" for e in inode.iomap(w0, CHUNK)):
                 hint = inode.device_before(w0)
-                runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0 else None)
-                self._map_runs(inode, w0, runs, fresh)
+                try:
+                    runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0
+                                              else None)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    # No room for a whole window: blocks for just what is asked.
+                    self._map_blocks(txn, inode, pos, stop - pos, fresh)
+                else:
+                    self._map_runs(inode, w0, runs, fresh)
             else:
                 self._map_blocks(txn, inode, pos, stop - pos, fresh)
             pos = stop
@@ -1022,13 +1030,17 @@ class FileSystem:
             if onerror is not None:
                 onerror(e)
             return
-        dirs = [e.name for e in entries if e.is_dir(follow_symlinks=followlinks)]
-        files = [e.name for e in entries if not e.is_dir(follow_symlinks=followlinks)]
+        # As os.walk: a symlink to a directory is listed among the directories,
+        # and walked into only with followlinks.
+        dirs = [e.name for e in entries if e.is_dir()]
+        files = [e.name for e in entries if not e.is_dir()]
+        links = {e.name for e in entries if e.is_symlink()}
         stop = to_str(top)
         if topdown:
             yield stop, dirs, files
         for name in dirs:
-            yield from self.walk(stop.rstrip("/") + "/" + name, topdown, onerror, followlinks)
+            if followlinks or name not in links:
+                yield from self.walk(stop.rstrip("/") + "/" + name, topdown, onerror, followlinks)
         if not topdown:
             yield stop, dirs, files
 

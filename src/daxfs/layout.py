@@ -190,6 +190,8 @@ def pack_jheader(seq: int) -> bytes:
 
 def unpack_jheader(raw: bytes) -> int | None:
     """Return the slot's seq, or None if the slot is invalid (never written or torn)."""
+    if len(raw) < JHEADER.size:
+        return None
     magic, crc, seq = JHEADER.unpack_from(raw)
     if magic != JHEADER_MAGIC or crc != crc32c(raw[8:16]):
         return None
@@ -291,6 +293,8 @@ def pack_inode(r: InodeRecord) -> bytes:
 
 def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
     """Parse the slot for ``ino``; raises CorruptionError, never returns a free slot."""
+    if len(raw) < INODE_SIZE:
+        raise CorruptionError(f"inode {ino}: slot truncated", offset)
     f = INODE_HEAD.unpack_from(raw)
     if f[1] != INODE_MAGIC:
         raise CorruptionError(f"inode {ino}: bad magic", offset)
@@ -326,6 +330,8 @@ def pack_extblock(owner: int, next_off: int, extents: list[tuple[int, int, int]]
 
 
 def unpack_extblock(raw, offset: int, owner: int) -> tuple[int, list[tuple[int, int, int]]]:
+    if len(raw) < BLOCK:
+        raise CorruptionError(f"inode {owner}: extent block truncated", offset)
     magic, crc, rowner, next_off, count, _ = EXTBLOCK_HEAD.unpack_from(raw)
     if magic != EXTBLOCK_MAGIC:
         raise CorruptionError(f"inode {owner}: bad extent block magic", offset)
@@ -355,6 +361,8 @@ def dirblock_seal(block: bytearray, dir_ino: int, used: int, live: int) -> None:
 
 def parse_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, list[tuple[int, int, int, bytes]]]:
     """Return (used, [(pos, ino, ftype, name)]) for live entries; validates fully."""
+    if len(raw) < BLOCK:
+        raise CorruptionError(f"directory {dir_ino}: block truncated", offset)
     magic, crc, rino, used, live, _ = DIRBLOCK_HEAD.unpack_from(raw)
     if magic != DIRBLOCK_MAGIC:
         raise CorruptionError(f"directory {dir_ino}: bad block magic", offset)

@@ -1,0 +1,102 @@
+"""Shared fixtures: pools on tmpfs (fast, durability "none") and on disk (msync).
+
+Hypothesis profiles: "default" (what `pytest` runs), "quick" for a fast local
+loop, "long" for a bug hunt (minutes).  Select with HYPOTHESIS_PROFILE=long.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import daxfs
+
+settings.register_profile(
+    "default", max_examples=200, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "quick", max_examples=25, stateful_step_count=20, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long", max_examples=2000, stateful_step_count=80, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SHM = "/dev/shm"
+POOL_SIZE = 64 << 20
+
+
+@pytest.fixture
+def shm_dir() -> Iterator[str]:
+    """A private directory on tmpfs, removed afterwards."""
+    base = SHM if os.path.isdir(SHM) else None
+    d = tempfile.mkdtemp(prefix="daxfs-test-", dir=base)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def new_pool(directory: str, size: int = POOL_SIZE, allocator: str = "hugepage",
+             inodes: int | None = None, name: str | None = None) -> str:
+    """mkfs a fresh pool file in ``directory`` and return its path."""
+    path = os.path.join(directory, name or f"pool-{uuid.uuid4().hex[:8]}")
+    daxfs.mkfs(path, size, allocator=allocator, inodes=inodes)
+    return path
+
+
+@pytest.fixture
+def pool_path(shm_dir: str) -> str:
+    """A fresh 64 MiB pool (hugepage allocator) on /dev/shm."""
+    return new_pool(shm_dir)
+
+
+@pytest.fixture
+def make_pool(shm_dir: str):
+    """Factory: make_pool(size=..., allocator=..., inodes=...) -> path on tmpfs."""
+    def make(size: int = POOL_SIZE, allocator: str = "hugepage", inodes: int | None = None):
+        return new_pool(shm_dir, size, allocator, inodes)
+    return make
+
+
+@pytest.fixture
+def naive_pool(shm_dir: str) -> str:
+    """A fresh 64 MiB pool built with the naive (first-fit) allocator."""
+    return new_pool(shm_dir, allocator="naive")
+
+
+@pytest.fixture
+def fs(pool_path: str) -> Iterator[daxfs.FileSystem]:
+    """The fresh tmpfs pool, mounted; closed afterwards."""
+    f = daxfs.mount(pool_path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture
+def disk_pool(tmp_path) -> str:
+    """A fresh 64 MiB pool on the ordinary disk (page cache: msync backend)."""
+    return new_pool(str(tmp_path))
+
+
+@pytest.fixture(params=["tmpfs", "disk"])
+def any_fs(request, shm_dir: str, tmp_path) -> Iterator[daxfs.FileSystem]:
+    """A fresh mounted pool on each backend: tmpfs ("none") and disk ("msync")."""
+    where = shm_dir if request.param == "tmpfs" else str(tmp_path)
+    f = daxfs.mount(new_pool(where))
+    assert f.info()["durability"] == ("none" if request.param == "tmpfs" else "msync")
+    try:
+        yield f
+    finally:
+        f.close()

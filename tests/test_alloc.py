@@ -1,0 +1,316 @@
+"""alloc: the huge-page allocator's policy and the naive first-fit allocator.
+
+Block numbers are relative to the data area; a chunk is 512 blocks (2 MiB).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daxfs.alloc import HugePageAllocator, NaiveAllocator, RunSet, free_runs, make_allocator
+from daxfs.layout import BLOCKS_PER_CHUNK
+
+C = BLOCKS_PER_CHUNK
+
+
+def fresh(cls, nblocks: int, used_ranges=()):
+    used = np.zeros(nblocks, dtype=bool)
+    for s, n in used_ranges:
+        used[s : s + n] = True
+    return cls(used)
+
+
+def blocks_of(runs) -> list[int]:
+    return [b for s, n in runs for b in range(s, s + n)]
+
+
+def recount_free_chunks(used: np.ndarray, nblocks: int) -> int:
+    whole = nblocks // C
+    return int((~used[: whole * C].reshape(whole, C)).all(axis=1).sum())
+
+
+def small_chunks_with_room(used: np.ndarray, nblocks: int, n: int) -> bool:
+    """Is there a partly used chunk with at least n free blocks?  (A partial
+    last chunk is partly used: its blocks past the data area never free.)"""
+    nch = -(-nblocks // C)
+    padded = np.ones(nch * C, dtype=bool)
+    padded[:nblocks] = used
+    free = C - padded.reshape(nch, C).sum(axis=1)
+    return bool(((free > 0) & (free < C) & (free >= n)).any())
+
+
+# ---------------------------------------------------------------------------
+# RunSet and helpers
+# ---------------------------------------------------------------------------
+def test_free_runs_finds_runs_of_false():
+    used = np.array([True, False, False, True, False, True, True, False])
+    assert free_runs(used) == [(1, 2), (4, 1), (7, 1)]
+    assert free_runs(np.ones(4, dtype=bool)) == []
+    assert free_runs(np.zeros(3, dtype=bool)) == [(0, 3)]
+
+
+def test_runset_merges_neighbours_and_refuses_double_free():
+    rs = RunSet()
+    rs.add(10, 5)
+    rs.add(20, 5)
+    rs.add(15, 5)  # bridges both
+    assert list(rs.by_start.items()) == [(10, 15)] and rs.total == 15
+    with pytest.raises(AssertionError):
+        rs.add(12, 1)
+    with pytest.raises(AssertionError):
+        rs.add(24, 3)  # overlaps the tail
+    rs.take(12, 3)
+    assert list(rs.by_start.items()) == [(10, 2), (15, 10)] and rs.total == 12
+    assert rs.take_at(16, 100) == 9 and rs.run_containing(15) == (15, 1)
+    assert rs.best_fit(2) == (10, 2)
+    assert rs.best_fit(50) == (10, 2)  # none big enough: the largest
+
+
+def test_make_allocator_by_name():
+    used = np.zeros(4 * C, dtype=bool)
+    assert isinstance(make_allocator("hugepage", used), HugePageAllocator)
+    assert isinstance(make_allocator("naive", used.copy()), NaiveAllocator)
+
+
+# ---------------------------------------------------------------------------
+# HugePageAllocator
+# ---------------------------------------------------------------------------
+def test_large_requests_get_whole_aligned_chunks():
+    a = fresh(HugePageAllocator, 8 * C)
+    assert a.free_chunks == 8
+    runs = a.alloc_chunks(3)
+    for s, n in runs:
+        assert s % C == 0 and n % C == 0
+    assert sum(n for _s, n in runs) == 3 * C
+    assert a.free_chunks == 5 and a.free_blocks == 5 * C
+
+
+def test_large_request_contiguous_with_hint():
+    a = fresh(HugePageAllocator, 8 * C)
+    [(s, n)] = a.alloc_chunks(1)
+    assert n == C
+    # The next chunk right after the previous one, when it is free.
+    assert a.alloc_chunks(2, hint=s + n) == [(s + n, 2 * C)]
+    # A hint at a used chunk is ignored; still whole aligned chunks.
+    runs = a.alloc_chunks(1, hint=s)
+    assert runs[0][0] % C == 0 and runs[0][0] not in (s, s + C, s + 2 * C)
+
+
+def test_large_request_best_fit_among_free_chunk_runs():
+    # Free chunk runs: [0,1) [2,5) [6,8): a request for 2 takes the 2-run.
+    a = fresh(HugePageAllocator, 8 * C, [(1 * C, C), (5 * C, C)])
+    assert a.alloc_chunks(2) == [(6 * C, 2 * C)]
+    assert a.alloc_chunks(1) == [(0, C)]
+
+
+def test_large_request_falls_back_to_small_blocks_when_chunks_run_short():
+    # Only one whole chunk free, but 700 free blocks in total.
+    a = fresh(HugePageAllocator, 3 * C, [(0, 300), (C, C - 300)])
+    free_before = a.free_blocks
+    assert a.free_chunks == 1
+    with pytest.raises(OSError) as ei:
+        a.alloc_chunks(3)
+    assert ei.value.errno == errno.ENOSPC and a.free_blocks == free_before
+    runs = a.alloc_chunks(2)
+    assert sum(n for _s, n in runs) == 2 * C
+    assert runs[0] == (2 * C, C)
+    assert len(set(blocks_of(runs))) == 2 * C
+
+
+def test_small_requests_pack_into_one_chunk():
+    a = fresh(HugePageAllocator, 8 * C)
+    got = [a.alloc_blocks(1) for _ in range(10)]
+    chunks = {r[0][0] // C for r in got}
+    assert len(chunks) == 1, "small allocations should share one chunk"
+    assert a.free_chunks == 7
+    # Packed: the 10 blocks are the first 10 of that chunk, in order.
+    c = chunks.pop()
+    assert [r[0] for r in got] == [(c * C + i, 1) for i in range(10)]
+
+
+def test_small_request_uses_partly_used_chunk_before_splitting():
+    # Chunk 0 is partly used (100 free); chunk 1..3 whole.
+    a = fresh(HugePageAllocator, 4 * C, [(0, C - 100)])
+    assert a.free_chunks == 3
+    runs = a.alloc_blocks(100)
+    assert all(s // C == 0 for s, _ in runs)
+    assert a.free_chunks == 3, "a whole chunk was split although a small chunk had room"
+
+
+def test_free_chunk_split_only_when_no_small_chunk_has_room():
+    a = fresh(HugePageAllocator, 4 * C, [(0, C - 1)])  # chunk 0 has exactly 1 free block
+    runs = a.alloc_blocks(2)  # no small chunk has 2: split a whole one
+    assert a.free_chunks == 2
+    assert all(s // C != 0 for s, _ in runs)
+    assert a.alloc_blocks(1) == [(C - 1, 1)]  # the 1-block hole in chunk 0 still fits 1
+    assert a.free_chunks == 2
+
+
+def test_small_request_best_fit_among_small_chunks():
+    # chunk 0: 50 free, chunk 1: 10 free, chunk 2: 200 free.
+    a = fresh(HugePageAllocator, 4 * C, [(0, C - 50), (C, C - 10), (2 * C, C - 200)])
+    runs = a.alloc_blocks(8)
+    assert all(s // C == 1 for s, _ in runs)
+    runs = a.alloc_blocks(40)
+    assert all(s // C == 0 for s, _ in runs)
+
+
+def test_small_request_with_hint_is_contiguous():
+    a = fresh(HugePageAllocator, 4 * C)
+    [(s, n)] = a.alloc_blocks(4)
+    a.alloc_blocks(4)  # someone else takes the following blocks
+    other = a.alloc_blocks(3, hint=s + n)
+    assert other[0][0] != s + n  # taken: hint not honoured
+    [(s2, n2)] = a.alloc_blocks(2)
+    assert a.alloc_blocks(5, hint=s2 + n2) == [(s2 + n2, 5)]
+
+
+def test_emptied_small_chunk_returns_to_whole_pool():
+    a = fresh(HugePageAllocator, 4 * C)
+    r1 = a.alloc_blocks(3)
+    r2 = a.alloc_blocks(7)
+    assert a.free_chunks == 3
+    for s, n in r1:
+        a.free(s, n)
+    assert a.free_chunks == 3
+    for s, n in r2:
+        a.free(s, n)
+    assert a.free_chunks == 4 and a.free_blocks == 4 * C
+    # And it can again be handed out whole.
+    assert sum(n for _s, n in a.alloc_chunks(4)) == 4 * C
+
+
+def test_enospc_takes_nothing():
+    a = fresh(HugePageAllocator, 2 * C + 100, [(0, 5)])
+    used_before, free_before, chunks_before = a.used.copy(), a.free_blocks, a.free_chunks
+    for call in (lambda: a.alloc_blocks(free_before + 1), lambda: a.alloc_chunks(3)):
+        with pytest.raises(OSError) as ei:
+            call()
+        assert ei.value.errno == errno.ENOSPC
+        assert a.free_blocks == free_before and a.free_chunks == chunks_before
+        assert (a.used == used_before).all()
+    # Exactly everything is still allocatable.
+    runs = a.alloc_blocks(free_before)
+    assert len(set(blocks_of(runs))) == free_before and a.free_blocks == 0
+
+
+def test_partial_last_chunk_never_becomes_whole():
+    a = fresh(HugePageAllocator, 2 * C + 100)
+    assert a.free_chunks == 2 and a.free_blocks == 2 * C + 100
+    runs = a.alloc_blocks(100)  # the partial chunk is a small chunk: used first
+    assert all(s >= 2 * C for s, _ in runs) and a.free_chunks == 2
+    for s, n in runs:
+        a.free(s, n)
+    assert a.free_chunks == 2 and a.free_blocks == 2 * C + 100
+
+
+def test_free_of_unallocated_blocks_is_refused():
+    for cls in (HugePageAllocator, NaiveAllocator):
+        a = fresh(cls, 2 * C)
+        [(s, n)] = a.alloc_blocks(4)
+        with pytest.raises(AssertionError):
+            a.free(s + 2, 4)
+        with pytest.raises(AssertionError):
+            a.free(2 * C - 1, 2)
+
+
+# ---------------------------------------------------------------------------
+# NaiveAllocator
+# ---------------------------------------------------------------------------
+def test_naive_first_fit_in_address_order():
+    a = fresh(NaiveAllocator, 2 * C)
+    assert a.alloc_blocks(3) == [(0, 3)]
+    assert a.alloc_blocks(2) == [(3, 2)]
+    a.free(1, 1)
+    a.free(3, 1)
+    # First fit: lowest addresses first, even if it fragments the request.
+    assert a.alloc_blocks(3) == [(1, 1), (3, 1), (5, 1)]
+    assert a.free_blocks == 2 * C - 6
+
+
+def test_naive_chunks_have_no_alignment_policy():
+    a = fresh(NaiveAllocator, 4 * C)
+    a.alloc_blocks(1)
+    assert a.alloc_chunks(1) == [(1, C)]  # not aligned: plain first fit
+    assert a.free_chunks == 2
+
+
+def test_naive_hint_and_enospc():
+    a = fresh(NaiveAllocator, C)
+    [(s, n)] = a.alloc_blocks(10)
+    a.alloc_blocks(1)
+    a.free(s, n)
+    assert a.alloc_blocks(3, hint=4) == [(4, 3)]
+    free_before = a.free_blocks
+    with pytest.raises(OSError) as ei:
+        a.alloc_blocks(free_before + 1)
+    assert ei.value.errno == errno.ENOSPC and a.free_blocks == free_before
+
+
+# ---------------------------------------------------------------------------
+# Property: random alloc/free sequences keep the books straight.
+# ---------------------------------------------------------------------------
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("blocks"), st.integers(1, 1200), st.booleans()),
+        st.tuples(st.just("chunks"), st.integers(1, 4), st.booleans()),
+        st.tuples(st.just("free"), st.integers(0, 10**6), st.integers(0, 10**6)),
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize("cls", [HugePageAllocator, NaiveAllocator])
+@given(nblocks=st.sampled_from([6 * C, 6 * C + 77, 3 * C + 511]),
+       pre=st.lists(st.tuples(st.integers(0, 6 * C), st.integers(1, 700)), max_size=4),
+       program=ops)
+def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
+    shadow = np.zeros(nblocks, dtype=bool)
+    for s, n in pre:
+        shadow[s : s + n] = True
+    a = cls(shadow.copy())
+    held: list[tuple[int, int]] = [(s, n) for s, n in free_runs(~shadow)]  # pre-used runs
+    last_end = None
+    for op in program:
+        free_now = int((~shadow).sum())
+        if op[0] in ("blocks", "chunks"):
+            kind, n, use_hint = op
+            want = n if kind == "blocks" else n * C
+            hint = last_end if use_hint else None
+            room = small_chunks_with_room(shadow, nblocks, want)
+            chunks_before = a.free_chunks
+            try:
+                runs = (a.alloc_blocks if kind == "blocks" else a.alloc_chunks)(n, hint)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                assert want > free_now, "ENOSPC although enough blocks were free"
+                assert (a.used[:nblocks] == shadow).all(), "a failed allocation took blocks"
+            else:
+                got = blocks_of(runs)
+                assert len(got) == want == len(set(got))
+                assert all(0 <= b < nblocks for b in got)
+                assert not shadow[got].any(), "a block was handed out twice"
+                shadow[got] = True
+                held.extend(runs)
+                last_end = runs[-1][0] + runs[-1][1]
+                if cls is HugePageAllocator and kind == "blocks" and hint is None and room:
+                    assert a.free_chunks == chunks_before, (
+                        "split a whole chunk although a small chunk had room")
+                if cls is HugePageAllocator and kind == "chunks" and chunks_before >= n:
+                    assert all(s % C == 0 and k % C == 0 for s, k in runs)
+        elif held:
+            _, i, j = op
+            s, n = held.pop(i % len(held))
+            k = 1 + j % n  # free a prefix of the run, keep the rest
+            a.free(s, k)
+            shadow[s : s + k] = False
+            if k < n:
+                held.append((s + k, n - k))
+        assert a.free_blocks == int((~shadow).sum())
+        assert a.free_chunks == recount_free_chunks(shadow, nblocks)
+        assert (a.used[:nblocks] == shadow).all()

@@ -1,0 +1,853 @@
+"""The public FileSystem API: open() and its io classes, namespace calls, the
+errno of every failure, sparse files, unlinked-but-open files, huge-page
+placement, ENOSPC accounting, read-only mounts and threads."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pathlib
+import random
+import stat
+import threading
+
+import pytest
+
+import daxfs
+from daxfs.layout import BLOCK, CHUNK
+
+MiB = 1 << 20
+
+
+def errno_of(fn, *args, **kw) -> int | None:
+    try:
+        fn(*args, **kw)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def write(fs, path: str, data: bytes, mode: str = "wb") -> None:
+    with fs.open(path, mode) as f:
+        f.write(data)
+
+
+def read(fs, path: str) -> bytes:
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def used_blocks_by_inodes(fs, top: str = "/") -> int:
+    """Blocks owned by every inode reachable from ``top`` (plus the root)."""
+    seen, total = set(), 0
+    for dirpath, dirs, files in fs.walk(top):
+        for name in [None, *dirs, *files]:
+            p = dirpath if name is None else dirpath.rstrip("/") + "/" + name
+            st = fs.lstat(p)
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512 // BLOCK
+    return total
+
+
+# ---------------------------------------------------------------------------
+# open(): modes and the io classes returned
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,cls", [
+    ("rb", io.BufferedReader), ("wb", io.BufferedWriter), ("ab", io.BufferedWriter),
+    ("xb", io.BufferedWriter), ("r+b", io.BufferedRandom), ("w+b", io.BufferedRandom),
+    ("a+b", io.BufferedRandom), ("r", io.TextIOWrapper), ("w", io.TextIOWrapper),
+    ("a+", io.TextIOWrapper), ("rt", io.TextIOWrapper),
+])
+def test_open_returns_the_builtin_io_classes(fs, mode, cls):
+    if "x" not in mode:
+        write(fs, "/f", b"data")
+    with fs.open("/f", mode) as f:
+        assert type(f) is cls
+        assert f.mode == mode
+        assert f.name == "/f"
+        assert f.readable() == ("r" in mode or "+" in mode)
+        assert f.writable() == ("r" not in mode or "+" in mode)
+        assert f.seekable()
+        assert not f.isatty()
+        with pytest.raises(io.UnsupportedOperation):
+            f.fileno()
+    assert f.closed
+
+
+def test_unbuffered_raw_file(fs):
+    with fs.open("/raw", "wb", buffering=0) as f:
+        assert isinstance(f, io.RawIOBase) and not isinstance(f, io.BufferedIOBase)
+        assert f.write(b"hello world") == 11
+        with pytest.raises(io.UnsupportedOperation):
+            f.fileno()
+        with pytest.raises(io.UnsupportedOperation):
+            f.read()
+    with fs.open("/raw", "rb", buffering=0) as f:
+        buf = bytearray(5)
+        assert f.readinto(buf) == 5 and bytes(buf) == b"hello"
+        assert f.tell() == 5
+        assert f.read() == b" world"
+        assert f.read() == b""
+        with pytest.raises(io.UnsupportedOperation):
+            f.write(b"x")
+        with pytest.raises(OSError) as ei:
+            f.seek(-1)
+        assert ei.value.errno == errno.EINVAL
+        with pytest.raises(ValueError):
+            f.seek(0, 7)
+
+
+def test_invalid_mode_arguments_match_builtin_open(fs, tmp_path):
+    real = tmp_path / "f"
+    real.write_bytes(b"")
+    write(fs, "/f", b"")
+    for kwargs in [dict(mode="rw"), dict(mode="z"), dict(mode="rbt"), dict(mode="rr"),
+                   dict(mode="r", buffering=0), dict(mode="rb", encoding="utf-8"),
+                   dict(mode="rb", newline="\n"), dict(mode="rb", errors="strict")]:
+        with pytest.raises(ValueError):
+            open(real, **kwargs)
+        with pytest.raises(ValueError):
+            fs.open("/f", **kwargs)
+
+
+def test_text_mode_matches_builtin_open(fs, tmp_path):
+    text = "héllo\nwörld\r\nlast\rline"
+    for newline in (None, "", "\n", "\r\n"):
+        real = tmp_path / "t"
+        with open(real, "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+        with fs.open("/t", "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+        assert read(fs, "/t") == real.read_bytes()
+        with open(real, encoding="utf-8", newline=newline) as f1, \
+                fs.open("/t", encoding="utf-8", newline=newline) as f2:
+            assert f2.read() == f1.read()
+        with open(real, encoding="utf-8", newline=newline) as f1, \
+                fs.open("/t", encoding="utf-8", newline=newline) as f2:
+            assert list(f2) == list(f1)
+    with fs.open("/t", "w", encoding="latin-1", errors="replace") as f:
+        f.write("snow ☃")
+    assert read(fs, "/t") == b"snow ?"
+
+
+def test_line_buffering(fs):
+    with fs.open("/lb", "w", buffering=1) as f:
+        assert f.line_buffering
+        f.write("one\n")
+        assert read(fs, "/lb") == b"one\n"  # flushed at the newline
+
+
+def test_mode_semantics(any_fs):
+    fs = any_fs
+    write(fs, "/m", b"0123456789")
+    with fs.open("/m", "ab") as f:           # append: every write at the end
+        f.write(b"A")
+        f.seek(0)
+        f.write(b"B")
+    assert read(fs, "/m") == b"0123456789AB"
+    with fs.open("/m", "r+b") as f:          # update in place, no truncation
+        f.seek(2)
+        f.write(b"xy")
+        f.seek(0)
+        assert f.read(4) == b"01xy"
+    assert read(fs, "/m") == b"01xy456789AB"
+    with fs.open("/m", "w+b") as f:          # truncates
+        assert f.read() == b""
+        f.write(b"new")
+        f.seek(0)
+        assert f.read() == b"new"
+    with fs.open("/m", "a+b") as f:
+        assert f.tell() == 3 and f.read() == b""  # like open(): starts at the end
+        f.seek(0)
+        assert f.read() == b"new"
+        f.write(b"!")
+    assert read(fs, "/m") == b"new!"
+    with pytest.raises(FileExistsError):
+        fs.open("/m", "xb")
+    with fs.open("/m2", "xb") as f:
+        f.write(b"made")
+    assert read(fs, "/m2") == b"made"
+
+
+def test_handle_methods(any_fs):
+    fs = any_fs
+    with fs.open("/h", "w+b") as f:
+        f.write(b"line1\nline2\nline3")
+        f.seek(0)
+        assert f.readline() == b"line1\n"
+        assert f.readlines() == [b"line2\n", b"line3"]
+        f.seek(0, os.SEEK_END)
+        assert f.tell() == 17
+        f.seek(-5, os.SEEK_END)
+        assert f.read() == b"line3"
+        assert f.truncate(5) == 5
+        f.seek(0)
+        assert f.read() == b"line1"
+    assert fs.stat("/h").st_size == 5
+    f = fs.open("/h", "rb")
+    f.close()
+    f.close()  # idempotent
+    with pytest.raises(ValueError):
+        f.read()
+
+
+def test_paths_as_pathlib_and_bytes(fs):
+    write(fs, pathlib.PurePosixPath("/p"), b"x")
+    assert fs.exists(b"/p") and fs.isfile(pathlib.Path("/p"))
+    fs.mkdir(b"/dir")
+    assert fs.listdir(pathlib.PurePosixPath("/dir")) == []
+    with pytest.raises(ValueError):
+        fs.stat("/a\0b")
+    assert fs.exists("p") and fs.listdir("") == fs.listdir("/")  # relative: from the root
+
+
+# ---------------------------------------------------------------------------
+# errno of every failure
+# ---------------------------------------------------------------------------
+def test_file_not_found(fs):
+    for call in (lambda: fs.open("/nope"), lambda: fs.open("/nope", "r+b"),
+                 lambda: fs.stat("/nope"), lambda: fs.unlink("/nope"), lambda: fs.rmdir("/nope"),
+                 lambda: fs.listdir("/nope"), lambda: fs.mkdir("/nope/sub"),
+                 lambda: fs.open("/nope/f", "w"), lambda: fs.rename("/nope", "/x"),
+                 lambda: fs.link("/nope", "/x"), lambda: fs.readlink("/nope"),
+                 lambda: fs.truncate("/nope", 0), lambda: fs.chmod("/nope", 0o600),
+                 lambda: fs.utime("/nope"), lambda: fs.iomap("/nope"),
+                 lambda: fs.fallocate("/nope", 0, 10), lambda: fs.fsync("/nope")):
+        with pytest.raises(FileNotFoundError) as ei:
+            call()
+        assert ei.value.errno == errno.ENOENT
+    fs.symlink("/nowhere", "/dangling")
+    with pytest.raises(FileNotFoundError):
+        fs.stat("/dangling")
+    assert fs.lstat("/dangling") and fs.islink("/dangling") and not fs.exists("/dangling")
+    with pytest.raises(FileNotFoundError):
+        fs.symlink("", "/empty-target")
+
+
+def test_file_exists(fs):
+    fs.mkdir("/d")
+    write(fs, "/f", b"")
+    for call in (lambda: fs.mkdir("/d"), lambda: fs.mkdir("/f"), lambda: fs.open("/f", "x"),
+                 lambda: fs.open("/d", "xb"), lambda: fs.symlink("x", "/f"),
+                 lambda: fs.link("/f", "/d"), lambda: fs.makedirs("/d"), lambda: fs.mkdir("/"),
+                 lambda: fs.link("/d", "/f")):
+        with pytest.raises(FileExistsError) as ei:
+            call()
+        assert ei.value.errno == errno.EEXIST
+    fs.makedirs("/d", exist_ok=True)
+    with pytest.raises(FileExistsError):
+        fs.makedirs("/f", exist_ok=True)  # exists, but not as a directory
+
+
+def test_is_a_directory(fs):
+    fs.mkdir("/d")
+    for call in (lambda: fs.open("/d"), lambda: fs.open("/d", "wb"), lambda: fs.open("/d", "ab"),
+                 lambda: fs.open("/d", "r+b"), lambda: fs.unlink("/d"),
+                 lambda: fs.truncate("/d", 0), lambda: fs.fallocate("/d", 0, 1),
+                 lambda: fs.open("/newname/", "w")):
+        with pytest.raises(IsADirectoryError) as ei:
+            call()
+        assert ei.value.errno == errno.EISDIR
+    write(fs, "/f", b"")
+    with pytest.raises(IsADirectoryError):
+        fs.rename("/f", "/d")  # a file over a directory
+
+
+def test_not_a_directory(fs):
+    write(fs, "/f", b"x")
+    fs.mkdir("/d")
+    for call in (lambda: fs.mkdir("/f/sub"), lambda: fs.listdir("/f"), lambda: fs.rmdir("/f"),
+                 lambda: fs.open("/f/x", "w"), lambda: fs.stat("/f/x"), lambda: fs.open("/f/"),
+                 lambda: fs.unlink("/f/"), lambda: fs.rename("/d", "/f"),
+                 lambda: fs.rename("/f/", "/g"), lambda: fs.scandir("/f"),
+                 lambda: fs.makedirs("/f/a/b")):
+        with pytest.raises(NotADirectoryError) as ei:
+            call()
+        assert ei.value.errno == errno.ENOTDIR
+
+
+def test_directory_not_empty(fs):
+    fs.makedirs("/a/b")
+    fs.mkdir("/c")
+    write(fs, "/c/f", b"")
+    assert errno_of(fs.rmdir, "/a") == errno.ENOTEMPTY
+    assert errno_of(fs.rename, "/a", "/c") == errno.ENOTEMPTY
+    assert errno_of(fs.rename, "/a/b", "/a") == errno.ENOTEMPTY   # over its own parent
+    assert errno_of(fs.rename, "/c/f", "/c") == errno.ENOTEMPTY   # a file over its parent too
+    fs.rmdir("/a/b")
+    fs.rename("/a", "/e")  # empty now: moves
+    fs.mkdir("/g")
+    fs.rename("/e", "/g")  # over an empty directory: replaces it
+    assert fs.isdir("/g") and not fs.exists("/e")
+
+
+def test_name_too_long(fs):
+    ok, long = "n" * 255, "n" * 256
+    write(fs, "/" + ok, b"fits")
+    fs.mkdir("/" + ok[:-1] + "d")
+    assert ok in fs.listdir("/")
+    for call in (lambda: fs.open("/" + long, "w"), lambda: fs.mkdir("/" + long),
+                 lambda: fs.stat("/" + long), lambda: fs.symlink("x", "/" + long),
+                 lambda: fs.rename("/" + ok, "/" + long), lambda: fs.link("/" + ok, "/" + long),
+                 lambda: fs.mkdir("/" + "é" * 128)):  # 256 bytes in UTF-8
+        with pytest.raises(OSError) as ei:
+            call()
+        assert ei.value.errno == errno.ENAMETOOLONG
+    fs.mkdir("/" + "é" * 127)  # 254 bytes
+    fs.close()
+    fs2 = daxfs.mount(fs.region.path)
+    try:
+        assert read(fs2, "/" + ok) == b"fits" and fs2.isdir("/" + "é" * 127)
+    finally:
+        fs2.close()
+
+
+def test_invalid_argument(fs):
+    fs.makedirs("/a/b")
+    write(fs, "/f", b"x")
+    cases = [lambda: fs.rename("/a", "/a/b/c"), lambda: fs.rename("/a", "/a/c"),
+             lambda: fs.readlink("/f"), lambda: fs.readlink("/a"), lambda: fs.truncate("/f", -1),
+             lambda: fs.fallocate("/f", 0, 0), lambda: fs.fallocate("/f", -1, 10),
+             lambda: fs.iomap("/f", 0, -5)]
+    for call in cases:
+        with pytest.raises(OSError) as ei:
+            call()
+        assert ei.value.errno == errno.EINVAL
+    assert fs.isdir("/a/b") and not fs.exists("/a/b/c")
+
+
+def test_other_errnos(fs):
+    fs.mkdir("/d")
+    fs.symlink("/loop1", "/loop2")
+    fs.symlink("/loop2", "/loop1")
+    assert errno_of(fs.stat, "/loop1") == errno.ELOOP
+    assert errno_of(fs.open, "/loop1", "w") == errno.ELOOP
+    assert errno_of(fs.link, "/d", "/d2") == errno.EPERM       # no hard links to directories
+    assert errno_of(fs.rmdir, "/") == errno.EBUSY
+    assert errno_of(fs.rename, "/", "/x") == errno.EBUSY
+    with pytest.raises(ValueError):
+        fs.utime("/d", (1, 2), ns=(1, 2))
+
+
+def test_errno_precedence_like_linux(fs):
+    """Where several errors apply, the one Linux reports."""
+    fs.mkdir("/d")
+    write(fs, "/f", b"")
+    fs.symlink("dangling-target", "/dl")
+    assert errno_of(fs.link, "/d", "/f") == errno.EEXIST         # EEXIST before EPERM
+    assert errno_of(fs.rename, "/missing", "/f/x") == errno.ENOTDIR  # both parents first
+    assert errno_of(fs.open, "/dl", "xb") == errno.EEXIST        # O_EXCL never follows
+    assert not fs.exists("/dangling-target")
+    write(fs, "/dl", b"through the link", "wb")                  # O_CREAT alone follows
+    assert read(fs, "/dangling-target") == b"through the link"
+
+
+def test_failed_calls_change_nothing(fs):
+    fs.makedirs("/a/b")
+    write(fs, "/a/f", b"keep")
+    before = sorted(fs.walk("/"))
+    free = fs.statvfs().f_bfree
+    for call in (lambda: fs.rename("/a", "/a/b/x"), lambda: fs.rmdir("/a"),
+                 lambda: fs.open("/a/f", "xb"), lambda: fs.mkdir("/a/f/x"),
+                 lambda: fs.link("/a", "/z")):
+        with pytest.raises(OSError):
+            call()
+    assert sorted(fs.walk("/")) == before and fs.statvfs().f_bfree == free
+    assert read(fs, "/a/f") == b"keep"
+
+
+# ---------------------------------------------------------------------------
+# Namespace behaviour
+# ---------------------------------------------------------------------------
+def test_dotdot_never_escapes_the_root(fs):
+    fs.mkdir("/a")
+    write(fs, "/a/f", b"x")
+    root_ino = fs.stat("/").st_ino
+    for p in ("/..", "/../..", "/a/../..", "/./../.", "/a/../../../a/.."):
+        assert fs.stat(p).st_ino == root_ino, p
+    assert fs.listdir("/../../..") == fs.listdir("/")
+    assert read(fs, "/../../a/f") == b"x"
+    assert read(fs, "/a/../a/./f") == b"x"
+    fs.symlink("../../../../a", "/a/up")
+    assert fs.stat("/a/up").st_ino == fs.stat("/a").st_ino
+    assert read(fs, "/a/up/f") == b"x"
+    fs.symlink("..", "/a/parent")
+    assert fs.stat("/a/parent").st_ino == root_ino
+
+
+def test_makedirs_like_os(fs, tmp_path):
+    for p in ("x/y/", "p/q", "m//n", "r/./s", "x/y/z"):
+        fs.makedirs("/" + p)
+        os.makedirs(tmp_path / p)
+    for d, ds, files in os.walk(tmp_path):
+        rel = "/" + os.path.relpath(d, tmp_path) if d != str(tmp_path) else "/"
+        assert sorted(fs.listdir(rel)) == sorted(ds + files), rel
+
+
+def test_moved_directory_dotdot_is_its_new_parent(fs):
+    fs.makedirs("/a/b/c")
+    fs.mkdir("/x")
+    fs.rename("/a/b", "/x/b")
+    assert fs.stat("/x/b/..").st_ino == fs.stat("/x").st_ino
+    assert fs.stat("/x/b/c/../..").st_ino == fs.stat("/x").st_ino
+    assert fs.stat("/a").st_nlink == 2 and fs.stat("/x").st_nlink == 3
+    fs.close()
+    with daxfs.mount(fs.region.path) as again:
+        assert again.stat("/x/b/..").st_ino == again.stat("/x").st_ino
+        assert again.listdir("/x/b/../b/c/../..") == ["b"]  # that is /x
+
+
+def test_hard_links_and_nlink(any_fs):
+    fs = any_fs
+    write(fs, "/f", b"shared")
+    fs.link("/f", "/g")
+    assert fs.stat("/f").st_nlink == 2 and fs.stat("/f").st_ino == fs.stat("/g").st_ino
+    write(fs, "/g", b"changed", "r+b")
+    assert read(fs, "/f") == b"changed"
+    fs.unlink("/f")
+    assert fs.stat("/g").st_nlink == 1 and read(fs, "/g") == b"changed"
+    fs.mkdir("/d")
+    assert fs.stat("/d").st_nlink == 2
+    fs.mkdir("/d/e")
+    assert fs.stat("/d").st_nlink == 3 and fs.stat("/").st_nlink == 3
+    fs.rename("/d/e", "/e")
+    assert fs.stat("/d").st_nlink == 2 and fs.stat("/").st_nlink == 4
+
+
+def test_rename_replaces_and_frees_the_victim(any_fs):
+    fs = any_fs
+    write(fs, "/victim", os.urandom(300_000))
+    write(fs, "/src", b"winner")
+    free = fs.statvfs().f_bfree
+    src_ino = fs.stat("/src").st_ino
+    fs.replace("/src", "/victim")
+    assert read(fs, "/victim") == b"winner" and fs.stat("/victim").st_ino == src_ino
+    assert not fs.exists("/src")
+    assert fs.statvfs().f_bfree > free + 300_000 // BLOCK - 2
+    fs.link("/victim", "/same")
+    fs.rename("/victim", "/same")  # two names of one inode: nothing happens
+    assert fs.exists("/victim") and fs.exists("/same")
+
+
+def test_symlinks(fs):
+    fs.mkdir("/d")
+    write(fs, "/d/f", b"target")
+    fs.symlink("d/f", "/rel")
+    fs.symlink("/d", "/abs")
+    assert fs.readlink("/rel") == "d/f" and fs.readlink("/abs") == "/d"
+    assert read(fs, "/rel") == b"target" and read(fs, "/abs/f") == b"target"
+    assert stat.S_ISLNK(fs.lstat("/rel").st_mode) and stat.S_ISREG(fs.stat("/rel").st_mode)
+    assert fs.lstat("/rel").st_size == 3
+    assert fs.isdir("/abs") and fs.islink("/abs") and not fs.isdir("/rel")
+    fs.unlink("/abs")           # removes the link, not the directory
+    assert fs.isdir("/d")
+    long_target = "x/" * 2000 + "y"
+    fs.symlink(long_target, "/long")
+    assert fs.readlink("/long") == long_target
+
+
+def test_listdir_scandir_walk_match_os(fs, tmp_path):
+    tree = ["a/", "a/b/", "a/b/f1", "a/f2", "c/", "f3", "a/b/c/", "a/b/c/f4"]
+    for t in tree:
+        if t.endswith("/"):
+            fs.mkdir("/" + t)
+            (tmp_path / t).mkdir()
+        else:
+            write(fs, "/" + t, t.encode())
+            (tmp_path / t).write_bytes(t.encode())
+    fs.symlink("a", "/ln")
+    (tmp_path / "ln").symlink_to("a")
+
+    def norm(walk, base):
+        return sorted((os.path.relpath(d, base), sorted(ds), sorted(fs_)) for d, ds, fs_ in walk)
+
+    for followlinks in (False, True):
+        for topdown in (True, False):
+            assert norm(fs.walk("/", topdown=topdown, followlinks=followlinks), "/") == norm(
+                os.walk(tmp_path, topdown=topdown, followlinks=followlinks), tmp_path)
+    with fs.scandir("/a") as it:
+        entries = {e.name: e for e in it}
+    assert set(entries) == {"b", "f2"}
+    assert entries["b"].is_dir() and not entries["b"].is_file() and entries["f2"].is_file()
+    assert entries["f2"].path == "/a/f2" and os.fspath(entries["f2"]) == "/a/f2"
+    assert entries["f2"].inode() == fs.stat("/a/f2").st_ino
+    assert entries["f2"].stat().st_size == 4
+    ln = next(e for e in fs.scandir("/") if e.name == "ln")
+    assert ln.is_symlink() and ln.is_dir() and not ln.is_dir(follow_symlinks=False)
+    errors = []
+    assert list(fs.walk("/nope", onerror=errors.append)) == []
+    assert errors and errors[0].errno == errno.ENOENT
+
+
+def test_stat_fields_chmod_utime(fs):
+    write(fs, "/f", b"12345")
+    st = fs.stat("/f")
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o644
+    assert st.st_size == 5 and st.st_nlink == 1 and st.st_blocks == BLOCK // 512
+    assert st.st_uid == os.getuid() and st.st_gid == os.getgid()
+    assert st.st_dev == fs.stat("/").st_dev
+    fs.chmod("/f", 0o4600)
+    assert stat.S_IMODE(fs.stat("/f").st_mode) == 0o4600 and stat.S_ISREG(fs.stat("/f").st_mode)
+    fs.utime("/f", ns=(1_000_000_123, 2_000_000_456))
+    st = fs.stat("/f")
+    assert st.st_atime_ns == 1_000_000_123 and st.st_mtime_ns == 2_000_000_456
+    fs.utime("/f", (10.5, 20.25))
+    assert fs.stat("/f").st_mtime == 20.25
+    fs.close()
+    fs2 = daxfs.mount(fs.region.path)
+    try:
+        st = fs2.stat("/f")
+        assert st.st_mtime == 20.25 and stat.S_IMODE(st.st_mode) == 0o4600
+    finally:
+        fs2.close()
+
+
+def test_mtime_advances_on_write_and_persists(fs):
+    write(fs, "/f", b"a")
+    fs.utime("/f", ns=(0, 0))
+    write(fs, "/f", b"b", "r+b")
+    m = fs.stat("/f").st_mtime_ns
+    assert m > 0
+    fs.close()
+    fs2 = daxfs.mount(fs.region.path)
+    try:
+        assert fs2.stat("/f").st_mtime_ns == m  # written lazily, at close
+    finally:
+        fs2.close()
+
+
+# ---------------------------------------------------------------------------
+# Data: sparse files, truncate, fallocate
+# ---------------------------------------------------------------------------
+def test_sparse_files_read_zeros(any_fs):
+    fs = any_fs
+    write(fs, "/empty", b"")
+    free = fs.statvfs().f_bfree
+    fs.truncate("/empty", 10 * MiB)
+    assert fs.stat("/empty").st_size == 10 * MiB and fs.stat("/empty").st_blocks == 0
+    assert fs.statvfs().f_bfree == free  # growing by truncate allocates nothing
+    assert read(fs, "/empty") == bytes(10 * MiB)
+    with fs.open("/holes", "wb") as f:
+        f.write(b"start")
+        f.seek(3 * MiB + 17)
+        f.write(b"end")
+    data = read(fs, "/holes")
+    assert len(data) == 3 * MiB + 20
+    assert data[:5] == b"start" and data[-3:] == b"end" and data[5:-3] == bytes(len(data) - 8)
+    kinds = [e.kind for e in fs.iomap("/holes")]
+    assert "hole" in kinds and kinds[0] == "mapped"
+
+
+def test_truncate_down_then_up_reads_zeros(any_fs):
+    fs = any_fs
+    payload = bytes(range(256)) * 64 * 10  # 160 KiB
+    write(fs, "/t", payload)
+    fs.truncate("/t", 5000)
+    fs.truncate("/t", 9000)
+    assert read(fs, "/t") == payload[:5000] + bytes(4000)
+    with fs.open("/t", "r+b") as f:
+        f.truncate(100)
+    assert read(fs, "/t") == payload[:100]
+    write(fs, "/big", os.urandom(3 * MiB))
+    fs.truncate("/big", 2 * MiB + 1)
+    fs.truncate("/big", 3 * MiB)
+    assert read(fs, "/big")[2 * MiB + 1 :] == bytes(MiB - 1)
+
+
+def test_fallocate_extends_with_zeros_and_reserves(any_fs):
+    fs = any_fs
+    write(fs, "/f", b"abc")
+    free = fs.statvfs().f_bfree
+    fs.fallocate("/f", 0, 100_000)
+    assert fs.stat("/f").st_size == 100_000
+    assert read(fs, "/f") == b"abc" + bytes(100_000 - 3)
+    assert fs.statvfs().f_bfree == free - (100_000 + BLOCK - 1) // BLOCK + 1
+    assert all(e.kind == "mapped" for e in fs.iomap("/f"))
+    fs.fallocate("/f", 10, 5)        # inside: size unchanged
+    assert fs.stat("/f").st_size == 100_000
+    fs.fallocate("/f", 300_000, 10)  # beyond: a hole between, zeros everywhere
+    assert read(fs, "/f") == b"abc" + bytes(300_010 - 3)
+
+
+# ---------------------------------------------------------------------------
+# Unlinked while open
+# ---------------------------------------------------------------------------
+def test_unlinked_open_file_stays_readable_until_close(any_fs):
+    fs = any_fs
+    write(fs, "/anchor", b"")  # the root directory gets its block first
+    free0 = fs.statvfs().f_bfree
+    data = os.urandom(MiB + 123)
+    write(fs, "/ghost", data)
+    free1 = fs.statvfs().f_bfree
+    assert free1 == free0 - (MiB + 123 + BLOCK - 1) // BLOCK
+    r = fs.open("/ghost", "rb")
+    w = fs.open("/ghost", "r+b")
+    fs.unlink("/ghost")
+    assert not fs.exists("/ghost") and "ghost" not in fs.listdir("/")
+    assert fs.statvfs().f_bfree == free1, "space freed while the file is still open"
+    assert r.read() == data
+    w.seek(0)
+    w.write(b"still writable")
+    w.close()
+    assert fs.statvfs().f_bfree == free1
+    r.seek(0)
+    assert r.read(14) == b"still writable"
+    write(fs, "/ghost", b"a new file of the same name")
+    assert fs.statvfs().f_bfree == free1 - 1
+    r.close()
+    assert fs.statvfs().f_bfree == free0 - 1
+    assert read(fs, "/ghost") == b"a new file of the same name"
+    fs.unlink("/ghost")
+    assert fs.statvfs().f_bfree == free0
+
+
+def test_unlinked_open_file_space_returns_at_close(fs):
+    write(fs, "/keepdir-block", b"")  # the root directory gets its block first
+    free0 = fs.statvfs().f_bfree
+    write(fs, "/g", os.urandom(5 * MiB))
+    f = fs.open("/g", "rb")
+    fs.unlink("/g")
+    assert fs.statvfs().f_bfree < free0
+    f.close()
+    assert fs.statvfs().f_bfree == free0
+
+
+def test_unmount_closes_open_handles_and_frees_orphans(pool_path):
+    fs = daxfs.mount(pool_path)
+    write(fs, "/anchor", b"")
+    free0 = fs.statvfs().f_bfree
+    f = fs.open("/o", "wb")
+    f.write(os.urandom(MiB))
+    fs.unlink("/o")
+    fs.close()
+    assert f.closed
+    fs = daxfs.mount(pool_path)
+    try:
+        assert fs.statvfs().f_bfree == free0
+    finally:
+        fs.close()
+
+
+# ---------------------------------------------------------------------------
+# Huge-page placement
+# ---------------------------------------------------------------------------
+def test_large_file_gets_chunk_aligned_extents(any_fs):
+    fs = any_fs
+    write(fs, "/anchor", b"small")  # a small file first, so chunk 0 is a small chunk
+    chunks = fs.statvfs().free_chunks
+    data = os.urandom(6 * MiB + 5000)
+    write(fs, "/large", data)
+    m = fs.iomap("/large")
+    assert all(e.kind == "mapped" for e in m)
+    for e in m:
+        assert (e.device_offset - e.file_offset) % CHUNK == 0, e
+    assert sum(e.length for e in m) == len(data)
+    assert fs.statvfs().free_chunks <= chunks - 4
+    assert fs.stat("/large").st_blksize == CHUNK
+    assert read(fs, "/large") == data
+
+
+def test_file_growing_past_2mib_gets_chunks_for_new_windows(fs):
+    with fs.open("/grow", "wb") as f:
+        f.write(os.urandom(100_000))       # small: 4 KiB blocks
+        f.flush()
+        for _ in range(60):
+            f.write(os.urandom(100_000))   # grows to ~6 MiB
+    for e in fs.iomap("/grow"):
+        if e.file_offset >= CHUNK:
+            assert (e.device_offset - e.file_offset) % CHUNK == 0, e
+    # The windows after the first are each one chunk: contiguous when possible.
+    assert len([e for e in fs.iomap("/grow") if e.file_offset >= CHUNK]) <= 3
+
+
+def test_naive_allocator_has_no_alignment_policy(naive_pool):
+    with daxfs.mount(naive_pool) as fs:
+        write(fs, "/small", b"x")
+        write(fs, "/large", os.urandom(4 * MiB))
+        m = fs.iomap("/large")
+        assert any((e.device_offset - e.file_offset) % CHUNK for e in m)
+        assert fs.info()["allocator"] == "naive"
+
+
+# ---------------------------------------------------------------------------
+# ENOSPC
+# ---------------------------------------------------------------------------
+def test_enospc_when_full_and_every_block_accounted_for(any_fs):
+    fs = any_fs
+    write(fs, "/anchor", b"")
+    before = fs.statvfs()
+    written = 0
+    piece = os.urandom(MiB)
+    f = fs.open("/fill", "wb", buffering=0)
+    with pytest.raises(OSError) as ei:
+        while True:
+            f.write(piece)
+            written += len(piece)
+    assert ei.value.errno == errno.ENOSPC
+    assert fs.stat("/fill").st_size == written  # the failed write took nothing
+    small = 0
+    with pytest.raises(OSError) as ei:
+        while True:
+            f.write(piece[:BLOCK])
+            small += 1
+    assert ei.value.errno == errno.ENOSPC
+    f.close()
+    full = fs.statvfs()
+    assert full.f_bfree == 0 and full.free_chunks == 0
+    # Every block is owned by an inode reachable from the root.
+    assert full.f_blocks - full.f_bfree == used_blocks_by_inodes(fs)
+    with pytest.raises(OSError) as ei:
+        fs.fallocate("/anchor", 0, 10 * BLOCK)
+    assert ei.value.errno == errno.ENOSPC and fs.stat("/anchor").st_size == 0
+    with fs.open("/fill", "rb") as f:
+        assert f.read(MiB) == piece
+    fs.unlink("/fill")
+    assert fs.statvfs().f_bfree == before.f_bfree
+    assert fs.statvfs().free_chunks == before.free_chunks
+    fs.close()
+    with daxfs.mount(fs.region.path) as again:
+        assert again.statvfs().f_bfree == before.f_bfree
+
+
+def test_out_of_inodes_is_enospc(make_pool):
+    with daxfs.mount(make_pool(inodes=20)) as fs:
+        made = 0
+        with pytest.raises(OSError) as ei:
+            for i in range(100):
+                fs.mkdir(f"/d{i}")
+                made += 1
+        assert ei.value.errno == errno.ENOSPC
+        assert made == 18 and len(fs.listdir("/")) == made
+        assert fs.statvfs().f_ffree == 0
+        fs.rmdir("/d0")
+        fs.mkdir("/again")
+        assert fs.isdir("/again")
+
+
+# ---------------------------------------------------------------------------
+# Read-only mounts
+# ---------------------------------------------------------------------------
+def test_readonly_mount_refuses_changes_with_erofs(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        write(fs, "/f", b"content")
+    with daxfs.mount(pool_path, readonly=True) as ro:
+        assert read(ro, "/f") == b"content" and ro.listdir("/") and ro.isdir("/d")
+        assert ro.statvfs().f_flag & os.ST_RDONLY
+        for call in (lambda: ro.open("/f", "wb"), lambda: ro.open("/f", "r+b"),
+                     lambda: ro.open("/g", "xb"), lambda: ro.open("/f", "a"),
+                     lambda: ro.mkdir("/e"), lambda: ro.rmdir("/d"), lambda: ro.unlink("/f"),
+                     lambda: ro.rename("/f", "/g"), lambda: ro.link("/f", "/g"),
+                     lambda: ro.symlink("f", "/s"), lambda: ro.truncate("/f", 0),
+                     lambda: ro.fallocate("/f", 0, 10), lambda: ro.chmod("/f", 0o600),
+                     lambda: ro.utime("/f")):
+            with pytest.raises(OSError) as ei:
+                call()
+            assert ei.value.errno == errno.EROFS
+        ro.sync()
+        ro.fsync("/f")
+    with daxfs.mount(pool_path) as fs:
+        assert read(fs, "/f") == b"content"
+
+
+def test_readonly_mount_of_a_readonly_file(pool_path):
+    os.chmod(pool_path, 0o444)
+    with daxfs.mount(pool_path, readonly=True) as ro:
+        assert ro.listdir("/") == []
+
+
+# ---------------------------------------------------------------------------
+# Lifetime, durability backends, info
+# ---------------------------------------------------------------------------
+def test_closed_filesystem_refuses_calls(pool_path):
+    fs = daxfs.mount(pool_path)
+    fs.close()
+    fs.close()
+    assert fs.closed
+    with pytest.raises(ValueError):
+        fs.listdir("/")
+    with pytest.raises(ValueError):
+        fs.open("/x", "w")
+
+
+def test_disk_pool_uses_msync_and_keeps_data(disk_pool):
+    data = os.urandom(3 * MiB + 11)
+    with daxfs.mount(disk_pool) as fs:
+        assert fs.info()["durability"] == "msync" and fs.info()["kind"] == "file"
+        write(fs, "/f", data)
+        with fs.open("/f", "r+b") as f:   # an overwrite in place: durable at flush/close
+            f.write(b"OVERWRITE")
+        fs.fsync("/f")
+        fs.sync()
+    with daxfs.mount(disk_pool) as fs:
+        assert read(fs, "/f") == b"OVERWRITE" + data[9:]
+
+
+def test_info_describes_the_pool(fs):
+    info = fs.info()
+    assert info["kind"] == "tmpfs" and info["durability"] == "none" and info["volatile"]
+    assert info["allocator"] == "hugepage" and info["size"] == 64 * MiB
+    st = fs.statvfs()
+    assert st.total_bytes == info["data_bytes"] and st.free_bytes <= st.total_bytes
+    assert st.free_chunks <= st.total_chunks and st.f_namemax == 255
+    assert "rw" in repr(fs)
+
+
+def test_mkfs_refuses_to_overwrite_without_force(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        write(fs, "/f", b"x")
+    with pytest.raises(FileExistsError):
+        daxfs.mkfs(pool_path, "64M")
+    daxfs.mkfs(pool_path, "64M", force=True)
+    with daxfs.mount(pool_path) as fs:
+        assert fs.listdir("/") == []
+    with pytest.raises(ValueError):
+        daxfs.mkfs(pool_path, "64M", force=True, allocator="buddy")
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+def test_threads_writing_different_files(any_fs):
+    fs = any_fs
+    fs.mkdir("/shared")
+    nthreads, nfiles = 4, 25
+    errors: list[BaseException] = []
+    expected: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        rng = random.Random(t)
+        try:
+            for i in range(nfiles):
+                path = f"/shared/t{t}-{i}"
+                data = rng.randbytes(rng.choice([10, 5000, 70_000, 300_000]))
+                with fs.open(path, "wb") as f:
+                    for k in range(0, len(data), 40_000):
+                        f.write(data[k : k + 40_000])
+                if i % 5 == 4:  # and some namespace churn
+                    fs.rename(path, path + ".r")
+                    path += ".r"
+                with lock:
+                    expected[path] = data
+                with fs.open(path, "rb") as f:
+                    assert f.read() == data
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert sorted(fs.listdir("/shared")) == sorted(p.rsplit("/", 1)[1] for p in expected)
+    for p, data in expected.items():
+        assert read(fs, p) == data
+    fs.close()
+    with daxfs.mount(fs.region.path) as again:
+        for p, data in expected.items():
+            assert read(again, p) == data
+        assert again.statvfs().f_bfree == again.statvfs().f_blocks - used_blocks_by_inodes(again)

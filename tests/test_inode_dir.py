@@ -1,0 +1,376 @@
+"""inode and dir: extent maps (iomap, merging, cutting, overflow blocks) and
+directories (entries, tombstones, compaction, a directory of 100,000 names)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import stat
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import daxfs
+from daxfs.dir import Directory
+from daxfs.inode import Extent, Inode
+from daxfs.journal import Transaction
+from daxfs.layout import BLOCK, CHUNK, DIRBLOCK_HEAD, DIRENT_HEAD, EXTENTS_PER_BLOCK, INLINE_EXTENTS
+
+MiB = 1 << 20
+
+
+def file_inode(extents=()) -> Inode:
+    ino = Inode(5, stat.S_IFREG | 0o644)
+    for e in extents:
+        ino.add_extent(*e)
+    return ino
+
+
+# ---------------------------------------------------------------------------
+# Inode: extent map
+# ---------------------------------------------------------------------------
+def test_iomap_maximal_extents_and_holes():
+    i = file_inode([(0, 100 * BLOCK, 2 * BLOCK), (2 * BLOCK, 102 * BLOCK, BLOCK),
+                    (5 * BLOCK, 10 * BLOCK, BLOCK)])
+    # The first two are contiguous in the file and on the device: one extent.
+    assert i.extents == [(0, 100 * BLOCK, 3 * BLOCK), (5 * BLOCK, 10 * BLOCK, BLOCK)]
+    assert i.iomap(0, 7 * BLOCK) == [
+        Extent(0, 100 * BLOCK, 3 * BLOCK, "mapped"),
+        Extent(3 * BLOCK, None, 2 * BLOCK, "hole"),
+        Extent(5 * BLOCK, 10 * BLOCK, BLOCK, "mapped"),
+        Extent(6 * BLOCK, None, BLOCK, "hole"),
+    ]
+    # Unaligned windows are clipped, device offsets shifted to match.
+    assert i.iomap(100, 50) == [Extent(100, 100 * BLOCK + 100, 50, "mapped")]
+    assert i.iomap(3 * BLOCK - 10, 20) == [Extent(3 * BLOCK - 10, 103 * BLOCK - 10, 10, "mapped"),
+                                           Extent(3 * BLOCK, None, 10, "hole")]
+    assert i.iomap(50 * BLOCK, 1) == [Extent(50 * BLOCK, None, 1, "hole")]
+    assert i.holes(0, 6 * BLOCK) == [(3 * BLOCK, 2 * BLOCK)]
+    assert file_inode().iomap(0, 10) == [Extent(0, None, 10, "hole")]
+
+
+def test_add_extent_merges_only_when_contiguous_in_file_and_device():
+    i = file_inode()
+    i.add_extent(BLOCK, 50 * BLOCK, BLOCK)
+    i.add_extent(0, 10 * BLOCK, BLOCK)            # file-contiguous, not device-contiguous
+    assert len(i.extents) == 2
+    i.add_extent(2 * BLOCK, 51 * BLOCK, BLOCK)    # merges with its predecessor
+    assert i.extents == [(0, 10 * BLOCK, BLOCK), (BLOCK, 50 * BLOCK, 2 * BLOCK)]
+    i.add_extent(4 * BLOCK, 53 * BLOCK, BLOCK)
+    i.add_extent(3 * BLOCK, 52 * BLOCK, BLOCK)    # bridges both neighbours
+    assert i.extents == [(0, 10 * BLOCK, BLOCK), (BLOCK, 50 * BLOCK, 4 * BLOCK)]
+    with pytest.raises(AssertionError):
+        i.add_extent(2 * BLOCK, 90 * BLOCK, BLOCK)   # overlaps a mapped range
+
+
+def test_generation_bumps_on_every_map_change():
+    i = file_inode()
+    g = i.generation
+    i.add_extent(0, 10 * BLOCK, BLOCK)
+    assert i.generation == g + 1
+    assert i.cut_from(4 * BLOCK) == [] and i.generation == g + 1  # nothing cut: unchanged
+    i.cut_from(0)
+    assert i.generation == g + 2
+
+
+def test_cut_from_splits_and_returns_device_ranges():
+    i = file_inode([(0, 100 * BLOCK, 4 * BLOCK), (6 * BLOCK, 200 * BLOCK, 2 * BLOCK),
+                    (10 * BLOCK, 300 * BLOCK, BLOCK)])
+    freed = i.cut_from(2 * BLOCK)
+    assert freed == [(102 * BLOCK, 2 * BLOCK), (200 * BLOCK, 2 * BLOCK), (300 * BLOCK, BLOCK)]
+    assert i.extents == [(0, 100 * BLOCK, 2 * BLOCK)]
+    assert i.cut_from(0) == [(100 * BLOCK, 2 * BLOCK)] and i.extents == []
+    with pytest.raises(AssertionError):
+        i.cut_from(100)  # must be block aligned
+
+
+def test_device_before():
+    i = file_inode([(0, 100 * BLOCK, 2 * BLOCK)])
+    assert i.device_before(2 * BLOCK) == 102 * BLOCK
+    assert i.device_before(3 * BLOCK) is None    # a hole before
+    assert i.device_before(0) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocks=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 60)), max_size=40,
+                       unique_by=lambda t: t[0]),
+       cut=st.integers(0, 45))
+def test_extent_map_matches_a_block_model(blocks, cut):
+    """Map single blocks in random order: iomap agrees block by block with a
+    dict model, extents stay sorted, disjoint and maximal."""
+    i = file_inode()
+    model = {}
+    for fblk, dblk in blocks:
+        if dblk in model.values():
+            continue
+        i.add_extent(fblk * BLOCK, dblk * BLOCK, BLOCK)
+        model[fblk] = dblk
+    ex = i.extents
+    for (f1, d1, n1), (f2, d2, _) in zip(ex, ex[1:], strict=False):
+        assert f1 + n1 <= f2
+        assert not (f1 + n1 == f2 and d1 + n1 == d2), "not maximal"
+    for e in i.iomap(0, 50 * BLOCK):
+        for k in range(e.length // BLOCK):
+            fblk = e.file_offset // BLOCK + k
+            if e.kind == "hole":
+                assert fblk not in model
+            else:
+                assert model[fblk] == e.device_offset // BLOCK + k
+    freed = i.cut_from(cut * BLOCK)
+    assert sorted(d // BLOCK + k for d, n in freed for k in range(n // BLOCK)) == sorted(
+        d for f, d in model.items() if f >= cut)
+    assert all(f + n <= cut * BLOCK for f, _, n in i.extents)
+
+
+# ---------------------------------------------------------------------------
+# Extent overflow blocks, through the file system
+# ---------------------------------------------------------------------------
+def test_more_than_six_extents_survive_remount(naive_pool):
+    """Interleaved appends to two files on the naive allocator fragment both,
+    one extent per block: hundreds of extents, in several overflow blocks."""
+    nblocks = 2 * EXTENTS_PER_BLOCK + 40
+    fs = daxfs.mount(naive_pool)
+    rng = random.Random(1)
+    want = {"/a": bytearray(), "/b": bytearray()}
+    with fs.open("/a", "wb", buffering=0) as fa, fs.open("/b", "wb", buffering=0) as fb:
+        free0 = fs.statvfs().f_bfree  # the root directory has its block now
+        for _ in range(nblocks):
+            for f, name in ((fa, "/a"), (fb, "/b")):
+                blk = rng.randbytes(BLOCK)
+                f.write(blk)
+                want[name] += blk
+    maps = {p: fs.iomap(p) for p in want}
+    for p, m in maps.items():
+        assert all(e.kind == "mapped" for e in m)
+        assert len(m) > INLINE_EXTENTS + EXTENTS_PER_BLOCK, f"{p}: only {len(m)} extents"
+    fs.close()
+
+    fs = daxfs.mount(naive_pool)
+    try:
+        for p, data in want.items():
+            assert fs.iomap(p) == maps[p]
+            with fs.open(p, "rb") as f:
+                assert f.read() == data
+        # Shrinking releases overflow blocks; the map stays valid across remount.
+        fs.truncate("/a", 3 * BLOCK)
+        fs.truncate("/b", (INLINE_EXTENTS + 5) * BLOCK)
+        fs.close()
+        fs = daxfs.mount(naive_pool)
+        assert len(fs.iomap("/a")) == 3 and len(fs.iomap("/b")) == INLINE_EXTENTS + 5
+        with fs.open("/b", "rb") as f:
+            assert f.read() == want["/b"][: (INLINE_EXTENTS + 5) * BLOCK]
+        fs.unlink("/a")
+        fs.unlink("/b")
+        assert fs.statvfs().f_bfree == free0, "data or overflow blocks leaked"
+        fs.close()
+        fs = daxfs.mount(naive_pool)
+        assert fs.statvfs().f_bfree == free0
+    finally:
+        fs.close()
+
+
+def test_iomap_reports_holes_of_sparse_files(fs):
+    with fs.open("/s", "wb") as f:
+        f.seek(5 * BLOCK)
+        f.write(b"x" * 10)
+    m = fs.iomap("/s")
+    assert m[0] == Extent(0, None, 5 * BLOCK, "hole")
+    assert m[1].kind == "mapped" and m[1].file_offset == 5 * BLOCK and m[1].length == 10
+    assert fs.iomap("/s", 0, 0) == []
+    assert fs.iomap("/s", 5 * BLOCK + 10) == []
+    with pytest.raises(OSError) as ei:
+        fs.iomap("/s", -1)
+    assert ei.value.errno == errno.EINVAL
+
+
+# ---------------------------------------------------------------------------
+# Directory: staged bytes reload to the same entries
+# ---------------------------------------------------------------------------
+class Media:
+    """A plain buffer standing in for the data area, and a block allocator."""
+
+    def __init__(self, nblocks: int = 64):
+        self.buf = bytearray(nblocks * BLOCK)
+        self.next = 0
+
+    def new_block(self, txn: Transaction) -> int:
+        dev = self.next * BLOCK
+        self.next += 1
+        return dev
+
+    def apply(self, txn: Transaction) -> None:
+        for off, data in txn.writes:
+            self.buf[off : off + len(data)] = data
+
+    def devs(self) -> list[int]:
+        return [k * BLOCK for k in range(self.next)]
+
+
+def reloaded(d: Directory, media: Media) -> dict[str, tuple[int, int]]:
+    again = Directory.load(d.ino, memoryview(media.buf), media.devs())
+    return {n: (e[0], e[1]) for n, e in again.entries.items()}
+
+
+def test_directory_add_remove_retarget_reload():
+    media, d = Media(), Directory(7)
+    t = Transaction()
+    d.add("alpha", 10, 8, t, media.new_block)
+    d.add("beta", 11, 4, t, media.new_block)
+    media.apply(t)
+    assert reloaded(d, media) == {"alpha": (10, 8), "beta": (11, 4)}
+    assert d.lookup("alpha") == (10, 8) and d.lookup("nope") is None
+    t = Transaction()
+    assert d.remove("alpha", t) == 10
+    assert d.retarget("beta", 12, 8, t) == 11
+    media.apply(t)
+    assert reloaded(d, media) == {"beta": (12, 8)} and len(d) == 1
+    # A removal stages only the 8-byte ino and the header: journal records stay small.
+    t = Transaction()
+    d.remove("beta", t)
+    assert sum(len(w) for _, w in t.writes) <= 8 + DIRBLOCK_HEAD.size
+
+
+def test_directory_reuses_tombstone_space_by_compaction():
+    media, d = Media(), Directory(3)
+    per_block = (BLOCK - DIRBLOCK_HEAD.size) // (DIRENT_HEAD.size + 20)
+    names = [f"{i:020d}" for i in range(per_block)]
+    t = Transaction()
+    for i, n in enumerate(names):
+        d.add(n, 100 + i, 8, t, media.new_block)
+    media.apply(t)
+    assert media.next == 1
+    t = Transaction()
+    for n in names[::2]:
+        d.remove(n, t)
+    for i in range(len(names) // 2):  # same size entries: fit only after compaction
+        d.add(f"{i:019d}x", 500 + i, 8, t, media.new_block)
+    media.apply(t)
+    assert media.next == 1, "a new block was added although tombstones had room"
+    assert reloaded(d, media) == {n: (e[0], e[1]) for n, e in d.entries.items()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 60), st.integers(1, 255)),
+                    max_size=120))
+def test_directory_matches_a_dict(ops):
+    media, d = Media(256), Directory(9)
+    model: dict[str, int] = {}
+    for add, k, length in ops:
+        name = (str(k) * 255)[:length]
+        t = Transaction()
+        if add and name not in model:
+            d.add(name, 1000 + k, 8, t, media.new_block)
+            model[name] = 1000 + k
+        elif not add and name in model:
+            d.remove(name, t)
+            del model[name]
+        media.apply(t)
+    assert {n: e[0] for n, e in d.entries.items()} == model
+    assert {n: ino for n, (ino, _ft) in reloaded(d, media).items()} == model
+
+
+# ---------------------------------------------------------------------------
+# A directory of 100,000 names, through the file system
+# ---------------------------------------------------------------------------
+def test_directory_with_100k_entries(make_pool):
+    n = 100_000
+    pool = make_pool(size=160 * MiB, inodes=n + 1000)
+    fs = daxfs.mount(pool)
+    try:
+        fs.mkdir("/big")
+        for i in range(n):
+            fs.open(f"/big/f{i:06d}", "xb").close()
+        assert len(fs.listdir("/big")) == n
+        dir_blocks = fs.stat("/big").st_size // BLOCK
+        fs.close()
+
+        fs = daxfs.mount(pool)
+        names = fs.listdir("/big")
+        assert len(names) == n and len(set(names)) == n
+        rng = random.Random(5)
+        for i in rng.sample(range(n), 500):
+            assert fs.isfile(f"/big/f{i:06d}")
+        assert not fs.exists("/big/f100000")
+        # Remove every third, check, remount, refill: tombstones get reused.
+        for i in range(0, n, 3):
+            fs.unlink(f"/big/f{i:06d}")
+        fs.close()
+        fs = daxfs.mount(pool)
+        left = set(fs.listdir("/big"))
+        assert len(left) == n - len(range(0, n, 3))
+        assert "f000000" not in left and "f000001" in left
+        for i in range(0, 3000, 3):
+            fs.open(f"/big/g{i:06d}", "xb").close()
+        assert fs.stat("/big").st_size // BLOCK == dir_blocks, "tombstones were not reused"
+        with pytest.raises(FileExistsError):
+            fs.open("/big/f000001", "xb")
+    finally:
+        fs.close()
+        os.unlink(pool)
+
+
+def test_directories_grow_block_by_block(fs):
+    """Directories grow block by block (never whole chunks), whatever their size."""
+    fs.mkdir("/d")
+    for i in range(400):
+        fs.mkdir(f"/d/{'x' * 200}{i:04d}")
+    for e in fs.iomap("/d"):
+        assert e.kind == "mapped"
+    assert fs.stat("/d").st_size % BLOCK == 0 and fs.stat("/d").st_size < CHUNK
+
+
+# ---------------------------------------------------------------------------
+# Damage found at mount or on first use: CorruptionError, never a crash
+# ---------------------------------------------------------------------------
+def _poke(path: str, off: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write(data)
+
+
+def _geometry(path: str):
+    from daxfs.layout import unpack_superblock
+    with open(path, "rb") as f:
+        raw = f.read(BLOCK)
+    return unpack_superblock(raw, 0, os.path.getsize(path))
+
+
+def test_damaged_primary_superblock_falls_back_to_the_replica(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"survives")
+    _poke(pool_path, 40, b"\xff\xff")
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "rb") as f:
+            assert f.read() == b"survives"
+    _poke(pool_path, os.path.getsize(pool_path) - BLOCK + 40, b"\xff\xff")  # both now
+    with pytest.raises(daxfs.CorruptionError) as ei:
+        daxfs.mount(pool_path)
+    assert ei.value.errno == errno.EUCLEAN
+
+
+def test_damaged_inode_is_refused_at_mount(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"x")
+        ino = fs.stat("/f").st_ino
+    sb = _geometry(pool_path)
+    _poke(pool_path, sb.itable_off + ino * 256 + 60, b"\x99")
+    with pytest.raises(daxfs.CorruptionError) as ei:
+        daxfs.mount(pool_path)
+    assert ei.value.offset == sb.itable_off + ino * 256
+
+
+def test_damaged_directory_block_is_refused_on_use(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        with fs.open("/d/f", "wb"):
+            pass
+        [blk] = fs.iomap("/d")
+    _poke(pool_path, blk.device_offset + 40, b"\x00\x01")
+    with daxfs.mount(pool_path) as fs:
+        with pytest.raises(daxfs.CorruptionError):
+            fs.listdir("/d")
+        assert fs.listdir("/") == ["d"]  # the rest of the pool still works

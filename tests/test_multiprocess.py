@@ -1,0 +1,237 @@
+"""Several processes mounting one pool: changes are seen on the next call,
+concurrent creators lose nothing and never share a block, and the space of a
+file left open (and unlinked) by a killed process comes back at the next mount.
+
+Children are separate Python processes (subprocess) driven line by line
+through stdin/stdout, so every step is ordered by messages, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import daxfs
+from daxfs.layout import BLOCK
+
+MiB = 1 << 20
+
+CHILD = textwrap.dedent(r"""
+    import hashlib, sys
+    import daxfs
+
+    def content(name, size):
+        seed = hashlib.sha256(name.encode()).digest()
+        return (seed * (size // len(seed) + 1))[:size]
+
+    fs = daxfs.mount(sys.argv[1])
+    held = {}
+    print("mounted", flush=True)
+    for line in sys.stdin:
+        cmd, *args = line.split()
+        if cmd == "list":
+            print(" ".join(sorted(fs.listdir(args[0]))) or "-", flush=True)
+        elif cmd == "read":
+            with fs.open(args[0], "rb") as f:
+                print(f.read().decode(), flush=True)
+        elif cmd == "write":
+            with fs.open(args[0], "w") as f:
+                f.write(args[1])
+            print("ok", flush=True)
+        elif cmd == "create-many":  # dir, prefix, count
+            d, prefix, n = args[0], args[1], int(args[2])
+            for i in range(n):
+                name = f"{prefix}{i:04d}"
+                size = (3 * 1024 * 1024 + i) if i % 50 == 7 else (i * 997) % 150_000
+                with fs.open(f"{d}/{name}", "xb") as f:
+                    f.write(content(name, size))
+                if i % 10 == 3:
+                    fs.mkdir(f"{d}/{name}.dir")
+                    fs.rename(f"{d}/{name}", f"{d}/{name}.dir/moved")
+                    fs.rename(f"{d}/{name}.dir/moved", f"{d}/{name}")
+                    fs.rmdir(f"{d}/{name}.dir")
+            print("done", flush=True)
+        elif cmd == "hold-orphan":  # path, size: write, keep open, unlink
+            path, size = args[0], int(args[1])
+            with fs.open(path, "wb") as f:
+                f.write(content(path, size))
+            held[path] = fs.open(path, "rb")
+            fs.unlink(path)
+            print("held", flush=True)
+        elif cmd == "quit":
+            break
+    fs.close()
+    print("bye", flush=True)
+""")
+
+
+def content(name: str, size: int) -> bytes:
+    import hashlib
+    seed = hashlib.sha256(name.encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+class Child:
+    def __init__(self, pool: str):
+        env = dict(os.environ)
+        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        self.p = subprocess.Popen([sys.executable, "-c", CHILD, pool], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=env)
+        assert self.expect() == "mounted"
+
+    def send(self, line: str) -> None:
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def expect(self) -> str:
+        line = self.p.stdout.readline()
+        assert line, f"child died (exit code {self.p.poll()})"
+        return line.rstrip("\n")
+
+    def ask(self, line: str) -> str:
+        self.send(line)
+        return self.expect()
+
+    def quit(self) -> None:
+        if self.p.poll() is None:
+            assert self.ask("quit") == "bye"
+        assert self.p.wait(timeout=60) == 0
+
+    def kill(self) -> None:
+        self.p.send_signal(signal.SIGKILL)
+        assert self.p.wait(timeout=60) == -signal.SIGKILL
+        self.p.stdin.close()
+        self.p.stdout.close()
+
+
+@pytest.fixture
+def children():
+    made: list[Child] = []
+    yield made
+    for c in made:
+        if c.p.poll() is None:
+            c.kill()
+
+
+def check_pool(path: str) -> None:
+    try:
+        report = daxfs.check(path)
+    except NotImplementedError:
+        return
+    assert report.ok, report.errors
+
+
+def test_changes_are_seen_by_the_other_process_on_its_next_call(pool_path, children):
+    fs = daxfs.mount(pool_path)
+    try:
+        child = Child(pool_path)
+        children.append(child)
+        assert child.ask("list /") == "-"
+        with fs.open("/from-parent", "w") as f:
+            f.write("hello")
+        fs.mkdir("/dir")
+        assert child.ask("list /") == "dir from-parent"
+        assert child.ask("read /from-parent") == "hello"
+
+        assert child.ask("write /dir/from-child hi-there") == "ok"
+        assert fs.listdir("/dir") == ["from-child"]
+        with fs.open("/dir/from-child") as f:
+            assert f.read() == "hi-there"
+
+        with fs.open("/from-parent", "a") as f:   # grows: a committed change
+            f.write("-more")
+        assert child.ask("read /from-parent") == "hello-more"
+        with fs.open("/from-parent", "r+") as f:  # in place: the same memory
+            f.write("HELLO")
+        assert child.ask("read /from-parent") == "HELLO-more"
+        fs.rename("/from-parent", "/dir/renamed")
+        assert child.ask("list /dir") == "from-child renamed"
+        fs.unlink("/dir/renamed")
+        assert child.ask("list /dir") == "from-child"
+        child.quit()
+    finally:
+        fs.close()
+    check_pool(pool_path)
+
+
+def test_concurrent_creators_lose_nothing_and_share_no_block(make_pool, children):
+    pool = make_pool(size=256 * MiB)
+    with daxfs.mount(pool) as fs:
+        fs.mkdir("/shared")
+        free0 = fs.statvfs().f_bfree
+    n = 300
+    a, b = Child(pool), Child(pool)
+    children.extend([a, b])
+    a.send(f"create-many /shared a {n}")
+    b.send(f"create-many /shared b {n}")
+    assert a.expect() == "done" and b.expect() == "done"
+    a.quit()
+    b.quit()
+
+    with daxfs.mount(pool) as fs:  # the mount scan refuses a block owned twice
+        names = fs.listdir("/shared")
+        want = sorted(f"{p}{i:04d}" for p in "ab" for i in range(n))
+        assert sorted(names) == want
+        total = 0
+        for name in names:
+            i = int(name[1:])
+            size = (3 * MiB + i) if i % 50 == 7 else (i * 997) % 150_000
+            with fs.open(f"/shared/{name}", "rb") as f:
+                assert f.read() == content(name, size), f"{name} damaged"
+            total += fs.stat(f"/shared/{name}").st_blocks * 512 // BLOCK
+        st = fs.statvfs()
+        assert free0 - st.f_bfree >= total  # plus directory blocks
+        for name in names:
+            fs.unlink(f"/shared/{name}")
+        assert fs.statvfs().f_bfree >= free0 - 8  # the directory's own blocks stay
+    check_pool(pool)
+
+
+def test_orphan_of_a_killed_process_is_reclaimed_at_next_mount(pool_path, children):
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/anchor", "w"):
+            pass
+        free0 = fs.statvfs().f_bfree
+
+    child = Child(pool_path)
+    children.append(child)
+    assert child.ask(f"hold-orphan /victim {5 * MiB}") == "held"
+
+    # While the holder lives, a new mount must not reclaim the open orphan.
+    with daxfs.mount(pool_path) as fs:
+        assert "victim" not in fs.listdir("/")
+        assert fs.statvfs().f_bfree <= free0 - 5 * MiB // BLOCK
+
+    child.kill()  # dies holding the file open: no close, no cleanup
+
+    with daxfs.mount(pool_path) as fs:
+        assert fs.statvfs().f_bfree == free0
+        assert fs.listdir("/") == ["anchor"]
+    check_pool(pool_path)
+
+
+def test_orphan_survives_other_mounts_closing(pool_path, children):
+    """A second mount in another process coming and going leaves the orphan
+    of a live holder alone; the holder's own close frees it."""
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/anchor", "w"):
+            pass
+        free0 = fs.statvfs().f_bfree
+    holder = Child(pool_path)
+    children.append(holder)
+    assert holder.ask(f"hold-orphan /o {MiB}") == "held"
+    other = Child(pool_path)
+    children.append(other)
+    assert other.ask("list /") == "anchor"
+    other.quit()
+    with daxfs.mount(pool_path) as fs:
+        assert fs.statvfs().f_bfree < free0
+    holder.quit()  # closes its handles: the orphan goes
+    with daxfs.mount(pool_path) as fs:
+        assert fs.statvfs().f_bfree == free0

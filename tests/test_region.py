@@ -1,0 +1,301 @@
+"""region: what the backing is, how it is mapped, and which durability backend
+it gets; device-dax alignment emulation; huge pages on a huge tmpfs; libpmem."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import daxfs
+from daxfs.layout import BLOCK, CHUNK
+from daxfs.region import (
+    Region,
+    create_pool_file,
+    load_libpmem,
+    mount_of,
+    reserve_aligned,
+    sys_munmap,
+)
+
+MiB = 1 << 20
+
+
+def pmd_mapped_kib(path: str) -> int:
+    """ShmemPmdMapped + FilePmdMapped of this process's mappings of ``path``."""
+    with open("/proc/self/smaps") as f:
+        text = f.read()
+    total = 0
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
+        if block.splitlines()[0].endswith(" " + path):
+            for line in block.splitlines():
+                m = re.match(r"(ShmemPmdMapped|FilePmdMapped):\s+(\d+) kB", line)
+                if m:
+                    total += int(m.group(2))
+    return total
+
+
+def touch_every_chunk(r: Region) -> None:
+    for off in range(0, r.size - CHUNK, CHUNK):
+        r.store(off + CHUNK - 1, b"\1")
+
+
+# ---------------------------------------------------------------------------
+# Backing discovery and durability choice
+# ---------------------------------------------------------------------------
+def test_tmpfs_backing_gets_no_durability(pool_path):
+    r = Region(pool_path)
+    try:
+        assert r.kind == "tmpfs" and r.mount.fstype == "tmpfs"
+        assert r.durability.name == "none" and r.volatile
+        assert not r.map_sync and r.align == BLOCK
+        assert r.addr % CHUNK == 0
+        assert r.size == 64 * MiB and len(r.buf) == r.size
+        d = r.describe()
+        assert d["kind"] == "tmpfs" and d["durability"] == "none" and d["huge_pages"] is False
+    finally:
+        r.close()
+
+
+def test_plain_file_on_disk_gets_msync(disk_pool):
+    r = Region(disk_pool)
+    try:
+        assert mount_of(disk_pool).fstype != "tmpfs"
+        assert r.kind == "file" and not r.map_sync   # no DAX here: MAP_SYNC refused
+        assert r.durability.name == "msync" and not r.volatile
+        assert r.addr % CHUNK == 0
+        r.store(r.size - 2 * BLOCK, b"persist me")
+        r.persist(r.size - 2 * BLOCK - 5, 20)  # unaligned range: msync rounds the page down
+        r.fence()
+    finally:
+        r.close()
+    with open(disk_pool, "rb") as f:
+        f.seek(os.path.getsize(disk_pool) - 2 * BLOCK)
+        assert f.read(10) == b"persist me"
+
+
+def test_region_start_is_2mib_aligned_for_every_backing(pool_path, disk_pool):
+    regions = [Region(pool_path), Region(disk_pool), Region(pool_path, readonly=True),
+               Region(pool_path, emulate_devdax=True)]
+    try:
+        for r in regions:
+            assert r.addr % CHUNK == 0, r.describe()
+    finally:
+        for r in regions:
+            r.close()
+
+
+def test_durability_can_be_requested(pool_path):
+    r = Region(pool_path, durability="msync")
+    try:
+        assert r.durability.name == "msync"
+        r.store(0, r.read(0, 16))
+        r.persist(0, 16)
+    finally:
+        r.close()
+    with pytest.raises(ValueError, match="unknown durability"):
+        Region(pool_path, durability="fast")
+
+
+def test_mount_of_reads_the_kernel_table(tmp_path):
+    assert mount_of("/dev/shm").fstype == "tmpfs"
+    assert mount_of(str(tmp_path)).fstype not in ("tmpfs", "unknown")
+    assert mount_of("/").mountpoint == "/"
+
+
+def test_unsuitable_backings_are_refused(shm_dir):
+    small = os.path.join(shm_dir, "small")
+    with open(small, "wb") as f:
+        f.truncate(CHUNK)
+    with pytest.raises(OSError) as ei:
+        Region(small)
+    assert ei.value.errno == errno.EINVAL
+    fifo = os.path.join(shm_dir, "fifo")
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as ei:
+        Region(fifo)
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(FileNotFoundError):
+        Region(os.path.join(shm_dir, "missing"))
+
+
+def test_readonly_region_cannot_be_written(pool_path):
+    r = Region(pool_path, readonly=True)
+    try:
+        assert r.buf.readonly
+        with pytest.raises(TypeError):
+            r.store(0, b"x")
+        assert r.read(0, 7) == b"DAXFSv1"
+    finally:
+        r.close()
+
+
+def test_close_leaves_outstanding_views_harmless(pool_path):
+    r = Region(pool_path)
+    r.store(100, b"abc")
+    view = r.buf[100:103]
+    assert bytes(view) == b"abc"
+    r.close()
+    r.close()  # idempotent
+    assert bytes(view) == b"\0\0\0"  # detached from the pool: zero pages, no fault
+    with open(pool_path, "rb") as f:
+        f.seek(100)
+        assert f.read(3) == b"abc"
+
+
+def test_reserve_aligned():
+    for align in (BLOCK, CHUNK, 1 << 30):
+        addr = reserve_aligned(3 * CHUNK, align)
+        assert addr % align == 0
+        sys_munmap(addr, 3 * CHUNK)
+
+
+def test_create_pool_file(shm_dir):
+    p = os.path.join(shm_dir, "p")
+    create_pool_file(p, 8 * MiB, force=False)
+    assert os.path.getsize(p) == 8 * MiB
+    with pytest.raises(FileExistsError):
+        create_pool_file(p, 8 * MiB, force=False)
+    with open(p, "r+b") as f:
+        f.write(b"old")
+    create_pool_file(p, 4 * MiB, force=True)
+    with open(p, "rb") as f:
+        assert f.read(3) == b"\0\0\0" and os.path.getsize(p) == 4 * MiB
+
+
+# ---------------------------------------------------------------------------
+# Device-dax emulation
+# ---------------------------------------------------------------------------
+def test_emulated_devdax_enforces_2mib_alignment(shm_dir):
+    path = os.path.join(shm_dir, "devdax")
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB + 3 * BLOCK)  # not a multiple of the device alignment
+    r = Region(path, emulate_devdax=True)
+    try:
+        assert r.kind == "devdax-emulated" and r.align == CHUNK
+        assert r.size == 64 * MiB, "size is rounded down to the alignment"
+        r.check_map_alignment(0, CHUNK)
+        r.check_map_alignment(4 * CHUNK, 10 * CHUNK)
+        for off, length in ((BLOCK, CHUNK), (0, BLOCK), (CHUNK, CHUNK + BLOCK)):
+            with pytest.raises(OSError) as ei:
+                r.check_map_alignment(off, length)
+            assert ei.value.errno == errno.EINVAL
+        assert r.describe()["align"] == CHUNK
+    finally:
+        r.close()
+    plain = Region(path)
+    try:
+        assert plain.align == BLOCK
+        plain.check_map_alignment(BLOCK, BLOCK)  # ordinary files take any page
+    finally:
+        plain.close()
+
+
+def test_pool_on_emulated_devdax(shm_dir):
+    path = os.path.join(shm_dir, "devdax")
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB + 3 * BLOCK)
+    daxfs.mkfs(path, 64 * MiB + 3 * BLOCK, force=True, emulate_devdax=True)
+    with daxfs.mount(path, emulate_devdax=True) as fs:
+        assert fs.info()["kind"] == "devdax-emulated" and fs.info()["size"] == 64 * MiB
+        with fs.open("/f", "wb") as f:
+            f.write(os.urandom(3 * MiB))
+        for e in fs.iomap("/f"):
+            assert (e.device_offset - e.file_offset) % CHUNK == 0
+
+
+# ---------------------------------------------------------------------------
+# Huge pages: a real tmpfs mounted with huge=always
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def huge_tmpfs():
+    if os.geteuid() != 0:
+        pytest.skip("mounting a huge=always tmpfs needs root")
+    if not shutil.which("mount"):
+        pytest.skip("no mount(8) on this machine")
+    d = tempfile.mkdtemp(prefix="daxfs-hugetmpfs-")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "huge=always,size=256M", "tmpfs", d],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        os.rmdir(d)
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", d], check=False)
+        os.rmdir(d)
+
+
+def test_huge_tmpfs_is_huge_capable_and_dev_shm_is_not(huge_tmpfs, pool_path):
+    huge_pool = os.path.join(huge_tmpfs, "pool")
+    daxfs.mkfs(huge_pool, "64M")
+    rh, rs = Region(huge_pool), Region(pool_path)
+    try:
+        assert rh.mount.fstype == "tmpfs" and rh.mount.option("huge") == "always"
+        assert rh.kind == "tmpfs" and rh.huge_capable is True
+        assert rh.describe()["huge_pages"] is True
+        shm_huge = mount_of("/dev/shm").option("huge")
+        if shm_huge not in (None, "never"):
+            pytest.skip(f"/dev/shm is mounted huge={shm_huge} on this machine")
+        assert rs.huge_capable is False
+        # And the kernel really maps the aligned region with 2 MiB pages there
+        # (PMD mappings), and never on /dev/shm.
+        touch_every_chunk(rh)
+        touch_every_chunk(rs)
+        assert pmd_mapped_kib(huge_pool) > 0, "no PMD mappings on a huge=always tmpfs"
+        assert pmd_mapped_kib(pool_path) == 0
+    finally:
+        rh.close()
+        rs.close()
+
+
+def test_emulated_devdax_on_huge_tmpfs_is_huge_capable(huge_tmpfs):
+    path = os.path.join(huge_tmpfs, "dd")
+    daxfs.mkfs(path, "16M")
+    r = Region(path, emulate_devdax=True)
+    try:
+        assert r.huge_capable
+    finally:
+        r.close()
+
+
+# ---------------------------------------------------------------------------
+# libpmem
+# ---------------------------------------------------------------------------
+needs_libpmem = pytest.mark.skipif(
+    load_libpmem() is None,
+    reason="libpmem is not installed (Debian package libpmem1; `make deps` installs it)")
+
+
+@needs_libpmem
+def test_pmem_durability_through_libpmem(pool_path):
+    r = Region(pool_path, durability="pmem")
+    try:
+        assert r.durability.name == "pmem" and not r.volatile
+        r.store(r.size - 2 * BLOCK, b"flushed by CLWB")
+        r.flush(r.size - 2 * BLOCK, 15)
+        r.fence()
+        r.persist(0, BLOCK)
+        r.flush(0, 0)  # an empty range is a no-op
+    finally:
+        r.close()
+    with daxfs.mount(pool_path, durability="pmem") as fs:
+        assert fs.info()["durability"] == "pmem"
+        with fs.open("/f", "wb") as f:
+            f.write(b"x" * 10_000)
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "rb") as f:
+            assert f.read() == b"x" * 10_000
+
+
+def test_pmem_unavailable_is_enosys_when_libpmem_missing(pool_path):
+    if load_libpmem() is not None:
+        pytest.skip("libpmem is installed: the missing-library path cannot be exercised")
+    with pytest.raises(OSError) as ei:
+        Region(pool_path, durability="pmem")
+    assert ei.value.errno == errno.ENOSYS

@@ -1,0 +1,439 @@
+"""Model-based test: random operations on daxfs and on a real directory (the model).
+
+Every rule runs the same operation on a daxfs pool and, through ``os``, on a
+directory on tmpfs, then asserts the same outcome: the same result, or the
+same errno.  An invariant compares the whole namespace after every step
+(existence, file type, size, link count, listings, and which paths share an
+inode).  Paths come from a small universe (three names, depth <= 2) so that
+operations collide often: creating over directories, renaming into one's own
+subtree, linking onto existing names, symlinks that loop or dangle.
+
+Deliberate choices where ``os`` offers two behaviours:
+  * fs.link does not follow a symlink given as the source (link(2)); the model
+    calls os.link(follow_symlinks=False) accordingly.
+  * Symlink targets are relative and never contain "..": in daxfs ".." stops
+    at the pool root, while in the model it would leave the model directory.
+  * A directory's st_size is not compared: every file system reports its own
+    (tmpfs counts entries, daxfs its blocks).  Times are not compared.
+Handles opened by one step and used by later ones are unbuffered on both
+sides (FileIO and daxfs's raw file), so positions and bytes compare exactly.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import random
+import shutil
+import stat
+import tempfile
+
+from hypothesis import event
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+import daxfs
+from daxfs.layout import BLOCK, EXTENTS_PER_BLOCK, INLINE_EXTENTS
+
+NAMES = ("a", "b", "c")
+PATHS = tuple([f"/{x}" for x in NAMES] + [f"/{x}/{y}" for x in NAMES for y in NAMES])
+ALL_PATHS = ("/",) + PATHS
+LINK_TARGETS = ("a", "b", "c", "a/b", "b/c", "zz", ".")
+MiB = 1 << 20
+POOL_SIZE = 256 * MiB
+
+OFFSETS = (0, 1, 100, 4095, 4096, 5000, 8192, 65536, 2 * MiB - 1, 2 * MiB, 2 * MiB + 4096,
+           3 * MiB + 7)
+SIZES = (0, 1, 10, 4095, 4096, 4097, 12288, 100_000, 2 * MiB - 4096, 2 * MiB, 2 * MiB + 1,
+         4 * MiB + 123)
+
+# Depth-1 names are drawn more often than depth-2 ones, so that a parent exists
+# often enough for depth-2 operations, and so that operations collide.
+slots = st.integers(0, 2)
+paths = st.sampled_from(PATHS[:3] * 3 + PATHS[3:])
+any_paths = st.sampled_from(("/",) + PATHS[:3] * 3 + PATHS[3:])
+offsets = st.one_of(st.sampled_from(OFFSETS), st.integers(0, 300_000))
+sizes = st.one_of(st.sampled_from(SIZES), st.integers(0, 300_000))
+
+# Payload kinds, weighted by repetition; a large (2-5 MiB) write is rare.
+KINDS = ["tiny", "aligned", "unaligned"] * 5 + ["large"]
+
+
+@st.composite
+def payloads(draw) -> tuple[int, int]:
+    """(seed, length) of a write; bytes are made from the seed (cheap to draw)."""
+    kind = draw(st.sampled_from(KINDS))
+    if kind == "tiny":
+        n = draw(st.integers(1, 16))
+    elif kind == "aligned":
+        n = 4096 * draw(st.integers(1, 8))
+    elif kind == "unaligned":
+        n = draw(st.integers(1, 40_000))
+    else:
+        n = draw(st.integers(2 * MiB, 5 * MiB))
+    return draw(st.integers(0, 1 << 16)), n
+
+
+def payload_bytes(spec: tuple[int, int]) -> bytes:
+    seed, n = spec
+    return random.Random(seed * 7919 + n).randbytes(n)
+
+
+def outcome(fn):
+    """("ok", value), ("err", errno), or ("unsupported", None) for io's refusal
+    to read a write-only handle and the like."""
+    try:
+        return ("ok", fn())
+    except io.UnsupportedOperation:
+        return ("unsupported", None)
+    except OSError as e:
+        assert e.errno is not None, f"OSError without errno: {e!r}"
+        return ("err", e.errno)
+
+
+def errname(o) -> str:
+    return errno.errorcode.get(o[1], str(o[1])) if o[0] == "err" else o[0]
+
+
+def check_pool(path: str) -> None:
+    """daxfs.check(path).ok, once check is implemented (it is being written)."""
+    check = getattr(daxfs, "check", None)
+    if check is None:
+        return
+    try:
+        report = check(path)
+    except NotImplementedError:
+        return
+    assert report.ok, f"fsck found: {report.errors}"
+
+
+class DaxVsOs(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.tmp = tempfile.mkdtemp(prefix="daxfs-sm-", dir=base)
+        self.root = os.path.join(self.tmp, "model")
+        os.mkdir(self.root)
+        self.pool = os.path.join(self.tmp, "pool")
+        daxfs.mkfs(self.pool, POOL_SIZE)
+        self.fs = daxfs.mount(self.pool)
+        self.handles: dict[int, tuple[object, object, str]] = {}  # slot -> (dax, model, mode)
+
+    def teardown(self) -> None:
+        try:
+            if not self.fs.closed:
+                self.close_all_handles()
+                self.compare_contents()
+                self.check_accounting()
+                self.fs.close()
+                check_pool(self.pool)
+        finally:
+            for _d, mh, _mode in self.handles.values():
+                mh.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def close_all_handles(self) -> None:
+        for slot in list(self.handles):
+            self.close_handle(slot)
+
+    def check_accounting(self) -> None:
+        """Every used block belongs to a reachable inode (no leak, no orphan left
+        once every handle is closed): its extents plus its overflow blocks."""
+        seen: set[int] = set()
+        total = 0
+        for dirpath, dirs, files in self.fs.walk("/"):
+            for name in [None, *dirs, *files]:
+                p = dirpath if name is None else dirpath.rstrip("/") + "/" + name
+                st_ = self.fs.lstat(p)
+                if st_.st_ino in seen:
+                    continue
+                seen.add(st_.st_ino)
+                nbytes = st_.st_blocks * 512
+                next_ = 1 if stat.S_ISLNK(st_.st_mode) and nbytes else sum(
+                    e.kind == "mapped" for e in self.fs.iomap(p, 0, 1 << 40))
+                overflow = -(-max(0, next_ - INLINE_EXTENTS) // EXTENTS_PER_BLOCK)
+                total += nbytes // BLOCK + overflow
+        sv = self.fs.statvfs()
+        assert sv.f_blocks - sv.f_bfree == total, (
+            f"{sv.f_blocks - sv.f_bfree} blocks in use, {total} owned by reachable inodes")
+
+    # -- helpers -----------------------------------------------------------
+    def m(self, path: str) -> str:
+        return self.root + path if path != "/" else self.root
+
+    def same(self, dax, model, what: str):
+        rd, rm = outcome(dax), outcome(model)
+        event(f"{what.split('(')[0].split(' ')[0]}: {errname(rm)}")
+        assert rd[0] == rm[0] and (rd[0] == "ok" or rd[1] == rm[1]), (
+            f"{what}: daxfs {errname(rd)} {rd[1] if rd[0] == 'ok' else ''!r:.80} "
+            f"vs os {errname(rm)} {rm[1] if rm[0] == 'ok' else ''!r:.80}")
+        return rd, rm
+
+    def ino_map(self) -> dict[int, int]:
+        """daxfs ino -> model ino over every reachable path; must be a bijection."""
+        d2m: dict[int, int] = {}
+        m2d: dict[int, int] = {}
+        for p in ALL_PATHS:
+            rd, rm = outcome(lambda p=p: self.fs.lstat(p)), outcome(lambda p=p: os.lstat(self.m(p)))
+            if rd[0] != "ok" or rm[0] != "ok":
+                continue
+            di, mi = rd[1].st_ino, rm[1].st_ino
+            assert d2m.setdefault(di, mi) == mi, f"{p}: daxfs inode {di} maps to two model inodes"
+            assert m2d.setdefault(mi, di) == di, f"{p}: model inode {mi} maps to two daxfs inodes"
+        return d2m
+
+    def compare_stat(self, p: str, sd: os.stat_result, sm: os.stat_result) -> None:
+        assert stat.S_IFMT(sd.st_mode) == stat.S_IFMT(sm.st_mode), p
+        if not stat.S_ISDIR(sd.st_mode):
+            assert sd.st_size == sm.st_size, f"{p}: size {sd.st_size} != {sm.st_size}"
+        assert sd.st_nlink == sm.st_nlink, f"{p}: nlink {sd.st_nlink} != {sm.st_nlink}"
+
+    def compare_contents(self) -> None:
+        for p in PATHS:
+            if os.path.isfile(self.m(p)) and not os.path.islink(self.m(p)):
+                with open(self.m(p), "rb") as f:
+                    want = f.read()
+                with self.fs.open(p, "rb") as f:
+                    got = f.read()
+                assert got == want, f"{p}: contents differ (len {len(got)} vs {len(want)})"
+
+    # -- a starting tree, so that early steps find something to work on ---------
+    @initialize(kinds=st.lists(st.sampled_from(["none", "file", "dir", "dir+files"]),
+                               min_size=3, max_size=3))
+    def starting_tree(self, kinds):
+        for name, kind in zip(NAMES, kinds, strict=True):
+            if kind == "file":
+                self.open_write(f"/{name}", "x", [(len(name), 5000)])
+            elif kind.startswith("dir"):
+                self.mkdir(f"/{name}")
+                if kind == "dir+files":
+                    for child in NAMES[:2]:
+                        self.open_write(f"/{name}/{child}", "x", [(ord(child), 100)])
+
+    # -- invariant: the whole namespace ----------------------------------------
+    @invariant()
+    def namespace_matches(self) -> None:
+        for p in ALL_PATHS:
+            rd, rm = self.same(lambda p=p: self.fs.lstat(p), lambda p=p: os.lstat(self.m(p)),
+                               f"lstat {p}")
+            if rd[0] != "ok":
+                continue
+            self.compare_stat(p, rd[1], rm[1])
+            if stat.S_ISDIR(rm[1].st_mode):
+                assert sorted(self.fs.listdir(p)) == sorted(os.listdir(self.m(p))), p
+            elif stat.S_ISLNK(rm[1].st_mode):
+                assert self.fs.readlink(p) == os.readlink(self.m(p)), p
+        self.ino_map()
+
+    # -- files ---------------------------------------------------------------
+    @rule(path=paths, mode=st.sampled_from(["w", "a", "r+", "x"]),
+          writes=st.lists(payloads(), max_size=3))
+    def open_write(self, path, mode, writes):
+        chunks = [payload_bytes(w) for w in writes]
+
+        def go(opener, p):
+            with opener(p, mode + "b") as f:
+                for c in chunks:
+                    assert f.write(c) == len(c)
+        self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
+                  f"open({path!r}, {mode!r}) + {len(chunks)} writes")
+
+    @rule(path=paths, data=payloads())
+    def create(self, path, data):
+        """The common case, drawn more often: create or replace a file with contents."""
+        self.open_write(path, "w", [data])
+
+    @rule(path=paths, off=offsets, data=payloads())
+    def pwrite(self, path, off, data):
+        chunk = payload_bytes(data)
+
+        def go(opener, p):
+            with opener(p, "r+b") as f:
+                f.seek(off)
+                f.write(chunk)
+        self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
+                  f"pwrite({path!r}, off={off}, len={len(chunk)})")
+
+    @rule(path=paths)
+    def read_whole(self, path):
+        def go(opener, p):
+            with opener(p, "rb") as f:
+                return f.read()
+        rd, rm = self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
+                           f"read {path!r}")
+        if rd[0] == "ok":
+            assert rd[1] == rm[1], f"{path}: contents differ ({len(rd[1])} vs {len(rm[1])})"
+
+    @rule(path=paths, off=offsets, n=st.integers(0, 70_000))
+    def read_range(self, path, off, n):
+        def go(opener, p):
+            with opener(p, "rb") as f:
+                f.seek(off)
+                return f.read(n)
+        rd, rm = self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
+                           f"read {path!r} [{off}:+{n}]")
+        if rd[0] == "ok":
+            assert rd[1] == rm[1], f"{path}[{off}:+{n}]: contents differ"
+
+    @rule(path=paths, size=sizes)
+    def truncate(self, path, size):
+        self.same(lambda: self.fs.truncate(path, size), lambda: os.truncate(self.m(path), size),
+                  f"truncate({path!r}, {size})")
+
+    @rule(path=paths, off=offsets, length=st.one_of(st.sampled_from(SIZES[1:]),
+                                                    st.integers(1, 300_000)))
+    def fallocate(self, path, off, length):
+        def model():
+            fd = os.open(self.m(path), os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, off, length)
+            finally:
+                os.close(fd)
+        self.same(lambda: self.fs.fallocate(path, off, length), model,
+                  f"fallocate({path!r}, {off}, {length})")
+
+    # -- namespace -------------------------------------------------------------
+    @rule(path=paths)
+    def mkdir(self, path):
+        self.same(lambda: self.fs.mkdir(path), lambda: os.mkdir(self.m(path)), f"mkdir {path!r}")
+
+    @rule(path=paths)
+    def rmdir(self, path):
+        self.same(lambda: self.fs.rmdir(path), lambda: os.rmdir(self.m(path)), f"rmdir {path!r}")
+
+    @rule(path=paths)
+    def unlink(self, path):
+        self.same(lambda: self.fs.unlink(path), lambda: os.unlink(self.m(path)),
+                  f"unlink {path!r}")
+
+    @rule(src=paths, dst=paths)
+    def rename(self, src, dst):
+        self.same(lambda: self.fs.rename(src, dst), lambda: os.rename(self.m(src), self.m(dst)),
+                  f"rename({src!r}, {dst!r})")
+
+    @rule(src=paths, dst=paths)
+    def link(self, src, dst):
+        self.same(lambda: self.fs.link(src, dst),
+                  lambda: os.link(self.m(src), self.m(dst), follow_symlinks=False),
+                  f"link({src!r}, {dst!r})")
+
+    @rule(link_target=st.sampled_from(LINK_TARGETS), path=paths)
+    def symlink(self, link_target, path):
+        self.same(lambda: self.fs.symlink(link_target, path),
+                  lambda: os.symlink(link_target, self.m(path)),
+                  f"symlink({link_target!r}, {path!r})")
+
+    @rule(path=paths)
+    def readlink(self, path):
+        rd, rm = self.same(lambda: self.fs.readlink(path), lambda: os.readlink(self.m(path)),
+                           f"readlink {path!r}")
+        if rd[0] == "ok":
+            assert rd[1] == rm[1]
+
+    @rule(path=any_paths)
+    def listdir(self, path):
+        rd, rm = self.same(lambda: self.fs.listdir(path), lambda: os.listdir(self.m(path)),
+                           f"listdir {path!r}")
+        if rd[0] == "ok":
+            assert sorted(rd[1]) == sorted(rm[1]), path
+
+    @rule(path=any_paths, follow=st.booleans())
+    def stat(self, path, follow):
+        rd, rm = self.same(lambda: self.fs.stat(path, follow_symlinks=follow),
+                           lambda: os.stat(self.m(path), follow_symlinks=follow),
+                           f"stat {path!r} follow={follow}")
+        if rd[0] == "ok":
+            self.compare_stat(path, rd[1], rm[1])
+            d2m = self.ino_map()
+            if rd[1].st_ino in d2m:
+                assert d2m[rd[1].st_ino] == rm[1].st_ino, f"{path}: inode identity differs"
+            else:  # reachable only through a symlink: must be no other path's inode
+                assert rm[1].st_ino not in d2m.values(), f"{path}: inode identity differs"
+
+    # -- lifetime ----------------------------------------------------------------
+    @rule()
+    def remount(self):
+        self.close_all_handles()
+        self.check_accounting()
+        inos = {p: self.fs.lstat(p).st_ino for p in ALL_PATHS if self.fs.exists(p)
+                or self.fs.islink(p)}
+        self.fs.close()
+        check_pool(self.pool)
+        self.fs = daxfs.mount(self.pool)
+        after = {p: self.fs.lstat(p).st_ino for p in ALL_PATHS if self.fs.exists(p)
+                 or self.fs.islink(p)}
+        assert after == inos, "inode numbers changed across remount"
+        self.compare_contents()
+
+
+    # -- open handles across steps (raw, unbuffered, on both sides) ---------------
+    @rule(slot=slots, path=paths, mode=st.sampled_from(["rb", "r+b", "ab", "wb", "a+b"]))
+    def open_handle(self, slot, path, mode):
+        if slot in self.handles:
+            self.close_handle(slot)
+        rd, rm = self.same(lambda: self.fs.open(path, mode, buffering=0),
+                           lambda: open(self.m(path), mode, buffering=0),
+                           f"open handle {slot} {path!r} {mode!r}")
+        if rd[0] == "ok":
+            self.handles[slot] = (rd[1], rm[1], mode)
+
+    def close_handle(self, slot):
+        dh, mh, _mode = self.handles.pop(slot)
+        self.same(dh.close, mh.close, f"close handle {slot}")
+
+    @precondition(lambda self: self.handles)
+    @rule(slot=slots)
+    def handle_close(self, slot):
+        slot = sorted(self.handles)[slot % len(self.handles)]
+        self.close_handle(slot)
+
+    @precondition(lambda self: self.handles)
+    @rule(slot=slots, data=payloads())
+    def handle_write(self, slot, data):
+        slot = sorted(self.handles)[slot % len(self.handles)]
+        dh, mh, mode = self.handles[slot]
+        chunk = payload_bytes(data)
+        rd, rm = self.same(lambda: dh.write(chunk), lambda: mh.write(chunk),
+                           f"handle {slot} ({mode}) write {len(chunk)}")
+        assert rd == rm
+        assert dh.tell() == mh.tell(), f"handle {slot}: position differs after write"
+
+    @precondition(lambda self: self.handles)
+    @rule(slot=slots, n=st.one_of(st.integers(0, 10_000), st.just(-1)))
+    def handle_read(self, slot, n):
+        slot = sorted(self.handles)[slot % len(self.handles)]
+        dh, mh, mode = self.handles[slot]
+        rd, rm = self.same(lambda: dh.read(n), lambda: mh.read(n),
+                           f"handle {slot} ({mode}) read {n}")
+        assert rd == rm, f"handle {slot}: read differs"
+        assert dh.tell() == mh.tell()
+
+    @precondition(lambda self: self.handles)
+    @rule(slot=slots, off=offsets, whence=st.sampled_from([os.SEEK_SET, os.SEEK_END]))
+    def handle_seek(self, slot, off, whence):
+        slot = sorted(self.handles)[slot % len(self.handles)]
+        dh, mh, mode = self.handles[slot]
+        off = -min(off, 100) if whence == os.SEEK_END else off
+        rd, rm = self.same(lambda: dh.seek(off, whence), lambda: mh.seek(off, whence),
+                           f"handle {slot} seek {off} {whence}")
+        assert rd == rm
+
+    @precondition(lambda self: self.handles)
+    @rule(slot=slots, size=sizes)
+    def handle_truncate(self, slot, size):
+        slot = sorted(self.handles)[slot % len(self.handles)]
+        dh, mh, mode = self.handles[slot]
+        rd, rm = self.same(lambda: dh.truncate(size), lambda: mh.truncate(size),
+                           f"handle {slot} ({mode}) truncate {size}")
+        assert rd == rm
+
+
+TestDaxVsOs = DaxVsOs.TestCase
+
