@@ -18,15 +18,24 @@ from hypothesis import HealthCheck, settings
 import daxfs
 
 settings.register_profile(
-    "default", max_examples=200, stateful_step_count=50, deadline=None,
+    "default",
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "quick", max_examples=25, stateful_step_count=20, deadline=None,
+    "quick",
+    max_examples=25,
+    stateful_step_count=20,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "long", max_examples=2000, stateful_step_count=80, deadline=None,
+    "long",
+    max_examples=2000,
+    stateful_step_count=80,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
@@ -46,8 +55,13 @@ def shm_dir() -> Iterator[str]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def new_pool(directory: str, size: int = POOL_SIZE, allocator: str = "hugepage",
-             inodes: int | None = None, name: str | None = None) -> str:
+def new_pool(
+    directory: str,
+    size: int = POOL_SIZE,
+    allocator: str = "hugepage",
+    inodes: int | None = None,
+    name: str | None = None,
+) -> str:
     """mkfs a fresh pool file in ``directory`` and return its path."""
     path = os.path.join(directory, name or f"pool-{uuid.uuid4().hex[:8]}")
     daxfs.mkfs(path, size, allocator=allocator, inodes=inodes)
@@ -63,8 +77,10 @@ def pool_path(shm_dir: str) -> str:
 @pytest.fixture
 def make_pool(shm_dir: str):
     """Factory: make_pool(size=..., allocator=..., inodes=...) -> path on tmpfs."""
+
     def make(size: int = POOL_SIZE, allocator: str = "hugepage", inodes: int | None = None):
         return new_pool(shm_dir, size, allocator, inodes)
+
     return make
 
 

@@ -266,9 +266,11 @@ ops = st.lists(
 
 
 @pytest.mark.parametrize("cls", [HugePageAllocator, NaiveAllocator])
-@given(nblocks=st.sampled_from([6 * C, 6 * C + 77, 3 * C + 511]),
-       pre=st.lists(st.tuples(st.integers(0, 6 * C), st.integers(1, 700)), max_size=4),
-       program=ops)
+@given(
+    nblocks=st.sampled_from([6 * C, 6 * C + 77, 3 * C + 511]),
+    pre=st.lists(st.tuples(st.integers(0, 6 * C), st.integers(1, 700)), max_size=4),
+    program=ops,
+)
 def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
     shadow = np.zeros(nblocks, dtype=bool)
     for s, n in pre:
@@ -300,7 +302,8 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
                 last_end = runs[-1][0] + runs[-1][1]
                 if cls is HugePageAllocator and kind == "blocks" and hint is None and room:
                     assert a.free_chunks == chunks_before, (
-                        "split a whole chunk although a small chunk had room")
+                        "split a whole chunk although a small chunk had room"
+                    )
                 if cls is HugePageAllocator and kind == "chunks" and chunks_before >= n:
                     assert all(s % C == 0 and k % C == 0 for s, k in runs)
         elif held:

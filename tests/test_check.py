@@ -43,9 +43,13 @@ def _build_pristine(path: str) -> dict[str, int]:
         frag = fs._inode(fs.stat("/frag").st_ino)
         assert frag.ext_blocks, "the fragmented file should need an extent block"
         dir_dev = fs.iomap("/d")[0].device_offset
-        return {"sb": 0, "inode": fs.sb.itable_off + fs.stat("/d/f3").st_ino * INODE_SIZE,
-                "free_inode": fs.sb.itable_off + (fs.sb.inode_count - 1) * INODE_SIZE,
-                "extblock": frag.ext_blocks[0], "dirblock": dir_dev}
+        return {
+            "sb": 0,
+            "inode": fs.sb.itable_off + fs.stat("/d/f3").st_ino * INODE_SIZE,
+            "free_inode": fs.sb.itable_off + (fs.sb.inode_count - 1) * INODE_SIZE,
+            "extblock": frag.ext_blocks[0],
+            "dirblock": dir_dev,
+        }
 
 
 def _snapshot(fs, top: str = "/") -> dict[str, object]:
@@ -131,13 +135,16 @@ def _positions(start: int, length: int, sampled: int | None, seed: int) -> list[
     return head + rng.sample(range(start + 32, start + length), sampled)
 
 
-@pytest.mark.parametrize("region,length,sampled", [
-    ("sb", 128, None),
-    ("inode", INODE_SIZE, None),
-    ("free_inode", INODE_SIZE, 16),
-    ("extblock", BLOCK, 200),
-    ("dirblock", BLOCK, 200),
-])
+@pytest.mark.parametrize(
+    "region,length,sampled",
+    [
+        ("sb", 128, None),
+        ("inode", INODE_SIZE, None),
+        ("free_inode", INODE_SIZE, 16),
+        ("extblock", BLOCK, 200),
+        ("dirblock", BLOCK, 200),
+    ],
+)
 def test_single_byte_flips_are_caught_and_repaired(pristine, region, length, sampled):
     _path, where, _expected = pristine
     for offset in _positions(where[region], length, sampled, seed=length):

@@ -59,8 +59,12 @@ def write_pool(pool: str, path: str, data: bytes) -> None:
 def make_tree(root) -> dict[str, bytes]:
     """A small host tree (nested dirs, an empty dir, a 3 MiB file); relpath -> bytes."""
     rnd = random.Random(7)
-    files = {"a.txt": b"alpha\n", "sub/b.bin": rnd.randbytes(3 * MiB),
-             "sub/deeper/c.txt": b"gamma\n" * 100, "empty.txt": b""}
+    files = {
+        "a.txt": b"alpha\n",
+        "sub/b.bin": rnd.randbytes(3 * MiB),
+        "sub/deeper/c.txt": b"gamma\n" * 100,
+        "empty.txt": b"",
+    }
     for rel, data in files.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,8 @@ def test_mkfs_refuses_an_existing_pool_without_force(runner, pool):
 def test_mkfs_bad_size_is_one_line_error(runner, tmp_path):
     result = run(runner, "mkfs", str(tmp_path / "p"), "--size", "12Q", code=1)
     assert result.output.strip().splitlines() == [
-        "daxfs: not a size: '12Q' (examples: 4096, 64M, 4G)"]
+        "daxfs: not a size: '12Q' (examples: 4096, 64M, 4G)"
+    ]
 
 
 def test_mkfs_unknown_allocator(runner, tmp_path):
@@ -324,6 +329,7 @@ def test_getmap_tiny_file_not_eligible(runner, pool):
 def test_eligible_bytes_rules():
     def ext(f, d, n, kind="mapped"):
         return Extent(f, d, n, kind)
+
     assert eligible_bytes(ext(0, 4 * MiB, 5 * MiB), 5 * MiB) == 4 * MiB
     assert eligible_bytes(ext(0, 4 * MiB, 6 * MiB), 5 * MiB) == 4 * MiB  # past EOF
     assert eligible_bytes(ext(0, 4 * MiB + 4096, 8 * MiB), 8 * MiB) == 0  # misaligned

@@ -32,8 +32,13 @@ def file_inode(extents=()) -> Inode:
 # Inode: extent map
 # ---------------------------------------------------------------------------
 def test_iomap_maximal_extents_and_holes():
-    i = file_inode([(0, 100 * BLOCK, 2 * BLOCK), (2 * BLOCK, 102 * BLOCK, BLOCK),
-                    (5 * BLOCK, 10 * BLOCK, BLOCK)])
+    i = file_inode(
+        [
+            (0, 100 * BLOCK, 2 * BLOCK),
+            (2 * BLOCK, 102 * BLOCK, BLOCK),
+            (5 * BLOCK, 10 * BLOCK, BLOCK),
+        ]
+    )
     # The first two are contiguous in the file and on the device: one extent.
     assert i.extents == [(0, 100 * BLOCK, 3 * BLOCK), (5 * BLOCK, 10 * BLOCK, BLOCK)]
     assert i.iomap(0, 7 * BLOCK) == [
@@ -44,8 +49,10 @@ def test_iomap_maximal_extents_and_holes():
     ]
     # Unaligned windows are clipped, device offsets shifted to match.
     assert i.iomap(100, 50) == [Extent(100, 100 * BLOCK + 100, 50, "mapped")]
-    assert i.iomap(3 * BLOCK - 10, 20) == [Extent(3 * BLOCK - 10, 103 * BLOCK - 10, 10, "mapped"),
-                                           Extent(3 * BLOCK, None, 10, "hole")]
+    assert i.iomap(3 * BLOCK - 10, 20) == [
+        Extent(3 * BLOCK - 10, 103 * BLOCK - 10, 10, "mapped"),
+        Extent(3 * BLOCK, None, 10, "hole"),
+    ]
     assert i.iomap(50 * BLOCK, 1) == [Extent(50 * BLOCK, None, 1, "hole")]
     assert i.holes(0, 6 * BLOCK) == [(3 * BLOCK, 2 * BLOCK)]
     assert file_inode().iomap(0, 10) == [Extent(0, None, 10, "hole")]
@@ -54,15 +61,15 @@ def test_iomap_maximal_extents_and_holes():
 def test_add_extent_merges_only_when_contiguous_in_file_and_device():
     i = file_inode()
     i.add_extent(BLOCK, 50 * BLOCK, BLOCK)
-    i.add_extent(0, 10 * BLOCK, BLOCK)            # file-contiguous, not device-contiguous
+    i.add_extent(0, 10 * BLOCK, BLOCK)  # file-contiguous, not device-contiguous
     assert len(i.extents) == 2
-    i.add_extent(2 * BLOCK, 51 * BLOCK, BLOCK)    # merges with its predecessor
+    i.add_extent(2 * BLOCK, 51 * BLOCK, BLOCK)  # merges with its predecessor
     assert i.extents == [(0, 10 * BLOCK, BLOCK), (BLOCK, 50 * BLOCK, 2 * BLOCK)]
     i.add_extent(4 * BLOCK, 53 * BLOCK, BLOCK)
-    i.add_extent(3 * BLOCK, 52 * BLOCK, BLOCK)    # bridges both neighbours
+    i.add_extent(3 * BLOCK, 52 * BLOCK, BLOCK)  # bridges both neighbours
     assert i.extents == [(0, 10 * BLOCK, BLOCK), (BLOCK, 50 * BLOCK, 4 * BLOCK)]
     with pytest.raises(AssertionError):
-        i.add_extent(2 * BLOCK, 90 * BLOCK, BLOCK)   # overlaps a mapped range
+        i.add_extent(2 * BLOCK, 90 * BLOCK, BLOCK)  # overlaps a mapped range
 
 
 def test_generation_bumps_on_every_map_change():
@@ -76,8 +83,13 @@ def test_generation_bumps_on_every_map_change():
 
 
 def test_cut_from_splits_and_returns_device_ranges():
-    i = file_inode([(0, 100 * BLOCK, 4 * BLOCK), (6 * BLOCK, 200 * BLOCK, 2 * BLOCK),
-                    (10 * BLOCK, 300 * BLOCK, BLOCK)])
+    i = file_inode(
+        [
+            (0, 100 * BLOCK, 4 * BLOCK),
+            (6 * BLOCK, 200 * BLOCK, 2 * BLOCK),
+            (10 * BLOCK, 300 * BLOCK, BLOCK),
+        ]
+    )
     freed = i.cut_from(2 * BLOCK)
     assert freed == [(102 * BLOCK, 2 * BLOCK), (200 * BLOCK, 2 * BLOCK), (300 * BLOCK, BLOCK)]
     assert i.extents == [(0, 100 * BLOCK, 2 * BLOCK)]
@@ -89,14 +101,17 @@ def test_cut_from_splits_and_returns_device_ranges():
 def test_device_before():
     i = file_inode([(0, 100 * BLOCK, 2 * BLOCK)])
     assert i.device_before(2 * BLOCK) == 102 * BLOCK
-    assert i.device_before(3 * BLOCK) is None    # a hole before
+    assert i.device_before(3 * BLOCK) is None  # a hole before
     assert i.device_before(0) is None
 
 
 @settings(max_examples=200, deadline=None)
-@given(blocks=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 60)), max_size=40,
-                       unique_by=lambda t: t[0]),
-       cut=st.integers(0, 45))
+@given(
+    blocks=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 60)), max_size=40, unique_by=lambda t: t[0]
+    ),
+    cut=st.integers(0, 45),
+)
 def test_extent_map_matches_a_block_model(blocks, cut):
     """Map single blocks in random order: iomap agrees block by block with a
     dict model, extents stay sorted, disjoint and maximal."""
@@ -120,7 +135,8 @@ def test_extent_map_matches_a_block_model(blocks, cut):
                 assert model[fblk] == e.device_offset // BLOCK + k
     freed = i.cut_from(cut * BLOCK)
     assert sorted(d // BLOCK + k for d, n in freed for k in range(n // BLOCK)) == sorted(
-        d for f, d in model.items() if f >= cut)
+        d for f, d in model.items() if f >= cut
+    )
     assert all(f + n <= cut * BLOCK for f, _, n in i.extents)
 
 
@@ -252,8 +268,9 @@ def test_directory_reuses_tombstone_space_by_compaction():
 
 
 @settings(max_examples=100, deadline=None)
-@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 60), st.integers(1, 255)),
-                    max_size=120))
+@given(
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 60), st.integers(1, 255)), max_size=120)
+)
 def test_directory_matches_a_dict(ops):
     media, d = Media(256), Directory(9)
     model: dict[str, int] = {}
@@ -332,6 +349,7 @@ def _poke(path: str, off: int, data: bytes) -> None:
 
 def _geometry(path: str):
     from daxfs.layout import unpack_superblock
+
     with open(path, "rb") as f:
         raw = f.read(BLOCK)
     return unpack_superblock(raw, 0, os.path.getsize(path))

@@ -49,13 +49,13 @@ def test_transaction_patches_contained_writes_and_appends_others():
     t = Transaction()
     assert not t
     t.write(100, b"aaaa")
-    t.write(101, b"b")              # inside the first: patched in place
+    t.write(101, b"b")  # inside the first: patched in place
     assert [(o, bytes(d)) for o, d in t.writes] == [(100, b"abaa")]
-    t.write(102, b"cccc")           # overlaps past its end: appended
-    t.write(50, b"zz")              # disjoint: appended
-    t.write(103, b"d")              # inside the newest overlapping write: patches that one
+    t.write(102, b"cccc")  # overlaps past its end: appended
+    t.write(50, b"zz")  # disjoint: appended
+    t.write(103, b"d")  # inside the newest overlapping write: patches that one
     assert [(o, bytes(d)) for o, d in t.writes] == [(100, b"abaa"), (102, b"cdcc"), (50, b"zz")]
-    t.write(101, b"xy")             # inside the first, but a later write overlaps it
+    t.write(101, b"xy")  # inside the first, but a later write overlaps it
     assert [(o, bytes(d)) for o, d in t.writes][-1] == (101, b"xy")
     assert t
     # Applying the staged writes in order gives what the caller wrote, in order.
@@ -139,13 +139,13 @@ def test_torn_last_record_is_discarded(region, damage):
     end_of_last = j.start + j.pos
     region.zero(a, 64)
     region.zero(b, 64)
-    if damage == "garble":      # a byte of the payload never made it
+    if damage == "garble":  # a byte of the payload never made it
         mid = (start_of_last + end_of_last) // 2
         region.store(mid, bytes([region.read(mid, 1)[0] ^ 0x5A]))
     elif damage == "truncate":  # only a prefix of the record reached the media
         cut = start_of_last + L.TXN_HEADER.size + 4
         region.zero(cut, end_of_last - cut)
-    else:                       # the header itself is torn
+    else:  # the header itself is torn
         region.zero(start_of_last, 8)
 
     j2 = Journal(region, sb)
@@ -236,7 +236,7 @@ def test_one_torn_header_slot_falls_back_to_the_other(region):
     j = Journal(region, sb)
     j.recover()
     j.commit(txn_of((home(sb), b"x" * 10)))
-    j.checkpoint()                      # slot 1 now newest
+    j.checkpoint()  # slot 1 now newest
     newest = j.header_slot
     seq = j.next_seq
     region.zero(L.JOURNAL_HEADER_OFF + L.JSLOT_OFFSETS[newest], 16)  # torn
@@ -279,9 +279,14 @@ def _cleanup_shared():
 
 AREA = 3 * L.BLOCK
 txns_st = st.lists(
-    st.lists(st.tuples(st.integers(0, AREA - 1), st.binary(min_size=1, max_size=600)),
-             min_size=1, max_size=5),
-    min_size=1, max_size=25)
+    st.lists(
+        st.tuples(st.integers(0, AREA - 1), st.binary(min_size=1, max_size=600)),
+        min_size=1,
+        max_size=5,
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -34,11 +34,19 @@ SUPER_FIELDS = ["8s", "I", "I", "I", "16s", "Q", "I", "I"] + ["Q"] * 8 + ["q", "
 assert struct.calcsize("<" + "".join(SUPER_FIELDS)) == L.SUPER.size
 
 
-def make_sb(region_size: int = 64 << 20, inodes: int | None = None,
-            allocator: str = "hugepage") -> Superblock:
+def make_sb(
+    region_size: int = 64 << 20, inodes: int | None = None, allocator: str = "hugepage"
+) -> Superblock:
     geo = L.plan_geometry(region_size, inodes)
-    return Superblock(version=L.VERSION, features=0, allocator=allocator, uuid=bytes(range(16)),
-                      root_ino=1, created_ns=123456789, **geo)
+    return Superblock(
+        version=L.VERSION,
+        features=0,
+        allocator=allocator,
+        uuid=bytes(range(16)),
+        root_ino=1,
+        created_ns=123456789,
+        **geo,
+    )
 
 
 def corrupt_only(fn, *args):
@@ -139,8 +147,9 @@ def test_superblock_any_single_byte_flip_is_detected(pos, x):
 
 
 @FUZZ
-@given(changes=st.dictionaries(st.integers(1, 16), st.integers(0, 2**64 - 1), min_size=1,
-                               max_size=4))
+@given(
+    changes=st.dictionaries(st.integers(1, 16), st.integers(0, 2**64 - 1), min_size=1, max_size=4)
+)
 def test_superblock_checksummed_garbage_fields(changes):
     """Valid checksum, some fields replaced by arbitrary values: validation catches it."""
     sb = make_sb()
@@ -227,13 +236,26 @@ extents_st = st.lists(st.tuples(u64, u64, u64), max_size=L.INLINE_EXTENTS)
 @st.composite
 def inode_records(draw, ino=None):
     inline = draw(extents_st)
-    nextents = draw(st.integers(len(inline), 1000)) if len(inline) == L.INLINE_EXTENTS \
-        else len(inline)
+    nextents = (
+        draw(st.integers(len(inline), 1000)) if len(inline) == L.INLINE_EXTENTS else len(inline)
+    )
     return InodeRecord(
-        ino=draw(st.integers(1, 2**32)) if ino is None else ino, generation=draw(u64),
-        mode=draw(u32), nlink=draw(u32), uid=draw(u32), gid=draw(u32), size=draw(u64),
-        atime=draw(i64), mtime=draw(i64), ctime=draw(i64), btime=draw(i64), parent=draw(u64),
-        nextents=nextents, ext_block=draw(u64), inline=inline)
+        ino=draw(st.integers(1, 2**32)) if ino is None else ino,
+        generation=draw(u64),
+        mode=draw(u32),
+        nlink=draw(u32),
+        uid=draw(u32),
+        gid=draw(u32),
+        size=draw(u64),
+        atime=draw(i64),
+        mtime=draw(i64),
+        ctime=draw(i64),
+        btime=draw(i64),
+        parent=draw(u64),
+        nextents=nextents,
+        ext_block=draw(u64),
+        inline=inline,
+    )
 
 
 @FUZZ
@@ -245,6 +267,7 @@ def test_inode_round_trip_and_numpy_view_agree(r):
     assert back == r
     # The vectorised mount scan reads the same slot through a numpy dtype.
     from daxfs.inode import INODE_DTYPE
+
     row = np.frombuffer(raw, dtype=INODE_DTYPE)[0]
     assert int(row["magic"]) == L.INODE_MAGIC and int(row["ino"]) == r.ino
     assert int(row["nlink"]) == r.nlink and int(row["size"]) == r.size
@@ -309,8 +332,11 @@ def test_extblock_rejections():
 
 
 @FUZZ
-@given(exts=st.lists(st.tuples(u64, u64, u64), max_size=12), pos=st.integers(0, BLOCK - 1),
-       x=st.integers(1, 255))
+@given(
+    exts=st.lists(st.tuples(u64, u64, u64), max_size=12),
+    pos=st.integers(0, BLOCK - 1),
+    x=st.integers(1, 255),
+)
 def test_extblock_any_single_byte_flip_is_detected(exts, pos, x):
     with pytest.raises(CorruptionError):
         L.unpack_extblock(flip(L.pack_extblock(3, 0, exts), pos, x), 0, 3)
@@ -344,9 +370,9 @@ def build_dirblock(dir_ino: int, entries: list[tuple[int, int, bytes]]) -> bytes
 
 
 names_st = st.binary(min_size=1, max_size=L.MAX_NAME)
-dirents_st = st.lists(st.tuples(st.integers(0, 2**40), st.integers(0, 15), names_st),
-                      max_size=12).filter(
-    lambda es: sum(DIRENT_HEAD.size + len(n) for _, _, n in es) <= BLOCK - DIRBLOCK_HEAD.size)
+dirents_st = st.lists(
+    st.tuples(st.integers(0, 2**40), st.integers(0, 15), names_st), max_size=12
+).filter(lambda es: sum(DIRENT_HEAD.size + len(n) for _, _, n in es) <= BLOCK - DIRBLOCK_HEAD.size)
 
 
 @FUZZ
@@ -388,8 +414,12 @@ def test_dirblock_any_single_byte_flip_is_detected(entries, pos, x):
 
 
 @FUZZ
-@given(raw=st.binary(max_size=600), used=st.integers(0, 70000), live=st.integers(0, 70000),
-       seal=st.booleans())
+@given(
+    raw=st.binary(max_size=600),
+    used=st.integers(0, 70000),
+    live=st.integers(0, 70000),
+    seal=st.booleans(),
+)
 def test_dirblock_random_bytes(raw, used, live, seal):
     b = bytearray(raw.ljust(BLOCK, b"\0")) if seal else bytearray(raw)
     if seal:

@@ -72,6 +72,7 @@ CHILD = textwrap.dedent(r"""
 
 def content(name: str, size: int) -> bytes:
     import hashlib
+
     seed = hashlib.sha256(name.encode()).digest()
     return (seed * (size // len(seed) + 1))[:size]
 
@@ -81,8 +82,13 @@ class Child:
         env = dict(os.environ)
         src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        self.p = subprocess.Popen([sys.executable, "-c", CHILD, pool], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, env=env)
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", CHILD, pool],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert self.expect() == "mounted"
 
     def send(self, line: str) -> None:
@@ -144,7 +150,7 @@ def test_changes_are_seen_by_the_other_process_on_its_next_call(pool_path, child
         with fs.open("/dir/from-child") as f:
             assert f.read() == "hi-there"
 
-        with fs.open("/from-parent", "a") as f:   # grows: a committed change
+        with fs.open("/from-parent", "a") as f:  # grows: a committed change
             f.write("-more")
         assert child.ask("read /from-parent") == "hello-more"
         with fs.open("/from-parent", "r+") as f:  # in place: the same memory

@@ -66,7 +66,7 @@ def test_plain_file_on_disk_gets_msync(disk_pool):
     r = Region(disk_pool)
     try:
         assert mount_of(disk_pool).fstype != "tmpfs"
-        assert r.kind == "file" and not r.map_sync   # no DAX here: MAP_SYNC refused
+        assert r.kind == "file" and not r.map_sync  # no DAX here: MAP_SYNC refused
         assert r.durability.name == "msync" and not r.volatile
         assert r.addr % CHUNK == 0
         r.store(r.size - 2 * BLOCK, b"persist me")
@@ -80,8 +80,12 @@ def test_plain_file_on_disk_gets_msync(disk_pool):
 
 
 def test_region_start_is_2mib_aligned_for_every_backing(pool_path, disk_pool):
-    regions = [Region(pool_path), Region(disk_pool), Region(pool_path, readonly=True),
-               Region(pool_path, emulate_devdax=True)]
+    regions = [
+        Region(pool_path),
+        Region(disk_pool),
+        Region(pool_path, readonly=True),
+        Region(pool_path, emulate_devdax=True),
+    ]
     try:
         for r in regions:
             assert r.addr % CHUNK == 0, r.describe()
@@ -219,8 +223,11 @@ def huge_tmpfs():
     if not shutil.which("mount"):
         pytest.skip("no mount(8) on this machine")
     d = tempfile.mkdtemp(prefix="daxfs-hugetmpfs-")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "huge=always,size=256M", "tmpfs", d],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "huge=always,size=256M", "tmpfs", d],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         os.rmdir(d)
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
@@ -269,7 +276,8 @@ def test_emulated_devdax_on_huge_tmpfs_is_huge_capable(huge_tmpfs):
 # ---------------------------------------------------------------------------
 needs_libpmem = pytest.mark.skipif(
     load_libpmem() is None,
-    reason="libpmem is not installed (Debian package libpmem1; `make deps` installs it)")
+    reason="libpmem is not installed (Debian package libpmem1; `make deps` installs it)",
+)
 
 
 @needs_libpmem

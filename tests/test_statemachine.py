@@ -49,10 +49,34 @@ LINK_TARGETS = ("a", "b", "c", "a/b", "b/c", "zz", ".")
 MiB = 1 << 20
 POOL_SIZE = 256 * MiB
 
-OFFSETS = (0, 1, 100, 4095, 4096, 5000, 8192, 65536, 2 * MiB - 1, 2 * MiB, 2 * MiB + 4096,
-           3 * MiB + 7)
-SIZES = (0, 1, 10, 4095, 4096, 4097, 12288, 100_000, 2 * MiB - 4096, 2 * MiB, 2 * MiB + 1,
-         4 * MiB + 123)
+OFFSETS = (
+    0,
+    1,
+    100,
+    4095,
+    4096,
+    5000,
+    8192,
+    65536,
+    2 * MiB - 1,
+    2 * MiB,
+    2 * MiB + 4096,
+    3 * MiB + 7,
+)
+SIZES = (
+    0,
+    1,
+    10,
+    4095,
+    4096,
+    4097,
+    12288,
+    100_000,
+    2 * MiB - 4096,
+    2 * MiB,
+    2 * MiB + 1,
+    4 * MiB + 123,
+)
 
 # Depth-1 names are drawn more often than depth-2 ones, so that a parent exists
 # often enough for depth-2 operations, and so that operations collide.
@@ -156,13 +180,17 @@ class DaxVsOs(RuleBasedStateMachine):
                     continue
                 seen.add(st_.st_ino)
                 nbytes = st_.st_blocks * 512
-                next_ = 1 if stat.S_ISLNK(st_.st_mode) and nbytes else sum(
-                    e.kind == "mapped" for e in self.fs.iomap(p, 0, 1 << 40))
+                next_ = (
+                    1
+                    if stat.S_ISLNK(st_.st_mode) and nbytes
+                    else sum(e.kind == "mapped" for e in self.fs.iomap(p, 0, 1 << 40))
+                )
                 overflow = -(-max(0, next_ - INLINE_EXTENTS) // EXTENTS_PER_BLOCK)
                 total += nbytes // BLOCK + overflow
         sv = self.fs.statvfs()
         assert sv.f_blocks - sv.f_bfree == total, (
-            f"{sv.f_blocks - sv.f_bfree} blocks in use, {total} owned by reachable inodes")
+            f"{sv.f_blocks - sv.f_bfree} blocks in use, {total} owned by reachable inodes"
+        )
 
     # -- helpers -----------------------------------------------------------
     def m(self, path: str) -> str:
@@ -173,7 +201,8 @@ class DaxVsOs(RuleBasedStateMachine):
         event(f"{what.split('(')[0].split(' ')[0]}: {errname(rm)}")
         assert rd[0] == rm[0] and (rd[0] == "ok" or rd[1] == rm[1]), (
             f"{what}: daxfs {errname(rd)} {rd[1] if rd[0] == 'ok' else ''!r:.80} "
-            f"vs os {errname(rm)} {rm[1] if rm[0] == 'ok' else ''!r:.80}")
+            f"vs os {errname(rm)} {rm[1] if rm[0] == 'ok' else ''!r:.80}"
+        )
         return rd, rm
 
     def ino_map(self) -> dict[int, int]:
@@ -205,8 +234,11 @@ class DaxVsOs(RuleBasedStateMachine):
                 assert got == want, f"{p}: contents differ (len {len(got)} vs {len(want)})"
 
     # -- a starting tree, so that early steps find something to work on ---------
-    @initialize(kinds=st.lists(st.sampled_from(["none", "file", "dir", "dir+files"]),
-                               min_size=3, max_size=3))
+    @initialize(
+        kinds=st.lists(
+            st.sampled_from(["none", "file", "dir", "dir+files"]), min_size=3, max_size=3
+        )
+    )
     def starting_tree(self, kinds):
         for name, kind in zip(NAMES, kinds, strict=True):
             if kind == "file":
@@ -221,8 +253,9 @@ class DaxVsOs(RuleBasedStateMachine):
     @invariant()
     def namespace_matches(self) -> None:
         for p in ALL_PATHS:
-            rd, rm = self.same(lambda p=p: self.fs.lstat(p), lambda p=p: os.lstat(self.m(p)),
-                               f"lstat {p}")
+            rd, rm = self.same(
+                lambda p=p: self.fs.lstat(p), lambda p=p: os.lstat(self.m(p)), f"lstat {p}"
+            )
             if rd[0] != "ok":
                 continue
             self.compare_stat(p, rd[1], rm[1])
@@ -233,8 +266,11 @@ class DaxVsOs(RuleBasedStateMachine):
         self.ino_map()
 
     # -- files ---------------------------------------------------------------
-    @rule(path=paths, mode=st.sampled_from(["w", "a", "r+", "x"]),
-          writes=st.lists(payloads(), max_size=3))
+    @rule(
+        path=paths,
+        mode=st.sampled_from(["w", "a", "r+", "x"]),
+        writes=st.lists(payloads(), max_size=3),
+    )
     def open_write(self, path, mode, writes):
         chunks = [payload_bytes(w) for w in writes]
 
@@ -242,8 +278,12 @@ class DaxVsOs(RuleBasedStateMachine):
             with opener(p, mode + "b") as f:
                 for c in chunks:
                     assert f.write(c) == len(c)
-        self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
-                  f"open({path!r}, {mode!r}) + {len(chunks)} writes")
+
+        self.same(
+            lambda: go(self.fs.open, path),
+            lambda: go(open, self.m(path)),
+            f"open({path!r}, {mode!r}) + {len(chunks)} writes",
+        )
 
     @rule(path=paths, data=payloads())
     def create(self, path, data):
@@ -258,16 +298,22 @@ class DaxVsOs(RuleBasedStateMachine):
             with opener(p, "r+b") as f:
                 f.seek(off)
                 f.write(chunk)
-        self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
-                  f"pwrite({path!r}, off={off}, len={len(chunk)})")
+
+        self.same(
+            lambda: go(self.fs.open, path),
+            lambda: go(open, self.m(path)),
+            f"pwrite({path!r}, off={off}, len={len(chunk)})",
+        )
 
     @rule(path=paths)
     def read_whole(self, path):
         def go(opener, p):
             with opener(p, "rb") as f:
                 return f.read()
-        rd, rm = self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
-                           f"read {path!r}")
+
+        rd, rm = self.same(
+            lambda: go(self.fs.open, path), lambda: go(open, self.m(path)), f"read {path!r}"
+        )
         if rd[0] == "ok":
             assert rd[1] == rm[1], f"{path}: contents differ ({len(rd[1])} vs {len(rm[1])})"
 
@@ -277,18 +323,28 @@ class DaxVsOs(RuleBasedStateMachine):
             with opener(p, "rb") as f:
                 f.seek(off)
                 return f.read(n)
-        rd, rm = self.same(lambda: go(self.fs.open, path), lambda: go(open, self.m(path)),
-                           f"read {path!r} [{off}:+{n}]")
+
+        rd, rm = self.same(
+            lambda: go(self.fs.open, path),
+            lambda: go(open, self.m(path)),
+            f"read {path!r} [{off}:+{n}]",
+        )
         if rd[0] == "ok":
             assert rd[1] == rm[1], f"{path}[{off}:+{n}]: contents differ"
 
     @rule(path=paths, size=sizes)
     def truncate(self, path, size):
-        self.same(lambda: self.fs.truncate(path, size), lambda: os.truncate(self.m(path), size),
-                  f"truncate({path!r}, {size})")
+        self.same(
+            lambda: self.fs.truncate(path, size),
+            lambda: os.truncate(self.m(path), size),
+            f"truncate({path!r}, {size})",
+        )
 
-    @rule(path=paths, off=offsets, length=st.one_of(st.sampled_from(SIZES[1:]),
-                                                    st.integers(1, 300_000)))
+    @rule(
+        path=paths,
+        off=offsets,
+        length=st.one_of(st.sampled_from(SIZES[1:]), st.integers(1, 300_000)),
+    )
     def fallocate(self, path, off, length):
         def model():
             fd = os.open(self.m(path), os.O_RDWR)
@@ -296,8 +352,12 @@ class DaxVsOs(RuleBasedStateMachine):
                 os.posix_fallocate(fd, off, length)
             finally:
                 os.close(fd)
-        self.same(lambda: self.fs.fallocate(path, off, length), model,
-                  f"fallocate({path!r}, {off}, {length})")
+
+        self.same(
+            lambda: self.fs.fallocate(path, off, length),
+            model,
+            f"fallocate({path!r}, {off}, {length})",
+        )
 
     # -- namespace -------------------------------------------------------------
     @rule(path=paths)
@@ -310,45 +370,55 @@ class DaxVsOs(RuleBasedStateMachine):
 
     @rule(path=paths)
     def unlink(self, path):
-        self.same(lambda: self.fs.unlink(path), lambda: os.unlink(self.m(path)),
-                  f"unlink {path!r}")
+        self.same(lambda: self.fs.unlink(path), lambda: os.unlink(self.m(path)), f"unlink {path!r}")
 
     @rule(src=paths, dst=paths)
     def rename(self, src, dst):
-        self.same(lambda: self.fs.rename(src, dst), lambda: os.rename(self.m(src), self.m(dst)),
-                  f"rename({src!r}, {dst!r})")
+        self.same(
+            lambda: self.fs.rename(src, dst),
+            lambda: os.rename(self.m(src), self.m(dst)),
+            f"rename({src!r}, {dst!r})",
+        )
 
     @rule(src=paths, dst=paths)
     def link(self, src, dst):
-        self.same(lambda: self.fs.link(src, dst),
-                  lambda: os.link(self.m(src), self.m(dst), follow_symlinks=False),
-                  f"link({src!r}, {dst!r})")
+        self.same(
+            lambda: self.fs.link(src, dst),
+            lambda: os.link(self.m(src), self.m(dst), follow_symlinks=False),
+            f"link({src!r}, {dst!r})",
+        )
 
     @rule(link_target=st.sampled_from(LINK_TARGETS), path=paths)
     def symlink(self, link_target, path):
-        self.same(lambda: self.fs.symlink(link_target, path),
-                  lambda: os.symlink(link_target, self.m(path)),
-                  f"symlink({link_target!r}, {path!r})")
+        self.same(
+            lambda: self.fs.symlink(link_target, path),
+            lambda: os.symlink(link_target, self.m(path)),
+            f"symlink({link_target!r}, {path!r})",
+        )
 
     @rule(path=paths)
     def readlink(self, path):
-        rd, rm = self.same(lambda: self.fs.readlink(path), lambda: os.readlink(self.m(path)),
-                           f"readlink {path!r}")
+        rd, rm = self.same(
+            lambda: self.fs.readlink(path), lambda: os.readlink(self.m(path)), f"readlink {path!r}"
+        )
         if rd[0] == "ok":
             assert rd[1] == rm[1]
 
     @rule(path=any_paths)
     def listdir(self, path):
-        rd, rm = self.same(lambda: self.fs.listdir(path), lambda: os.listdir(self.m(path)),
-                           f"listdir {path!r}")
+        rd, rm = self.same(
+            lambda: self.fs.listdir(path), lambda: os.listdir(self.m(path)), f"listdir {path!r}"
+        )
         if rd[0] == "ok":
             assert sorted(rd[1]) == sorted(rm[1]), path
 
     @rule(path=any_paths, follow=st.booleans())
     def stat(self, path, follow):
-        rd, rm = self.same(lambda: self.fs.stat(path, follow_symlinks=follow),
-                           lambda: os.stat(self.m(path), follow_symlinks=follow),
-                           f"stat {path!r} follow={follow}")
+        rd, rm = self.same(
+            lambda: self.fs.stat(path, follow_symlinks=follow),
+            lambda: os.stat(self.m(path), follow_symlinks=follow),
+            f"stat {path!r} follow={follow}",
+        )
         if rd[0] == "ok":
             self.compare_stat(path, rd[1], rm[1])
             d2m = self.ino_map()
@@ -362,25 +432,28 @@ class DaxVsOs(RuleBasedStateMachine):
     def remount(self):
         self.close_all_handles()
         self.check_accounting()
-        inos = {p: self.fs.lstat(p).st_ino for p in ALL_PATHS if self.fs.exists(p)
-                or self.fs.islink(p)}
+        inos = {
+            p: self.fs.lstat(p).st_ino for p in ALL_PATHS if self.fs.exists(p) or self.fs.islink(p)
+        }
         self.fs.close()
         check_pool(self.pool)
         self.fs = daxfs.mount(self.pool)
-        after = {p: self.fs.lstat(p).st_ino for p in ALL_PATHS if self.fs.exists(p)
-                 or self.fs.islink(p)}
+        after = {
+            p: self.fs.lstat(p).st_ino for p in ALL_PATHS if self.fs.exists(p) or self.fs.islink(p)
+        }
         assert after == inos, "inode numbers changed across remount"
         self.compare_contents()
-
 
     # -- open handles across steps (raw, unbuffered, on both sides) ---------------
     @rule(slot=slots, path=paths, mode=st.sampled_from(["rb", "r+b", "ab", "wb", "a+b"]))
     def open_handle(self, slot, path, mode):
         if slot in self.handles:
             self.close_handle(slot)
-        rd, rm = self.same(lambda: self.fs.open(path, mode, buffering=0),
-                           lambda: open(self.m(path), mode, buffering=0),
-                           f"open handle {slot} {path!r} {mode!r}")
+        rd, rm = self.same(
+            lambda: self.fs.open(path, mode, buffering=0),
+            lambda: open(self.m(path), mode, buffering=0),
+            f"open handle {slot} {path!r} {mode!r}",
+        )
         if rd[0] == "ok":
             self.handles[slot] = (rd[1], rm[1], mode)
 
@@ -400,8 +473,11 @@ class DaxVsOs(RuleBasedStateMachine):
         slot = sorted(self.handles)[slot % len(self.handles)]
         dh, mh, mode = self.handles[slot]
         chunk = payload_bytes(data)
-        rd, rm = self.same(lambda: dh.write(chunk), lambda: mh.write(chunk),
-                           f"handle {slot} ({mode}) write {len(chunk)}")
+        rd, rm = self.same(
+            lambda: dh.write(chunk),
+            lambda: mh.write(chunk),
+            f"handle {slot} ({mode}) write {len(chunk)}",
+        )
         assert rd == rm
         assert dh.tell() == mh.tell(), f"handle {slot}: position differs after write"
 
@@ -410,8 +486,9 @@ class DaxVsOs(RuleBasedStateMachine):
     def handle_read(self, slot, n):
         slot = sorted(self.handles)[slot % len(self.handles)]
         dh, mh, mode = self.handles[slot]
-        rd, rm = self.same(lambda: dh.read(n), lambda: mh.read(n),
-                           f"handle {slot} ({mode}) read {n}")
+        rd, rm = self.same(
+            lambda: dh.read(n), lambda: mh.read(n), f"handle {slot} ({mode}) read {n}"
+        )
         assert rd == rm, f"handle {slot}: read differs"
         assert dh.tell() == mh.tell()
 
@@ -421,8 +498,11 @@ class DaxVsOs(RuleBasedStateMachine):
         slot = sorted(self.handles)[slot % len(self.handles)]
         dh, mh, mode = self.handles[slot]
         off = -min(off, 100) if whence == os.SEEK_END else off
-        rd, rm = self.same(lambda: dh.seek(off, whence), lambda: mh.seek(off, whence),
-                           f"handle {slot} seek {off} {whence}")
+        rd, rm = self.same(
+            lambda: dh.seek(off, whence),
+            lambda: mh.seek(off, whence),
+            f"handle {slot} seek {off} {whence}",
+        )
         assert rd == rm
 
     @precondition(lambda self: self.handles)
@@ -430,10 +510,12 @@ class DaxVsOs(RuleBasedStateMachine):
     def handle_truncate(self, slot, size):
         slot = sorted(self.handles)[slot % len(self.handles)]
         dh, mh, mode = self.handles[slot]
-        rd, rm = self.same(lambda: dh.truncate(size), lambda: mh.truncate(size),
-                           f"handle {slot} ({mode}) truncate {size}")
+        rd, rm = self.same(
+            lambda: dh.truncate(size),
+            lambda: mh.truncate(size),
+            f"handle {slot} ({mode}) truncate {size}",
+        )
         assert rd == rm
 
 
 TestDaxVsOs = DaxVsOs.TestCase
-

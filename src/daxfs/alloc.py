@@ -173,7 +173,12 @@ class _Base:
         return int((~per_chunk).all(axis=1).sum())
 
     def _check_free(self, start: int, n: int) -> None:
-        if start < 0 or n <= 0 or start + n > self.nblocks or not self.used[start : start + n].all():
+        if (
+            start < 0
+            or n <= 0
+            or start + n > self.nblocks
+            or not self.used[start : start + n].all()
+        ):
             raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
 
 
@@ -229,8 +234,8 @@ class HugePageAllocator(_Base):
         super().__init__(used)
         per_chunk = self.used.reshape(self.nchunks, BLOCKS_PER_CHUNK)
         self.chunk_free = (BLOCKS_PER_CHUNK - per_chunk.sum(axis=1)).astype(np.int64)
-        self.whole = RunSet()          # runs of entirely free chunks
-        self.small = SortedList()      # (free_count, chunk) for partly used chunks
+        self.whole = RunSet()  # runs of entirely free chunks
+        self.small = SortedList()  # (free_count, chunk) for partly used chunks
         for start, n in free_runs(self.chunk_free != BLOCKS_PER_CHUNK):
             self.whole.add(start, n)
         for c in np.flatnonzero((self.chunk_free > 0) & (self.chunk_free < BLOCKS_PER_CHUNK)):

@@ -62,18 +62,19 @@ class Report:
     """What a check found.  ``ok``: no error is left in the pool."""
 
     ok: bool = True
-    errors: list[str] = field(default_factory=list)     # problems found
-    repaired: list[str] = field(default_factory=list)   # fixes applied
+    errors: list[str] = field(default_factory=list)  # problems found
+    repaired: list[str] = field(default_factory=list)  # fixes applied
     remaining: list[str] = field(default_factory=list)  # problems still there afterwards
-    notes: list[str] = field(default_factory=list)      # worth knowing, not errors
+    notes: list[str] = field(default_factory=list)  # worth knowing, not errors
     stats: dict[str, int] = field(default_factory=dict)
 
 
 REPAIR_PASSES = 3  # a repair can expose more to fix (a subtree adopted by lost+found)
 
 
-def check(path, repair: bool = False, *, durability: str | None = None,
-          emulate_devdax: bool = False) -> Report:
+def check(
+    path, repair: bool = False, *, durability: str | None = None, emulate_devdax: bool = False
+) -> Report:
     """Check the pool at ``path``; with ``repair``, fix what can be fixed.
 
     ``errors`` lists what the (first) pass found, ``repaired`` the fixes made,
@@ -95,8 +96,8 @@ def check(path, repair: bool = False, *, durability: str | None = None,
 @dataclass
 class _Entry:
     dir_ino: int
-    dev: int          # device offset of the directory block
-    pos: int          # position of the entry in the block
+    dev: int  # device offset of the directory block
+    pos: int  # position of the entry in the block
     ino: int
     ftype: int
     raw: bytes
@@ -109,14 +110,18 @@ class _Checker:
         self.report = Report()
         self.inodes: dict[int, Inode] = {}
         self.entries: list[_Entry] = []
-        self.images: dict[int, bytearray] = {}   # directory block images we changed
+        self.images: dict[int, bytearray] = {}  # directory block images we changed
         self.journal: Journal | None = None
         self._lost: list[int] = []
 
     # -- driver ------------------------------------------------------------
     def run(self) -> Report:
-        region = Region(self.path, private=not self.repair, durability=self.durability,
-                        emulate_devdax=self.emulate_devdax)
+        region = Region(
+            self.path,
+            private=not self.repair,
+            durability=self.durability,
+            emulate_devdax=self.emulate_devdax,
+        )
         self.region = region
         try:
             fcntl.flock(region.fd, fcntl.LOCK_EX if self.repair else fcntl.LOCK_SH)
@@ -202,8 +207,9 @@ class _Checker:
 
     # -- 3. inode slots ----------------------------------------------------
     def _inode_slots(self) -> None:
-        table = np.frombuffer(self.region.buf, dtype=INODE_DTYPE, count=self.sb.inode_count,
-                              offset=self.sb.itable_off)
+        table = np.frombuffer(
+            self.region.buf, dtype=INODE_DTYPE, count=self.sb.inode_count, offset=self.sb.itable_off
+        )
         nonzero = np.flatnonzero(table.view(np.uint8).reshape(-1, INODE_SIZE).any(axis=1))
         magic = table["magic"][nonzero]
         del table
@@ -285,8 +291,12 @@ class _Checker:
                 self._save_inode(inode)
                 self.fixed(f"inode {ino}: overlapping extents removed")
         used = int((owner != 0).sum())
-        self.report.stats.update(data_blocks=sb.data_blocks, used_blocks=used,
-                                 free_blocks=sb.data_blocks - used, inodes=len(self.inodes))
+        self.report.stats.update(
+            data_blocks=sb.data_blocks,
+            used_blocks=used,
+            free_blocks=sb.data_blocks - used,
+            inodes=len(self.inodes),
+        )
 
     # -- 4. directory blocks -----------------------------------------------
     def _directories(self) -> None:
@@ -443,8 +453,13 @@ class _Checker:
         which knows how to grow directories)."""
         from .fs import open_pool  # late: fs builds on everything check uses
 
-        fs = open_pool(self.path, readonly=False, durability=self.durability,
-                       emulate_devdax=self.emulate_devdax, reclaim_orphans=False)
+        fs = open_pool(
+            self.path,
+            readonly=False,
+            durability=self.durability,
+            emulate_devdax=self.emulate_devdax,
+            reclaim_orphans=False,
+        )
         try:
             if not fs.isdir("/" + LOST_FOUND):
                 fs.mkdir("/" + LOST_FOUND, 0o700)

@@ -16,8 +16,9 @@ are not stored: the parent is a field of the directory's inode).
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from collections.abc import Callable
 
+from .journal import Transaction
 from .layout import (
     BLOCK,
     DIRBLOCK_HEAD,
@@ -26,7 +27,6 @@ from .layout import (
     dirblock_seal,
     parse_dirblock,
 )
-from .journal import Transaction
 
 Entry = tuple[int, int, int, int]  # ino, ftype, block index, position in block
 NewBlock = Callable[[Transaction], int]  # allocates and maps the next block, returns device offset
@@ -40,7 +40,7 @@ class Directory:
         self.devs: list[int] = []
         self.used: list[int] = []
         self.live: list[int] = []
-        self.dead: list[int] = []   # tombstoned bytes per block, reclaimable by compaction
+        self.dead: list[int] = []  # tombstoned bytes per block, reclaimable by compaction
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -35,8 +35,17 @@ def parse_mode(mode: str) -> tuple[str, bool, bool, bool]:
 
 
 class DaxRawFile(io.RawIOBase):
-    def __init__(self, fs: FileSystem, ino: int, name: str, mode: str, *,
-                 readable: bool, writable: bool, append: bool):
+    def __init__(
+        self,
+        fs: FileSystem,
+        ino: int,
+        name: str,
+        mode: str,
+        *,
+        readable: bool,
+        writable: bool,
+        append: bool,
+    ):
         super().__init__()
         self._fs, self._ino, self.name, self.mode = fs, ino, name, mode
         self._readable, self._writable, self._append = readable, writable, append

@@ -277,7 +277,7 @@ class FileSystem:
         self._depth = 0
         self._seen_seq = -1
         self._open: dict[int, int] = {}
-        self._dirty_data: list[tuple[int, int]] = []   # msync backend: overwrites to persist
+        self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
         self._dirty_times: set[int] = set()
         self._handles: weakref.WeakSet = weakref.WeakSet()
         self._pid = os.getpid()
@@ -458,9 +458,9 @@ class FileSystem:
         if grows or self.region.durability.name != "msync":
             for dev, n in touched:
                 self.region.flush(dev, n)
-            self.region.fence()                      # ordered: data before metadata
+            self.region.fence()  # ordered: data before metadata
         else:
-            self._dirty_data.extend(touched)         # page cache: durable at fsync/close
+            self._dirty_data.extend(touched)  # page cache: durable at fsync/close
         inode.size = new_size
         inode.mtime = inode.atime = inode.ctime = _now()
         if grows:
@@ -477,8 +477,14 @@ class FileSystem:
             pos += e.length
         return out
 
-    def _zero_unwritten(self, inode: Inode, fresh: list[tuple[int, int]], old_size: int,
-                        new_size: int, written: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    def _zero_unwritten(
+        self,
+        inode: Inode,
+        fresh: list[tuple[int, int]],
+        old_size: int,
+        new_size: int,
+        written: list[tuple[int, int]],
+    ) -> list[tuple[int, int]]:
         """Zero what must read as zero and was not just written: newly mapped space
         inside the old size, and mapped space between the old and new size."""
         wanted = [(s, min(e, old_size)) for s, e in fresh if s < old_size]
@@ -492,8 +498,9 @@ class FileSystem:
                     out.append((ext.device_offset, ext.length))
         return out
 
-    def _allocate(self, txn: Transaction, inode: Inode, off: int, length: int,
-                  new_size: int) -> list[tuple[int, int]]:
+    def _allocate(
+        self, txn: Transaction, inode: Inode, off: int, length: int, new_size: int
+    ) -> list[tuple[int, int]]:
         """Map every hole in [off, off+length); return the file ranges newly mapped."""
         start, stop = _align_down(off, BLOCK), _align_up(off + length, BLOCK)
         fresh: list[tuple[int, int]] = []
@@ -514,8 +521,7 @@ class FileSystem:
             if not any(e.kind == "mapped" for e in inode.iomap(w0, CHUNK)):
                 hint = inode.device_before(w0)
                 try:
-                    runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0
-                                              else None)
+                    runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0 else None)
                 except OSError as e:
                     if e.errno != errno.ENOSPC:
                         raise
@@ -647,8 +653,15 @@ class FileSystem:
     # ======================================================================
     # public API: files
     # ======================================================================
-    def open(self, path, mode: str = "r", buffering: int = -1, encoding: str | None = None,
-             errors: str | None = None, newline: str | None = None):
+    def open(
+        self,
+        path,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ):
         """Open a file in the pool; returns the io classes the builtin open() returns."""
         kind, plus, binary, text = parse_mode(mode)
         if binary and (encoding or errors or newline is not None):
@@ -660,8 +673,9 @@ class FileSystem:
         if writable and self.readonly:
             raise oserror(errno.EROFS, spath)
         ino = self._open_inode(spath, kind)
-        raw = DaxRawFile(self, ino, spath, mode, readable=readable, writable=writable,
-                         append=kind == "a")
+        raw = DaxRawFile(
+            self, ino, spath, mode, readable=readable, writable=writable, append=kind == "a"
+        )
         self._handles.add(raw)
         return _wrap(raw, mode, buffering, binary, readable, writable, encoding, errors, newline)
 
@@ -704,9 +718,19 @@ class FileSystem:
         ino = self.inodes.take_ino()
         self._txn_took_ino = True
         now = _now()
-        inode = Inode(ino, mode, nlink=2 if stat.S_ISDIR(mode) else 1, size=0, atime=now,
-                      mtime=now, ctime=now, btime=now, parent=r.parent,
-                      uid=os.getuid(), gid=os.getgid())
+        inode = Inode(
+            ino,
+            mode,
+            nlink=2 if stat.S_ISDIR(mode) else 1,
+            size=0,
+            atime=now,
+            mtime=now,
+            ctime=now,
+            btime=now,
+            parent=r.parent,
+            uid=os.getuid(),
+            gid=os.getgid(),
+        )
         self.inodes.cache[ino] = inode
         self._dir(r.parent).add(r.name, ino, ftype_of(mode), txn, self._dir_block_adder(parent))
         self._touch(parent)
@@ -725,6 +749,7 @@ class FileSystem:
             dir_inode.size = end + BLOCK
             self._txn_dirty.add(dir_inode.ino)
             return dir_inode.iomap(end, BLOCK)[0].device_offset
+
         return add_block
 
     def _preallocate_dir(self, txn: Transaction, dir_inode: Inode, end: int) -> None:
@@ -805,8 +830,13 @@ class FileSystem:
             if dparent.nlink == 0:
                 raise oserror(errno.ENOENT, ssrc, sdst)
             inode = self._inode(s.ino)  # type: ignore[arg-type]
-            self._dir(d.parent).add(d.name, inode.ino, s.ftype, txn,  # type: ignore[arg-type]
-                                    self._dir_block_adder(dparent))
+            self._dir(d.parent).add(
+                d.name,
+                inode.ino,
+                s.ftype,
+                txn,  # type: ignore[arg-type]
+                self._dir_block_adder(dparent),
+            )
             inode.nlink += 1
             self._touch(inode, data=False)
             self._touch(dparent)
@@ -852,16 +882,22 @@ class FileSystem:
             if d.ino is not None and d.ftype == DIR_T:
                 # A target that is an ancestor of the source is not empty (Linux
                 # says so before comparing file types).
-                self._check_not_inside(d.ino, s.parent, ssrc, sdst,  # type: ignore[arg-type]
-                                       errno.ENOTEMPTY)
+                self._check_not_inside(
+                    d.ino,
+                    s.parent,
+                    ssrc,
+                    sdst,  # type: ignore[arg-type]
+                    errno.ENOTEMPTY,
+                )
             if d.ino is not None:
                 self._check_replaceable(s, d, ssrc, sdst)
             self._rename(txn, s, d)
 
     replace = rename
 
-    def _check_not_inside(self, src_ino: int, dst_parent: int, ssrc: str, sdst: str,
-                          code: int = errno.EINVAL) -> None:
+    def _check_not_inside(
+        self, src_ino: int, dst_parent: int, ssrc: str, sdst: str, code: int = errno.EINVAL
+    ) -> None:
         x = dst_parent
         while True:
             if x == src_ino:
@@ -892,8 +928,13 @@ class FileSystem:
                 dparent.nlink -= 1
             self._drop_link(txn, victim)
         else:
-            ddir.add(d.name, moving.ino, s.ftype, txn,  # type: ignore[arg-type]
-                     self._dir_block_adder(dparent))
+            ddir.add(
+                d.name,
+                moving.ino,
+                s.ftype,
+                txn,  # type: ignore[arg-type]
+                self._dir_block_adder(dparent),
+            )
         self._dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
         if moving.is_dir and s.parent != d.parent:
             sparent.nlink -= 1
@@ -943,8 +984,9 @@ class FileSystem:
             inode.mode = (inode.mode & ~0o7777) | (mode & 0o7777)
             self._touch(inode, data=False)
 
-    def utime(self, path, times: tuple[float, float] | None = None, *,
-              ns: tuple[int, int] | None = None) -> None:
+    def utime(
+        self, path, times: tuple[float, float] | None = None, *, ns: tuple[int, int] | None = None
+    ) -> None:
         spath = to_str(path)
         if times is not None and ns is not None:
             raise ValueError("utime: you may specify either 'times' or 'ns' but not both")
@@ -971,12 +1013,29 @@ class FileSystem:
 
     def _stat_result(self, i: Inode) -> os.stat_result:
         nlink = i.nlink
-        seq = (i.mode, i.ino, self.st_dev, nlink, i.uid, i.gid, i.size,
-               i.atime // 10**9, i.mtime // 10**9, i.ctime // 10**9)
-        extra = {"st_atime": i.atime / 1e9, "st_mtime": i.mtime / 1e9, "st_ctime": i.ctime / 1e9,
-                 "st_atime_ns": i.atime, "st_mtime_ns": i.mtime, "st_ctime_ns": i.ctime,
-                 "st_blksize": CHUNK if i.size >= CHUNK else BLOCK,
-                 "st_blocks": i.allocated_bytes // 512, "st_rdev": 0}
+        seq = (
+            i.mode,
+            i.ino,
+            self.st_dev,
+            nlink,
+            i.uid,
+            i.gid,
+            i.size,
+            i.atime // 10**9,
+            i.mtime // 10**9,
+            i.ctime // 10**9,
+        )
+        extra = {
+            "st_atime": i.atime / 1e9,
+            "st_mtime": i.mtime / 1e9,
+            "st_ctime": i.ctime / 1e9,
+            "st_atime_ns": i.atime,
+            "st_mtime_ns": i.mtime,
+            "st_ctime_ns": i.ctime,
+            "st_blksize": CHUNK if i.size >= CHUNK else BLOCK,
+            "st_blocks": i.allocated_bytes // 512,
+            "st_rdev": 0,
+        }
         return os.stat_result(seq, extra)
 
     def exists(self, path) -> bool:
@@ -1019,8 +1078,9 @@ class FileSystem:
             if r.ftype != DIR_T:
                 raise oserror(errno.ENOTDIR, spath)
             d = self._dir(r.ino)  # type: ignore[arg-type]
-            return _ScandirIterator([DirEntry(self, spath or "/", name, e[0], e[1])
-                                     for name, e in d.entries.items()])
+            return _ScandirIterator(
+                [DirEntry(self, spath or "/", name, e[0], e[1]) for name, e in d.entries.items()]
+            )
 
     def walk(self, top="/", topdown: bool = True, onerror=None, followlinks: bool = False):
         """Like os.walk: yields (dirpath, dirnames, filenames)."""
@@ -1060,18 +1120,32 @@ class FileSystem:
         with self._locked(exclusive=False):
             a = self.allocator
             nfree_inodes = len(self.inodes.free_inos)
-            return StatVFS(BLOCK, BLOCK, self.sb.data_blocks, a.free_blocks, a.free_blocks,
-                           self.sb.inode_count - 1, nfree_inodes, nfree_inodes,
-                           os.ST_RDONLY if self.readonly else 0, 255, a.free_chunks,
-                           self.sb.data_blocks // (CHUNK // BLOCK))
+            return StatVFS(
+                BLOCK,
+                BLOCK,
+                self.sb.data_blocks,
+                a.free_blocks,
+                a.free_blocks,
+                self.sb.inode_count - 1,
+                nfree_inodes,
+                nfree_inodes,
+                os.ST_RDONLY if self.readonly else 0,
+                255,
+                a.free_chunks,
+                self.sb.data_blocks // (CHUNK // BLOCK),
+            )
 
     def info(self) -> dict[str, object]:
         """What the pool is and what its backing promises (durability, huge pages)."""
         with self._locked(exclusive=False):
             d = dict(self.region.describe())
-            d.update(allocator=self.sb.allocator, uuid=self.sb.uuid.hex(),
-                     inodes=self.sb.inode_count, data_bytes=self.sb.data_blocks * BLOCK,
-                     **self.journal.describe())
+            d.update(
+                allocator=self.sb.allocator,
+                uuid=self.sb.uuid.hex(),
+                inodes=self.sb.inode_count,
+                data_bytes=self.sb.data_blocks * BLOCK,
+                **self.journal.describe(),
+            )
             return d
 
     # ======================================================================
@@ -1129,8 +1203,17 @@ class FileSystem:
 
 
 # --------------------------------------------------------------------------
-def _wrap(raw: DaxRawFile, mode: str, buffering: int, binary: bool, readable: bool,
-          writable: bool, encoding, errors, newline):
+def _wrap(
+    raw: DaxRawFile,
+    mode: str,
+    buffering: int,
+    binary: bool,
+    readable: bool,
+    writable: bool,
+    encoding,
+    errors,
+    newline,
+):
     line_buffering = buffering == 1 and not binary
     if buffering == 0:
         return raw
@@ -1143,8 +1226,9 @@ def _wrap(raw: DaxRawFile, mode: str, buffering: int, binary: bool, readable: bo
         buffered = io.BufferedReader(raw, size)
     if binary:
         return buffered
-    text = io.TextIOWrapper(buffered, io.text_encoding(encoding), errors, newline,
-                            line_buffering=line_buffering)
+    text = io.TextIOWrapper(
+        buffered, io.text_encoding(encoding), errors, newline, line_buffering=line_buffering
+    )
     text.mode = mode  # type: ignore[misc]
     return text
 
@@ -1164,7 +1248,9 @@ def _subtract(ranges: list[tuple[int, int]], cut: list[tuple[int, int]]) -> list
     for s, e in ranges:
         pieces = [(s, e)]
         for cs, ce in cut:
-            pieces = [p for a, b in pieces for p in ((a, min(b, cs)), (max(a, ce), b)) if p[0] < p[1]]
+            pieces = [
+                p for a, b in pieces for p in ((a, min(b, cs)), (max(a, ce), b)) if p[0] < p[1]
+            ]
         out.extend(pieces)
     return out
 
@@ -1185,8 +1271,9 @@ def read_superblock(region: Region) -> tuple[Superblock, bool]:
             raise primary_error from None
 
 
-def mount(path, *, readonly: bool = False, durability: str | None = None,
-          emulate_devdax: bool = False) -> FileSystem:
+def mount(
+    path, *, readonly: bool = False, durability: str | None = None, emulate_devdax: bool = False
+) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
     when the file allows it, else raise EROFS)."""
@@ -1195,16 +1282,26 @@ def mount(path, *, readonly: bool = False, durability: str | None = None,
         if not os.access(spath, os.W_OK):
             raise oserror(errno.EROFS, spath)
         mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
-    return open_pool(spath, readonly=readonly, durability=durability,
-                     emulate_devdax=emulate_devdax, reclaim_orphans=not readonly)
+    return open_pool(
+        spath,
+        readonly=readonly,
+        durability=durability,
+        emulate_devdax=emulate_devdax,
+        reclaim_orphans=not readonly,
+    )
 
 
-def open_pool(spath: str, *, readonly: bool, durability: str | None, emulate_devdax: bool,
-              reclaim_orphans: bool) -> FileSystem:
+def open_pool(
+    spath: str,
+    *,
+    readonly: bool,
+    durability: str | None,
+    emulate_devdax: bool,
+    reclaim_orphans: bool,
+) -> FileSystem:
     """mount() without the read-only recovery detour; the checker mounts with
     reclaim_orphans=False so that it decides about nameless inodes itself."""
-    region = Region(spath, readonly=readonly, durability=durability,
-                    emulate_devdax=emulate_devdax)
+    region = Region(spath, readonly=readonly, durability=durability, emulate_devdax=emulate_devdax)
     try:
         sb, _primary_ok = read_superblock(region)
         fs = FileSystem(region, sb, readonly=readonly)

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
+from .journal import Transaction
 from .layout import (
     BLOCK,
     EXTENTS_PER_BLOCK,
@@ -44,7 +46,6 @@ from .layout import (
     unpack_extblock,
     unpack_inode,
 )
-from .journal import Transaction
 
 INODE_DTYPE = np.dtype(INODE_DTYPE_FIELDS)
 assert INODE_DTYPE.itemsize == INODE_SIZE
@@ -75,10 +76,10 @@ class Inode:
     parent: int = 0
     generation: int = 0
     extents: list[tuple[int, int, int]] = field(default_factory=list)
-    ext_blocks: list[int] = field(default_factory=list)    # device offsets of the chain
+    ext_blocks: list[int] = field(default_factory=list)  # device offsets of the chain
     ext_images: list[bytes] = field(default_factory=list)  # their current bytes
-    staged_generation: int = -1                            # extent blocks match this
-    open_count: int = 0                                    # handles in this process
+    staged_generation: int = -1  # extent blocks match this
+    open_count: int = 0  # handles in this process
 
     @property
     def is_dir(self) -> bool:
@@ -163,10 +164,23 @@ class Inode:
 
     # -- records -----------------------------------------------------------
     def record(self, ext_block: int) -> InodeRecord:
-        return InodeRecord(self.ino, self.generation, self.mode, self.nlink, self.uid, self.gid,
-                           self.size, self.atime, self.mtime, self.ctime, self.btime,
-                           self.parent, len(self.extents), ext_block,
-                           self.extents[:INLINE_EXTENTS])
+        return InodeRecord(
+            self.ino,
+            self.generation,
+            self.mode,
+            self.nlink,
+            self.uid,
+            self.gid,
+            self.size,
+            self.atime,
+            self.mtime,
+            self.ctime,
+            self.btime,
+            self.parent,
+            len(self.extents),
+            ext_block,
+            self.extents[:INLINE_EXTENTS],
+        )
 
 
 BlockAlloc = Callable[[Transaction], int]
@@ -216,9 +230,24 @@ class InodeTable:
         if len(extents) != r.nextents:
             raise CorruptionError(f"inode {ino}: extent count mismatch", off)
         self._validate_extents(ino, extents, r.size, off)
-        return Inode(ino, r.mode, r.nlink, r.uid, r.gid, r.size, r.atime, r.mtime, r.ctime,
-                     r.btime, r.parent, r.generation, extents, blocks, images,
-                     staged_generation=r.generation)
+        return Inode(
+            ino,
+            r.mode,
+            r.nlink,
+            r.uid,
+            r.gid,
+            r.size,
+            r.atime,
+            r.mtime,
+            r.ctime,
+            r.btime,
+            r.parent,
+            r.generation,
+            extents,
+            blocks,
+            images,
+            staged_generation=r.generation,
+        )
 
     def _is_data_block(self, off: int) -> bool:
         return self.sb.data_off <= off < self.sb.data_end and off % BLOCK == 0
@@ -226,9 +255,15 @@ class InodeTable:
     def _validate_extents(self, ino: int, extents, size: int, off: int) -> None:
         prev_end = 0
         for foff, doff, n in extents:
-            ok = (foff % BLOCK == 0 and doff % BLOCK == 0 and n % BLOCK == 0 and n > 0
-                  and foff >= prev_end and self.sb.data_off <= doff
-                  and doff + n <= self.sb.data_end)
+            ok = (
+                foff % BLOCK == 0
+                and doff % BLOCK == 0
+                and n % BLOCK == 0
+                and n > 0
+                and foff >= prev_end
+                and self.sb.data_off <= doff
+                and doff + n <= self.sb.data_end
+            )
             if not ok:
                 raise CorruptionError(f"inode {ino}: extent ({foff}, {doff}, {n}) invalid", off)
             prev_end = foff + n
@@ -242,11 +277,13 @@ class InodeTable:
         head = inode.ext_blocks[0] if inode.ext_blocks else 0
         txn.write(self.slot_off(inode.ino), pack_inode(inode.record(head)))
 
-    def _stage_extent_blocks(self, inode: Inode, txn: Transaction, alloc: BlockAlloc,
-                             free: BlockFree) -> None:
+    def _stage_extent_blocks(
+        self, inode: Inode, txn: Transaction, alloc: BlockAlloc, free: BlockFree
+    ) -> None:
         overflow = inode.extents[INLINE_EXTENTS:]
-        groups = [overflow[i : i + EXTENTS_PER_BLOCK]
-                  for i in range(0, len(overflow), EXTENTS_PER_BLOCK)]
+        groups = [
+            overflow[i : i + EXTENTS_PER_BLOCK] for i in range(0, len(overflow), EXTENTS_PER_BLOCK)
+        ]
         while len(inode.ext_blocks) < len(groups):
             inode.ext_blocks.append(alloc(txn))
             inode.ext_images.append(b"")
@@ -284,13 +321,13 @@ class InodeTable:
         a map it cannot trust.
         """
         sb = self.sb
-        table = np.frombuffer(self.region.buf, dtype=INODE_DTYPE, count=sb.inode_count,
-                              offset=sb.itable_off)
+        table = np.frombuffer(
+            self.region.buf, dtype=INODE_DTYPE, count=sb.inode_count, offset=sb.itable_off
+        )
         live = np.flatnonzero(table["magic"] == INODE_MAGIC)
         stray = np.flatnonzero((table["magic"] != INODE_MAGIC) & (table["magic"] != 0))
         if len(stray):
-            raise CorruptionError(f"inode {int(stray[0])}: bad magic",
-                                  self.slot_off(int(stray[0])))
+            raise CorruptionError(f"inode {int(stray[0])}: bad magic", self.slot_off(int(stray[0])))
         if len(live) and live[0] == 0:
             raise CorruptionError("inode slot 0 is reserved", self.slot_off(0))
         buf, base = self.region.buf, sb.itable_off
@@ -314,7 +351,7 @@ class InodeTable:
 
     def _inline_extents(self, table, live) -> tuple[np.ndarray, np.ndarray]:
         n = np.minimum(table["nextents"][live], INLINE_EXTENTS)
-        ext = table["ext"][live]                                  # (k, 6, 3)
+        ext = table["ext"][live]  # (k, 6, 3)
         mask = np.arange(INLINE_EXTENTS)[None, :] < n[:, None]
         return ext[:, :, 1][mask], ext[:, :, 2][mask]
 
@@ -335,8 +372,13 @@ class InodeTable:
         sb = self.sb
         starts = starts.astype(np.int64)
         lengths = lengths.astype(np.int64)
-        bad = ((starts < sb.data_off) | (starts + lengths > sb.data_end) | (lengths <= 0)
-               | (starts % BLOCK != 0) | (lengths % BLOCK != 0))
+        bad = (
+            (starts < sb.data_off)
+            | (starts + lengths > sb.data_end)
+            | (lengths <= 0)
+            | (starts % BLOCK != 0)
+            | (lengths % BLOCK != 0)
+        )
         if bad.any():
             raise CorruptionError("an extent lies outside the data area", int(starts[bad][0]))
         first = (starts - sb.data_off) // BLOCK

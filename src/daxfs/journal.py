@@ -54,8 +54,8 @@ class Transaction:
 
     def __init__(self) -> None:
         self.writes: list[tuple[int, bytearray]] = []
-        self.allocated: list[tuple[int, int]] = []   # undone if the transaction aborts
-        self.to_free: list[tuple[int, int]] = []     # released only after commit
+        self.allocated: list[tuple[int, int]] = []  # undone if the transaction aborts
+        self.to_free: list[tuple[int, int]] = []  # released only after commit
 
     def write(self, off: int, data) -> None:
         """Stage a write.  One that falls inside an earlier staged write (with no
@@ -125,21 +125,21 @@ class Journal:
         r, at = self.region, self.start + self.pos
         r.store(at, record)
         try:
-            r.persist(at, len(record))                # step 1: the commit point
+            r.persist(at, len(record))  # step 1: the commit point
         except OSError:
-            r.zero(at, TXN_HEADER.size)               # never let a failed commit replay
+            r.zero(at, TXN_HEADER.size)  # never let a failed commit replay
             raise
-        for dst, data in writes:                      # step 2: homes, in any order
+        for dst, data in writes:  # step 2: homes, in any order
             r.store(dst, data)
         self.next_seq += 1
         self.pos += len(record)
-        self._publish()                               # step 3
+        self._publish()  # step 3
 
     # -- checkpoint --------------------------------------------------------
     def checkpoint(self) -> None:
         r = self.region
         seq = self._header_seq()  # also learns which slot is current now
-        if not r.volatile:        # on tmpfs there is nothing to flush
+        if not r.volatile:  # on tmpfs there is nothing to flush
             for dst, data in self._records(seq):
                 r.flush(dst, len(data))
             r.fence()
@@ -163,8 +163,10 @@ class Journal:
 
     # -- recovery ----------------------------------------------------------
     def _header_seq(self) -> int:
-        seqs = [unpack_jheader(self.region.read(self.header_off + o, JHEADER.size))
-                for o in JSLOT_OFFSETS]
+        seqs = [
+            unpack_jheader(self.region.read(self.header_off + o, JHEADER.size))
+            for o in JSLOT_OFFSETS
+        ]
         valid = [(s, i) for i, s in enumerate(seqs) if s is not None]
         if not valid:
             raise CorruptionError("journal header: both slots invalid", self.header_off)
@@ -201,5 +203,8 @@ class Journal:
         raise CorruptionError("journal record names a write outside the pool", record_off)
 
     def describe(self) -> dict[str, int]:
-        return {"journal_bytes": self.end - self.start, "journal_used": self.pos,
-                "next_seq": self.next_seq}
+        return {
+            "journal_bytes": self.end - self.start,
+            "journal_used": self.pos,
+            "next_seq": self.next_seq,
+        }

@@ -97,10 +97,24 @@ class Superblock:
 
     def pack(self) -> bytes:
         body = SUPER.pack(
-            SUPER_MAGIC, self.version, self.features, ALLOCATORS[self.allocator],
-            self.uuid, self.region_size, BLOCK, CHUNK, self.journal_off,
-            self.journal_len, self.itable_off, self.inode_count, self.data_off,
-            self.data_blocks, self.replica_off, self.root_ino, self.created_ns, 0,
+            SUPER_MAGIC,
+            self.version,
+            self.features,
+            ALLOCATORS[self.allocator],
+            self.uuid,
+            self.region_size,
+            BLOCK,
+            CHUNK,
+            self.journal_off,
+            self.journal_len,
+            self.itable_off,
+            self.inode_count,
+            self.data_off,
+            self.data_blocks,
+            self.replica_off,
+            self.root_ino,
+            self.created_ns,
+            0,
         )
         return body[:-4] + struct.pack("<I", crc32c(body[:-4]))
 
@@ -114,16 +128,48 @@ def unpack_superblock(raw: bytes, offset: int, region_size: int) -> Superblock:
         raise CorruptionError("bad superblock magic (not a daxfs pool?)", offset)
     if fields[-1] != crc32c(raw[: SUPER.size - 4]):
         raise CorruptionError("superblock checksum mismatch", offset)
-    (_, version, features, alloc, uuid, rsize, bsize, csize, joff, jlen,
-     ioff, icount, doff, dblocks, roff, root, created, _) = fields
+    (
+        _,
+        version,
+        features,
+        alloc,
+        uuid,
+        rsize,
+        bsize,
+        csize,
+        joff,
+        jlen,
+        ioff,
+        icount,
+        doff,
+        dblocks,
+        roff,
+        root,
+        created,
+        _,
+    ) = fields
     if version != VERSION:
         raise CorruptionError(f"unsupported format version {version}", offset)
     if features & ~FEATURES_KNOWN:
         raise CorruptionError(f"unknown feature bits {features:#x}", offset)
     if alloc not in ALLOCATOR_NAMES or bsize != BLOCK or csize != CHUNK:
         raise CorruptionError("bad allocator, block or chunk size", offset)
-    sb = Superblock(version, features, ALLOCATOR_NAMES[alloc], uuid, rsize, joff, jlen,
-                    ioff, icount, doff, dblocks, roff, root, created)
+    sb = Superblock(
+        version,
+        features,
+        ALLOCATOR_NAMES[alloc],
+        uuid,
+        rsize,
+        joff,
+        jlen,
+        ioff,
+        icount,
+        doff,
+        dblocks,
+        roff,
+        root,
+        created,
+    )
     _validate_geometry(sb, offset, region_size)
     return sb
 
@@ -132,7 +178,8 @@ def _validate_geometry(sb: Superblock, offset: int, region_size: int) -> None:
     ok = (
         sb.region_size == region_size
         and sb.journal_off == JOURNAL_HEADER_OFF + BLOCK
-        and sb.journal_len >= 16 * BLOCK and sb.journal_len % BLOCK == 0
+        and sb.journal_len >= 16 * BLOCK
+        and sb.journal_len % BLOCK == 0
         and sb.itable_off == sb.journal_off + sb.journal_len
         and 2 <= sb.inode_count <= (1 << 32)
         and sb.data_off == _align_up(sb.itable_end, CHUNK)
@@ -156,11 +203,19 @@ def plan_geometry(region_size: int, inode_count: int | None = None) -> dict[str,
     data_off = _align_up(itable_off + inode_count * INODE_SIZE, CHUNK)
     replica_off = region_size - BLOCK
     if replica_off - data_off < CHUNK:
-        raise ValueError(f"a pool needs at least {(data_off + CHUNK + BLOCK) >> 20} MiB "
-                         f"for {inode_count} inodes")
-    return dict(region_size=region_size, journal_off=journal_off, journal_len=journal_len,
-                itable_off=itable_off, inode_count=inode_count, data_off=data_off,
-                data_blocks=(replica_off - data_off) // BLOCK, replica_off=replica_off)
+        raise ValueError(
+            f"a pool needs at least {(data_off + CHUNK + BLOCK) >> 20} MiB for {inode_count} inodes"
+        )
+    return dict(
+        region_size=region_size,
+        journal_off=journal_off,
+        journal_len=journal_len,
+        itable_off=itable_off,
+        inode_count=inode_count,
+        data_off=data_off,
+        data_blocks=(replica_off - data_off) // BLOCK,
+        replica_off=replica_off,
+    )
 
 
 def _align_up(n: int, a: int) -> int:
@@ -172,15 +227,15 @@ def _align_up(n: int, a: int) -> int:
 # followed by the journal area holding transaction records back to back.
 # --------------------------------------------------------------------------
 JOURNAL_HEADER_OFF = BLOCK
-JSLOT_OFFSETS = (0, 512)          # within the header block; one 512-byte sector each
-JLIVE_OFF = 2048                  # within the header block; never trusted by recovery
-JHEADER_MAGIC = 0x4A48_5844       # "DXHJ"
-JHEADER = _checked("<IIQ", 16)    # magic, crc, seq: first transaction seq expected
-JLIVE = _checked("<QQ", 16)       # next_seq, pos: hints shared by live processes
+JSLOT_OFFSETS = (0, 512)  # within the header block; one 512-byte sector each
+JLIVE_OFF = 2048  # within the header block; never trusted by recovery
+JHEADER_MAGIC = 0x4A48_5844  # "DXHJ"
+JHEADER = _checked("<IIQ", 16)  # magic, crc, seq: first transaction seq expected
+JLIVE = _checked("<QQ", 16)  # next_seq, pos: hints shared by live processes
 
-TXN_MAGIC = 0x5854_5844           # "DXTX"
-TXN_HEADER = _checked("<IIQII", 24)   # magic, crc, seq, nrec, payload_len
-TXN_REC = _checked("<QII", 16)        # dst_off, length, reserved; data follows, 8-aligned
+TXN_MAGIC = 0x5854_5844  # "DXTX"
+TXN_HEADER = _checked("<IIQII", 24)  # magic, crc, seq, nrec, payload_len
+TXN_REC = _checked("<QII", 16)  # dst_off, length, reserved; data follows, 8-aligned
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -244,9 +299,9 @@ def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]
 # itable_off + ino * 256.  A free slot is all zeroes.
 # --------------------------------------------------------------------------
 INODE_SIZE = 256
-INODE_MAGIC = 0x4E49                # "IN"
+INODE_MAGIC = 0x4E49  # "IN"
 INLINE_EXTENTS = 6
-EXTENT = _checked("<QQQ", 24)       # file_off, dev_off, length
+EXTENT = _checked("<QQQ", 24)  # file_off, dev_off, length
 INODE_HEAD = _checked("<IHHQQIIIIQqqqqQIIQ", 104)
 # crc, magic, flags, ino, generation, mode, nlink, uid, gid, size, atime_ns,
 # mtime_ns, ctime_ns, btime_ns, parent, nextents, reserved, ext_block
@@ -254,12 +309,26 @@ assert INODE_HEAD.size + INLINE_EXTENTS * EXTENT.size <= INODE_SIZE
 
 # The same inode slot as a numpy dtype, for the vectorised scan at mount.
 INODE_DTYPE_FIELDS = [
-    ("crc", "<u4"), ("magic", "<u2"), ("flags", "<u2"), ("ino", "<u8"), ("generation", "<u8"),
-    ("mode", "<u4"), ("nlink", "<u4"), ("uid", "<u4"), ("gid", "<u4"), ("size", "<u8"),
-    ("atime", "<i8"), ("mtime", "<i8"), ("ctime", "<i8"), ("btime", "<i8"),
-    ("parent", "<u8"), ("nextents", "<u4"), ("reserved", "<u4"), ("ext_block", "<u8"),
+    ("crc", "<u4"),
+    ("magic", "<u2"),
+    ("flags", "<u2"),
+    ("ino", "<u8"),
+    ("generation", "<u8"),
+    ("mode", "<u4"),
+    ("nlink", "<u4"),
+    ("uid", "<u4"),
+    ("gid", "<u4"),
+    ("size", "<u8"),
+    ("atime", "<i8"),
+    ("mtime", "<i8"),
+    ("ctime", "<i8"),
+    ("btime", "<i8"),
+    ("parent", "<u8"),
+    ("nextents", "<u4"),
+    ("reserved", "<u4"),
+    ("ext_block", "<u8"),
     ("ext", "<u8", (INLINE_EXTENTS, 3)),
-    ("pad", "V%d" % (INODE_SIZE - INODE_HEAD.size - INLINE_EXTENTS * EXTENT.size)),
+    ("pad", f"V{INODE_SIZE - INODE_HEAD.size - INLINE_EXTENTS * EXTENT.size}"),
 ]
 
 
@@ -283,9 +352,26 @@ class InodeRecord:
 
 
 def pack_inode(r: InodeRecord) -> bytes:
-    head = INODE_HEAD.pack(0, INODE_MAGIC, 0, r.ino, r.generation, r.mode, r.nlink, r.uid,
-                           r.gid, r.size, r.atime, r.mtime, r.ctime, r.btime, r.parent,
-                           r.nextents, 0, r.ext_block)
+    head = INODE_HEAD.pack(
+        0,
+        INODE_MAGIC,
+        0,
+        r.ino,
+        r.generation,
+        r.mode,
+        r.nlink,
+        r.uid,
+        r.gid,
+        r.size,
+        r.atime,
+        r.mtime,
+        r.ctime,
+        r.btime,
+        r.parent,
+        r.nextents,
+        0,
+        r.ext_block,
+    )
     ext = b"".join(EXTENT.pack(*e) for e in r.inline)
     body = head + ext + b"\0" * (INODE_SIZE - len(head) - len(ext))
     return struct.pack("<I", crc32c(body[4:])) + body[4:]
@@ -300,22 +386,41 @@ def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
         raise CorruptionError(f"inode {ino}: bad magic", offset)
     if f[0] != crc32c(raw[4:INODE_SIZE]):
         raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
-    (_, _, _, rino, gen, mode, nlink, uid, gid, size, at, mt, ct, bt, parent,
-     next_, _, ext_block) = f
+    (
+        _,
+        _,
+        _,
+        rino,
+        gen,
+        mode,
+        nlink,
+        uid,
+        gid,
+        size,
+        at,
+        mt,
+        ct,
+        bt,
+        parent,
+        next_,
+        _,
+        ext_block,
+    ) = f
     if rino != ino:
         raise CorruptionError(f"inode {ino}: slot claims inode {rino}", offset)
     n_inline = min(next_, INLINE_EXTENTS)
     inline = [EXTENT.unpack_from(raw, INODE_HEAD.size + i * EXTENT.size) for i in range(n_inline)]
-    return InodeRecord(ino, gen, mode, nlink, uid, gid, size, at, mt, ct, bt, parent,
-                       next_, ext_block, inline)
+    return InodeRecord(
+        ino, gen, mode, nlink, uid, gid, size, at, mt, ct, bt, parent, next_, ext_block, inline
+    )
 
 
 # --------------------------------------------------------------------------
 # Extent overflow blocks: a chain of 4 KiB blocks holding extents beyond the
 # inline ones.
 # --------------------------------------------------------------------------
-EXTBLOCK_MAGIC = 0x4245_5844        # "DXEB"
-EXTBLOCK_HEAD = _checked("<IIQQII", 32)   # magic, crc, owner ino, next, count, reserved
+EXTBLOCK_MAGIC = 0x4245_5844  # "DXEB"
+EXTBLOCK_HEAD = _checked("<IIQQII", 32)  # magic, crc, owner ino, next, count, reserved
 EXTENTS_PER_BLOCK = (BLOCK - EXTBLOCK_HEAD.size) // EXTENT.size
 
 
@@ -347,9 +452,9 @@ def unpack_extblock(raw, offset: int, owner: int) -> tuple[int, list[tuple[int, 
 # Directory blocks: the data of a directory is a sequence of 4 KiB blocks,
 # each a header and packed entries; an entry with ino 0 is a tombstone.
 # --------------------------------------------------------------------------
-DIRBLOCK_MAGIC = 0x4244_5844        # "DXDB"
-DIRBLOCK_HEAD = _checked("<IIQHHI", 24)   # magic, crc, dir ino, used, live, reserved
-DIRENT_HEAD = _checked("<QBB", 10)        # ino, name_len, ftype; name bytes follow
+DIRBLOCK_MAGIC = 0x4244_5844  # "DXDB"
+DIRBLOCK_HEAD = _checked("<IIQHHI", 24)  # magic, crc, dir ino, used, live, reserved
+DIRENT_HEAD = _checked("<QBB", 10)  # ino, name_len, ftype; name bytes follow
 MAX_DIRENT = DIRENT_HEAD.size + MAX_NAME
 
 
@@ -391,8 +496,12 @@ def ftype_of(mode: int) -> int:
 
 
 def valid_name(name: bytes) -> bool:
-    return 0 < len(name) <= MAX_NAME and b"/" not in name and b"\0" not in name and name not in (
-        b".", b"..")
+    return (
+        0 < len(name) <= MAX_NAME
+        and b"/" not in name
+        and b"\0" not in name
+        and name not in (b".", b"..")
+    )
 
 
 def is_dir_mode(mode: int) -> bool:

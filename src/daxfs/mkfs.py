@@ -30,9 +30,15 @@ from .units import parse_size
 ALLOCATOR_CHOICES = ("hugepage", "naive")
 
 
-def mkfs(path, size: int | str | None = None, *, force: bool = False,
-         allocator: str = "hugepage", inodes: int | None = None,
-         emulate_devdax: bool = False) -> Superblock:
+def mkfs(
+    path,
+    size: int | str | None = None,
+    *,
+    force: bool = False,
+    allocator: str = "hugepage",
+    inodes: int | None = None,
+    emulate_devdax: bool = False,
+) -> Superblock:
     """Create an empty pool at ``path`` (a file, created or resized to ``size``,
     or a device-dax device, which keeps its own size).  Refuses to overwrite an
     existing pool unless ``force``."""
@@ -55,9 +61,15 @@ def mkfs(path, size: int | str | None = None, *, force: bool = False,
 
 def _format(region: Region, allocator: str, inodes: int | None) -> Superblock:
     geo = plan_geometry(region.size, inodes)
-    sb = Superblock(version=VERSION, features=0, allocator=allocator,
-                    uuid=uuidlib.uuid4().bytes, root_ino=ROOT_INO,
-                    created_ns=time.time_ns(), **geo)
+    sb = Superblock(
+        version=VERSION,
+        features=0,
+        allocator=allocator,
+        uuid=uuidlib.uuid4().bytes,
+        root_ino=ROOT_INO,
+        created_ns=time.time_ns(),
+        **geo,
+    )
     region.zero(0, BLOCK)
     region.zero(sb.replica_off, BLOCK)
     region.persist(0, BLOCK)
@@ -76,6 +88,16 @@ def _format(region: Region, allocator: str, inodes: int | None) -> Superblock:
 
 def _write_root(region: Region, sb: Superblock) -> None:
     now = time.time_ns()
-    root = Inode(ROOT_INO, stat.S_IFDIR | 0o755, nlink=2, atime=now, mtime=now, ctime=now,
-                 btime=now, parent=ROOT_INO, uid=os.getuid(), gid=os.getgid())
+    root = Inode(
+        ROOT_INO,
+        stat.S_IFDIR | 0o755,
+        nlink=2,
+        atime=now,
+        mtime=now,
+        ctime=now,
+        btime=now,
+        parent=ROOT_INO,
+        uid=os.getuid(),
+        gid=os.getgid(),
+    )
     region.store(InodeTable(region, sb).slot_off(ROOT_INO), pack_inode(root.record(0)))

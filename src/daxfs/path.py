@@ -14,8 +14,8 @@ import errno
 import os
 import stat
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .layout import MAX_NAME
 
@@ -71,8 +71,9 @@ DIR_T = stat.S_IFDIR >> 12
 LNK_T = stat.S_IFLNK >> 12
 
 
-def resolve(path: str, lookup: Lookup, readlink: ReadLink, parent_of: ParentOf,
-            follow: bool = True) -> Resolved:
+def resolve(
+    path: str, lookup: Lookup, readlink: ReadLink, parent_of: ParentOf, follow: bool = True
+) -> Resolved:
     trailing = path.endswith("/") and path.strip("/") != ""
     parts = deque(components(path))
     cur, links = ROOT_INO, 0

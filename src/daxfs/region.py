@@ -45,8 +45,14 @@ MAP_FAILED = ctypes.c_void_p(-1).value
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -108,7 +114,9 @@ def mount_of(path: str) -> MountInfo:
             mp = fields[4].replace("\\040", " ")
             inside = real == mp or real.startswith(mp.rstrip("/") + "/")
             if inside and len(mp) >= len(best.mountpoint):
-                opts = set(fields[5].split(",")) | set(rfields[2].split(",") if len(rfields) > 2 else [])
+                opts = set(fields[5].split(",")) | set(
+                    rfields[2].split(",") if len(rfields) > 2 else []
+                )
                 best = MountInfo(mp, rfields[0], frozenset(opts))
     return best
 
@@ -203,8 +211,15 @@ DURABILITY = {"none": NoDurability, "msync": MsyncDurability, "pmem": PmemDurabi
 class Region:
     """One backing mapped whole at a 2 MiB-aligned address."""
 
-    def __init__(self, path: str, *, readonly: bool = False, durability: str | None = None,
-                 emulate_devdax: bool = False, private: bool = False):
+    def __init__(
+        self,
+        path: str,
+        *,
+        readonly: bool = False,
+        durability: str | None = None,
+        emulate_devdax: bool = False,
+        private: bool = False,
+    ):
         """``private`` maps copy-on-write: stores stay in this process and never
         reach the pool (the checker uses it to recover a journal read-only)."""
         self.path = path
@@ -255,7 +270,10 @@ class Region:
 
     def _tmpfs_huge(self) -> bool:
         return self.mount.fstype == "tmpfs" and self.mount.option("huge") in (
-            "always", "advise", "within_size")
+            "always",
+            "advise",
+            "within_size",
+        )
 
     def _map(self) -> None:
         prot = PROT_READ | (0 if self.readonly else PROT_WRITE)
@@ -263,8 +281,14 @@ class Region:
         self.map_sync = False
         if self.kind in ("fsdax", "file") and not self.readonly and not self.private:
             try:
-                sys_mmap(self.addr, self.size, prot,
-                         MAP_SHARED_VALIDATE | MAP_SYNC | MAP_FIXED, self.fd, 0)
+                sys_mmap(
+                    self.addr,
+                    self.size,
+                    prot,
+                    MAP_SHARED_VALIDATE | MAP_SYNC | MAP_FIXED,
+                    self.fd,
+                    0,
+                )
                 self.map_sync = True
             except OSError:
                 pass  # not DAX: fall back to an ordinary shared mapping
@@ -287,8 +311,9 @@ class Region:
             else:
                 requested = "msync"
         if requested not in DURABILITY:
-            raise ValueError(f"unknown durability backend {requested!r}; "
-                             f"choose one of {sorted(DURABILITY)}")
+            raise ValueError(
+                f"unknown durability backend {requested!r}; choose one of {sorted(DURABILITY)}"
+            )
         return DURABILITY[requested]()
 
     # -- the seam ----------------------------------------------------------
@@ -315,18 +340,28 @@ class Region:
     def check_map_alignment(self, off: int, length: int) -> None:
         """Refuse, as device-dax does, a mapping not aligned to the device."""
         if off % self.align or length % self.align:
-            raise OSError(errno.EINVAL, f"device-dax mappings must be multiples of "
-                                        f"{self.align} bytes (offset {off}, length {length})")
+            raise OSError(
+                errno.EINVAL,
+                f"device-dax mappings must be multiples of "
+                f"{self.align} bytes (offset {off}, length {length})",
+            )
 
     @property
     def volatile(self) -> bool:
         return self.durability.volatile
 
     def describe(self) -> dict[str, object]:
-        return {"path": self.path, "kind": self.kind, "size": self.size, "align": self.align,
-                "fstype": self.mount.fstype, "durability": self.durability.name,
-                "volatile": self.volatile, "map_sync": self.map_sync,
-                "huge_pages": self.huge_capable}
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "size": self.size,
+            "align": self.align,
+            "fstype": self.mount.fstype,
+            "durability": self.durability.name,
+            "volatile": self.volatile,
+            "map_sync": self.map_sync,
+            "huge_pages": self.huge_capable,
+        }
 
     def close(self) -> None:
         """Unmap the pool.  Views still held elsewhere keep working memory (now
@@ -338,8 +373,14 @@ class Region:
             self.buf.release()
         except BufferError:
             pass
-        sys_mmap(self.addr, self.size, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+        sys_mmap(
+            self.addr,
+            self.size,
+            PROT_READ | PROT_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+            -1,
+            0,
+        )
         os.close(self.fd)
 
 

@@ -143,8 +143,9 @@ def console(stderr: bool = False) -> Console:
 def table(*columns: str, title: str | None = None, right: tuple[str, ...] = ()) -> Table:
     """A table with the given column headers; boxed on a terminal, bare otherwise."""
     plain = not Console().is_terminal
-    t = Table(title=title, box=None if plain else box.SIMPLE_HEAVY, pad_edge=False,
-              title_justify="left")
+    t = Table(
+        title=title, box=None if plain else box.SIMPLE_HEAVY, pad_edge=False, title_justify="left"
+    )
     for name in columns:
         t.add_column(name, justify="right" if name in right else "left", no_wrap=plain)
     return t

@@ -173,8 +173,13 @@ def metered(total: int, quiet: bool = False) -> Iterator[Meter]:
     if quiet or total < PROGRESS_THRESHOLD or not err.is_terminal:
         yield Meter(None, total)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-               TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as progress:
         yield Meter(progress, total)
 
@@ -290,10 +295,15 @@ def copy(src: Place, dst: Place, recursive: bool, meter: Meter) -> None:
 
 @command
 def cp_cmd(
-    paths: Annotated[list[str], typer.Argument(
-        metavar="SRC DST", help="Sources, then the target: host paths or POOL:/path.")],
-    recursive: Annotated[bool, typer.Option("-r", "-R", "--recursive",
-                                            help="Copy directories.")] = False,
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SRC DST", help="Sources, then the target: host paths or POOL:/path."
+        ),
+    ],
+    recursive: Annotated[
+        bool, typer.Option("-r", "-R", "--recursive", help="Copy directories.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Never show progress.")] = False,
 ) -> None:
     """Copy files between the host and a pool, or within a pool."""

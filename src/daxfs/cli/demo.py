@@ -31,7 +31,7 @@ BINARY_SIZE = 8 << 20
 SMALL_FILES = {
     "hello.txt": "Hello from daxfs: these bytes live in one memory region.\n",
     "notes.txt": "Files of 2 MiB or more get whole 2 MiB chunks,\n"
-                 "so the kernel can map them with huge pages.\n",
+    "so the kernel can map them with huge pages.\n",
 }
 
 
@@ -43,8 +43,9 @@ def make_samples(root: Path) -> Path:
         (top / name).write_text(text)
     (top / "random.bin").write_bytes(random.Random(2024).randbytes(BINARY_SIZE))
     package = Path(__file__).resolve().parent.parent
-    shutil.copytree(package, top / "src" / "daxfs",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        package, top / "src" / "daxfs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     return top
 
 

@@ -21,8 +21,11 @@ def rows(vfs: StatVFS) -> list[tuple[str, str, str]]:
         ("total", human(vfs.total_bytes), f"{vfs.total_bytes} bytes"),
         ("used", human(used), f"{used} bytes"),
         ("free", human(vfs.free_bytes), f"{vfs.free_bytes} bytes"),
-        ("free 2 MiB chunks", human(vfs.free_chunks * CHUNK),
-         f"{vfs.free_chunks} of {vfs.total_chunks} chunks"),
+        (
+            "free 2 MiB chunks",
+            human(vfs.free_chunks * CHUNK),
+            f"{vfs.free_chunks} of {vfs.total_chunks} chunks",
+        ),
         ("inodes", f"{inodes_used} used", f"{vfs.f_ffree} free of {vfs.f_files}"),
     ]
 

@@ -38,8 +38,11 @@ def left(report: Report) -> list[str]:
 
 def print_report(report: Report, repairing: bool) -> None:
     out = console()
-    for prefix, lines in (("error", report.errors), ("repaired", report.repaired),
-                          ("note", report.notes)):
+    for prefix, lines in (
+        ("error", report.errors),
+        ("repaired", report.repaired),
+        ("note", report.notes),
+    ):
         for line in lines:
             out.print(f"{prefix}: {line}", markup=False)
     remaining = left(report)

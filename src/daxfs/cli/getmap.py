@@ -24,15 +24,24 @@ def _span(start: int, length: int) -> str:
 def map_table(fs: FileSystem, path: str) -> tuple[Table, int, int]:
     """The extent table of ``path`` with (eligible bytes, file size)."""
     st = fs.stat(path)
-    t = table("file range", "device range", "length", "kind", "2 MiB", "eligible",
-              title=path, right=("length", "eligible"))
+    t = table(
+        "file range",
+        "device range",
+        "length",
+        "kind",
+        "2 MiB",
+        "eligible",
+        title=path,
+        right=("length", "eligible"),
+    )
     total = 0
     for e in fs.iomap(path):
         n = eligible_bytes(e, st.st_size)
         total += n
         dev = _span(e.device_offset, e.length) if e.device_offset is not None else "-"
-        t.add_row(_span(e.file_offset, e.length), dev, str(e.length), e.kind,
-                  "yes" if n else "no", str(n))
+        t.add_row(
+            _span(e.file_offset, e.length), dev, str(e.length), e.kind, "yes" if n else "no", str(n)
+        )
     return t, total, st.st_size
 
 

@@ -31,8 +31,10 @@ def long_line(fs: FileSystem, path: str, name: str, widths: tuple[int, int]) -> 
     shown = name
     if stat.S_ISLNK(st.st_mode):
         shown += " -> " + fs.readlink(path)
-    return (f"{stat.filemode(st.st_mode)} {st.st_nlink:>{widths[0]}} "
-            f"{st.st_size:>{widths[1]}} {format_mtime(st.st_mtime)} {shown}")
+    return (
+        f"{stat.filemode(st.st_mode)} {st.st_nlink:>{widths[0]}} "
+        f"{st.st_size:>{widths[1]}} {format_mtime(st.st_mtime)} {shown}"
+    )
 
 
 def entries(fs: FileSystem, path: str) -> list[tuple[str, str]]:
@@ -45,8 +47,10 @@ def entries(fs: FileSystem, path: str) -> list[tuple[str, str]]:
 
 def widths(fs: FileSystem, items: list[tuple[str, str]]) -> tuple[int, int]:
     stats = [fs.lstat(p) for _, p in items]
-    return (max((len(str(s.st_nlink)) for s in stats), default=1),
-            max((len(str(s.st_size)) for s in stats), default=1))
+    return (
+        max((len(str(s.st_nlink)) for s in stats), default=1),
+        max((len(str(s.st_size)) for s in stats), default=1),
+    )
 
 
 def print_listing(fs: FileSystem, path: str, long: bool) -> None:

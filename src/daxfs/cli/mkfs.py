@@ -19,8 +19,9 @@ def mkfs_cmd(
     size: Annotated[str | None, typer.Option("--size", "-s", help="e.g. 64M or 4G.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite a pool.")] = False,
     allocator: Annotated[str, typer.Option(help="hugepage (2 MiB-aware) or naive.")] = "hugepage",
-    inodes: Annotated[int | None, typer.Option("--inodes", "-i", min=2,
-                                               help="Inode table slots.")] = None,
+    inodes: Annotated[
+        int | None, typer.Option("--inodes", "-i", min=2, help="Inode table slots.")
+    ] = None,
 ) -> None:
     """Format POOL as an empty daxfs file system."""
     if allocator not in ALLOCATOR_CHOICES:
@@ -32,4 +33,5 @@ def mkfs_cmd(
         raise CliError(f"{pool}: a pool already exists (use --force to overwrite)") from None
     console().print(
         f"formatted {pool}: {human(sb.region_size)}, {human(sb.data_blocks * BLOCK)} for data, "
-        f"{sb.inode_count - 1} inodes, allocator {sb.allocator}")
+        f"{sb.inode_count - 1} inodes, allocator {sb.allocator}"
+    )

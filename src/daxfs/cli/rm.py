@@ -38,8 +38,9 @@ def remove(fs: FileSystem, path: str, recursive: bool) -> None:
 @command
 def rm_cmd(
     targets: Annotated[list[str], typer.Argument(metavar="POOL:/path", help="What to remove.")],
-    recursive: Annotated[bool, typer.Option("-r", "-R", "--recursive",
-                                            help="Remove directories.")] = False,
+    recursive: Annotated[
+        bool, typer.Option("-r", "-R", "--recursive", help="Remove directories.")
+    ] = False,
 ) -> None:
     """Remove files (and with -r, directories) from a pool."""
     for spec in targets:
