@@ -550,13 +550,18 @@ class FileSystem:
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
             for dev, n in inode.cut_from(keep):
                 self._free(txn, dev, n)
-        elif length > inode.size:
-            zeroed = self._zero_unwritten(inode, [], inode.size, length, [])
-            for dev, n in zeroed:
+        self._resize_zeroed(inode, [], length)
+        self._touch(inode)
+
+    def _resize_zeroed(self, inode: Inode, fresh, new_size: int) -> None:
+        """Set the size after zeroing, and persisting before the commit (ordered),
+        whatever must now read as zero: new space inside the file and the
+        allocated bytes between the old and the new end."""
+        if new_size > inode.size or fresh:
+            for dev, n in self._zero_unwritten(inode, fresh, inode.size, new_size, []):
                 self.region.flush(dev, n)
             self.region.fence()
-        inode.size = length
-        self._touch(inode)
+        inode.size = new_size
 
     def _free_inode(self, txn: Transaction, inode: Inode) -> None:
         for dev, n in inode.cut_from(0):
@@ -965,15 +970,7 @@ class FileSystem:
             inode = self._inode(r.ino)  # type: ignore[arg-type]
             new_size = max(inode.size, offset + length)
             fresh = self._allocate(txn, inode, offset, length, new_size)
-            zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, [])
-            for start, stop in fresh:  # new space inside the request reads as zero
-                for e in inode.iomap(start, stop - start):
-                    self.region.zero(e.device_offset, e.length)  # type: ignore[arg-type]
-                    zeroed.append((e.device_offset, e.length))  # type: ignore[arg-type]
-            for dev, n in zeroed:
-                self.region.flush(dev, n)
-            self.region.fence()
-            inode.size = new_size
+            self._resize_zeroed(inode, fresh, new_size)
             self._touch(inode)
 
     def chmod(self, path, mode: int) -> None:
