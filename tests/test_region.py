@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -302,8 +303,22 @@ def test_pmem_durability_through_libpmem(pool_path):
 
 
 def test_pmem_unavailable_is_enosys_when_libpmem_missing(pool_path):
-    if load_libpmem() is not None:
-        pytest.skip("libpmem is installed: the missing-library path cannot be exercised")
-    with pytest.raises(OSError) as ei:
-        Region(pool_path, durability="pmem")
-    assert ei.value.errno == errno.ENOSYS
+    # A fresh interpreter pointed at a libpmem that does not exist: the pmem
+    # backend must refuse with ENOSYS, and the automatic choice must not pick it.
+    code = (
+        "import errno, sys\n"
+        "from daxfs.region import Region\n"
+        f"path = {pool_path!r}\n"
+        "try:\n"
+        "    Region(path, durability='pmem')\n"
+        "except OSError as e:\n"
+        "    assert e.errno == errno.ENOSYS, e\n"
+        "else:\n"
+        "    sys.exit('pmem backend opened without libpmem')\n"
+        "r = Region(path)\n"
+        "assert r.durability.name != 'pmem', r.durability.name\n"
+        "r.close()\n"
+    )
+    env = dict(os.environ, DAXFS_LIBPMEM="/nonexistent/libpmem.so.1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

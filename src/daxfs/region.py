@@ -190,7 +190,8 @@ _libpmem: ctypes.CDLL | None | bool = False
 def load_libpmem() -> ctypes.CDLL | None:
     global _libpmem
     if _libpmem is False:
-        name = ctypes.util.find_library("pmem") or "libpmem.so.1"
+        # DAXFS_LIBPMEM names a libpmem outside the loader's search path.
+        name = os.environ.get("DAXFS_LIBPMEM") or ctypes.util.find_library("pmem") or "libpmem.so.1"
         try:
             lib = ctypes.CDLL(name)
             for fn in (lib.pmem_flush, lib.pmem_persist):
