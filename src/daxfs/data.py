@@ -1,0 +1,262 @@
+"""data: where a file's bytes go, and in what order they become durable.
+
+DataPath is the part of FileSystem that reads and writes file data; it is a
+mixin so that fs.py keeps the namespace and locking.  Its callers hold the
+pool lock and an open transaction (see fs._Change).
+
+Placement (the huge-page policy lives here and in alloc):
+  * a file that is or becomes 2 MiB or larger gets a whole aligned chunk for
+    every 2 MiB window of the file that is entirely unmapped, contiguous
+    with the previous window's chunk when that chunk is free (bytes of the
+    chunk beyond the end of file are allocated but not yet in the file);
+  * smaller files, and partly mapped windows, get 4 KiB blocks packed into
+    small chunks, contiguous with the previous block when possible.
+
+Ordering: data written into newly allocated space, and zeroes that make new
+space read as zero, are persisted before the transaction that makes them
+part of the file commits (ordered mode).  Bytes past the end of file in an
+allocated block are undefined until the file grows over them, when they are
+zeroed (again before the size change commits).  Overwrites in place are
+persisted on return except on page-cache files, where they wait for
+flush/fsync/sync (``_dirty_data``).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+
+from .inode import Inode
+from .journal import Transaction
+from .layout import BLOCK, CHUNK
+from .path import oserror
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+class DataPath:
+    """File data: allocation in device offsets, read, write, truncate."""
+
+    # ======================================================================
+    # allocation (device offsets at this level; blocks inside alloc)
+    # ======================================================================
+    def _dev(self, block: int) -> int:
+        return self.sb.data_off + block * BLOCK
+
+    def _block(self, dev: int) -> int:
+        return (dev - self.sb.data_off) // BLOCK
+
+    def _take(self, txn: Transaction, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        txn.allocated.extend(runs)
+        return [(self._dev(b), n * BLOCK) for b, n in runs]
+
+    def _alloc_blocks(self, txn: Transaction, n: int, hint_dev: int | None):
+        hint = None if hint_dev is None else self._block(hint_dev)
+        return self._take(txn, self.allocator.alloc_blocks(n, hint))
+
+    def _alloc_chunks(self, txn: Transaction, n: int, hint_dev: int | None):
+        hint = None if hint_dev is None else self._block(hint_dev)
+        return self._take(txn, self.allocator.alloc_chunks(n, hint))
+
+    def _free(self, txn: Transaction, dev: int, length: int) -> None:
+        txn.to_free.append((self._block(dev), length // BLOCK))
+
+    def _alloc_meta_block(self, txn: Transaction) -> int:
+        ((dev, _n),) = self._alloc_blocks(txn, 1, None)
+        return dev
+
+    def _free_meta_block(self, txn: Transaction, dev: int) -> None:
+        self._free(txn, dev, BLOCK)
+
+    # ======================================================================
+    # reading and writing file data
+    # ======================================================================
+    def _read_bytes(self, inode: Inode, off: int, n: int) -> bytes:
+        out = bytearray(max(0, min(n, inode.size - off)))
+        self._copy_out(inode, off, memoryview(out))
+        return bytes(out)
+
+    def _copy_out(self, inode: Inode, off: int, dst: memoryview) -> int:
+        n = max(0, min(len(dst), inode.size - off))
+        buf, pos = self.region.buf, 0
+        for e in inode.iomap(off, n) if n else ():
+            if e.kind == "mapped":
+                dst[pos : pos + e.length] = buf[e.device_offset : e.device_offset + e.length]
+            else:
+                dst[pos : pos + e.length] = bytes(e.length)
+            pos += e.length
+        return n
+
+    def _pread_into(self, ino: int, off: int, b) -> int:
+        with self._locked(exclusive=False):
+            with memoryview(b) as view:
+                return self._copy_out(self._inode(ino), off, view.cast("B"))
+
+    def _pread(self, ino: int, off: int, n: int | None) -> bytes:
+        with self._locked(exclusive=False):
+            inode = self._inode(ino)
+            return self._read_bytes(inode, off, inode.size - off if n is None else n)
+
+    def _size_of(self, ino: int) -> int:
+        with self._locked(exclusive=False):
+            return self._inode(ino).size
+
+    # Large writes commit in pieces so that one transaction stays small; a crash
+    # leaves a prefix of the write, as POSIX allows.
+    WRITE_PIECE = 64 * CHUNK
+
+    def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
+        for start in range(0, len(data), self.WRITE_PIECE):
+            piece = data[start : start + self.WRITE_PIECE]
+            with self._change() as txn:
+                self._write_piece(txn, self._inode(ino), off + start, piece)
+
+    def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
+        end = off + len(data)
+        new_size = max(inode.size, end)
+        fresh = self._allocate(txn, inode, off, len(data), new_size) if data else []
+        written = [(off, end)] if data else []
+        zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, written)
+        touched = zeroed + self._copy_in(inode, off, data)
+        grows = new_size != inode.size or bool(fresh)
+        if grows or self.region.durability.name != "msync":
+            for dev, n in touched:
+                self.region.flush(dev, n)
+            self.region.fence()  # ordered: data before metadata
+        else:
+            self._dirty_data.extend(touched)  # page cache: durable at fsync/close
+        inode.size = new_size
+        inode.mtime = inode.atime = inode.ctime = _now()
+        if grows:
+            self._txn_dirty.add(inode.ino)
+        else:
+            self._dirty_times.add(inode.ino)
+
+    def _copy_in(self, inode: Inode, off: int, data: memoryview) -> list[tuple[int, int]]:
+        pos, out = 0, []
+        for e in inode.iomap(off, len(data)):
+            assert e.kind == "mapped"
+            self.region.store(e.device_offset, data[pos : pos + e.length])
+            out.append((e.device_offset, e.length))
+            pos += e.length
+        return out
+
+    def _zero_unwritten(
+        self,
+        inode: Inode,
+        fresh: list[tuple[int, int]],
+        old_size: int,
+        new_size: int,
+        written: list[tuple[int, int]],
+    ) -> list[tuple[int, int]]:
+        """Zero what must read as zero and was not just written: newly mapped space
+        inside the old size, and mapped space between the old and new size."""
+        wanted = [(s, min(e, old_size)) for s, e in fresh if s < old_size]
+        if new_size > old_size:
+            wanted.append((old_size, new_size))
+        out = []
+        for s, e in subtract_ranges(merge_ranges(wanted), written):
+            for ext in inode.iomap(s, e - s):
+                if ext.kind == "mapped":
+                    self.region.zero(ext.device_offset, ext.length)
+                    out.append((ext.device_offset, ext.length))
+        return out
+
+    def _allocate(
+        self, txn: Transaction, inode: Inode, off: int, length: int, new_size: int
+    ) -> list[tuple[int, int]]:
+        """Map every hole in [off, off+length); return the file ranges newly mapped."""
+        start, stop = _align_down(off, BLOCK), _align_up(off + length, BLOCK)
+        fresh: list[tuple[int, int]] = []
+        large = new_size >= CHUNK
+        for hoff, hlen in inode.holes(start, stop - start):
+            if large:
+                self._allocate_large(txn, inode, hoff, hoff + hlen, fresh)
+            else:
+                self._map_blocks(txn, inode, hoff, hlen, fresh)
+        return fresh
+
+    def _allocate_large(self, txn, inode: Inode, hstart: int, hend: int, fresh) -> None:
+        pos = hstart
+        while pos < hend:
+            w0 = _align_down(pos, CHUNK)
+            w1 = w0 + CHUNK
+            stop = min(hend, w1)
+            if not any(e.kind == "mapped" for e in inode.iomap(w0, CHUNK)):
+                hint = inode.device_before(w0)
+                try:
+                    runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0 else None)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    # No room for a whole window: blocks for just what is asked.
+                    self._map_blocks(txn, inode, pos, stop - pos, fresh)
+                else:
+                    self._map_runs(inode, w0, runs, fresh)
+            else:
+                self._map_blocks(txn, inode, pos, stop - pos, fresh)
+            pos = stop
+
+    def _map_blocks(self, txn, inode: Inode, foff: int, length: int, fresh) -> None:
+        runs = self._alloc_blocks(txn, length // BLOCK, inode.device_before(foff))
+        self._map_runs(inode, foff, runs, fresh)
+
+    def _map_runs(self, inode: Inode, foff: int, runs, fresh) -> None:
+        for dev, n in runs:
+            inode.add_extent(foff, dev, n)
+            fresh.append((foff, foff + n))
+            foff += n
+
+    def _truncate_inode(self, txn: Transaction, inode: Inode, length: int) -> None:
+        if length < 0:
+            raise oserror(errno.EINVAL)
+        if length < inode.size:
+            keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
+            for dev, n in inode.cut_from(keep):
+                self._free(txn, dev, n)
+        self._resize_zeroed(inode, [], length)
+        self._touch(inode)
+
+    def _resize_zeroed(self, inode: Inode, fresh, new_size: int) -> None:
+        """Set the size after zeroing, and persisting before the commit (ordered),
+        whatever must now read as zero: new space inside the file and the
+        allocated bytes between the old and the new end."""
+        if new_size > inode.size or fresh:
+            for dev, n in self._zero_unwritten(inode, fresh, inode.size, new_size, []):
+                self.region.flush(dev, n)
+            self.region.fence()
+        inode.size = new_size
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(r for r in ranges if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def subtract_ranges(
+    ranges: list[tuple[int, int]], cut: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    out = []
+    for s, e in ranges:
+        pieces = [(s, e)]
+        for cs, ce in cut:
+            pieces = [
+                p for a, b in pieces for p in ((a, min(b, cs)), (max(a, ce), b)) if p[0] < p[1]
+            ]
+        out.extend(pieces)
+    return out
+
+
+def _align_down(n: int, a: int) -> int:
+    return n - n % a
+
+
+def _align_up(n: int, a: int) -> int:
+    return -(-n // a) * a
