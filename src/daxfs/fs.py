@@ -62,6 +62,12 @@ def _now() -> int:
     return time.time_ns()
 
 
+# Forks seen by this process: bumped in every child, so a FileSystem can tell
+# it was inherited without a getpid() system call on every operation.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
 def _umask() -> int:
     """The process umask (read from /proc: os.umask can only be read by
     changing it, which races other threads)."""
@@ -166,7 +172,7 @@ class _Locked:
 
     def __enter__(self) -> None:
         fs = self.fs
-        if fs._pid != os.getpid():
+        if fs._forks != _forks[0]:
             fs._after_fork()
         fs._tlock.acquire()
         try:
@@ -261,7 +267,7 @@ class FileSystem(DataPath):
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
         self._dirty_times: set[int] = set()
         self._handles: weakref.WeakSet = weakref.WeakSet()
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self.closed = False
         self.st_dev = int.from_bytes(sb.uuid[:4], "little")
         self.umask = _umask()  # the process umask at mount, applied to new inodes
@@ -276,7 +282,7 @@ class FileSystem(DataPath):
         """In a forked child: flock and OFD locks belong to an open file
         description, which the child shares with its parent, so take a
         description of its own; the parent's pins stay the parent's."""
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._tlock = threading.RLock()
         self._depth = 0
         self._open = {}
@@ -314,6 +320,12 @@ class FileSystem(DataPath):
             inode.mtime = inode.atime = now
         inode.ctime = now
         self._txn_dirty.add(inode.ino)
+
+    def _touch_dir(self, d: Inode) -> None:
+        """A directory's entries changed: new times, written lazily (lazytime)
+        unless the change stages the directory anyway (nlink, new blocks)."""
+        d.mtime = d.atime = d.ctime = _now()
+        self._dirty_times.add(d.ino)
 
     # ======================================================================
     # lookups
@@ -406,7 +418,7 @@ class FileSystem(DataPath):
         with self._tlock:
             self._flush_ino(ino)
             self._unpin(ino)
-            if self.readonly or self._open.get(ino):
+            if self.readonly or self._open.get(ino) or self._surely_linked(ino):
                 return
             with self._locked(exclusive=False):
                 orphan = self._inode(ino).nlink == 0
@@ -415,6 +427,13 @@ class FileSystem(DataPath):
                     inode = self._inode(ino)
                     if inode.nlink == 0 and not self._is_open(ino):
                         self._free_inode(txn, inode)
+
+    def _surely_linked(self, ino: int) -> bool:
+        """True when our cache, still current (no commit by anyone since), says
+        the inode has a name.  A commit racing with this check can leave an
+        orphan behind; the next mount reclaims it."""
+        inode = self.inodes.cache.get(ino)
+        return inode is not None and inode.nlink > 0 and self.journal.peek() == self._seen_seq
 
     def _flush_ino(self, ino: int) -> None:
         if self.closed or self.readonly:
@@ -529,7 +548,7 @@ class FileSystem(DataPath):
         )
         self.inodes.cache[ino] = inode
         self._dir(r.parent).add(r.name, ino, ftype_of(mode), txn, self._dir_block_adder(parent))
-        self._touch(parent)
+        self._touch_dir(parent)
         self._txn_dirty.add(ino)
         return inode
 
@@ -570,7 +589,9 @@ class FileSystem(DataPath):
             if r.ino is not None:
                 raise oserror(errno.EEXIST, spath)
             self._create(txn, r, S_IFDIR | (mode & 0o7777 & ~self.umask), spath)
-            self._inode(r.parent).nlink += 1
+            parent = self._inode(r.parent)
+            parent.nlink += 1
+            self._txn_dirty.add(parent.ino)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
         spath = to_str(path)
@@ -608,7 +629,7 @@ class FileSystem(DataPath):
             if r.trailing_slash:
                 raise oserror(errno.ENOTDIR, spath)
             self._dir(r.parent).remove(r.name, txn)  # type: ignore[arg-type]
-            self._touch(self._inode(r.parent))
+            self._touch_dir(self._inode(r.parent))
             self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
 
     remove = unlink
@@ -635,7 +656,7 @@ class FileSystem(DataPath):
             )
             inode.nlink += 1
             self._touch(inode, data=False)
-            self._touch(dparent)
+            self._touch_dir(dparent)
 
     def symlink(self, target, path) -> None:
         starget, spath = to_str(target), to_str(path)
@@ -722,23 +743,20 @@ class FileSystem(DataPath):
             victim = self._inode(d.ino)
             if victim.is_dir:
                 dparent.nlink -= 1
+                self._txn_dirty.add(dparent.ino)
             self._drop_link(txn, victim)
         else:
-            ddir.add(
-                d.name,
-                moving.ino,
-                s.ftype,
-                txn,  # type: ignore[arg-type]
-                self._dir_block_adder(dparent),
-            )
+            adder = self._dir_block_adder(dparent)
+            ddir.add(d.name, moving.ino, s.ftype, txn, adder)  # type: ignore[arg-type]
         self._dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
         if moving.is_dir and s.parent != d.parent:
             sparent.nlink -= 1
             dparent.nlink += 1
             moving.parent = d.parent
+            self._txn_dirty.update((sparent.ino, dparent.ino))
         self._touch(moving, data=False)
-        self._touch(sparent)
-        self._touch(dparent)
+        self._touch_dir(sparent)
+        self._touch_dir(dparent)
 
     def truncate(self, path, length: int) -> None:
         spath = to_str(path)
@@ -800,31 +818,13 @@ class FileSystem(DataPath):
         return self.stat(path, follow_symlinks=False)
 
     def _stat_result(self, i: Inode) -> os.stat_result:
-        nlink = i.nlink
-        seq = (
-            i.mode,
-            i.ino,
-            self.st_dev,
-            nlink,
-            i.uid,
-            i.gid,
-            i.size,
-            i.atime // 10**9,
-            i.mtime // 10**9,
-            i.ctime // 10**9,
-        )
-        extra = {
-            "st_atime": i.atime / 1e9,
-            "st_mtime": i.mtime / 1e9,
-            "st_ctime": i.ctime / 1e9,
-            "st_atime_ns": i.atime,
-            "st_mtime_ns": i.mtime,
-            "st_ctime_ns": i.ctime,
-            "st_blksize": CHUNK if i.size >= CHUNK else BLOCK,
-            "st_blocks": i.allocated_bytes // 512,
-            "st_rdev": 0,
-        }
-        return os.stat_result(seq, extra)
+        # All 19 fields positionally: the fastest way to build a stat_result.
+        return os.stat_result((
+            i.mode, i.ino, self.st_dev, i.nlink, i.uid, i.gid, i.size,
+            i.atime // 10**9, i.mtime // 10**9, i.ctime // 10**9,
+            i.atime / 1e9, i.mtime / 1e9, i.ctime / 1e9, i.atime, i.mtime, i.ctime,
+            CHUNK if i.size >= CHUNK else BLOCK, i.allocated_bytes // 512, 0,
+        ))  # fmt: skip
 
     def exists(self, path) -> bool:
         try:
@@ -961,7 +961,7 @@ class FileSystem(DataPath):
         """Flush and unmount.  Open files of this mount are closed first."""
         if self.closed:
             return
-        if os.getpid() != self._pid:  # a forked child: leave the parent's pool alone
+        if self._forks != _forks[0]:  # a forked child that never used it: leave it alone
             self.closed = True
             return
         for h in list(self._handles):

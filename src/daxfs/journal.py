@@ -103,6 +103,10 @@ class Journal:
     def _publish(self) -> None:
         self.region.store(self.live_off, JLIVE.pack(self.next_seq, self.pos))
 
+    def peek(self) -> int:
+        """The next_seq other processes have published (no state change)."""
+        return JLIVE.unpack_from(self.region.buf, self.live_off)[0]
+
     def refresh(self) -> int:
         """Adopt (next_seq, pos) published by whichever process committed last."""
         seq, pos = JLIVE.unpack_from(self.region.buf, self.live_off)
