@@ -30,6 +30,7 @@ from .inode import Inode
 from .journal import Transaction
 from .layout import BLOCK, CHUNK
 from .path import oserror
+from .pins import pinned_by_others
 
 
 def _now() -> int:
@@ -214,10 +215,17 @@ class DataPath:
             raise oserror(errno.EINVAL)
         if length < inode.size:
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
+            self._refuse_if_mapped(inode.tail_ranges(keep))
             for dev, n in inode.cut_from(keep):
                 self._free(txn, dev, n)
         self._resize_zeroed(inode, [], length)
         self._touch(inode)
+
+    def _refuse_if_mapped(self, ranges: list[tuple[int, int]]) -> None:
+        """Memory a Mapping (of any process) covers is never freed under it."""
+        for dev, n in ranges:
+            if pinned_by_others(self.region.fd, dev, n):
+                raise oserror(errno.EBUSY)
 
     def _resize_zeroed(self, inode: Inode, fresh, new_size: int) -> None:
         """Set the size after zeroing, and persisting before the commit (ordered),

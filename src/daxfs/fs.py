@@ -30,7 +30,6 @@ import fcntl
 import io
 import os
 import stat
-import struct
 import threading
 import time
 import weakref
@@ -51,11 +50,10 @@ from .layout import (
     unpack_superblock,
 )
 from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
+from .pins import pinned_by_others, set_lock
 from .region import Region
 
 S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
-OFD_GETLK, OFD_SETLK = getattr(fcntl, "F_OFD_GETLK", 36), getattr(fcntl, "F_OFD_SETLK", 37)
-_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86_64 / aarch64
 
 
 def _now() -> int:
@@ -389,18 +387,13 @@ class FileSystem(DataPath):
     # ======================================================================
     # handles and pins on inodes (OFD locks, dropped by the kernel on exit)
     # ======================================================================
-    def _ofd(self, cmd: int, ltype: int, ino: int) -> bytes:
-        req = _FLOCK.pack(ltype, os.SEEK_SET, self.inodes.slot_off(ino), 1, 0)
-        return fcntl.fcntl(self.region.fd, cmd, req)
-
     def _open_elsewhere(self, ino: int) -> bool:
-        reply = self._ofd(OFD_GETLK, fcntl.F_WRLCK, ino)
-        return _FLOCK.unpack(reply)[0] != fcntl.F_UNLCK
+        return pinned_by_others(self.region.fd, self.inodes.slot_off(ino), 1)
 
     def _pin(self, ino: int) -> None:
         n = self._open.get(ino, 0)
         if n == 0:
-            self._ofd(OFD_SETLK, fcntl.F_RDLCK, ino)
+            set_lock(self.region.fd, fcntl.F_RDLCK, self.inodes.slot_off(ino), 1)
         self._open[ino] = n + 1
 
     def _unpin(self, ino: int) -> None:
@@ -409,7 +402,7 @@ class FileSystem(DataPath):
             self._open[ino] = n
             return
         self._open.pop(ino, None)
-        self._ofd(OFD_SETLK, fcntl.F_UNLCK, ino)
+        set_lock(self.region.fd, fcntl.F_UNLCK, self.inodes.slot_off(ino), 1)
 
     def _release(self, ino: int) -> None:
         """A handle closed: unpin, and free the inode if it was its last name's ghost."""

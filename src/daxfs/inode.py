@@ -144,21 +144,21 @@ class Inode:
         ex.insert(i, (foff, doff, n))
         self.generation += 1
 
+    def tail_ranges(self, off: int) -> list[tuple[int, int]]:
+        """Device ranges mapped at or after block-aligned file offset ``off``."""
+        assert off % BLOCK == 0
+        out = []
+        for foff, doff, n in self.extents:
+            if foff + n > off:
+                skip = max(0, off - foff)
+                out.append((doff + skip, n - skip))
+        return out
+
     def cut_from(self, off: int) -> list[tuple[int, int]]:
         """Unmap everything at or after block-aligned ``off``; return device ranges."""
-        assert off % BLOCK == 0
-        freed: list[tuple[int, int]] = []
-        keep: list[tuple[int, int, int]] = []
-        for foff, doff, n in self.extents:
-            if foff + n <= off:
-                keep.append((foff, doff, n))
-            elif foff >= off:
-                freed.append((doff, n))
-            else:
-                keep.append((foff, doff, off - foff))
-                freed.append((doff + off - foff, foff + n - off))
+        freed = self.tail_ranges(off)
         if freed:
-            self.extents = keep
+            self.extents = [(f, d, min(n, off - f)) for f, d, n in self.extents if f < off]
             self.generation += 1
         return freed
 

@@ -1,0 +1,58 @@
+"""pins: who still uses which bytes of the pool, visible to every process.
+
+A pin is an open-file-description (OFD) read lock on a byte range of the
+pool file.  OFD locks are shared by every process, conflict between
+different open descriptions even inside one process, and are dropped by
+the kernel when the last descriptor of the description closes (so also
+when a process dies).  daxfs pins
+
+  * the byte of an inode's slot (``itable_off + ino * 256``) while a file is
+    open or mapped: an unlinked file then stays an orphan until the last
+    user is gone;
+  * the device ranges of a file's extents while a Mapping covers them:
+    truncate refuses (EBUSY) to free them.
+
+Asking "is this pinned by anyone else?" is F_OFD_GETLK for a write lock
+over the range from a description that holds no pin itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
+
+
+def set_lock(fd: int, ltype: int, start: int, length: int) -> None:
+    """Take (F_RDLCK) or drop (F_UNLCK) an OFD lock; never blocks."""
+    fcntl.fcntl(fd, OFD_SETLK, _FLOCK.pack(ltype, os.SEEK_SET, start, length, 0))
+
+
+def pinned_by_others(fd: int, start: int, length: int) -> bool:
+    """Does any other open description hold a lock overlapping the range?"""
+    reply = fcntl.fcntl(fd, OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+    return _FLOCK.unpack(reply)[0] != fcntl.F_UNLCK
+
+
+class RangePins:
+    """Pins held through a private open description of the pool, so that
+    they are released exactly when this object is released (or its process
+    dies), independently of every other pin in the process."""
+
+    def __init__(self, path: str, writable: bool):
+        self.fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+
+    def pin(self, start: int, length: int) -> None:
+        set_lock(self.fd, fcntl.F_RDLCK, start, length)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # drops every lock of this description
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.release()
