@@ -12,6 +12,7 @@ from .check import Report, check
 from .fs import FileSystem, StatVFS, mount
 from .inode import Extent
 from .layout import CorruptionError
+from .mapping import Mapping
 from .mkfs import mkfs
 from .units import parse_size
 
@@ -19,6 +20,7 @@ __all__ = [
     "CorruptionError",
     "Extent",
     "FileSystem",
+    "Mapping",
     "Report",
     "StatVFS",
     "check",

@@ -39,6 +39,7 @@ from .alloc import Allocator, make_allocator
 from .data import DataPath, merge_ranges
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
+from .hugemap import eligible_total
 from .inode import Extent, Inode, InodeTable
 from .journal import Journal, Transaction
 from .layout import (
@@ -49,8 +50,9 @@ from .layout import (
     ftype_of,
     unpack_superblock,
 )
+from .mapping import MODES, Mapping, MapPlan, device_span
 from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
-from .pins import pinned_by_others, set_lock
+from .pins import RangePins, pinned_by_others, set_lock
 from .region import Region
 
 S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
@@ -411,15 +413,20 @@ class FileSystem(DataPath):
         with self._tlock:
             self._flush_ino(ino)
             self._unpin(ino)
-            if self.readonly or self._open.get(ino) or self._surely_linked(ino):
-                return
-            with self._locked(exclusive=False):
-                orphan = self._inode(ino).nlink == 0
-            if orphan:
-                with self._change() as txn:
-                    inode = self._inode(ino)
-                    if inode.nlink == 0 and not self._is_open(ino):
-                        self._free_inode(txn, inode)
+            self._free_if_orphan(ino)
+
+    def _free_if_orphan(self, ino: int) -> None:
+        """Free an inode whose last name is gone once its last user (handle or
+        mapping, in any process) is gone too."""
+        if self.readonly or self._open.get(ino) or self._surely_linked(ino):
+            return
+        with self._locked(exclusive=False):
+            orphan = self._inode(ino).nlink == 0
+        if orphan:
+            with self._change() as txn:
+                inode = self._inode(ino)
+                if inode.nlink == 0 and not self._is_open(ino):
+                    self._free_inode(txn, inode)
 
     def _surely_linked(self, ino: int) -> bool:
         """True when our cache, still current (no commit by anyone since), says
@@ -571,6 +578,139 @@ class FileSystem(DataPath):
         for dev, n in runs:
             dir_inode.add_extent(foff, dev, n)
             foff += n
+
+    # ======================================================================
+    # public API: mapping files into the process (mapping.py does the mapping)
+    # ======================================================================
+    def map(
+        self,
+        path,
+        mode: str = "r",
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        size: int | None = None,
+    ) -> Mapping:
+        """Map [offset, offset+length) of a file (default: to its end) zero-copy.
+
+        Modes as numpy.memmap's: "r" read-only; "r+" read-write (holes are
+        allocated first); "w+" create the file or resize it to ``size``, all of
+        it allocated; "c" copy-on-write (stores stay in this process).  The
+        extents stay pinned until the Mapping is closed: unlink defers freeing,
+        truncate into them raises EBUSY."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if mode == "w+" and size is None:
+            raise ValueError("mode 'w+' needs a size")
+        spath = to_str(path)
+        writable = mode in ("r+", "w+")
+        if writable and self.readonly:
+            raise oserror(errno.EROFS, spath)
+        if offset < 0 or (length is not None and length < 0) or (size is not None and size < 0):
+            raise oserror(errno.EINVAL, spath)
+        pins = RangePins(self.region.path, writable=writable)
+        try:
+            plan = self._plan_map(spath, mode, offset, length, size, pins)
+            return Mapping(self, spath, mode, plan, pins)
+        except BaseException:
+            pins.release()
+            raise
+
+    def _plan_map(
+        self,
+        spath: str,
+        mode: str,
+        offset: int,
+        length: int | None,
+        size: int | None,
+        pins: RangePins,
+    ) -> MapPlan:
+        writable = mode in ("r+", "w+")
+        with self._change() if writable else self._locked(exclusive=False) as txn:
+            inode = self._map_target(txn, spath, mode, size)
+            if length is None:
+                length = max(0, inode.size - offset)
+            if offset + length > inode.size:
+                raise ValueError(
+                    f"{spath}: mapping [{offset}, {offset + length}) "
+                    f"exceeds the file size {inode.size}"
+                )
+            if writable and length:
+                fresh = self._allocate(txn, inode, offset, length, inode.size)
+                self._resize_zeroed(inode, fresh, inode.size)
+                self._txn_dirty.add(inode.ino)
+            extents = inode.iomap(offset, length) if length else []
+            for dev, n in device_span(extents):
+                pins.pin(dev, n)
+            pins.pin(self.inodes.slot_off(inode.ino), 1)
+            return MapPlan(
+                inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents
+            )
+
+    def _map_target(self, txn, spath: str, mode: str, size: int | None) -> Inode:
+        r = self._resolve(spath)
+        if r.ino is None:
+            if mode != "w+":
+                raise oserror(errno.ENOENT, spath)
+            inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
+        elif r.ftype == DIR_T:
+            raise oserror(errno.EISDIR, spath)
+        else:
+            inode = self._inode(r.ino)
+        if mode == "w+":
+            self._truncate_inode(txn, inode, size)  # type: ignore[arg-type]
+        return inode
+
+    def ndarray(self, path, dtype="uint8", shape=None, mode: str = "r"):
+        """A numpy array over a mapped file (fs.map(path, mode).ndarray(...)).
+        The array keeps the memory and its pins alive."""
+        import numpy as np
+
+        if mode == "w+":
+            if shape is None:
+                raise ValueError("mode 'w+' needs a shape")
+            dims = (shape,) if isinstance(shape, int) else tuple(shape)
+            count = int(np.prod(dims)) if dims else 1
+            m = self.map(path, mode, size=count * np.dtype(dtype).itemsize)
+        else:
+            m = self.map(path, mode)
+        return m.ndarray(dtype, shape)
+
+    def _map_is_stale(self, plan: MapPlan) -> bool:
+        if self.closed:
+            return True  # no longer known: treat as stale
+        with self._locked(exclusive=False):
+            try:
+                inode = self._inode(plan.ino)
+            except CorruptionError:
+                return True  # the slot was freed
+            return (inode.generation, inode.size, inode.btime) != (
+                plan.generation,
+                plan.file_size,
+                plan.btime,
+            )
+
+    def _huge_pages_note(self, plan: MapPlan) -> str | None:
+        r = self.region
+        if not r.huge_capable:
+            where = {"tmpfs": f"tmpfs at {r.mount.mountpoint} is mounted without huge="}.get(
+                r.kind, f"a {r.kind} backing without DAX"
+            )
+            return (
+                f"4 KiB pages only: {where}; for 2 MiB pages put the pool on a huge "
+                "tmpfs (mount -t tmpfs -o huge=always tmpfs DIR), /dev/daxX.Y or fs-dax"
+            )
+        if not eligible_total(plan.extents, plan.file_size):
+            return (
+                "4 KiB pages only: no extent covers a whole 2 MiB window aligned in the "
+                "file and on the device (the file is small or fragmented)"
+            )
+        return None
+
+    def _mapping_closed(self, ino: int) -> None:
+        if not self.closed:
+            with self._tlock:
+                self._free_if_orphan(ino)
 
     # ======================================================================
     # public API: namespace
