@@ -113,6 +113,7 @@ class _Checker:
         self.images: dict[int, bytearray] = {}  # directory block images we changed
         self.journal: Journal | None = None
         self._lost: list[int] = []
+        self._orphans: list[int] = []  # nameless inodes (unlinked while open or mapped)
 
     # -- driver ------------------------------------------------------------
     def run(self) -> Report:
@@ -139,6 +140,8 @@ class _Checker:
             region.close()
         if self.repair and self._lost:
             self._link_lost()
+        if self.repair and self._orphans:
+            self._reclaim_orphans()
         return self.report
 
     def error(self, msg: str) -> None:
@@ -441,6 +444,7 @@ class _Checker:
         for ino in sorted(set(self.inodes) - reachable):
             if self.inodes[ino].nlink == 0 and not refs.get(ino):
                 self.report.notes.append(f"inode {ino}: orphan (no name), freed at next mount")
+                self._orphans.append(ino)
                 continue
             self.error(f"inode {ino}: not reachable from the root")
             if not refs.get(ino):
@@ -470,6 +474,29 @@ class _Checker:
                     self._adopt(fs, txn, lf, ino)
         finally:
             fs.close()
+
+    def _reclaim_orphans(self) -> None:
+        """Free orphans no live process pins (a crash left them behind); those
+        still open or mapped somewhere stay until their last user is gone."""
+        from .fs import open_pool
+
+        fs = open_pool(
+            self.path,
+            readonly=False,
+            durability=self.durability,
+            emulate_devdax=self.emulate_devdax,
+            reclaim_orphans=True,
+        )
+        try:
+            freed = [
+                ino
+                for ino in self._orphans
+                if ino not in fs.inodes.cache and ino in fs.inodes.free_inos
+            ]
+        finally:
+            fs.close()
+        for ino in freed:
+            self.fixed(f"orphan inode {ino} freed")
 
     def _adopt(self, fs, txn: Transaction, lf: Inode, ino: int) -> None:
         inode = fs._inode(ino)
