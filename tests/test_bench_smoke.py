@@ -31,6 +31,18 @@ MOUNT_LABELS = [
     "close",
 ]
 
+MAP_LABELS = [
+    "backing",
+    "first-touch minor faults",
+    "  per 2 MiB",
+    "first-touch major faults",
+    "first-touch time",
+    "10,000 random reads",
+    "  ns per read",
+    "mapped by 2 MiB pages",
+    "mapped by 4 KiB pages",
+]
+
 
 def plain_rows(out: str, labels: list[str]) -> dict[str, list[str]]:
     """The plain-text table's rows, by label (the label may contain spaces)."""
@@ -54,7 +66,7 @@ def test_module_entry_point():
     r = subprocess.run(
         [sys.executable, "-m", "daxfs.bench", "--help"], capture_output=True, text=True, check=True
     )
-    assert "meta" in r.stdout and "mount" in r.stdout
+    assert "meta" in r.stdout and "mount" in r.stdout and "map" in r.stdout
 
 
 def test_meta_tiny(tmp_path, capsys):
@@ -140,6 +152,47 @@ def test_mount_tiny(tmp_path, capsys):
     data = json.loads(js.read_text())["data"]
     assert len(data["runs"]) == 2
     assert set(data["runs"][0]) == {"mount", "listdir", "mount+listdir", "close"}
+
+
+def map_argv(*extra: str) -> list[str]:
+    return ["map", "--size", "16M", "--reads", "10000", "--format", "plain", *extra]
+
+
+def test_map_tiny(shm_dir, capsys):
+    js = os.path.join(shm_dir, "map.json")
+    argv = map_argv("--huge-dir", shm_dir, "--shm-dir", shm_dir, "--json", js)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "$ python -m daxfs.bench " + " ".join(argv) in out
+    rows = plain_rows(out, MAP_LABELS)
+    assert list(rows) == MAP_LABELS
+    for label in MAP_LABELS[1:]:
+        assert len(rows[label]) >= 3, (label, rows[label])  # daxfs, memmap, anon
+    assert rows["first-touch minor faults"][0] != "0"
+    assert "daxfs vs anonymous THP" in out and "daxfs vs 4 KiB numpy.memmap" in out
+    assert "faults per 2 MiB" in out
+    data = json.loads(open(js).read())["data"]
+    assert set(data["sides"]) == {"daxfs", "memmap", "anon"}
+    assert len(data["sides"]["daxfs"]["read_seconds"]) == 3
+    for side in data["sides"].values():
+        assert side["pages"]["resident_bytes"] == 16 << 20
+    assert os.listdir(shm_dir) == ["map.json"]  # the pool and the memmap file are gone
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a huge tmpfs needs root")
+def test_map_mounts_and_unmounts_its_huge_tmpfs(shm_dir, capsys):
+    assert main(map_argv("--shm-dir", shm_dir)) == 0
+    out = capsys.readouterr().out
+    if "2 MiB pages need a huge tmpfs" not in out:  # the mount worked
+        assert "pool dir /tmp/daxfs-bench-map-huge-" in out
+    with open("/proc/self/mounts") as f:
+        assert "daxfs-bench-map-huge-" not in f.read()
+    assert os.listdir(shm_dir) == []
+
+
+def test_map_rejects_a_size_not_in_2_mib(shm_dir):
+    with pytest.raises(SystemExit):
+        main(["map", "--size", "3M", "--huge-dir", shm_dir, "--shm-dir", shm_dir])
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))

@@ -326,6 +326,33 @@ def test_getmap_tiny_file_not_eligible(runner, pool):
     assert "mapped" in out and "no" in out
 
 
+def test_getmap_touch_shows_the_page_accounting(runner, pool):
+    write_pool(pool, "/five", os.urandom(5 * MiB))
+    out = run(runner, "getmap", f"{pool}:/five", "--touch").output
+    assert f"{4 * MiB} of {5 * MiB} bytes 2 MiB-eligible" in out  # the table comes first
+    assert out.index("2 MiB-eligible") < out.index("pmd_bytes")
+    pmd, pte, resident = (
+        int(field(out, f"  {key}").split()[0])
+        for key in ("pmd_bytes", "pte_bytes", "resident_bytes")
+    )
+    assert resident == 5 * MiB and pmd + pte == resident
+    assert pmd <= 4 * MiB  # the last MiB is not a whole 2 MiB window
+
+
+def test_getmap_touch_on_plain_tmpfs_says_why_4k(runner, pool_path):
+    write_pool(pool_path, "/five", os.urandom(5 * MiB))
+    out = run(runner, "getmap", f"{pool_path}:/five", "--touch").output
+    assert int(field(out, "  pmd_bytes").split()[0]) == 0
+    assert int(field(out, "  pte_bytes").split()[0]) == 5 * MiB
+    assert "note: 4 KiB pages only" in out and "huge=always" in out
+
+
+def test_getmap_touch_empty_file(runner, pool):
+    write_pool(pool, "/empty", b"")
+    out = run(runner, "getmap", f"{pool}:/empty", "--touch").output
+    assert "empty file: nothing to map" in out
+
+
 def test_eligible_bytes_rules():
     def ext(f, d, n, kind="mapped"):
         return Extent(f, d, n, kind)
@@ -442,10 +469,21 @@ def test_fsck_missing_pool(runner, tmp_path):
 def test_demo_builds_the_default_pool(runner, tmp_path, monkeypatch):
     target = tmp_path / "demo" / "default.pool"
     monkeypatch.setenv("DAXFS_POOL", str(target))
-    out = run(runner, "demo").output
+    out = run(runner, "demo", "--data-size", "16M").output
     assert "random.bin" in out and f"{8 * MiB} of {8 * MiB} bytes 2 MiB-eligible" in out
+    assert f"{16 * MiB} of {16 * MiB} bytes 2 MiB-eligible" in out  # the dataset
+    assert int(field(out, "  resident_bytes").split()[0]) == 16 * MiB
+    assert "pmd_bytes" in out and "pte_bytes" in out
+    assert "2,000,000 random 8-byte reads" in out and "numpy.memmap" in out
+    assert "x as fast as numpy.memmap" in out
+    assert "DAXFS_POOL=/mnt/huge/pool daxfs demo" in out  # tmp_path is no huge tmpfs
     assert "clean" in out or "check not available" in out
     with daxfs.mount(target, readonly=True) as fs:
         assert fs.isfile("/demo/src/daxfs/fs.py")
         assert fs.stat("/demo/random.bin").st_size == 8 * MiB
-    run(runner, "demo")  # reformats every time
+        data = fs.ndarray("/demo/data.f64", "float64")
+        assert data.shape == (2 * MiB,) and 0 <= data.min() and data.max() < 1
+        del data
+    run(runner, "demo", "--data-size", "4M")  # reformats every time
+    with daxfs.mount(target, readonly=True) as fs:
+        assert fs.stat("/demo/data.f64").st_size == 4 * MiB

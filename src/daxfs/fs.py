@@ -692,14 +692,20 @@ class FileSystem(DataPath):
 
     def _huge_pages_note(self, plan: MapPlan) -> str | None:
         r = self.region
-        if not r.huge_capable:
-            where = {"tmpfs": f"tmpfs at {r.mount.mountpoint} is mounted without huge="}.get(
-                r.kind, f"a {r.kind} backing without DAX"
-            )
+        how = (
+            "for 2 MiB pages put the pool on a huge tmpfs (mount -t tmpfs -o huge=always "
+            "tmpfs DIR), /dev/daxX.Y or fs-dax"
+        )
+        if r.kind == "file" and not r.huge_capable:
             return (
-                f"4 KiB pages only: {where}; for 2 MiB pages put the pool on a huge "
-                "tmpfs (mount -t tmpfs -o huge=always tmpfs DIR), /dev/daxX.Y or fs-dax"
+                "2 MiB pages not guaranteed: a page-cache file gets them only where the "
+                f"kernel happens to use large folios; {how}"
             )
+        if not r.huge_capable:
+            where = f"tmpfs at {r.mount.mountpoint} is mounted without huge="
+            if r.kind != "tmpfs":
+                where = f"a {r.kind} backing that cannot map 2 MiB pages"
+            return f"4 KiB pages only: {where}; {how}"
         if not eligible_total(plan.extents, plan.file_size):
             return (
                 "4 KiB pages only: no extent covers a whole 2 MiB window aligned in the "

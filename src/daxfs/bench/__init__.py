@@ -7,7 +7,7 @@ Each benchmark is a module of this package listed in BENCHMARKS, with
     add_arguments(p)     its options, on an argparse (sub)parser
     main(args) -> int    run it; args also carries ``argv`` (the command line)
 
-so adding one (``map`` is next) is a new module plus one line here.  The
+so adding one is a new module plus one line here.  The
 helpers below are shared: timing, environment description, and output as a
 Rich table plus a plain-text block meant to be pasted into a README.
 """
@@ -30,6 +30,7 @@ T = TypeVar("T")
 BENCHMARKS: dict[str, str] = {
     "meta": "daxfs.bench.meta",
     "mount": "daxfs.bench.mount",
+    "map": "daxfs.bench.map",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
