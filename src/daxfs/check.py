@@ -40,13 +40,17 @@ from .layout import (
     DIRBLOCK_HEAD,
     INODE_MAGIC,
     INODE_SIZE,
+    JHEADER,
+    JSLOT_OFFSETS,
     SUPER,
     CorruptionError,
     Superblock,
     dirblock_seal,
     ftype_of,
+    pack_inode,
     pack_jheader,
     parse_dirblock,
+    unpack_jheader,
     unpack_superblock,
     valid_name,
 )
@@ -194,7 +198,21 @@ class _Checker:
                 return
         if replayed:
             self.report.notes.append(f"journal: {replayed} committed transaction(s) replayed")
+        self._header_slots(j)
         self.journal = j
+
+    def _header_slots(self, j: Journal) -> None:
+        """A written slot that does not check is what a torn checkpoint leaves
+        (the other slot serves, so the pool is consistent): a note, and with
+        repair the closing checkpoint rewrites it (it writes the slot not in use)."""
+        for i, o in enumerate(JSLOT_OFFSETS):
+            raw = self.region.read(j.header_off + o, JHEADER.size)
+            if any(raw) and unpack_jheader(raw) is None:
+                self.report.notes.append(
+                    f"journal header slot {i} damaged (a torn checkpoint?); slot {1 - i} in use"
+                )
+                if self.repair:
+                    self.fixed(f"journal header slot {i} rewritten")
 
     def _reset_journal(self, j: Journal) -> None:
         """Start the journal afresh, past any sequence number left in its area."""
@@ -239,7 +257,22 @@ class _Checker:
             self.error(f"inode {ino}: unknown file type {inode.mode:o}")
             self._clear_slot(ino)
             return
+        if inode.mode >> 16:
+            self.error(f"inode {ino}: mode {inode.mode:#x} has bits outside st_mode")
+            inode.mode &= 0o177777
+            self._fix_inode(inode, f"inode {ino}: mode bits outside st_mode cleared")
+        elif not self._canonical(inode):
+            self.error(f"inode {ino}: bytes the format defines as zero are not zero")
+            self._fix_inode(inode, f"inode {ino}: unused fields zeroed")
         self.inodes[ino] = inode
+
+    def _canonical(self, inode: Inode) -> bool:
+        """The slot is exactly what daxfs writes for this inode: flags, reserved,
+        the unused inline extents, ext_block without a chain and the tail are zero."""
+        head = inode.ext_blocks[0] if inode.ext_blocks else 0
+        return pack_inode(inode.record(head)) == self.region.read(
+            self.table.slot_off(inode.ino), INODE_SIZE
+        )
 
     def _clear_slot(self, ino: int) -> None:
         if self.repair and ino:

@@ -232,6 +232,9 @@ JLIVE_OFF = 2048  # within the header block; never trusted by recovery
 JHEADER_MAGIC = 0x4A48_5844  # "DXHJ"
 JHEADER = _checked("<IIQ", 16)  # magic, crc, seq: first transaction seq expected
 JLIVE = _checked("<QQ", 16)  # next_seq, pos: hints shared by live processes
+# A header seq this high is damage (2^63 commits never happen): counting on from
+# it would overflow the u64 fields, so such a slot is invalid.
+JSEQ_LIMIT = 1 << 63
 
 TXN_MAGIC = 0x5854_5844  # "DXTX"
 TXN_HEADER = _checked("<IIQII", 24)  # magic, crc, seq, nrec, payload_len
@@ -248,7 +251,7 @@ def unpack_jheader(raw: bytes) -> int | None:
     if len(raw) < JHEADER.size:
         return None
     magic, crc, seq = JHEADER.unpack_from(raw)
-    if magic != JHEADER_MAGIC or crc != crc32c(raw[8:16]):
+    if magic != JHEADER_MAGIC or crc != crc32c(raw[8:16]) or seq >= JSEQ_LIMIT:
         return None
     return seq
 

@@ -101,9 +101,15 @@ class Mapping:
         # Place file offset F at an address congruent to F modulo 2 MiB.
         base = _align_up(start_addr + CHUNK, CHUNK) + plan.offset % CHUNK
         placed: list[tuple[int, int]] = []
-        for e in plan.extents:
-            if e.kind == "mapped":
-                placed.append(self._map_extent(base, e, pins.fd, placed))
+        try:
+            for e in plan.extents:
+                if e.kind == "mapped":
+                    placed.append(self._map_extent(base, e, pins.fd, placed))
+        except BaseException:
+            # Unmap now: extents already mapped hold the pins' open description
+            # (so its locks) for as long as the reservation lives.
+            mm.close()
+            raise
         _libc.madvise(base - plan.offset % CHUNK, _align_up(span, CHUNK), MADV_HUGEPAGE)
         return mm, base, base - start_addr
 
@@ -113,11 +119,13 @@ class Mapping:
         prot = mmap.PROT_READ | (0 if self.mode == "r" else mmap.PROT_WRITE)
         flags = (mmap.MAP_PRIVATE if self.mode == "c" else mmap.MAP_SHARED) | MAP_FIXED
         dev, va = e.device_offset, base + (e.file_offset - self.offset)
-        length = _align_up(e.length, PAGE)
-        align = self._region.align
-        if align > PAGE:  # device-dax: whole aligned units only
-            lead = dev % align
-            dev, va, length = dev - lead, va - lead, _align_up(length + lead, align)
+        assert dev is not None
+        # mmap takes whole pages (device-dax: whole aligned units): start at the
+        # unit holding the extent's first byte (an unaligned map offset).
+        align = max(self._region.align, PAGE)
+        lead = dev % align
+        dev, va, length = dev - lead, va - lead, _align_up(e.length + lead, align)
+        if align > PAGE:
             self._region.check_map_alignment(dev, length)
             if any(va < end and start < va + length for start, end in placed):
                 raise OSError(
@@ -125,7 +133,6 @@ class Mapping:
                     f"{self.path}: its extents are not aligned to the "
                     f"device ({align} bytes), so they cannot share one view",
                 )
-        assert dev is not None
         sys_mmap(va, length, prot, flags, fd, dev)
         return va, va + length
 
@@ -200,7 +207,8 @@ class Mapping:
         """What the kernel mapped, from /proc/self/smaps, for this range only:
         pmd_bytes (2 MiB pages), pte_bytes (4 KiB pages), resident_bytes."""
         self._check_open()
-        return smaps_usage(self._base, self._base + _align_up(self.length, PAGE))
+        lo = self._base - self._base % PAGE
+        return smaps_usage(lo, _align_up(self._base + self.length, PAGE))
 
     @property
     def huge_pages_note(self) -> str | None:
@@ -242,7 +250,8 @@ _SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 
 
 def smaps_usage(lo: int, hi: int) -> dict[str, int]:
-    """Sum /proc/self/smaps counters over the mappings inside [lo, hi)."""
+    """Sum /proc/self/smaps counters over the mappings that overlap [lo, hi)
+    (an extent mapped in whole device-dax units may reach past either end)."""
     totals = {"Rss": 0, "ShmemPmdMapped": 0, "FilePmdMapped": 0, "AnonHugePages": 0}
     inside = False
     with open("/proc/self/smaps") as f:
@@ -250,7 +259,7 @@ def smaps_usage(lo: int, hi: int) -> dict[str, int]:
             m = _SMAPS_HEADER.match(line)
             if m:
                 start, end = int(m.group(1), 16), int(m.group(2), 16)
-                inside = lo <= start and end <= hi
+                inside = start < hi and lo < end
                 continue
             if inside:
                 key, _, rest = line.partition(":")
