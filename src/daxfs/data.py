@@ -63,6 +63,7 @@ class DataPath:
 
     def _free(self, txn: Transaction, dev: int, length: int) -> None:
         txn.to_free.append((self._block(dev), length // BLOCK))
+        txn.revoke(dev, length)
 
     def _alloc_meta_block(self, txn: Transaction) -> int:
         ((dev, _n),) = self._alloc_blocks(txn, 1, None)

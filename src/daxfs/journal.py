@@ -43,7 +43,7 @@ from .layout import (
     Superblock,
     pack_jheader,
     pack_txn,
-    parse_txn,
+    parse_txn_record,
     unpack_jheader,
 )
 from .region import Region
@@ -56,6 +56,12 @@ class Transaction:
         self.writes: list[tuple[int, bytearray]] = []
         self.allocated: list[tuple[int, int]] = []  # undone if the transaction aborts
         self.to_free: list[tuple[int, int]] = []  # released only after commit
+        self.revokes: list[tuple[int, int]] = []  # device ranges this change frees
+
+    def revoke(self, off: int, n: int) -> None:
+        """Record that [off, off+n) is freed: recovery will not replay earlier
+        writes there (the space may hold unjournaled file data by then)."""
+        self.revokes.append((off, n))
 
     def write(self, off: int, data) -> None:
         """Stage a write.  One that falls inside an earlier staged write (with no
@@ -116,12 +122,12 @@ class Journal:
 
     # -- commit ------------------------------------------------------------
     def commit(self, txn: Transaction) -> None:
-        if not txn.writes:
+        if not txn.writes and not txn.revokes:
             return
         writes = txn.writes
         for dst, data in writes:
             self._check_home(dst, len(data), None)
-        record = pack_txn(self.next_seq, writes)
+        record = pack_txn(self.next_seq, writes, txn.revokes)
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:
@@ -156,14 +162,8 @@ class Journal:
 
     def _records(self, seq: int | None = None):
         """The writes of every committed record in the log, in order."""
-        seq, pos = (self._header_seq() if seq is None else seq), 0
-        while True:
-            parsed = parse_txn(self.region.buf, self.start + pos, self.end, seq)
-            if parsed is None:
-                return
-            writes, nxt = parsed
-            yield from writes
-            seq, pos = seq + 1, nxt - self.start
+        for _seq, _off, rec in self._committed_from(seq):
+            yield from rec.writes
 
     # -- recovery ----------------------------------------------------------
     def _header_seq(self) -> int:
@@ -178,25 +178,44 @@ class Journal:
         return seq
 
     def recover(self) -> int:
-        """Replay committed records and checkpoint; return how many were replayed."""
-        seq = self._header_seq()
-        pos, replayed = 0, 0
-        while True:
-            parsed = parse_txn(self.region.buf, self.start + pos, self.end, seq)
-            if parsed is None:
-                break
-            writes, nxt = parsed
-            for dst, data in writes:
-                self._check_home(dst, len(data), self.start + pos)
-            for dst, data in writes:
-                self.region.store(dst, data)
-            seq, pos, replayed = seq + 1, nxt - self.start, replayed + 1
-        self.next_seq, self.pos = seq, pos
-        if replayed:
+        """Replay committed records and checkpoint; return how many were replayed.
+
+        A write is skipped when the same or a later record revokes its range:
+        that space was freed and may now hold file data, which the journal
+        never carries (the jbd "revoke" rule)."""
+        records = list(self._committed())
+        revoked = [(dst, dst + n, seq) for seq, _off, rec in records for dst, n in rec.revokes]
+        for _seq, off, rec in records:
+            for dst, data in rec.writes:
+                self._check_home(dst, len(data), off)
+            for dst, n in rec.revokes:
+                self._check_home(dst, n, off)
+        for seq, _off, rec in records:
+            for dst, data in rec.writes:
+                end = dst + len(data)
+                if not any(rs < end and dst < re and rseq >= seq for rs, re, rseq in revoked):
+                    self.region.store(dst, data)
+        if records:
+            last_seq, _off, last = records[-1]
+            self.next_seq, self.pos = last_seq + 1, last.next_pos - self.start
             self.checkpoint()
         else:
+            self.next_seq, self.pos = self._header_seq(), 0
             self._publish()  # the live word may be stale after a crash
-        return replayed
+        return len(records)
+
+    def _committed(self):
+        """(seq, offset, TxnRecord) of each committed record, in order."""
+        return self._committed_from(None)
+
+    def _committed_from(self, seq: int | None):
+        seq, pos = (self._header_seq() if seq is None else seq), 0
+        while True:
+            rec = parse_txn_record(self.region.buf, self.start + pos, self.end, seq)
+            if rec is None:
+                return
+            yield seq, self.start + pos, rec
+            seq, pos = seq + 1, rec.next_pos - self.start
 
     def _check_home(self, dst: int, n: int, record_off: int | None) -> None:
         for lo, hi in self._homes:

@@ -238,7 +238,11 @@ JSEQ_LIMIT = 1 << 63
 
 TXN_MAGIC = 0x5854_5844  # "DXTX"
 TXN_HEADER = _checked("<IIQII", 24)  # magic, crc, seq, nrec, payload_len
-TXN_REC = _checked("<QII", 16)  # dst_off, length, reserved; data follows, 8-aligned
+TXN_REC = _checked("<QII", 16)  # dst_off, length, flags; data follows, 8-aligned
+# A revoke (flags bit 0) carries no data: [dst_off, dst_off+length) was freed by
+# this transaction, so recovery must not replay earlier writes into it there
+# (the space may since hold another file's data, which is never journaled).
+REC_REVOKE = 1
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -260,21 +264,39 @@ def pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def pack_txn(seq: int, writes: list[tuple[int, bytes]]) -> bytes:
+def pack_txn(
+    seq: int, writes: list[tuple[int, bytes]], revokes: list[tuple[int, int]] = ()
+) -> bytes:  # type: ignore[assignment]
     parts = []
     for dst, data in writes:
         parts.append(TXN_REC.pack(dst, len(data), 0))
         parts.append(bytes(data) + b"\0" * (pad8(len(data)) - len(data)))
+    for dst, length in revokes:
+        parts.append(TXN_REC.pack(dst, length, REC_REVOKE))
     payload = b"".join(parts)
-    tail = struct.pack("<QII", seq, len(writes), len(payload)) + payload
+    nrec = len(writes) + len(revokes)
+    tail = struct.pack("<QII", seq, nrec, len(payload)) + payload
     return struct.pack("<II", TXN_MAGIC, crc32c(tail)) + tail
 
 
+@dataclass
+class TxnRecord:
+    writes: list[tuple[int, bytes]]
+    revokes: list[tuple[int, int]]
+    next_pos: int
+
+
 def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]], int] | None:
+    """(writes, next_pos) of the record at ``pos``, or None; see parse_txn_record."""
+    rec = parse_txn_record(buf, pos, end, seq)
+    return None if rec is None else (rec.writes, rec.next_pos)
+
+
+def parse_txn_record(buf, pos: int, end: int, seq: int) -> TxnRecord | None:
     """Parse the transaction at ``pos`` if it is whole, has ``seq`` and checks.
 
-    Returns (writes, next_pos) or None: an invalid record is the normal end
-    of the journal (a torn or never-written commit), not corruption.
+    None means an invalid record: the normal end of the journal (a torn or
+    never-written commit), not corruption.
     """
     if end - pos < TXN_HEADER.size:
         return None
@@ -284,17 +306,20 @@ def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]
     start = pos + TXN_HEADER.size
     if crc != crc32c(buf[pos + 8 : start + plen]):
         return None
-    writes, p = [], start
+    writes, revokes, p = [], [], start
     for _ in range(nrec):
         if p + TXN_REC.size > start + plen:
             return None
-        dst, length, _r = TXN_REC.unpack_from(buf, p)
+        dst, length, flags = TXN_REC.unpack_from(buf, p)
         p += TXN_REC.size
-        if p + length > start + plen:
+        if flags == REC_REVOKE:
+            revokes.append((dst, length))
+            continue
+        if flags or p + length > start + plen:
             return None
         writes.append((dst, bytes(buf[p : p + length])))
         p += pad8(length)
-    return writes, start + plen
+    return TxnRecord(writes, revokes, start + plen)
 
 
 # --------------------------------------------------------------------------
