@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .inode import INODE_DTYPE, Inode, InodeTable
+from .inode import INODE_DTYPE, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
 from .layout import (
     BLOCK,
     DIRBLOCK_HEAD,
+    EXTENTS_PER_BLOCK,
+    INLINE_EXTENTS,
     INODE_MAGIC,
     INODE_SIZE,
     JHEADER,
@@ -47,6 +49,7 @@ from .layout import (
     Superblock,
     dirblock_seal,
     ftype_of,
+    pack_extblock,
     pack_inode,
     pack_jheader,
     parse_dirblock,
@@ -97,6 +100,18 @@ def check(
     return report
 
 
+def check_region(region) -> Report:
+    """Check, without repairing, a pool held by a region object (the crash
+    tester's in-memory images).  The region's journal is recovered in place."""
+    try:
+        report = _Checker(region.path, False, None, False).run(region)
+    finally:
+        region.close()  # also drops the lock the checker took on its descriptor
+    report.remaining = list(report.errors)
+    report.ok = not report.remaining
+    return report
+
+
 @dataclass
 class _Entry:
     dir_ino: int
@@ -120,13 +135,17 @@ class _Checker:
         self._orphans: list[int] = []  # nameless inodes (unlinked while open or mapped)
 
     # -- driver ------------------------------------------------------------
-    def run(self) -> Report:
-        region = Region(
-            self.path,
-            private=not self.repair,
-            durability=self.durability,
-            emulate_devdax=self.emulate_devdax,
-        )
+    def run(self, region=None) -> Report:
+        """Check (and repair) the pool; ``region``: check that region object
+        instead of opening the path (its journal is recovered in place)."""
+        own = region is None
+        if own:
+            region = Region(
+                self.path,
+                private=not self.repair,
+                durability=self.durability,
+                emulate_devdax=self.emulate_devdax,
+            )
         self.region = region
         try:
             fcntl.flock(region.fd, fcntl.LOCK_EX if self.repair else fcntl.LOCK_SH)
@@ -141,7 +160,8 @@ class _Checker:
             if self.repair and self.journal is not None:
                 self.journal.checkpoint()  # leave no repair transaction to replay
         finally:
-            region.close()
+            if own:
+                region.close()
         if self.repair and self._lost:
             self._link_lost()
         if self.repair and self._orphans:
@@ -167,10 +187,28 @@ class _Checker:
             self._copy(replica_off, 0, "primary superblock restored from the replica")
             return replica
         same = r.read(0, SUPER.size) == r.read(replica_off, SUPER.size)
+        if replica is not None and not same and self._fit(replica) > self._fit(primary):
+            # Both check but disagree: one is damaged in a way its crc missed.
+            # Trust the one under which the inode table holds more live inodes
+            # (a wrong inode_count or journal_len hides or shifts the table).
+            self.error("primary superblock differs from the replica and fits the pool worse")
+            self._copy(replica_off, 0, "primary superblock restored from the replica")
+            return replica
         if replica is None or not same:
             self.error("replica superblock damaged or different from the primary")
             self._copy(0, replica_off, "replica superblock rewritten from the primary")
         return primary
+
+    def _fit(self, sb: Superblock) -> int:
+        """How many slots of the inode table ``sb`` describes hold an inode
+        that names its own slot."""
+        table = np.frombuffer(
+            self.region.buf, dtype=INODE_DTYPE, count=sb.inode_count, offset=sb.itable_off
+        )
+        slots = np.arange(sb.inode_count, dtype=np.uint64)
+        n = int(((table["magic"] == INODE_MAGIC) & (table["ino"] == slots)).sum())
+        del table
+        return n
 
     def _parse_super(self, off: int) -> Superblock | None:
         try:
@@ -187,6 +225,7 @@ class _Checker:
     # -- 2. journal --------------------------------------------------------
     def _journal(self) -> None:
         j = Journal(self.region, self.sb)
+        self._header_slots(j)  # before recovery, whose checkpoint may rewrite one
         try:
             replayed = j.recover()
         except CorruptionError as e:
@@ -198,7 +237,6 @@ class _Checker:
                 return
         if replayed:
             self.report.notes.append(f"journal: {replayed} committed transaction(s) replayed")
-        self._header_slots(j)
         self.journal = j
 
     def _header_slots(self, j: Journal) -> None:
@@ -257,25 +295,41 @@ class _Checker:
             self.error(f"inode {ino}: unknown file type {inode.mode:o}")
             self._clear_slot(ino)
             return
+        if stat.S_ISLNK(inode.mode):
+            try:
+                symlink_target(inode, self.region.buf)
+            except CorruptionError as e:
+                self.error(str(e.strerror))
+                self._clear_slot(ino)
+                return
         if inode.mode >> 16:
             self.error(f"inode {ino}: mode {inode.mode:#x} has bits outside st_mode")
             inode.mode &= 0o177777
             self._fix_inode(inode, f"inode {ino}: mode bits outside st_mode cleared")
         elif not self._canonical(inode):
             self.error(f"inode {ino}: bytes the format defines as zero are not zero")
+            inode.staged_generation = -1  # rewrite the extent blocks too
             self._fix_inode(inode, f"inode {ino}: unused fields zeroed")
         self.inodes[ino] = inode
 
     def _canonical(self, inode: Inode) -> bool:
-        """The slot is exactly what daxfs writes for this inode: flags, reserved,
-        the unused inline extents, ext_block without a chain and the tail are zero."""
-        head = inode.ext_blocks[0] if inode.ext_blocks else 0
-        return pack_inode(inode.record(head)) == self.region.read(
+        """The slot and extent blocks are exactly what daxfs writes for this
+        inode: flags, reserved words, unused inline extents, ext_block without
+        a chain, the last block's next pointer and all unused bytes are zero."""
+        blocks = inode.ext_blocks
+        if pack_inode(inode.record(blocks[0] if blocks else 0)) != self.region.read(
             self.table.slot_off(inode.ino), INODE_SIZE
-        )
+        ):
+            return False
+        for i in range(len(blocks)):
+            group = inode.extents[INLINE_EXTENTS + i * EXTENTS_PER_BLOCK :][:EXTENTS_PER_BLOCK]
+            nxt = blocks[i + 1] if i + 1 < len(blocks) else 0
+            if pack_extblock(inode.ino, nxt, group) != inode.ext_images[i]:
+                return False
+        return True
 
     def _clear_slot(self, ino: int) -> None:
-        if self.repair and ino:
+        if self.repair:
             txn = Transaction()
             txn.write(self.table.slot_off(ino), bytes(INODE_SIZE))
             self._commit(txn)
@@ -308,6 +362,12 @@ class _Checker:
     def _ownership(self) -> None:
         sb = self.sb
         owner = np.zeros(sb.data_blocks, dtype=np.int64)
+        # Extent blocks first: each names its owner, so no two inodes load the
+        # same one, and an extent over any of them (its own inode's included)
+        # is the overlap, dropped below.
+        for ino in sorted(self.inodes):
+            for blk in self.inodes[ino].ext_blocks:
+                owner[(blk - sb.data_off) // BLOCK] = ino
         for ino in sorted(self.inodes):
             inode = self.inodes[ino]
             keep, dropped = [], False
@@ -319,8 +379,6 @@ class _Checker:
                     continue
                 owner[first : first + n] = ino
                 keep.append(ext)
-            for blk in inode.ext_blocks:
-                owner[(blk - sb.data_off) // BLOCK] = ino
             if dropped and self.repair:
                 inode.extents = keep
                 inode.generation += 1
@@ -346,13 +404,21 @@ class _Checker:
         for dev in devs:
             raw = self.region.buf[dev : dev + BLOCK]
             try:
-                _used, entries = parse_dirblock(raw, dev, inode.ino)
+                used, entries = parse_dirblock(raw, dev, inode.ino)
             except CorruptionError as e:
                 self.error(f"directory {inode.ino}: {e.strerror}")
                 if self.repair:
                     self._write_block(dev, _empty_dirblock(inode.ino))
                     self.fixed(f"directory {inode.ino}: damaged block emptied")
                 continue
+            if raw[20:24] != bytes(4) or raw[used:] != bytes(BLOCK - used):
+                self.error(f"directory {inode.ino}: reserved or unused bytes of a block not zero")
+                if self.repair:
+                    image = self.images[dev] = bytearray(raw)
+                    image[used:] = bytes(BLOCK - used)
+                    dirblock_seal(image, inode.ino, used, len(entries))
+                    self._write_block(dev, bytes(image))
+                    self.fixed(f"directory {inode.ino}: unused bytes of a block zeroed")
             for pos, eino, ftype, name in entries:
                 self.entries.append(_Entry(inode.ino, dev, pos, eino, ftype, name))
 

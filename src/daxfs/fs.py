@@ -40,7 +40,7 @@ from .data import DataPath, merge_ranges
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .hugemap import eligible_total
-from .inode import Extent, Inode, InodeTable
+from .inode import Extent, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
 from .layout import (
     BLOCK,
@@ -351,8 +351,7 @@ class FileSystem(DataPath):
         return self._dir(dir_ino).lookup(name)
 
     def _readlink_ino(self, ino: int) -> str:
-        inode = self._inode(ino)
-        return self._read_bytes(inode, 0, inode.size).decode("utf-8", "surrogateescape")
+        return symlink_target(self._inode(ino), self.region.buf).decode("utf-8", "surrogateescape")
 
     def _parent_of(self, ino: int) -> int:
         return self._inode(ino).parent if ino != ROOT_INO else ROOT_INO
@@ -1207,6 +1206,12 @@ def open_pool(
     """mount() without the read-only recovery detour; the checker mounts with
     reclaim_orphans=False so that it decides about nameless inodes itself."""
     region = Region(spath, readonly=readonly, durability=durability, emulate_devdax=emulate_devdax)
+    return mount_region(region, readonly=readonly, reclaim_orphans=reclaim_orphans)
+
+
+def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True) -> FileSystem:
+    """Mount a pool on a region object already made (a Region, or a wrapper with
+    the same interface, such as the crash tester's); closes it on failure."""
     try:
         sb, _primary_ok = read_superblock(region)
         fs = FileSystem(region, sb, readonly=readonly)
