@@ -24,8 +24,10 @@ from .layout import (
     DIRBLOCK_HEAD,
     DIRENT_HEAD,
     MAX_DIRENT,
+    CorruptionError,
     dirblock_seal,
     parse_dirblock,
+    valid_name,
 )
 
 Entry = tuple[int, int, int, int]  # ino, ftype, block index, position in block
@@ -59,6 +61,8 @@ class Directory:
             live_bytes = 0
             for pos, eino, ftype, raw in entries:
                 name = raw.decode("utf-8", "surrogateescape")
+                if not valid_name(raw) or name in d.entries:
+                    raise CorruptionError(f"directory {ino}: bad or duplicate name {raw!r}", dev)
                 d.entries[name] = (eino, ftype, b, pos)
                 live_bytes += DIRENT_HEAD.size + len(raw)
             d.dead.append(used - DIRBLOCK_HEAD.size - live_bytes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -181,6 +182,21 @@ class Inode:
             ext_block,
             self.extents[:INLINE_EXTENTS],
         )
+
+
+def symlink_target(inode: Inode, buf) -> bytes:
+    """A symlink's target bytes.  Raises CorruptionError unless the inode is a
+    symlink whose target is non-empty, lies wholly in its blocks (symlink()
+    writes it so; a hole would read as NULs) and contains no NUL byte -- so
+    a damaged size can neither fake a target nor ask for terabytes."""
+    if not stat.S_ISLNK(inode.mode) or not inode.size or inode.holes(0, inode.size):
+        raise CorruptionError(f"inode {inode.ino}: not a symlink with its target in its blocks")
+    raw = b"".join(
+        bytes(buf[e.device_offset : e.device_offset + e.length]) for e in inode.iomap(0, inode.size)
+    )
+    if b"\0" in raw:
+        raise CorruptionError(f"inode {inode.ino}: symlink target contains NUL")
+    return raw
 
 
 BlockAlloc = Callable[[Transaction], int]
