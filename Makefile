@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean deps
+.PHONY: demo test lint bench clean deps crash-full
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ deps:
 
 test: $(STAMP) deps
 	$(PY) -m pytest -q
+
+# The long crash and damage runs: more random crash subsets, every fuzzy
+# mutation, 5,000 kills.
+crash-full: $(STAMP) deps
+	DAXFS_CRASH_FULL=1 DAXFS_FUZZ_FULL=1 DAXFS_KILLS=5000 $(PY) -m pytest -q \
+		tests/test_crash.py tests/test_fuzzy.py tests/test_kills.py tests/test_faults.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
