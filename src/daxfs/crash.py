@@ -31,6 +31,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .region import NoDurability
+
 LINE = 64
 SPLIT_LIMIT = 512
 EXHAUSTIVE = 12
@@ -98,7 +100,7 @@ class MemoryRegion:
         self.size = len(image)
         self.path = lock_path
         self.fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        self.durability = _NoDurability()
+        self.durability = NoDurability()
         self.volatile = True
         self.addr = 0
         self.closed = False
@@ -132,17 +134,6 @@ class MemoryRegion:
             self.closed = True
             self.buf.release()
             os.close(self.fd)
-
-
-class _NoDurability:
-    name = "none"
-    volatile = True
-
-    def flush(self, addr: int, n: int) -> None:
-        pass
-
-    def fence(self) -> None:
-        pass
 
 
 # --------------------------------------------------------------------------
