@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -116,3 +117,27 @@ def any_fs(request, shm_dir: str, tmp_path) -> Iterator[daxfs.FileSystem]:
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture(scope="session")
+def huge_dir():
+    """A tmpfs mounted huge=always (2 MiB pages for pool files), once per session;
+    tests put uniquely named pools in it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a huge=always tmpfs needs root")
+    if not shutil.which("mount"):
+        pytest.skip("no mount(8) on this machine")
+    d = tempfile.mkdtemp(prefix="daxfs-hugemap-")
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "huge=always,size=3G", "tmpfs", d],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        os.rmdir(d)
+        pytest.skip(f"cannot mount a huge tmpfs here: {res.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", d], check=False)
+        os.rmdir(d)

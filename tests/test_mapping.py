@@ -22,11 +22,9 @@ import mmap
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import numpy as np
@@ -193,29 +191,6 @@ def children():
 # ---------------------------------------------------------------------------
 # pools on a huge tmpfs (mounted once per session)
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def huge_dir():
-    """A tmpfs mounted huge=always (2 MiB pages for the pool file)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a huge=always tmpfs needs root")
-    if not shutil.which("mount"):
-        pytest.skip("no mount(8) on this machine")
-    d = tempfile.mkdtemp(prefix="daxfs-hugemap-")
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "huge=always,size=3G", "tmpfs", d],
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        os.rmdir(d)
-        pytest.skip(f"cannot mount a huge tmpfs here: {res.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", d], check=False)
-        os.rmdir(d)
-
-
 @pytest.fixture
 def huge_pool(huge_dir):
     """Factory: a fresh pool on the huge tmpfs, removed afterwards."""

@@ -6,10 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -217,30 +215,8 @@ def test_pool_on_emulated_devdax(shm_dir):
 # ---------------------------------------------------------------------------
 # Huge pages: a real tmpfs mounted with huge=always
 # ---------------------------------------------------------------------------
-@pytest.fixture
-def huge_tmpfs():
-    if os.geteuid() != 0:
-        pytest.skip("mounting a huge=always tmpfs needs root")
-    if not shutil.which("mount"):
-        pytest.skip("no mount(8) on this machine")
-    d = tempfile.mkdtemp(prefix="daxfs-hugetmpfs-")
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "huge=always,size=256M", "tmpfs", d],
-        capture_output=True,
-        text=True,
-    )
-    if res.returncode != 0:
-        os.rmdir(d)
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", d], check=False)
-        os.rmdir(d)
-
-
-def test_huge_tmpfs_is_huge_capable_and_dev_shm_is_not(huge_tmpfs, pool_path):
-    huge_pool = os.path.join(huge_tmpfs, "pool")
+def test_huge_tmpfs_is_huge_capable_and_dev_shm_is_not(huge_dir, pool_path):
+    huge_pool = os.path.join(huge_dir, f"region-{os.getpid()}")
     daxfs.mkfs(huge_pool, "64M")
     rh, rs = Region(huge_pool), Region(pool_path)
     try:
@@ -260,16 +236,18 @@ def test_huge_tmpfs_is_huge_capable_and_dev_shm_is_not(huge_tmpfs, pool_path):
     finally:
         rh.close()
         rs.close()
+        os.unlink(huge_pool)
 
 
-def test_emulated_devdax_on_huge_tmpfs_is_huge_capable(huge_tmpfs):
-    path = os.path.join(huge_tmpfs, "dd")
+def test_emulated_devdax_on_huge_tmpfs_is_huge_capable(huge_dir):
+    path = os.path.join(huge_dir, f"devdax-{os.getpid()}")
     daxfs.mkfs(path, "16M")
     r = Region(path, emulate_devdax=True)
     try:
         assert r.huge_capable
     finally:
         r.close()
+        os.unlink(path)
 
 
 # ---------------------------------------------------------------------------
