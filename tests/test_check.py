@@ -23,9 +23,10 @@ from daxfs.layout import BLOCK, INODE_SIZE
 POOL_SIZE = "8M"
 
 
-def _build_pristine(path: str) -> dict[str, int]:
+def build_pristine(path: str) -> dict[str, int]:
     """A small pool with a tree, a hard link, a symlink, and one file
-    fragmented past the inline extents (so it has an extent block)."""
+    fragmented past the inline extents (so it has an extent block); returns
+    where each kind of record lies.  test_fuzzy builds the same image."""
     daxfs.mkfs(path, POOL_SIZE, allocator="naive")
     with daxfs.mount(path) as fs:
         fs.makedirs("/d/e")
@@ -75,7 +76,7 @@ def pristine(tmp_path_factory):
     shm = f"/dev/shm/daxfs-check-{os.getpid()}-{base.name}"
     os.makedirs(shm)
     path = os.path.join(shm, "pristine.pool")
-    where = _build_pristine(path)
+    where = build_pristine(path)
     with daxfs.mount(path, readonly=True) as fs:
         expected = _snapshot(fs)
     yield path, where, expected

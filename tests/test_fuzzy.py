@@ -73,6 +73,7 @@ from hypothesis import strategies as st
 import daxfs
 from daxfs import fields as F
 from daxfs import layout as L
+from test_check import build_pristine
 
 POOL_SIZE = "8M"
 FULL = os.environ.get("DAXFS_FUZZ_FULL") == "1"
@@ -87,23 +88,6 @@ CASES: collections.Counter[str] = collections.Counter()
 # --------------------------------------------------------------------------
 # the pristine image
 # --------------------------------------------------------------------------
-def _build_pristine(path: str) -> None:
-    daxfs.mkfs(path, POOL_SIZE, allocator="naive")
-    with daxfs.mount(path) as fs:
-        fs.makedirs("/d/e")
-        for i in range(6):
-            with fs.open(f"/d/f{i}", "wb") as f:
-                f.write(bytes([i]) * (100 + 1000 * i))
-        fs.link("/d/f1", "/d/e/hard")
-        fs.symlink("/d/f2", "/d/e/soft")
-        with fs.open("/frag", "wb") as a, fs.open("/other", "wb") as b:
-            for i in range(10):  # interleaved allocations fragment both files
-                a.write(bytes([65 + i]) * L.BLOCK)
-                a.flush()
-                b.write(bytes([97 + i]) * L.BLOCK)
-                b.flush()
-
-
 class Hang(BaseException):
     """Raised by the alarm: not an Exception, so no except clause swallows it."""
 
@@ -222,7 +206,7 @@ def _inode_instance(name, fs, path, extra: dict[str, str] | None = None) -> Inst
 
 def _build_world(d: str) -> World:
     path = os.path.join(d, "pristine.pool")
-    _build_pristine(path)
+    build_pristine(path)  # the same image test_check flips bytes of
     with open(path, "rb") as f:
         pristine = f.read()
     with daxfs.mount(path, readonly=True) as fs:
