@@ -1,52 +1,81 @@
-"""crash: record what an operation stores, flushes and fences; rebuild the
-states a power failure could leave; check each one.
+"""crash: record what operations store, flush and fence; rebuild the states a
+power failure could leave; check the flush discipline.
 
 The crash tester is a wrapper around the region, not a fork of it:
 
-    RecordingRegion(region)   passes every call through to the real region
-                              and logs store / flush / fence events, with the
-                              durability promises of persistent memory (so the
-                              file system issues every flush it would there)
+    RecordingRegion(region, model)  passes every call through to the real
+                              region and logs store / flush / fence events
+                              and the start and end of each operation; it
+                              claims the durability of ``model`` ("pmem" or
+                              "msync"), so the file system issues exactly the
+                              flushes it would issue on that backend
     MemoryRegion(image)       a pool held in a bytearray (no mapping), to mount
-                              and check crash images quickly
-    crash_images(base, log)   at every fence (and at the end), the persisted
-                              image plus subsets of the stores still in flight
+                              and check crash states quickly
+    crash_points(base, log)   pmem: at every fence (and at the end), the
+                              persisted image and the stores still in flight
+    crash_states(point, rng)  the images a crash at that point can leave,
+                              each with a cheap identity key (no image is
+                              built twice)
+    page_cache_points(...)    the msync model: 4 KiB pages, each dirty page
+                              written, dropped or torn at 512-byte sectors
+    check_discipline(log)     pmemcheck's questions: did an operation return
+                              with stores not yet flushed and fenced; which
+                              flushes and fences did nothing
+    recovery_log(image)       what mounting (recovery) stores, so crashes
+                              during recovery can be rebuilt the same way
 
-The persistence model (as Chipmunk's): a store reaches the media when a
-flush covering it, issued after it, is followed by a fence; before that it
-may or may not have reached it.  A crash image is the persisted image plus
-any subset of in-flight units.  Stores of up to 512 bytes are split into
-64-byte cache lines (units); larger stores (file data) are one unit each,
-also tried torn (first, last or a middle cache line missing).  With at most
-``EXHAUSTIVE`` units in flight every subset is tried; otherwise every
-subset of at most two units plus ``random_subsets`` random ones.
+The pmem model (as Chipmunk's): a store reaches the media when a flush
+covering it, issued after it, is followed by a fence; before that it may or
+may not have.  Stores of up to 512 bytes are split into 64-byte cache lines
+(units; 8-byte aligned stores never tear inside a line here because daxfs
+never relies on more than 8-byte atomicity within a line); larger stores
+(file data) are one unit each, also tried torn (first, last or a middle
+cache line missing).  With at most ``EXHAUSTIVE`` units in flight every
+subset is tried; otherwise every subset of at most two units plus
+``random_subsets`` random ones and the full set.
+
+The page-cache model (as SQLite's crash VFS): between two msyncs the kernel
+may write any dirty page back at any time, so at a crash each dirty 4 KiB
+page is written, dropped, or torn (some of its eight 512-byte sectors
+written).  msync(MS_SYNC) of a range makes its pages durable.  A page is
+taken with its content at the crash (writeback of an earlier version of a
+page that was later stored to again is not modelled).
+
+Stores made through a mapping (Mapping.ndarray) never pass through the
+region; the recorder keeps a shadow of the image and turns any difference
+it finds at a flush into a logged store, so map + store + persist workloads
+are covered.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import os
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .region import NoDurability
+from .region import CACHE_LINE as LINE
+from .region import NoDurability, merge_ranges
 
-LINE = 64
+PAGE = 4096
+SECTOR = 512
 SPLIT_LIMIT = 512
 EXHAUSTIVE = 12
+EXHAUSTIVE_PAGES = 6  # 3**6 = 729 page-cache states
 
 
 # --------------------------------------------------------------------------
 # Recording.
 # --------------------------------------------------------------------------
 class _RecordedDurability:
-    name = "pmem"
     volatile = False
 
-    def __init__(self, rec: RecordingRegion):
-        self.rec = rec
+    def __init__(self, rec: RecordingRegion, name: str):
+        self.rec, self.name = rec, name
 
     def flush(self, addr: int, n: int) -> None:
         self.rec.flush(addr - self.rec.addr, n)
@@ -56,27 +85,40 @@ class _RecordedDurability:
 
 
 class RecordingRegion:
-    """Every call goes to ``inner``; stores, flushes and fences are logged."""
+    """Every call goes to ``inner``; stores, flushes, fences and operation
+    boundaries are logged in ``log``."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, model: str = "pmem"):
+        if model not in ("pmem", "msync"):
+            raise ValueError(f"unknown persistence model {model!r}")
+        self.inner, self.model = inner, model
         self.log: list[tuple] = []
-        self.durability = _RecordedDurability(self)
+        self.durability = _RecordedDurability(self, model)
         self.volatile = False
+        self.shadow = bytearray(inner.buf)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
+    def reset(self) -> None:
+        """Forget the log so far (the image as it is now is the new start)."""
+        self.log.clear()
+        self.shadow[:] = self.inner.buf
+
     def store(self, off: int, data) -> None:
-        self.log.append(("store", off, bytes(data)))
+        data = bytes(data)
+        self.log.append(("store", off, data))
+        self.shadow[off : off + len(data)] = data
         self.inner.store(off, data)
 
     def zero(self, off: int, n: int) -> None:
         self.log.append(("store", off, bytes(n)))
+        self.shadow[off : off + n] = bytes(n)
         self.inner.zero(off, n)
 
     def flush(self, off: int, n: int) -> None:
         if n > 0:
+            self.catch_untracked(off, n)
             self.log.append(("flush", off, n))
 
     def fence(self) -> None:
@@ -85,6 +127,42 @@ class RecordingRegion:
     def persist(self, off: int, n: int) -> None:
         self.flush(off, n)
         self.fence()
+
+    @contextmanager
+    def operation(self, name: str):
+        """Mark one public operation's start and end in the log."""
+        self.log.append(("begin", name))
+        try:
+            yield
+        finally:
+            self.catch_untracked()
+            self.log.append(("end", name))
+
+    def catch_untracked(self, off: int = 0, n: int | None = None) -> None:
+        """Log, as stores, bytes that changed without a store() (stores made
+        through a mapping of the pool), one run of cache lines at a time."""
+        import numpy as np
+
+        n = len(self.shadow) - off if n is None else n
+        lo, hi = off // LINE * LINE, min(len(self.shadow), -(-(off + n) // LINE) * LINE)
+        now = np.frombuffer(self.inner.buf, np.uint8, hi - lo, lo)
+        was = np.frombuffer(self.shadow, np.uint8, hi - lo, lo)
+        differs = now != was
+        if not differs.any():
+            return
+        lines = np.flatnonzero(np.add.reduceat(differs, np.arange(0, hi - lo, LINE)))
+        for first, last in _runs(lines.tolist()):
+            a, b = lo + first * LINE, min(hi, lo + (last + 1) * LINE)
+            data = bytes(self.inner.buf[a:b])
+            self.log.append(("store", a, data))
+            self.shadow[a:b] = data
+
+
+def _runs(sorted_ints: list[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of consecutive integers."""
+    for _, group in itertools.groupby(enumerate(sorted_ints), lambda t: t[1] - t[0]):
+        run = [v for _, v in group]
+        yield run[0], run[-1]
 
 
 class MemoryRegion:
@@ -136,8 +214,18 @@ class MemoryRegion:
             os.close(self.fd)
 
 
+def recovery_log(image: bytes | bytearray, lock_path: str) -> list[tuple]:
+    """The events of mounting ``image`` (journal recovery, orphan reclaim),
+    recorded under the pmem model; the image itself is left as it was."""
+    from .fs import mount_region
+
+    rec = RecordingRegion(MemoryRegion(bytearray(image), lock_path))
+    mount_region(rec).close()
+    return rec.log
+
+
 # --------------------------------------------------------------------------
-# Crash images.
+# Crash points and states.
 # --------------------------------------------------------------------------
 @dataclass
 class _Unit:
@@ -149,15 +237,61 @@ class _Unit:
 
 @dataclass
 class CrashPoint:
-    """The persisted image at a crash point and the units still in flight."""
+    """The persisted image at a crash point and what is still in flight:
+    cache-line units (pmem) or dirty pages (page cache)."""
 
     index: int  # events before the crash
     persisted: bytes
     inflight: list[_Unit] = field(default_factory=list)
+    pages: bool = False
+    _key: bytes | None = None
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = hashlib.blake2b(self.persisted, digest_size=16).digest()
+        return self._key
+
+
+class CrashState:
+    """One image a crash can leave: the persisted image with some overlays.
+    ``key`` identifies the image without building it: equal keys, equal
+    images (the bytes of every overlaid range that differ from the persisted
+    image, after the overlays are applied in order)."""
+
+    __slots__ = ("point", "overlays", "_key")
+
+    def __init__(self, point: CrashPoint, overlays: list[tuple[int, bytes]]):
+        self.point, self.overlays, self._key = point, overlays, None
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            h = hashlib.blake2b(self.point.key, digest_size=16)
+            for lo, hi in merge_ranges((o, o + len(d)) for o, d in self.overlays):
+                final = self._final(lo, hi)
+                if final != self.point.persisted[lo:hi]:
+                    h.update(lo.to_bytes(8, "little"))
+                    h.update(final)
+            self._key = h.digest()
+        return self._key
+
+    def _final(self, lo: int, hi: int) -> bytes:
+        buf = bytearray(self.point.persisted[lo:hi])
+        for off, data in self.overlays:
+            if lo <= off < hi:
+                buf[off - lo : off - lo + len(data)] = data
+        return bytes(buf)
+
+    def image(self) -> bytearray:
+        img = bytearray(self.point.persisted)
+        for off, data in self.overlays:
+            img[off : off + len(data)] = data
+        return img
 
 
 def crash_points(base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
-    """Each fence's crash point (just before the fence) and the final one."""
+    """pmem: each fence's crash point (just before the fence) and the final one."""
     persisted = bytearray(base)
     inflight: list[_Unit] = []
     for i, ev in enumerate(log):
@@ -168,7 +302,7 @@ def crash_points(base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
             for u in inflight:
                 if u.off < hi and lo < u.off + len(u.data):
                     u.flushed = u.flushed or _covers(lo, hi, u)
-        else:
+        elif ev[0] == "fence":
             yield CrashPoint(i, bytes(persisted), list(inflight))
             for u in inflight:
                 if u.flushed:
@@ -193,36 +327,238 @@ def _units(off: int, data: bytes) -> list[_Unit]:
     return out
 
 
-def crash_images(point: CrashPoint, rng: random.Random, random_subsets: int = 200
-                 ) -> Iterator[bytearray]:  # fmt: skip
-    """The images a crash at ``point`` can leave."""
+def crash_states(point: CrashPoint, rng: random.Random, random_subsets: int = 200
+                 ) -> Iterator[CrashState]:  # fmt: skip
+    """The states a crash at ``point`` can leave (some may repeat: use .key)."""
+    if point.pages:
+        yield from _page_cache_states(point, rng, random_subsets)
+        return
     units = point.inflight
-    n = len(units)
+    for subset in _subsets(len(units), rng, random_subsets):
+        chosen = [units[i] for i in subset]
+        overlays = [(u.off, u.data) for u in chosen]
+        yield CrashState(point, overlays)
+        for k, victim in enumerate(chosen):
+            if victim.torn:
+                for drop in ("first", "last", "middle"):
+                    torn = _torn_overlays(victim, drop)
+                    yield CrashState(point, overlays[:k] + torn + overlays[k + 1 :])
+
+
+def _subsets(n: int, rng: random.Random, random_subsets: int) -> Iterator[tuple[int, ...]]:
     if n <= EXHAUSTIVE:
-        subsets: Iterator[tuple[int, ...]] = itertools.chain.from_iterable(
+        return itertools.chain.from_iterable(
             itertools.combinations(range(n), k) for k in range(n + 1)
         )
-    else:
-        small = itertools.chain.from_iterable(itertools.combinations(range(n), k) for k in range(3))
-        rand = (tuple(i for i in range(n) if rng.random() < 0.5) for _ in range(random_subsets))
-        subsets = itertools.chain(small, rand, [tuple(range(n))])
-    for subset in subsets:
-        yield _apply(point.persisted, [units[i] for i in subset])
-        big = [units[i] for i in subset if units[i].torn]
-        for victim in big:
-            for drop in ("first", "last", "middle"):
-                yield _apply(point.persisted, [units[i] for i in subset], torn=(victim, drop))
+    small = itertools.chain.from_iterable(itertools.combinations(range(n), k) for k in range(3))
+    rand = (tuple(i for i in range(n) if rng.random() < 0.5) for _ in range(random_subsets))
+    return itertools.chain(small, rand, [tuple(range(n))])
 
 
-def _apply(persisted: bytes, units: list[_Unit], torn: tuple[_Unit, str] | None = None
-           ) -> bytearray:  # fmt: skip
-    img = bytearray(persisted)
-    for u in units:
-        img[u.off : u.off + len(u.data)] = u.data
-    if torn is not None:
-        u, drop = torn
-        nlines = -(-len(u.data) // LINE)
-        line = {"first": 0, "last": nlines - 1, "middle": nlines // 2}[drop]
-        lo, hi = u.off + line * LINE, min(u.off + len(u.data), u.off + (line + 1) * LINE)
-        img[lo:hi] = persisted[lo:hi]
-    return img
+def _torn_overlays(u: _Unit, drop: str) -> list[tuple[int, bytes]]:
+    """``u`` with one cache line (first, last or middle) not written."""
+    nlines = -(-len(u.data) // LINE)
+    line = {"first": 0, "last": nlines - 1, "middle": nlines // 2}[drop]
+    lo, hi = line * LINE, min(len(u.data), (line + 1) * LINE)
+    return [(u.off, u.data[:lo]), (u.off + hi, u.data[hi:])]
+
+
+# --------------------------------------------------------------------------
+# The page-cache (msync) model.
+# --------------------------------------------------------------------------
+def page_cache_points(base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
+    """msync: a crash point before every msync (flush) and at the end; the
+    units in flight are the dirty pages with their content at that moment."""
+    current, persisted = bytearray(base), bytearray(base)
+    dirty: set[int] = set()
+    for i, ev in enumerate(log):
+        if ev[0] == "store":
+            off, data = ev[1], ev[2]
+            current[off : off + len(data)] = data
+            dirty.update(range(off // PAGE, -(-(off + len(data)) // PAGE)))
+        elif ev[0] == "flush":
+            yield _page_point(i, persisted, current, dirty)
+            synced = dirty.intersection(range(ev[1] // PAGE, -(-(ev[1] + ev[2]) // PAGE)))
+            for p in synced:
+                persisted[p * PAGE : (p + 1) * PAGE] = current[p * PAGE : (p + 1) * PAGE]
+            dirty -= synced
+    yield _page_point(len(log), persisted, current, dirty)
+
+
+def _page_point(i: int, persisted: bytearray, current: bytearray, dirty: set[int]) -> CrashPoint:
+    pages = [_Unit(p * PAGE, bytes(current[p * PAGE : (p + 1) * PAGE])) for p in sorted(dirty)]
+    return CrashPoint(i, bytes(persisted), pages, pages=True)
+
+
+WRITTEN, DROPPED, TORN = "written", "dropped", "torn"
+
+
+def _page_cache_states(point: CrashPoint, rng: random.Random, random_subsets: int
+                       ) -> Iterator[CrashState]:  # fmt: skip
+    pages = point.inflight
+    for fates in _page_fates(len(pages), rng, random_subsets):
+        overlays: list[tuple[int, bytes]] = []
+        for page, fate in zip(pages, fates, strict=True):
+            if fate == WRITTEN:
+                overlays.append((page.off, page.data))
+            elif fate == TORN:
+                overlays.extend(_torn_sectors(page, rng.randrange(1, 255)))
+        yield CrashState(point, overlays)
+
+
+def _page_fates(n: int, rng: random.Random, random_subsets: int) -> Iterator[tuple[str, ...]]:
+    """Every combination of fates for up to EXHAUSTIVE_PAGES dirty pages;
+    beyond that all-dropped, all-written, each page alone changing fate
+    against each uniform background, and random combinations."""
+    choices = (WRITTEN, DROPPED, TORN)
+    if n <= EXHAUSTIVE_PAGES:
+        yield from itertools.product(choices, repeat=n)
+        return
+    for background in (DROPPED, WRITTEN):
+        yield (background,) * n
+        for i in range(n):
+            for fate in choices:
+                if fate != background:
+                    yield tuple(fate if j == i else background for j in range(n))
+    for _ in range(random_subsets):
+        yield tuple(rng.choice(choices) for _ in range(n))
+
+
+def _torn_sectors(page: _Unit, mask: int) -> list[tuple[int, bytes]]:
+    """The sectors of ``page`` whose bit is set in ``mask`` (8 bits) written."""
+    return [
+        (page.off + s * SECTOR, page.data[s * SECTOR : (s + 1) * SECTOR])
+        for s in range(PAGE // SECTOR)
+        if mask >> s & 1
+    ]
+
+
+# --------------------------------------------------------------------------
+# Flush discipline (pmemcheck's questions, knowing the journal's contract).
+# --------------------------------------------------------------------------
+@dataclass
+class Discipline:
+    """What check_discipline found.  ``unflushed``: (operation, offset,
+    length) of stores neither durable nor covered by a durable journal
+    record when the operation returned; ``misordered``: (operation, what)
+    for a home location written before its record was durable, or a
+    checkpoint header written before the homes it retires were;
+    ``redundant_flushes``: (operation, offset, length) of flushes that
+    covered no pending store; ``redundant_fences``: operations that fenced
+    with no flush since the previous fence."""
+
+    unflushed: list[tuple[str, int, int]] = field(default_factory=list)
+    misordered: list[tuple[str, str]] = field(default_factory=list)
+    redundant_flushes: list[tuple[str, int, int]] = field(default_factory=list)
+    redundant_fences: list[str] = field(default_factory=list)
+    flushes: int = 0
+    fences: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.unflushed and not self.misordered
+
+
+class _DisciplineWalk:
+    """State of check_discipline's walk, one cache line at a time."""
+
+    def __init__(self, journal: tuple[int, int] | None):
+        from .layout import JHEADER, JLIVE, JLIVE_OFF, JOURNAL_HEADER_OFF, JSLOT_OFFSETS
+
+        self.out = Discipline()
+        self.pending: set[int] = set()  # stored, not flushed
+        self.flushed: set[int] = set()  # flushed, not yet fenced
+        self.covered: set[int] = set()  # home lines whose record is durable
+        self.journaled: dict[tuple[int, bytes], range] = {}  # home write -> record lines
+        self.flushes_since_fence = 0
+        self.op = "(outside any operation)"
+        self.journal = journal
+        # The live word is a hint for other processes that recovery never
+        # trusts; header slots are the checkpoint's commit points.
+        self.volatile = set(_lines(JOURNAL_HEADER_OFF + JLIVE_OFF, JLIVE.size))
+        self.slots = {JOURNAL_HEADER_OFF + s for s in JSLOT_OFFSETS}
+        self.slot_size = JHEADER.size
+
+    def store(self, off: int, data: bytes) -> None:
+        lines = _lines(off, len(data))
+        if (off, data) in self.journaled:
+            record = self.journaled[(off, data)]
+            if self.pending.intersection(record) or self.flushed.intersection(record):
+                self.out.misordered.append((self.op, f"home {off}+{len(data)} before its record"))
+            # A line already holding a loose store stays loose.
+            self.covered.update(x for x in lines if x not in self.pending or x in self.covered)
+        else:
+            self.covered.difference_update(lines)
+        if off in self.slots and len(data) == self.slot_size:
+            self._checkpoint_header(off)
+        self._note_record(off, data)
+        self.pending.update(lines)
+        self.flushed.difference_update(lines)
+
+    def _note_record(self, off: int, data: bytes) -> None:
+        from .layout import TXN_HEADER, TXN_MAGIC, parse_txn_record
+
+        if self.journal is None or not self.journal[0] <= off < self.journal[1]:
+            return
+        if len(data) < TXN_HEADER.size or TXN_HEADER.unpack_from(data)[0] != TXN_MAGIC:
+            return
+        rec = parse_txn_record(data, 0, len(data), TXN_HEADER.unpack_from(data)[2])
+        if rec is not None:
+            for dst, wdata in rec.writes:
+                self.journaled[(dst, wdata)] = _lines(off, len(data))
+
+    def _checkpoint_header(self, off: int) -> None:
+        # The new header retires every record: their homes must be durable first.
+        undurable = self.covered & (self.pending | self.flushed)
+        if undurable:
+            self.out.misordered.append(
+                (self.op, f"checkpoint header at {off} before {len(undurable)} home lines")
+            )
+        self.covered.clear()
+        self.journaled.clear()
+
+    def flush(self, off: int, n: int) -> None:
+        self.out.flushes += 1
+        self.flushes_since_fence += 1
+        hit = self.pending.intersection(_lines(off, n))
+        if not hit:
+            self.out.redundant_flushes.append((self.op, off, n))
+        self.pending -= hit
+        self.flushed |= hit
+
+    def fence(self) -> None:
+        self.out.fences += 1
+        if not self.flushes_since_fence:
+            self.out.redundant_fences.append(self.op)
+        self.flushes_since_fence = 0
+        self.flushed.clear()
+
+    def end(self) -> None:
+        loose = (self.pending | self.flushed) - self.covered - self.volatile
+        for first, last in _runs(sorted(loose)):
+            self.out.unflushed.append((self.op, first * LINE, (last + 1 - first) * LINE))
+        self.op = "(outside any operation)"
+
+
+def check_discipline(log: list[tuple], journal: tuple[int, int] | None = None) -> Discipline:
+    """Walk a pmem-model log.  ``journal`` is the (start, end) of the journal
+    area: stores of home locations that repeat a write of a durable record
+    there are covered by the log (the journal's contract) rather than loose."""
+    walk = _DisciplineWalk(journal)
+    for ev in log:
+        kind = ev[0]
+        if kind == "store":
+            walk.store(ev[1], ev[2])
+        elif kind == "flush":
+            walk.flush(ev[1], ev[2])
+        elif kind == "fence":
+            walk.fence()
+        elif kind == "begin":
+            walk.op = ev[1]
+        elif kind == "end":
+            walk.end()
+    return walk.out
+
+
+def _lines(off: int, n: int) -> range:
+    return range(off // LINE, -(-(off + n) // LINE))

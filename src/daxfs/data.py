@@ -31,6 +31,7 @@ from .journal import Transaction
 from .layout import BLOCK, CHUNK
 from .path import oserror
 from .pins import pinned_by_others
+from .region import flush_ranges, merge_ranges
 
 
 def _now() -> int:
@@ -124,9 +125,8 @@ class DataPath:
         touched = zeroed + self._copy_in(inode, off, data)
         grows = new_size != inode.size or bool(fresh)
         if grows or self.region.durability.name != "msync":
-            for dev, n in touched:
-                self.region.flush(dev, n)
-            self.region.fence()  # ordered: data before metadata
+            if flush_ranges(self.region, touched):
+                self.region.fence()  # ordered: data before metadata
         else:
             self._dirty_data.extend(touched)  # page cache: durable at fsync/close
         inode.size = new_size
@@ -233,20 +233,10 @@ class DataPath:
         whatever must now read as zero: new space inside the file and the
         allocated bytes between the old and the new end."""
         if new_size > inode.size or fresh:
-            for dev, n in self._zero_unwritten(inode, fresh, inode.size, new_size, []):
-                self.region.flush(dev, n)
-            self.region.fence()
+            zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, [])
+            if flush_ranges(self.region, zeroed):  # a hole needs no zeroing
+                self.region.fence()
         inode.size = new_size
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for s, e in sorted(r for r in ranges if r[1] > r[0]):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
 
 
 def subtract_ranges(

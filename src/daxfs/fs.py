@@ -36,7 +36,7 @@ import weakref
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
-from .data import DataPath, merge_ranges
+from .data import DataPath
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .hugemap import eligible_total
@@ -45,6 +45,7 @@ from .journal import Journal, Transaction
 from .layout import (
     BLOCK,
     CHUNK,
+    INODE_HEAD,
     CorruptionError,
     Superblock,
     ftype_of,
@@ -53,7 +54,7 @@ from .layout import (
 from .mapping import MODES, Mapping, MapPlan, device_span
 from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
 from .pins import RangePins, pinned_by_others, set_lock
-from .region import Region
+from .region import Region, flush_ranges
 
 S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 
@@ -420,12 +421,19 @@ class FileSystem(DataPath):
         if self.readonly or self._open.get(ino) or self._surely_linked(ino):
             return
         with self._locked(exclusive=False):
-            orphan = self._inode(ino).nlink == 0
+            orphan = self._is_orphan(ino)
         if orphan:
             with self._change() as txn:
-                inode = self._inode(ino)
-                if inode.nlink == 0 and not self._is_open(ino):
-                    self._free_inode(txn, inode)
+                if self._is_orphan(ino) and not self._is_open(ino):
+                    self._free_inode(txn, self._inode(ino))
+
+    def _is_orphan(self, ino: int) -> bool:
+        """A live inode without a name.  Its slot may be free already: when the
+        last users in two processes (or mounts) let go at once, both see no other
+        pin and the first one frees it; the slot is then no corruption."""
+        if INODE_HEAD.unpack_from(self.region.buf, self.inodes.slot_off(ino))[1] == 0:
+            return False  # magic 0: a free slot, as the mount-time scan counts it
+        return self._inode(ino).nlink == 0
 
     def _surely_linked(self, ino: int) -> bool:
         """True when our cache, still current (no commit by anyone since), says
@@ -446,9 +454,8 @@ class FileSystem(DataPath):
 
     def _persist_dirty_data(self) -> None:
         if self._dirty_data:
-            for dev, n in merge_ranges([(d, d + n) for d, n in self._dirty_data]):
-                self.region.flush(dev, n - dev)
-            self.region.fence()
+            if flush_ranges(self.region, self._dirty_data):
+                self.region.fence()
             self._dirty_data.clear()
 
     def _reclaim_orphans(self) -> None:

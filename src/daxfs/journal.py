@@ -46,7 +46,7 @@ from .layout import (
     parse_txn_record,
     unpack_jheader,
 )
-from .region import Region
+from .region import Region, flush_ranges
 
 
 class Transaction:
@@ -150,9 +150,8 @@ class Journal:
         r = self.region
         seq = self._header_seq()  # also learns which slot is current now
         if not r.volatile:  # on tmpfs there is nothing to flush
-            for dst, data in self._records(seq):
-                r.flush(dst, len(data))
-            r.fence()
+            if flush_ranges(r, ((dst, len(data)) for dst, data in self._records(seq))):
+                r.fence()
         slot = 1 - self.header_slot
         off = self.header_off + JSLOT_OFFSETS[slot]
         r.store(off, pack_jheader(self.next_seq))

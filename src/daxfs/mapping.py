@@ -194,8 +194,22 @@ class Mapping:
             raise oserror(errno.EINVAL, self.path)
         if self.mode == "c" or length == 0:
             return  # private copies never reach the pool
-        self._region.durability.flush(self._base + offset, length)
-        self._region.durability.fence()
+        # Flush the pool's own device ranges rather than this mapping's
+        # addresses: the same memory (pmem flushes by cache line, msync by
+        # file page), and the region (or a crash recorder wrapping it) sees
+        # exactly which bytes became durable.
+        for dev, n in self._device_ranges(self.offset + offset, length):
+            self._region.flush(dev, n)
+        self._region.fence()
+
+    def _device_ranges(self, file_off: int, length: int) -> list[tuple[int, int]]:
+        out, end = [], file_off + length
+        for e in self.extents:
+            lo, hi = max(file_off, e.file_offset), min(end, e.file_offset + e.length)
+            if e.kind == "mapped" and lo < hi:
+                assert e.device_offset is not None
+                out.append((e.device_offset + lo - e.file_offset, hi - lo))
+        return out
 
     @property
     def stale(self) -> bool:

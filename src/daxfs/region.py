@@ -40,6 +40,7 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED = mmap.MAP_SHARED, mmap.MAP_PRIVATE, 0x10
 MAP_ANONYMOUS, MAP_NORESERVE = mmap.MAP_ANONYMOUS, 0x4000
 MAP_SHARED_VALIDATE, MAP_SYNC = 0x03, 0x80000
 MS_SYNC = 4
+CACHE_LINE = 64  # the unit of a pmem flush (CLWB) and of x86 store atomicity limits
 MADV_HUGEPAGE = 14
 MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -402,3 +403,27 @@ def create_pool_file(path: str, size: int, *, force: bool) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+def merge_ranges(ranges) -> list[tuple[int, int]]:
+    """(start, end) byte ranges sorted, with overlapping or touching ones merged."""
+    out: list[list[int]] = []
+    for s, e in sorted(r for r in ranges if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def flush_ranges(region, ranges) -> bool:
+    """Flush (offset, length) ranges of ``region``, each cache line once even
+    where ranges share a line; True if anything was flushed (then a fence
+    has something to order).  A function, not a Region method, so that a
+    wrapper such as the crash recorder sees each flush."""
+    lines = ((off // CACHE_LINE * CACHE_LINE, -(-(off + n) // CACHE_LINE) * CACHE_LINE)
+             for off, n in ranges)  # fmt: skip
+    spans = merge_ranges(lines)
+    for lo, hi in spans:
+        region.flush(lo, hi - lo)
+    return bool(spans)

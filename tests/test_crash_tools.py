@@ -1,0 +1,246 @@
+"""The crash tester's own parts (daxfs.crash), on logs small enough to reason
+about by hand: the persistence models, the identity keys of crash states,
+the recorder's catching of stores made through a mapping, and the flush
+discipline checker catching each kind of mistake it exists to catch.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import daxfs
+from daxfs.crash import (
+    PAGE,
+    CrashPoint,
+    CrashState,
+    RecordingRegion,
+    check_discipline,
+    crash_points,
+    crash_states,
+    page_cache_points,
+)
+from daxfs.layout import JOURNAL_HEADER_OFF, JSLOT_OFFSETS, pack_jheader, pack_txn
+from daxfs.region import Region
+
+IMAGE = bytes(4 * PAGE)
+
+
+# --------------------------------------------------------------------------
+# pmem model
+# --------------------------------------------------------------------------
+def test_a_flushed_and_fenced_store_is_persisted_and_an_unfenced_one_in_flight():
+    log = [("store", 0, b"a" * 8), ("flush", 0, 8), ("fence",), ("store", 64, b"b" * 8)]
+    points = list(crash_points(IMAGE, log))
+    assert [p.index for p in points] == [2, 4]
+    assert points[0].persisted == IMAGE and len(points[0].inflight) == 1
+    assert points[1].persisted[:8] == b"a" * 8 and points[1].inflight[0].off == 64
+    images = {bytes(s.image()[:72]) for s in crash_states(points[1], random.Random(0))}
+    assert images == {b"a" * 8 + bytes(64), b"a" * 8 + bytes(56) + b"b" * 8}
+
+
+def test_a_flush_that_misses_the_line_does_not_persist_it():
+    log = [("store", 64, b"x"), ("flush", 0, 64), ("fence",)]
+    final = list(crash_points(IMAGE, log))[-1]
+    assert final.persisted[64] == 0 and len(final.inflight) == 1
+
+
+def test_large_stores_are_also_tried_torn():
+    data = bytes(range(256)) * 4  # 1 KiB: one unit of 16 lines
+    point = list(crash_points(IMAGE, [("store", 0, data)]))[-1]
+    images = [bytes(s.image()[:1024]) for s in crash_states(point, random.Random(0))]
+    assert bytes(1024) in images and data in images
+    torn = [i for i in images if i not in (data, bytes(1024))]
+    assert len(torn) == 3
+    for img in torn:  # exactly one line left as it was
+        missing = [k for k in range(16) if img[k * 64 : k * 64 + 64] != data[k * 64 : k * 64 + 64]]
+        assert len(missing) == 1
+
+
+# --------------------------------------------------------------------------
+# page-cache model
+# --------------------------------------------------------------------------
+def test_page_cache_dirty_pages_are_written_dropped_or_torn():
+    log = [("store", 0, b"\xff" * PAGE), ("store", PAGE, b"\xee" * 10)]
+    point = list(page_cache_points(IMAGE, log))[-1]
+    assert [u.off for u in point.inflight] == [0, PAGE]
+    states = list(crash_states(point, random.Random(1)))
+    assert len(states) == 9  # 3 fates for each of 2 pages
+    first_pages = {bytes(s.image()[:PAGE]) for s in states}
+    assert b"\xff" * PAGE in first_pages and bytes(PAGE) in first_pages
+    torn = [p for p in first_pages if p not in (b"\xff" * PAGE, bytes(PAGE))]
+    assert torn, "a torn page is a mix of written and unwritten 512-byte sectors"
+    for page in torn:
+        sectors = {page[i : i + 512] for i in range(0, PAGE, 512)}
+        assert sectors <= {b"\xff" * 512, bytes(512)}
+
+
+def test_msync_makes_exactly_its_pages_durable():
+    log = [("store", 0, b"a"), ("store", 2 * PAGE, b"b"), ("flush", 0, 1), ("store", 0, b"c")]
+    points = list(page_cache_points(IMAGE, log))
+    assert len(points) == 2
+    final = points[-1]
+    assert final.persisted[0:1] == b"a"  # synced, with its content then
+    assert sorted(u.off for u in final.inflight) == [0, 2 * PAGE]  # redirtied, never synced
+    assert all(s.image()[0:1] in (b"a", b"c") for s in crash_states(final, random.Random(0)))
+
+
+def test_many_dirty_pages_are_sampled_not_enumerated():
+    log = [("store", i * 64, b"z") for i in range(0, 4 * PAGE // 64, PAGE // 64)]
+    big = IMAGE * 4
+    log += [("store", PAGE * k, b"y") for k in range(4, 16)]
+    point = list(page_cache_points(big, log))[-1]
+    assert len(point.inflight) == 16
+    states = list(crash_states(point, random.Random(0), random_subsets=50))
+    assert 50 < len(states) < 3**16
+
+
+# --------------------------------------------------------------------------
+# identity keys
+# --------------------------------------------------------------------------
+overlays = st.lists(st.tuples(st.integers(0, 500), st.binary(min_size=0, max_size=40)), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(persisted=st.binary(min_size=600, max_size=600), a=overlays, b=overlays)
+def test_equal_keys_mean_equal_images(persisted, a, b):
+    point = CrashPoint(0, persisted)
+    sa, sb = CrashState(point, a), CrashState(point, b)
+    if sa.key == sb.key:
+        assert sa.image() == sb.image()
+    if not a:
+        assert sa.image() == bytearray(persisted)
+
+
+def test_an_overlay_that_rewrites_the_persisted_bytes_keys_as_no_change():
+    point = CrashPoint(0, b"abcdef")
+    assert CrashState(point, [(1, b"bc")]).key == CrashState(point, []).key
+    assert CrashState(point, [(1, b"XX"), (1, b"bc")]).key == CrashState(point, []).key
+    assert CrashState(point, [(1, b"bc"), (1, b"XX")]).key != CrashState(point, []).key
+
+
+# --------------------------------------------------------------------------
+# the recorder
+# --------------------------------------------------------------------------
+def test_stores_through_a_mapping_are_caught_at_persist(tmp_path):
+    pool = str(tmp_path / "pool")
+    daxfs.mkfs(pool, "8M")
+    with daxfs.mount(pool) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(bytes(8192))
+        dev = fs.iomap("/f")[0].device_offset
+    rec = RecordingRegion(Region(pool, durability="none"))
+    fs = daxfs.fs.mount_region(rec)
+    try:
+        rec.reset()
+        with rec.operation("map store persist"):
+            with fs.map("/f", "r+") as m:
+                arr = m.ndarray()
+                arr[100:110] = 7
+                del arr
+                m.persist(100, 10)
+    finally:
+        fs.close()
+    stores = [ev for ev in rec.log if ev[0] == "store" and ev[1] <= dev + 100 < ev[1] + len(ev[2])]
+    assert stores, "the mapping's store was not logged"
+    off, data = stores[0][1], stores[0][2]
+    assert data[dev + 100 - off : dev + 110 - off] == b"\x07" * 10
+    kinds = [ev[0] for ev in rec.log]
+    assert kinds.index("store") < kinds.index("flush") < kinds.index("fence")
+
+
+# --------------------------------------------------------------------------
+# flush discipline
+# --------------------------------------------------------------------------
+def _op(*events):
+    return [("begin", "op"), *events, ("end", "op")]
+
+
+def test_discipline_accepts_store_flush_fence():
+    d = check_discipline(_op(("store", 4096 * 100, b"x" * 100), ("flush", 409600, 100), ("fence",)))
+    assert d.ok and not d.redundant_flushes and not d.redundant_fences
+
+
+def test_discipline_catches_a_missing_flush_and_a_missing_fence():
+    d = check_discipline(_op(("store", 409600, b"x"), ("fence",)))
+    assert d.unflushed == [("op", 409600, 64)]
+    d = check_discipline(_op(("store", 409600, b"x"), ("flush", 409600, 1)))
+    assert d.unflushed == [("op", 409600, 64)]
+
+
+def test_discipline_reports_redundant_flushes_and_fences():
+    d = check_discipline(
+        _op(
+            ("store", 409600, b"x"),
+            ("flush", 409600, 1),
+            ("flush", 409600, 1),
+            ("fence",),
+            ("fence",),
+        )  # fmt: skip
+    )
+    assert d.ok
+    assert d.redundant_flushes == [("op", 409600, 1)] and d.redundant_fences == ["op"]
+
+
+JOURNAL = (8192, 8192 + 65536)
+HOME = 300_000
+
+
+def _committed(home_data: bytes):
+    record = pack_txn(5, [(HOME, home_data)])
+    return [("store", JOURNAL[0], record), ("flush", JOURNAL[0], len(record)), ("fence",)]
+
+
+def test_home_writes_covered_by_a_durable_record_may_stay_unflushed():
+    d = check_discipline(_op(*_committed(b"home"), ("store", HOME, b"home")), JOURNAL)
+    assert d.ok
+    # ... but not a home write the record does not hold
+    d = check_discipline(_op(*_committed(b"home"), ("store", HOME, b"HOME")), JOURNAL)
+    assert d.unflushed
+
+
+def test_a_home_written_before_its_record_is_durable_is_misordered():
+    record = pack_txn(5, [(HOME, b"home")])
+    log = _op(("store", JOURNAL[0], record), ("store", HOME, b"home"),
+              ("flush", JOURNAL[0], len(record)), ("fence",))  # fmt: skip
+    assert check_discipline(log, JOURNAL).misordered
+
+
+def test_a_checkpoint_header_before_the_homes_are_durable_is_misordered():
+    slot = JOURNAL_HEADER_OFF + JSLOT_OFFSETS[1]
+    header = pack_jheader(6)
+    good = _op(*_committed(b"home"), ("store", HOME, b"home"), ("flush", HOME, 4), ("fence",),
+               ("store", slot, header), ("flush", slot, 16), ("fence",))  # fmt: skip
+    assert check_discipline(good, JOURNAL).ok
+    bad = _op(*_committed(b"home"), ("store", HOME, b"home"),
+              ("store", slot, header), ("flush", slot, 16), ("fence",))  # fmt: skip
+    assert check_discipline(bad, JOURNAL).misordered
+
+
+def test_every_real_operation_keeps_the_discipline(tmp_path):
+    """A whole session through the public API, recorded: clean by the checker."""
+    pool = str(tmp_path / "pool")
+    daxfs.mkfs(pool, "16M")
+    rec = RecordingRegion(Region(pool, durability="none"))
+    fs = daxfs.fs.mount_region(rec)
+    try:
+        sb = fs.sb
+        steps = {
+            "mkdir": lambda: fs.makedirs("/a/b"),
+            "write": lambda: fs.open("/a/b/f", "wb").write(np.arange(5000).tobytes()),
+            "append": lambda: fs.open("/a/b/f", "ab").write(b"tail"),
+            "rename": lambda: fs.rename("/a/b/f", "/a/g"),
+            "truncate": lambda: fs.truncate("/a/g", 100),
+            "unlink": lambda: fs.unlink("/a/g"),
+        }
+        for name, step in steps.items():
+            with rec.operation(name):
+                step()
+    finally:
+        fs.close()
+    d = check_discipline(rec.log, (sb.journal_off, sb.journal_off + sb.journal_len))
+    assert d.ok, (d.unflushed, d.misordered)
+    assert d.flushes > 0 and not d.redundant_flushes and not d.redundant_fences
