@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import cat, cp, demo, df, fsck, getmap, info, ls, mkdir, mkfs, mv, rm, stat
+from . import cat, cp, demo, df, fsck, getmap, info, ls, mkdir, mkfs, mount, mv, rm, stat
 
 app = typer.Typer(
     name="daxfs",
@@ -41,6 +41,7 @@ COMMANDS = {
     "df": df.df_cmd,
     "fsck": fsck.fsck_cmd,
     "demo": demo.demo_cmd,
+    "mount": mount.mount_cmd,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)

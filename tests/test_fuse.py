@@ -1,0 +1,841 @@
+"""``daxfs mount``: a pool served through FUSE and used with ordinary tools.
+
+Every test that mounts runs the real command (``daxfs mount``) in a child
+process against a fresh pool on tmpfs, uses the mount with real programs
+(ls, cp, cat, find, dd, mv, ln, rm, rsync when installed) and Python's own
+open(), then unmounts and checks the pool with daxfs.check.  The fixtures
+always unmount (lazily if they must) and reap the server, so a failing test
+leaves no mount behind.
+
+Skipped, with the reason, only where FUSE cannot work: no /dev/fuse, no
+permission on it, no fusermount3, or no usable libfuse3/mfusepy (``make
+deps`` installs the fuse3 package).  The CLI's error messages are tested
+without FUSE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from typer.testing import CliRunner
+
+import daxfs
+from daxfs.cli import app
+from daxfs.cli import mount as mount_module
+
+MiB = 1 << 20
+DAXFS = [sys.executable, "-c", "from daxfs.cli import main; main()"]
+MOUNT_TIMEOUT = 15.0
+
+
+def fuse_unavailable() -> str | None:
+    """Why FUSE cannot be used here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse does not exist (no FUSE in this kernel or container)"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "no permission to open /dev/fuse"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 not installed (make deps installs the fuse3 package)"
+    try:
+        import mfusepy  # noqa: F401  (loads libfuse3)
+    except (ImportError, OSError, AttributeError) as e:
+        return f"mfusepy/libfuse3 unusable: {e}"
+    return None
+
+
+NO_FUSE = fuse_unavailable()
+needs_fuse = pytest.mark.skipif(NO_FUSE is not None, reason=NO_FUSE or "")
+
+
+# --------------------------------------------------------------------------
+# mounting and unmounting
+# --------------------------------------------------------------------------
+def _unescape_mount_field(field: str) -> str:
+    """/proc/self/mounts writes space, tab, newline and backslash as \\ooo."""
+    return field.encode().decode("unicode_escape")
+
+
+def is_mounted(path: str | os.PathLike) -> bool:
+    """From /proc/self/mounts: never touches the mount itself, so a hung
+    server cannot hang the test."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(_unescape_mount_field(line.split()[1]) == target for line in f)
+
+
+def wait_until(condition, timeout: float = MOUNT_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def unmount(path: str | os.PathLike) -> None:
+    """fusermount3 -u, and a lazy unmount when something still holds it."""
+    if not is_mounted(path):
+        return
+    if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode:
+        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Mount:
+    """A running ``daxfs mount -f POOL DIR`` child."""
+
+    def __init__(self, pool: str, path: Path, *options: str):
+        self.pool, self.path = pool, path
+        self.log = path.parent / f"{path.name}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*DAXFS, "mount", "-f", *options, pool, str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not wait_until(lambda: is_mounted(path) or self.proc.poll() is not None):
+            self.close()
+            raise AssertionError(f"not mounted after {MOUNT_TIMEOUT} s: {self.output()}")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daxfs mount exited {self.proc.returncode}: {self.output()}")
+
+    def __truediv__(self, rel: str) -> Path:
+        return self.path / rel
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """Unmount and wait for the server; its exit status."""
+        unmount(self.path)
+        return self.wait()
+
+    def wait(self, timeout: float = MOUNT_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"server still running after unmount: {self.output()}") from None
+
+    def close(self) -> None:
+        """Teardown: never leave a mount or a server behind."""
+        unmount(self.path)
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(MOUNT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def mountpoint(tmp_path) -> Path:
+    path = tmp_path / "mnt"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start(pool_path, mountpoint):
+    """start(*options) -> Mount of the test's pool; all unmounted at teardown."""
+    mounts: list[Mount] = []
+
+    def starter(*options: str) -> Mount:
+        m = Mount(pool_path, mountpoint, *options)
+        mounts.append(m)
+        return m
+
+    try:
+        yield starter
+    finally:
+        for m in mounts:
+            m.close()
+
+
+@pytest.fixture
+def mnt(start) -> Mount:
+    return start()
+
+
+def run(
+    *args: str | os.PathLike, ok: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run a program; with ok, insist that it succeeded."""
+    res = subprocess.run([str(a) for a in args], capture_output=True, timeout=timeout)
+    if ok:
+        assert res.returncode == 0, (args, res.stdout[-2000:], res.stderr[-2000:])
+    return res
+
+
+def assert_clean(pool: str) -> None:
+    """daxfs.check finds nothing, and the journal was empty (a clean unmount)."""
+    report = daxfs.check(pool)
+    assert report.ok and not report.errors, report
+    assert not [n for n in report.notes if n.startswith("journal")], report.notes
+
+
+def pool_read(pool: str, path: str) -> bytes:
+    with daxfs.mount(pool, readonly=True) as fs, fs.open(path, "rb") as f:
+        return f.read()
+
+
+# --------------------------------------------------------------------------
+# ordinary tools
+# --------------------------------------------------------------------------
+@needs_fuse
+def test_ls_l_shows_files_dirs_links_and_daxfs_inode_numbers(mnt):
+    (mnt / "dir").mkdir()
+    (mnt / "file.txt").write_bytes(b"x" * 1234)
+    os.chmod(mnt / "file.txt", 0o640)
+    os.symlink("file.txt", mnt / "link")
+    lines = run("ls", "-l", mnt.path).stdout.decode().splitlines()
+    by_name = {line.split()[-1] if "->" not in line else line.split()[-3]: line for line in lines}
+    assert by_name["dir"].startswith("d")
+    assert by_name["file.txt"].startswith("-rw-r----- 1 ")
+    assert " 1234 " in by_name["file.txt"]
+    assert by_name["link"].startswith("l") and by_name["link"].endswith("link -> file.txt")
+    listed_ino = int(run("ls", "-i", mnt / "file.txt").stdout.split()[0])
+    assert run("ls", "-a", mnt.path).stdout.decode().split()[:2] == [".", ".."]
+    assert mnt.stop() == 0
+    with daxfs.mount(mnt.pool, readonly=True) as fs:
+        assert fs.stat("/file.txt").st_ino == listed_ino
+        assert stat.S_IMODE(fs.stat("/file.txt").st_mode) == 0o640
+
+
+@needs_fuse
+def test_cp_in_and_out_multi_mib_byte_for_byte(mnt, tmp_path):
+    data = random.Random(1).randbytes(9 * MiB + 123)
+    src, back = tmp_path / "src.bin", tmp_path / "back.bin"
+    src.write_bytes(data)
+    run("cp", src, mnt / "big.bin")
+    run("cp", mnt / "big.bin", back)
+    run("cmp", src, back)
+    assert os.stat(mnt / "big.bin").st_size == len(data)
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+    assert pool_read(mnt.pool, "/big.bin") == data
+
+
+@needs_fuse
+def test_cat_and_find_walk_a_tree(mnt):
+    tree = {"a.txt": b"alpha\n", "sub/b.txt": b"beta\n", "sub/deep/c.bin": bytes(5000)}
+    for rel, data in tree.items():
+        (mnt / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mnt / rel).write_bytes(data)
+    (mnt / "empty").mkdir()
+    os.symlink("sub/b.txt", mnt / "to-b")
+    assert run("cat", mnt / "a.txt", mnt / "to-b").stdout == b"alpha\nbeta\n"
+
+    def find(*args: str) -> list[str]:
+        out = run("find", mnt.path, *args).stdout.decode().splitlines()
+        return sorted(os.path.relpath(p, mnt.path) for p in out)
+
+    assert find("-type", "f") == sorted(tree)
+    assert find("-type", "d") == [".", "empty", "sub", "sub/deep"]
+    assert find("-type", "l") == ["to-b"]
+    assert find("-name", "*.txt") == ["a.txt", "sub/b.txt"]
+    assert find("-size", "+4k") == ["sub/deep/c.bin"]
+
+
+@needs_fuse
+def test_dd_with_block_size_seek_and_notrunc(mnt, tmp_path):
+    rnd = random.Random(2)
+    src = tmp_path / "src"
+    src.write_bytes(rnd.randbytes(3 * MiB))
+    target = mnt / "dd.bin"
+    model = bytearray()
+
+    def dd(*operands: str) -> None:
+        run("dd", f"if={src}", f"of={target}", "status=none", *operands)
+
+    dd("bs=4096", "count=3", "seek=5")  # a hole of 5 blocks, then 3 blocks
+    model[:] = bytes(5 * 4096) + src.read_bytes()[: 3 * 4096]
+    dd("bs=1000", "count=2", "seek=7", "conv=notrunc")  # overwrite inside
+    model[7000:9000] = src.read_bytes()[:2000]
+    dd("bs=1M", "count=3", "seek=1", "conv=notrunc")  # grow past 2 MiB windows
+    model.extend(bytes(MiB - len(model)))  # the gap reads as zeroes
+    model[MiB:] = src.read_bytes()
+    assert target.read_bytes() == bytes(model)
+    out = run("dd", f"if={target}", "bs=512", "skip=14", "count=4", "status=none").stdout
+    assert out == bytes(model[14 * 512 : 18 * 512])
+    dd("bs=4096", "count=1", "seek=2")  # without notrunc: cut after the block
+    assert target.stat().st_size == 3 * 4096
+    assert target.read_bytes() == bytes(model[: 2 * 4096]) + src.read_bytes()[:4096]
+
+
+@needs_fuse
+def test_rsync_both_ways(mnt, tmp_path):
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed (not on PATH)")
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"a" * 10)
+    (src / "sub" / "b.bin").write_bytes(random.Random(3).randbytes(3 * MiB))
+    os.symlink("a.txt", src / "link")
+    run("rsync", "-a", f"{src}/", f"{mnt / 'copy'}/")
+    back = tmp_path / "back"
+    run("rsync", "-a", f"{mnt / 'copy'}/", f"{back}/")
+    run("diff", "-r", "--no-dereference", src, back)
+    again = run("rsync", "-a", "--itemize-changes", f"{src}/", f"{mnt / 'copy'}/")
+    assert again.stdout == b""  # nothing left to transfer
+
+
+@needs_fuse
+def test_mkdir_mv_ln_rm_rmdir(mnt):
+    run("mkdir", "-p", mnt / "a/b/c")
+    (mnt / "a/b/c/f").write_bytes(b"content")
+    run("mv", mnt / "a/b", mnt / "a/moved")
+    assert sorted(os.listdir(mnt / "a")) == ["moved"]
+    run("ln", mnt / "a/moved/c/f", mnt / "hard")
+    run("ln", "-s", "a/moved/c/f", mnt / "soft")
+    assert run("stat", "-c", "%h", mnt / "hard").stdout.strip() == b"2"
+    assert run("readlink", mnt / "soft").stdout.strip() == b"a/moved/c/f"
+    assert run("cat", mnt / "soft").stdout == b"content"
+    os.rename(mnt / "hard", mnt / "a/moved/c/f")  # onto another name of itself: no-op
+    assert (mnt / "hard").exists()
+    run("rm", mnt / "hard", mnt / "soft")
+    assert run("stat", "-c", "%h", mnt / "a/moved/c/f").stdout.strip() == b"1"
+    run("rm", mnt / "a/moved/c/f")
+    run("rmdir", mnt / "a/moved/c", mnt / "a/moved")
+    run("rm", "-r", mnt / "a")
+    assert os.listdir(mnt.path) == []
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+
+
+@needs_fuse
+def test_python_open_read_write_seek_truncate_times_modes(mnt):
+    path = mnt / "py.txt"
+    with open(path, "w") as f:
+        f.write("hello\n")
+    with open(path, "a") as f:
+        f.write("world\n")
+    with open(path, "r+b") as f:
+        f.seek(1)
+        f.write(b"E")
+        f.seek(0, os.SEEK_END)
+        assert f.tell() == 12
+        os.fsync(f.fileno())
+    assert path.read_text() == "hEllo\nworld\n"
+    os.truncate(path, 3)
+    assert path.read_bytes() == b"hEl"
+    os.truncate(path, 6000)
+    assert path.read_bytes() == b"hEl" + bytes(5997)
+    os.utime(path, ns=(1_000_000_001, 2_000_000_002))
+    st1 = os.stat(path)
+    assert (st1.st_atime_ns, st1.st_mtime_ns) == (1_000_000_001, 2_000_000_002)
+    os.chmod(path, 0o600)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.symlink("nowhere", mnt / "dangling")
+    os.utime(mnt / "dangling", ns=(5, 7), follow_symlinks=False)  # lutimes
+    assert os.lstat(mnt / "dangling").st_mtime_ns == 7
+    old = os.umask(0o027)
+    try:
+        os.mkdir(mnt / "masked")
+        (mnt / "masked/f").touch()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(mnt / "masked").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(mnt / "masked/f").st_mode) == 0o640
+    vfs = os.statvfs(mnt.path)
+    assert vfs.f_bsize == 4096 and 0 < vfs.f_bfree < vfs.f_blocks
+    assert mnt.stop() == 0
+    with daxfs.mount(mnt.pool, readonly=True) as fs:
+        assert fs.stat("/py.txt").st_mtime_ns == 2_000_000_002
+        assert fs.stat("/py.txt").st_size == 6000
+
+
+@needs_fuse
+def test_open_unlinked_file_keeps_working_and_is_freed(mnt):
+    (mnt / "placeholder").touch()  # the root's first directory block, kept for good
+    free_before = os.statvfs(mnt.path).f_bfree
+    f = open(mnt / "tmp.bin", "w+b")
+    try:
+        f.write(b"x" * 100_000)
+        f.flush()
+        os.unlink(mnt / "tmp.bin")
+        assert os.listdir(mnt.path) == ["placeholder"]
+        time.sleep(1.1)  # past FUSE's attribute cache: the server answers fstat
+        st1 = os.fstat(f.fileno())
+        assert (st1.st_nlink, st1.st_size) == (0, 100_000)
+        f.truncate(10)
+        f.seek(0)
+        f.write(b"yy")
+        f.flush()
+        f.seek(0)
+        assert f.read() == b"yyxxxxxxxx"
+        os.mkdir(mnt / "d")
+        g = open(mnt / "d/inner", "wb")
+        os.unlink(mnt / "d/inner")
+        os.rmdir(mnt / "d")  # nothing named is left in it
+        g.close()
+    finally:
+        f.close()
+    assert os.statvfs(mnt.path).f_bfree == free_before
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+    with daxfs.mount(mnt.pool, readonly=True) as fs:
+        assert fs.listdir("/") == ["placeholder"]
+
+
+@needs_fuse
+def test_errors_reach_the_tools_with_their_errno(mnt):
+    (mnt / "full").mkdir()
+    (mnt / "full/f").write_bytes(b"1")
+    (mnt / "file").write_bytes(b"2")
+    (mnt / "other").mkdir()
+    res = run("rmdir", mnt / "full", ok=False)
+    assert res.returncode != 0 and b"Directory not empty" in res.stderr
+    assert b"Is a directory" in run("cat", mnt / "full", ok=False).stderr
+    cases = [
+        (errno.ENOENT, lambda: open(mnt / "missing")),
+        (errno.EEXIST, lambda: os.mkdir(mnt / "full")),
+        (errno.ENOTDIR, lambda: os.rmdir(mnt / "file")),
+        (errno.ENOTDIR, lambda: os.listdir(mnt / "file")),
+        (errno.EPERM, lambda: os.link(mnt / "full", mnt / "dirlink")),
+        (errno.EINVAL, lambda: os.rename(mnt / "full", mnt / "full/inside")),
+        (errno.ENOTEMPTY, lambda: os.rename(mnt / "other", mnt / "full")),
+        (errno.EISDIR, lambda: os.rename(mnt / "file", mnt / "full")),
+        (errno.EEXIST, lambda: os.symlink("x", mnt / "file")),
+        (errno.EPERM, lambda: os.chown(mnt / "file", 12345, 12345)),
+    ]
+    for code, action in cases:
+        with pytest.raises(OSError) as info:
+            action()
+        assert info.value.errno == code, (code, info.value)
+    os.chown(mnt / "file", os.getuid(), os.getgid())  # a no-op chown is fine
+    # mv -n never replaces an existing name (renameat2 RENAME_NOREPLACE or not).
+    (mnt / "keep").write_bytes(b"keep")
+    run("mv", "-n", mnt / "file", mnt / "keep", ok=False)
+    assert (mnt / "keep").read_bytes() == b"keep"
+
+
+@needs_fuse
+def test_readonly_mount_gives_erofs(pool_path, start):
+    with daxfs.mount(pool_path) as fs, fs.open("/present.txt", "wb") as f:
+        f.write(b"here")
+    m = start("--readonly")
+    assert (m / "present.txt").read_bytes() == b"here"
+    for action in (
+        lambda: open(m / "new.txt", "w"),
+        lambda: open(m / "present.txt", "r+b"),
+        lambda: os.mkdir(m / "d"),
+        lambda: os.unlink(m / "present.txt"),
+        lambda: os.chmod(m / "present.txt", 0o600),
+    ):
+        with pytest.raises(OSError) as info:
+            action()
+        assert info.value.errno == errno.EROFS
+    assert b"Read-only file system" in run("touch", m / "t", ok=False).stderr
+    assert m.stop() == 0
+    assert_clean(pool_path)
+
+
+@needs_fuse
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_unmounts_and_leaves_a_clean_pool(mnt, signum):
+    payload = random.Random(4).randbytes(3 * MiB)
+    (mnt / "big").write_bytes(payload)
+    (mnt / "dir").mkdir()
+    (mnt / "dir/small").write_text("small")
+    still_open = open(mnt / "open.txt", "wb", buffering=0)
+    still_open.write(b"written before the signal")
+    mnt.proc.send_signal(signum)
+    assert mnt.wait() == 0, mnt.output()
+    assert not is_mounted(mnt.path)
+    with contextlib.suppress(OSError):
+        still_open.close()  # the connection is gone: the close may fail
+    assert_clean(mnt.pool)
+    assert pool_read(mnt.pool, "/big") == payload
+    assert pool_read(mnt.pool, "/dir/small") == b"small"
+    assert pool_read(mnt.pool, "/open.txt") == b"written before the signal"
+
+
+def daemons_serving(mountpoint: Path) -> list[int]:
+    """Pids of background ``daxfs mount`` processes for this mount point."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mount" in argv and str(mountpoint).encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+@needs_fuse
+def test_background_mount_returns_once_mounted(pool_path, mountpoint):
+    res = run(*DAXFS, "mount", pool_path, mountpoint, timeout=MOUNT_TIMEOUT)
+    daemons = daemons_serving(mountpoint)
+    try:
+        assert res.stdout == b""
+        assert is_mounted(mountpoint)  # ready when the command returns
+        assert len(daemons) == 1
+        (mountpoint / "bg.txt").write_bytes(b"from the background")
+        unmount(mountpoint)
+        assert wait_until(lambda: not pid_alive(daemons[0]))
+    finally:
+        unmount(mountpoint)
+        for pid in daemons:  # only the server this test started
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert_clean(pool_path)
+    assert pool_read(pool_path, "/bg.txt") == b"from the background"
+
+
+# --------------------------------------------------------------------------
+# the command's one-line errors (no FUSE needed for most)
+# --------------------------------------------------------------------------
+def mount_via_runner(*args: str, code: int = 1) -> str:
+    result = CliRunner().invoke(app, ["mount", *args])
+    assert result.exit_code == code, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("daxfs: "), result.output
+    return lines[0]
+
+
+def test_mount_missing_or_bad_mountpoint(pool_path, tmp_path):
+    assert "mount point does not exist" in mount_via_runner(pool_path, str(tmp_path / "nope"))
+    (tmp_path / "plain").write_text("x")
+    assert "not a directory" in mount_via_runner(pool_path, str(tmp_path / "plain"))
+
+
+def test_mount_without_dev_fuse(pool_path, mountpoint, monkeypatch, tmp_path):
+    monkeypatch.setattr(mount_module, "FUSE_DEVICE", str(tmp_path / "no-fuse-device"))
+    line = mount_via_runner(pool_path, str(mountpoint))
+    assert "does not exist" in line and "FUSE" in line
+
+
+@needs_fuse
+def test_mount_bad_or_missing_pool(mountpoint, tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(bytes(8 * MiB))
+    assert "not a daxfs pool" in mount_via_runner(str(junk), str(mountpoint))
+    assert "No such file or directory" in mount_via_runner(str(tmp_path / "x"), str(mountpoint))
+    assert not is_mounted(mountpoint)
+
+
+# --------------------------------------------------------------------------
+# the mount against a real directory, operation by operation
+# --------------------------------------------------------------------------
+NAMES = ("a", "b", "d/a", "d/b", "d", "e")
+DATA = st.binary(max_size=9000)
+OFFSETS = st.sampled_from((0, 1, 4095, 4096, 10_000, 2 * MiB - 3))
+
+
+def _outcome(action):
+    """(True, result) or (False, errno): what both sides must agree on."""
+    try:
+        return True, action()
+    except OSError as e:
+        return False, e.errno
+
+
+def snapshot(root: str) -> dict[str, tuple]:
+    """Everything comparable under root: kind, size, bytes, link target, links."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st_ = os.lstat(full)
+            if stat.S_ISLNK(st_.st_mode):
+                out[rel] = ("link", os.readlink(full))
+            elif stat.S_ISDIR(st_.st_mode):
+                out[rel] = ("dir", st_.st_nlink, stat.S_IMODE(st_.st_mode))
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = ("file", st_.st_nlink, st_.st_size, f.read())
+    return out
+
+
+class MountMatchesDirectory(RuleBasedStateMachine):
+    """The same calls on the mount and on a directory of the host."""
+
+    roots: tuple[str, str] = ("", "")
+    runs = 0
+
+    def __init__(self):
+        super().__init__()
+        type(self).runs += 1
+        self.sides = [os.path.join(r, f"run{self.runs}") for r in self.roots]
+        for side in self.sides:
+            os.mkdir(side)
+        self.handles: list[list[int]] = []  # per open file: its descriptor on each side
+
+    def both(self, action, same_value: bool = True) -> list:
+        """Run action on each side: the same errno, or success on both (with
+        the same value unless told otherwise).  The values, or [] on errors."""
+        results = [_outcome(lambda side=side: action(side)) for side in self.sides]
+        if same_value or not (results[0][0] and results[1][0]):
+            assert results[0] == results[1], results
+        return [value for _ok, value in results] if results[0][0] else []
+
+    def teardown(self):
+        for fds in self.handles:
+            for fd in fds:
+                os.close(fd)
+
+    @rule(name=st.sampled_from(NAMES), data=DATA, offset=OFFSETS)
+    def pwrite(self, name, data, offset):
+        def write(side):
+            fd = os.open(os.path.join(side, name), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                return os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+
+        self.both(write)
+
+    @rule(name=st.sampled_from(NAMES), size=OFFSETS)
+    def truncate(self, name, size):
+        self.both(lambda side: os.truncate(os.path.join(side, name), size))
+
+    @rule(name=st.sampled_from(NAMES))
+    def mkdir(self, name):
+        self.both(lambda side: os.mkdir(os.path.join(side, name), 0o755))
+
+    @rule(name=st.sampled_from(NAMES))
+    def rmdir(self, name):
+        self.both(lambda side: os.rmdir(os.path.join(side, name)))
+
+    @rule(name=st.sampled_from(NAMES))
+    def unlink(self, name):
+        self.both(lambda side: os.unlink(os.path.join(side, name)))
+
+    @rule(src=st.sampled_from(NAMES), dst=st.sampled_from(NAMES))
+    def rename(self, src, dst):
+        self.both(lambda side: os.rename(os.path.join(side, src), os.path.join(side, dst)))
+
+    @rule(src=st.sampled_from(NAMES), dst=st.sampled_from(NAMES))
+    def link(self, src, dst):
+        self.both(
+            lambda side: os.link(
+                os.path.join(side, src), os.path.join(side, dst), follow_symlinks=False
+            )
+        )
+
+    @rule(points_to=st.sampled_from(("a", "d/b", "nowhere")), name=st.sampled_from(NAMES))
+    def symlink(self, points_to, name):
+        self.both(lambda side: os.symlink(points_to, os.path.join(side, name)))
+
+    @rule(name=st.sampled_from(NAMES), offset=OFFSETS, size=st.integers(0, 20_000))
+    def pread(self, name, offset, size):
+        def read(side):
+            fd = os.open(os.path.join(side, name), os.O_RDONLY)
+            try:
+                return os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
+
+        self.both(read)
+
+    # Descriptors that stay open across steps: unlinked or renamed over, they
+    # must keep working (the FUSE layer's handle table and hidden aliases).
+    @rule(name=st.sampled_from(NAMES))
+    def open_and_keep(self, name):
+        fds = self.both(
+            lambda side: os.open(os.path.join(side, name), os.O_RDWR | os.O_CREAT, 0o644),
+            same_value=False,  # descriptor numbers differ
+        )
+        if fds:
+            self.handles.append(fds)
+
+    @rule(pick=st.integers(0, 7), data=DATA, offset=OFFSETS)
+    def write_kept(self, pick, data, offset):
+        if self.handles:
+            fds = self.handles[pick % len(self.handles)]
+            assert [os.pwrite(fd, data, offset) for fd in fds] == [len(data)] * 2
+
+    @rule(pick=st.integers(0, 7), size=OFFSETS)
+    def truncate_kept(self, pick, size):
+        if self.handles:
+            for fd in self.handles[pick % len(self.handles)]:
+                os.ftruncate(fd, size)
+
+    @rule(pick=st.integers(0, 7))
+    def close_kept(self, pick):
+        if self.handles:
+            for fd in self.handles.pop(pick % len(self.handles)):
+                os.close(fd)
+
+    @invariant()
+    def same_tree(self):
+        assert snapshot(self.sides[0]) == snapshot(self.sides[1])
+
+    @invariant()
+    def same_open_files(self):
+        for fds in self.handles:
+            stats = [os.fstat(fd) for fd in fds]
+            assert [(s.st_size, s.st_nlink) for s in stats] == [
+                (stats[0].st_size, stats[0].st_nlink)
+            ] * 2
+            sizes = stats[0].st_size
+            assert os.pread(fds[0], sizes, 0) == os.pread(fds[1], sizes, 0)
+
+
+@needs_fuse
+def test_mount_behaves_like_a_real_directory(mnt, shm_dir):
+    MountMatchesDirectory.roots = (str(mnt.path), shm_dir)
+    # Every call is a FUSE round trip: a quarter of the profile's examples
+    # (50 by default, 500 with HYPOTHESIS_PROFILE=long).
+    examples = max(10, settings.default.max_examples // 4)
+    run_state_machine_as_test(
+        MountMatchesDirectory,
+        settings=settings(max_examples=examples, stateful_step_count=30, deadline=None),
+    )
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+
+
+# --------------------------------------------------------------------------
+# coherence with other processes, fallocate
+# --------------------------------------------------------------------------
+@needs_fuse
+def test_changes_through_the_python_api_show_at_once(mnt):
+    (mnt / "shared.txt").write_bytes(b"one")
+    with daxfs.mount(mnt.pool) as fs:  # a second user of the pool, beside the server
+        with fs.open("/shared.txt", "ab") as f:
+            f.write(b" two")
+        fs.mkdir("/from-api")
+        assert fs.open("/shared.txt", "rb").read() == b"one two"
+    assert (mnt / "shared.txt").read_bytes() == b"one two"
+    assert os.stat(mnt / "shared.txt").st_size == 7
+    assert sorted(os.listdir(mnt.path)) == ["from-api", "shared.txt"]
+    with open(mnt / "shared.txt", "ab") as f:  # O_APPEND finds the new end
+        f.write(b" three")
+    assert pool_read(mnt.pool, "/shared.txt") == b"one two three"
+
+
+@needs_fuse
+def test_fallocate_extends_with_zeroes(mnt):
+    path = mnt / "pre.bin"
+    path.write_bytes(b"head")
+    run("fallocate", "-l", str(3 * MiB), path)
+    assert path.stat().st_size == 3 * MiB
+    assert path.read_bytes() == b"head" + bytes(3 * MiB - 4)
+    assert path.stat().st_blocks * 512 >= 3 * MiB
+    res = run("fallocate", "--punch-hole", "-o", "0", "-l", "4096", path, ok=False)
+    assert res.returncode != 0 and b"unsupported" in res.stderr  # EOPNOTSUPP
+    fd = os.open(mnt / "posix.bin", os.O_CREAT | os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, 10_000)
+        assert os.fstat(fd).st_size == 10_000
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# the operations object alone (no kernel): what tools rarely reach
+# --------------------------------------------------------------------------
+@pytest.fixture
+def ops(fs):
+    fuse = pytest.importorskip("daxfs.fuse", reason="mfusepy/libfuse3 unusable")
+    return fuse.DaxOperations(fs)
+
+
+def fuse_errno(action) -> int:
+    import mfusepy
+
+    with pytest.raises(mfusepy.FuseOSError) as info:
+        action()
+    return info.value.errno
+
+
+def test_ops_rename_flags(ops, fs):
+    from daxfs.fuse import RENAME_EXCHANGE, RENAME_NOREPLACE
+
+    for name in ("/a", "/b"):
+        with fs.open(name, "wb") as f:
+            f.write(name.encode())
+    assert fuse_errno(lambda: ops.rename("/a", "/b", RENAME_NOREPLACE)) == errno.EEXIST
+    assert fuse_errno(lambda: ops.rename("/a", "/b", RENAME_EXCHANGE)) == errno.EINVAL
+    fs.symlink("nowhere", "/dangling")
+    assert fuse_errno(lambda: ops.rename("/a", "/dangling", RENAME_NOREPLACE)) == errno.EEXIST
+    ops.rename("/a", "/c", RENAME_NOREPLACE)
+    assert sorted(fs.listdir("/")) == ["b", "c", "dangling"]
+
+
+def test_ops_utimens_omit_and_symlinks(ops, fs):
+    fs.symlink("nowhere", "/link")
+    with fs.open("/f", "wb"):
+        pass
+    ops.utimens("/f", (10, 20))
+    ops.utimens("/f", (None, 30))  # UTIME_OMIT for atime
+    st_ = fs.stat("/f")
+    assert (st_.st_atime_ns, st_.st_mtime_ns) == (10, 30)
+    ops.utimens("/link", (1, 2))  # the link itself, even dangling
+    assert fs.lstat("/link").st_mtime_ns == 2
+
+
+def test_ops_hidden_alias_of_an_open_unlinked_file(ops, fs):
+    free_inodes = fs.statvfs().f_ffree
+    fh = ops.create("/victim", 0o600, os.O_RDWR)
+    ops.write("/victim", b"data", 0, fh)
+    hidden = "/.fuse_hidden0000000100000002"
+    ops.rename("/victim", hidden, 0)  # what libfuse does for unlink of an open file
+    assert fs.listdir("/") == []  # daxfs unlinked it: an orphan, no name
+    assert ops.getattr(hidden)["st_nlink"] == 0
+    ops.truncate(hidden, 2)
+    ops.chmod(hidden, 0o644)
+    attrs = ops.getattr(None, fh)
+    assert (attrs["st_size"], attrs["st_mode"] & 0o777) == (2, 0o644)
+    assert ops.read(None, 100, 0, fh) == b"da"
+    ops.release(None, fh)
+    assert fuse_errno(lambda: ops.getattr(hidden)) == errno.ENOENT  # alias gone
+    assert fuse_errno(lambda: ops.unlink(hidden)) == errno.ENOENT  # libfuse ignores this
+    assert fs.statvfs().f_ffree == free_inodes  # the orphan was freed
+
+
+def test_ops_hidden_name_of_a_closed_file_is_a_plain_rename(ops, fs):
+    with fs.open("/plain", "wb") as f:
+        f.write(b"x")
+    ops.rename("/plain", "/.fuse_hidden00000000000000ff", 0)
+    assert fs.listdir("/") == [".fuse_hidden00000000000000ff"]
+
+
+def test_ops_chown_and_fallocate_limits(ops, fs):
+    with fs.open("/f", "wb"):
+        pass
+    st_ = fs.stat("/f")
+    ops.chown("/f", -1, -1)
+    ops.chown("/f", st_.st_uid, st_.st_gid)
+    assert fuse_errno(lambda: ops.chown("/f", st_.st_uid + 1, -1)) == errno.EPERM
+    assert fuse_errno(lambda: ops.fallocate("/f", 1, 0, 4096, 0)) == errno.EOPNOTSUPP
+    ops.fallocate("/f", 0, 0, 8192, 0)
+    assert fs.stat("/f").st_size == 8192
+
+
+def test_ops_errors_keep_their_errno(ops, fs):
+    assert fuse_errno(lambda: ops.getattr("/missing")) == errno.ENOENT
+    fs.mkdir("/d")
+    with fs.open("/d/x", "wb"):
+        pass
+    assert fuse_errno(lambda: ops.rmdir("/d")) == errno.ENOTEMPTY
+    assert fuse_errno(lambda: ops.read(None, 10, 0, 12345)) == errno.EBADF
+    assert fuse_errno(lambda: ops.open("/d/x\0", os.O_RDONLY)) == errno.EINVAL
