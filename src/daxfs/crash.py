@@ -26,11 +26,13 @@ The crash tester is a wrapper around the region, not a fork of it:
 
 The pmem model (as Chipmunk's): a store reaches the media when a flush
 covering it, issued after it, is followed by a fence; before that it may or
-may not have.  Stores of up to 512 bytes are split into 64-byte cache lines
-(units; 8-byte aligned stores never tear inside a line here because daxfs
-never relies on more than 8-byte atomicity within a line); larger stores
-(file data) are one unit each, also tried torn (first, last or a middle
-cache line missing).  With at most ``EXHAUSTIVE`` units in flight every
+may not have.  Stores of up to 512 bytes are split into 64-byte cache
+lines (units) that reach the media whole or not at all; tearing inside a
+line at 8-byte boundaries is not generated, because every multi-word
+record daxfs writes in place is either checksummed (journal records,
+header slots) or redone by recovery (home locations).  Larger stores (file
+data) are one unit each, also tried torn (first, last or a middle cache
+line missing).  With at most ``EXHAUSTIVE`` units in flight every
 subset is tried; otherwise every subset of at most two units plus
 ``random_subsets`` random ones and the full set.
 
@@ -66,6 +68,7 @@ SECTOR = 512
 SPLIT_LIMIT = 512
 EXHAUSTIVE = 12
 EXHAUSTIVE_PAGES = 6  # 3**6 = 729 page-cache states
+STRUCTURED_PAGES = 32  # pages varied one at a time when more are dirty
 
 
 # --------------------------------------------------------------------------
@@ -408,15 +411,17 @@ def _page_cache_states(point: CrashPoint, rng: random.Random, random_subsets: in
 
 def _page_fates(n: int, rng: random.Random, random_subsets: int) -> Iterator[tuple[str, ...]]:
     """Every combination of fates for up to EXHAUSTIVE_PAGES dirty pages;
-    beyond that all-dropped, all-written, each page alone changing fate
-    against each uniform background, and random combinations."""
+    beyond that all-dropped, all-written, single pages (up to
+    STRUCTURED_PAGES of them, spread evenly, first and last included)
+    changing fate against each uniform background, and random combinations."""
     choices = (WRITTEN, DROPPED, TORN)
     if n <= EXHAUSTIVE_PAGES:
         yield from itertools.product(choices, repeat=n)
         return
+    singles = sorted({round(k * (n - 1) / (STRUCTURED_PAGES - 1)) for k in range(STRUCTURED_PAGES)})
     for background in (DROPPED, WRITTEN):
         yield (background,) * n
-        for i in range(n):
+        for i in singles:
             for fate in choices:
                 if fate != background:
                     yield tuple(fate if j == i else background for j in range(n))
