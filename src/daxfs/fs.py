@@ -25,14 +25,18 @@ lazytime: on close, flush, fsync, sync or with the next change to the inode.
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
+import functools
 import io
 import os
 import stat
 import threading
 import time
+import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
@@ -163,7 +167,8 @@ class _ScandirIterator:
 
 class _Locked:
     """The thread lock plus the pool lock (flock, shared or exclusive) for one
-    call; the outermost section also catches up with other processes' commits.
+    call; the outermost section also catches up with other processes' commits,
+    and first frees what mappings dropped without close() left behind.
     A class rather than a @contextmanager: this is on every call's path."""
 
     __slots__ = ("fs", "exclusive", "outer")
@@ -181,6 +186,8 @@ class _Locked:
                 raise ValueError("I/O operation on an unmounted pool")
             self.outer = fs._depth == 0
             if self.outer:
+                if fs._unmapped:  # the one check the hot path pays for it
+                    fs._free_unmapped_orphans()
                 fcntl.flock(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
             fs._depth += 1
         except BaseException:
@@ -268,6 +275,9 @@ class FileSystem(DataPath):
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
         self._dirty_times: set[int] = set()
         self._handles: weakref.WeakSet = weakref.WeakSet()
+        # Inodes of mappings whose pins the garbage collector dropped (never
+        # closed): checked for orphans to free by the next call (_Locked).
+        self._unmapped: collections.deque[int] = collections.deque()
         self._forks = _forks[0]
         self.closed = False
         self.st_dev = int.from_bytes(sb.uuid[:4], "little")
@@ -724,6 +734,30 @@ class FileSystem(DataPath):
             with self._tlock:
                 self._free_if_orphan(ino)
 
+    def _orphan_check_later(self, ino: int) -> Callable[[], None]:
+        """What a mapping's pins call when the garbage collector drops them.
+        That can happen in the middle of a call of this FileSystem on the same
+        thread (the lock is re-entrant), so it only queues the inode; it holds
+        the queue, not the FileSystem, which may go away first."""
+        return functools.partial(self._unmapped.append, ino)
+
+    def _free_unmapped_orphans(self) -> None:
+        """Free the orphans whose last user was a mapping dropped without
+        close().  Runs at the start of an outermost call and at unmount; a
+        failure is reported, never raised into the unrelated call that happens
+        to run this (the next mount or check(repair=True) reclaims the orphan)."""
+        inos = []
+        while self._unmapped:
+            try:
+                inos.append(self._unmapped.popleft())
+            except IndexError:  # another thread took the last one
+                break
+        for ino in dict.fromkeys(inos):  # in order, each once
+            try:
+                self._free_if_orphan(ino)
+            except Exception as e:
+                _report_unfreed_orphan(self, ino, e)
+
     # ======================================================================
     # public API: namespace
     # ======================================================================
@@ -1115,6 +1149,7 @@ class FileSystem(DataPath):
             except (OSError, ValueError):
                 pass
         try:
+            self._free_unmapped_orphans()
             self.sync()
             if not self.readonly:  # a clean unmount leaves an empty journal
                 with self._locked(exclusive=True):
@@ -1123,6 +1158,11 @@ class FileSystem(DataPath):
             with self._tlock:
                 self.closed = True
                 self.region.close()
+
+    def _has_open_files(self) -> bool:
+        """Are files opened through this mount still open?  (The mount
+        registry does not unmount an idle mount under them.)"""
+        return any(not h.closed for h in list(self._handles))
 
     def __enter__(self) -> FileSystem:
         return self
@@ -1133,6 +1173,20 @@ class FileSystem(DataPath):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+def _report_unfreed_orphan(fs: FileSystem, ino: int, error: Exception) -> None:
+    # A warning, not an exception: even a filter that turns warnings into
+    # errors must not make an unrelated call fail because of this.
+    try:
+        warnings.warn(
+            f"daxfs: freeing orphan inode {ino} of {fs.region.path} failed ({error!r}); "
+            "the next mount reclaims it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    except Warning:
+        pass
 
 
 # --------------------------------------------------------------------------

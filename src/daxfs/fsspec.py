@@ -12,17 +12,17 @@ Design
 *Mounts are shared, instances are not.*  fsspec caches one instance per
 (arguments, process, thread); a mount per instance would mount a pool once
 per thread, and pandas and pyarrow read from thread pools.  So instances
-made with ``pool=`` look the mount up in one process-wide table keyed by
-the pool's real path and mode: every instance, thread and path spelling
-shares one mount.  The lookup also checks that the mount is still open and
-still the file now at that path, so a cached instance survives
-``unmount()`` (it mounts again on its next call) and a pool re-created at
-the same path.  Mounts are closed cleanly at interpreter exit (and at
-the exit of multiprocessing's workers, which skips atexit).  After a
-fork fsspec makes new instances; they find the inherited mount, which
-daxfs re-arms for the child by itself.  ``fs=`` wraps a FileSystem the
-caller mounted and owns: such instances are never cached (fsspec would key
-them by the mount's repr) and pickle as ``pool=`` its path.
+made with ``pool=`` hold a lease on the process's one mount of the pool
+file in that mode (daxfs.mounts, which zarr's DaxStore shares): every
+instance, thread, path spelling and store uses one mount.  Each call checks
+that the mount is still open and still the file now at that path, so a
+cached instance survives ``unmount()`` (it mounts again on its next call)
+and a pool re-created at the same path.  The registry closes mounts
+cleanly at interpreter exit and at the exit of multiprocessing's workers.
+After a fork fsspec makes new instances; they find the inherited mount,
+which daxfs re-arms for the child by itself.  ``fs=`` wraps a FileSystem
+the caller mounted and owns: such instances are never cached (fsspec would
+key them by the mount's repr) and pickle as ``pool=`` its path.
 
 *Reads come straight from the mapped pool.*  File objects are the io
 classes daxfs's own open() returns (a BufferedReader over a raw file whose
@@ -53,16 +53,13 @@ the end, out-of-range clamps, end before start gives b"").
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime
 import errno
 import io
 import mmap
-import multiprocessing.util
 import os
 import stat
-import threading
 import uuid
 from glob import has_magic
 
@@ -72,61 +69,11 @@ from fsspec.spec import make_instance
 from fsspec.utils import isfilelike, stringify_path
 
 from .fileio import DEFAULT_BUFFER
-from .fs import FileSystem, mount
+from .fs import FileSystem
+from .mounts import MOUNTS, Lease
 from .path import oserror
 
 PROTOCOL = "daxfs"
-
-
-# ----------------------------------------------------------------------------
-# one mount per pool file, shared by every instance in the process
-# ----------------------------------------------------------------------------
-class _SharedMounts:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._mounts: dict[tuple[str, bool, str | None], FileSystem] = {}
-
-    def get(self, pool: str, readonly: bool, durability: str | None) -> FileSystem:
-        key = (pool, readonly, durability)
-        with self._lock:
-            fs = self._mounts.get(key)
-            if fs is None or fs.closed or not _is_mount_of(fs, pool):
-                # A stale mount (its pool replaced) is only forgotten, not
-                # closed: files opened through it may still be in use.
-                fs = self._mounts[key] = mount(pool, readonly=readonly, durability=durability)
-            return fs
-
-    def unmount(self, pool: str) -> None:
-        with self._lock:
-            keys = [k for k in self._mounts if k[0] == pool]
-            mounts = [self._mounts.pop(k) for k in keys]
-        for fs in mounts:
-            fs.close()
-
-    def unmount_all(self) -> None:
-        with self._lock:
-            mounts, self._mounts = list(self._mounts.values()), {}
-        for fs in mounts:
-            with contextlib.suppress(OSError, ValueError):
-                fs.close()
-
-    def after_fork(self) -> None:
-        # Another thread may have held the lock at the fork; the child's copy
-        # of it would never be released.
-        self._lock = threading.Lock()
-
-
-def _is_mount_of(fs: FileSystem, pool: str) -> bool:
-    now, mounted = os.stat(pool), os.fstat(fs.region.fd)
-    return (now.st_dev, now.st_ino) == (mounted.st_dev, mounted.st_ino)
-
-
-_MOUNTS = _SharedMounts()
-atexit.register(_MOUNTS.unmount_all)
-# multiprocessing's workers (dask's process scheduler) leave through os._exit,
-# which skips atexit but runs these finalizers.
-multiprocessing.util.Finalize(None, _MOUNTS.unmount_all, exitpriority=10)
-os.register_at_fork(after_in_child=_MOUNTS.after_fork)
 
 
 # ----------------------------------------------------------------------------
@@ -223,6 +170,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         if (pool is None) == (fs is None):
             raise ValueError("daxfs needs exactly one of pool= (a pool path) or fs= (a mount)")
         self._given = fs
+        self._lease: Lease | None = None  # on the shared mount of ``pool``
         self.pool = fs.region.path if fs is not None else os.path.realpath(os.fspath(pool))
         self.readonly = fs.readonly if fs is not None else readonly
         self.durability = durability
@@ -234,14 +182,24 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         """The mounted daxfs.FileSystem this instance works on."""
         if self._given is not None:
             return self._given
-        return _MOUNTS.get(self.pool, self.readonly, self.durability)
+        lease = self._lease
+        if lease is None or not lease.current():
+            # Unmounted, or the pool replaced: a racing thread may do the same;
+            # the lease it overwrites is given back when dropped.
+            if lease is not None:
+                lease.release()
+            lease = self._lease = MOUNTS.acquire(
+                self.pool, readonly=self.readonly, durability=self.durability
+            )
+        return lease.fs
 
     def unmount(self) -> None:
         """Unmount the shared mount of this pool (cleanly: journal checkpointed;
-        files opened through it are closed).  Instances mount again on their
+        files opened through it are closed), for every user of it in this
+        process (zarr stores too).  Instances and stores mount again on their
         next call.  A mount passed in with fs= is the caller's to close."""
         if self._given is None:
-            _MOUNTS.unmount(self.pool)
+            MOUNTS.unmount(self.pool)
 
     def __reduce__(self):
         if self._given is None:

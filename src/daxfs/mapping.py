@@ -22,7 +22,9 @@ Views (buffer, ndarray, to_arrow) are zero-copy and stay valid until the
 Mapping is closed; close() raises BufferError while any view is alive, as
 mmap does, and then the memory stays mapped.  A Mapping outlives the
 FileSystem that made it (unmounting does not unmap it) and keeps its pins
-until it is closed or its last view is gone.
+until it is closed or its last view is gone.  A mapping that is never
+closed lets go when the garbage collector takes its last view; an unlinked
+file whose last user it was is then freed by the mount's next call.
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class Mapping:
         self.extents, self._plan = plan.extents, plan
         self._region = fs.region
         self._mm, self._base, self._start = self._build(plan, pins)
+        # Never closed (dropped with its views): the pins go with the
+        # reservation's finalizer, which only queues the inode; the file system
+        # checks it for an orphan to free at its next call.
+        pins.on_release = fs._orphan_check_later(plan.ino)
         view = memoryview(self._mm)[self._start : self._start + self.length]
         self._view = view.toreadonly() if mode == "r" else view
 
@@ -243,6 +249,7 @@ class Mapping:
             raise
         pins, self._mm.pins = self._mm.pins, None
         if pins is not None:
+            pins.on_release = None  # closed here: the orphan check runs now, not later
             pins.release()
         self._fs._mapping_closed(self._plan.ino)
 

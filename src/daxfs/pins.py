@@ -14,6 +14,10 @@ when a process dies).  daxfs pins
 
 Asking "is this pinned by anyone else?" is F_OFD_GETLK for a write lock
 over the range from a description that holds no pin itself.
+
+Pins that are dropped by the garbage collector (a Mapping never closed)
+report it through ``on_release``, so that the file system can free an
+orphan whose last user they were.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from collections.abc import Callable
 
 OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
@@ -41,7 +46,14 @@ def pinned_by_others(fd: int, start: int, length: int) -> bool:
 class RangePins:
     """Pins held through a private open description of the pool, so that
     they are released exactly when this object is released (or its process
-    dies), independently of every other pin in the process."""
+    dies), independently of every other pin in the process.
+
+    ``on_release`` (if set) is called once, after the pins are gone.  It may
+    run inside a garbage collection, in the middle of anything on this
+    thread, so it must only take note (append to a queue), never do work."""
+
+    fd = -1  # also what __del__ sees if __init__ failed
+    on_release: Callable[[], None] | None = None
 
     def __init__(self, path: str, writable: bool):
         self.fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
@@ -50,9 +62,20 @@ class RangePins:
         set_lock(self.fd, fcntl.F_RDLCK, start, length)
 
     def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # drops every lock of this description
-            self.fd = -1
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        try:
+            os.close(fd)  # drops every lock of this description
+        finally:
+            callback, self.on_release = self.on_release, None
+            if callback is not None:
+                callback()
 
     def __del__(self) -> None:
-        self.release()
+        # A finalizer must not raise into whatever the collector interrupted
+        # (nor print "Exception ignored"): a failed close has nothing to undo.
+        try:
+            self.release()
+        except Exception:
+            pass

@@ -36,13 +36,15 @@ Design.
   to the key instead (link fails with EEXIST), so it has no check-then-write
   race.  Temporary names (``.daxfs-tmp-<hex>``) are never listed.
 
-* One mount per pool per process.  Stores made from a path share it through
-  a registry, by the pool file's identity: two mounts of one pool in a process
-  work, but each would rebuild its caches after every commit of the other.
-  A mount no store uses stays open (up to _IDLE_MOUNTS of them), so that a
-  dask worker unpickling a store per task does not mount per task.  Mounts
-  still open at process exit (also of a multiprocessing worker) are closed
-  cleanly then.
+* One mount per pool per process.  Stores made from a path hold a lease on
+  the process's mount of the pool file (daxfs.mounts, shared with fsspec's
+  DaxFileSystem): two mounts of one pool in a process work, but each would
+  rebuild its caches after every commit of the other.  A dropped store's
+  lease is given back at the next store call; a mount no store uses stays
+  open (a few of them), so that a dask worker unpickling a store per task
+  does not mount per task.  Mounts still open at process exit (also of a
+  multiprocessing worker) are closed cleanly then, after the reads nobody
+  holds.
 
 * Pickling is by pool path, root and read_only: the copy mounts the pool in
   whatever process unpickles it, which is how dask's process workers read
@@ -56,17 +58,13 @@ Design.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import errno
-import multiprocessing.util
 import os
 import re
 import stat
-import threading
 import uuid
 import warnings
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -79,14 +77,14 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from .fs import FileSystem, mount
+from .fs import FileSystem
 from .mapping import Mapping
+from .mounts import MOUNTS, Lease
 
 __all__ = ["DaxStore"]
 
 _TMP_PREFIX = ".daxfs-tmp-"
 _TMP_NAME = re.compile(r"\.daxfs-tmp-[0-9a-f]{32}\Z")
-_IDLE_MOUNTS = 2
 _BYTE_REQUESTS = (RangeByteRequest, OffsetByteRequest, SuffixByteRequest)
 _NOT_A_FILE = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 
@@ -98,12 +96,11 @@ def _is_temp(name: str) -> bool:
 # --------------------------------------------------------------------------
 # cleanup that garbage collection starts and the next store call finishes
 # --------------------------------------------------------------------------
-# A __del__ or weakref callback runs wherever a collection happens, perhaps in
-# the middle of a FileSystem call or of the mount registry's critical section
-# on the same thread, so all it does is queue (deque.append and popleft are
-# atomic: any thread may feed and drain these).
+# A __del__ runs wherever a collection happens, perhaps in the middle of a
+# FileSystem call on the same thread, so all it does is queue (deque.append
+# and popleft are atomic: any thread may feed and drain this).  The mounts of
+# dead stores come back the same way, through their leases (daxfs.mounts).
 _released: collections.deque[Mapping] = collections.deque()  # reads nobody holds
-_unused: collections.deque[tuple[int, int]] = collections.deque()  # mounts of dead stores
 
 
 class _Lease:
@@ -125,9 +122,15 @@ class _Lease:
 
 
 def _settle() -> None:
-    """Finish the queued cleanup: close the mappings of reads nobody holds (pins
-    released; a value replaced or deleted meanwhile is freed now) and give back
-    the mounts of stores that are gone."""
+    """Finish the queued cleanup: close the mappings of reads nobody holds and
+    give back the mounts of stores that are gone."""
+    _close_released_reads()
+    MOUNTS.collect()
+
+
+def _close_released_reads() -> None:
+    """Close the mappings of reads nobody holds (pins released; a value
+    replaced or deleted meanwhile is freed now)."""
     while _released:
         try:
             mapping = _released.popleft()
@@ -141,12 +144,11 @@ def _settle() -> None:
                 RuntimeWarning,
                 stacklevel=2,
             )
-    while _unused:
-        try:
-            key = _unused.popleft()
-        except IndexError:
-            break
-        _MOUNTS.release(key)
+
+
+# At exit, before the shared mounts are closed: a replaced value whose last
+# reader is gone is freed then, not left for the next mount to reclaim.
+MOUNTS.before_close_all(_close_released_reads)
 
 
 def _leased_view(mapping: Mapping):
@@ -165,69 +167,6 @@ def _byte_slice(size: int, byte_range: ByteRequest | None) -> tuple[int, int]:
     if isinstance(byte_range, OffsetByteRequest):
         return byte_range.offset, size
     return max(0, size - byte_range.suffix), size
-
-
-# --------------------------------------------------------------------------
-# one mount per pool per process
-# --------------------------------------------------------------------------
-class _Mounts:
-    """The process's mounts of pools used by path-made stores, by the pool
-    file's (st_dev, st_ino), counted by the stores using them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._live: dict[tuple[int, int], list] = {}  # key -> [fs, users]
-        self._idle: collections.OrderedDict[tuple[int, int], FileSystem] = collections.OrderedDict()
-
-    def acquire(self, pool: str) -> tuple[tuple[int, int], FileSystem]:
-        st = os.stat(pool)
-        key = (st.st_dev, st.st_ino)
-        with self._lock:
-            entry = self._live.get(key)
-            if entry is None:
-                entry = self._live[key] = [self._idle.pop(key, None), 0]
-            if entry[0] is None or entry[0].closed:  # new, or unmounted by a user
-                entry[0] = mount(pool, readonly=not os.access(pool, os.W_OK))
-            entry[1] += 1
-            return key, entry[0]
-
-    def release(self, key: tuple[int, int]) -> None:
-        evicted = []
-        with self._lock:
-            entry = self._live.get(key)
-            if entry is None:
-                return
-            entry[1] -= 1
-            if entry[1] > 0:
-                return
-            del self._live[key]
-            self._idle[key] = entry[0]
-            while len(self._idle) > _IDLE_MOUNTS:
-                evicted.append(self._idle.popitem(last=False)[1])
-        for fs in evicted:  # outside the registry lock: unmounting persists
-            fs.close()
-
-    def close_all(self) -> None:
-        """Unmount everything (at exit: a clean unmount leaves an empty journal)."""
-        _settle()
-        with self._lock:
-            mounts = [e[0] for e in self._live.values()] + list(self._idle.values())
-            self._live.clear()
-            self._idle.clear()
-        for fs in mounts:
-            fs.close()
-
-    def _after_fork(self) -> None:
-        # The parent may have held the lock while forking.
-        self._lock = threading.Lock()
-
-
-_MOUNTS = _Mounts()
-atexit.register(_MOUNTS.close_all)
-# Worker processes of multiprocessing (dask's "processes" scheduler) leave
-# through os._exit, which skips atexit but runs these finalizers.
-multiprocessing.util.Finalize(None, _MOUNTS.close_all, exitpriority=10)
-os.register_at_fork(after_in_child=_MOUNTS._after_fork)
 
 
 # --------------------------------------------------------------------------
@@ -264,7 +203,7 @@ class DaxStore(Store):
             self.pool = os.path.realpath(os.fspath(pool))
         self.root = _normalize_root(root)
         self._fs = self._borrowed
-        self._unref: weakref.finalize | None = None  # gives our mount back
+        self._lease: Lease | None = None  # on the shared mount, for a path-made store
 
     # -- the file system ---------------------------------------------------
     @property
@@ -276,11 +215,10 @@ class DaxStore(Store):
         return fs
 
     def _mount(self) -> FileSystem:
-        if self._unref is not None:
-            self._unref()
-        key, fs = _MOUNTS.acquire(self.pool)
-        self._unref = weakref.finalize(self, _unused.append, key)
-        return fs
+        if self._lease is not None:  # its mount was closed under it
+            self._lease.release()
+        self._lease = MOUNTS.acquire(self.pool, readonly=not os.access(self.pool, os.W_OK))
+        return self._lease.fs
 
     def _begin(self) -> FileSystem:
         """Every operation starts here: finish queued cleanup, open the store."""
@@ -318,9 +256,9 @@ class DaxStore(Store):
         """Close the store: finished reads are closed, a mount made for this
         store is given back.  Buffers from get() stay valid."""
         super().close()
-        if self._unref is not None:
-            self._unref()
-            self._unref = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         self._fs = self._borrowed
         _settle()
 
