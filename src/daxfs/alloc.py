@@ -24,6 +24,15 @@ chunk whose last block is freed returns to the whole-chunk pool.  No state
 of its own reaches the media: the allocator is rebuilt at mount from the
 set of blocks the inodes own.
 
+Aging (measured by ``python -m daxfs.bench age``): whole chunks keep coming
+back after long churn only if partly used chunks empty.  So small requests
+fill the holes of the fullest chunks, gathering a few chunks' holes rather
+than reopening a nearly empty chunk, which is left to drain; and single
+unhinted blocks (directories' first blocks, extent blocks, 4 KiB files),
+whose owners may live as long as the pool, go where such blocks already
+are, instead of each pinning a different chunk.  Which blocks those are is
+known only in memory: after a mount they start over.
+
 NaiveAllocator: first fit over 4 KiB blocks in address order, no alignment
 policy; kept for comparison (``mkfs --allocator naive``).
 """
@@ -40,6 +49,13 @@ from sortedcontainers import SortedDict, SortedList
 from .layout import BLOCKS_PER_CHUNK
 
 Runs = list[tuple[int, int]]
+
+# A small chunk with at least this many free blocks is "draining": small
+# requests avoid it while fuller chunks can take them, so that its last
+# blocks die and it returns whole (HugePageAllocator._plan_small).
+DRAINING = BLOCKS_PER_CHUNK * 3 // 4
+# At most this many chunks' holes are gathered for one small request.
+MAX_PIECES = 16
 
 
 def enospc() -> OSError:
@@ -236,6 +252,12 @@ class HugePageAllocator(_Base):
         self.chunk_free = (BLOCKS_PER_CHUNK - per_chunk.sum(axis=1)).astype(np.int64)
         self.whole = RunSet()  # runs of entirely free chunks
         self.small = SortedList()  # (free_count, chunk) for partly used chunks
+        # Blocks taken by single unhinted requests (see _alloc_tiny), per block
+        # and per chunk, and the chunks holding some that still have room, as
+        # (-count, chunk): most such blocks first.
+        self.tiny = np.zeros(self.nchunks * BLOCKS_PER_CHUNK, dtype=bool)
+        self.tiny_count = np.zeros(self.nchunks, dtype=np.int64)
+        self.tiny_room = SortedList()
         for start, n in free_runs(self.chunk_free != BLOCKS_PER_CHUNK):
             self.whole.add(start, n)
         for c in np.flatnonzero((self.chunk_free > 0) & (self.chunk_free < BLOCKS_PER_CHUNK)):
@@ -272,15 +294,42 @@ class HugePageAllocator(_Base):
         out = [(c * BLOCKS_PER_CHUNK, k * BLOCKS_PER_CHUNK) for c, k in chunks]
         for start, nb in out:
             self._mark(start, nb)
-        if want:
-            out += self._alloc_small(want * BLOCKS_PER_CHUNK, None)
+        for _ in range(want):  # short of whole chunks: each window placed like a small request
+            out += self._alloc_small(BLOCKS_PER_CHUNK, None)
         return out
 
     # -- small -------------------------------------------------------------
     def alloc_blocks(self, n: int, hint: int | None = None) -> Runs:
         if n > self._free_blocks:
             raise enospc()
+        if n == 1 and hint is None:
+            return self._alloc_tiny()
         return self._alloc_small(n, hint)
+
+    def _alloc_tiny(self) -> Runs:
+        """One unhinted block: in the chunk holding the most such blocks that
+        has room, else where the general policy puts one block.
+
+        These are directories' first blocks, extent blocks and files of at
+        most 4 KiB.  A directory block lives as long as its directory, often
+        as long as the pool; scattered among small files, each one would keep
+        its chunk from emptying after the files around it are gone.  Kept
+        together, they pin a few chunks, whose holes the next single blocks
+        fit exactly."""
+        c = self.tiny_room[0][1] if self.tiny_room else self._plan_small(1)[0]
+        base = c * BLOCKS_PER_CHUNK
+        b = base + int(np.argmin(self.used[base : base + BLOCKS_PER_CHUNK]))
+        self._take_small(c, b, 1, tiny=True)
+        return [(b, 1)]
+
+    def _tiny_unlist(self, c: int) -> None:
+        """Call before a chunk's free or tiny count changes (then _tiny_list)."""
+        if self.tiny_count[c] and self.chunk_free[c]:
+            self.tiny_room.remove((-int(self.tiny_count[c]), c))
+
+    def _tiny_list(self, c: int) -> None:
+        if self.tiny_count[c] and self.chunk_free[c]:
+            self.tiny_room.add((-int(self.tiny_count[c]), c))
 
     def _alloc_small(self, n: int, hint: int | None) -> Runs:
         out: Runs = []
@@ -293,22 +342,58 @@ class HugePageAllocator(_Base):
                 out.append((hint, got))
                 n -= got
         while n:
-            c = self._pick_small_chunk(n)
-            n -= self._fill_from_chunk(c, n, out)
+            for c in self._plan_small(n):
+                n -= self._fill_from_chunk(c, n, out)
+                if not n:
+                    break
         return out
 
-    def _pick_small_chunk(self, n: int) -> int:
-        """Best fit among small chunks; split a whole chunk only if none has room
-        for n contiguous-ish blocks; scatter over small chunks as a last resort."""
+    def _plan_small(self, n: int) -> list[int]:
+        """The chunks to take n small blocks from, in order.  The aim is that as
+        little free space as possible sits in partly used chunks, so that the
+        whole chunks large files need keep coming back after long churn:
+
+        1. the fullest small chunk with room for all n, unless it is draining
+           (at least DRAINING free blocks: its few live blocks are left to
+           die, so that it returns to the whole-chunk pool);
+        2. else the holes of the fullest non-draining small chunks, at most
+           MAX_PIECES of them (a small file may be fragmented: it never gets
+           2 MiB pages anyway, and every hole filled is a chunk kept whole);
+        3. else the fullest draining chunk with room;
+        4. else a whole chunk, split for small use (so only when no partly
+           used chunk has room);
+        5. else anything, the emptiest chunks first."""
         i = self.small.bisect_left((n, -1))
+        if i < len(self.small) and self.small[i][0] < DRAINING:
+            return [self.small[i][1]]
+        gathered = self._gather(n)
+        if gathered:
+            return gathered
         if i < len(self.small):
-            return self.small[i][1]
+            return [self.small[i][1]]
         if len(self.whole):
             start, _ = self.whole.best_fit(1)  # type: ignore[misc]
             self.whole.take(start, 1)
             self.small.add((BLOCKS_PER_CHUNK, start))
-            return start
-        return self.small[-1][1]
+            return [start]
+        return [c for _free, c in reversed(self.small)]
+
+    def _gather(self, n: int) -> list[int] | None:
+        """Non-draining small chunks, fullest first, that hold n free blocks
+        between them in at most MAX_PIECES chunks of at least n/MAX_PIECES free
+        each; None if there are no such chunks."""
+        lo = self.small.bisect_left((-(-n // MAX_PIECES), -1))
+        hi = self.small.bisect_left((DRAINING, -1))
+        chunks: list[int] = []
+        got = 0
+        for free, c in self.small.islice(lo, hi):
+            chunks.append(c)
+            got += free
+            if got >= n:
+                return chunks
+            if len(chunks) == MAX_PIECES:
+                return None
+        return None
 
     def _fill_from_chunk(self, c: int, n: int, out: Runs) -> int:
         base = c * BLOCKS_PER_CHUNK
@@ -327,11 +412,16 @@ class HugePageAllocator(_Base):
                 break
         return got_total
 
-    def _take_small(self, c: int, start: int, n: int) -> None:
+    def _take_small(self, c: int, start: int, n: int, tiny: bool = False) -> None:
         self.small.remove((int(self.chunk_free[c]), c))
+        self._tiny_unlist(c)
         self._mark(start, n)
+        if tiny:
+            self.tiny[start : start + n] = True
+            self.tiny_count[c] += n
         if self.chunk_free[c]:
             self.small.add((int(self.chunk_free[c]), c))
+        self._tiny_list(c)
 
     def _mark(self, start: int, n: int) -> None:
         self.used[start : start + n] = True
@@ -356,9 +446,15 @@ class HugePageAllocator(_Base):
         before = int(self.chunk_free[c])
         if 0 < before < BLOCKS_PER_CHUNK:
             self.small.remove((before, c))
+        self._tiny_unlist(c)
         self.used[start : start + n] = False
+        n_tiny = int(np.count_nonzero(self.tiny[start : start + n]))
+        if n_tiny:
+            self.tiny[start : start + n] = False
+            self.tiny_count[c] -= n_tiny
         self.chunk_free[c] += n
         self._free_blocks += n
+        self._tiny_list(c)
         if self.chunk_free[c] == BLOCKS_PER_CHUNK:
             self.whole.add(c, 1)  # an emptied small chunk returns to the aligned pool
         else:

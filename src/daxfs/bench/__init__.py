@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "meta": "daxfs.bench.meta",
     "mount": "daxfs.bench.mount",
     "map": "daxfs.bench.map",
+    "age": "daxfs.bench.age",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import cat, cp, demo, df, fsck, getmap, info, ls, mkdir, mkfs, mount, mv, rm, stat
+from . import age, cat, cp, demo, df, fsck, getmap, info, ls, mkdir, mkfs, mount, mv, rm, stat, viz
 
 app = typer.Typer(
     name="daxfs",
@@ -42,6 +42,8 @@ COMMANDS = {
     "fsck": fsck.fsck_cmd,
     "demo": demo.demo_cmd,
     "mount": mount.mount_cmd,
+    "age": age.age_cmd,
+    "viz": viz.viz_cmd,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name)(_fn)
