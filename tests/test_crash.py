@@ -43,7 +43,8 @@ FULL = bool(os.environ.get("DAXFS_CRASH_FULL"))
 RANDOM_SUBSETS = 1000 if FULL else 60
 RECOVERY_IMAGES = 6 if FULL else 2  # images per workload crashed again during recovery
 RECOVERY_SUBSETS = 200 if FULL else 12
-SEQ2_DEFAULT = 40  # sampled seq-2 pairs in the default suite
+RECOVERY_EXHAUSTIVE = 12 if FULL else 6  # in-flight units up to which every subset is tried
+SEQ2_DEFAULT = 16  # sampled seq-2 pairs in the default suite
 SEQ3_FULL = 400
 POOL = "8M"
 DIRS = ["/A", "/B", "/C", "/D"]
@@ -333,7 +334,7 @@ class _Checker:
             return
         self.recovery_tries += 1
         for point in crash_points(bytes(img), log):
-            for state in crash_states(point, self.rng, RECOVERY_SUBSETS):
+            for state in crash_states(point, self.rng, RECOVERY_SUBSETS, RECOVERY_EXHAUSTIVE):
                 STATS["recovery_states"] += 1
                 if state.key not in self.seen:
                     self.seen[state.key] = _recovered_snapshot(state.image(), self.lock)

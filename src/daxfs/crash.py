@@ -330,14 +330,16 @@ def _units(off: int, data: bytes) -> list[_Unit]:
     return out
 
 
-def crash_states(point: CrashPoint, rng: random.Random, random_subsets: int = 200
-                 ) -> Iterator[CrashState]:  # fmt: skip
-    """The states a crash at ``point`` can leave (some may repeat: use .key)."""
+def crash_states(point: CrashPoint, rng: random.Random, random_subsets: int = 200,
+                 exhaustive: int = EXHAUSTIVE) -> Iterator[CrashState]:  # fmt: skip
+    """The states a crash at ``point`` can leave (some may repeat: use .key).
+    Every subset of the units in flight when there are at most
+    ``exhaustive`` of them; else the small subsets and random ones."""
     if point.pages:
         yield from _page_cache_states(point, rng, random_subsets)
         return
     units = point.inflight
-    for subset in _subsets(len(units), rng, random_subsets):
+    for subset in _subsets(len(units), rng, random_subsets, exhaustive):
         chosen = [units[i] for i in subset]
         overlays = [(u.off, u.data) for u in chosen]
         yield CrashState(point, overlays)
@@ -348,8 +350,9 @@ def crash_states(point: CrashPoint, rng: random.Random, random_subsets: int = 20
                     yield CrashState(point, overlays[:k] + torn + overlays[k + 1 :])
 
 
-def _subsets(n: int, rng: random.Random, random_subsets: int) -> Iterator[tuple[int, ...]]:
-    if n <= EXHAUSTIVE:
+def _subsets(n: int, rng: random.Random, random_subsets: int, exhaustive: int
+             ) -> Iterator[tuple[int, ...]]:  # fmt: skip
+    if n <= exhaustive:
         return itertools.chain.from_iterable(
             itertools.combinations(range(n), k) for k in range(n + 1)
         )
