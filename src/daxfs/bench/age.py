@@ -316,6 +316,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--huge-dir",
+        "--pool-dir",
+        dest="huge_dir",
         default=None,
         help="directory for the pools, ideally on a huge=always tmpfs (default: mount one "
         "as root, else --shm-dir)",
