@@ -10,7 +10,14 @@ Placement (the huge-page policy lives here and in alloc):
     with the previous window's chunk when that chunk is free (bytes of the
     chunk beyond the end of file are allocated but not yet in the file);
   * smaller files, and partly mapped windows, get 4 KiB blocks packed into
-    small chunks, contiguous with the previous block when possible.
+    small chunks, contiguous with the previous block when possible;
+  * when a write, fallocate or truncate makes a file large, or touches a
+    window of a large file, each such window that lies wholly inside the
+    file and is mapped by small blocks is migrated into a whole chunk
+    (``_migrate``): the bytes are copied and persisted first, then the same
+    transaction that commits the change swaps the window's extents and
+    frees the old blocks.  A window any Mapping pins is left alone, and so
+    is every window when no whole chunk (or too little space) is free.
 
 Ordering: data written into newly allocated space, and zeroes that make new
 space read as zero, are persisted before the transaction that makes them
@@ -28,7 +35,7 @@ import time
 
 from .inode import Inode
 from .journal import Transaction
-from .layout import BLOCK, CHUNK
+from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK
 from .path import oserror
 from .pins import pinned_by_others
 from .region import flush_ranges, merge_ranges
@@ -119,11 +126,14 @@ class DataPath:
     def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
         end = off + len(data)
         new_size = max(inode.size, end)
-        fresh = self._allocate(txn, inode, off, len(data), new_size) if data else []
+        generation = inode.generation
+        fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
         zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, written)
         touched = zeroed + self._copy_in(inode, off, data)
-        grows = new_size != inode.size or bool(fresh)
+        # New extents (fresh space or a migrated window) make this no plain
+        # overwrite: what was stored there is persisted before the commit.
+        grows = new_size != inode.size or inode.generation != generation
         if grows or self.region.durability.name != "msync":
             if flush_ranges(self.region, touched):
                 self.region.fence()  # ordered: data before metadata
@@ -167,12 +177,25 @@ class DataPath:
         return out
 
     def _allocate(
-        self, txn: Transaction, inode: Inode, off: int, length: int, new_size: int
+        self,
+        txn: Transaction,
+        inode: Inode,
+        off: int,
+        length: int,
+        new_size: int,
+        *,
+        writes: bool = False,
     ) -> list[tuple[int, int]]:
-        """Map every hole in [off, off+length); return the file ranges newly mapped."""
+        """Map every hole in [off, off+length); return the file ranges newly mapped.
+        ``writes``: the caller is about to write all of [off, off+length) (so a
+        migrated window need not copy those bytes)."""
         start, stop = _align_down(off, BLOCK), _align_up(off + length, BLOCK)
         fresh: list[tuple[int, int]] = []
         large = new_size >= CHUNK
+        if large:
+            self._migrate(
+                txn, inode, (start, stop), new_size, [(off, off + length)] if writes else []
+            )
         for hoff, hlen in inode.holes(start, stop - start):
             if large:
                 self._allocate_large(txn, inode, hoff, hoff + hlen, fresh)
@@ -219,8 +242,126 @@ class DataPath:
             self._refuse_if_mapped(inode.tail_ranges(keep))
             for dev, n in inode.cut_from(keep):
                 self._free(txn, dev, n)
+        elif length >= CHUNK:
+            self._migrate(txn, inode, None, length, [])
         self._resize_zeroed(inode, [], length)
         self._touch(inode)
+
+    # ======================================================================
+    # migration: small-block windows of a large file into whole chunks
+    # ======================================================================
+    # Blocks kept free beyond what a migration and the caller's own holes
+    # need (extent blocks the changed extent list may take).
+    MIGRATE_SLACK = 16
+
+    def _migrate(
+        self,
+        txn: Transaction,
+        inode: Inode,
+        touched: tuple[int, int] | None,
+        new_size: int,
+        written: list[tuple[int, int]],
+    ) -> None:
+        """Move into whole chunks the windows of a file becoming ``new_size``
+        (>= 2 MiB) that are mapped by small blocks and lie wholly inside it.
+
+        Candidates, so that the cost stays bounded: the windows of the range
+        the caller ``touched`` (a write, fallocate or writable map) and, when
+        the file grows, the window holding its old last byte (the only window
+        a size change alone can complete; at the 2 MiB crossing, window 0).
+        ``written`` is what the caller is about to overwrite: not copied.
+
+        Each window is copied (holes as zeroes, bytes up to the old size)
+        and persisted here, before the commit; the caller's transaction then
+        swaps the extents and frees the old blocks after it commits.  Skipped,
+        silently (it is an optimization): on the naive allocator; a window
+        that any Mapping pins; and whenever taking a chunk could leave the
+        caller short (the whole chunks its entirely unmapped windows will
+        take, the blocks its holes will take, a little slack)."""
+        if self.allocator.name != "hugepage":
+            return
+        windows: set[int] = set()
+        if touched is not None:
+            windows.update(range(_align_down(touched[0], CHUNK), touched[1], CHUNK))
+        if new_size > inode.size > 0:
+            windows.add(_align_down(inode.size - 1, CHUNK))
+        todo = [
+            w for w in sorted(windows) if w + CHUNK <= new_size and self._small_window(inode, w)
+        ]
+        if not todo:
+            return
+        t0, t1 = touched if touched is not None else (0, 0)
+        reserve = 0  # the whole chunks _allocate_large will give entirely unmapped windows
+        for w in range(_align_down(t0, CHUNK), t1, CHUNK):
+            if all(e.kind == "hole" for e in inode.iomap(w, CHUNK)):
+                reserve += 1
+        need = _hole_blocks(inode, t0, t1)  # at most what the caller's holes will take
+        for w in todo:
+            # The window's own holes need no blocks once it is a chunk.
+            own = _hole_blocks(inode, max(w, t0), min(w + CHUNK, t1))
+            a = self.allocator
+            if a.free_chunks <= reserve:
+                return
+            if a.free_blocks < BLOCKS_PER_CHUNK + need - own + self.MIGRATE_SLACK:
+                return
+            if self._migrate_window(txn, inode, w, written):
+                need -= own
+
+    def _small_window(self, inode: Inode, w0: int) -> bool:
+        """Is window [w0, w0 + 2 MiB) mapped, but not by one aligned whole chunk?"""
+        win = inode.iomap(w0, CHUNK)
+        if len(win) == 1:
+            e = win[0]
+            return e.kind == "mapped" and e.device_offset % CHUNK != 0  # type: ignore[operator]
+        return any(e.kind == "mapped" for e in win)
+
+    def _chunk_at(self, inode: Inode, w0: int) -> int | None:
+        """The device offset of the aligned whole chunk mapping window w0, if any."""
+        if w0 < 0:
+            return None
+        win = inode.iomap(w0, CHUNK)
+        dev = win[0].device_offset if len(win) == 1 else None
+        return dev if dev is not None and dev % CHUNK == 0 else None
+
+    def _migrate_window(
+        self, txn: Transaction, inode: Inode, w0: int, written: list[tuple[int, int]]
+    ) -> bool:
+        old = merge_ranges(
+            (e.device_offset, e.device_offset + e.length)
+            for e in inode.iomap(w0, CHUNK)
+            if e.kind == "mapped"
+        )
+        if any(pinned_by_others(self.region.fd, s, e - s) for s, e in old):
+            return False  # mapped memory is never moved under its user
+        prev, nxt = self._chunk_at(inode, w0 - CHUNK), self._chunk_at(inode, w0 + CHUNK)
+        if prev is not None:
+            hint = prev + CHUNK
+        elif nxt is not None and nxt - CHUNK >= self.sb.data_off:
+            hint = nxt - CHUNK
+        else:
+            hint = None
+        ((dev, n),) = self._alloc_chunks(txn, 1, hint)
+        assert n == CHUNK and dev % CHUNK == 0, (dev, n)
+        # Copy what the file holds now, holes as zeroes, except what the caller
+        # will overwrite; persisted before the commit that maps the chunk.
+        buf, stored = self.region.buf, []
+        wanted = [(w0, min(w0 + CHUNK, inode.size))] if inode.size > w0 else []
+        for s, e in subtract_ranges(wanted, written):
+            for x in inode.iomap(s, e - s):
+                dst = dev + (x.file_offset - w0)
+                if x.kind == "mapped":
+                    src = x.device_offset
+                    self.region.store(dst, buf[src : src + x.length])  # type: ignore[operator]
+                else:
+                    self.region.zero(dst, x.length)
+                stored.append((dst, x.length))
+        if flush_ranges(self.region, stored):
+            self.region.fence()  # ordered: the copy before the commit
+        for s, ln in inode.unmap(w0, CHUNK):
+            self._free(txn, s, ln)  # returned to the allocator after the commit
+        inode.add_extent(w0, dev, CHUNK)
+        self._txn_dirty.add(inode.ino)
+        return True
 
     def _refuse_if_mapped(self, ranges: list[tuple[int, int]]) -> None:
         """Memory a Mapping (of any process) covers is never freed under it."""
@@ -251,6 +392,13 @@ def subtract_ranges(
             ]
         out.extend(pieces)
     return out
+
+
+def _hole_blocks(inode: Inode, start: int, stop: int) -> int:
+    """How many 4 KiB blocks of the block-aligned [start, stop) are holes."""
+    if stop <= start:
+        return 0
+    return sum(n for _o, n in inode.holes(start, stop - start)) // BLOCK
 
 
 def _align_down(n: int, a: int) -> int:

@@ -155,6 +155,28 @@ class Inode:
                 out.append((doff + skip, n - skip))
         return out
 
+    def unmap(self, off: int, length: int) -> list[tuple[int, int]]:
+        """Unmap block-aligned [off, off+length), splitting extents that cross
+        its edges; return the device ranges (offset, length) it held."""
+        assert off % BLOCK == 0 and length % BLOCK == 0
+        end = off + length
+        keep: list[tuple[int, int, int]] = []
+        freed: list[tuple[int, int]] = []
+        for f, d, n in self.extents:
+            if f + n <= off or f >= end:
+                keep.append((f, d, n))
+                continue
+            if f < off:
+                keep.append((f, d, off - f))
+            s, e = max(f, off), min(f + n, end)
+            freed.append((d + s - f, e - s))
+            if f + n > end:
+                keep.append((end, d + end - f, f + n - end))
+        if freed:
+            self.extents = keep
+            self.generation += 1
+        return freed
+
     def cut_from(self, off: int) -> list[tuple[int, int]]:
         """Unmap everything at or after block-aligned ``off``; return device ranges."""
         freed = self.tail_ranges(off)
