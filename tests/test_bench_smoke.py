@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -184,9 +185,11 @@ def test_map_mounts_and_unmounts_its_huge_tmpfs(shm_dir, capsys):
     assert main(map_argv("--shm-dir", shm_dir)) == 0
     out = capsys.readouterr().out
     if "2 MiB pages need a huge tmpfs" not in out:  # the mount worked
-        assert "pool dir /tmp/daxfs-bench-map-huge-" in out
-    with open("/proc/self/mounts") as f:
-        assert "daxfs-bench-map-huge-" not in f.read()
+        m = re.search(r"pool dir (/tmp/daxfs-bench-map-huge-\S+) ", out)
+        assert m, out
+        with open("/proc/self/mounts") as f:  # this run's mount, not another benchmark's
+            assert f" {m.group(1)} " not in f.read()
+        assert not os.path.exists(m.group(1))
     assert os.listdir(shm_dir) == []
 
 
