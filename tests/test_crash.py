@@ -295,6 +295,8 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
             except (OSError, ValueError):
                 pass  # a failing operation must leave the tree as it was
         states.append(_snapshot(fs))
+        if _content_free(name) and name.split()[1] in states[-1]:
+            mixed.add(states[-1][name.split()[1]][1])  # a file the step created
     journal = (fs.sb.journal_off, fs.sb.journal_off + fs.sb.journal_len)
     fs.close()
     return base, rec.log, states, mixed, journal

@@ -66,6 +66,9 @@ from .region import NoDurability, merge_ranges
 PAGE = 4096
 SECTOR = 512
 SPLIT_LIMIT = 512
+# A logged store the recorder found rather than saw: made through a mapping
+# by the user, who alone decides when it must be durable (Mapping.persist).
+MAPPED = "mapped"
 EXHAUSTIVE = 12
 EXHAUSTIVE_PAGES = 6  # 3**6 = 729 page-cache states
 STRUCTURED_PAGES = 32  # pages varied one at a time when more are dirty
@@ -157,7 +160,7 @@ class RecordingRegion:
         for first, last in _runs(lines.tolist()):
             a, b = lo + first * LINE, min(hi, lo + (last + 1) * LINE)
             data = bytes(self.inner.buf[a:b])
-            self.log.append(("store", a, data))
+            self.log.append(("store", a, data, MAPPED))
             self.shadow[a:b] = data
 
 
@@ -477,6 +480,7 @@ class _DisciplineWalk:
         self.pending: set[int] = set()  # stored, not flushed
         self.flushed: set[int] = set()  # flushed, not yet fenced
         self.covered: set[int] = set()  # home lines whose record is durable
+        self.user: set[int] = set()  # lines last stored through a mapping
         self.journaled: dict[tuple[int, bytes], range] = {}  # home write -> record lines
         self.flushes_since_fence = 0
         self.op = "(outside any operation)"
@@ -487,8 +491,12 @@ class _DisciplineWalk:
         self.slots = {JOURNAL_HEADER_OFF + s for s in JSLOT_OFFSETS}
         self.slot_size = JHEADER.size
 
-    def store(self, off: int, data: bytes) -> None:
+    def store(self, off: int, data: bytes, mapped: bool = False) -> None:
         lines = _lines(off, len(data))
+        if mapped:
+            self.user.update(lines)
+        else:
+            self.user.difference_update(lines)
         if (off, data) in self.journaled:
             record = self.journaled[(off, data)]
             if self.pending.intersection(record) or self.flushed.intersection(record):
@@ -542,7 +550,9 @@ class _DisciplineWalk:
         self.flushed.clear()
 
     def end(self) -> None:
-        loose = (self.pending | self.flushed) - self.covered - self.volatile
+        # A user's stores through a mapping are durable when the user asks
+        # (persist), not when some operation returns.
+        loose = (self.pending | self.flushed) - self.covered - self.volatile - self.user
         for first, last in _runs(sorted(loose)):
             self.out.unflushed.append((self.op, first * LINE, (last + 1 - first) * LINE))
         self.op = "(outside any operation)"
@@ -556,7 +566,7 @@ def check_discipline(log: list[tuple], journal: tuple[int, int] | None = None) -
     for ev in log:
         kind = ev[0]
         if kind == "store":
-            walk.store(ev[1], ev[2])
+            walk.store(ev[1], ev[2], mapped=len(ev) > 3 and ev[3] == MAPPED)
         elif kind == "flush":
             walk.flush(ev[1], ev[2])
         elif kind == "fence":
