@@ -375,7 +375,11 @@ def test_damaged_inode_is_refused_at_mount(pool_path):
             f.write(b"x")
         ino = fs.stat("/f").st_ino
     sb = _geometry(pool_path)
-    _poke(pool_path, sb.itable_off + ino * 256 + 60, b"\x99")
+    off = sb.itable_off + ino * 256 + 60
+    with open(pool_path, "rb") as f:
+        f.seek(off)
+        old = f.read(1)[0]
+    _poke(pool_path, off, bytes([old ^ 0xFF]))  # a real change, whatever the byte was
     with pytest.raises(daxfs.CorruptionError) as ei:
         daxfs.mount(pool_path)
     assert ei.value.offset == sb.itable_off + ino * 256
