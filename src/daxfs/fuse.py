@@ -266,8 +266,15 @@ class DaxOperations(mfusepy.Operations):
     @fuse_errors
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
         if fh in self._files:
-            return stat_attrs(self._stat_ino(self._ino(fh)))
-        return stat_attrs(self._lstat(path))
+            attrs = stat_attrs(self._stat_ino(self._ino(fh)))
+        else:
+            attrs = stat_attrs(self._lstat(path))
+        if path is not None and path in self._hidden:
+            # libfuse takes one off st_nlink for a hidden node, counting its
+            # hidden name as a link; daxfs already unlinked that name, so
+            # give it back (else a file still linked elsewhere shows 0).
+            attrs["st_nlink"] += 1
+        return attrs
 
     def _stat_ino(self, ino: int) -> os.stat_result:
         fs = self.fs
