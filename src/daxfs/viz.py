@@ -98,12 +98,7 @@ def draw_maps(maps: Sequence[BlockMap], out: str, title: str | None = None, colu
         ax.set_xticks([])
         ax.set_yticks([])
         _legend(ax)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, title)
 
 
 def draw_eligibility(
@@ -130,6 +125,11 @@ def draw_eligibility(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("large-file bytes 2 MiB-eligible (%)")
+    return _save(plt, fig, out, title)
+
+
+def _save(plt, fig, out: str, title: str | None) -> str:
+    """Title, lay out, write the PNG and free the figure; returns ``out``."""
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -108,7 +108,6 @@ def run_daxfs(
         generate,
         model_tree,
         read_trace,
-        replay,
         sizes_of,
         tree_of_fs,
         write_trace,
@@ -136,18 +135,9 @@ def run_daxfs(
                 tf = stack.enter_context(open(trace, "w"))
                 ops = write_trace(tf, params.header(), gen)
 
-            def sample(written: int) -> None:
-                run.series.append((written / capacity, eligible_fraction(dax_file_maps(fs))))
-
-            res = replay(
-                ops,
-                DaxTarget(fs),
-                checkpoint_every=_every(capacity, args),
-                on_checkpoint=sample,
-                on_progress=_progress(name, u, capacity * args.churn),
+            res = _replay_sampled(
+                run, ops, DaxTarget(fs), capacity, lambda: dax_file_maps(fs), name, args
             )
-            _finish_progress()
-            run.ops, run.seconds, run.errors = res.ops, res.seconds, res.errors
             files = dax_file_maps(fs)
             run.series.append((res.written / capacity, eligible_fraction(files)))
             run.blocks = dax_block_map(fs, files)
@@ -225,8 +215,30 @@ def ext4_unavailable() -> str | None:
     return None
 
 
+def _replay_sampled(run: SideRun, ops, target, capacity: int, file_maps, label: str, args):
+    """Replay ``ops`` on ``target`` (any file system), appending the
+    2 MiB-eligible fraction of ``file_maps()`` to ``run.series`` at every
+    checkpoint and the operation counts to ``run``; returns the replay result."""
+    from ..age import replay
+    from ..aging_stats import eligible_fraction
+
+    def sample(written: int) -> None:
+        run.series.append((written / capacity, eligible_fraction(file_maps())))
+
+    res = replay(
+        ops,
+        target,
+        checkpoint_every=_every(capacity, args),
+        on_checkpoint=sample,
+        on_progress=_progress(label, run.utilization, capacity * args.churn),
+    )
+    _finish_progress()
+    run.ops, run.seconds, run.errors = res.ops, res.seconds, res.errors
+    return res
+
+
 def run_ext4(shm_dir: str, size: int, u: float, args, trace: str) -> SideRun:
-    from ..age import DirTarget, read_trace, replay, tree_of_dir
+    from ..age import DirTarget, read_trace, tree_of_dir
     from ..aging_stats import (
         device_block_map,
         dir_file_maps,
@@ -244,18 +256,9 @@ def run_ext4(shm_dir: str, size: int, u: float, args, trace: str) -> SideRun:
             header, ops = read_trace(f)
             capacity = int(header["capacity"])
 
-            def sample(written: int) -> None:
-                run.series.append((written / capacity, eligible_fraction(dir_file_maps(mnt))))
-
-            res = replay(
-                ops,
-                DirTarget(mnt),
-                checkpoint_every=_every(capacity, args),
-                on_checkpoint=sample,
-                on_progress=_progress("ext4", u, capacity * args.churn),
+            res = _replay_sampled(
+                run, ops, DirTarget(mnt), capacity, lambda: dir_file_maps(mnt), "ext4", args
             )
-            _finish_progress()
-        run.ops, run.seconds, run.errors = res.ops, res.seconds, res.errors
         files = dir_file_maps(mnt)
         run.series.append((res.written / capacity, eligible_fraction(files)))
         st = os.statvfs(mnt)
