@@ -29,8 +29,8 @@ import pytest
 import daxfs
 from daxfs.check import check_region
 from daxfs.crash import (
-    MemoryRegion,
     RecordingRegion,
+    ScratchImage,
     check_discipline,
     crash_points,
     crash_states,
@@ -229,6 +229,13 @@ def _steps(ops: tuple[str, ...]) -> list[tuple[str, object]]:
 
 
 def _snapshot(fs) -> dict[str, tuple]:
+    # One shared lock for the whole walk, as one read-only call would take:
+    # the calls inside skip the pool lock's system calls.
+    with fs._locked(exclusive=False):
+        return _walk_tree(fs)
+
+
+def _walk_tree(fs) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     todo = ["/"]
     while todo:
@@ -302,23 +309,31 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     return base, rec.log, states, mixed, journal
 
 
-def _recovered_snapshot(img: bytearray, lock: str) -> dict[str, tuple]:
-    fs = mount_region(MemoryRegion(img, lock))
+def _recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
+    """Mount the crash image built in ``scratch`` (recovering it), snapshot
+    the tree, then recover again and check."""
+    fs = mount_region(scratch.region(lock))
     try:
         snap = _snapshot(fs)
     finally:
         fs.close()
-    recovered = bytes(img)
-    report = check_region(MemoryRegion(img, lock))  # recovers again, then checks
+    again = scratch.region(lock)
+    report = check_region(again)  # recovers again, then checks
     assert report.ok, report.errors
-    if img == recovered:
+    if not again.changed:
         return snap  # the second recovery changed no byte at all
-    fs = mount_region(MemoryRegion(img, lock))
+    fs = mount_region(scratch.region(lock))
     try:
         assert _snapshot(fs) == snap, "a second recovery changed the tree"
     finally:
         fs.close()
     return snap
+
+
+def _scratch_of(image: bytes) -> ScratchImage:
+    scratch = ScratchImage(len(image))
+    scratch.buf[:] = image
+    return scratch
 
 
 def _blur(snap: dict[str, tuple], inos: set[int]) -> dict[str, tuple]:
@@ -331,27 +346,29 @@ class _Checker:
     """Recovers each distinct crash image once (by key) and remembers what it
     showed; crashes a few of them again inside their own recovery."""
 
-    def __init__(self, lock: str, name: str):
+    def __init__(self, lock: str, name: str, size: int):
         self.lock, self.name = lock, name
         self.seen: dict[bytes, dict] = {}
         self.recovery_tries = 0
         self.rng = random.Random(name)
+        self.scratch = ScratchImage(size, verify=not FULL)
 
     def snapshot(self, state) -> dict[str, tuple]:
         STATS["states"] += 1
         got = self.seen.get(state.key)
         if got is None:
             STATS["unique"] += 1
-            img = state.image()
-            got = self.seen[state.key] = _recovered_snapshot(bytearray(img), self.lock)
-            self._maybe_crash_recovery(img, got)
+            self.scratch.build(state)
+            got = self.seen[state.key] = _recovered_snapshot(self.scratch, self.lock)
+            self._maybe_crash_recovery(state, got)
         return got
 
-    def _maybe_crash_recovery(self, img: bytearray, expected: dict) -> None:
+    def _maybe_crash_recovery(self, crashed, expected: dict) -> None:
         # Sampled: recovery replays whole transactions again, so a few images
         # per workload cover its paths; only images that recovery changes count.
         if self.recovery_tries >= RECOVERY_IMAGES or self.rng.random() > 0.2:
             return
+        img = crashed.image()
         log = recovery_log(img, self.lock)
         if not any(ev[0] == "store" for ev in log):
             return
@@ -360,7 +377,8 @@ class _Checker:
             for state in crash_states(point, self.rng, RECOVERY_SUBSETS, RECOVERY_EXHAUSTIVE):
                 STATS["recovery_states"] += 1
                 if state.key not in self.seen:
-                    self.seen[state.key] = _recovered_snapshot(state.image(), self.lock)
+                    self.scratch.build(state)
+                    self.seen[state.key] = _recovered_snapshot(self.scratch, self.lock)
                 assert self.seen[state.key] == expected, (
                     f"{self.name}: a crash during recovery (event {point.index}) "
                     "recovered to a different tree"
@@ -370,12 +388,12 @@ class _Checker:
 @pytest.mark.parametrize("model,name", CASES)
 def test_every_crash_state_is_before_or_after(base_pool, model, name):
     path, image, lock = base_pool
-    before = _recovered_snapshot(bytearray(image), lock)
+    before = _recovered_snapshot(_scratch_of(image), lock)
     base, log, states, mixed, journal = _record(path + ".w", image, SEQUENCES[name], model)
     os.unlink(path + ".w")
     trees = [_blur(t, mixed) for t in [before, *states]]
     ends = [i for i, ev in enumerate(log) if ev[0] == "end"]
-    checker = _Checker(lock, name)
+    checker = _Checker(lock, name, len(image))
     STATS["workloads"] += 1
     points = crash_points(base, log) if model == "pmem" else page_cache_points(base, log)
     for point in points:

@@ -6,9 +6,11 @@ discipline checker catching each kind of mistake it exists to catch.
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +21,7 @@ from daxfs.crash import (
     CrashPoint,
     CrashState,
     RecordingRegion,
+    ScratchImage,
     check_discipline,
     crash_points,
     crash_states,
@@ -28,6 +31,14 @@ from daxfs.layout import JOURNAL_HEADER_OFF, JSLOT_OFFSETS, pack_jheader, pack_t
 from daxfs.region import Region
 
 IMAGE = bytes(4 * PAGE)
+LOCK = f"/dev/shm/daxfs-crash-tools-lock-{os.getpid()}"  # MemoryRegion's flock file
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_lock_file():
+    yield
+    if os.path.exists(LOCK):
+        os.unlink(LOCK)
 
 
 # --------------------------------------------------------------------------
@@ -114,6 +125,47 @@ def test_equal_keys_mean_equal_images(persisted, a, b):
         assert sa.image() == sb.image()
     if not a:
         assert sa.image() == bytearray(persisted)
+
+
+# --------------------------------------------------------------------------
+# the scratch image (states built by undo, not by copying the pool)
+# --------------------------------------------------------------------------
+stores = st.lists(st.tuples(st.integers(0, 560), st.binary(min_size=1, max_size=40)), max_size=4)
+steps = st.lists(st.tuples(overlays, stores, st.booleans()), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(persisted=st.binary(min_size=600, max_size=600), steps=steps)
+def test_a_scratch_image_builds_each_state_as_a_fresh_copy_would(persisted, steps):
+    # Each state's image must not depend on what earlier states and the
+    # stores made through the scratch's regions left in the buffer.
+    points = [CrashPoint(0, persisted), CrashPoint(1, bytes(reversed(persisted)))]
+    scratch = ScratchImage(len(persisted), verify=True)
+    for overlays_, stored, second in steps:
+        state = CrashState(points[second], overlays_)
+        assert scratch.build(state) == state.image()
+        region = scratch.region(LOCK)
+        for off, data in stored:
+            region.store(off, data)
+        assert region.changed == len(stored) - _unchanged(state.image(), stored)
+        region.close()
+
+
+def _unchanged(image: bytearray, stores: list[tuple[int, bytes]]) -> int:
+    n = 0
+    for off, data in stores:
+        n += image[off : off + len(data)] == data
+        image[off : off + len(data)] = data
+    return n
+
+
+def test_a_store_that_bypasses_the_scratch_region_is_caught():
+    point = CrashPoint(0, bytes(64))
+    scratch = ScratchImage(64, verify=True)
+    scratch.build(CrashState(point, []))
+    scratch.buf[3] = 1  # not through region().store: no undo entry
+    with pytest.raises(AssertionError, match="bypassed"):
+        scratch.build(CrashState(point, []))
 
 
 def test_an_overlay_that_rewrites_the_persisted_bytes_keys_as_no_change():

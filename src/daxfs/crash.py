@@ -11,6 +11,8 @@ The crash tester is a wrapper around the region, not a fork of it:
                               flushes it would issue on that backend
     MemoryRegion(image)       a pool held in a bytearray (no mapping), to mount
                               and check crash states quickly
+    ScratchImage(size)        one buffer crash images are built in by undoing
+                              the previous image's stores, not copying a pool
     crash_points(base, log)   pmem: at every fence (and at the end), the
                               persisted image and the stores still in flight
     crash_states(point, rng)  the images a crash at that point can leave,
@@ -173,12 +175,14 @@ def _runs(sorted_ints: list[int]) -> Iterator[tuple[int, int]]:
 
 class MemoryRegion:
     """A pool image in memory, with the Region interface the file system uses.
-    Locks are taken on a small scratch file (flock and OFD locks need one)."""
+    Locks are taken on a small scratch file (flock and OFD locks need one).
+    With ``undo`` (a list), each store first appends (offset, old bytes) to
+    it, and ``changed`` counts the stores that changed a byte."""
 
     kind, align = "memory", 4096
     map_sync = huge_capable = readonly = private = False
 
-    def __init__(self, image: bytearray, lock_path: str):
+    def __init__(self, image: bytearray, lock_path: str, undo: list | None = None):
         self.image = image
         self.buf = memoryview(image)
         self.size = len(image)
@@ -188,15 +192,20 @@ class MemoryRegion:
         self.volatile = True
         self.addr = 0
         self.closed = False
+        self.undo, self.changed = undo, 0
 
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.buf[off : off + n])
 
     def store(self, off: int, data) -> None:
+        if self.undo is not None:
+            old = bytes(self.buf[off : off + len(data)])
+            self.undo.append((off, old))
+            self.changed += old != data
         self.buf[off : off + len(data)] = data
 
     def zero(self, off: int, n: int) -> None:
-        self.buf[off : off + n] = bytes(n)
+        self.store(off, bytes(n))
 
     def flush(self, off: int, n: int) -> None:
         pass
@@ -294,6 +303,43 @@ class CrashState:
         for off, data in self.overlays:
             img[off : off + len(data)] = data
         return img
+
+
+class ScratchImage:
+    """One pool-sized buffer that crash images are built in, one after another.
+    Between two images of the same crash point it is put back by undoing the
+    overlays and whatever the mounts stored (regions from ``region()`` log
+    their stores), so an image costs what recovery touches rather than a
+    copy of the whole pool; a new crash point costs one copy.  With
+    ``verify`` each restore is compared with the persisted image: a store
+    that bypassed the region would show there."""
+
+    def __init__(self, size: int, verify: bool = False):
+        self.buf = bytearray(size)
+        self.undo: list[tuple[int, bytes]] = []
+        self.persisted: bytes | None = None
+        self.verify = verify
+
+    def build(self, state: CrashState) -> bytearray:
+        """The image of ``state``, in the buffer (valid until the next build)."""
+        persisted = state.point.persisted
+        if self.persisted is persisted:
+            for off, old in reversed(self.undo):
+                self.buf[off : off + len(old)] = old
+            if self.verify:
+                assert self.buf == persisted, "a store bypassed the undo log"
+        else:
+            self.buf[:] = persisted
+            self.persisted = persisted
+        self.undo.clear()
+        for off, data in state.overlays:
+            self.undo.append((off, bytes(self.buf[off : off + len(data)])))
+            self.buf[off : off + len(data)] = data
+        return self.buf
+
+    def region(self, lock_path: str) -> MemoryRegion:
+        """A region over the current image whose stores can be undone."""
+        return MemoryRegion(self.buf, lock_path, self.undo)
 
 
 def crash_points(base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
