@@ -696,6 +696,61 @@ def test_fork_child_shares_the_mapping(pool_path):
     )
 
 
+@pytest.mark.parametrize("first", ["fs.sync()", "mapping.close()", "handle.close()"])
+def test_a_child_forked_while_a_thread_held_the_mount_can_still_close_and_sync(pool_path, first):
+    # The child inherits the thread lock as it was at the fork: held, by a
+    # thread the child does not have.  Closing a file or mapping and sync
+    # must take a lock of the child's own, not wait for that thread forever.
+    run_python(
+        """
+        import os, sys, threading, time
+        import daxfs
+
+        fs = daxfs.mount(sys.argv[1])
+        with fs.open("/f", "wb") as f:
+            f.write(b"x" * 8192)
+        handle = fs.open("/f", "r+b")
+        mapping = fs.map("/f")
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with fs._tlock:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:  # each of these first, before any call that re-arms
+            {first}
+            handle.close()
+            mapping.close()
+            fs.sync()
+            with fs.open("/f", "r+b") as f:
+                f.write(b"child")
+            os._exit(0)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung on the inherited thread lock")
+        assert os.waitstatus_to_exitcode(done[1]) == 0, done
+        release.set()
+        holder.join()
+        mapping.close()
+        handle.close()
+        with fs.open("/f", "rb") as f:
+            assert f.read(5) == b"child"
+        fs.close()
+        print("ok")
+        """.replace("{first}", first),
+        pool_path,
+    )
+
+
 # ---------------------------------------------------------------------------
 # 6. Stale mappings and truncate against pins
 # ---------------------------------------------------------------------------

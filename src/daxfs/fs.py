@@ -289,6 +289,14 @@ class FileSystem(DataPath):
     def _locked(self, exclusive: bool) -> _Locked:
         return _Locked(self, exclusive)
 
+    def _thread_lock(self) -> threading.RLock:
+        """The thread lock, re-armed first in a forked child: the copy a child
+        inherits stays held forever if another of the parent's threads held
+        it at the fork."""
+        if self._forks != _forks[0]:
+            self._after_fork()
+        return self._tlock
+
     def _after_fork(self) -> None:
         """In a forked child: flock and OFD locks belong to an open file
         description, which the child shares with its parent, so take a
@@ -420,7 +428,7 @@ class FileSystem(DataPath):
         """A handle closed: unpin, and free the inode if it was its last name's ghost."""
         if self.closed:
             return
-        with self._tlock:
+        with self._thread_lock():
             self._flush_ino(ino)
             self._unpin(ino)
             self._free_if_orphan(ino)
@@ -455,7 +463,7 @@ class FileSystem(DataPath):
     def _flush_ino(self, ino: int) -> None:
         if self.closed or self.readonly:
             return
-        with self._tlock:
+        with self._thread_lock():
             self._persist_dirty_data()
             if ino in self._dirty_times:
                 with self._change():
@@ -731,7 +739,7 @@ class FileSystem(DataPath):
 
     def _mapping_closed(self, ino: int) -> None:
         if not self.closed:
-            with self._tlock:
+            with self._thread_lock():
                 self._free_if_orphan(ino)
 
     def _orphan_check_later(self, ino: int) -> Callable[[], None]:
@@ -1128,7 +1136,7 @@ class FileSystem(DataPath):
         """Make every change made through this mount durable."""
         if self.readonly or self.closed:
             return
-        with self._tlock:
+        with self._thread_lock():
             self._persist_dirty_data()
             if self._dirty_times:
                 with self._change():
@@ -1155,7 +1163,7 @@ class FileSystem(DataPath):
                 with self._locked(exclusive=True):
                     self.journal.checkpoint()
         finally:
-            with self._tlock:
+            with self._thread_lock():
                 self.closed = True
                 self.region.close()
 
