@@ -625,6 +625,31 @@ def test_truncate_down_then_up_reads_zeros(any_fs):
     assert read(fs, "/big")[2 * MiB + 1 :] == bytes(MiB - 1)
 
 
+def test_sizes_past_the_largest_file_are_efbig_and_change_nothing(any_fs):
+    # As Linux's MAX_LFS_FILESIZE (2**63 - 1): offsets are signed 64-bit.
+    fs = any_fs
+    write(fs, "/f", b"abc")
+    fs.truncate("/f", 2**63 - 1)  # the largest file is a sparse file like any other
+    assert fs.stat("/f").st_size == 2**63 - 1
+    for attempt in (
+        lambda: fs.truncate("/f", 2**63),
+        lambda: fs.truncate("/f", 2**64),
+        lambda: fs.fallocate("/f", 2**63 - 1, 1),
+        lambda: fs.fallocate("/f", 0, 2**64),
+    ):
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno == errno.EFBIG
+    with fs.open("/f", "r+b", buffering=0) as f:
+        f.seek(2**63 - 1)
+        with pytest.raises(OSError) as e:
+            f.write(b"x")
+        assert e.value.errno == errno.EFBIG
+    assert fs.stat("/f").st_size == 2**63 - 1
+    fs.truncate("/f", 3)
+    assert read(fs, "/f") == b"abc"
+
+
 def test_fallocate_extends_with_zeros_and_reserves(any_fs):
     fs = any_fs
     write(fs, "/f", b"abc")

@@ -406,7 +406,9 @@ def _needs_detection(inst: Instance, f: F.Field, old: int, new: int, n: int, wor
     care = inst.care(f)
     if care == "always":
         return True
-    if care in ("ignored", "content", "seq"):
+    if care == "content":
+        return new > L.MAX_FILE_SIZE
+    if care in ("ignored", "seq"):
         return False
     if care == "type":
         return True if (old ^ new) & 0xFFFF_F000 else False

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import struct
 
@@ -246,7 +247,7 @@ def inode_records(draw, ino=None):
         nlink=draw(u32),
         uid=draw(u32),
         gid=draw(u32),
-        size=draw(u64),
+        size=draw(st.integers(0, L.MAX_FILE_SIZE)),
         atime=draw(i64),
         mtime=draw(i64),
         ctime=draw(i64),
@@ -286,6 +287,9 @@ def test_inode_rejections():
     with pytest.raises(CorruptionError, match="checksum") as ei:
         L.unpack_inode(flip(raw, 100, 1), 777, 5)
     assert ei.value.offset == 777
+    with pytest.raises(CorruptionError, match="largest file"):
+        L.unpack_inode(L.pack_inode(dataclasses.replace(r, size=L.MAX_FILE_SIZE + 1)), 0, 5)
+    assert L.unpack_inode(L.pack_inode(dataclasses.replace(r, size=L.MAX_FILE_SIZE)), 0, 5)
 
 
 @FUZZ

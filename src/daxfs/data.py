@@ -35,7 +35,7 @@ import time
 
 from .inode import Inode
 from .journal import Transaction
-from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK
+from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, MAX_FILE_SIZE
 from .path import oserror
 from .pins import pinned_by_others
 from .region import flush_ranges, merge_ranges
@@ -43,6 +43,11 @@ from .region import flush_ranges, merge_ranges
 
 def _now() -> int:
     return time.time_ns()
+
+
+def _refuse_past_largest_file(end: int) -> None:
+    if end > MAX_FILE_SIZE:
+        raise oserror(errno.EFBIG)
 
 
 class DataPath:
@@ -118,6 +123,7 @@ class DataPath:
     WRITE_PIECE = 64 * CHUNK
 
     def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
+        _refuse_past_largest_file(off + len(data))
         for start in range(0, len(data), self.WRITE_PIECE):
             piece = data[start : start + self.WRITE_PIECE]
             with self._change() as txn:
@@ -237,6 +243,7 @@ class DataPath:
     def _truncate_inode(self, txn: Transaction, inode: Inode, length: int) -> None:
         if length < 0:
             raise oserror(errno.EINVAL)
+        _refuse_past_largest_file(length)
         if length < inode.size:
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
             self._refuse_if_mapped(inode.tail_ranges(keep))

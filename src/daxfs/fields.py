@@ -24,8 +24,9 @@ need to know to demand that ``daxfs.check`` notice it:
              reported; permission bits are an attribute
   alignment  an extent's file offset: a misaligned value must be reported;
              an aligned one only moves the data within the file
-  content    a regular file's size: any value is a valid file (the file's
-             content changes, nothing else)
+  content    a regular file's size: any value up to 2^63 - 1 is a valid
+             file (the file's content changes, nothing else); a larger one
+             is damage check must report
   name       a directory entry's name: must be reported if the new name is
              invalid or not unique in the directory; a valid one is a rename
   seq        a journal sequence number in a header slot: any value is a

@@ -50,6 +50,8 @@ from .layout import (
     BLOCK,
     CHUNK,
     INODE_HEAD,
+    MAX_FILE_SIZE,
+    SUPER,
     CorruptionError,
     Superblock,
     ftype_of,
@@ -959,6 +961,8 @@ class FileSystem(DataPath):
         spath = to_str(path)
         if offset < 0 or length <= 0:
             raise oserror(errno.EINVAL, spath)
+        if offset + length > MAX_FILE_SIZE:
+            raise oserror(errno.EFBIG, spath)
         with self._change() as txn:
             r = self._existing(spath)
             if r.ftype == DIR_T:
@@ -1233,15 +1237,33 @@ def _wrap(
 # --------------------------------------------------------------------------
 def read_superblock(region: Region) -> tuple[Superblock, bool]:
     """The primary superblock, or the replica if the primary is damaged.
-    Returns (superblock, primary_ok)."""
+    Returns (superblock, primary_ok).  Two valid copies that differ mean one
+    was damaged in a way its checksum missed; which one is a judgement the
+    checker makes (fsck --repair), not the mount."""
+    off = region.size - BLOCK
     try:
-        return unpack_superblock(region.read(0, BLOCK), 0, region.size), True
+        primary = unpack_superblock(region.read(0, BLOCK), 0, region.size)
     except CorruptionError as primary_error:
-        off = region.size - BLOCK
         try:
             return unpack_superblock(region.read(off, BLOCK), off, region.size), False
         except CorruptionError:
             raise primary_error from None
+    differs = region.read(0, SUPER.size) != region.read(off, SUPER.size)
+    if differs and _valid_superblock(region, off):
+        raise CorruptionError(
+            "the primary and replica superblocks are both valid but differ "
+            "(run `daxfs fsck --repair`)",
+            off,
+        )
+    return primary, True
+
+
+def _valid_superblock(region: Region, off: int) -> bool:
+    try:
+        unpack_superblock(region.read(off, BLOCK), off, region.size)
+    except CorruptionError:
+        return False
+    return True
 
 
 def mount(

@@ -236,6 +236,10 @@ JLIVE = _checked("<QQ", 16)  # next_seq, pos: hints shared by live processes
 # it would overflow the u64 fields, so such a slot is invalid.
 JSEQ_LIMIT = 1 << 63
 
+# The largest file size (Linux's MAX_LFS_FILESIZE): file offsets are signed
+# 64-bit numbers everywhere above us, so a larger size is damage.
+MAX_FILE_SIZE = (1 << 63) - 1
+
 TXN_MAGIC = 0x5854_5844  # "DXTX"
 TXN_HEADER = _checked("<IIQII", 24)  # magic, crc, seq, nrec, payload_len
 TXN_REC = _checked("<QII", 16)  # dst_off, length, flags; data follows, 8-aligned
@@ -436,6 +440,8 @@ def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
     ) = f
     if rino != ino:
         raise CorruptionError(f"inode {ino}: slot claims inode {rino}", offset)
+    if size > MAX_FILE_SIZE:
+        raise CorruptionError(f"inode {ino}: size {size} past the largest file", offset)
     n_inline = min(next_, INLINE_EXTENTS)
     inline = [EXTENT.unpack_from(raw, INODE_HEAD.size + i * EXTENT.size) for i in range(n_inline)]
     return InodeRecord(
