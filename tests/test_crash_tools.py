@@ -311,3 +311,21 @@ def test_stores_through_a_mapping_are_the_users_to_persist():
     persisted = _op(("store", 409600, b"u" * 64, MAPPED), ("flush", 409600, 64), ("fence",))
     d = check_discipline(persisted)
     assert d.ok and not d.redundant_flushes
+
+
+def test_persisting_a_mapping_again_is_not_a_redundant_flush():
+    # Found by crash-full ("map /A/foo store 60+200" twice): the second store
+    # wrote the bytes already there, which the recorder cannot see, so the
+    # user's second persist() found nothing pending.  Lines last stored
+    # through a mapping are the user's to flush.
+    again = _op(
+        ("store", 409600, b"u" * 64, MAPPED), ("flush", 409600, 64), ("fence",),
+        ("flush", 409600, 64), ("fence",),
+    )  # fmt: skip
+    assert not check_discipline(again).redundant_flushes
+    # A line the file system stored last is still the file system's.
+    fs_line = _op(
+        ("store", 409600, b"u" * 64, MAPPED), ("store", 409600, b"f"), ("flush", 409600, 64),
+        ("fence",), ("flush", 409600, 64), ("fence",),
+    )  # fmt: skip
+    assert check_discipline(fs_line).redundant_flushes == [("op", 409600, 64)]

@@ -582,8 +582,12 @@ class _DisciplineWalk:
     def flush(self, off: int, n: int) -> None:
         self.out.flushes += 1
         self.flushes_since_fence += 1
-        hit = self.pending.intersection(_lines(off, n))
-        if not hit:
+        lines = _lines(off, n)
+        hit = self.pending.intersection(lines)
+        # Lines last stored through a mapping are the user's to flush
+        # (Mapping.persist): a store of the bytes already there is invisible
+        # to the recorder, so nothing pending there is no sign of waste.
+        if not hit and not self.user.issuperset(lines):
             self.out.redundant_flushes.append((self.op, off, n))
         self.pending -= hit
         self.flushed |= hit
