@@ -31,6 +31,7 @@ import errno
 import mmap
 import os
 import stat
+import weakref
 from dataclasses import dataclass
 
 from .layout import BLOCK, CHUNK
@@ -299,6 +300,10 @@ class Region:
             sys_mmap(self.addr, self.size, prot, share | MAP_FIXED, self.fd, 0)
         _libc.madvise(self.addr, self.size, MADV_HUGEPAGE)
         arr = (ctypes.c_char * self.size).from_address(self.addr)
+        # Every view of the pool hangs from this one array: once the last is
+        # gone (after close), the address range is given back.  Not at exit:
+        # other exit handlers (the mount registry's unmounts) still use it.
+        weakref.finalize(arr, sys_munmap, self.addr, self.size).atexit = False
         view = memoryview(arr).cast("B")
         self.buf = view.toreadonly() if self.readonly else view
 
@@ -367,14 +372,13 @@ class Region:
 
     def close(self) -> None:
         """Unmap the pool.  Views still held elsewhere keep working memory (now
-        anonymous zero pages, detached from the pool) instead of faulting."""
+        anonymous zero pages, detached from the pool) instead of faulting; the
+        address range itself is unmapped when the last view is gone (at once
+        when none is left), so mounting again and again does not pile up
+        mappings until mmap fails with ENOMEM (vm.max_map_count)."""
         if self.closed:
             return
         self.closed = True
-        try:
-            self.buf.release()
-        except BufferError:
-            pass
         sys_mmap(
             self.addr,
             self.size,
@@ -383,6 +387,10 @@ class Region:
             -1,
             0,
         )
+        try:
+            self.buf.release()
+        except BufferError:
+            pass
         os.close(self.fd)
 
 
