@@ -93,17 +93,41 @@ def _append_to(path: str, end: int):
 
 
 def _write_two_fds(a: str, b: str):
-    """Writes through two open files of one inode (a bug class peers shipped)."""
+    """Writes through two open files of one inode (a bug class peers shipped).
+    Three steps, one per write, with both files open throughout: each write
+    is an operation of its own, and a crash may fall between two of them
+    (found by crash-full: after a truncate to 100 bytes, the first write
+    alone leaves a 310-byte file, neither before nor after all three)."""
+    files: dict[str, object] = {}
 
-    def op(fs):
-        with fs.open(a, "r+b", buffering=0) as f, fs.open(b, "r+b", buffering=0) as g:
-            f.seek(10)
-            f.write(_fill(10, 300))
-            g.seek(4000)
-            g.write(_fill(4000, 5000))
-            f.write(_fill(310, 70))
+    def open_both_and_write(fs):
+        try:
+            files["f"] = fs.open(a, "r+b", buffering=0)
+            files["g"] = fs.open(b, "r+b", buffering=0)
+        except (OSError, ValueError):
+            close_both()
+            raise
+        files["f"].seek(10)
+        files["f"].write(_fill(10, 300))
 
-    return op
+    def write_through_the_other(fs):
+        if files:
+            files["g"].seek(4000)
+            files["g"].write(_fill(4000, 5000))
+
+    def write_again_and_close(fs):
+        try:
+            if files:
+                files["f"].write(_fill(310, 70))  # at the first file's own position
+        finally:
+            close_both()
+
+    def close_both():
+        for f in files.values():
+            f.close()
+        files.clear()
+
+    return (open_both_and_write, write_through_the_other, write_again_and_close)
 
 
 def _map_store(path: str, off: int, n: int, size: int | None = None):
