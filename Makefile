@@ -23,7 +23,7 @@ test: $(STAMP) deps
 	$(PY) -m pytest -q
 
 # The long crash and damage runs: every seq-2 pair and sampled seq-3 of the
-# crash workloads with 1,000 random subsets per crash point (about 11 million
+# crash workloads with 1,000 random subsets per crash point (about 12 million
 # crash states, on both cores), every fuzzy mutation, 5,000 kills.
 CRASH_STATS := .crash-full-stats.jsonl
 crash-full: $(STAMP) deps

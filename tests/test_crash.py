@@ -10,7 +10,7 @@ operation's flushes are checked (check_discipline).
 
 DAXFS_CRASH_FULL=1 (make crash-full) tries more random subsets per crash
 point, every seq-2 pair of the core operations and sampled seq-3 triples
-(about 11 million states); DAXFS_CRASH_STATS=FILE appends each process's
+(about 12 million states); DAXFS_CRASH_STATS=FILE appends each process's
 totals to FILE as a JSON line; DAXFS_CRASH_SHARD=k/n runs every n-th case
 from the k-th, so a long run can be split and its totals added up.
 """
