@@ -4,9 +4,12 @@ the crash tester's RecordingRegion; at every fence (pmem) or msync (page
 cache) the images a power failure could leave are rebuilt (daxfs.crash) and
 each one must mount (recovering the journal), check clean, recover a second
 time to the same tree, and show each operation wholly done or wholly undone;
-once an operation has returned, wholly done.  A sample of the images is
-also crashed again at every fence inside recovery, and each recorded
-operation's flushes are checked (check_discipline).
+once an operation has returned, wholly done.  Every tree a workload's
+images recover to, and a sample of the other images, must then take new
+work: a file created in every directory, then everything deleted, and a
+clean check.  A sample of the images is also crashed again at every
+fence inside recovery, and each recorded operation's flushes are checked
+(check_discipline).
 
 DAXFS_CRASH_FULL=1 (make crash-full) tries more random subsets per crash
 point, every seq-2 pair of the core operations and sampled seq-3 triples
@@ -46,6 +49,7 @@ RECOVERY_IMAGES = 6 if FULL else 2  # images per workload crashed again during r
 RECOVERY_SUBSETS = 200 if FULL else 12
 RECOVERY_EXHAUSTIVE = 12 if FULL else 6  # in-flight units up to which every subset is tried
 SEQ2_DEFAULT = 16  # sampled seq-2 pairs in the default suite
+EXERCISE_EVERY = 10 if FULL else 25  # besides each new tree, 1 in N images is exercised
 SEQ3_FULL = 400
 POOL = "8M"
 DIRS = ["/A", "/B", "/C", "/D"]
@@ -53,7 +57,8 @@ FILES = ["/A/foo", "/A/bar", "/B/foo", "/B/bar", "/C/foo", "/C/bar", "/D/foo", "
 SIZES = {"/A/foo": 5000, "/A/bar": 0, "/B/foo": 8192, "/B/bar": 100, "/C/foo": 70000,
          "/C/bar": 4096, "/D/foo": 1, "/D/bar": 12288}  # fmt: skip
 STATS = {"workloads": 0, "points": 0, "states": 0, "unique": 0, "recovery_states": 0,
-         "flushes": 0, "redundant_flushes": 0, "fences": 0, "redundant_fences": 0}  # fmt: skip
+         "exercised": 0, "flushes": 0, "redundant_flushes": 0, "fences": 0,
+         "redundant_fences": 0}  # fmt: skip
 
 
 def _setup(fs) -> None:
@@ -354,6 +359,33 @@ def _recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
     return snap
 
 
+def _exercise(scratch: ScratchImage, lock: str, tree: dict[str, tuple]) -> None:
+    """The recovered pool takes new work: a file created in every directory,
+    then everything deleted, and it checks clean after."""
+    fs = mount_region(scratch.region(lock))
+    try:
+        dirs = ["/"] + [p for p, e in tree.items() if stat.S_ISDIR(e[0])]
+        for i, d in enumerate(dirs):
+            with fs.open(d.rstrip("/") + f"/new-{i}", "wb") as f:
+                f.write(_fill(i, 5000))
+        _delete_everything(fs, "/")
+        assert fs.listdir("/") == [], "deleting everything left names behind"
+    finally:
+        fs.close()
+    report = check_region(scratch.region(lock))
+    assert report.ok, f"after creating and deleting everything: {report.errors}"
+
+
+def _delete_everything(fs, d: str) -> None:
+    for name in fs.listdir(d):
+        p = d.rstrip("/") + "/" + name
+        if stat.S_ISDIR(fs.lstat(p).st_mode):
+            _delete_everything(fs, p)
+            fs.rmdir(p)
+        else:
+            fs.unlink(p)
+
+
 def _scratch_of(image: bytes) -> ScratchImage:
     scratch = ScratchImage(len(image))
     scratch.buf[:] = image
@@ -376,6 +408,7 @@ class _Checker:
         self.recovery_tries = 0
         self.rng = random.Random(name)
         self.scratch = ScratchImage(size, verify=not FULL)
+        self.trees: set[frozenset] = set()
 
     def snapshot(self, state) -> dict[str, tuple]:
         STATS["states"] += 1
@@ -384,8 +417,19 @@ class _Checker:
             STATS["unique"] += 1
             self.scratch.build(state)
             got = self.seen[state.key] = _recovered_snapshot(self.scratch, self.lock)
+            self._maybe_exercise(got)
             self._maybe_crash_recovery(state, got)
         return got
+
+    def _maybe_exercise(self, tree: dict[str, tuple]) -> None:
+        # Sampled (it costs twice the recovery): every tree the workload's
+        # images recover to, and one image in EXERCISE_EVERY besides.
+        key = frozenset(tree.items())
+        if key in self.trees and len(self.seen) % EXERCISE_EVERY:
+            return
+        self.trees.add(key)
+        STATS["exercised"] += 1
+        _exercise(self.scratch, self.lock, tree)
 
     def _maybe_crash_recovery(self, crashed, expected: dict) -> None:
         # Sampled: recovery replays whole transactions again, so a few images
