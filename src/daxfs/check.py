@@ -53,8 +53,8 @@ from .layout import (
     pack_inode,
     pack_jheader,
     parse_dirblock,
+    superblock_at,
     unpack_jheader,
-    unpack_superblock,
     valid_name,
 )
 from .path import ROOT_INO, to_str
@@ -177,8 +177,8 @@ class _Checker:
     # -- 1. superblocks ----------------------------------------------------
     def _superblocks(self) -> Superblock | None:
         r, replica_off = self.region, self.region.size - BLOCK
-        primary = self._parse_super(0)
-        replica = self._parse_super(replica_off)
+        primary = superblock_at(r, 0)
+        replica = superblock_at(r, replica_off)
         if primary is None and replica is None:
             self.error("both superblocks are damaged: not repairable")
             return None
@@ -209,12 +209,6 @@ class _Checker:
         n = int(((table["magic"] == INODE_MAGIC) & (table["ino"] == slots)).sum())
         del table
         return n
-
-    def _parse_super(self, off: int) -> Superblock | None:
-        try:
-            return unpack_superblock(self.region.read(off, BLOCK), off, self.region.size)
-        except CorruptionError:
-            return None
 
     def _copy(self, src: int, dst: int, msg: str) -> None:
         if self.repair:

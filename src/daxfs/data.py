@@ -45,9 +45,9 @@ def _now() -> int:
     return time.time_ns()
 
 
-def _refuse_past_largest_file(end: int) -> None:
+def refuse_past_largest_file(end: int, path: str | None = None) -> None:
     if end > MAX_FILE_SIZE:
-        raise oserror(errno.EFBIG)
+        raise oserror(errno.EFBIG, path)
 
 
 class DataPath:
@@ -123,7 +123,7 @@ class DataPath:
     WRITE_PIECE = 64 * CHUNK
 
     def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
-        _refuse_past_largest_file(off + len(data))
+        refuse_past_largest_file(off + len(data))
         for start in range(0, len(data), self.WRITE_PIECE):
             piece = data[start : start + self.WRITE_PIECE]
             with self._change() as txn:
@@ -243,7 +243,7 @@ class DataPath:
     def _truncate_inode(self, txn: Transaction, inode: Inode, length: int) -> None:
         if length < 0:
             raise oserror(errno.EINVAL)
-        _refuse_past_largest_file(length)
+        refuse_past_largest_file(length)
         if length < inode.size:
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
             self._refuse_if_mapped(inode.tail_ranges(keep))

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
-from .data import DataPath
+from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .hugemap import eligible_total
@@ -50,11 +50,11 @@ from .layout import (
     BLOCK,
     CHUNK,
     INODE_HEAD,
-    MAX_FILE_SIZE,
     SUPER,
     CorruptionError,
     Superblock,
     ftype_of,
+    superblock_at,
     unpack_superblock,
 )
 from .mapping import MODES, Mapping, MapPlan, device_span
@@ -961,8 +961,7 @@ class FileSystem(DataPath):
         spath = to_str(path)
         if offset < 0 or length <= 0:
             raise oserror(errno.EINVAL, spath)
-        if offset + length > MAX_FILE_SIZE:
-            raise oserror(errno.EFBIG, spath)
+        refuse_past_largest_file(offset + length, spath)
         with self._change() as txn:
             r = self._existing(spath)
             if r.ftype == DIR_T:
@@ -1241,29 +1240,20 @@ def read_superblock(region: Region) -> tuple[Superblock, bool]:
     was damaged in a way its checksum missed; which one is a judgement the
     checker makes (fsck --repair), not the mount."""
     off = region.size - BLOCK
+    replica = superblock_at(region, off)
     try:
         primary = unpack_superblock(region.read(0, BLOCK), 0, region.size)
-    except CorruptionError as primary_error:
-        try:
-            return unpack_superblock(region.read(off, BLOCK), off, region.size), False
-        except CorruptionError:
-            raise primary_error from None
-    differs = region.read(0, SUPER.size) != region.read(off, SUPER.size)
-    if differs and _valid_superblock(region, off):
+    except CorruptionError:
+        if replica is None:
+            raise
+        return replica, False
+    if replica is not None and region.read(0, SUPER.size) != region.read(off, SUPER.size):
         raise CorruptionError(
             "the primary and replica superblocks are both valid but differ "
             "(run `daxfs fsck --repair`)",
             off,
         )
     return primary, True
-
-
-def _valid_superblock(region: Region, off: int) -> bool:
-    try:
-        unpack_superblock(region.read(off, BLOCK), off, region.size)
-    except CorruptionError:
-        return False
-    return True
 
 
 def mount(

@@ -174,6 +174,15 @@ def unpack_superblock(raw: bytes, offset: int, region_size: int) -> Superblock:
     return sb
 
 
+def superblock_at(region, offset: int) -> Superblock | None:
+    """The superblock at ``offset`` of ``region`` (anything with read() and
+    size), or None when that copy does not validate."""
+    try:
+        return unpack_superblock(region.read(offset, BLOCK), offset, region.size)
+    except CorruptionError:
+        return None
+
+
 def _validate_geometry(sb: Superblock, offset: int, region_size: int) -> None:
     ok = (
         sb.region_size == region_size
