@@ -32,6 +32,8 @@ import pytest
 import daxfs
 from daxfs.check import check_region
 from daxfs.crash import (
+    CrashPoint,
+    CrashState,
     RecordingRegion,
     ScratchImage,
     check_discipline,
@@ -386,12 +388,6 @@ def _delete_everything(fs, d: str) -> None:
             fs.unlink(p)
 
 
-def _scratch_of(image: bytes) -> ScratchImage:
-    scratch = ScratchImage(len(image))
-    scratch.buf[:] = image
-    return scratch
-
-
 def _blur(snap: dict[str, tuple], inos: set[int]) -> dict[str, tuple]:
     if not inos:
         return snap
@@ -400,7 +396,8 @@ def _blur(snap: dict[str, tuple], inos: set[int]) -> dict[str, tuple]:
 
 class _Checker:
     """Recovers each distinct crash image once (by key) and remembers what it
-    showed; crashes a few of them again inside their own recovery."""
+    showed; has a sample of them take new work, and crashes a few of them
+    again inside their own recovery."""
 
     def __init__(self, lock: str, name: str, size: int):
         self.lock, self.name = lock, name
@@ -456,12 +453,13 @@ class _Checker:
 @pytest.mark.parametrize("model,name", CASES)
 def test_every_crash_state_is_before_or_after(base_pool, model, name):
     path, image, lock = base_pool
-    before = _recovered_snapshot(_scratch_of(image), lock)
+    checker = _Checker(lock, name, len(image))
+    checker.scratch.build(CrashState(CrashPoint(-1, image), []))  # the image as it was
+    before = _recovered_snapshot(checker.scratch, lock)
     base, log, states, mixed, journal = _record(path + ".w", image, SEQUENCES[name], model)
     os.unlink(path + ".w")
     trees = [_blur(t, mixed) for t in [before, *states]]
     ends = [i for i, ev in enumerate(log) if ev[0] == "end"]
-    checker = _Checker(lock, name, len(image))
     STATS["workloads"] += 1
     points = crash_points(base, log) if model == "pmem" else page_cache_points(base, log)
     for point in points:
