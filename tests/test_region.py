@@ -16,6 +16,7 @@ from daxfs.layout import BLOCK, CHUNK
 from daxfs.region import (
     Region,
     create_pool_file,
+    default_durability,
     load_libpmem,
     mount_of,
     reserve_aligned,
@@ -340,3 +341,49 @@ def test_pmem_unavailable_is_enosys_when_libpmem_missing(pool_path):
     env = dict(os.environ, DAXFS_LIBPMEM="/nonexistent/libpmem.so.1")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# Real device-dax and fs-dax are not on this machine, so the choice for them
+# is checked as the decision it is: every backing, with and without libpmem.
+@pytest.mark.parametrize(
+    "kind,map_sync,on_tmpfs,have_libpmem,writable,expected",
+    [
+        ("devdax", False, False, True, True, "pmem"),
+        ("fsdax", True, False, True, True, "pmem"),
+        ("fsdax", True, False, False, True, "msync"),  # msync writes DAX caches back
+        ("devdax", False, False, False, False, "none"),  # read-only: nothing to flush
+        ("tmpfs", False, True, True, True, "none"),
+        ("devdax-emulated", False, True, False, True, "none"),
+        ("devdax-emulated", False, False, False, True, "msync"),
+        ("file", False, False, True, True, "msync"),
+        ("fsdax", False, False, True, True, "msync"),  # dax mount, MAP_SYNC refused
+    ],
+)
+def test_default_durability_for_each_backing(
+    kind, map_sync, on_tmpfs, have_libpmem, writable, expected
+):
+    got = default_durability(
+        kind,
+        map_sync=map_sync,
+        on_tmpfs=on_tmpfs,
+        have_libpmem=have_libpmem,
+        writable=writable,
+        path="/dev/dax0.0",
+    )
+    assert got == expected
+
+
+def test_writable_devdax_without_libpmem_is_refused_not_made_volatile():
+    # Device-dax has no msync: without libpmem no store could ever be made
+    # durable, so the open fails and says what to install.
+    with pytest.raises(OSError) as e:
+        default_durability(
+            "devdax",
+            map_sync=False,
+            on_tmpfs=False,
+            have_libpmem=False,
+            writable=True,
+            path="/dev/dax0.0",
+        )
+    assert e.value.errno == errno.ENOSYS
+    assert "libpmem1" in str(e.value) and e.value.filename == "/dev/dax0.0"

@@ -14,7 +14,8 @@ a Region sees every store, flush and fence (the crash tester's seam):
 Durability backends, chosen automatically and overridable:
 
     pmem    libpmem's pmem_flush / pmem_drain (CLWB + SFENCE) through ctypes:
-            device-dax and fs-dax mapped with MAP_SYNC
+            device-dax and fs-dax mapped with MAP_SYNC (without libpmem,
+            fs-dax falls back to msync and device-dax refuses writes)
     msync   msync(MS_SYNC) of the page range: page-cache files
     none    nothing to do: tmpfs is volatile by nature
 
@@ -208,6 +209,34 @@ def load_libpmem() -> ctypes.CDLL | None:
 DURABILITY = {"none": NoDurability, "msync": MsyncDurability, "pmem": PmemDurability}
 
 
+def default_durability(
+    kind: str, *, map_sync: bool, on_tmpfs: bool, have_libpmem: bool, writable: bool, path: str
+) -> str:
+    """The backend a backing gets when none is asked for.
+
+    Persistent memory wants libpmem's cache-line flushes.  Without libpmem,
+    fs-dax still has msync, which on a DAX file writes the CPU caches back;
+    device-dax has no msync, so a writable open is refused rather than
+    silently left with no durability at all."""
+    if kind == "devdax" or map_sync:
+        if have_libpmem:
+            return "pmem"
+        if map_sync:
+            return "msync"
+        if writable:
+            raise OSError(
+                errno.ENOSYS,
+                "device-dax needs libpmem to make stores durable: install the Debian "
+                "package libpmem1 (or point DAXFS_LIBPMEM at it), or open with "
+                "durability='none' to accept volatile stores",
+                path,
+            )
+        return "none"  # nothing is ever flushed through a read-only open
+    if kind == "tmpfs" or on_tmpfs:
+        return "none"
+    return "msync"
+
+
 # --------------------------------------------------------------------------
 # The region.
 # --------------------------------------------------------------------------
@@ -311,12 +340,14 @@ class Region:
         if self.private:
             requested = "none"  # nothing a private map holds can become durable
         if requested is None:
-            if self.kind == "devdax" or self.map_sync:
-                requested = "pmem" if load_libpmem() else "none"
-            elif self.kind == "tmpfs" or self.mount.fstype == "tmpfs":
-                requested = "none"
-            else:
-                requested = "msync"
+            requested = default_durability(
+                self.kind,
+                map_sync=self.map_sync,
+                on_tmpfs=self.mount.fstype == "tmpfs",
+                have_libpmem=load_libpmem() is not None,
+                writable=not self.readonly,
+                path=self.path,
+            )
         if requested not in DURABILITY:
             raise ValueError(
                 f"unknown durability backend {requested!r}; choose one of {sorted(DURABILITY)}"
