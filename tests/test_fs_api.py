@@ -221,7 +221,9 @@ def test_paths_as_pathlib_and_bytes(fs):
     assert fs.listdir(pathlib.PurePosixPath("/dir")) == []
     with pytest.raises(ValueError):
         fs.stat("/a\0b")
-    assert fs.exists("p") and fs.listdir("") == fs.listdir("/")  # relative: from the root
+    assert fs.exists("p") and fs.listdir("dir") == fs.listdir("/dir")  # relative: from the root
+    with pytest.raises(FileNotFoundError):
+        fs.listdir("")  # as os.listdir(""): the empty path names nothing
 
 
 # ---------------------------------------------------------------------------

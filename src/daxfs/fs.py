@@ -58,7 +58,7 @@ from .layout import (
     unpack_superblock,
 )
 from .mapping import MODES, Mapping, MapPlan, device_span
-from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
+from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, resolve, to_str
 from .pins import RangePins, pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
@@ -377,11 +377,18 @@ class FileSystem(DataPath):
     def _parent_of(self, ino: int) -> int:
         return self._inode(ino).parent if ino != ROOT_INO else ROOT_INO
 
-    def _resolve(self, path: object, follow: bool = True) -> Resolved:
-        return resolve(to_str(path), self._lookup, self._readlink_ino, self._parent_of, follow)
+    def _resolve(self, path: object, follow: bool = True, entry: bool = False) -> Resolved:
+        return resolve(
+            to_str(path), self._lookup, self._readlink_ino, self._parent_of, follow, entry
+        )
 
-    def _existing(self, path: object, follow: bool = True) -> Resolved:
-        r = self._resolve(path, follow)
+    def _entry(self, path: object) -> Resolved:
+        """Resolve for a call that changes the entry itself (mkdir, rmdir,
+        unlink, rename, link, symlink): the last name is never followed."""
+        return self._resolve(path, follow=False, entry=True)
+
+    def _existing(self, path: object, follow: bool = True, entry: bool = False) -> Resolved:
+        r = self._resolve(path, follow, entry)
         if r.ino is None:
             raise oserror(errno.ENOENT, to_str(path))
         return r
@@ -528,11 +535,8 @@ class FileSystem(DataPath):
                 self._pin(r.ino)  # type: ignore[arg-type]
                 return r.ino  # type: ignore[return-value]
         with self._change() as txn:
-            # O_CREAT|O_EXCL does not follow a symlink in the last component.
-            r = self._resolve(spath, follow=kind != "x")
+            r = self._resolve_to_create(spath, exclusive=kind == "x")
             if r.ino is None:
-                if r.trailing_slash:
-                    raise oserror(errno.EISDIR, spath)
                 inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
                 self._pin(inode.ino)
                 return inode.ino
@@ -543,6 +547,20 @@ class FileSystem(DataPath):
                 self._truncate_inode(txn, self._inode(r.ino), 0)  # type: ignore[arg-type]
             self._pin(r.ino)  # type: ignore[arg-type]
             return r.ino  # type: ignore[return-value]
+
+    def _resolve_to_create(self, spath: str, exclusive: bool) -> Resolved:
+        """Resolve for open(O_CREAT), in Linux's order: the directories on
+        the way, then a trailing slash (EISDIR: open cannot make a
+        directory), then a symlink in the last name (followed, unless
+        O_EXCL), whose own target must not end in "/" either."""
+        r = self._entry(spath)
+        if r.last == "name" and r.trailing_slash:
+            raise oserror(errno.EISDIR, spath)
+        if r.ftype == LNK_T and not exclusive:
+            r = self._resolve(spath)
+            if r.ino is None and r.trailing_slash:
+                raise oserror(errno.EISDIR, spath)
+        return r
 
     def _check_openable(self, r: Resolved, spath: str) -> None:
         if r.ftype == DIR_T:
@@ -674,7 +692,7 @@ class FileSystem(DataPath):
             )
 
     def _map_target(self, txn, spath: str, mode: str, size: int | None) -> Inode:
-        r = self._resolve(spath)
+        r = self._resolve_to_create(spath, False) if mode == "w+" else self._resolve(spath)
         if r.ino is None:
             if mode != "w+":
                 raise oserror(errno.ENOENT, spath)
@@ -774,7 +792,7 @@ class FileSystem(DataPath):
     def mkdir(self, path, mode: int = 0o777) -> None:
         spath = to_str(path)
         with self._change() as txn:
-            r = self._resolve(spath, follow=False)
+            r = self._entry(spath)
             if r.ino is not None:
                 raise oserror(errno.EEXIST, spath)
             self._create(txn, r, S_IFDIR | (mode & 0o7777 & ~self.umask), spath)
@@ -796,9 +814,10 @@ class FileSystem(DataPath):
     def rmdir(self, path) -> None:
         spath = to_str(path)
         with self._change() as txn:
-            r = self._existing(spath, follow=False)
-            if r.name is None:
-                raise oserror(errno.EBUSY if r.ino == ROOT_INO else errno.EINVAL, spath)
+            r = self._existing(spath, follow=False, entry=True)
+            if r.name is None:  # Linux's errno for "/", "." and ".."
+                code = {"root": errno.EBUSY, "dot": errno.EINVAL, "dotdot": errno.ENOTEMPTY}
+                raise oserror(code[r.last], spath)
             if r.ftype != DIR_T:
                 raise oserror(errno.ENOTDIR, spath)
             if len(self._dir(r.ino)):  # type: ignore[arg-type]
@@ -812,7 +831,7 @@ class FileSystem(DataPath):
     def unlink(self, path) -> None:
         spath = to_str(path)
         with self._change() as txn:
-            r = self._existing(spath, follow=False)
+            r = self._existing(spath, follow=False, entry=True)
             if r.ftype == DIR_T:
                 raise oserror(errno.EISDIR, spath)
             if r.trailing_slash:
@@ -827,9 +846,11 @@ class FileSystem(DataPath):
         ssrc, sdst = to_str(src), to_str(dst)
         with self._change() as txn:
             s = self._existing(ssrc, follow=False)
-            d = self._resolve(sdst, follow=False)
+            d = self._entry(sdst)
             if d.ino is not None or d.name is None:  # EEXIST before EPERM, as Linux
                 raise oserror(errno.EEXIST, ssrc, sdst)
+            if d.trailing_slash:  # a new name ending in "/" asks for a directory
+                raise oserror(errno.ENOENT, ssrc, sdst)
             if s.ftype == DIR_T:
                 raise oserror(errno.EPERM, ssrc, sdst)
             dparent = self._inode(d.parent)
@@ -849,12 +870,16 @@ class FileSystem(DataPath):
 
     def symlink(self, target, path) -> None:
         starget, spath = to_str(target), to_str(path)
+        if not starget:
+            raise oserror(errno.ENOENT, starget, spath)
+        if len(starget.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise oserror(errno.ENAMETOOLONG, starget, spath)
         with self._change() as txn:
-            r = self._resolve(spath, follow=False)
-            if r.ino is not None:
+            r = self._entry(spath)
+            if r.ino is not None or r.name is None:
                 raise oserror(errno.EEXIST, starget, spath)
-            if not starget:
-                raise oserror(errno.ENOENT, spath)
+            if r.trailing_slash:
+                raise oserror(errno.ENOENT, starget, spath)
             inode = self._create(txn, r, S_IFLNK | 0o777, spath)
             raw = starget.encode("utf-8", "surrogateescape")
             self._write_piece(txn, inode, 0, memoryview(raw))
@@ -872,14 +897,13 @@ class FileSystem(DataPath):
         ssrc, sdst = to_str(src), to_str(dst)
         with self._change() as txn:
             # Both parents resolve before the source must exist, as in Linux.
-            s = self._resolve(ssrc, follow=False)
-            d = self._resolve(sdst, follow=False)
+            s = self._entry(ssrc)
+            d = self._entry(sdst)
+            if s.name is None or d.name is None:  # "/", "." or "..": before ENOENT, as Linux
+                raise oserror(errno.EBUSY, ssrc, sdst)
             if s.ino is None:
                 raise oserror(errno.ENOENT, ssrc)
-            if s.name is None or d.name is None:
-                raise oserror(errno.EBUSY, ssrc, sdst)
-            if d.ino == s.ino:
-                return
+            # Linux's order: trailing slashes, then ancestry, then "same file".
             src_is_dir = s.ftype == DIR_T
             if src_is_dir:
                 self._check_not_inside(s.ino, d.parent, ssrc, sdst)  # type: ignore[arg-type]
@@ -895,6 +919,8 @@ class FileSystem(DataPath):
                     sdst,  # type: ignore[arg-type]
                     errno.ENOTEMPTY,
                 )
+            if d.ino == s.ino:
+                return
             if d.ino is not None:
                 self._check_replaceable(s, d, ssrc, sdst)
             self._rename(txn, s, d)

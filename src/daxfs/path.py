@@ -1,11 +1,23 @@
 """path: resolving POSIX paths to inodes.
 
 Paths are absolute POSIX paths (a relative path is taken from the root:
-a pool has no working directory).  "." is skipped, ".." goes to the parent
-and never above the root, symlinks are followed (at most 40, as Linux) in
-every component and, when asked, in the last.  Resolution needs only two
-questions answered by the layer above: lookup(dir, name) and the target of a
-symlink.
+a pool has no working directory).  Resolution follows Linux's namei:
+
+- "" names nothing (ENOENT); a path of PATH_MAX (4096) bytes or more, or a
+  name over 255 bytes, is ENAMETOOLONG.
+- "." stays and ".." goes to the parent, never above the root; a name
+  before either must be a directory ("file/." is ENOTDIR).
+- Symlinks are followed (at most 40) in every component and, when asked,
+  in the last; a trailing slash asks for it too, except for the calls that
+  change the entry itself (``entry=True``: mkdir, rmdir, unlink, rename,
+  link, symlink), which never follow the last name, as Linux's
+  *parent-at* lookups do not.
+- A path ending in "/", "." or ".." names a directory but not an entry in
+  it (``Resolved.last`` says which), so removing or renaming it is refused
+  with Linux's errno for each.
+
+Resolution needs only the answers of the layer above: lookup(dir, name),
+the target of a symlink and a directory's parent.
 """
 
 from __future__ import annotations
@@ -41,9 +53,15 @@ def to_str(path: object) -> str:
     return p
 
 
+PATH_MAX = 4096  # bytes, the terminating NUL included
+
+
 def components(path: str) -> list[str]:
-    """Split into names, dropping empty and "." parts; checks name length."""
-    parts = [c for c in path.split("/") if c and c != "."]
+    """Split into names, dropping empty parts (keeping "." and ".."); checks
+    the length of the path and of each name."""
+    if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        raise oserror(errno.ENAMETOOLONG, path)
+    parts = [c for c in path.split("/") if c]
     for c in parts:
         if len(c.encode("utf-8", "surrogateescape")) > MAX_NAME:
             raise oserror(errno.ENAMETOOLONG, path)
@@ -52,15 +70,17 @@ def components(path: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Resolved:
-    """Where a path leads: the directory holding the last name, the name
-    (None when the path ends at "/" or ".."), and the inode it names (None
-    if no such entry)."""
+    """Where a path leads: the directory holding the last name, the name,
+    and the inode it names (None if no such entry).  ``last`` is "name",
+    or "root", "dot" or "dotdot" for a path ending in "/", "." or "..",
+    which name a directory (``ino``) but no entry (``name`` is None)."""
 
     parent: int
     name: str | None
     ino: int | None
     ftype: int | None
     trailing_slash: bool
+    last: str = "name"
 
 
 Lookup = Callable[[int, str], "tuple[int, int] | None"]
@@ -69,31 +89,41 @@ ParentOf = Callable[[int], int]
 
 DIR_T = stat.S_IFDIR >> 12
 LNK_T = stat.S_IFLNK >> 12
+_NO_ENTRY = {".": "dot", "..": "dotdot"}
 
 
 def resolve(
-    path: str, lookup: Lookup, readlink: ReadLink, parent_of: ParentOf, follow: bool = True
+    path: str,
+    lookup: Lookup,
+    readlink: ReadLink,
+    parent_of: ParentOf,
+    follow: bool = True,
+    entry: bool = False,
 ) -> Resolved:
-    trailing = path.endswith("/") and path.strip("/") != ""
+    """Walk ``path`` from the root.  ``follow``: follow a symlink in the last
+    component (a trailing slash does too, unless ``entry``)."""
+    if not path:
+        raise oserror(errno.ENOENT, path)
     parts = deque(components(path))
+    trailing = path.endswith("/")
     cur, links = ROOT_INO, 0
     if not parts:
-        return Resolved(ROOT_INO, None, ROOT_INO, DIR_T, False)
+        return Resolved(ROOT_INO, None, ROOT_INO, DIR_T, False, "root")
     while parts:
         name = parts.popleft()
-        if name == "..":
-            cur = parent_of(cur)
-            if not parts:
-                return Resolved(parent_of(cur), None, cur, DIR_T, trailing)
+        last = not parts
+        if name in _NO_ENTRY:
+            cur = cur if name == "." else parent_of(cur)
+            if last:
+                return Resolved(parent_of(cur), None, cur, DIR_T, trailing, _NO_ENTRY[name])
             continue
         found = lookup(cur, name)
-        last = not parts
         if found is None:
             if last:
                 return Resolved(cur, name, None, None, trailing)
             raise oserror(errno.ENOENT, path)
         ino, ftype = found
-        if ftype == LNK_T and (not last or follow or trailing):
+        if ftype == LNK_T and (not last or follow or (trailing and not entry)):
             links += 1
             if links > MAX_SYMLINKS:
                 raise oserror(errno.ELOOP, path)
@@ -101,11 +131,13 @@ def resolve(
             if target.startswith("/"):
                 cur = ROOT_INO
             parts.extendleft(reversed(components(target)))
-            if not parts:  # a link to "/" or to "."
-                return Resolved(parent_of(cur), None, cur, DIR_T, trailing)
+            if last:
+                trailing = trailing or target.endswith("/")  # the target's last name is ours
+            if not parts:  # a link to "/"
+                return Resolved(ROOT_INO, None, ROOT_INO, DIR_T, trailing, "root")
             continue
         if last:
-            if trailing and ftype != DIR_T:
+            if trailing and ftype != DIR_T and not entry:
                 raise oserror(errno.ENOTDIR, path)
             return Resolved(cur, name, ino, ftype, trailing)
         if ftype != DIR_T:
