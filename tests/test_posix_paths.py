@@ -49,6 +49,15 @@ class Os:
 def apply(api, call: tuple) -> object:
     """Run one call; return a JSON-able summary of its result."""
     op, *args = call
+    if op == "pwrite":  # ten bytes at an offset, leaving holes before them
+        path, off = args
+        with api.open(path, "r+b") as f:
+            f.seek(off)
+            return f.write(b"0123456789")
+    if op == "seek":
+        path, off, whence = args
+        with api.open(path, "rb", buffering=0) as f:
+            return f.seek(off, whence)
     if op == "write":
         path, mode = args
         with api.open(path, mode + "b") as f:
@@ -168,6 +177,14 @@ CASES = [
     ("stat", "/lf/"),
     ("write", "/ln", "w"),  # creates the target of a dangling link
     ("write", "/ln", "x"),  # ... but not with O_EXCL
+    ("truncate", "/f", 30000),  # a hole after the first page
+    ("pwrite", "/f", 20000),
+    ("seek", "/f", 0, os.SEEK_DATA),  # lseek(2)'s SEEK_DATA and SEEK_HOLE
+    ("seek", "/f", 0, os.SEEK_HOLE),
+    ("seek", "/f", 5000, os.SEEK_DATA),
+    ("seek", "/f", 20000, os.SEEK_HOLE),
+    ("seek", "/f", 30000, os.SEEK_DATA),  # ENXIO at the end
+    ("seek", "/f", 0, 7),  # EINVAL
 ]
 
 
@@ -191,7 +208,14 @@ calls = st.one_of(
     st.tuples(st.just("write"), paths, st.sampled_from(["r", "w", "a", "x"])),
     st.tuples(st.sampled_from(["rename", "link"]), paths, paths),
     st.tuples(st.just("symlink"), st.sampled_from(["d", "f", "/d/e", "nowhere", "d/", "."]), paths),
-    st.tuples(st.just("truncate"), paths, st.just(3)),
+    st.tuples(st.just("truncate"), paths, st.sampled_from([3, 4096, 12288, 30000])),
+    st.tuples(st.just("pwrite"), paths, st.sampled_from([0, 5000, 9000, 20000])),
+    st.tuples(
+        st.just("seek"),
+        paths,
+        st.sampled_from([-1, 0, 1, 4096, 5000, 8192, 20000, 40000]),
+        st.sampled_from([os.SEEK_DATA, os.SEEK_HOLE, 7]),
+    ),
     st.tuples(st.just("chmod"), paths, st.sampled_from([0o700, 0o644])),
 )
 

@@ -118,6 +118,22 @@ class DataPath:
         with self._locked(exclusive=False):
             return self._inode(ino).size
 
+    def _seek_data(self, ino: int, off: int, hole: bool) -> int:
+        """lseek's SEEK_DATA (``hole`` False) and SEEK_HOLE: the first byte at
+        or after ``off`` that is allocated, or in a hole (the end of the file
+        counts as a hole).  Allocated space reads as data, as on tmpfs."""
+        with self._locked(exclusive=False):
+            size = self._inode(ino).size
+            if not 0 <= off < size:
+                raise oserror(errno.ENXIO)
+            want = "hole" if hole else "mapped"
+            for e in self._inode(ino).iomap(off, size - off):
+                if e.kind == want:
+                    return max(off, e.file_offset)
+            if hole:
+                return size
+            raise oserror(errno.ENXIO)
+
     # Large writes commit in pieces so that one transaction stays small; a crash
     # leaves a prefix of the write, as POSIX allows.
     WRITE_PIECE = 64 * CHUNK

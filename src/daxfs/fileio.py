@@ -109,8 +109,10 @@ class DaxRawFile(io.RawIOBase):
             new = self._pos + pos
         elif whence == os.SEEK_END:
             new = self._fs._size_of(self._ino) + pos
+        elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            new = self._fs._seek_data(self._ino, pos, hole=whence == os.SEEK_HOLE)
         else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+            raise oserror(errno.EINVAL, self.name)  # as lseek(2)
         if new < 0:
             raise oserror(errno.EINVAL, self.name)
         self._pos = new
