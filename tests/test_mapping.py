@@ -1060,6 +1060,24 @@ def test_persist_on_msync_backend_writes_back_and_survives_remount(disk_pool):
     assert got[2 * MiB + 1] == 1 and got[-3:] == b"end"
 
 
+def test_persist_after_the_filesystem_closed_flushes_through_the_mapping(disk_pool):
+    # A mapping outlives its FileSystem; persist() then flushes its own
+    # addresses (the pool's mapping is gone), here with msync.
+    with daxfs.mount(disk_pool) as fs:
+        write_file(fs, "/f", bytes(3 * MiB))
+        fs.sync()
+        m = fs.map("/f", "r+", offset=MiB + 4096, length=MiB)
+    m.buffer[7:14] = b"after!!"
+    assert _dirty_bytes(m.address, m.address + len(m)) > 0
+    m.persist(7, 7)
+    assert _dirty_bytes(m.address, m.address + len(m)) == 0
+    m.close()
+    with daxfs.mount(disk_pool) as fs:
+        got = read_file(fs, "/f")
+    assert got[MiB + 4096 + 7 : MiB + 4096 + 14] == b"after!!"
+    assert got.count(0) == len(got) - 7
+
+
 @pytest.mark.skipif(load_libpmem() is None, reason="libpmem is not installed (libpmem1)")
 def test_persist_on_pmem_backend_survives_remount(pool_path):
     with daxfs.mount(pool_path, durability="pmem") as fs:

@@ -200,13 +200,29 @@ class Mapping:
             raise oserror(errno.EINVAL, self.path)
         if self.mode == "c" or length == 0:
             return  # private copies never reach the pool
+        ranges = self._device_ranges(self.offset + offset, length)
+        if self._region.closed:
+            # The FileSystem is gone, the mapping is not: flush the same
+            # memory (or file pages) through this mapping's own addresses.
+            durability = self._region.durability
+            for dev, n in ranges:
+                durability.flush(self._address_of(dev), n)
+            durability.fence()
+            return
         # Flush the pool's own device ranges rather than this mapping's
         # addresses: the same memory (pmem flushes by cache line, msync by
         # file page), and the region (or a crash recorder wrapping it) sees
         # exactly which bytes became durable.
-        for dev, n in self._device_ranges(self.offset + offset, length):
+        for dev, n in ranges:
             self._region.flush(dev, n)
         self._region.fence()
+
+    def _address_of(self, dev: int) -> int:
+        """This mapping's address of device offset ``dev`` (inside an extent)."""
+        for e in self.extents:
+            if e.kind == "mapped" and 0 <= dev - e.device_offset < e.length:  # type: ignore[operator]
+                return self._base + e.file_offset + dev - e.device_offset - self.offset  # type: ignore[operator]
+        raise AssertionError(f"device offset {dev:#x} is not in this mapping")
 
     def _device_ranges(self, file_off: int, length: int) -> list[tuple[int, int]]:
         out, end = [], file_off + length
