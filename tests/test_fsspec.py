@@ -511,6 +511,60 @@ def test_transaction_publishes_on_success_only(dfs):
     assert dfs.find("/") == ["/brand/new", "/published"]  # no staged leftovers
 
 
+def test_transaction_stages_pipe_file_and_put_file_too(dfs, tmp_path):
+    local = tmp_path / "local"
+    local.write_bytes(b"from disk")
+    with pytest.raises(RuntimeError), dfs.transaction:
+        dfs.pipe_file("/piped", b"x")
+        dfs.put_file(str(local), "/put")
+        assert not dfs.exists("/piped") and not dfs.exists("/put")
+        raise RuntimeError("abort")
+    assert dfs.find("/") == []
+    with dfs.transaction:
+        dfs.pipe_file("/piped", b"x")
+        dfs.put_file(str(local), "/put")
+    assert dfs.cat_file("/piped") == b"x" and dfs.cat_file("/put") == b"from disk"
+
+
+def test_reads_never_make_a_writer_fail(dfs):
+    # A read must not pin the file's blocks: a writer replacing the file
+    # (open "wb" truncates it) meanwhile must not get EBUSY.
+    dfs.pipe_file("/f", os.urandom(MiB))
+    stop, errors = threading.Event(), []
+
+    def read_forever():
+        while not stop.is_set():
+            try:
+                dfs.cat_file("/f", 0, 1000)
+                dfs.cat_file("/f")
+            except OSError as e:
+                errors.append(e)
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        for i in range(300):
+            dfs.pipe_file("/f", bytes([i % 256]) * MiB)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert dfs.cat_file("/f") == bytes([299 % 256]) * MiB
+
+
+def test_a_full_pool_during_cp_file_is_enospc(make_pool):
+    pool = make_pool(size=16 * MiB)
+    f = fsspec.filesystem("daxfs", pool=pool)
+    try:
+        f.pipe_file("/big", os.urandom(9 * MiB))
+        with pytest.raises(OSError) as ei:
+            f.cp_file("/big", "/big2")
+        assert ei.value.errno == errno.ENOSPC
+    finally:
+        f.unmount()
+    assert daxfs.check(pool).ok
+
+
 def test_touch_truncates_or_only_updates_times(dfs):
     dfs.pipe_file("/t", b"content")
     dfs.dax.utime("/t", (1000.0, 1000.0))

@@ -81,6 +81,17 @@ class DaxRawFile(io.RawIOBase):
         self._pos += n
         return n
 
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes, copied once (RawIOBase's read copies twice)."""
+        if size is None or size < 0:
+            return self.readall()
+        self._checkClosed()
+        if not self._readable:
+            raise io.UnsupportedOperation("File not open for reading")
+        data = self._fs._pread(self._ino, self._pos, size)
+        self._pos += len(data)
+        return data
+
     def readall(self) -> bytes:
         self._checkClosed()
         if not self._readable:

@@ -27,10 +27,11 @@ key them by the mount's repr) and pickle as ``pool=`` its path.
 *Reads come straight from the mapped pool.*  File objects are the io
 classes daxfs's own open() returns (a BufferedReader over a raw file whose
 readinto copies from the pool's mapping), with fsspec's attributes (fs,
-path, size, commit, discard) added.  cat_file maps just the requested
-range (fs.map) and copies it once into the bytes it must return;
-get_file, cp_file and put_file move bytes with one copy each from a mapping
-(of the pool, or of the local file for put_file) into the destination.
+path, size, commit, discard) added.  cat_file, get_file and cp_file read
+through a plain open file (one copy out of the pool's mapping), not through
+fs.map: a mapping pins the file's blocks, so a writer truncating the file
+meanwhile would get EBUSY, and a read must never make a write fail.
+put_file writes from an mmap of the local file.
 
 *Directories are real* (unlike object stores), but writing a file creates
 its missing parent directories (``auto_mkdir=True``, the default), which is
@@ -41,9 +42,9 @@ expect.  ``auto_mkdir=False`` gives POSIX behaviour (FileNotFoundError).
 does) but never by rm, which removes the link.  mv is one atomic rename
 (into path2 when that is a directory, as shutil.move).
 
-*Transactions* (``with fs.transaction:``) write each "w" file under a
-temporary name in its directory and rename it into place on commit, which
-daxfs does atomically.
+*Transactions* (``with fs.transaction:``) write each "w" file (open,
+pipe_file, put_file) under a temporary name in its directory and rename it
+into place on commit, which daxfs does atomically.
 
 Errors are the builtin OSError subclasses daxfs raises (FileNotFoundError,
 IsADirectoryError, NotADirectoryError, FileExistsError, ...), errno set.
@@ -324,8 +325,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
 
     # -- copying -------------------------------------------------------------
     def cp_file(self, path1, path2, **kwargs) -> None:
-        """Copy one file with one copy of its bytes, from a mapping of the
-        source into the destination; holes stay holes."""
+        """Copy one file, its data runs only: holes stay holes."""
         src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
         dax = self.dax
         st = dax.stat(src)
@@ -335,17 +335,16 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         if _same_inode(dax, dst, st):
             return  # copying a file onto itself must not truncate it first
         self._ensure_parent(dax, dst)
-        with dax.open(dst, "wb", buffering=0) as out:
-            if st.st_size:
-                with dax.map(src, "r") as m, m.buffer as view:
-                    for start, end in _data_runs(m.extents):
-                        out.seek(start)
-                        with view[start:end] as run:  # released before the unmap
-                            out.write(run)
+        with dax.open(src, "rb", buffering=0) as inp, dax.open(dst, "wb", buffering=0) as out:
+            for start, end in _data_runs(dax.iomap(src)):
+                inp.seek(start)
+                out.seek(start)
+                for pos in range(start, end, self.blocksize):
+                    out.write(inp.read(min(self.blocksize, end - pos)))
             out.truncate(st.st_size)
 
     def get_file(self, rpath, lpath, callback=DEFAULT_CALLBACK, outfile=None, **kwargs) -> None:
-        """Copy to a local file, writing straight from a mapping of the file."""
+        """Copy to a local file (or file-like ``outfile``)."""
         rpath = self._strip_protocol(rpath)
         dax = self.dax
         if outfile is None and isfilelike(lpath):
@@ -353,24 +352,22 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         if outfile is None and dax.isdir(rpath):
             os.makedirs(lpath, exist_ok=True)
             return
-        if outfile is not None:
-            self._write_mapped(dax, rpath, outfile, callback)
-            return
-        os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
-        with open(lpath, "wb") as f:
-            self._write_mapped(dax, rpath, f, callback)
+        with dax.open(rpath, "rb", buffering=0) as inp:
+            if outfile is not None:
+                self._copy_out(inp, outfile, callback)
+                return
+            os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
+            with open(lpath, "wb") as f:
+                self._copy_out(inp, f, callback)
 
-    def _write_mapped(self, dax: FileSystem, path: str, out, callback) -> None:
-        size = _regular_file_size(dax, path)
-        callback.set_size(size)
-        if not size:
-            return  # nothing to map
-        with dax.map(path, "r") as m, m.buffer as view:
-            for start in range(0, len(view), self.blocksize):
-                # Slices are exports of the mapping too: release each before close.
-                with view[start : start + self.blocksize] as piece:
-                    out.write(piece)
-                    callback.relative_update(len(piece))
+    def _copy_out(self, inp, out, callback) -> None:
+        callback.set_size(inp.seek(0, os.SEEK_END))
+        inp.seek(0)
+        buf = bytearray(self.blocksize)
+        while n := inp.readinto(buf):
+            with memoryview(buf)[:n] as piece:
+                out.write(piece)
+            callback.relative_update(n)
 
     def put_file(self, lpath, rpath, callback=DEFAULT_CALLBACK, mode="overwrite", **kwargs) -> None:
         """Copy a local file in, writing straight from an mmap of it."""
@@ -378,6 +375,9 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         dax = self.dax
         if os.path.isdir(lpath):
             dax.makedirs(rpath, exist_ok=True)
+            return
+        if self._intrans:  # staged under a temporary name until commit
+            super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
             return
         self._ensure_parent(dax, rpath)
         with open(lpath, "rb") as src, dax.open(rpath, _write_mode(mode), buffering=0) as out:
@@ -393,24 +393,19 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
 
     # -- whole-file and ranged reads and writes --------------------------------
     def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
-        """Bytes [start, end) as a Python slice: one copy, from a mapping of
-        just that range."""
+        """Bytes [start, end) as a Python slice, copied once out of the pool."""
         path = self._strip_protocol(path)
-        dax = self.dax
-        for _attempt in range(3):
-            lo, hi, _ = slice(start, end).indices(_regular_file_size(dax, path))
+        with self.dax.open(path, "rb", buffering=0) as f:
+            lo, hi, _ = slice(start, end).indices(f.seek(0, os.SEEK_END))
             if hi <= lo:
                 return b""
-            try:
-                with dax.map(path, "r", offset=lo, length=hi - lo) as m, m.buffer as view:
-                    return bytes(view)
-            except ValueError:
-                if dax.closed:
-                    raise
-                # The file shrank between stat and map: measure it again.
-        raise oserror(errno.EAGAIN, path)
+            f.seek(lo)
+            return f.read(hi - lo)
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs) -> None:
+        if self._intrans:  # staged under a temporary name until commit
+            super().pipe_file(path, value, mode=mode, **kwargs)
+            return
         path = self._strip_protocol(path)
         dax = self.dax
         self._ensure_parent(dax, path)
@@ -457,13 +452,6 @@ def _write_mode(mode: str) -> str:
     if mode not in ("overwrite", "create"):
         raise ValueError(f"mode must be 'overwrite' or 'create', not {mode!r}")
     return "xb" if mode == "create" else "wb"
-
-
-def _regular_file_size(dax: FileSystem, path: str) -> int:
-    st = dax.stat(path)
-    if stat.S_ISDIR(st.st_mode):
-        raise oserror(errno.EISDIR, path)
-    return st.st_size
 
 
 def _staging_name(path: str) -> str:
