@@ -315,6 +315,21 @@ def test_mounts_of_dropped_stores_are_kept_idle_then_unmounted(make_pool):
     again.close()
 
 
+def test_a_pool_replaced_at_its_path_is_mounted_again(store, pool):
+    # As the fsspec file system does: each call checks the mount is still
+    # of the file at that path, so writes never go into a deleted pool.
+    store.set_sync("k", cpu.Buffer.from_bytes(b"old"))
+    old = store.fs
+    os.unlink(pool)
+    daxfs.mkfs(pool, POOL_SIZE)
+    store.set_sync("k2", cpu.Buffer.from_bytes(b"new"))
+    assert store.fs is not old
+    assert sync(_collect(store.list())) == ["k2"]
+    store.close()
+    with daxfs.mount(pool) as fs:
+        assert fs.listdir("/z") == ["k2"]
+
+
 def test_a_borrowed_filesystem_is_not_unmounted(pool):
     with daxfs.mount(pool) as fs:
         store = DaxStore(fs, root="/r")

@@ -210,12 +210,14 @@ class DaxStore(Store):
     def fs(self) -> FileSystem:
         """The mounted pool (mounted on first use for a store made from a path)."""
         fs = self._fs
-        if fs is None or (fs.closed and self._borrowed is None):
+        if self._borrowed is None and (fs is None or not self._lease.current()):  # type: ignore[union-attr]
+            # Not mounted yet, unmounted, or the pool file replaced at its
+            # path (one stat per call, as the fsspec file system does).
             fs = self._fs = self._mount()
         return fs
 
     def _mount(self) -> FileSystem:
-        if self._lease is not None:  # its mount was closed under it
+        if self._lease is not None:  # its mount was closed or its pool replaced
             self._lease.release()
         self._lease = MOUNTS.acquire(self.pool, readonly=not os.access(self.pool, os.W_OK))
         return self._lease.fs
