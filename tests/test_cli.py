@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -106,6 +107,32 @@ def test_mkfs_refuses_an_existing_pool_without_force(runner, pool):
         assert fs.listdir("/") == []
 
 
+@pytest.mark.parametrize("size", ["4M", "1K", "0"])
+def test_mkfs_too_small_with_force_leaves_the_pool_alone(runner, pool, size):
+    write_pool(pool, "/keep", b"x")
+    before = os.path.getsize(pool)
+    result = run(runner, "mkfs", pool, "--size", size, "--force", code=1)
+    assert "at least" in result.output and "Traceback" not in result.output
+    assert os.path.getsize(pool) == before and read_pool(pool, "/keep") == b"x"
+
+
+def test_a_failed_mkfs_leaves_no_file_behind(runner, tmp_path):
+    path = str(tmp_path / "new.img")
+    run(runner, "mkfs", path, "--size", "1K", code=1)
+    assert not os.path.exists(path)
+    run(runner, "mkfs", path, "--size", "16M")
+
+
+def test_mkfs_says_what_is_in_the_way(runner, pool, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("precious")
+    result = run(runner, "mkfs", str(text), "--size", "16M", code=1)
+    assert "not a pool" in result.output and text.read_text() == "precious"
+    assert "holds a pool" in run(runner, "mkfs", pool, "--size", "16M", code=1).output
+    result = run(runner, "mkfs", str(tmp_path), "--size", "16M", code=1)
+    assert "directory" in result.output
+
+
 def test_mkfs_bad_size_is_one_line_error(runner, tmp_path):
     result = run(runner, "mkfs", str(tmp_path / "p"), "--size", "12Q", code=1)
     assert result.output.strip().splitlines() == [
@@ -186,6 +213,27 @@ def test_rm_file_and_tree(runner, pool):
     assert "Is a directory" in result.output
     run(runner, "rm", "-r", f"{pool}:/t")
     run(runner, "rm", "-r", f"{pool}:/", code=1)
+    with daxfs.mount(pool) as fs:
+        assert fs.listdir("/") == []
+
+
+@pytest.mark.parametrize("root", ["/", "//", "/.", "/s/..", "/s/to-root/", "/s/to-root/s/.."])
+def test_rm_refuses_every_spelling_of_the_root(runner, pool, root):
+    write_pool(pool, "/keep", b"x")
+    with daxfs.mount(pool) as fs:
+        fs.mkdir("/s")
+        fs.symlink("/", "/s/to-root")
+    result = run(runner, "rm", "-r", f"{pool}:{root}", code=1)
+    assert "refusing to remove the root" in result.output
+    with daxfs.mount(pool) as fs:
+        assert sorted(fs.listdir("/")) == ["keep", "s"] and fs.listdir("/s") == ["to-root"]
+
+
+def test_rm_goes_on_past_a_failing_target(runner, pool):
+    write_pool(pool, "/a", b"x")
+    write_pool(pool, "/b", b"y")
+    result = run(runner, "rm", f"{pool}:/a", f"{pool}:/missing", f"{pool}:/b", code=1)
+    assert result.output.strip() == "daxfs: /missing: No such file or directory"
     with daxfs.mount(pool) as fs:
         assert fs.listdir("/") == []
 
@@ -303,10 +351,42 @@ def test_cp_missing_source_is_one_line(runner, pool):
     assert result.output.strip().splitlines() == ["daxfs: /nope: No such file or directory"]
 
 
-def test_cp_out_of_space_is_clean_error(runner, pool, tmp_path):
+def test_cp_out_of_space_names_the_file_and_leaves_no_half_copy(runner, pool, tmp_path):
     (tmp_path / "huge").write_bytes(bytes(80 * MiB))
     result = run(runner, "cp", str(tmp_path / "huge"), f"{pool}:/huge", code=1)
-    assert "No space left" in result.output
+    assert result.output.strip() == (
+        f"daxfs: {pool}:/huge: No space left on device (removed the partial copy)"
+    )
+    with daxfs.mount(pool) as fs:
+        assert fs.listdir("/") == []
+    assert daxfs.check(pool).ok
+
+
+def test_cp_onto_a_pool_file_with_the_colon_forgotten_is_refused(runner, pool, tmp_path):
+    write_pool(pool, "/keep", b"x")
+    (tmp_path / "in.txt").write_bytes(b"hello\n")
+    result = run(runner, "cp", str(tmp_path / "in.txt"), pool, code=1)
+    assert f"{pool}:/NAME" in result.output
+    assert read_pool(pool, "/keep") == b"x"
+
+
+def test_cp_out_of_a_read_only_pool(runner, tmp_path):
+    # A pool on a file system mounted read-only (EROFS even for root): a
+    # source pool is mounted read-only, so copying out of it works.
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(ro)], check=True)
+    try:
+        pool = str(ro / "pool.img")
+        daxfs.mkfs(pool, 16 * MiB)
+        write_pool(pool, "/hello.txt", b"hi")
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        run(runner, "cp", f"{pool}:/hello.txt", str(tmp_path / "out.txt"))
+        assert (tmp_path / "out.txt").read_bytes() == b"hi"
+        result = run(runner, "cp", str(tmp_path / "out.txt"), f"{pool}:/again", code=1)
+        assert "Read-only file system" in result.output
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
 
 
 # --------------------------------------------------------------------------
@@ -487,3 +567,17 @@ def test_demo_builds_the_default_pool(runner, tmp_path, monkeypatch):
     run(runner, "demo", "--data-size", "4M")  # reformats every time
     with daxfs.mount(target, readonly=True) as fs:
         assert fs.stat("/demo/data.f64").st_size == 4 * MiB
+
+
+def test_demo_never_formats_someone_elses_data(runner, tmp_path, monkeypatch):
+    text = tmp_path / "important.txt"
+    text.write_text("precious")
+    monkeypatch.setenv("DAXFS_POOL", str(text))
+    result = run(runner, "demo", "--data-size", "1M", code=1)
+    assert "not a daxfs pool" in result.output and text.read_text() == "precious"
+    pool = str(tmp_path / "mine.pool")
+    daxfs.mkfs(pool, 16 * MiB)
+    write_pool(pool, "/thesis.tex", b"years of work")
+    monkeypatch.setenv("DAXFS_POOL", pool)
+    result = run(runner, "demo", "--data-size", "1M", code=1)
+    assert "thesis.tex" in result.output and read_pool(pool, "/thesis.tex") == b"years of work"

@@ -400,7 +400,7 @@ class _Checker:
             try:
                 used, entries = parse_dirblock(raw, dev, inode.ino)
             except CorruptionError as e:
-                self.error(f"directory {inode.ino}: {e.strerror}")
+                self.error(str(e.strerror))  # it names the directory
                 if self.repair:
                     self._write_block(dev, _empty_dirblock(inode.ino))
                     self.fixed(f"directory {inode.ino}: damaged block emptied")

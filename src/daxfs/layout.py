@@ -212,9 +212,8 @@ def plan_geometry(region_size: int, inode_count: int | None = None) -> dict[str,
     data_off = _align_up(itable_off + inode_count * INODE_SIZE, CHUNK)
     replica_off = region_size - BLOCK
     if replica_off - data_off < CHUNK:
-        raise ValueError(
-            f"a pool needs at least {(data_off + CHUNK + BLOCK) >> 20} MiB for {inode_count} inodes"
-        )
+        least = _align_up(data_off + CHUNK + BLOCK, 1 << 20) >> 20
+        raise ValueError(f"a pool needs at least {least} MiB for {inode_count} inodes")
     return dict(
         region_size=region_size,
         journal_off=journal_off,

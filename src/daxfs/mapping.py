@@ -136,8 +136,9 @@ class Mapping:
             if any(va < end and start < va + length for start, end in placed):
                 raise OSError(
                     errno.EINVAL,
-                    f"{self.path}: its extents are not aligned to the "
-                    f"device ({align} bytes), so they cannot share one view",
+                    f"its extents are not aligned to the device ({align} bytes), "
+                    "so they cannot share one view",
+                    self.path,
                 )
         sys_mmap(va, length, prot, flags, fd, dev)
         return va, va + length

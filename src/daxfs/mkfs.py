@@ -46,11 +46,20 @@ def mkfs(
     if allocator not in ALLOCATOR_CHOICES:
         raise ValueError(f"unknown allocator {allocator!r}; choose one of {ALLOCATOR_CHOICES}")
     is_device = os.path.exists(spath) and stat.S_ISCHR(os.stat(spath).st_mode)
+    created = False
     if not is_device:
         if size is None:
             raise ValueError("a size is needed to create a pool file (e.g. '4G')")
-        create_pool_file(spath, parse_size(size), force=force)
-    region = Region(spath, emulate_devdax=emulate_devdax)
+        nbytes = parse_size(size)
+        plan_geometry(nbytes, inodes)  # too small: refuse before touching the file
+        created = not os.path.exists(spath)
+        create_pool_file(spath, nbytes, force=force)
+    try:
+        region = Region(spath, emulate_devdax=emulate_devdax)
+    except BaseException:
+        if created:
+            os.unlink(spath)  # leave nothing behind that blocks the next mkfs
+        raise
     try:
         if is_device and not force and region.read(0, len(SUPER_MAGIC)) == SUPER_MAGIC:
             raise FileExistsError(17, "device holds a daxfs pool (use force=True)", spath)

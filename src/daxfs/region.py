@@ -35,7 +35,7 @@ import stat
 import weakref
 from dataclasses import dataclass
 
-from .layout import BLOCK, CHUNK
+from .layout import BLOCK, CHUNK, SUPER_MAGIC
 
 PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED = mmap.MAP_SHARED, mmap.MAP_PRIVATE, 0x10
@@ -286,9 +286,9 @@ class Region:
             else:
                 self.kind = "file"
         else:
-            raise OSError(errno.EINVAL, f"{self.path}: not a regular file or dax device")
+            raise OSError(errno.EINVAL, "not a regular file or dax device", self.path)
         if self.size < 2 * CHUNK:
-            raise OSError(errno.EINVAL, f"{self.path}: too small for a pool ({self.size} bytes)")
+            raise OSError(errno.EINVAL, f"too small for a pool ({self.size} bytes)", self.path)
         self.size -= self.size % self.align
 
     @property
@@ -434,8 +434,12 @@ def create_pool_file(path: str, size: int, *, force: bool) -> None:
         st = None
     if st is not None and stat.S_ISCHR(st.st_mode):
         return
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a pool file", path)
     if st is not None and not force and st.st_size > 0:
-        raise FileExistsError(errno.EEXIST, "pool exists (use force=True to overwrite)", path)
+        with open(path, "rb") as f:
+            what = "a pool" if f.read(len(SUPER_MAGIC)) == SUPER_MAGIC else "data (not a pool)"
+        raise FileExistsError(errno.EEXIST, f"holds {what}; use force to overwrite", path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         os.ftruncate(fd, 0)

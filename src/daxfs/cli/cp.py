@@ -28,6 +28,7 @@ from rich.progress import (
 )
 
 from ..fs import FileSystem
+from ..layout import SUPER_MAGIC
 from .common import CliError, command, console, mounted, split_spec, umask, warn
 
 PIECE = 4 << 20
@@ -52,7 +53,15 @@ class HostSide:
     def open(self, path: str, mode: str):
         if "w" in mode and file_key(path) in self.pools_in_use:
             raise CliError(f"{path}: refusing to overwrite a pool that is being copied")
+        if "w" in mode and holds_a_pool(path):
+            raise CliError(
+                f"{path}: refusing to overwrite a daxfs pool with a host file "
+                f"(to copy into the pool, name a path in it: {path}:/NAME)"
+            )
         return open(path, mode)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
 
     def names(self, path: str) -> list[str]:
         return sorted(os.listdir(path))
@@ -100,8 +109,20 @@ class PoolSide:
     def chmod(self, path: str, mode: int) -> None:
         self.fs.chmod(path, mode)
 
+    def remove(self, path: str) -> None:
+        self.fs.unlink(path)
+
 
 Side = HostSide | PoolSide
+
+
+def holds_a_pool(path: str) -> bool:
+    """Does the host file at ``path`` start with a daxfs superblock?"""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SUPER_MAGIC)) == SUPER_MAGIC
+    except OSError:
+        return False
 
 
 def file_key(path: str) -> object:
@@ -132,10 +153,14 @@ class Place:
 
 
 class Sides:
-    """Opens each pool named by the specs once (a pool is mounted once per process)."""
+    """Opens each pool named by the specs once (a pool is mounted once per
+    process): read-only unless it holds the destination, so that copying out
+    of a read-only pool works."""
 
-    def __init__(self, stack: ExitStack):
+    def __init__(self, stack: ExitStack, destination: str):
         self._stack, self._pools, self.host = stack, {}, HostSide()
+        pp = split_spec(destination)
+        self._written = file_key(pp.pool) if pp is not None else None
 
     def place(self, spec: str) -> Place:
         pp = split_spec(spec)
@@ -143,7 +168,8 @@ class Sides:
             return Place(self.host, spec)
         key = file_key(pp.pool)
         if key not in self._pools:
-            self._pools[key] = PoolSide(pp.pool, self._stack.enter_context(mounted(pp.pool)))
+            fs = self._stack.enter_context(mounted(pp.pool, readonly=key != self._written))
+            self._pools[key] = PoolSide(pp.pool, fs)
             self.host.pools_in_use.add(key)
         return Place(self._pools[key], pp.path)
 
@@ -223,11 +249,24 @@ def copy_file(src: Place, dst: Place, meter: Meter) -> None:
     buf = bytearray(PIECE)
     view = memoryview(buf)
     with src.side.open(src.path, "rb") as fin, dst.side.open(dst.path, "wb") as fout:
-        while n := fin.readinto(buf):
-            fout.write(view[:n])
-            meter.advance(n)
+        try:
+            while n := fin.readinto(buf):
+                fout.write(view[:n])
+                meter.advance(n)
+        except OSError as e:
+            if existed:
+                raise _naming(e, dst) from None
+            fout.close()
+            dst.side.remove(dst.path)  # no half copy under the new name
+            raise _naming(e, dst, "removed the partial copy") from None
     if not existed:
         dst.side.chmod(dst.path, _new_mode(src))
+
+
+def _naming(e: OSError, dst: Place, note: str | None = None) -> OSError:
+    """``e`` with the destination named (ENOSPC from a write names no file)."""
+    message = e.strerror or str(e)
+    return OSError(e.errno, f"{message} ({note})" if note else message, e.filename or str(dst))
 
 
 def copy_link(src: Place, dst: Place) -> None:
@@ -310,7 +349,7 @@ def cp_cmd(
     if len(paths) < 2:
         raise CliError("cp needs a source and a destination")
     with ExitStack() as stack:
-        sides = Sides(stack)
+        sides = Sides(stack, paths[-1])
         places = [sides.place(p) for p in paths]
         sources, dst = places[:-1], places[-1]
         if len(sources) > 1:

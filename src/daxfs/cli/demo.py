@@ -32,8 +32,8 @@ from ..mkfs import mkfs
 from ..region import mount_of
 from ..units import human, parse_size
 from . import df, getmap, ls
-from .common import EXIT_UNFIXED, command, console, default_pool, mounted, table
-from .cp import Meter, Place, Sides, copy
+from .common import EXIT_UNFIXED, CliError, command, console, default_pool, mounted, table
+from .cp import Meter, Place, Sides, copy, holds_a_pool
 
 MiB = 1 << 20
 DEMO_SIZE = 512 * MiB
@@ -72,8 +72,9 @@ def make_samples(root: Path) -> Path:
 
 def copy_in(pool: Path, samples: Path) -> None:
     with ExitStack() as stack:
-        sides = Sides(stack)
-        copy(Place(sides.host, str(samples)), sides.place(f"{pool}:/"), True, Meter(None, 0))
+        destination = f"{pool}:/"
+        sides = Sides(stack, destination)
+        copy(Place(sides.host, str(samples)), sides.place(destination), True, Meter(None, 0))
 
 
 def write_dataset(fs: FileSystem, path: str, count: int) -> float:
@@ -216,6 +217,26 @@ def run_check(pool: Path) -> int:
     return 0
 
 
+def refuse_to_format_other_data(pool: Path) -> None:
+    """The demo reformats its pool each run: only a new or empty file, or a
+    pool holding nothing but what the demo makes, may be formatted."""
+    if not pool.exists() or (pool.is_file() and pool.stat().st_size == 0):
+        return
+    if not holds_a_pool(str(pool)):
+        raise CliError(f"{pool}: not a daxfs pool; the demo formats its pool, {_ELSEWHERE}")
+    try:
+        with mounted(pool, readonly=True) as fs:
+            others = sorted(set(fs.listdir("/")) - {"demo", "lost+found"})
+    except OSError as e:  # CorruptionError included: it may hold someone's data
+        raise CliError(f"{pool}: {e.strerror or e}; not formatting it, {_ELSEWHERE}") from None
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise CliError(f"{pool}: holds files the demo did not make ({shown}); {_ELSEWHERE}")
+
+
+_ELSEWHERE = "so point DAXFS_POOL at a new file"
+
+
 def pool_size_for(data: int) -> int:
     """The demo pool: 512 MiB, or room for a larger dataset plus the samples."""
     need = data + data // 8 + 128 * MiB
@@ -236,6 +257,7 @@ def demo_cmd(
         raise ValueError("--data-size must be at least 8 bytes")
     pool = default_pool()
     out = console()
+    refuse_to_format_other_data(pool)
     sb = mkfs(pool, pool_size_for(data), force=True)
     out.print(f"formatted {pool} ({human(sb.region_size)})")
     with tempfile.TemporaryDirectory(prefix="daxfs-demo-") as tmp:

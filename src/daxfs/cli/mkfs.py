@@ -29,8 +29,8 @@ def mkfs_cmd(
     nbytes = parse_size(size) if size is not None else None
     try:
         sb = mkfs(pool, nbytes, force=force, allocator=allocator, inodes=inodes)
-    except FileExistsError:
-        raise CliError(f"{pool}: a pool already exists (use --force to overwrite)") from None
+    except FileExistsError as e:
+        raise CliError(f"{pool}: {e.strerror.replace('use force', 'use --force')}") from None
     console().print(
         f"formatted {pool}: {human(sb.region_size)}, {human(sb.data_blocks * BLOCK)} for data, "
         f"{sb.inode_count - 1} inodes, allocator {sb.allocator}"

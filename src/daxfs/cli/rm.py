@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from ..fs import FileSystem
-from .common import CliError, command, mounted, pool_path
+from ..path import ROOT_INO
+from .common import EXIT_ERROR, CliError, command, describe_oserror, mounted, pool_path, warn
 
 
 def remove_tree(fs: FileSystem, path: str) -> None:
@@ -25,10 +26,11 @@ def remove_tree(fs: FileSystem, path: str) -> None:
 
 
 def remove(fs: FileSystem, path: str, recursive: bool) -> None:
-    if posixpath.normpath(path) == "/":
-        raise CliError("refusing to remove the root directory of a pool")
-    if not stat.S_ISDIR(fs.lstat(path).st_mode):
+    st = fs.lstat(path)  # follows a symlink only when the path ends in "/"
+    if not stat.S_ISDIR(st.st_mode):
         fs.unlink(path)
+    elif st.st_ino == ROOT_INO:  # by inode: "//", "/.", "/d/.." and links to "/" too
+        raise CliError(f"{path}: refusing to remove the root directory of a pool")
     elif recursive:
         remove_tree(fs, path)
     else:
@@ -43,7 +45,14 @@ def rm_cmd(
     ] = False,
 ) -> None:
     """Remove files (and with -r, directories) from a pool."""
-    for spec in targets:
-        pp = pool_path(spec)
-        with mounted(pp.pool) as fs:
-            remove(fs, pp.path, recursive)
+    failed = False
+    for spec in targets:  # as rm(1): a target that fails does not stop the others
+        try:
+            pp = pool_path(spec)
+            with mounted(pp.pool) as fs:
+                remove(fs, pp.path, recursive)
+        except (CliError, OSError) as e:
+            warn(e.message if isinstance(e, CliError) else describe_oserror(e))
+            failed = True
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
