@@ -10,6 +10,8 @@ import os
 import pathlib
 import random
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -771,6 +773,60 @@ def test_naive_allocator_has_no_alignment_policy(naive_pool):
 # ---------------------------------------------------------------------------
 # ENOSPC
 # ---------------------------------------------------------------------------
+_FILL_UNTIL_FULL = """
+import errno, sys, daxfs
+with daxfs.mount(sys.argv[1]) as fs:
+    for i in range(100):
+        try:
+            with fs.open(f"/f{i}", "wb") as f:
+                f.write(bytes([i]) * (1 << 20))
+        except OSError as e:
+            print(i, errno.errorcode[e.errno])
+            break
+"""
+
+
+def test_a_full_backing_is_enospc_not_sigbus(tmp_path):
+    # A 64 MiB pool, sparse, on a 16 MiB tmpfs: the backing fills long before
+    # the pool does.  Stores into holes would die of SIGBUS; the pool reserves
+    # storage as it allocates, so the write that cannot have it is ENOSPC.
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(small)], check=True)
+    try:
+        pool = str(small / "pool")
+        daxfs.mkfs(pool, 64 * MiB)
+        done = subprocess.run(
+            [sys.executable, "-c", _FILL_UNTIL_FULL, pool], capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"the writer died ({done.returncode}): {done.stderr}"
+        full_at, code = done.stdout.split()
+        assert code == "ENOSPC" and 5 <= int(full_at) < 16
+        with daxfs.mount(pool) as fs:
+            for i in range(int(full_at)):
+                with fs.open(f"/f{i}", "rb") as f:
+                    assert f.read() == bytes([i]) * MiB
+        assert daxfs.check(pool).ok
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_mkfs_on_a_backing_too_small_for_its_metadata_is_enospc(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(small)], check=True)
+    try:
+        code = "import sys, daxfs; daxfs.mkfs(sys.argv[1], '1T')"  # 1 GiB of inode table
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(small / "pool")], capture_output=True, text=True
+        )
+        assert done.returncode == 1, f"mkfs died ({done.returncode}), not ENOSPC"
+        assert "OSError: [Errno 28]" in done.stderr
+        assert os.listdir(small) == []  # nothing left behind
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def test_enospc_when_full_and_every_block_accounted_for(any_fs):
     fs = any_fs
     write(fs, "/anchor", b"")

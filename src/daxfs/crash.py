@@ -216,6 +216,9 @@ class MemoryRegion:
     def persist(self, off: int, n: int) -> None:
         pass
 
+    def reserve(self, off: int, n: int) -> None:
+        pass  # memory is all there
+
     def check_map_alignment(self, off: int, length: int) -> None:
         raise OSError(errno.EOPNOTSUPP, "an in-memory pool cannot be mapped")
 

@@ -64,7 +64,10 @@ class DataPath:
 
     def _take(self, txn: Transaction, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         txn.allocated.extend(runs)
-        return [(self._dev(b), n * BLOCK) for b, n in runs]
+        taken = [(self._dev(b), n * BLOCK) for b, n in runs]
+        for dev, n in taken:
+            self.region.reserve(dev, n)  # ENOSPC here, not SIGBUS at a store
+        return taken
 
     def _alloc_blocks(self, txn: Transaction, n: int, hint_dev: int | None):
         hint = None if hint_dev is None else self._block(hint_dev)

@@ -1326,6 +1326,7 @@ def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
                 if not readonly:
+                    _reserve_metadata(region, sb)
                     fs.journal.recover()
                 fs._seen_seq = fs.journal.refresh()
                 fs._reload()
@@ -1337,6 +1338,13 @@ def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True
     except BaseException:
         region.close()
         raise
+
+
+def _reserve_metadata(region, sb: Superblock) -> None:
+    # Superblocks, journal and inode table get storage before any store (a
+    # pool made sparse by an older daxfs, or copied sparse, included).
+    region.reserve(0, sb.data_off)
+    region.reserve(sb.replica_off, BLOCK)
 
 
 def _needs_recovery(path: str) -> bool:

@@ -56,20 +56,22 @@ def mkfs(
         create_pool_file(spath, nbytes, force=force)
     try:
         region = Region(spath, emulate_devdax=emulate_devdax)
+        try:
+            if is_device and not force and region.read(0, len(SUPER_MAGIC)) == SUPER_MAGIC:
+                raise FileExistsError(17, "device holds a daxfs pool (use force=True)", spath)
+            return _format(region, allocator, inodes)
+        finally:
+            region.close()
     except BaseException:
         if created:
             os.unlink(spath)  # leave nothing behind that blocks the next mkfs
         raise
-    try:
-        if is_device and not force and region.read(0, len(SUPER_MAGIC)) == SUPER_MAGIC:
-            raise FileExistsError(17, "device holds a daxfs pool (use force=True)", spath)
-        return _format(region, allocator, inodes)
-    finally:
-        region.close()
 
 
 def _format(region: Region, allocator: str, inodes: int | None) -> Superblock:
     geo = plan_geometry(region.size, inodes)
+    region.reserve(0, geo["data_off"])  # a backing too full fails here, cleanly
+    region.reserve(geo["replica_off"], BLOCK)
     sb = Superblock(
         version=VERSION,
         features=0,

@@ -59,6 +59,7 @@ _libc.mmap.argtypes = [
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
 
 
 def _oserror(what: str) -> OSError:
@@ -267,6 +268,9 @@ class Region:
             os.close(self.fd)
             raise
         self.closed = False
+        # Chunks of a file backing known to have storage behind them (reserve).
+        self._reserved: set[int] = set()
+        self._can_reserve = self.kind != "devdax" and not (self.readonly or self.private)
 
     # -- discovery ---------------------------------------------------------
     def _probe(self, emulate_devdax: bool) -> None:
@@ -374,6 +378,29 @@ class Region:
     def persist(self, off: int, n: int) -> None:
         self.flush(off, n)
         self.fence()
+
+    def reserve(self, off: int, n: int) -> None:
+        """Give [off, off+n) storage now, in whole 2 MiB chunks of a file backing.
+
+        A pool file may be sparse, and a store into a hole whose file system is
+        full kills the process with SIGBUS.  So space is reserved (fallocate)
+        where the pool allocates it: a full backing is an ENOSPC raised here,
+        inside a transaction that then aborts, and a store never meets a hole.
+        Device-dax is backed whole; a file system without fallocate is left
+        sparse (glibc's write-zeroes emulation would race live stores)."""
+        if not self._can_reserve or n <= 0:
+            return
+        for chunk in range(off // CHUNK, (off + n - 1) // CHUNK + 1):
+            if chunk in self._reserved:
+                continue
+            start = chunk * CHUNK
+            if _libc.fallocate(self.fd, 0, start, min(CHUNK, self.size - start)) != 0:
+                code = ctypes.get_errno()
+                if code == errno.EOPNOTSUPP:
+                    self._can_reserve = False
+                    return
+                raise OSError(code, "no space for the pool in its backing file system", self.path)
+            self._reserved.add(chunk)
 
     def check_map_alignment(self, off: int, length: int) -> None:
         """Refuse, as device-dax does, a mapping not aligned to the device."""
