@@ -576,6 +576,9 @@ def test_cli_age_trace_replay_and_viz(shm_dir, tmp_path):
         r = runner.invoke(app, ["viz", pool, "--out", png])
         assert r.exit_code == 0, r.output
         assert open(png, "rb").read(8) == PNG_MAGIC
+        bare = str(tmp_path / "mapfile")  # no extension: written under exactly that name
+        r = runner.invoke(app, ["viz", pool, "-o", bare])
+        assert r.exit_code == 0 and open(bare, "rb").read(8) == PNG_MAGIC
     r = runner.invoke(app, ["age", pool, "--trace", trace, "--replay", trace])
     assert r.exit_code != 0 and "do not go together" in r.output
     r = runner.invoke(app, ["age", str(tmp_path / "missing"), "-q"])

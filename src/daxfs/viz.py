@@ -133,6 +133,6 @@ def _save(plt, fig, out: str, title: str | None) -> str:
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, format="png")  # exactly ``out``, even without ".png"
     plt.close(fig)
     return out

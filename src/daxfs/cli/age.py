@@ -99,7 +99,7 @@ def _stats_rows(s: AgingStats) -> list[tuple[str, str]]:
 
 @command
 def age_cmd(
-    target: Annotated[Path, typer.Argument(help="Pool file, or a host directory.")],
+    target: Annotated[Path, typer.Argument(help="Pool file, or a host directory.", readable=False)],
     utilization: Annotated[
         float, typer.Option("--utilization", "-u", min=0.01, max=0.97, help="Target fullness.")
     ] = 0.75,

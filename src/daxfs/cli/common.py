@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich import box
@@ -34,6 +34,11 @@ EXIT_UNFIXED = 4
 EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., object])
+
+
+# A pool argument.  readable=False: click's own check would end the command
+# with a boxed usage error (status 2); mounting says it in one line.
+PoolArg = Annotated[Path, typer.Argument(help="Pool file or dax device.", readable=False)]
 
 
 class CliError(Exception):

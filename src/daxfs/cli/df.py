@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
 from ..fs import StatVFS
 from ..layout import CHUNK
 from ..units import human
-from .common import command, console, mounted, table
+from .common import PoolArg, command, console, mounted, table
 
 
 def rows(vfs: StatVFS) -> list[tuple[str, str, str]]:
@@ -31,7 +26,7 @@ def rows(vfs: StatVFS) -> list[tuple[str, str, str]]:
 
 
 @command
-def df_cmd(pool: Annotated[Path, typer.Argument(help="Pool file or dax device.")]) -> None:
+def df_cmd(pool: PoolArg) -> None:
     """Show free and used space of a pool."""
     with mounted(pool, readonly=True) as fs:
         vfs = fs.statvfs()

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from ..check import Report, check
-from .common import CliError, command, console, describe_oserror
+from .common import CliError, PoolArg, command, console, describe_oserror
 
 EXIT_CLEAN, EXIT_FIXED, EXIT_UNFIXED, EXIT_OPERATIONAL = 0, 1, 4, 8
 
@@ -65,7 +65,7 @@ def verdict(report: Report) -> int:
 
 @command
 def fsck_cmd(
-    pool: Annotated[Path, typer.Argument(help="Pool file or dax device.")],
+    pool: PoolArg,
     repair: Annotated[bool, typer.Option("--repair", "-r", help="Fix what can be fixed.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Report only.")] = False,
 ) -> None:

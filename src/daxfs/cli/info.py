@@ -7,14 +7,9 @@ are possible, the geometry and the journal, and space from statvfs.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
-
 from ..fs import StatVFS
 from ..units import human
-from .common import command, console, mounted, table
+from .common import PoolArg, command, console, mounted, table
 
 _DURABILITY = {
     "none": "none - VOLATILE: the pool lives in RAM (tmpfs) and is lost on reboot",
@@ -62,7 +57,7 @@ def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
 
 
 @command
-def info_cmd(pool: Annotated[Path, typer.Argument(help="Pool file or dax device.")]) -> None:
+def info_cmd(pool: PoolArg) -> None:
     """Describe POOL: backing, durability, 2 MiB page support, space."""
     with mounted(pool, readonly=True) as fs:
         info, vfs = fs.info(), fs.statvfs()

@@ -15,7 +15,9 @@ from .common import CliError, command, console
 
 @command
 def mkfs_cmd(
-    pool: Annotated[Path, typer.Argument(help="Pool file (or /dev/daxX.Y) to format.")],
+    pool: Annotated[
+        Path, typer.Argument(help="Pool file (or /dev/daxX.Y) to format.", readable=False)
+    ],
     size: Annotated[str | None, typer.Option("--size", "-s", help="e.g. 64M or 4G.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite a pool.")] = False,
     allocator: Annotated[str, typer.Option(help="hugepage (2 MiB-aware) or naive.")] = "hugepage",

@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CliError, command, mounted
+from .common import CliError, PoolArg, command, mounted
 
 FUSE_DEVICE = "/dev/fuse"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -75,7 +75,7 @@ def finish_quietly() -> None:
 
 @command
 def mount_cmd(
-    pool: Annotated[Path, typer.Argument(help="Pool file or dax device.")],
+    pool: PoolArg,
     mountpoint: Annotated[Path, typer.Argument(help="An existing directory to mount on.")],
     foreground: Annotated[
         bool,

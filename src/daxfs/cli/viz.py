@@ -14,12 +14,12 @@ from typing import Annotated
 import typer
 
 from ..aging_stats import dax_block_map, dax_file_maps
-from .common import CliError, command, console, mounted
+from .common import CliError, PoolArg, command, console, mounted
 
 
 @command
 def viz_cmd(
-    pool: Annotated[Path, typer.Argument(help="Pool file or dax device.")],
+    pool: PoolArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("map.png"),
     columns: Annotated[
         int | None, typer.Option("--columns", min=1, help="Chunks per row (default: square).")
