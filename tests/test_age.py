@@ -582,7 +582,20 @@ def test_cli_age_trace_replay_and_viz(shm_dir, tmp_path):
     r = runner.invoke(app, ["age", pool, "--trace", trace, "--replay", trace])
     assert r.exit_code != 0 and "do not go together" in r.output
     r = runner.invoke(app, ["age", str(tmp_path / "missing"), "-q"])
-    assert r.exit_code != 0 and "neither a pool nor a directory" in r.output
+    assert r.exit_code != 0 and "No such file or directory" in r.output
+    # A new history on a plain directory would fill the file system it is on.
+    r = runner.invoke(app, ["age", str(tmp_path), "-q"])
+    assert r.exit_code != 0 and "not the root of its own file system" in r.output
+    # The pool's root now holds files: a new history there is refused, and a
+    # refused run (too small a pool) creates nothing.
+    r = runner.invoke(app, ["age", pool, "-q"])
+    assert r.exit_code != 0 and "not empty" in r.output
+    small = os.path.join(shm_dir, "small.pool")
+    daxfs.mkfs(small, 16 << 20)
+    r = runner.invoke(app, ["age", small, "--root", "/new", "-q"])
+    assert r.exit_code != 0 and "at least 32 MiB" in r.output
+    with daxfs.mount(small, readonly=True) as fs:
+        assert fs.listdir("/") == []
 
 
 def _has_matplotlib() -> bool:

@@ -122,16 +122,27 @@ def age_cmd(
     if _is_pool(target):
         _age_pool(target, utilization, churn, seed, trace, replay_path, root, quiet)
     elif target.is_dir():
+        if replay_path is None and not os.path.ismount(target):
+            # A history fills its target's whole file system, say / of the host.
+            raise CliError(
+                f"{target}: not the root of its own file system; aging fills the whole "
+                "file system it is on (mount one for it, or --replay a trace)"
+            )
         _age_dir(target, utilization, churn, seed, trace, replay_path, quiet)
+    elif not target.exists():
+        raise CliError(f"{target}: No such file or directory")
     else:
         raise CliError(f"{target}: neither a pool nor a directory")
 
 
 def _age_pool(pool, utilization, churn, seed, trace, replay_path, root, quiet) -> None:
     with mounted(pool) as fs, contextlib.ExitStack() as stack:
-        fs.makedirs(root, exist_ok=True)
         vfs = fs.statvfs()
         ops, total = _ops(vfs.total_bytes, replay_path, trace, utilization, churn, seed, stack)
+        # Only now that the history is possible: a refused run changes nothing.
+        fs.makedirs(root, exist_ok=True)
+        if fs.listdir(root):
+            raise CliError(f"{pool}:{root}: not empty; a history starts from an empty directory")
         with _meter(total, quiet) as progress:
             res = replay(ops, DaxTarget(fs, root), on_progress=progress)
         files = dax_file_maps(fs, root)
