@@ -12,9 +12,9 @@ a pool has no working directory).  Resolution follows Linux's namei:
   change the entry itself (``entry=True``: mkdir, rmdir, unlink, rename,
   link, symlink), which never follow the last name, as Linux's
   *parent-at* lookups do not.
-- A path ending in "/", "." or ".." names a directory but not an entry in
-  it (``Resolved.last`` says which), so removing or renaming it is refused
-  with Linux's errno for each.
+- The path "/", and a path whose last name is "." or "..", names a
+  directory but no entry in one (``Resolved.last`` says which), so
+  removing or renaming it is refused with Linux's errno for each.
 
 Resolution needs only the answers of the layer above: lookup(dir, name),
 the target of a symlink and a directory's parent.
