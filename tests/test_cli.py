@@ -229,6 +229,17 @@ def test_rm_refuses_every_spelling_of_the_root(runner, pool, root):
         assert sorted(fs.listdir("/")) == ["keep", "s"] and fs.listdir("/s") == ["to-root"]
 
 
+def test_mv_says_why_in_words(runner, pool):
+    with daxfs.mount(pool) as fs:
+        fs.makedirs("/src/sub")
+    result = run(runner, "mv", f"{pool}:/src", f"{pool}:/src/sub", code=1)
+    assert "to a subdirectory of itself" in result.output
+    result = run(runner, "mv", f"{pool}:/", f"{pool}:/x", code=1)
+    assert "it is a root" in result.output
+    with daxfs.mount(pool) as fs:
+        assert fs.isdir("/src/sub")
+
+
 def test_rm_goes_on_past_a_failing_target(runner, pool):
     write_pool(pool, "/a", b"x")
     write_pool(pool, "/b", b"y")

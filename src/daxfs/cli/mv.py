@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import posixpath
 from typing import Annotated
 
@@ -30,4 +31,11 @@ def mv_cmd(
         target = dst.path
         if fs.isdir(target):
             target = posixpath.join(target, posixpath.basename(src.path.rstrip("/")))
-        fs.rename(src.path, target)
+        try:
+            fs.rename(src.path, target)
+        except OSError as e:  # the two that need words, as mv(1) gives them
+            if e.errno == errno.EINVAL:
+                raise CliError(f"cannot move '{src}' to a subdirectory of itself") from None
+            if e.errno == errno.EBUSY:
+                raise CliError(f"cannot move '{src}': it is a root or ends in . or ..") from None
+            raise
