@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import daxfs
+from conftest import small_tmpfs
 from daxfs.cli import app
 from daxfs.cli import cp as cp_module
 from daxfs.cli.common import default_pool, split_spec
@@ -384,10 +385,7 @@ def test_cp_onto_a_pool_file_with_the_colon_forgotten_is_refused(runner, pool, t
 def test_cp_out_of_a_read_only_pool(runner, tmp_path):
     # A pool on a file system mounted read-only (EROFS even for root): a
     # source pool is mounted read-only, so copying out of it works.
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(ro)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "ro", "32M") as ro:
         pool = str(ro / "pool.img")
         daxfs.mkfs(pool, 16 * MiB)
         write_pool(pool, "/hello.txt", b"hi")
@@ -396,8 +394,6 @@ def test_cp_out_of_a_read_only_pool(runner, tmp_path):
         assert (tmp_path / "out.txt").read_bytes() == b"hi"
         result = run(runner, "cp", str(tmp_path / "out.txt"), f"{pool}:/again", code=1)
         assert "Read-only file system" in result.output
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
 
 
 # --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import threading
 import pytest
 
 import daxfs
+from conftest import small_tmpfs
 from daxfs.layout import BLOCK, CHUNK
 
 MiB = 1 << 20
@@ -790,10 +791,7 @@ def test_a_full_backing_is_enospc_not_sigbus(tmp_path):
     # A 64 MiB pool, sparse, on a 16 MiB tmpfs: the backing fills long before
     # the pool does.  Stores into holes would die of SIGBUS; the pool reserves
     # storage as it allocates, so the write that cannot have it is ENOSPC.
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(small)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "16M") as small:
         pool = str(small / "pool")
         daxfs.mkfs(pool, 64 * MiB)
         done = subprocess.run(
@@ -807,15 +805,10 @@ def test_a_full_backing_is_enospc_not_sigbus(tmp_path):
                 with fs.open(f"/f{i}", "rb") as f:
                     assert f.read() == bytes([i]) * MiB
         assert daxfs.check(pool).ok
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_mkfs_on_a_backing_too_small_for_its_metadata_is_enospc(tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(small)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "8M") as small:
         code = "import sys, daxfs; daxfs.mkfs(sys.argv[1], '1T')"  # 1 GiB of inode table
         done = subprocess.run(
             [sys.executable, "-c", code, str(small / "pool")], capture_output=True, text=True
@@ -823,8 +816,6 @@ def test_mkfs_on_a_backing_too_small_for_its_metadata_is_enospc(tmp_path):
         assert done.returncode == 1, f"mkfs died ({done.returncode}), not ENOSPC"
         assert "OSError: [Errno 28]" in done.stderr
         assert os.listdir(small) == []  # nothing left behind
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_enospc_when_full_and_every_block_accounted_for(any_fs):

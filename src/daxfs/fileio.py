@@ -73,32 +73,27 @@ class DaxRawFile(io.RawIOBase):
         return False
 
     # -- I/O ---------------------------------------------------------------
-    def readinto(self, b) -> int:
+    def _check_reading(self) -> None:
         self._checkClosed()
         if not self._readable:
             raise io.UnsupportedOperation("File not open for reading")
+
+    def readinto(self, b) -> int:
+        self._check_reading()
         n = self._fs._pread_into(self._ino, self._pos, b)
         self._pos += n
         return n
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to ``size`` bytes, copied once (RawIOBase's read copies twice)."""
-        if size is None or size < 0:
-            return self.readall()
-        self._checkClosed()
-        if not self._readable:
-            raise io.UnsupportedOperation("File not open for reading")
-        data = self._fs._pread(self._ino, self._pos, size)
+        """Up to ``size`` bytes (all when negative), copied once
+        (RawIOBase's read copies twice)."""
+        self._check_reading()
+        data = self._fs._pread(self._ino, self._pos, None if size is None or size < 0 else size)
         self._pos += len(data)
         return data
 
     def readall(self) -> bytes:
-        self._checkClosed()
-        if not self._readable:
-            raise io.UnsupportedOperation("File not open for reading")
-        data = self._fs._pread(self._ino, self._pos, None)
-        self._pos += len(data)
-        return data
+        return self.read()
 
     def write(self, b) -> int:
         self._checkClosed()
