@@ -94,8 +94,9 @@ def test_meta_tiny(tmp_path, capsys):
     rows = plain_rows(out, META_LABELS)
     assert list(rows) == META_LABELS
     for cells in rows.values():
-        assert len(cells) == 3  # kernel, daxfs, ratio
-        assert all(float(c.replace(",", "")) > 0 for c in cells)
+        kernel, dax, ratio = (float(c.replace(",", "")) for c in cells)
+        # A loaded machine can round a tiny ratio to 0.00; the rates are never 0.
+        assert kernel > 0 and dax > 0 and ratio >= 0
     assert "aim: every daxfs/kernel ratio >= 0.5" in out
     assert "=== profile: daxfs " in out
     data = json.loads(js.read_text())["data"]
