@@ -98,19 +98,23 @@ class DataPath:
             dev = extents[0].device_offset
             return bytes(self.region.buf[dev : dev + n])  # type: ignore[operator]
         out = bytearray(n)
-        self._copy_out(inode, off, memoryview(out))
+        self._copy_extents(extents, memoryview(out))
         return bytes(out)
 
     def _copy_out(self, inode: Inode, off: int, dst: memoryview) -> int:
         n = max(0, min(len(dst), inode.size - off))
+        self._copy_extents(inode.iomap(off, n) if n else [], dst)
+        return n
+
+    def _copy_extents(self, extents: list, dst: memoryview) -> None:
+        """Consecutive extents (an iomap) into ``dst``: bytes, or zeroes for holes."""
         buf, pos = self.region.buf, 0
-        for e in inode.iomap(off, n) if n else ():
+        for e in extents:
             if e.kind == "mapped":
                 dst[pos : pos + e.length] = buf[e.device_offset : e.device_offset + e.length]
             else:
                 dst[pos : pos + e.length] = bytes(e.length)
             pos += e.length
-        return n
 
     def _pread_into(self, ino: int, off: int, b) -> int:
         with self._locked(exclusive=False):
@@ -131,11 +135,12 @@ class DataPath:
         or after ``off`` that is allocated, or in a hole (the end of the file
         counts as a hole).  Allocated space reads as data, as on tmpfs."""
         with self._locked(exclusive=False):
-            size = self._inode(ino).size
+            inode = self._inode(ino)
+            size = inode.size
             if not 0 <= off < size:
                 raise oserror(errno.ENXIO)
             want = "hole" if hole else "mapped"
-            for e in self._inode(ino).iomap(off, size - off):
+            for e in inode.iomap(off, size - off):
                 if e.kind == want:
                     return max(off, e.file_offset)
             if hole:

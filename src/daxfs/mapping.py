@@ -201,37 +201,31 @@ class Mapping:
             raise oserror(errno.EINVAL, self.path)
         if self.mode == "c" or length == 0:
             return  # private copies never reach the pool
-        ranges = self._device_ranges(self.offset + offset, length)
+        runs = self._mapped_runs(self.offset + offset, length)
         if self._region.closed:
             # The FileSystem is gone, the mapping is not: flush the same
             # memory (or file pages) through this mapping's own addresses.
             durability = self._region.durability
-            for dev, n in ranges:
-                durability.flush(self._address_of(dev), n)
+            for file_off, _dev, n in runs:
+                durability.flush(self._base + file_off - self.offset, n)
             durability.fence()
             return
         # Flush the pool's own device ranges rather than this mapping's
         # addresses: the same memory (pmem flushes by cache line, msync by
         # file page), and the region (or a crash recorder wrapping it) sees
         # exactly which bytes became durable.
-        for dev, n in ranges:
+        for _file_off, dev, n in runs:
             self._region.flush(dev, n)
         self._region.fence()
 
-    def _address_of(self, dev: int) -> int:
-        """This mapping's address of device offset ``dev`` (inside an extent)."""
-        for e in self.extents:
-            if e.kind == "mapped" and 0 <= dev - e.device_offset < e.length:  # type: ignore[operator]
-                return self._base + e.file_offset + dev - e.device_offset - self.offset  # type: ignore[operator]
-        raise AssertionError(f"device offset {dev:#x} is not in this mapping")
-
-    def _device_ranges(self, file_off: int, length: int) -> list[tuple[int, int]]:
+    def _mapped_runs(self, file_off: int, length: int) -> list[tuple[int, int, int]]:
+        """(file offset, device offset, length) of the mapped parts of a range."""
         out, end = [], file_off + length
         for e in self.extents:
             lo, hi = max(file_off, e.file_offset), min(end, e.file_offset + e.length)
             if e.kind == "mapped" and lo < hi:
                 assert e.device_offset is not None
-                out.append((e.device_offset + lo - e.file_offset, hi - lo))
+                out.append((lo, e.device_offset + lo - e.file_offset, hi - lo))
         return out
 
     @property
