@@ -399,7 +399,8 @@ class Region:
                 if code == errno.EOPNOTSUPP:
                     self._can_reserve = False
                     return
-                raise OSError(code, "no space for the pool in its backing file system", self.path)
+                why = "no space for the pool in its backing file system"
+                raise OSError(code, why if code == errno.ENOSPC else os.strerror(code), self.path)
             self._reserved.add(chunk)
 
     def check_map_alignment(self, off: int, length: int) -> None:
@@ -452,6 +453,15 @@ class Region:
         os.close(self.fd)
 
 
+def holds_a_pool(path: str) -> bool:
+    """Does the file at ``path`` start with a daxfs superblock's magic?"""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SUPER_MAGIC)) == SUPER_MAGIC
+    except OSError:
+        return False
+
+
 def create_pool_file(path: str, size: int, *, force: bool) -> None:
     """Create (or, with force, reuse) a backing of ``size`` bytes.  Device files
     keep their own size."""
@@ -464,8 +474,7 @@ def create_pool_file(path: str, size: int, *, force: bool) -> None:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a pool file", path)
     if st is not None and not force and st.st_size > 0:
-        with open(path, "rb") as f:
-            what = "a pool" if f.read(len(SUPER_MAGIC)) == SUPER_MAGIC else "data (not a pool)"
+        what = "a pool" if holds_a_pool(path) else "data (not a pool)"
         raise FileExistsError(errno.EEXIST, f"holds {what}; use force to overwrite", path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:

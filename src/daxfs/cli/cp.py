@@ -28,7 +28,7 @@ from rich.progress import (
 )
 
 from ..fs import FileSystem
-from ..layout import SUPER_MAGIC
+from ..region import holds_a_pool
 from .common import CliError, command, console, mounted, split_spec, umask, warn
 
 PIECE = 4 << 20
@@ -114,15 +114,6 @@ class PoolSide:
 
 
 Side = HostSide | PoolSide
-
-
-def holds_a_pool(path: str) -> bool:
-    """Does the host file at ``path`` start with a daxfs superblock?"""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(SUPER_MAGIC)) == SUPER_MAGIC
-    except OSError:
-        return False
 
 
 def file_key(path: str) -> object:

@@ -29,11 +29,11 @@ from ..check import check
 from ..fs import FileSystem
 from ..hugemap import eligible_total
 from ..mkfs import mkfs
-from ..region import mount_of
+from ..region import holds_a_pool, mount_of
 from ..units import human, parse_size
 from . import df, getmap, ls
 from .common import EXIT_UNFIXED, CliError, command, console, default_pool, mounted, table
-from .cp import Meter, Place, Sides, copy, holds_a_pool
+from .cp import Meter, Place, Sides, copy
 
 MiB = 1 << 20
 DEMO_SIZE = 512 * MiB
