@@ -31,6 +31,9 @@ recovery; this module does no locking of its own.
 from __future__ import annotations
 
 import errno
+import itertools
+
+from sortedcontainers import SortedDict
 
 from .layout import (
     JHEADER,
@@ -48,6 +51,11 @@ from .layout import (
 )
 from .region import Region, flush_ranges
 
+# How many of the latest staged writes a new write may patch in place: the
+# repeats worth merging (a directory block header, an inode slot restaged)
+# come close together.
+PATCH_WINDOW = 64
+
 
 class Transaction:
     """Byte-range writes to metadata homes, in order, plus allocation bookkeeping."""
@@ -64,11 +72,13 @@ class Transaction:
         self.revokes.append((off, n))
 
     def write(self, off: int, data) -> None:
-        """Stage a write.  One that falls inside an earlier staged write (with no
+        """Stage a write.  One that falls inside a recent staged write (with no
         overlapping write after it) patches that one, keeping the record small;
-        otherwise it is appended, and replay in order gives it precedence."""
+        otherwise it is appended, and replay in order gives it precedence.
+        Only the last PATCH_WINDOW writes are searched, so a transaction
+        that frees or adopts thousands of inodes stays linear."""
         n = len(data)
-        for woff, buf in reversed(self.writes):
+        for woff, buf in itertools.islice(reversed(self.writes), PATCH_WINDOW):
             if woff <= off and off + n <= woff + len(buf):
                 buf[off - woff : off - woff + n] = data
                 return
@@ -181,27 +191,32 @@ class Journal:
 
         A write is skipped when the same or a later record revokes its range:
         that space was freed and may now hold file data, which the journal
-        never carries (the jbd "revoke" rule)."""
-        records = list(self._committed())
-        revoked = [(dst, dst + n, seq) for seq, _off, rec in records for dst, n in rec.revokes]
-        for _seq, off, rec in records:
-            for dst, data in rec.writes:
-                self._check_home(dst, len(data), off)
-            for dst, n in rec.revokes:
-                self._check_home(dst, n, off)
-        for seq, _off, rec in records:
-            for dst, data in rec.writes:
-                end = dst + len(data)
-                if not any(rs < end and dst < re and rseq >= seq for rs, re, rseq in revoked):
+        never carries (the jbd "revoke" rule).  Deciding that costs
+        O(n log n) in the records' entries (see _unrevoked), never a
+        comparison of every write with every revoke: a record is input."""
+        committed = list(self._committed())
+        for _seq, off, rec in committed:
+            self._check_record_homes(rec, off)
+        records = [rec for _seq, _off, rec in committed]
+        for rec, keep in zip(records, _unrevoked(records), strict=True):
+            for (dst, data), wanted in zip(rec.writes, keep, strict=True):
+                if wanted:
                     self.region.store(dst, data)
-        if records:
-            last_seq, _off, last = records[-1]
+        if committed:
+            last_seq, _off, last = committed[-1]
             self.next_seq, self.pos = last_seq + 1, last.next_pos - self.start
             self.checkpoint()
         else:
             self.next_seq, self.pos = self._header_seq(), 0
             self._publish()  # the live word may be stale after a crash
-        return len(records)
+        return len(committed)
+
+    def _check_record_homes(self, rec, record_off: int) -> None:
+        """Every committed record is checked before anything is stored."""
+        for dst, data in rec.writes:
+            self._check_home(dst, len(data), record_off)
+        for dst, n in rec.revokes:
+            self._check_home(dst, n, record_off)
 
     def _committed(self):
         """(seq, offset, TxnRecord) of each committed record, in order."""
@@ -230,3 +245,54 @@ class Journal:
             "journal_used": self.pos,
             "next_seq": self.next_seq,
         }
+
+
+def _unrevoked(records) -> list[list[bool]]:
+    """For each record, which of its writes recovery stores: those that share
+    no byte with a revoke of the same or a later record.  The records are
+    visited newest first, adding each one's revokes to a set of merged
+    ranges before testing its writes, so each entry costs O(log n)."""
+    revoked = RangeSet()
+    keep: list[list[bool]] = []
+    for rec in reversed(records):
+        for dst, n in rec.revokes:
+            revoked.add(dst, dst + n)
+        keep.append([not revoked.overlaps(dst, dst + len(data)) for dst, data in rec.writes])
+    keep.reverse()
+    return keep
+
+
+class RangeSet:
+    """Disjoint byte ranges [start, end), merged as they are added; whether a
+    range shares a byte with any of them is one O(log n) search."""
+
+    def __init__(self) -> None:
+        self._end_of = SortedDict()  # start -> end, the ranges never touch
+
+    def __len__(self) -> int:
+        return len(self._end_of)
+
+    def add(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        ranges = self._end_of
+        i = ranges.bisect_right(start)
+        if i:
+            s, e = ranges.peekitem(i - 1)
+            if e >= start:  # the range before reaches this one: grow it
+                start, end = s, max(end, e)
+                del ranges[s]
+                i -= 1
+        while i < len(ranges):
+            s, e = ranges.peekitem(i)
+            if s > end:
+                break
+            end = max(end, e)
+            del ranges[s]
+        ranges[start] = end
+
+    def overlaps(self, start: int, end: int) -> bool:
+        if end <= start:
+            return False
+        i = self._end_of.bisect_left(end)  # ranges starting before ``end``
+        return bool(i) and self._end_of.peekitem(i - 1)[1] > start
