@@ -37,6 +37,7 @@ from .layout import (
     INODE_DTYPE_FIELDS,
     INODE_MAGIC,
     INODE_SIZE,
+    PATH_MAX,
     CorruptionError,
     InodeRecord,
     Superblock,
@@ -208,10 +209,12 @@ class Inode:
 
 def symlink_target(inode: Inode, buf) -> bytes:
     """A symlink's target bytes.  Raises CorruptionError unless the inode is a
-    symlink whose target is non-empty, lies wholly in its blocks (symlink()
+    symlink whose target is 1..4095 bytes (Linux's limit), lies wholly in its blocks (symlink()
     writes it so; a hole would read as NULs) and contains no NUL byte -- so
     a damaged size can neither fake a target nor ask for terabytes."""
-    if not stat.S_ISLNK(inode.mode) or not inode.size or inode.holes(0, inode.size):
+    if not stat.S_ISLNK(inode.mode) or not 0 < inode.size < PATH_MAX:
+        raise CorruptionError(f"inode {inode.ino}: not a symlink with a target of 1..4095 bytes")
+    if inode.holes(0, inode.size):
         raise CorruptionError(f"inode {inode.ino}: not a symlink with its target in its blocks")
     raw = b"".join(
         bytes(buf[e.device_offset : e.device_offset + e.length]) for e in inode.iomap(0, inode.size)
@@ -253,20 +256,23 @@ class InodeTable:
         off = self.slot_off(ino)
         r = unpack_inode(self.region.buf[off : off + INODE_SIZE], off, ino)
         extents, blocks, images = list(r.inline), [], []
+        seen: set[int] = set()  # the chain's blocks: a chain that repeats one is damage
         nxt = r.ext_block
         while len(extents) < r.nextents:
-            if not self._is_data_block(nxt) or nxt in blocks:
+            if not self._is_data_block(nxt) or nxt in seen:
                 raise CorruptionError(f"inode {ino}: bad extent block pointer {nxt:#x}", off)
             raw = self.region.buf[nxt : nxt + BLOCK]
             following, more = unpack_extblock(raw, nxt, ino)
+            # Every block but the last is full, so a chain is never longer
+            # than its extents need (a chain of one-extent blocks through
+            # the whole pool is damage, not a legal file).
+            if len(more) != min(r.nextents - len(extents), EXTENTS_PER_BLOCK):
+                raise CorruptionError(f"inode {ino}: extent count mismatch", nxt)
+            seen.add(nxt)
             blocks.append(nxt)
             images.append(bytes(raw))
             extents += more
             nxt = following
-            if not more:
-                break
-        if len(extents) != r.nextents:
-            raise CorruptionError(f"inode {ino}: extent count mismatch", off)
         self._validate_extents(ino, extents, r.size, off)
         return Inode(
             ino,

@@ -29,6 +29,7 @@ BLOCK = 4096
 CHUNK = 2 * 1024 * 1024
 BLOCKS_PER_CHUNK = CHUNK // BLOCK
 MAX_NAME = 255
+PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shorter
 VERSION = 1
 
 

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .layout import MAX_NAME
+from .layout import MAX_NAME, PATH_MAX
 
 ROOT_INO = 1
 MAX_SYMLINKS = 40
@@ -51,9 +51,6 @@ def to_str(path: object) -> str:
     if "\0" in p:
         raise ValueError("embedded null byte")
     return p
-
-
-PATH_MAX = 4096  # bytes, the terminating NUL included
 
 
 def components(path: str) -> list[str]:
