@@ -10,7 +10,11 @@ directory grows.
 
 In memory a Directory is a dict from name to (ino, ftype, block, pos),
 loaded whole on first use, so lookups are O(1) at any size ("." and ".."
-are not stored: the parent is a field of the directory's inode).
+are not stored: the parent is a field of the directory's inode).  Loading
+validates every block, and refuses names that are invalid or repeated and
+two names for one directory: each would make a walk of the tree meet a
+directory twice (forty directories each naming the next twice hold 2^40
+paths).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .layout import (
     valid_name,
 )
 
+DIR_FTYPE = 4  # (S_IFDIR >> 12): the entry's type field for a directory
 Entry = tuple[int, int, int, int]  # ino, ftype, block index, position in block
 NewBlock = Callable[[Transaction], int]  # allocates and maps the next block, returns device offset
 
@@ -50,6 +55,7 @@ class Directory:
     @classmethod
     def load(cls, ino: int, buf, devs: list[int]) -> Directory:
         d = cls(ino)
+        subdirs: set[int] = set()  # a directory is named once, or walks multiply
         for dev in devs:
             image = bytearray(buf[dev : dev + BLOCK])
             used, entries = parse_dirblock(image, dev, ino)
@@ -63,6 +69,12 @@ class Directory:
                 name = raw.decode("utf-8", "surrogateescape")
                 if not valid_name(raw) or name in d.entries:
                     raise CorruptionError(f"directory {ino}: bad or duplicate name {raw!r}", dev)
+                if ftype == DIR_FTYPE:
+                    if eino in subdirs:
+                        raise CorruptionError(
+                            f"directory {ino}: two names for directory {eino}", dev
+                        )
+                    subdirs.add(eino)
                 d.entries[name] = (eino, ftype, b, pos)
                 live_bytes += DIRENT_HEAD.size + len(raw)
             d.dead.append(used - DIRBLOCK_HEAD.size - live_bytes)

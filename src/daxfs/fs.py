@@ -369,7 +369,29 @@ class FileSystem(DataPath):
         return d
 
     def _lookup(self, dir_ino: int, name: str) -> tuple[int, int] | None:
-        return self._dir(dir_ino).lookup(name)
+        found = self._dir(dir_ino).lookup(name)
+        if found is not None:
+            self._check_entry(dir_ino, name, *found)
+        return found
+
+    def _check_entry(self, dir_ino: int, name: str, ino: int, ftype: int) -> None:
+        """An entry must name an inode of its own type, never the root, and a
+        directory only from the directory its parent field names.  Then every
+        path resolves through a tree: no directory holds itself or an
+        ancestor, and none is reached twice (Directory.load refuses two names
+        for one directory in one directory), so no walk can cycle."""
+        inode = self._inode(ino)
+        if ino == ROOT_INO or ftype_of(inode.mode) != ftype:
+            raise CorruptionError(
+                f"directory {dir_ino}: entry {name!r} names inode {ino} of another type"
+                if ino != ROOT_INO
+                else f"directory {dir_ino}: entry {name!r} names the root"
+            )
+        if ftype == DIR_T and inode.parent != dir_ino:
+            raise CorruptionError(
+                f"directory {dir_ino}: entry {name!r} names directory {ino}, "
+                f"whose parent is {inode.parent}"
+            )
 
     def _readlink_ino(self, ino: int) -> str:
         return symlink_target(self._inode(ino), self.region.buf).decode("utf-8", "surrogateescape")
@@ -485,13 +507,17 @@ class FileSystem(DataPath):
                 self.region.fence()
             self._dirty_data.clear()
 
+    RECLAIM_BATCH = 64  # orphans freed per transaction at mount
+
     def _reclaim_orphans(self) -> None:
         """Free inodes left with no name by a crash or by a process that has exited
         (an orphan still open in a live process keeps its OFD lock)."""
         victims = [ino for ino in self._orphans if not self._is_open(ino)]
-        if victims:
+        # In batches: one transaction freeing every slot of a table full of
+        # orphans (a crash, or a crafted pool) would not fit the journal.
+        for i in range(0, len(victims), self.RECLAIM_BATCH):
             with self._change() as txn:
-                for ino in victims:
+                for ino in victims[i : i + self.RECLAIM_BATCH]:
                     self._free_inode(txn, self._inode(ino))
 
     def _truncate_ino(self, ino: int, length: int) -> None:
@@ -801,14 +827,31 @@ class FileSystem(DataPath):
             self._txn_dirty.add(parent.ino)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+        """os.makedirs: the missing ancestors first (each as with exist_ok),
+        found by a loop rather than recursion, since a tree has no depth limit."""
         spath = to_str(path)
-        head, _, tail = spath.rstrip("/").rpartition("/")
-        if head and tail and not self.exists(head):
-            self.makedirs(head, mode, exist_ok=True)
+        for ancestor in reversed(self._missing_ancestors(spath)):
+            self._mkdir_exist_ok(ancestor, mode)
         try:
             self.mkdir(spath, mode)
         except OSError:
             if not exist_ok or not self.isdir(spath):
+                raise
+
+    def _missing_ancestors(self, spath: str) -> list[str]:
+        """The ancestors of ``spath`` that do not exist, deepest first."""
+        missing = []
+        head, _, tail = spath.rstrip("/").rpartition("/")
+        while head and tail and not self.exists(head):
+            missing.append(head)
+            head, _, tail = head.rstrip("/").rpartition("/")
+        return missing
+
+    def _mkdir_exist_ok(self, spath: str, mode: int) -> None:
+        try:
+            self.mkdir(spath, mode)
+        except OSError:
+            if not self.isdir(spath):
                 raise
 
     def rmdir(self, path) -> None:
@@ -930,12 +973,15 @@ class FileSystem(DataPath):
     def _check_not_inside(
         self, src_ino: int, dst_parent: int, ssrc: str, sdst: str, code: int = errno.EINVAL
     ) -> None:
-        x = dst_parent
+        x, seen = dst_parent, set()
         while True:
             if x == src_ino:
                 raise oserror(code, ssrc, sdst)
             if x == ROOT_INO:
                 return
+            if x in seen:  # parent fields in a cycle that never reaches the root
+                raise CorruptionError(f"directory {x}: its parents never reach the root")
+            seen.add(x)
             x = self._parent_of(x)
 
     def _check_replaceable(self, s: Resolved, d: Resolved, ssrc: str, sdst: str) -> None:
@@ -1087,26 +1133,70 @@ class FileSystem(DataPath):
             )
 
     def walk(self, top="/", topdown: bool = True, onerror=None, followlinks: bool = False):
-        """Like os.walk: yields (dirpath, dirnames, filenames)."""
+        """Like os.walk: yields (dirpath, dirnames, filenames); topdown callers
+        may prune dirnames in place.  A loop, not recursion: a tree has no
+        depth limit.  Lookups already refuse a directory named twice
+        (CorruptionError), and the walk keeps its own set of the directories
+        it listed too: meeting one again raises CorruptionError naming the
+        path, at once (a damaged pool, or a directory moved during the walk).
+        With ``followlinks``, directories reached through symlinks are walked
+        again as os.walk walks them, but a symlink back to a directory the
+        walk is inside is not followed (a loop; ``find -L`` says so too).
+        Errors listing a directory go to ``onerror`` as in os.walk, but
+        without ``onerror`` damage is raised: a damaged pool never looks like
+        a smaller tree."""
+        stack: list[tuple] = [(to_str(top), None)]
+        seen: set[int] = set()
+        while stack:
+            item = stack.pop()
+            if len(item) == 3:  # bottom-up: its subdirectories are done
+                yield item
+                continue
+            path, above = item
+            listed = self._walk_listing(path, above, seen, followlinks, onerror)
+            if listed is None:
+                continue
+            here, dirs, files, links = listed
+            if topdown:
+                yield path, dirs, files
+            else:
+                stack.append((path, dirs, files))
+            prefix = path.rstrip("/") + "/"
+            for name in reversed(dirs):
+                if followlinks or name not in links:
+                    stack.append((prefix + name, here))
+
+    def _walk_listing(self, path: str, above, seen: set[int], followlinks: bool, onerror):
+        """One directory of a walk: (its chain of directories, dirs, files,
+        names of symlinks), or None when it is skipped (an error given to
+        onerror, or a symlink loop).  ``above`` is the chain of the directory
+        it was found in, (ino, chain above) pairs: only followed symlinks
+        need it, to tell a loop from a second way to one directory."""
         try:
-            entries = list(self.scandir(top))
+            ino = self.stat(path).st_ino
+            if ino in seen:
+                if not followlinks:
+                    raise CorruptionError(
+                        f"{path}: directory {ino} met twice in one walk "
+                        "(a damaged pool, or a directory moved during the walk)"
+                    )
+                if _on_chain(ino, above):
+                    return None
+            seen.add(ino)
+            entries = list(self.scandir(path))
         except OSError as e:
             if onerror is not None:
                 onerror(e)
-            return
+                return None
+            if isinstance(e, CorruptionError):
+                raise
+            return None
         # As os.walk: a symlink to a directory is listed among the directories,
         # and walked into only with followlinks.
         dirs = [e.name for e in entries if e.is_dir()]
         files = [e.name for e in entries if not e.is_dir()]
         links = {e.name for e in entries if e.is_symlink()}
-        stop = to_str(top)
-        if topdown:
-            yield stop, dirs, files
-        for name in dirs:
-            if followlinks or name not in links:
-                yield from self.walk(stop.rstrip("/") + "/" + name, topdown, onerror, followlinks)
-        if not topdown:
-            yield stop, dirs, files
+        return (ino, above), dirs, files, links
 
     def iomap(self, path, offset: int = 0, length: int | None = None) -> list[Extent]:
         """The block map of [offset, offset+length) (default: to end of file), as
@@ -1210,6 +1300,15 @@ class FileSystem(DataPath):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+def _on_chain(ino: int, chain) -> bool:
+    """Is ``ino`` one of the directories on a walk's chain of (ino, above) pairs?"""
+    while chain is not None:
+        if chain[0] == ino:
+            return True
+        chain = chain[1]
+    return False
 
 
 def _report_unfreed_orphan(fs: FileSystem, ino: int, error: Exception) -> None:
