@@ -224,3 +224,43 @@ def test_unreachable_subtree_goes_to_lost_and_found(tmp_path):
         assert fs.open(f"/lost+found/#{a_ino}/b/file", "rb").read() == b"keep me"
         assert fs.stat("/lost+found").st_nlink == 3
     assert daxfs.check(path).ok
+
+
+def test_directories_claiming_the_same_blocks_are_read_once(shm_dir):
+    # Nearly every inode slot a directory mapping the same half of the data area.
+    # The first owner keeps the blocks; the others' claims are set aside in
+    # memory even by a check that does not repair, so each block is parsed
+    # once, not once per claimant (4,094 x 8,000 parses: minutes).
+    import signal
+
+    from daxfs.layout import InodeRecord, pack_inode, superblock_at
+    from daxfs.region import Region
+
+    path = os.path.join(shm_dir, "claims.pool")
+    daxfs.mkfs(path, "64M")
+    region = Region(path, readonly=True)
+    sb = superblock_at(region, 0)
+    region.close()
+    half = sb.data_blocks // 2 * BLOCK
+    with open(path, "r+b") as f:
+        for ino in range(2, sb.inode_count - 1):  # one left for lost+found
+            record = InodeRecord(
+                ino, 0, stat.S_IFDIR | 0o755, 2, 0, 0, half, 0, 0, 0, 0, 1, 1, 0,
+                [(0, sb.data_off, half)],
+            )  # fmt: skip
+            f.seek(sb.itable_off + ino * INODE_SIZE)
+            f.write(pack_inode(record))
+
+    def hang(_sig, _frame):
+        raise TimeoutError("the check hangs")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)  # under a second here; the per-claimant reading took minutes
+    try:
+        assert not daxfs.check(path).ok
+        assert daxfs.check(path, repair=True).ok
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    with daxfs.mount(path) as fs:
+        assert len(fs.listdir("/lost+found")) == sb.inode_count - 3

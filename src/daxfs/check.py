@@ -22,16 +22,38 @@ fixes go through the journal where the journal is usable (atomic), damaged
 inodes and directory blocks are cleared, and unreachable inodes are linked
 into /lost+found; the pool is then checked again, and ``remaining`` lists
 what that second check still found.
+
+Namespace repair converges in one pass, whatever the entries say:
+
+  * a directory keeps one name: the first (in directory, block, position
+    order) in the directory its parent field names, else its first; the
+    others are removed, and the parent field is then set to match (so an
+    adoption, which sets the parent to lost+found, sticks);
+  * what the root does not reach is adopted: each inode named by no entry,
+    and one member of each cycle of directories naming each other (its name
+    inside the cycle is removed); everything else unreachable hangs below
+    an adopted inode, so its link counts and parent fields are fixed in
+    the same pass, counting the name lost+found is about to give;
+  * adopted inodes are named #INO in the first of lost+found, lost+found.1,
+    ... that is a directory (a symlink is never followed) or absent, or
+    #INO.1, #INO.2, ... when that name is taken.
+
+Every step is linear or n log n in what it reads (entries sorted once,
+walks are loops, kept extents in a sorted map): a pool is input, and may be
+built to make a checker hang.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import itertools
 import stat
 import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+from sortedcontainers import SortedDict
 
 from .inode import INODE_DTYPE, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
@@ -76,7 +98,8 @@ class Report:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-REPAIR_PASSES = 3  # a repair can expose more to fix (a subtree adopted by lost+found)
+REPAIR_PASSES = 3  # a repair can expose more to fix (an inode cleared leaves a name dangling)
+ADOPT_BATCH = 64  # adoptions per transaction: any number of them fits any journal
 
 
 def check(
@@ -129,7 +152,8 @@ class _Checker:
         self.report = Report()
         self.inodes: dict[int, Inode] = {}
         self.entries: list[_Entry] = []
-        self.images: dict[int, bytearray] = {}  # directory block images we changed
+        self.images: dict[int, bytearray] = {}  # directory block images being changed
+        self._dirty: dict[int, int] = {}  # device offset of a changed block -> its directory
         self.journal: Journal | None = None
         self._lost: list[int] = []
         self._orphans: list[int] = []  # nameless inodes (unlinked while open or mapped)
@@ -316,7 +340,8 @@ class _Checker:
         ):
             return False
         for i in range(len(blocks)):
-            group = inode.extents[INLINE_EXTENTS + i * EXTENTS_PER_BLOCK :][:EXTENTS_PER_BLOCK]
+            start = INLINE_EXTENTS + i * EXTENTS_PER_BLOCK
+            group = inode.extents[start : start + EXTENTS_PER_BLOCK]  # not [start:]: quadratic
             nxt = blocks[i + 1] if i + 1 < len(blocks) else 0
             if pack_extblock(inode.ino, nxt, group) != inode.ext_images[i]:
                 return False
@@ -337,11 +362,19 @@ class _Checker:
 
     def _commit(self, txn: Transaction) -> None:
         if self.journal is not None:
-            self.journal.commit(txn)
-        else:  # no usable journal: write in place
-            for off, data in txn.writes:
-                self.region.store(off, data)
-                self.region.persist(off, len(data))
+            try:
+                self.journal.commit(txn)
+                return
+            except OSError as e:
+                # Too large for the journal (an inode's whole extent chain
+                # rewritten): written in place like the journal-less case,
+                # after a checkpoint, so no older record replays over it.
+                if e.errno != errno.ENOSPC:
+                    raise
+                self.journal.checkpoint()
+        for off, data in txn.writes:
+            self.region.store(off, data)
+            self.region.persist(off, len(data))
 
     def _save_inode(self, inode: Inode) -> None:
         txn = Transaction()
@@ -354,31 +387,33 @@ class _Checker:
 
     # -- ownership ---------------------------------------------------------
     def _ownership(self) -> None:
+        """Each block has one owner: an extent over blocks already owned is
+        dropped (lowest inode number first; in memory even without repair, so
+        no later step reads a block twice)."""
         sb = self.sb
-        owner = np.zeros(sb.data_blocks, dtype=np.int64)
+        owned = SortedDict()  # first block -> end block of every owned run; disjoint
         # Extent blocks first: each names its owner, so no two inodes load the
         # same one, and an extent over any of them (its own inode's included)
         # is the overlap, dropped below.
         for ino in sorted(self.inodes):
             for blk in self.inodes[ino].ext_blocks:
-                owner[(blk - sb.data_off) // BLOCK] = ino
+                first = (blk - sb.data_off) // BLOCK
+                owned[first] = first + 1
         for ino in sorted(self.inodes):
             inode = self.inodes[ino]
-            keep, dropped = [], False
+            keep = []
             for ext in inode.extents:
-                first, n = (ext[1] - sb.data_off) // BLOCK, ext[2] // BLOCK
-                if owner[first : first + n].any():
+                first = (ext[1] - sb.data_off) // BLOCK
+                if _overlaps(owned, first, first + ext[2] // BLOCK):
                     self.error(f"inode {ino}: extent at {ext[1]:#x} overlaps another owner")
-                    dropped = True
                     continue
-                owner[first : first + n] = ino
+                owned[first] = first + ext[2] // BLOCK
                 keep.append(ext)
-            if dropped and self.repair:
+            if len(keep) < len(inode.extents):
                 inode.extents = keep
                 inode.generation += 1
-                self._save_inode(inode)
-                self.fixed(f"inode {ino}: overlapping extents removed")
-        used = int((owner != 0).sum())
+                self._fix_inode(inode, f"inode {ino}: overlapping extents removed")
+        used = sum(end - first for first, end in owned.items())
         self.report.stats.update(
             data_blocks=sb.data_blocks,
             used_blocks=used,
@@ -408,10 +443,8 @@ class _Checker:
             if raw[20:24] != bytes(4) or raw[used:] != bytes(BLOCK - used):
                 self.error(f"directory {inode.ino}: reserved or unused bytes of a block not zero")
                 if self.repair:
-                    image = self.images[dev] = bytearray(raw)
+                    image = self._image(dev, inode.ino)  # sealing zeroes the reserved word
                     image[used:] = bytes(BLOCK - used)
-                    dirblock_seal(image, inode.ino, used, len(entries))
-                    self._write_block(dev, bytes(image))
                     self.fixed(f"directory {inode.ino}: unused bytes of a block zeroed")
             for pos, eino, ftype, name in entries:
                 self.entries.append(_Entry(inode.ino, dev, pos, eino, ftype, name))
@@ -436,6 +469,24 @@ class _Checker:
         txn.write(dev, image)
         self._commit(txn)
 
+    def _image(self, dev: int, dir_ino: int) -> bytearray:
+        """The image of a directory block being changed; written, sealed
+        once, by _write_images (a block with hundreds of bad entries costs
+        one write, not one per entry)."""
+        image = self.images.get(dev)
+        if image is None:
+            image = self.images[dev] = bytearray(self.region.buf[dev : dev + BLOCK])
+        self._dirty[dev] = dir_ino
+        return image
+
+    def _write_images(self) -> None:
+        for dev, dir_ino in self._dirty.items():
+            image = self.images[dev]
+            used, live = struct.unpack_from("<HH", image, 16)
+            dirblock_seal(image, dir_ino, used, live)
+            self._write_block(dev, bytes(image))
+        self._dirty.clear()
+
     # -- 5. namespace ------------------------------------------------------
     def _namespace(self) -> None:
         live = self._valid_entries()
@@ -444,60 +495,90 @@ class _Checker:
         for e in live:
             children.setdefault(e.dir_ino, []).append(e)
             refs[e.ino] = refs.get(e.ino, 0) + 1
-        reachable = self._reachable(children)
-        self._link_counts(children, refs, reachable)
-        self._lost = self._unreachable(reachable, refs)
+        tops = [ROOT_INO] if ROOT_INO in self.inodes else []
+        reachable = self._walk(children, tops)
+        lost = self._unreachable(reachable, refs, children)
+        lost += self._break_cycles(reachable, live, children, refs)
+        for ino in lost:
+            refs[ino] = refs.get(ino, 0) + 1  # the name lost+found will give it
+        adopted = self._walk(children, lost)
+        self._link_counts(children, refs, reachable | adopted)
+        self._lost = lost
+        if self.repair:
+            self._write_images()
 
     def _valid_entries(self) -> list[_Entry]:
-        """Drop entries that cannot stand: bad names, dangling, duplicates,
-        extra names of a directory; fix wrong types.  Returns the rest."""
-        live: list[_Entry] = []
+        """Drop entries that cannot stand: bad names, duplicates, dangling,
+        names of the root, extra names of a directory; fix wrong types.
+        Returns the rest."""
+        named: list[_Entry] = []
         seen: set[tuple[int, bytes]] = set()
-        dir_named: set[int] = set()
         for e in sorted(self.entries, key=lambda x: (x.dir_ino, x.dev, x.pos)):
-            target = self.inodes.get(e.ino)
-            where = f"directory {e.dir_ino}: entry {e.raw!r}"
-            if not valid_name(e.raw) or (e.dir_ino, e.raw) in seen:
-                problem = "invalid or duplicate name"
-            elif target is None:
-                problem = f"names missing inode {e.ino}"
-            elif target.is_dir and (e.ino in dir_named or e.ino == ROOT_INO):
-                problem = f"is an extra name of directory {e.ino}"
-            else:
-                problem = None
+            problem = self._entry_problem(e, seen)
             if problem:
-                self.error(f"{where} {problem}")
-                self._edit_entry(e, drop=True)
+                self._drop(e, problem)
                 continue
             seen.add((e.dir_ino, e.raw))
-            if target.is_dir:
-                dir_named.add(e.ino)
+            named.append(e)
+        kept = self._kept_names(named)
+        live = []
+        for e in named:
+            target = self.inodes[e.ino]
+            if target.is_dir and kept[e.ino] is not e:
+                self._drop(e, f"is an extra name of directory {e.ino}")
+                continue
             if e.ftype != ftype_of(target.mode):
-                self.error(f"{where}: type {e.ftype} but inode {e.ino} is {ftype_of(target.mode)}")
+                self.error(
+                    f"directory {e.dir_ino}: entry {e.raw!r}: type {e.ftype} "
+                    f"but inode {e.ino} is {ftype_of(target.mode)}"
+                )
                 e.ftype = ftype_of(target.mode)
                 self._edit_entry(e, drop=False)
             live.append(e)
         return live
 
+    def _entry_problem(self, e: _Entry, seen: set[tuple[int, bytes]]) -> str | None:
+        if not valid_name(e.raw) or (e.dir_ino, e.raw) in seen:
+            return "invalid or duplicate name"
+        if e.ino not in self.inodes:
+            return f"names missing inode {e.ino}"
+        if e.ino == ROOT_INO:
+            return f"is an extra name of directory {e.ino}"
+        return None
+
+    def _kept_names(self, named: list[_Entry]) -> dict[int, _Entry]:
+        """The one name each named directory keeps: the first in the directory
+        its parent field names, else its first (``named`` is in order)."""
+        kept: dict[int, _Entry] = {}
+        for e in named:
+            target = self.inodes[e.ino]
+            if not target.is_dir:
+                continue
+            first = kept.get(e.ino)
+            if first is None or (e.dir_ino == target.parent != first.dir_ino):
+                kept[e.ino] = e
+        return kept
+
+    def _drop(self, e: _Entry, problem: str) -> None:
+        self.error(f"directory {e.dir_ino}: entry {e.raw!r} {problem}")
+        self._edit_entry(e, drop=True)
+
     def _edit_entry(self, e: _Entry, *, drop: bool) -> None:
         if not self.repair:
             return
-        image = self.images.get(e.dev)
-        if image is None:
-            image = self.images[e.dev] = bytearray(self.region.buf[e.dev : e.dev + BLOCK])
+        image = self._image(e.dev, e.dir_ino)
         if drop:
             struct.pack_into("<Q", image, e.pos, 0)
+            live = struct.unpack_from("<H", image, 18)[0]
+            struct.pack_into("<H", image, 18, live - 1)
         else:
             image[e.pos + 9] = e.ftype
-        used, live = struct.unpack_from("<HH", image, 16)
-        dirblock_seal(image, e.dir_ino, used, live - 1 if drop else live)
-        self._write_block(e.dev, bytes(image))
         self.fixed(f"directory {e.dir_ino}: entry {e.raw!r} {'removed' if drop else 'retyped'}")
 
-    def _reachable(self, children: dict[int, list[_Entry]]) -> set[int]:
-        if ROOT_INO not in self.inodes:
-            return set()
-        seen, todo = {ROOT_INO}, [ROOT_INO]
+    def _walk(self, children: dict[int, list[_Entry]], tops: list[int]) -> set[int]:
+        """Every inode below ``tops`` (and they), by a loop; a directory's parent
+        field is set to the directory it is found in."""
+        seen, todo = set(tops), list(tops)
         while todo:
             d = todo.pop()
             for e in children.get(d, []):
@@ -530,12 +611,14 @@ class _Checker:
             self._save_inode(inode)
             self.fixed(msg)
 
-    def _unreachable(self, reachable: set[int], refs: dict[int, int]) -> list[int]:
-        """Unreachable inodes with links are errors; the roots of such subtrees
-        (named by no entry at all) go to lost+found and bring the rest along."""
+    def _unreachable(self, reachable: set[int], refs: dict[int, int], children) -> list[int]:
+        """Unreachable inodes with links are errors; those named by no entry
+        at all go to lost+found and bring what they hold along.  A nameless
+        inode with no links is an orphan (unlinked while open), unless it is
+        a directory still holding entries: that is damage, adopted too."""
         lost = []
         for ino in sorted(set(self.inodes) - reachable):
-            if self.inodes[ino].nlink == 0 and not refs.get(ino):
+            if not refs.get(ino) and self.inodes[ino].nlink == 0 and not children.get(ino):
                 self.report.notes.append(f"inode {ino}: orphan (no name), freed at next mount")
                 self._orphans.append(ino)
                 continue
@@ -544,10 +627,27 @@ class _Checker:
                 lost.append(ino)
         return lost
 
+    def _break_cycles(self, reachable: set[int], live: list[_Entry], children, refs) -> list[int]:
+        """Directories that name each other in a ring, none reachable: adopt
+        one member of each ring (the lowest inode number) and remove its name
+        inside the ring.  Returns the members."""
+        named_in = {  # every named unreachable directory -> its one (kept) name
+            e.ino: e for e in live if e.ino not in reachable and self.inodes[e.ino].is_dir
+        }
+        members = []
+        for e in _cycle_closers(named_in):
+            self.error(f"directory {e.ino}: in a cycle of directories the root does not reach")
+            self._edit_entry(e, drop=True)
+            children[e.dir_ino] = [c for c in children[e.dir_ino] if c is not e]
+            refs[e.ino] -= 1
+            members.append(e.ino)
+        return members
+
     # -- lost+found --------------------------------------------------------
     def _link_lost(self) -> None:
-        """Give each unreachable inode a name in /lost+found (through a mount,
-        which knows how to grow directories)."""
+        """Give each unreachable inode a name in lost+found (through a mount,
+        which knows how to grow directories), a batch per transaction.  With
+        no space for that, what is left stays unreachable, and says so."""
         from .fs import open_pool  # late: fs builds on everything check uses
 
         fs = open_pool(
@@ -558,15 +658,45 @@ class _Checker:
             reclaim_orphans=False,
         )
         try:
-            if not fs.isdir("/" + LOST_FOUND):
-                fs.mkdir("/" + LOST_FOUND, 0o700)
-            with fs._change() as txn:
-                lf_ino = fs._existing("/" + LOST_FOUND).ino
-                lf = fs._inode(lf_ino)
-                for ino in self._lost:
-                    self._adopt(fs, txn, lf, ino)
+            name = self._lost_found(fs)
+            for i in range(0, len(self._lost), ADOPT_BATCH):
+                try:
+                    with fs._change() as txn:
+                        found = fs._dir(ROOT_INO).lookup(name) if name else None
+                        lf = fs._inode(found[0] if found else ROOT_INO)
+                        for ino in self._lost[i : i + ADOPT_BATCH]:
+                            self._adopt(fs, txn, name, lf, ino)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    left = len(self._lost) - i
+                    self.report.notes.append(f"no space to link {left} unreachable inode(s)")
+                    break
         finally:
             fs.close()
+
+    def _lost_found(self, fs) -> str:
+        """The name in the root of the directory adoptees go to: the first of
+        lost+found, lost+found.1, ... that names a directory (looked up by
+        inode: a symlink is never followed) or nothing (then it is made).
+        "" (the root itself) when no inode is left to make one, as e2fsck
+        offers."""
+        with fs._locked(exclusive=False):
+            root = fs._dir(ROOT_INO)
+            for name in _numbered(LOST_FOUND):
+                found = root.lookup(name)
+                if found is None:
+                    break
+                if fs._inode(found[0]).is_dir:
+                    return name
+        try:
+            fs.mkdir("/" + name, 0o700)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            self.report.notes.append(f"no free inode for /{name}: lost inodes go to the root")
+            return ""
+        return name
 
     def _reclaim_orphans(self) -> None:
         """Free orphans no live process pins (a crash left them behind); those
@@ -591,16 +721,55 @@ class _Checker:
         for ino in freed:
             self.fixed(f"orphan inode {ino} freed")
 
-    def _adopt(self, fs, txn: Transaction, lf: Inode, ino: int) -> None:
+    def _adopt(self, fs, txn: Transaction, lf_name: str, lf: Inode, ino: int) -> None:
+        """Name ``ino`` #INO in ``lf`` (or #INO.1, ... if that is taken)."""
         inode = fs._inode(ino)
-        fs._dir(lf.ino).add(f"#{ino}", ino, ftype_of(inode.mode), txn, fs._dir_block_adder(lf))
+        lf_dir = fs._dir(lf.ino)
+        name = next(n for n in _numbered(f"#{ino}") if lf_dir.lookup(n) is None)
+        lf_dir.add(name, ino, ftype_of(inode.mode), txn, fs._dir_block_adder(lf))
         if inode.is_dir:
             inode.parent = lf.ino
             lf.nlink += 1
         else:
             inode.nlink = 1
         fs._txn_dirty.update((ino, lf.ino))
-        self.fixed(f"inode {ino} linked as /{LOST_FOUND}/#{ino}")
+        where = f"/{lf_name}/" if lf_name else "/"
+        self.fixed(f"inode {ino} linked as {where}{name}")
+
+
+def _numbered(base: str):
+    """base, base.1, base.2, ...: the names tried until one is free."""
+    yield base
+    for k in itertools.count(1):
+        yield f"{base}.{k}"
+
+
+def _overlaps(owned: SortedDict, first: int, end: int) -> bool:
+    """Whether [first, end) meets a run of ``owned``.  The runs are disjoint,
+    so only the last one starting before ``end`` can reach past ``first``."""
+    i = owned.bisect_left(end) - 1
+    return i >= 0 and owned.peekitem(i)[1] > first
+
+
+def _cycle_closers(named_in: dict[int, _Entry]) -> list[_Entry]:
+    """One entry per cycle of directories in ``named_in`` (directory -> the
+    entry naming it): the one naming the cycle's lowest inode.  Each
+    directory has one name, so following names upwards from any directory
+    ends at a nameless one, at a directory already done, or back on the
+    walk itself: a cycle.  Colouring (on the walk / done) keeps it linear."""
+    done: set[int] = set()
+    closers = []
+    for start in sorted(named_in):
+        walk: dict[int, int] = {}  # directory -> its step on this walk
+        d = start
+        while d in named_in and d not in done and d not in walk:
+            walk[d] = len(walk)
+            d = named_in[d].dir_ino
+        if d in walk:
+            cycle = list(walk)[walk[d] :]
+            closers.append(named_in[min(cycle)])
+        done.update(walk)
+    return closers
 
 
 def _empty_dirblock(dir_ino: int) -> bytes:
