@@ -1,4 +1,4 @@
-"""common: what every command shares.
+r"""common: what every command shares.
 
 * ``POOL:/path`` specs: a spec names a path in a pool when some prefix before
   a ``:`` is an existing pool file (or dax device); otherwise it is a host path
@@ -6,8 +6,12 @@
 * the default pool (``$DAXFS_POOL``, else ``$XDG_DATA_HOME/daxfs/default.pool``);
 * consoles and tables that turn plain (no colour, no box) off a terminal;
 * mounting with errors that name the pool;
+* quoting (quoting.py): a pool's names are anybody's bytes, so none
+  reaches a terminal raw; errors quote the names they carry;
 * ``@command``: every failure becomes one ``daxfs: ...`` line on stderr and an
-  exit status (1 for ordinary errors), never a traceback.
+  exit status (1 for ordinary errors), never a traceback.  Every message goes
+  out through ``warn``, which escapes control characters whatever the caller
+  put in it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..fs import FileSystem, mount
+from .quoting import escape_controls, quote
 
 EXIT_ERROR = 1
 EXIT_UNFIXED = 4
@@ -101,7 +107,7 @@ def pool_path(spec: str) -> PoolPath:
     """A spec that must be ``POOL:/path``."""
     pp = split_spec(spec)
     if pp is None:
-        raise CliError(f"{spec}: expected POOL:/path (a pool file, a colon, a path)")
+        raise CliError(f"{quote(spec)}: expected POOL:/path (a pool file, a colon, a path)")
     return pp
 
 
@@ -126,7 +132,7 @@ def mounted(pool: str | os.PathLike, readonly: bool = False) -> Iterator[FileSys
         fs = mount(pool, readonly=readonly)
     except OSError as e:
         if e.filename is None:
-            raise CliError(f"{pool}: {e.strerror or e}") from e
+            raise CliError(f"{quote(_as_name(pool))}: {e.strerror or e}") from e
         raise
     try:
         yield fs
@@ -146,10 +152,14 @@ def console(stderr: bool = False) -> Console:
 
 
 def table(*columns: str, title: str | None = None, right: tuple[str, ...] = ()) -> Table:
-    """A table with the given column headers; boxed on a terminal, bare otherwise."""
+    """A table with the given column headers; boxed on a terminal, bare
+    otherwise.  The title is shown as it is (no markup: it may be a name)."""
     plain = not Console().is_terminal
     t = Table(
-        title=title, box=None if plain else box.SIMPLE_HEAVY, pad_edge=False, title_justify="left"
+        title=None if title is None else cell(title),
+        box=None if plain else box.SIMPLE_HEAVY,
+        pad_edge=False,
+        title_justify="left",
     )
     for name in columns:
         t.add_column(name, justify="right" if name in right else "left", no_wrap=plain)
@@ -157,18 +167,38 @@ def table(*columns: str, title: str | None = None, right: tuple[str, ...] = ()) 
 
 
 def warn(message: str) -> None:
-    typer.echo(f"daxfs: {message}", err=True)
+    """``daxfs: message`` on stderr, control characters escaped (a last line
+    of defence: names in ``message`` should already be quoted)."""
+    typer.echo(f"daxfs: {escape_controls(message)}", err=True)
+
+
+def cell(text: str) -> Text:
+    """A table cell or title showing ``text`` as it is: no rich markup (a name
+    holding "[red]" stays those characters) and no control characters."""
+    return Text(escape_controls(text))
 
 
 # --------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------
+def _as_name(filename: object) -> str:
+    """An OSError's filename as text (it may be str, bytes, a path, an fd)."""
+    if isinstance(filename, os.PathLike):
+        filename = os.fspath(filename)
+    if isinstance(filename, bytes):
+        return filename.decode("utf-8", "surrogateescape")
+    return str(filename)
+
+
 def describe_oserror(e: OSError) -> str:
-    msg = e.strerror or str(e)
+    """``NAME: reason`` (or ``NAME -> NAME2: reason``), each name quoted as
+    coreutils quotes one at the start of a diagnostic, the reason's control
+    characters escaped (a reason may hold a name too)."""
+    msg = escape_controls(e.strerror or str(e))
     if e.filename is not None and e.filename2 is not None:
-        return f"{e.filename} -> {e.filename2}: {msg}"
+        return f"{quote(_as_name(e.filename))} -> {quote(_as_name(e.filename2))}: {msg}"
     if e.filename is not None:
-        return f"{e.filename}: {msg}"
+        return f"{quote(_as_name(e.filename))}: {msg}"
     return msg
 
 

@@ -4,6 +4,8 @@ Prints each error found (and each repair, note and error left).  Exit
 status, as fsck(8): 0 clean; 1 errors were found and all were fixed; 4
 errors are left (always when errors are found without --repair, or with
 --dry-run); 8 the check could not run (missing pool, checker unavailable).
+A line of the report may hold a name from the pool: its control characters
+are printed escaped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import typer
 
 from ..check import Report, check
 from .common import CliError, PoolArg, command, console, describe_oserror
+from .quoting import escape_controls
 
 EXIT_CLEAN, EXIT_FIXED, EXIT_UNFIXED, EXIT_OPERATIONAL = 0, 1, 4, 8
 
@@ -44,11 +47,11 @@ def print_report(report: Report, repairing: bool) -> None:
         ("note", report.notes),
     ):
         for line in lines:
-            out.print(f"{prefix}: {line}", markup=False)
+            out.print(f"{prefix}: {escape_controls(line)}", markup=False)
     remaining = left(report)
     if repairing:
         for line in remaining:
-            out.print(f"left: {line}", markup=False)
+            out.print(f"left: {escape_controls(line)}", markup=False)
     if not report.errors and not remaining:
         out.print("clean")
     elif remaining:

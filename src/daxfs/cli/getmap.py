@@ -20,6 +20,7 @@ from ..hugemap import eligible_bytes
 from ..mapping import PAGE
 from ..units import human
 from .common import command, console, mounted, pool_path, table
+from .quoting import quote
 
 
 def _span(start: int, length: int) -> str:
@@ -36,7 +37,7 @@ def map_table(fs: FileSystem, path: str) -> tuple[Table, int, int]:
         "kind",
         "2 MiB",
         "eligible",
-        title=path,
+        title=quote(path),
         right=("length", "eligible"),
     )
     total = 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..fs import StatVFS
 from ..units import human
-from .common import PoolArg, command, console, mounted, table
+from .common import PoolArg, cell, command, console, mounted, table
+from .quoting import quote
 
 _DURABILITY = {
     "none": "none - VOLATILE: the pool lives in RAM (tmpfs) and is lost on reboot",
@@ -39,7 +40,7 @@ def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
     durability = str(info.get("durability"))
     size, align, journal = (int(info[k]) for k in ("size", "align", "journal_bytes"))
     return [
-        ("path", str(info.get("path"))),
+        ("path", quote(str(info.get("path")))),
         ("backing", f"{info.get('kind')} on {info.get('fstype')}"),
         ("size", f"{human(size)} ({size} bytes)"),
         ("alignment", human(align)),
@@ -63,7 +64,7 @@ def info_cmd(pool: PoolArg) -> None:
         info, vfs = fs.info(), fs.statvfs()
     t = table("field", "value")
     for field, value in rows(info, vfs):
-        t.add_row(field, value)
+        t.add_row(field, cell(value))
     out = console()
     out.print(t)
     if info.get("volatile"):

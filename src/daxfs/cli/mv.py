@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .common import CliError, command, mounted, pool_path
+from .quoting import quote_always
 
 
 def same_pool(a: str, b: str) -> bool:
@@ -34,8 +35,9 @@ def mv_cmd(
         try:
             fs.rename(src.path, target)
         except OSError as e:  # the two that need words, as mv(1) gives them
+            shown = quote_always(str(src))
             if e.errno == errno.EINVAL:
-                raise CliError(f"cannot move '{src}' to a subdirectory of itself") from None
+                raise CliError(f"cannot move {shown} to a subdirectory of itself") from None
             if e.errno == errno.EBUSY:
-                raise CliError(f"cannot move '{src}': it is a root or ends in . or ..") from None
+                raise CliError(f"cannot move {shown}: it is a root or ends in . or ..") from None
             raise

@@ -1,4 +1,8 @@
-"""daxfs stat: show a file's inode in a pool, like stat(1) (symlinks not followed)."""
+"""daxfs stat: show a file's inode in a pool, like stat(1) (symlinks not followed).
+
+The file row names the path (and a symlink's target) quoted as coreutils
+quotes names in messages, on a terminal or not: a name is anybody's bytes.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import typer
 
 from ..fs import FileSystem
 from ..hugemap import eligible_total
-from .common import command, console, mounted, pool_path, table
+from .common import cell, command, console, mounted, pool_path, table
+from .quoting import quote
 
 _KINDS = {stat.S_IFREG: "regular file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symbolic link"}
 
@@ -25,7 +30,7 @@ def rows(fs: FileSystem, path: str) -> list[tuple[str, str]]:
     """(field, value) rows for ``path``."""
     st: os.stat_result = fs.lstat(path)
     kind = _KINDS.get(stat.S_IFMT(st.st_mode), "other")
-    name = path + (f" -> {fs.readlink(path)}" if stat.S_ISLNK(st.st_mode) else "")
+    name = quote(path) + (f" -> {quote(fs.readlink(path))}" if stat.S_ISLNK(st.st_mode) else "")
     out = [
         ("file", name),
         ("type", kind),
@@ -56,5 +61,5 @@ def stat_cmd(target: Annotated[str, typer.Argument(metavar="POOL:/path")]) -> No
         data = rows(fs, pp.path)
     t = table("field", "value")
     for field, value in data:
-        t.add_row(field, value)
+        t.add_row(field, cell(value))
     console().print(t)
