@@ -62,10 +62,12 @@ def test_a_directory_holding_itself_is_damage(pool_path):
         fs.mkdir("/d")
         add_entry(fs, "/d", "self", ino(fs, "/d"), DIR_FTYPE)
     with remount(pool_path) as fs:
-        with pytest.raises(daxfs.CorruptionError, match="parent"):
+        with pytest.raises(daxfs.CorruptionError, match="parent") as e:
             fs.stat("/d/self")
-        with pytest.raises(daxfs.CorruptionError):
+        assert e.value.filename == "/d/self"  # the path that met the damage
+        with pytest.raises(daxfs.CorruptionError) as e:
             list(fs.walk("/"))
+        assert e.value.filename == "/d/self"
         assert fs.listdir("/d") == ["self"]  # the listing itself is readable
 
 

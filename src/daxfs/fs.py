@@ -400,9 +400,13 @@ class FileSystem(DataPath):
         return self._inode(ino).parent if ino != ROOT_INO else ROOT_INO
 
     def _resolve(self, path: object, follow: bool = True, entry: bool = False) -> Resolved:
-        return resolve(
-            to_str(path), self._lookup, self._readlink_ino, self._parent_of, follow, entry
-        )
+        spath = to_str(path)
+        try:
+            return resolve(spath, self._lookup, self._readlink_ino, self._parent_of, follow, entry)
+        except CorruptionError as e:
+            if e.filename is None:  # damage met on the way: say which path met it
+                e.filename = spath
+            raise
 
     def _entry(self, path: object) -> Resolved:
         """Resolve for a call that changes the entry itself (mkdir, rmdir,
@@ -1177,8 +1181,9 @@ class FileSystem(DataPath):
             if ino in seen:
                 if not followlinks:
                     raise CorruptionError(
-                        f"{path}: directory {ino} met twice in one walk "
-                        "(a damaged pool, or a directory moved during the walk)"
+                        f"directory {ino} met twice in one walk "
+                        "(a damaged pool, or a directory moved during the walk)",
+                        path=path,
                     )
                 if _on_chain(ino, above):
                     return None

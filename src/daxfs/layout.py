@@ -38,13 +38,16 @@ class CorruptionError(OSError):
 
     An OSError with errno EUCLEAN ("Structure needs cleaning", what Linux
     file systems return for detected corruption); ``offset`` is the byte
-    offset in the region of the damaged record.
+    offset in the region of the damaged record, ``filename`` the path whose
+    resolution or walk met it (when there is one).
     """
 
-    def __init__(self, message: str, offset: int | None = None):
+    def __init__(self, message: str, offset: int | None = None, *, path: str | None = None):
         where = f" at offset {offset:#x}" if offset is not None else ""
         super().__init__(errno.EUCLEAN, f"{message}{where}")
         self.offset = offset
+        if path is not None:  # (set to None, OSError would print "None")
+            self.filename = path
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
