@@ -396,3 +396,25 @@ def test_damaged_directory_block_is_refused_on_use(pool_path):
         with pytest.raises(daxfs.CorruptionError):
             fs.listdir("/d")
         assert fs.listdir("/") == ["d"]  # the rest of the pool still works
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(1, 4)), max_size=12),
+    st.integers(0, 200),
+)
+def test_next_data_and_next_hole_agree_with_iomap(spans, off_blocks):
+    """SEEK_DATA/SEEK_HOLE by bisection give iomap's answer (the first mapped
+    or hole byte at or after the offset) without listing every extent."""
+    inode = file_inode()
+    taken: set[int] = set()
+    for start, n in spans:  # non-overlapping, in any order, some touching
+        blocks = set(range(start, start + n))
+        if not blocks & taken:
+            taken |= blocks
+            inode.add_extent(start * BLOCK, (1000 + start) * BLOCK, n * BLOCK)
+    off, end = off_blocks * BLOCK // 3, 200 * BLOCK
+    kinds = inode.iomap(off, end - off)
+    first_mapped = next((max(off, e.file_offset) for e in kinds if e.kind == "mapped"), None)
+    first_hole = next((max(off, e.file_offset) for e in kinds if e.kind == "hole"), end)
+    assert inode.next_data(off) == first_mapped
+    assert inode.next_hole(off) == first_hole

@@ -139,13 +139,12 @@ class DataPath:
             size = inode.size
             if not 0 <= off < size:
                 raise oserror(errno.ENXIO)
-            want = "hole" if hole else "mapped"
-            for e in inode.iomap(off, size - off):
-                if e.kind == want:
-                    return max(off, e.file_offset)
-            if hole:
-                return size
-            raise oserror(errno.ENXIO)
+            found = inode.next_hole(off) if hole else inode.next_data(off)
+            if found is None or found >= size:
+                if hole:
+                    return size
+                raise oserror(errno.ENXIO)
+            return found
 
     # Large writes commit in pieces so that one transaction stays small; a crash
     # leaves a prefix of the write, as POSIX allows.

@@ -116,6 +116,31 @@ class Inode:
     def holes(self, off: int, length: int) -> list[tuple[int, int]]:
         return [(e.file_offset, e.length) for e in self.iomap(off, length) if e.kind == "hole"]
 
+    def next_data(self, off: int) -> int | None:
+        """The first file offset at or after ``off`` inside an extent, or None.
+        A bisection: a loop of SEEK_DATA calls over a file of many extents
+        stays linear (iomap would list every extent to the end each time)."""
+        ex = self.extents
+        i = max(0, bisect.bisect_right(ex, off, key=lambda e: e[0]) - 1)
+        for foff, _doff, n in ex[i : i + 2]:
+            if foff + n > off:
+                return max(off, foff)
+        return None
+
+    def next_hole(self, off: int) -> int:
+        """The first file offset at or after ``off`` in no extent (past the
+        last one, if the extents run on); costs the extents it passes."""
+        ex = self.extents
+        i = max(0, bisect.bisect_right(ex, off, key=lambda e: e[0]) - 1)
+        pos = off
+        while i < len(ex):
+            foff, _doff, n = ex[i]
+            if foff > pos:
+                break
+            pos = max(pos, foff + n)
+            i += 1
+        return pos
+
     def device_before(self, off: int) -> int | None:
         """Device offset just past the extent ending at or before file offset ``off``."""
         i = bisect.bisect_right(self.extents, off, key=lambda e: e[0]) - 1
