@@ -477,3 +477,46 @@ def test_two_mounts_letting_go_of_one_orphan_at_once(pool):
         assert map_a.closed and map_b.closed
         assert fs_a.statvfs().f_bfree == baseline + 3  # the orphan's blocks, freed once
     assert daxfs.check(pool).ok
+
+
+# --------------------------------------------------------------------------
+# nasty trees (issue 12): no recursion, no cycles
+# --------------------------------------------------------------------------
+def test_a_key_1500_directories_deep_is_listed_and_deleted(shm_dir):
+    """Deeper than Python's recursion limit: listing and deleting walk with a stack."""
+    pool = os.path.join(shm_dir, "deep-pool")
+    daxfs.mkfs(pool, 64 << 20, inodes=4096)
+    key = "d/" * 1500 + "k"
+    store = DaxStore(pool, root="/z")
+    try:
+        store.set_sync(key, cpu.Buffer.from_bytes(b"v"))
+        store.set_sync("top", cpu.Buffer.from_bytes(b"t"))
+        assert sync(_collect(store.list())) == [key, "top"]
+        assert sync(_collect(store.list_prefix("d/d/d"))) == [key]
+        sync(store.delete_dir("d"))
+        assert sync(_collect(store.list())) == ["top"]
+        store.set_sync(key, cpu.Buffer.from_bytes(b"v"))
+        sync(store.clear())
+        assert sync(_collect(store.list())) == []
+    finally:
+        store.close()
+
+
+def test_a_directory_inside_its_own_subtree_is_corruption_not_a_loop(shm_dir):
+    from test_fsspec_hostile import hang_limit, retarget_entry
+
+    pool = _pool_file(shm_dir)
+    with daxfs.mount(pool) as fs:
+        fs.makedirs("/z/a/b/c")
+        with fs.open("/z/a/b/k", "wb") as f:
+            f.write(b"v")
+    retarget_entry(pool, "/z/a/b", "c", "/z/a")  # /z/a/b/c is /z/a again
+    store = DaxStore(pool, root="/z")
+    try:
+        with hang_limit():
+            with pytest.raises(daxfs.CorruptionError):
+                sync(_collect(store.list()))
+            with pytest.raises(daxfs.CorruptionError):
+                sync(store.clear())
+    finally:
+        store.close()

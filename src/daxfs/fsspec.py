@@ -38,9 +38,52 @@ its missing parent directories (``auto_mkdir=True``, the default), which is
 what fsspec's copy semantics and writers such as pyarrow's datasets
 expect.  ``auto_mkdir=False`` gives POSIX behaviour (FileNotFoundError).
 
-*Symlinks* are followed by info, ls and walk (as fsspec's LocalFileSystem
-does) but never by rm, which removes the link.  mv is one atomic rename
-(into path2 when that is a directory, as shutil.move).
+*Symlinks* are followed by info(path), as LocalFileSystem.info follows
+them, and by the calls that open a path.  ls describes each entry without
+following it, as LocalFileSystem.ls does: a symlink is type "other",
+islink True, with its destination (size is its target's, 0 when that does
+not resolve).  So walk, find, du, glob, get, copy and rm never enter a
+symlink: two links to "/" in a pool are two entries, not a cycle.  rm
+removes links, never their targets.  mv is one atomic rename (into path2
+when that is a directory, as shutil.move).
+
+*Walks terminate on every pool.*  walk is iterative (no recursion limit on
+a tree's depth) and keeps a set of the directory inodes it met: a pool
+whose tree names a directory twice (a directory inside itself or an
+ancestor, or two names for one directory: damage, or a crafted pool) is
+daxfs.CorruptionError naming the path, raised when the second name is
+listed, not after a cycle or 2^n paths.  Errors surface: by default walk
+(and so find, du, glob, expand_path, get, copy) raises every error,
+CorruptionError and ELOOP included, except FileNotFoundError for a path
+that is gone (an entry removed while the walk ran, or a missing top,
+which walks nothing, as os.walk).  fsspec's own default, on_error="omit",
+would skip an unreadable directory in silence; passing on_error="omit",
+"raise" or a callable gets fsspec's meaning.  put() walks the local tree
+the same way (fsspec's LocalFileSystem recurses).
+
+*get writes only where it is told.*  A local file is created with
+O_NOFOLLOW: a symlink already at its name is replaced, never written
+through; a name that is not a regular file (a FIFO, a device) is an
+error.  Within one get() call the directories below the destination that
+the copy makes or enters are each checked once with lstat: a symlink
+there (even one to a directory) or a file is an error, never followed.
+The destination itself and the directories above it were named by the
+caller and are used as they are.  A file that this get() wrote is never
+overwritten by it (GNU cp's "will not overwrite just-created").  get never
+creates a symlink on the host (a pool symlink is copied as what it
+resolves to in the pool, a directory as an empty directory), so on a
+case-insensitive destination two pool names such as "F" and "f" can only
+collide with each other, and that is an error (FileExistsError for two
+files; ENOTDIR or EISDIR for a file and a directory; two directories
+merge), never a silent loss, and nothing is written outside the
+destination.  Files are copied
+sparse: only their data runs are written (fs.iomap) and the size is set
+with ftruncate first, so a file of 2^62 bytes with no blocks is either a
+sparse local file or, where the local file system cannot hold that size,
+an immediate OSError (EFBIG); EFBIG, ENOSPC and EDQUOT remove the partial
+file and say so.  A checked directory replaced by a symlink while the
+copy runs is a race this does not close (a caller sharing the destination
+with someone hostile should copy into a fresh directory).
 
 *Transactions* (``with fs.transaction:``) write each "w" file (open,
 pipe_file, put_file) under a temporary name in its directory and rename it
@@ -55,6 +98,7 @@ the end, out-of-range clamps, end before start gives b"").
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import errno
 import io
@@ -66,11 +110,13 @@ from glob import has_magic
 
 from fsspec import AbstractFileSystem
 from fsspec.callbacks import DEFAULT_CALLBACK
+from fsspec.implementations.local import LocalFileSystem, make_path_posix, trailing_sep
 from fsspec.spec import make_instance
-from fsspec.utils import isfilelike, stringify_path
+from fsspec.utils import isfilelike, other_paths, stringify_path
 
 from .fileio import DEFAULT_BUFFER
 from .fs import FileSystem
+from .layout import CorruptionError
 from .mounts import MOUNTS, Lease
 from .path import oserror
 
@@ -216,15 +262,8 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
     @classmethod
     def _strip_protocol(cls, path):
         if isinstance(path, list):
-            return [cls._strip_protocol(p) for p in path]
-        path = stringify_path(path)
-        for prefix in (PROTOCOL + "://", PROTOCOL + "::"):
-            if path.startswith(prefix):
-                path = path[len(prefix) :]
-                break
-        # One spelling per path: fsspec compares the names ls returns with the
-        # paths it was given as strings.
-        return "/" + "/".join(part for part in path.split("/") if part and part != ".")
+            return [_pool_path(p) for p in path]
+        return _pool_path(path)
 
     def _ensure_parent(self, dax: FileSystem, path: str) -> None:
         parent = self._parent(path)
@@ -233,19 +272,75 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
 
     # -- listing -------------------------------------------------------------
     def info(self, path, **kwargs) -> dict:
+        """fsspec's info dict; a symlink is followed, as LocalFileSystem.info
+        does (islink True, destination set; a dangling one is type "other")."""
         path = self._strip_protocol(path)
         dax = self.dax
         return _describe(dax, path, dax.lstat(path))
 
     def ls(self, path, detail=True, **kwargs):
-        path = self._strip_protocol(path)
-        dax = self.dax
+        """A directory's entries, each described without following it (a
+        symlink is type "other", islink True), sorted by name; for a file,
+        the file."""
+        _, entries = self._listing(self._strip_protocol(path))
+        return entries if detail else [e["name"] for e in entries]
+
+    def _listing(self, path: str) -> tuple[dict, list[dict]]:
+        """(info of ``path``, followed; its ls entries)."""
         top = self.info(path)
         if top["type"] != "directory":
-            entries = [top]
-        else:
-            entries = _list_dir(dax, path)
-        return entries if detail else [e["name"] for e in entries]
+            return top, [top]
+        return top, _list_dir(self.dax, path)
+
+    # -- walking -------------------------------------------------------------
+    def walk(self, path, maxdepth=None, topdown=True, on_error=None, **kwargs):
+        """fsspec's walk, without recursion and without following symlinks
+        (see the module docstring): yields (path, dirs, files) depth first in
+        name order; with topdown, removing names from dirs prunes the walk.
+
+        on_error: None (daxfs's default) raises every error except
+        FileNotFoundError for a path that is gone; "omit" skips a directory
+        that cannot be listed, "raise" raises, a callable is called with the
+        OSError and the walk goes on, as fsspec defines.  A directory met
+        twice is daxfs.CorruptionError (errno EUCLEAN), handled the same way
+        (skipped, never entered twice, when omitted)."""
+        yield from _walk(self, path, maxdepth, topdown, on_error, kwargs)
+
+    def _walk_below(self, path: str, detail: bool) -> list[dict]:
+        """The entries of a directory met in a listing (so not a symlink);
+        without detail only name, type and ino, read from the directory
+        itself (no lookup of each entry's path)."""
+        return _list_dir(self.dax, path) if detail else _list_names(self.dax, path)
+
+    def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+        """fsspec's find; without detail (expand_path, get, copy), from a walk
+        without detail, which reads each directory once and no entry's inode."""
+        if detail:
+            return super().find(path, maxdepth, withdirs, detail=True, **kwargs)
+        path = self._strip_protocol(path)
+        found = {path} if withdirs and self.isdir(path) else set()
+        for top, dirs, files in self.walk(path, maxdepth, detail=False, **kwargs):
+            prefix = top.rstrip("/") + "/"
+            found.update(prefix + name if name else top for name in files)
+            if withdirs:
+                found.update(prefix + name for name in dirs)
+        return sorted(found)
+
+    def _walk_identity(self, info: dict) -> int:
+        return info["ino"]
+
+    def _walk_still_names(self, path: str, ino: int) -> bool:
+        try:
+            return self.dax.lstat(path).st_ino == ino
+        except OSError as e:
+            return e.errno not in (errno.ENOENT, errno.ENOTDIR)
+
+    def du(self, path, total=True, maxdepth=None, withdirs=False, **kwargs):
+        """fsspec's du, from the sizes the walk already has (a symlink counts
+        its target's size, as with LocalFileSystem); nothing is looked up again."""
+        found = self.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kwargs)
+        sizes = {name: info["size"] for name, info in found.items()}
+        return sum(sizes.values()) if total else sizes
 
     def isdir(self, path) -> bool:
         return self.dax.isdir(self._strip_protocol(path))
@@ -294,8 +389,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
 
     def rm(self, path, recursive=False, maxdepth=None) -> None:
         """Remove files, and with recursive=True directories and what they hold,
-        maxdepth levels deep.  Symlinks are removed, never followed (fsspec's
-        own walk follows them, as LocalFileSystem's info does)."""
+        maxdepth levels deep.  Symlinks are removed, never followed."""
         dax = self.dax
         # Globs only: the trees are walked here.  Deepest first, so that a
         # match inside another match goes before it.
@@ -343,22 +437,46 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
                     out.write(inp.read(min(self.blocksize, end - pos)))
             out.truncate(st.st_size)
 
+    def get(
+        self, rpath, lpath, recursive=False, callback=DEFAULT_CALLBACK, maxdepth=None, **kwargs
+    ):
+        """fsspec's get, writing only below the destination ``lpath`` (module
+        docstring): its get_file calls check, once each, that the directories
+        they make or enter below it are real directories.  Any entry that
+        fails makes get raise (after copying the entries before it)."""
+        root = os.path.abspath(make_path_posix(lpath)) if isinstance(lpath, str) else None
+        token = _DESTINATION.set(_Destination(root))
+        try:
+            super().get(rpath, lpath, recursive, callback, maxdepth, **kwargs)
+        finally:
+            _DESTINATION.reset(token)
+
     def get_file(self, rpath, lpath, callback=DEFAULT_CALLBACK, outfile=None, **kwargs) -> None:
-        """Copy to a local file (or file-like ``outfile``)."""
+        """Copy to a local file (or file-like ``outfile``), sparse: holes stay
+        holes.  A symlink at ``lpath`` is replaced, never written through; a
+        directory of the pool becomes a directory."""
         rpath = self._strip_protocol(rpath)
         dax = self.dax
         if outfile is None and isfilelike(lpath):
             outfile = lpath
-        if outfile is None and dax.isdir(rpath):
-            os.makedirs(lpath, exist_ok=True)
-            return
-        with dax.open(rpath, "rb", buffering=0) as inp:
-            if outfile is not None:
+        if outfile is not None:
+            with dax.open(rpath, "rb", buffering=0) as inp:
                 self._copy_out(inp, outfile, callback)
-                return
-            os.makedirs(os.path.dirname(os.path.abspath(lpath)), exist_ok=True)
-            with open(lpath, "wb") as f:
-                self._copy_out(inp, f, callback)
+            return
+        local = os.path.abspath(os.fspath(lpath))
+        destination = _DESTINATION.get() or _Destination(None)
+        if dax.isdir(rpath):
+            destination.directory(local)
+            return
+        source = f"{PROTOCOL}://{rpath}"
+        with _naming_errors(source):
+            inp = dax.open(rpath, "rb", buffering=0)
+        with inp:
+            with _naming_errors(source):
+                runs = _data_runs(dax.iomap(rpath))
+            destination.directory(os.path.dirname(local))
+            fd = destination.new_file(local)
+            _SparseCopy(inp, runs, source).to_local(fd, local, self.blocksize, callback)
 
     def _copy_out(self, inp, out, callback) -> None:
         callback.set_size(inp.seek(0, os.SEEK_END))
@@ -368,6 +486,35 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
             with memoryview(buf)[:n] as piece:
                 out.write(piece)
             callback.relative_update(n)
+
+    def put(
+        self, lpath, rpath, recursive=False, callback=DEFAULT_CALLBACK, maxdepth=None, **kwargs
+    ):
+        """fsspec's put, with the local tree walked without recursion (fsspec's
+        LocalFileSystem walk recurses, and fails on a tree ~1,000 deep) and
+        without following local symlinks; the pairing of local and pool
+        paths is fsspec's own."""
+        if isinstance(lpath, list) and isinstance(rpath, list):
+            super().put(lpath, rpath, callback=callback, **kwargs)
+            return
+        source_is_str = isinstance(lpath, str)
+        if source_is_str:
+            lpath = make_path_posix(lpath)
+        host = _HostTree()
+        lpaths = host.expand_path(lpath, recursive=recursive, maxdepth=maxdepth, **kwargs)
+        if source_is_str and (not recursive or maxdepth is not None):
+            # Non-recursive glob does not copy directories (as fsspec).
+            lpaths = [p for p in lpaths if not (trailing_sep(p) or host.isdir(p))]
+            if not lpaths:
+                return
+        dest_is_dir = isinstance(rpath, str) and (trailing_sep(rpath) or self.isdir(rpath))
+        rpath = self._strip_protocol(rpath)
+        exists = source_is_str and (
+            (has_magic(lpath) and len(lpaths) == 1)
+            or (not has_magic(lpath) and dest_is_dir and not trailing_sep(lpath))
+        )
+        rpaths = other_paths(lpaths, rpath, exists=exists, flatten=not source_is_str)
+        super().put(lpaths, rpaths, callback=callback, **kwargs)
 
     def put_file(self, lpath, rpath, callback=DEFAULT_CALLBACK, mode="overwrite", **kwargs) -> None:
         """Copy a local file in, writing straight from an mmap of it."""
@@ -445,8 +592,352 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
 
 
 # ----------------------------------------------------------------------------
+# walks
+# ----------------------------------------------------------------------------
+def _walk(fs, path, maxdepth, topdown: bool, on_error, kwargs: dict):
+    """The walk of DaxFileSystem and _HostTree (fsspec's arguments)."""
+    if maxdepth is not None and maxdepth < 1:
+        raise ValueError("maxdepth must be at least 1")
+    walk = _Walk(fs, maxdepth, on_error, kwargs.pop("detail", False))
+    path = fs._strip_protocol(path)
+    return walk.top_down(path) if topdown else walk.bottom_up(path)
+
+
+class _Walk:
+    """One walk, depth first in listing order (fsspec's order), with a stack
+    instead of recursion.  The top is followed if it is a symlink (as by
+    os.walk and fsspec); entries never are: a directory is entered only if
+    its listing says it is one.
+
+    The file system answers: _listing(top) -> (info, entries), _walk_below(
+    path) -> entries of a directory met in a listing, _walk_identity(info) ->
+    a directory's identity (None: not tracked) and _walk_still_names(path,
+    identity).  A directory met twice is CorruptionError unless its first
+    path no longer names it (renamed while the walk ran)."""
+
+    def __init__(self, fs, maxdepth: int | None, on_error, detail: bool):
+        self.fs, self.maxdepth, self.on_error, self.detail = fs, maxdepth, on_error, detail
+        self.met: dict[object, str] = {}  # directory identity -> where it was met
+
+    def top_down(self, top: str):
+        stack = [(top, 1, True)]
+        while stack:
+            path, depth, followed = stack.pop()
+            level = self._level(path, followed)
+            if level is None:
+                continue
+            dirs, files = level
+            known = {name: info["name"].rstrip("/") for name, info in dirs.items()}
+            shown = dirs if self.detail else list(dirs)
+            yield path, shown, (files if self.detail else list(files))
+            if not self._goes_deeper(depth):
+                continue
+            # The names the caller left in dirs (pruning, as os.walk); a name it
+            # added was not listed, so it is walked as a top: followed.
+            for name in reversed(list(shown)):
+                child = known.get(name) or f"{path.rstrip('/')}/{name}"
+                stack.append((child, depth + 1, name not in known))
+
+    def bottom_up(self, top: str):
+        level = self._level(top, True)
+        if level is None:
+            return
+        stack = [self._frame(top, 1, level)]
+        while stack:
+            path, depth, dirs, files, below = stack[-1]
+            child = next(below, None)
+            if child is not None:
+                level = self._level(child, False)
+                if level is not None:
+                    stack.append(self._frame(child, depth + 1, level))
+                continue
+            stack.pop()
+            yield (
+                path,
+                (dirs if self.detail else list(dirs)),
+                (files if self.detail else list(files)),
+            )
+
+    def _frame(self, path: str, depth: int, level: tuple[dict, dict]):
+        dirs, files = level
+        below = (
+            [info["name"].rstrip("/") for info in dirs.values()] if self._goes_deeper(depth) else []
+        )
+        return path, depth, dirs, files, iter(below)
+
+    def _goes_deeper(self, depth: int) -> bool:
+        return self.maxdepth is None or depth < self.maxdepth
+
+    def _level(self, path: str, followed: bool) -> tuple[dict, dict] | None:
+        """(dirs, files) of one directory, name -> info; None when it could
+        not be listed (or is a directory met before) and on_error let the
+        walk go on."""
+        try:
+            if followed:
+                info, listing = self.fs._listing(path)
+                if info["type"] == "directory" and not self._first_meeting(path, info):
+                    return None
+            else:
+                listing = self.fs._walk_below(path, self.detail)
+        except OSError as e:
+            self._failed(_naming(e, path))
+            return None
+        dirs: dict[str, dict] = {}
+        files: dict[str, dict] = {}
+        for info in listing:
+            pathname = info["name"].rstrip("/")
+            name = pathname.rsplit("/", 1)[-1]
+            if pathname == path:
+                files[""] = info  # the top is a file (as fsspec)
+            elif info["type"] != "directory":
+                files[name] = info
+            elif self._first_meeting(pathname, info):
+                dirs[name] = info
+        return dirs, files
+
+    def _first_meeting(self, path: str, info: dict) -> bool:
+        """Record a directory; False (after on_error) if it was met before."""
+        key = self.fs._walk_identity(info)
+        if key is None:
+            return True
+        first = self.met.setdefault(key, path)
+        if first == path or not self.fs._walk_still_names(first, key):
+            self.met[key] = path
+            return True
+        self._failed(_met_twice(path, first, key))
+        return False
+
+    def _failed(self, error: OSError) -> None:
+        """Raise ``error`` or let the walk skip its path, as on_error says."""
+        if self.on_error is None:  # daxfs's default: only a path that is gone is skipped
+            if not isinstance(error, FileNotFoundError):
+                raise error
+        elif self.on_error == "raise":
+            raise error
+        elif callable(self.on_error):
+            self.on_error(error)
+
+
+class _HostTree(LocalFileSystem):
+    """The local file system with daxfs's walk (iterative, entries never
+    followed; no identity tracking: the host kernel keeps its trees trees),
+    for put()'s expansion of local paths."""
+
+    def walk(self, path, maxdepth=None, topdown=True, on_error=None, **kwargs):
+        yield from _walk(self, path, maxdepth, topdown, on_error, kwargs)
+
+    def _listing(self, path: str) -> tuple[dict, list[dict]]:
+        top = self.info(path)
+        return top, (self.ls(path, detail=True) if top["type"] == "directory" else [top])
+
+    def _walk_below(self, path: str, detail: bool) -> list[dict]:
+        return self.ls(path, detail=True)
+
+    def _walk_identity(self, info: dict) -> None:
+        return None
+
+    def _walk_still_names(self, path: str, key: object) -> bool:
+        return True
+
+
+# ----------------------------------------------------------------------------
+# copying out
+# ----------------------------------------------------------------------------
+class _Destination:
+    """The local directory one get() copies into.  The directories below it
+    that the copy makes or enters must be real directories: each is checked
+    once with lstat (a symlink there, even to a directory, is an error, never
+    followed).  The root and the directories above it were named by the
+    caller and are used as open() would use them; so is every directory of a
+    get_file call outside get() (root None)."""
+
+    def __init__(self, root: str | None):
+        self.root = root
+        self.ready: set[str] = set()  # directories made or checked
+        self.written: set[tuple[int, int]] = set()  # (st_dev, st_ino) of files written
+
+    def new_file(self, path: str) -> int:
+        """A descriptor of ``path``, empty and open for writing: created, or
+        truncated if it was there before this copy, never a file this copy
+        wrote (two pool names for one local name, as on a case-insensitive
+        file system, would lose one file without a word)."""
+        fd = _open_local(path)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) in self.written:
+            os.close(fd)
+            raise FileExistsError(
+                errno.EEXIST,
+                "written already by this copy (two pool names for one local name); not overwritten",
+                path,
+            )
+        self.written.add((st.st_dev, st.st_ino))
+        os.ftruncate(fd, 0)
+        return fd
+
+    def directory(self, path: str) -> None:
+        """Make sure the local directory ``path`` exists and may be written in."""
+        root = self.root
+        if root is None or not _inside(path, root):
+            os.makedirs(path, exist_ok=True)
+            return
+        missing = []
+        while path != root and path not in self.ready:
+            missing.append(path)
+            path = os.path.dirname(path)
+        if path == root and root not in self.ready:
+            os.makedirs(root, exist_ok=True)
+            self.ready.add(root)
+        for path in reversed(missing):
+            _real_directory(path)
+            self.ready.add(path)
+
+
+# The destination of the get() running in this thread or task: get_file,
+# which fsspec's get calls per entry, learns from it what it may follow.
+_DESTINATION: contextvars.ContextVar[_Destination | None] = contextvars.ContextVar(
+    "daxfs_get_destination", default=None
+)
+
+
+def _naming(error: OSError, path: str) -> OSError:
+    """``error``, naming ``path`` if it names no file (an error from deep in
+    the pool, a damaged block or a symlink loop, may not say where)."""
+    if error.filename is None:
+        error.filename = path
+    return error
+
+
+@contextlib.contextmanager
+def _naming_errors(path: str):
+    """Errors of the block name ``path`` if they name no file."""
+    try:
+        yield
+    except OSError as e:
+        _naming(e, path)
+        raise
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _real_directory(path: str) -> None:
+    """mkdir ``path``, or make sure what is there is a directory, not a
+    symlink to one."""
+    try:
+        os.mkdir(path)
+        return
+    except FileExistsError:
+        pass
+    mode = os.lstat(path).st_mode
+    if stat.S_ISDIR(mode):
+        return
+    if stat.S_ISLNK(mode):
+        raise OSError(
+            errno.ELOOP,
+            "a symbolic link in the destination; get() does not write through one",
+            path,
+        )
+    raise NotADirectoryError(errno.ENOTDIR, "in the destination and not a directory", path)
+
+
+# O_NONBLOCK: a FIFO at the name fails (ENXIO) instead of blocking the copy.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _open_local(path: str) -> int:
+    """Open or create the regular file ``path`` for writing, without following
+    a symlink at it: one already there is replaced by a new file."""
+    try:
+        fd = os.open(path, _NEW_FILE, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+        os.unlink(path)
+        fd = os.open(path, _NEW_FILE | os.O_EXCL, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileExistsError(errno.EEXIST, "exists and is not a regular file", path)
+    return fd
+
+
+class _SparseCopy:
+    """A pool file copied to a local one: its size set first (a size the
+    local file system cannot hold fails at once, EFBIG), then its data runs
+    written where they belong; holes are never written."""
+
+    def __init__(self, inp, runs: list[tuple[int, int]], source: str):
+        self.inp, self.runs, self.source = inp, runs, source
+        self.size = inp.seek(0, os.SEEK_END)
+
+    def to_local(self, fd: int, path: str, blocksize: int, callback) -> None:
+        """Write the empty local file ``fd`` (at ``path``) and close it; on any
+        failure the partial file is removed, and a full or too small local
+        file system is an OSError saying so."""
+        made = os.fstat(fd)
+        try:
+            try:
+                os.ftruncate(fd, self.size)
+                self._write_runs(fd, blocksize, callback)
+            finally:
+                os.close(fd)
+        except BaseException as e:
+            _remove_if_same(path, made)
+            if isinstance(e, OSError) and e.errno in _FULL:
+                raise OSError(
+                    e.errno,
+                    f"{e.strerror}: copying {self.source} ({self.size:,} bytes) failed, "
+                    "the partial copy was removed",
+                    path,
+                ) from e
+            raise
+
+    def _write_runs(self, fd: int, blocksize: int, callback) -> None:
+        callback.set_size(self.size)
+        buf = memoryview(bytearray(min(blocksize, max(self.size, 1))))
+        for start, end in self.runs:
+            end = min(end, self.size)  # a run past the size it had when opened
+            self.inp.seek(start)
+            pos = start
+            while pos < end:
+                n = self.inp.readinto(buf[: min(len(buf), end - pos)])
+                if not n:
+                    return  # the file shrank while being copied
+                _pwrite_all(fd, buf[:n], pos)
+                pos += n
+                callback.absolute_update(pos)
+        callback.absolute_update(self.size)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+def _remove_if_same(path: str, made: os.stat_result) -> None:
+    """Unlink ``path`` if it is still the file this copy wrote."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == (made.st_dev, made.st_ino):
+            os.unlink(path)
+
+
+# ----------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------
+def _pool_path(path) -> str:
+    """The one spelling of a path in the pool: fsspec compares the names ls
+    returns with the paths it was given as strings."""
+    path = stringify_path(path)
+    for prefix in (PROTOCOL + "://", PROTOCOL + "::"):
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+            break
+    return "/" + "/".join(part for part in path.split("/") if part and part != ".")
+
+
 def _write_mode(mode: str) -> str:
     """fsspec's pipe/put modes as open() modes; "create" must not replace."""
     if mode not in ("overwrite", "create"):
@@ -467,15 +958,35 @@ def _kind(st: os.stat_result) -> str:
 
 
 def _describe(dax: FileSystem, path: str, lst: os.stat_result) -> dict:
-    """fsspec's info dict (the keys LocalFileSystem gives); a symlink is
-    described by its target, flagged islink, as LocalFileSystem does."""
-    st, link = lst, stat.S_ISLNK(lst.st_mode)
-    if link:
+    """fsspec's info dict for info(path): a symlink is described by its
+    target, flagged islink, as LocalFileSystem.info does (a dangling one by
+    itself, type "other")."""
+    st = lst
+    if stat.S_ISLNK(lst.st_mode):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             st = dax.stat(path)
+    return _info(dax, path, st, lst, st.st_size)
+
+
+def _describe_entry(dax: FileSystem, path: str, lst: os.stat_result) -> dict:
+    """fsspec's info dict for an ls entry, which is not followed (as
+    LocalFileSystem.ls describes a scandir entry): a symlink is type "other",
+    with its target's size when that resolves, else 0."""
+    size = lst.st_size
+    if stat.S_ISLNK(lst.st_mode):
+        try:
+            size = dax.stat(path).st_size
+        except OSError:
+            size = 0
+    return _info(dax, path, lst, lst, size)
+
+
+def _info(dax: FileSystem, path: str, st: os.stat_result, lst: os.stat_result, size: int) -> dict:
+    """The keys LocalFileSystem gives, from ``st``; islink from ``lst``."""
+    link = stat.S_ISLNK(lst.st_mode)
     info = {
         "name": path,
-        "size": st.st_size,
+        "size": size,
         "type": _kind(st),
         "created": st.st_ctime,
         "mtime": st.st_mtime,
@@ -496,27 +1007,78 @@ def _list_dir(dax: FileSystem, path: str) -> list[dict]:
     prefix = path.rstrip("/") + "/"
     for entry in sorted(dax.scandir(path), key=lambda e: e.name):
         try:
-            out.append(_describe(dax, prefix + entry.name, entry.stat(follow_symlinks=False)))
+            out.append(_describe_entry(dax, prefix + entry.name, entry.stat(follow_symlinks=False)))
         except FileNotFoundError:
             pass  # removed since the listing
     return out
 
 
+def _list_names(dax: FileSystem, path: str) -> list[dict]:
+    """ls entries cut to what a walk without detail needs (name, type, ino),
+    from the directory's own records."""
+    prefix = path.rstrip("/") + "/"
+    return [
+        {"name": prefix + e.name, "type": _entry_kind(e), "ino": e.inode()}
+        for e in sorted(dax.scandir(path), key=lambda e: e.name)
+    ]
+
+
+def _entry_kind(entry) -> str:
+    if entry.is_dir(follow_symlinks=False):
+        return "directory"
+    return "file" if entry.is_file(follow_symlinks=False) else "other"
+
+
 def _remove_tree(dax: FileSystem, top: str, levels: int | None) -> None:
     """rm -r of ``top`` without following symlinks; with ``levels`` set, the
     directories deeper than that many levels keep what they hold, and so
-    stay, as do the directories above them."""
-    for entry in dax.scandir(top):
-        if not entry.is_dir(follow_symlinks=False):
-            dax.unlink(entry.path)
-        elif levels is None or levels > 1:
-            _remove_tree(dax, entry.path, None if levels is None else levels - 1)
-        else:
-            _rmdir_if_empty(dax, entry.path)
-    if levels is None:
-        dax.rmdir(top)
-    else:
-        _rmdir_if_empty(dax, top)
+    stay, as do the directories above them.
+
+    Depth first without recursion: a directory is emptied when first taken
+    from the stack and removed when taken again, after what it held.  A
+    directory met twice (a damaged tree) is CorruptionError."""
+    met = _MetOnce()
+    stack: list[tuple[str, int | None, bool]] = [(top, levels, False)]
+    while stack:
+        path, left, emptied = stack.pop()
+        if emptied:
+            if left is None:
+                dax.rmdir(path)
+            else:
+                _rmdir_if_empty(dax, path)
+            continue
+        stack.append((path, left, True))
+        with _naming_errors(path):
+            entries = list(dax.scandir(path))
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                dax.unlink(entry.path)
+            elif left is None or left > 1:
+                met.check(entry)
+                stack.append((entry.path, None if left is None else left - 1, False))
+            else:
+                _rmdir_if_empty(dax, entry.path)
+
+
+class _MetOnce:
+    """The directories a walk of the pool has met, by inode: a tree meets
+    each once; a second meeting means a damaged (or crafted) pool, whose
+    walk would otherwise cycle or multiply."""
+
+    def __init__(self) -> None:
+        self.paths: dict[int, str] = {}
+
+    def check(self, entry) -> None:
+        first = self.paths.setdefault(entry.inode(), entry.path)
+        if first != entry.path:
+            raise _met_twice(entry.path, first, entry.inode())
+
+
+def _met_twice(path: str, first: str, ino: object) -> CorruptionError:
+    return CorruptionError(
+        f"{path}: directory met twice in one walk, first as {first} (inode {ino}); "
+        "the pool's tree is damaged"
+    )
 
 
 def _rmdir_if_empty(dax: FileSystem, path: str) -> None:

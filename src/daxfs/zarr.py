@@ -36,6 +36,11 @@ Design.
   to the key instead (link fails with EEXIST), so it has no check-then-write
   race.  Temporary names (``.daxfs-tmp-<hex>``) are never listed.
 
+* Listing and deleting walk the directories with a stack, not recursion (a
+  tree has no depth limit), never enter a symlink, and stop with
+  daxfs.CorruptionError at a directory met twice (a damaged or crafted
+  pool), instead of cycling or listing 2^n keys.
+
 * One mount per pool per process.  Stores made from a path hold a lease on
   the process's mount of the pool file (daxfs.mounts, shared with fsspec's
   DaxFileSystem): two mounts of one pool in a process work, but each would
@@ -77,7 +82,8 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from .fs import FileSystem
+from .fs import DirEntry, FileSystem
+from .layout import CorruptionError
 from .mapping import Mapping
 from .mounts import MOUNTS, Lease
 
@@ -422,21 +428,24 @@ class DaxStore(Store):
         self._remove_tree(self._begin(), self.root)
 
     def _remove_tree(self, fs: FileSystem, path: str) -> None:
-        """Remove a directory and everything below it; the root directory stays."""
-        try:
-            entries = list(fs.scandir(path))
-        except _NOT_A_FILE:
-            return
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                self._remove_tree(fs, entry.path)
-            else:
-                _unlink_quietly(fs, entry.path)
-        if path != self.root:
-            try:
-                fs.rmdir(path)
-            except FileNotFoundError:
-                pass
+        """Remove a directory and everything below it; the root directory stays.
+        Depth first with a stack: a directory is emptied when first taken and
+        removed when taken again, after what it held."""
+        met = _MetOnce()
+        stack = [(path, False)]
+        while stack:
+            where, emptied = stack.pop()
+            if emptied:
+                if where != self.root:
+                    _rmdir_quietly(fs, where)
+                continue
+            stack.append((where, True))
+            for entry in _entries(fs, where):
+                if entry.is_dir(follow_symlinks=False):
+                    met.check(entry)
+                    stack.append((entry.path, False))
+                else:
+                    _unlink_quietly(fs, entry.path)
 
     # -- listing -----------------------------------------------------------------
     async def list(self) -> AsyncIterator[str]:
@@ -463,24 +472,60 @@ class DaxStore(Store):
 
     def _keys_below(self, fs: FileSystem, path: str, prefix: str) -> Iterator[str]:
         """Keys of the files below directory ``path`` that start with ``prefix``;
-        only directories that can hold such keys are entered."""
-        try:
-            entries = list(fs.scandir(path))
-        except _NOT_A_FILE:
-            return
-        for entry in entries:
+        only directories that can hold such keys are entered.  Depth first in
+        directory order, with a stack of listings instead of recursion."""
+        met = _MetOnce()
+        stack = [_entries(fs, path)]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+                continue
             if _is_temp(entry.name):
                 continue
             key = self._key(entry.path)
             if entry.is_dir(follow_symlinks=False):
                 if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
-                    yield from self._keys_below(fs, entry.path, prefix)
+                    met.check(entry)
+                    stack.append(_entries(fs, entry.path))
             elif key.startswith(prefix):
                 yield key
+
+
+def _entries(fs: FileSystem, path: str) -> Iterator[DirEntry]:
+    """The entries of a directory; none if it is gone or not a directory."""
+    try:
+        return iter(list(fs.scandir(path)))
+    except _NOT_A_FILE:
+        return iter(())
+
+
+class _MetOnce:
+    """The directories one walk met, by inode.  A tree meets each once; a
+    second meeting is a damaged (or crafted) pool, whose walk would otherwise
+    cycle, or multiply (forty directories naming the next twice: 2^40 keys)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[int, str] = {}
+
+    def check(self, entry: DirEntry) -> None:
+        first = self.paths.setdefault(entry.inode(), entry.path)
+        if first != entry.path:
+            raise CorruptionError(
+                f"{entry.path}: directory met twice in one walk, first as {first} "
+                f"(inode {entry.inode()}); the pool's tree is damaged"
+            )
 
 
 def _unlink_quietly(fs: FileSystem, path: str) -> None:
     try:
         fs.unlink(path)
     except FileNotFoundError:
+        pass
+
+
+def _rmdir_quietly(fs: FileSystem, path: str) -> None:
+    try:
+        fs.rmdir(path)
+    except (FileNotFoundError, NotADirectoryError):  # gone, or replaced meanwhile
         pass
