@@ -199,6 +199,18 @@ def test_map_rejects_a_size_not_in_2_mib(shm_dir):
         main(["map", "--size", "3M", "--huge-dir", shm_dir, "--shm-dir", shm_dir])
 
 
+def test_hostile_tiny(tmp_path, capsys):
+    js = tmp_path / "h.json"
+    argv = ["hostile", "--sizes", "8M,16M", "--attacks", "quadratic_journal,orphans"]
+    argv += ["--repeat", "1", "--pool-dir", str(tmp_path), "--format", "plain", "--json", str(js)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "quadratic_journal 8 MiB: mount ro" in out and "orphans 16 MiB: check" in out
+    assert "aim: every step on every crafted pool ends within 10 s" in out
+    assert os.listdir(tmp_path) == ["h.json"]  # its pools are gone
+    assert json.loads(js.read_text())
+
+
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_each_benchmark_has_help(name, capsys):
     with pytest.raises(SystemExit) as e:

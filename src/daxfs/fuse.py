@@ -25,12 +25,21 @@ What FUSE changes, and why:
   the hidden name is remembered as an alias of the inode, for the stat,
   truncate, chmod and times calls libfuse makes through it.  (Reopening
   such a file through /proc/PID/fd is not supported.)
-* Caches: the kernel's entry and attribute caches are off (timeouts 0).
-  Other processes may change the pool through the Python API at any time,
-  and libfuse's path-based API gives every name of a hard-linked file its
-  own kernel inode; with the caches on, either would show stale sizes and
-  link counts for a second.  File data still goes through the page cache,
-  which the kernel drops on every open.
+* Caches: the kernel's attribute and negative-entry caches are off
+  (timeouts 0).  Other processes may change the pool through the Python
+  API at any time, and libfuse's path-based API gives every name of a
+  hard-linked file its own kernel inode; with attribute caching on, either
+  would show stale sizes and link counts for a second.  Names the kernel
+  looked up are trusted for ENTRY_TIMEOUT (1 s): without that, every
+  system call revalidated each component of its path with a request, so
+  `cp -r` of a 1,500-level tree cost O(depth^2) requests per file and ran
+  for hours.  A trusted name costs little coherence here, because
+  libfuse turns it back into a path that daxfs resolves anew: a name
+  another process removed answers ENOENT, one it replaced names the new
+  file.  File data still goes through the page cache, which the kernel
+  drops on every open.
+* Holes: lseek's SEEK_DATA and SEEK_HOLE come from the extent map, so
+  sparse-aware tools skip them.
 * The kernel applies the caller's umask before create and mkdir, so the
   FileSystem's own umask is set to 0 here and created files get the mode
   the caller asked for.
@@ -75,6 +84,8 @@ log = logging.getLogger(__name__)
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 MAX_THREADS = 8  # FUSE worker threads; daxfs serialises calls anyway
+# How long the kernel may trust a name it looked up (see the module docstring).
+ENTRY_TIMEOUT = 1.0
 # The name libfuse gives an open file it is asked to unlink (fuse.c, hidden_name).
 HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}\Z")
 
@@ -147,7 +158,8 @@ class DaxOperations(mfusepy.Operations):
         self.started = True
         if config_3 is not None:
             config_3.use_ino = 1  # st_ino is the daxfs inode number (find, cp -a, ls -i)
-            config_3.entry_timeout = config_3.attr_timeout = config_3.negative_timeout = 0.0
+            config_3.attr_timeout = config_3.negative_timeout = 0.0
+            config_3.entry_timeout = ENTRY_TIMEOUT
 
     def destroy(self, path: str) -> None:
         """The mount is gone: release what the kernel never released (a lazy or
@@ -251,6 +263,16 @@ class DaxOperations(mfusepy.Operations):
         else:
             self.fs.truncate(path, length)
         return 0
+
+    @fuse_errors
+    def lseek(self, path: str | None, offset: int, whence: int, fh: int) -> int:
+        """SEEK_DATA and SEEK_HOLE from the extent map, so that cp, tar
+        --sparse and rsync skip holes (a 2^62-byte file with no blocks is
+        copied in an instant, not read as zeroes); the kernel answers the
+        other whences itself."""
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return self.fs._seek_data(self._ino(fh), offset, hole=whence == os.SEEK_HOLE)
 
     @fuse_errors
     def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
@@ -443,6 +465,10 @@ class DaxFUSE(mfusepy.FUSE):
 
     def rename_fuse_3(self, old, new, flags) -> int:
         return self.operations.rename(self._path(old), self._path(new), flags)
+
+    def lseek_fuse_3(self, path, offset, whence, fip) -> int:
+        # mfusepy 3.1 has the libfuse slot but no wrapper for it.
+        return self.operations.lseek(self._path(path), offset, whence, fip.contents.fh)
 
     def utimens_fuse_3(self, path, buf, fip) -> int:
         times = None

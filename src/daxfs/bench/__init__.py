@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, str] = {
     "mount": "daxfs.bench.mount",
     "map": "daxfs.bench.map",
     "age": "daxfs.bench.age",
+    "hostile": "daxfs.bench.hostile",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
