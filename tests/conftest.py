@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,3 +157,79 @@ def huge_dir():
     finally:
         subprocess.run(["umount", d], check=False)
         os.rmdir(d)
+
+
+# --------------------------------------------------------------------------
+# FUSE: whether it works here, mounts, and a case-folding destination
+# --------------------------------------------------------------------------
+def fuse_unavailable() -> str | None:
+    """Why FUSE cannot be used here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse does not exist (no FUSE in this kernel or container)"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "no permission to open /dev/fuse"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 not installed (make deps installs the fuse3 package)"
+    try:
+        import mfusepy  # noqa: F401  (loads libfuse3)
+    except (ImportError, OSError, AttributeError) as e:
+        return f"mfusepy/libfuse3 unusable: {e}"
+    return None
+
+
+NO_FUSE = fuse_unavailable()
+needs_fuse = pytest.mark.skipif(NO_FUSE is not None, reason=NO_FUSE or "")
+
+
+def _unescape_mount_field(field: str) -> str:
+    """/proc/self/mounts writes space, tab, newline and backslash as \\ooo."""
+    return field.encode().decode("unicode_escape")
+
+
+def is_mounted(path: str | os.PathLike) -> bool:
+    """From /proc/self/mounts: never touches the mount itself, so a hung
+    server cannot hang the test."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(_unescape_mount_field(line.split()[1]) == target for line in f)
+
+
+def unmount(path: str | os.PathLike) -> None:
+    """fusermount3 -u, and a lazy unmount when something still holds it."""
+    if not is_mounted(path):
+        return
+    if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode:
+        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+
+
+CASEFOLD_SERVER = Path(__file__).with_name("casefold_fuse.py")
+
+
+@contextmanager
+def casefold_mount(where: Path) -> Iterator[Path]:
+    """A case-insensitive, case-preserving directory (tests/casefold_fuse.py
+    over ``where``/backing, mounted on ``where``/folded) for the block: this
+    kernel has no casefold for ext4 or tmpfs (no CONFIG_UNICODE).  Skips
+    where FUSE or root is missing."""
+    if NO_FUSE or os.geteuid() != 0:
+        pytest.skip(NO_FUSE or "the case-folding file system is mounted as root")
+    backing, mnt = where / "backing", where / "folded"
+    backing.mkdir()
+    mnt.mkdir()
+    with open(where / "casefold.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(CASEFOLD_SERVER), str(backing), str(mnt)], stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not is_mounted(mnt) and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert is_mounted(mnt), (where / "casefold.log").read_text()
+        yield mnt
+    finally:
+        unmount(mnt)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,11 @@ from pathlib import Path
 import pytest
 
 import daxfs
-from conftest import small_tmpfs
+from conftest import casefold_mount, small_tmpfs
 from daxfs.cli.cp import Place, planned_bytes
 from daxfs.cli.sides import PoolSide
 
 DAXFS = str(Path(sys.executable).with_name("daxfs"))
-CASEFOLD_SERVER = Path(__file__).with_name("casefold_fuse.py")
 HANG_LIMIT = 120.0  # seconds: a generous bound, only to turn a hang into a failure
 MiB = 1 << 20
 DEEP = 1500
@@ -450,50 +448,11 @@ def test_two_sources_with_one_name_do_not_overwrite_each_other(unchanged_outside
 # --------------------------------------------------------------------------
 # a destination that folds case
 # --------------------------------------------------------------------------
-def fuse_unavailable() -> str | None:
-    if not os.path.exists("/dev/fuse") or not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "no usable /dev/fuse"
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 not installed"
-    if os.geteuid() != 0:
-        return "the case-folding file system is mounted as root"
-    return None
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
-
-
 @pytest.fixture
 def folding(arena: Arena) -> Iterator[Path]:
     """A case-insensitive, case-preserving directory (tests/casefold_fuse.py)."""
-    reason = fuse_unavailable()
-    if reason:
-        pytest.skip(reason)
-    backing, mnt = arena.root / "cf-backing", arena.root / "cf-mnt"
-    backing.mkdir()
-    mnt.mkdir()
-    log = open(arena.root / "casefold.log", "wb")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        [sys.executable, str(CASEFOLD_SERVER), str(backing), str(mnt)], stdout=log, stderr=log
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not is_mounted(mnt) and server.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert is_mounted(mnt), (arena.root / "casefold.log").read_text()
+    with casefold_mount(arena.root) as mnt:
         yield mnt
-    finally:
-        if is_mounted(mnt):
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def test_the_folding_fixture_folds_and_a_plain_open_writes_through_it(arena: Arena, folding: Path):

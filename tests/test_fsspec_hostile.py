@@ -18,15 +18,13 @@ import resource
 import signal
 import stat
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import daxfs
-from conftest import small_tmpfs
+from conftest import casefold_mount, small_tmpfs
 from daxfs.fsspec import DaxFileSystem
 from daxfs.layout import DIRENT_HEAD, dirblock_seal, parse_dirblock
 
@@ -425,29 +423,14 @@ def test_a_file_this_copy_wrote_is_not_overwritten_by_it(small_tree, tmp_path):
 
 
 @pytest.fixture
-def casefold_mount(tmp_path) -> Iterator[Path]:
+def folded(tmp_path) -> Iterator[Path]:
     """A case-insensitive, case-preserving FUSE mount (tests/casefold_fuse.py)."""
-    server = Path(__file__).with_name("casefold_fuse.py")
-    if not server.exists() or not os.path.exists("/dev/fuse"):
-        pytest.skip("needs tests/casefold_fuse.py and /dev/fuse")
-    backing, mountpoint = tmp_path / "backing", tmp_path / "folded"
-    backing.mkdir()
-    mountpoint.mkdir()
-    proc = subprocess.Popen([sys.executable, str(server), str(backing), str(mountpoint)])
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mountpoint):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the case-folding FUSE server did not mount")
-            time.sleep(0.05)
-        yield mountpoint
-    finally:
-        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
-        proc.wait(timeout=30)
+    with casefold_mount(tmp_path) as mnt:
+        yield mnt
 
 
-def test_names_that_fold_together_write_nowhere_else(dfs, casefold_mount, outside):
-    dest = casefold_mount
+def test_names_that_fold_together_write_nowhere_else(dfs, folded, outside):
+    dest = folded
     (dest / "c").mkdir()
     (dest / "c/f").symlink_to(outside / "bait.txt")  # the pool's "F" folds onto it
     dfs.pipe_file("/c/F", b"upper")

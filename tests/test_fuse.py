@@ -34,47 +34,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from typer.testing import CliRunner
 
 import daxfs
+from conftest import is_mounted, needs_fuse, unmount
 from daxfs.cli import app
 from daxfs.cli import mount as mount_module
 
 MiB = 1 << 20
 DAXFS = [sys.executable, "-c", "from daxfs.cli import main; main()"]
 MOUNT_TIMEOUT = 15.0
-
-
-def fuse_unavailable() -> str | None:
-    """Why FUSE cannot be used here, or None."""
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse does not exist (no FUSE in this kernel or container)"
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "no permission to open /dev/fuse"
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 not installed (make deps installs the fuse3 package)"
-    try:
-        import mfusepy  # noqa: F401  (loads libfuse3)
-    except (ImportError, OSError, AttributeError) as e:
-        return f"mfusepy/libfuse3 unusable: {e}"
-    return None
-
-
-NO_FUSE = fuse_unavailable()
-needs_fuse = pytest.mark.skipif(NO_FUSE is not None, reason=NO_FUSE or "")
-
-
-# --------------------------------------------------------------------------
-# mounting and unmounting
-# --------------------------------------------------------------------------
-def _unescape_mount_field(field: str) -> str:
-    """/proc/self/mounts writes space, tab, newline and backslash as \\ooo."""
-    return field.encode().decode("unicode_escape")
-
-
-def is_mounted(path: str | os.PathLike) -> bool:
-    """From /proc/self/mounts: never touches the mount itself, so a hung
-    server cannot hang the test."""
-    target = os.path.realpath(path)
-    with open("/proc/self/mounts") as f:
-        return any(_unescape_mount_field(line.split()[1]) == target for line in f)
 
 
 def wait_until(condition, timeout: float = MOUNT_TIMEOUT) -> bool:
@@ -84,14 +50,6 @@ def wait_until(condition, timeout: float = MOUNT_TIMEOUT) -> bool:
             return True
         time.sleep(0.02)
     return condition()
-
-
-def unmount(path: str | os.PathLike) -> None:
-    """fusermount3 -u, and a lazy unmount when something still holds it."""
-    if not is_mounted(path):
-        return
-    if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode:
-        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
 
 
 def pid_alive(pid: int) -> bool:

@@ -63,7 +63,6 @@ import pty
 import re
 import secrets
 import select
-import shutil
 import signal
 import stat
 import struct
@@ -79,6 +78,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CASEFOLD_SERVER, NO_FUSE, is_mounted, needs_fuse
 from daxfs import crafted
 from daxfs.crafted import ATTACKS, BAIT_DIR, BAIT_FILE, TERM_INJECT_NAMES
 from daxfs.layout import BLOCK, INODE_MAGIC, INODE_SIZE, unpack_superblock
@@ -99,7 +99,6 @@ SYMLINK_ATTACKS = {"symlink_farm", "case_fold", "term_inject"}
 
 _venv_daxfs = Path(sys.executable).with_name("daxfs")
 DAXFS = [str(_venv_daxfs)] if _venv_daxfs.exists() else [sys.executable, "-m", "daxfs.cli"]
-CASEFOLD_SERVER = Path(__file__).with_name("casefold_fuse.py")
 
 
 @dataclass(frozen=True)
@@ -712,29 +711,6 @@ def test_walk(run: Run, pool: Path, inventory):
 # --------------------------------------------------------------------------
 # FUSE: real cp and tar through a mount
 # --------------------------------------------------------------------------
-def fuse_unavailable() -> str | None:
-    if not os.path.exists("/dev/fuse") or not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is missing or not usable"
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 not installed"
-    try:
-        import mfusepy  # noqa: F401  (loads libfuse3)
-    except (ImportError, OSError, AttributeError) as e:
-        return f"mfusepy/libfuse3 unusable: {e}"
-    return None
-
-
-NO_FUSE = fuse_unavailable()
-needs_fuse = pytest.mark.skipif(NO_FUSE is not None, reason=NO_FUSE or "")
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mounts") as f:
-        fields = (line.split()[1].encode().decode("unicode_escape") for line in f)
-        return any(m == target for m in fields)
-
-
 class Served:
     """A FUSE server child (``argv`` serving on ``mnt`` in the foreground)."""
 
