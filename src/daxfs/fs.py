@@ -380,12 +380,12 @@ class FileSystem(DataPath):
         path resolves through a tree: no directory holds itself or an
         ancestor, and none is reached twice (Directory.load refuses two names
         for one directory in one directory), so no walk can cycle."""
+        if ino == ROOT_INO:
+            raise CorruptionError(f"directory {dir_ino}: entry {name!r} names the root")
         inode = self._inode(ino)
-        if ino == ROOT_INO or ftype_of(inode.mode) != ftype:
+        if ftype_of(inode.mode) != ftype:
             raise CorruptionError(
                 f"directory {dir_ino}: entry {name!r} names inode {ino} of another type"
-                if ino != ROOT_INO
-                else f"directory {dir_ino}: entry {name!r} names the root"
             )
         if ftype == DIR_T and inode.parent != dir_ino:
             raise CorruptionError(

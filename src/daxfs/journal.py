@@ -269,9 +269,6 @@ class RangeSet:
     def __init__(self) -> None:
         self._end_of = SortedDict()  # start -> end, the ranges never touch
 
-    def __len__(self) -> int:
-        return len(self._end_of)
-
     def add(self, start: int, end: int) -> None:
         if end <= start:
             return
