@@ -241,3 +241,19 @@ def test_orphan_survives_other_mounts_closing(pool_path, children):
     holder.quit()  # closes its handles: the orphan goes
     with daxfs.mount(pool_path) as fs:
         assert fs.statvfs().f_bfree == free0
+
+
+def test_a_foreign_commit_is_counted_as_a_full_rebuild(pool_path):
+    """Today every commit by another mount costs this one a rebuild (issue 13
+    replaces that with catching up from the journal); the counter is what
+    `bench share` reports, so it must count exactly those."""
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.listdir("/")
+        b.listdir("/")
+        before = a.coherence["full_rebuilds"]
+        a.mkdir("/own")  # a's own commit: nothing to catch up with
+        a.listdir("/")
+        assert a.coherence["full_rebuilds"] == before
+        b.mkdir("/theirs")
+        assert a.listdir("/") == ["own", "theirs"]
+        assert a.coherence["full_rebuilds"] == before + 1

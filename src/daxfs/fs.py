@@ -284,6 +284,10 @@ class FileSystem(DataPath):
         self.closed = False
         self.st_dev = int.from_bytes(sb.uuid[:4], "little")
         self.umask = _umask()  # the process umask at mount, applied to new inodes
+        # What catching up with other processes' commits cost this mount:
+        # full_rebuilds counts cache drops with a rescan of the inode table
+        # (python -m daxfs.bench share reports it).
+        self.coherence: collections.Counter[str] = collections.Counter()
 
     # ======================================================================
     # locking and cache coherence
@@ -316,6 +320,7 @@ class FileSystem(DataPath):
         seq = self.journal.refresh()
         if seq != self._seen_seq:
             self._reload()
+            self.coherence["full_rebuilds"] += 1
             self._seen_seq = seq
 
     def _reload(self) -> None:
