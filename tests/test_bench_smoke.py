@@ -217,3 +217,112 @@ def test_each_benchmark_has_help(name, capsys):
         main([name, "--help"])
     assert e.value.code == 0
     assert "--pool-dir" in capsys.readouterr().out
+
+
+SHARE_LABELS = [
+    "0 files: 1 process",
+    "0 files: 2 disjoint",
+    "0 files: 2 shared",
+    "30 files: 1 process",
+    "30 files: 2 disjoint",
+    "30 files: 2 shared",
+]
+
+
+def test_share_tiny(tmp_path, capsys):
+    js = tmp_path / "share.json"
+    argv = ["share", "--files", "20", "--procs", "1,2", "--prefill", "0,30", "--repeat", "1"]
+    argv += ["--no-dask", "--pool-size", "64M", "--pool-dir", str(tmp_path)]
+    argv += ["--format", "plain", "--json", str(js)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "$ python -m daxfs.bench " + " ".join(argv) in out
+    rows = plain_rows(out, SHARE_LABELS)
+    assert list(rows) == SHARE_LABELS
+    for label, cells in rows.items():
+        assert len(cells) == 9, (label, cells)  # no records/call column yet
+        kernel, dax = (float(c.replace(",", "")) for c in cells[:2])
+        assert kernel > 0 and dax > 0
+        if label.endswith("1 process"):
+            assert cells[3:5] == ["-", "-"]  # no scaling against itself
+            assert cells[-1] == "0"  # nobody else commits: no rebuilds
+        else:
+            assert float(cells[4]) > 0  # daxfs's 2 processes against 1
+    assert "aim: 2 processes in disjoint directories >= 1x one process (goal 1.5x): " in out
+    assert "aim: a full pool within 10% of an empty one, zero full rebuilds: " in out
+    assert "(30 files against 0: 1 process: " in out
+    assert "aim: one shared directory >= 0.7x disjoint directories: " in out
+    assert "stopped at --limit" not in out
+    (report,) = json.loads(js.read_text())
+    cases = report["data"]["cases"]
+    assert [(c["prefill"], c["procs"], c["layout"]) for c in cases] == [
+        (p, n, layout)
+        for p in (0, 30)
+        for n, layout in ((1, "disjoint"), (2, "disjoint"), (2, "shared"))
+    ]
+    for c in cases:
+        for side in ("kernel", "daxfs"):
+            assert c[side]["ops"] == dict.fromkeys(("create", "stat", "unlink"), 20 * c["procs"])
+        by_phase = c["daxfs"]["coherence_by_phase"].values()
+        assert sum(p.get("full_rebuilds", 0) for p in by_phase) == c["daxfs"]["coherence"].get(
+            "full_rebuilds", 0
+        )
+    assert os.listdir(tmp_path) == ["share.json"]  # pools and directories are gone
+
+
+def test_share_stops_a_case_at_the_limit(tmp_path, capsys):
+    argv = ["share", "--files", "3000", "--procs", "2", "--layout", "shared", "--prefill", "0"]
+    argv += ["--limit", "0.3", "--no-dask", "--pool-size", "64M", "--pool-dir", str(tmp_path)]
+    argv += ["--format", "plain", "--start-method", "spawn"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    (cells,) = plain_rows(out, ["0 files: 2 shared"]).values()
+    assert cells[1].endswith("*") and cells[5].endswith("*")  # daxfs total and creates
+    assert "* stopped at --limit 0.3 s (each phase at 0.1 s): rates of the work done" in out
+    assert "not measured (needs --procs 1,2 and --layout disjoint)" in out
+    assert os.listdir(tmp_path) == []
+
+
+def test_share_dask_tiny(tmp_path, capsys):
+    pytest.importorskip("dask.array")
+    pytest.importorskip("zarr")
+    argv = ["share", "--files", "2", "--procs", "1", "--prefill", "0", "--repeat", "1"]
+    argv += ["--dask", "--dask-size", "2M", "--dask-chunk", "1M", "--pool-size", "64M"]
+    argv += ["--pool-dir", str(tmp_path), "--format", "plain"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, ["write 2 MiB (da.store)", "read back + sum"])
+    assert len(rows) == 2
+    for cells in rows.values():
+        assert len(cells) == 5  # two times with their units, and the speed ratio
+        assert float(cells[4]) > 0
+    assert "aim: dask + zarr through DaxStore >= 0.8x LocalStore on tmpfs, write and read: " in out
+    assert os.listdir(tmp_path) == []
+
+
+def test_share_prints_records_applied_once_counted():
+    """The column issue 13's catching up will fill: shown once a mount counts it."""
+    import argparse
+
+    from daxfs.bench.share import Case, Outcome, make_report
+
+    def outcome(coherence):
+        ops = dict.fromkeys(("create", "stat", "unlink"), 10)
+        return Outcome(ops, dict.fromkeys(ops, 0.01), 0.03, [], coherence, {})
+
+    args = argparse.Namespace(
+        files=10,
+        repeat=1,
+        start_method="fork",
+        pool_size=64 << 20,
+        pool_dir="/dev/shm",
+        limit=1.0,
+        argv=["share"],
+    )
+    case = Case(0, 1, "disjoint")
+    before = {case: {"kernel": outcome({}), "daxfs": outcome({"full_rebuilds": 0})}}
+    assert "records/call" not in make_report(args, before, {0: {}}, "env").columns
+    after = {case: {"kernel": outcome({}), "daxfs": outcome({"records_applied": 25})}}
+    report = make_report(args, after, {0: {}}, "env")
+    assert report.columns[-2:] == ["rebuilds/call", "records/call"]
+    assert report.rows[0][-2:] == ["0", "0.500"]  # 25 records over 50 calls

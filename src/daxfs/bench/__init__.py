@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "map": "daxfs.bench.map",
     "age": "daxfs.bench.age",
     "hostile": "daxfs.bench.hostile",
+    "share": "daxfs.bench.share",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
