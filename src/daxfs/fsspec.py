@@ -116,6 +116,7 @@ from fsspec.utils import isfilelike, other_paths, stringify_path
 
 from .fileio import DEFAULT_BUFFER
 from .fs import FileSystem
+from .inode import data_runs
 from .layout import CorruptionError
 from .mounts import MOUNTS, Lease
 from .path import oserror
@@ -430,7 +431,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
             return  # copying a file onto itself must not truncate it first
         self._ensure_parent(dax, dst)
         with dax.open(src, "rb", buffering=0) as inp, dax.open(dst, "wb", buffering=0) as out:
-            for start, end in _data_runs(dax.iomap(src)):
+            for start, end in data_runs(dax.iomap(src)):
                 inp.seek(start)
                 out.seek(start)
                 for pos in range(start, end, self.blocksize):
@@ -473,7 +474,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
             inp = dax.open(rpath, "rb", buffering=0)
         with inp:
             with _naming_errors(source):
-                runs = _data_runs(dax.iomap(rpath))
+                runs = data_runs(dax.iomap(rpath))
             destination.directory(os.path.dirname(local))
             fd = destination.new_file(local)
             _SparseCopy(inp, runs, source).to_local(fd, local, self.blocksize, callback)
@@ -1094,20 +1095,6 @@ def _same_inode(dax: FileSystem, path: str, st: os.stat_result) -> bool:
         return dax.stat(path).st_ino == st.st_ino
     except (FileNotFoundError, NotADirectoryError):
         return False
-
-
-def _data_runs(extents) -> list[tuple[int, int]]:
-    """File ranges holding data: consecutive mapped extents merged, holes left out
-    (so a copy writes each run at once and leaves holes unallocated)."""
-    runs: list[list[int]] = []
-    for e in extents:
-        if e.kind != "mapped":
-            continue
-        if runs and runs[-1][1] == e.file_offset:
-            runs[-1][1] += e.length
-        else:
-            runs.append([e.file_offset, e.file_offset + e.length])
-    return [(s, e) for s, e in runs]
 
 
 def _utc(seconds: float) -> datetime.datetime:

@@ -63,6 +63,22 @@ class Extent:
     kind: Literal["mapped", "hole"]
 
 
+def data_runs(extents: list[Extent]) -> list[tuple[int, int]]:
+    """The file ranges [start, end) of an iomap answer that hold data: mapped
+    extents that touch in the file merged (they may lie apart on the device),
+    holes left out, so that a copy writes each run at once and leaves the
+    holes unallocated."""
+    runs: list[list[int]] = []
+    for e in extents:
+        if e.kind != "mapped":
+            continue
+        if runs and runs[-1][1] == e.file_offset:
+            runs[-1][1] += e.length
+        else:
+            runs.append([e.file_offset, e.file_offset + e.length])
+    return [(s, e) for s, e in runs]
+
+
 @dataclass
 class Inode:
     ino: int

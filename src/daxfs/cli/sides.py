@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..fs import FileSystem
+from ..inode import data_runs
 from ..layout import CorruptionError
 from ..region import holds_a_pool
 from .common import CliError
@@ -365,17 +366,7 @@ class PoolReader:
         self.raw = fs.open(path, "rb", buffering=0)
 
     def data_runs(self) -> Iterator[DataRun]:
-        start = end = None
-        for e in self.fs.iomap(self.path):
-            if e.kind != "mapped":
-                continue
-            if end != e.file_offset:
-                if start is not None:
-                    yield start, end
-                start = e.file_offset
-            end = e.file_offset + e.length
-        if start is not None:
-            yield start, end
+        return iter(data_runs(self.fs.iomap(self.path)))
 
     def read_into(self, view: memoryview, offset: int) -> int:
         self.raw.seek(offset)
