@@ -1131,15 +1131,20 @@ class FileSystem(DataPath):
             return list(self._dir(r.ino).entries)  # type: ignore[arg-type]
 
     def scandir(self, path="/") -> _ScandirIterator:
-        spath = to_str(path)
+        return _ScandirIterator(self._listing(to_str(path))[1])
+
+    def _listing(self, spath: str) -> tuple[int, list[DirEntry]]:
+        """The directory ``spath`` names (symlinks followed): its inode and
+        entries, from one resolution under one lock."""
         with self._locked(exclusive=False):
             r = self._existing(spath)
             if r.ftype != DIR_T:
                 raise oserror(errno.ENOTDIR, spath)
             d = self._dir(r.ino)  # type: ignore[arg-type]
-            return _ScandirIterator(
-                [DirEntry(self, spath or "/", name, e[0], e[1]) for name, e in d.entries.items()]
-            )
+            entries = [
+                DirEntry(self, spath or "/", name, e[0], e[1]) for name, e in d.entries.items()
+            ]
+            return r.ino, entries  # type: ignore[return-value]
 
     def walk(self, top="/", topdown: bool = True, onerror=None, followlinks: bool = False):
         """Like os.walk: yields (dirpath, dirnames, filenames); topdown callers
@@ -1182,7 +1187,7 @@ class FileSystem(DataPath):
         it was found in, (ino, chain above) pairs: only followed symlinks
         need it, to tell a loop from a second way to one directory."""
         try:
-            ino = self.stat(path).st_ino
+            ino, entries = self._listing(path)
             if ino in seen:
                 if not followlinks:
                     raise CorruptionError(
@@ -1193,7 +1198,6 @@ class FileSystem(DataPath):
                 if _on_chain(ino, above):
                     return None
             seen.add(ino)
-            entries = list(self.scandir(path))
         except OSError as e:
             if onerror is not None:
                 onerror(e)
