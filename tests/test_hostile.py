@@ -78,7 +78,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CASEFOLD_SERVER, NO_FUSE, is_mounted, needs_fuse
+from conftest import casefold_mount, is_mounted, needs_fuse
 from daxfs import crafted
 from daxfs.crafted import ATTACKS, BAIT_DIR, BAIT_FILE, TERM_INJECT_NAMES
 from daxfs.layout import BLOCK, INODE_MAGIC, INODE_SIZE, unpack_superblock
@@ -811,25 +811,16 @@ def tar_stream(mnt: Path, limit: float, needles: list[bytes]) -> Ran:
 @pytest.fixture
 def folding_dest(arena: Arena) -> Iterator[Dest]:
     """A destination in a case-insensitive directory (tests/casefold_fuse.py
-    over a backing directory)."""
-    if NO_FUSE is not None:
-        pytest.skip(NO_FUSE)
-    if not CASEFOLD_SERVER.exists():
-        pytest.skip("tests/casefold_fuse.py (the case-folding file system) is missing")
-    backing = arena.host / "cf-backing"
-    backing.mkdir()
-    mnt = arena.host / "cf-mnt"
+    over a backing directory; "cf-" keeps it out of outside_state)."""
+    where = arena.host / "cf-folding"
+    where.mkdir()
     before = outside_state(arena)
-    argv = [sys.executable, str(CASEFOLD_SERVER), str(backing), str(mnt)]
-    served = Served(argv, mnt, arena.pools / "casefold.log", HANG_LIMIT)
     try:
-        assert served.up, f"the case-folding file system did not mount: {served.output()}"
-        yield Dest(mnt / "dest", arena, before)
+        with casefold_mount(where) as mnt:
+            yield Dest(mnt / "dest", arena, before)
     finally:
-        served.stop()
-        if not is_mounted(mnt):
-            remove_tree(mnt)
-        remove_tree(backing)
+        if not is_mounted(where / "folded"):
+            remove_tree(where)
 
 
 CASE_FOLD_RUN = Run("case_fold", ATTACKS["case_fold"].least)
