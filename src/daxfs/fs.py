@@ -374,29 +374,24 @@ class FileSystem(DataPath):
         return d
 
     def _lookup(self, dir_ino: int, name: str) -> tuple[int, int] | None:
+        """The entry ``name`` of a directory as (ino, type), checked: an entry
+        must name an inode of its own type, never the root, and a directory
+        only from the directory its parent field names.  Then every path
+        resolves through a tree: no directory holds itself or an ancestor,
+        and none is reached twice (Directory.load refuses two names for one
+        directory in one directory), so no walk can cycle.  Every path
+        component pays this, so the test is written out here."""
         found = self._dir(dir_ino).lookup(name)
         if found is not None:
-            self._check_entry(dir_ino, name, *found)
+            ino, ftype = found
+            inode = self.inodes.cache.get(ino) or self._inode(ino)
+            if (
+                ino == ROOT_INO
+                or (inode.mode >> 12) & 0xF != ftype
+                or (ftype == DIR_T and inode.parent != dir_ino)
+            ):
+                raise _bad_entry(dir_ino, name, inode, ftype)
         return found
-
-    def _check_entry(self, dir_ino: int, name: str, ino: int, ftype: int) -> None:
-        """An entry must name an inode of its own type, never the root, and a
-        directory only from the directory its parent field names.  Then every
-        path resolves through a tree: no directory holds itself or an
-        ancestor, and none is reached twice (Directory.load refuses two names
-        for one directory in one directory), so no walk can cycle."""
-        if ino == ROOT_INO:
-            raise CorruptionError(f"directory {dir_ino}: entry {name!r} names the root")
-        inode = self._inode(ino)
-        if ftype_of(inode.mode) != ftype:
-            raise CorruptionError(
-                f"directory {dir_ino}: entry {name!r} names inode {ino} of another type"
-            )
-        if ftype == DIR_T and inode.parent != dir_ino:
-            raise CorruptionError(
-                f"directory {dir_ino}: entry {name!r} names directory {ino}, "
-                f"whose parent is {inode.parent}"
-            )
 
     def _readlink_ino(self, ino: int) -> str:
         return symlink_target(self._inode(ino), self.region.buf).decode("utf-8", "surrogateescape")
@@ -1314,6 +1309,16 @@ class FileSystem(DataPath):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+def _bad_entry(dir_ino: int, name: str, inode: Inode, ftype: int) -> CorruptionError:
+    """Why the entry ``name`` of directory ``dir_ino`` fails FileSystem._lookup."""
+    where = f"directory {dir_ino}: entry {name!r}"
+    if inode.ino == ROOT_INO:
+        return CorruptionError(f"{where} names the root")
+    if ftype_of(inode.mode) != ftype:
+        return CorruptionError(f"{where} names inode {inode.ino} of another type")
+    return CorruptionError(f"{where} names directory {inode.ino}, whose parent is {inode.parent}")
 
 
 def _on_chain(ino: int, chain) -> bool:
