@@ -10,6 +10,7 @@ superblock):
     alloc_chunks(n, hint) -> runs   n whole chunks for large files
     alloc_blocks(n, hint) -> runs   n 4 KiB blocks for small files / metadata
     free(start, n)                  give blocks back
+    claim(start, n)                 learn that another process took these
     free_blocks, free_chunks        statistics
 
 ``runs`` is a list of (start_block, nblocks).  Both raise OSError(ENOSPC)
@@ -68,6 +69,7 @@ class Allocator(Protocol):
     def alloc_chunks(self, n: int, hint: int | None = None) -> Runs: ...
     def alloc_blocks(self, n: int, hint: int | None = None) -> Runs: ...
     def free(self, start: int, n: int) -> None: ...
+    def claim(self, start: int, n: int) -> None: ...
     @property
     def free_blocks(self) -> int: ...
     @property
@@ -197,6 +199,10 @@ class _Base:
         ):
             raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
 
+    def _check_claimable(self, start: int, n: int) -> None:
+        if start < 0 or n <= 0 or start + n > self.nblocks or self.used[start : start + n].any():
+            raise AssertionError(f"claiming blocks {start}+{n} that are not free")
+
 
 class NaiveAllocator(_Base):
     """First fit over 4 KiB blocks in address order; no alignment policy."""
@@ -239,6 +245,11 @@ class NaiveAllocator(_Base):
         self._check_free(start, n)
         self.used[start : start + n] = False
         self.runs.add(start, n)
+
+    def claim(self, start: int, n: int) -> None:
+        self._check_claimable(start, n)
+        self.runs.take(start, n)
+        self.used[start : start + n] = True
 
 
 class HugePageAllocator(_Base):
@@ -431,6 +442,20 @@ class HugePageAllocator(_Base):
         else:
             np.subtract.at(self.chunk_free, np.arange(start, start + n) // BLOCKS_PER_CHUNK, 1)
         self._free_blocks -= n
+
+    # -- what other processes took --------------------------------------------
+    def claim(self, start: int, n: int) -> None:
+        """Mark blocks another process allocated (from its journal record)."""
+        self._check_claimable(start, n)
+        end = start + n
+        while start < end:
+            c = start // BLOCKS_PER_CHUNK
+            stop = min(end, (c + 1) * BLOCKS_PER_CHUNK)
+            if self.chunk_free[c] == BLOCKS_PER_CHUNK:
+                self.whole.take(c, 1)  # a whole chunk becomes small, or full
+                self.small.add((BLOCKS_PER_CHUNK, c))
+            self._take_small(c, start, stop - start)
+            start = stop
 
     # -- free --------------------------------------------------------------
     def free(self, start: int, n: int) -> None:

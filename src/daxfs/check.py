@@ -77,6 +77,7 @@ from .layout import (
     parse_dirblock,
     superblock_at,
     unpack_jheader,
+    upgrade_interrupted,
     valid_name,
 )
 from .path import ROOT_INO, to_str
@@ -211,6 +212,10 @@ class _Checker:
             self._copy(replica_off, 0, "primary superblock restored from the replica")
             return replica
         same = r.read(0, SUPER.size) == r.read(replica_off, SUPER.size)
+        if replica is not None and not same and upgrade_interrupted(primary, replica):
+            self.error(f"format upgrade to version {replica.version} interrupted")
+            self._copy(replica_off, 0, "primary superblock upgraded as the replica was")
+            return replica
         if replica is not None and not same and self._fit(replica) > self._fit(primary):
             # Both check but disagree: one is damaged in a way its crc missed.
             # Trust the one under which the inode table holds more live inodes
@@ -714,7 +719,7 @@ class _Checker:
             freed = [
                 ino
                 for ino in self._orphans
-                if ino not in fs.inodes.cache and ino in fs.inodes.free_inos
+                if ino not in fs.inodes.cache and fs.inodes.is_free(ino)
             ]
         finally:
             fs.close()

@@ -96,7 +96,7 @@ class Directory:
         self.live[b] += 1
         self.entries[name] = (ino, ftype, b, pos)
         self._seal(b)
-        txn.write(self.devs[b] + pos, image[pos : pos + need])
+        self._write(txn, self.devs[b] + pos, image[pos : pos + need])
         self._stage_header(b, txn)
 
     def remove(self, name: str, txn: Transaction) -> int:
@@ -106,7 +106,7 @@ class Directory:
         self.live[b] -= 1
         self.dead[b] += DIRENT_HEAD.size + image[pos + 8]
         self._seal(b)
-        txn.write(self.devs[b] + pos, image[pos : pos + 8])
+        self._write(txn, self.devs[b] + pos, image[pos : pos + 8])
         self._stage_header(b, txn)
         return ino
 
@@ -118,7 +118,7 @@ class Directory:
         image[pos + 9] = ftype
         self.entries[name] = (ino, ftype, b, pos)
         self._seal(b)
-        txn.write(self.devs[b] + pos, image[pos : pos + DIRENT_HEAD.size])
+        self._write(txn, self.devs[b] + pos, image[pos : pos + DIRENT_HEAD.size])
         self._stage_header(b, txn)
         return old
 
@@ -142,7 +142,7 @@ class Directory:
         self.dead.append(0)
         b = len(self.images) - 1
         self._seal(b)
-        txn.write(dev, bytes(self.images[b]))
+        self._write(txn, dev, bytes(self.images[b]))
         return b
 
     def _compact(self, b: int, txn: Transaction) -> None:
@@ -158,13 +158,19 @@ class Directory:
             pos += n
         self.images[b], self.used[b], self.dead[b] = image, pos, 0
         self._seal(b)
-        txn.write(self.devs[b], bytes(image))
+        self._write(txn, self.devs[b], bytes(image))
 
     def _seal(self, b: int) -> None:
         dirblock_seal(self.images[b], self.ino, self.used[b], self.live[b])
 
+    def _write(self, txn: Transaction, off: int, data) -> None:
+        """Stage a write to one of our blocks, naming this directory in the
+        record so that other processes drop their copy of it."""
+        txn.touch(self.ino)
+        txn.write(off, data)
+
     def _stage_header(self, b: int, txn: Transaction) -> None:
-        txn.write(self.devs[b], self.images[b][: DIRBLOCK_HEAD.size])
+        self._write(txn, self.devs[b], self.images[b][: DIRBLOCK_HEAD.size])
 
 
 assert MAX_DIRENT <= BLOCK - DIRBLOCK_HEAD.size

@@ -4,9 +4,8 @@ Call protocol.  Every public call runs under the FileSystem's thread lock
 and the pool lock (flock on the pool: shared for reads, exclusive for
 changes), so it is thread-safe and several processes may mount one pool.
 On taking the pool lock a call first checks the journal's live word: if
-another process committed since, cached inodes, directories and the
-allocator are dropped and rebuilt, so every call sees all changes
-completed before it.
+another process committed since, it applies those commits' records to its
+caches (coherence.py), so every call sees all changes completed before it.
 
 A change runs as one transaction: validate, then mutate the cached objects
 while staging their bytes; commit (journal.commit) makes it atomic.  If
@@ -26,6 +25,7 @@ lazytime: on close, flush, fsync, sync or with the next change to the inode.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
+from .coherence import Change, Locked, forks_seen
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
@@ -51,11 +52,13 @@ from .layout import (
     CHUNK,
     INODE_HEAD,
     SUPER,
+    VERSION,
     CorruptionError,
     Superblock,
     ftype_of,
     superblock_at,
     unpack_superblock,
+    upgrade_interrupted,
 )
 from .mapping import MODES, Mapping, MapPlan, device_span
 from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, resolve, to_str
@@ -67,12 +70,6 @@ S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 
 def _now() -> int:
     return time.time_ns()
-
-
-# Forks seen by this process: bumped in every child, so a FileSystem can tell
-# it was inherited without a getpid() system call on every operation.
-_forks = [0]
-os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 def _umask() -> int:
@@ -167,100 +164,6 @@ class _ScandirIterator:
         self._it = iter(())
 
 
-class _Locked:
-    """The thread lock plus the pool lock (flock, shared or exclusive) for one
-    call; the outermost section also catches up with other processes' commits,
-    and first frees what mappings dropped without close() left behind.
-    A class rather than a @contextmanager: this is on every call's path."""
-
-    __slots__ = ("fs", "exclusive", "outer")
-
-    def __init__(self, fs: FileSystem, exclusive: bool):
-        self.fs, self.exclusive, self.outer = fs, exclusive, False
-
-    def __enter__(self) -> None:
-        fs = self.fs
-        if fs._forks != _forks[0]:
-            fs._after_fork()
-        fs._tlock.acquire()
-        try:
-            if fs.closed:
-                raise ValueError("I/O operation on an unmounted pool")
-            self.outer = fs._depth == 0
-            if self.outer:
-                if fs._unmapped:  # the one check the hot path pays for it
-                    fs._free_unmapped_orphans()
-                fcntl.flock(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
-            fs._depth += 1
-        except BaseException:
-            fs._tlock.release()
-            raise
-        if self.outer:
-            try:
-                fs._sync_with_others()
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
-
-    def __exit__(self, *exc) -> None:
-        fs = self.fs
-        fs._depth -= 1
-        if self.outer:
-            fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
-        fs._tlock.release()
-
-
-class _Change:
-    """One atomic change: yields a Transaction; on normal exit stages every
-    dirty inode and commits; on an exception (or a failed commit) drops the
-    caches, which the media never stopped agreeing with."""
-
-    __slots__ = ("fs", "lock", "txn")
-
-    def __init__(self, fs: FileSystem):
-        self.fs = fs
-
-    def __enter__(self) -> Transaction:
-        fs = self.fs
-        if fs.readonly:
-            raise oserror(errno.EROFS)
-        self.lock = _Locked(fs, exclusive=True)
-        self.lock.__enter__()
-        self.txn = Transaction()
-        fs._txn_dirty = set()
-        fs._txn_freed_inos = []
-        fs._txn_took_ino = False
-        return self.txn
-
-    def __exit__(self, etype, value, tb) -> None:
-        fs, txn = self.fs, self.txn
-        try:
-            if etype is not None:
-                self._abort()
-                return
-            try:
-                for ino in sorted(fs._txn_dirty):
-                    fs._stage_inode(txn, ino)
-                fs.journal.commit(txn)
-            except BaseException:
-                self._abort()
-                raise
-            for start, n in txn.to_free:
-                fs.allocator.free(start, n)
-            for ino in fs._txn_freed_inos:
-                fs.inodes.return_ino(ino)
-            fs._seen_seq = fs.journal.next_seq
-            fs._dirty_times.difference_update(fs._txn_dirty)
-        finally:
-            self.lock.__exit__(None, None, None)
-
-    def _abort(self) -> None:
-        # Rebuilding from the media also undoes allocations and inode numbers taken.
-        fs = self.fs
-        if self.txn or fs._txn_dirty or fs._txn_took_ino:
-            fs._reload()
-
-
 class FileSystem(DataPath):
     """A mounted pool.  Use as a context manager or call close()."""
 
@@ -272,7 +175,9 @@ class FileSystem(DataPath):
         self.allocator: Allocator
         self._tlock = threading.RLock()
         self._depth = 0
-        self._seen_seq = -1
+        # The last commit this mount's caches reflect: its sequence number
+        # and where the next record starts in the journal area.
+        self._seen_seq, self._seen_pos = -1, 0
         self._open: dict[int, int] = {}
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
         self._dirty_times: set[int] = set()
@@ -280,26 +185,27 @@ class FileSystem(DataPath):
         # Inodes of mappings whose pins the garbage collector dropped (never
         # closed): checked for orphans to free by the next call (_Locked).
         self._unmapped: collections.deque[int] = collections.deque()
-        self._forks = _forks[0]
+        self._forks = forks_seen()
         self.closed = False
         self.st_dev = int.from_bytes(sb.uuid[:4], "little")
         self.umask = _umask()  # the process umask at mount, applied to new inodes
         # What catching up with other processes' commits cost this mount:
-        # full_rebuilds counts cache drops with a rescan of the inode table
-        # (python -m daxfs.bench share reports it).
+        # records_applied counts their journal records applied to the caches,
+        # full_rebuilds the times the caches were dropped and the inode table
+        # rescanned instead (python -m daxfs.bench share reports both).
         self.coherence: collections.Counter[str] = collections.Counter()
 
     # ======================================================================
     # locking and cache coherence
     # ======================================================================
-    def _locked(self, exclusive: bool) -> _Locked:
-        return _Locked(self, exclusive)
+    def _locked(self, exclusive: bool) -> Locked:
+        return Locked(self, exclusive)
 
     def _thread_lock(self) -> threading.RLock:
         """The thread lock, re-armed first in a forked child: the copy a child
         inherits stays held forever if another of the parent's threads held
         it at the fork."""
-        if self._forks != _forks[0]:
+        if self._forks != forks_seen():
             self._after_fork()
         return self._tlock
 
@@ -307,7 +213,7 @@ class FileSystem(DataPath):
         """In a forked child: flock and OFD locks belong to an open file
         description, which the child shares with its parent, so take a
         description of its own; the parent's pins stay the parent's."""
-        self._forks = _forks[0]
+        self._forks = forks_seen()
         self._tlock = threading.RLock()
         self._depth = 0
         self._open = {}
@@ -316,13 +222,6 @@ class FileSystem(DataPath):
         os.close(fd)
         self._seen_seq = -1
 
-    def _sync_with_others(self) -> None:
-        seq = self.journal.refresh()
-        if seq != self._seen_seq:
-            self._reload()
-            self.coherence["full_rebuilds"] += 1
-            self._seen_seq = seq
-
     def _reload(self) -> None:
         """Drop every cache and rebuild the allocator from the inode table."""
         self.inodes.cache.clear()
@@ -330,9 +229,9 @@ class FileSystem(DataPath):
         used, self._orphans = self.inodes.scan()
         self.allocator = make_allocator(self.sb.allocator, used)
 
-    def _change(self) -> _Change:
-        """An atomic change: ``with fs._change() as txn``; see _Change."""
-        return _Change(self)
+    def _change(self) -> Change:
+        """An atomic change: ``with fs._change() as txn``; see coherence.Change."""
+        return Change(self)
 
     def _stage_inode(self, txn: Transaction, ino: int) -> None:
         inode = self.inodes.cache.get(ino)
@@ -602,7 +501,7 @@ class FileSystem(DataPath):
         parent = self._inode(r.parent)
         if parent.nlink == 0:
             raise oserror(errno.ENOENT, spath)  # creating in a removed directory
-        if not self.inodes.free_inos:
+        if not self.inodes.nfree:
             raise oserror(errno.ENOSPC, spath)
         ino = self.inodes.take_ino()
         self._txn_took_ino = True
@@ -1222,7 +1121,7 @@ class FileSystem(DataPath):
     def statvfs(self) -> StatVFS:
         with self._locked(exclusive=False):
             a = self.allocator
-            nfree_inodes = len(self.inodes.free_inos)
+            nfree_inodes = self.inodes.nfree
             return StatVFS(
                 BLOCK,
                 BLOCK,
@@ -1243,6 +1142,7 @@ class FileSystem(DataPath):
         with self._locked(exclusive=False):
             d = dict(self.region.describe())
             d.update(
+                format_version=self.sb.version,
                 allocator=self.sb.allocator,
                 uuid=self.sb.uuid.hex(),
                 inodes=self.sb.inode_count,
@@ -1276,7 +1176,7 @@ class FileSystem(DataPath):
         """Flush and unmount.  Open files of this mount are closed first."""
         if self.closed:
             return
-        if self._forks != _forks[0]:  # a forked child that never used it: leave it alone
+        if self._forks != forks_seen():  # a forked child that never used it: leave it alone
             self.closed = True
             return
         for h in list(self._handles):
@@ -1392,12 +1292,36 @@ def read_superblock(region: Region) -> tuple[Superblock, bool]:
             raise
         return replica, False
     if replica is not None and region.read(0, SUPER.size) != region.read(off, SUPER.size):
+        if upgrade_interrupted(primary, replica):
+            return replica, False
         raise CorruptionError(
             "the primary and replica superblocks are both valid but differ "
             "(run `daxfs fsck --repair`)",
             off,
         )
     return primary, True
+
+
+def upgrade_superblocks(region, sb: Superblock) -> Superblock:
+    """Bring an older pool's superblocks to this format version, the replica
+    first.  Run at a writable mount, after recovery, under the exclusive pool
+    lock.  From version 1: its journal records hold only writes and revokes,
+    which version 2 reads alike, so only the version field changes."""
+    if sb.version == VERSION and unpack_superblock_version(region, 0) in (None, VERSION):
+        return sb  # current (a damaged primary is the checker's to repair)
+    new = dataclasses.replace(sb, version=VERSION)
+    raw = new.pack()
+    for off in (sb.replica_off, 0):
+        if region.read(off, SUPER.size) != raw:
+            region.store(off, raw)
+            region.persist(off, len(raw))
+    return new
+
+
+def unpack_superblock_version(region, off: int) -> int | None:
+    """The version of the superblock copy at ``off``, if that copy is valid."""
+    copy = superblock_at(region, off)
+    return None if copy is None else copy.version
 
 
 def mount(
@@ -1446,7 +1370,8 @@ def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True
                 if not readonly:
                     _reserve_metadata(region, sb)
                     fs.journal.recover()
-                fs._seen_seq = fs.journal.refresh()
+                    fs.sb = sb = upgrade_superblocks(region, sb)
+                fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
                 fs._reload()
                 if reclaim_orphans:
                     fs._reclaim_orphans()

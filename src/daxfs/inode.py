@@ -276,7 +276,13 @@ class InodeTable:
         self.region = region
         self.sb = sb
         self.cache: dict[int, Inode] = {}
+        # Free inode numbers: a heap to take the lowest from, and a map of
+        # which numbers are free now.  The heap may hold numbers another
+        # process has taken since (forget() unlists them without searching
+        # the heap); take_ino skips those.
         self.free_inos: list[int] = []
+        self._listed = np.zeros(0, dtype=bool)
+        self.nfree = 0
 
     def slot_off(self, ino: int) -> int:
         return self.sb.itable_off + ino * INODE_SIZE
@@ -390,12 +396,34 @@ class InodeTable:
 
     # -- inode numbers -----------------------------------------------------
     def take_ino(self) -> int:
-        if not self.free_inos:
-            raise OSError(28, "no free inodes")
-        return heapq.heappop(self.free_inos)
+        while self.free_inos:
+            ino = heapq.heappop(self.free_inos)
+            if self._listed[ino]:
+                self._listed[ino] = False
+                self.nfree -= 1
+                return ino
+        raise OSError(28, "no free inodes")
 
     def return_ino(self, ino: int) -> None:
-        heapq.heappush(self.free_inos, ino)
+        if not self._listed[ino]:
+            self._listed[ino] = True
+            self.nfree += 1
+            heapq.heappush(self.free_inos, ino)
+
+    def is_free(self, ino: int) -> bool:
+        return self.valid_ino(ino) and bool(self._listed[ino])
+
+    def forget(self, ino: int) -> None:
+        """Another process changed slot ``ino``: drop what we cached of it and
+        learn from the media whether the number is free now."""
+        self.cache.pop(ino, None)
+        if not self.valid_ino(ino):
+            return
+        if self.region.buf[self.slot_off(ino) + 4 : self.slot_off(ino) + 6] == b"\0\0":
+            self.return_ino(ino)
+        elif self._listed[ino]:
+            self._listed[ino] = False
+            self.nfree -= 1
 
     # -- scan at mount -----------------------------------------------------
     def scan(self) -> tuple[np.ndarray, list[int]]:
@@ -429,7 +457,10 @@ class InodeTable:
         lengths = np.concatenate([lengths, np.array(extra_n, dtype=np.uint64)])
         used = self._used_map(starts, lengths)
         # Ascending order is already a valid heap.
-        self.free_inos = (np.flatnonzero(table["magic"][1:] == 0) + 1).tolist()
+        self._listed = table["magic"] == 0
+        self._listed[0] = False
+        self.free_inos = np.flatnonzero(self._listed).tolist()
+        self.nfree = len(self.free_inos)
         orphans = live[table["nlink"][live] == 0].tolist()
         del table
         return used, orphans

@@ -12,6 +12,11 @@ order:
      cache-line eviction): recovery can always redo them;
   3. publish the new (next_seq, pos) in the live word for other processes.
 
+A record also names what changed beyond its writes, for the other live
+processes that catch up from it (coherence.py): the data-area space it
+allocated (claims) and the inodes whose directory blocks it changed
+(touches).  Recovery checks those entries and otherwise ignores them.
+
 A checkpoint, when the log is full and after recovery, persists the home
 locations of every record in the log, then writes the header slot not in
 use with the next sequence number (ping-pong, one 512-byte sector each, so
@@ -36,6 +41,7 @@ import itertools
 from sortedcontainers import SortedDict
 
 from .layout import (
+    BLOCK,
     JHEADER,
     JLIVE,
     JLIVE_OFF,
@@ -44,6 +50,7 @@ from .layout import (
     TXN_HEADER,
     CorruptionError,
     Superblock,
+    TxnRecord,
     pack_jheader,
     pack_txn,
     parse_txn_record,
@@ -65,11 +72,17 @@ class Transaction:
         self.allocated: list[tuple[int, int]] = []  # undone if the transaction aborts
         self.to_free: list[tuple[int, int]] = []  # released only after commit
         self.revokes: list[tuple[int, int]] = []  # device ranges this change frees
+        self.touched: set[int] = set()  # inodes changed beyond their slots (directories)
 
     def revoke(self, off: int, n: int) -> None:
         """Record that [off, off+n) is freed: recovery will not replay earlier
         writes there (the space may hold unjournaled file data by then)."""
         self.revokes.append((off, n))
+
+    def touch(self, ino: int) -> None:
+        """Record that inode ``ino`` changed where its slot does not show it
+        (its directory blocks), so other processes drop what they cached."""
+        self.touched.add(ino)
 
     def write(self, off: int, data) -> None:
         """Stage a write.  One that falls inside a recent staged write (with no
@@ -102,6 +115,8 @@ class Journal:
         self.header_slot = 0
         # Metadata homes a record may name: the inode table and the data area.
         self._homes = ((sb.itable_off, sb.itable_end), (sb.data_off, sb.data_end))
+        self._data_area = (sb.data_off, sb.data_end)
+        self._inode_count = sb.inode_count
 
     # -- format ------------------------------------------------------------
     def format(self) -> None:
@@ -132,12 +147,14 @@ class Journal:
 
     # -- commit ------------------------------------------------------------
     def commit(self, txn: Transaction) -> None:
-        if not txn.writes and not txn.revokes:
+        if not txn.writes and not txn.revokes and not txn.allocated:
             return
         writes = txn.writes
         for dst, data in writes:
             self._check_home(dst, len(data), None)
-        record = pack_txn(self.next_seq, writes, txn.revokes)
+        data_off = self._data_area[0]
+        claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
+        record = pack_txn(self.next_seq, writes, txn.revokes, claims, sorted(txn.touched))
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:
@@ -217,6 +234,35 @@ class Journal:
             self._check_home(dst, len(data), record_off)
         for dst, n in rec.revokes:
             self._check_home(dst, n, record_off)
+        lo, hi = self._data_area
+        for dst, n in rec.claims:
+            if not (lo <= dst and dst + n <= hi and dst % BLOCK == 0 and n % BLOCK == 0 and n):
+                raise CorruptionError("journal record claims space outside the data", record_off)
+        for ino in rec.touches:
+            if not 1 <= ino < self._inode_count:
+                raise CorruptionError("journal record touches no inode", record_off)
+
+    # -- catching up (other processes' commits) ------------------------------
+    def records_between(self, seq: int, pos: int, upto: int) -> list[TxnRecord] | None:
+        """The committed records ``seq`` .. ``upto``-1, the first at area offset
+        ``pos``, each checked as recovery checks it; None when they are not
+        all in the log any more (a checkpoint has reused the area since:
+        the caller was lapped).  The caller holds the pool lock."""
+        first = self._header_seq()
+        if first > seq:
+            return None
+        if first == seq:
+            pos = 0  # checkpointed exactly where the caller stopped
+        out: list[TxnRecord] = []
+        while seq < upto:
+            at = self.start + pos
+            rec = parse_txn_record(self.region.buf, at, self.end, seq)
+            if rec is None:
+                return None
+            self._check_record_homes(rec, at)
+            out.append(rec)
+            seq, pos = seq + 1, rec.next_pos - self.start
+        return out
 
     def _committed(self):
         """(seq, offset, TxnRecord) of each committed record, in order."""

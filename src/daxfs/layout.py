@@ -18,10 +18,11 @@ record; the checksum field covers every byte of the record after itself.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import crc32c as _crc32c
 
@@ -30,7 +31,12 @@ CHUNK = 2 * 1024 * 1024
 BLOCKS_PER_CHUNK = CHUNK // BLOCK
 MAX_NAME = 255
 PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shorter
-VERSION = 1
+# Version 2 added the claim and touch entries of transaction records (an
+# older reader would take them for the end of the journal and drop commits).
+# A version 1 pool is a version 2 pool whose records hold none: it mounts,
+# and its first writable mount upgrades the superblocks (fs.upgrade_superblocks).
+VERSION = 2
+VERSIONS_READ = (1, 2)
 
 
 class CorruptionError(OSError):
@@ -152,8 +158,12 @@ def unpack_superblock(raw: bytes, offset: int, region_size: int) -> Superblock:
         created,
         _,
     ) = fields
-    if version != VERSION:
-        raise CorruptionError(f"unsupported format version {version}", offset)
+    if version not in VERSIONS_READ:
+        raise CorruptionError(
+            f"unsupported format version {version} (this daxfs reads versions "
+            f"{', '.join(map(str, VERSIONS_READ))}: the pool was made by a newer daxfs)",
+            offset,
+        )
     if features & ~FEATURES_KNOWN:
         raise CorruptionError(f"unknown feature bits {features:#x}", offset)
     if alloc not in ALLOCATOR_NAMES or bsize != BLOCK or csize != CHUNK:
@@ -176,6 +186,14 @@ def unpack_superblock(raw: bytes, offset: int, region_size: int) -> Superblock:
     )
     _validate_geometry(sb, offset, region_size)
     return sb
+
+
+def upgrade_interrupted(primary: Superblock, replica: Superblock) -> bool:
+    """An upgrade writes the replica first: a crash before the primary leaves
+    copies that differ in their version alone, the replica's the newer."""
+    return primary.version < replica.version and (
+        dataclasses.replace(primary, version=replica.version) == replica
+    )
 
 
 def superblock_at(region, offset: int) -> Superblock | None:
@@ -255,10 +273,16 @@ MAX_FILE_SIZE = (1 << 63) - 1
 TXN_MAGIC = 0x5854_5844  # "DXTX"
 TXN_HEADER = _checked("<IIQII", 24)  # magic, crc, seq, nrec, payload_len
 TXN_REC = _checked("<QII", 16)  # dst_off, length, flags; data follows, 8-aligned
-# A revoke (flags bit 0) carries no data: [dst_off, dst_off+length) was freed by
-# this transaction, so recovery must not replay earlier writes into it there
+# A revoke carries no data: [dst_off, dst_off+length) was freed by this
+# transaction, so recovery must not replay earlier writes into it there
 # (the space may since hold another file's data, which is never journaled).
 REC_REVOKE = 1
+# A claim carries no data: [dst_off, dst_off+length) of the data area was
+# allocated by this transaction.  A touch carries no data and has length 0:
+# inode dst_off changed in a way its slot's bytes do not show (a directory's
+# entries).  Recovery ignores both; live processes catch up from them.
+REC_CLAIM = 2
+REC_TOUCH = 3
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -281,16 +305,24 @@ def pad8(n: int) -> int:
 
 
 def pack_txn(
-    seq: int, writes: list[tuple[int, bytes]], revokes: list[tuple[int, int]] = ()
-) -> bytes:  # type: ignore[assignment]
+    seq: int,
+    writes: list[tuple[int, bytes]],
+    revokes: list[tuple[int, int]] = (),  # type: ignore[assignment]
+    claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
+    touches: list[int] = (),  # type: ignore[assignment]
+) -> bytes:
     parts = []
     for dst, data in writes:
         parts.append(TXN_REC.pack(dst, len(data), 0))
         parts.append(bytes(data) + b"\0" * (pad8(len(data)) - len(data)))
     for dst, length in revokes:
         parts.append(TXN_REC.pack(dst, length, REC_REVOKE))
+    for dst, length in claims:
+        parts.append(TXN_REC.pack(dst, length, REC_CLAIM))
+    for ino in touches:
+        parts.append(TXN_REC.pack(ino, 0, REC_TOUCH))
     payload = b"".join(parts)
-    nrec = len(writes) + len(revokes)
+    nrec = len(writes) + len(revokes) + len(claims) + len(touches)
     tail = struct.pack("<QII", seq, nrec, len(payload)) + payload
     return struct.pack("<II", TXN_MAGIC, crc32c(tail)) + tail
 
@@ -300,6 +332,8 @@ class TxnRecord:
     writes: list[tuple[int, bytes]]
     revokes: list[tuple[int, int]]
     next_pos: int
+    claims: list[tuple[int, int]] = field(default_factory=list)
+    touches: list[int] = field(default_factory=list)
 
 
 def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]], int] | None:
@@ -322,20 +356,27 @@ def parse_txn_record(buf, pos: int, end: int, seq: int) -> TxnRecord | None:
     start = pos + TXN_HEADER.size
     if crc != crc32c(buf[pos + 8 : start + plen]):
         return None
-    writes, revokes, p = [], [], start
+    rec = TxnRecord([], [], start + plen)
+    p = start
     for _ in range(nrec):
         if p + TXN_REC.size > start + plen:
             return None
         dst, length, flags = TXN_REC.unpack_from(buf, p)
         p += TXN_REC.size
-        if flags == REC_REVOKE:
-            revokes.append((dst, length))
-            continue
-        if flags or p + length > start + plen:
+        if flags == 0:
+            if p + length > start + plen:
+                return None
+            rec.writes.append((dst, bytes(buf[p : p + length])))
+            p += pad8(length)
+        elif flags == REC_REVOKE:
+            rec.revokes.append((dst, length))
+        elif flags == REC_CLAIM:
+            rec.claims.append((dst, length))
+        elif flags == REC_TOUCH and length == 0:
+            rec.touches.append(dst)
+        else:
             return None
-        writes.append((dst, bytes(buf[p : p + length])))
-        p += pad8(length)
-    return TxnRecord(writes, revokes, start + plen)
+    return rec
 
 
 # --------------------------------------------------------------------------

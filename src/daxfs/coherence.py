@@ -1,0 +1,181 @@
+"""coherence: several processes (and threads) on one pool.
+
+Every public call runs under the FileSystem's thread lock and the pool lock
+(flock on the pool file: shared for reads, exclusive for changes): Locked.
+A change is one journal transaction under the exclusive lock: Change.
+
+Catching up.  Each process caches inodes, directories and its allocator's
+view of free space.  The journal's live word says how far the pool's
+commits have gone; a mount remembers the commit its caches reflect
+(``_seen_seq``, and ``_seen_pos`` where the next record starts).  On taking
+the pool lock, a call that finds newer commits reads just those records
+and applies them (catch_up): the inode slots they write and the
+directories they touch are dropped from the caches (and reloaded from the
+media when next used), the space they claim and revoke is taken from and
+given back to the allocator, and freed inode slots become free inode
+numbers.  This costs O(what the records hold), never a scan.
+
+Only when the records are gone does a process rebuild everything from the
+inode table (counted as ``full_rebuilds``): the log has lapped it (a
+checkpoint reused the area), or its view of the space disagrees with them
+(which would mean a bug, so it is counted too).  PostgreSQL's shared
+invalidation queue works the same way (sinvaladt.c: read from your own
+position, reset when you fall too far behind).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+from .journal import Transaction
+from .layout import BLOCK, INODE_SIZE
+from .path import oserror
+
+# Forks seen by this process: bumped in every child, so a FileSystem can tell
+# it was inherited without a getpid() system call on every operation.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
+def forks_seen() -> int:
+    return _forks[0]
+
+
+def catch_up(fs) -> None:
+    """Bring this mount's caches up to the pool's last commit (pool lock held)."""
+    journal = fs.journal
+    seq = journal.refresh()
+    if seq == fs._seen_seq:
+        return
+    records = None
+    if 0 <= fs._seen_seq < seq:
+        records = journal.records_between(fs._seen_seq, fs._seen_pos, seq)
+    if records is not None and apply_records(fs, records):
+        fs.coherence["records_applied"] += len(records)
+    else:
+        fs._reload()
+        fs.coherence["full_rebuilds"] += 1
+    fs._seen_seq, fs._seen_pos = seq, journal.pos
+
+
+def apply_records(fs, records) -> bool:
+    """Apply other processes' committed records to our caches.  False when
+    our allocator's view disagrees with them (the caller rebuilds)."""
+    sb, allocator = fs.sb, fs.allocator
+    changed: set[int] = set()
+    try:
+        for rec in records:
+            for dst, data in rec.writes:
+                if sb.itable_off <= dst < sb.itable_end:
+                    first = (dst - sb.itable_off) // INODE_SIZE
+                    last = (dst + len(data) - 1 - sb.itable_off) // INODE_SIZE
+                    changed.update(range(first, last + 1))
+            changed.update(rec.touches)
+            # A record never frees what it claims (freed space is reusable
+            # only after its commit), so claims then revokes is its order.
+            for dev, n in rec.claims:
+                allocator.claim((dev - sb.data_off) // BLOCK, n // BLOCK)
+            for dev, n in rec.revokes:
+                allocator.free((dev - sb.data_off) // BLOCK, n // BLOCK)
+    except AssertionError:
+        return False
+    for ino in changed:
+        fs.inodes.forget(ino)
+        fs.dirs.pop(ino, None)
+    return True
+
+
+class Locked:
+    """The thread lock plus the pool lock (flock, shared or exclusive) for one
+    call; the outermost section also catches up with other processes' commits,
+    and first frees what mappings dropped without close() left behind.
+    A class rather than a @contextmanager: this is on every call's path."""
+
+    __slots__ = ("fs", "exclusive", "outer")
+
+    def __init__(self, fs, exclusive: bool):
+        self.fs, self.exclusive, self.outer = fs, exclusive, False
+
+    def __enter__(self) -> None:
+        fs = self.fs
+        if fs._forks != _forks[0]:
+            fs._after_fork()
+        fs._tlock.acquire()
+        try:
+            if fs.closed:
+                raise ValueError("I/O operation on an unmounted pool")
+            self.outer = fs._depth == 0
+            if self.outer:
+                if fs._unmapped:  # the one check the hot path pays for it
+                    fs._free_unmapped_orphans()
+                fcntl.flock(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+            fs._depth += 1
+        except BaseException:
+            fs._tlock.release()
+            raise
+        if self.outer:
+            try:
+                catch_up(fs)
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+
+    def __exit__(self, *exc) -> None:
+        fs = self.fs
+        fs._depth -= 1
+        if self.outer:
+            fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
+        fs._tlock.release()
+
+
+class Change:
+    """One atomic change: yields a Transaction; on normal exit stages every
+    dirty inode and commits; on an exception (or a failed commit) drops the
+    caches, which the media never stopped agreeing with."""
+
+    __slots__ = ("fs", "lock", "txn")
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def __enter__(self) -> Transaction:
+        fs = self.fs
+        if fs.readonly:
+            raise oserror(errno.EROFS)
+        self.lock = Locked(fs, exclusive=True)
+        self.lock.__enter__()
+        self.txn = Transaction()
+        fs._txn_dirty = set()
+        fs._txn_freed_inos = []
+        fs._txn_took_ino = False
+        return self.txn
+
+    def __exit__(self, etype, value, tb) -> None:
+        fs, txn = self.fs, self.txn
+        try:
+            if etype is not None:
+                self._abort()
+                return
+            try:
+                for ino in sorted(fs._txn_dirty):
+                    fs._stage_inode(txn, ino)
+                fs.journal.commit(txn)
+            except BaseException:
+                self._abort()
+                raise
+            for start, n in txn.to_free:
+                fs.allocator.free(start, n)
+            for ino in fs._txn_freed_inos:
+                fs.inodes.return_ino(ino)
+            fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
+            fs._dirty_times.difference_update(fs._txn_dirty)
+        finally:
+            self.lock.__exit__(None, None, None)
+
+    def _abort(self) -> None:
+        # Rebuilding from the media also undoes allocations and inode numbers taken.
+        fs = self.fs
+        if self.txn or fs._txn_dirty or fs._txn_took_ino:
+            fs._reload()

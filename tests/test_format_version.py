@@ -1,0 +1,148 @@
+"""Format version 2 (claim and touch entries in journal records, SPEC.md):
+a version 1 pool is read as it is and upgraded by its first writable mount,
+an interrupted upgrade is completed (by the mount or by fsck), and a pool
+from a newer daxfs is refused with a message that says so."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+import daxfs
+from daxfs import layout as L
+from daxfs.fs import read_superblock
+from daxfs.journal import Journal
+from daxfs.region import Region
+
+
+def superblocks(path: str) -> tuple[L.Superblock | None, L.Superblock | None]:
+    region = Region(path, readonly=True)
+    try:
+        return L.superblock_at(region, 0), L.superblock_at(region, region.size - L.BLOCK)
+    finally:
+        region.close()
+
+
+def set_versions(path: str, primary: int | None, replica: int | None) -> None:
+    """Rewrite the superblock copies with these version numbers (checksums
+    made good): what an older or newer daxfs would have written."""
+    region = Region(path)
+    try:
+        sb, _ = read_superblock(region)
+        for off, version in ((0, primary), (sb.replica_off, replica)):
+            if version is not None:
+                region.store(off, dataclasses.replace(sb, version=version).pack())
+                region.persist(off, L.SUPER.size)
+    finally:
+        region.close()
+
+
+def commit_v1_record(path: str, name: str) -> None:
+    """Leave a committed version-1 record (writes only: the file's inode slot
+    as it is) in the journal, as a version-1 daxfs killed after its commit
+    point would; the upgrading mount must recover it first."""
+    with daxfs.mount(path) as fs:
+        ino = fs.stat(name).st_ino
+        slot = fs.inodes.slot_off(ino)
+        image = bytearray(fs.region.read(slot, L.INODE_SIZE))
+    region = Region(path)
+    try:
+        sb, _ = read_superblock(region)
+        j = Journal(region, sb)
+        j.recover()
+        record = L.pack_txn(j.next_seq, [(slot, bytes(image))])
+        region.store(sb.journal_off + j.pos, record)
+        region.persist(sb.journal_off + j.pos, len(record))
+    finally:
+        region.close()
+
+
+@pytest.fixture
+def v1_pool(pool_path: str) -> str:
+    with daxfs.mount(pool_path) as fs:
+        fs.makedirs("/a/b")
+        with fs.open("/a/b/f", "wb") as f:
+            f.write(b"version one" * 500)
+    set_versions(pool_path, 1, 1)
+    return pool_path
+
+
+def test_a_version_1_pool_mounts_read_only_as_it_is(v1_pool):
+    with daxfs.mount(v1_pool, readonly=True) as fs:
+        assert fs.info()["format_version"] == 1
+        with fs.open("/a/b/f", "rb") as f:
+            assert f.read() == b"version one" * 500
+    primary, replica = superblocks(v1_pool)
+    assert primary.version == replica.version == 1
+
+
+def test_the_first_writable_mount_upgrades_after_recovering_v1_records(v1_pool):
+    commit_v1_record(v1_pool, "/a/b/f")  # a v1 record left in the journal
+    set_versions(v1_pool, 1, 1)  # (recovery above ran under this daxfs)
+    with daxfs.mount(v1_pool) as fs:
+        assert fs.info()["format_version"] == 2
+        fs.mkdir("/new")
+        with fs.open("/a/b/f", "rb") as f:
+            assert f.read() == b"version one" * 500
+    primary, replica = superblocks(v1_pool)
+    assert primary.version == replica.version == 2
+    report = daxfs.check(v1_pool)
+    assert report.ok, report.errors
+
+
+def test_an_interrupted_upgrade_is_completed_by_the_mount(v1_pool):
+    set_versions(v1_pool, 1, 2)  # replica first: the crash came before the primary
+    with daxfs.mount(v1_pool, readonly=True) as fs:
+        assert fs.info()["format_version"] == 2
+        assert fs.listdir("/a/b") == ["f"]
+    with daxfs.mount(v1_pool) as fs:
+        fs.mkdir("/after")
+    primary, replica = superblocks(v1_pool)
+    assert primary.version == replica.version == 2
+
+
+def test_fsck_completes_an_interrupted_upgrade(v1_pool):
+    set_versions(v1_pool, 1, 2)
+    report = daxfs.check(v1_pool)
+    assert not report.ok and any("upgrade" in e for e in report.errors)
+    report = daxfs.check(v1_pool, repair=True)
+    assert report.ok, report.remaining
+    primary, replica = superblocks(v1_pool)
+    assert primary.version == replica.version == 2
+
+
+def test_a_pool_from_a_newer_daxfs_is_refused_clearly(pool_path):
+    set_versions(pool_path, 3, 3)
+    with pytest.raises(daxfs.CorruptionError, match="version 3.*newer daxfs"):
+        daxfs.mount(pool_path)
+    cli = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "daxfs"), "ls", f"{pool_path}:/"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode != 0
+    assert "newer daxfs" in cli.stderr and len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_version_2_records_carry_claims_and_touches(pool_path):
+    """What catching up reads: a create names the space it took and the
+    directory whose blocks it changed."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        seq, pos = fs.journal.next_seq, fs.journal.pos
+        with fs.open("/d/f", "xb") as f:
+            f.write(b"z" * 10000)
+        d_ino = fs.stat("/d").st_ino
+        recs = fs.journal.records_between(seq, pos, fs.journal.next_seq)
+        f_extents = fs.iomap("/d/f")
+    assert any(d_ino in r.touches for r in recs)
+    claimed = sorted(c for r in recs for c in r.claims)
+    mapped = sorted((e.device_offset, e.length) for e in f_extents if e.kind == "mapped")
+    assert all(any(c <= dev and dev + n <= c + cn for c, cn in claimed) for dev, n in mapped), (
+        claimed,
+        mapped,
+    )
