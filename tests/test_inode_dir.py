@@ -288,6 +288,42 @@ def test_directory_matches_a_dict(ops):
     assert {n: ino for n, (ino, _ft) in reloaded(d, media).items()} == model
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from("aadr"), st.integers(0, 40), st.integers(1, 200)), max_size=80
+    ),
+    sync_every=st.integers(1, 6),
+)
+def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_every):
+    """What another process does (coherence.apply_records): its Directory
+    copy re-reads only the blocks a record wrote.  Whenever refresh says
+    that sufficed, the copy must equal a fresh load of the media; when it
+    says no (a new subdirectory entry, a new block), the caller loads again."""
+    media, writer = Media(256), Directory(9)
+    reader = Directory.load(9, memoryview(media.buf), media.devs())
+    written: set[int] = set()
+    for i, (op, k, length) in enumerate(ops):
+        name = (str(k) * 200)[:length]
+        t = Transaction()
+        if op in "ad" and name not in writer.entries:
+            writer.add(name, 1000 + k * 256 + length, 4 if op == "d" else 8, t, media.new_block)
+        elif op == "r" and name in writer.entries:
+            writer.remove(name, t)
+        media.apply(t)
+        written.update(off - off % BLOCK for off, _data in t.writes)
+        if i % sync_every == 0:
+            if len(reader.devs) != len(media.devs()) or not reader.refresh(
+                memoryview(media.buf), written
+            ):
+                reader = Directory.load(9, memoryview(media.buf), media.devs())
+            written = set()
+            fresh = Directory.load(9, memoryview(media.buf), media.devs())
+            assert reader.entries == fresh.entries
+            assert (reader.used, reader.live, reader.dead) == (fresh.used, fresh.live, fresh.dead)
+            assert [bytes(x) for x in reader.images] == [bytes(x) for x in fresh.images]
+
+
 # ---------------------------------------------------------------------------
 # A directory of 100,000 names, through the file system
 # ---------------------------------------------------------------------------

@@ -300,3 +300,29 @@ def test_a_mount_lapped_by_the_log_rebuilds_and_stays_correct(make_pool):
         assert a.coherence["full_rebuilds"] == rebuilds + 1
     report = daxfs.check(path)
     assert report.ok, report.errors
+
+
+def test_a_mount_a_little_behind_a_checkpoint_reads_the_retired_records(make_pool):
+    """Records a checkpoint retires stay in the area until new ones reach
+    them: a mount that stopped just before the checkpoint reads them there,
+    then the new ones, and does not rebuild."""
+    path = make_pool(size=16 * MiB)
+    with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        b.mkdir("/d")
+        size = b.journal.describe()["journal_bytes"]
+        names = []
+        for i in itertools.count():
+            if b.journal.pos < size * 9 // 10:
+                a.listdir("/")  # a keeps up until the log is nearly full
+            last_pos = b.journal.pos
+            names.append(f"f{i:05d}")
+            with b.open(f"/d/{names[-1]}", "wb") as f:
+                f.write(b"y" * 100)
+            if b.journal.pos < last_pos:
+                break
+        with b.open("/d/after-the-checkpoint", "wb") as f:
+            f.write(b"z")
+        before = a.coherence.copy()
+        assert sorted(a.listdir("/d")) == sorted(names + ["after-the-checkpoint"])
+        assert a.coherence["full_rebuilds"] == before["full_rebuilds"]
+        assert a.coherence["records_applied"] > before["records_applied"] + 3

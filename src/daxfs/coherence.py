@@ -64,15 +64,19 @@ def apply_records(fs, records) -> bool:
     """Apply other processes' committed records to our caches.  False when
     our allocator's view disagrees with them (the caller rebuilds)."""
     sb, allocator = fs.sb, fs.allocator
-    changed: set[int] = set()
+    slots: set[int] = set()  # inodes whose slots were written
+    touched: set[int] = set()  # directories whose blocks were written
+    blocks: set[int] = set()  # the data-area blocks written (device offsets)
     try:
         for rec in records:
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     first = (dst - sb.itable_off) // INODE_SIZE
                     last = (dst + len(data) - 1 - sb.itable_off) // INODE_SIZE
-                    changed.update(range(first, last + 1))
-            changed.update(rec.touches)
+                    slots.update(range(first, last + 1))
+                else:
+                    blocks.update(range(dst - dst % BLOCK, dst + len(data), BLOCK))
+            touched.update(rec.touches)
             # A record never frees what it claims (freed space is reusable
             # only after its commit), so claims then revokes is its order.
             for dev, n in rec.claims:
@@ -81,9 +85,15 @@ def apply_records(fs, records) -> bool:
                 allocator.free((dev - sb.data_off) // BLOCK, n // BLOCK)
     except AssertionError:
         return False
-    for ino in changed:
+    for ino in slots:
         fs.inodes.forget(ino)
         fs.dirs.pop(ino, None)
+    # A directory whose inode is unchanged keeps its blocks: re-read just
+    # the ones written (one shared directory stays cheap to follow).
+    for ino in touched - slots:
+        d = fs.dirs.get(ino)
+        if d is not None and not d.refresh(fs.region.buf, blocks):
+            del fs.dirs[ino]
     return True
 
 

@@ -58,27 +58,66 @@ class Directory:
         subdirs: set[int] = set()  # a directory is named once, or walks multiply
         for dev in devs:
             image = bytearray(buf[dev : dev + BLOCK])
-            used, entries = parse_dirblock(image, dev, ino)
             b = len(d.images)
             d.images.append(image)
             d.devs.append(dev)
-            d.used.append(used)
-            d.live.append(len(entries))
-            live_bytes = 0
-            for pos, eino, ftype, raw in entries:
-                name = raw.decode("utf-8", "surrogateescape")
-                if not valid_name(raw) or name in d.entries:
-                    raise CorruptionError(f"directory {ino}: bad or duplicate name {raw!r}", dev)
+            d.used.append(0)
+            d.live.append(0)
+            d.dead.append(0)
+            for _name, eino, ftype, _pos in d._take_block(b):
                 if ftype == DIR_FTYPE:
                     if eino in subdirs:
                         raise CorruptionError(
                             f"directory {ino}: two names for directory {eino}", dev
                         )
                     subdirs.add(eino)
-                d.entries[name] = (eino, ftype, b, pos)
-                live_bytes += DIRENT_HEAD.size + len(raw)
-            d.dead.append(used - DIRBLOCK_HEAD.size - live_bytes)
         return d
+
+    def _take_block(self, b: int) -> list[tuple[str, int, int, int]]:
+        """Parse block ``b``'s image and enter its names; return them as
+        (name, ino, ftype, pos).  A name that is invalid or already present
+        is damage (CorruptionError)."""
+        image, dev = self.images[b], self.devs[b]
+        used, entries = parse_dirblock(image, dev, self.ino)
+        live_bytes = 0
+        out = []
+        for pos, eino, ftype, raw in entries:
+            name = raw.decode("utf-8", "surrogateescape")
+            if not valid_name(raw) or name in self.entries:
+                raise CorruptionError(f"directory {self.ino}: bad or duplicate name {raw!r}", dev)
+            self.entries[name] = (eino, ftype, b, pos)
+            live_bytes += DIRENT_HEAD.size + len(raw)
+            out.append((name, eino, ftype, pos))
+        self.used[b], self.live[b] = used, len(entries)
+        self.dead[b] = used - DIRBLOCK_HEAD.size - live_bytes
+        return out
+
+    def refresh(self, buf, written: set[int]) -> bool:
+        """Re-read those of our blocks (device offsets) that another process
+        wrote.  False when that is not enough and the directory must be
+        loaded again whole: a block does not check, or a directory entry
+        appeared (only a whole load can tell it is the one name for that
+        directory)."""
+        index = {dev: b for b, dev in enumerate(self.devs)} if written else {}
+        try:
+            for dev in written:
+                b = index.get(dev)
+                if b is None:
+                    continue
+                had_dirs = set()
+                for pos, ino, ftype, raw in parse_dirblock(self.images[b], dev, self.ino)[1]:
+                    name = raw.decode("utf-8", "surrogateescape")
+                    if self.entries.get(name, (0, 0, -1, -1))[2:] == (b, pos):
+                        del self.entries[name]
+                    if ftype == DIR_FTYPE:
+                        had_dirs.add((name, ino))
+                self.images[b] = bytearray(buf[dev : dev + BLOCK])
+                for name, ino, ftype, _pos in self._take_block(b):
+                    if ftype == DIR_FTYPE and (name, ino) not in had_dirs:
+                        return False
+        except CorruptionError:
+            return False
+        return True
 
     def lookup(self, name: str) -> tuple[int, int] | None:
         e = self.entries.get(name)

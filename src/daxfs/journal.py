@@ -246,14 +246,25 @@ class Journal:
     def records_between(self, seq: int, pos: int, upto: int) -> list[TxnRecord] | None:
         """The committed records ``seq`` .. ``upto``-1, the first at area offset
         ``pos``, each checked as recovery checks it; None when they are not
-        all in the log any more (a checkpoint has reused the area since:
-        the caller was lapped).  The caller holds the pool lock."""
+        all in the log any more (the caller was lapped).  The caller holds
+        the pool lock.
+
+        Records a checkpoint has retired since stay readable until the new
+        records reach them, so a caller only a little behind a checkpoint
+        reads the old ones from where it stopped, then the new ones from the
+        start of the area.  A record is taken only whole with its expected
+        seq and crc, so an overwritten one is never mistaken for it."""
         first = self._header_seq()
-        if first > seq:
-            return None
-        if first == seq:
-            pos = 0  # checkpointed exactly where the caller stopped
         out: list[TxnRecord] = []
+        if seq > first:
+            return self._read_records(seq, pos, upto, out)
+        if seq < first and self._read_records(seq, pos, first, out) is None:
+            return None
+        return self._read_records(first, 0, upto, out)
+
+    def _read_records(
+        self, seq: int, pos: int, upto: int, out: list[TxnRecord]
+    ) -> list[TxnRecord] | None:
         while seq < upto:
             at = self.start + pos
             rec = parse_txn_record(self.region.buf, at, self.end, seq)
