@@ -57,6 +57,10 @@ Runs = list[tuple[int, int]]
 DRAINING = BLOCKS_PER_CHUNK * 3 // 4
 # At most this many chunks' holes are gathered for one small request.
 MAX_PIECES = 16
+# A partly used chunk becomes a process's window (leases.py) only with at
+# least this many free blocks: a window that fills at once would be
+# replaced at once, and each replacement is seen by every process.
+WINDOW_ROOM = 64
 
 
 def enospc() -> OSError:
@@ -344,12 +348,9 @@ class HugePageAllocator(_Base):
 
     def _alloc_small(self, n: int, hint: int | None) -> Runs:
         out: Runs = []
-        if hint is not None and 0 <= hint < self.nblocks and not self.used[hint]:
-            c = hint // BLOCKS_PER_CHUNK
-            if self.chunk_free[c] < BLOCKS_PER_CHUNK:  # never split a whole chunk for a hint
-                end = min((c + 1) * BLOCKS_PER_CHUNK, hint + n)
-                got = int(np.argmax(np.append(self.used[hint:end], True)))
-                self._take_small(c, hint, got)
+        if hint is not None:
+            got = self.take_at_hint(hint, n)
+            if got:
                 out.append((hint, got))
                 n -= got
         while n:
@@ -358,6 +359,20 @@ class HugePageAllocator(_Base):
                 if not n:
                     break
         return out
+
+    def take_at_hint(self, hint: int, n: int) -> int:
+        """Up to n blocks from block ``hint`` on, while free and inside its
+        chunk; never splits a whole chunk (a hint is a file's last block, so
+        its chunk is in use).  Returns how many were taken."""
+        if not 0 <= hint < self.nblocks or self.used[hint]:
+            return 0
+        c = hint // BLOCKS_PER_CHUNK
+        if self.chunk_free[c] == BLOCKS_PER_CHUNK:
+            return 0
+        end = min((c + 1) * BLOCKS_PER_CHUNK, hint + n)
+        got = int(np.argmax(np.append(self.used[hint:end], True)))
+        self._take_small(c, hint, got)
+        return got
 
     def _plan_small(self, n: int) -> list[int]:
         """The chunks to take n small blocks from, in order.  The aim is that as
@@ -442,6 +457,37 @@ class HugePageAllocator(_Base):
         else:
             np.subtract.at(self.chunk_free, np.arange(start, start + n) // BLOCKS_PER_CHUNK, 1)
         self._free_blocks -= n
+
+    # -- windows: chunks one process places its small blocks in (leases.py) ----
+    def take_from(self, c: int, n: int, out: Runs) -> int:
+        """Up to n free blocks of chunk c into ``out`` (splitting c if whole);
+        return how many."""
+        if self.chunk_free[c] == 0:
+            return 0
+        if self.chunk_free[c] == BLOCKS_PER_CHUNK:
+            self.whole.take(c, 1)
+            self.small.add((BLOCKS_PER_CHUNK, c))
+        return self._fill_from_chunk(c, n, out)
+
+    def pick_window(self, leased: set[int]) -> int | None:
+        """A chunk for a new window, not one of ``leased``: the fullest
+        non-draining partly used chunk with WINDOW_ROOM free (filling holes
+        keeps whole chunks for large files, as _plan_small does), else a
+        whole chunk, else the emptiest partly used chunk.  Each search skips
+        at most len(leased) chunks."""
+        lo = self.small.bisect_left((WINDOW_ROOM, -1))
+        hi = self.small.bisect_left((DRAINING, -1))
+        for _free, c in self.small.islice(lo, hi):
+            if c not in leased:
+                return c
+        for start, n in self.whole.by_start.items():
+            for c in range(start, min(start + n, start + len(leased) + 1)):
+                if c not in leased:
+                    return c
+        for _free, c in reversed(self.small):
+            if c not in leased:
+                return c
+        return None
 
     # -- what other processes took --------------------------------------------
     def claim(self, start: int, n: int) -> None:

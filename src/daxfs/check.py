@@ -80,6 +80,7 @@ from .layout import (
     upgrade_interrupted,
     valid_name,
 )
+from .leases import clear_slot, stale_slots
 from .path import ROOT_INO, to_str
 from .region import Region
 
@@ -178,6 +179,7 @@ class _Checker:
             if sb is not None:
                 self.sb, self.table = sb, InodeTable(region, sb)
                 self._journal()
+                self._process_table()
                 self._inode_slots()
                 self._ownership()
                 self._directories()
@@ -274,6 +276,15 @@ class _Checker:
                 )
                 if self.repair:
                     self.fixed(f"journal header slot {i} rewritten")
+
+    def _process_table(self) -> None:
+        """Slots of the process table (leases.py) that no live process holds.
+        They are hints, never errors: a crash leaves every slot so."""
+        for i, why in stale_slots(self.region):
+            self.report.notes.append(f"process table slot {i}: {why}")
+            if self.repair:
+                clear_slot(self.region, i)
+                self.fixed(f"process table slot {i} cleared")
 
     def _reset_journal(self, j: Journal) -> None:
         """Start the journal afresh, past any sequence number left in its area."""

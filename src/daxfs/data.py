@@ -70,8 +70,9 @@ class DataPath:
         return taken
 
     def _alloc_blocks(self, txn: Transaction, n: int, hint_dev: int | None):
+        # Through this process's windows when it shares the pool (leases.py).
         hint = None if hint_dev is None else self._block(hint_dev)
-        return self._take(txn, self.allocator.alloc_blocks(n, hint))
+        return self._take(txn, self.leases.alloc_blocks(n, hint))
 
     def _alloc_chunks(self, txn: Transaction, n: int, hint_dev: int | None):
         hint = None if hint_dev is None else self._block(hint_dev)

@@ -11,14 +11,25 @@ from __future__ import annotations
 import errno
 import io
 import os
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .path import oserror
 
-if TYPE_CHECKING:
-    from .fs import FileSystem
-
 DEFAULT_BUFFER = 128 * 1024
+
+
+class FileHost(Protocol):
+    """What a file object asks of the file system that opened it (fs.py's
+    FileSystem), named here so that this module does not import fs.py."""
+
+    def _size_of(self, ino: int) -> int: ...
+    def _pread(self, ino: int, pos: int, size: int | None) -> bytes: ...
+    def _pread_into(self, ino: int, pos: int, buf) -> int: ...
+    def _pwrite(self, ino: int, pos: int, data) -> None: ...
+    def _seek_data(self, ino: int, pos: int, hole: bool) -> int: ...
+    def _truncate_ino(self, ino: int, length: int) -> None: ...
+    def _flush_ino(self, ino: int) -> None: ...
+    def _release(self, ino: int) -> None: ...
 
 
 def parse_mode(mode: str) -> tuple[str, bool, bool, bool]:
@@ -37,7 +48,7 @@ def parse_mode(mode: str) -> tuple[str, bool, bool, bool]:
 class DaxRawFile(io.RawIOBase):
     def __init__(
         self,
-        fs: FileSystem,
+        fs: FileHost,
         ino: int,
         name: str,
         mode: str,

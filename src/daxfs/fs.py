@@ -60,6 +60,7 @@ from .layout import (
     unpack_superblock,
     upgrade_interrupted,
 )
+from .leases import Leases
 from .mapping import MODES, Mapping, MapPlan, device_span
 from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, resolve, to_str
 from .pins import RangePins, pinned_by_others, set_lock
@@ -194,6 +195,7 @@ class FileSystem(DataPath):
         # full_rebuilds the times the caches were dropped and the inode table
         # rescanned instead (python -m daxfs.bench share reports both).
         self.coherence: collections.Counter[str] = collections.Counter()
+        self.leases = Leases(self)  # this mount's slot in the process table
 
     # ======================================================================
     # locking and cache coherence
@@ -221,6 +223,7 @@ class FileSystem(DataPath):
         os.dup2(fd, self.region.fd)
         os.close(fd)
         self._seen_seq = -1
+        self.leases.forget_after_fork()
 
     def _reload(self) -> None:
         """Drop every cache and rebuild the allocator from the inode table."""
@@ -503,7 +506,7 @@ class FileSystem(DataPath):
             raise oserror(errno.ENOENT, spath)  # creating in a removed directory
         if not self.inodes.nfree:
             raise oserror(errno.ENOSPC, spath)
-        ino = self.inodes.take_ino()
+        ino = self.leases.take_ino()
         self._txn_took_ino = True
         now = _now()
         inode = Inode(
@@ -1190,6 +1193,7 @@ class FileSystem(DataPath):
             if not self.readonly:  # a clean unmount leaves an empty journal
                 with self._locked(exclusive=True):
                     self.journal.checkpoint()
+                    self.leases.leave()
         finally:
             with self._thread_lock():
                 self.closed = True
@@ -1373,6 +1377,8 @@ def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True
                     fs.sb = sb = upgrade_superblocks(region, sb)
                 fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
                 fs._reload()
+                if not readonly:
+                    fs.leases.join()
                 if reclaim_orphans:
                     fs._reclaim_orphans()
             finally:

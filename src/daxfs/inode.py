@@ -410,6 +410,20 @@ class InodeTable:
             self.nfree += 1
             heapq.heappush(self.free_inos, ino)
 
+    def take_in(self, start: int, count: int) -> int | None:
+        """The lowest free number in [start, start+count), taken; None if none."""
+        found = np.flatnonzero(self._listed[start : start + count])
+        if len(found) == 0:
+            return None
+        ino = start + int(found[0])
+        self._listed[ino] = False  # the heap's copy is skipped when popped
+        self.nfree -= 1
+        return ino
+
+    def free_map(self) -> np.ndarray:
+        """Which inode numbers are free (index = number); do not change it."""
+        return self._listed
+
     def is_free(self, ino: int) -> bool:
         return self.valid_ino(ino) and bool(self._listed[ino])
 

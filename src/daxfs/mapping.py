@@ -33,7 +33,7 @@ import errno
 import mmap
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .inode import Extent
 from .layout import BLOCK, CHUNK
@@ -41,8 +41,18 @@ from .path import oserror
 from .pins import RangePins
 from .region import MADV_HUGEPAGE, MAP_FIXED, _libc, sys_mmap
 
-if TYPE_CHECKING:
-    from .fs import FileSystem
+
+class MapHost(Protocol):
+    """What a Mapping asks of the file system that made it (fs.py's
+    FileSystem), named here so that this module does not import fs.py."""
+
+    region: Any
+
+    def _orphan_check_later(self, ino: int) -> Any: ...
+    def _map_is_stale(self, plan: MapPlan) -> bool: ...
+    def _huge_pages_note(self, plan: MapPlan) -> str | None: ...
+    def _mapping_closed(self, ino: int) -> None: ...
+
 
 MODES = ("r", "r+", "w+", "c")
 PAGE = mmap.PAGESIZE
@@ -85,7 +95,7 @@ class MapPlan:
 class Mapping:
     """A file of the pool mapped into this process; see the module docstring."""
 
-    def __init__(self, fs: FileSystem, path: str, mode: str, plan: MapPlan, pins: RangePins):
+    def __init__(self, fs: MapHost, path: str, mode: str, plan: MapPlan, pins: RangePins):
         self._fs, self.path, self.mode = fs, path, mode
         self.offset, self.length = plan.offset, plan.length
         self.extents, self._plan = plan.extents, plan

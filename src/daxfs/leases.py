@@ -1,0 +1,258 @@
+"""leases: each process's own allocation windows, in the pool's process table.
+
+When several processes write one pool, each places its small blocks (files
+under 2 MiB, directory and extent blocks) in chunks of its own, its
+*windows*, and takes new inode numbers from a range of its own, like
+ext4's per-group preallocation and OCFS2's per-node local allocation.
+Their files then do not interleave in chunks (a process's chunks empty
+when its files go, and return whole) nor in the inode table, and a
+process never needs another's free space to create a file.  A process
+alone on a pool keeps the single-process policy (alloc.py): windows are
+taken only while another live process is in the table.
+
+Leases are hints between live processes, not ownership: the space a
+process uses is what its journal records claim (coherence.py), so a
+lease that is stale, damaged or crafted can cost placement, never
+correctness.  The table is therefore neither journaled nor persisted.
+
+The table (SPEC.md, "Process table") lives in the journal header block:
+a 64-byte header whose first word is a generation number, bumped by every
+change, then 15 slots of 64 bytes.  A slot: magic, pid, the inode range
+(start, count), and up to 12 window chunks (chunk number + 1; 0 = none).
+A writable mount takes a free slot and holds an OFD write lock on its
+first byte for as long as it is mounted; the kernel drops the lock when
+the process dies, so a slot whose lock nobody holds belongs to nobody and
+is cleared by the next process that looks.  All of this runs under the
+exclusive pool lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+import numpy as np
+
+from .alloc import enospc
+from .layout import BLOCKS_PER_CHUNK, JOURNAL_HEADER_OFF
+from .pins import pinned_by_others, set_lock
+
+TABLE_OFF = JOURNAL_HEADER_OFF + 3072
+TABLE_HEAD = struct.Struct("<Q56x")  # generation
+SLOT = struct.Struct("<IIII12I")  # magic, pid, ino_start, ino_count, windows (chunk + 1)
+NSLOTS = 15
+SLOT_MAGIC = 0x5250_5844  # "DXPR"
+MAX_WINDOWS = 12
+INO_RANGE = 256  # inode numbers leased at a time
+
+assert TABLE_HEAD.size == SLOT.size == 64
+assert TABLE_OFF + TABLE_HEAD.size + NSLOTS * SLOT.size == JOURNAL_HEADER_OFF + 4096
+
+
+def slot_off(i: int) -> int:
+    return TABLE_OFF + TABLE_HEAD.size + i * SLOT.size
+
+
+def read_slot(buf, i: int) -> tuple[int, int, int, int, list[int]]:
+    magic, pid, ino_start, ino_count, *windows = SLOT.unpack_from(buf, slot_off(i))
+    return magic, pid, ino_start, ino_count, [w - 1 for w in windows if w]
+
+
+class Leases:
+    """One mount's slot in the process table and the windows it holds."""
+
+    def __init__(self, fs) -> None:
+        self.fs = fs
+        self.slot: int | None = None
+        self.windows: list[int] = []  # chunk numbers
+        self.ino_range: tuple[int, int] | None = None
+        self.gen = -1  # the table generation our view of the others is from
+        self.others_chunks: set[int] = set()
+        self.others_inos: list[tuple[int, int]] = []
+        self.shared = False  # another live process is in the table
+
+    # -- the table ---------------------------------------------------------
+    @property
+    def _buf(self):
+        return self.fs.region.buf
+
+    def _bump(self) -> None:
+        (gen,) = TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)
+        self.fs.region.store(TABLE_OFF, TABLE_HEAD.pack((gen + 1) & (2**64 - 1)))
+
+    def join(self) -> None:
+        """Take a free slot (clearing those of processes that are gone) and
+        lock it.  Without a free slot the mount works, with no windows."""
+        self._scan()
+        for i in range(NSLOTS):
+            if read_slot(self._buf, i)[0] == 0:
+                set_lock(self.fs.region.fd, fcntl.F_WRLCK, slot_off(i), 1)
+                self.slot = i
+                self._write_slot()
+                return
+
+    def leave(self) -> None:
+        """Clear our slot and unlock it (at unmount)."""
+        if self.slot is not None:
+            self.fs.region.store(slot_off(self.slot), bytes(SLOT.size))
+            self._bump()
+            set_lock(self.fs.region.fd, fcntl.F_UNLCK, slot_off(self.slot), 1)
+            self.slot = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the slot's lock is the parent's; the child joins
+        with a slot of its own at its first allocation."""
+        self.slot, self.windows, self.ino_range, self.gen = None, [], None, -1
+
+    def _write_slot(self) -> None:
+        start, count = self.ino_range or (0, 0)
+        chunks = [c + 1 for c in self.windows] + [0] * (MAX_WINDOWS - len(self.windows))
+        raw = SLOT.pack(SLOT_MAGIC, os.getpid() & 0xFFFFFFFF, start, count, *chunks)
+        self.fs.region.store(slot_off(self.slot), raw)
+        self._bump()
+
+    def _scan(self) -> None:
+        """Learn the other live processes' windows and ranges; clear the slots
+        of processes that are gone.  Slot contents are checked as input:
+        what does not fit the pool is ignored."""
+        fs, buf = self.fs, self._buf
+        nchunks = fs.allocator.nchunks
+        chunks: set[int] = set()
+        inos: list[tuple[int, int]] = []
+        for i in range(NSLOTS):
+            if i == self.slot:
+                continue
+            magic, _pid, start, count, windows = read_slot(buf, i)
+            if magic == 0:
+                continue
+            if magic != SLOT_MAGIC or not pinned_by_others(fs.region.fd, slot_off(i), 1):
+                fs.region.store(slot_off(i), bytes(SLOT.size))  # nobody's, or not a slot
+                self._bump()
+                continue
+            chunks.update(c for c in windows if 0 <= c < nchunks)
+            if 0 < count <= INO_RANGE and start + count <= fs.sb.inode_count:
+                inos.append((start, start + count))
+        self.others_chunks, self.others_inos = chunks, inos
+        self.shared = bool(self._live_others(buf))
+        (self.gen,) = TABLE_HEAD.unpack_from(buf, TABLE_OFF)
+
+    def _live_others(self, buf) -> int:
+        return sum(
+            1 for i in range(NSLOTS) if i != self.slot and read_slot(buf, i)[0] == SLOT_MAGIC
+        )
+
+    def _current(self) -> bool:
+        """Windows apply now: another process is live (our view is rescanned
+        whenever the table's generation moved).  Joins first if needed."""
+        if self.slot is None:
+            if self.fs.readonly:
+                return False
+            self.join()
+        if TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)[0] != self.gen:
+            self._scan()
+        return self.shared and self.slot is not None
+
+    # -- blocks ------------------------------------------------------------
+    def alloc_blocks(self, n: int, hint: int | None):
+        """n small blocks: from the hinted block if it is not in another's
+        window, then from our windows, taking new windows as they fill."""
+        a = self.fs.allocator
+        if a.name != "hugepage" or not self._current():
+            return a.alloc_blocks(n, hint)
+        if n > a.free_blocks:
+            raise enospc()
+        out: list[tuple[int, int]] = []
+        if hint is not None and 0 <= hint < a.nblocks:
+            if hint // BLOCKS_PER_CHUNK not in self.others_chunks:
+                got = a.take_at_hint(hint, n)
+                if got:
+                    out.append((hint, got))
+                    n -= got
+        while n:
+            for c in self._open_windows():
+                n -= a.take_from(c, n, out)
+                if not n:
+                    break
+            else:
+                if not self._new_window():
+                    out += a.alloc_blocks(n, None)  # no window to be had: anywhere
+                    break
+        return out
+
+    def _open_windows(self) -> list[int]:
+        """Our windows with room, fullest first; full ones are given up."""
+        free = self.fs.allocator.chunk_free
+        room = [c for c in self.windows if free[c] > 0]
+        if len(room) != len(self.windows):
+            self.windows = room
+            self._write_slot()
+        return sorted(room, key=lambda c: free[c])
+
+    def _new_window(self) -> bool:
+        self._scan()  # others may have taken windows since
+        c = self.fs.allocator.pick_window(self.others_chunks | set(self.windows))
+        if c is None:
+            return False
+        if len(self.windows) == MAX_WINDOWS:
+            self.windows.pop(0)
+        self.windows.append(c)
+        self._write_slot()
+        return True
+
+    # -- inode numbers -----------------------------------------------------
+    def take_ino(self) -> int:
+        inodes = self.fs.inodes
+        if not self._current():
+            return inodes.take_ino()
+        if self.ino_range is not None:
+            ino = inodes.take_in(*self.ino_range)
+            if ino is not None:
+                return ino
+        rng = self._new_ino_range()
+        if rng is None:
+            return inodes.take_ino()
+        self.ino_range = rng
+        self._write_slot()
+        ino = inodes.take_in(*rng)
+        return ino if ino is not None else inodes.take_ino()
+
+    def _new_ino_range(self) -> tuple[int, int] | None:
+        """The lowest INO_RANGE-aligned range with a free number that no other
+        live process holds; (start, count)."""
+        self._scan()
+        listed = self.fs.inodes.free_map()
+        groups = len(listed) // INO_RANGE
+        has_free = listed[: groups * INO_RANGE].reshape(groups, INO_RANGE).any(axis=1)
+        for start, end in self.others_inos:
+            has_free[start // INO_RANGE : -(-end // INO_RANGE)] = False
+        found = np.flatnonzero(has_free)
+        if len(found) == 0:
+            return None
+        return int(found[0]) * INO_RANGE, INO_RANGE
+
+
+# -- for the checker -------------------------------------------------------
+def stale_slots(region) -> list[tuple[int, str]]:
+    """Slots that no live process holds, as (slot, why): what a process
+    that died (or crashed with the machine) left, or bytes that are not a
+    slot at all.  Hints only: the checker notes them and clears them."""
+    found = []
+    for i in range(NSLOTS):
+        raw = region.read(slot_off(i), SLOT.size)
+        magic = SLOT.unpack_from(raw)[0]
+        if magic == 0 and not any(raw):
+            continue
+        if magic not in (0, SLOT_MAGIC):
+            found.append((i, "not a process slot"))
+        elif magic == 0:
+            found.append((i, "free, but not zero"))
+        elif not pinned_by_others(region.fd, slot_off(i), 1):
+            found.append((i, "left by a process that is gone"))
+    return found
+
+
+def clear_slot(region, i: int) -> None:
+    region.store(slot_off(i), bytes(SLOT.size))
+    (gen,) = TABLE_HEAD.unpack_from(region.read(TABLE_OFF, TABLE_HEAD.size))
+    region.store(TABLE_OFF, TABLE_HEAD.pack((gen + 1) & (2**64 - 1)))

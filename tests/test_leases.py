@@ -1,0 +1,130 @@
+"""Allocation windows per process (leases.py): processes sharing a pool
+place their small files in chunks of their own and take inode numbers from
+ranges of their own; a process alone keeps the single-process policy; the
+slot of a process that died is reclaimed; a damaged table costs nothing
+but placement, and the checker clears it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import daxfs
+from daxfs import leases
+from daxfs.layout import CHUNK
+from daxfs.region import Region
+
+
+def chunks_of(fs, path: str) -> set[int]:
+    return {
+        (e.device_offset - fs.sb.data_off) // CHUNK
+        for e in fs.iomap(path)
+        if e.kind == "mapped"
+    }
+
+
+def live_slots(path: str) -> list[int]:
+    region = Region(path, readonly=True)
+    try:
+        return [i for i in range(leases.NSLOTS) if leases.read_slot(region.buf, i)[0]]
+    finally:
+        region.close()
+
+
+def create_interleaved(a, b, n: int, size: int = 5000) -> None:
+    a.makedirs("/a", exist_ok=True)
+    b.makedirs("/b", exist_ok=True)
+    for i in range(n):
+        for fs, d in ((a, "/a"), (b, "/b")):
+            with fs.open(f"{d}/f{i}", "wb") as f:
+                f.write(bytes([i % 251]) * (size + i))
+
+
+def test_two_processes_place_small_files_in_chunks_and_inode_ranges_of_their_own(make_pool):
+    path = make_pool(size=256 << 20)
+    with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        create_interleaved(a, b, 300)
+        a_chunks = set().union(*(chunks_of(a, f"/a/f{i}") for i in range(300)))
+        b_chunks = set().union(*(chunks_of(a, f"/b/f{i}") for i in range(300)))
+        assert a_chunks and b_chunks and not a_chunks & b_chunks
+        a_inos = {a.stat(f"/a/f{i}").st_ino // leases.INO_RANGE for i in range(300)}
+        b_inos = {a.stat(f"/b/f{i}").st_ino // leases.INO_RANGE for i in range(300)}
+        assert not a_inos & b_inos
+        for i in (0, 150, 299):  # each sees the other's files, byte for byte
+            with a.open(f"/b/f{i}", "rb") as f:
+                assert f.read() == bytes([i % 251]) * (5000 + i)
+        assert a.coherence["full_rebuilds"] == b.coherence["full_rebuilds"] == 0
+        assert len(live_slots(path)) == 2
+    assert live_slots(path) == []  # unmounting clears the slots
+    report = daxfs.check(path)
+    assert report.ok and not report.notes, (report.errors, report.notes)
+
+
+def test_a_process_alone_keeps_the_single_process_policy(make_pool):
+    path = make_pool(size=128 << 20)
+    with daxfs.mount(path) as a:
+        a.mkdir("/d")
+        for i in range(50):
+            with a.open(f"/d/f{i}", "wb") as f:
+                f.write(b"s" * 3000)
+        assert a.leases.windows == [] and a.leases.ino_range is None
+        assert live_slots(path) == [a.leases.slot]
+
+
+CHILD = textwrap.dedent("""
+    import sys, daxfs
+    fs = daxfs.mount(sys.argv[1])
+    fs.mkdir("/child")
+    with fs.open("/child/f", "wb") as f:
+        f.write(b"c" * 5000)
+    print("ready", flush=True)
+    sys.stdin.readline()
+""")
+
+
+def test_the_slot_and_windows_of_a_killed_process_come_back(make_pool):
+    path = make_pool(size=128 << 20)
+    with daxfs.mount(path) as a:
+        a.mkdir("/a")
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        try:
+            assert child.stdout.readline().strip() == b"ready"
+            with a.open("/a/x", "wb") as f:  # a now shares: it takes a window
+                f.write(b"a" * 5000)
+            assert a.leases.shared and len(live_slots(path)) == 2
+            child_slot = next(s for s in live_slots(path) if s != a.leases.slot)
+            child_windows = leases.read_slot(a.region.buf, child_slot)[4]
+            assert child_windows and set(child_windows) <= a.leases.others_chunks
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+        report = daxfs.check(path)
+        assert report.ok and any("gone" in n for n in report.notes), report.notes
+        # a learns at its next look at the table (a new window, a new range).
+        a.leases._new_window()
+        assert live_slots(path) == [a.leases.slot]
+        assert not a.leases.shared and a.leases.others_chunks == set()
+        with a.open("/child/f", "rb") as f:
+            assert f.read() == b"c" * 5000
+
+
+def test_a_table_of_garbage_costs_placement_only(make_pool):
+    path = make_pool(size=128 << 20)
+    region = Region(path)
+    try:
+        region.store(leases.TABLE_OFF, os.urandom(1024))
+    finally:
+        region.close()
+    report = daxfs.check(path)
+    assert report.ok and report.notes  # hints, noted
+    with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        create_interleaved(a, b, 40)
+        assert sorted(b.listdir("/a")) == sorted(f"f{i}" for i in range(40))
+    report = daxfs.check(path, repair=True)
+    assert report.ok and not report.remaining
+    assert daxfs.check(path).notes == []
