@@ -29,7 +29,7 @@ import errno
 import fcntl
 import os
 
-from .journal import Transaction
+from .journal import RangeSet, Transaction
 from .layout import BLOCK, INODE_SIZE
 from .path import oserror
 
@@ -140,12 +140,56 @@ class Locked:
         fs._tlock.release()
 
 
+class Conflict(Exception):
+    """An optimistic change met another process's commit that touched what it
+    read or wrote (or asked for the exclusive lock itself): it was undone,
+    and ``optimistically`` runs it again holding the exclusive lock."""
+
+
+def optimistically(fs, fn, *args):
+    """Run ``fn(*args)``, whose changes may be prepared under the shared pool
+    lock (see Change); on a Conflict, run it again the old way.  After a
+    conflict the next few changes go the old way straight off, so that a
+    contended directory does not pay for two attempts each time."""
+    with fs._thread_lock():
+        if fs._depth == 0 and fs.optimism and fs._pessimistic_left <= 0:
+            fs._optimistic = True
+            try:
+                return fn(*args)
+            except Conflict:
+                fs.coherence["conflicts"] += 1
+                fs._pessimistic_left = PESSIMISTIC_AFTER_CONFLICT
+            finally:
+                fs._optimistic = False
+        fs._pessimistic_left -= 1
+        return fn(*args)
+
+
+# Changes made the old way after a conflict, before trying optimism again.
+PESSIMISTIC_AFTER_CONFLICT = 8
+
+
 class Change:
     """One atomic change: yields a Transaction; on normal exit stages every
     dirty inode and commits; on an exception (or a failed commit) drops the
-    caches, which the media never stopped agreeing with."""
+    caches, which the media never stopped agreeing with.
 
-    __slots__ = ("fs", "lock", "txn")
+    Optimistic changes (inside ``optimistically``) run their body under the
+    *shared* pool lock: resolving, checking, building the new inodes and
+    directory entries, allocating (from this process's windows) and copying
+    data into fresh blocks, while other processes do the same.  Nobody
+    commits meanwhile, so what the body reads is one committed state.  At
+    exit the inodes are staged, the lock becomes exclusive, and the records
+    others committed in between (the lock is released to be converted) are
+    checked against what the body read and wrote: the inodes and
+    directories it looked at or changed, the inode numbers it took or
+    freed, the space it took.  Disjoint: their records are applied and ours
+    commits after them.  Otherwise ours is undone and Conflict raised.  Work
+    that must not happen before that check (a store over a file's existing
+    bytes) calls fs._need_exclusive() first, which raises Conflict in an
+    optimistic change."""
+
+    __slots__ = ("fs", "lock", "txn", "optimistic")
 
     def __init__(self, fs):
         self.fs = fs
@@ -154,27 +198,40 @@ class Change:
         fs = self.fs
         if fs.readonly:
             raise oserror(errno.EROFS)
-        self.lock = Locked(fs, exclusive=True)
+        self.optimistic = fs._optimistic and fs._depth == 0
+        self.lock = Locked(fs, exclusive=not self.optimistic)
         self.lock.__enter__()
         self.txn = Transaction()
         fs._txn_dirty = set()
         fs._txn_freed_inos = []
-        fs._txn_took_ino = False
+        fs._txn_took = []
+        fs._txn_pins = []
+        fs._reads = set() if self.optimistic else None
         return self.txn
 
     def __exit__(self, etype, value, tb) -> None:
         fs, txn = self.fs, self.txn
         try:
             if etype is not None:
-                self._abort()
+                if self.optimistic and etype is Conflict:
+                    self._undo()
+                else:
+                    self._abort()
                 return
             try:
                 for ino in sorted(fs._txn_dirty):
                     fs._stage_inode(txn, ino)
+                if self.optimistic:
+                    self._exclusive_and_checked()
                 fs.journal.commit(txn)
+            except Conflict:
+                self._undo()
+                raise
             except BaseException:
                 self._abort()
                 raise
+            if self.optimistic:
+                fs.coherence["optimistic_commits"] += 1
             for start, n in txn.to_free:
                 fs.allocator.free(start, n)
             for ino in fs._txn_freed_inos:
@@ -182,10 +239,74 @@ class Change:
             fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
             fs._dirty_times.difference_update(fs._txn_dirty)
         finally:
+            fs._reads = None
             self.lock.__exit__(None, None, None)
+
+    def _exclusive_and_checked(self) -> None:
+        """Convert the shared lock to exclusive; apply what others committed
+        meanwhile if it is disjoint from this change, else undo and raise."""
+        fs = self.fs
+        fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
+        seq = fs.journal.refresh()
+        if seq != fs._seen_seq:
+            records = fs.journal.records_between(fs._seen_seq, fs._seen_pos, seq)
+            if records is None or self._overlaps(records) or not apply_records(fs, records):
+                self._undo()
+                catch_up(fs)
+                raise Conflict
+            fs.coherence["records_applied"] += len(records)
+            fs._seen_seq, fs._seen_pos = seq, fs.journal.pos
+        # An inode this change frees must still be open nowhere: another
+        # process may have opened it while we held only the shared lock.
+        if any(fs._open_elsewhere(ino) for ino in fs._txn_freed_inos):
+            self._undo()
+            raise Conflict
+
+    def _overlaps(self, records) -> bool:
+        fs, txn, sb = self.fs, self.txn, self.fs.sb
+        mine = fs._reads | fs._txn_dirty | txn.touched
+        mine.update(fs._txn_freed_inos)
+        mine.update(fs._txn_took)
+        taken = RangeSet()
+        for b, n in txn.allocated:
+            taken.add(b, b + n)
+        for rec in records:
+            if not mine.isdisjoint(rec.touches):
+                return True
+            for dst, data in rec.writes:
+                if sb.itable_off <= dst < sb.itable_end:
+                    first = (dst - sb.itable_off) // INODE_SIZE
+                    last = (dst + len(data) - 1 - sb.itable_off) // INODE_SIZE
+                    if not mine.isdisjoint(range(first, last + 1)):
+                        return True
+            for dev, n in rec.claims:
+                b = (dev - sb.data_off) // BLOCK
+                if taken.overlaps(b, b + n // BLOCK):
+                    return True
+        return False
+
+    def _undo(self) -> None:
+        """Forget an optimistic change: its space and inode numbers go back,
+        everything it touched is dropped from the caches (reloaded from the
+        media when next used), its pins are released."""
+        fs, txn = self.fs, self.txn
+        for b, n in txn.allocated:
+            fs.allocator.free(b, n)
+        for ino in fs._txn_took:
+            fs.inodes.forget(ino)
+        for ino in fs._txn_dirty | txn.touched | set(fs._txn_freed_inos):
+            fs.inodes.cache.pop(ino, None)
+            fs.dirs.pop(ino, None)
+        for ino in fs._txn_pins:
+            fs._unpin(ino)
+        # Once: the conflict path undoes before catching up, then unwinds here.
+        txn.allocated.clear()
+        fs._txn_took, fs._txn_pins = [], []
+        fs._txn_dirty, fs._txn_freed_inos = set(), []
+        txn.touched.clear()
 
     def _abort(self) -> None:
         # Rebuilding from the media also undoes allocations and inode numbers taken.
         fs = self.fs
-        if self.txn or fs._txn_dirty or fs._txn_took_ino:
+        if self.txn or fs._txn_dirty or fs._txn_took:
             fs._reload()

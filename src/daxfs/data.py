@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import time
 
+from .coherence import optimistically
 from .inode import Inode
 from .journal import Transaction
 from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, MAX_FILE_SIZE
@@ -155,11 +156,18 @@ class DataPath:
         refuse_past_largest_file(off + len(data))
         for start in range(0, len(data), self.WRITE_PIECE):
             piece = data[start : start + self.WRITE_PIECE]
-            with self._change() as txn:
-                self._write_piece(txn, self._inode(ino), off + start, piece)
+            optimistically(self, self._write_change, ino, off + start, piece)
+
+    def _write_change(self, ino: int, off: int, data: memoryview) -> None:
+        with self._change() as txn:
+            self._write_piece(txn, self._inode(ino), off, data)
 
     def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
         end = off + len(data)
+        if inode.extents or end >= CHUNK:
+            # Stores over bytes the file has (and migrations) wait for the
+            # exclusive lock; only a first write into fresh blocks may not.
+            self._need_exclusive()
         new_size = max(inode.size, end)
         generation = inode.generation
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
-from .coherence import Change, Locked, forks_seen
+from .coherence import Change, Conflict, Locked, forks_seen, optimistically
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
@@ -196,6 +196,14 @@ class FileSystem(DataPath):
         # rescanned instead (python -m daxfs.bench share reports both).
         self.coherence: collections.Counter[str] = collections.Counter()
         self.leases = Leases(self)  # this mount's slot in the process table
+        # Optimistic changes (coherence.Change): allowed at all, in progress,
+        # changes left to make the old way after a conflict, and what the
+        # change in progress has read (None outside an optimistic change).
+        self.optimism = os.environ.get("DAXFS_OPTIMISM", "1") != "0"
+        self._optimistic = False
+        self._pessimistic_left = 0
+        self._reads: set[int] | None = None
+        self._txn_pins: list[int] = []
 
     # ======================================================================
     # locking and cache coherence
@@ -259,9 +267,20 @@ class FileSystem(DataPath):
     # lookups
     # ======================================================================
     def _inode(self, ino: int) -> Inode:
+        if self._reads is not None:  # an optimistic change: remember what it read
+            self._reads.add(ino)
         return self.inodes.get(ino)
 
+    def _need_exclusive(self) -> None:
+        """Called before work that must not run under the shared lock of an
+        optimistic change (coherence.Change): such a change is retried with
+        the exclusive lock."""
+        if self._reads is not None:
+            raise Conflict
+
     def _dir(self, ino: int) -> Directory:
+        if self._reads is not None:
+            self._reads.add(ino)
         d = self.dirs.get(ino)
         if d is None:
             inode = self._inode(ino)
@@ -286,6 +305,8 @@ class FileSystem(DataPath):
         found = self._dir(dir_ino).lookup(name)
         if found is not None:
             ino, ftype = found
+            if self._reads is not None:
+                self._reads.add(ino)
             inode = self.inodes.cache.get(ino) or self._inode(ino)
             if (
                 ino == ROOT_INO
@@ -348,6 +369,8 @@ class FileSystem(DataPath):
         return pinned_by_others(self.region.fd, self.inodes.slot_off(ino), 1)
 
     def _pin(self, ino: int) -> None:
+        if self._reads is not None:  # undone if the optimistic change is
+            self._txn_pins.append(ino)
         n = self._open.get(ino, 0)
         if n == 0:
             set_lock(self.region.fd, fcntl.F_RDLCK, self.inodes.slot_off(ino), 1)
@@ -466,6 +489,9 @@ class FileSystem(DataPath):
                 self._check_openable(r, spath)
                 self._pin(r.ino)  # type: ignore[arg-type]
                 return r.ino  # type: ignore[return-value]
+        return optimistically(self, self._open_to_write, spath, kind)
+
+    def _open_to_write(self, spath: str, kind: str) -> int:
         with self._change() as txn:
             r = self._resolve_to_create(spath, exclusive=kind == "x")
             if r.ino is None:
@@ -476,6 +502,7 @@ class FileSystem(DataPath):
                 raise oserror(errno.EEXIST, spath)
             self._check_openable(r, spath)
             if kind == "w":
+                self._need_exclusive()  # frees blocks another process may map
                 self._truncate_inode(txn, self._inode(r.ino), 0)  # type: ignore[arg-type]
             self._pin(r.ino)  # type: ignore[arg-type]
             return r.ino  # type: ignore[return-value]
@@ -507,7 +534,7 @@ class FileSystem(DataPath):
         if not self.inodes.nfree:
             raise oserror(errno.ENOSPC, spath)
         ino = self.leases.take_ino()
-        self._txn_took_ino = True
+        self._txn_took.append(ino)
         now = _now()
         inode = Inode(
             ino,
@@ -778,7 +805,9 @@ class FileSystem(DataPath):
             self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
 
     def unlink(self, path) -> None:
-        spath = to_str(path)
+        optimistically(self, self._unlink, to_str(path))
+
+    def _unlink(self, spath: str) -> None:
         with self._change() as txn:
             r = self._existing(spath, follow=False, entry=True)
             if r.ftype == DIR_T:

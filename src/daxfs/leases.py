@@ -148,6 +148,7 @@ class Leases:
         if self.slot is None:
             if self.fs.readonly:
                 return False
+            self.fs._need_exclusive()  # slots are taken under the exclusive lock
             self.join()
         if TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)[0] != self.gen:
             self._scan()
@@ -157,14 +158,23 @@ class Leases:
     def alloc_blocks(self, n: int, hint: int | None):
         """n small blocks: from the hinted block if it is not in another's
         window, then from our windows, taking new windows as they fill."""
-        a = self.fs.allocator
-        if a.name != "hugepage" or not self._current():
+        a, fs = self.fs.allocator, self.fs
+        windows = self._current() and a.name == "hugepage"
+        if not windows:
+            if self.shared:
+                # Shared without windows (the naive allocator): space free in
+                # our view may be taken by another process preparing a change.
+                fs._need_exclusive()
             return a.alloc_blocks(n, hint)
         if n > a.free_blocks:
             raise enospc()
         out: list[tuple[int, int]] = []
+        # Under the shared lock (an optimistic change) only our own windows
+        # are ours alone; with the exclusive lock, any chunk not another's.
+        optimistic = fs._reads is not None
         if hint is not None and 0 <= hint < a.nblocks:
-            if hint // BLOCKS_PER_CHUNK not in self.others_chunks:
+            c = hint // BLOCKS_PER_CHUNK
+            if c in self.windows if optimistic else c not in self.others_chunks:
                 got = a.take_at_hint(hint, n)
                 if got:
                     out.append((hint, got))
@@ -190,6 +200,8 @@ class Leases:
         return sorted(room, key=lambda c: free[c])
 
     def _new_window(self) -> bool:
+        # Under the exclusive lock, so that two processes never pick one chunk.
+        self.fs._need_exclusive()
         self._scan()  # others may have taken windows since
         c = self.fs.allocator.pick_window(self.others_chunks | set(self.windows))
         if c is None:
@@ -220,6 +232,7 @@ class Leases:
     def _new_ino_range(self) -> tuple[int, int] | None:
         """The lowest INO_RANGE-aligned range with a free number that no other
         live process holds; (start, count)."""
+        self.fs._need_exclusive()
         self._scan()
         listed = self.fs.inodes.free_map()
         groups = len(listed) // INO_RANGE
