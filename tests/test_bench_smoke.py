@@ -240,14 +240,17 @@ def test_share_tiny(tmp_path, capsys):
     rows = plain_rows(out, SHARE_LABELS)
     assert list(rows) == SHARE_LABELS
     for label, cells in rows.items():
-        assert len(cells) == 9, (label, cells)  # no records/call column yet
+        assert len(cells) == 12, (label, cells)
         kernel, dax = (float(c.replace(",", "")) for c in cells[:2])
         assert kernel > 0 and dax > 0
+        rebuilds, records, optimistic, _conflicts = cells[8:]
+        assert float(optimistic) > 0  # creates, first writes, unlinks
         if label.endswith("1 process"):
             assert cells[3:5] == ["-", "-"]  # no scaling against itself
-            assert cells[-1] == "0"  # nobody else commits: no rebuilds
+            assert rebuilds == records == "0"  # nobody else commits
         else:
             assert float(cells[4]) > 0  # daxfs's 2 processes against 1
+            assert float(records) > 0
     assert "aim: 2 processes in disjoint directories >= 1x one process (goal 1.5x): " in out
     assert "aim: a full pool within 10% of an empty one, zero full rebuilds: " in out
     assert "(30 files against 0: 1 process: " in out
@@ -300,8 +303,9 @@ def test_share_dask_tiny(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
-def test_share_prints_records_applied_once_counted():
-    """The column issue 13's catching up will fill: shown once a mount counts it."""
+def test_share_prints_each_coherence_counter_per_call():
+    """Every counter of fs.coherence gets a column, per FileSystem call, 0
+    when a mount never counted it."""
     import argparse
 
     from daxfs.bench.share import Case, Outcome, make_report
@@ -320,9 +324,13 @@ def test_share_prints_records_applied_once_counted():
         argv=["share"],
     )
     case = Case(0, 1, "disjoint")
-    before = {case: {"kernel": outcome({}), "daxfs": outcome({"full_rebuilds": 0})}}
-    assert "records/call" not in make_report(args, before, {0: {}}, "env").columns
-    after = {case: {"kernel": outcome({}), "daxfs": outcome({"records_applied": 25})}}
-    report = make_report(args, after, {0: {}}, "env")
-    assert report.columns[-2:] == ["rebuilds/call", "records/call"]
-    assert report.rows[0][-2:] == ["0", "0.500"]  # 25 records over 50 calls
+    counted = {"records_applied": 25, "optimistic_commits": 10, "conflicts": 1}
+    results = {case: {"kernel": outcome({}), "daxfs": outcome(counted)}}
+    report = make_report(args, results, {0: {}}, "env")
+    assert report.columns[-4:] == [
+        "rebuilds/call",
+        "records/call",
+        "optimistic/call",
+        "conflicts/call",
+    ]
+    assert report.rows[0][-4:] == ["0", "0.500", "0.200", "0.020"]  # over 50 calls
