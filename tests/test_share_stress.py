@@ -69,7 +69,9 @@ WORKER = textwrap.dedent(r"""
                 except FileNotFoundError:
                     continue  # unlinked since the listing
                 size = len(data)
-                assert data == content(path, size), f"{path}: bytes not its writer's"
+                # A renamed file holds its old name's bytes until rewritten.
+                was = path[:-1] if path.endswith("r") else path
+                assert data in (content(path, size), content(was, size)), path
                 checked += 1
     optimistic = fs.coherence["optimistic_commits"]
     fs.close()

@@ -174,20 +174,24 @@ class Change:
     dirty inode and commits; on an exception (or a failed commit) drops the
     caches, which the media never stopped agreeing with.
 
-    Optimistic changes (inside ``optimistically``) run their body under the
-    *shared* pool lock: resolving, checking, building the new inodes and
-    directory entries, allocating (from this process's windows) and copying
-    data into fresh blocks, while other processes do the same.  Nobody
-    commits meanwhile, so what the body reads is one committed state.  At
-    exit the inodes are staged, the lock becomes exclusive, and the records
-    others committed in between (the lock is released to be converted) are
-    checked against what the body read and wrote: the inodes and
-    directories it looked at or changed, the inode numbers it took or
-    freed, the space it took.  Disjoint: their records are applied and ours
-    commits after them.  Otherwise ours is undone and Conflict raised.  Work
-    that must not happen before that check (a store over a file's existing
-    bytes) calls fs._need_exclusive() first, which raises Conflict in an
-    optimistic change."""
+    Optimistic changes (inside ``optimistically``) catch up under the shared
+    pool lock, then release it and run their body with no pool lock:
+    resolving, checking, building the new inodes and directory entries,
+    allocating (from this process's own windows) and copying data into
+    fresh blocks, while other processes do the same and commit.  At exit
+    the inodes are staged, the exclusive lock is taken, and the records
+    others committed since the catching up are checked against what the
+    body read and wrote: the inodes and directories it looked at or
+    changed, the inode numbers it took or freed, the space it took.
+    Disjoint: their records are applied and ours commits after them.
+    Otherwise ours is undone and Conflict raised.  What the body read from
+    the caches is the caught-up state; what it loaded from the media while
+    someone committed may be newer or torn, but then the committer's record
+    names it, and the check fails.  An error the body raises is checked the
+    same way before it is let out.  Work that must not happen before the
+    check (a store over a file's existing bytes, a new window) calls
+    fs._need_exclusive() first, which raises Conflict in an optimistic
+    change."""
 
     __slots__ = ("fs", "lock", "txn", "optimistic")
 
@@ -200,7 +204,11 @@ class Change:
             raise oserror(errno.EROFS)
         self.optimistic = fs._optimistic and fs._depth == 0
         self.lock = Locked(fs, exclusive=not self.optimistic)
-        self.lock.__enter__()
+        self.lock.__enter__()  # (caught up with every commit)
+        if self.optimistic:
+            # Prepare without the pool lock, so that another process's commit
+            # need not wait for this preparation (only for our commit).
+            fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
         self.txn = Transaction()
         fs._txn_dirty = set()
         fs._txn_freed_inos = []
@@ -215,8 +223,17 @@ class Change:
             if etype is not None:
                 if self.optimistic and etype is Conflict:
                     self._undo()
-                else:
-                    self._abort()
+                    return
+                if self.optimistic:
+                    # An error met without the lock stands only if nobody
+                    # changed what the change read meanwhile (a torn read
+                    # of a slot being written looks like damage).
+                    fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
+                    if not self._caught_up_disjoint():
+                        self._undo()
+                        catch_up(fs)
+                        raise Conflict from value
+                self._abort()
                 return
             try:
                 for ino in sorted(fs._txn_dirty):
@@ -243,24 +260,33 @@ class Change:
             self.lock.__exit__(None, None, None)
 
     def _exclusive_and_checked(self) -> None:
-        """Convert the shared lock to exclusive; apply what others committed
-        meanwhile if it is disjoint from this change, else undo and raise."""
+        """Take the exclusive lock; apply what others committed meanwhile if
+        it is disjoint from this change, else undo and raise Conflict."""
         fs = self.fs
         fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
-        seq = fs.journal.refresh()
-        if seq != fs._seen_seq:
-            records = fs.journal.records_between(fs._seen_seq, fs._seen_pos, seq)
-            if records is None or self._overlaps(records) or not apply_records(fs, records):
-                self._undo()
-                catch_up(fs)
-                raise Conflict
-            fs.coherence["records_applied"] += len(records)
-            fs._seen_seq, fs._seen_pos = seq, fs.journal.pos
+        if not self._caught_up_disjoint():
+            self._undo()
+            catch_up(fs)
+            raise Conflict
         # An inode this change frees must still be open nowhere: another
         # process may have opened it while we held only the shared lock.
         if any(fs._open_elsewhere(ino) for ino in fs._txn_freed_inos):
             self._undo()
             raise Conflict
+
+    def _caught_up_disjoint(self) -> bool:
+        """With the exclusive lock: are the records committed since this
+        change began disjoint from it?  If so they are applied to the caches."""
+        fs = self.fs
+        seq = fs.journal.refresh()
+        if seq == fs._seen_seq:
+            return True
+        records = fs.journal.records_between(fs._seen_seq, fs._seen_pos, seq)
+        if records is None or self._overlaps(records) or not apply_records(fs, records):
+            return False
+        fs.coherence["records_applied"] += len(records)
+        fs._seen_seq, fs._seen_pos = seq, fs.journal.pos
+        return True
 
     def _overlaps(self, records) -> bool:
         fs, txn, sb = self.fs, self.txn, self.fs.sb

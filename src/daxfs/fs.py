@@ -6,6 +6,8 @@ changes), so it is thread-safe and several processes may mount one pool.
 On taking the pool lock a call first checks the journal's live word: if
 another process committed since, it applies those commits' records to its
 caches (coherence.py), so every call sees all changes completed before it.
+Creates, a file's first write and unlinks are prepared under the shared
+lock and checked against others' commits at the end (coherence.Change).
 
 A change runs as one transaction: validate, then mutate the cached objects
 while staging their bytes; commit (journal.commit) makes it atomic.  If

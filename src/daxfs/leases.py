@@ -127,14 +127,17 @@ class Leases:
             if magic == 0:
                 continue
             if magic != SLOT_MAGIC or not pinned_by_others(fs.region.fd, slot_off(i), 1):
-                fs.region.store(slot_off(i), bytes(SLOT.size))  # nobody's, or not a slot
-                self._bump()
+                # Nobody's, or not a slot: cleared, but only with the exclusive
+                # pool lock (a process may be joining into it right now).
+                if fs._reads is None:
+                    fs.region.store(slot_off(i), bytes(SLOT.size))
+                    self._bump()
                 continue
             chunks.update(c for c in windows if 0 <= c < nchunks)
             if 0 < count <= INO_RANGE and start + count <= fs.sb.inode_count:
                 inos.append((start, start + count))
         self.others_chunks, self.others_inos = chunks, inos
-        self.shared = bool(self._live_others(buf))
+        self.shared = bool(chunks or inos or self._live_others(buf))
         (self.gen,) = TABLE_HEAD.unpack_from(buf, TABLE_OFF)
 
     def _live_others(self, buf) -> int:
