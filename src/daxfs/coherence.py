@@ -43,10 +43,13 @@ def forks_seen() -> int:
     return _forks[0]
 
 
-def catch_up(fs) -> None:
-    """Bring this mount's caches up to the pool's last commit (pool lock held)."""
+def catch_up(fs, exclusive: bool = True) -> None:
+    """Bring this mount's caches up to the pool's last commit (pool lock held,
+    exclusive or not)."""
     journal = fs.journal
     seq = journal.refresh()
+    if not fs.readonly and journal.unpublished() is not None:
+        seq = finish_dead_commit(fs, exclusive)
     if seq == fs._seen_seq:
         return
     records = None
@@ -58,6 +61,28 @@ def catch_up(fs) -> None:
         fs._reload()
         fs.coherence["full_rebuilds"] += 1
     fs._seen_seq, fs._seen_pos = seq, journal.pos
+
+
+def finish_dead_commit(fs, exclusive: bool) -> int:
+    """A process died inside commit, after its commit point and before
+    publishing: finish its commit (its record is committed: recovery would
+    replay it), or the next commit would be written over it and its half
+    stored homes would stay.  Needs the exclusive lock; a shared one is
+    converted and back (flock converts by release and retake, so check
+    again: someone else may have finished it meanwhile)."""
+    journal = fs.journal
+    if not exclusive:
+        fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
+    try:
+        journal.refresh()
+        rec = journal.unpublished()
+        if rec is not None:
+            journal.roll_forward(rec)
+            fs.coherence["dead_commits_finished"] += 1
+    finally:
+        if not exclusive:
+            fcntl.flock(fs.region.fd, fcntl.LOCK_SH)
+    return journal.refresh()
 
 
 def apply_records(fs, records) -> bool:
@@ -127,7 +152,7 @@ class Locked:
             raise
         if self.outer:
             try:
-                catch_up(fs)
+                catch_up(fs, self.exclusive)
             except BaseException:
                 self.__exit__(None, None, None)
                 raise

@@ -145,6 +145,29 @@ class Journal:
             self.next_seq, self.pos = seq, pos
         return self.next_seq
 
+    # -- a writer that died inside commit -------------------------------------
+    def unpublished(self) -> TxnRecord | None:
+        """A committed record at the live position: its writer died between
+        its commit point and publishing (step 3), its homes perhaps partly
+        stored.  Recovery would replay it; live processes must finish it
+        (roll_forward) before anyone commits over it.  Meaningful only under
+        the pool lock, when no live writer is inside commit."""
+        if self.start + self.pos >= self.end:
+            return None
+        return parse_txn_record(self.region.buf, self.start + self.pos, self.end, self.next_seq)
+
+    def roll_forward(self, rec: TxnRecord) -> None:
+        """Finish a dead writer's commit as recovery would: store its homes
+        (step 2) and publish (step 3).  Under the exclusive pool lock."""
+        self._check_record_homes(rec, self.start + self.pos)
+        (keep,) = _unrevoked([rec])
+        for (dst, data), wanted in zip(rec.writes, keep, strict=True):
+            if wanted:
+                self.region.store(dst, data)
+        self.next_seq += 1
+        self.pos = rec.next_pos - self.start
+        self._publish()
+
     # -- commit ------------------------------------------------------------
     def commit(self, txn: Transaction) -> None:
         if not txn.writes and not txn.revokes and not txn.allocated:
