@@ -177,7 +177,8 @@ def optimistically(fs, fn, *args):
     conflict the next few changes go the old way straight off, so that a
     contended directory does not pay for two attempts each time."""
     with fs._thread_lock():
-        if fs._depth == 0 and fs.optimism and fs._pessimistic_left <= 0:
+        # Alone on the pool (leases.py knows) there is nobody to overlap with.
+        if fs._depth == 0 and fs.optimism and fs.leases.shared and fs._pessimistic_left <= 0:
             fs._optimistic = True
             try:
                 return fn(*args)

@@ -554,8 +554,10 @@ def main(args: argparse.Namespace) -> int:
         with daxfs.mount(probe) as fs:
             env = environment(pool_dir, str(fs.info()["durability"]))
         os.unlink(probe)
+        print("CPU ceiling ...", file=sys.stderr, flush=True)
+        ceiling = cpu_ceiling(args.procs, args.start_method)
         results, builds = run_all(work, args)
-        reports = [make_report(args, results, builds, env)]
+        reports = [make_report(args, results, builds, env, ceiling)]
         if args.dask:
             print("dask + zarr ...", file=sys.stderr, flush=True)
             reports.append(dask_report(args, run_dask(work, args), env))
@@ -620,7 +622,9 @@ def fmt_per_call(x: float | None) -> str:
     return "0" if x == 0 else f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
 
 
-def make_report(args, results: Results, builds, env: str) -> Report:
+def make_report(
+    args, results: Results, builds, env: str, ceiling: dict[int, float] | None = None
+) -> Report:
     counters = counters_shown(results)
     rows, data = [], []
     for case, sides in results.items():
@@ -678,8 +682,14 @@ def make_report(args, results: Results, builds, env: str) -> Report:
             *(COUNTER_COLUMNS[c] for c in counters),
         ],
         rows=rows,
-        verdict=verdict(results),
-        data={"files": args.files, "limit": args.limit, "builds": builds, "cases": data},
+        verdict=verdict(results, ceiling or {}),
+        data={
+            "files": args.files,
+            "limit": args.limit,
+            "builds": builds,
+            "cases": data,
+            "cpu_ceiling": ceiling or {},
+        },
     )
 
 
@@ -704,11 +714,45 @@ def met(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def verdict(results: Results) -> list[str]:
-    return [aim_two(results), aim_prefill(results), aim_shared(results)]
+def verdict(results: Results, ceiling: dict[int, float]) -> list[str]:
+    lines = [aim_two(results, ceiling), aim_prefill(results), aim_shared(results)]
+    if ceiling:
+        lines.append(
+            "ceiling: pure Python arithmetic in N processes against 1 on this machine: "
+            + ", ".join(f"{n} processes {ratio_cell(x)}x" for n, x in sorted(ceiling.items()))
+            + " (no CPU-bound N-process run can scale further here)"
+        )
+    return lines
 
 
-def aim_two(results: Results) -> str:
+# The machine's own limit on scaling a CPU-bound Python program with
+# processes: each of N processes runs the same loop, timed against one.
+CEILING_LOOP = 3_000_000
+
+
+def _spin(q) -> None:
+    t, x = time.perf_counter(), 0
+    for i in range(CEILING_LOOP):
+        x += i & 7
+    q.put(time.perf_counter() - t)
+
+
+def cpu_ceiling(procs: Sequence[int], start_method: str) -> dict[int, float]:
+    """N processes' throughput against one's, for each N above 1 in ``procs``."""
+    ctx = multiprocessing.get_context(start_method)
+    took = {}
+    for n in sorted(set(procs) | {1}):
+        q = ctx.Queue()
+        children = [ctx.Process(target=_spin, args=(q,)) for _ in range(n)]
+        for c in children:
+            c.start()
+        took[n] = max(q.get(timeout=120) for _ in children)
+        for c in children:
+            c.join()
+    return {n: n * took[1] / t for n, t in took.items() if n > 1}
+
+
+def aim_two(results: Results, ceiling: dict[int, float] | None = None) -> str:
     head = (
         f"aim: 2 processes in disjoint directories >= {AIM_TWO:g}x one process "
         f"(goal {AIM_TWO_GOAL:g}x): "
@@ -727,6 +771,8 @@ def aim_two(results: Results) -> str:
     detail = "; ".join(
         f"{p:,} files: daxfs {ratio_cell(d)}x, kernel {ratio_cell(k)}x" for p, d, k in found
     )
+    if ceiling and 2 in ceiling:
+        detail += f"; CPU ceiling {ratio_cell(ceiling[2])}x"
     return head + met(ok) + (", goal met" if goal else "") + f" ({detail})"
 
 
