@@ -20,9 +20,7 @@ from daxfs.region import Region
 
 def chunks_of(fs, path: str) -> set[int]:
     return {
-        (e.device_offset - fs.sb.data_off) // CHUNK
-        for e in fs.iomap(path)
-        if e.kind == "mapped"
+        (e.device_offset - fs.sb.data_off) // CHUNK for e in fs.iomap(path) if e.kind == "mapped"
     }
 
 
@@ -128,3 +126,25 @@ def test_a_table_of_garbage_costs_placement_only(make_pool):
     report = daxfs.check(path, repair=True)
     assert report.ok and not report.remaining
     assert daxfs.check(path).notes == []
+
+
+def test_writes_that_outgrow_their_windows_leave_every_view_of_the_space_exact(make_pool):
+    """A first write bigger than a process's windows' room needs a new window,
+    which waits for the exclusive lock: the prepared change is undone and run
+    again.  The blocks it had already taken from its windows must go back,
+    or this process would count them used for ever (and, when another
+    process claimed them, drop all its caches)."""
+    path = make_pool(size=512 << 20)
+    with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        create_interleaved(a, b, 3)
+        for i in range(24):
+            for fs, d in ((a, "/a"), (b, "/b")):
+                with fs.open(f"{d}/big{i}", "wb") as f:
+                    f.write(b"m" * (1 << 20))
+        a.listdir("/")
+        b.listdir("/")
+        assert a.coherence["conflicts"] + b.coherence["conflicts"] > 0  # the case arose
+        with daxfs.mount(path, readonly=True) as fresh:
+            truth = fresh.statvfs().f_bfree
+        assert a.statvfs().f_bfree == b.statvfs().f_bfree == truth
+        assert a.coherence["full_rebuilds"] == b.coherence["full_rebuilds"] == 0

@@ -240,6 +240,7 @@ class Change:
         fs._txn_freed_inos = []
         fs._txn_took = []
         fs._txn_pins = []
+        fs._txn_deferred = []
         fs._reads = set() if self.optimistic else None
         return self.txn
 
@@ -266,6 +267,9 @@ class Change:
                     fs._stage_inode(txn, ino)
                 if self.optimistic:
                     self._exclusive_and_checked()
+                    fs._reads = None  # checked: from here on as any change
+                    for store in fs._txn_deferred:
+                        store()
                 fs.journal.commit(txn)
             except Conflict:
                 self._undo()

@@ -168,20 +168,29 @@ class DataPath:
             # Stores over bytes the file has (and migrations) wait for the
             # exclusive lock; only a first write into fresh blocks may not.
             self._need_exclusive()
-        new_size = max(inode.size, end)
+        old_size, new_size = inode.size, max(inode.size, end)
         generation = inode.generation
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
-        zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, written)
-        touched = zeroed + self._copy_in(inode, off, data)
         # New extents (fresh space or a migrated window) make this no plain
         # overwrite: what was stored there is persisted before the commit.
-        grows = new_size != inode.size or inode.generation != generation
-        if grows or self.region.durability.name != "msync":
-            if flush_ranges(self.region, touched):
-                self.region.fence()  # ordered: data before metadata
+        grows = new_size != old_size or inode.generation != generation
+
+        def store() -> None:
+            zeroed = self._zero_unwritten(inode, fresh, old_size, new_size, written)
+            touched = zeroed + self._copy_in(inode, off, data)
+            if grows or self.region.durability.name != "msync":
+                if flush_ranges(self.region, touched):
+                    self.region.fence()  # ordered: data before metadata
+            else:
+                self._dirty_data.extend(touched)  # page cache: durable at fsync/close
+
+        if self._reads is not None:
+            # An optimistic change stores nothing before its check: the space
+            # it took may be another process's by then (coherence.Change).
+            self._txn_deferred.append(store)
         else:
-            self._dirty_data.extend(touched)  # page cache: durable at fsync/close
+            store()
         inode.size = new_size
         inode.mtime = inode.atime = inode.ctime = _now()
         if grows:

@@ -206,6 +206,7 @@ class FileSystem(DataPath):
         self._pessimistic_left = 0
         self._reads: set[int] | None = None
         self._txn_pins: list[int] = []
+        self._txn_deferred: list[Callable[[], None]] = []  # an optimistic change's stores
 
     # ======================================================================
     # locking and cache coherence

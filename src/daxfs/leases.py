@@ -172,8 +172,19 @@ class Leases:
         if n > a.free_blocks:
             raise enospc()
         out: list[tuple[int, int]] = []
-        # Under the shared lock (an optimistic change) only our own windows
-        # are ours alone; with the exclusive lock, any chunk not another's.
+        try:
+            return self._take_blocks(a, n, hint, out)
+        except BaseException:
+            for b, k in out:  # taken before a new window had to wait for the
+                a.free(b, k)  # exclusive lock: give them back, or they leak
+            raise
+
+    def _take_blocks(self, a, n: int, hint: int | None, out: list[tuple[int, int]]):
+        fs = self.fs
+        # Preparing without the lock (an optimistic change), only from our own
+        # windows, so that changes of two processes rarely claim one block
+        # (their stores wait for the check anyway); with the exclusive lock,
+        # any chunk that is not another's window.
         optimistic = fs._reads is not None
         if hint is not None and 0 <= hint < a.nblocks:
             c = hint // BLOCKS_PER_CHUNK
