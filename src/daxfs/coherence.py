@@ -309,6 +309,8 @@ class Change:
         change began disjoint from it?  If so they are applied to the caches."""
         fs = self.fs
         seq = fs.journal.refresh()
+        if fs.journal.unpublished() is not None:  # a writer died since we caught up
+            seq = finish_dead_commit(fs, exclusive=True)
         if seq == fs._seen_seq:
             return True
         records = fs.journal.records_between(fs._seen_seq, fs._seen_pos, seq)
