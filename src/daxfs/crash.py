@@ -524,6 +524,7 @@ class _DisciplineWalk:
 
     def __init__(self, journal: tuple[int, int] | None):
         from .layout import JHEADER, JLIVE, JLIVE_OFF, JOURNAL_HEADER_OFF, JSLOT_OFFSETS
+        from .leases import TABLE_BYTES, TABLE_OFF
 
         self.out = Discipline()
         self.pending: set[int] = set()  # stored, not flushed
@@ -534,9 +535,11 @@ class _DisciplineWalk:
         self.flushes_since_fence = 0
         self.op = "(outside any operation)"
         self.journal = journal
-        # The live word is a hint for other processes that recovery never
-        # trusts; header slots are the checkpoint's commit points.
+        # The live word and the process table (leases.py) are hints for
+        # other processes that recovery never reads; header slots are the
+        # checkpoint's commit points.
         self.volatile = set(_lines(JOURNAL_HEADER_OFF + JLIVE_OFF, JLIVE.size))
+        self.volatile.update(_lines(TABLE_OFF, TABLE_BYTES))
         self.slots = {JOURNAL_HEADER_OFF + s for s in JSLOT_OFFSETS}
         self.slot_size = JHEADER.size
 

@@ -46,8 +46,10 @@ SLOT_MAGIC = 0x5250_5844  # "DXPR"
 MAX_WINDOWS = 12
 INO_RANGE = 256  # inode numbers leased at a time
 
+TABLE_BYTES = TABLE_HEAD.size + NSLOTS * SLOT.size
+
 assert TABLE_HEAD.size == SLOT.size == 64
-assert TABLE_OFF + TABLE_HEAD.size + NSLOTS * SLOT.size == JOURNAL_HEADER_OFF + 4096
+assert TABLE_OFF + TABLE_BYTES == JOURNAL_HEADER_OFF + 4096
 
 
 def slot_off(i: int) -> int:
