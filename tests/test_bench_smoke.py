@@ -243,14 +243,15 @@ def test_share_tiny(tmp_path, capsys):
         assert len(cells) == 12, (label, cells)
         kernel, dax = (float(c.replace(",", "")) for c in cells[:2])
         assert kernel > 0 and dax > 0
-        rebuilds, records, optimistic, _conflicts = cells[8:]
+        rebuilds, records, optimistic, conflicts = cells[8:]
+        assert float(optimistic) >= 0 and float(conflicts) >= 0  # (DAXFS_OPTIMISM=1 only)
         if label.endswith("1 process"):
             assert cells[3:5] == ["-", "-"]  # no scaling against itself
             # Nobody else commits; alone, changes are not prepared apart.
             assert rebuilds == records == optimistic == "0"
         else:
             assert float(cells[4]) > 0  # daxfs's 2 processes against 1
-            assert float(records) > 0 and float(optimistic) > 0
+            assert float(records) > 0
     assert "aim: 2 processes in disjoint directories >= 1x one process (goal 1.5x): " in out
     assert "aim: a full pool within 10% of an empty one, zero full rebuilds: " in out
     assert "(30 files against 0: 1 process: " in out

@@ -136,6 +136,7 @@ def test_writes_that_outgrow_their_windows_leave_every_view_of_the_space_exact(m
     process claimed them, drop all its caches)."""
     path = make_pool(size=512 << 20)
     with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
         create_interleaved(a, b, 3)
         for i in range(24):
             for fs, d in ((a, "/a"), (b, "/b")):

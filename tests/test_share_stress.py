@@ -9,9 +9,12 @@ space another process took."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 import daxfs
 
@@ -85,7 +88,8 @@ def content(name: str, size: int) -> bytes:
     return (seed * (size // 32 + 1))[:size]
 
 
-def test_processes_racing_on_one_pool_keep_every_byte(make_pool):
+@pytest.mark.parametrize("optimism", ["1", "0"])
+def test_processes_racing_on_one_pool_keep_every_byte(make_pool, optimism):
     path = make_pool(size=512 << 20)
     with daxfs.mount(path) as fs:
         fs.mkdir("/shared")
@@ -95,6 +99,7 @@ def test_processes_racing_on_one_pool_keep_every_byte(make_pool):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "DAXFS_OPTIMISM": optimism},
         )
         for i in range(3)
     ]
@@ -109,7 +114,10 @@ def test_processes_racing_on_one_pool_keep_every_byte(make_pool):
             name, size = line.rsplit(" ", 1)
             expected[name] = int(size)
     assert checked > 0 and len(expected) > 100
-    assert optimistic > 100  # the racing path was taken
+    if optimism == "1":
+        assert optimistic > 100  # the racing path was taken
+    else:
+        assert optimistic == 0
     with daxfs.mount(path) as fs:
         got = {}
         for top, _dirs, files in fs.walk("/"):

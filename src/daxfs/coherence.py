@@ -184,15 +184,21 @@ def optimistically(fs, fn, *args):
                 return fn(*args)
             except Conflict:
                 fs.coherence["conflicts"] += 1
-                fs._pessimistic_left = PESSIMISTIC_AFTER_CONFLICT
+                # Back off harder while conflicts keep coming (one directory
+                # shared by busy writers), less after each clean commit.
+                fs._pessimistic_left = fs._backoff
+                fs._backoff = min(fs._backoff * 2, MAX_BACKOFF)
             finally:
                 fs._optimistic = False
         fs._pessimistic_left -= 1
         return fn(*args)
 
 
-# Changes made the old way after a conflict, before trying optimism again.
-PESSIMISTIC_AFTER_CONFLICT = 8
+# Changes made the old way after a conflict before trying optimism again:
+# from 8, doubling with each conflict up to MAX_BACKOFF, halving back with
+# each optimistic commit.
+MIN_BACKOFF = 8
+MAX_BACKOFF = 1024
 
 
 class Change:
@@ -279,6 +285,7 @@ class Change:
                 raise
             if self.optimistic:
                 fs.coherence["optimistic_commits"] += 1
+                fs._backoff = max(MIN_BACKOFF, fs._backoff // 2)
             for start, n in txn.to_free:
                 fs.allocator.free(start, n)
             for ino in fs._txn_freed_inos:
@@ -352,9 +359,19 @@ class Change:
             fs.allocator.free(b, n)
         for ino in fs._txn_took:
             fs.inodes.forget(ino)
-        for ino in fs._txn_dirty | txn.touched | set(fs._txn_freed_inos):
+        changed = fs._txn_dirty | set(fs._txn_freed_inos)
+        for ino in changed:
             fs.inodes.cache.pop(ino, None)
             fs.dirs.pop(ino, None)
+        # A directory whose inode did not change re-reads just the blocks
+        # this change wrote (what the media has is what was committed): a
+        # big shared directory is not loaded again whole after a conflict.
+        sb = fs.sb
+        blocks = {dst - dst % BLOCK for dst, _d in txn.writes if sb.data_off <= dst < sb.data_end}
+        for ino in txn.touched - changed:
+            d = fs.dirs.get(ino)
+            if d is not None and not d.refresh(fs.region.buf, blocks):
+                del fs.dirs[ino]
         for ino in fs._txn_pins:
             fs._unpin(ino)
         # Once: the conflict path undoes before catching up, then unwinds here.
