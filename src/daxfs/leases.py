@@ -150,12 +150,13 @@ class Leases:
     def _current(self) -> bool:
         """Windows apply now: another process is live (our view is rescanned
         whenever the table's generation moved).  Joins first if needed."""
-        if self.slot is None:
+        gen = TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)[0]
+        if self.slot is None and gen != self.gen:  # (a full table: again when it moves)
             if self.fs.readonly:
                 return False
             self.fs._need_exclusive()  # slots are taken under the exclusive lock
             self.join()
-        if TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)[0] != self.gen:
+        elif gen != self.gen:
             self._scan()
         return self.shared and self.slot is not None
 
