@@ -172,10 +172,11 @@ class Conflict(Exception):
 
 
 def optimistically(fs, fn, *args):
-    """Run ``fn(*args)``, whose changes may be prepared under the shared pool
-    lock (see Change); on a Conflict, run it again the old way.  After a
-    conflict the next few changes go the old way straight off, so that a
-    contended directory does not pay for two attempts each time."""
+    """Run ``fn(*args)``, whose change may be prepared without the pool lock
+    (see Change) when optimism is on and another process shares the pool;
+    on a Conflict, run it again the old way.  After a conflict the next few
+    changes go the old way straight off, so that a contended directory does
+    not pay for two attempts each time."""
     with fs._thread_lock():
         # Alone on the pool (leases.py knows) there is nobody to overlap with.
         if fs._depth == 0 and fs.optimism and fs.leases.shared and fs._pessimistic_left <= 0:
@@ -190,7 +191,8 @@ def optimistically(fs, fn, *args):
                 fs._backoff = min(fs._backoff * 2, MAX_BACKOFF)
             finally:
                 fs._optimistic = False
-        fs._pessimistic_left -= 1
+        if fs._pessimistic_left > 0:
+            fs._pessimistic_left -= 1
         return fn(*args)
 
 
@@ -209,8 +211,8 @@ class Change:
     Optimistic changes (inside ``optimistically``) catch up under the shared
     pool lock, then release it and run their body with no pool lock:
     resolving, checking, building the new inodes and directory entries,
-    allocating (from this process's own windows) and copying data into
-    fresh blocks, while other processes do the same and commit.  At exit
+    allocating (from this process's own windows), while other processes do
+    the same and commit; stores into the new blocks wait (fs._txn_deferred).  At exit
     the inodes are staged, the exclusive lock is taken, and the records
     others committed since the catching up are checked against what the
     body read and wrote: the inodes and directories it looked at or

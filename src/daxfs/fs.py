@@ -6,8 +6,9 @@ changes), so it is thread-safe and several processes may mount one pool.
 On taking the pool lock a call first checks the journal's live word: if
 another process committed since, it applies those commits' records to its
 caches (coherence.py), so every call sees all changes completed before it.
-Creates, a file's first write and unlinks are prepared under the shared
-lock and checked against others' commits at the end (coherence.Change).
+With DAXFS_OPTIMISM=1, creates, a file's first write and unlinks are
+prepared without the pool lock and checked against others' commits at the
+end (coherence.Change).
 
 A change runs as one transaction: validate, then mutate the cached objects
 while staging their bytes; commit (journal.commit) makes it atomic.  If
@@ -202,7 +203,7 @@ class FileSystem(DataPath):
         # changes left to make the old way after a conflict, and what the
         # change in progress has read (None outside an optimistic change).
         # Off unless DAXFS_OPTIMISM=1: measured on this project's 2-core
-        # machine it does not pay yet (README, "Several processes").
+        # machine it does not pay yet (DESIGN.md, "Several processes").
         self.optimism = os.environ.get("DAXFS_OPTIMISM", "0") == "1"
         self._optimistic = False
         self._pessimistic_left = 0
@@ -278,9 +279,9 @@ class FileSystem(DataPath):
         return self.inodes.get(ino)
 
     def _need_exclusive(self) -> None:
-        """Called before work that must not run under the shared lock of an
-        optimistic change (coherence.Change): such a change is retried with
-        the exclusive lock."""
+        """Called before work that must not run in an optimistic change, which
+        holds no pool lock (coherence.Change): such a change is run again
+        with the exclusive lock."""
         if self._reads is not None:
             raise Conflict
 
