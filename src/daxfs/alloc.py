@@ -399,8 +399,7 @@ class HugePageAllocator(_Base):
             return [self.small[i][1]]
         if len(self.whole):
             start, _ = self.whole.best_fit(1)  # type: ignore[misc]
-            self.whole.take(start, 1)
-            self.small.add((BLOCKS_PER_CHUNK, start))
+            self._split_whole(start)
             return [start]
         return [c for _free, c in reversed(self.small)]
 
@@ -465,8 +464,7 @@ class HugePageAllocator(_Base):
         if self.chunk_free[c] == 0:
             return 0
         if self.chunk_free[c] == BLOCKS_PER_CHUNK:
-            self.whole.take(c, 1)
-            self.small.add((BLOCKS_PER_CHUNK, c))
+            self._split_whole(c)
         return self._fill_from_chunk(c, n, out)
 
     def pick_window(self, leased: set[int]) -> int | None:
@@ -493,25 +491,21 @@ class HugePageAllocator(_Base):
     def claim(self, start: int, n: int) -> None:
         """Mark blocks another process allocated (from its journal record)."""
         self._check_claimable(start, n)
-        end = start + n
-        while start < end:
-            c = start // BLOCKS_PER_CHUNK
-            stop = min(end, (c + 1) * BLOCKS_PER_CHUNK)
+        for c, s, k in _by_chunk(start, n):
             if self.chunk_free[c] == BLOCKS_PER_CHUNK:
-                self.whole.take(c, 1)  # a whole chunk becomes small, or full
-                self.small.add((BLOCKS_PER_CHUNK, c))
-            self._take_small(c, start, stop - start)
-            start = stop
+                self._split_whole(c)
+            self._take_small(c, s, k)
+
+    def _split_whole(self, c: int) -> None:
+        """A whole free chunk becomes a small one, about to be taken from."""
+        self.whole.take(c, 1)
+        self.small.add((BLOCKS_PER_CHUNK, c))
 
     # -- free --------------------------------------------------------------
     def free(self, start: int, n: int) -> None:
         self._check_free(start, n)
-        end = start + n
-        while start < end:
-            c = start // BLOCKS_PER_CHUNK
-            stop = min(end, (c + 1) * BLOCKS_PER_CHUNK)
-            self._free_in_chunk(c, start, stop - start)
-            start = stop
+        for c, s, k in _by_chunk(start, n):
+            self._free_in_chunk(c, s, k)
 
     def _free_in_chunk(self, c: int, start: int, n: int) -> None:
         before = int(self.chunk_free[c])
@@ -530,6 +524,16 @@ class HugePageAllocator(_Base):
             self.whole.add(c, 1)  # an emptied small chunk returns to the aligned pool
         else:
             self.small.add((int(self.chunk_free[c]), c))
+
+
+def _by_chunk(start: int, n: int):
+    """Blocks [start, start+n) cut at chunk boundaries: (chunk, start, count)."""
+    end = start + n
+    while start < end:
+        c = start // BLOCKS_PER_CHUNK
+        stop = min(end, (c + 1) * BLOCKS_PER_CHUNK)
+        yield c, start, stop - start
+        start = stop
 
 
 ALLOCATORS: dict[str, type[_Base]] = {"hugepage": HugePageAllocator, "naive": NaiveAllocator}

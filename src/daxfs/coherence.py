@@ -63,6 +63,13 @@ def catch_up(fs, exclusive: bool = True) -> None:
     fs._seen_seq, fs._seen_pos = seq, journal.pos
 
 
+def slots_written(sb, dst: int, n: int) -> range:
+    """The inode numbers whose slots a write of n bytes at ``dst`` (inside
+    the inode table) covers."""
+    first = (dst - sb.itable_off) // INODE_SIZE
+    return range(first, (dst + n - 1 - sb.itable_off) // INODE_SIZE + 1)
+
+
 def finish_dead_commit(fs, exclusive: bool) -> int:
     """A process died inside commit, after its commit point and before
     publishing: finish its commit (its record is committed: recovery would
@@ -96,9 +103,7 @@ def apply_records(fs, records) -> bool:
         for rec in records:
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
-                    first = (dst - sb.itable_off) // INODE_SIZE
-                    last = (dst + len(data) - 1 - sb.itable_off) // INODE_SIZE
-                    slots.update(range(first, last + 1))
+                    slots.update(slots_written(sb, dst, len(data)))
                 else:
                     blocks.update(range(dst - dst % BLOCK, dst + len(data), BLOCK))
             touched.update(rec.touches)
@@ -342,9 +347,7 @@ class Change:
                 return True
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
-                    first = (dst - sb.itable_off) // INODE_SIZE
-                    last = (dst + len(data) - 1 - sb.itable_off) // INODE_SIZE
-                    if not mine.isdisjoint(range(first, last + 1)):
+                    if not mine.isdisjoint(slots_written(sb, dst, len(data))):
                         return True
             for dev, n in rec.claims:
                 b = (dev - sb.data_off) // BLOCK

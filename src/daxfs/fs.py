@@ -53,7 +53,6 @@ from .journal import Journal, Transaction
 from .layout import (
     BLOCK,
     CHUNK,
-    INODE_HEAD,
     SUPER,
     VERSION,
     CorruptionError,
@@ -416,7 +415,7 @@ class FileSystem(DataPath):
         """A live inode without a name.  Its slot may be free already: when the
         last users in two processes (or mounts) let go at once, both see no other
         pin and the first one frees it; the slot is then no corruption."""
-        if INODE_HEAD.unpack_from(self.region.buf, self.inodes.slot_off(ino))[1] == 0:
+        if self.inodes.slot_is_free(ino):
             return False  # magic 0: a free slot, as the mount-time scan counts it
         return self._inode(ino).nlink == 0
 

@@ -35,6 +35,7 @@ from .layout import (
     EXTENTS_PER_BLOCK,
     INLINE_EXTENTS,
     INODE_DTYPE_FIELDS,
+    INODE_HEAD,
     INODE_MAGIC,
     INODE_SIZE,
     PATH_MAX,
@@ -424,6 +425,11 @@ class InodeTable:
         """Which inode numbers are free (index = number); do not change it."""
         return self._listed
 
+    def slot_is_free(self, ino: int) -> bool:
+        """Slot ``ino`` on the media has magic 0, as the mount-time scan counts
+        free slots."""
+        return INODE_HEAD.unpack_from(self.region.buf, self.slot_off(ino))[1] == 0
+
     def is_free(self, ino: int) -> bool:
         return self.valid_ino(ino) and bool(self._listed[ino])
 
@@ -433,7 +439,7 @@ class InodeTable:
         self.cache.pop(ino, None)
         if not self.valid_ino(ino):
             return
-        if self.region.buf[self.slot_off(ino) + 4 : self.slot_off(ino) + 6] == b"\0\0":
+        if self.slot_is_free(ino):
             self.return_ino(ino)
         elif self._listed[ino]:
             self._listed[ino] = False

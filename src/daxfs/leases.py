@@ -80,8 +80,7 @@ class Leases:
         return self.fs.region.buf
 
     def _bump(self) -> None:
-        (gen,) = TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)
-        self.fs.region.store(TABLE_OFF, TABLE_HEAD.pack((gen + 1) & (2**64 - 1)))
+        bump_generation(self.fs.region)
 
     def join(self) -> None:
         """Take a free slot (clearing those of processes that are gone) and
@@ -122,6 +121,7 @@ class Leases:
         nchunks = fs.allocator.nchunks
         chunks: set[int] = set()
         inos: list[tuple[int, int]] = []
+        others = 0  # slots of other processes left in the table
         for i in range(NSLOTS):
             if i == self.slot:
                 continue
@@ -130,22 +130,20 @@ class Leases:
                 continue
             if magic != SLOT_MAGIC or not pinned_by_others(fs.region.fd, slot_off(i), 1):
                 # Nobody's, or not a slot: cleared, but only with the exclusive
-                # pool lock (a process may be joining into it right now).
+                # pool lock (a process may be joining into it right now); a
+                # dead slot left meanwhile still counts as someone.
                 if fs._reads is None:
-                    fs.region.store(slot_off(i), bytes(SLOT.size))
-                    self._bump()
+                    clear_slot(fs.region, i)
+                elif magic == SLOT_MAGIC:
+                    others += 1
                 continue
+            others += 1
             chunks.update(c for c in windows if 0 <= c < nchunks)
             if 0 < count <= INO_RANGE and start + count <= fs.sb.inode_count:
                 inos.append((start, start + count))
         self.others_chunks, self.others_inos = chunks, inos
-        self.shared = bool(chunks or inos or self._live_others(buf))
+        self.shared = others > 0
         (self.gen,) = TABLE_HEAD.unpack_from(buf, TABLE_OFF)
-
-    def _live_others(self, buf) -> int:
-        return sum(
-            1 for i in range(NSLOTS) if i != self.slot and read_slot(buf, i)[0] == SLOT_MAGIC
-        )
 
     def _current(self) -> bool:
         """Windows apply now: another process is live (our view is rescanned
@@ -284,5 +282,10 @@ def stale_slots(region) -> list[tuple[int, str]]:
 
 def clear_slot(region, i: int) -> None:
     region.store(slot_off(i), bytes(SLOT.size))
+    bump_generation(region)
+
+
+def bump_generation(region) -> None:
+    """Tell the other processes that the table changed."""
     (gen,) = TABLE_HEAD.unpack_from(region.read(TABLE_OFF, TABLE_HEAD.size))
     region.store(TABLE_OFF, TABLE_HEAD.pack((gen + 1) & (2**64 - 1)))
