@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import daxfs
+from daxfs.coherence import add_written
 from daxfs.dir import Directory
 from daxfs.inode import Extent, Inode
 from daxfs.journal import Transaction
@@ -291,18 +292,19 @@ def test_directory_matches_a_dict(ops):
 @settings(max_examples=100, deadline=None)
 @given(
     ops=st.lists(
-        st.tuples(st.sampled_from("aadr"), st.integers(0, 40), st.integers(1, 200)), max_size=80
+        st.tuples(st.sampled_from("aadrrt"), st.integers(0, 40), st.integers(1, 200)), max_size=80
     ),
     sync_every=st.integers(1, 6),
 )
 def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_every):
     """What another process does (coherence.apply_records): its Directory
-    copy re-reads only the blocks a record wrote.  Whenever refresh says
-    that sufficed, the copy must equal a fresh load of the media; when it
-    says no (a new subdirectory entry, a new block), the caller loads again."""
+    copy re-reads only what a record wrote (entries one by one, or a block
+    whole).  Whenever refresh says that sufficed, the copy must equal a
+    fresh load of the media; when it says no (a new subdirectory entry, a
+    new block), the caller loads again."""
     media, writer = Media(256), Directory(9)
     reader = Directory.load(9, memoryview(media.buf), media.devs())
-    written: set[int] = set()
+    written: dict[int, list[tuple[int, int]]] = {}
     for i, (op, k, length) in enumerate(ops):
         name = (str(k) * 200)[:length]
         t = Transaction()
@@ -310,18 +312,60 @@ def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_ever
             writer.add(name, 1000 + k * 256 + length, 4 if op == "d" else 8, t, media.new_block)
         elif op == "r" and name in writer.entries:
             writer.remove(name, t)
+        elif op == "t" and name in writer.entries and writer.entries[name][1] == 8:
+            writer.retarget(name, writer.entries[name][0] + 1, 8, t)
         media.apply(t)
-        written.update(off - off % BLOCK for off, _data in t.writes)
+        for off, data in t.writes:
+            add_written(written, off, len(data))
         if i % sync_every == 0:
             if len(reader.devs) != len(media.devs()) or not reader.refresh(
                 memoryview(media.buf), written
             ):
                 reader = Directory.load(9, memoryview(media.buf), media.devs())
-            written = set()
+            written = {}
             fresh = Directory.load(9, memoryview(media.buf), media.devs())
             assert reader.entries == fresh.entries
             assert (reader.used, reader.live, reader.dead) == (fresh.used, fresh.live, fresh.dead)
             assert [bytes(x) for x in reader.images] == [bytes(x) for x in fresh.images]
+
+
+def test_refresh_takes_appends_removals_and_retargets_without_parsing_the_block(monkeypatch):
+    """Following a directory another process fills costs what its records
+    wrote, not a parse of the whole block per record."""
+    media, writer = Media(256), Directory(9)
+    t = Transaction()
+    for i in range(20):
+        writer.add(f"name{i}", 100 + i, 8, t, media.new_block)
+    media.apply(t)
+    reader = Directory.load(9, memoryview(media.buf), media.devs())
+
+    def whole_parse(*_a):
+        raise AssertionError("the block was parsed whole")
+
+    monkeypatch.setattr(Directory, "_reparse", whole_parse)
+    t = Transaction()
+    writer.add("new", 500, 8, t, media.new_block)
+    writer.remove("name3", t)
+    writer.retarget("name7", 777, 8, t)
+    media.apply(t)
+    written: dict[int, list[tuple[int, int]]] = {}
+    for off, data in t.writes:
+        add_written(written, off, len(data))
+    assert reader.refresh(memoryview(media.buf), written)
+    assert reader.entries == writer.entries
+    assert (reader.used, reader.live, reader.dead) == (writer.used, writer.live, writer.dead)
+
+    # Several records at once, one entry written by two of them.
+    written = {}
+    for change in (lambda t: writer.retarget("name9", 999, 8, t), lambda t: writer.remove("name9", t)):
+        t = Transaction()
+        change(t)
+        media.apply(t)
+        for off, data in t.writes:
+            add_written(written, off, len(data))
+    assert reader.refresh(memoryview(media.buf), written)
+    assert reader.entries == writer.entries
+    assert (reader.used, reader.live, reader.dead) == (writer.used, writer.live, writer.dead)
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 
 from .journal import RangeSet, Transaction
 from .layout import BLOCK, INODE_SIZE
@@ -41,6 +42,39 @@ os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 def forks_seen() -> int:
     return _forks[0]
+
+
+# How long a process asking for a pool lock that another holds polls for it
+# before sleeping in flock.  Waking a sleeper on another CPU costs about
+# 40 us here (a pipe round trip between two CPUs takes 80 us, on one CPU
+# 3 us), longer than most pool-lock sections: sleeping on each one made two
+# processes slower than one.  Polling for about two wake-ups' worth, and
+# yielding the CPU between polls for processes that need it, bounds what
+# polling wastes when the holder is slow (spin-then-block, as adaptive
+# mutexes do).  bench share measures it.
+SPIN_SECONDS = 100e-6
+
+
+def lock_pool(fd: int, op: int, meanwhile=None) -> None:
+    """flock(fd, op), polling briefly before sleeping (see SPIN_SECONDS);
+    ``meanwhile()``, if given, is called between polls (work that needs no
+    lock and shortens what the lock will be held for)."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    deadline = time.perf_counter() + SPIN_SECONDS
+    while time.perf_counter() < deadline:
+        if meanwhile is not None:
+            meanwhile()
+        os.sched_yield()
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+    fcntl.flock(fd, op)
 
 
 def catch_up(fs, exclusive: bool = True) -> None:
@@ -63,6 +97,30 @@ def catch_up(fs, exclusive: bool = True) -> None:
     fs._seen_seq, fs._seen_pos = seq, journal.pos
 
 
+def catch_up_unlocked(fs) -> bool:
+    """Catch up with no pool lock held, as an optimistic change does: apply
+    the records published since our position when they can be read safely
+    (Journal.records_unlocked).  False when the locked way must do it: the
+    records are not all readable so, or our allocator disagrees with them
+    (then the next locked catch-up rebuilds).  A commit whose writer died
+    before publishing is left for the locked way too."""
+    journal = fs.journal
+    seq = journal.peek()
+    if seq == fs._seen_seq:
+        return True
+    if not 0 <= fs._seen_seq < seq:
+        return False
+    records = journal.records_unlocked(fs._seen_seq, fs._seen_pos, seq)
+    if records is None:
+        return False
+    if not apply_records(fs, records):
+        fs._seen_seq = -1  # applied in part: rebuild under the lock
+        return False
+    fs.coherence["records_applied"] += len(records)
+    fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - journal.start
+    return True
+
+
 def slots_written(sb, dst: int, n: int) -> range:
     """The inode numbers whose slots a write of n bytes at ``dst`` (inside
     the inode table) covers."""
@@ -79,7 +137,7 @@ def finish_dead_commit(fs, exclusive: bool) -> int:
     again: someone else may have finished it meanwhile)."""
     journal = fs.journal
     if not exclusive:
-        fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
+        lock_pool(fs.region.fd, fcntl.LOCK_EX)
     try:
         journal.refresh()
         rec = journal.unpublished()
@@ -88,7 +146,7 @@ def finish_dead_commit(fs, exclusive: bool) -> int:
             fs.coherence["dead_commits_finished"] += 1
     finally:
         if not exclusive:
-            fcntl.flock(fs.region.fd, fcntl.LOCK_SH)
+            lock_pool(fs.region.fd, fcntl.LOCK_SH)
     return journal.refresh()
 
 
@@ -98,14 +156,15 @@ def apply_records(fs, records) -> bool:
     sb, allocator = fs.sb, fs.allocator
     slots: set[int] = set()  # inodes whose slots were written
     touched: set[int] = set()  # directories whose blocks were written
-    blocks: set[int] = set()  # the data-area blocks written (device offsets)
+    # The data-area ranges written, by block (device offsets).
+    written: dict[int, list[tuple[int, int]]] = {}
     try:
         for rec in records:
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     slots.update(slots_written(sb, dst, len(data)))
                 else:
-                    blocks.update(range(dst - dst % BLOCK, dst + len(data), BLOCK))
+                    add_written(written, dst, len(data))
             touched.update(rec.touches)
             # A record never frees what it claims (freed space is reusable
             # only after its commit), so claims then revokes is its order.
@@ -122,21 +181,34 @@ def apply_records(fs, records) -> bool:
     # the ones written (one shared directory stays cheap to follow).
     for ino in touched - slots:
         d = fs.dirs.get(ino)
-        if d is not None and not d.refresh(fs.region.buf, blocks):
+        if d is not None and not d.refresh(fs.region.buf, written):
             del fs.dirs[ino]
     return True
+
+
+def add_written(written: dict[int, list[tuple[int, int]]], dst: int, n: int) -> None:
+    """Note the write [dst, dst+n) under each block it falls in."""
+    end = dst + n
+    while dst < end:
+        block = dst - dst % BLOCK
+        stop = min(end, block + BLOCK)
+        written.setdefault(block, []).append((dst, stop - dst))
+        dst = stop
 
 
 class Locked:
     """The thread lock plus the pool lock (flock, shared or exclusive) for one
     call; the outermost section also catches up with other processes' commits,
     and first frees what mappings dropped without close() left behind.
+    ``unlocked``: an optimistic change's start, which takes the thread lock
+    only and catches up without the pool lock when it can (with the shared
+    lock for just the catching up otherwise).
     A class rather than a @contextmanager: this is on every call's path."""
 
-    __slots__ = ("fs", "exclusive", "outer")
+    __slots__ = ("fs", "exclusive", "outer", "unlocked")
 
-    def __init__(self, fs, exclusive: bool):
-        self.fs, self.exclusive, self.outer = fs, exclusive, False
+    def __init__(self, fs, exclusive: bool, unlocked: bool = False):
+        self.fs, self.exclusive, self.outer, self.unlocked = fs, exclusive, False, unlocked
 
     def __enter__(self) -> None:
         fs = self.fs
@@ -150,14 +222,22 @@ class Locked:
             if self.outer:
                 if fs._unmapped:  # the one check the hot path pays for it
                     fs._free_unmapped_orphans()
-                fcntl.flock(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+                if not self.unlocked:
+                    lock_pool(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
             fs._depth += 1
         except BaseException:
             fs._tlock.release()
             raise
         if self.outer:
             try:
-                catch_up(fs, self.exclusive)
+                if not self.unlocked:
+                    catch_up(fs, self.exclusive)
+                elif not catch_up_unlocked(fs):
+                    lock_pool(fs.region.fd, fcntl.LOCK_SH)
+                    try:
+                        catch_up(fs, exclusive=False)
+                    finally:
+                        fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
             except BaseException:
                 self.__exit__(None, None, None)
                 raise
@@ -232,7 +312,7 @@ class Change:
     fs._need_exclusive() first, which raises Conflict in an optimistic
     change."""
 
-    __slots__ = ("fs", "lock", "txn", "optimistic")
+    __slots__ = ("fs", "lock", "txn", "optimistic", "verdict", "late")
 
     def __init__(self, fs):
         self.fs = fs
@@ -242,13 +322,13 @@ class Change:
         if fs.readonly:
             raise oserror(errno.EROFS)
         self.optimistic = fs._optimistic and fs._depth == 0
-        self.lock = Locked(fs, exclusive=not self.optimistic)
+        # An optimistic change prepares without the pool lock, so that another
+        # process's commit need not wait for this preparation (only for our
+        # commit).
+        self.lock = Locked(fs, exclusive=not self.optimistic, unlocked=self.optimistic)
         self.lock.__enter__()  # (caught up with every commit)
-        if self.optimistic:
-            # Prepare without the pool lock, so that another process's commit
-            # need not wait for this preparation (only for our commit).
-            fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
         self.txn = Transaction()
+        self.late = None  # others' records checked under the lock, applied after it
         fs._txn_dirty = set()
         fs._txn_freed_inos = []
         fs._txn_took = []
@@ -268,7 +348,7 @@ class Change:
                     # An error met without the lock stands only if nobody
                     # changed what the change read meanwhile (a torn read
                     # of a slot being written looks like damage).
-                    fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
+                    lock_pool(fs.region.fd, fcntl.LOCK_EX)
                     if not self._caught_up_disjoint():
                         self._undo()
                         catch_up(fs)
@@ -299,6 +379,14 @@ class Change:
                 fs.inodes.return_ino(ino)
             fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
             fs._dirty_times.difference_update(fs._txn_dirty)
+            if self.late is not None:
+                # Checked disjoint from ours under the lock; applied after it
+                # (a change with a thread lock only, as catch_up_unlocked).
+                fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
+                if apply_records(fs, self.late):
+                    fs.coherence["records_applied"] += len(self.late)
+                else:
+                    fs._seen_seq = -1  # applied in part: the next call rebuilds
         finally:
             fs._reads = None
             self.lock.__exit__(None, None, None)
@@ -307,8 +395,12 @@ class Change:
         """Take the exclusive lock; apply what others committed meanwhile if
         it is disjoint from this change, else undo and raise Conflict."""
         fs = self.fs
-        fcntl.flock(fs.region.fd, fcntl.LOCK_EX)
-        if not self._caught_up_disjoint():
+        # What others committed meanwhile is checked and applied with no lock
+        # where it can be, before and while waiting for the lock, so that the
+        # exclusive section is short: it finds little newer.
+        self.verdict = self._caught_up_disjoint(locked=False)
+        lock_pool(fs.region.fd, fcntl.LOCK_EX, self._check_while_waiting)
+        if self.verdict is False or not self._caught_up_disjoint():
             self._undo()
             catch_up(fs)
             raise Conflict
@@ -318,20 +410,42 @@ class Change:
             self._undo()
             raise Conflict
 
-    def _caught_up_disjoint(self) -> bool:
-        """With the exclusive lock: are the records committed since this
-        change began disjoint from it?  If so they are applied to the caches."""
-        fs = self.fs
-        seq = fs.journal.refresh()
-        if fs.journal.unpublished() is not None:  # a writer died since we caught up
-            seq = finish_dead_commit(fs, exclusive=True)
+    def _check_while_waiting(self) -> None:
+        if self.verdict is not False:  # a conflict stays one
+            self.verdict = self._caught_up_disjoint(locked=False)
+
+    def _caught_up_disjoint(self, locked: bool = True) -> bool | None:
+        """Are the records committed since this change began disjoint from it?
+        With the exclusive lock this is the answer, and the records are kept
+        in ``late`` to be applied after the commit, outside the lock; without
+        (``locked=False``) they are applied now, and None means they cannot
+        be read safely so (the locked check then reads them)."""
+        fs, journal = self.fs, self.fs.journal
+        if locked:
+            seq = journal.refresh()
+            if journal.unpublished() is not None:  # a writer died since we caught up
+                seq = finish_dead_commit(fs, exclusive=True)
+        else:
+            seq = journal.peek()
         if seq == fs._seen_seq:
             return True
-        records = fs.journal.records_between(fs._seen_seq, fs._seen_pos, seq)
-        if records is None or self._overlaps(records) or not apply_records(fs, records):
+        if locked:
+            records = journal.records_between(fs._seen_seq, fs._seen_pos, seq)
+        elif fs._seen_seq < 0:
+            return None
+        else:
+            records = journal.records_unlocked(fs._seen_seq, fs._seen_pos, seq)
+            if records is None:
+                return None
+        if records is None or self._overlaps(records):
+            return False
+        if locked:
+            self.late = records
+            return True
+        if not apply_records(fs, records):
             return False
         fs.coherence["records_applied"] += len(records)
-        fs._seen_seq, fs._seen_pos = seq, fs.journal.pos
+        fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - journal.start
         return True
 
     def _overlaps(self, records) -> bool:
@@ -339,9 +453,6 @@ class Change:
         mine = fs._reads | fs._txn_dirty | txn.touched
         mine.update(fs._txn_freed_inos)
         mine.update(fs._txn_took)
-        taken = RangeSet()
-        for b, n in txn.allocated:
-            taken.add(b, b + n)
         for rec in records:
             if not mine.isdisjoint(rec.touches):
                 return True
@@ -349,11 +460,14 @@ class Change:
                 if sb.itable_off <= dst < sb.itable_end:
                     if not mine.isdisjoint(slots_written(sb, dst, len(data))):
                         return True
-            for dev, n in rec.claims:
-                b = (dev - sb.data_off) // BLOCK
-                if taken.overlaps(b, b + n // BLOCK):
-                    return True
-        return False
+        claims = [((dev - sb.data_off) // BLOCK, n // BLOCK) for rec in records for dev, n in rec.claims]
+        mine_space = txn.allocated
+        if len(claims) * len(mine_space) <= 64:  # the usual few: compare each pair
+            return any(b < s + k and s < b + n for b, n in claims for s, k in mine_space)
+        taken = RangeSet()  # many: O((claims + ours) log ours)
+        for s, k in mine_space:
+            taken.add(s, s + k)
+        return any(taken.overlaps(b, b + n) for b, n in claims)
 
     def _undo(self) -> None:
         """Forget an optimistic change: its space and inode numbers go back,
@@ -372,10 +486,16 @@ class Change:
         # this change wrote (what the media has is what was committed): a
         # big shared directory is not loaded again whole after a conflict.
         sb = fs.sb
-        blocks = {dst - dst % BLOCK for dst, _d in txn.writes if sb.data_off <= dst < sb.data_end}
+        # Our copy holds this change's entries, not on the media: each block
+        # it wrote is read again whole.
+        whole = {
+            dst - dst % BLOCK: [(dst - dst % BLOCK, BLOCK)]
+            for dst, _d in txn.writes
+            if sb.data_off <= dst < sb.data_end
+        }
         for ino in txn.touched - changed:
             d = fs.dirs.get(ino)
-            if d is not None and not d.refresh(fs.region.buf, blocks):
+            if d is not None and not d.refresh(fs.region.buf, whole):
                 del fs.dirs[ino]
         for ino in fs._txn_pins:
             fs._unpin(ino)
@@ -386,7 +506,12 @@ class Change:
         txn.touched.clear()
 
     def _abort(self) -> None:
-        # Rebuilding from the media also undoes allocations and inode numbers taken.
+        # Rebuilding from the media also undoes allocations and inode numbers
+        # taken.  It runs under the exclusive lock, after the journal was
+        # refreshed (catching up, or the optimistic check): the media is the
+        # pool as of the live word, records kept for later included.
         fs = self.fs
         if self.txn or fs._txn_dirty or fs._txn_took:
             fs._reload()
+            fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
+            self.late = None

@@ -29,6 +29,7 @@ from .layout import (
     DIRENT_HEAD,
     MAX_DIRENT,
     CorruptionError,
+    check_dirblock,
     dirblock_seal,
     parse_dirblock,
     valid_name,
@@ -48,6 +49,7 @@ class Directory:
         self.used: list[int] = []
         self.live: list[int] = []
         self.dead: list[int] = []  # tombstoned bytes per block, reclaimable by compaction
+        self._index: dict[int, int] = {}  # device offset -> block, built by refresh
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -92,32 +94,134 @@ class Directory:
         self.dead[b] = used - DIRBLOCK_HEAD.size - live_bytes
         return out
 
-    def refresh(self, buf, written: set[int]) -> bool:
-        """Re-read those of our blocks (device offsets) that another process
-        wrote.  False when that is not enough and the directory must be
-        loaded again whole: a block does not check, or a directory entry
+    def refresh(self, buf, written: dict[int, list[tuple[int, int]]]) -> bool:
+        """Re-read what another process wrote in our blocks: ``written`` maps
+        a block's device offset to the (device offset, length) ranges
+        written in it.  False when that is not enough and the directory must
+        be loaded again whole: a block does not check, or a directory entry
         appeared (only a whole load can tell it is the one name for that
-        directory)."""
-        index = {dev: b for b, dev in enumerate(self.devs)} if written else {}
+        directory).
+
+        Entries a record added at the tail, removed (a tombstone) or
+        retargeted are taken one by one (refresh_entries); only a block
+        compacted, new, or written some other way is parsed again whole.  So
+        following one directory that another process fills costs O(entries
+        it wrote), not O(the block) per record."""
+        if not written:
+            return True
+        if len(self._index) != len(self.devs):
+            self._index = {dev: b for b, dev in enumerate(self.devs)}
         try:
-            for dev in written:
-                b = index.get(dev)
+            for dev, ranges in written.items():
+                b = self._index.get(dev)
                 if b is None:
                     continue
-                had_dirs = set()
-                for pos, ino, ftype, raw in parse_dirblock(self.images[b], dev, self.ino)[1]:
-                    name = raw.decode("utf-8", "surrogateescape")
-                    if self.entries.get(name, (0, 0, -1, -1))[2:] == (b, pos):
-                        del self.entries[name]
-                    if ftype == DIR_FTYPE:
-                        had_dirs.add((name, ino))
-                self.images[b] = bytearray(buf[dev : dev + BLOCK])
-                for name, ino, ftype, _pos in self._take_block(b):
-                    if ftype == DIR_FTYPE and (name, ino) not in had_dirs:
-                        return False
+                image = bytearray(buf[dev : dev + BLOCK])
+                if self._refresh_entries(b, image, ranges):
+                    continue
+                if not self._reparse(b, image):
+                    return False
         except CorruptionError:
             return False
         return True
+
+    def _reparse(self, b: int, image: bytearray) -> bool:
+        """Take block ``b`` again whole from ``image``.  False if a directory
+        entry appeared in it."""
+        dev = self.devs[b]
+        had_dirs = set()
+        for pos, ino, ftype, raw in parse_dirblock(self.images[b], dev, self.ino)[1]:
+            name = raw.decode("utf-8", "surrogateescape")
+            if self.entries.get(name, (0, 0, -1, -1))[2:] == (b, pos):
+                del self.entries[name]
+            if ftype == DIR_FTYPE:
+                had_dirs.add((name, ino))
+        self.images[b] = image
+        for name, ino, ftype, _pos in self._take_block(b):
+            if ftype == DIR_FTYPE and (name, ino) not in had_dirs:
+                return False
+        return True
+
+    def _refresh_entries(self, b: int, image: bytearray, ranges) -> bool:
+        """Take into block ``b`` the entries the writes ``ranges`` changed,
+        reading them from its new ``image``; False (nothing changed) when
+        the writes are not entry heads rewritten in place and entries
+        appended, or anything does not check: the caller parses the block."""
+        dev, old = self.devs[b], self.images[b]
+        used, live = check_dirblock(image, dev, self.ino)
+        head, old_used = DIRBLOCK_HEAD.size, self.used[b]
+        if used < old_used:
+            return False  # compacted
+        changed: list[tuple[str, int, int, int]] = []  # name, pos, new ino, ftype
+        seen: set[int] = set()
+        for off, n in ranges:
+            pos = off - dev
+            if pos + n <= head or pos >= old_used:
+                continue  # the header; appended entries are read below
+            # An entry head rewritten in place (removed or retargeted): its
+            # name bytes must be those our copy has at that position.
+            if pos in seen:
+                continue  # written again by a later record: read once, as it is now
+            seen.add(pos)
+            if pos < head or n > DIRENT_HEAD.size or pos + DIRENT_HEAD.size > old_used:
+                return False
+            oino, nlen, _of = DIRENT_HEAD.unpack_from(old, pos)
+            end = pos + DIRENT_HEAD.size + nlen
+            if not oino or image[pos + 8] != nlen or image[end - nlen : end] != old[end - nlen : end]:
+                return False
+            name = bytes(old[end - nlen : end]).decode("utf-8", "surrogateescape")
+            if self.entries.get(name, (0, 0, -1, -1))[2:] != (b, pos):
+                return False
+            ino, _nlen, ftype = DIRENT_HEAD.unpack_from(image, pos)
+            if ftype == DIR_FTYPE and ino and (ino, ftype) != self.entries[name][:2]:
+                return False  # a directory named anew: only a whole load checks it
+            changed.append((name, pos, ino, ftype))
+        removed = {c[0] for c in changed if not c[2]}
+        appended = self._appended(image, old_used, used, removed)
+        if appended is None:
+            return False
+        added, dead = appended
+        if self.live[b] + len(added) - len(removed) != live:
+            return False
+        dead += self.dead[b]
+        for name, pos, ino, ftype in changed:
+            if ino:
+                self.entries[name] = (ino, ftype, b, pos)
+            else:
+                del self.entries[name]
+                dead += DIRENT_HEAD.size + image[pos + 8]
+        for name, ino, ftype, pos in added:
+            self.entries[name] = (ino, ftype, b, pos)
+        self.images[b], self.used[b], self.live[b], self.dead[b] = image, used, live, dead
+        return True
+
+    def _appended(self, image, start: int, used: int, removing: set[str]):
+        """The live entries in ``image`` between ``start`` and ``used`` as
+        (name, ino, ftype, pos), checked as a load checks them, and the bytes
+        of the tombstones among them.  None when they are not plain new
+        names (a directory, a name we hold, damage)."""
+        out, pos, dead = [], start, 0
+        while pos < used:
+            if pos + DIRENT_HEAD.size > used:
+                return None
+            ino, nlen, ftype = DIRENT_HEAD.unpack_from(image, pos)
+            end = pos + DIRENT_HEAD.size + nlen
+            if nlen == 0 or end > used:
+                return None
+            if ino:
+                raw = bytes(image[pos + DIRENT_HEAD.size : end])
+                name = raw.decode("utf-8", "surrogateescape")
+                if ftype == DIR_FTYPE or not valid_name(raw):
+                    return None
+                if name in self.entries and name not in removing:
+                    return None
+                out.append((name, ino, ftype, pos))
+            else:
+                dead += end - pos
+            pos = end
+        if len({e[0] for e in out}) != len(out):
+            return None
+        return out, dead
 
     def lookup(self, name: str) -> tuple[int, int] | None:
         e = self.entries.get(name)

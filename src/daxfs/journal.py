@@ -117,6 +117,7 @@ class Journal:
         self._homes = ((sb.itable_off, sb.itable_end), (sb.data_off, sb.data_end))
         self._data_area = (sb.data_off, sb.data_end)
         self._inode_count = sb.inode_count
+        self._header_seen: tuple[bytes, int] = (b"", 0)  # see _seq_of_header
 
     # -- format ------------------------------------------------------------
     def format(self) -> None:
@@ -216,15 +217,19 @@ class Journal:
 
     # -- recovery ----------------------------------------------------------
     def _header_seq(self) -> int:
-        seqs = [
-            unpack_jheader(self.region.read(self.header_off + o, JHEADER.size))
-            for o in JSLOT_OFFSETS
-        ]
+        seq, self.header_slot = self._newest_header()
+        return seq
+
+    def _newest_header(self, raw: bytes | None = None) -> tuple[int, int]:
+        """(seq, slot) of the newest valid header slot (of the slots' bytes
+        ``raw`` read by _header_bytes, or read now)."""
+        raw = self._header_bytes() if raw is None else raw
+        n = JHEADER.size
+        seqs = [unpack_jheader(raw[i * n : i * n + n]) for i in range(len(JSLOT_OFFSETS))]
         valid = [(s, i) for i, s in enumerate(seqs) if s is not None]
         if not valid:
             raise CorruptionError("journal header: both slots invalid", self.header_off)
-        seq, self.header_slot = max(valid)
-        return seq
+        return max(valid)
 
     def recover(self) -> int:
         """Replay committed records and checkpoint; return how many were replayed.
@@ -284,6 +289,41 @@ class Journal:
         if seq < first and self._read_records(seq, pos, first, out) is None:
             return None
         return self._read_records(first, 0, upto, out)
+
+    def records_unlocked(self, seq: int, pos: int, upto: int) -> list[TxnRecord] | None:
+        """records_between for a caller holding no pool lock (an optimistic
+        change, coherence.py), changing no state of this Journal.  Only
+        records of the current log generation are taken: those before the
+        published position are never written again until a checkpoint, and a
+        checkpoint writes the header slot before any record over them (x86
+        stores are seen in order), so a header seq the same after the reads
+        as before means nothing read was being overwritten.  The seq and crc
+        each record must carry guard the same again.  None whenever in doubt:
+        the caller then reads them under the lock."""
+        try:
+            raw = self._header_bytes()
+            first = self._seq_of_header(raw)
+            if seq < first:
+                return None
+            out: list[TxnRecord] = []
+            if self._read_records(seq, pos, upto, out) is None:
+                return None
+            if self._header_bytes() != raw:
+                return None
+        except CorruptionError:  # a torn read; under the lock it is real or gone
+            return None
+        return out
+
+    def _header_bytes(self) -> bytes:
+        buf, off = self.region.buf, self.header_off
+        return b"".join(bytes(buf[off + o : off + o + JHEADER.size]) for o in JSLOT_OFFSETS)
+
+    def _seq_of_header(self, raw: bytes) -> int:
+        """The newest seq of the header slots whose bytes are ``raw``, decoded
+        once per header (catching up reads it on every call)."""
+        if raw != self._header_seen[0]:
+            self._header_seen = (raw, self._newest_header(raw)[0])
+        return self._header_seen[1]
 
     def _read_records(
         self, seq: int, pos: int, upto: int, out: list[TxnRecord]

@@ -551,8 +551,8 @@ def dirblock_seal(block: bytearray, dir_ino: int, used: int, live: int) -> None:
     struct.pack_into("<I", block, 4, crc32c(memoryview(block)[8:BLOCK]))
 
 
-def parse_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, list[tuple[int, int, int, bytes]]]:
-    """Return (used, [(pos, ino, ftype, name)]) for live entries; validates fully."""
+def check_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, int]:
+    """(used, live) of a directory block whose header and checksum check."""
     if len(raw) < BLOCK:
         raise CorruptionError(f"directory {dir_ino}: block truncated", offset)
     magic, crc, rino, used, live, _ = DIRBLOCK_HEAD.unpack_from(raw)
@@ -562,6 +562,12 @@ def parse_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, list[tuple[int,
         raise CorruptionError(f"directory {dir_ino}: block checksum mismatch", offset)
     if rino != dir_ino or not DIRBLOCK_HEAD.size <= used <= BLOCK:
         raise CorruptionError(f"directory {dir_ino}: block header inconsistent", offset)
+    return used, live
+
+
+def parse_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, list[tuple[int, int, int, bytes]]]:
+    """Return (used, [(pos, ino, ftype, name)]) for live entries; validates fully."""
+    used, live = check_dirblock(raw, offset, dir_ino)
     entries, pos = [], DIRBLOCK_HEAD.size
     while pos < used:
         if pos + DIRENT_HEAD.size > used:
