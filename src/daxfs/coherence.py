@@ -47,12 +47,15 @@ def forks_seen() -> int:
 # How long a process asking for a pool lock that another holds polls for it
 # before sleeping in flock.  Waking a sleeper on another CPU costs about
 # 40 us here (a pipe round trip between two CPUs takes 80 us, on one CPU
-# 3 us), longer than most pool-lock sections: sleeping on each one made two
-# processes slower than one.  Polling for about two wake-ups' worth, and
-# yielding the CPU between polls for processes that need it, bounds what
-# polling wastes when the holder is slow (spin-then-block, as adaptive
-# mutexes do).  bench share measures it.
-SPIN_SECONDS = 100e-6
+# 3 us), about as long as a pool-lock section, and flock hands the lock to
+# nobody: the holder, back first, takes it again and the woken one sleeps
+# anew.  Sleeping on each contended lock made two processes slower than
+# one; polling (with the CPU yielded between polls to processes that need
+# it, and lock-free catching up done meanwhile) keeps the lock moving.
+# Measured with two processes creating in one directory: 0.65x of one
+# process sleeping at once, 0.7x polling 100 us, 0.83x 300 us, 0.9x 1 ms.
+# Past the limit a process sleeps, so a slow holder costs a bounded spin.
+SPIN_SECONDS = 500e-6
 
 
 def lock_pool(fd: int, op: int, meanwhile=None) -> None:
@@ -223,7 +226,13 @@ class Locked:
                 if fs._unmapped:  # the one check the hot path pays for it
                     fs._free_unmapped_orphans()
                 if not self.unlocked:
-                    lock_pool(fs.region.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+                    # Waiting, catch up with no lock: what the holder commits
+                    # is then applied outside the lock, not in it.
+                    lock_pool(
+                        fs.region.fd,
+                        fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH,
+                        lambda: catch_up_unlocked(fs),
+                    )
             fs._depth += 1
         except BaseException:
             fs._tlock.release()
@@ -253,32 +262,90 @@ class Locked:
 class Conflict(Exception):
     """An optimistic change met another process's commit that touched what it
     read or wrote (or asked for the exclusive lock itself): it was undone,
-    and ``optimistically`` runs it again holding the exclusive lock."""
+    and ``optimistically`` runs it again holding the exclusive lock.
+    ``on``: the directories the commits and the change both touched, the
+    contended ones (empty when what met was not a directory)."""
+
+    def __init__(self, on: frozenset[int] = frozenset()):
+        super().__init__()
+        self.on = on
+
+
+class Contended(Conflict):
+    """Raised before an optimistic change does any work in a directory that
+    recent conflicts showed busy: it runs the old way at once."""
 
 
 def optimistically(fs, fn, *args):
     """Run ``fn(*args)``, whose change may be prepared without the pool lock
     (see Change) when optimism is on and another process shares the pool;
     on a Conflict, run it again the old way.  After a conflict the next few
-    changes go the old way straight off, so that a contended directory does
-    not pay for two attempts each time."""
+    changes in that directory (in any directory, if the conflict was not
+    over one) go the old way straight off (Backoff), so that a contended
+    directory does not pay for two attempts each time while changes
+    elsewhere stay optimistic."""
     with fs._thread_lock():
+        backoff = fs._backoff
         # Alone on the pool (leases.py knows) there is nobody to overlap with.
-        if fs._depth == 0 and fs.optimism and fs.leases.shared and fs._pessimistic_left <= 0:
+        if fs._depth == 0 and fs.optimism and fs.leases.shared and not backoff.everywhere():
             fs._optimistic = True
             try:
                 return fn(*args)
-            except Conflict:
+            except Contended:
+                fs.coherence["contended"] += 1
+            except Conflict as c:
                 fs.coherence["conflicts"] += 1
-                # Back off harder while conflicts keep coming (one directory
-                # shared by busy writers), less after each clean commit.
-                fs._pessimistic_left = fs._backoff
-                fs._backoff = min(fs._backoff * 2, MAX_BACKOFF)
+                backoff.conflict(c.on)
             finally:
                 fs._optimistic = False
-        if fs._pessimistic_left > 0:
-            fs._pessimistic_left -= 1
         return fn(*args)
+
+
+class Backoff:
+    """Where optimism keeps failing, go the old way for a while: a number of
+    changes that starts at MIN_BACKOFF and doubles with each conflict there
+    (up to MAX_BACKOFF), halving back with each optimistic commit.  Kept
+    per contended directory (its changes are counted as they reach it),
+    and for conflicts over anything else (all changes)."""
+
+    ANY = 0  # the key for conflicts not over a directory (no inode is 0)
+
+    def __init__(self) -> None:
+        self.left: dict[int, int] = {}  # changes to make the old way
+        self.step: dict[int, int] = {}  # what the next conflict sets ``left`` to
+
+    def everywhere(self) -> bool:
+        """Must this change go the old way whatever it touches?"""
+        return self._spend(self.ANY)
+
+    def busy(self, ino: int) -> bool:
+        """Must a change that reaches directory ``ino`` go the old way?"""
+        return ino in self.left and self._spend(ino)
+
+    def _spend(self, key: int) -> bool:
+        left = self.left.get(key, 0)
+        if left <= 0:
+            return False
+        if left == 1:
+            del self.left[key]
+        else:
+            self.left[key] = left - 1
+        return True
+
+    def conflict(self, on: frozenset[int]) -> None:
+        for key in on or (self.ANY,):
+            step = self.step.get(key, MIN_BACKOFF)
+            self.left[key] = step
+            self.step[key] = min(step * 2, MAX_BACKOFF)
+
+    def committed(self, touched) -> None:
+        for key in (self.ANY, *touched):
+            step = self.step.get(key)
+            if step is not None:
+                if step <= MIN_BACKOFF:
+                    del self.step[key]
+                else:
+                    self.step[key] = step // 2
 
 
 # Changes made the old way after a conflict before trying optimism again:
@@ -312,7 +379,7 @@ class Change:
     fs._need_exclusive() first, which raises Conflict in an optimistic
     change."""
 
-    __slots__ = ("fs", "lock", "txn", "optimistic", "verdict", "late")
+    __slots__ = ("fs", "lock", "txn", "optimistic", "verdict", "late", "conflict_on")
 
     def __init__(self, fs):
         self.fs = fs
@@ -329,6 +396,7 @@ class Change:
         self.lock.__enter__()  # (caught up with every commit)
         self.txn = Transaction()
         self.late = None  # others' records checked under the lock, applied after it
+        self.conflict_on: frozenset[int] = frozenset()  # see _overlaps
         fs._txn_dirty = set()
         fs._txn_freed_inos = []
         fs._txn_took = []
@@ -341,7 +409,7 @@ class Change:
         fs, txn = self.fs, self.txn
         try:
             if etype is not None:
-                if self.optimistic and etype is Conflict:
+                if self.optimistic and issubclass(etype, Conflict):
                     self._undo()
                     return
                 if self.optimistic:
@@ -352,7 +420,7 @@ class Change:
                     if not self._caught_up_disjoint():
                         self._undo()
                         catch_up(fs)
-                        raise Conflict from value
+                        raise Conflict(self.conflict_on) from value
                 self._abort()
                 return
             try:
@@ -372,7 +440,7 @@ class Change:
                 raise
             if self.optimistic:
                 fs.coherence["optimistic_commits"] += 1
-                fs._backoff = max(MIN_BACKOFF, fs._backoff // 2)
+                fs._backoff.committed(txn.touched)
             for start, n in txn.to_free:
                 fs.allocator.free(start, n)
             for ino in fs._txn_freed_inos:
@@ -403,7 +471,7 @@ class Change:
         if self.verdict is False or not self._caught_up_disjoint():
             self._undo()
             catch_up(fs)
-            raise Conflict
+            raise Conflict(self.conflict_on)
         # An inode this change frees must still be open nowhere: another
         # process may have opened it while we held only the shared lock.
         if any(fs._open_elsewhere(ino) for ino in fs._txn_freed_inos):
@@ -449,12 +517,15 @@ class Change:
         return True
 
     def _overlaps(self, records) -> bool:
+        """Do ``records`` touch what this change read or wrote?  If so, the
+        directories both touched are kept in ``conflict_on``."""
         fs, txn, sb = self.fs, self.txn, self.fs.sb
         mine = fs._reads | fs._txn_dirty | txn.touched
         mine.update(fs._txn_freed_inos)
         mine.update(fs._txn_took)
         for rec in records:
             if not mine.isdisjoint(rec.touches):
+                self.conflict_on = frozenset(mine.intersection(rec.touches))
                 return True
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
-from .coherence import Change, Conflict, Locked, forks_seen, optimistically
+from .coherence import Backoff, Change, Conflict, Contended, Locked, forks_seen, optimistically
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
@@ -205,8 +205,7 @@ class FileSystem(DataPath):
         # both ways; DESIGN.md, "Several processes").
         self.optimism = os.environ.get("DAXFS_OPTIMISM", "1") != "0"
         self._optimistic = False
-        self._pessimistic_left = 0
-        self._backoff = 8  # coherence.MIN_BACKOFF
+        self._backoff = Backoff()
         self._reads: set[int] | None = None
         self._txn_pins: list[int] = []
         self._txn_deferred: list[Callable[[], None]] = []  # an optimistic change's stores
@@ -286,6 +285,8 @@ class FileSystem(DataPath):
 
     def _dir(self, ino: int) -> Directory:
         if self._reads is not None:
+            if self._backoff.busy(ino):
+                raise Contended
             self._reads.add(ino)
         d = self.dirs.get(ino)
         if d is None:

@@ -599,12 +599,14 @@ def counters_shown(results: Results) -> list[str]:
 
 # What fs.coherence counts, per FileSystem call: caches rebuilt from the inode
 # table, other processes' records applied instead, changes committed after
-# being prepared under the shared lock, and those that conflicted and ran again.
+# being prepared without the pool lock, those that conflicted and ran again,
+# and those sent the old way on reaching a directory conflicts showed busy.
 COUNTER_COLUMNS = {
     "full_rebuilds": "rebuilds/call",
     "records_applied": "records/call",
     "optimistic_commits": "optimistic/call",
     "conflicts": "conflicts/call",
+    "contended": "contended/call",
 }
 
 
@@ -656,7 +658,8 @@ def make_report(
         "xN/1 = N processes against 1; create/s, stat/s, unlink/s: daxfs, by phase",
         "per FileSystem call (open, write, close, stat, unlink), from fs.coherence: "
         "rebuilds = full cache rebuilds, records = other processes' records applied, "
-        "optimistic = changes prepared under the shared lock, conflicts = those run again",
+        "optimistic = changes prepared without the pool lock, conflicts = those run again, "
+        "contended = changes sent the old way on reaching a directory conflicts showed busy",
         pools_note(args, builds),
     ]
     if stopped:
