@@ -326,3 +326,59 @@ def test_a_mount_a_little_behind_a_checkpoint_reads_the_retired_records(make_poo
         assert sorted(a.listdir("/d")) == sorted(names + ["after-the-checkpoint"])
         assert a.coherence["full_rebuilds"] == before["full_rebuilds"]
         assert a.coherence["records_applied"] > before["records_applied"] + 3
+
+
+def test_records_read_without_the_lock_are_those_read_with_it_or_none(make_pool):
+    """An optimistic change catches up with no pool lock
+    (Journal.records_unlocked): it gets exactly what the locked read gets,
+    and nothing (so the caller takes the lock) once a checkpoint may have
+    written over them."""
+    path = make_pool(size=16 * MiB)
+    with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        a.listdir("/")
+        seq, pos = a._seen_seq, a._seen_pos
+        b.mkdir("/d")
+        for i in range(20):
+            with b.open(f"/d/f{i}", "wb") as f:
+                f.write(b"x" * 100)
+        upto = a.journal.peek()
+        unlocked = a.journal.records_unlocked(seq, pos, upto)
+        locked = a.journal.records_between(seq, pos, upto)
+        assert unlocked is not None and len(unlocked) == upto - seq
+        assert [r.writes for r in unlocked] == [r.writes for r in locked]
+        assert [r.claims for r in unlocked] == [r.claims for r in locked]
+        b.journal.checkpoint()  # the same records, now of an older log generation
+        assert a.journal.records_unlocked(seq, pos, a.journal.peek()) is None
+        assert sorted(a.listdir("/d")) == sorted(f"f{i}" for i in range(20))
+        assert a.coherence["full_rebuilds"] == 0  # (the locked way read them)
+
+
+def test_backoff_is_kept_per_contended_directory():
+    """After conflicts over a directory, changes reaching it go the
+    exclusive way for a while (doubling per conflict, halving per optimistic
+    commit there); changes elsewhere are not held back.  A conflict over
+    anything else holds back every change."""
+    from daxfs.coherence import MAX_BACKOFF, MIN_BACKOFF, Backoff
+
+    b = Backoff()
+    assert not b.busy(7) and not b.everywhere()
+    b.conflict(frozenset({7}))
+    assert b.busy(7) and not b.busy(8) and not b.everywhere()
+    for _ in range(MIN_BACKOFF):
+        assert b.busy(7)
+        b.spend({7})
+    assert not b.busy(7)
+    b.conflict(frozenset({7}))  # again: twice as long
+    for _ in range(2 * MIN_BACKOFF):
+        b.spend({7})
+    assert not b.busy(7)
+    for _ in range(20):
+        b.conflict(frozenset({7}))
+    assert b.left[7] == MAX_BACKOFF
+    b.left.clear()
+    b.committed({7})  # an optimistic commit there halves the next back-off
+    b.conflict(frozenset({7}))
+    assert b.left[7] == MAX_BACKOFF // 2
+    b.conflict(frozenset())  # not over a directory: everything waits
+    assert all(b.everywhere() for _ in range(MIN_BACKOFF))
+    assert not b.everywhere()

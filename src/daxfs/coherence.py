@@ -273,7 +273,7 @@ class Conflict(Exception):
 
 class Contended(Conflict):
     """Raised before an optimistic change does any work in a directory that
-    recent conflicts showed busy: it runs the old way at once."""
+    recent conflicts showed busy (``on``): it runs the old way at once."""
 
 
 def optimistically(fs, fn, *args):
@@ -291,8 +291,9 @@ def optimistically(fs, fn, *args):
             fs._optimistic = True
             try:
                 return fn(*args)
-            except Contended:
+            except Contended as c:
                 fs.coherence["contended"] += 1
+                backoff.spend(c.on)
             except Conflict as c:
                 fs.coherence["conflicts"] += 1
                 backoff.conflict(c.on)
@@ -315,22 +316,22 @@ class Backoff:
         self.step: dict[int, int] = {}  # what the next conflict sets ``left`` to
 
     def everywhere(self) -> bool:
-        """Must this change go the old way whatever it touches?"""
-        return self._spend(self.ANY)
+        """Must this change go the old way whatever it touches?  (Counted.)"""
+        if self.ANY not in self.left:
+            return False
+        self.spend((self.ANY,))
+        return True
 
     def busy(self, ino: int) -> bool:
-        """Must a change that reaches directory ``ino`` go the old way?"""
-        return ino in self.left and self._spend(ino)
+        """Must a change that reaches directory ``ino`` go the old way?  It
+        is counted once it has (``spend``), however often it looked."""
+        return ino in self.left
 
-    def _spend(self, key: int) -> bool:
-        left = self.left.get(key, 0)
-        if left <= 0:
-            return False
-        if left == 1:
-            del self.left[key]
-        else:
-            self.left[key] = left - 1
-        return True
+    def spend(self, keys) -> None:
+        for key in keys:
+            left = self.left.pop(key, 0) - 1
+            if left > 0:
+                self.left[key] = left
 
     def conflict(self, on: frozenset[int]) -> None:
         for key in on or (self.ANY,):

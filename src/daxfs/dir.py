@@ -150,8 +150,8 @@ class Directory:
         dev, old = self.devs[b], self.images[b]
         used, live = check_dirblock(image, dev, self.ino)
         head, old_used = DIRBLOCK_HEAD.size, self.used[b]
-        if used < old_used:
-            return False  # compacted
+        if used < old_used or not _same_outside(old, image, head, dev, ranges):
+            return False  # compacted, or changed beyond what the records say
         changed: list[tuple[str, int, int, int]] = []  # name, pos, new ino, ftype
         seen: set[int] = set()
         for off, n in ranges:
@@ -317,3 +317,19 @@ class Directory:
 
 
 assert MAX_DIRENT <= BLOCK - DIRBLOCK_HEAD.size
+
+
+def _same_outside(old: bytearray, new: bytearray, head: int, dev: int, ranges) -> bool:
+    """Do two images of a block differ only in its header and the written
+    ``ranges``?  Taking entries one by one from the written bytes keeps our
+    names what a parse of the new image would give only if so; a block read
+    with no pool lock may already hold a later, unpublished record's bytes
+    (a name it removed, one it appended), and then the block is parsed
+    whole instead.  (Slices of bytearrays compare by memcmp: about 0.3 us
+    for a block.)"""
+    pos = 0
+    for a, b in sorted([(0, head)] + [(off - dev, off - dev + n) for off, n in ranges]):
+        if a > pos and old[pos:a] != new[pos:a]:
+            return False
+        pos = max(pos, b)
+    return pos >= BLOCK or old[pos:] == new[pos:]

@@ -286,7 +286,7 @@ class FileSystem(DataPath):
     def _dir(self, ino: int) -> Directory:
         if self._reads is not None:
             if self._backoff.busy(ino):
-                raise Contended
+                raise Contended(frozenset((ino,)))
             self._reads.add(ino)
         d = self.dirs.get(ino)
         if d is None:
