@@ -240,18 +240,20 @@ def test_share_tiny(tmp_path, capsys):
     rows = plain_rows(out, SHARE_LABELS)
     assert list(rows) == SHARE_LABELS
     for label, cells in rows.items():
-        assert len(cells) == 12, (label, cells)
+        assert len(cells) == 13, (label, cells)
         kernel, dax = (float(c.replace(",", "")) for c in cells[:2])
         assert kernel > 0 and dax > 0
-        rebuilds, records, optimistic, conflicts = cells[8:]
-        assert float(optimistic) >= 0 and float(conflicts) >= 0  # (DAXFS_OPTIMISM=1 only)
+        rebuilds, records, optimistic, conflicts, contended = cells[8:]
+        assert float(conflicts) >= 0 and float(contended) >= 0
         if label.endswith("1 process"):
             assert cells[3:5] == ["-", "-"]  # no scaling against itself
             # Nobody else commits; alone, changes are not prepared apart.
-            assert rebuilds == records == optimistic == "0"
+            assert rebuilds == records == optimistic == contended == "0"
         else:
             assert float(cells[4]) > 0  # daxfs's 2 processes against 1
             assert float(records) > 0
+            if "disjoint" in label:  # creates, first writes, unlinks: optimistic
+                assert float(optimistic) > 0
     assert "aim: 2 processes in disjoint directories >= 1x one process (goal 1.5x): " in out
     assert "aim: a full pool within 10% of an empty one, zero full rebuilds: " in out
     assert "(30 files against 0: 1 process: " in out
@@ -329,10 +331,11 @@ def test_share_prints_each_coherence_counter_per_call():
     counted = {"records_applied": 25, "optimistic_commits": 10, "conflicts": 1}
     results = {case: {"kernel": outcome({}), "daxfs": outcome(counted)}}
     report = make_report(args, results, {0: {}}, "env")
-    assert report.columns[-4:] == [
+    assert report.columns[-5:] == [
         "rebuilds/call",
         "records/call",
         "optimistic/call",
         "conflicts/call",
+        "contended/call",
     ]
-    assert report.rows[0][-4:] == ["0", "0.500", "0.200", "0.020"]  # over 50 calls
+    assert report.rows[0][-5:] == ["0", "0.500", "0.200", "0.020", "0"]  # over 50 calls
