@@ -44,6 +44,7 @@ MAP_SHARED_VALIDATE, MAP_SYNC = 0x03, 0x80000
 MS_SYNC = 4
 CACHE_LINE = 64  # the unit of a pmem flush (CLWB) and of x86 store atomicity limits
 MADV_HUGEPAGE = 14
+MADV_POPULATE_WRITE = 23  # Linux 5.14
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -402,6 +403,14 @@ class Region:
                 why = "no space for the pool in its backing file system"
                 raise OSError(code, why if code == errno.ENOSPC else os.strerror(code), self.path)
             self._reserved.add(chunk)
+            if self.kind == "tmpfs":
+                # Map the chunk's new pages into this process in one call
+                # rather than a fault per 4 KiB page at the first store (a
+                # first write of 64 MiB: 59 ms with faults, 26 rewriting
+                # mapped pages).  tmpfs only: on a disk file it would dirty
+                # 2 MiB of zeroes for write-back.  Only a speed-up: a kernel
+                # without MADV_POPULATE_WRITE (5.14) says EINVAL.
+                _libc.madvise(self.addr + start, min(CHUNK, self.size - start), MADV_POPULATE_WRITE)
 
     def check_map_alignment(self, off: int, length: int) -> None:
         """Refuse, as device-dax does, a mapping not aligned to the device."""
