@@ -271,7 +271,13 @@ class Conflict(Exception):
         self.on = on
 
 
-class Contended(Conflict):
+class Exclusive(Conflict):
+    """An optimistic change reached work that must not run before its check
+    (fs._need_exclusive: a store over bytes a file has, a new window): it
+    runs again the old way.  No sign of contention, so no back-off."""
+
+
+class Contended(Exclusive):
     """Raised before an optimistic change does any work in a directory that
     recent conflicts showed busy (``on``): it runs the old way at once."""
 
@@ -294,6 +300,8 @@ def optimistically(fs, fn, *args):
             except Contended as c:
                 fs.coherence["contended"] += 1
                 backoff.spend(c.on)
+            except Exclusive:
+                fs.coherence["exclusive_asked"] += 1
             except Conflict as c:
                 fs.coherence["conflicts"] += 1
                 backoff.conflict(c.on)

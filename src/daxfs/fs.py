@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
-from .coherence import Backoff, Change, Conflict, Contended, Locked, forks_seen, optimistically
+from .coherence import Backoff, Change, Contended, Exclusive, Locked, forks_seen, optimistically
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
@@ -281,7 +281,7 @@ class FileSystem(DataPath):
         holds no pool lock (coherence.Change): such a change is run again
         with the exclusive lock."""
         if self._reads is not None:
-            raise Conflict
+            raise Exclusive
 
     def _dir(self, ino: int) -> Directory:
         if self._reads is not None:

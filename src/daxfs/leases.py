@@ -44,6 +44,7 @@ SLOT = struct.Struct("<IIII12I")  # magic, pid, ino_start, ino_count, windows (c
 NSLOTS = 15
 SLOT_MAGIC = 0x5250_5844  # "DXPR"
 MAX_WINDOWS = 12
+SPARE_WINDOWS = 2  # taken beyond the one needed, while room is short (_new_window)
 INO_RANGE = 256  # inode numbers leased at a time
 
 TABLE_BYTES = TABLE_HEAD.size + NSLOTS * SLOT.size
@@ -218,13 +219,28 @@ class Leases:
         # Under the exclusive lock, so that two processes never pick one chunk.
         self.fs._need_exclusive()
         self._scan()  # others may have taken windows since
+        if not self._add_window():
+            return False
+        # And spares while the room left is under two chunks' worth: a
+        # process writing files of a MiB or two fills a window every file or
+        # two, and each new window costs a change the exclusive way.
+        free = self.fs.allocator.chunk_free
+        for _spare in range(SPARE_WINDOWS):
+            if sum(int(free[c]) for c in self.windows) >= 2 * BLOCKS_PER_CHUNK:
+                break
+            if len(self.windows) == MAX_WINDOWS or not self._add_window():
+                break
+        self._write_slot()
+        return True
+
+    def _add_window(self) -> bool:
+        """Take the chunk the allocator picks as one more window."""
         c = self.fs.allocator.pick_window(self.others_chunks | set(self.windows))
         if c is None:
             return False
         if len(self.windows) == MAX_WINDOWS:
             self.windows.pop(0)
         self.windows.append(c)
-        self._write_slot()
         return True
 
     # -- inode numbers -----------------------------------------------------
