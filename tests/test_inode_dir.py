@@ -331,7 +331,9 @@ def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_ever
 
 def names_of_images(d: Directory) -> dict[str, tuple[int, int]]:
     """What a parse of a Directory's own block images names."""
-    again = Directory.load(d.ino, b"".join(bytes(x) for x in d.images), [b * BLOCK for b in range(len(d.images))])
+    again = Directory.load(
+        d.ino, b"".join(bytes(x) for x in d.images), [b * BLOCK for b in range(len(d.images))]
+    )
     return {n: (e[0], e[1]) for n, e in again.entries.items()}
 
 
@@ -382,7 +384,9 @@ def test_a_copy_refreshed_from_a_newer_block_still_names_what_its_images_hold(op
         for w in batch:
             for dev, ranges in w.items():
                 merged.setdefault(dev, []).extend(ranges)
-        if len(reader.devs) != len(media.devs()) or not reader.refresh(memoryview(media.buf), merged):
+        if len(reader.devs) != len(media.devs()) or not reader.refresh(
+            memoryview(media.buf), merged
+        ):
             reader = Directory.load(9, memoryview(media.buf), media.devs())
             pending = []
         assert reader.entries.keys() == names_of_images(reader).keys()
@@ -424,7 +428,10 @@ def test_refresh_takes_appends_removals_and_retargets_without_parsing_the_block(
 
     # Several records at once, one entry written by two of them.
     written = {}
-    for change in (lambda t: writer.retarget("name9", 999, 8, t), lambda t: writer.remove("name9", t)):
+    for change in (
+        lambda t: writer.retarget("name9", 999, 8, t),
+        lambda t: writer.remove("name9", t),
+    ):
         t = Transaction()
         change(t)
         media.apply(t)

@@ -131,9 +131,10 @@ def test_a_table_of_garbage_costs_placement_only(make_pool):
 def test_writes_that_outgrow_their_windows_leave_every_view_of_the_space_exact(make_pool):
     """A first write bigger than a process's windows' room needs a new window,
     which waits for the exclusive lock: the prepared change is undone and run
-    again (taking spare windows, so that it happens less often).  The blocks it had already taken from its windows must go back,
-    or this process would count them used for ever (and, when another
-    process claimed them, drop all its caches)."""
+    again (taking spare windows, so that it happens less often).  The blocks
+    it had already taken from its windows must go back, or this process
+    would count them used for ever (and, when another process claimed them,
+    drop all its caches)."""
     path = make_pool(size=512 << 20)
     with daxfs.mount(path) as a, daxfs.mount(path) as b:
         a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)

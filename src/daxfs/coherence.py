@@ -369,23 +369,26 @@ class Change:
     dirty inode and commits; on an exception (or a failed commit) drops the
     caches, which the media never stopped agreeing with.
 
-    Optimistic changes (inside ``optimistically``) catch up under the shared
-    pool lock, then release it and run their body with no pool lock:
-    resolving, checking, building the new inodes and directory entries,
-    allocating (from this process's own windows), while other processes do
-    the same and commit; stores into the new blocks wait (fs._txn_deferred).  At exit
-    the inodes are staged, the exclusive lock is taken, and the records
-    others committed since the catching up are checked against what the
-    body read and wrote: the inodes and directories it looked at or
-    changed, the inode numbers it took or freed, the space it took.
-    Disjoint: their records are applied and ours commits after them.
-    Otherwise ours is undone and Conflict raised.  What the body read from
-    the caches is the caught-up state; what it loaded from the media while
-    someone committed may be newer or torn, but then the committer's record
-    names it, and the check fails.  An error the body raises is checked the
-    same way before it is let out.  Work that must not happen before the
-    check (a store over a file's existing bytes, a new window) calls
-    fs._need_exclusive() first, which raises Conflict in an optimistic
+    Optimistic changes (inside ``optimistically``) catch up with no pool
+    lock (catch_up_unlocked; under the shared lock if the records cannot be
+    read so) and run their body with no pool lock: resolving, checking,
+    building the new inodes and directory entries, allocating (from this
+    process's own windows), while other processes do the same and commit;
+    stores into the new blocks wait (fs._txn_deferred).  At exit the inodes
+    are staged and the records others committed since the catching up are
+    checked against what the body read and wrote: the inodes and
+    directories it looked at or changed, the inode numbers it took or
+    freed, the space it took.  That check runs without the lock first,
+    then while waiting for the exclusive lock, and last, for what came in
+    between, holding it.  Disjoint: ours commits after them (the ones found
+    under the lock are applied after it is released).  Otherwise ours is
+    undone and Conflict raised.  What the body read from the caches is the
+    caught-up state; what it loaded from the media while someone committed
+    may be newer or torn, but then the committer's record names it, and
+    the check fails.  An error the body raises is checked the same way
+    before it is let out.  Work that must not happen before the check (a
+    store over a file's existing bytes, a new window) calls
+    fs._need_exclusive() first, which raises Exclusive in an optimistic
     change."""
 
     __slots__ = ("fs", "lock", "txn", "optimistic", "verdict", "late", "conflict_on")
@@ -469,8 +472,9 @@ class Change:
             self.lock.__exit__(None, None, None)
 
     def _exclusive_and_checked(self) -> None:
-        """Take the exclusive lock; apply what others committed meanwhile if
-        it is disjoint from this change, else undo and raise Conflict."""
+        """Take the exclusive lock, having checked what others committed
+        meanwhile against this change; undo and raise Conflict if it is not
+        disjoint."""
         fs = self.fs
         # What others committed meanwhile is checked and applied with no lock
         # where it can be, before and while waiting for the lock, so that the
@@ -540,7 +544,9 @@ class Change:
                 if sb.itable_off <= dst < sb.itable_end:
                     if not mine.isdisjoint(slots_written(sb, dst, len(data))):
                         return True
-        claims = [((dev - sb.data_off) // BLOCK, n // BLOCK) for rec in records for dev, n in rec.claims]
+        claims = [
+            ((dev - sb.data_off) // BLOCK, n // BLOCK) for rec in records for dev, n in rec.claims
+        ]
         mine_space = txn.allocated
         if len(claims) * len(mine_space) <= 64:  # the usual few: compare each pair
             return any(b < s + k and s < b + n for b, n in claims for s, k in mine_space)

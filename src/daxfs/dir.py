@@ -167,7 +167,11 @@ class Directory:
                 return False
             oino, nlen, _of = DIRENT_HEAD.unpack_from(old, pos)
             end = pos + DIRENT_HEAD.size + nlen
-            if not oino or image[pos + 8] != nlen or image[end - nlen : end] != old[end - nlen : end]:
+            if (
+                not oino
+                or image[pos + 8] != nlen
+                or image[end - nlen : end] != old[end - nlen : end]
+            ):
                 return False
             name = bytes(old[end - nlen : end]).decode("utf-8", "surrogateescape")
             if self.entries.get(name, (0, 0, -1, -1))[2:] != (b, pos):

@@ -199,8 +199,8 @@ class FileSystem(DataPath):
         self.coherence: collections.Counter[str] = collections.Counter()
         self.leases = Leases(self)  # this mount's slot in the process table
         # Optimistic changes (coherence.Change): allowed at all, in progress,
-        # changes left to make the old way after a conflict, and what the
-        # change in progress has read (None outside an optimistic change).
+        # where to make changes the old way after conflicts (coherence.Backoff),
+        # and what the change in progress has read (None outside one).
         # On unless DAXFS_OPTIMISM=0 (for comparing: bench share measures
         # both ways; DESIGN.md, "Several processes").
         self.optimism = os.environ.get("DAXFS_OPTIMISM", "1") != "0"
