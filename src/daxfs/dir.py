@@ -103,7 +103,7 @@ class Directory:
         directory).
 
         Entries a record added at the tail, removed (a tombstone) or
-        retargeted are taken one by one (refresh_entries); only a block
+        retargeted are taken one by one (_refresh_entries); only a block
         compacted, new, or written some other way is parsed again whole.  So
         following one directory that another process fills costs O(entries
         it wrote), not O(the block) per record."""
