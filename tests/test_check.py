@@ -226,6 +226,38 @@ def test_unreachable_subtree_goes_to_lost_and_found(tmp_path):
     assert daxfs.check(path).ok
 
 
+def test_a_mount_live_during_a_repair_sees_the_repaired_pool(tmp_path):
+    """A repair's changes are not all records a live mount can catch up
+    from (a dangling entry's removal names no directory): a repair that
+    fixed anything makes every live mount rebuild its caches, so it shows
+    what a fresh mount shows.  Without that, the live mount kept listing
+    the removed name."""
+    path = str(tmp_path / "live.pool")
+    daxfs.mkfs(path, POOL_SIZE)
+    with daxfs.mount(path) as fs:  # (closed: no record left to replay over the damage)
+        fs.makedirs("/d")
+        for i in range(3):
+            with fs.open(f"/d/f{i}", "wb") as f:
+                f.write(b"x")
+    with daxfs.mount(path) as live:
+        assert live.listdir("/d") == ["f0", "f1", "f2"]  # cached
+        slot = live.sb.itable_off + live.stat("/d/f1").st_ino * 256
+        with open(path, "r+b") as f:  # f1's inode slot wiped by hand: its entry dangles
+            f.seek(slot)
+            f.write(bytes(256))
+        rebuilds = live.coherence["full_rebuilds"]
+        assert daxfs.check(path, repair=True).ok
+        assert sorted(live.listdir("/d")) == ["f0", "f2"]
+        assert live.coherence["full_rebuilds"] == rebuilds + 1
+        with daxfs.mount(path, readonly=True) as fresh:
+            assert _snapshot(live) == _snapshot(fresh)
+        nothing = daxfs.check(path, repair=True)  # nothing to repair: no rebuild
+        assert nothing.ok and not nothing.repaired
+        live.listdir("/")
+        assert live.coherence["full_rebuilds"] == rebuilds + 1
+    assert daxfs.check(path).ok
+
+
 def test_directories_claiming_the_same_blocks_are_read_once(shm_dir):
     # Nearly every inode slot a directory mapping the same half of the data area.
     # The first owner keeps the blocks; the others' claims are set aside in
