@@ -289,6 +289,25 @@ def test_directory_matches_a_dict(ops):
     assert {n: ino for n, (ino, _ft) in reloaded(d, media).items()} == model
 
 
+def written_by(txns) -> dict[int, list[tuple[int, int]]]:
+    """The ranges records of these transactions name, by block, as
+    coherence.apply_records gathers them."""
+    written: dict[int, list[tuple[int, int]]] = {}
+    for t in txns:
+        for off, data in t.writes:
+            add_written(written, off, len(data))
+    return written
+
+
+def caught_up(reader: Directory, media: Media, written) -> tuple[Directory, bool]:
+    """What another process's copy becomes (coherence.apply_records): its
+    refresh from the written ranges, or a fresh load when refresh says no
+    (or the directory gained a block); and whether it was loaded again."""
+    if len(reader.devs) == len(media.devs()) and reader.refresh(memoryview(media.buf), written):
+        return reader, False
+    return Directory.load(9, memoryview(media.buf), media.devs()), True
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     ops=st.lists(
@@ -304,7 +323,7 @@ def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_ever
     new block), the caller loads again."""
     media, writer = Media(256), Directory(9)
     reader = Directory.load(9, memoryview(media.buf), media.devs())
-    written: dict[int, list[tuple[int, int]]] = {}
+    unread: list[Transaction] = []
     for i, (op, k, length) in enumerate(ops):
         name = (str(k) * 200)[:length]
         t = Transaction()
@@ -315,14 +334,10 @@ def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_ever
         elif op == "t" and name in writer.entries and writer.entries[name][1] == 8:
             writer.retarget(name, writer.entries[name][0] + 1, 8, t)
         media.apply(t)
-        for off, data in t.writes:
-            add_written(written, off, len(data))
+        unread.append(t)
         if i % sync_every == 0:
-            if len(reader.devs) != len(media.devs()) or not reader.refresh(
-                memoryview(media.buf), written
-            ):
-                reader = Directory.load(9, memoryview(media.buf), media.devs())
-            written = {}
+            reader, _loaded = caught_up(reader, media, written_by(unread))
+            unread = []
             fresh = Directory.load(9, memoryview(media.buf), media.devs())
             assert reader.entries == fresh.entries
             assert (reader.used, reader.live, reader.dead) == (fresh.used, fresh.live, fresh.dead)
@@ -356,7 +371,7 @@ def test_a_copy_refreshed_from_a_newer_block_still_names_what_its_images_hold(op
     writer.add("seed", 999, 8, t, media.new_block)  # one block to start with
     media.apply(t)
     reader = Directory.load(9, memoryview(media.buf), media.devs())
-    pending: list[dict[int, list[tuple[int, int]]]] = []  # per record, not yet applied
+    pending: list[Transaction] = []  # records not applied yet
     lags = iter(lag * 10)
     for op, k in ops:
         name = f"n{k}-" + "x" * (k % 7)
@@ -373,30 +388,16 @@ def test_a_copy_refreshed_from_a_newer_block_still_names_what_its_images_hold(op
         if not t.writes:
             continue
         media.apply(t)
-        written: dict[int, list[tuple[int, int]]] = {}
-        for off, data in t.writes:
-            add_written(written, off, len(data))
-        pending.append(written)
+        pending.append(t)
         # Apply all but the newest few records, from the media as it is now.
         keep = min(next(lags, 0), len(pending))
         batch, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
-        merged: dict[int, list[tuple[int, int]]] = {}
-        for w in batch:
-            for dev, ranges in w.items():
-                merged.setdefault(dev, []).extend(ranges)
-        if len(reader.devs) != len(media.devs()) or not reader.refresh(
-            memoryview(media.buf), merged
-        ):
-            reader = Directory.load(9, memoryview(media.buf), media.devs())
+        reader, loaded = caught_up(reader, media, written_by(batch))
+        if loaded:
             pending = []
         assert reader.entries.keys() == names_of_images(reader).keys()
         assert {n: e[:2] for n, e in reader.entries.items()} == names_of_images(reader)
-    merged = {}
-    for w in pending:
-        for dev, ranges in w.items():
-            merged.setdefault(dev, []).extend(ranges)
-    if len(reader.devs) != len(media.devs()) or not reader.refresh(memoryview(media.buf), merged):
-        reader = Directory.load(9, memoryview(media.buf), media.devs())
+    reader, _loaded = caught_up(reader, media, written_by(pending))
     assert {n: e[:2] for n, e in reader.entries.items()} == reloaded(writer, media)
 
 
@@ -419,25 +420,17 @@ def test_refresh_takes_appends_removals_and_retargets_without_parsing_the_block(
     writer.remove("name3", t)
     writer.retarget("name7", 777, 8, t)
     media.apply(t)
-    written: dict[int, list[tuple[int, int]]] = {}
-    for off, data in t.writes:
-        add_written(written, off, len(data))
-    assert reader.refresh(memoryview(media.buf), written)
+    assert reader.refresh(memoryview(media.buf), written_by([t]))
     assert reader.entries == writer.entries
     assert (reader.used, reader.live, reader.dead) == (writer.used, writer.live, writer.dead)
 
     # Several records at once, one entry written by two of them.
-    written = {}
-    for change in (
-        lambda t: writer.retarget("name9", 999, 8, t),
-        lambda t: writer.remove("name9", t),
-    ):
-        t = Transaction()
-        change(t)
-        media.apply(t)
-        for off, data in t.writes:
-            add_written(written, off, len(data))
-    assert reader.refresh(memoryview(media.buf), written)
+    retarget, remove = Transaction(), Transaction()
+    writer.retarget("name9", 999, 8, retarget)
+    media.apply(retarget)
+    writer.remove("name9", remove)
+    media.apply(remove)
+    assert reader.refresh(memoryview(media.buf), written_by([retarget, remove]))
     assert reader.entries == writer.entries
     assert (reader.used, reader.live, reader.dead) == (writer.used, writer.live, writer.dead)
 

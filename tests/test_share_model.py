@@ -904,11 +904,7 @@ class ShareModel(RuleBasedStateMachine):
     @rule(which=picks)
     @tracked
     def read_held(self, which):
-        slot = self.pick(self.held, which)
-        p, node, _ = self.held[slot]
-        got = self.kid(p).ok("read-held", slot)
-        diff = digest_diff(got, digest(self.data[node]))
-        assert diff is None, f"{self.where}: process {p} reads its held handle {slot}: {diff}"
+        self.compare_through(self.held, "read-held", self.pick(self.held, which), "held handle")
 
     @precondition(lambda self: self.held)
     @rule(which=picks)
@@ -950,10 +946,15 @@ class ShareModel(RuleBasedStateMachine):
         self.compare_map(self.slots)
 
     def compare_map(self, slot: int) -> None:
-        p, node, _ = self.maps[slot]
-        got = self.kid(p).ok("read-map", slot)
+        self.compare_through(self.maps, "read-map", slot, "mapping")
+
+    def compare_through(self, table, cmd: str, slot: int, what: str) -> None:
+        """The process holding handle or mapping ``slot`` of ``table`` reads
+        through it the model's bytes of its file."""
+        p, node, _ = table[slot]
+        got = self.kid(p).ok(cmd, slot)
         diff = digest_diff(got, digest(self.data[node]))
-        assert diff is None, f"{self.where}: process {p} reads its mapping {slot}: {diff}"
+        assert diff is None, f"{self.where}: process {p} reads its {what} {slot}: {diff}"
 
     @precondition(lambda self: self.maps)
     @rule(which=picks)
