@@ -31,7 +31,7 @@ import os
 import time
 
 from .journal import RangeSet, Transaction
-from .layout import BLOCK, INODE_SIZE
+from .layout import BLOCK, INODE_SIZE, CorruptionError
 from .path import oserror
 
 # Forks seen by this process: bumped in every child, so a FileSystem can tell
@@ -154,21 +154,23 @@ def finish_dead_commit(fs, exclusive: bool) -> int:
     return journal.refresh()
 
 
-def apply_records(fs, records) -> bool:
-    """Apply other processes' committed records to our caches.  False when
-    our allocator's view disagrees with them (the caller rebuilds)."""
+def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
+    """Apply other processes' committed records to our caches (but for the
+    directories in ``refreshed``: refresh_dirs took them in already).
+    False when our allocator's view disagrees with them (the caller
+    rebuilds)."""
     sb, allocator = fs.sb, fs.allocator
     slots: set[int] = set()  # inodes whose slots were written
     touched: set[int] = set()  # directories whose blocks were written
-    # The data-area ranges written, by block (device offsets).
-    written: dict[int, list[tuple[int, int]]] = {}
+    # The data-area writes, by block (device offsets).
+    written: dict[int, list[tuple[int, bytes]]] = {}
     try:
         for rec in records:
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     slots.update(slots_written(sb, dst, len(data)))
                 else:
-                    add_written(written, dst, len(data))
+                    add_written(written, dst, data)
             touched.update(rec.touches)
             # A record never frees what it claims (freed space is reusable
             # only after its commit), so claims then revokes is its order.
@@ -183,21 +185,39 @@ def apply_records(fs, records) -> bool:
         fs.dirs.pop(ino, None)
     # A directory whose inode is unchanged keeps its blocks: re-read just
     # the ones written (one shared directory stays cheap to follow).
-    for ino in touched - slots:
+    for ino in touched - slots - refreshed:
         d = fs.dirs.get(ino)
-        if d is not None and not d.refresh(fs.region.buf, written):
+        if d is not None and not d.refresh(written):
             del fs.dirs[ino]
     return True
 
 
-def add_written(written: dict[int, list[tuple[int, int]]], dst: int, n: int) -> None:
-    """Note the write [dst, dst+n) under each block it falls in."""
-    end = dst + n
-    while dst < end:
-        block = dst - dst % BLOCK
-        stop = min(end, block + BLOCK)
-        written.setdefault(block, []).append((dst, stop - dst))
-        dst = stop
+def refresh_dirs(fs, records, inos: frozenset[int]) -> None:
+    """Take into directories ``inos`` what ``records`` wrote in their blocks
+    (their slots unwritten), and nothing else: the rest of the records is
+    applied later (apply_records with ``refreshed=inos``).  A directory
+    whose refresh is not enough is dropped, to be loaded again."""
+    sb = fs.sb
+    written: dict[int, list[tuple[int, bytes]]] = {}
+    for rec in records:
+        if not inos.isdisjoint(rec.touches):
+            for dst, data in rec.writes:
+                if not sb.itable_off <= dst < sb.itable_end:
+                    add_written(written, dst, data)
+    for ino in inos:
+        d = fs.dirs.get(ino)
+        if d is not None and not d.refresh(written):
+            del fs.dirs[ino]
+
+
+def add_written(written: dict[int, list[tuple[int, bytes]]], dst: int, data) -> None:
+    """Note the write of ``data`` at ``dst`` under each block it falls in."""
+    pos, n = 0, len(data)
+    while pos < n:
+        at = dst + pos
+        stop = min(n, pos + BLOCK - at % BLOCK)
+        written.setdefault(at - at % BLOCK, []).append((at, data[pos:stop]))
+        pos = stop
 
 
 class Locked:
@@ -366,6 +386,11 @@ MIN_BACKOFF = 8
 MAX_BACKOFF = 1024
 
 
+# What Change._overlaps finds.
+OVERLAP = "overlap"
+REBASE = "rebase"
+
+
 class Change:
     """One atomic change: yields a Transaction; on normal exit stages every
     dirty inode and commits; on an exception (or a failed commit) drops the
@@ -393,7 +418,17 @@ class Change:
     fs._need_exclusive() first, which raises Exclusive in an optimistic
     change."""
 
-    __slots__ = ("fs", "lock", "txn", "optimistic", "verdict", "late", "conflict_on")
+    __slots__ = (
+        "fs",
+        "lock",
+        "txn",
+        "optimistic",
+        "verdict",
+        "late",
+        "late_refreshed",
+        "rebase_in",
+        "conflict_on",
+    )
 
     def __init__(self, fs):
         self.fs = fs
@@ -410,13 +445,16 @@ class Change:
         self.lock.__enter__()  # (caught up with every commit)
         self.txn = Transaction()
         self.late = None  # others' records checked under the lock, applied after it
+        self.late_refreshed: frozenset[int] = frozenset()  # directories of ``late`` taken in
+        self.rebase_in: frozenset[int] = frozenset()  # see _overlaps
         self.conflict_on: frozenset[int] = frozenset()  # see _overlaps
         fs._txn_dirty = set()
         fs._txn_freed_inos = []
         fs._txn_took = []
         fs._txn_pins = []
         fs._txn_deferred = []
-        fs._reads = set() if self.optimistic else None
+        if self.optimistic:
+            fs._reads, fs._slot_reads, fs._names_read, fs._edited = set(), set(), {}, set()
         return self.txn
 
     def __exit__(self, etype, value, tb) -> None:
@@ -442,7 +480,7 @@ class Change:
                     fs._stage_inode(txn, ino)
                 if self.optimistic:
                     self._exclusive_and_checked()
-                    fs._reads = None  # checked: from here on as any change
+                    self._forget_reads()  # checked: from here on as any change
                     for store in fs._txn_deferred:
                         store()
                 fs.journal.commit(txn)
@@ -465,13 +503,19 @@ class Change:
                 # Checked disjoint from ours under the lock; applied after it
                 # (a change with a thread lock only, as catch_up_unlocked).
                 fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
-                if apply_records(fs, self.late):
-                    fs.coherence["records_applied"] += len(self.late)
-                else:
-                    fs._seen_seq = -1  # applied in part: the next call rebuilds
+                self._apply_late()
         finally:
-            fs._reads = None
+            if self.optimistic:
+                self._forget_reads()
             self.lock.__exit__(None, None, None)
+
+    def _forget_reads(self) -> None:
+        fs = self.fs
+        for ino in fs._edited or ():
+            d = fs.dirs.get(ino)
+            if d is not None:
+                d.untrack()
+        fs._reads = fs._slot_reads = fs._names_read = fs._edited = None
 
     def _exclusive_and_checked(self) -> None:
         """Take the exclusive lock, having checked what others committed
@@ -492,6 +536,16 @@ class Change:
         if any(fs._open_elsewhere(ino) for ino in fs._txn_freed_inos):
             self._undo()
             raise Conflict
+
+    def _apply_late(self) -> None:
+        """Apply ``late``, the records the check under the lock found (our
+        position is past them already)."""
+        fs, late = self.fs, self.late
+        self.late = None
+        if apply_records(fs, late, self.late_refreshed):
+            fs.coherence["records_applied"] += len(late)
+        else:
+            fs._seen_seq = -1  # applied in part: the next call rebuilds
 
     def _check_while_waiting(self) -> None:
         if self.verdict is not False:  # a conflict stays one
@@ -520,10 +574,16 @@ class Change:
             records = journal.records_unlocked(fs._seen_seq, fs._seen_pos, seq)
             if records is None:
                 return None
-        if records is None or self._overlaps(records):
+        if records is None:
             return False
+        overlap = self._overlaps(records)
+        if overlap is OVERLAP:
+            return False
+        if overlap is REBASE:
+            return self._rebase(records, seq, locked)
         if locked:
-            self.late = records
+            self.late, self.late_refreshed = records, frozenset()
+            fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - journal.start
             return True
         if not apply_records(fs, records):
             return False
@@ -531,31 +591,97 @@ class Change:
         fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - journal.start
         return True
 
-    def _overlaps(self, records) -> bool:
-        """Do ``records`` touch what this change read or wrote?  If so, the
-        directories both touched are kept in ``conflict_on``."""
+    def _overlaps(self, records) -> str | None:
+        """Do ``records`` touch what this change read or wrote?  OVERLAP if
+        so, and the directories both touched are kept in ``conflict_on``;
+        REBASE if they touch only directories whose names it looked up,
+        added or removed (and their slots, when it did not read those);
+        None if they are disjoint from it."""
         fs, txn, sb = self.fs, self.txn, self.fs.sb
-        mine = fs._reads | fs._txn_dirty | txn.touched
+        edited = fs._edited
+        mine = fs._reads | fs._txn_dirty | (txn.touched - edited)
         mine.update(fs._txn_freed_inos)
         mine.update(fs._txn_took)
+        mine_slots = mine | fs._slot_reads
+        names = edited.union(fs._names_read)
+        overlap = None
+        rebase_in: set[int] = set()  # directories to rebase on; their slots: -1
         for rec in records:
             if not mine.isdisjoint(rec.touches):
                 self.conflict_on = frozenset(mine.intersection(rec.touches))
-                return True
+                return OVERLAP
+            if not names.isdisjoint(rec.touches):
+                overlap = REBASE
+                rebase_in.update(names.intersection(rec.touches))
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
-                    if not mine.isdisjoint(slots_written(sb, dst, len(data))):
-                        return True
+                    slots = slots_written(sb, dst, len(data))
+                    if not mine_slots.isdisjoint(slots):
+                        return OVERLAP
+                    if not names.isdisjoint(slots):
+                        overlap = REBASE
+                        rebase_in.add(-1)
+        self.rebase_in = frozenset(rebase_in)
         claims = [
             ((dev - sb.data_off) // BLOCK, n // BLOCK) for rec in records for dev, n in rec.claims
         ]
         mine_space = txn.allocated
         if len(claims) * len(mine_space) <= 64:  # the usual few: compare each pair
-            return any(b < s + k and s < b + n for b, n in claims for s, k in mine_space)
+            if any(b < s + k and s < b + n for b, n in claims for s, k in mine_space):
+                return OVERLAP
+            return overlap
         taken = RangeSet()  # many: O((claims + ours) log ours)
         for s, k in mine_space:
             taken.add(s, s + k)
-        return any(taken.overlaps(b, b + n) for b, n in claims)
+        return OVERLAP if any(taken.overlaps(b, b + n) for b, n in claims) else overlap
+
+    def _rebase(self, records, seq: int, locked: bool) -> bool:
+        """``records`` (others' commits since this change began) touch only
+        directories it looked names up in or added and removed names in:
+        put its edits after theirs instead of running it again.  Its edits
+        are rolled back in our copies (they were staged, not committed),
+        the records applied, every name it looked up checked to give what
+        it gave, and its edits made again on the directories as they now
+        are.  Then it commits after them, as any disjoint change.  False
+        when that cannot be done (a name looked up changed, an edit that
+        compacted a block or needs a new one): a conflict.  The records are
+        applied either way (and our position moved past them).  Holding the
+        lock, only the directories are brought up to date before our
+        commit; the rest of the records waits in ``late``, as for a
+        disjoint change, unless a directory's slot was written."""
+        fs, txn = self.fs, self.txn
+        dirs = [fs.dirs.get(ino) for ino in fs._edited]
+        if not all(d is not None and d.rebasable for d in dirs):
+            self.conflict_on = frozenset(fs._edited)
+            return False
+        edits = []
+        for d in dirs:
+            ops, blocks = d.rollback()
+            txn.drop_writes(blocks)
+            edits.append((d.ino, ops))
+        fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - fs.journal.start
+        fs.coherence["rebases"] += 1
+        if locked and -1 not in self.rebase_in:
+            refresh_dirs(fs, records, self.rebase_in)
+            self.late, self.late_refreshed = records, self.rebase_in
+        elif apply_records(fs, records):
+            fs.coherence["records_applied"] += len(records)
+        else:
+            fs._seen_seq = -1  # applied in part: the next catching up rebuilds
+            return False
+        try:
+            for ino, names in fs._names_read.items():
+                d = fs._cached_dir(ino)
+                if any(d.lookup(name) != found for name, found in names.items()):
+                    self.conflict_on = frozenset((ino,))
+                    return False
+            for ino, ops in edits:
+                if not fs._cached_dir(ino).replay(ops, txn):
+                    self.conflict_on = frozenset((ino,))
+                    return False
+        except (CorruptionError, OSError):
+            return False  # (loaded with no lock: torn by a commit in progress)
+        return True
 
     def _undo(self) -> None:
         """Forget an optimistic change: its space and inode numbers go back,
@@ -566,6 +692,12 @@ class Change:
             fs.allocator.free(b, n)
         for ino in fs._txn_took:
             fs.inodes.forget(ino)
+        # Directories whose edits can be rolled back are put back as they
+        # were before them (the caught-up state) at no cost.
+        for ino in fs._edited or ():
+            d = fs.dirs.get(ino)
+            if d is not None and d.ops is not None and d.rebasable:
+                txn.drop_writes(d.rollback()[1])
         changed = fs._txn_dirty | set(fs._txn_freed_inos)
         for ino in changed:
             fs.inodes.cache.pop(ino, None)
@@ -573,17 +705,17 @@ class Change:
         # A directory whose inode did not change re-reads just the blocks
         # this change wrote (what the media has is what was committed): a
         # big shared directory is not loaded again whole after a conflict.
-        sb = fs.sb
+        sb, buf = fs.sb, fs.region.buf
         # Our copy holds this change's entries, not on the media: each block
         # it wrote is read again whole.
         whole = {
-            dst - dst % BLOCK: [(dst - dst % BLOCK, BLOCK)]
-            for dst, _d in txn.writes
-            if sb.data_off <= dst < sb.data_end
+            block: [(block, bytes(buf[block : block + BLOCK]))]
+            for block in {dst - dst % BLOCK for dst, _d in txn.writes}
+            if sb.data_off <= block < sb.data_end
         }
         for ino in txn.touched - changed:
             d = fs.dirs.get(ino)
-            if d is not None and not d.refresh(fs.region.buf, whole):
+            if d is not None and not d.refresh(whole):
                 del fs.dirs[ino]
         for ino in fs._txn_pins:
             fs._unpin(ino)
@@ -592,6 +724,8 @@ class Change:
         fs._txn_took, fs._txn_pins = [], []
         fs._txn_dirty, fs._txn_freed_inos = set(), []
         txn.touched.clear()
+        if self.late is not None:
+            self._apply_late()
 
     def _abort(self) -> None:
         # Rebuilding from the media also undoes allocations and inode numbers
@@ -603,3 +737,5 @@ class Change:
             fs._reload()
             fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
             self.late = None
+        elif self.late is not None:
+            self._apply_late()

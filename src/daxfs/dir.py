@@ -37,7 +37,8 @@ from .layout import (
 
 DIR_FTYPE = 4  # (S_IFDIR >> 12): the entry's type field for a directory
 Entry = tuple[int, int, int, int]  # ino, ftype, block index, position in block
-NewBlock = Callable[[Transaction], int]  # allocates and maps the next block, returns device offset
+# Allocates and maps the directory's next blocks (one or more), returns their device offsets.
+NewBlock = Callable[[Transaction], list[int]]
 
 
 class Directory:
@@ -50,6 +51,12 @@ class Directory:
         self.live: list[int] = []
         self.dead: list[int] = []  # tombstoned bytes per block, reclaimable by compaction
         self._index: dict[int, int] = {}  # device offset -> block, built by refresh
+        # While an optimistic change edits this directory (track): its edits,
+        # to replay, and what they overwrote, to roll them back.
+        self.ops: list[tuple] | None = None
+        self.rebasable = False
+        self._saved: dict[int, tuple[bytes, int, int, int]] = {}  # block -> image, used, live, dead
+        self._saved_names: dict[str, Entry | None] = {}  # name -> its entry before (None: none)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -94,30 +101,36 @@ class Directory:
         self.dead[b] = used - DIRBLOCK_HEAD.size - live_bytes
         return out
 
-    def refresh(self, buf, written: dict[int, list[tuple[int, int]]]) -> bool:
-        """Re-read what another process wrote in our blocks: ``written`` maps
-        a block's device offset to the (device offset, length) ranges
-        written in it.  False when that is not enough and the directory must
-        be loaded again whole: a block does not check, or a directory entry
-        appeared (only a whole load can tell it is the one name for that
-        directory).
+    def refresh(self, written: dict[int, list[tuple[int, bytes]]]) -> bool:
+        """Take in what another process's records wrote in our blocks:
+        ``written`` maps a block's device offset to the (device offset,
+        bytes) writes into it, in record order.  False when that is not
+        enough and the directory must be loaded again whole: a block does
+        not check, or a directory entry appeared (only a whole load can
+        tell it is the one name for that directory).
 
-        Entries a record added at the tail, removed (a tombstone) or
-        retargeted are taken one by one (_refresh_entries); only a block
-        compacted, new, or written some other way is parsed again whole.  So
-        following one directory that another process fills costs O(entries
-        it wrote), not O(the block) per record."""
+        The writes are laid over our copy of each block, not read back from
+        the media: a block read with no pool lock may hold a later, not yet
+        published record's bytes, while our copy plus the records is
+        exactly what they committed.  Entries a record added at the tail,
+        removed (a tombstone) or retargeted are then taken one by one
+        (_refresh_entries); only a block compacted, new, or written some
+        other way is parsed again whole.  So following one directory that
+        another process fills costs O(entries it wrote), not O(the block)
+        per record."""
         if not written:
             return True
         if len(self._index) != len(self.devs):
             self._index = {dev: b for b, dev in enumerate(self.devs)}
         try:
-            for dev, ranges in written.items():
+            for dev, writes in written.items():
                 b = self._index.get(dev)
                 if b is None:
                     continue
-                image = bytearray(buf[dev : dev + BLOCK])
-                if self._refresh_entries(b, image, ranges):
+                image = bytearray(self.images[b])
+                for off, data in writes:
+                    image[off - dev : off - dev + len(data)] = data
+                if self._refresh_entries(b, image, writes):
                     continue
                 if not self._reparse(b, image):
                     return False
@@ -142,20 +155,21 @@ class Directory:
                 return False
         return True
 
-    def _refresh_entries(self, b: int, image: bytearray, ranges) -> bool:
-        """Take into block ``b`` the entries the writes ``ranges`` changed,
-        reading them from its new ``image``; False (nothing changed) when
-        the writes are not entry heads rewritten in place and entries
-        appended, or anything does not check: the caller parses the block."""
+    def _refresh_entries(self, b: int, image: bytearray, writes) -> bool:
+        """Take into block ``b`` the entries the ``writes`` changed, reading
+        them from its new ``image`` (our copy with the writes laid over);
+        False (nothing changed) when the writes are not entry heads
+        rewritten in place and entries appended, or anything does not
+        check: the caller parses the block."""
         dev, old = self.devs[b], self.images[b]
         used, live = check_dirblock(image, dev, self.ino)
         head, old_used = DIRBLOCK_HEAD.size, self.used[b]
-        if used < old_used or not _same_outside(old, image, head, dev, ranges):
-            return False  # compacted, or changed beyond what the records say
+        if used < old_used:
+            return False  # compacted
         changed: list[tuple[str, int, int, int]] = []  # name, pos, new ino, ftype
         seen: set[int] = set()
-        for off, n in ranges:
-            pos = off - dev
+        for off, data in writes:
+            pos, n = off - dev, len(data)
             if pos + n <= head or pos >= old_used:
                 continue  # the header; appended entries are read below
             # An entry head rewritten in place (removed or retargeted): its
@@ -236,6 +250,9 @@ class Directory:
         raw = name.encode("utf-8", "surrogateescape")
         need = DIRENT_HEAD.size + len(raw)
         b = self._block_with_room(need, txn, new_block)
+        if self.ops is not None:
+            self._keep(b, name)
+            self.ops.append((name, ino, ftype))
         image, pos = self.images[b], self.used[b]
         DIRENT_HEAD.pack_into(image, pos, ino, len(raw), ftype)
         image[pos + DIRENT_HEAD.size : pos + need] = raw
@@ -247,6 +264,9 @@ class Directory:
         self._stage_header(b, txn)
 
     def remove(self, name: str, txn: Transaction) -> int:
+        if self.ops is not None:
+            self._keep(self.entries[name][2], name)
+            self.ops.append((name, None, None))
         ino, _ftype, b, pos = self.entries.pop(name)
         image = self.images[b]
         struct.pack_into("<Q", image, pos, 0)
@@ -260,6 +280,7 @@ class Directory:
     def retarget(self, name: str, ino: int, ftype: int, txn: Transaction) -> int:
         """Point an existing name at another inode in place; return the old ino."""
         old, _f, b, pos = self.entries[name]
+        self.rebasable = False  # (rename: never made optimistically)
         image = self.images[b]
         struct.pack_into("<Q", image, pos, ino)
         image[pos + 9] = ftype
@@ -268,6 +289,64 @@ class Directory:
         self._write(txn, self.devs[b] + pos, image[pos : pos + DIRENT_HEAD.size])
         self._stage_header(b, txn)
         return old
+
+    # -- rebasing an optimistic change (coherence.Change._rebase) ------------
+    def track(self) -> None:
+        """Keep, from now on, the edits made (``ops``) and what they overwrote,
+        so that ``rollback`` can undo them: an optimistic change edits its
+        copy before it knows whether another process committed edits to the
+        same blocks meanwhile.  Only adds and removes in blocks with room
+        can be rolled back (a compaction or a new block sets ``rebasable``
+        false)."""
+        self.ops, self.rebasable = [], True
+        self._saved, self._saved_names = {}, {}
+
+    def untrack(self) -> None:
+        self.ops, self.rebasable = None, False
+        self._saved, self._saved_names = {}, {}
+
+    def _keep(self, b: int, name: str) -> None:
+        if b not in self._saved:
+            self._saved[b] = (bytes(self.images[b]), self.used[b], self.live[b], self.dead[b])
+        if name not in self._saved_names:
+            self._saved_names[name] = self.entries.get(name)
+
+    def rollback(self) -> tuple[list[tuple], set[int]]:
+        """Undo every edit since ``track`` (which must be ``rebasable``) and
+        stop tracking; return the edits, to replay, and the device offsets
+        of the blocks they wrote (whose staged writes the caller drops)."""
+        assert self.ops is not None and self.rebasable
+        for b, (image, used, live, dead) in self._saved.items():
+            self.images[b] = bytearray(image)
+            self.used[b], self.live[b], self.dead[b] = used, live, dead
+        for name, entry in self._saved_names.items():
+            if entry is None:
+                self.entries.pop(name, None)
+            else:
+                self.entries[name] = entry
+        ops, devs = self.ops, {self.devs[b] for b in self._saved}
+        self.untrack()
+        return ops, devs
+
+    def replay(self, ops: list[tuple], txn: Transaction) -> bool:
+        """Make ``ops`` (from rollback) again, tracked, on this directory as
+        it is now.  False, with part of them made, when one no longer fits:
+        its name is taken or gone, or it needs a new block (the directory's
+        inode would change: the change runs again the old way)."""
+        self.track()
+        try:
+            for name, ino, ftype in ops:
+                if ino is None:
+                    if name not in self.entries:
+                        return False
+                    self.remove(name, txn)
+                elif name in self.entries:
+                    return False
+                else:
+                    self.add(name, ino, ftype, txn, _no_new_block)
+        except _NoRoom:
+            return False
+        return True
 
     # -- blocks ------------------------------------------------------------
     def _block_with_room(self, need: int, txn: Transaction, new_block: NewBlock) -> int:
@@ -281,18 +360,20 @@ class Directory:
             if BLOCK - self.used[b] + self.dead[b] >= need:
                 self._compact(b, txn)
                 return b
-        dev = new_block(txn)
-        self.images.append(bytearray(BLOCK))
-        self.devs.append(dev)
-        self.used.append(DIRBLOCK_HEAD.size)
-        self.live.append(0)
-        self.dead.append(0)
-        b = len(self.images) - 1
-        self._seal(b)
-        self._write(txn, dev, bytes(self.images[b]))
-        return b
+        devs = new_block(txn)
+        self.rebasable = False  # the directory's inode changes too: no rebase
+        for dev in devs:  # each written whole, empty: a directory has no holes
+            self.images.append(bytearray(BLOCK))
+            self.devs.append(dev)
+            self.used.append(DIRBLOCK_HEAD.size)
+            self.live.append(0)
+            self.dead.append(0)
+            self._seal(len(self.images) - 1)
+            self._write(txn, dev, bytes(self.images[-1]))
+        return len(self.images) - len(devs)
 
     def _compact(self, b: int, txn: Transaction) -> None:
+        self.rebasable = False  # entries move: rollback keeps no copy of that
         old = self.images[b]
         image = bytearray(BLOCK)
         pos = DIRBLOCK_HEAD.size
@@ -323,17 +404,9 @@ class Directory:
 assert MAX_DIRENT <= BLOCK - DIRBLOCK_HEAD.size
 
 
-def _same_outside(old: bytearray, new: bytearray, head: int, dev: int, ranges) -> bool:
-    """Do two images of a block differ only in its header and the written
-    ``ranges``?  Taking entries one by one from the written bytes keeps our
-    names what a parse of the new image would give only if so; a block read
-    with no pool lock may already hold a later, unpublished record's bytes
-    (a name it removed, one it appended), and then the block is parsed
-    whole instead.  (Slices of bytearrays compare by memcmp: about 0.3 us
-    for a block.)"""
-    pos = 0
-    for a, b in sorted([(0, head)] + [(off - dev, off - dev + n) for off, n in ranges]):
-        if a > pos and old[pos:a] != new[pos:a]:
-            return False
-        pos = max(pos, b)
-    return pos >= BLOCK or old[pos:] == new[pos:]
+class _NoRoom(Exception):
+    """A replayed add needs a new block (Directory.replay)."""
+
+
+def _no_new_block(txn: Transaction) -> list[int]:
+    raise _NoRoom

@@ -207,6 +207,13 @@ class FileSystem(DataPath):
         self._optimistic = False
         self._backoff = Backoff()
         self._reads: set[int] | None = None
+        # Also kept by an optimistic change, which may rebase on others'
+        # commits to these (coherence.Change._rebase): inodes it read just
+        # the slot of (a parent whose entries it edits), per directory the
+        # names it looked up and what it found, the directories it edited.
+        self._slot_reads: set[int] | None = None
+        self._names_read: dict[int, dict[str, tuple[int, int] | None]] | None = None
+        self._edited: set[int] | None = None
         self._txn_pins: list[int] = []
         self._txn_deferred: list[Callable[[], None]] = []  # an optimistic change's stores
 
@@ -283,23 +290,55 @@ class FileSystem(DataPath):
         if self._reads is not None:
             raise Exclusive
 
-    def _dir(self, ino: int) -> Directory:
+    def _dir(self, ino: int, whole: bool = True) -> Directory:
+        """Directory ``ino``, loaded on first use.  An optimistic change that
+        uses it for named entries only (``whole`` false: lookups, adds,
+        removes) records those names instead of the directory, unless it
+        loads it here (what it read from the media must not change under
+        it)."""
         if self._reads is not None:
             if self._backoff.busy(ino):
                 raise Contended(frozenset((ino,)))
-            self._reads.add(ino)
+            if whole or ino not in self.dirs:
+                self._reads.add(ino)
         d = self.dirs.get(ino)
         if d is None:
-            inode = self._inode(ino)
-            if not inode.is_dir:
-                raise oserror(errno.ENOTDIR)
-            devs = []
-            for e in inode.iomap(0, inode.size):
-                if e.kind != "mapped":
-                    raise CorruptionError(f"directory {ino}: hole in its blocks")
-                devs.extend(range(e.device_offset, e.device_offset + e.length, BLOCK))
-            d = self.dirs[ino] = Directory.load(ino, self.region.buf, devs)
+            d = self._load_dir(ino)
         return d
+
+    def _cached_dir(self, ino: int) -> Directory:
+        """Directory ``ino`` with no read recorded (coherence.Change._rebase)."""
+        d = self.dirs.get(ino)
+        return self._load_dir(ino) if d is None else d
+
+    def _load_dir(self, ino: int) -> Directory:
+        inode = self._inode(ino)
+        if not inode.is_dir:
+            raise oserror(errno.ENOTDIR)
+        devs = []
+        for e in inode.iomap(0, inode.size):
+            if e.kind != "mapped":
+                raise CorruptionError(f"directory {ino}: hole in its blocks")
+            devs.extend(range(e.device_offset, e.device_offset + e.length, BLOCK))
+        d = self.dirs[ino] = Directory.load(ino, self.region.buf, devs)
+        return d
+
+    def _edit_dir(self, ino: int) -> Directory:
+        """Directory ``ino``, to add or remove names: an optimistic change
+        tracks its edits (Directory.track) so that it can rebase them."""
+        d = self._dir(ino, whole=False)
+        if self._edited is not None and d.ops is None:
+            d.track()
+            self._edited.add(ino)
+        return d
+
+    def _parent_inode(self, ino: int) -> Inode:
+        """The inode of a directory whose entries the change edits: an
+        optimistic change conflicts with another's write of its slot, not
+        with another's edits of its entries."""
+        if self._slot_reads is not None:
+            self._slot_reads.add(ino)
+        return self.inodes.get(ino)
 
     def _lookup(self, dir_ino: int, name: str) -> tuple[int, int] | None:
         """The entry ``name`` of a directory as (ino, type), checked: an entry
@@ -309,11 +348,16 @@ class FileSystem(DataPath):
         and none is reached twice (Directory.load refuses two names for one
         directory in one directory), so no walk can cycle.  Every path
         component pays this, so the test is written out here."""
-        found = self._dir(dir_ino).lookup(name)
+        found = self._dir(dir_ino, whole=False).lookup(name)
+        if self._names_read is not None:
+            names = self._names_read.get(dir_ino)
+            if names is None:
+                names = self._names_read[dir_ino] = {}
+            names.setdefault(name, found)  # the first answer: before our own edits
         if found is not None:
             ino, ftype = found
-            if self._reads is not None:
-                self._reads.add(ino)
+            if self._slot_reads is not None:
+                self._slot_reads.add(ino)
             inode = self.inodes.cache.get(ino) or self._inode(ino)
             if (
                 ino == ROOT_INO
@@ -535,7 +579,7 @@ class FileSystem(DataPath):
     def _create(self, txn: Transaction, r: Resolved, mode: int, spath: str) -> Inode:
         if r.name is None:
             raise oserror(errno.EEXIST, spath)
-        parent = self._inode(r.parent)
+        parent = self._parent_inode(r.parent)
         if parent.nlink == 0:
             raise oserror(errno.ENOENT, spath)  # creating in a removed directory
         if not self.inodes.nfree:
@@ -557,28 +601,43 @@ class FileSystem(DataPath):
             gid=os.getgid(),
         )
         self.inodes.cache[ino] = inode
-        self._dir(r.parent).add(r.name, ino, ftype_of(mode), txn, self._dir_block_adder(parent))
+        adder = self._dir_block_adder(parent)
+        self._edit_dir(r.parent).add(r.name, ino, ftype_of(mode), txn, adder)
         self._touch_dir(parent)
         self._txn_dirty.add(ino)
         return inode
 
-    # A growing directory takes blocks in runs (1, 2, 4, ... 16) allocated past its
-    # end, so a big directory stays in few extents instead of one per block.
+    # A growing directory takes blocks in runs (1, 2, 4, ... 16), so a big
+    # directory stays in few extents instead of one per block, and its
+    # inode changes once per run: each change of it makes every other
+    # process's change in the directory run again (coherence.Change).
     DIR_PREALLOC_MAX = 16
 
     def _dir_block_adder(self, dir_inode: Inode):
-        def add_block(txn: Transaction) -> int:
+        def add_blocks(txn: Transaction) -> list[int]:
+            """The next run of blocks, allocated and in the directory's size
+            (blocks an older pool left mapped past the end are taken first)."""
             end = dir_inode.size
             if dir_inode.iomap(end, BLOCK)[0].kind == "hole":
                 self._preallocate_dir(txn, dir_inode, end)
-            dir_inode.size = end + BLOCK
+            devs: list[int] = []
+            for e in dir_inode.iomap(end, self._dir_run_cap() * BLOCK):
+                if e.kind == "hole":
+                    break
+                devs.extend(range(e.device_offset, e.device_offset + e.length, BLOCK))
+            dir_inode.size = end + len(devs) * BLOCK
             self._txn_dirty.add(dir_inode.ino)
-            return dir_inode.iomap(end, BLOCK)[0].device_offset
+            return devs
 
-        return add_block
+        return add_blocks
+
+    def _dir_run_cap(self) -> int:
+        """The most blocks a directory takes at once: they are written whole
+        in one change's record, which may fill an eighth of the journal."""
+        return max(1, min(self.DIR_PREALLOC_MAX, self.sb.journal_len // (8 * BLOCK)))
 
     def _preallocate_dir(self, txn: Transaction, dir_inode: Inode, end: int) -> None:
-        want = min(self.DIR_PREALLOC_MAX, max(1, end // BLOCK))
+        want = min(self._dir_run_cap(), max(1, end // BLOCK))
         hint = dir_inode.device_before(end)
         try:
             runs = self._alloc_blocks(txn, want, hint)
@@ -821,8 +880,8 @@ class FileSystem(DataPath):
                 raise oserror(errno.EISDIR, spath)
             if r.trailing_slash:
                 raise oserror(errno.ENOTDIR, spath)
-            self._dir(r.parent).remove(r.name, txn)  # type: ignore[arg-type]
-            self._touch_dir(self._inode(r.parent))
+            self._edit_dir(r.parent).remove(r.name, txn)  # type: ignore[arg-type]
+            self._touch_dir(self._parent_inode(r.parent))
             self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
 
     remove = unlink

@@ -99,6 +99,11 @@ class Transaction:
                 break
         self.writes.append((off, bytearray(data)))
 
+    def drop_writes(self, blocks: set[int]) -> None:
+        """Forget the staged writes into the 4 KiB blocks at device offsets
+        ``blocks`` (a directory's edits rolled back to be made again)."""
+        self.writes = [(off, data) for off, data in self.writes if off - off % BLOCK not in blocks]
+
     def __bool__(self) -> bool:
         return bool(self.writes) or bool(self.allocated) or bool(self.to_free)
 
