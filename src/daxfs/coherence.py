@@ -183,8 +183,9 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     for ino in slots:
         fs.inodes.forget(ino)
         fs.dirs.pop(ino, None)
-    # A directory whose inode is unchanged keeps its blocks: re-read just
-    # the ones written (one shared directory stays cheap to follow).
+    # A directory whose inode is unchanged keeps its blocks: the records'
+    # writes in them are laid over our copy (one shared directory stays
+    # cheap to follow).
     for ino in touched - slots - refreshed:
         d = fs.dirs.get(ino)
         if d is not None and not d.refresh(written):
@@ -423,6 +424,7 @@ class Change:
         "lock",
         "txn",
         "optimistic",
+        "exclusive",
         "verdict",
         "late",
         "late_refreshed",
@@ -438,6 +440,7 @@ class Change:
         if fs.readonly:
             raise oserror(errno.EROFS)
         self.optimistic = fs._optimistic and fs._depth == 0
+        self.exclusive = not self.optimistic  # holding the exclusive pool lock
         # An optimistic change prepares without the pool lock, so that another
         # process's commit need not wait for this preparation (only for our
         # commit).
@@ -469,7 +472,11 @@ class Change:
                     # changed what the change read meanwhile (a torn read
                     # of a slot being written looks like damage).
                     lock_pool(fs.region.fd, fcntl.LOCK_EX)
-                    if not self._caught_up_disjoint():
+                    self.exclusive = True
+                    # A checksum failure may be a read torn by a commit in
+                    # progress: then not even a rebase lets it out.
+                    torn = issubclass(etype, CorruptionError)
+                    if not self._caught_up_disjoint(rebase=not torn):
                         self._undo()
                         catch_up(fs)
                         raise Conflict(self.conflict_on) from value
@@ -527,6 +534,7 @@ class Change:
         # exclusive section is short: it finds little newer.
         self.verdict = self._caught_up_disjoint(locked=False)
         lock_pool(fs.region.fd, fcntl.LOCK_EX, Change._check_while_waiting, self)
+        self.exclusive = True
         if self.verdict is False or not self._caught_up_disjoint():
             self._undo()
             catch_up(fs)
@@ -551,12 +559,15 @@ class Change:
         if self.verdict is not False:  # a conflict stays one
             self.verdict = self._caught_up_disjoint(locked=False)
 
-    def _caught_up_disjoint(self, locked: bool = True) -> bool | None:
+    def _caught_up_disjoint(self, locked: bool = True, rebase: bool = True) -> bool | None:
         """Are the records committed since this change began disjoint from it?
         With the exclusive lock this is the answer, and the records are kept
         in ``late`` to be applied after the commit, outside the lock; without
         (``locked=False``) they are applied now, and None means they cannot
-        be read safely so (the locked check then reads them)."""
+        be read safely so (the locked check then reads them).  ``rebase``
+        false (checking damage the body met): records the change could be
+        rebased on overlap it, since the damage may be a slot or block read
+        while one of them was being written."""
         fs, journal = self.fs, self.fs.journal
         if locked:
             seq = journal.refresh()
@@ -577,7 +588,7 @@ class Change:
         if records is None:
             return False
         overlap = self._overlaps(records)
-        if overlap is OVERLAP:
+        if overlap is OVERLAP or (overlap is REBASE and not rebase):
             return False
         if overlap is REBASE:
             return self._rebase(records, seq, locked)
@@ -602,10 +613,10 @@ class Change:
         mine = fs._reads | fs._txn_dirty | (txn.touched - edited)
         mine.update(fs._txn_freed_inos)
         mine.update(fs._txn_took)
-        mine_slots = mine | fs._slot_reads
         names = edited.union(fs._names_read)
+        soft_slots = names | fs._slot_reads  # written: rebase, checked again
         overlap = None
-        rebase_in: set[int] = set()  # directories to rebase on; their slots: -1
+        rebase_in: set[int] = set()  # directories to rebase on; slots: -1
         for rec in records:
             if not mine.isdisjoint(rec.touches):
                 self.conflict_on = frozenset(mine.intersection(rec.touches))
@@ -616,10 +627,11 @@ class Change:
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     slots = slots_written(sb, dst, len(data))
-                    if not mine_slots.isdisjoint(slots):
+                    if not mine.isdisjoint(slots):
                         return OVERLAP
-                    if not names.isdisjoint(slots):
+                    if not soft_slots.isdisjoint(slots):
                         overlap = REBASE
+                        rebase_in.update(names.intersection(slots))
                         rebase_in.add(-1)
         self.rebase_in = frozenset(rebase_in)
         claims = [
@@ -650,9 +662,10 @@ class Change:
         commit; the rest of the records waits in ``late``, as for a
         disjoint change, unless a directory's slot was written."""
         fs, txn = self.fs, self.txn
-        dirs = [fs.dirs.get(ino) for ino in fs._edited]
+        # Our edits in directories the records did not touch stand as made.
+        dirs = [fs.dirs.get(ino) for ino in fs._edited if ino in self.rebase_in]
         if not all(d is not None and d.rebasable for d in dirs):
-            self.conflict_on = frozenset(fs._edited)
+            self.conflict_on = frozenset(fs._edited.intersection(self.rebase_in))
             return False
         edits = []
         for d in dirs:
@@ -671,9 +684,14 @@ class Change:
             return False
         try:
             for ino, names in fs._names_read.items():
+                if ino not in self.rebase_in:
+                    continue  # untouched (and our edits there stand)
                 d = fs._cached_dir(ino)
                 if any(d.lookup(name) != found for name, found in names.items()):
                     self.conflict_on = frozenset((ino,))
+                    return False
+            if -1 in self.rebase_in:  # slots written: what the lookups relied on
+                if not self._slots_still_hold():
                     return False
             for ino, ops in edits:
                 if not fs._cached_dir(ino).replay(ops, txn):
@@ -681,6 +699,24 @@ class Change:
                     return False
         except (CorruptionError, OSError):
             return False  # (loaded with no lock: torn by a commit in progress)
+        return True
+
+    def _slots_still_hold(self) -> bool:
+        """After records that wrote slots this change read only in part:
+        every entry it looked up still names an inode of its type (a
+        directory, whose parent is that directory), and every directory it
+        edits is still linked (then gets its times again: the copy it set
+        them in was dropped).  (CorruptionError: the caller's conflict.)"""
+        fs = self.fs
+        for dir_ino, names in fs._names_read.items():
+            for name, found in names.items():
+                if found is not None:
+                    fs._check_entry(dir_ino, name, *found)
+        for ino in fs._edited:
+            parent = fs.inodes.get(ino)
+            if parent.nlink == 0:
+                return False
+            fs._touch_dir(parent)
         return True
 
     def _undo(self) -> None:
@@ -734,6 +770,11 @@ class Change:
         # pool as of the live word, records kept for later included.
         fs = self.fs
         if self.txn or fs._txn_dirty or fs._txn_took:
+            if self.optimistic and not self.exclusive:
+                # Failed before its check (interrupted waiting for the lock,
+                # say): the table is read whole, so nobody may be writing it.
+                lock_pool(fs.region.fd, fcntl.LOCK_EX)
+                self.exclusive = True
             fs._reload()
             fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
             self.late = None

@@ -209,8 +209,9 @@ class FileSystem(DataPath):
         self._reads: set[int] | None = None
         # Also kept by an optimistic change, which may rebase on others'
         # commits to these (coherence.Change._rebase): inodes it read just
-        # the slot of (a parent whose entries it edits), per directory the
-        # names it looked up and what it found, the directories it edited.
+        # the type, parent or link count of (an entry looked up, a parent
+        # whose entries it edits), per directory the names it looked up and
+        # what it found, the directories it edited.
         self._slot_reads: set[int] | None = None
         self._names_read: dict[int, dict[str, tuple[int, int] | None]] | None = None
         self._edited: set[int] | None = None
@@ -301,13 +302,11 @@ class FileSystem(DataPath):
                 raise Contended(frozenset((ino,)))
             if whole or ino not in self.dirs:
                 self._reads.add(ino)
-        d = self.dirs.get(ino)
-        if d is None:
-            d = self._load_dir(ino)
-        return d
+        return self._cached_dir(ino)
 
     def _cached_dir(self, ino: int) -> Directory:
-        """Directory ``ino`` with no read recorded (coherence.Change._rebase)."""
+        """Directory ``ino``, with no read recorded (coherence.Change._rebase
+        checks names with it)."""
         d = self.dirs.get(ino)
         return self._load_dir(ino) if d is None else d
 
@@ -334,11 +333,13 @@ class FileSystem(DataPath):
 
     def _parent_inode(self, ino: int) -> Inode:
         """The inode of a directory whose entries the change edits: an
-        optimistic change conflicts with another's write of its slot, not
-        with another's edits of its entries."""
-        if self._slot_reads is not None:
-            self._slot_reads.add(ino)
-        return self.inodes.get(ino)
+        optimistic change that another's write of its slot meets is rebased
+        (checked to be still linked, its times set again), as for another's
+        edits of its entries."""
+        if self._slot_reads is None or ino not in self.inodes.cache:
+            return self._inode(ino)  # (read from the media: a read like any)
+        self._slot_reads.add(ino)
+        return self.inodes.cache[ino]
 
     def _lookup(self, dir_ino: int, name: str) -> tuple[int, int] | None:
         """The entry ``name`` of a directory as (ino, type), checked: an entry
@@ -358,14 +359,17 @@ class FileSystem(DataPath):
             ino, ftype = found
             if self._slot_reads is not None:
                 self._slot_reads.add(ino)
-            inode = self.inodes.cache.get(ino) or self._inode(ino)
-            if (
-                ino == ROOT_INO
-                or (inode.mode >> 12) & 0xF != ftype
-                or (ftype == DIR_T and inode.parent != dir_ino)
-            ):
-                raise _bad_entry(dir_ino, name, inode, ftype)
+            self._check_entry(dir_ino, name, ino, ftype)
         return found
+
+    def _check_entry(self, dir_ino: int, name: str, ino: int, ftype: int) -> None:
+        inode = self.inodes.cache.get(ino) or self._inode(ino)
+        if (
+            ino == ROOT_INO
+            or (inode.mode >> 12) & 0xF != ftype
+            or (ftype == DIR_T and inode.parent != dir_ino)
+        ):
+            raise _bad_entry(dir_ino, name, inode, ftype)
 
     def _readlink_ino(self, ino: int) -> str:
         return symlink_target(self._inode(ino), self.region.buf).decode("utf-8", "surrogateescape")
@@ -938,7 +942,11 @@ class FileSystem(DataPath):
 
     def rename(self, src, dst) -> None:
         """Atomically rename, replacing an existing target as os.rename does on POSIX."""
-        ssrc, sdst = to_str(src), to_str(dst)
+        optimistically(self, self._rename_change, to_str(src), to_str(dst))
+
+    replace = rename
+
+    def _rename_change(self, ssrc: str, sdst: str) -> None:
         with self._change() as txn:
             # Both parents resolve before the source must exist, as in Linux.
             s = self._entry(ssrc)
@@ -969,8 +977,6 @@ class FileSystem(DataPath):
                 self._check_replaceable(s, d, ssrc, sdst)
             self._rename(txn, s, d)
 
-    replace = rename
-
     def _check_not_inside(
         self, src_ino: int, dst_parent: int, ssrc: str, sdst: str, code: int = errno.EINVAL
     ) -> None:
@@ -996,10 +1002,10 @@ class FileSystem(DataPath):
 
     def _rename(self, txn: Transaction, s: Resolved, d: Resolved) -> None:
         moving = self._inode(s.ino)  # type: ignore[arg-type]
-        sparent, dparent = self._inode(s.parent), self._inode(d.parent)
+        sparent, dparent = self._parent_inode(s.parent), self._parent_inode(d.parent)  # type: ignore[arg-type]
         if dparent.nlink == 0:
             raise oserror(errno.ENOENT)
-        ddir = self._dir(d.parent)
+        ddir = self._edit_dir(d.parent)
         if d.ino is not None:
             ddir.retarget(d.name, moving.ino, s.ftype, txn)  # type: ignore[arg-type]
             victim = self._inode(d.ino)
@@ -1010,7 +1016,7 @@ class FileSystem(DataPath):
         else:
             adder = self._dir_block_adder(dparent)
             ddir.add(d.name, moving.ino, s.ftype, txn, adder)  # type: ignore[arg-type]
-        self._dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
+        self._edit_dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
         if moving.is_dir and s.parent != d.parent:
             sparent.nlink -= 1
             dparent.nlink += 1
