@@ -6,16 +6,20 @@ changes), so it is thread-safe and several processes may mount one pool.
 On taking the pool lock a call first checks the journal's live word: if
 another process committed since, it applies those commits' records to its
 caches (coherence.py), so every call sees all changes completed before it.
-While another process shares the pool, creates, a file's first write and
-unlinks are prepared without the pool lock and checked against others'
-commits at the end (coherence.Change; DAXFS_OPTIMISM=0 turns that off).
+While another process shares the pool, creates, a file's first write,
+unlinks and renames are prepared without the pool lock and checked
+against others' commits at the end (coherence.Change; DAXFS_OPTIMISM=0
+turns that off).
 
 A change runs as one transaction: validate, then mutate the cached objects
 while staging their bytes; commit (journal.commit) makes it atomic.  If
 anything fails before the commit point, the caches are dropped and the
 allocations undone: the media never saw the change.
 
-Data placement and ordering are data.py's (DataPath, mixed in here).
+The FileSystem class is built of rooms, mixed in here: data placement and
+ordering are data.py's (DataPath), the calls that change names
+namespace.py's (NamespacePath), mapping files mapfiles.py's (MapPath);
+locks, catching up and optimistic changes are coherence.py's.
 
 Durability: every namespace change and every write that allocates or
 changes the size is durable when the call returns, on every backend.
@@ -31,13 +35,11 @@ import collections
 import dataclasses
 import errno
 import fcntl
-import functools
 import io
 import os
 import stat
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +49,6 @@ from .coherence import Backoff, Change, Contended, Exclusive, Locked, forks_seen
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
-from .hugemap import eligible_total
 from .inode import Extent, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
 from .layout import (
@@ -63,12 +64,13 @@ from .layout import (
     upgrade_interrupted,
 )
 from .leases import Leases
-from .mapping import MODES, Mapping, MapPlan, device_span
-from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, resolve, to_str
-from .pins import RangePins, pinned_by_others, set_lock
+from .mapfiles import MapPath
+from .namespace import NamespacePath
+from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
+from .pins import pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
-S_IFREG, S_IFDIR, S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+S_IFREG = stat.S_IFREG
 
 
 def _now() -> int:
@@ -167,7 +169,7 @@ class _ScandirIterator:
         self._it = iter(())
 
 
-class FileSystem(DataPath):
+class FileSystem(DataPath, NamespacePath, MapPath):
     """A mounted pool.  Use as a context manager or call close()."""
 
     def __init__(self, region: Region, sb: Superblock, *, readonly: bool):
@@ -653,379 +655,8 @@ class FileSystem(DataPath):
             foff += n
 
     # ======================================================================
-    # public API: mapping files into the process (mapping.py does the mapping)
+    # public API: sizes and attributes
     # ======================================================================
-    def map(
-        self,
-        path,
-        mode: str = "r",
-        *,
-        offset: int = 0,
-        length: int | None = None,
-        size: int | None = None,
-    ) -> Mapping:
-        """Map [offset, offset+length) of a file (default: to its end) zero-copy.
-
-        Modes as numpy.memmap's: "r" read-only; "r+" read-write (holes are
-        allocated first); "w+" create the file or resize it to ``size``, all of
-        it allocated; "c" copy-on-write (stores stay in this process).  The
-        extents stay pinned until the Mapping is closed: unlink defers freeing,
-        truncate into them raises EBUSY."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        if mode == "w+" and size is None:
-            raise ValueError("mode 'w+' needs a size")
-        spath = to_str(path)
-        writable = mode in ("r+", "w+")
-        if writable and self.readonly:
-            raise oserror(errno.EROFS, spath)
-        if offset < 0 or (length is not None and length < 0) or (size is not None and size < 0):
-            raise oserror(errno.EINVAL, spath)
-        pins = RangePins(self.region.path, writable=writable)
-        try:
-            plan = self._plan_map(spath, mode, offset, length, size, pins)
-            return Mapping(self, spath, mode, plan, pins)
-        except BaseException:
-            pins.release()
-            raise
-
-    def _plan_map(
-        self,
-        spath: str,
-        mode: str,
-        offset: int,
-        length: int | None,
-        size: int | None,
-        pins: RangePins,
-    ) -> MapPlan:
-        writable = mode in ("r+", "w+")
-        with self._change() if writable else self._locked(exclusive=False) as txn:
-            inode = self._map_target(txn, spath, mode, size)
-            if length is None:
-                length = max(0, inode.size - offset)
-            if offset + length > inode.size:
-                raise ValueError(
-                    f"{spath}: mapping [{offset}, {offset + length}) "
-                    f"exceeds the file size {inode.size}"
-                )
-            if writable and length:
-                fresh = self._allocate(txn, inode, offset, length, inode.size)
-                self._resize_zeroed(inode, fresh, inode.size)
-                self._txn_dirty.add(inode.ino)
-            extents = inode.iomap(offset, length) if length else []
-            for dev, n in device_span(extents):
-                pins.pin(dev, n)
-            pins.pin(self.inodes.slot_off(inode.ino), 1)
-            return MapPlan(
-                inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents
-            )
-
-    def _map_target(self, txn, spath: str, mode: str, size: int | None) -> Inode:
-        r = self._resolve_to_create(spath, False) if mode == "w+" else self._resolve(spath)
-        if r.ino is None:
-            if mode != "w+":
-                raise oserror(errno.ENOENT, spath)
-            inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
-        elif r.ftype == DIR_T:
-            raise oserror(errno.EISDIR, spath)
-        else:
-            inode = self._inode(r.ino)
-        if mode == "w+":
-            self._truncate_inode(txn, inode, size)  # type: ignore[arg-type]
-        return inode
-
-    def ndarray(self, path, dtype="uint8", shape=None, mode: str = "r"):
-        """A numpy array over a mapped file (fs.map(path, mode).ndarray(...)).
-        The array keeps the memory and its pins alive."""
-        import numpy as np
-
-        if mode == "w+":
-            if shape is None:
-                raise ValueError("mode 'w+' needs a shape")
-            dims = (shape,) if isinstance(shape, int) else tuple(shape)
-            count = int(np.prod(dims)) if dims else 1
-            m = self.map(path, mode, size=count * np.dtype(dtype).itemsize)
-        else:
-            m = self.map(path, mode)
-        return m.ndarray(dtype, shape)
-
-    def _map_is_stale(self, plan: MapPlan) -> bool:
-        if self.closed:
-            return True  # no longer known: treat as stale
-        with self._locked(exclusive=False):
-            try:
-                inode = self._inode(plan.ino)
-            except CorruptionError:
-                return True  # the slot was freed
-            return (inode.generation, inode.size, inode.btime) != (
-                plan.generation,
-                plan.file_size,
-                plan.btime,
-            )
-
-    def _huge_pages_note(self, plan: MapPlan) -> str | None:
-        r = self.region
-        how = (
-            "for 2 MiB pages put the pool on a huge tmpfs (mount -t tmpfs -o huge=always "
-            "tmpfs DIR), /dev/daxX.Y or fs-dax"
-        )
-        if r.kind == "file" and not r.huge_capable:
-            return (
-                "2 MiB pages not guaranteed: a page-cache file gets them only where the "
-                f"kernel happens to use large folios; {how}"
-            )
-        if not r.huge_capable:
-            where = f"tmpfs at {r.mount.mountpoint} is mounted without huge="
-            if r.kind != "tmpfs":
-                where = f"a {r.kind} backing that cannot map 2 MiB pages"
-            return f"4 KiB pages only: {where}; {how}"
-        if not eligible_total(plan.extents, plan.file_size):
-            return (
-                "4 KiB pages only: no extent covers a whole 2 MiB window aligned in the "
-                "file and on the device (the file is small or fragmented)"
-            )
-        return None
-
-    def _mapping_closed(self, ino: int) -> None:
-        if not self.closed:
-            with self._thread_lock():
-                self._free_if_orphan(ino)
-
-    def _orphan_check_later(self, ino: int) -> Callable[[], None]:
-        """What a mapping's pins call when the garbage collector drops them.
-        That can happen in the middle of a call of this FileSystem on the same
-        thread (the lock is re-entrant), so it only queues the inode; it holds
-        the queue, not the FileSystem, which may go away first."""
-        return functools.partial(self._unmapped.append, ino)
-
-    def _free_unmapped_orphans(self) -> None:
-        """Free the orphans whose last user was a mapping dropped without
-        close().  Runs at the start of an outermost call and at unmount; a
-        failure is reported, never raised into the unrelated call that happens
-        to run this (the next mount or check(repair=True) reclaims the orphan)."""
-        inos = []
-        while self._unmapped:
-            try:
-                inos.append(self._unmapped.popleft())
-            except IndexError:  # another thread took the last one
-                break
-        for ino in dict.fromkeys(inos):  # in order, each once
-            try:
-                self._free_if_orphan(ino)
-            except Exception as e:
-                _report_unfreed_orphan(self, ino, e)
-
-    # ======================================================================
-    # public API: namespace
-    # ======================================================================
-    def mkdir(self, path, mode: int = 0o777) -> None:
-        spath = to_str(path)
-        with self._change() as txn:
-            r = self._entry(spath)
-            if r.ino is not None:
-                raise oserror(errno.EEXIST, spath)
-            self._create(txn, r, S_IFDIR | (mode & 0o7777 & ~self.umask), spath)
-            parent = self._inode(r.parent)
-            parent.nlink += 1
-            self._txn_dirty.add(parent.ino)
-
-    def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
-        """os.makedirs: the missing ancestors first (each as with exist_ok),
-        found by a loop rather than recursion, since a tree has no depth limit."""
-        spath = to_str(path)
-        for ancestor in reversed(self._missing_ancestors(spath)):
-            self._mkdir_exist_ok(ancestor, mode)
-        try:
-            self.mkdir(spath, mode)
-        except OSError:
-            if not exist_ok or not self.isdir(spath):
-                raise
-
-    def _missing_ancestors(self, spath: str) -> list[str]:
-        """The ancestors of ``spath`` that do not exist, deepest first."""
-        missing = []
-        head, _, tail = spath.rstrip("/").rpartition("/")
-        while head and tail and not self.exists(head):
-            missing.append(head)
-            head, _, tail = head.rstrip("/").rpartition("/")
-        return missing
-
-    def _mkdir_exist_ok(self, spath: str, mode: int) -> None:
-        try:
-            self.mkdir(spath, mode)
-        except OSError:
-            if not self.isdir(spath):
-                raise
-
-    def rmdir(self, path) -> None:
-        spath = to_str(path)
-        with self._change() as txn:
-            r = self._existing(spath, follow=False, entry=True)
-            if r.name is None:  # Linux's errno for "/", "." and ".."
-                code = {"root": errno.EBUSY, "dot": errno.EINVAL, "dotdot": errno.ENOTEMPTY}
-                raise oserror(code[r.last], spath)
-            if r.ftype != DIR_T:
-                raise oserror(errno.ENOTDIR, spath)
-            if len(self._dir(r.ino)):  # type: ignore[arg-type]
-                raise oserror(errno.ENOTEMPTY, spath)
-            self._dir(r.parent).remove(r.name, txn)
-            parent = self._inode(r.parent)
-            parent.nlink -= 1
-            self._touch(parent)
-            self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
-
-    def unlink(self, path) -> None:
-        optimistically(self, self._unlink, to_str(path))
-
-    def _unlink(self, spath: str) -> None:
-        with self._change() as txn:
-            r = self._existing(spath, follow=False, entry=True)
-            if r.ftype == DIR_T:
-                raise oserror(errno.EISDIR, spath)
-            if r.trailing_slash:
-                raise oserror(errno.ENOTDIR, spath)
-            self._edit_dir(r.parent).remove(r.name, txn)  # type: ignore[arg-type]
-            self._touch_dir(self._parent_inode(r.parent))
-            self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
-
-    remove = unlink
-
-    def link(self, src, dst) -> None:
-        ssrc, sdst = to_str(src), to_str(dst)
-        with self._change() as txn:
-            s = self._existing(ssrc, follow=False)
-            d = self._entry(sdst)
-            if d.ino is not None or d.name is None:  # EEXIST before EPERM, as Linux
-                raise oserror(errno.EEXIST, ssrc, sdst)
-            if d.trailing_slash:  # a new name ending in "/" asks for a directory
-                raise oserror(errno.ENOENT, ssrc, sdst)
-            if s.ftype == DIR_T:
-                raise oserror(errno.EPERM, ssrc, sdst)
-            dparent = self._inode(d.parent)
-            if dparent.nlink == 0:
-                raise oserror(errno.ENOENT, ssrc, sdst)
-            inode = self._inode(s.ino)  # type: ignore[arg-type]
-            self._dir(d.parent).add(
-                d.name,
-                inode.ino,
-                s.ftype,
-                txn,  # type: ignore[arg-type]
-                self._dir_block_adder(dparent),
-            )
-            inode.nlink += 1
-            self._touch(inode, data=False)
-            self._touch_dir(dparent)
-
-    def symlink(self, target, path) -> None:
-        starget, spath = to_str(target), to_str(path)
-        if not starget:
-            raise oserror(errno.ENOENT, starget, spath)
-        if len(starget.encode("utf-8", "surrogateescape")) >= PATH_MAX:
-            raise oserror(errno.ENAMETOOLONG, starget, spath)
-        with self._change() as txn:
-            r = self._entry(spath)
-            if r.ino is not None or r.name is None:
-                raise oserror(errno.EEXIST, starget, spath)
-            if r.trailing_slash:
-                raise oserror(errno.ENOENT, starget, spath)
-            inode = self._create(txn, r, S_IFLNK | 0o777, spath)
-            raw = starget.encode("utf-8", "surrogateescape")
-            self._write_piece(txn, inode, 0, memoryview(raw))
-
-    def readlink(self, path) -> str:
-        spath = to_str(path)
-        with self._locked(exclusive=False):
-            r = self._existing(spath, follow=False)
-            if r.ftype != LNK_T:
-                raise oserror(errno.EINVAL, spath)
-            return self._readlink_ino(r.ino)  # type: ignore[arg-type]
-
-    def rename(self, src, dst) -> None:
-        """Atomically rename, replacing an existing target as os.rename does on POSIX."""
-        optimistically(self, self._rename_change, to_str(src), to_str(dst))
-
-    replace = rename
-
-    def _rename_change(self, ssrc: str, sdst: str) -> None:
-        with self._change() as txn:
-            # Both parents resolve before the source must exist, as in Linux.
-            s = self._entry(ssrc)
-            d = self._entry(sdst)
-            if s.name is None or d.name is None:  # "/", "." or "..": before ENOENT, as Linux
-                raise oserror(errno.EBUSY, ssrc, sdst)
-            if s.ino is None:
-                raise oserror(errno.ENOENT, ssrc)
-            # Linux's order: trailing slashes, then ancestry, then "same file".
-            src_is_dir = s.ftype == DIR_T
-            if src_is_dir:
-                self._check_not_inside(s.ino, d.parent, ssrc, sdst)  # type: ignore[arg-type]
-            elif s.trailing_slash or d.trailing_slash:
-                raise oserror(errno.ENOTDIR, ssrc, sdst)
-            if d.ino is not None and d.ftype == DIR_T:
-                # A target that is an ancestor of the source is not empty (Linux
-                # says so before comparing file types).
-                self._check_not_inside(
-                    d.ino,
-                    s.parent,
-                    ssrc,
-                    sdst,  # type: ignore[arg-type]
-                    errno.ENOTEMPTY,
-                )
-            if d.ino == s.ino:
-                return
-            if d.ino is not None:
-                self._check_replaceable(s, d, ssrc, sdst)
-            self._rename(txn, s, d)
-
-    def _check_not_inside(
-        self, src_ino: int, dst_parent: int, ssrc: str, sdst: str, code: int = errno.EINVAL
-    ) -> None:
-        x, seen = dst_parent, set()
-        while True:
-            if x == src_ino:
-                raise oserror(code, ssrc, sdst)
-            if x == ROOT_INO:
-                return
-            if x in seen:  # parent fields in a cycle that never reaches the root
-                raise CorruptionError(f"directory {x}: its parents never reach the root")
-            seen.add(x)
-            x = self._parent_of(x)
-
-    def _check_replaceable(self, s: Resolved, d: Resolved, ssrc: str, sdst: str) -> None:
-        if s.ftype == DIR_T:
-            if d.ftype != DIR_T:
-                raise oserror(errno.ENOTDIR, ssrc, sdst)
-            if len(self._dir(d.ino)):  # type: ignore[arg-type]
-                raise oserror(errno.ENOTEMPTY, ssrc, sdst)
-        elif d.ftype == DIR_T:
-            raise oserror(errno.EISDIR, ssrc, sdst)
-
-    def _rename(self, txn: Transaction, s: Resolved, d: Resolved) -> None:
-        moving = self._inode(s.ino)  # type: ignore[arg-type]
-        sparent, dparent = self._parent_inode(s.parent), self._parent_inode(d.parent)  # type: ignore[arg-type]
-        if dparent.nlink == 0:
-            raise oserror(errno.ENOENT)
-        ddir = self._edit_dir(d.parent)
-        if d.ino is not None:
-            ddir.retarget(d.name, moving.ino, s.ftype, txn)  # type: ignore[arg-type]
-            victim = self._inode(d.ino)
-            if victim.is_dir:
-                dparent.nlink -= 1
-                self._txn_dirty.add(dparent.ino)
-            self._drop_link(txn, victim)
-        else:
-            adder = self._dir_block_adder(dparent)
-            ddir.add(d.name, moving.ino, s.ftype, txn, adder)  # type: ignore[arg-type]
-        self._edit_dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
-        if moving.is_dir and s.parent != d.parent:
-            sparent.nlink -= 1
-            dparent.nlink += 1
-            moving.parent = d.parent
-            self._txn_dirty.update((sparent.ino, dparent.ino))
-        self._touch(moving, data=False)
-        self._touch_dir(sparent)
-        self._touch_dir(dparent)
-
     def truncate(self, path, length: int) -> None:
         spath = to_str(path)
         with self._change() as txn:
@@ -1335,21 +966,6 @@ def _on_chain(ino: int, chain) -> bool:
     return False
 
 
-def _report_unfreed_orphan(fs: FileSystem, ino: int, error: Exception) -> None:
-    # A warning, not an exception: even a filter that turns warnings into
-    # errors must not make an unrelated call fail because of this.
-    try:
-        warnings.warn(
-            f"daxfs: freeing orphan inode {ino} of {fs.region.path} failed ({error!r}); "
-            "the next mount reclaims it",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    except Warning:
-        pass
-
-
-# --------------------------------------------------------------------------
 def _wrap(
     raw: DaxRawFile,
     mode: str,

@@ -1,0 +1,234 @@
+"""namespace: the FileSystem calls that add, remove and move names.
+
+NamespacePath is the part of FileSystem that changes directories (mkdir,
+rmdir, unlink, link, symlink, rename); it is a mixin, as data.py's
+DataPath is, so that fs.py keeps the call protocol, lookups and handles.
+Create, unlink and rename are optimistic changes when another process
+shares the pool (coherence.Change): they edit directories through
+fs._edit_dir and read parents through fs._parent_inode, so that others'
+edits of the same directory are rebased on, not a conflict.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+from .coherence import optimistically
+from .journal import Transaction
+from .layout import CorruptionError
+from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, to_str
+
+S_IFDIR, S_IFLNK = stat.S_IFDIR, stat.S_IFLNK
+
+
+class NamespacePath:
+    """Names: make, remove, link and move them."""
+
+    def mkdir(self, path, mode: int = 0o777) -> None:
+        spath = to_str(path)
+        with self._change() as txn:
+            r = self._entry(spath)
+            if r.ino is not None:
+                raise oserror(errno.EEXIST, spath)
+            self._create(txn, r, S_IFDIR | (mode & 0o7777 & ~self.umask), spath)
+            parent = self._inode(r.parent)
+            parent.nlink += 1
+            self._txn_dirty.add(parent.ino)
+
+    def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+        """os.makedirs: the missing ancestors first (each as with exist_ok),
+        found by a loop rather than recursion, since a tree has no depth limit."""
+        spath = to_str(path)
+        for ancestor in reversed(self._missing_ancestors(spath)):
+            self._mkdir_exist_ok(ancestor, mode)
+        try:
+            self.mkdir(spath, mode)
+        except OSError:
+            if not exist_ok or not self.isdir(spath):
+                raise
+
+    def _missing_ancestors(self, spath: str) -> list[str]:
+        """The ancestors of ``spath`` that do not exist, deepest first."""
+        missing = []
+        head, _, tail = spath.rstrip("/").rpartition("/")
+        while head and tail and not self.exists(head):
+            missing.append(head)
+            head, _, tail = head.rstrip("/").rpartition("/")
+        return missing
+
+    def _mkdir_exist_ok(self, spath: str, mode: int) -> None:
+        try:
+            self.mkdir(spath, mode)
+        except OSError:
+            if not self.isdir(spath):
+                raise
+
+    def rmdir(self, path) -> None:
+        spath = to_str(path)
+        with self._change() as txn:
+            r = self._existing(spath, follow=False, entry=True)
+            if r.name is None:  # Linux's errno for "/", "." and ".."
+                code = {"root": errno.EBUSY, "dot": errno.EINVAL, "dotdot": errno.ENOTEMPTY}
+                raise oserror(code[r.last], spath)
+            if r.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, spath)
+            if len(self._dir(r.ino)):  # type: ignore[arg-type]
+                raise oserror(errno.ENOTEMPTY, spath)
+            self._dir(r.parent).remove(r.name, txn)
+            parent = self._inode(r.parent)
+            parent.nlink -= 1
+            self._touch(parent)
+            self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
+
+    def unlink(self, path) -> None:
+        optimistically(self, self._unlink, to_str(path))
+
+    def _unlink(self, spath: str) -> None:
+        with self._change() as txn:
+            r = self._existing(spath, follow=False, entry=True)
+            if r.ftype == DIR_T:
+                raise oserror(errno.EISDIR, spath)
+            if r.trailing_slash:
+                raise oserror(errno.ENOTDIR, spath)
+            self._edit_dir(r.parent).remove(r.name, txn)  # type: ignore[arg-type]
+            self._touch_dir(self._parent_inode(r.parent))
+            self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
+
+    remove = unlink
+
+    def link(self, src, dst) -> None:
+        ssrc, sdst = to_str(src), to_str(dst)
+        with self._change() as txn:
+            s = self._existing(ssrc, follow=False)
+            d = self._entry(sdst)
+            if d.ino is not None or d.name is None:  # EEXIST before EPERM, as Linux
+                raise oserror(errno.EEXIST, ssrc, sdst)
+            if d.trailing_slash:  # a new name ending in "/" asks for a directory
+                raise oserror(errno.ENOENT, ssrc, sdst)
+            if s.ftype == DIR_T:
+                raise oserror(errno.EPERM, ssrc, sdst)
+            dparent = self._inode(d.parent)
+            if dparent.nlink == 0:
+                raise oserror(errno.ENOENT, ssrc, sdst)
+            inode = self._inode(s.ino)  # type: ignore[arg-type]
+            self._dir(d.parent).add(
+                d.name,
+                inode.ino,
+                s.ftype,
+                txn,  # type: ignore[arg-type]
+                self._dir_block_adder(dparent),
+            )
+            inode.nlink += 1
+            self._touch(inode, data=False)
+            self._touch_dir(dparent)
+
+    def symlink(self, target, path) -> None:
+        starget, spath = to_str(target), to_str(path)
+        if not starget:
+            raise oserror(errno.ENOENT, starget, spath)
+        if len(starget.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            raise oserror(errno.ENAMETOOLONG, starget, spath)
+        with self._change() as txn:
+            r = self._entry(spath)
+            if r.ino is not None or r.name is None:
+                raise oserror(errno.EEXIST, starget, spath)
+            if r.trailing_slash:
+                raise oserror(errno.ENOENT, starget, spath)
+            inode = self._create(txn, r, S_IFLNK | 0o777, spath)
+            raw = starget.encode("utf-8", "surrogateescape")
+            self._write_piece(txn, inode, 0, memoryview(raw))
+
+    def readlink(self, path) -> str:
+        spath = to_str(path)
+        with self._locked(exclusive=False):
+            r = self._existing(spath, follow=False)
+            if r.ftype != LNK_T:
+                raise oserror(errno.EINVAL, spath)
+            return self._readlink_ino(r.ino)  # type: ignore[arg-type]
+
+    def rename(self, src, dst) -> None:
+        """Atomically rename, replacing an existing target as os.rename does on POSIX."""
+        optimistically(self, self._rename_change, to_str(src), to_str(dst))
+
+    replace = rename
+
+    def _rename_change(self, ssrc: str, sdst: str) -> None:
+        with self._change() as txn:
+            # Both parents resolve before the source must exist, as in Linux.
+            s = self._entry(ssrc)
+            d = self._entry(sdst)
+            if s.name is None or d.name is None:  # "/", "." or "..": before ENOENT, as Linux
+                raise oserror(errno.EBUSY, ssrc, sdst)
+            if s.ino is None:
+                raise oserror(errno.ENOENT, ssrc)
+            # Linux's order: trailing slashes, then ancestry, then "same file".
+            src_is_dir = s.ftype == DIR_T
+            if src_is_dir:
+                self._check_not_inside(s.ino, d.parent, ssrc, sdst)  # type: ignore[arg-type]
+            elif s.trailing_slash or d.trailing_slash:
+                raise oserror(errno.ENOTDIR, ssrc, sdst)
+            if d.ino is not None and d.ftype == DIR_T:
+                # A target that is an ancestor of the source is not empty (Linux
+                # says so before comparing file types).
+                self._check_not_inside(
+                    d.ino,
+                    s.parent,
+                    ssrc,
+                    sdst,  # type: ignore[arg-type]
+                    errno.ENOTEMPTY,
+                )
+            if d.ino == s.ino:
+                return
+            if d.ino is not None:
+                self._check_replaceable(s, d, ssrc, sdst)
+            self._rename(txn, s, d)
+
+    def _check_not_inside(
+        self, src_ino: int, dst_parent: int, ssrc: str, sdst: str, code: int = errno.EINVAL
+    ) -> None:
+        x, seen = dst_parent, set()
+        while True:
+            if x == src_ino:
+                raise oserror(code, ssrc, sdst)
+            if x == ROOT_INO:
+                return
+            if x in seen:  # parent fields in a cycle that never reaches the root
+                raise CorruptionError(f"directory {x}: its parents never reach the root")
+            seen.add(x)
+            x = self._parent_of(x)
+
+    def _check_replaceable(self, s: Resolved, d: Resolved, ssrc: str, sdst: str) -> None:
+        if s.ftype == DIR_T:
+            if d.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, ssrc, sdst)
+            if len(self._dir(d.ino)):  # type: ignore[arg-type]
+                raise oserror(errno.ENOTEMPTY, ssrc, sdst)
+        elif d.ftype == DIR_T:
+            raise oserror(errno.EISDIR, ssrc, sdst)
+
+    def _rename(self, txn: Transaction, s: Resolved, d: Resolved) -> None:
+        moving = self._inode(s.ino)  # type: ignore[arg-type]
+        sparent, dparent = self._parent_inode(s.parent), self._parent_inode(d.parent)  # type: ignore[arg-type]
+        if dparent.nlink == 0:
+            raise oserror(errno.ENOENT)
+        ddir = self._edit_dir(d.parent)
+        if d.ino is not None:
+            ddir.retarget(d.name, moving.ino, s.ftype, txn)  # type: ignore[arg-type]
+            victim = self._inode(d.ino)
+            if victim.is_dir:
+                dparent.nlink -= 1
+                self._txn_dirty.add(dparent.ino)
+            self._drop_link(txn, victim)
+        else:
+            adder = self._dir_block_adder(dparent)
+            ddir.add(d.name, moving.ino, s.ftype, txn, adder)  # type: ignore[arg-type]
+        self._edit_dir(s.parent).remove(s.name, txn)  # type: ignore[arg-type]
+        if moving.is_dir and s.parent != d.parent:
+            sparent.nlink -= 1
+            dparent.nlink += 1
+            moving.parent = d.parent
+            self._txn_dirty.update((sparent.ino, dparent.ino))
+        self._touch(moving, data=False)
+        self._touch_dir(sparent)
+        self._touch_dir(dparent)
