@@ -298,9 +298,11 @@ class FileSystem(DataPath, NamespacePath, MapPath):
         uses it for named entries only (``whole`` false: lookups, adds,
         removes) records those names instead of the directory, unless it
         loads it here (what it read from the media must not change under
-        it)."""
+        it).  A change that reads it whole goes the old way at once where
+        conflicts showed it busy (Backoff); one that passes through it does
+        not (_edit_dir checks for the one that edits it)."""
         if self._reads is not None:
-            if self._backoff.busy(ino):
+            if whole and self._backoff.busy(ino):
                 raise Contended(frozenset((ino,)))
             if whole or ino not in self.dirs:
                 self._reads.add(ino)
@@ -327,6 +329,8 @@ class FileSystem(DataPath, NamespacePath, MapPath):
     def _edit_dir(self, ino: int) -> Directory:
         """Directory ``ino``, to add or remove names: an optimistic change
         tracks its edits (Directory.track) so that it can rebase them."""
+        if self._reads is not None and self._backoff.busy(ino):
+            raise Contended(frozenset((ino,)))
         d = self._dir(ino, whole=False)
         if self._edited is not None and d.ops is None:
             d.track()
