@@ -186,10 +186,7 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     # A directory whose inode is unchanged keeps its blocks: the records'
     # writes in them are laid over our copy (one shared directory stays
     # cheap to follow).
-    for ino in touched - slots - refreshed:
-        d = fs.dirs.get(ino)
-        if d is not None and not d.refresh(written):
-            del fs.dirs[ino]
+    refresh_cached_dirs(fs, touched - slots - refreshed, written)
     return True
 
 
@@ -205,6 +202,12 @@ def refresh_dirs(fs, records, inos: frozenset[int]) -> None:
             for dst, data in rec.writes:
                 if not sb.itable_off <= dst < sb.itable_end:
                     add_written(written, dst, data)
+    refresh_cached_dirs(fs, inos, written)
+
+
+def refresh_cached_dirs(fs, inos, written: dict[int, list[tuple[int, bytes]]]) -> None:
+    """Lay ``written`` over those of directories ``inos`` we hold; drop any
+    whose refresh is not enough (loaded again whole at next use)."""
     for ino in inos:
         d = fs.dirs.get(ino)
         if d is not None and not d.refresh(written):
@@ -749,10 +752,7 @@ class Change:
             for block in {dst - dst % BLOCK for dst, _d in txn.writes}
             if sb.data_off <= block < sb.data_end
         }
-        for ino in txn.touched - changed:
-            d = fs.dirs.get(ino)
-            if d is not None and not d.refresh(whole):
-                del fs.dirs[ino]
+        refresh_cached_dirs(fs, txn.touched - changed, whole)
         for ino in fs._txn_pins:
             fs._unpin(ino)
         # Once: the conflict path undoes before catching up, then unwinds here.

@@ -280,7 +280,7 @@ class Directory:
     def retarget(self, name: str, ino: int, ftype: int, txn: Transaction) -> int:
         """Point an existing name at another inode in place; return the old ino."""
         old, _f, b, pos = self.entries[name]
-        self.rebasable = False  # (rename: never made optimistically)
+        self.rebasable = False  # rollback keeps no copy of a retarget
         image = self.images[b]
         struct.pack_into("<Q", image, pos, ino)
         image[pos + 9] = ftype
