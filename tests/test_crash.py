@@ -42,7 +42,7 @@ from daxfs.crash import (
     page_cache_points,
     recovery_log,
 )
-from daxfs.fs import mount_region
+from daxfs.pool import mount_region
 from daxfs.region import Region
 
 FULL = bool(os.environ.get("DAXFS_CRASH_FULL"))

@@ -186,7 +186,7 @@ def test_stores_through_a_mapping_are_caught_at_persist(tmp_path):
             f.write(bytes(8192))
         dev = fs.iomap("/f")[0].device_offset
     rec = RecordingRegion(Region(pool, durability="none"))
-    fs = daxfs.fs.mount_region(rec)
+    fs = daxfs.pool.mount_region(rec)
     try:
         rec.reset()
         with rec.operation("map store persist"):
@@ -278,7 +278,7 @@ def test_every_real_operation_keeps_the_discipline(tmp_path):
     pool = str(tmp_path / "pool")
     daxfs.mkfs(pool, "16M")
     rec = RecordingRegion(Region(pool, durability="none"))
-    fs = daxfs.fs.mount_region(rec)
+    fs = daxfs.pool.mount_region(rec)
     try:
         sb = fs.sb
         steps = {

@@ -14,8 +14,8 @@ import pytest
 
 import daxfs
 from daxfs import layout as L
-from daxfs.fs import read_superblock
 from daxfs.journal import Journal
+from daxfs.pool import read_superblock
 from daxfs.region import Region
 
 

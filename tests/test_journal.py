@@ -328,8 +328,8 @@ def test_recovery_does_not_replay_into_revoked_space(tmp_path):
     """A metadata block written by an early record, freed (revoked) by a later
     one and reused for file data must keep the data after recovery."""
     import daxfs
-    from daxfs.fs import read_superblock
     from daxfs.journal import Journal, Transaction
+    from daxfs.pool import read_superblock
     from daxfs.region import Region
 
     path = str(tmp_path / "revoke.pool")

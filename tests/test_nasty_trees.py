@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 import daxfs
 from daxfs import layout as L
 from daxfs.dir import DIR_FTYPE
-from daxfs.fs import read_superblock
 from daxfs.inode import Inode
 from daxfs.journal import Journal, RangeSet, Transaction, _unrevoked
 from daxfs.layout import TxnRecord
+from daxfs.pool import read_superblock
 from daxfs.region import Region
 
 DEPTH = 1500  # deeper than Python's recursion limit (1,000)

@@ -9,11 +9,12 @@ with daxfs.mount("/mnt/pmem/pool") as fs:
 """
 
 from .check import Report, check
-from .fs import FileSystem, StatVFS, mount
+from .fs import FileSystem, StatVFS
 from .inode import Extent
 from .layout import CorruptionError
 from .mapping import Mapping
 from .mkfs import mkfs
+from .pool import mount
 from .units import parse_size
 
 __all__ = [

@@ -671,7 +671,7 @@ class _Checker:
         """Give each unreachable inode a name in lost+found (through a mount,
         which knows how to grow directories), a batch per transaction.  With
         no space for that, what is left stays unreachable, and says so."""
-        from .fs import open_pool  # late: fs builds on everything check uses
+        from .pool import open_pool  # late: fs builds on everything check uses
 
         fs = open_pool(
             self.path,
@@ -724,7 +724,7 @@ class _Checker:
     def _reclaim_orphans(self) -> None:
         """Free orphans no live process pins (a crash left them behind); those
         still open or mapped somewhere stay until their last user is gone."""
-        from .fs import open_pool
+        from .pool import open_pool
 
         fs = open_pool(
             self.path,

@@ -235,7 +235,7 @@ class MemoryRegion:
 def recovery_log(image: bytes | bytearray, lock_path: str) -> list[tuple]:
     """The events of mounting ``image`` (journal recovery, orphan reclaim),
     recorded under the pmem model; the image itself is left as it was."""
-    from .fs import mount_region
+    from .pool import mount_region
 
     rec = RecordingRegion(MemoryRegion(bytearray(image), lock_path))
     mount_region(rec).close()

@@ -18,8 +18,9 @@ allocations undone: the media never saw the change.
 
 The FileSystem class is built of rooms, mixed in here: data placement and
 ordering are data.py's (DataPath), the calls that change names
-namespace.py's (NamespacePath), mapping files mapfiles.py's (MapPath);
-locks, catching up and optimistic changes are coherence.py's.
+namespace.py's (NamespacePath), mapping files mapfiles.py's (MapPath),
+reading directories listing.py's (ListingPath); locks, catching up and
+optimistic changes are coherence.py's; mounting a pool is pool.py's.
 
 Durability: every namespace change and every write that allocates or
 changes the size is durable when the call returns, on every backend.
@@ -32,7 +33,6 @@ lazytime: on close, flush, fsync, sync or with the next change to the inode.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import errno
 import fcntl
 import io
@@ -51,19 +51,9 @@ from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .inode import Extent, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
-from .layout import (
-    BLOCK,
-    CHUNK,
-    SUPER,
-    VERSION,
-    CorruptionError,
-    Superblock,
-    ftype_of,
-    superblock_at,
-    unpack_superblock,
-    upgrade_interrupted,
-)
+from .layout import BLOCK, CHUNK, CorruptionError, Superblock, ftype_of
 from .leases import Leases
+from .listing import ListingPath
 from .mapfiles import MapPath
 from .namespace import NamespacePath
 from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
@@ -116,60 +106,7 @@ class StatVFS:
         return self.f_bfree * self.f_frsize
 
 
-class DirEntry:
-    """What fs.scandir yields; the same interface as os.DirEntry."""
-
-    def __init__(self, fs: FileSystem, parent: str, name: str, ino: int, ftype: int):
-        self._fs, self.name, self._ino, self._ftype = fs, name, ino, ftype
-        self.path = parent.rstrip("/") + "/" + name
-
-    def inode(self) -> int:
-        return self._ino
-
-    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
-        if self._ftype == LNK_T and follow_symlinks:
-            return self._fs.isdir(self.path)
-        return self._ftype == DIR_T
-
-    def is_file(self, *, follow_symlinks: bool = True) -> bool:
-        if self._ftype == LNK_T and follow_symlinks:
-            return self._fs.isfile(self.path)
-        return self._ftype == S_IFREG >> 12
-
-    def is_symlink(self) -> bool:
-        return self._ftype == LNK_T
-
-    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        return self._fs.stat(self.path) if follow_symlinks else self._fs.lstat(self.path)
-
-    def __fspath__(self) -> str:
-        return self.path
-
-    def __repr__(self) -> str:
-        return f"<DirEntry {self.name!r}>"
-
-
-class _ScandirIterator:
-    def __init__(self, entries: list[DirEntry]):
-        self._it = iter(entries)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> DirEntry:
-        return next(self._it)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._it = iter(())
-
-
-class FileSystem(DataPath, NamespacePath, MapPath):
+class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     """A mounted pool.  Use as a context manager or call close()."""
 
     def __init__(self, region: Region, sb: Superblock, *, readonly: bool):
@@ -755,96 +692,6 @@ class FileSystem(DataPath, NamespacePath, MapPath):
         except (OSError, ValueError):
             return False
 
-    def listdir(self, path="/") -> list[str]:
-        spath = to_str(path)
-        with self._locked(exclusive=False):
-            r = self._existing(spath)
-            if r.ftype != DIR_T:
-                raise oserror(errno.ENOTDIR, spath)
-            return list(self._dir(r.ino).entries)  # type: ignore[arg-type]
-
-    def scandir(self, path="/") -> _ScandirIterator:
-        return _ScandirIterator(self._listing(to_str(path))[1])
-
-    def _listing(self, spath: str) -> tuple[int, list[DirEntry]]:
-        """The directory ``spath`` names (symlinks followed): its inode and
-        entries, from one resolution under one lock."""
-        with self._locked(exclusive=False):
-            r = self._existing(spath)
-            if r.ftype != DIR_T:
-                raise oserror(errno.ENOTDIR, spath)
-            d = self._dir(r.ino)  # type: ignore[arg-type]
-            entries = [
-                DirEntry(self, spath or "/", name, e[0], e[1]) for name, e in d.entries.items()
-            ]
-            return r.ino, entries  # type: ignore[return-value]
-
-    def walk(self, top="/", topdown: bool = True, onerror=None, followlinks: bool = False):
-        """Like os.walk: yields (dirpath, dirnames, filenames); topdown callers
-        may prune dirnames in place.  A loop, not recursion: a tree has no
-        depth limit.  Lookups already refuse a directory named twice
-        (CorruptionError), and the walk keeps its own set of the directories
-        it listed too: meeting one again raises CorruptionError naming the
-        path, at once (a damaged pool, or a directory moved during the walk).
-        With ``followlinks``, directories reached through symlinks are walked
-        again as os.walk walks them, but a symlink back to a directory the
-        walk is inside is not followed (a loop; ``find -L`` says so too).
-        Errors listing a directory go to ``onerror`` as in os.walk, but
-        without ``onerror`` damage is raised: a damaged pool never looks like
-        a smaller tree."""
-        stack: list[tuple] = [(to_str(top), None)]
-        seen: set[int] = set()
-        while stack:
-            item = stack.pop()
-            if len(item) == 3:  # bottom-up: its subdirectories are done
-                yield item
-                continue
-            path, above = item
-            listed = self._walk_listing(path, above, seen, followlinks, onerror)
-            if listed is None:
-                continue
-            here, dirs, files, links = listed
-            if topdown:
-                yield path, dirs, files
-            else:
-                stack.append((path, dirs, files))
-            prefix = path.rstrip("/") + "/"
-            for name in reversed(dirs):
-                if followlinks or name not in links:
-                    stack.append((prefix + name, here))
-
-    def _walk_listing(self, path: str, above, seen: set[int], followlinks: bool, onerror):
-        """One directory of a walk: (its chain of directories, dirs, files,
-        names of symlinks), or None when it is skipped (an error given to
-        onerror, or a symlink loop).  ``above`` is the chain of the directory
-        it was found in, (ino, chain above) pairs: only followed symlinks
-        need it, to tell a loop from a second way to one directory."""
-        try:
-            ino, entries = self._listing(path)
-            if ino in seen:
-                if not followlinks:
-                    raise CorruptionError(
-                        f"directory {ino} met twice in one walk "
-                        "(a damaged pool, or a directory moved during the walk)",
-                        path=path,
-                    )
-                if _on_chain(ino, above):
-                    return None
-            seen.add(ino)
-        except OSError as e:
-            if onerror is not None:
-                onerror(e)
-                return None
-            if isinstance(e, CorruptionError):
-                raise
-            return None
-        # As os.walk: a symlink to a directory is listed among the directories,
-        # and walked into only with followlinks.
-        dirs = [e.name for e in entries if e.is_dir()]
-        files = [e.name for e in entries if not e.is_dir()]
-        links = {e.name for e in entries if e.is_symlink()}
-        return (ino, above), dirs, files, links
-
     def iomap(self, path, offset: int = 0, length: int | None = None) -> list[Extent]:
         """The block map of [offset, offset+length) (default: to end of file), as
         maximal extents, mapped or hole."""
@@ -961,15 +808,6 @@ def _bad_entry(dir_ino: int, name: str, inode: Inode, ftype: int) -> CorruptionE
     return CorruptionError(f"{where} names directory {inode.ino}, whose parent is {inode.parent}")
 
 
-def _on_chain(ino: int, chain) -> bool:
-    """Is ``ino`` one of the directories on a walk's chain of (ino, above) pairs?"""
-    while chain is not None:
-        if chain[0] == ino:
-            return True
-        chain = chain[1]
-    return False
-
-
 def _wrap(
     raw: DaxRawFile,
     mode: str,
@@ -998,130 +836,3 @@ def _wrap(
     )
     text.mode = mode  # type: ignore[misc]
     return text
-
-
-# --------------------------------------------------------------------------
-# mount
-# --------------------------------------------------------------------------
-def read_superblock(region: Region) -> tuple[Superblock, bool]:
-    """The primary superblock, or the replica if the primary is damaged.
-    Returns (superblock, primary_ok).  Two valid copies that differ mean one
-    was damaged in a way its checksum missed; which one is a judgement the
-    checker makes (fsck --repair), not the mount."""
-    off = region.size - BLOCK
-    replica = superblock_at(region, off)
-    try:
-        primary = unpack_superblock(region.read(0, BLOCK), 0, region.size)
-    except CorruptionError:
-        if replica is None:
-            raise
-        return replica, False
-    if replica is not None and region.read(0, SUPER.size) != region.read(off, SUPER.size):
-        if upgrade_interrupted(primary, replica):
-            return replica, False
-        raise CorruptionError(
-            "the primary and replica superblocks are both valid but differ "
-            "(run `daxfs fsck --repair`)",
-            off,
-        )
-    return primary, True
-
-
-def upgrade_superblocks(region, sb: Superblock) -> Superblock:
-    """Bring an older pool's superblocks to this format version, the replica
-    first.  Run at a writable mount, after recovery, under the exclusive pool
-    lock.  From version 1: its journal records hold only writes and revokes,
-    which version 2 reads alike, so only the version field changes."""
-    if sb.version == VERSION and unpack_superblock_version(region, 0) in (None, VERSION):
-        return sb  # current (a damaged primary is the checker's to repair)
-    new = dataclasses.replace(sb, version=VERSION)
-    raw = new.pack()
-    for off in (sb.replica_off, 0):
-        if region.read(off, SUPER.size) != raw:
-            region.store(off, raw)
-            region.persist(off, len(raw))
-    return new
-
-
-def unpack_superblock_version(region, off: int) -> int | None:
-    """The version of the superblock copy at ``off``, if that copy is valid."""
-    copy = superblock_at(region, off)
-    return None if copy is None else copy.version
-
-
-def mount(
-    path, *, readonly: bool = False, durability: str | None = None, emulate_devdax: bool = False
-) -> FileSystem:
-    """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
-    of a pool that needs recovery recover through a temporary writable map
-    when the file allows it, else raise EROFS)."""
-    spath = to_str(path)
-    if readonly and _needs_recovery(spath):
-        if not os.access(spath, os.W_OK):
-            raise oserror(errno.EROFS, spath)
-        mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
-    return open_pool(
-        spath,
-        readonly=readonly,
-        durability=durability,
-        emulate_devdax=emulate_devdax,
-        reclaim_orphans=not readonly,
-    )
-
-
-def open_pool(
-    spath: str,
-    *,
-    readonly: bool,
-    durability: str | None,
-    emulate_devdax: bool,
-    reclaim_orphans: bool,
-) -> FileSystem:
-    """mount() without the read-only recovery detour; the checker mounts with
-    reclaim_orphans=False so that it decides about nameless inodes itself."""
-    region = Region(spath, readonly=readonly, durability=durability, emulate_devdax=emulate_devdax)
-    return mount_region(region, readonly=readonly, reclaim_orphans=reclaim_orphans)
-
-
-def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True) -> FileSystem:
-    """Mount a pool on a region object already made (a Region, or a wrapper with
-    the same interface, such as the crash tester's); closes it on failure."""
-    try:
-        sb, _primary_ok = read_superblock(region)
-        fs = FileSystem(region, sb, readonly=readonly)
-        with fs._tlock:
-            fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
-            try:
-                if not readonly:
-                    _reserve_metadata(region, sb)
-                    fs.journal.recover()
-                    fs.sb = sb = upgrade_superblocks(region, sb)
-                fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
-                fs._reload()
-                if not readonly:
-                    fs.leases.join()
-                if reclaim_orphans:
-                    fs._reclaim_orphans()
-            finally:
-                fcntl.flock(region.fd, fcntl.LOCK_UN)
-        return fs
-    except BaseException:
-        region.close()
-        raise
-
-
-def _reserve_metadata(region, sb: Superblock) -> None:
-    # Superblocks, journal and inode table get storage before any store (a
-    # pool made sparse by an older daxfs, or copied sparse, included).
-    region.reserve(0, sb.data_off)
-    region.reserve(sb.replica_off, BLOCK)
-
-
-def _needs_recovery(path: str) -> bool:
-    region = Region(path, readonly=True)
-    try:
-        sb, _ = read_superblock(region)
-        j = Journal(region, sb)
-        return any(True for _ in j._records())
-    finally:
-        region.close()

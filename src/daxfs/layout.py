@@ -34,7 +34,7 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # Version 2 added the claim and touch entries of transaction records (an
 # older reader would take them for the end of the journal and drop commits).
 # A version 1 pool is a version 2 pool whose records hold none: it mounts,
-# and its first writable mount upgrades the superblocks (fs.upgrade_superblocks).
+# and its first writable mount upgrades the superblocks (pool.upgrade_superblocks).
 VERSION = 2
 VERSIONS_READ = (1, 2)
 

@@ -51,7 +51,8 @@ import os
 import threading
 from collections.abc import Callable
 
-from .fs import FileSystem, mount
+from .fs import FileSystem
+from .pool import mount
 
 IDLE_MOUNTS = 2  # mounts kept open while nobody holds them
 

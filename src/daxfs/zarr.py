@@ -82,8 +82,9 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from .fs import DirEntry, FileSystem
+from .fs import FileSystem
 from .layout import CorruptionError
+from .listing import DirEntry
 from .mapping import Mapping
 from .mounts import MOUNTS, Lease
 

@@ -32,7 +32,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..fs import FileSystem, mount
+from ..fs import FileSystem
+from ..pool import mount
 from .quoting import escape_controls, quote
 
 EXIT_ERROR = 1

@@ -1,0 +1,155 @@
+"""pool: mounting a pool, from its superblocks to a FileSystem.
+
+mount() is the public entry: it recovers the journal (read-only mounts
+recover through a temporary writable map when they may), upgrades an older
+pool's superblocks at a writable mount, and builds the FileSystem's caches
+under the exclusive pool lock.  open_pool and mount_region are the same
+path for the checker (which decides about orphans itself) and the crash
+tester (which brings its own region).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import os
+
+from .fs import FileSystem
+from .journal import Journal
+from .layout import (
+    BLOCK,
+    SUPER,
+    VERSION,
+    CorruptionError,
+    Superblock,
+    superblock_at,
+    unpack_superblock,
+    upgrade_interrupted,
+)
+from .path import oserror, to_str
+from .region import Region
+
+
+def read_superblock(region: Region) -> tuple[Superblock, bool]:
+    """The primary superblock, or the replica if the primary is damaged.
+    Returns (superblock, primary_ok).  Two valid copies that differ mean one
+    was damaged in a way its checksum missed; which one is a judgement the
+    checker makes (fsck --repair), not the mount."""
+    off = region.size - BLOCK
+    replica = superblock_at(region, off)
+    try:
+        primary = unpack_superblock(region.read(0, BLOCK), 0, region.size)
+    except CorruptionError:
+        if replica is None:
+            raise
+        return replica, False
+    if replica is not None and region.read(0, SUPER.size) != region.read(off, SUPER.size):
+        if upgrade_interrupted(primary, replica):
+            return replica, False
+        raise CorruptionError(
+            "the primary and replica superblocks are both valid but differ "
+            "(run `daxfs fsck --repair`)",
+            off,
+        )
+    return primary, True
+
+
+def upgrade_superblocks(region, sb: Superblock) -> Superblock:
+    """Bring an older pool's superblocks to this format version, the replica
+    first.  Run at a writable mount, after recovery, under the exclusive pool
+    lock.  From version 1: its journal records hold only writes and revokes,
+    which version 2 reads alike, so only the version field changes."""
+    if sb.version == VERSION and unpack_superblock_version(region, 0) in (None, VERSION):
+        return sb  # current (a damaged primary is the checker's to repair)
+    new = dataclasses.replace(sb, version=VERSION)
+    raw = new.pack()
+    for off in (sb.replica_off, 0):
+        if region.read(off, SUPER.size) != raw:
+            region.store(off, raw)
+            region.persist(off, len(raw))
+    return new
+
+
+def unpack_superblock_version(region, off: int) -> int | None:
+    """The version of the superblock copy at ``off``, if that copy is valid."""
+    copy = superblock_at(region, off)
+    return None if copy is None else copy.version
+
+
+def mount(
+    path, *, readonly: bool = False, durability: str | None = None, emulate_devdax: bool = False
+) -> FileSystem:
+    """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
+    of a pool that needs recovery recover through a temporary writable map
+    when the file allows it, else raise EROFS)."""
+    spath = to_str(path)
+    if readonly and _needs_recovery(spath):
+        if not os.access(spath, os.W_OK):
+            raise oserror(errno.EROFS, spath)
+        mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
+    return open_pool(
+        spath,
+        readonly=readonly,
+        durability=durability,
+        emulate_devdax=emulate_devdax,
+        reclaim_orphans=not readonly,
+    )
+
+
+def open_pool(
+    spath: str,
+    *,
+    readonly: bool,
+    durability: str | None,
+    emulate_devdax: bool,
+    reclaim_orphans: bool,
+) -> FileSystem:
+    """mount() without the read-only recovery detour; the checker mounts with
+    reclaim_orphans=False so that it decides about nameless inodes itself."""
+    region = Region(spath, readonly=readonly, durability=durability, emulate_devdax=emulate_devdax)
+    return mount_region(region, readonly=readonly, reclaim_orphans=reclaim_orphans)
+
+
+def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True) -> FileSystem:
+    """Mount a pool on a region object already made (a Region, or a wrapper with
+    the same interface, such as the crash tester's); closes it on failure."""
+    try:
+        sb, _primary_ok = read_superblock(region)
+        fs = FileSystem(region, sb, readonly=readonly)
+        with fs._tlock:
+            fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
+            try:
+                if not readonly:
+                    _reserve_metadata(region, sb)
+                    fs.journal.recover()
+                    fs.sb = sb = upgrade_superblocks(region, sb)
+                fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
+                fs._reload()
+                if not readonly:
+                    fs.leases.join()
+                if reclaim_orphans:
+                    fs._reclaim_orphans()
+            finally:
+                fcntl.flock(region.fd, fcntl.LOCK_UN)
+        return fs
+    except BaseException:
+        region.close()
+        raise
+
+
+def _reserve_metadata(region, sb: Superblock) -> None:
+    # Superblocks, journal and inode table get storage before any store (a
+    # pool made sparse by an older daxfs, or copied sparse, included).
+    region.reserve(0, sb.data_off)
+    region.reserve(sb.replica_off, BLOCK)
+
+
+def _needs_recovery(path: str) -> bool:
+    region = Region(path, readonly=True)
+    try:
+        sb, _ = read_superblock(region)
+        j = Journal(region, sb)
+        return any(True for _ in j._records())
+    finally:
+        region.close()
