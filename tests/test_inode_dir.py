@@ -14,10 +14,18 @@ from hypothesis import strategies as st
 
 import daxfs
 from daxfs.coherence import add_written
-from daxfs.dir import Directory
+from daxfs.dir import DIR_FTYPE, Directory
 from daxfs.inode import Extent, Inode
 from daxfs.journal import Transaction
-from daxfs.layout import BLOCK, CHUNK, DIRBLOCK_HEAD, DIRENT_HEAD, EXTENTS_PER_BLOCK, INLINE_EXTENTS
+from daxfs.layout import (
+    BLOCK,
+    CHUNK,
+    DIRBLOCK_HEAD,
+    DIRENT_HEAD,
+    EXTENTS_PER_BLOCK,
+    INLINE_EXTENTS,
+    CorruptionError,
+)
 
 MiB = 1 << 20
 
@@ -319,8 +327,8 @@ def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_ever
     """What another process does (coherence.apply_records): its Directory
     copy re-reads only what a record wrote (entries one by one, or a block
     whole).  Whenever refresh says that sufficed, the copy must equal a
-    fresh load of the media; when it says no (a new subdirectory entry, a
-    new block), the caller loads again."""
+    fresh load of the media, its subdirectories included; when it says no
+    (a new block), the caller loads again."""
     media, writer = Media(256), Directory(9)
     reader = Directory.load(9, memoryview(media.buf), media.devs())
     unread: list[Transaction] = []
@@ -339,7 +347,7 @@ def test_a_copy_refreshed_from_written_blocks_equals_a_fresh_load(ops, sync_ever
             reader, _loaded = caught_up(reader, media, written_by(unread))
             unread = []
             fresh = Directory.load(9, memoryview(media.buf), media.devs())
-            assert reader.entries == fresh.entries
+            assert reader.entries == fresh.entries and reader.subdirs == fresh.subdirs
             assert (reader.used, reader.live, reader.dead) == (fresh.used, fresh.live, fresh.dead)
             assert [bytes(x) for x in reader.images] == [bytes(x) for x in fresh.images]
 
@@ -405,6 +413,7 @@ def state_of(d: Directory):
     """Everything a Directory copy holds, to compare two copies."""
     return (
         dict(d.entries),
+        dict(d.subdirs),
         [bytes(x) for x in d.images],
         list(d.used),
         list(d.live),
@@ -445,8 +454,9 @@ def test_an_edit_rolled_back_refreshed_and_replayed_is_made_after_the_others(see
     for add, k in ours:
         name = f"o{k}" if add else f"s{k}"
         if add and name not in model and BLOCK - mine.used[-1] >= DIRENT_HEAD.size + len(name):
-            mine.add(name, 500 + k, 8, staged, media.new_block)
-            model[name] = (500 + k, 8)
+            ftype = DIR_FTYPE if k % 3 == 0 else 8  # subdirectories among them
+            mine.add(name, 500 + k, ftype, staged, media.new_block)
+            model[name] = (500 + k, ftype)
         elif not add and name in model:
             mine.remove(name, staged)
             del model[name]
@@ -459,7 +469,7 @@ def test_an_edit_rolled_back_refreshed_and_replayed_is_made_after_the_others(see
         t = Transaction()
         name = f"o{k}" if add else f"s{k}"
         if add and name not in theirs_dir.entries:
-            theirs_dir.add(name, 900 + k, 8, t, media.new_block)
+            theirs_dir.add(name, 900 + k, DIR_FTYPE if k % 2 else 8, t, media.new_block)
         elif not add and name in theirs_dir.entries:
             theirs_dir.remove(name, t)
         media.apply(t)
@@ -491,6 +501,30 @@ def test_an_edit_rolled_back_refreshed_and_replayed_is_made_after_the_others(see
             want[name] = (ino, ftype)
     assert reloaded(mine, media) == want
     assert {n: e[:2] for n, e in mine.entries.items()} == want
+
+
+def test_refresh_takes_in_a_new_subdirectory_but_not_a_second_name_for_one():
+    """Another process's mkdir is taken in by refresh (its copy need not be
+    parsed whole), but a record that names a directory a second time (a
+    crafted or damaged pool) makes refresh refuse, and the whole load that
+    follows says why: two names for one directory multiply walks."""
+    media, writer = Media(256), Directory(9)
+    t = Transaction()
+    writer.add("a", 50, DIR_FTYPE, t, media.new_block)
+    media.apply(t)
+    reader = Directory.load(9, memoryview(media.buf), media.devs())
+    t = Transaction()
+    writer.add("b", 51, DIR_FTYPE, t, media.new_block)
+    media.apply(t)
+    assert reader.refresh(written_by([t]))
+    assert reader.lookup("b") == (51, DIR_FTYPE) and reader.subdirs == {50: "a", 51: "b"}
+    t = Transaction()
+    writer.subdirs.clear()  # a writer that does not check (a crafted record)
+    writer.add("c", 50, DIR_FTYPE, t, media.new_block)  # directory 50 again
+    media.apply(t)
+    assert not reader.refresh(written_by([t]))
+    with pytest.raises(CorruptionError, match="two names for directory 50"):
+        Directory.load(9, memoryview(media.buf), media.devs())
 
 
 def test_refresh_takes_appends_removals_and_retargets_without_parsing_the_block(monkeypatch):

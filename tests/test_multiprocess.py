@@ -311,6 +311,48 @@ def test_a_foreign_commit_is_applied_from_its_record_not_rebuilt(pool_path):
         assert a.coherence["full_rebuilds"] == before["full_rebuilds"]
 
 
+def test_a_directory_another_mount_makes_subdirectories_in_is_refreshed_not_reloaded(
+    pool_path, monkeypatch
+):
+    """A mkdir beside us rewrites the parent's slot (its link count) and adds
+    a directory entry: our copy of the parent keeps its blocks and takes the
+    entry in (zarr makes a directory per chunk row in one shared directory;
+    parsing it whole per mkdir made two writers no faster than one).  When
+    the parent grows a block, the copy is loaded again, and is right."""
+    from daxfs.dir import Directory
+
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.mkdir("/c")
+        for i in range(20):
+            a.mkdir(f"/c/{i}")
+        ino = a.stat("/c").st_ino
+        copy = a.dirs[ino]
+        b.listdir("/c")  # b's copy loaded now: the loads counted below are a's
+        loads = []
+        real_load = Directory.load.__func__
+        monkeypatch.setattr(
+            Directory,
+            "load",
+            classmethod(lambda cls, *args: loads.append(args[0]) or real_load(cls, *args)),
+        )
+        for i in range(20, 40):
+            b.mkdir(f"/c/{i}")
+            assert sorted(a.listdir("/c"), key=int) == [str(k) for k in range(i + 1)]
+            assert a.stat("/c").st_nlink == i + 3
+        assert a.dirs[ino] is copy and ino not in loads
+        b.rmdir("/c/3")
+        b.rename("/c/4", "/c/four")
+        assert "3" not in a.listdir("/c") and a.stat("/c/four").st_ino == b.stat("/c/four").st_ino
+        assert a.dirs[ino] is copy and copy.subdirs == b.dirs[ino].subdirs
+        i = 40
+        while len(b.dirs[ino].devs) == len(copy.devs):  # until the directory grows
+            b.mkdir(f"/c/{'x' * 200}{i}")
+            i += 1
+        assert sorted(a.listdir("/c")) == sorted(b.listdir("/c"))
+        assert ino in loads and a.dirs[ino].devs == b.dirs[ino].devs
+    assert daxfs.check(pool_path).ok
+
+
 def test_a_mount_lapped_by_the_log_rebuilds_and_stays_correct(make_pool):
     """A mount whose unread records were checkpointed over (the smallest
     journal mkfs makes, 256 KiB, filled by the other mount) cannot catch up

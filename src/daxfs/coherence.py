@@ -31,7 +31,7 @@ import os
 import time
 
 from .journal import RangeSet, Transaction
-from .layout import BLOCK, INODE_SIZE, CorruptionError
+from .layout import BLOCK, INODE_SIZE, CorruptionError, unpack_inode
 from .path import oserror
 
 # Forks seen by this process: bumped in every child, so a FileSystem can tell
@@ -161,6 +161,7 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     rebuilds)."""
     sb, allocator = fs.sb, fs.allocator
     slots: set[int] = set()  # inodes whose slots were written
+    whole_slots: dict[int, bytes] = {}  # of those, the last bytes of slots written whole
     touched: set[int] = set()  # directories whose blocks were written
     # The data-area writes, by block (device offsets).
     written: dict[int, list[tuple[int, bytes]]] = {}
@@ -168,7 +169,9 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
         for rec in records:
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
-                    slots.update(slots_written(sb, dst, len(data)))
+                    inos = slots_written(sb, dst, len(data))
+                    slots.update(inos)
+                    note_slot_bytes(whole_slots, sb, inos, dst, data)
                 else:
                     add_written(written, dst, data)
             touched.update(rec.touches)
@@ -180,14 +183,51 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
                 allocator.free((dev - sb.data_off) // BLOCK, n // BLOCK)
     except AssertionError:
         return False
+    dropped = set()
     for ino in slots:
+        cached = fs.inodes.cache.get(ino)
         fs.inodes.forget(ino)
-        fs.dirs.pop(ino, None)
-    # A directory whose inode is unchanged keeps its blocks: the records'
-    # writes in them are laid over our copy (one shared directory stays
-    # cheap to follow).
-    refresh_cached_dirs(fs, touched - slots - refreshed, written)
+        if ino in fs.dirs and not same_blocks(fs, cached, ino, whole_slots.get(ino)):
+            del fs.dirs[ino]
+            dropped.add(ino)
+    # A directory whose blocks are the same keeps them: the records' writes
+    # in them are laid over our copy (one shared directory, where others
+    # create files and directories, stays cheap to follow).
+    refresh_cached_dirs(fs, touched - dropped - refreshed, written)
     return True
+
+
+def note_slot_bytes(whole_slots: dict[int, bytes], sb, inos: range, dst: int, data) -> None:
+    """Keep the bytes a record wrote to slots ``inos`` (a write at ``dst``)
+    where it wrote a slot whole, as an inode is staged; forget them where
+    it wrote part of one."""
+    for ino in inos:
+        off = sb.itable_off + ino * INODE_SIZE
+        if dst <= off and off + INODE_SIZE <= dst + len(data):
+            whole_slots[ino] = bytes(data[off - dst : off - dst + INODE_SIZE])
+        else:
+            whole_slots.pop(ino, None)
+
+
+def same_blocks(fs, cached, ino: int, slot: bytes | None) -> bool:
+    """Does the slot ``ino`` a record wrote whole (``slot``) give the
+    directory the blocks it had (``cached``, its inode before)?  A new link
+    count or new times leave them; new blocks, a new owner of the number,
+    or anything we cannot tell from the record's bytes alone (extents past
+    the slot, bytes that do not check) mean the directory is loaded again."""
+    if cached is None or slot is None or cached.ext_blocks:
+        return False
+    try:
+        r = unpack_inode(slot, fs.inodes.slot_off(ino), ino)
+    except CorruptionError:
+        return False
+    return (
+        r.mode == cached.mode
+        and r.generation == cached.generation
+        and r.size == cached.size
+        and r.nextents == len(r.inline) == len(cached.extents)
+        and [tuple(e) for e in r.inline] == [tuple(e) for e in cached.extents]
+    )
 
 
 def refresh_dirs(fs, records, inos: frozenset[int]) -> None:

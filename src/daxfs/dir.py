@@ -45,6 +45,11 @@ class Directory:
     def __init__(self, ino: int):
         self.ino = ino
         self.entries: dict[str, Entry] = {}
+        # Which name each subdirectory has here: a directory is named once,
+        # or walks multiply.  Kept as entries change (_enter, _drop), so
+        # that taking in another process's new subdirectory (refresh) is
+        # checked without parsing the directory whole.
+        self.subdirs: dict[int, str] = {}
         self.images: list[bytearray] = []
         self.devs: list[int] = []
         self.used: list[int] = []
@@ -64,7 +69,6 @@ class Directory:
     @classmethod
     def load(cls, ino: int, buf, devs: list[int]) -> Directory:
         d = cls(ino)
-        subdirs: set[int] = set()  # a directory is named once, or walks multiply
         for dev in devs:
             image = bytearray(buf[dev : dev + BLOCK])
             b = len(d.images)
@@ -73,19 +77,13 @@ class Directory:
             d.used.append(0)
             d.live.append(0)
             d.dead.append(0)
-            for _name, eino, ftype, _pos in d._take_block(b):
-                if ftype == DIR_FTYPE:
-                    if eino in subdirs:
-                        raise CorruptionError(
-                            f"directory {ino}: two names for directory {eino}", dev
-                        )
-                    subdirs.add(eino)
+            d._take_block(b)
         return d
 
     def _take_block(self, b: int) -> list[tuple[str, int, int, int]]:
         """Parse block ``b``'s image and enter its names; return them as
         (name, ino, ftype, pos).  A name that is invalid or already present
-        is damage (CorruptionError)."""
+        is damage (CorruptionError), as is a second name for a directory."""
         image, dev = self.images[b], self.devs[b]
         used, entries = parse_dirblock(image, dev, self.ino)
         live_bytes = 0
@@ -94,7 +92,7 @@ class Directory:
             name = raw.decode("utf-8", "surrogateescape")
             if not valid_name(raw) or name in self.entries:
                 raise CorruptionError(f"directory {self.ino}: bad or duplicate name {raw!r}", dev)
-            self.entries[name] = (eino, ftype, b, pos)
+            self._enter(name, (eino, ftype, b, pos))
             live_bytes += DIRENT_HEAD.size + len(raw)
             out.append((name, eino, ftype, pos))
         self.used[b], self.live[b] = used, len(entries)
@@ -106,8 +104,7 @@ class Directory:
         ``written`` maps a block's device offset to the (device offset,
         bytes) writes into it, in record order.  False when that is not
         enough and the directory must be loaded again whole: a block does
-        not check, or a directory entry appeared (only a whole load can
-        tell it is the one name for that directory).
+        not check, or names a directory another name here names too.
 
         The writes are laid over our copy of each block, not read back from
         the media: a block read with no pool lock may hold a later, not yet
@@ -130,30 +127,22 @@ class Directory:
                 image = bytearray(self.images[b])
                 for off, data in writes:
                     image[off - dev : off - dev + len(data)] = data
-                if self._refresh_entries(b, image, writes):
-                    continue
-                if not self._reparse(b, image):
-                    return False
+                if not self._refresh_entries(b, image, writes):
+                    self._reparse(b, image)
         except CorruptionError:
             return False
         return True
 
-    def _reparse(self, b: int, image: bytearray) -> bool:
-        """Take block ``b`` again whole from ``image``.  False if a directory
-        entry appeared in it."""
+    def _reparse(self, b: int, image: bytearray) -> None:
+        """Take block ``b`` again whole from ``image`` (CorruptionError if
+        it does not check, or names a directory named elsewhere here)."""
         dev = self.devs[b]
-        had_dirs = set()
-        for pos, ino, ftype, raw in parse_dirblock(self.images[b], dev, self.ino)[1]:
+        for pos, _ino, _ftype, raw in parse_dirblock(self.images[b], dev, self.ino)[1]:
             name = raw.decode("utf-8", "surrogateescape")
             if self.entries.get(name, (0, 0, -1, -1))[2:] == (b, pos):
-                del self.entries[name]
-            if ftype == DIR_FTYPE:
-                had_dirs.add((name, ino))
+                self._drop(name)
         self.images[b] = image
-        for name, ino, ftype, _pos in self._take_block(b):
-            if ftype == DIR_FTYPE and (name, ino) not in had_dirs:
-                return False
-        return True
+        self._take_block(b)
 
     def _refresh_entries(self, b: int, image: bytearray, writes) -> bool:
         """Take into block ``b`` the entries the ``writes`` changed, reading
@@ -191,8 +180,6 @@ class Directory:
             if self.entries.get(name, (0, 0, -1, -1))[2:] != (b, pos):
                 return False
             ino, _nlen, ftype = DIRENT_HEAD.unpack_from(image, pos)
-            if ftype == DIR_FTYPE and ino and (ino, ftype) != self.entries[name][:2]:
-                return False  # a directory named anew: only a whole load checks it
             changed.append((name, pos, ino, ftype))
         removed = {c[0] for c in changed if not c[2]}
         appended = self._appended(image, old_used, used, removed)
@@ -202,14 +189,15 @@ class Directory:
         if self.live[b] + len(added) - len(removed) != live:
             return False
         dead += self.dead[b]
+        for name, pos, ino, _ftype in changed:
+            self._drop(name)
+            if not ino:
+                dead += DIRENT_HEAD.size + image[pos + 8]
         for name, pos, ino, ftype in changed:
             if ino:
-                self.entries[name] = (ino, ftype, b, pos)
-            else:
-                del self.entries[name]
-                dead += DIRENT_HEAD.size + image[pos + 8]
+                self._enter(name, (ino, ftype, b, pos))
         for name, ino, ftype, pos in added:
-            self.entries[name] = (ino, ftype, b, pos)
+            self._enter(name, (ino, ftype, b, pos))
         self.images[b], self.used[b], self.live[b], self.dead[b] = image, used, live, dead
         return True
 
@@ -217,7 +205,7 @@ class Directory:
         """The live entries in ``image`` between ``start`` and ``used`` as
         (name, ino, ftype, pos), checked as a load checks them, and the bytes
         of the tombstones among them.  None when they are not plain new
-        names (a directory, a name we hold, damage)."""
+        names (a name we hold, damage)."""
         out, pos, dead = [], start, 0
         while pos < used:
             if pos + DIRENT_HEAD.size > used:
@@ -229,7 +217,7 @@ class Directory:
             if ino:
                 raw = bytes(image[pos + DIRENT_HEAD.size : end])
                 name = raw.decode("utf-8", "surrogateescape")
-                if ftype == DIR_FTYPE or not valid_name(raw):
+                if not valid_name(raw):
                     return None
                 if name in self.entries and name not in removing:
                     return None
@@ -240,6 +228,28 @@ class Directory:
         if len({e[0] for e in out}) != len(out):
             return None
         return out, dead
+
+    def _enter(self, name: str, entry: Entry, checked: bool = True) -> None:
+        """Set ``name``'s entry (it has none).  CorruptionError if it names a
+        directory that another name here names already, unless ``checked``
+        is false: our own edits, where a rename within the directory adds
+        the new name before it removes the old one."""
+        if entry[1] == DIR_FTYPE:
+            other = self.subdirs.setdefault(entry[0], name)
+            if other != name and not checked:
+                self.subdirs[entry[0]] = name
+            elif other != name:
+                raise CorruptionError(
+                    f"directory {self.ino}: two names for directory {entry[0]}",
+                    self.devs[entry[2]],
+                )
+        self.entries[name] = entry
+
+    def _drop(self, name: str) -> Entry:
+        entry = self.entries.pop(name)
+        if entry[1] == DIR_FTYPE and self.subdirs.get(entry[0]) == name:
+            del self.subdirs[entry[0]]
+        return entry
 
     def lookup(self, name: str) -> tuple[int, int] | None:
         e = self.entries.get(name)
@@ -258,7 +268,7 @@ class Directory:
         image[pos + DIRENT_HEAD.size : pos + need] = raw
         self.used[b] += need
         self.live[b] += 1
-        self.entries[name] = (ino, ftype, b, pos)
+        self._enter(name, (ino, ftype, b, pos), checked=False)
         self._seal(b)
         self._write(txn, self.devs[b] + pos, image[pos : pos + need])
         self._stage_header(b, txn)
@@ -267,7 +277,7 @@ class Directory:
         if self.ops is not None:
             self._keep(self.entries[name][2], name)
             self.ops.append((name, None, None))
-        ino, _ftype, b, pos = self.entries.pop(name)
+        ino, _ftype, b, pos = self._drop(name)
         image = self.images[b]
         struct.pack_into("<Q", image, pos, 0)
         self.live[b] -= 1
@@ -284,7 +294,8 @@ class Directory:
         image = self.images[b]
         struct.pack_into("<Q", image, pos, ino)
         image[pos + 9] = ftype
-        self.entries[name] = (ino, ftype, b, pos)
+        self._drop(name)
+        self._enter(name, (ino, ftype, b, pos), checked=False)
         self._seal(b)
         self._write(txn, self.devs[b] + pos, image[pos : pos + DIRENT_HEAD.size])
         self._stage_header(b, txn)
@@ -319,11 +330,12 @@ class Directory:
         for b, (image, used, live, dead) in self._saved.items():
             self.images[b] = bytearray(image)
             self.used[b], self.live[b], self.dead[b] = used, live, dead
+        for name in self._saved_names:  # all dropped first: a rename within
+            if name in self.entries:  # the directory moves a subdirectory's name
+                self._drop(name)
         for name, entry in self._saved_names.items():
-            if entry is None:
-                self.entries.pop(name, None)
-            else:
-                self.entries[name] = entry
+            if entry is not None:
+                self._enter(name, entry)
         ops, devs = self.ops, {self.devs[b] for b in self._saved}
         self.untrack()
         return ops, devs
