@@ -6,6 +6,7 @@ but placement, and the checker clears it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -155,3 +156,74 @@ def test_writes_that_outgrow_their_windows_leave_every_view_of_the_space_exact(m
             truth = fresh.statvfs().f_bfree
         assert a.statvfs().f_bfree == b.statvfs().f_bfree == truth
         assert a.coherence["full_rebuilds"] == b.coherence["full_rebuilds"] == 0
+
+
+def test_no_process_allocates_in_anothers_window_until_it_takes_them_back(make_pool):
+    """A process stores a new file's bytes into blocks of its windows before
+    its change is checked, so another process never places anything there
+    (its allocations that may go anywhere hide those windows) until no room
+    is left elsewhere: then it takes the windows back, after any store in
+    progress, and the owner, finding them gone from its slot, places its
+    next file elsewhere."""
+    path = make_pool(size=64 << 20)
+    with daxfs.mount(path) as a, daxfs.mount(path) as b:
+        a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
+        create_interleaved(a, b, 4)
+        windows = set(a.leases.windows)
+        assert windows and set(read_windows(path, a.leases.slot)) == windows
+        with b.open("/big", "wb") as f:  # whole chunks, never a's windows
+            f.write(b"B" * (24 << 20))
+        assert not chunks_of(b, "/big") & windows
+        assert b.coherence["windows_reclaimed"] == 0
+        # Fill the pool: past the room outside a's windows, b takes them back.
+        i, filled = 0, 0
+        try:
+            while True:
+                with b.open(f"/fill{i}", "wb") as f:
+                    f.write(b"F" * (1 << 20))
+                    filled += 1 << 20
+                i += 1
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        assert b.coherence["windows_reclaimed"] >= 1
+        assert read_windows(path, a.leases.slot) == []
+        reused = set().union(*(chunks_of(b, f"/fill{k}") for k in range(i)))
+        assert reused & windows  # the windows' free blocks were used
+        with daxfs.mount(path, readonly=True) as fresh:
+            assert fresh.statvfs().f_bfree < 2 * (CHUNK // 4096)
+        for k in range(i):
+            b.unlink(f"/fill{k}")
+
+        # A take-back between a's allocation and its stores: a does not store
+        # into blocks that are no longer its own, and runs the change again.
+        real = a.leases.hold_for_stores
+        raced = []
+
+        def take_back_first(blocks):
+            if not raced:
+                with b._locked(exclusive=True):
+                    b.leases._reclaim_windows()
+                raced.append(blocks)
+            return real(blocks)
+
+        with a.open("/a/first", "wb") as f:  # a new window (the old ones are gone)
+            f.write(b"a" * 9000)
+        assert a.leases.windows
+        a.leases.hold_for_stores = take_back_first
+        conflicts = a.coherence["conflicts"]
+        with a.open("/a/after", "wb") as f:
+            f.write(b"A" * 9000)
+        assert raced and a.coherence["conflicts"] == conflicts + 1
+        for name, byte in (("/a/first", b"a"), ("/a/after", b"A")):
+            with b.open(name, "rb") as f:
+                assert f.read() == byte * 9000
+    report = daxfs.check(path)
+    assert report.ok, report.errors
+
+
+def read_windows(path: str, slot: int) -> list[int]:
+    region = Region(path, readonly=True)
+    try:
+        return leases.read_slot(region.buf, slot)[4]
+    finally:
+        region.close()

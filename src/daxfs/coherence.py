@@ -445,9 +445,11 @@ class Change:
     read so) and run their body with no pool lock: resolving, checking,
     building the new inodes and directory entries, allocating (from this
     process's own windows), while other processes do the same and commit;
-    stores into the new blocks wait (fs._txn_deferred).  At exit the inodes
-    are staged and the records others committed since the catching up are
-    checked against what the body read and wrote: the inodes and
+    stores into the new blocks wait (fs._txn_deferred) until the body is
+    done, and are made before the check, still without the lock
+    (_store_new_blocks).  At exit the inodes are staged and the records
+    others committed since the catching up are checked against what the
+    body read and wrote: the inodes and
     directories it looked at or changed, the inode numbers it took or
     freed, the space it took.  That check runs without the lock first,
     then while waiting for the exclusive lock, and last, for what came in
@@ -529,10 +531,9 @@ class Change:
                 for ino in sorted(fs._txn_dirty):
                     fs._stage_inode(txn, ino)
                 if self.optimistic:
+                    self._store_new_blocks()
                     self._exclusive_and_checked()
                     self._forget_reads()  # checked: from here on as any change
-                    for store in fs._txn_deferred:
-                        store()
                 fs.journal.commit(txn)
             except Conflict:
                 self._undo()
@@ -558,6 +559,24 @@ class Change:
             if self.optimistic:
                 self._forget_reads()
             self.lock.__exit__(None, None, None)
+
+    def _store_new_blocks(self) -> None:
+        """Make the stores the body deferred (a new file's bytes, into blocks
+        it took from our windows), before the check and without the pool
+        lock: nobody else allocates in our windows (leases.py), so two
+        processes copy their data at once.  If one of them took our
+        windows back meanwhile, the change runs again."""
+        fs = self.fs
+        if not fs._txn_deferred:
+            return
+        if not fs.leases.hold_for_stores(self.txn.allocated):
+            raise Conflict
+        try:
+            for store in fs._txn_deferred:
+                store()
+        finally:
+            fs._txn_deferred = []
+            fs.leases.release_stores()
 
     def _forget_reads(self) -> None:
         fs = self.fs

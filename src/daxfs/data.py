@@ -77,7 +77,8 @@ class DataPath:
 
     def _alloc_chunks(self, txn: Transaction, n: int, hint_dev: int | None):
         hint = None if hint_dev is None else self._block(hint_dev)
-        return self._take(txn, self.allocator.alloc_chunks(n, hint))
+        # Never in another process's window, which may be storing into it.
+        return self._take(txn, self.leases.fenced(self.allocator.alloc_chunks, n, hint))
 
     def _free(self, txn: Transaction, dev: int, length: int) -> None:
         txn.to_free.append((self._block(dev), length // BLOCK))

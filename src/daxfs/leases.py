@@ -10,10 +10,20 @@ process never needs another's free space to create a file.  A process
 alone on a pool keeps the single-process policy (alloc.py): windows are
 taken only while another live process is in the table.
 
-Leases are hints between live processes, not ownership: the space a
-process uses is what its journal records claim (coherence.py), so a
-lease that is stale, damaged or crafted can cost placement, never
-correctness.  The table is therefore neither journaled nor persisted.
+The space a process uses is what its journal records claim
+(coherence.py): a lease that is stale, damaged or crafted can cost
+placement, never what is committed, and the table is neither journaled
+nor persisted.  Between live processes a window is more than a hint: an
+optimistic change stores a new file's bytes into blocks it took from its
+windows *before* its check and commit (so that two processes copy data
+at once, not one at a time under the pool lock), so nobody else may
+allocate in a live process's window.  Allocations that may land anywhere
+hide the free blocks of others' windows (``fenced``); a process that
+finds no room elsewhere takes the windows back (``_reclaim_windows``):
+it clears them from their owners' slots, then waits on each owner's
+*store lock* (an OFD lock on the slot's second byte, held shared while
+the owner stores), and an owner checks under that lock that the windows
+it stores into are still in its slot (``hold_for_stores``).
 
 The table (SPEC.md, "Process table") lives in the journal header block:
 a 64-byte header whose first word is a generation number, bumped by every
@@ -28,13 +38,14 @@ exclusive pool lock.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
 
 import numpy as np
 
-from .alloc import enospc
+from .alloc import enospc, free_runs
 from .layout import BLOCKS_PER_CHUNK, JOURNAL_HEADER_OFF
 from .pins import pinned_by_others, set_lock
 
@@ -102,6 +113,79 @@ class Leases:
             set_lock(self.fs.region.fd, fcntl.F_UNLCK, slot_off(self.slot), 1)
             self.slot = None
 
+    # -- stores before the check -------------------------------------------
+    def hold_for_stores(self, blocks) -> bool:
+        """Before an optimistic change stores into the ``blocks`` (runs) it
+        took from our windows: take our store lock, and check that their
+        chunks are still our windows in the table (a process short of
+        room may have taken them back).  False (lock released): they are
+        not, and the change must not store."""
+        if self.slot is None:  # (no windows: nothing was taken from them)
+            return False
+        fd, off = self.fs.region.fd, slot_off(self.slot) + 1
+        set_lock(fd, fcntl.F_RDLCK, off, 1, wait=True)
+        listed = set(read_slot(self._buf, self.slot)[4])
+        per = BLOCKS_PER_CHUNK
+        chunks = {c for b, n in blocks for c in range(b // per, (b + n - 1) // per + 1)}
+        if not listed.issuperset(chunks):
+            self.release_stores()
+            return False
+        return True
+
+    def release_stores(self) -> None:
+        set_lock(self.fs.region.fd, fcntl.F_UNLCK, slot_off(self.slot) + 1, 1)
+
+    def fenced(self, alloc, *args):
+        """``alloc(*args)`` (an allocator call that may place anywhere),
+        with the free blocks of other live processes' windows hidden from
+        it; if that finds no room, the windows are taken back and it runs
+        plain.  Under the exclusive pool lock."""
+        if not self._current_others():
+            return alloc(*args)
+        a, hidden = self.fs.allocator, []
+        try:
+            for c in sorted(self.others_chunks):
+                base = c * BLOCKS_PER_CHUNK
+                for start, n in free_runs(a.used[base : base + BLOCKS_PER_CHUNK]):
+                    a.claim(base + start, n)
+                    hidden.append((base + start, n))
+            return alloc(*args)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not hidden:
+                raise
+        finally:
+            for start, n in hidden:
+                a.free(start, n)
+        self._reclaim_windows()
+        return alloc(*args)
+
+    def _current_others(self) -> bool:
+        """Do other live processes hold windows (our view brought up to date)?"""
+        if TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)[0] != self.gen:
+            self._scan()
+        return bool(self.others_chunks)
+
+    def _reclaim_windows(self) -> None:
+        """Take every other live process's windows back (no room is left
+        outside them): clear them from their slots, then wait until no
+        owner is storing into them (its store lock).  An owner that stores
+        later finds them gone from its slot (hold_for_stores).  Under the
+        exclusive pool lock, which no owner waits for while storing."""
+        fs, buf = self.fs, self._buf
+        for i in range(NSLOTS):
+            if i == self.slot:
+                continue
+            magic, pid, start, count, windows = read_slot(buf, i)
+            if magic != SLOT_MAGIC or not windows:
+                continue
+            raw = SLOT.pack(magic, pid, start, count, *([0] * MAX_WINDOWS))
+            fs.region.store(slot_off(i), raw)
+            self._bump()
+            set_lock(fs.region.fd, fcntl.F_WRLCK, slot_off(i) + 1, 1, wait=True)
+            set_lock(fs.region.fd, fcntl.F_UNLCK, slot_off(i) + 1, 1)
+        fs.coherence["windows_reclaimed"] += 1
+        self._scan()
+
     def forget_after_fork(self) -> None:
         """In a forked child: the slot's lock is the parent's; the child joins
         with a slot of its own at its first allocation."""
@@ -144,6 +228,10 @@ class Leases:
                 inos.append((start, start + count))
         self.others_chunks, self.others_inos = chunks, inos
         self.shared = others > 0
+        if self.slot is not None and self.windows:
+            # Another process may have taken our windows back (_reclaim_windows).
+            ours = set(read_slot(buf, self.slot)[4])
+            self.windows = [c for c in self.windows if c in ours]
         (self.gen,) = TABLE_HEAD.unpack_from(buf, TABLE_OFF)
 
     def _current(self) -> bool:
@@ -170,6 +258,7 @@ class Leases:
                 # Shared without windows (the naive allocator): space free in
                 # our view may be taken by another process preparing a change.
                 fs._need_exclusive()
+                return self.fenced(a.alloc_blocks, n, hint)
             return a.alloc_blocks(n, hint)
         if n > a.free_blocks:
             raise enospc()
@@ -202,7 +291,7 @@ class Leases:
                     break
             else:
                 if not self._new_window():
-                    out += a.alloc_blocks(n, None)  # no window to be had: anywhere
+                    out += self.fenced(a.alloc_blocks, n, None)  # no window to be had
                     break
         return out
 
@@ -210,7 +299,9 @@ class Leases:
         """Our windows with room, fullest first; full ones are given up."""
         free = self.fs.allocator.chunk_free
         room = [c for c in self.windows if free[c] > 0]
-        if len(room) != len(self.windows):
+        if len(room) != len(self.windows) and self.fs._reads is None:
+            # Only holding the exclusive lock: an optimistic change may yet
+            # store into the blocks it just took from a window now full.
             self.windows = room
             self._write_slot()
         return sorted(room, key=lambda c: free[c])

@@ -29,12 +29,15 @@ from collections.abc import Callable
 
 OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
 
 
-def set_lock(fd: int, ltype: int, start: int, length: int) -> None:
-    """Take (F_RDLCK) or drop (F_UNLCK) an OFD lock; never blocks."""
-    fcntl.fcntl(fd, OFD_SETLK, _FLOCK.pack(ltype, os.SEEK_SET, start, length, 0))
+def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -> None:
+    """Take (F_RDLCK, F_WRLCK) or drop (F_UNLCK) an OFD lock; never blocks
+    unless ``wait`` (then until whoever holds a conflicting one drops it)."""
+    op = OFD_SETLKW if wait else OFD_SETLK
+    fcntl.fcntl(fd, op, _FLOCK.pack(ltype, os.SEEK_SET, start, length, 0))
 
 
 def pinned_by_others(fd: int, start: int, length: int) -> bool:
