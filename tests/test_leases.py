@@ -105,7 +105,7 @@ def test_the_slot_and_windows_of_a_killed_process_come_back(make_pool):
         report = daxfs.check(path)
         assert report.ok and any("gone" in n for n in report.notes), report.notes
         # a learns at its next look at the table (a new window, a new range).
-        a.leases._new_window()
+        a.leases._new_window(1)
         assert live_slots(path) == [a.leases.slot]
         assert not a.leases.shared and a.leases.others_chunks == set()
         with a.open("/child/f", "rb") as f:

@@ -468,3 +468,42 @@ def test_backoff_is_kept_per_contended_directory():
     b.conflict(frozenset())  # not over a directory: everything waits
     assert all(b.everywhere() for _ in range(MIN_BACKOFF))
     assert not b.everywhere()
+
+
+def test_a_mkdir_meeting_anothers_mkdir_in_its_parent_is_rebased_with_its_link(
+    pool_path, monkeypatch
+):
+    """An optimistic mkdir that finds, at its check, another mount's mkdir
+    committed in the same parent (which rewrote the parent's slot, its link
+    count) is rebased, not run again: its entry goes after the other's and
+    its +1 onto the count the other left, so the parent counts both."""
+    from daxfs.coherence import Change
+
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
+        a.mkdir("/c")
+        for i in range(3):
+            a.mkdir(f"/c/old{i}")
+        b.listdir("/c")
+        real = Change._store_new_blocks
+        cut_in = []
+
+        def b_cuts_in(change):
+            if change.fs is a and not cut_in:  # a's mkdir, prepared, not checked
+                cut_in.append(True)
+                b.mkdir("/c/theirs")
+            return real(change)
+
+        monkeypatch.setattr(Change, "_store_new_blocks", b_cuts_in)
+        before = a.coherence.copy()
+        a.mkdir("/c/ours")
+        assert cut_in
+        assert a.coherence["rebases"] == before["rebases"] + 1
+        assert a.coherence["conflicts"] == before["conflicts"]
+        for fs in (a, b):
+            assert fs.stat("/c").st_nlink == 2 + 5
+            assert sorted(fs.listdir("/c")) == ["old0", "old1", "old2", "ours", "theirs"]
+    with daxfs.mount(pool_path) as fresh:
+        assert fresh.stat("/c").st_nlink == 7
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors

@@ -200,6 +200,9 @@ CHILD = COMMON + textwrap.dedent(r"""
         elif cmd == "unlink-many":
             for path in a[0]:
                 fs.unlink(path)
+        elif cmd == "mkdir-many":  # directory, names
+            for name in a[1]:
+                fs.mkdir(a[0] + "/" + name)
         elif cmd == "append":  # path, seed, n
             with fs.open(a[0], "ab") as f:
                 f.write(payload(a[1], a[2]))
@@ -218,7 +221,7 @@ CHILD = COMMON + textwrap.dedent(r"""
             return sorted(fs.listdir(a[0]))
         elif cmd == "stat":
             st_ = fs.stat(a[0])
-            return ["d" if stat.S_ISDIR(st_.st_mode) else "f", st_.st_size]
+            return ["d" if stat.S_ISDIR(st_.st_mode) else "f", st_.st_size, st_.st_nlink]
         elif cmd == "digest":
             with fs.open(a[0], "rb") as f:
                 return digest(f.read())
@@ -638,6 +641,13 @@ class ShareModel(RuleBasedStateMachine):
                 assert have == want, (
                     f"{self.where}: process {q % PROCS} stats {path}: {got}, the model says {want}"
                 )
+        for d in dict.fromkeys(dirs):  # a directory's links: 2 and one per subdirectory
+            if self.kind(d) == "d":
+                got = kid.ok("stat", d)
+                links = 2 + sum(1 for x in self.dirs if x != "/" and parent_of(x) == d)
+                assert got[2] == links, (
+                    f"{self.where}: process {q % PROCS}: {d} has {got[2]} links, the model {links}"
+                )
 
     def walk_from(self, p: int, what: str) -> None:
         got = self.kid(p).ok("tree")
@@ -753,13 +763,16 @@ class ShareModel(RuleBasedStateMachine):
         self.verify(p + q, dirs=[d], paths=victims[:2])
 
     # -- two processes at once ------------------------------------------------
-    @rule(p=procs, q=others, parent=picks, kind=st.sampled_from(["fill", "thin", "same"]),
+    @rule(p=procs, q=others, parent=picks,
+          kind=st.sampled_from(["fill", "thin", "same", "mkdirs"]),
           count=st.integers(1, 120), seed=st.integers(0, 1 << 20))  # fmt: skip
     @tracked
     def race(self, p, q, parent, kind, count, seed):
         """Two processes change one directory at the same time: both fill it
         with new names, or one fills while the other unlinks, or both create
-        the same new name exclusively (exactly one wins, with its bytes)."""
+        the same new name exclusively (exactly one wins, with its bytes), or
+        both make subdirectories in it (each mkdir's link count on the
+        parent taken in by the other, not lost)."""
         d = self.pick_dir(parent, max_depth=2)
         self.fills += 1
         one = [f"m{self.fills}.{j}" for j in range(count)]
@@ -769,6 +782,10 @@ class ShareModel(RuleBasedStateMachine):
         elif kind == "thin":
             two = [f for f in sorted(self.files) if parent_of(f) == d][::2]
             cmds = [("fill", d, one, seed), ("unlink-many", two)]
+        elif kind == "mkdirs":
+            n = count // 4 + 1  # (mkdirs are fewer: each is a change the others follow)
+            one, two = one[:n], [f"m{self.fills}.{j}-2" for j in range(n)]
+            cmds = [("mkdir-many", d, one), ("mkdir-many", d, two)]
         else:
             path = join(d, f"m{self.fills}")
             cmds = [("create", path, "xb", seed, count * 100), ("create", path, "xb", seed + 1, 7)]
@@ -786,6 +803,10 @@ class ShareModel(RuleBasedStateMachine):
             self.verify(p + q + q, dirs=[d], paths=[path])
             return
         assert got == [("ok", None)] * 2, f"{self.where}: {got}"
+        if kind == "mkdirs":
+            self.dirs.update(join(d, name) for name in one + two)
+            self.verify(p + q + q, dirs=[d, join(d, one[-1])])
+            return
         for j, name in enumerate(one):
             self.files[join(d, name)] = self.new_node(payload(seed + j, (j * 37) % 3000))
         if kind == "fill":
@@ -1351,3 +1372,47 @@ def test_window_running_out_leaks_no_free_space(pool_path):
             f"free blocks: A {counts[0]}, B {counts[1]}, a fresh mount {truth} "
             f"(B's counters {dict(b.coherence)})"
         )
+
+
+MKDIRS = textwrap.dedent(
+    """
+    import sys, daxfs
+    pool, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    fs = daxfs.mount(pool)
+    fs.optimism = True
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
+    for k in range(n):
+        fs.mkdir(f"/c/{tag}{k}")
+    fs.close()
+    """
+)
+
+
+def test_two_processes_making_subdirectories_in_one_directory_keep_every_link(pool_path):
+    """Two real processes make subdirectories in one directory at once
+    (mkdir runs optimistically; test_multiprocess has the interleaving that
+    rebases one on the other, step by step): the parent ends with a link
+    for each, and the pool checks clean."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/c")
+    kids = [
+        subprocess.Popen(
+            [sys.executable, "-c", MKDIRS, pool_path, f"p{i}-", "200"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for kid in kids:
+        assert kid.stdout.readline().strip() == "ready"
+    for kid in kids:
+        kid.stdin.write("go\n")
+        kid.stdin.flush()
+    for kid in kids:
+        assert kid.wait(timeout=60) == 0
+    with daxfs.mount(pool_path, readonly=True) as fs:
+        assert fs.stat("/c").st_nlink == 2 + 400 and len(fs.listdir("/c")) == 400
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors

@@ -503,6 +503,7 @@ class Change:
         fs._txn_deferred = []
         if self.optimistic:
             fs._reads, fs._slot_reads, fs._names_read, fs._edited = set(), set(), {}, set()
+            fs._nlink_deltas = {}
         return self.txn
 
     def __exit__(self, etype, value, tb) -> None:
@@ -585,6 +586,7 @@ class Change:
             if d is not None:
                 d.untrack()
         fs._reads = fs._slot_reads = fs._names_read = fs._edited = None
+        fs._nlink_deltas = None
 
     def _exclusive_and_checked(self) -> None:
         """Take the exclusive lock, having checked what others committed
@@ -672,7 +674,9 @@ class Change:
         None if they are disjoint from it."""
         fs, txn, sb = self.fs, self.txn, self.fs.sb
         edited = fs._edited
-        mine = fs._reads | fs._txn_dirty | (txn.touched - edited)
+        # A parent whose link count alone we changed is a soft slot: the
+        # count is rebased as a delta.
+        mine = fs._reads | (fs._txn_dirty - fs._nlink_deltas.keys()) | (txn.touched - edited)
         mine.update(fs._txn_freed_inos)
         mine.update(fs._txn_took)
         names = edited.union(fs._names_read)
@@ -753,8 +757,12 @@ class Change:
                     self.conflict_on = frozenset((ino,))
                     return False
             if -1 in self.rebase_in:  # slots written: what the lookups relied on
+                lost = [ino for ino in fs._nlink_deltas if ino not in fs.inodes.cache]
                 if not self._slots_still_hold():
                     return False
+                for ino in lost:  # our link count change, on the count they left
+                    fs.inodes.get(ino).nlink += fs._nlink_deltas[ino]
+                    fs._stage_inode(txn, ino)
             for ino, ops in edits:
                 if not fs._cached_dir(ino).replay(ops, txn):
                     self.conflict_on = frozenset((ino,))

@@ -154,6 +154,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._slot_reads: set[int] | None = None
         self._names_read: dict[int, dict[str, tuple[int, int] | None]] | None = None
         self._edited: set[int] | None = None
+        # Link counts of parents it changed (a mkdir's +1), by inode: taken
+        # as deltas, so that a mkdir beside it rebases it (_rebase) instead
+        # of conflicting.
+        self._nlink_deltas: dict[int, int] | None = None
         self._txn_pins: list[int] = []
         self._txn_deferred: list[Callable[[], None]] = []  # an optimistic change's stores
 
@@ -283,6 +287,16 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             return self._inode(ino)  # (read from the media: a read like any)
         self._slot_reads.add(ino)
         return self.inodes.cache[ino]
+
+    def _add_links(self, parent: Inode, delta: int) -> None:
+        """Change a directory's link count by ``delta`` (a subdirectory made
+        or removed in it) and stage it.  An optimistic change keeps it as a
+        delta: another process's change of the same count is then taken in
+        (coherence.Change._rebase adds the delta to the count it left)."""
+        parent.nlink += delta
+        self._txn_dirty.add(parent.ino)
+        if self._nlink_deltas is not None:
+            self._nlink_deltas[parent.ino] = self._nlink_deltas.get(parent.ino, 0) + delta
 
     def _lookup(self, dir_ino: int, name: str) -> tuple[int, int] | None:
         """The entry ``name`` of a directory as (ino, type), checked: an entry

@@ -26,15 +26,15 @@ class NamespacePath:
     """Names: make, remove, link and move them."""
 
     def mkdir(self, path, mode: int = 0o777) -> None:
-        spath = to_str(path)
+        optimistically(self, self._mkdir, to_str(path), mode)
+
+    def _mkdir(self, spath: str, mode: int) -> None:
         with self._change() as txn:
             r = self._entry(spath)
             if r.ino is not None:
                 raise oserror(errno.EEXIST, spath)
             self._create(txn, r, S_IFDIR | (mode & 0o7777 & ~self.umask), spath)
-            parent = self._inode(r.parent)
-            parent.nlink += 1
-            self._txn_dirty.add(parent.ino)
+            self._add_links(self._parent_inode(r.parent), 1)  # type: ignore[arg-type]
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
         """os.makedirs: the missing ancestors first (each as with exist_ok),
