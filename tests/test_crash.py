@@ -158,6 +158,8 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     core: list[str] = []
     for d in DIRS:
         w[f"creat {d}/new"] = lambda fs, d=d: fs.open(f"{d}/new", "xb").close()
+        # A new file and its bytes in one change (DaxStore's zarr chunks).
+        w[f"create with bytes {d}/cw"] = lambda fs, d=d: fs._create_with(f"{d}/cw", b"w" * 9000)
         w[f"mkdir {d}/new"] = lambda fs, d=d: fs.mkdir(f"{d}/new")
         w[f"symlink {d}/sym"] = lambda fs, d=d: fs.symlink("/A/foo", f"{d}/sym")
         w[f"rmdir {d}"] = lambda fs, d=d: fs.rmdir(d)  # fails: not empty
@@ -175,6 +177,8 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     w["rename /A/sub -> /B/sub"] = lambda fs: fs.rename("/A/sub", "/B/sub")
     w["rename /A/foo -> /D/hard (same inode)"] = lambda fs: fs.rename("/A/foo", "/D/hard")
     w["unlink /D/hard"] = lambda fs: fs.unlink("/D/hard")
+    w["create with bytes /A/foo (EEXIST)"] = lambda fs: fs._create_with("/A/foo", b"x")
+    w["create with bytes /A/big 1M"] = lambda fs: fs._create_with("/A/big", b"\x5a" * (1 << 20))
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
     w["write /B/foo /B/foo through two fds"] = _write_two_fds("/B/foo", "/B/foo")
     core += ["creat /A/new", "mkdir /B/new", "symlink /C/sym", "rmdir /E",

@@ -8,6 +8,7 @@ through stdin/stdout, so every step is ordered by messages, never by sleeps.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import signal
@@ -507,3 +508,51 @@ def test_a_mkdir_meeting_anothers_mkdir_in_its_parent_is_rebased_with_its_link(
         assert fresh.stat("/c").st_nlink == 7
     report = daxfs.check(pool_path)
     assert report.ok, report.errors
+
+
+def test_a_missing_name_is_answered_without_the_exclusive_lock_unless_someone_made_it(
+    pool_path, monkeypatch
+):
+    """An optimistic change that fails before changing anything (no such
+    directory, a name taken) lets its error out after checking, with no
+    lock, that the records published meanwhile did not touch what it read
+    (zarr probes for each new chunk row's directory so).  When one did (the
+    directory appeared meanwhile), the error does not stand: the change
+    runs again and succeeds."""
+    from daxfs import coherence
+    from daxfs.coherence import Change
+
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
+        a.mkdir("/z")
+        b.listdir("/z")
+        exclusive = []
+        real_lock = coherence.lock_pool
+
+        def counting(fd, op, *args):
+            if op == fcntl.LOCK_EX:
+                exclusive.append(fd)
+            return real_lock(fd, op, *args)
+
+        monkeypatch.setattr(coherence, "lock_pool", counting)
+        with pytest.raises(FileNotFoundError):
+            a._create_with("/z/row/0", b"x" * 5000)
+        with pytest.raises(FileExistsError):
+            a.open("/z", "xb")
+        assert exclusive == []
+
+        real_check = Change._error_stands_unlocked
+        made = []
+
+        def b_makes_it_first(change, etype):
+            if change.fs is a and not made:
+                made.append(True)
+                b.mkdir("/z/row")
+            return real_check(change, etype)
+
+        monkeypatch.setattr(Change, "_error_stands_unlocked", b_makes_it_first)
+        a._create_with("/z/row/0", b"y" * 5000)  # ENOENT met, not let out
+        assert made
+        with b.open("/z/row/0", "rb") as f:
+            assert f.read() == b"y" * 5000
+    assert daxfs.check(pool_path).ok

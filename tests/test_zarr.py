@@ -266,6 +266,32 @@ def test_writes_leave_no_temporary_files(store):
     assert store.get_sync("a/k").to_bytes() == value(1000, seed=4).to_bytes()
 
 
+def test_a_new_key_is_one_change_and_a_removed_root_is_made_again(store, pool):
+    """A value for a new key is its file made with its bytes in one change
+    (no temporary name, one commit); an existing key is replaced through a
+    temporary name.  A store made again from a pickle (a dask task) does not
+    make its root again, so a root removed meanwhile is made again by the
+    next write, with its parents."""
+    fs = store.fs
+    store.set_sync("c/0/0", value(5000, seed=1))
+    commits = fs.journal.next_seq
+    store.set_sync("c/1/0", value(5000, seed=2))  # the row's directory, then the file
+    assert fs.journal.next_seq - commits == 2
+    store.set_sync("c/1/0", value(300, seed=3))  # a replace: temporary name and rename
+    assert store.get_sync("c/1/0").to_bytes() == value(300, seed=3).to_bytes()
+    copy = pickle.loads(pickle.dumps(store))
+    copy.set_sync("c/1/1", value(10, seed=3))
+    fs.rename("/z", "/gone")
+    copy = pickle.loads(pickle.dumps(store))
+    copy.set_sync("c/2/0", value(10, seed=4))
+    assert sorted(fs.listdir("/z/c")) == ["2"]
+    assert copy.get_sync("c/2/0").to_bytes() == value(10, seed=4).to_bytes()
+    with pytest.raises(FileExistsError):  # set_if_not_exists's exclusive create
+        store._write("c/2/0", value(1, seed=5), exclusive=True)
+    copy.close()
+    assert daxfs.check(pool).ok
+
+
 def test_a_write_in_progress_is_not_listed(store):
     store.set_sync("a/k", cpu.Buffer.from_bytes(b"v"))
     with store.fs.open("/z/a/.daxfs-tmp-" + "0" * 32, "wb") as f:

@@ -513,6 +513,8 @@ class Change:
                 if self.optimistic and issubclass(etype, Conflict):
                     self._undo()
                     return
+                if self.optimistic and self._error_stands_unlocked(etype):
+                    return
                 if self.optimistic:
                     # An error met without the lock stands only if nobody
                     # changed what the change read meanwhile (a torn read
@@ -560,6 +562,23 @@ class Change:
             if self.optimistic:
                 self._forget_reads()
             self.lock.__exit__(None, None, None)
+
+    def _error_stands_unlocked(self, etype) -> bool:
+        """An error the body met before changing anything (a name missing
+        or taken: ENOENT, EEXIST) stands if the records published since
+        our catching up, read with no lock, are disjoint from what it read:
+        it is then the answer as of the last of them.  (A read that met a
+        commit being stored, unpublished, saw it past its commit point.)
+        False when that cannot be told so: damage met (maybe a torn read),
+        the body changed something, or records overlap or cannot be read
+        without the lock; then the exclusive lock decides, as before.
+        Spares a process that probes for names (zarr's first chunk in a
+        new directory) a wait for the exclusive lock."""
+        fs = self.fs
+        changed = self.txn or fs._txn_dirty or fs._txn_took or fs._txn_pins
+        if issubclass(etype, CorruptionError) or changed:
+            return False
+        return self._caught_up_disjoint(locked=False, rebase=False) is True
 
     def _store_new_blocks(self) -> None:
         """Make the stores the body deferred (a new file's bytes, into blocks

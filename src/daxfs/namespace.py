@@ -40,6 +40,12 @@ class NamespacePath:
         """os.makedirs: the missing ancestors first (each as with exist_ok),
         found by a loop rather than recursion, since a tree has no depth limit."""
         spath = to_str(path)
+        if exist_ok and self.isdir(spath):
+            # Asked again and again (each zarr store a dask task unpickles
+            # makes its root): a look under the shared lock, where a mkdir
+            # that fails with EEXIST is a change, checked under the
+            # exclusive one.
+            return
         for ancestor in reversed(self._missing_ancestors(spath)):
             self._mkdir_exist_ok(ancestor, mode)
         try:

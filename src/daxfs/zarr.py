@@ -70,6 +70,7 @@ import re
 import stat
 import uuid
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -108,6 +109,11 @@ def _is_temp(name: str) -> bool:
 # and popleft are atomic: any thread may feed and drain this).  The mounts of
 # dead stores come back the same way, through their leases (daxfs.mounts).
 _released: collections.deque[Mapping] = collections.deque()  # reads nobody holds
+# Roots a writable store made or found, per mount: a dask worker unpickles a
+# store per task, and making its root each time cost two calls under the
+# pool lock per chunk.  A root removed later is made again by the next write
+# (its parent directories are made as needed), and reads of it find nothing.
+_prepared_roots: weakref.WeakKeyDictionary[FileSystem, set[str]] = weakref.WeakKeyDictionary()
 
 
 class _Lease:
@@ -239,10 +245,15 @@ class DaxStore(Store):
 
     def _prepare_root(self) -> None:
         fs = self.fs
+        prepared = _prepared_roots.setdefault(fs, set())
+        if not self.read_only and self.root in prepared:
+            return
         if not self.read_only:
             fs.makedirs(self.root, exist_ok=True)
         if not fs.isdir(self.root):
             raise FileNotFoundError(errno.ENOENT, f"{self.root} does not exist in {self.pool}")
+        if not self.read_only:
+            prepared.add(self.root)
 
     def _path(self, key: str) -> str:
         """The pool path of a key (or of a prefix, without its trailing '/')."""
@@ -371,9 +382,10 @@ class DaxStore(Store):
         path = self._path(key)
         if path == self.root:
             raise ValueError("the empty key names the store's root directory, not a value")
-        if exclusive and fs.exists(path):
-            raise FileExistsError(errno.EEXIST, path)  # the cheap answer first
-        tmp = self._write_temp(fs, path, value.as_buffer_like())
+        data = value.as_buffer_like()
+        if self._create_whole(fs, path, data, exclusive):
+            return
+        tmp = self._write_temp(fs, path, data)
         if exclusive:
             try:
                 fs.link(tmp, path)  # EEXIST if another writer won: no race
@@ -385,6 +397,26 @@ class DaxStore(Store):
         except BaseException:
             _unlink_quietly(fs, tmp)
             raise
+
+    def _create_whole(self, fs: FileSystem, path: str, data, exclusive: bool) -> bool:
+        """A value for a new key is written in one change, name and bytes
+        together (readers see no key or all of it); False when the key
+        exists (the caller replaces it through a temporary name) or the
+        value is too big for one change.  FileExistsError if ``exclusive``
+        and the key exists."""
+        if memoryview(data).nbytes > fs.WRITE_PIECE:
+            return False
+        try:
+            try:
+                fs._create_with(path, data)
+            except FileNotFoundError:  # first value in this directory
+                _make_parent(fs, path)
+                fs._create_with(path, data)
+        except FileExistsError:
+            if exclusive:
+                raise
+            return False
+        return True
 
     def _write_temp(self, fs: FileSystem, path: str, data) -> str:
         """Write a new file beside ``path`` and return its name."""
@@ -516,6 +548,18 @@ class _MetOnce:
                 f"{entry.path}: directory met twice in one walk, first as {first} "
                 f"(inode {entry.inode()}); the pool's tree is damaged"
             )
+
+
+def _make_parent(fs: FileSystem, path: str) -> None:
+    """Make the directory ``path`` goes in: usually one mkdir (its own parent
+    is there: zarr makes a directory per chunk row), else every missing one."""
+    parent = path.rpartition("/")[0] or "/"
+    try:
+        fs.mkdir(parent)
+    except FileExistsError:
+        pass  # another writer made it (a file there fails the create again)
+    except FileNotFoundError:
+        fs.makedirs(parent, exist_ok=True)
 
 
 def _unlink_quietly(fs: FileSystem, path: str) -> None:
