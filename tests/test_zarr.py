@@ -284,8 +284,10 @@ def test_a_new_key_is_one_change_and_a_removed_root_is_made_again(store, pool):
     fs.rename("/z", "/gone")
     copy = pickle.loads(pickle.dumps(store))
     copy.set_sync("c/2/0", value(10, seed=4))
-    assert sorted(fs.listdir("/z/c")) == ["2"]
+    copy.set_sync("c/1/2", value(10, seed=5))  # a directory known here, gone since
+    assert sorted(fs.listdir("/z/c")) == ["1", "2"]
     assert copy.get_sync("c/2/0").to_bytes() == value(10, seed=4).to_bytes()
+    assert copy.get_sync("c/1/2").to_bytes() == value(10, seed=5).to_bytes()
     with pytest.raises(FileExistsError):  # set_if_not_exists's exclusive create
         store._write("c/2/0", value(1, seed=5), exclusive=True)
     copy.close()

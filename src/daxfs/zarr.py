@@ -114,6 +114,16 @@ _released: collections.deque[Mapping] = collections.deque()  # reads nobody hold
 # pool lock per chunk.  A root removed later is made again by the next write
 # (its parent directories are made as needed), and reads of it find nothing.
 _prepared_roots: weakref.WeakKeyDictionary[FileSystem, set[str]] = weakref.WeakKeyDictionary()
+# Directories this process made or wrote a value into lately, per mount (at
+# most KNOWN_DIRS of them): a value for a new key goes straight in; one in a
+# directory not known is preceded by a mkdir of it (zarr makes a directory
+# per chunk row, so that is usually the right guess) rather than tried
+# first and found to have nowhere to go.  A known directory removed since
+# costs one failed try.
+KNOWN_DIRS = 1024
+_known_dirs: weakref.WeakKeyDictionary[FileSystem, collections.OrderedDict[str, None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _Lease:
@@ -406,16 +416,22 @@ class DaxStore(Store):
         and the key exists."""
         if memoryview(data).nbytes > fs.WRITE_PIECE:
             return False
+        known = _known_dirs.setdefault(fs, collections.OrderedDict())
+        parent = path.rpartition("/")[0] or "/"
         try:
+            if parent not in known:
+                _make_parent(fs, parent)
             try:
                 fs._create_with(path, data)
-            except FileNotFoundError:  # first value in this directory
-                _make_parent(fs, path)
+            except FileNotFoundError:  # the directory is gone since
+                _make_parent(fs, parent)
                 fs._create_with(path, data)
         except FileExistsError:
+            _remember(known, parent)
             if exclusive:
                 raise
             return False
+        _remember(known, parent)
         return True
 
     def _write_temp(self, fs: FileSystem, path: str, data) -> str:
@@ -550,10 +566,19 @@ class _MetOnce:
             )
 
 
-def _make_parent(fs: FileSystem, path: str) -> None:
-    """Make the directory ``path`` goes in: usually one mkdir (its own parent
-    is there: zarr makes a directory per chunk row), else every missing one."""
-    parent = path.rpartition("/")[0] or "/"
+def _remember(known: collections.OrderedDict[str, None], directory: str) -> None:
+    known[directory] = None
+    known.move_to_end(directory)
+    if len(known) > KNOWN_DIRS:
+        known.popitem(last=False)
+
+
+def _make_parent(fs: FileSystem, parent: str) -> None:
+    """Make the directory ``parent`` (a value's): usually one mkdir (its own
+    parent is there: zarr makes a directory per chunk row), else every
+    missing one; one that is there already is no error."""
+    if parent == "/":
+        return
     try:
         fs.mkdir(parent)
     except FileExistsError:
