@@ -295,6 +295,7 @@ def test_two_processes_filling_a_pool_lose_no_byte_to_each_others_windows(make_p
         for p, h in written.items():
             with fs.open(p, "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == h, p
-        assert fs.statvfs().f_bfree < (2 << 20) // 4096  # full indeed
+        # Full: a write is refused only when less than it is free (2.5 MiB at most).
+        assert fs.statvfs().f_bfree < (3 << 20) // 4096
     report = daxfs.check(path)
     assert report.ok, report.errors
