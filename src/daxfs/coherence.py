@@ -171,7 +171,8 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
                 if sb.itable_off <= dst < sb.itable_end:
                     inos = slots_written(sb, dst, len(data))
                     slots.update(inos)
-                    note_slot_bytes(whole_slots, sb, inos, dst, data)
+                    if not fs.dirs.keys().isdisjoint(inos):  # (only they use them)
+                        note_slot_bytes(whole_slots, sb, inos, dst, data)
                 else:
                     add_written(written, dst, data)
             touched.update(rec.touches)
