@@ -109,17 +109,15 @@ def _is_temp(name: str) -> bool:
 # and popleft are atomic: any thread may feed and drain this).  The mounts of
 # dead stores come back the same way, through their leases (daxfs.mounts).
 _released: collections.deque[Mapping] = collections.deque()  # reads nobody holds
-# Roots a writable store made or found, per mount: a dask worker unpickles a
-# store per task, and making its root each time cost two calls under the
-# pool lock per chunk.  A root removed later is made again by the next write
-# (its parent directories are made as needed), and reads of it find nothing.
-_prepared_roots: weakref.WeakKeyDictionary[FileSystem, set[str]] = weakref.WeakKeyDictionary()
 # Directories this process made or wrote a value into lately, per mount (at
-# most KNOWN_DIRS of them): a value for a new key goes straight in; one in a
-# directory not known is preceded by a mkdir of it (zarr makes a directory
-# per chunk row, so that is usually the right guess) rather than tried
-# first and found to have nowhere to go.  A known directory removed since
-# costs one failed try.
+# most KNOWN_DIRS of them), writable stores' roots among them.  A value for
+# a new key goes straight in; one in a directory not known is preceded by
+# a mkdir of it (zarr makes a directory per chunk row, so that is usually
+# the right guess) rather than tried first and found to have nowhere to
+# go.  A known root is not made again when a dask worker unpickles a store
+# per task (that cost two calls under the pool lock per chunk).  A known
+# directory removed since costs one failed try, and is made again with its
+# parents; reads of it find nothing.
 KNOWN_DIRS = 1024
 _known_dirs: weakref.WeakKeyDictionary[FileSystem, collections.OrderedDict[str, None]] = (
     weakref.WeakKeyDictionary()
@@ -255,15 +253,15 @@ class DaxStore(Store):
 
     def _prepare_root(self) -> None:
         fs = self.fs
-        prepared = _prepared_roots.setdefault(fs, set())
-        if not self.read_only and self.root in prepared:
+        known = _known_dirs_of(fs)
+        if not self.read_only and self.root in known:
             return
         if not self.read_only:
             fs.makedirs(self.root, exist_ok=True)
         if not fs.isdir(self.root):
             raise FileNotFoundError(errno.ENOENT, f"{self.root} does not exist in {self.pool}")
         if not self.read_only:
-            prepared.add(self.root)
+            _remember(known, self.root)
 
     def _path(self, key: str) -> str:
         """The pool path of a key (or of a prefix, without its trailing '/')."""
@@ -416,7 +414,7 @@ class DaxStore(Store):
         and the key exists."""
         if memoryview(data).nbytes > fs.WRITE_PIECE:
             return False
-        known = _known_dirs.setdefault(fs, collections.OrderedDict())
+        known = _known_dirs_of(fs)
         parent = path.rpartition("/")[0] or "/"
         try:
             if parent not in known:
@@ -564,6 +562,10 @@ class _MetOnce:
                 f"{entry.path}: directory met twice in one walk, first as {first} "
                 f"(inode {entry.inode()}); the pool's tree is damaged"
             )
+
+
+def _known_dirs_of(fs: FileSystem) -> collections.OrderedDict[str, None]:
+    return _known_dirs.setdefault(fs, collections.OrderedDict())
 
 
 def _remember(known: collections.OrderedDict[str, None], directory: str) -> None:
