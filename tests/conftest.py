@@ -72,6 +72,27 @@ def shm_dir() -> Iterator[str]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def started_together(script: str, argvs: list[list[str]]) -> list[subprocess.Popen]:
+    """One Python process per argv running ``script``, released together:
+    each prints "ready" when set up and waits for a line on stdin to go
+    (so the timed part of each runs at the same moment as the others')."""
+    kids = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    for kid in kids:
+        assert kid.stdout.readline().strip() == "ready"
+    for kid in kids:
+        kid.stdin.write("go\n")
+        kid.stdin.flush()
+    return kids
+
+
 def new_pool(
     directory: str,
     size: int = POOL_SIZE,

@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import daxfs
+from conftest import started_together
 from daxfs import leases
 from daxfs.layout import CHUNK
 from daxfs.region import Region
@@ -272,20 +273,7 @@ def test_two_processes_filling_a_pool_lose_no_byte_to_each_others_windows(make_p
     import json
 
     path = make_pool(size=48 << 20)
-    kids = [
-        subprocess.Popen(
-            [sys.executable, "-c", FILLER, path, f"p{i}", str(i)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for kid in kids:
-        assert kid.stdout.readline().strip() == "ready"
-    for kid in kids:
-        kid.stdin.write("go\n")
-        kid.stdin.flush()
+    kids = started_together(FILLER, [[path, f"p{i}", str(i)] for i in range(2)])
     results = [json.loads(kid.stdout.readline()) for kid in kids]
     for kid in kids:
         assert kid.wait(timeout=120) == 0

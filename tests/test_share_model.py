@@ -66,7 +66,7 @@ from hypothesis.stateful import (
 )
 
 import daxfs
-from conftest import new_pool
+from conftest import new_pool, started_together
 from daxfs.layout import BLOCK, EXTENTS_PER_BLOCK, INLINE_EXTENTS
 
 MiB = 1 << 20
@@ -1396,20 +1396,7 @@ def test_two_processes_making_subdirectories_in_one_directory_keep_every_link(po
     for each, and the pool checks clean."""
     with daxfs.mount(pool_path) as fs:
         fs.mkdir("/c")
-    kids = [
-        subprocess.Popen(
-            [sys.executable, "-c", MKDIRS, pool_path, f"p{i}-", "200"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for kid in kids:
-        assert kid.stdout.readline().strip() == "ready"
-    for kid in kids:
-        kid.stdin.write("go\n")
-        kid.stdin.flush()
+    kids = started_together(MKDIRS, [[pool_path, f"p{i}-", "200"] for i in range(2)])
     for kid in kids:
         assert kid.wait(timeout=60) == 0
     with daxfs.mount(pool_path, readonly=True) as fs:
