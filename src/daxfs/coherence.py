@@ -768,6 +768,10 @@ class Change:
         else:
             fs._seen_seq = -1  # applied in part: the next catching up rebuilds
             return False
+        # Parents whose slots the records wrote (apply_records forgot them):
+        # told now, before a lookup below reloads one (from the media,
+        # without our link count change).
+        lost = [ino for ino in fs._nlink_deltas if ino not in fs.inodes.cache]
         try:
             for ino, names in fs._names_read.items():
                 if ino not in self.rebase_in:
@@ -777,7 +781,6 @@ class Change:
                     self.conflict_on = frozenset((ino,))
                     return False
             if -1 in self.rebase_in:  # slots written: what the lookups relied on
-                lost = [ino for ino in fs._nlink_deltas if ino not in fs.inodes.cache]
                 if not self._slots_still_hold():
                     return False
                 for ino in lost:  # our link count change, on the count they left
