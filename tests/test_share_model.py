@@ -1293,9 +1293,9 @@ KILLED_IN_COMMIT = COMMON + textwrap.dedent(r"""
             state["n"] += 1
         return store(off, data)
 
-    def commits(txn):
+    def commits(txn, prepared=None):
         state["on"], state["homes"] = True, len(txn.writes) // 2 if half else -1
-        commit(txn)
+        commit(txn, prepared)
 
     def publish():  # every home stored: die instead of publishing the live word
         if state["on"]:

@@ -274,10 +274,11 @@ class Locked:
     lock for just the catching up otherwise).
     A class rather than a @contextmanager: this is on every call's path."""
 
-    __slots__ = ("fs", "exclusive", "outer", "unlocked")
+    __slots__ = ("fs", "exclusive", "outer", "unlocked", "released")
 
     def __init__(self, fs, exclusive: bool, unlocked: bool = False):
         self.fs, self.exclusive, self.outer, self.unlocked = fs, exclusive, False, unlocked
+        self.released = False
 
     def __enter__(self) -> None:
         fs = self.fs
@@ -321,9 +322,17 @@ class Locked:
     def __exit__(self, *exc) -> None:
         fs = self.fs
         fs._depth -= 1
-        if self.outer:
+        if self.outer and not self.released:
             fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
         fs._tlock.release()
+
+    def release_pool(self) -> None:
+        """Let other processes commit now, keeping the thread lock: what is
+        left is this process's own bookkeeping (only the outermost section
+        holds the pool lock)."""
+        if self.outer and not self.released:
+            self.released = True
+            fcntl.flock(self.fs.region.fd, fcntl.LOCK_UN)
 
 
 class Conflict(Exception):
@@ -476,6 +485,7 @@ class Change:
         "late_refreshed",
         "rebase_in",
         "conflict_on",
+        "prepared",
     )
 
     def __init__(self, fs):
@@ -534,17 +544,24 @@ class Change:
             try:
                 for ino in sorted(fs._txn_dirty):
                     fs._stage_inode(txn, ino)
+                self.prepared = None
                 if self.optimistic:
                     self._store_new_blocks()
+                    # The record is packed before the lock (a rebase drops it).
+                    self.prepared = fs.journal.prepare(txn)
                     self._exclusive_and_checked()
                     self._forget_reads()  # checked: from here on as any change
-                fs.journal.commit(txn)
+                fs.journal.commit(txn, self.prepared)
             except Conflict:
                 self._undo()
                 raise
             except BaseException:
                 self._abort()
                 raise
+            fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
+            # Published: the rest is our own caches' business (under the
+            # thread lock), so other processes need not wait for it.
+            self.lock.release_pool()
             if self.optimistic:
                 fs.coherence["optimistic_commits"] += 1
                 fs._backoff.committed(txn.touched)
@@ -552,12 +569,10 @@ class Change:
                 fs.allocator.free(start, n)
             for ino in fs._txn_freed_inos:
                 fs.inodes.return_ino(ino)
-            fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
             fs._dirty_times.difference_update(fs._txn_dirty)
             if self.late is not None:
                 # Checked disjoint from ours under the lock; applied after it
                 # (a change with a thread lock only, as catch_up_unlocked).
-                fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
                 self._apply_late()
         finally:
             if self.optimistic:
@@ -754,6 +769,7 @@ class Change:
             self.conflict_on = frozenset(fs._edited.intersection(self.rebase_in))
             return False
         edits = []
+        self.prepared = None  # the transaction changes: packed again at commit
         for d in dirs:
             ops, blocks = d.rollback()
             txn.drop_writes(blocks)

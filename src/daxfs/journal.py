@@ -52,8 +52,9 @@ from .layout import (
     Superblock,
     TxnRecord,
     pack_jheader,
-    pack_txn,
+    pack_txn_body,
     parse_txn_record,
+    seal_txn,
     unpack_jheader,
 )
 from .region import Region, flush_ranges
@@ -175,15 +176,27 @@ class Journal:
         self._publish()
 
     # -- commit ------------------------------------------------------------
-    def commit(self, txn: Transaction) -> None:
+    def prepare(self, txn: Transaction) -> tuple[int, bytes] | None:
+        """What commit(txn) will log, but for its sequence number: built
+        with no lock held (see layout.pack_txn_body); None for an empty
+        transaction.  The transaction must not change before its commit."""
         if not txn.writes and not txn.revokes and not txn.allocated:
-            return
+            return None
         writes = txn.writes
         for dst, data in writes:
             self._check_home(dst, len(data), None)
         data_off = self._data_area[0]
         claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
-        record = pack_txn(self.next_seq, writes, txn.revokes, claims, sorted(txn.touched))
+        return pack_txn_body(writes, txn.revokes, claims, sorted(txn.touched))
+
+    def commit(self, txn: Transaction, prepared: tuple[int, bytes] | None = None) -> None:
+        """Log ``txn`` (``prepared``: its body from prepare, if made since
+        it last changed), store its homes and publish."""
+        body = self.prepare(txn) if prepared is None else prepared
+        if body is None:
+            return
+        writes = txn.writes
+        record = seal_txn(self.next_seq, body)
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:

@@ -311,6 +311,18 @@ def pack_txn(
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
 ) -> bytes:
+    return seal_txn(seq, pack_txn_body(writes, revokes, claims, touches))
+
+
+def pack_txn_body(
+    writes: list[tuple[int, bytes]],
+    revokes: list[tuple[int, int]] = (),  # type: ignore[assignment]
+    claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
+    touches: list[int] = (),  # type: ignore[assignment]
+) -> tuple[int, bytes]:
+    """(entry count, payload) of a record: all of it but the sequence
+    number, so that a committer can build it before taking the pool lock
+    (seal_txn, under it, is a header and a crc)."""
     parts = []
     for dst, data in writes:
         parts.append(TXN_REC.pack(dst, len(data), 0))
@@ -321,8 +333,13 @@ def pack_txn(
         parts.append(TXN_REC.pack(dst, length, REC_CLAIM))
     for ino in touches:
         parts.append(TXN_REC.pack(ino, 0, REC_TOUCH))
-    payload = b"".join(parts)
     nrec = len(writes) + len(revokes) + len(claims) + len(touches)
+    return nrec, b"".join(parts)
+
+
+def seal_txn(seq: int, body: tuple[int, bytes]) -> bytes:
+    """The record of ``body`` (pack_txn_body) committed as number ``seq``."""
+    nrec, payload = body
     tail = struct.pack("<QII", seq, nrec, len(payload)) + payload
     return struct.pack("<II", TXN_MAGIC, crc32c(tail)) + tail
 
