@@ -562,3 +562,65 @@ def test_a_missing_name_is_answered_without_the_exclusive_lock_unless_someone_ma
         with b.open("/z/row/0", "rb") as f:
             assert f.read() == b"y" * 5000
     assert daxfs.check(pool_path).ok
+
+
+def test_an_overwrite_stores_under_the_shared_lock_and_a_truncate_meanwhile_sends_it_again(
+    pool_path, monkeypatch
+):
+    """An optimistic write over bytes a file has stores them under the
+    shared pool lock once the records published since it caught up are
+    found disjoint from it; an overwrite in place then commits nothing (its
+    new times wait for the close) and never takes the exclusive lock.  When
+    another mount truncated the file meanwhile and its blocks went to a new
+    file, the store does not land: the write runs again the exclusive way,
+    after the truncate, and the other file keeps its bytes."""
+    from daxfs import coherence
+    from daxfs.coherence import Change
+
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
+        with a.open("/f", "wb") as f:
+            f.write(b"o" * 20_000)
+        with b.open("/f", "rb") as f:
+            assert f.read() == b"o" * 20_000
+        exclusive = []
+        real_lock = coherence.lock_pool
+
+        def counting(fd, op, *args):
+            if op == fcntl.LOCK_EX:
+                exclusive.append(fd)
+            return real_lock(fd, op, *args)
+
+        monkeypatch.setattr(coherence, "lock_pool", counting)
+        with a.open("/f", "r+b") as f:
+            f.seek(4096)
+            f.write(b"n" * 8192)
+            assert exclusive == []  # (closing commits the new times)
+        with b.open("/f", "rb") as f:
+            assert f.read() == b"o" * 4096 + b"n" * 8192 + b"o" * 7712
+
+        real_store = Change._store_over_existing
+        cut_in = []
+
+        def b_truncates_first(change):
+            if change.fs is a and not cut_in:
+                cut_in.append(True)
+                b.truncate("/f", 0)
+                with b.open("/g", "wb") as g:  # takes the blocks /f gave up
+                    g.write(b"g" * 20_000)
+            return real_store(change)
+
+        monkeypatch.setattr(Change, "_store_over_existing", b_truncates_first)
+        before = a.coherence.copy()
+        with a.open("/f", "r+b") as f:
+            f.seek(100)
+            f.write(b"w" * 300)
+        assert cut_in
+        for fs in (a, b):
+            with fs.open("/f", "rb") as f:
+                assert f.read() == bytes(100) + b"w" * 300
+            with fs.open("/g", "rb") as g:
+                assert g.read() == b"g" * 20_000
+        assert a.coherence["conflicts"] == before["conflicts"] + 1
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors

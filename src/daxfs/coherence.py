@@ -512,6 +512,7 @@ class Change:
         fs._txn_took = []
         fs._txn_pins = []
         fs._txn_deferred = []
+        fs._txn_over_existing = False
         if self.optimistic:
             fs._reads, fs._slot_reads, fs._names_read, fs._edited = set(), set(), {}, set()
             fs._nlink_deltas = {}
@@ -546,7 +547,12 @@ class Change:
                     fs._stage_inode(txn, ino)
                 self.prepared = None
                 if self.optimistic:
-                    self._store_new_blocks()
+                    if fs._txn_over_existing:
+                        self._store_over_existing()
+                        if not (txn or fs._txn_dirty):
+                            return  # an overwrite in place: its check was the one
+                    else:
+                        self._store_new_blocks()
                     # The record is packed before the lock (a rebase drops it).
                     self.prepared = fs.journal.prepare(txn)
                     self._exclusive_and_checked()
@@ -605,14 +611,33 @@ class Change:
         fs = self.fs
         if not fs._txn_deferred:
             return
-        if not fs.leases.hold_for_stores(self.txn.allocated):
+        taken = self.txn.allocated  # (none: an overwrite, under the shared lock)
+        if taken and not fs.leases.hold_for_stores(taken):
             raise Conflict
         try:
             for store in fs._txn_deferred:
                 store()
         finally:
             fs._txn_deferred = []
-            fs.leases.release_stores()
+            if taken:
+                fs.leases.release_stores()
+
+    def _store_over_existing(self) -> None:
+        """Make the deferred stores when some go over bytes files have (an
+        overwrite, an append into a file's last block): under the shared
+        pool lock, so that nobody frees those blocks meanwhile, and only
+        once the records committed since our catching up are found
+        disjoint from the change (a truncate, say, would have freed them).
+        Two processes overwriting their own files copy at once; only
+        their commits (a new size, new blocks) take turns."""
+        fs = self.fs
+        lock_pool(fs.region.fd, fcntl.LOCK_SH)
+        try:
+            if self._caught_up_disjoint(locked=False) is not True:
+                raise Conflict(self.conflict_on)
+            self._store_new_blocks()
+        finally:
+            fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
 
     def _forget_reads(self) -> None:
         fs = self.fs

@@ -165,11 +165,14 @@ class DataPath:
 
     def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
         end = off + len(data)
-        if inode.extents or end >= CHUNK:
-            # Stores over bytes the file has (and migrations) wait for the
-            # exclusive lock; only a first write into fresh blocks may not.
-            self._need_exclusive()
         old_size, new_size = inode.size, max(inode.size, end)
+        if new_size >= CHUNK:
+            # Whole chunks and migrations are placed under the exclusive lock.
+            self._need_exclusive()
+        # Stores over bytes the file has (an overwrite, an append into its
+        # last block) are made under the shared lock, after a check
+        # (coherence.Change._store_over_existing).
+        over_existing = bool(inode.extents)
         generation = inode.generation
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
@@ -190,6 +193,7 @@ class DataPath:
             # An optimistic change stores nothing before its check: the space
             # it took may be another process's by then (coherence.Change).
             self._txn_deferred.append(store)
+            self._txn_over_existing |= over_existing
         else:
             store()
         inode.size = new_size

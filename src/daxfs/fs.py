@@ -160,6 +160,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._nlink_deltas: dict[int, int] | None = None
         self._txn_pins: list[int] = []
         self._txn_deferred: list[Callable[[], None]] = []  # an optimistic change's stores
+        self._txn_over_existing = False  # some of them over bytes files have
 
     # ======================================================================
     # locking and cache coherence
