@@ -624,3 +624,51 @@ def test_an_overwrite_stores_under_the_shared_lock_and_a_truncate_meanwhile_send
         assert a.coherence["conflicts"] == before["conflicts"] + 1
     report = daxfs.check(pool_path)
     assert report.ok, report.errors
+
+
+def test_a_large_write_copies_its_data_with_no_exclusive_lock_into_leased_chunks(
+    pool_path, monkeypatch
+):
+    """Sharing the pool, a write that makes a file large first leases the
+    whole chunks it needs as windows of its own (one short exclusive
+    section), then places and copies its data optimistically: while the
+    bytes are stored, another process can take the pool lock.  The file
+    is whole chunks, nobody else's window is used, and the pool checks
+    clean."""
+    from daxfs.coherence import Change
+    from daxfs.layout import CHUNK
+
+    data = os.urandom(MiB) * 12
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
+        b.mkdir("/b")
+        with b.open("/b/small", "wb") as f:
+            f.write(b"s" * 5000)
+        real = Change._store_new_blocks
+        lock_free_while_storing = []
+
+        def storing(change):
+            if change.fs is a and a._txn_deferred:
+                probe = os.open(pool_path, os.O_RDONLY)
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    lock_free_while_storing.append(True)
+                except BlockingIOError:
+                    lock_free_while_storing.append(False)
+                finally:
+                    os.close(probe)
+            return real(change)
+
+        monkeypatch.setattr(Change, "_store_new_blocks", storing)
+        before = a.coherence.copy()
+        with a.open("/big", "wb") as f:
+            f.write(data)
+        assert lock_free_while_storing and all(lock_free_while_storing)
+        assert a.coherence["optimistic_commits"] > before["optimistic_commits"]
+        with b.open("/big", "rb") as f:
+            assert f.read() == data
+        assert all(e.device_offset % CHUNK == 0 and e.length % CHUNK == 0 for e in a.iomap("/big"))
+        with b.open("/b/small", "rb") as f:
+            assert f.read() == b"s" * 5000
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors

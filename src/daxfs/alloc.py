@@ -469,6 +469,15 @@ class HugePageAllocator(_Base):
             self._split_whole(c)
         return self._fill_from_chunk(c, n, out)
 
+    def take_whole(self, c: int) -> bool:
+        """Chunk c, whole, if it is wholly free (a large file's window, taken
+        from a chunk leased for it: leases.Leases.take_chunks)."""
+        if self.chunk_free[c] != BLOCKS_PER_CHUNK:
+            return False
+        self.whole.take(c, 1)
+        self._mark(c * BLOCKS_PER_CHUNK, BLOCKS_PER_CHUNK)
+        return True
+
     def pick_window(self, leased: set[int]) -> int | None:
         """A chunk for a new window, not one of ``leased``: the fullest
         non-draining partly used chunk with WINDOW_ROOM free (filling holes

@@ -37,6 +37,7 @@ from .coherence import optimistically
 from .inode import Inode
 from .journal import Transaction
 from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, MAX_FILE_SIZE
+from .leases import LEASED_CHUNKS
 from .path import oserror
 from .pins import pinned_by_others
 from .region import flush_ranges, merge_ranges
@@ -77,6 +78,12 @@ class DataPath:
 
     def _alloc_chunks(self, txn: Transaction, n: int, hint_dev: int | None):
         hint = None if hint_dev is None else self._block(hint_dev)
+        if self._reads is not None:
+            # Preparing without the lock: only chunks leased to us for it.
+            runs = self.leases.take_chunks(n, hint)
+            if runs is None:
+                self._need_exclusive()
+            return self._take(txn, runs)
         # Never in another process's window, which may be storing into it.
         return self._take(txn, self.leases.fenced(self.allocator.alloc_chunks, n, hint))
 
@@ -153,11 +160,40 @@ class DataPath:
     # leaves a prefix of the write, as POSIX allows.
     WRITE_PIECE = 64 * CHUNK
 
+    # Sharing the pool, pieces of a large file's write take the whole chunks
+    # leased for them (Leases.lease_chunks), so that their data is copied
+    # with no pool lock held, while other processes commit.
+    SHARED_PIECE = LEASED_CHUNKS * CHUNK
+
     def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
         refuse_past_largest_file(off + len(data))
-        for start in range(0, len(data), self.WRITE_PIECE):
-            piece = data[start : start + self.WRITE_PIECE]
+        shared = self.optimism and self.leases.shared
+        step = self.SHARED_PIECE if shared else self.WRITE_PIECE
+        for start in range(0, len(data), step):
+            piece = data[start : start + step]
+            if shared:
+                self._lease_chunks_for(ino, off + start, len(piece))
             optimistically(self, self._write_change, ino, off + start, piece)
+
+    def _lease_chunks_for(self, ino: int, off: int, n: int) -> None:
+        """Before a write that may make file ``ino`` large, or grow it: have
+        the whole chunks its unmapped windows will take among our windows.
+        Decided from the cached inode, a hint (the change checks again):
+        writes of small files and overwrites never come to the lock."""
+        cached = self.inodes.cache.get(ino)
+        if max(off + n, cached.size if cached is not None else 0) < CHUNK:
+            return
+        want = _unmapped_windows(cached, off, off + n) if cached is not None else 1
+        if want <= self.leases.whole_windows():
+            return
+        with self._locked(exclusive=True):
+            inode = self._inode(ino)
+            want = _unmapped_windows(inode, off, off + n)
+            if want and max(inode.size, off + n) >= CHUNK:
+                start = _align_down(off, CHUNK)
+                hint = inode.device_before(start)
+                ok = hint is not None and hint % CHUNK == 0
+                self.leases.lease_chunks(want, self._block(hint) if ok else None)
 
     def _write_change(self, ino: int, off: int, data: memoryview) -> None:
         with self._change() as txn:
@@ -166,13 +202,16 @@ class DataPath:
     def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
         end = off + len(data)
         old_size, new_size = inode.size, max(inode.size, end)
-        if new_size >= CHUNK:
-            # Whole chunks and migrations are placed under the exclusive lock.
-            self._need_exclusive()
-        # Stores over bytes the file has (an overwrite, an append into its
-        # last block) are made under the shared lock, after a check
+        # Stores over blocks the file has (an overwrite, an append into its
+        # last block or chunk) are made under the shared lock, after a check
         # (coherence.Change._store_over_existing).
-        over_existing = bool(inode.extents)
+        low = min(off, old_size)
+        kinds = {e.kind for e in inode.iomap(low, end - low)}
+        over_existing = "mapped" in kinds
+        if data and (end > old_size or "hole" in kinds):
+            # New extents to come: an optimistic change undone half-way
+            # (Exclusive, say) must drop our copy of the inode too.
+            self._txn_dirty.add(inode.ino)
         generation = inode.generation
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
@@ -348,6 +387,7 @@ class DataPath:
         ]
         if not todo:
             return
+        self._need_exclusive()  # the copy reads blocks a commit may free
         t0, t1 = touched if touched is not None else (0, 0)
         reserve = 0  # the whole chunks _allocate_large will give entirely unmapped windows
         for w in range(_align_down(t0, CHUNK), t1, CHUNK):
@@ -457,6 +497,14 @@ def _hole_blocks(inode: Inode, start: int, stop: int) -> int:
     if stop <= start:
         return 0
     return sum(n for _o, n in inode.holes(start, stop - start)) // BLOCK
+
+
+def _unmapped_windows(inode: Inode, start: int, stop: int) -> int:
+    """How many 2 MiB windows of [start, stop) ``inode`` maps nothing in."""
+    w0 = _align_down(start, CHUNK)
+    return sum(
+        1 for w in range(w0, stop, CHUNK) if all(e.kind == "hole" for e in inode.iomap(w, CHUNK))
+    )
 
 
 def _align_down(n: int, a: int) -> int:

@@ -65,6 +65,9 @@ MAX_WINDOWS = 12
 ROOM_WRITES = 12
 ROOM_MIN, ROOM_MAX = 2 * BLOCKS_PER_CHUNK, 8 * BLOCKS_PER_CHUNK
 INO_RANGE = 256  # inode numbers leased at a time
+# Whole chunks leased at most for one optimistic large write (a piece of
+# LEASED_CHUNKS chunks: data.DataPath.SHARED_PIECE), within MAX_WINDOWS.
+LEASED_CHUNKS = 8
 
 TABLE_BYTES = TABLE_HEAD.size + NSLOTS * SLOT.size
 
@@ -339,6 +342,64 @@ class Leases:
             self.windows.pop(0)
         self.windows.append(c)
         return True
+
+    # -- whole chunks for large files ----------------------------------------
+    def lease_chunks(self, n: int, hint: int | None) -> None:
+        """Have ``n`` wholly free chunks among our windows (the hinted block's
+        chunk and those after it first) before an optimistic write places
+        a large file's data in them (take_chunks); fewer if the pool has
+        fewer whole chunks outside others' windows.  Under the exclusive
+        lock, as any new window."""
+        a = self.fs.allocator
+        if not self._current() or a.name != "hugepage":
+            return
+        self._scan()
+        # One more: the write's extent blocks come from our windows too, and
+        # split a whole one when no other has room.
+        n = min(n, LEASED_CHUNKS) + 1
+        have = [c for c in self.windows if a.chunk_free[c] == BLOCKS_PER_CHUNK]
+        if len(have) >= n:
+            return
+        try:
+            runs = self.fenced(a.alloc_chunks, n - len(have), hint)
+        except OSError:
+            return
+        for b, k in runs:  # found where they would go: leased, not taken
+            a.free(b, k)
+        picked = [
+            c
+            for b, k in runs
+            if b % BLOCKS_PER_CHUNK == 0 and k % BLOCKS_PER_CHUNK == 0
+            for c in range(b // BLOCKS_PER_CHUNK, (b + k) // BLOCKS_PER_CHUNK)
+        ]
+        # Small windows make room (the oldest first); the chunks stay ours.
+        keep = [c for c in self.windows if c not in picked]
+        self.windows = keep[max(0, len(keep) + len(picked) - MAX_WINDOWS) :] + picked
+        self._write_slot()
+
+    def whole_windows(self) -> int:
+        """How many of our windows are wholly free (room for a large write)."""
+        free = self.fs.allocator.chunk_free
+        return sum(1 for c in self.windows if free[c] == BLOCKS_PER_CHUNK)
+
+    def take_chunks(self, n: int, hint: int | None):
+        """``n`` whole chunks from our windows for an optimistic change (the
+        hinted block's chunk first), as allocator runs; None if our
+        windows do not hold that many wholly free chunks."""
+        a, per = self.fs.allocator, BLOCKS_PER_CHUNK
+        if a.name != "hugepage":
+            return None
+        whole = [c for c in self.windows if a.chunk_free[c] == per]
+        if hint is not None and hint // per in whole:
+            whole.remove(hint // per)
+            whole.insert(0, hint // per)
+        if len(whole) < n:
+            return None
+        runs = []
+        for c in whole[:n]:
+            a.take_whole(c)
+            runs.append((c * per, per))
+        return runs
 
     # -- inode numbers -----------------------------------------------------
     def take_ino(self) -> int:
