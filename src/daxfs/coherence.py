@@ -349,7 +349,7 @@ class Conflict(Exception):
 
 class Exclusive(Conflict):
     """An optimistic change reached work that must not run before its check
-    (fs._need_exclusive: a store over bytes a file has, a new window): it
+    (fs._need_exclusive: a migration into a chunk, a new window): it
     runs again the old way.  No sign of contention, so no back-off."""
 
 
@@ -469,10 +469,11 @@ class Change:
     caught-up state; what it loaded from the media while someone committed
     may be newer or torn, but then the committer's record names it, and
     the check fails.  An error the body raises is checked the same way
-    before it is let out.  Work that must not happen before the check (a
-    store over a file's existing bytes, a new window) calls
-    fs._need_exclusive() first, which raises Exclusive in an optimistic
-    change."""
+    before it is let out.  Stores over bytes files have wait for the
+    shared lock and a check first (_store_over_existing).  Work that must
+    not happen before the check (a migration into a chunk, a new window)
+    calls fs._need_exclusive() first, which raises Exclusive in an
+    optimistic change."""
 
     __slots__ = (
         "fs",

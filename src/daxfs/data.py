@@ -1,8 +1,9 @@
 """data: where a file's bytes go, and in what order they become durable.
 
 DataPath is the part of FileSystem that reads and writes file data; it is a
-mixin so that fs.py keeps the namespace and locking.  Its callers hold the
-pool lock and an open transaction (see fs._Change).
+mixin so that fs.py keeps the namespace and locking.  Its callers hold an
+open change (coherence.Change): the pool lock, or, for an optimistic
+change, stores deferred until its check (``_txn_deferred``).
 
 Placement (the huge-page policy lives here and in alloc):
   * a file that is or becomes 2 MiB or larger gets a whole aligned chunk for
@@ -167,7 +168,7 @@ class DataPath:
 
     def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
         refuse_past_largest_file(off + len(data))
-        shared = self.optimism and self.leases.shared
+        shared = self.optimism and self.leases.shared and not self.readonly
         step = self.SHARED_PIECE if shared else self.WRITE_PIECE
         for start in range(0, len(data), step):
             piece = data[start : start + step]

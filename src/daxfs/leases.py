@@ -2,8 +2,10 @@
 
 When several processes write one pool, each places its small blocks (files
 under 2 MiB, directory and extent blocks) in chunks of its own, its
-*windows*, and takes new inode numbers from a range of its own, like
-ext4's per-group preallocation and OCFS2's per-node local allocation.
+*windows* (and a large write's whole chunks in windows leased for it
+just before: ``lease_chunks``), and takes new inode numbers from a range
+of its own, like ext4's per-group preallocation and OCFS2's per-node
+local allocation.
 Their files then do not interleave in chunks (a process's chunks empty
 when its files go, and return whole) nor in the inode table, and a
 process never needs another's free space to create a file.  A process
