@@ -232,7 +232,7 @@ SHARE_LABELS = [
 def test_share_tiny(tmp_path, capsys):
     js = tmp_path / "share.json"
     argv = ["share", "--files", "20", "--procs", "1,2", "--prefill", "0,30", "--repeat", "1"]
-    argv += ["--no-dask", "--pool-size", "64M", "--pool-dir", str(tmp_path)]
+    argv += ["--no-dask", "--no-beside", "--pool-size", "64M", "--pool-dir", str(tmp_path)]
     argv += ["--format", "plain", "--json", str(js)]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -279,7 +279,8 @@ def test_share_tiny(tmp_path, capsys):
 
 def test_share_stops_a_case_at_the_limit(tmp_path, capsys):
     argv = ["share", "--files", "3000", "--procs", "2", "--layout", "shared", "--prefill", "0"]
-    argv += ["--limit", "0.3", "--no-dask", "--pool-size", "64M", "--pool-dir", str(tmp_path)]
+    argv += ["--limit", "0.3", "--no-dask", "--no-beside", "--pool-size", "64M"]
+    argv += ["--pool-dir", str(tmp_path)]
     argv += ["--format", "plain", "--start-method", "spawn"]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -295,7 +296,7 @@ def test_share_dask_tiny(tmp_path, capsys):
     pytest.importorskip("zarr")
     argv = ["share", "--files", "2", "--procs", "1", "--prefill", "0", "--repeat", "1"]
     argv += ["--dask", "--dask-size", "2M", "--dask-chunk", "1M", "--pool-size", "64M"]
-    argv += ["--pool-dir", str(tmp_path), "--format", "plain"]
+    argv += ["--no-beside", "--pool-dir", str(tmp_path), "--format", "plain"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     rows = plain_rows(out, ["write 2 MiB (da.store)", "read back + sum"])
@@ -305,6 +306,27 @@ def test_share_dask_tiny(tmp_path, capsys):
         assert float(cells[4]) > 0
     assert "aim: dask + zarr through DaxStore >= 0.8x LocalStore on tmpfs, write and read: " in out
     assert os.listdir(tmp_path) == []
+
+
+def test_share_beside_tiny(tmp_path, capsys):
+    """Small creates alone and beside a large writer, on both sides: a row
+    each, rates above zero, the writer's files counted, nothing left."""
+    js = tmp_path / "share.json"
+    argv = ["share", "--files", "2", "--procs", "1", "--prefill", "0", "--repeat", "1"]
+    argv += ["--no-dask", "--beside-files", "100", "--beside-big", "2M", "--pool-size", "64M"]
+    argv += ["--pool-dir", str(tmp_path), "--format", "plain", "--json", str(js)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, ["daxfs", "kernel"])
+    assert list(rows) == ["daxfs", "kernel"]
+    for cells in rows.values():
+        alone, beside, ratio = (float(c.replace(",", "")) for c in cells[:3])
+        assert alone > 0 and beside > 0 and ratio == pytest.approx(beside / alone, abs=0.01)
+        assert int(cells[-1].replace(",", "")) >= 1  # the writer wrote while timed
+    assert "beside a large writer: daxfs creates at " in out
+    _share, beside = json.loads(js.read_text())
+    assert beside["data"]["daxfs"]["beside"]["big_writes"] >= 1
+    assert os.listdir(tmp_path) == ["share.json"]
 
 
 def test_share_prints_each_coherence_counter_per_call():

@@ -43,6 +43,10 @@ its barrier, and the rates are of the work done (marked *).  A round
 alternates the sides' order; each case keeps its best round of --repeat,
 and a case stopped at the limit is not repeated.
 
+Small files beside a large writer (--beside, on; bench/beside.py): one
+process's creates of 4 KiB files, alone and while another process writes
+files of --beside-big in one write() each, on both sides.
+
 A real client (--dask, on when dask and zarr import): a dask array of
 --dask-size float64 in --dask-chunk chunks, computed and written
 (da.store) to zarr by a process pool of 2 workers (dask's multiprocessing
@@ -90,6 +94,7 @@ from . import (
     fmt_seconds,
     next_pow2,
 )
+from .beside import beside_report, run_beside
 
 HELP = "several processes on one pool (create/stat/unlink), 1-4 processes, daxfs vs kernel tmpfs"
 DESCRIPTION = __doc__
@@ -518,6 +523,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also time dask + zarr through DaxStore and LocalStore (default: if both import)",
     )
+    p.add_argument(
+        "--beside",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time small creates beside a process writing large files (on)",
+    )
+    p.add_argument("--beside-files", type=int, default=2000, help="creates timed there (2000)")
+    p.add_argument("--beside-big", default="32M", help="the large files' size there (32M)")
     p.add_argument("--dask-size", default="256M", help="the dask array's size (256M)")
     p.add_argument("--dask-chunk", default="1M", help="its chunk size (1M)")
     p.add_argument("--dask-workers", type=int, default=2, help="dask worker processes (2)")
@@ -531,6 +544,9 @@ def check_arguments(args) -> None:
     args.layout = list(dict.fromkeys(parse_list(args.layout, "layout", str)))
     args.prefill = sorted(set(parse_list(args.prefill, "prefill", int)))
     args.pool_size = daxfs.parse_size(args.pool_size)
+    args.beside_big = daxfs.parse_size(args.beside_big)
+    if args.beside_big < MiB or args.beside_big % MiB or args.beside_files < 100:
+        raise SystemExit("--beside-big: whole MiB, at least 1; --beside-files: at least 100")
     bad = [x for x in args.layout if x not in LAYOUTS]
     if bad:
         raise SystemExit(f"--layout: unknown {bad} (choose from {', '.join(LAYOUTS)})")
@@ -558,6 +574,9 @@ def main(args: argparse.Namespace) -> int:
         ceiling = cpu_ceiling(args.procs, args.start_method)
         results, builds = run_all(work, args)
         reports = [make_report(args, results, builds, env, ceiling)]
+        if args.beside:
+            print("small files beside a large writer ...", file=sys.stderr, flush=True)
+            reports.append(beside_report(args, run_beside(work, args), env))
         if args.dask:
             print("dask + zarr ...", file=sys.stderr, flush=True)
             reports.append(dask_report(args, run_dask(work, args), env))
