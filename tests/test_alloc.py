@@ -90,6 +90,19 @@ def test_large_requests_get_whole_aligned_chunks():
     assert a.free_chunks == 5 and a.free_blocks == 5 * C
 
 
+def test_take_whole_takes_only_a_wholly_free_chunk():
+    """A chunk leased for a large write is taken whole (leases.take_chunks),
+    and only while nothing in it is used."""
+    a = fresh(HugePageAllocator, 4 * C, used_ranges=[(C + 5, 1)])
+    assert not a.take_whole(1)  # one block used
+    assert a.take_whole(2)
+    assert not a.take_whole(2)  # taken already
+    assert a.used[2 * C : 3 * C].all() and a.free_chunks == 2
+    assert a.free_blocks == 4 * C - 1 - C
+    a.free(2 * C, C)
+    assert a.free_chunks == 3 and sorted(a.alloc_chunks(3)) == [(0, C), (2 * C, 2 * C)]
+
+
 def test_large_request_contiguous_with_hint():
     a = fresh(HugePageAllocator, 8 * C)
     [(s, n)] = a.alloc_chunks(1)

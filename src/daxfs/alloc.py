@@ -472,7 +472,7 @@ class HugePageAllocator(_Base):
     def take_whole(self, c: int) -> bool:
         """Chunk c, whole, if it is wholly free (a large file's window, taken
         from a chunk leased for it: leases.Leases.take_chunks)."""
-        if self.chunk_free[c] != BLOCKS_PER_CHUNK:
+        if self.chunk_free[c] != BLOCKS_PER_CHUNK or self.whole.run_containing(c) is None:
             return False
         self.whole.take(c, 1)
         self._mark(c * BLOCKS_PER_CHUNK, BLOCKS_PER_CHUNK)

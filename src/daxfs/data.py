@@ -181,12 +181,13 @@ class DataPath:
         the whole chunks its unmapped windows will take among our windows.
         Decided from the cached inode, a hint (the change checks again):
         writes of small files and overwrites never come to the lock."""
-        cached = self.inodes.cache.get(ino)
-        if max(off + n, cached.size if cached is not None else 0) < CHUNK:
-            return
-        want = _unmapped_windows(cached, off, off + n) if cached is not None else 1
-        if want <= self.leases.whole_windows():
-            return
+        with self._thread_lock():
+            cached = self.inodes.cache.get(ino)
+            if max(off + n, cached.size if cached is not None else 0) < CHUNK:
+                return
+            want = _unmapped_windows(cached, off, off + n) if cached is not None else 1
+            if want < self.leases.whole_windows():  # (one spare: lease_chunks)
+                return
         with self._locked(exclusive=True):
             inode = self._inode(ino)
             want = _unmapped_windows(inode, off, off + n)

@@ -399,7 +399,10 @@ class Leases:
             return None
         runs = []
         for c in whole[:n]:
-            a.take_whole(c)
+            if not a.take_whole(c):
+                for b, k in runs:
+                    a.free(b, k)
+                return None
             runs.append((c * per, per))
         return runs
 
