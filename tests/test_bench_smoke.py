@@ -105,6 +105,25 @@ def test_meta_tiny(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
 
 
+def test_meta_durable_tiny(tmp_path, capsys):
+    """--durable: creates on the kernel with and without fsync per file,
+    on the pool in --pool-dir and on a pool in /dev/shm, in one table;
+    nothing is left in either place."""
+    shm_before = set(os.listdir("/dev/shm"))
+    argv = ["meta", "--files", "8", "--rounds", "1", "--pool-dir", str(tmp_path)]
+    argv += ["--pool-size", "64M", "--format", "plain", "--durable"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, ["kernel+fsync", "daxfs on tmpfs"])
+    assert len(rows) == 2
+    for cells in rows.values():
+        rate, ratio = (float(c.replace(",", "")) for c in cells)
+        assert rate > 0 and ratio > 0
+    assert "the kernel with fsync per file (issue 14's sync-mode aim: 1.0x)" in out
+    assert os.listdir(tmp_path) == []
+    assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if "durable" in n}
+
+
 def test_meta_rich_output(tmp_path, capsys):
     argv = [
         "meta",

@@ -42,6 +42,7 @@ from . import (
     add_output_arguments,
     check_pool_dir,
     command_line,
+    durable,
     environment,
     fmt_rate,
     fmt_ratio,
@@ -177,6 +178,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "print the phase with the lowest ratio (or the one named, or all)",
     )
     p.add_argument("--profile-lines", type=int, default=15, help="profile entries shown (15)")
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="also time creates with fsync per file and on a pool in /dev/shm (bench/durable.py)",
+    )
     add_output_arguments(p)
 
 
@@ -222,8 +228,13 @@ def main(args: argparse.Namespace) -> int:
             for s in (kernel, dax) if r % 2 == 0 else (dax, kernel):
                 results[s.name].append(run_round(s, payload))
 
-        report = make_report(args, results, environment(pool_dir, fs.info()["durability"]), size)
+        env = environment(pool_dir, fs.info()["durability"])
+        report = make_report(args, results, env, size)
         report.emit(args.format, args.json)
+        if args.durable:
+            print()
+            best, durability = durable.measure(work, base, payload, args.rounds, size)
+            durable.durable_report(args, best, durability, env).emit(args.format, None)
 
         if args.profile:
             profile_round(dax, payload, report, args.profile, args.profile_lines)
