@@ -520,25 +520,27 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             self._pin(r.ino)  # type: ignore[arg-type]
             return r.ino  # type: ignore[return-value]
 
-    def _create_with(self, spath: str, data) -> None:
+    def _create_with(self, spath: str, data, perms: int | None = None) -> None:
         """Make the new file ``spath`` holding ``data`` (a buffer of at most
         WRITE_PIECE bytes) in one change: another process, or the pool
         after a crash, has no such file or all of it, as a write under a
         temporary name and a rename would give, in one commit instead of
-        three (DaxStore writes a zarr chunk so).  FileExistsError if the
-        name exists, as open(path, "xb")."""
+        three (DaxStore writes a zarr chunk so; ``daxfs cp`` a small file,
+        with its permission bits ``perms``: 0o666 less the umask if None).
+        FileExistsError if the name exists, as open(path, "xb")."""
+        perms = 0o666 & ~self.umask if perms is None else perms & 0o7777
         with memoryview(data) as view:
             data = view.cast("B")
             if len(data) > self.WRITE_PIECE:
                 raise ValueError(f"{len(data)} bytes: more than one change holds")
-            optimistically(self, self._create_with_change, spath, data)
+            optimistically(self, self._create_with_change, spath, data, perms)
 
-    def _create_with_change(self, spath: str, data: memoryview) -> None:
+    def _create_with_change(self, spath: str, data: memoryview, perms: int) -> None:
         with self._change() as txn:
             r = self._resolve_to_create(spath, exclusive=True)
             if r.ino is not None:
                 raise oserror(errno.EEXIST, spath)
-            inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
+            inode = self._create(txn, r, S_IFREG | perms, spath)
             if data:
                 self._write_piece(txn, inode, 0, data)
 

@@ -554,6 +554,14 @@ class PoolTarget:
     def create_file(self, name: str) -> PoolWriter:
         return PoolWriter(self.fs, self._path(name), "xb")  # "x" never follows the last name
 
+    def create_whole(self, name: str, data, perms: int) -> Identity:
+        """Make the new file ``name`` holding ``data`` with ``perms``, name,
+        bytes and mode in one change (a crash leaves it whole or absent):
+        its identity.  FileExistsError if the name is taken (never followed)."""
+        path = self._path(name)
+        self.fs._create_with(path, data, perms)
+        return identity(self.fs.lstat(path))
+
     def overwrite_file(self, name: str, seen: os.stat_result, follow: bool) -> PoolWriter:
         writer = PoolWriter(self.fs, self._path(name), "r+b")
         if writer.ident != identity(seen) and not follow:
