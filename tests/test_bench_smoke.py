@@ -124,6 +124,20 @@ def test_meta_durable_tiny(tmp_path, capsys):
     assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if "durable" in n}
 
 
+def test_copy_tiny(tmp_path, capsys):
+    """bench copy: cp -r and daxfs cp -r (pool in --pool-dir and in
+    /dev/shm) of a tiny folder, the copies checked, nothing left behind."""
+    argv = ["copy", "--files", "5", "--size", "100", "--repeat", "1"]
+    argv += ["--pool-dir", str(tmp_path), "--format", "plain"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, ["cp -r", "daxfs, pool-dir", "daxfs, tmpfs"])
+    assert len(rows) == 3
+    assert "aim: daxfs cp -r into a pool on " in out
+    assert os.listdir(tmp_path) == []
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("daxfs-bench-copy-")]
+
+
 def test_meta_rich_output(tmp_path, capsys):
     argv = [
         "meta",

@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "age": "daxfs.bench.age",
     "hostile": "daxfs.bench.hostile",
     "share": "daxfs.bench.share",
+    "copy": "daxfs.bench.copy",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
