@@ -465,13 +465,14 @@ class Copier:
         if self._seen(entry, name, follow) is not None:
             return False  # replaced or written through: the general way checks what
         with naming(entry.label):
-            data = read_whole(reader, WHOLE_MAX)
-        if data is None:
+            whole = read_whole(reader, WHOLE_MAX)
+        if whole is None:
             return False
+        data, moved = whole
         perms = entry.st.st_mode & 0o777 & ~umask()
         with naming(t.label(name)):
             self.created.add(create_whole(name, data, perms))
-        self.meter.advance(len(data))
+        self.meter.advance(moved)
         return True
 
     def _file_writer(self, entry: Entry, name: str) -> tuple[Writer, bool]:
@@ -530,14 +531,15 @@ def naming(label: str) -> Iterator[None]:
 WHOLE_MAX = 1 << 20
 
 
-def read_whole(reader: Reader, limit: int) -> bytearray | None:
-    """All of a file's bytes (holes as zeroes), or None if it has more than
-    ``limit`` (it grew since it was listed) or is a stream (no offsets)."""
+def read_whole(reader: Reader, limit: int) -> tuple[bytearray, int] | None:
+    """All of a file's bytes (holes as zeroes) and how many were read (its
+    data runs, as copy_data moves them); None if it has more than ``limit``
+    (it grew since it was listed) or is a stream (no offsets)."""
     size = reader.size()
     if size > limit:
         return None
     buf = bytearray(size)
-    view = memoryview(buf)
+    view, moved = memoryview(buf), 0
     for start, end in reader.data_runs():
         if end is None or end > size:
             return None
@@ -547,7 +549,8 @@ def read_whole(reader: Reader, limit: int) -> bytearray | None:
             if n == 0:
                 return None  # shrank meanwhile: the general way copies what is there
             pos += n
-    return buf if reader.size() == size else None
+        moved += end - start
+    return (buf, moved) if reader.size() == size else None
 
 
 def copy_data(reader: Reader, writer: Writer, meter: Meter, src: str, dst: str) -> None:
