@@ -192,10 +192,8 @@ class DataPath:
             inode = self._inode(ino)
             want = _unmapped_windows(inode, off, off + n)
             if want and max(inode.size, off + n) >= CHUNK:
-                start = _align_down(off, CHUNK)
-                hint = inode.device_before(start)
-                ok = hint is not None and hint % CHUNK == 0
-                self.leases.lease_chunks(want, self._block(hint) if ok else None)
+                hint = _chunk_hint(inode, _align_down(off, CHUNK))
+                self.leases.lease_chunks(want, None if hint is None else self._block(hint))
 
     def _write_change(self, ino: int, off: int, data: memoryview) -> None:
         with self._change() as txn:
@@ -308,9 +306,8 @@ class DataPath:
             w1 = w0 + CHUNK
             stop = min(hend, w1)
             if not any(e.kind == "mapped" for e in inode.iomap(w0, CHUNK)):
-                hint = inode.device_before(w0)
                 try:
-                    runs = self._alloc_chunks(txn, 1, hint if hint and hint % CHUNK == 0 else None)
+                    runs = self._alloc_chunks(txn, 1, _chunk_hint(inode, w0))
                 except OSError as e:
                     if e.errno != errno.ENOSPC:
                         raise
@@ -391,10 +388,8 @@ class DataPath:
             return
         self._need_exclusive()  # the copy reads blocks a commit may free
         t0, t1 = touched if touched is not None else (0, 0)
-        reserve = 0  # the whole chunks _allocate_large will give entirely unmapped windows
-        for w in range(_align_down(t0, CHUNK), t1, CHUNK):
-            if all(e.kind == "hole" for e in inode.iomap(w, CHUNK)):
-                reserve += 1
+        # The whole chunks _allocate_large will give entirely unmapped windows.
+        reserve = _unmapped_windows(inode, t0, t1)
         need = _hole_blocks(inode, t0, t1)  # at most what the caller's holes will take
         for w in todo:
             # The window's own holes need no blocks once it is a chunk.
@@ -499,6 +494,13 @@ def _hole_blocks(inode: Inode, start: int, stop: int) -> int:
     if stop <= start:
         return 0
     return sum(n for _o, n in inode.holes(start, stop - start)) // BLOCK
+
+
+def _chunk_hint(inode: Inode, w0: int) -> int | None:
+    """Where window w0's chunk would best go: right after the file's
+    previous extent, when that ends on a chunk boundary (device offset)."""
+    hint = inode.device_before(w0)
+    return hint if hint and hint % CHUNK == 0 else None
 
 
 def _unmapped_windows(inode: Inode, start: int, stop: int) -> int:

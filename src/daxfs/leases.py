@@ -359,7 +359,7 @@ class Leases:
         # One more: the write's extent blocks come from our windows too, and
         # split a whole one when no other has room.
         n = min(n, LEASED_CHUNKS) + 1
-        have = [c for c in self.windows if a.chunk_free[c] == BLOCKS_PER_CHUNK]
+        have = self._whole_windows()
         if len(have) >= n:
             return
         try:
@@ -381,8 +381,11 @@ class Leases:
 
     def whole_windows(self) -> int:
         """How many of our windows are wholly free (room for a large write)."""
+        return len(self._whole_windows())
+
+    def _whole_windows(self) -> list[int]:
         free = self.fs.allocator.chunk_free
-        return sum(1 for c in self.windows if free[c] == BLOCKS_PER_CHUNK)
+        return [c for c in self.windows if free[c] == BLOCKS_PER_CHUNK]
 
     def take_chunks(self, n: int, hint: int | None):
         """``n`` whole chunks from our windows for an optimistic change (the
@@ -391,7 +394,7 @@ class Leases:
         a, per = self.fs.allocator, BLOCKS_PER_CHUNK
         if a.name != "hugepage":
             return None
-        whole = [c for c in self.windows if a.chunk_free[c] == per]
+        whole = self._whole_windows()
         if hint is not None and hint // per in whole:
             whole.remove(hint // per)
             whole.insert(0, hint // per)
