@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 
 from . import Report, command_line, fmt_rate, fmt_ratio, timed
 
@@ -48,26 +47,21 @@ class _FsyncedFile:
             self.f.close()
 
 
-def _create_rate(open_: Callable, unlink: Callable, paths: list[str], payload: bytes) -> float:
-    def run() -> int:
-        for p in paths:
-            with open_(p, "wb") as f:
-                f.write(payload)
-        return len(paths)
+def _create_rate(side, payload: bytes) -> float:
+    """bench meta's create phase on ``side`` (its files unlinked after,
+    untimed): creates per second."""
+    from .meta import _create, _unlink  # (meta imports this module)
 
-    n, seconds = timed(run)
-    for p in paths:  # untimed
-        unlink(p)
+    n, seconds = timed(lambda: _create(side, payload))
+    _unlink(side, payload)
     return n / seconds
-
-
-def _best(rounds: int, fn: Callable[[], float]) -> float:
-    return max(fn() for _ in range(rounds))
 
 
 def measure(work: str, names: list[str], payload: bytes, rounds: int, pool_size: int):
     """{side: best create rate}, the sides interleaved round by round."""
     import daxfs
+
+    from .meta import Side
 
     kdir = os.path.join(work, "durable-kernel")
     os.mkdir(kdir)
@@ -75,27 +69,22 @@ def measure(work: str, names: list[str], payload: bytes, rounds: int, pool_size:
     tmp_work = tempfile.mkdtemp(prefix="daxfs-bench-durable-", dir=TMPFS_DIR)
     mounts = []
     try:
-        pools = {}
-        for side, where in (("daxfs", work), ("daxfs on tmpfs", tmp_work)):
+        sides = [
+            Side("kernel", open, os.stat, os.listdir, os.unlink, kdir, kpaths),
+            Side("kernel+fsync", _FsyncedFile, os.stat, os.listdir, os.unlink, kdir, kpaths),
+        ]
+        for name, where in (("daxfs", work), ("daxfs on tmpfs", tmp_work)):
             pool = os.path.join(where, "durable.pool")
             daxfs.mkfs(pool, pool_size, force=True)
             fs = daxfs.mount(pool)
             mounts.append(fs)
             fs.mkdir("/d")
-            pools[side] = fs
-        sides: dict[str, Callable[[], float]] = {
-            "kernel": lambda: _create_rate(open, os.unlink, kpaths, payload),
-            "kernel+fsync": lambda: _create_rate(_FsyncedFile, os.unlink, kpaths, payload),
-        }
-        for side, fs in pools.items():
             dpaths = ["/d/" + n for n in names]
-            sides[side] = lambda fs=fs, dpaths=dpaths: _create_rate(
-                fs.open, fs.unlink, dpaths, payload
-            )
-        best: dict[str, float] = dict.fromkeys(sides, 0.0)
+            sides.append(Side(name, fs.open, fs.stat, fs.listdir, fs.unlink, "/d", dpaths))
+        best: dict[str, float] = {side.name: 0.0 for side in sides}
         for _ in range(rounds):
-            for side, fn in sides.items():
-                best[side] = max(best[side], fn())
+            for side in sides:
+                best[side.name] = max(best[side.name], _create_rate(side, payload))
         return best, mounts[0].info()["durability"]
     finally:
         for fs in mounts:
