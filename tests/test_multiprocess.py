@@ -516,6 +516,23 @@ def test_a_mkdir_meeting_anothers_mkdir_in_its_parent_is_rebased_with_its_link(
     assert report.ok, report.errors
 
 
+def exclusive_locks_taken(monkeypatch) -> list[int]:
+    """The fds coherence.lock_pool is asked to lock exclusively from now on
+    (appended as it is called)."""
+    from daxfs import coherence
+
+    taken: list[int] = []
+    real_lock = coherence.lock_pool
+
+    def counting(fd, op, *args):
+        if op == fcntl.LOCK_EX:
+            taken.append(fd)
+        return real_lock(fd, op, *args)
+
+    monkeypatch.setattr(coherence, "lock_pool", counting)
+    return taken
+
+
 def test_a_missing_name_is_answered_without_the_exclusive_lock_unless_someone_made_it(
     pool_path, monkeypatch
 ):
@@ -525,22 +542,13 @@ def test_a_missing_name_is_answered_without_the_exclusive_lock_unless_someone_ma
     (zarr probes for each new chunk row's directory so).  When one did (the
     directory appeared meanwhile), the error does not stand: the change
     runs again and succeeds."""
-    from daxfs import coherence
     from daxfs.coherence import Change
 
     with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
         a.optimism = b.optimism = True  # (DAXFS_OPTIMISM=1)
         a.mkdir("/z")
         b.listdir("/z")
-        exclusive = []
-        real_lock = coherence.lock_pool
-
-        def counting(fd, op, *args):
-            if op == fcntl.LOCK_EX:
-                exclusive.append(fd)
-            return real_lock(fd, op, *args)
-
-        monkeypatch.setattr(coherence, "lock_pool", counting)
+        exclusive = exclusive_locks_taken(monkeypatch)
         with pytest.raises(FileNotFoundError):
             a._create_with("/z/row/0", b"x" * 5000)
         with pytest.raises(FileExistsError):
@@ -574,7 +582,6 @@ def test_an_overwrite_stores_under_the_shared_lock_and_a_truncate_meanwhile_send
     another mount truncated the file meanwhile and its blocks went to a new
     file, the store does not land: the write runs again the exclusive way,
     after the truncate, and the other file keeps its bytes."""
-    from daxfs import coherence
     from daxfs.coherence import Change
 
     with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
@@ -583,15 +590,7 @@ def test_an_overwrite_stores_under_the_shared_lock_and_a_truncate_meanwhile_send
             f.write(b"o" * 20_000)
         with b.open("/f", "rb") as f:
             assert f.read() == b"o" * 20_000
-        exclusive = []
-        real_lock = coherence.lock_pool
-
-        def counting(fd, op, *args):
-            if op == fcntl.LOCK_EX:
-                exclusive.append(fd)
-            return real_lock(fd, op, *args)
-
-        monkeypatch.setattr(coherence, "lock_pool", counting)
+        exclusive = exclusive_locks_taken(monkeypatch)
         with a.open("/f", "r+b") as f:
             f.seek(4096)
             f.write(b"n" * 8192)
