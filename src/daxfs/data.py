@@ -202,16 +202,19 @@ class DataPath:
     def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
         end = off + len(data)
         old_size, new_size = inode.size, max(inode.size, end)
-        # Stores over blocks the file has (an overwrite, an append into its
-        # last block or chunk) are made under the shared lock, after a check
-        # (coherence.Change._store_over_existing).
-        low = min(off, old_size)
-        kinds = {e.kind for e in inode.iomap(low, end - low)}
-        over_existing = "mapped" in kinds
-        if data and (end > old_size or "hole" in kinds):
-            # New extents to come: an optimistic change undone half-way
-            # (Exclusive, say) must drop our copy of the inode too.
-            self._txn_dirty.add(inode.ino)
+        optimistic = self._reads is not None
+        over_existing = False
+        if optimistic:
+            # Stores over blocks the file has (an overwrite, an append into
+            # its last block or chunk) are made under the shared lock, after
+            # a check (coherence.Change._store_over_existing).
+            low = min(off, old_size)
+            kinds = {e.kind for e in inode.iomap(low, end - low)}
+            over_existing = "mapped" in kinds
+            if data and (end > old_size or "hole" in kinds):
+                # New extents to come: a change undone half-way (Exclusive,
+                # say) must drop our copy of the inode too.
+                self._txn_dirty.add(inode.ino)
         generation = inode.generation
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
@@ -228,7 +231,7 @@ class DataPath:
             else:
                 self._dirty_data.extend(touched)  # page cache: durable at fsync/close
 
-        if self._reads is not None:
+        if optimistic:
             # An optimistic change stores nothing before its check: the space
             # it took may be another process's by then (coherence.Change).
             self._txn_deferred.append(store)
