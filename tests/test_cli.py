@@ -627,3 +627,22 @@ def test_demo_never_formats_someone_elses_data(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("DAXFS_POOL", pool)
     result = run(runner, "demo", "--data-size", "1M", code=1)
     assert "thesis.tex" in result.output and read_pool(pool, "/thesis.tex") == b"years of work"
+
+
+@pytest.mark.parametrize(
+    "options", ["commit=sometimes", "commit_interval=0", "commit_interval=soon", "noatime"]
+)
+def test_mount_refuses_an_unknown_option_in_one_line(runner, pool, tmp_path, options):
+    result = run(runner, "mount", pool, str(tmp_path), "-o", options, code=1)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and ("commit" in lines[0] or "unknown mount option" in lines[0])
+
+
+def test_mount_options_reach_the_mount():
+    from daxfs.cli.mount import parse_mount_options
+
+    assert parse_mount_options("commit=sync,commit_interval=0.5") == {
+        "commit": "sync",
+        "commit_interval": 0.5,
+    }
+    assert parse_mount_options(None) == {}

@@ -1,5 +1,6 @@
-"""Format version 2 (claim and touch entries in journal records, SPEC.md):
-a version 1 pool is read as it is and upgraded by its first writable mount,
+"""Format versions 2 (claim and touch entries in journal records, SPEC.md)
+and 3 (lazy records and the durable mark): a version 1 or 2 pool is read as
+it is and upgraded by its first writable mount,
 an interrupted upgrade is completed (by the mount or by fsck), and a pool
 from a newer daxfs is refused with a message that says so."""
 
@@ -84,40 +85,40 @@ def test_the_first_writable_mount_upgrades_after_recovering_v1_records(v1_pool):
     commit_v1_record(v1_pool, "/a/b/f")  # a v1 record left in the journal
     set_versions(v1_pool, 1, 1)  # (recovery above ran under this daxfs)
     with daxfs.mount(v1_pool) as fs:
-        assert fs.info()["format_version"] == 2
+        assert fs.info()["format_version"] == L.VERSION
         fs.mkdir("/new")
         with fs.open("/a/b/f", "rb") as f:
             assert f.read() == b"version one" * 500
     primary, replica = superblocks(v1_pool)
-    assert primary.version == replica.version == 2
+    assert primary.version == replica.version == L.VERSION
     report = daxfs.check(v1_pool)
     assert report.ok, report.errors
 
 
 def test_an_interrupted_upgrade_is_completed_by_the_mount(v1_pool):
-    set_versions(v1_pool, 1, 2)  # replica first: the crash came before the primary
+    set_versions(v1_pool, 1, L.VERSION)  # replica first: the crash came before the primary
     with daxfs.mount(v1_pool, readonly=True) as fs:
-        assert fs.info()["format_version"] == 2
+        assert fs.info()["format_version"] == L.VERSION
         assert fs.listdir("/a/b") == ["f"]
     with daxfs.mount(v1_pool) as fs:
         fs.mkdir("/after")
     primary, replica = superblocks(v1_pool)
-    assert primary.version == replica.version == 2
+    assert primary.version == replica.version == L.VERSION
 
 
 def test_fsck_completes_an_interrupted_upgrade(v1_pool):
-    set_versions(v1_pool, 1, 2)
+    set_versions(v1_pool, 1, L.VERSION)
     report = daxfs.check(v1_pool)
     assert not report.ok and any("upgrade" in e for e in report.errors)
     report = daxfs.check(v1_pool, repair=True)
     assert report.ok, report.remaining
     primary, replica = superblocks(v1_pool)
-    assert primary.version == replica.version == 2
+    assert primary.version == replica.version == L.VERSION
 
 
 def test_a_pool_from_a_newer_daxfs_is_refused_clearly(pool_path):
-    set_versions(pool_path, 3, 3)
-    with pytest.raises(daxfs.CorruptionError, match="version 3.*newer daxfs"):
+    set_versions(pool_path, L.VERSION + 1, L.VERSION + 1)
+    with pytest.raises(daxfs.CorruptionError, match=f"version {L.VERSION + 1}.*newer daxfs"):
         daxfs.mount(pool_path)
     cli = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "daxfs"), "ls", f"{pool_path}:/"],

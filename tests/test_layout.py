@@ -106,7 +106,7 @@ def test_superblock_rejections():
         L.unpack_superblock(raw, 4096, sb.region_size + BLOCK)  # a pool that was resized
     assert ei.value.offset == 4096
     # Fields with a valid checksum but wrong values.
-    for field, bad in [(1, 3), (1, 0), (2, 1), (3, 7), (6, 8192), (7, 4096)]:
+    for field, bad in [(1, L.VERSION + 1), (1, 0), (2, 1), (3, 7), (6, 8192), (7, 4096)]:
         fields = list(L.SUPER.unpack(raw))
         fields[field] = bad
         body = L.SUPER.pack(*fields)

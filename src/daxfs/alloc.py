@@ -69,6 +69,7 @@ def enospc() -> OSError:
 
 class Allocator(Protocol):
     name: str
+    used: np.ndarray  # one bool per block (a partial last chunk: used forever)
 
     def alloc_chunks(self, n: int, hint: int | None = None) -> Runs: ...
     def alloc_blocks(self, n: int, hint: int | None = None) -> Runs: ...

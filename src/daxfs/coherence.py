@@ -160,6 +160,10 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     False when our allocator's view disagrees with them (the caller
     rebuilds)."""
     sb, allocator = fs.sb, fs.allocator
+    # Lazy mode: space their commits free waits for a durable mark; what
+    # waited may be free now, and their claims may be of it.
+    fs._release_quarantine()
+    freed_before = fs.journal.peek()
     slots: set[int] = set()  # inodes whose slots were written
     whole_slots: dict[int, bytes] = {}  # of those, the last bytes of slots written whole
     touched: set[int] = set()  # directories whose blocks were written
@@ -181,7 +185,7 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
             for dev, n in rec.claims:
                 allocator.claim((dev - sb.data_off) // BLOCK, n // BLOCK)
             for dev, n in rec.revokes:
-                allocator.free((dev - sb.data_off) // BLOCK, n // BLOCK)
+                fs._free_after(freed_before, (dev - sb.data_off) // BLOCK, n // BLOCK)
     except AssertionError:
         return False
     dropped = set()
@@ -559,6 +563,10 @@ class Change:
                     self._exclusive_and_checked()
                     self._forget_reads()  # checked: from here on as any change
                 fs.journal.commit(txn, self.prepared)
+                if fs._lazy:
+                    fs._unsynced = True
+                    if fs.commit_mode == "sync":
+                        fs._group_commit()  # durable on return, still under the lock
             except Conflict:
                 self._undo()
                 raise
@@ -573,7 +581,7 @@ class Change:
                 fs.coherence["optimistic_commits"] += 1
                 fs._backoff.committed(txn.touched)
             for start, n in txn.to_free:
-                fs.allocator.free(start, n)
+                fs._free_space(start, n)
             for ino in fs._txn_freed_inos:
                 fs.inodes.return_ino(ino)
             fs._dirty_times.difference_update(fs._txn_dirty)

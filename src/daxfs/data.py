@@ -26,7 +26,9 @@ part of the file commits (ordered mode).  Bytes past the end of file in an
 allocated block are undefined until the file grows over them, when they are
 zeroed (again before the size change commits).  Overwrites in place are
 persisted on return except on page-cache files, where they wait for
-flush/fsync/sync (``_dirty_data``).
+flush/fsync/sync (``_dirty_data``).  In lazy mode (group commit) nothing is
+flushed here: the group commit's one fdatasync makes the data durable
+before the durable mark that makes its records count (journal.py).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class DataPath:
     def _alloc_blocks(self, txn: Transaction, n: int, hint_dev: int | None):
         # Through this process's windows when it shares the pool (leases.py).
         hint = None if hint_dev is None else self._block(hint_dev)
-        return self._take(txn, self.leases.alloc_blocks(n, hint))
+        return self._take(txn, self._unless_held(self.leases.alloc_blocks, n, hint))
 
     def _alloc_chunks(self, txn: Transaction, n: int, hint_dev: int | None):
         hint = None if hint_dev is None else self._block(hint_dev)
@@ -86,7 +88,23 @@ class DataPath:
                 self._need_exclusive()
             return self._take(txn, runs)
         # Never in another process's window, which may be storing into it.
-        return self._take(txn, self.leases.fenced(self.allocator.alloc_chunks, n, hint))
+        alloc = self.leases.fenced
+        return self._take(txn, self._unless_held(alloc, self.allocator.alloc_chunks, n, hint))
+
+    def _unless_held(self, alloc, *args):
+        """``alloc(*args)``; when the pool is full but space freed by commits
+        not yet durable is held (lazy mode, fs._quarantine), a group commit
+        frees it and the allocation is tried again (as ext4 commits its
+        journal when the space it waits on is what holds it up)."""
+        try:
+            return alloc(*args)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self._quarantine:
+                raise
+        if self._reads is not None:
+            self._need_exclusive()  # (a group commit needs the exclusive lock)
+        self._group_commit()
+        return alloc(*args)
 
     def _free(self, txn: Transaction, dev: int, length: int) -> None:
         txn.to_free.append((self._block(dev), length // BLOCK))
@@ -225,9 +243,8 @@ class DataPath:
         def store() -> None:
             zeroed = self._zero_unwritten(inode, fresh, old_size, new_size, written)
             touched = zeroed + self._copy_in(inode, off, data)
-            if grows or self.region.durability.name != "msync":
-                if flush_ranges(self.region, touched):
-                    self.region.fence()  # ordered: data before metadata
+            if self._lazy or grows or self.region.durability.name != "msync":
+                self._order_data(touched)  # ordered: data before metadata
             else:
                 self._dirty_data.extend(touched)  # page cache: durable at fsync/close
 
@@ -453,8 +470,7 @@ class DataPath:
                 else:
                     self.region.zero(dst, x.length)
                 stored.append((dst, x.length))
-        if flush_ranges(self.region, stored):
-            self.region.fence()  # ordered: the copy before the commit
+        self._order_data(stored)  # ordered: the copy before the commit
         for s, ln in inode.unmap(w0, CHUNK):
             self._free(txn, s, ln)  # returned to the allocator after the commit
         inode.add_extent(w0, dev, CHUNK)
@@ -473,9 +489,16 @@ class DataPath:
         allocated bytes between the old and the new end."""
         if new_size > inode.size or fresh:
             zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, [])
-            if flush_ranges(self.region, zeroed):  # a hole needs no zeroing
-                self.region.fence()
+            self._order_data(zeroed)  # (a hole needs no zeroing)
         inode.size = new_size
+
+    def _order_data(self, ranges) -> None:
+        """Make file data stored in ``ranges`` durable before the commit that
+        exposes it; in lazy mode the next group commit does (journal.py)."""
+        if self._lazy:
+            self._unsynced = True
+        elif flush_ranges(self.region, ranges):
+            self.region.fence()
 
 
 def subtract_ranges(

@@ -51,7 +51,7 @@ from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .inode import Extent, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
-from .layout import BLOCK, CHUNK, CorruptionError, Superblock, ftype_of
+from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, CorruptionError, Superblock, ftype_of
 from .leases import Leases
 from .listing import ListingPath
 from .mapfiles import MapPath
@@ -106,12 +106,45 @@ class StatVFS:
         return self.f_bfree * self.f_frsize
 
 
+# Lazy mode's longest wait between group commits, in seconds (ext4's commit=).
+COMMIT_INTERVAL = 5.0
+
+
 class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     """A mounted pool.  Use as a context manager or call close()."""
 
-    def __init__(self, region: Region, sb: Superblock, *, readonly: bool):
+    def __init__(
+        self,
+        region: Region,
+        sb: Superblock,
+        *,
+        readonly: bool,
+        commit: str | None = None,
+        commit_interval: float = COMMIT_INTERVAL,
+    ):
         self.region, self.sb, self.readonly = region, sb, readonly
         self.journal = Journal(region, sb)
+        # Group commit (journal.py, DESIGN.md): on a page-cache file, changes
+        # are durable at fsync/sync/close and every commit_interval seconds
+        # ("lazy"), or each on return ("sync").  Other backends are durable
+        # on return (or volatile) either way.
+        if commit not in (None, "lazy", "sync"):
+            raise ValueError(f"commit must be 'lazy' or 'sync', not {commit!r}")
+        if not commit_interval > 0:
+            raise ValueError(f"commit_interval must be positive, not {commit_interval!r}")
+        self._lazy = bool(getattr(region, "lazy_capable", False)) and not readonly
+        self.commit_mode = (commit or "lazy") if self._lazy else "sync"
+        self.commit_interval = commit_interval
+        self.journal.lazy = self._lazy
+        self._unsynced = False  # lazy: stored or committed since the last group commit
+        # Lazy: space freed by commits not yet durable, as (seq, block,
+        # count): reused only once a durable mark passes seq, or a power
+        # loss could show one file's new bytes in another's old blocks.
+        self._quarantine: collections.deque[tuple[int, int, int]] = collections.deque()
+        # Commits below this seq are known durable (always, but in lazy mode).
+        self._durable_seen = 0 if self._lazy else 1 << 63
+        self._committer: threading.Thread | None = None
+        self._stop_committer = threading.Event()
         self.inodes = InodeTable(region, sb)
         self.dirs: dict[int, Directory] = {}
         self.allocator: Allocator
@@ -189,13 +222,107 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         os.close(fd)
         self._seen_seq = -1
         self.leases.forget_after_fork()
+        self._committer = None  # threads do not cross a fork
+        self._start_committer()
 
     def _reload(self) -> None:
-        """Drop every cache and rebuild the allocator from the inode table."""
+        """Drop every cache and rebuild the allocator from the inode table
+        (in lazy mode, as our private view shows it with every record of the
+        log applied, and with the space those not yet durable freed held)."""
         self.inodes.cache.clear()
         self.dirs.clear()
+        self.journal.reapply_homes()
         used, self._orphans = self.inodes.scan()
+        self._quarantine.clear()
+        if self._lazy:
+            self._hold_undurable_frees(used)
         self.allocator = make_allocator(self.sb.allocator, used)
+
+    # ======================================================================
+    # group commit (lazy mode)
+    # ======================================================================
+    def _group_commit(self) -> None:
+        """Make every change so far durable (exclusive pool lock held)."""
+        self.journal.group_commit()
+        self._unsynced = False
+        self._durable_seen = self.journal.next_seq
+        self._release_quarantine(self.journal.next_seq)
+
+    def _free_space(self, start: int, n: int) -> None:
+        """Give blocks a commit freed back to the allocator; in lazy mode only
+        once that commit is durable (see _quarantine)."""
+        self._free_after(self.journal.next_seq, start, n)
+
+    def _free_after(self, seq: int, start: int, n: int) -> None:
+        """Free blocks once commits below ``seq`` are durable."""
+        if seq > self._durable_seen:
+            self._quarantine.append((seq, start, n))
+        else:
+            self.allocator.free(start, n)
+
+    def _release_quarantine(self, durable: int | None = None) -> None:
+        """Free what commits below ``durable`` (read from the marks when not
+        given) freed."""
+        q = self._quarantine
+        if not q:
+            return
+        if durable is None:
+            durable = self.journal.durable_limit()
+        self._durable_seen = max(self._durable_seen, durable)
+        while q and q[0][0] <= durable:
+            _seq, start, n = q.popleft()
+            self.allocator.free(start, n)
+
+    def _held_whole_chunks(self) -> int:
+        """Chunks that the held space (quarantine) will leave wholly free."""
+        per_chunk: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+        for _seq, start, n in self._quarantine:
+            for c in range(start // BLOCKS_PER_CHUNK, (start + n - 1) // BLOCKS_PER_CHUNK + 1):
+                per_chunk[c].append((start, n))
+        whole = 0
+        for c, ranges in per_chunk.items():
+            lo = c * BLOCKS_PER_CHUNK
+            used = self.allocator.used[lo : lo + BLOCKS_PER_CHUNK].copy()
+            for start, n in ranges:
+                used[max(start, lo) - lo : min(start + n, lo + BLOCKS_PER_CHUNK) - lo] = False
+            whole += not used.any()
+        return whole
+
+    def _hold_undurable_frees(self, used) -> None:
+        """A rebuild sees space freed by records not yet durable as free: hold
+        it (marked used, quarantined) until a durable mark passes them."""
+        limit, upto = self.journal.durable_limit(), self.journal.next_seq
+        data_off = self.sb.data_off
+        for seq, rec in self.journal.log_records():
+            if seq < limit:
+                continue
+            for dev, length in rec.revokes:
+                first = (dev - data_off) // BLOCK
+                for s, k in _free_runs(used, first, length // BLOCK):
+                    used[s : s + k] = True
+                    self._quarantine.append((upto, s, k))
+
+    def _start_committer(self) -> None:
+        """Lazy mode: a thread that group-commits every commit_interval
+        seconds while something is left to commit (ext4's commit=)."""
+        if not self._lazy or self.commit_mode != "lazy" or self._committer is not None:
+            return
+        self._stop_committer.clear()
+        t = threading.Thread(target=self._commit_every_interval, name="daxfs-commit", daemon=True)
+        self._committer = t
+        t.start()
+
+    def _commit_every_interval(self) -> None:
+        while not self._stop_committer.wait(self.commit_interval):
+            if not self._unsynced or self.closed:
+                continue
+            try:
+                with self._locked(exclusive=True):
+                    self._group_commit()
+            except (OSError, ValueError):
+                # Unmounted meanwhile, or an I/O error: the next fsync, sync
+                # or close meets it again and reports it.
+                pass
 
     def _change(self) -> Change:
         """An atomic change: ``with fs._change() as txn``; see coherence.Change."""
@@ -747,18 +874,22 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         with self._locked(exclusive=False):
             a = self.allocator
             nfree_inodes = self.inodes.nfree
+            # Space held until a group commit (lazy mode) counts as free: the
+            # allocator commits to get it when nothing else is left.
+            free = a.free_blocks + sum(n for _seq, _start, n in self._quarantine)
+            free_chunks = a.free_chunks + self._held_whole_chunks()
             return StatVFS(
                 BLOCK,
                 BLOCK,
                 self.sb.data_blocks,
-                a.free_blocks,
-                a.free_blocks,
+                free,
+                free,
                 self.sb.inode_count - 1,
                 nfree_inodes,
                 nfree_inodes,
                 os.ST_RDONLY if self.readonly else 0,
                 255,
-                a.free_chunks,
+                free_chunks,
                 self.sb.data_blocks // (CHUNK // BLOCK),
             )
 
@@ -772,6 +903,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 uuid=self.sb.uuid.hex(),
                 inodes=self.sb.inode_count,
                 data_bytes=self.sb.data_blocks * BLOCK,
+                # What a writable mount does by default (this one, if writable).
+                commit=self.commit_mode
+                if self._lazy or not self.readonly
+                else ("lazy" if getattr(self.region, "lazy_capable", False) else "sync"),
+                commit_interval=self.commit_interval,
                 **self.journal.describe(),
             )
             return d
@@ -780,10 +916,21 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # durability and lifetime
     # ======================================================================
     def fsync(self, path) -> None:
-        """Make the file's data and attributes durable (all backends)."""
+        """Make the file's data and attributes durable (all backends; in lazy
+        mode with every change made before it, by a group commit)."""
         with self._locked(exclusive=False):
             r = self._existing(path)
-        self._flush_ino(r.ino)  # type: ignore[arg-type]
+        self._fsync_ino(r.ino)  # type: ignore[arg-type]
+
+    def _fsync_ino(self, ino: int) -> None:
+        self._flush_ino(ino)
+        self._commit_now()
+
+    def _commit_now(self) -> None:
+        """Lazy mode: a group commit now, if anything is left to commit."""
+        if self._lazy and not self.closed:
+            with self._locked(exclusive=True):
+                self._group_commit()
 
     def sync(self) -> None:
         """Make every change made through this mount durable."""
@@ -796,6 +943,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                     for ino in list(self._dirty_times):
                         if self.inodes.valid_ino(ino) and ino in self.inodes.cache:
                             self._txn_dirty.add(ino)
+            self._commit_now()
 
     def close(self) -> None:
         """Flush and unmount.  Open files of this mount are closed first."""
@@ -809,6 +957,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 h.close()
             except (OSError, ValueError):
                 pass
+        self._stop_committer.set()
         try:
             self._free_unmapped_orphans()
             self.sync()
@@ -835,6 +984,21 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+def _free_runs(used, first: int, n: int):
+    """(start, count) of each run of blocks not in ``used`` in [first, first+n)."""
+    free = [first + i for i, u in enumerate(used[first : first + n].tolist()) if not u]
+    start = prev = None
+    for b in free:
+        if prev is not None and b == prev + 1:
+            prev = b
+            continue
+        if start is not None:
+            yield start, prev - start + 1
+        start = prev = b
+    if start is not None:
+        yield start, prev - start + 1
 
 
 def _bad_entry(dir_ino: int, name: str, inode: Inode, ftype: int) -> CorruptionError:

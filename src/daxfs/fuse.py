@@ -240,7 +240,7 @@ class DaxOperations(mfusepy.Operations):
 
     @fuse_errors
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-        self.fs._flush_ino(self._ino(fh))
+        self.fs._fsync_ino(self._ino(fh))  # (lazy mode: a group commit)
         return 0
 
     @fuse_errors

@@ -29,8 +29,20 @@ that does not check, then checkpoints.  Replaying is idempotent, so a crash
 during recovery is recovered by recovering again, and a second recovery
 changes nothing.
 
-The caller holds the pool's exclusive lock around commit, checkpoint and
-recovery; this module does no locking of its own.
+Lazy mode (``lazy``, page-cache pools, see DESIGN.md "Group commit"): a
+commit stores its record (marked lazy) with no flush, and its homes only in
+the process's private view (Region.store_home); the kernel may write the
+record back at any time, never a home.  A group commit makes everything
+stored so far durable with one fdatasync, then writes the durable mark
+(the seq below which records are durable, with their data) and persists
+it; only then are the homes of those records stored in the file (write
+out).  Processes catching up apply the records' homes to their private
+views as they read them.  Recovery replays a lazy record only below the
+mark, or when the pool was last written in this boot (then the page cache
+holds the records and their data, whatever reached the disk).
+
+The caller holds the pool's exclusive lock around commit, checkpoint,
+group commit and recovery; this module does no locking of its own.
 """
 
 from __future__ import annotations
@@ -42,20 +54,30 @@ from sortedcontainers import SortedDict
 
 from .layout import (
     BLOCK,
+    JBOOT,
+    JBOOT_OFF,
     JHEADER,
+    JHOMES,
+    JHOMES_OFF,
     JLIVE,
     JLIVE_OFF,
+    JMARK,
+    JMARK_OFFSETS,
     JOURNAL_HEADER_OFF,
     JSLOT_OFFSETS,
     TXN_HEADER,
+    TXN_MAGIC,
+    TXN_MAGIC_LAZY,
     CorruptionError,
     Superblock,
     TxnRecord,
     pack_jheader,
+    pack_jmark,
     pack_txn_body,
     parse_txn_record,
     seal_txn,
     unpack_jheader,
+    unpack_jmark,
 )
 from .region import Region, flush_ranges
 
@@ -124,6 +146,7 @@ class Journal:
         self._data_area = (sb.data_off, sb.data_end)
         self._inode_count = sb.inode_count
         self._header_seen: tuple[bytes, int] = (b"", 0)  # see _seq_of_header
+        self.lazy = False  # group commit (set by the mount, see the module doc)
 
     # -- format ------------------------------------------------------------
     def format(self) -> None:
@@ -167,10 +190,7 @@ class Journal:
         """Finish a dead writer's commit as recovery would: store its homes
         (step 2) and publish (step 3).  Under the exclusive pool lock."""
         self._check_record_homes(rec, self.start + self.pos)
-        (keep,) = _unrevoked([rec])
-        for (dst, data), wanted in zip(rec.writes, keep, strict=True):
-            if wanted:
-                self.region.store(dst, data)
+        self._store_homes([rec], self.region.store_home if self.lazy else self.region.store)
         self.next_seq += 1
         self.pos = rec.next_pos - self.start
         self._publish()
@@ -196,29 +216,164 @@ class Journal:
         if body is None:
             return
         writes = txn.writes
-        record = seal_txn(self.next_seq, body)
+        record = seal_txn(self.next_seq, body, self.lazy)
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:
             self.checkpoint()
         r, at = self.region, self.start + self.pos
         r.store(at, record)
-        try:
-            r.persist(at, len(record))  # step 1: the commit point
-        except OSError:
-            r.zero(at, TXN_HEADER.size)  # never let a failed commit replay
-            raise
+        if not self.lazy:  # lazy: durable at the next group commit
+            try:
+                r.persist(at, len(record))  # step 1: the commit point
+            except OSError:
+                r.zero(at, TXN_HEADER.size)  # never let a failed commit replay
+                raise
+        store = r.store_home if self.lazy else r.store
         for dst, data in writes:  # step 2: homes, in any order
-            r.store(dst, data)
+            store(dst, data)
+        if txn.revokes and self.lazy:
+            r.drop_homes(txn.revokes)  # freed: may hold file data next
         self.next_seq += 1
         self.pos += len(record)
         self._publish()  # step 3
+
+    # -- group commit (lazy mode) ----------------------------------------------
+    def group_commit(self) -> None:
+        """Make every record and every file store so far durable, mark it so,
+        and write the records' homes to the file (module doc)."""
+        r = self.region
+        r.sync_file()  # records and the data they expose, in one flush
+        gen = self._header_seq()
+        durable = self.next_seq
+        if durable > self.durable_limit():
+            slot_off = self.header_off + JMARK_OFFSETS[self._older_mark_slot(gen)]
+            r.store(slot_off, pack_jmark(gen, durable))
+            r.persist(slot_off, JMARK.size)
+        self.write_out_homes(gen)
+
+    def durable_limit(self) -> int:
+        """Records below this seq are durable with their data (on the media,
+        whatever becomes of this boot): the checkpoint's seq, or a durable
+        mark of the same log generation past it."""
+        gen = self._header_seq()
+        return max([gen] + [d for g, d in self._marks() if g == gen])
+
+    def _marks(self) -> list[tuple[int, int]]:
+        buf, out = self.region.buf, []
+        for o in JMARK_OFFSETS:
+            off = self.header_off + o
+            mark = unpack_jmark(bytes(buf[off : off + JMARK.size]))
+            if mark is not None:
+                out.append(mark)
+        return out
+
+    def _older_mark_slot(self, gen: int) -> int:
+        """The mark slot to write next: one not holding the newest mark of
+        this generation, so that a torn write leaves that one whole."""
+        best = None
+        for i, o in enumerate(JMARK_OFFSETS):
+            off = self.header_off + o
+            mark = unpack_jmark(bytes(self.region.buf[off : off + JMARK.size]))
+            if mark is not None and mark[0] == gen and (best is None or mark[1] > best[1]):
+                best = (i, mark[1])
+        return 0 if best is None else 1 - best[0]
+
+    def homes_from(self, gen: int) -> tuple[int, int]:
+        """(seq, area offset) of the first record of the log whose homes may
+        not be in the file: a live word, so checked against the log."""
+        seq, pos = JHOMES.unpack_from(self.region.buf, self.header_off + JHOMES_OFF)
+        if gen <= seq <= self.next_seq and 0 <= pos <= self.pos:
+            return seq, pos
+        return gen, 0
+
+    def write_out_homes(self, gen: int) -> None:
+        """Store in the file the homes of the records not yet written out (all
+        durable by now) and let this process's private copies go."""
+        first, pos = self.homes_from(gen)
+        records: list[TxnRecord] | None = []
+        if first < self.next_seq:
+            records = self._read_records(first, pos, self.next_seq, [], apply=False)
+            if records is None:  # a live word gone wrong: the whole log, then
+                records = [rec for _s, _o, rec in self._committed_from(gen)]
+            self._store_homes(records, self.region.store)
+        done = JHOMES.pack(self.next_seq, self.pos)
+        self.region.store(self.header_off + JHOMES_OFF, done)
+        self.region.drop_homes()
+
+    def mark_boot(self) -> None:
+        """Name this boot and pool file in the live area, before any lazy
+        record: recovery within the same boot may then trust the page cache."""
+        ident, off = self.region.boot_identity(), self.header_off + JBOOT_OFF
+        if bytes(self.region.buf[off : off + JBOOT.size]) != ident:
+            self.region.store(off, JBOOT.pack(ident))
+            # Durable: a power loss must find it if it finds a lazy record
+            # (recovery then looks for stale records to erase).
+            self.region.persist(off, JBOOT.size)
+
+    def _same_boot(self) -> bool:
+        """Was the pool last written lazily in this boot, this very file?"""
+        off = self.header_off + JBOOT_OFF
+        try:
+            ident = self.region.boot_identity()
+        except (AttributeError, OSError):
+            return False
+        return bytes(self.region.buf[off : off + JBOOT.size]) == ident
+
+    def _store_homes(self, records, store) -> None:
+        """Store the records' writes with ``store``, but for writes into space
+        that the same or a later record revokes (see recover)."""
+        for rec, keep in zip(records, _unrevoked(records), strict=True):
+            for (dst, data), wanted in zip(rec.writes, keep, strict=True):
+                if wanted:
+                    store(dst, data)
+
+    def apply_homes(self, records) -> None:
+        """Lazy mode: bring this process's private view up to ``records``
+        (other processes' commits, read to catch up): each one's freed space
+        first let go, then its writes."""
+        if not self.lazy_view or not records:
+            return
+        r = self.region
+        for rec, keep in zip(records, _unrevoked(records), strict=True):
+            if rec.revokes:
+                r.drop_homes(rec.revokes)
+            for (dst, data), wanted in zip(rec.writes, keep, strict=True):
+                if wanted:
+                    r.store_home(dst, data)
+
+    def reapply_homes(self) -> None:
+        """Lazy mode, before a full rebuild: the private view made again from
+        the file and every record of the log (applying a record twice, or
+        over homes already written out, leaves the same bytes)."""
+        if not self.lazy_view:
+            return
+        self.region.drop_homes()
+        self.apply_homes([rec for _seq, rec in self.log_records()])
+
+    def log_records(self) -> list[tuple[int, TxnRecord]]:
+        """(seq, record) of every record of the log, checked."""
+        out = []
+        for seq, off, rec in self._committed_from(self._header_seq()):
+            self._check_record_homes(rec, off)
+            out.append((seq, rec))
+        return out
+
+    @property
+    def lazy_view(self) -> bool:
+        return bool(getattr(self.region, "lazy_capable", False))
 
     # -- checkpoint --------------------------------------------------------
     def checkpoint(self) -> None:
         r = self.region
         seq = self._header_seq()  # also learns which slot is current now
-        if not r.volatile:  # on tmpfs there is nothing to flush
+        if self.lazy:
+            # Records and data durable first, then their homes in the file,
+            # durable too, before the header retires the records.
+            r.sync_file()
+            self.write_out_homes(seq)
+            r.sync_file()
+        elif not r.volatile:  # on tmpfs there is nothing to flush
             if flush_ranges(r, ((dst, len(data)) for dst, data in self._records(seq))):
                 r.fence()
         slot = 1 - self.header_slot
@@ -226,6 +381,7 @@ class Journal:
         r.store(off, pack_jheader(self.next_seq))
         r.persist(off, JHEADER.size)
         self.header_slot, self.pos = slot, 0
+        r.store(self.header_off + JHOMES_OFF, JHOMES.pack(self.next_seq, 0))
         self._publish()
 
     def _records(self, seq: int | None = None):
@@ -257,22 +413,71 @@ class Journal:
         never carries (the jbd "revoke" rule).  Deciding that costs
         O(n log n) in the records' entries (see _unrevoked), never a
         comparison of every write with every revoke: a record is input."""
-        committed = list(self._committed())
+        same_boot = self._same_boot()
+        committed = self._replayable(same_boot)
         for _seq, off, rec in committed:
             self._check_record_homes(rec, off)
         records = [rec for _seq, _off, rec in committed]
-        for rec, keep in zip(records, _unrevoked(records), strict=True):
-            for (dst, data), wanted in zip(rec.writes, keep, strict=True):
-                if wanted:
-                    self.region.store(dst, data)
+        if any(rec.lazy for rec in records) and self.lazy_view:
+            # Records taken from the page cache (same boot): durable, with
+            # their data, before any home of theirs may reach the file.
+            self.region.sync_file()
+        self._store_homes(records, self.region.store)
         if committed:
             last_seq, _off, last = committed[-1]
             self.next_seq, self.pos = last_seq + 1, last.next_pos - self.start
-            self.checkpoint()
         else:
             self.next_seq, self.pos = self._header_seq(), 0
+        erased = not same_boot and self._lazily_written() and self._erase_stale_records()
+        if committed or erased:
+            self.checkpoint()
+        else:
             self._publish()  # the live word may be stale after a crash
         return len(committed)
+
+    def _lazily_written(self) -> bool:
+        """Has a lazy writer ever named its boot here (mark_boot)?"""
+        off = self.header_off + JBOOT_OFF
+        return any(self.region.buf[off : off + JBOOT.size])
+
+    def _erase_stale_records(self) -> bool:
+        """After a power loss, lazy records past the ones replayed may be
+        whole on the media, even after one that is not (the kernel writes
+        pages back in any order): their magic is erased, and the durable
+        marks too, before anything new is logged, or a later generation
+        whose records happened to end where one of them starts (or that
+        starts at the same seq) would take it, or a mark, for its own.
+        True if anything was erased (durably)."""
+        import numpy as np
+
+        r, lo = self.region, self.start + self.pos
+        words = np.frombuffer(r.buf, np.uint32, (self.end - lo) // 4, lo)[::2]
+        stale = np.flatnonzero((words == TXN_MAGIC) | (words == TXN_MAGIC_LAZY))
+        ranges = [(lo + 8 * int(i), 4) for i in stale]
+        marks = [(self.header_off + o, JMARK.size) for o in JMARK_OFFSETS]
+        ranges += [(off, n) for off, n in marks if any(r.buf[off : off + n])]
+        for off, n in ranges:
+            r.store(off, bytes(n))
+        if ranges and not r.volatile:
+            if flush_ranges(r, ranges):
+                r.fence()
+        return bool(ranges)
+
+    def _replayable(self, same_boot: bool) -> list[tuple[int, int, TxnRecord]]:
+        """The committed records recovery replays: consecutive valid ones,
+        each durable when written or under the durable mark.  A lazy record
+        past the mark may have reached the media without the data it
+        exposes, so it and all after it are dropped, unless the pool was
+        last written in this boot: then the page cache, which every process
+        reads and writes through, holds the records and their data."""
+        committed = list(self._committed())
+        if same_boot:
+            return committed
+        limit = self.durable_limit()
+        for i, (seq, _off, rec) in enumerate(committed):
+            if rec.lazy and seq >= limit:
+                return committed[:i]
+        return committed
 
     def _check_record_homes(self, rec, record_off: int) -> None:
         """Every committed record is checked before anything is stored."""
@@ -344,8 +549,9 @@ class Journal:
         return self._header_seen[1]
 
     def _read_records(
-        self, seq: int, pos: int, upto: int, out: list[TxnRecord]
+        self, seq: int, pos: int, upto: int, out: list[TxnRecord], apply: bool = True
     ) -> list[TxnRecord] | None:
+        first = len(out)
         while seq < upto:
             at = self.start + pos
             rec = parse_txn_record(self.region.buf, at, self.end, seq)
@@ -354,6 +560,8 @@ class Journal:
             self._check_record_homes(rec, at)
             out.append(rec)
             seq, pos = seq + 1, rec.next_pos - self.start
+        if apply:  # lazy mode: committed, so in our view from now on
+            self.apply_homes(out[first:])
         return out
 
     def _committed(self):

@@ -35,8 +35,12 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # older reader would take them for the end of the journal and drop commits).
 # A version 1 pool is a version 2 pool whose records hold none: it mounts,
 # and its first writable mount upgrades the superblocks (pool.upgrade_superblocks).
-VERSION = 2
-VERSIONS_READ = (1, 2)
+# Version 3 added lazy records and the durable mark (group commit on
+# page-cache pools): an older reader would take a lazy record for the end of
+# the journal, and would replay lazy records a power loss left without their
+# data.  A version 2 pool is a version 3 pool with neither, upgraded alike.
+VERSION = 3
+VERSIONS_READ = (1, 2, 3)
 
 
 class CorruptionError(OSError):
@@ -262,6 +266,20 @@ JLIVE_OFF = 2048  # within the header block; never trusted by recovery
 JHEADER_MAGIC = 0x4A48_5844  # "DXHJ"
 JHEADER = _checked("<IIQ", 16)  # magic, crc, seq: first transaction seq expected
 JLIVE = _checked("<QQ", 16)  # next_seq, pos: hints shared by live processes
+# Lazy mode (group commit, page-cache pools).  The durable mark: two
+# ping-pong slots (one sector each) saying that the records of log
+# generation ``gen`` (the header seq they follow) up to ``durable`` - 1 are
+# durable with the data they expose.  A mark of another generation is stale.
+JMARK_OFFSETS = (1024, 1536)  # within the header block
+JMARK_MAGIC = 0x4D4A_5844  # "DXJM"
+JMARK = _checked("<IIQQ", 24)  # magic, crc, gen, durable
+# Live words beside JLIVE (never trusted by recovery but for JBOOT's rule):
+# the boot and pool file of the last lazy writer, and how far the homes of
+# the log's records are in the file (written out at a group commit).
+JBOOT_OFF = JLIVE_OFF + 16
+JBOOT = _checked("<32s", 32)  # Region.boot_identity() of a lazy writer
+JHOMES_OFF = JLIVE_OFF + 48
+JHOMES = _checked("<QQ", 16)  # seq, pos: records before have their homes in the file
 # A header seq this high is damage (2^63 commits never happen): counting on from
 # it would overflow the u64 fields, so such a slot is invalid.
 JSEQ_LIMIT = 1 << 63
@@ -270,7 +288,10 @@ JSEQ_LIMIT = 1 << 63
 # 64-bit numbers everywhere above us, so a larger size is damage.
 MAX_FILE_SIZE = (1 << 63) - 1
 
-TXN_MAGIC = 0x5854_5844  # "DXTX"
+TXN_MAGIC = 0x5854_5844  # "DXTX": durable when written (its data first)
+# "DXTL": a lazy record, written with no flush; durable only once a durable
+# mark covers it (or, within the boot that wrote it, as the page cache holds it).
+TXN_MAGIC_LAZY = 0x4C54_5844
 TXN_HEADER = _checked("<IIQII", 24)  # magic, crc, seq, nrec, payload_len
 TXN_REC = _checked("<QII", 16)  # dst_off, length, flags; data follows, 8-aligned
 # A revoke carries no data: [dst_off, dst_off+length) was freed by this
@@ -300,6 +321,21 @@ def unpack_jheader(raw: bytes) -> int | None:
     return seq
 
 
+def pack_jmark(gen: int, durable: int) -> bytes:
+    body = struct.pack("<QQ", gen, durable)
+    return JMARK.pack(JMARK_MAGIC, crc32c(body), gen, durable)
+
+
+def unpack_jmark(raw: bytes) -> tuple[int, int] | None:
+    """(gen, durable) of a mark slot, or None if it is invalid."""
+    if len(raw) < JMARK.size:
+        return None
+    magic, crc, gen, durable = JMARK.unpack_from(raw)
+    if magic != JMARK_MAGIC or crc != crc32c(raw[8:24]) or not gen <= durable < JSEQ_LIMIT:
+        return None
+    return gen, durable
+
+
 def pad8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -310,8 +346,9 @@ def pack_txn(
     revokes: list[tuple[int, int]] = (),  # type: ignore[assignment]
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
+    lazy: bool = False,
 ) -> bytes:
-    return seal_txn(seq, pack_txn_body(writes, revokes, claims, touches))
+    return seal_txn(seq, pack_txn_body(writes, revokes, claims, touches), lazy)
 
 
 def pack_txn_body(
@@ -337,11 +374,12 @@ def pack_txn_body(
     return nrec, b"".join(parts)
 
 
-def seal_txn(seq: int, body: tuple[int, bytes]) -> bytes:
-    """The record of ``body`` (pack_txn_body) committed as number ``seq``."""
+def seal_txn(seq: int, body: tuple[int, bytes], lazy: bool = False) -> bytes:
+    """The record of ``body`` (pack_txn_body) committed as number ``seq``;
+    ``lazy``: written with no flush (TXN_MAGIC_LAZY)."""
     nrec, payload = body
     tail = struct.pack("<QII", seq, nrec, len(payload)) + payload
-    return struct.pack("<II", TXN_MAGIC, crc32c(tail)) + tail
+    return struct.pack("<II", TXN_MAGIC_LAZY if lazy else TXN_MAGIC, crc32c(tail)) + tail
 
 
 @dataclass
@@ -351,6 +389,7 @@ class TxnRecord:
     next_pos: int
     claims: list[tuple[int, int]] = field(default_factory=list)
     touches: list[int] = field(default_factory=list)
+    lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
 
 
 def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]], int] | None:
@@ -368,12 +407,14 @@ def parse_txn_record(buf, pos: int, end: int, seq: int) -> TxnRecord | None:
     if end - pos < TXN_HEADER.size:
         return None
     magic, crc, tseq, nrec, plen = TXN_HEADER.unpack_from(buf, pos)
-    if magic != TXN_MAGIC or tseq != seq or plen > end - pos - TXN_HEADER.size:
+    if magic not in (TXN_MAGIC, TXN_MAGIC_LAZY) or tseq != seq:
+        return None
+    if plen > end - pos - TXN_HEADER.size:
         return None
     start = pos + TXN_HEADER.size
     if crc != crc32c(buf[pos + 8 : start + plen]):
         return None
-    rec = TxnRecord([], [], start + plen)
+    rec = TxnRecord([], [], start + plen, lazy=magic == TXN_MAGIC_LAZY)
     p = start
     for _ in range(nrec):
         if p + TXN_REC.size > start + plen:

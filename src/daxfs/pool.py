@@ -15,7 +15,7 @@ import errno
 import fcntl
 import os
 
-from .fs import FileSystem
+from .fs import COMMIT_INTERVAL, FileSystem
 from .journal import Journal
 from .layout import (
     BLOCK,
@@ -78,11 +78,19 @@ def unpack_superblock_version(region, off: int) -> int | None:
 
 
 def mount(
-    path, *, readonly: bool = False, durability: str | None = None, emulate_devdax: bool = False
+    path,
+    *,
+    readonly: bool = False,
+    durability: str | None = None,
+    emulate_devdax: bool = False,
+    commit: str | None = None,
+    commit_interval: float = COMMIT_INTERVAL,
 ) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
-    when the file allows it, else raise EROFS)."""
+    when the file allows it, else raise EROFS).  ``commit`` ("lazy", the
+    default, or "sync") and ``commit_interval`` (seconds) choose when changes
+    to a pool on a page-cache file become durable (DESIGN.md, "Group commit")."""
     spath = to_str(path)
     if readonly and _needs_recovery(spath):
         if not os.access(spath, os.W_OK):
@@ -94,6 +102,8 @@ def mount(
         durability=durability,
         emulate_devdax=emulate_devdax,
         reclaim_orphans=not readonly,
+        commit=commit,
+        commit_interval=commit_interval,
     )
 
 
@@ -104,19 +114,36 @@ def open_pool(
     durability: str | None,
     emulate_devdax: bool,
     reclaim_orphans: bool,
+    commit: str | None = None,
+    commit_interval: float = COMMIT_INTERVAL,
 ) -> FileSystem:
     """mount() without the read-only recovery detour; the checker mounts with
     reclaim_orphans=False so that it decides about nameless inodes itself."""
     region = Region(spath, readonly=readonly, durability=durability, emulate_devdax=emulate_devdax)
-    return mount_region(region, readonly=readonly, reclaim_orphans=reclaim_orphans)
+    return mount_region(
+        region,
+        readonly=readonly,
+        reclaim_orphans=reclaim_orphans,
+        commit=commit,
+        commit_interval=commit_interval,
+    )
 
 
-def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True) -> FileSystem:
+def mount_region(
+    region,
+    *,
+    readonly: bool = False,
+    reclaim_orphans: bool = True,
+    commit: str | None = None,
+    commit_interval: float = COMMIT_INTERVAL,
+) -> FileSystem:
     """Mount a pool on a region object already made (a Region, or a wrapper with
     the same interface, such as the crash tester's); closes it on failure."""
     try:
         sb, _primary_ok = read_superblock(region)
-        fs = FileSystem(region, sb, readonly=readonly)
+        fs = FileSystem(
+            region, sb, readonly=readonly, commit=commit, commit_interval=commit_interval
+        )
         with fs._tlock:
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
@@ -124,6 +151,8 @@ def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True
                     _reserve_metadata(region, sb)
                     fs.journal.recover()
                     fs.sb = sb = upgrade_superblocks(region, sb)
+                    if fs._lazy:
+                        fs.journal.mark_boot()  # after recovery read the last one
                 fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
                 fs._reload()
                 if not readonly:
@@ -132,6 +161,7 @@ def mount_region(region, *, readonly: bool = False, reclaim_orphans: bool = True
                     fs._reclaim_orphans()
             finally:
                 fcntl.flock(region.fd, fcntl.LOCK_UN)
+        fs._start_committer()
         return fs
     except BaseException:
         region.close()

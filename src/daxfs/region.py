@@ -19,6 +19,16 @@ Durability backends, chosen automatically and overridable:
     msync   msync(MS_SYNC) of the page range: page-cache files
     none    nothing to do: tmpfs is volatile by nature
 
+Lazy mode (group commit) on page-cache files: the kernel writes a dirty
+page back whenever it likes, so a journal's home locations must not be
+dirty in the file before their record is durable.  There, ``buf`` is a
+private copy-on-write map of the file: ``store_home`` changes only this
+process's copy, ``store``/``zero`` go through a second, shared map into the
+page cache (file data, records, headers, live words), and the pages that a
+home store copied read the file again after ``drop_homes`` (the journal
+wrote those homes to the file once their records were durable).  Pages
+never stored to as homes read the page cache through the private map.
+
 Device-dax refuses mappings whose offset or length is not a multiple of its
 alignment; ``align`` carries it and ``check_map_alignment`` enforces it (the
 emulated backend enforces a 2 MiB alignment on an ordinary file, for tests).
@@ -44,6 +54,8 @@ MAP_SHARED_VALIDATE, MAP_SYNC = 0x03, 0x80000
 MS_SYNC = 4
 CACHE_LINE = 64  # the unit of a pmem flush (CLWB) and of x86 store atomicity limits
 MADV_HUGEPAGE = 14
+MADV_DONTNEED = 4
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # On tmpfs a store of this many bytes or more is written with pwrite(2), not
 # copied into the mapping.  A page a store first touches through the
 # mapping is zeroed by the kernel and then overwritten; pwrite fills a page
@@ -278,6 +290,14 @@ class Region:
             os.close(self.fd)
             raise
         self.closed = False
+        # Lazy mode: homes in a private copy-on-write map (see the module doc).
+        self.lazy_capable = (
+            self.kind == "file" and not self.map_sync and not private
+            and self.durability.name == "msync"
+        )  # fmt: skip
+        self._home_pages: set[int] = set()  # pages of buf a home store copied
+        if self.lazy_capable:
+            self._map_homes_privately()
         # Chunks of a file backing known to have storage behind them (reserve).
         self._reserved: set[int] = set()
         self._can_reserve = self.kind != "devdax" and not (self.readonly or self.private)
@@ -344,13 +364,29 @@ class Region:
             share = MAP_PRIVATE if self.private else MAP_SHARED
             sys_mmap(self.addr, self.size, prot, share | MAP_FIXED, self.fd, 0)
         _libc.madvise(self.addr, self.size, MADV_HUGEPAGE)
-        arr = (ctypes.c_char * self.size).from_address(self.addr)
-        # Every view of the pool hangs from this one array: once the last is
-        # gone (after close), the address range is given back.  Not at exit:
-        # other exit handlers (the mount registry's unmounts) still use it.
-        weakref.finalize(arr, sys_munmap, self.addr, self.size).atexit = False
-        view = memoryview(arr).cast("B")
+        view = self._view_of(self.addr)
         self.buf = view.toreadonly() if self.readonly else view
+        # Where store() and zero() write: the same map but in lazy mode.
+        self._shared_addr, self._shared_buf = self.addr, self.buf
+
+    def _view_of(self, addr: int) -> memoryview:
+        arr = (ctypes.c_char * self.size).from_address(addr)
+        # Every view of a map hangs from one array: once the last is gone
+        # (after close), the address range is given back.  Not at exit:
+        # other exit handlers (the mount registry's unmounts) still use it.
+        weakref.finalize(arr, sys_munmap, addr, self.size).atexit = False
+        return memoryview(arr).cast("B")
+
+    def _map_homes_privately(self) -> None:
+        """Lazy mode: ``buf`` becomes a private copy-on-write map of the file
+        (writable even on a read-only open: a follower applies the records
+        it catches up on there), the shared map stays for store().  No huge
+        pages: a page-cache file gives none, and a private map must stay 4 KiB
+        so that drop_homes gives back exactly the pages it names."""
+        priv = reserve_aligned(self.size, CHUNK)
+        sys_mmap(priv, self.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, self.fd, 0)
+        self.addr, self._home_buf = priv, self._view_of(priv)
+        self.buf = self._home_buf.toreadonly() if self.readonly else self._home_buf
 
     def _choose_durability(self, requested: str | None) -> object:
         if self.private:
@@ -381,14 +417,66 @@ class Region:
             while done < n:  # (tmpfs writes whole; a signal may cut it short)
                 done += os.pwrite(self.fd, data[done:], off + done)
         else:
-            self.buf[off : off + n] = data
+            self._shared_buf[off : off + n] = data
 
     def zero(self, off: int, n: int) -> None:
-        ctypes.memset(self.addr + off, 0, n)
+        ctypes.memset(self._shared_addr + off, 0, n)
+
+    def store_home(self, off: int, data) -> None:
+        """Store a journal record's write at its home location: in lazy mode
+        into this process's private copy only (the journal writes it to the
+        file once the record is durable), else as store()."""
+        if not self.lazy_capable:
+            self.store(off, data)
+            return
+        n = len(data)
+        self._home_buf[off : off + n] = data
+        self._home_pages.update(range(off // mmap.PAGESIZE, (off + n - 1) // mmap.PAGESIZE + 1))
+
+    def drop_homes(self, ranges=None) -> None:
+        """Let private copies go, so those pages read the file again: all of
+        them (the file holds every home now), or those in the (offset,
+        length) ``ranges`` (freed space, which may hold file data next)."""
+        if not self._home_pages:
+            return
+        page = mmap.PAGESIZE
+        if ranges is None:
+            pages, self._home_pages = sorted(self._home_pages), set()
+        else:
+            wanted = {p for off, n in ranges for p in range(off // page, -(-(off + n) // page))}
+            pages = sorted(wanted & self._home_pages)
+            self._home_pages -= wanted
+        for first, last in _runs(pages):
+            if _libc.madvise(self.addr + first * page, (last + 1 - first) * page, MADV_DONTNEED):
+                raise _oserror("madvise")
+
+    @property
+    def holds_homes(self) -> bool:
+        """Does this process hold homes the file does not (lazy mode)?"""
+        return bool(self._home_pages)
+
+    def sync_file(self) -> None:
+        """Make every store() so far durable (fdatasync): the group commit's
+        one flush, whatever the kernel had written back already."""
+        os.fdatasync(self.fd)
+
+    def boot_identity(self) -> bytes:
+        """32 bytes naming this boot and this pool file: the same in every
+        process that maps the file until the machine restarts (a page cache
+        that outlives a killed process is then still there), different for
+        a copy of the file and after a power loss."""
+        with open(BOOT_ID, "rb") as f:
+            boot = bytes.fromhex(f.read().strip().decode().replace("-", ""))
+        st = os.fstat(self.fd)
+        return (
+            boot[:16].ljust(16, b"\0")
+            + st.st_dev.to_bytes(8, "little")
+            + st.st_ino.to_bytes(8, "little")
+        )
 
     def flush(self, off: int, n: int) -> None:
         if n > 0:
-            self.durability.flush(self.addr + off, n)
+            self.durability.flush(self._shared_addr + off, n)
 
     def fence(self) -> None:
         self.durability.fence()
@@ -456,18 +544,20 @@ class Region:
         if self.closed:
             return
         self.closed = True
-        sys_mmap(
-            self.addr,
-            self.size,
-            PROT_READ | PROT_WRITE,
-            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-            -1,
-            0,
-        )
-        try:
-            self.buf.release()
-        except BufferError:
-            pass
+        for addr in {self.addr, self._shared_addr}:
+            sys_mmap(
+                addr,
+                self.size,
+                PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                -1,
+                0,
+            )
+        for view in (self.buf, self._shared_buf):
+            try:
+                view.release()
+            except BufferError:
+                pass
         os.close(self.fd)
 
 
@@ -500,6 +590,20 @@ def create_pool_file(path: str, size: int, *, force: bool) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
+
+
+def _runs(sorted_ints: list[int]):
+    """(first, last) of each run of consecutive integers."""
+    start = prev = None
+    for i in sorted_ints:
+        if prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            yield start, prev
+        start = prev = i
+    if start is not None:
+        yield start, prev
 
 
 def merge_ranges(ranges) -> list[tuple[int, int]]:

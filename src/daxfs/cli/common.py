@@ -127,10 +127,13 @@ def umask() -> int:
 
 
 @contextmanager
-def mounted(pool: str | os.PathLike, readonly: bool = False) -> Iterator[FileSystem]:
-    """Mount ``pool`` for one command; errors without a file name get the pool's."""
+def mounted(
+    pool: str | os.PathLike, readonly: bool = False, **options: object
+) -> Iterator[FileSystem]:
+    """Mount ``pool`` for one command; errors without a file name get the pool's.
+    ``options``: mount options (commit=, commit_interval=)."""
     try:
-        fs = mount(pool, readonly=readonly)
+        fs = mount(pool, readonly=readonly, **options)  # type: ignore[arg-type]
     except OSError as e:
         if e.filename is None:
             raise CliError(f"{quote(_as_name(pool))}: {e.strerror or e}") from e

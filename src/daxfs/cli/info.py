@@ -34,6 +34,17 @@ def _huge(info: dict[str, object]) -> str:
     return f"no - a {kind} backing on {fstype} maps 4 KiB pages"
 
 
+def _commit(info: dict[str, object]) -> str:
+    if info.get("commit") == "lazy":
+        return (
+            f"lazy - changes durable at fsync, sync, unmount and every "
+            f"{info.get('commit_interval'):g} s (mount -o commit=sync: each on return)"
+        )
+    if info.get("volatile"):
+        return "on return (but the memory is volatile)"
+    return "each change durable on return"
+
+
 def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
     """(field, value) rows describing the pool."""
     used = vfs.total_bytes - vfs.free_bytes
@@ -45,6 +56,7 @@ def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
         ("size", f"{human(size)} ({size} bytes)"),
         ("alignment", human(align)),
         ("durability", _DURABILITY.get(durability, durability)),
+        ("commit", _commit(info)),
         ("volatile", _yes(info.get("volatile"))),
         ("MAP_SYNC", _yes(info.get("map_sync"))),
         ("2 MiB pages", _huge(info)),

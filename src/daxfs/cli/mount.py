@@ -66,6 +66,29 @@ def load_fuse_layer():
     return fuse
 
 
+def parse_mount_options(text: str | None) -> dict[str, object]:
+    """``commit=sync,commit_interval=1`` as mount() keyword arguments; a
+    clear error for anything else."""
+    out: dict[str, object] = {}
+    for item in filter(None, (text or "").split(",")):
+        key, eq, value = item.partition("=")
+        if key == "commit" and value in ("lazy", "sync"):
+            out["commit"] = value
+        elif key == "commit_interval" and eq:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = float("nan")
+            if not seconds > 0:
+                raise CliError(f"commit_interval must be a positive number of seconds: {item}")
+            out["commit_interval"] = seconds
+        else:
+            raise CliError(
+                f"unknown mount option {item!r} (known: commit=lazy|sync, commit_interval=SECONDS)"
+            )
+    return out
+
+
 def finish_quietly() -> None:
     """The session is over and the pool is about to be closed: a second Ctrl-C
     or SIGTERM must not cut that short."""
@@ -82,13 +105,24 @@ def mount_cmd(
         typer.Option("--foreground", "-f", help="Serve in the foreground (Ctrl-C unmounts)."),
     ] = False,
     readonly: Annotated[bool, typer.Option("--readonly", help="Mount read-only.")] = False,
+    options: Annotated[
+        str | None,
+        typer.Option(
+            "--options",
+            "-o",
+            help="Mount options, comma-separated: commit=lazy|sync (a pool on a disk "
+            "file: durable at fsync and every commit_interval seconds, or each "
+            "change on return), commit_interval=SECONDS (default 5).",
+        ),
+    ] = None,
 ) -> None:
     """Mount a pool on a directory through FUSE, for ordinary tools."""
+    opts = parse_mount_options(options)
     where = check_mountpoint(mountpoint)
     check_fuse_device()
     fuse = load_fuse_layer()
     pool_abs = os.path.abspath(pool)
-    with mounted(pool_abs, readonly=readonly) as fs:
+    with mounted(pool_abs, readonly=readonly, **opts) as fs:
         try:
             fuse.serve(fs, where, foreground=foreground, readonly=readonly, pool_name=pool_abs)
         except fuse.MountError as e:

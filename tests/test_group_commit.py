@@ -1,0 +1,257 @@
+"""Group commit on page-cache pools (issue 14, DESIGN.md "Group commit").
+
+On a pool file on an ordinary disk, changes commit to the journal in memory
+and become durable together at fsync, sync, close, every commit_interval
+seconds, or (mount option commit="sync") on return.  What is checked here
+on the real kernel, with real files and real kills:
+
+  * no home location is in the file before its record is durable: a new
+    inode's slot reads as zeroes through pread until a group commit, while
+    the mount sees the file; the private copies those homes took show in
+    /proc/self/smaps as anonymous memory and are given back after it;
+  * a killed process loses nothing: the next mount (same boot, same file)
+    replays every record the page cache holds;
+  * a power loss loses at most what followed the last group commit: a copy
+    of the pool file (another file, as after a restart: recovery cannot
+    trust that the page cache held it) recovers to the state of the last
+    durable mark, never to a mix;
+  * fsync, sync, the commit interval and sync mode each make the changes
+    before them survive that;
+  * space freed by a commit not yet durable is not reused until it is
+    durable, and a full pool commits to get that space rather than fail.
+Crash states (every subset of dirty pages at every operation's end) are in
+test_crash.py ("lazy" cases); several processes on a disk pool in
+test_share_model.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import daxfs
+from conftest import new_pool
+
+MiB = 1 << 20
+
+
+def power_loss_copy(pool: str, tmp_path) -> str:
+    """The pool file as a restart after a power loss could find it at best
+    (everything the page cache held), in another file: recovery there trusts
+    only what a durable mark covers."""
+    copy = str(tmp_path / f"after-power-loss-{time.monotonic_ns()}.pool")
+    shutil.copyfile(pool, copy)
+    return copy
+
+
+def names(pool: str) -> list[str]:
+    with daxfs.mount(pool) as fs:
+        return sorted(fs.listdir("/"))
+
+
+def anonymous_kib(addr: int) -> int:
+    """Anonymous memory of the mapping that starts at ``addr`` (smaps)."""
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            first = line.split()[0]
+            if "-" in first and ":" not in first:
+                inside = int(first.split("-")[0], 16) == addr
+            elif inside and first == "Anonymous:":
+                return int(line.split()[1])
+    raise AssertionError(f"no mapping at {addr:#x}")
+
+
+def test_a_disk_pool_commits_lazily_and_a_tmpfs_pool_does_not(disk_pool, pool_path):
+    with daxfs.mount(disk_pool) as fs:
+        assert fs.commit_mode == "lazy" and fs.region.lazy_capable
+    with daxfs.mount(disk_pool, commit="sync") as fs:
+        assert fs.commit_mode == "sync"
+    with daxfs.mount(pool_path) as fs:  # tmpfs: durable on return, no page cache to batch
+        assert fs.commit_mode == "sync" and not fs.region.lazy_capable
+    with pytest.raises(ValueError, match="commit"):
+        daxfs.mount(disk_pool, commit="sometimes")
+
+
+def test_homes_stay_out_of_the_file_until_their_record_is_durable(disk_pool):
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"x" * 5000)
+        ino = fs.stat("/f").st_ino
+        slot = fs.inodes.slot_off(ino)
+        with open(disk_pool, "rb") as raw:
+            assert os.pread(raw.fileno(), 256, slot) == bytes(256), "a home reached the file"
+            assert fs.region.holds_homes and anonymous_kib(fs.region.addr) > 0
+            fs.sync()
+            assert os.pread(raw.fileno(), 256, slot) != bytes(256), "sync wrote no home"
+        assert not fs.region.holds_homes and anonymous_kib(fs.region.addr) == 0
+        with fs.open("/f", "rb") as f:
+            assert f.read() == b"x" * 5000  # read from the file again, the same
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import daxfs
+    fs = daxfs.mount(sys.argv[1], commit_interval=3600)
+    fs.mkdir("/durable")
+    fs.sync()
+    for i in range(int(sys.argv[2])):
+        with fs.open(f"/f{i}", "wb") as f:
+            f.write(bytes([i % 251]) * (1000 + 37 * i))
+    fs.unlink("/f0")
+    print("done", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_killed_process_loses_nothing_and_a_power_loss_only_the_undurable(disk_pool, tmp_path):
+    n = 50
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, disk_pool, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL and child.stdout.strip() == "done"
+    crashed = power_loss_copy(disk_pool, tmp_path)
+    # The same file, the same boot: the page cache holds every record.
+    with daxfs.mount(disk_pool) as fs:
+        assert sorted(fs.listdir("/")) == sorted(["durable"] + [f"f{i}" for i in range(1, n)])
+        for i in range(1, n):
+            with fs.open(f"/f{i}", "rb") as f:
+                assert f.read() == bytes([i % 251]) * (1000 + 37 * i)
+    assert daxfs.check(disk_pool).ok
+    # After a power loss: what the last group commit covered, nothing after.
+    assert names(crashed) == ["durable"]
+    assert daxfs.check(crashed).ok
+
+
+@pytest.mark.parametrize("how", ["fsync", "sync", "interval", "sync mode"])
+def test_each_commit_point_makes_what_came_before_survive_a_power_loss(how, disk_pool, tmp_path):
+    mode = "sync" if how == "sync mode" else None
+    fs = daxfs.mount(disk_pool, commit=mode, commit_interval=0.2 if how == "interval" else 3600)
+    try:
+        fs.mkdir("/before")
+        with fs.open("/before/f", "wb") as f:
+            f.write(b"kept" * 3000)
+        if how == "fsync":
+            fs.fsync("/before/f")
+        elif how == "sync":
+            fs.sync()
+        elif how == "interval":
+            deadline = time.monotonic() + 10
+            while fs._unsynced and time.monotonic() < deadline:
+                time.sleep(0.05)
+        fs.mkdir("/after")  # lazy: may be lost; sync mode: durable on return
+        crashed = power_loss_copy(disk_pool, tmp_path)
+    finally:
+        fs.close()
+    with daxfs.mount(crashed) as got:
+        assert "before" in got.listdir("/")
+        with got.open("/before/f", "rb") as f:
+            assert f.read() == b"kept" * 3000
+        assert ("after" in got.listdir("/")) == (how == "sync mode")
+
+
+def test_space_freed_lazily_is_reused_only_once_durable(disk_pool):
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        with fs.open("/old", "wb") as f:
+            f.write(b"o" * (3 * MiB))
+        fs.sync()
+        old = {(e.device_offset, e.length) for e in fs.iomap("/old")}
+        fs.unlink("/old")
+        free_after_unlink = fs.statvfs().f_bfree
+        with fs.open("/new", "wb") as f:
+            f.write(b"n" * (3 * MiB))
+        new = [(e.device_offset, e.length) for e in fs.iomap("/new")]
+        # A power loss now must find /old's blocks holding /old's bytes.
+        assert not any(a < d + n and d < a + m for a, m in old for d, n in new), (old, new)
+        assert free_after_unlink > fs.statvfs().f_bfree  # held space counts as free
+        fs.sync()
+        with fs.open("/newer", "wb") as f:
+            f.write(b"m" * (3 * MiB))  # (may reuse /old's blocks now)
+    assert daxfs.check(disk_pool).ok
+
+
+def test_a_full_pool_commits_to_reuse_space_freed_lazily(tmp_path):
+    pool = new_pool(str(tmp_path), 16 * MiB)
+    with daxfs.mount(pool, commit_interval=3600) as fs:
+        room = fs.statvfs().f_bavail * 4096 - 2 * MiB
+        with fs.open("/big", "wb") as f:
+            f.write(b"b" * room)
+        fs.unlink("/big")
+        with fs.open("/again", "wb") as f:  # only the freed space is left
+            f.write(b"a" * room)
+        assert fs.stat("/again").st_size == room
+    assert daxfs.check(pool).ok
+
+
+FOLLOWER = textwrap.dedent(
+    """
+    import sys
+    import daxfs
+    with daxfs.mount(sys.argv[1], readonly=True) as fs:
+        for line in sys.stdin:
+            path = line.strip()
+            with fs.open(path, "rb") as f:
+                print(len(f.read()), sorted(fs.listdir("/")), flush=True)
+    """
+)
+
+
+def test_another_process_sees_commits_before_they_are_durable(disk_pool):
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        fs.mkdir("/d")
+        fs.sync()  # (a read-only mount of a pool with records recovers it first)
+        follower = subprocess.Popen(
+            [sys.executable, "-c", FOLLOWER, disk_pool],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for i in range(5):
+                with fs.open(f"/f{i}", "wb") as f:
+                    f.write(b"z" * (100 + i))
+                assert not fs.journal.durable_limit() >= fs.journal.next_seq
+                follower.stdin.write(f"/f{i}\n")
+                follower.stdin.flush()
+                size, _, listing = follower.stdout.readline().partition(" ")
+                assert int(size) == 100 + i
+                assert listing.strip() == repr(sorted(["d"] + [f"f{k}" for k in range(i + 1)]))
+        finally:
+            follower.stdin.close()
+            assert follower.wait(timeout=30) == 0
+
+
+def test_records_a_power_loss_dropped_never_come_back(disk_pool, tmp_path):
+    """Lazy records past the durable mark may be whole in the file after a
+    power loss.  Dropped by the first recovery, they must be gone for good:
+    not replayed by a later recovery that trusts the page cache (same boot),
+    nor taken by a new generation of the log that starts at the same seq."""
+    fs = daxfs.mount(disk_pool, commit_interval=3600)
+    try:
+        for i in range(3):
+            fs.mkdir(f"/lost{i}")  # never durable: no group commit
+        crashed = power_loss_copy(disk_pool, tmp_path)
+    finally:
+        fs.close()
+    assert names(crashed) == []
+    with daxfs.mount(crashed) as again:
+        assert again.journal._same_boot()  # from now on recovery trusts this boot
+    assert names(crashed) == []
+    with daxfs.mount(crashed) as again:
+        again.mkdir("/new")
+        with again.open("/new/f", "wb") as f:
+            f.write(b"n" * 100)
+    assert names(crashed) == ["new"]
+    assert daxfs.check(crashed).ok
