@@ -255,3 +255,19 @@ def test_records_a_power_loss_dropped_never_come_back(disk_pool, tmp_path):
             f.write(b"n" * 100)
     assert names(crashed) == ["new"]
     assert daxfs.check(crashed).ok
+
+
+def test_a_follower_lets_its_copies_go_once_the_homes_are_written_out(disk_pool):
+    with daxfs.mount(disk_pool, commit_interval=3600) as writer:
+        with daxfs.mount(disk_pool, readonly=True) as follower:
+            writer.mkdir("/d")
+            assert follower.listdir("/") == ["d"]  # caught up: the homes in its copy
+            assert follower.region.holds_homes
+            writer.sync()  # written out to the file
+            assert follower.listdir("/") == ["d"]  # (nothing new: still caught up)
+            writer.mkdir("/e")
+            assert sorted(follower.listdir("/")) == ["d", "e"]
+            writer.sync()
+            follower.listdir("/")
+            assert not follower.region.holds_homes
+            assert anonymous_kib(follower.region.addr) == 0

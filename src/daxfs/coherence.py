@@ -89,6 +89,7 @@ def catch_up(fs, exclusive: bool = True) -> None:
     if not fs.readonly and journal.unpublished() is not None:
         seq = finish_dead_commit(fs, exclusive)
     if seq == fs._seen_seq:
+        journal.drop_homes_written_out(seq)
         return
     records = None
     if 0 <= fs._seen_seq < seq:
@@ -99,6 +100,7 @@ def catch_up(fs, exclusive: bool = True) -> None:
         fs._reload()
         fs.coherence["full_rebuilds"] += 1
     fs._seen_seq, fs._seen_pos = seq, journal.pos
+    journal.drop_homes_written_out(seq)
 
 
 def catch_up_unlocked(fs) -> bool:

@@ -301,6 +301,17 @@ class Journal:
         self.region.store(self.header_off + JHOMES_OFF, done)
         self.region.drop_homes()
 
+    def drop_homes_written_out(self, seen: int) -> None:
+        """Lazy mode, pool lock held (so no write out is under way): once
+        another process has written out the homes of every record up to
+        ``seen`` (our position), our private copies say what the file says
+        (or less, for pages it has changed since): let them go, or a
+        follower that never writes out would keep a copy of every metadata
+        page it ever caught up on."""
+        if self.lazy_view and self.region.holds_homes:
+            if self.homes_from(self._header_seq())[0] >= seen:
+                self.region.drop_homes()
+
     def mark_boot(self) -> None:
         """Name this boot and pool file in the live area, before any lazy
         record: recovery within the same boot may then trust the page cache."""
