@@ -647,22 +647,23 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             self._pin(r.ino)  # type: ignore[arg-type]
             return r.ino  # type: ignore[return-value]
 
-    def _create_with(self, spath: str, data, perms: int | None = None) -> None:
+    def _create_with(self, spath: str, data, perms: int | None = None) -> int:
         """Make the new file ``spath`` holding ``data`` (a buffer of at most
         WRITE_PIECE bytes) in one change: another process, or the pool
         after a crash, has no such file or all of it, as a write under a
         temporary name and a rename would give, in one commit instead of
         three (DaxStore writes a zarr chunk so; ``daxfs cp`` a small file,
         with its permission bits ``perms``: 0o666 less the umask if None).
-        FileExistsError if the name exists, as open(path, "xb")."""
+        FileExistsError if the name exists, as open(path, "xb").  Returns
+        the new file's inode number."""
         perms = 0o666 & ~self.umask if perms is None else perms & 0o7777
         with memoryview(data) as view:
             data = view.cast("B")
             if len(data) > self.WRITE_PIECE:
                 raise ValueError(f"{len(data)} bytes: more than one change holds")
-            optimistically(self, self._create_with_change, spath, data, perms)
+            return optimistically(self, self._create_with_change, spath, data, perms)
 
-    def _create_with_change(self, spath: str, data: memoryview, perms: int) -> None:
+    def _create_with_change(self, spath: str, data: memoryview, perms: int) -> int:
         with self._change() as txn:
             r = self._resolve_to_create(spath, exclusive=True)
             if r.ino is not None:
@@ -670,6 +671,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             inode = self._create(txn, r, S_IFREG | perms, spath)
             if data:
                 self._write_piece(txn, inode, 0, data)
+        return inode.ino
 
     def _resolve_to_create(self, spath: str, exclusive: bool) -> Resolved:
         """Resolve for open(O_CREAT), in Linux's order: the directories on

@@ -461,9 +461,6 @@ class Copier:
         create_whole = getattr(t, "create_whole", None)
         if create_whole is None or entry.st.st_size > WHOLE_MAX:
             return False
-        follow = entry.top and self.user_named
-        if self._seen(entry, name, follow) is not None:
-            return False  # replaced or written through: the general way checks what
         with naming(entry.label):
             whole = read_whole(reader, WHOLE_MAX)
         if whole is None:
@@ -471,7 +468,12 @@ class Copier:
         data, moved = whole
         perms = entry.st.st_mode & 0o777 & ~umask()
         with naming(t.label(name)):
-            self.created.add(create_whole(name, data, perms))
+            try:
+                self.created.add(create_whole(name, data, perms))
+            except FileExistsError:
+                # Replaced or written through: the general way checks what
+                # (and reads again: read_whole reads at offsets).
+                return False
         self.meter.advance(moved)
         return True
 
