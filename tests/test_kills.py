@@ -16,6 +16,8 @@ import random
 import signal
 import time
 
+import pytest
+
 import daxfs
 
 KILLS = int(os.environ.get("DAXFS_KILLS", "200"))
@@ -131,8 +133,12 @@ def _expected(base: dict[str, bytes], log_text: str) -> tuple[dict[str, bytes], 
     return model, pending
 
 
-def test_sigkill_at_random_moments(tmp_path):
-    pool = "/dev/shm/" + f"daxfs-kills-{os.getpid()}.pool"
+@pytest.mark.parametrize("where", ["tmpfs", "disk"])
+def test_sigkill_at_random_moments(where, tmp_path):
+    # On a disk file the child commits lazily (issue 14): what it was told
+    # is done is in the page cache, which outlives it, so nothing is lost.
+    base_dir = "/dev/shm" if where == "tmpfs" else str(tmp_path)
+    pool = os.path.join(base_dir, f"daxfs-kills-{os.getpid()}.pool")
     log_path = str(tmp_path / "log")
     rng = random.Random(1234)
     daxfs.mkfs(pool, "32M", force=True)
@@ -140,7 +146,8 @@ def test_sigkill_at_random_moments(tmp_path):
         with daxfs.mount(pool) as fs:
             base = _snapshot(fs)
         completed_total = 0
-        for kill in range(KILLS):
+        kills = KILLS if where == "tmpfs" else max(1, KILLS // 2)
+        for kill in range(kills):
             open(log_path, "w").close()
             pid = os.fork()
             if pid == 0:  # the child never returns: it is killed
@@ -161,6 +168,6 @@ def test_sigkill_at_random_moments(tmp_path):
             assert report.ok, (kill, report.errors)
             completed_total += sum(1 for line in open(log_path) if line.startswith("end"))
             base = got
-        assert completed_total > KILLS, "the children hardly ran: the test proves little"
+        assert completed_total > kills, "the children hardly ran: the test proves little"
     finally:
         os.unlink(pool)
