@@ -271,3 +271,15 @@ def test_a_follower_lets_its_copies_go_once_the_homes_are_written_out(disk_pool)
             follower.listdir("/")
             assert not follower.region.holds_homes
             assert anonymous_kib(follower.region.addr) == 0
+
+
+def test_fsync_takes_an_open_file_too(disk_pool, tmp_path):
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        with fs.open("/t.txt", "w") as f:
+            f.write("written, not yet flushed")
+            fs.fsync(f)  # flushed and made durable, as f.flush() + os.fsync(f.fileno())
+            crashed = power_loss_copy(disk_pool, tmp_path)
+        with pytest.raises(TypeError):
+            fs.fsync(3.5)
+    with daxfs.mount(crashed) as got, got.open("/t.txt") as f:
+        assert f.read() == "written, not yet flushed"

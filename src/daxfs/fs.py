@@ -917,11 +917,18 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # ======================================================================
     # durability and lifetime
     # ======================================================================
-    def fsync(self, path) -> None:
+    def fsync(self, file) -> None:
         """Make the file's data and attributes durable (all backends; in lazy
-        mode with every change made before it, by a group commit)."""
+        mode with every change made before it, by a group commit).  ``file``:
+        a path, or a file this mount opened (flushed first, as
+        ``f.flush(); os.fsync(f.fileno())`` would be on the kernel's)."""
+        raw = _raw_file_of(file)
+        if raw is not None:
+            file.flush()
+            self._fsync_ino(raw._ino)
+            return
         with self._locked(exclusive=False):
-            r = self._existing(path)
+            r = self._existing(file)
         self._fsync_ino(r.ino)  # type: ignore[arg-type]
 
     def _fsync_ino(self, ino: int) -> None:
@@ -986,6 +993,16 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+def _raw_file_of(obj) -> DaxRawFile | None:
+    """The daxfs file under ``obj`` (itself, or inside a buffered or text
+    wrapper), or None for anything else (a path)."""
+    for _ in range(3):
+        if isinstance(obj, DaxRawFile):
+            return obj
+        obj = getattr(obj, "buffer", None) or getattr(obj, "raw", None)
+    return None
 
 
 def _free_runs(used, first: int, n: int):
