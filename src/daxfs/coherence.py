@@ -187,7 +187,10 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
             for dev, n in rec.claims:
                 allocator.claim((dev - sb.data_off) // BLOCK, n // BLOCK)
             for dev, n in rec.revokes:
-                fs._free_after(freed_before, (dev - sb.data_off) // BLOCK, n // BLOCK)
+                # A lazy record's frees wait for a durable mark; one durable
+                # when written (sync mode, pmem) was durable with all before it.
+                seq = freed_before if rec.lazy else 0
+                fs._free_after(seq, (dev - sb.data_off) // BLOCK, n // BLOCK)
     except AssertionError:
         return False
     dropped = set()
@@ -565,10 +568,10 @@ class Change:
                     self._exclusive_and_checked()
                     self._forget_reads()  # checked: from here on as any change
                 fs.journal.commit(txn, self.prepared)
-                if fs._lazy:
+                if fs._batching:
                     fs._unsynced = True
-                    if fs.commit_mode == "sync":
-                        fs._group_commit()  # durable on return, still under the lock
+                elif fs._lazy:  # sync mode: durable, and every record before it
+                    fs._durable_seen = fs.journal.next_seq
             except Conflict:
                 self._undo()
                 raise

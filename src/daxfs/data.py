@@ -243,7 +243,7 @@ class DataPath:
         def store() -> None:
             zeroed = self._zero_unwritten(inode, fresh, old_size, new_size, written)
             touched = zeroed + self._copy_in(inode, off, data)
-            if self._lazy or grows or self.region.durability.name != "msync":
+            if self._batching or grows or self.region.durability.name != "msync":
                 self._order_data(touched)  # ordered: data before metadata
             else:
                 self._dirty_data.extend(touched)  # page cache: durable at fsync/close
@@ -495,7 +495,7 @@ class DataPath:
     def _order_data(self, ranges) -> None:
         """Make file data stored in ``ranges`` durable before the commit that
         exposes it; in lazy mode the next group commit does (journal.py)."""
-        if self._lazy:
+        if self._batching:
             self._unsynced = True
         elif flush_ranges(self.region, ranges):
             self.region.fence()

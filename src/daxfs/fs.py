@@ -136,6 +136,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self.commit_mode = (commit or "lazy") if self._lazy else "sync"
         self.commit_interval = commit_interval
         self.journal.lazy = self._lazy
+        # Sync mode on a page-cache pool: each record durable when written
+        # (data flushed first, as on pmem), homes written out right after.
+        self.journal.sync_records = self._lazy and self.commit_mode == "sync"
+        # Lazy mode proper: data and records wait for a group commit.
+        self._batching = self._lazy and self.commit_mode == "lazy"
         self._unsynced = False  # lazy: stored or committed since the last group commit
         # Lazy: space freed by commits not yet durable, as (seq, block,
         # count): reused only once a durable mark passes seq, or a power
@@ -936,10 +941,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._commit_now()
 
     def _commit_now(self) -> None:
-        """Lazy mode: a group commit now, if anything is left to commit."""
+        """Lazy mode: a group commit now, if anything is left to commit (in
+        sync mode only what other processes left lazily)."""
         if self._lazy and not self.closed:
             with self._locked(exclusive=True):
-                self._group_commit()
+                if self._batching or self.journal.lazy_pending():
+                    self._group_commit()
 
     def sync(self) -> None:
         """Make every change made through this mount durable."""

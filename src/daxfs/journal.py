@@ -147,6 +147,10 @@ class Journal:
         self._inode_count = sb.inode_count
         self._header_seen: tuple[bytes, int] = (b"", 0)  # see _seq_of_header
         self.lazy = False  # group commit (set by the mount, see the module doc)
+        # Lazy mode, commit="sync": records durable when written, as without
+        # lazy mode, but homes still through the private view (write_out).
+        self.sync_records = False
+        self.last_lazy_seq = -1  # the newest lazy record seen (committed or read)
 
     # -- format ------------------------------------------------------------
     def format(self) -> None:
@@ -191,6 +195,8 @@ class Journal:
         (step 2) and publish (step 3).  Under the exclusive pool lock."""
         self._check_record_homes(rec, self.start + self.pos)
         self._store_homes([rec], self.region.store_home if self.lazy else self.region.store)
+        if rec.lazy:
+            self.last_lazy_seq = max(self.last_lazy_seq, self.next_seq)
         self.next_seq += 1
         self.pos = rec.next_pos - self.start
         self._publish()
@@ -216,19 +222,26 @@ class Journal:
         if body is None:
             return
         writes = txn.writes
-        record = seal_txn(self.next_seq, body, self.lazy)
+        lazy = self.lazy and not self.sync_records  # durable at the next group commit
+        if self.sync_records and self.lazy_pending():
+            # A record durable when written counts only after every record
+            # before it: other processes' lazy ones first.
+            self.group_commit()
+        record = seal_txn(self.next_seq, body, lazy)
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:
             self.checkpoint()
         r, at = self.region, self.start + self.pos
         r.store(at, record)
-        if not self.lazy:  # lazy: durable at the next group commit
+        if not lazy:
             try:
                 r.persist(at, len(record))  # step 1: the commit point
             except OSError:
                 r.zero(at, TXN_HEADER.size)  # never let a failed commit replay
                 raise
+        else:
+            self.last_lazy_seq = self.next_seq
         store = r.store_home if self.lazy else r.store
         for dst, data in writes:  # step 2: homes, in any order
             store(dst, data)
@@ -237,6 +250,12 @@ class Journal:
         self.next_seq += 1
         self.pos += len(record)
         self._publish()  # step 3
+        if self.sync_records:
+            self.write_out_homes(self._header_seq())  # every record before is durable
+
+    def lazy_pending(self) -> bool:
+        """Is a lazy record we know of not yet under the durable mark?"""
+        return self.last_lazy_seq >= 0 and self.last_lazy_seq >= self.durable_limit()
 
     # -- group commit (lazy mode) ----------------------------------------------
     def group_commit(self) -> None:
@@ -360,7 +379,11 @@ class Journal:
         if not self.lazy_view:
             return
         self.region.drop_homes()
-        self.apply_homes([rec for _seq, rec in self.log_records()])
+        records = self.log_records()
+        lazy = [seq for seq, rec in records if rec.lazy]
+        if lazy:
+            self.last_lazy_seq = max(self.last_lazy_seq, lazy[-1])
+        self.apply_homes([rec for _seq, rec in records])
 
     def log_records(self) -> list[tuple[int, TxnRecord]]:
         """(seq, record) of every record of the log, checked."""
@@ -570,6 +593,8 @@ class Journal:
                 return None
             self._check_record_homes(rec, at)
             out.append(rec)
+            if rec.lazy:
+                self.last_lazy_seq = max(self.last_lazy_seq, seq)
             seq, pos = seq + 1, rec.next_pos - self.start
         if apply:  # lazy mode: committed, so in our view from now on
             self.apply_homes(out[first:])
