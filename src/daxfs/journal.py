@@ -264,12 +264,16 @@ class Journal:
         r = self.region
         r.sync_file()  # records and the data they expose, in one flush
         gen = self._header_seq()
-        durable = self.next_seq
+        self._mark_durable(gen, self.next_seq)
+        self.write_out_homes(gen)
+
+    def _mark_durable(self, gen: int, durable: int) -> None:
+        """Write and persist a durable mark: records of generation ``gen``
+        below ``durable`` are durable (the caller made them so)."""
         if durable > self.durable_limit():
             slot_off = self.header_off + JMARK_OFFSETS[self._older_mark_slot(gen)]
-            r.store(slot_off, pack_jmark(gen, durable))
-            r.persist(slot_off, JMARK.size)
-        self.write_out_homes(gen)
+            self.region.store(slot_off, pack_jmark(gen, durable))
+            self.region.persist(slot_off, JMARK.size)
 
     def durable_limit(self) -> int:
         """Records below this seq are durable with their data (on the media,
@@ -452,10 +456,12 @@ class Journal:
         for _seq, off, rec in committed:
             self._check_record_homes(rec, off)
         records = [rec for _seq, _off, rec in committed]
-        if any(rec.lazy for rec in records) and self.lazy_view:
-            # Records taken from the page cache (same boot): durable, with
-            # their data, before any home of theirs may reach the file.
+        if same_boot and any(rec.lazy for rec in records):
+            # Records taken from the page cache: durable, with their data,
+            # and marked so, before any home of theirs may reach the file
+            # (a power loss during this recovery must find them again).
             self.region.sync_file()
+            self._mark_durable(self._header_seq(), committed[-1][0] + 1)
         self._store_homes(records, self.region.store)
         if committed:
             last_seq, _off, last = committed[-1]
@@ -477,19 +483,20 @@ class Journal:
     def _erase_stale_records(self) -> bool:
         """After a power loss, lazy records past the ones replayed may be
         whole on the media, even after one that is not (the kernel writes
-        pages back in any order): their magic is erased, and the durable
-        marks too, before anything new is logged, or a later generation
-        whose records happened to end where one of them starts (or that
-        starts at the same seq) would take it, or a mark, for its own.
-        True if anything was erased (durably)."""
+        pages back in any order): their magic is erased before anything new
+        is logged, or a later recovery that trusts the page cache, or a
+        later generation whose records happened to end where one of them
+        starts (or that starts at the same seq), would take it for its own.
+        The durable marks stay: until the checkpoint that follows is
+        durable, a crash must find the records they cover replayable again
+        (and a mark never counts past what was replayed: the records below
+        it are durable).  True if anything was erased (durably)."""
         import numpy as np
 
         r, lo = self.region, self.start + self.pos
         words = np.frombuffer(r.buf, np.uint32, (self.end - lo) // 4, lo)[::2]
         stale = np.flatnonzero((words == TXN_MAGIC) | (words == TXN_MAGIC_LAZY))
         ranges = [(lo + 8 * int(i), 4) for i in stale]
-        marks = [(self.header_off + o, JMARK.size) for o in JMARK_OFFSETS]
-        ranges += [(off, n) for off, n in marks if any(r.buf[off : off + n])]
         for off, n in ranges:
             r.store(off, bytes(n))
         if ranges and not r.volatile:
