@@ -641,6 +641,8 @@ def _unrevoked(records) -> list[list[bool]]:
     no byte with a revoke of the same or a later record.  The records are
     visited newest first, adding each one's revokes to a set of merged
     ranges before testing its writes, so each entry costs O(log n)."""
+    if not any(rec.revokes for rec in records):  # (most batches: every write kept)
+        return [[True] * len(rec.writes) for rec in records]
     revoked = RangeSet()
     keep: list[list[bool]] = []
     for rec in reversed(records):
