@@ -283,3 +283,30 @@ def test_fsync_takes_an_open_file_too(disk_pool, tmp_path):
             fs.fsync(3.5)
     with daxfs.mount(crashed) as got, got.open("/t.txt") as f:
         assert f.read() == "written, not yet flushed"
+
+
+@pytest.mark.parametrize("regrow", ["fallocate", "truncate", "write"])
+def test_a_file_that_shrank_lazily_is_not_changed_in_place_by_growing_again(
+    regrow, disk_pool, tmp_path
+):
+    """Growing zeroes (or writes) the bytes past the end in the blocks a file
+    kept when it shrank; before the shrink is durable those bytes are still
+    the file's on the media, so the shrink is committed first."""
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"a" * 12288)
+        fs.sync()
+        fs.truncate("/f", 5000)
+        if regrow == "fallocate":
+            fs.fallocate("/f", 0, 12288)
+        elif regrow == "truncate":
+            fs.truncate("/f", 12288)
+        else:
+            with fs.open("/f", "r+b") as f:
+                f.seek(5000)
+                f.write(b"b" * 3000)
+        crashed = power_loss_copy(disk_pool, tmp_path)
+    with daxfs.mount(crashed) as got, got.open("/f", "rb") as f:
+        data = f.read()
+    # The shrink was committed before the growth: the file as it was, or shrunk.
+    assert data in (b"a" * 12288, b"a" * 5000), (len(data), data[4990:5010])

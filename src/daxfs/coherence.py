@@ -177,6 +177,8 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
                 if sb.itable_off <= dst < sb.itable_end:
                     inos = slots_written(sb, dst, len(data))
                     slots.update(inos)
+                    if rec.lazy and fs._batching:
+                        fs._shrunk.update(inos)  # (maybe shrunk: DataPath._before_regrowing)
                     if not fs.dirs.keys().isdisjoint(inos):  # (only they use them)
                         note_slot_bytes(whole_slots, sb, inos, dst, data)
                 else:

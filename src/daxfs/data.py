@@ -234,6 +234,7 @@ class DataPath:
                 # say) must drop our copy of the inode too.
                 self._txn_dirty.add(inode.ino)
         generation = inode.generation
+        self._before_regrowing(inode, old_size, new_size)
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
         # New extents (fresh space or a migrated window) make this no plain
@@ -354,6 +355,8 @@ class DataPath:
             raise oserror(errno.EINVAL)
         refuse_past_largest_file(length)
         if length < inode.size:
+            if self._batching:
+                self._shrunk.add(inode.ino)  # see _before_regrowing
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
             self._refuse_if_mapped(inode.tail_ranges(keep))
             for dev, n in inode.cut_from(keep):
@@ -487,10 +490,22 @@ class DataPath:
         """Set the size after zeroing, and persisting before the commit (ordered),
         whatever must now read as zero: new space inside the file and the
         allocated bytes between the old and the new end."""
+        self._before_regrowing(inode, inode.size, new_size)
         if new_size > inode.size or fresh:
             zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, [])
             self._order_data(zeroed)  # (a hole needs no zeroing)
         inode.size = new_size
+
+    def _before_regrowing(self, inode: Inode, old_size: int, new_size: int) -> None:
+        """Lazy mode: growing a file zeroes (or writes) in place the bytes past
+        its end in the blocks it kept.  If it shrank since the last group
+        commit, those bytes are inside the file as the media knows it, and a
+        power loss would bring that file back with them changed: commit the
+        shrink first (once; appends to a file that never shrank pay nothing)."""
+        if self._batching and new_size > old_size and inode.ino in self._shrunk:
+            if self._reads is not None:
+                self._need_exclusive()  # (a group commit needs the exclusive lock)
+            self._group_commit()
 
     def _order_data(self, ranges) -> None:
         """Make file data stored in ``ranges`` durable before the commit that

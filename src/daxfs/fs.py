@@ -148,6 +148,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._quarantine: collections.deque[tuple[int, int, int]] = collections.deque()
         # Commits below this seq are known durable (always, but in lazy mode).
         self._durable_seen = 0 if self._lazy else 1 << 63
+        # Lazy: files that shrank since the last group commit (or that
+        # another process changed lazily): see DataPath._before_regrowing.
+        self._shrunk: set[int] = set()
         self._committer: threading.Thread | None = None
         self._stop_committer = threading.Event()
         self.inodes = InodeTable(region, sb)
@@ -250,6 +253,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         """Make every change so far durable (exclusive pool lock held)."""
         self.journal.group_commit()
         self._unsynced = False
+        self._shrunk.clear()
         self._durable_seen = self.journal.next_seq
         self._release_quarantine(self.journal.next_seq)
 
