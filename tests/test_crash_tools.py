@@ -20,12 +20,15 @@ from daxfs.crash import (
     PAGE,
     CrashPoint,
     CrashState,
+    MemoryRegion,
     RecordingRegion,
     ScratchImage,
     check_discipline,
     crash_points,
     crash_states,
+    group_commits,
     page_cache_points,
+    steps_covered,
 )
 from daxfs.layout import JOURNAL_HEADER_OFF, JSLOT_OFFSETS, pack_jheader, pack_txn
 from daxfs.region import Region
@@ -108,6 +111,71 @@ def test_many_dirty_pages_are_sampled_not_enumerated():
     assert len(point.inflight) == 16
     states = list(crash_states(point, random.Random(0), random_subsets=50))
     assert 50 < len(states) < 3**16
+
+
+# --------------------------------------------------------------------------
+# lazy model (group commit on a page-cache pool)
+# --------------------------------------------------------------------------
+def _images(log: list[tuple], lazy: bool = True) -> list[bytes]:
+    """Every crash image of every crash point of ``log``."""
+    return [
+        bytes(s.image())
+        for point in page_cache_points(IMAGE, log, lazy=lazy)
+        for s in crash_states(point, random.Random(0))
+    ]
+
+
+def test_a_home_never_reaches_a_crash_image():
+    log = [("begin", "op"), ("home", 0, b"h" * 8), ("store", PAGE, b"s"), ("end", "op"),
+           ("sync",), ("home", 2 * PAGE + 8, b"x"), ("flush", 2 * PAGE, 16)]  # fmt: skip
+    images = _images(log)
+    assert all(img[:8] == bytes(8) and img[2 * PAGE + 8] == 0 for img in images)
+    # ... while the store beside it does, or the test would prove nothing
+    assert any(img[PAGE : PAGE + 1] == b"s" for img in images)
+
+
+def test_a_sync_makes_every_dirty_page_durable_and_a_crash_may_come_before_it():
+    log = [("store", 0, b"a"), ("store", 3 * PAGE, b"b"), ("sync",), ("store", PAGE, b"c")]
+    for lazy in (False, True):  # fdatasync means the same in both page-cache models
+        before, after = list(page_cache_points(IMAGE, log, lazy=lazy))
+        assert before.index == 2 and before.persisted == IMAGE
+        assert [u.off for u in before.inflight] == [0, 3 * PAGE]
+        assert after.index == 4
+        assert after.persisted[0:1] == b"a" and after.persisted[3 * PAGE : 3 * PAGE + 1] == b"b"
+        assert [u.off for u in after.inflight] == [PAGE]
+
+
+def test_a_crash_may_come_after_each_operation_returned_in_lazy_mode_only():
+    log = [("begin", "one"), ("store", 0, b"a"), ("end", "one"),
+           ("begin", "two"), ("store", PAGE, b"b"), ("end", "two")]  # fmt: skip
+    lazy = list(page_cache_points(IMAGE, log, lazy=True))
+    assert [p.index for p in lazy] == [3, 6]  # after "one"; after "two" is the end of the log
+    assert [u.off for u in lazy[0].inflight] == [0]
+    assert [p.index for p in page_cache_points(IMAGE, log)] == [6]  # msync: none at "end"
+    # An operation's end just before a flush is one crash point, not two.
+    log = [("store", 0, b"a"), ("end", "op"), ("flush", 0, 1)]
+    assert [p.index for p in page_cache_points(IMAGE, log, lazy=True)] == [2, 3]
+
+
+def test_an_operation_that_returned_may_be_lost_until_a_sync():
+    log = [("begin", "op"), ("store", 0, b"a"), ("end", "op")]
+    assert {img[:1] for img in _images(log)} == {b"a", b"\0"}
+    final = list(page_cache_points(IMAGE, log + [("sync",)], lazy=True))[-1]
+    assert final.index == 4 and not final.inflight
+    assert {bytes(s.image()[:1]) for s in crash_states(final, random.Random(0))} == {b"a"}
+
+
+def test_a_group_commit_covers_what_ended_before_its_sync_once_its_mark_is_flushed():
+    log = [("begin", "one"), ("end", "one"),
+           ("sync",), ("begin", "two"), ("end", "two"),  # (the later sync is the one)
+           ("sync",), ("store", 1024, b"mark"), ("flush", 1024, 4), ("fence",)]  # fmt: skip
+    commits = group_commits(log)
+    assert commits == [(7, 2)]
+    assert steps_covered(commits, 7) == 0  # before the mark's msync: both may be lost
+    assert steps_covered(commits, 8) == 2
+    # A step ending between the sync and the mark is not covered by it.
+    late = [("sync",), ("end", "x"), ("flush", 1024, 4)]
+    assert steps_covered(group_commits(late), 3) == 0
 
 
 # --------------------------------------------------------------------------
@@ -203,6 +271,80 @@ def test_stores_through_a_mapping_are_caught_at_persist(tmp_path):
     assert data[dev + 100 - off : dev + 110 - off] == b"\x07" * 10
     kinds = [ev[0] for ev in rec.log]
     assert kinds.index("store") < kinds.index("flush") < kinds.index("fence")
+
+
+def _memory_recorder(model: str) -> RecordingRegion:
+    return RecordingRegion(MemoryRegion(bytearray(IMAGE), LOCK), model)
+
+
+def test_a_lazy_recorder_logs_homes_and_syncs_and_passes_them_through():
+    rec = _memory_recorder("lazy")
+    assert rec.lazy_capable and rec.durability.name == "msync"  # a page-cache pool
+    assert not rec.holds_homes
+    rec.store_home(100, b"home")
+    assert rec.holds_homes
+    rec.sync_file()
+    rec.store(200, b"s")
+    rec.flush(0, PAGE)  # looks for stores through a mapping: the home is none
+    assert rec.log == [("home", 100, b"home"), ("sync",), ("store", 200, b"s"), ("flush", 0, PAGE)]
+    assert rec.inner.image[100:104] == b"home"
+    rec.drop_homes([(PAGE, 8)])  # another page: the home is still held
+    assert rec.holds_homes
+    rec.drop_homes()
+    assert not rec.holds_homes and len(rec.log) == 4  # no media effect, nothing logged
+
+
+def test_pmem_and_msync_recorders_take_a_home_for_a_plain_store():
+    for model in ("pmem", "msync"):
+        rec = _memory_recorder(model)
+        assert not rec.lazy_capable
+        rec.store_home(100, b"home")
+        assert rec.log == [("store", 100, b"home")]
+
+
+def test_a_sync_logs_stores_through_a_mapping_before_it():
+    rec = _memory_recorder("lazy")
+    rec.inner.buf[300:302] = b"mm"  # as a user's mapping would, not through the region
+    rec.sync_file()
+    assert rec.log == [("store", 256, bytes(44) + b"mm" + bytes(18), MAPPED), ("sync",)]
+
+
+def test_dropped_homes_are_not_taken_for_stores_through_a_mapping(tmp_path):
+    # A real lazy region: after drop_homes the private pages read the file
+    # again, a change of what the process sees that no store made.
+    pool = str(tmp_path / "pool")
+    daxfs.mkfs(pool, "8M")
+    region = Region(pool)
+    if not getattr(region, "lazy_capable", False):
+        region.close()
+        pytest.skip("no lazy mode on this file system (page-cache files only)")
+    rec = RecordingRegion(region, "lazy")
+    try:
+        off = 5 * PAGE
+        rec.store_home(off, b"private")
+        assert bytes(region.buf[off : off + 7]) == b"private"
+        rec.drop_homes([(off, 7)])
+        assert bytes(region.buf[off : off + 7]) != b"private"  # the file's bytes again
+        rec.flush(0, region.size)
+        assert rec.log == [("home", off, b"private"), ("flush", 0, region.size)]
+    finally:
+        region.close()
+
+
+def test_a_crash_image_never_shares_a_real_boot_identity(tmp_path):
+    pool = str(tmp_path / "pool")
+    daxfs.mkfs(pool, "8M")
+    region = Region(pool, durability="none")
+    try:
+        if not hasattr(region, "boot_identity"):
+            pytest.skip("Region has no boot identity yet")
+        real = region.boot_identity()
+        image = MemoryRegion(bytearray(IMAGE), LOCK)
+        assert len(real) == len(image.boot_identity()) == 32
+        assert image.boot_identity() != real
+        assert RecordingRegion(region, "lazy").boot_identity() == real
+    finally:
+        region.close()
 
 
 # --------------------------------------------------------------------------

@@ -5,21 +5,26 @@ The crash tester is a wrapper around the region, not a fork of it:
 
     RecordingRegion(region, model)  passes every call through to the real
                               region and logs store / flush / fence events
-                              and the start and end of each operation; it
-                              claims the durability of ``model`` ("pmem" or
-                              "msync"), so the file system issues exactly the
-                              flushes it would issue on that backend
+                              (and, lazy, home / sync) and the start and
+                              end of each operation; it claims the
+                              durability of ``model`` ("pmem", "msync" or
+                              "lazy"), so the file system issues exactly
+                              the flushes it would issue on that backend
     MemoryRegion(image)       a pool held in a bytearray (no mapping), to mount
                               and check crash states quickly
     ScratchImage(size)        one buffer crash images are built in by undoing
                               the previous image's stores, not copying a pool
     crash_points(base, log)   pmem: at every fence (and at the end), the
                               persisted image and the stores still in flight
+    model_points(model, ...)  crash_points or page_cache_points, by model
     crash_states(point, rng)  the images a crash at that point can leave,
                               each with a cheap identity key (no image is
                               built twice)
-    page_cache_points(...)    the msync model: 4 KiB pages, each dirty page
-                              written, dropped or torn at 512-byte sectors
+    page_cache_points(...)    the msync and lazy models: 4 KiB pages, each
+                              dirty page written, dropped or torn at
+                              512-byte sectors
+    group_commits(log)        lazy: where each group commit completed and
+                              how many operations it made durable
     check_discipline(log)     pmemcheck's questions: did an operation return
                               with stores not yet flushed and fenced; which
                               flushes and fences did nothing
@@ -44,6 +49,26 @@ page is written, dropped, or torn (some of its eight 512-byte sectors
 written).  msync(MS_SYNC) of a range makes its pages durable.  A page is
 taken with its content at the crash (writeback of an earlier version of a
 page that was later stored to again is not modelled).
+
+The lazy model (group commit on a page-cache pool, ``lazy_capable``):
+file data, journal records, the durable mark and live words are stored to
+the file with no flush; home locations (what a record's writes say) are
+stored in the process's private view (``store_home``, logged as "home"),
+which never reaches the file: a home reaches a crash image only when a
+group commit stores it again, as an ordinary store, after its record is
+durable.  ``sync_file`` (fdatasync, logged as "sync") makes every dirty
+page durable; a flush (msync of a range) keeps its meaning.  A crash may
+come before any flush or sync, and after any operation returned ("end"),
+each dirty page then written, dropped or torn as above: an operation that
+returned may be lost whole until a group commit covers it (group_commits:
+the fdatasync, then the durable mark's msync).  Not modelled: a page
+written back in a version older than its content at the crash (the msync
+model's caveat, wider here, since pages stay dirty across operations);
+the pool file's own metadata (its size never changes); recovery within
+the same boot, which trusts the page cache (a crash image is recovered
+on a MemoryRegion, whose boot identity is never a real one, so only
+records under the durable mark are replayed); and group commits at other
+moments than those of the recorded run (the commit_interval thread).
 
 Stores made through a mapping (Mapping.ndarray) never pass through the
 region; the recorder keeps a shadow of the image and turns any difference
@@ -74,6 +99,8 @@ MAPPED = "mapped"
 EXHAUSTIVE = 12
 EXHAUSTIVE_PAGES = 6  # 3**6 = 729 page-cache states
 STRUCTURED_PAGES = 32  # pages varied one at a time when more are dirty
+MODELS = ("pmem", "msync", "lazy")
+CRASH_IMAGE_BOOT = b"crash-image".ljust(32, b"\0")  # MemoryRegion.boot_identity()
 
 
 # --------------------------------------------------------------------------
@@ -97,13 +124,16 @@ class RecordingRegion:
     boundaries are logged in ``log``."""
 
     def __init__(self, inner, model: str = "pmem"):
-        if model not in ("pmem", "msync"):
+        if model not in MODELS:
             raise ValueError(f"unknown persistence model {model!r}")
         self.inner, self.model = inner, model
         self.log: list[tuple] = []
-        self.durability = _RecordedDurability(self, model)
+        # A lazy pool is a page-cache pool: its flush is msync's.
+        self.durability = _RecordedDurability(self, "msync" if model == "lazy" else model)
         self.volatile = False
+        self.lazy_capable = model == "lazy"
         self.shadow = bytearray(inner.buf)
+        self._home_pages: set[int] = set()  # pages holding private homes
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -123,6 +153,54 @@ class RecordingRegion:
         self.log.append(("store", off, bytes(n)))
         self.shadow[off : off + n] = bytes(n)
         self.inner.zero(off, n)
+
+    def store_home(self, off: int, data) -> None:
+        """A home location written after its journal record: in lazy mode a
+        store private to the process (never the file's until stored again);
+        otherwise an ordinary store."""
+        if not self.lazy_capable:
+            self.store(off, data)
+            return
+        data = bytes(data)
+        self.log.append(("home", off, data))
+        self.shadow[off : off + len(data)] = data  # not a store through a mapping
+        self._home_pages.update(_pages(off, len(data)))
+        getattr(self.inner, "store_home", self.inner.store)(off, data)
+
+    def drop_homes(self, ranges=None) -> None:
+        """Forget the private copies of home locations, all of them or the
+        pages of the (offset, length) ``ranges`` (no media effect)."""
+        drop = getattr(self.inner, "drop_homes", None)
+        if drop is not None:
+            drop(ranges)
+        if ranges is None:
+            pages, self._home_pages = self._home_pages, set()
+        else:
+            pages = {p for off, n in ranges for p in _pages(off, n)} & self._home_pages
+            self._home_pages -= pages
+        # The process now sees the file where it saw its copies: the shadow
+        # must too, or catch_untracked would log any difference as a store.
+        for p in pages:
+            self.shadow[p * PAGE : (p + 1) * PAGE] = self.inner.buf[p * PAGE : (p + 1) * PAGE]
+
+    @property
+    def holds_homes(self) -> bool:
+        """Does the process hold homes the file does not (as Region's)?"""
+        return bool(self._home_pages)
+
+    def sync_file(self) -> None:
+        """fdatasync of the pool file: every store so far becomes durable,
+        stores through a mapping included (caught first, so they are logged
+        before the sync that made them durable)."""
+        self.catch_untracked()
+        self.log.append(("sync",))
+        sync = getattr(self.inner, "sync_file", None)
+        if sync is not None:
+            sync()
+
+    def boot_identity(self) -> bytes:
+        ident = getattr(self.inner, "boot_identity", None)
+        return ident() if ident is not None else bytes(32)
 
     def flush(self, off: int, n: int) -> None:
         if n > 0:
@@ -166,6 +244,10 @@ class RecordingRegion:
             self.shadow[a:b] = data
 
 
+def _pages(off: int, n: int) -> range:
+    return range(off // PAGE, -(-(off + n) // PAGE))
+
+
 def _runs(sorted_ints: list[int]) -> Iterator[tuple[int, int]]:
     """(first, last) of each run of consecutive integers."""
     for _, group in itertools.groupby(enumerate(sorted_ints), lambda t: t[1] - t[0]):
@@ -180,7 +262,7 @@ class MemoryRegion:
     it, and ``changed`` counts the stores that changed a byte."""
 
     kind, align = "memory", 4096
-    map_sync = huge_capable = readonly = private = False
+    map_sync = huge_capable = readonly = private = lazy_capable = holds_homes = False
 
     def __init__(self, image: bytearray, lock_path: str, undo: list | None = None):
         self.image = image
@@ -207,6 +289,20 @@ class MemoryRegion:
     def zero(self, off: int, n: int) -> None:
         self.store(off, bytes(n))
 
+    def store_home(self, off: int, data) -> None:
+        self.store(off, data)  # not lazy: a home is an ordinary store
+
+    def drop_homes(self, ranges=None) -> None:
+        pass
+
+    def sync_file(self) -> None:
+        pass
+
+    def boot_identity(self) -> bytes:
+        # Never a real boot's: recovering a crash image is always recovery
+        # after a power loss, never after a mere process kill.
+        return CRASH_IMAGE_BOOT
+
     def flush(self, off: int, n: int) -> None:
         pass
 
@@ -232,12 +328,12 @@ class MemoryRegion:
             os.close(self.fd)
 
 
-def recovery_log(image: bytes | bytearray, lock_path: str) -> list[tuple]:
+def recovery_log(image: bytes | bytearray, lock_path: str, model: str = "pmem") -> list[tuple]:
     """The events of mounting ``image`` (journal recovery, orphan reclaim),
-    recorded under the pmem model; the image itself is left as it was."""
+    recorded under ``model``; the image itself is left as it was."""
     from .pool import mount_region
 
-    rec = RecordingRegion(MemoryRegion(bytearray(image), lock_path))
+    rec = RecordingRegion(MemoryRegion(bytearray(image), lock_path), model)
     mount_region(rec).close()
     return rec.log
 
@@ -345,6 +441,13 @@ class ScratchImage:
         return MemoryRegion(self.buf, lock_path, self.undo)
 
 
+def model_points(model: str, base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
+    """The crash points of ``log`` (recorded under ``model``) from ``base``."""
+    if model == "pmem":
+        return crash_points(base, log)
+    return page_cache_points(base, log, lazy=model == "lazy")
+
+
 def crash_points(base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
     """pmem: each fence's crash point (just before the fence) and the final one."""
     persisted = bytearray(base)
@@ -422,30 +525,80 @@ def _torn_overlays(u: _Unit, drop: str) -> list[tuple[int, bytes]]:
 
 
 # --------------------------------------------------------------------------
-# The page-cache (msync) model.
+# The page-cache models (msync, lazy).
 # --------------------------------------------------------------------------
-def page_cache_points(base: bytes, log: list[tuple]) -> Iterator[CrashPoint]:
-    """msync: a crash point before every msync (flush) and at the end; the
-    units in flight are the dirty pages with their content at that moment."""
-    current, persisted = bytearray(base), bytearray(base)
-    dirty: set[int] = set()
+def page_cache_points(base: bytes, log: list[tuple], lazy: bool = False) -> Iterator[CrashPoint]:
+    """The page-cache models: a crash point before every msync (flush) and
+    every fdatasync (sync), and at the end; with ``lazy``, also after every
+    operation's end.  The units in flight are the dirty pages with their
+    content at that moment; a home (private to the process) is none."""
+    cache = _PageCache(base)
+    last = -1  # index of the last point yielded: two at one index are one
     for i, ev in enumerate(log):
-        if ev[0] == "store":
-            off, data = ev[1], ev[2]
-            current[off : off + len(data)] = data
-            dirty.update(range(off // PAGE, -(-(off + len(data)) // PAGE)))
-        elif ev[0] == "flush":
-            yield _page_point(i, persisted, current, dirty)
-            synced = dirty.intersection(range(ev[1] // PAGE, -(-(ev[1] + ev[2]) // PAGE)))
-            for p in synced:
-                persisted[p * PAGE : (p + 1) * PAGE] = current[p * PAGE : (p + 1) * PAGE]
-            dirty -= synced
-    yield _page_point(len(log), persisted, current, dirty)
+        kind = ev[0]
+        if kind in ("flush", "sync") and last != i:
+            yield cache.point(i)
+            last = i
+        if kind == "store":
+            cache.store(ev[1], ev[2])
+        elif kind == "flush":
+            cache.write_back(_pages(ev[1], ev[2]))
+        elif kind == "sync":
+            cache.write_back(list(cache.dirty))
+        elif kind == "end" and lazy:
+            yield cache.point(i + 1)  # the operation has returned
+            last = i + 1
+    if last != len(log):
+        yield cache.point(len(log))
 
 
-def _page_point(i: int, persisted: bytearray, current: bytearray, dirty: set[int]) -> CrashPoint:
-    pages = [_Unit(p * PAGE, bytes(current[p * PAGE : (p + 1) * PAGE])) for p in sorted(dirty)]
-    return CrashPoint(i, bytes(persisted), pages, pages=True)
+class _PageCache:
+    """The pool file's pages: as the process stored them (``current``), as
+    on the media (``persisted``), and which differ or may (``dirty``)."""
+
+    def __init__(self, base: bytes):
+        self.current, self.persisted = bytearray(base), bytearray(base)
+        self.dirty: set[int] = set()
+
+    def store(self, off: int, data: bytes) -> None:
+        self.current[off : off + len(data)] = data
+        self.dirty.update(_pages(off, len(data)))
+
+    def write_back(self, pages) -> None:
+        """Make ``pages`` durable, with their content now (clean ones stay)."""
+        for p in self.dirty.intersection(pages):
+            self.persisted[p * PAGE : (p + 1) * PAGE] = self.current[p * PAGE : (p + 1) * PAGE]
+        self.dirty.difference_update(pages)
+
+    def point(self, i: int) -> CrashPoint:
+        cur = self.current
+        pages = [_Unit(p * PAGE, bytes(cur[p * PAGE : (p + 1) * PAGE])) for p in sorted(self.dirty)]
+        return CrashPoint(i, bytes(self.persisted), pages, pages=True)
+
+
+def group_commits(log: list[tuple]) -> list[tuple[int, int]]:
+    """Lazy model: (event, steps covered) of each completed group commit.
+    One completes at the durable mark's msync, the first flush after an
+    fdatasync: until then a power loss takes back the records that the
+    fdatasync made durable, as recovery replays only those under the mark.
+    It covers the steps (operations) that had ended by its fdatasync."""
+    commits: list[tuple[int, int]] = []
+    ended, synced = 0, None
+    for i, ev in enumerate(log):
+        if ev[0] == "end":
+            ended += 1
+        elif ev[0] == "sync":
+            synced = ended
+        elif ev[0] == "flush" and synced is not None:
+            commits.append((i, synced))
+            synced = None
+    return commits
+
+
+def steps_covered(commits: list[tuple[int, int]], index: int) -> int:
+    """Steps that the group commits completed before event ``index`` cover:
+    a crash there must not take them back."""
+    return max((steps for at, steps in commits if at < index), default=0)
 
 
 WRITTEN, DROPPED, TORN = "written", "dropped", "torn"
