@@ -520,6 +520,7 @@ class Change:
         self.rebase_in: frozenset[int] = frozenset()  # see _overlaps
         self.conflict_on: frozenset[int] = frozenset()  # see _overlaps
         fs._txn_dirty = set()
+        fs._unfenced = False  # (what an abandoned change flushed needs no fence)
         fs._txn_freed_inos = []
         fs._txn_took = []
         fs._txn_pins = []
@@ -569,6 +570,9 @@ class Change:
                     self.prepared = fs.journal.prepare(txn)
                     self._exclusive_and_checked()
                     self._forget_reads()  # checked: from here on as any change
+                if fs._unfenced:  # data flushed, not yet fenced (DataPath._flush_data)
+                    fs.region.fence()
+                    fs._unfenced = False
                 fs.journal.commit(txn, self.prepared)
                 if fs._batching:
                     fs._unsynced = True

@@ -355,9 +355,11 @@ class DataPath:
             raise oserror(errno.EINVAL)
         refuse_past_largest_file(length)
         if length < inode.size:
-            if self._batching:
-                self._shrunk.add(inode.ino)  # see _before_regrowing
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
+            if self._batching and keep > length:
+                # Bytes past the new end stay in kept blocks: _before_regrowing.
+                # (Truncating to 0, as open "wb" does, keeps none.)
+                self._shrunk.add(inode.ino)
             self._refuse_if_mapped(inode.tail_ranges(keep))
             for dev, n in inode.cut_from(keep):
                 self._free(txn, dev, n)
@@ -473,7 +475,9 @@ class DataPath:
                 else:
                     self.region.zero(dst, x.length)
                 stored.append((dst, x.length))
-        self._order_data(stored)  # ordered: the copy before the commit
+        # Ordered: the copy before the commit; flushed now, fenced with the
+        # change's own data (or just before its record): one fence for both.
+        self._flush_data(stored)
         for s, ln in inode.unmap(w0, CHUNK):
             self._free(txn, s, ln)  # returned to the allocator after the commit
         inode.add_extent(w0, dev, CHUNK)
@@ -512,8 +516,18 @@ class DataPath:
         exposes it; in lazy mode the next group commit does (journal.py)."""
         if self._batching:
             self._unsynced = True
-        elif flush_ranges(self.region, ranges):
+        elif flush_ranges(self.region, ranges) or self._unfenced:
             self.region.fence()
+            self._unfenced = False
+
+    def _flush_data(self, ranges) -> None:
+        """_order_data without its fence: the change's next _order_data, or
+        the commit (coherence.Change), fences it, so that a change makes at
+        most two fences (its data, its record) on pmem."""
+        if self._batching:
+            self._unsynced = True
+        elif flush_ranges(self.region, ranges):
+            self._unfenced = True
 
 
 def subtract_ranges(

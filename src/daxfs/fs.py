@@ -163,6 +163,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._seen_seq, self._seen_pos = -1, 0
         self._open: dict[int, int] = {}
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
+        self._unfenced = False  # data flushed by the change under way, not yet fenced
         self._dirty_times: set[int] = set()
         self._handles: weakref.WeakSet = weakref.WeakSet()
         # Inodes of mappings whose pins the garbage collector dropped (never
