@@ -310,3 +310,15 @@ def test_a_file_that_shrank_lazily_is_not_changed_in_place_by_growing_again(
         data = f.read()
     # The shrink was committed before the growth: the file as it was, or shrunk.
     assert data in (b"a" * 12288, b"a" * 5000), (len(data), data[4990:5010])
+
+
+def test_rewriting_a_file_costs_no_group_commit(disk_pool, monkeypatch):
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"1" * 5000)
+        commits = []
+        monkeypatch.setattr(fs.journal, "group_commit", lambda: commits.append(1))
+        for _ in range(5):
+            with fs.open("/f", "wb") as f:  # truncates to 0: no block kept
+                f.write(b"2" * 5000)
+        assert commits == []
