@@ -36,6 +36,7 @@ emulated backend enforces a 2 MiB alignment on an ordinary file, for tests).
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import errno
@@ -443,9 +444,15 @@ class Region:
         if ranges is None:
             pages, self._home_pages = sorted(self._home_pages), set()
         else:
-            wanted = {p for off, n in ranges for p in range(off // page, -(-(off + n) // page))}
-            pages = sorted(wanted & self._home_pages)
-            self._home_pages -= wanted
+            # The pages we hold that the ranges cover, in O(held log ranges):
+            # a range may be a freed file of many GiB.
+            spans = merge_ranges((off // page, -(-(off + n) // page)) for off, n in ranges)
+            starts = [first for first, _end in spans]
+            pages = sorted(
+                p for p in self._home_pages
+                if (i := bisect.bisect_right(starts, p) - 1) >= 0 and p < spans[i][1]
+            )  # fmt: skip
+            self._home_pages.difference_update(pages)
         for first, last in _runs(pages):
             if _libc.madvise(self.addr + first * page, (last + 1 - first) * page, MADV_DONTNEED):
                 raise _oserror("madvise")
