@@ -322,3 +322,23 @@ def test_rewriting_a_file_costs_no_group_commit(disk_pool, monkeypatch):
             with fs.open("/f", "wb") as f:  # truncates to 0: no block kept
                 f.write(b"2" * 5000)
         assert commits == []
+
+
+def test_a_rebuild_keeps_holding_space_freed_lazily(disk_pool):
+    """A full rebuild (a lapped process, a forked child, an aborted change)
+    reads the freed blocks as free in the inode table: it must hold those
+    that commits not yet durable freed, as the process that freed them did."""
+    with daxfs.mount(disk_pool, commit_interval=3600) as fs:
+        with fs.open("/old", "wb") as f:
+            f.write(b"o" * (3 * MiB))
+        fs.sync()
+        old = [(e.device_offset, e.length) for e in fs.iomap("/old")]
+        fs.unlink("/old")
+        with fs._locked(exclusive=True):
+            fs._reload()
+        assert fs._quarantine, "the rebuild forgot the space a lazy unlink freed"
+        with fs.open("/new", "wb") as f:
+            f.write(b"n" * (3 * MiB))
+        new = [(e.device_offset, e.length) for e in fs.iomap("/new")]
+        assert not any(a < d + n and d < a + m for a, m in old for d, n in new), (old, new)
+    assert daxfs.check(disk_pool).ok

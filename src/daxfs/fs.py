@@ -44,6 +44,8 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from .alloc import Allocator, make_allocator
 from .coherence import Backoff, Change, Contended, Exclusive, Locked, forks_seen, optimistically
 from .data import DataPath, refuse_past_largest_file
@@ -304,7 +306,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         limit, upto = self.journal.durable_limit(), self.journal.next_seq
         data_off = self.sb.data_off
         for seq, rec in self.journal.log_records():
-            if seq < limit:
+            if seq < limit or not rec.lazy:  # (durable when written: freed for good)
                 continue
             for dev, length in rec.revokes:
                 first = (dev - data_off) // BLOCK
@@ -1017,19 +1019,16 @@ def _raw_file_of(obj) -> DaxRawFile | None:
     return None
 
 
-def _free_runs(used, first: int, n: int):
-    """(start, count) of each run of blocks not in ``used`` in [first, first+n)."""
-    free = [first + i for i, u in enumerate(used[first : first + n].tolist()) if not u]
-    start = prev = None
-    for b in free:
-        if prev is not None and b == prev + 1:
-            prev = b
-            continue
-        if start is not None:
-            yield start, prev - start + 1
-        start = prev = b
-    if start is not None:
-        yield start, prev - start + 1
+def _free_runs(used, first: int, n: int) -> list[tuple[int, int]]:
+    """(start, count) of each run of blocks not in ``used`` (a numpy bool
+    array) in [first, first+n), found with numpy (a range may be GiBs)."""
+    free = np.flatnonzero(~used[first : first + n])
+    if not len(free):
+        return []
+    breaks = np.flatnonzero(np.diff(free) != 1)
+    starts = np.concatenate(([free[0]], free[breaks + 1]))
+    ends = np.concatenate((free[breaks], [free[-1]]))
+    return [(first + int(a), int(b - a) + 1) for a, b in zip(starts, ends, strict=True)]
 
 
 def _bad_entry(dir_ino: int, name: str, inode: Inode, ftype: int) -> CorruptionError:
