@@ -454,9 +454,10 @@ def test_fiemap_on_ext4_points_at_the_bytes_in_the_image(ext4_mount):
 # the allocator's aging policy
 # --------------------------------------------------------------------------
 def check_tiny_books(a: HugePageAllocator) -> None:
-    per_chunk = a.tiny.reshape(a.nchunks, BLOCKS_PER_CHUNK).sum(axis=1)
+    tiny = a.tiny_map()
+    per_chunk = tiny.reshape(a.nchunks, BLOCKS_PER_CHUNK).sum(axis=1)
     assert (per_chunk == a.tiny_count).all()
-    assert not (a.tiny & ~a.used).any(), "a free block is still marked as a single block"
+    assert not (tiny & ~a.used_map()).any(), "a free block is still marked as a single block"
     want = sorted(
         (-int(a.tiny_count[c]), c) for c in range(a.nchunks) if a.tiny_count[c] and a.chunk_free[c]
     )
@@ -467,7 +468,7 @@ def _churn_with_singles(tracked: bool, seed: int = 1) -> tuple[int, int]:
     """Small files come and go at about 60% full while single blocks (like
     directory blocks) arrive and stay.  Returns (chunks holding a single,
     whole chunks once every file is gone)."""
-    a = HugePageAllocator(np.zeros(64 * BLOCKS_PER_CHUNK, dtype=bool))
+    a = HugePageAllocator(64 * BLOCKS_PER_CHUNK)
     rng = random.Random(seed)
     files, singles = [], []
     for _ in range(6000):
@@ -508,7 +509,7 @@ def test_single_blocks_pin_fewer_chunks():
     )
 )
 def test_tiny_bookkeeping_survives_any_sequence(program):
-    a = HugePageAllocator(np.zeros(8 * BLOCKS_PER_CHUNK, dtype=bool))
+    a = HugePageAllocator(8 * BLOCKS_PER_CHUNK)
     held: list[tuple[int, int]] = []
     for kind, arg in program:
         try:
@@ -522,7 +523,7 @@ def test_tiny_bookkeeping_survives_any_sequence(program):
             s, n = held.pop(arg % len(held))
             a.free(s, n)
         check_tiny_books(a)
-        assert a.free_blocks == int((~a.used[: a.nblocks]).sum())
+        assert a.free_blocks == int((~a.used_map()[: a.nblocks]).sum())
 
 
 # --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def fresh(cls, nblocks: int, used_ranges=()):
     used = np.zeros(nblocks, dtype=bool)
     for s, n in used_ranges:
         used[s : s + n] = True
-    return cls(used)
+    return cls.from_map(used)
 
 
 def blocks_of(runs) -> list[int]:
@@ -72,9 +72,8 @@ def test_runset_merges_neighbours_and_refuses_double_free():
 
 
 def test_make_allocator_by_name():
-    used = np.zeros(4 * C, dtype=bool)
-    assert isinstance(make_allocator("hugepage", used), HugePageAllocator)
-    assert isinstance(make_allocator("naive", used.copy()), NaiveAllocator)
+    assert isinstance(make_allocator("hugepage", 4 * C), HugePageAllocator)
+    assert isinstance(make_allocator("naive", 4 * C), NaiveAllocator)
 
 
 # ---------------------------------------------------------------------------
@@ -97,7 +96,7 @@ def test_take_whole_takes_only_a_wholly_free_chunk():
     assert not a.take_whole(1)  # one block used
     assert a.take_whole(2)
     assert not a.take_whole(2)  # taken already
-    assert a.used[2 * C : 3 * C].all() and a.free_chunks == 2
+    assert a.used_map()[2 * C : 3 * C].all() and a.free_chunks == 2
     assert a.free_blocks == 4 * C - 1 - C
     a.free(2 * C, C)
     assert a.free_chunks == 3 and sorted(a.alloc_chunks(3)) == [(0, C), (2 * C, 2 * C)]
@@ -200,13 +199,13 @@ def test_emptied_small_chunk_returns_to_whole_pool():
 
 def test_enospc_takes_nothing():
     a = fresh(HugePageAllocator, 2 * C + 100, [(0, 5)])
-    used_before, free_before, chunks_before = a.used.copy(), a.free_blocks, a.free_chunks
+    used_before, free_before, chunks_before = a.used_map(), a.free_blocks, a.free_chunks
     for call in (lambda: a.alloc_blocks(free_before + 1), lambda: a.alloc_chunks(3)):
         with pytest.raises(OSError) as ei:
             call()
         assert ei.value.errno == errno.ENOSPC
         assert a.free_blocks == free_before and a.free_chunks == chunks_before
-        assert (a.used == used_before).all()
+        assert (a.used_map() == used_before).all()
     # Exactly everything is still allocatable.
     runs = a.alloc_blocks(free_before)
     assert len(set(blocks_of(runs))) == free_before and a.free_blocks == 0
@@ -288,7 +287,7 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
     shadow = np.zeros(nblocks, dtype=bool)
     for s, n in pre:
         shadow[s : s + n] = True
-    a = cls(shadow.copy())
+    a = cls.from_map(shadow.copy())
     held: list[tuple[int, int]] = [(s, n) for s, n in free_runs(~shadow)]  # pre-used runs
     last_end = None
     for op in program:
@@ -304,7 +303,7 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
             except OSError as e:
                 assert e.errno == errno.ENOSPC
                 assert want > free_now, "ENOSPC although enough blocks were free"
-                assert (a.used[:nblocks] == shadow).all(), "a failed allocation took blocks"
+                assert (a.used_map()[:nblocks] == shadow).all(), "a failed allocation took blocks"
             else:
                 got = blocks_of(runs)
                 assert len(got) == want == len(set(got))
@@ -329,4 +328,49 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
                 held.append((s + k, n - k))
         assert a.free_blocks == int((~shadow).sum())
         assert a.free_chunks == recount_free_chunks(shadow, nblocks)
-        assert (a.used[:nblocks] == shadow).all()
+        assert (a.used_map()[:nblocks] == shadow).all()
+
+
+# ---------------------------------------------------------------------------
+# building from the mount scan's runs
+# ---------------------------------------------------------------------------
+@given(
+    nblocks=st.integers(1, 12 * C),
+    cuts=st.lists(st.integers(0, 12 * C), max_size=60),
+    keep=st.lists(st.booleans(), min_size=61, max_size=61),
+    cls=st.sampled_from([HugePageAllocator, NaiveAllocator]),
+)
+def test_an_allocator_built_from_runs_knows_every_block(nblocks, cuts, keep, cls):
+    """The scan gives sorted runs that may touch (one per extent); whatever
+    chunks they fill, split or leave, the allocator's block state, counts
+    and free runs are those of the map the runs draw."""
+    edges = sorted({c for c in cuts if c < nblocks} | {0, nblocks})
+    pairs = zip(zip(edges, edges[1:], strict=False), keep, strict=False)
+    runs = [(a, b - a) for (a, b), k in pairs if k]
+    used = np.zeros(nblocks, dtype=bool)
+    for s, n in runs:
+        used[s : s + n] = True
+    a = cls(
+        nblocks,
+        (
+            np.array([s for s, _ in runs], dtype=np.int64),
+            np.array([n for _, n in runs], dtype=np.int64),
+        ),
+    )
+    assert (a.used_map()[:nblocks] == used).all() and a.used_map()[nblocks:].all()
+    assert a.free_blocks == int((~used).sum())
+    assert a.free_chunks == recount_free_chunks(used, nblocks)
+    assert a.free_runs_in(0, nblocks) == free_runs(used)
+    for c in a.maps:
+        assert 0 < a.chunk_free[c] < C, "only a partly used chunk keeps a block map"
+
+
+def test_a_terabyte_of_free_space_costs_bytes_per_chunk_not_per_block():
+    a = HugePageAllocator(1 << 28)  # 1 TiB of 4 KiB blocks
+    assert a.free_chunks == 1 << 19 and not a.maps
+    assert a.chunk_free.nbytes <= 4 << 19
+    runs = a.alloc_blocks(3) + a.alloc_chunks(2)
+    assert len(a.maps) == 1  # the chunk the small blocks split
+    for s, n in runs:
+        a.free(s, n)
+    assert a.free_chunks == 1 << 19 and not a.maps

@@ -239,7 +239,7 @@ def dax_block_map(fs, files: list[FileMap]) -> BlockMap:
     small, and the rest (directory and extent blocks) metadata."""
     sb = fs.sb
     with fs._locked(exclusive=False):
-        used = np.array(fs.allocator.used[: sb.data_blocks], dtype=bool)
+        used = fs.allocator.used_map()[: sb.data_blocks]
     kinds = np.full(fs.region.size // BLOCK, META, dtype=np.uint8)
     first = sb.data_off // BLOCK
     kinds[first : first + sb.data_blocks][~used] = FREE

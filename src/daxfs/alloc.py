@@ -23,7 +23,9 @@ Small requests are packed into partly used chunks ("small chunks"); a free
 chunk is split for small use only when no small chunk has room; a small
 chunk whose last block is freed returns to the whole-chunk pool.  No state
 of its own reaches the media: the allocator is rebuilt at mount from the
-set of blocks the inodes own.
+runs of blocks the inodes own.  In memory it costs 4 bytes per chunk and
+a 512-byte map per partly used chunk, not a byte per block: a terabyte
+pool holding little mounts in a few MiB.
 
 Aging (measured by ``python -m daxfs.bench age``): whole chunks keep coming
 back after long churn only if partly used chunks empty.  So small requests
@@ -69,7 +71,12 @@ def enospc() -> OSError:
 
 class Allocator(Protocol):
     name: str
-    used: np.ndarray  # one bool per block (a partial last chunk: used forever)
+    nblocks: int
+    chunk_free: np.ndarray  # free blocks per chunk (a partial last chunk's tail: used forever)
+
+    def used_in_chunk(self, c: int) -> np.ndarray: ...
+    def used_map(self) -> np.ndarray: ...
+    def free_runs_in(self, start: int, n: int) -> Runs: ...
 
     def alloc_chunks(self, n: int, hint: int | None = None) -> Runs: ...
     def alloc_blocks(self, n: int, hint: int | None = None) -> Runs: ...
@@ -177,38 +184,226 @@ def free_runs(used: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), (ends - starts).tolist(), strict=True))
 
 
+def _constant(value: bool) -> np.ndarray:
+    a = np.full(BLOCKS_PER_CHUNK, value, dtype=bool)
+    a.flags.writeable = False
+    return a
+
+
+ALL_USED, ALL_FREE = _constant(True), _constant(False)
+# Partly used chunks' maps are built this many at a time at mount (a 2-D
+# scratch array per batch: ~4 MiB, whatever the pool holds).
+MAP_BATCH = 8192
+
+
+def used_below(starts: np.ndarray, counts: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """For each x of ``xs``: how many blocks of the sorted, disjoint used runs
+    (starts, counts) lie below x.  O((runs + xs) log runs)."""
+    if len(starts) == 0:
+        return np.zeros(len(xs), dtype=np.int64)
+    before = np.concatenate(([0], np.cumsum(counts)))
+    j = np.searchsorted(starts, xs, side="right")  # runs starting at or below x
+    last = np.maximum(j - 1, 0)
+    partial = np.clip(xs - starts[last], 0, counts[last])
+    return np.where(j > 0, before[last] + partial, 0)
+
+
+def chunk_pieces(starts: np.ndarray, counts: np.ndarray):
+    """The runs' pieces that lie in a chunk without filling it, as arrays
+    (chunk, first, end) with first/end relative to the chunk: the head and
+    the tail of each run (the chunks between are whole)."""
+    per = BLOCKS_PER_CHUNK
+    ends = starts + counts
+    c0, c1 = starts // per, (ends - 1) // per
+    one = c0 == c1
+    head_end = np.where(one, ends - c0 * per, per)
+    tail = ~one & (ends % per != 0)
+    chunk = np.concatenate((c0, c1[tail]))
+    first = np.concatenate((starts - c0 * per, np.zeros(int(tail.sum()), dtype=np.int64)))
+    end = np.concatenate((head_end, ends[tail] - c1[tail] * per))
+    keep = end - first < per
+    return chunk[keep], first[keep], end[keep]
+
+
 class _Base:
-    """What both allocators share: the used-block map they are rebuilt from."""
+    """What both allocators share: which blocks are used, kept per chunk.
+
+    ``chunk_free`` counts each chunk's free blocks; only a chunk that is
+    partly used has a block map (``maps``, 512 bools).  A wholly free or
+    wholly used chunk costs 4 bytes, so a terabyte pool with a few files
+    costs a few MiB, not a byte per block.  Built from the sorted, disjoint
+    runs of used blocks the inode scan found."""
 
     name = "base"
 
-    def __init__(self, used: np.ndarray):
-        self.nblocks = len(used)
-        self.nchunks = -(-self.nblocks // BLOCKS_PER_CHUNK)
-        padded = np.ones(self.nchunks * BLOCKS_PER_CHUNK, dtype=bool)
-        padded[: self.nblocks] = used
+    def __init__(self, nblocks: int, used_runs: tuple[np.ndarray, np.ndarray] | None = None):
+        per = BLOCKS_PER_CHUNK
+        self.nblocks = nblocks
+        self.nchunks = -(-nblocks // per)
+        starts, counts = _as_runs(used_runs)
         # Blocks past the end of the data area (a partial last chunk) stay used forever.
-        self.used = padded
+        if self.nchunks * per > nblocks:
+            starts = np.append(starts, nblocks)
+            counts = np.append(counts, self.nchunks * per - nblocks)
+        bounds = np.arange(self.nchunks + 1, dtype=np.int64) * per
+        self.chunk_free = (per - np.diff(used_below(starts, counts, bounds))).astype(np.int32)
+        self.maps: dict[int, np.ndarray] = {}
+        self._build_maps(starts, counts)
+
+    @classmethod
+    def from_map(cls, used: np.ndarray):
+        """An allocator over ``len(used)`` blocks, those True in ``used`` taken."""
+        free = free_runs(np.asarray(used, dtype=bool))
+        edges = [0] + [b for s, n in free for b in (s, s + n)] + [len(used)]
+        runs = [(s, e - s) for s, e in zip(edges[0::2], edges[1::2], strict=True) if e > s]
+        return cls(len(used), _runs_arrays(runs))
+
+    def _build_maps(self, starts: np.ndarray, counts: np.ndarray) -> None:
+        per = BLOCKS_PER_CHUNK
+        partial = np.flatnonzero((self.chunk_free > 0) & (self.chunk_free < per))
+        if not len(partial):
+            return
+        chunk, first, end = chunk_pieces(starts, counts)
+        order = np.argsort(chunk, kind="stable")
+        chunk, first, end = chunk[order], first[order], end[order]
+        for lo in range(0, len(partial), MAP_BATCH):
+            batch = partial[lo : lo + MAP_BATCH]
+            a, b = np.searchsorted(chunk, [batch[0], batch[-1] + 1])
+            rows = np.minimum(np.searchsorted(batch, chunk[a:b]), len(batch) - 1)
+            # (Pieces of a chunk that several runs fill wholly are not its.)
+            mine = batch[rows] == chunk[a:b]
+            rows, lo, hi = rows[mine], first[a:b][mine], end[a:b][mine]
+            marks = np.zeros((len(batch), per + 1), dtype=np.int8)
+            np.add.at(marks, (rows, lo), 1)
+            np.add.at(marks, (rows, hi), -1)
+            used = np.cumsum(marks, axis=1, dtype=np.int8)[:, :per] > 0
+            for i, c in enumerate(batch.tolist()):
+                self.maps[c] = used[i].copy()
+
+    # -- reading the block state -------------------------------------------
+    def used_in_chunk(self, c: int) -> np.ndarray:
+        """Chunk c's 512 used flags (read-only unless partly used: copy to change)."""
+        free = self.chunk_free[c]
+        if free == 0:
+            return ALL_USED
+        if free == BLOCKS_PER_CHUNK:
+            return ALL_FREE
+        return self.maps[c]
+
+    def is_used(self, b: int) -> bool:
+        return bool(self.used_in_chunk(b // BLOCKS_PER_CHUNK)[b % BLOCKS_PER_CHUNK])
+
+    def used_map(self) -> np.ndarray:
+        """Every block's used flag (a byte per block: for statistics and tests)."""
+        out = np.repeat(self.chunk_free == 0, BLOCKS_PER_CHUNK)
+        for c, m in self.maps.items():
+            out[c * BLOCKS_PER_CHUNK : (c + 1) * BLOCKS_PER_CHUNK] = m
+        return out
+
+    def _count_used(self, start: int, n: int) -> int:
+        """Used blocks in [start, start+n): whole chunks by their counts."""
+        per, total = BLOCKS_PER_CHUNK, 0
+        for c, s, k in _pieces(start, n):
+            if k == per * (k // per) and s % per == 0:  # whole chunks
+                total += int(per * (k // per) - self.chunk_free[c : c + k // per].sum())
+            else:
+                off = s - c * per
+                total += int(np.count_nonzero(self.used_in_chunk(c)[off : off + k]))
+        return total
+
+    def free_runs_in(self, start: int, n: int) -> Runs:
+        """The free runs of blocks [start, start+n), in order."""
+        per, out = BLOCKS_PER_CHUNK, []
+        for c, s, k in _pieces(start, n):
+            if k == per * (k // per) and s % per == 0:
+                whole = self.chunk_free[c : c + k // per] == per
+                inner = [(c * per + a * per, m * per) for a, m in free_runs(~whole)]
+                inner += self._partial_free_runs(c, c + k // per)
+            else:
+                off = s - c * per
+                inner = [(s + a, m) for a, m in free_runs(self.used_in_chunk(c)[off : off + k])]
+            out += inner
+        return _merge(sorted(out))
+
+    def _partial_free_runs(self, c0: int, c1: int) -> Runs:
+        free = self.chunk_free[c0:c1]
+        out: Runs = []
+        for i in np.flatnonzero((free > 0) & (free < BLOCKS_PER_CHUNK)).tolist():
+            base = (c0 + i) * BLOCKS_PER_CHUNK
+            out += [(base + a, m) for a, m in free_runs(self.maps[c0 + i])]
+        return out
 
     @property
     def free_chunks(self) -> int:
-        per_chunk = self.used.reshape(self.nchunks, BLOCKS_PER_CHUNK)
-        return int((~per_chunk).all(axis=1).sum())
+        return int(np.count_nonzero(self.chunk_free == BLOCKS_PER_CHUNK))
+
+    # -- changing it -----------------------------------------------------------
+    def _set_used(self, start: int, n: int, used: bool) -> None:
+        per = BLOCKS_PER_CHUNK
+        for c, s, k in _pieces(start, n):
+            if k == per * (k // per) and s % per == 0:
+                # Whole chunks go from wholly free to wholly used or back: no maps.
+                self.chunk_free[c : c + k // per] = 0 if used else per
+                continue
+            free = int(self.chunk_free[c])
+            left = free - k if used else free + k
+            if left in (0, per):
+                self.maps.pop(c, None)
+            else:
+                m = self.maps.get(c)
+                if m is None:
+                    m = self.maps[c] = np.full(per, free == 0, dtype=bool)
+                m[s - c * per : s - c * per + k] = used
+            self.chunk_free[c] = left
 
     def _check_free(self, start: int, n: int) -> None:
-        if (
-            start < 0
-            or n <= 0
-            or start + n > self.nblocks
-            or not self.used[start : start + n].all()
-        ):
+        if start < 0 or n <= 0 or start + n > self.nblocks or self._count_used(start, n) != n:
             raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
 
     def _check_claimable(self, start: int, n: int) -> None:
-        # (One block, the common claim, is tested without a numpy reduction.)
-        used = self.used[start] if n == 1 else self.used[start : start + n].any()
-        if start < 0 or n <= 0 or start + n > self.nblocks or used:
+        if start < 0 or n <= 0 or start + n > self.nblocks:
             raise AssertionError(f"claiming blocks {start}+{n} that are not free")
+        # (One block, the common claim, is tested without a numpy reduction.)
+        if self.is_used(start) if n == 1 else self._count_used(start, n):
+            raise AssertionError(f"claiming blocks {start}+{n} that are not free")
+
+
+def _as_runs(runs) -> tuple[np.ndarray, np.ndarray]:
+    if runs is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts, counts = runs
+    return np.asarray(starts, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+
+
+def _runs_arrays(runs: Runs) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.array([s for s, _n in runs], dtype=np.int64),
+        np.array([n for _s, n in runs], dtype=np.int64),
+    )
+
+
+def _merge(runs: Runs) -> Runs:
+    out: Runs = []
+    for s, n in runs:
+        if out and out[-1][0] + out[-1][1] == s:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((s, n))
+    return out
+
+
+def _pieces(start: int, n: int):
+    """Blocks [start, start+n) as (chunk, start, count): the partial head
+    chunk, the whole chunks between as one piece, the partial tail chunk."""
+    per, end = BLOCKS_PER_CHUNK, start + n
+    while start < end:
+        c = start // per
+        if start % per == 0 and end - start >= per:
+            k = (end - start) // per * per
+        else:
+            k = min(end, (c + 1) * per) - start
+        yield c, start, k
+        start += k
 
 
 class NaiveAllocator(_Base):
@@ -216,11 +411,14 @@ class NaiveAllocator(_Base):
 
     name = "naive"
 
-    def __init__(self, used: np.ndarray):
-        super().__init__(used)
+    def __init__(self, nblocks: int, used_runs=None):
+        super().__init__(nblocks, used_runs)
         self.runs = RunSet()
-        for start, n in free_runs(self.used):
-            self.runs.add(start, n)
+        starts, counts = _as_runs(used_runs)
+        edges = np.concatenate(([0], np.column_stack((starts, starts + counts)).ravel(), [nblocks]))
+        for s, e in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            if e > s:
+                self.runs.add(s, e - s)
 
     @property
     def free_blocks(self) -> int:
@@ -245,18 +443,18 @@ class NaiveAllocator(_Base):
             out.append((start, got))
             n -= got
         for start, got in out:
-            self.used[start : start + got] = True
+            self._set_used(start, got, True)
         return out
 
     def free(self, start: int, n: int) -> None:
         self._check_free(start, n)
-        self.used[start : start + n] = False
+        self._set_used(start, n, False)
         self.runs.add(start, n)
 
     def claim(self, start: int, n: int) -> None:
         self._check_claimable(start, n)
         self.runs.take(start, n)
-        self.used[start : start + n] = True
+        self._set_used(start, n, True)
 
 
 class HugePageAllocator(_Base):
@@ -264,23 +462,25 @@ class HugePageAllocator(_Base):
 
     name = "hugepage"
 
-    def __init__(self, used: np.ndarray):
-        super().__init__(used)
-        per_chunk = self.used.reshape(self.nchunks, BLOCKS_PER_CHUNK)
-        self.chunk_free = (BLOCKS_PER_CHUNK - per_chunk.sum(axis=1)).astype(np.int64)
+    def __init__(self, nblocks: int, used_runs=None):
+        super().__init__(nblocks, used_runs)
+        per = BLOCKS_PER_CHUNK
         self.whole = RunSet()  # runs of entirely free chunks
-        self.small = SortedList()  # (free_count, chunk) for partly used chunks
-        # Blocks taken by single unhinted requests (see _alloc_tiny), per block
-        # and per chunk, and the chunks holding some that still have room, as
-        # (-count, chunk): most such blocks first.
-        self.tiny = np.zeros(self.nchunks * BLOCKS_PER_CHUNK, dtype=bool)
-        self.tiny_count = np.zeros(self.nchunks, dtype=np.int64)
-        self.tiny_room = SortedList()
-        for start, n in free_runs(self.chunk_free != BLOCKS_PER_CHUNK):
+        for start, n in free_runs(self.chunk_free != per):
             self.whole.add(start, n)
-        for c in np.flatnonzero((self.chunk_free > 0) & (self.chunk_free < BLOCKS_PER_CHUNK)):
-            self.small.add((int(self.chunk_free[c]), int(c)))
-        self._free_blocks = int(self.chunk_free.sum())
+        partial = np.flatnonzero((self.chunk_free > 0) & (self.chunk_free < per))
+        # (free_count, chunk) for partly used chunks
+        self.small = SortedList(
+            zip(self.chunk_free[partial].tolist(), partial.tolist(), strict=True)
+        )
+        # Blocks taken by single unhinted requests (see _alloc_tiny), per
+        # chunk holding some (a map) and counted per chunk, and the chunks
+        # holding some that still have room, as (-count, chunk): most such
+        # blocks first.
+        self.tiny: dict[int, np.ndarray] = {}
+        self.tiny_count = np.zeros(self.nchunks, dtype=np.int32)
+        self.tiny_room = SortedList()
+        self._free_blocks = int(self.chunk_free.sum(dtype=np.int64))
 
     @property
     def free_blocks(self) -> int:
@@ -335,8 +535,7 @@ class HugePageAllocator(_Base):
         together, they pin a few chunks, whose holes the next single blocks
         fit exactly."""
         c = self.tiny_room[0][1] if self.tiny_room else self._plan_small(1)[0]
-        base = c * BLOCKS_PER_CHUNK
-        b = base + int(np.argmin(self.used[base : base + BLOCKS_PER_CHUNK]))
+        b = c * BLOCKS_PER_CHUNK + int(np.argmin(self.used_in_chunk(c)))
         self._take_small(c, b, 1, tiny=True)
         return [(b, 1)]
 
@@ -367,14 +566,16 @@ class HugePageAllocator(_Base):
         """Up to n blocks from block ``hint`` on, while free and inside its
         chunk; never splits a whole chunk (a hint is a file's last block, so
         its chunk is in use).  Returns how many were taken."""
-        if not 0 <= hint < self.nblocks or self.used[hint]:
+        if not 0 <= hint < self.nblocks:
             return 0
         c = hint // BLOCKS_PER_CHUNK
-        if self.chunk_free[c] == BLOCKS_PER_CHUNK:
+        if self.chunk_free[c] in (0, BLOCKS_PER_CHUNK):
             return 0
-        end = min((c + 1) * BLOCKS_PER_CHUNK, hint + n)
-        got = int(np.argmax(np.append(self.used[hint:end], True)))
-        self._take_small(c, hint, got)
+        base = c * BLOCKS_PER_CHUNK
+        end = min(base + BLOCKS_PER_CHUNK, hint + n)
+        got = int(np.argmax(np.append(self.maps[c][hint - base : end - base], True)))
+        if got:
+            self._take_small(c, hint, got)
         return got
 
     def _plan_small(self, n: int) -> list[int]:
@@ -425,13 +626,14 @@ class HugePageAllocator(_Base):
 
     def _fill_from_chunk(self, c: int, n: int, out: Runs) -> int:
         base = c * BLOCKS_PER_CHUNK
+        used = self.used_in_chunk(c)
         if n == 1:  # the common case: the first free block, without building runs
-            b = base + int(np.argmin(self.used[base : base + BLOCKS_PER_CHUNK]))
+            b = base + int(np.argmin(used))
             self._take_small(c, b, 1)
             out.append((b, 1))
             return 1
         got_total = 0
-        for start, length in free_runs(self.used[base : base + BLOCKS_PER_CHUNK]):
+        for start, length in free_runs(used):
             got = min(length, n - got_total)
             self._take_small(c, base + start, got)
             out.append((base + start, got))
@@ -445,19 +647,18 @@ class HugePageAllocator(_Base):
         self._tiny_unlist(c)
         self._mark(start, n)
         if tiny:
-            self.tiny[start : start + n] = True
+            m = self.tiny.get(c)
+            if m is None:
+                m = self.tiny[c] = np.zeros(BLOCKS_PER_CHUNK, dtype=bool)
+            off = start - c * BLOCKS_PER_CHUNK
+            m[off : off + n] = True
             self.tiny_count[c] += n
         if self.chunk_free[c]:
             self.small.add((int(self.chunk_free[c]), c))
         self._tiny_list(c)
 
     def _mark(self, start: int, n: int) -> None:
-        self.used[start : start + n] = True
-        c0, c1 = start // BLOCKS_PER_CHUNK, (start + n - 1) // BLOCKS_PER_CHUNK
-        if c0 == c1:
-            self.chunk_free[c0] -= n
-        else:
-            np.subtract.at(self.chunk_free, np.arange(start, start + n) // BLOCKS_PER_CHUNK, 1)
+        self._set_used(start, n, True)
         self._free_blocks -= n
 
     # -- windows: chunks one process places its small blocks in (leases.py) ----
@@ -524,18 +725,33 @@ class HugePageAllocator(_Base):
         if 0 < before < BLOCKS_PER_CHUNK:
             self.small.remove((before, c))
         self._tiny_unlist(c)
-        self.used[start : start + n] = False
-        n_tiny = int(np.count_nonzero(self.tiny[start : start + n]))
-        if n_tiny:
-            self.tiny[start : start + n] = False
-            self.tiny_count[c] -= n_tiny
-        self.chunk_free[c] += n
+        self._set_used(start, n, False)
+        self._forget_tiny(c, start, n)
         self._free_blocks += n
         self._tiny_list(c)
         if self.chunk_free[c] == BLOCKS_PER_CHUNK:
             self.whole.add(c, 1)  # an emptied small chunk returns to the aligned pool
         else:
             self.small.add((int(self.chunk_free[c]), c))
+
+    def _forget_tiny(self, c: int, start: int, n: int) -> None:
+        m = self.tiny.get(c)
+        if m is None:
+            return
+        off = start - c * BLOCKS_PER_CHUNK
+        n_tiny = int(np.count_nonzero(m[off : off + n]))
+        if n_tiny:
+            m[off : off + n] = False
+            self.tiny_count[c] -= n_tiny
+            if not self.tiny_count[c]:
+                del self.tiny[c]
+
+    def tiny_map(self) -> np.ndarray:
+        """Every block's single-block flag (for tests)."""
+        out = np.zeros(self.nchunks * BLOCKS_PER_CHUNK, dtype=bool)
+        for c, m in self.tiny.items():
+            out[c * BLOCKS_PER_CHUNK : (c + 1) * BLOCKS_PER_CHUNK] = m
+        return out
 
 
 def _by_chunk(start: int, n: int):
@@ -551,5 +767,7 @@ def _by_chunk(start: int, n: int):
 ALLOCATORS: dict[str, type[_Base]] = {"hugepage": HugePageAllocator, "naive": NaiveAllocator}
 
 
-def make_allocator(name: str, used: np.ndarray) -> Allocator:
-    return ALLOCATORS[name](used)  # type: ignore[return-value]
+def make_allocator(name: str, nblocks: int, used_runs=None) -> Allocator:
+    """The allocator ``name`` over ``nblocks`` blocks, with the sorted, disjoint
+    used runs ``(starts, counts)`` (numpy arrays of block numbers) taken."""
+    return ALLOCATORS[name](nblocks, used_runs)  # type: ignore[return-value]

@@ -44,8 +44,6 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from .alloc import Allocator, make_allocator
 from .coherence import Backoff, Change, Contended, Exclusive, Locked, forks_seen, optimistically
 from .data import DataPath, refuse_past_largest_file
@@ -245,9 +243,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self.journal.reapply_homes()
         used, self._orphans = self.inodes.scan()
         self._quarantine.clear()
+        self.allocator = make_allocator(self.sb.allocator, self.sb.data_blocks, used)
         if self._lazy:
-            self._hold_undurable_frees(used)
-        self.allocator = make_allocator(self.sb.allocator, used)
+            self._hold_undurable_frees()
 
     # ======================================================================
     # group commit (lazy mode)
@@ -294,24 +292,24 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         whole = 0
         for c, ranges in per_chunk.items():
             lo = c * BLOCKS_PER_CHUNK
-            used = self.allocator.used[lo : lo + BLOCKS_PER_CHUNK].copy()
+            used = self.allocator.used_in_chunk(c).copy()
             for start, n in ranges:
                 used[max(start, lo) - lo : min(start + n, lo + BLOCKS_PER_CHUNK) - lo] = False
             whole += not used.any()
         return whole
 
-    def _hold_undurable_frees(self, used) -> None:
+    def _hold_undurable_frees(self) -> None:
         """A rebuild sees space freed by records not yet durable as free: hold
-        it (marked used, quarantined) until a durable mark passes them."""
+        it (taken from the allocator, quarantined) until a durable mark
+        passes them."""
         limit, upto = self.journal.durable_limit(), self.journal.next_seq
-        data_off = self.sb.data_off
+        data_off, a = self.sb.data_off, self.allocator
         for seq, rec in self.journal.log_records():
             if seq < limit or not rec.lazy:  # (durable when written: freed for good)
                 continue
             for dev, length in rec.revokes:
-                first = (dev - data_off) // BLOCK
-                for s, k in _free_runs(used, first, length // BLOCK):
-                    used[s : s + k] = True
+                for s, k in a.free_runs_in((dev - data_off) // BLOCK, length // BLOCK):
+                    a.claim(s, k)
                     self._quarantine.append((upto, s, k))
 
     def _start_committer(self) -> None:
@@ -1017,18 +1015,6 @@ def _raw_file_of(obj) -> DaxRawFile | None:
             return obj
         obj = getattr(obj, "buffer", None) or getattr(obj, "raw", None)
     return None
-
-
-def _free_runs(used, first: int, n: int) -> list[tuple[int, int]]:
-    """(start, count) of each run of blocks not in ``used`` (a numpy bool
-    array) in [first, first+n), found with numpy (a range may be GiBs)."""
-    free = np.flatnonzero(~used[first : first + n])
-    if not len(free):
-        return []
-    breaks = np.flatnonzero(np.diff(free) != 1)
-    starts = np.concatenate(([free[0]], free[breaks + 1]))
-    ends = np.concatenate((free[breaks], [free[-1]]))
-    return [(first + int(a), int(b - a) + 1) for a, b in zip(starts, ends, strict=True)]
 
 
 def _bad_entry(dir_ino: int, name: str, inode: Inode, ftype: int) -> CorruptionError:

@@ -21,7 +21,6 @@ allocator is rebuilt from that; no allocation bitmap is stored).
 from __future__ import annotations
 
 import bisect
-import heapq
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,12 +276,11 @@ class InodeTable:
         self.region = region
         self.sb = sb
         self.cache: dict[int, Inode] = {}
-        # Free inode numbers: a heap to take the lowest from, and a map of
-        # which numbers are free now.  The heap may hold numbers another
-        # process has taken since (forget() unlists them without searching
-        # the heap); take_ino skips those.
-        self.free_inos: list[int] = []
+        # Free inode numbers: a map of which are free now, and a cursor no
+        # free number lies below, so that the lowest is found without a list
+        # of millions of numbers (a byte per slot, not an int object).
         self._listed = np.zeros(0, dtype=bool)
+        self._cursor = 0
         self.nfree = 0
 
     def slot_off(self, ino: int) -> int:
@@ -397,19 +395,34 @@ class InodeTable:
 
     # -- inode numbers -----------------------------------------------------
     def take_ino(self) -> int:
-        while self.free_inos:
-            ino = heapq.heappop(self.free_inos)
-            if self._listed[ino]:
-                self._listed[ino] = False
-                self.nfree -= 1
-                return ino
-        raise OSError(28, "no free inodes")
+        """The lowest free inode number, taken."""
+        ino = self._lowest_free()
+        if ino is None:
+            raise OSError(28, "no free inodes")
+        self._listed[ino] = False
+        self.nfree -= 1
+        return ino
+
+    def _lowest_free(self) -> int | None:
+        # Windows that double: the cursor only moves past numbers seen taken,
+        # so the search is amortised linear in the table.
+        listed, i, step = self._listed, self._cursor, 4096
+        while i < len(listed):
+            window = listed[i : i + step]
+            j = int(np.argmax(window))
+            if window[j]:
+                self._cursor = i + j
+                return i + j
+            i += len(window)
+            step = min(step * 2, 1 << 20)
+        self._cursor = len(listed)
+        return None
 
     def return_ino(self, ino: int) -> None:
         if not self._listed[ino]:
             self._listed[ino] = True
             self.nfree += 1
-            heapq.heappush(self.free_inos, ino)
+            self._cursor = min(self._cursor, ino)
 
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""
@@ -417,7 +430,7 @@ class InodeTable:
         if len(found) == 0:
             return None
         ino = start + int(found[0])
-        self._listed[ino] = False  # the heap's copy is skipped when popped
+        self._listed[ino] = False
         self.nfree -= 1
         return ino
 
@@ -446,8 +459,8 @@ class InodeTable:
             self.nfree -= 1
 
     # -- scan at mount -----------------------------------------------------
-    def scan(self) -> tuple[np.ndarray, list[int]]:
-        """Validate every live slot; return (used-block map, orphan inos).
+    def scan(self) -> tuple[tuple[np.ndarray, np.ndarray], list[int]]:
+        """Validate every live slot; return (used block runs, orphan inos).
 
         A block owned twice, an extent outside the data area or a bad
         checksum raises CorruptionError: the allocator must not be built on
@@ -475,12 +488,11 @@ class InodeTable:
         extra_s, extra_n = self._overflow_extents(table, live)
         starts = np.concatenate([starts, np.array(extra_s, dtype=np.uint64)])
         lengths = np.concatenate([lengths, np.array(extra_n, dtype=np.uint64)])
-        used = self._used_map(starts, lengths)
-        # Ascending order is already a valid heap.
+        used = self._used_runs(starts, lengths)
         self._listed = table["magic"] == 0
         self._listed[0] = False
-        self.free_inos = np.flatnonzero(self._listed).tolist()
-        self.nfree = len(self.free_inos)
+        self._cursor = 1
+        self.nfree = int(np.count_nonzero(self._listed))
         orphans = live[table["nlink"][live] == 0].tolist()
         del table
         return used, orphans
@@ -504,7 +516,10 @@ class InodeTable:
                 lengths.append(BLOCK)
         return starts, lengths
 
-    def _used_map(self, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def _used_runs(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The extents as sorted block runs (first block, count) of the data
+        area, checked to lie inside it and never to share a block: n log n
+        in the number of extents, whatever the pool's size."""
         sb = self.sb
         starts = starts.astype(np.int64)
         lengths = lengths.astype(np.int64)
@@ -517,13 +532,12 @@ class InodeTable:
         )
         if bad.any():
             raise CorruptionError("an extent lies outside the data area", int(starts[bad][0]))
-        first = (starts - sb.data_off) // BLOCK
-        count = lengths // BLOCK
-        diff = np.zeros(sb.data_blocks + 1, dtype=np.int64)
-        np.add.at(diff, first, 1)
-        np.add.at(diff, first + count, -1)
-        owners = np.cumsum(diff[:-1])
-        if (owners > 1).any():
-            blk = int(np.flatnonzero(owners > 1)[0])
-            raise CorruptionError("a block is owned twice", sb.data_off + blk * BLOCK)
-        return owners > 0
+        order = np.argsort(starts, kind="stable")
+        first = (starts[order] - sb.data_off) // BLOCK
+        count = lengths[order] // BLOCK
+        shared = np.flatnonzero(first[1:] < first[:-1] + count[:-1])
+        if len(shared):
+            raise CorruptionError(
+                "a block is owned twice", sb.data_off + int(first[shared[0] + 1]) * BLOCK
+            )
+        return first, count

@@ -159,7 +159,7 @@ class Leases:
         try:
             for c in sorted(self.others_chunks):
                 base = c * BLOCKS_PER_CHUNK
-                for start, n in free_runs(a.used[base : base + BLOCKS_PER_CHUNK]):
+                for start, n in free_runs(a.used_in_chunk(c)):
                     a.claim(base + start, n)
                     hidden.append((base + start, n))
             return alloc(*args)
