@@ -383,9 +383,14 @@ class Region:
         (writable even on a read-only open: a follower applies the records
         it catches up on there), the shared map stays for store().  No huge
         pages: a page-cache file gives none, and a private map must stay 4 KiB
-        so that drop_homes gives back exactly the pages it names."""
+        so that drop_homes gives back exactly the pages it names.
+        MAP_NORESERVE: a writable private map is otherwise charged in full
+        against the commit limit, and the kernel refuses one of a pool
+        larger than memory (a 1 TiB pool here); only the pages a process
+        writes are copied, and drop_homes gives them back."""
         priv = reserve_aligned(self.size, CHUNK)
-        sys_mmap(priv, self.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, self.fd, 0)
+        flags = MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE
+        sys_mmap(priv, self.size, PROT_READ | PROT_WRITE, flags, self.fd, 0)
         self.addr, self._home_buf = priv, self._view_of(priv)
         self.buf = self._home_buf.toreadonly() if self.readonly else self._home_buf
 
