@@ -34,6 +34,7 @@ from the k-th, so a long run can be split and its totals added up.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -44,6 +45,8 @@ import zlib
 import pytest
 
 import daxfs
+from daxfs import inode as inode_mod
+from daxfs import layout as L
 from daxfs.check import check_region
 from daxfs.crash import (
     CrashPoint,
@@ -331,9 +334,19 @@ def _walk_tree(fs) -> dict[str, tuple]:
 @pytest.fixture(scope="module")
 def base_pool(tmp_path_factory):
     path = f"/dev/shm/daxfs-crash-base-{os.getpid()}.pool"
-    daxfs.mkfs(path, POOL, inodes=256)
-    with daxfs.mount(path) as fs:
-        _setup(fs)
+    # The table grows by 16 slots (one page), and the setup leaves it full:
+    # every create then moves the table's limit, zeroing the next slots
+    # first, and each crash state must find the limit and the slots agree.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inode_mod, "ITABLE_GROW", L.SLOTS_PER_PAGE)
+        mp.setattr(importlib.import_module("daxfs.mkfs"), "ITABLE_GROW", L.SLOTS_PER_PAGE)
+        daxfs.mkfs(path, POOL, inodes=256)
+        with daxfs.mount(path) as fs:
+            _setup(fs)
+            fs.mkdir("/G")
+            for i in range(fs.inodes.nfree):
+                fs.open(f"/G/{i}", "xb").close()
+            assert fs.inodes.nfree == 0 and fs.inodes.limit < fs.sb.inode_count
     with open(path, "rb") as f:
         image = f.read()
     lock = f"/dev/shm/daxfs-crash-lock-{os.getpid()}"

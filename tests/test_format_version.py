@@ -38,6 +38,12 @@ def set_versions(path: str, primary: int | None, replica: int | None) -> None:
             if version is not None:
                 region.store(off, dataclasses.replace(sb, version=version).pack())
                 region.persist(off, L.SUPER.size)
+        if min(v for v in (primary, replica) if v is not None) < 4:
+            # Before version 4 the whole table was written at mkfs and slot 0
+            # was zero (this daxfs's mkfs leaves the slots past the header's
+            # limit unwritten: zero, in a new file).
+            region.zero(sb.itable_off, L.INODE_SIZE)
+            region.persist(sb.itable_off, L.INODE_SIZE)
     finally:
         region.close()
 

@@ -66,6 +66,7 @@ from .layout import (
     INODE_SIZE,
     JHEADER,
     JSLOT_OFFSETS,
+    SLOTS_PER_PAGE,
     SUPER,
     CorruptionError,
     Superblock,
@@ -73,6 +74,7 @@ from .layout import (
     ftype_of,
     pack_extblock,
     pack_inode,
+    pack_itable_head,
     pack_jheader,
     parse_dirblock,
     superblock_at,
@@ -306,15 +308,47 @@ class _Checker:
         self.fixed("journal reset")
 
     # -- 3. inode slots ----------------------------------------------------
-    def _inode_slots(self) -> None:
+    def _table_limit(self) -> int:
+        """The table's in-use limit (version 4: slot 0's header).  A damaged
+        header is rebuilt to cover every slot that is not zero: the table is
+        then read whole, once."""
+        try:
+            self.table.limit = self.table.read_limit()
+            return self.table.limit
+        except CorruptionError as e:
+            self.error(str(e.strerror))
+        if self.sb.version < 4:
+            self._clear_slot(0)  # (slot 0 of an older pool is zero)
+            return self.sb.inode_count
+        limit = self._limit_covering_slots()
+        if self.repair:
+            txn = Transaction()
+            txn.write(self.table.slot_off(0), pack_itable_head(limit))
+            self._commit(txn)
+            self.fixed(f"inode table header rewritten (limit {limit})")
+        self.table.limit = limit
+        return limit
+
+    def _limit_covering_slots(self) -> int:
+        sb = self.sb
         table = np.frombuffer(
-            self.region.buf, dtype=INODE_DTYPE, count=self.sb.inode_count, offset=self.sb.itable_off
+            self.region.buf, dtype=np.uint8, count=sb.inode_count * INODE_SIZE, offset=sb.itable_off
+        ).reshape(-1, INODE_SIZE)
+        nonzero = np.flatnonzero(table[1:].any(axis=1))
+        del table
+        last = int(nonzero[-1]) + 2 if len(nonzero) else 2
+        return min(sb.inode_count, -(-last // SLOTS_PER_PAGE) * SLOTS_PER_PAGE)
+
+    def _inode_slots(self) -> None:
+        limit = self._table_limit()
+        table = np.frombuffer(
+            self.region.buf, dtype=INODE_DTYPE, count=limit, offset=self.sb.itable_off
         )
-        nonzero = np.flatnonzero(table.view(np.uint8).reshape(-1, INODE_SIZE).any(axis=1))
+        nonzero = np.flatnonzero(table[1:].view(np.uint8).reshape(-1, INODE_SIZE).any(axis=1)) + 1
         magic = table["magic"][nonzero]
         del table
         for ino, m in zip(nonzero.tolist(), magic.tolist(), strict=True):
-            if ino == 0 or m != INODE_MAGIC:
+            if m != INODE_MAGIC:
                 self.error(f"inode slot {ino}: not a valid inode and not free")
                 self._clear_slot(ino)
                 continue

@@ -89,6 +89,10 @@ class ImageWriter:
         self.fd = os.open(path, os.O_RDWR)
         size = os.fstat(self.fd).st_size // BLOCK * BLOCK
         self.sb: Superblock = unpack_superblock(os.pread(self.fd, BLOCK, 0), 0, size)
+        # A zero table header puts the whole table in use (as in a pool
+        # upgraded from before version 4), so that any slot may be crafted.
+        # Past mkfs's limit a new pool file's slots are zero, as they must be.
+        os.pwrite(self.fd, bytes(INODE_SIZE), self.sb.itable_off)
         self._used_inos, used_blocks = self._scan()
         self._next_ino = 2
         self._next_block = max(used_blocks, default=-1) + 1

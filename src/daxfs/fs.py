@@ -697,6 +697,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 raise oserror(errno.EISDIR, spath)
         return r
 
+    def _grow_inode_table(self, txn: Transaction, spath: str) -> None:
+        """Every slot in use is taken: take more of the table (InodeTable.grow),
+        under the exclusive lock, caught up, so that the limit we move is
+        the pool's."""
+        if self.inodes.limit >= self.sb.inode_count:
+            raise oserror(errno.ENOSPC, spath)
+        self._need_exclusive()
+        self._flush_data([self.inodes.grow(txn)])  # durable before the record
+
     def _check_openable(self, r: Resolved, spath: str) -> None:
         if r.ftype == DIR_T:
             raise oserror(errno.EISDIR, spath)
@@ -708,7 +717,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if parent.nlink == 0:
             raise oserror(errno.ENOENT, spath)  # creating in a removed directory
         if not self.inodes.nfree:
-            raise oserror(errno.ENOSPC, spath)
+            self._grow_inode_table(txn, spath)
         ino = self.leases.take_ino()
         self._txn_took.append(ino)
         now = _now()
@@ -885,7 +894,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def statvfs(self) -> StatVFS:
         with self._locked(exclusive=False):
             a = self.allocator
-            nfree_inodes = self.inodes.nfree
+            nfree_inodes = self.inodes.free_count
             # Space held until a group commit (lazy mode) counts as free: the
             # allocator commits to get it when nothing else is left.
             free = a.free_blocks + sum(n for _seq, _start, n in self._quarantine)

@@ -21,6 +21,7 @@ allocator is rebuilt from that; no allocation bitmap is stored).
 from __future__ import annotations
 
 import bisect
+import errno
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from .layout import (
     INODE_HEAD,
     INODE_MAGIC,
     INODE_SIZE,
+    ITABLE_GROW,
     PATH_MAX,
     CorruptionError,
     InodeRecord,
@@ -45,8 +47,10 @@ from .layout import (
     is_dir_mode,
     pack_extblock,
     pack_inode,
+    pack_itable_head,
     unpack_extblock,
     unpack_inode,
+    unpack_itable_head,
 )
 
 INODE_DTYPE = np.dtype(INODE_DTYPE_FIELDS)
@@ -282,12 +286,58 @@ class InodeTable:
         self._listed = np.zeros(0, dtype=bool)
         self._cursor = 0
         self.nfree = 0
+        # Slots from ``limit`` on are not in use yet (version 4: the header in
+        # slot 0 says where; grow() takes more).  Free numbers below it are
+        # ``nfree``; the scan reads nothing past it.
+        self.limit = sb.inode_count
 
     def slot_off(self, ino: int) -> int:
         return self.sb.itable_off + ino * INODE_SIZE
 
     def valid_ino(self, ino: int) -> bool:
-        return 1 <= ino < self.sb.inode_count
+        """A slot in use: a number at or past the limit names a free slot,
+        whatever its bytes (an entry naming one is damage)."""
+        return 1 <= ino < self.limit
+
+    @property
+    def free_count(self) -> int:
+        """Free inode numbers, those the table has yet to grow into included."""
+        return self.nfree + self.sb.inode_count - self.limit
+
+    # -- the table's in-use limit (slot 0) ---------------------------------
+    def read_limit(self) -> int:
+        off = self.sb.itable_off
+        raw = self.region.buf[off : off + INODE_SIZE]
+        if self.sb.version < 4:
+            if any(raw):
+                raise CorruptionError("inode slot 0 is reserved", off)
+            return self.sb.inode_count
+        return unpack_itable_head(raw, off, self.sb.inode_count)
+
+    def grow(self, txn: Transaction) -> tuple[int, int]:
+        """Take up to ITABLE_GROW more slots into use, in ``txn``.  They may
+        hold anything (mkfs writes none past the limit; a device keeps old
+        bytes), so they are zeroed here; the caller makes the zeros durable
+        before the record that moves the limit over them (as file data),
+        and holds the exclusive pool lock, under which no other process's
+        record can name them.  Returns the zeroed (offset, length)."""
+        old, new = self.limit, min(self.sb.inode_count, self.limit + ITABLE_GROW)
+        if new == old:
+            raise OSError(errno.ENOSPC, "no free inodes")
+        off, n = self.slot_off(old), (new - old) * INODE_SIZE
+        self.region.reserve(off, n)
+        self.region.zero(off, n)
+        self.region.drop_homes([(off, n)])  # (a private copy would hide the zeros)
+        txn.write(self.slot_off(0), pack_itable_head(new))
+        self._extend(new)
+        return off, n
+
+    def _extend(self, new: int) -> None:
+        if new > self.limit:
+            self._listed = np.concatenate((self._listed, np.ones(new - self.limit, dtype=bool)))
+            self.nfree += new - self.limit
+            self._cursor = min(self._cursor, self.limit)
+            self.limit = new
 
     # -- load --------------------------------------------------------------
     def get(self, ino: int) -> Inode:
@@ -450,6 +500,9 @@ class InodeTable:
         """Another process changed slot ``ino``: drop what we cached of it and
         learn from the media whether the number is free now."""
         self.cache.pop(ino, None)
+        if ino == 0:  # the header: the table grew
+            self._extend(self.read_limit())
+            return
         if not self.valid_ino(ino):
             return
         if self.slot_is_free(ino):
@@ -467,15 +520,16 @@ class InodeTable:
         a map it cannot trust.
         """
         sb = self.sb
+        self.limit = self.read_limit()
         table = np.frombuffer(
-            self.region.buf, dtype=INODE_DTYPE, count=sb.inode_count, offset=sb.itable_off
+            self.region.buf, dtype=INODE_DTYPE, count=self.limit, offset=sb.itable_off
         )
-        live = np.flatnonzero(table["magic"] == INODE_MAGIC)
-        stray = np.flatnonzero((table["magic"] != INODE_MAGIC) & (table["magic"] != 0))
+        magic = table["magic"].copy()
+        magic[0] = 0  # the header
+        live = np.flatnonzero(magic == INODE_MAGIC)
+        stray = np.flatnonzero((magic != INODE_MAGIC) & (magic != 0))
         if len(stray):
             raise CorruptionError(f"inode {int(stray[0])}: bad magic", self.slot_off(int(stray[0])))
-        if len(live) and live[0] == 0:
-            raise CorruptionError("inode slot 0 is reserved", self.slot_off(0))
         buf, base = self.region.buf, sb.itable_off
         crcs, selfnums = table["crc"][live].tolist(), table["ino"][live].tolist()
         for ino, crc, selfnum in zip(live.tolist(), crcs, selfnums, strict=True):
@@ -489,7 +543,7 @@ class InodeTable:
         starts = np.concatenate([starts, np.array(extra_s, dtype=np.uint64)])
         lengths = np.concatenate([lengths, np.array(extra_n, dtype=np.uint64)])
         used = self._used_runs(starts, lengths)
-        self._listed = table["magic"] == 0
+        self._listed = magic == 0
         self._listed[0] = False
         self._cursor = 1
         self.nfree = int(np.count_nonzero(self._listed))

@@ -39,8 +39,12 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # page-cache pools): an older reader would take a lazy record for the end of
 # the journal, and would replay lazy records a power loss left without their
 # data.  A version 2 pool is a version 3 pool with neither, upgraded alike.
-VERSION = 3
-VERSIONS_READ = (1, 2, 3)
+# Version 4 gave slot 0 of the inode table a header: the table's in-use
+# limit, past which mkfs writes nothing and mount reads nothing (an older
+# reader would refuse slot 0, or take unwritten slots for damage).  Slot 0
+# of an older pool is zero, which version 4 reads as "the whole table".
+VERSION = 4
+VERSIONS_READ = (1, 2, 3, 4)
 
 
 class CorruptionError(OSError):
@@ -442,6 +446,35 @@ def parse_txn_record(buf, pos: int, end: int, seq: int) -> TxnRecord | None:
 # itable_off + ino * 256.  A free slot is all zeroes.
 # --------------------------------------------------------------------------
 INODE_SIZE = 256
+# Slot 0 (version 4): the table header.  Slots at or past ``limit`` are
+# free whatever their bytes; the table grows by ITABLE_GROW slots at a time.
+ITABLE_MAGIC = 0x5449_5844  # "DXIT"
+ITABLE_HEAD = _checked("<IIQ", 16)  # magic, crc (of bytes 8..255 of the slot), limit
+ITABLE_GROW = 16384  # slots (4 MiB of table)
+SLOTS_PER_PAGE = BLOCK // 256
+
+
+def pack_itable_head(limit: int) -> bytes:
+    body = struct.pack("<Q", limit) + bytes(256 - 16)
+    return struct.pack("<II", ITABLE_MAGIC, crc32c(body)) + body
+
+
+def unpack_itable_head(raw, offset: int, inode_count: int) -> int:
+    """The in-use limit a table header gives: ``inode_count`` (the whole
+    table) for a zero slot; CorruptionError for one that does not check or
+    a limit outside [2, inode_count] that is not a whole page of slots."""
+    raw = bytes(raw[:256])
+    if not any(raw):
+        return inode_count
+    magic, crc, limit = ITABLE_HEAD.unpack_from(raw)
+    if magic != ITABLE_MAGIC or crc != crc32c(raw[8:]):
+        raise CorruptionError("inode table header damaged (run `daxfs fsck --repair`)", offset)
+    whole_pages = limit % SLOTS_PER_PAGE == 0 or limit == inode_count
+    if not 2 <= limit <= inode_count or not whole_pages or any(raw[16:]):
+        raise CorruptionError(f"inode table header: limit {limit} invalid", offset)
+    return limit
+
+
 INODE_MAGIC = 0x4E49  # "IN"
 INLINE_EXTENTS = 6
 EXTENT = _checked("<QQQ", 24)  # file_off, dev_off, length

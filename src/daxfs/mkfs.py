@@ -17,10 +17,12 @@ from .journal import Journal
 from .layout import (
     BLOCK,
     INODE_SIZE,
+    ITABLE_GROW,
     SUPER_MAGIC,
     VERSION,
     Superblock,
     pack_inode,
+    pack_itable_head,
     plan_geometry,
 )
 from .path import ROOT_INO, to_str
@@ -70,7 +72,11 @@ def mkfs(
 
 def _format(region: Region, allocator: str, inodes: int | None) -> Superblock:
     geo = plan_geometry(region.size, inodes)
-    region.reserve(0, geo["data_off"])  # a backing too full fails here, cleanly
+    # The table's first ITABLE_GROW slots are written; the rest is neither
+    # written nor read until the table grows into it (InodeTable.grow).
+    limit = min(geo["inode_count"], ITABLE_GROW)
+    in_use = geo["itable_off"] + limit * INODE_SIZE
+    region.reserve(0, in_use)  # a backing too full fails here, cleanly
     region.reserve(geo["replica_off"], BLOCK)
     sb = Superblock(
         version=VERSION,
@@ -85,10 +91,11 @@ def _format(region: Region, allocator: str, inodes: int | None) -> Superblock:
     region.zero(sb.replica_off, BLOCK)
     region.persist(0, BLOCK)
     region.persist(sb.replica_off, BLOCK)
-    region.zero(sb.itable_off, sb.inode_count * INODE_SIZE)
+    region.zero(sb.itable_off, limit * INODE_SIZE)
+    region.store(sb.itable_off, pack_itable_head(limit))
     Journal(region, sb).format()
     _write_root(region, sb)
-    region.persist(sb.itable_off, sb.inode_count * INODE_SIZE)
+    region.persist(sb.itable_off, limit * INODE_SIZE)
     raw = sb.pack()
     region.store(sb.replica_off, raw)
     region.persist(sb.replica_off, len(raw))

@@ -19,11 +19,13 @@ from .fs import COMMIT_INTERVAL, FileSystem
 from .journal import Journal
 from .layout import (
     BLOCK,
+    INODE_SIZE,
     SUPER,
     VERSION,
     CorruptionError,
     Superblock,
     superblock_at,
+    unpack_itable_head,
     unpack_superblock,
     upgrade_interrupted,
 )
@@ -151,6 +153,7 @@ def mount_region(
                     _reserve_metadata(region, sb)
                     fs.journal.recover()
                     fs.sb = sb = upgrade_superblocks(region, sb)
+                    _reserve_metadata(region, sb)  # (records may have grown the table)
                     if fs._lazy:
                         fs.journal.mark_boot()  # after recovery read the last one
                 fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
@@ -169,10 +172,21 @@ def mount_region(
 
 
 def _reserve_metadata(region, sb: Superblock) -> None:
-    # Superblocks, journal and inode table get storage before any store (a
-    # pool made sparse by an older daxfs, or copied sparse, included).
-    region.reserve(0, sb.data_off)
+    # Superblocks, journal and the inode table's part in use get storage
+    # before any store (a pool made sparse by an older daxfs, or copied
+    # sparse, included).  The rest of the table gets it as the table grows.
+    region.reserve(0, _table_in_use_end(region, sb))
     region.reserve(sb.replica_off, BLOCK)
+
+
+def _table_in_use_end(region, sb: Superblock) -> int:
+    if sb.version < 4:
+        return sb.data_off
+    try:
+        limit = unpack_itable_head(region.read(sb.itable_off, INODE_SIZE), 0, sb.inode_count)
+    except CorruptionError:
+        return sb.data_off  # (the scan says what is wrong)
+    return sb.itable_off + limit * INODE_SIZE
 
 
 def _needs_recovery(path: str) -> bool:

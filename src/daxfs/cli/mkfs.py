@@ -22,7 +22,14 @@ def mkfs_cmd(
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite a pool.")] = False,
     allocator: Annotated[str, typer.Option(help="hugepage (2 MiB-aware) or naive.")] = "hugepage",
     inodes: Annotated[
-        int | None, typer.Option("--inodes", "-i", min=2, help="Inode table slots.")
+        int | None,
+        typer.Option(
+            "--inodes",
+            "-i",
+            min=2,
+            help="Inode table slots (default: one per 16 KiB of pool, 256 to 4,194,304; "
+            "mkfs writes only the first 16,384 and the table grows into the rest).",
+        ),
     ] = None,
 ) -> None:
     """Format POOL as an empty daxfs file system."""
