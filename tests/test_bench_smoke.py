@@ -395,3 +395,37 @@ def test_share_prints_each_coherence_counter_per_call():
         "contended/call",
     ]
     assert report.rows[0][-5:] == ["0", "0.500", "0.200", "0.020", "0"]  # over 50 calls
+
+
+def test_scale_tiny(tmp_path, capsys):
+    """bench scale at 64 MiB with 30 files (ext4 beside it when root can
+    loop-mount), then the tail-waste phases with 3 medium files: every row,
+    the aims, nothing left in --pool-dir."""
+    js = tmp_path / "scale.json"
+    pool_dir = tmp_path / "pools"
+    pool_dir.mkdir()
+    argv = ["scale", "--sizes", "64M", "--files", "30", "--medium", "3", "--churn", "3"]
+    argv += ["--pool-dir", str(pool_dir), "--format", "plain", "--json", str(js)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "$ python -m daxfs.bench " + " ".join(argv) in out
+    labels = ["64 MiB empty: daxfs", "64 MiB 30 files: daxfs"]
+    if "ext4 side skipped" not in out:
+        labels += ["64 MiB empty: ext4", "64 MiB 30 files: ext4"]
+    rows = plain_rows(out, labels)
+    assert set(rows) == set(labels)
+    aims = rows["64 MiB empty: daxfs"]
+    assert aims[-1] == "met" or "met:" in aims  # the aims cell (timings are not checked)
+    assert "aim: empty 64 MiB pool: mkfs < 1 s: " in out
+    assert "aim: 30 files: mount < 0.5 s at every size: " in out
+    tail = plain_rows(out, ["fresh", "after 3 rounds of churn"])
+    assert len(tail) == 2
+    for cells in tail.values():
+        files, ratio = int(cells[0]), float(cells[5].rstrip("%"))  # cells[1:5]: two sizes
+        assert files > 0 and 0 < ratio <= 100  # file bytes / space taken
+    assert "aim: tail figure fresh >= 97%: " in out
+    scale, tail_data = json.loads(js.read_text())
+    empty = scale["data"]["sizes"][str(64 << 20)]["daxfs"]["empty"]
+    assert empty["ro"]["seconds"] > 0 and empty["rw"]["rss"] > 0 and empty["disk"] > 0
+    assert tail_data["data"]["fresh"]["files"] == 3
+    assert os.listdir(pool_dir) == []  # pools, images and the mount point are gone

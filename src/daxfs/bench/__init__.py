@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "hostile": "daxfs.bench.hostile",
     "share": "daxfs.bench.share",
     "copy": "daxfs.bench.copy",
+    "scale": "daxfs.bench.scale",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
