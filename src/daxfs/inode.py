@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from crc32c import crc32c as crc32c_of
 
 from .journal import Transaction
 from .layout import (
@@ -43,7 +44,6 @@ from .layout import (
     CorruptionError,
     InodeRecord,
     Superblock,
-    crc32c,
     is_dir_mode,
     pack_extblock,
     pack_inode,
@@ -530,14 +530,7 @@ class InodeTable:
         stray = np.flatnonzero((magic != INODE_MAGIC) & (magic != 0))
         if len(stray):
             raise CorruptionError(f"inode {int(stray[0])}: bad magic", self.slot_off(int(stray[0])))
-        buf, base = self.region.buf, sb.itable_off
-        crcs, selfnums = table["crc"][live].tolist(), table["ino"][live].tolist()
-        for ino, crc, selfnum in zip(live.tolist(), crcs, selfnums, strict=True):
-            off = base + ino * INODE_SIZE
-            if crc32c(buf[off + 4 : off + INODE_SIZE]) != crc:
-                raise CorruptionError(f"inode {ino}: checksum mismatch", off)
-            if selfnum != ino:
-                raise CorruptionError(f"inode {ino}: slot claims another inode", off)
+        self._check_slots(table, live)
         starts, lengths = self._inline_extents(table, live)
         extra_s, extra_n = self._overflow_extents(table, live)
         starts = np.concatenate([starts, np.array(extra_s, dtype=np.uint64)])
@@ -551,11 +544,38 @@ class InodeTable:
         del table
         return used, orphans
 
+    def _check_slots(self, table, live: np.ndarray) -> None:
+        """Every live slot's checksum, and its number naming its own slot."""
+        base = self.sb.itable_off
+        claims = np.flatnonzero(table["ino"][live] != live)
+        if len(claims):
+            ino = int(live[claims[0]])
+            raise CorruptionError(f"inode {ino}: slot claims another inode", self.slot_off(ino))
+        # One C call per slot over a view of the table (100,000 slots: ~40 ms).
+        slots = self.region.buf[base : base + len(table) * INODE_SIZE]
+        crc = crc32c_of
+        bad = [
+            ino
+            for ino, want in zip(live.tolist(), table["crc"][live].tolist(), strict=True)
+            if crc(slots[ino * INODE_SIZE + 4 : (ino + 1) * INODE_SIZE]) != want
+        ]
+        if bad:
+            raise CorruptionError(f"inode {bad[0]}: checksum mismatch", self.slot_off(bad[0]))
+
     def _inline_extents(self, table, live) -> tuple[np.ndarray, np.ndarray]:
-        n = np.minimum(table["nextents"][live], INLINE_EXTENTS)
-        ext = table["ext"][live]  # (k, 6, 3)
-        mask = np.arange(INLINE_EXTENTS)[None, :] < n[:, None]
-        return ext[:, :, 1][mask], ext[:, :, 2][mask]
+        # Extent by extent over the slots that have it (most have one): no
+        # copy of every live slot's six extents.
+        n = table["nextents"][live]
+        ext = table["ext"]
+        starts, lengths = [], []
+        for k in range(INLINE_EXTENTS):
+            having = live[n > k]
+            if not len(having):
+                break
+            starts.append(ext[having, k, 1])
+            lengths.append(ext[having, k, 2])
+        empty = np.zeros(0, dtype=np.uint64)
+        return np.concatenate(starts or [empty]), np.concatenate(lengths or [empty])
 
     def _overflow_extents(self, table, live) -> tuple[list[int], list[int]]:
         starts: list[int] = []
