@@ -6,7 +6,8 @@ fragmented file with an extent block) is built once per module; a second
 image ("pending") is the same pool with one committed rename still in the
 journal, as a crash right after the commit point leaves it.  For every field
 of every record kind in daxfs.fields, in a concrete instance (the primary
-superblock, the current journal header slot, the inodes of a regular file, a
+superblock, the current journal header slot, the inode table header, the
+inodes of a regular file, a
 directory, the fragmented file and the symlink, the fragmented file's extent
 block and first overflow extent, the root directory's first block and its
 entry for "d", the pending transaction's header and first write), each
@@ -228,6 +229,7 @@ def _build_world(d: str) -> World:
         inst = [
             Instance("superblock", F.SUPERBLOCK, "pristine", 0, 0),
             Instance("jslot", F.JSLOT, "pristine", jslot, jslot),
+            Instance("itable", F.ITABLE, "pristine", sb.itable_off, sb.itable_off),
             _inode_instance("inode-file", fs, "/d/f3"),
             _inode_instance("inode-dir", fs, "/d/e", dir_always),
             _inode_instance("inode-frag", fs, "/frag"),
@@ -255,6 +257,7 @@ def _build_world(d: str) -> World:
         regions.append((sb.itable_off, sb.itable_off + (max(live) + 2) * L.INODE_SIZE))
         units = [("superblock", 0), ("superblock", sb.replica_off)]
         units += [("jslot", L.BLOCK + o) for o in L.JSLOT_OFFSETS]
+        units.append(("itable", sb.itable_off))
         units += [("inode", sb.itable_off + i * L.INODE_SIZE) for i in range(1, max(live) + 2)]
         words = list(range(max(live) + 3)) + [L.BLOCK, sb.data_off, sb.data_end, sb.itable_off]
         words += [2**31, 2**32 - 1, 2**63, 2**64 - 1]
@@ -291,6 +294,7 @@ def _build_world(d: str) -> World:
         {"pristine": units, "pending": units + [("txn", txn)]},
     )
     world.words = sorted(set(words))
+    world.inode_count, world.highest_live = sb.inode_count, max(live)
     return world
 
 
@@ -302,7 +306,7 @@ def _field_spans(image: bytes, units: list[tuple[str, int]]) -> list[tuple[int, 
         out.extend((off + f.offset, f.size) for f in kind.fields if f.size is not None)
 
     for unit, off in units:
-        if unit in ("superblock", "jslot", "inode"):
+        if unit in ("superblock", "jslot", "itable", "inode"):
             add(F.RECORDS[unit], off)
         elif unit == "extblock":
             add(F.EXTBLOCK, off)
@@ -416,6 +420,10 @@ def _needs_detection(inst: Instance, f: F.Field, old: int, new: int, n: int, wor
         return True if (old ^ new) & (L.BLOCK - 1) else None
     if care == "either":
         return None
+    if care == "limit":  # the inode table's: refused, or hiding a live slot
+        page = L.SLOTS_PER_PAGE
+        valid = 2 <= new <= world.inode_count and (new % page == 0 or new == world.inode_count)
+        return not valid or new <= world.highest_live
     if care == "name":  # of an entry in the root directory
         name = new.to_bytes(n, "little")
         siblings = {p[1:].encode() for p in world.expected["pristine"] if p.count("/") == 1}
@@ -562,6 +570,7 @@ def _cases() -> list[tuple[str, str]]:
     for inst, kind in [
         ("superblock", F.SUPERBLOCK),
         ("jslot", F.JSLOT),
+        ("itable", F.ITABLE),
         ("inode-file", F.INODE),
         ("inode-dir", F.INODE),
         ("inode-frag", F.INODE),

@@ -1,6 +1,7 @@
 """fields: a table of every metadata field, derived from layout.py's struct formats.
 
-For each record kind (superblock, journal header slot, inode slot, extent
+For each record kind (superblock, journal header slot, inode table header,
+inode slot, extent
 block header and one extent, directory block header and one entry,
 transaction record header and one write) the table gives each field's
 name, byte offset within the record and size, and which checksummed *unit*
@@ -35,6 +36,9 @@ need to know to demand that ``daxfs.check`` notice it:
   journal    a field of a committed transaction: the pool must end up as if
              the transaction happened or as if it never did, or check must
              report the damage
+  limit      the inode table's in-use limit: a value the header rules refuse,
+             or one below a live slot (its names dangle), must be reported;
+             any other is a consistent pool
 
 Variable-length fields (a directory entry's name, a journal write's data)
 have ``size`` None; their length is in the record (name_len, length).
@@ -50,7 +54,18 @@ import numpy as np
 
 from . import layout as L
 
-CARE = ("checksum", "always", "ignored", "type", "alignment", "content", "name", "seq", "journal")
+CARE = (
+    "checksum",
+    "always",
+    "ignored",
+    "type",
+    "alignment",
+    "content",
+    "name",
+    "seq",
+    "journal",
+    "limit",
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,18 @@ _inode_fields.append(
 )
 INODE = RecordKind("inode", L.INODE_SIZE, "inode", tuple(_inode_fields))
 
+# -- inode table header (slot 0, version 4): a changed limit matters when the
+# header no longer checks or hides a live slot ("limit").
+ITABLE = RecordKind(
+    "itable",
+    L.INODE_SIZE,
+    "itable",
+    tuple(
+        _fields(L.ITABLE_HEAD, ["magic", "crc", "limit"], {"crc": "checksum", "limit": "limit"})
+        + [Field("zero", L.ITABLE_HEAD.size, L.INODE_SIZE - L.ITABLE_HEAD.size, "240s", "always")]
+    ),
+)
+
 EXTBLOCK = RecordKind(
     "extblock",
     L.EXTBLOCK_HEAD.size,
@@ -253,12 +280,13 @@ TXN_WRITE = RecordKind(
 
 RECORDS: dict[str, RecordKind] = {
     r.name: r
-    for r in (SUPERBLOCK, JSLOT, INODE, EXTBLOCK, EXTENT, DIRBLOCK, DIRENT, TXN, TXN_WRITE)
+    for r in (SUPERBLOCK, JSLOT, ITABLE, INODE, EXTBLOCK, EXTENT, DIRBLOCK, DIRENT, TXN, TXN_WRITE)
 }
 
 UNITS: dict[str, Unit] = {
     "superblock": Unit("superblock", L.SUPER.size, L.SUPER.size - 4, 0, L.SUPER.size - 4),
     "jslot": Unit("jslot", L.JHEADER.size, 4, 8, L.JHEADER.size),
+    "itable": Unit("itable", L.INODE_SIZE, 4, 8, L.INODE_SIZE),
     "inode": Unit("inode", L.INODE_SIZE, 0, 4, L.INODE_SIZE),
     "extblock": Unit("extblock", L.BLOCK, 4, 8, L.BLOCK),
     "dirblock": Unit("dirblock", L.BLOCK, 4, 8, L.BLOCK),
