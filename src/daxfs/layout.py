@@ -1,4 +1,4 @@
-"""layout: the on-media format v1, the one place where bytes get their meaning.
+"""layout: the on-media format (VERSION below), where bytes get their meaning.
 
 Every record is a struct format whose size is asserted at import, with a
 pack/unpack pair.  Unpacking validates (magic, then checksum, then every
