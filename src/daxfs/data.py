@@ -34,6 +34,7 @@ before the durable mark that makes its records count (journal.py).
 from __future__ import annotations
 
 import errno
+import stat
 import time
 
 from .coherence import optimistically
@@ -310,14 +311,15 @@ class DataPath:
         fresh: list[tuple[int, int]] = []
         large = new_size >= CHUNK
         if large:
-            self._migrate(
-                txn, inode, (start, stop), new_size, [(off, off + length)] if writes else []
-            )
+            written = [(off, off + length)] if writes else []
+            self._migrate(txn, inode, (start, stop), new_size, written, fresh)
         for hoff, hlen in inode.holes(start, stop - start):
             if large:
                 self._allocate_large(txn, inode, hoff, hoff + hlen, fresh)
             else:
                 self._map_blocks(txn, inode, hoff, hlen, fresh)
+        if large and fresh and self.tails == "trim":
+            self._tailed.add(inode.ino)  # its last chunk may reach past its end
         return fresh
 
     def _allocate_large(self, txn, inode: Inode, hstart: int, hend: int, fresh) -> None:
@@ -356,6 +358,12 @@ class DataPath:
         refuse_past_largest_file(length)
         if length < inode.size:
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
+            tail = _align_up(length, BLOCK)
+            if self.tails == "trim" and keep > tail and not self._open.get(inode.ino):
+                # Not open here (a truncate by path): its tail goes now, as a
+                # close would take it, unless mapped or open elsewhere.
+                if not self._tail_in_use(inode, inode.tail_ranges(tail)):
+                    keep = tail
             if self._batching and keep > length:
                 # Bytes past the new end stay in kept blocks: _before_regrowing.
                 # (Truncating to 0, as open "wb" does, keeps none.)
@@ -363,9 +371,12 @@ class DataPath:
             self._refuse_if_mapped(inode.tail_ranges(keep))
             for dev, n in inode.cut_from(keep):
                 self._free(txn, dev, n)
-        elif length >= CHUNK:
-            self._migrate(txn, inode, None, length, [])
-        self._resize_zeroed(inode, [], length)
+            if keep > tail and self.tails == "trim":
+                self._tailed.add(inode.ino)  # the kept chunk's tail: trimmed at close
+        fresh: list[tuple[int, int]] = []
+        if inode.size <= length and length >= CHUNK:
+            self._migrate(txn, inode, None, length, [], fresh)
+        self._resize_zeroed(inode, fresh, length)
         self._touch(inode)
 
     # ======================================================================
@@ -382,6 +393,7 @@ class DataPath:
         touched: tuple[int, int] | None,
         new_size: int,
         written: list[tuple[int, int]],
+        fresh: list[tuple[int, int]],
     ) -> None:
         """Move into whole chunks the windows of a file becoming ``new_size``
         (>= 2 MiB) that are mapped by small blocks and lie wholly inside it.
@@ -392,13 +404,18 @@ class DataPath:
         a size change alone can complete; at the 2 MiB crossing, window 0).
         ``written`` is what the caller is about to overwrite: not copied.
 
-        Each window is copied (holes as zeroes, bytes up to the old size)
-        and persisted here, before the commit; the caller's transaction then
-        swaps the extents and frees the old blocks after it commits.  Skipped,
-        silently (it is an optimization): on the naive allocator; a window
-        that any Mapping pins; and whenever taking a chunk could leave the
-        caller short (the whole chunks its entirely unmapped windows will
-        take, the blocks its holes will take, a little slack)."""
+        A window whose blocks all lie where one aligned chunk would hold
+        them (a chunk whose tail was trimmed at a close, appended to since)
+        is completed in place when the rest of that chunk is free: its holes
+        are mapped there (into ``fresh``, the caller zeroes them) and nothing
+        is copied (_complete_in_place).  Any other window is copied (holes as
+        zeroes, bytes up to the old size) and persisted here, before the
+        commit; the caller's transaction then swaps the extents and frees the
+        old blocks after it commits.  Skipped, silently (it is an
+        optimization): on the naive allocator; a window that any Mapping
+        pins; and whenever taking a chunk could leave the caller short (the
+        whole chunks its entirely unmapped windows will take, the blocks its
+        holes will take, a little slack)."""
         if self.allocator.name != "hugepage":
             return
         windows: set[int] = set()
@@ -420,12 +437,65 @@ class DataPath:
             # The window's own holes need no blocks once it is a chunk.
             own = _hole_blocks(inode, max(w, t0), min(w + CHUNK, t1))
             a = self.allocator
+            # In place, the window takes its holes: the caller's and the rest.
+            extra = _hole_blocks(inode, w, w + CHUNK) - own
+            if a.free_blocks >= need + extra + self.MIGRATE_SLACK and self._complete_in_place(
+                txn, inode, w, fresh
+            ):
+                need -= own
+                continue
             if a.free_chunks <= reserve:
-                return
+                continue
             if a.free_blocks < BLOCKS_PER_CHUNK + need - own + self.MIGRATE_SLACK:
-                return
+                continue
             if self._migrate_window(txn, inode, w, written):
                 need -= own
+
+    def _complete_in_place(
+        self, txn: Transaction, inode: Inode, w0: int, fresh: list[tuple[int, int]]
+    ) -> bool:
+        """Window w0 whose mapped blocks all lie at their places in one
+        aligned chunk (its offset in the window is its offset in the chunk):
+        map each of its holes at its place in that chunk, if those blocks
+        are all free, so that the window becomes the chunk whole, with
+        nothing copied.  That is a large file's last chunk after its tail
+        was trimmed (_trim_tails) and appends took the blocks after its last
+        one again.  False, with nothing taken, otherwise."""
+        win = inode.iomap(w0, CHUNK)
+        base = None
+        for e in win:
+            if e.kind == "mapped":
+                at = e.device_offset - (e.file_offset - w0)  # type: ignore[operator]
+                if at % CHUNK or (base is not None and at != base):
+                    return False
+                base = at
+        if base is None:
+            return False
+        holes = [
+            (e.file_offset, base + (e.file_offset - w0), e.length) for e in win if e.kind == "hole"
+        ]
+        mark, placed = len(txn.allocated), False
+        try:
+            for _foff, home, n in holes:
+                if self._alloc_blocks(txn, n // BLOCK, home) != [(home, n)]:
+                    return False  # a block of its place is in use
+            placed = True
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            return False
+        finally:
+            if not placed:
+                # Taken, but not where they belong: given back at once, never
+                # in the record (a record never frees what it claims).
+                for b, k in txn.allocated[mark:]:
+                    self.allocator.free(b, k)
+                del txn.allocated[mark:]
+        for foff, home, n in holes:
+            inode.add_extent(foff, home, n)
+            fresh.append((foff, foff + n))
+        self._txn_dirty.add(inode.ino)
+        return True
 
     def _small_window(self, inode: Inode, w0: int) -> bool:
         """Is window [w0, w0 + 2 MiB) mapped, but not by one aligned whole chunk?"""
@@ -529,6 +599,94 @@ class DataPath:
         elif flush_ranges(self.region, ranges):
             self._unfenced = True
 
+    # ======================================================================
+    # tails: the space of a large file's last chunk past its end
+    # ======================================================================
+    # Files trimmed per transaction (at unmount there may be many).
+    TRIM_BATCH = 64
+
+    def _trim_tails(self, inos) -> None:
+        """With the mount option tails="trim": give back the tails of files
+        ``inos``, the space of each one's extents past its size rounded up
+        to 4 KiB (its last window's chunk past its end), as a truncate to
+        its own size would that kept no chunk.  Called at a file's last
+        close in this process, at fsync, when a mapping of it closes, and at
+        unmount for the files this mount left a tail in (``_tailed``); never
+        at a write, so that appends stay cheap.  A file that is mapped
+        anywhere (in this process too) or open in another process keeps its
+        tail, since a 2 MiB mapping covers the whole chunk, past the end
+        too: it stays in ``_tailed``, for a later close or the unmount.  The
+        blocks go the way a truncate's go: revoked in the record, freed
+        after the commit (held until durable in lazy mode).  A read-only
+        mount never trims (DESIGN.md, "Tails")."""
+        if self.readonly or self.tails != "trim":
+            return
+        with self._thread_lock():
+            if self.closed:
+                return
+            if self._depth:
+                # Inside a call of ours on this thread (a file the garbage
+                # collector closed): no change may start here; left for later.
+                self._tailed.update(inos)
+                return
+            todo = [ino for ino in dict.fromkeys(inos) if self._may_have_tail(ino)]
+            for i in range(0, len(todo), self.TRIM_BATCH):
+                batch = todo[i : i + self.TRIM_BATCH]
+                with self._change() as txn:
+                    left = [ino for ino in batch if not self._trim_in(txn, ino)]
+                self._tailed.difference_update(batch)
+                self._tailed.update(left)
+
+    def _may_have_tail(self, ino: int) -> bool:
+        """A hint, from the cached inode while no commit was made since our
+        last call (else read under the shared lock, caught up: another
+        process may have grown the file), that the change checks again
+        under the exclusive lock."""
+        inode = self.inodes.cache.get(ino)
+        if inode is None or self.journal.peek() != self._seen_seq:
+            with self._locked(exclusive=False):
+                if not self.inodes.valid_ino(ino) or self.inodes.slot_is_free(ino):
+                    return False
+                inode = self._inode(ino)
+        return _tail_of(inode) is not None
+
+    def _trim_in(self, txn: Transaction, ino: int) -> bool:
+        """Trim file ``ino``'s tail in ``txn``; False if it holds one that
+        must stay (mapped, or open elsewhere)."""
+        if not self.inodes.valid_ino(ino) or self.inodes.slot_is_free(ino):
+            return True  # gone
+        inode = self._inode(ino)
+        keep = _tail_of(inode)
+        if keep is None or inode.nlink == 0:
+            return True  # none; or an orphan, freed whole by its last user
+        if self._tail_in_use(inode, inode.tail_ranges(keep)):
+            return False
+        for dev, n in inode.cut_from(keep):
+            self._free(txn, dev, n)
+        self._txn_dirty.add(ino)
+        return True
+
+    def _tail_in_use(self, inode: Inode, ranges: list[tuple[int, int]]) -> bool:
+        """Is the file mapped anywhere (this process's mappings pin through
+        descriptions of their own) or open in another process (the inode's
+        slot byte), or any 2 MiB unit holding its tail pinned (a mapping of
+        a unit covers all of it)?  Pins are taken under the pool lock, so
+        under the exclusive lock the answer holds until the commit."""
+        fd = self.region.fd
+        if pinned_by_others(fd, self.inodes.slot_off(inode.ino), 1):
+            return True
+        for dev, n in ranges:
+            lo, hi = _align_down(dev, CHUNK), _align_up(dev + n, CHUNK)
+            if pinned_by_others(fd, lo, hi - lo):
+                return True
+        return False
+
+    def _trim_after_unmap(self, ino: int) -> None:
+        """A mapping of file ``ino`` closed: a tail it kept goes now, unless
+        the file is open in this process (its last close trims it)."""
+        if self.tails == "trim" and not self.closed and not self._open.get(ino):
+            self._trim_tails([ino])
+
 
 def subtract_ranges(
     ranges: list[tuple[int, int]], cut: list[tuple[int, int]]
@@ -542,6 +700,16 @@ def subtract_ranges(
             ]
         out.extend(pieces)
     return out
+
+
+def _tail_of(inode: Inode) -> int | None:
+    """Where a regular file's tail starts (its size rounded up to 4 KiB),
+    if it maps anything from there on; else None."""
+    if not inode.extents or not stat.S_ISREG(inode.mode):
+        return None
+    keep = _align_up(inode.size, BLOCK)
+    foff, _doff, n = inode.extents[-1]  # (sorted: the last one ends last)
+    return keep if foff + n > keep else None
 
 
 def _hole_blocks(inode: Inode, start: int, stop: int) -> int:

@@ -121,6 +121,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         readonly: bool,
         commit: str | None = None,
         commit_interval: float = COMMIT_INTERVAL,
+        tails: str = "keep",
     ):
         self.region, self.sb, self.readonly = region, sb, readonly
         self.journal = Journal(region, sb)
@@ -132,6 +133,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             raise ValueError(f"commit must be 'lazy' or 'sync', not {commit!r}")
         if not commit_interval > 0:
             raise ValueError(f"commit_interval must be positive, not {commit_interval!r}")
+        # A large file's last chunk past its end (its tail): kept, or given
+        # back at close, fsync and unmount (DataPath._trim_tails; DESIGN.md).
+        if tails not in ("keep", "trim"):
+            raise ValueError(f"tails must be 'keep' or 'trim', not {tails!r}")
+        self.tails = tails
         self._lazy = bool(getattr(region, "lazy_capable", False)) and not readonly
         self.commit_mode = (commit or "lazy") if self._lazy else "sync"
         self.commit_interval = commit_interval
@@ -151,6 +157,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         # Lazy: files that shrank since the last group commit (or that
         # another process changed lazily): see DataPath._before_regrowing.
         self._shrunk: set[int] = set()
+        # tails="trim": files whose last chunk may reach past their end,
+        # trimmed at their last close, fsync or at unmount (_trim_tails).
+        self._tailed: set[int] = set()
         self._committer: threading.Thread | None = None
         self._stop_committer = threading.Event()
         self.inodes = InodeTable(region, sb)
@@ -539,8 +548,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if self.closed:
             return
         with self._thread_lock():
-            self._flush_ino(ino)
-            self._unpin(ino)
+            try:
+                self._flush_ino(ino)
+                if self._open.get(ino) == 1:  # the last close in this process:
+                    self._trim_tails([ino])  # (our pin keeps the inode ours meanwhile)
+            finally:
+                self._unpin(ino)
             self._free_if_orphan(ino)
 
     def _free_if_orphan(self, ino: int) -> None:
@@ -929,6 +942,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 if self._lazy or not self.readonly
                 else ("lazy" if getattr(self.region, "lazy_capable", False) else "sync"),
                 commit_interval=self.commit_interval,
+                tails=self.tails,
                 **self.journal.describe(),
             )
             return d
@@ -952,6 +966,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _fsync_ino(self, ino: int) -> None:
         self._flush_ino(ino)
+        self._trim_tails([ino])  # (durable with the rest)
         self._commit_now()
 
     def _commit_now(self) -> None:
@@ -990,7 +1005,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._stop_committer.set()
         try:
             self._free_unmapped_orphans()
-            self.sync()
+            try:
+                self._trim_tails(list(self._tailed))  # what closes left (mapped, open elsewhere)
+            finally:
+                self.sync()
             if not self.readonly:  # a clean unmount leaves an empty journal
                 with self._locked(exclusive=True):
                     self.journal.checkpoint()

@@ -52,6 +52,7 @@ class MapHost(Protocol):
     def _map_is_stale(self, plan: MapPlan) -> bool: ...
     def _huge_pages_note(self, plan: MapPlan) -> str | None: ...
     def _mapping_closed(self, ino: int) -> None: ...
+    def _trim_after_unmap(self, ino: int) -> None: ...
 
 
 MODES = ("r", "r+", "w+", "c")
@@ -273,6 +274,7 @@ class Mapping:
             pins.on_release = None  # closed here: the orphan check runs now, not later
             pins.release()
         self._fs._mapping_closed(self._plan.ino)
+        self._fs._trim_after_unmap(self._plan.ino)  # the tail it kept, if any
 
     def __enter__(self) -> Mapping:
         return self

@@ -87,12 +87,16 @@ def mount(
     emulate_devdax: bool = False,
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
+    tails: str = "keep",
 ) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
     when the file allows it, else raise EROFS).  ``commit`` ("lazy", the
     default, or "sync") and ``commit_interval`` (seconds) choose when changes
-    to a pool on a page-cache file become durable (DESIGN.md, "Group commit")."""
+    to a pool on a page-cache file become durable (DESIGN.md, "Group commit").
+    ``tails``: "keep" (the default) leaves a large file the whole chunk of
+    its last 2 MiB window; "trim" gives back what lies past its end (to
+    4 KiB) at its last close, fsync and unmount (DESIGN.md, "Tails")."""
     spath = to_str(path)
     if readonly and _needs_recovery(spath):
         if not os.access(spath, os.W_OK):
@@ -106,6 +110,7 @@ def mount(
         reclaim_orphans=not readonly,
         commit=commit,
         commit_interval=commit_interval,
+        tails=tails,
     )
 
 
@@ -118,6 +123,7 @@ def open_pool(
     reclaim_orphans: bool,
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
+    tails: str = "keep",
 ) -> FileSystem:
     """mount() without the read-only recovery detour; the checker mounts with
     reclaim_orphans=False so that it decides about nameless inodes itself."""
@@ -128,6 +134,7 @@ def open_pool(
         reclaim_orphans=reclaim_orphans,
         commit=commit,
         commit_interval=commit_interval,
+        tails=tails,
     )
 
 
@@ -138,13 +145,19 @@ def mount_region(
     reclaim_orphans: bool = True,
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
+    tails: str = "keep",
 ) -> FileSystem:
     """Mount a pool on a region object already made (a Region, or a wrapper with
     the same interface, such as the crash tester's); closes it on failure."""
     try:
         sb, _primary_ok = read_superblock(region)
         fs = FileSystem(
-            region, sb, readonly=readonly, commit=commit, commit_interval=commit_interval
+            region,
+            sb,
+            readonly=readonly,
+            commit=commit,
+            commit_interval=commit_interval,
+            tails=tails,
         )
         with fs._tlock:
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)

@@ -67,8 +67,8 @@ def load_fuse_layer():
 
 
 def parse_mount_options(text: str | None) -> dict[str, object]:
-    """``commit=sync,commit_interval=1`` as mount() keyword arguments; a
-    clear error for anything else."""
+    """``commit=sync,commit_interval=1,tails=trim`` as mount() keyword
+    arguments; a clear error for anything else."""
     out: dict[str, object] = {}
     for item in filter(None, (text or "").split(",")):
         key, eq, value = item.partition("=")
@@ -82,9 +82,12 @@ def parse_mount_options(text: str | None) -> dict[str, object]:
             if not seconds > 0:
                 raise CliError(f"commit_interval must be a positive number of seconds: {item}")
             out["commit_interval"] = seconds
+        elif key == "tails" and value in ("keep", "trim"):
+            out["tails"] = value
         else:
             raise CliError(
-                f"unknown mount option {item!r} (known: commit=lazy|sync, commit_interval=SECONDS)"
+                f"unknown mount option {item!r} "
+                "(known: commit=lazy|sync, commit_interval=SECONDS, tails=keep|trim)"
             )
     return out
 
@@ -112,7 +115,8 @@ def mount_cmd(
             "-o",
             help="Mount options, comma-separated: commit=lazy|sync (a pool on a disk "
             "file: durable at fsync and every commit_interval seconds, or each "
-            "change on return), commit_interval=SECONDS (default 5).",
+            "change on return), commit_interval=SECONDS (default 5), tails=keep|trim "
+            "(trim: a large file gives back its last chunk past its end at close).",
         ),
     ] = None,
 ) -> None:
