@@ -418,14 +418,21 @@ def test_scale_tiny(tmp_path, capsys):
     assert aims[-1] == "met" or "met:" in aims  # the aims cell (timings are not checked)
     assert "aim: empty 64 MiB pool: mkfs < 1 s: " in out
     assert "aim: 30 files: mount < 0.5 s at every size: " in out
-    tail = plain_rows(out, ["fresh", "after 3 rounds of churn"])
-    assert len(tail) == 2
-    for cells in tail.values():
+    phases = [
+        f"{p}, tails={t}" for t in ("keep", "trim") for p in ("fresh", "after 3 rounds of churn")
+    ]
+    tail = plain_rows(out, phases)
+    assert len(tail) == 4
+    ratios = {}
+    for label, cells in tail.items():
         files, ratio = int(cells[0]), float(cells[5].rstrip("%"))  # cells[1:5]: two sizes
         assert files > 0 and 0 < ratio <= 100  # file bytes / space taken
-    assert "aim: tail figure fresh >= 97%: " in out
+        ratios[label] = ratio
+    # Trimming gives the last chunks' tails back: the same files take less.
+    assert ratios["fresh, tails=trim"] > ratios["fresh, tails=keep"]
+    assert "aim: tail figure fresh, tails=trim >= 97%: " in out
     scale, tail_data = json.loads(js.read_text())
     empty = scale["data"]["sizes"][str(64 << 20)]["daxfs"]["empty"]
     assert empty["ro"]["seconds"] > 0 and empty["rw"]["rss"] > 0 and empty["disk"] > 0
-    assert tail_data["data"]["fresh"]["files"] == 3
+    assert tail_data["data"]["fresh/trim"]["files"] == 3
     assert os.listdir(pool_dir) == []  # pools, images and the mount point are gone

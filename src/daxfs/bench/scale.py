@@ -328,12 +328,14 @@ def align_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def tail_fresh(pool: str, sizes: list[int], blob: memoryview, piece: int) -> dict[str, int]:
+def tail_fresh(
+    pool: str, sizes: list[int], blob: memoryview, piece: int, tails: str
+) -> dict[str, int]:
     import daxfs
 
     daxfs.mkfs(pool, align_up(2 * sum(sizes) + 64 * MiB, CHUNK), force=True)
     empty = used_bytes(pool)
-    with daxfs.mount(pool) as fs:
+    with daxfs.mount(pool, tails=tails) as fs:
         fs.mkdir("/m")
         for i, n in enumerate(sizes):
             write_medium(fs, f"/m/f{i:05d}", n, blob, piece)
@@ -390,13 +392,19 @@ class Churn:
 
 
 def tail_churn(
-    pool: str, dataset: int, rounds: int, rng: random.Random, blob: memoryview, piece: int
+    pool: str,
+    dataset: int,
+    rounds: int,
+    rng: random.Random,
+    blob: memoryview,
+    piece: int,
+    tails: str,
 ) -> dict[str, int]:
     import daxfs
 
     daxfs.mkfs(pool, max(64 * MiB, align_up(dataset * 6 // 5, CHUNK)), force=True)
     empty = used_bytes(pool)
-    with daxfs.mount(pool) as fs:
+    with daxfs.mount(pool, tails=tails) as fs:
         fs.mkdir("/c")
         c = Churn(fs, rng, blob, piece)
         c.fill()
@@ -414,18 +422,26 @@ def tail_churn(
     }
 
 
+TAIL_POLICIES = ("keep", "trim")  # the mount option tails= (DESIGN.md, "Tails")
+
+
 def run_tail(work: str, args) -> dict[str, dict[str, int]]:
-    rng = random.Random(args.seed)
-    sizes = [medium_size(rng) for _ in range(args.medium)]
+    """The same files, and the same churn, under each tail policy."""
+    out: dict[str, dict[str, int]] = {}
     blob = memoryview(os.urandom(max(args.piece, 1)))
     pool = os.path.join(work, "tail.pool")
     try:
-        fresh = tail_fresh(pool, sizes, blob, args.piece)
-        churn = tail_churn(pool, sum(sizes), args.churn, rng, blob, args.piece)
+        for tails in TAIL_POLICIES:
+            rng = random.Random(args.seed)
+            sizes = [medium_size(rng) for _ in range(args.medium)]
+            out[f"fresh/{tails}"] = tail_fresh(pool, sizes, blob, args.piece, tails)
+            out[f"churn/{tails}"] = tail_churn(
+                pool, sum(sizes), args.churn, rng, blob, args.piece, tails
+            )
     finally:
         if os.path.exists(pool):
             os.unlink(pool)
-    return {"fresh": fresh, "churn": churn}
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -595,10 +611,17 @@ def scale_report(args, results: dict[int, dict], ext4_note: str | None, env: str
 
 def tail_report(args, tail: dict[str, dict[str, int]], env: str) -> Report:
     rows, verdict = [], []
-    for phase, aim in (("fresh", AIM_FRESH), ("churn", AIM_CHURN)):
+    phases = [
+        (f"{p}/{t}", aim)
+        for t in TAIL_POLICIES
+        for p, aim in (("fresh", AIM_FRESH), ("churn", AIM_CHURN))
+    ]
+    for phase, aim in phases:
         t = tail[phase]
         figure = t["bytes"] / t["taken"] if t["taken"] else 0.0
-        label = "fresh" if phase == "fresh" else f"after {t['rounds']:,} rounds of churn"
+        kind, policy = phase.split("/")
+        label = "fresh" if kind == "fresh" else f"after {t['rounds']:,} rounds of churn"
+        label += f", tails={policy}"
         ok = met(figure >= aim)
         rows.append(
             [
@@ -612,7 +635,7 @@ def tail_report(args, tail: dict[str, dict[str, int]], env: str) -> Report:
             ]
         )
         verdict.append(f"aim: tail figure {label} >= {aim:.0%}: {ok} ({figure:.1%})")
-    c = tail["churn"]
+    c = tail[f"churn/{TAIL_POLICIES[0]}"]
     notes = [
         f"files of 2-10 MiB (seed {args.seed}), written by appends of {fmt_bytes(args.piece)}; "
         "space taken: used space (statvfs, fresh read-only mount) minus the empty pool's",
