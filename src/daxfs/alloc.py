@@ -304,7 +304,7 @@ class _Base:
         """Used blocks in [start, start+n): whole chunks by their counts."""
         per, total = BLOCKS_PER_CHUNK, 0
         for c, s, k in _pieces(start, n):
-            if k == per * (k // per) and s % per == 0:  # whole chunks
+            if _whole_chunks(s, k):
                 total += int(per * (k // per) - self.chunk_free[c : c + k // per].sum())
             else:
                 off = s - c * per
@@ -315,7 +315,7 @@ class _Base:
         """The free runs of blocks [start, start+n), in order."""
         per, out = BLOCKS_PER_CHUNK, []
         for c, s, k in _pieces(start, n):
-            if k == per * (k // per) and s % per == 0:
+            if _whole_chunks(s, k):
                 whole = self.chunk_free[c : c + k // per] == per
                 inner = [(c * per + a * per, m * per) for a, m in free_runs(~whole)]
                 inner += self._partial_free_runs(c, c + k // per)
@@ -341,7 +341,7 @@ class _Base:
     def _set_used(self, start: int, n: int, used: bool) -> None:
         per = BLOCKS_PER_CHUNK
         for c, s, k in _pieces(start, n):
-            if k == per * (k // per) and s % per == 0:
+            if _whole_chunks(s, k):
                 # Whole chunks go from wholly free to wholly used or back: no maps.
                 self.chunk_free[c : c + k // per] = 0 if used else per
                 continue
@@ -390,6 +390,11 @@ def _merge(runs: Runs) -> Runs:
         else:
             out.append((s, n))
     return out
+
+
+def _whole_chunks(start: int, n: int) -> bool:
+    """Is the piece [start, start+n) of _pieces whole chunks?"""
+    return start % BLOCKS_PER_CHUNK == 0 and n % BLOCKS_PER_CHUNK == 0
 
 
 def _pieces(start: int, n: int):
