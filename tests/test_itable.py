@@ -31,10 +31,11 @@ def small_steps(monkeypatch):
     monkeypatch.setattr(mkfs_mod, "ITABLE_GROW", SMALL_GROW)
 
 
-@pytest.fixture
-def grown_pool(shm_dir, small_steps) -> str:
-    """A pool whose table starts at SMALL_GROW slots and grows by as many."""
-    return new_pool(shm_dir)
+@pytest.fixture(params=["tmpfs", "disk"])
+def grown_pool(request, shm_dir, tmp_path, small_steps) -> str:
+    """A pool whose table starts at SMALL_GROW slots and grows by as many,
+    on tmpfs and on the disk (page cache: group commit, private homes)."""
+    return new_pool(shm_dir if request.param == "tmpfs" else str(tmp_path))
 
 
 def put(fs, path: str, data: bytes) -> None:
