@@ -331,33 +331,63 @@ def _walk_tree(fs) -> dict[str, tuple]:
     return out
 
 
-@pytest.fixture(scope="module")
-def base_pool(tmp_path_factory):
-    path = f"/dev/shm/daxfs-crash-base-{os.getpid()}.pool"
-    # The table grows by 16 slots (one page), and the setup leaves it full:
-    # every create then moves the table's limit, zeroing the next slots
-    # first, and each crash state must find the limit and the slots agree.
+def _base_pool(full_table: bool):
+    """The pool every workload starts from (written once per module), its
+    image and a lock file.  ``full_table``: the inode table grows by 16 slots
+    (one page) and the setup leaves it full, so that a create moves the
+    table's limit, zeroing the next slots first."""
+    kind = "full-table" if full_table else "base"
+    path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(inode_mod, "ITABLE_GROW", L.SLOTS_PER_PAGE)
-        mp.setattr(importlib.import_module("daxfs.mkfs"), "ITABLE_GROW", L.SLOTS_PER_PAGE)
+        if full_table:
+            mp.setattr(inode_mod, "ITABLE_GROW", L.SLOTS_PER_PAGE)
+            mp.setattr(importlib.import_module("daxfs.mkfs"), "ITABLE_GROW", L.SLOTS_PER_PAGE)
         daxfs.mkfs(path, POOL, inodes=256)
         with daxfs.mount(path) as fs:
             _setup(fs)
-            fs.mkdir("/G")
-            for i in range(fs.inodes.nfree):
-                fs.open(f"/G/{i}", "xb").close()
-            assert fs.inodes.nfree == 0 and fs.inodes.limit < fs.sb.inode_count
+            if full_table:
+                fs.mkdir("/G")
+                for i in range(fs.inodes.nfree):
+                    fs.open(f"/G/{i}", "xb").close()
+                assert fs.inodes.nfree == 0 and fs.inodes.limit < fs.sb.inode_count
+                _forge_past_the_limit(fs, path)
     with open(path, "rb") as f:
         image = f.read()
-    lock = f"/dev/shm/daxfs-crash-lock-{os.getpid()}"
+    lock = f"/dev/shm/daxfs-crash-lock-{kind}-{os.getpid()}"
     yield path, image, lock
     os.unlink(path)
     if os.path.exists(lock):
         os.unlink(lock)
+
+
+def _forge_past_the_limit(fs, path: str) -> None:
+    """What a device may hold past the table's limit: here a valid-looking
+    copy of /A/foo's inode (owning its blocks), in a slot the next growth
+    takes.  A growth whose zeros were not durable before its record would
+    let a crash show it live: a block owned twice."""
+    slot = bytearray(fs.region.read(fs.inodes.slot_off(fs.stat("/A/foo").st_ino), L.INODE_SIZE))
+    ino = fs.inodes.limit + 3
+    slot[8:16] = ino.to_bytes(8, "little")
+    slot[0:4] = L.crc32c(slot[4:]).to_bytes(4, "little")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(slot), fs.sb.itable_off + ino * L.INODE_SIZE)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def base_pool(tmp_path_factory):
+    yield from _base_pool(full_table=False)
     print(f"\ncrash states: {STATS}")
     if os.environ.get("DAXFS_CRASH_STATS"):  # make crash-full adds up its workers' totals
         with open(os.environ["DAXFS_CRASH_STATS"], "a") as f:
             f.write(json.dumps(STATS) + "\n")
+
+
+@pytest.fixture(scope="module")
+def full_table_pool(tmp_path_factory):
+    yield from _base_pool(full_table=True)
 
 
 def _content_free(name: str) -> bool:
@@ -527,7 +557,25 @@ def _after_new_stores(points, log: list[tuple]):
 
 @pytest.mark.parametrize("model,name", CASES)
 def test_every_crash_state_is_before_or_after(base_pool, model, name):
-    path, image, lock = base_pool
+    _every_crash_state_is_before_or_after(base_pool, model, name)
+
+
+GROWTH_CASES = [
+    (model, name)
+    for model in ("pmem", "msync", "lazy", "lazy-sync")
+    for name in ("creat /A/new", "mkdir /B/new", "symlink /C/sym", "create with bytes /D/cw")
+]
+
+
+@pytest.mark.parametrize("model,name", GROWTH_CASES)
+def test_a_create_that_grows_the_inode_table_is_before_or_after(full_table_pool, model, name):
+    """Format v4: the create finds every slot in use and moves the table's
+    limit (zeroed slots, then the header in its record)."""
+    _every_crash_state_is_before_or_after(full_table_pool, model, name)
+
+
+def _every_crash_state_is_before_or_after(pool, model: str, name: str) -> None:
+    path, image, lock = pool
     lazy = model == "lazy"  # (lazy-sync: durable on return, as msync)
     checker = _Checker(lock, name, len(image), model.startswith("lazy"))
     checker.scratch.build(CrashState(CrashPoint(-1, image), []))  # the image as it was
