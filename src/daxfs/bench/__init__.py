@@ -190,7 +190,12 @@ class Report:
         if fmt in ("both", "rich"):
             from rich.console import Console
 
-            self.rich(Console())
+            console = Console()
+            if not console.is_terminal:
+                # To a file or a pipe Rich assumes 80 columns and cuts every
+                # cell of a wide table short: give it the plain block's width.
+                console = Console(width=max(len(line) for line in self.plain().splitlines()))
+            self.rich(console)
         if fmt in ("both", "plain"):
             if fmt == "both":
                 print("\nPlain text (for a README):\n")
@@ -220,3 +225,14 @@ def print_profile(prof, title: str, lines: int, stream=None) -> None:
     st = pstats.Stats(prof, stream=stream)
     st.strip_dirs().sort_stats("cumulative").print_stats(lines)
     stream.flush()
+
+
+def emit_all(reports: list[Report], fmt: str, json_path: str | None) -> None:
+    """Each report as Report.emit prints it; the JSON file holds them all."""
+    for r in reports:
+        r.emit(fmt, None)
+        print()
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump([asdict(r) for r in reports], f, indent=2)
+            f.write("\n")

@@ -51,7 +51,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 
 from . import (
     MiB,
@@ -59,6 +58,7 @@ from . import (
     add_output_arguments,
     check_pool_dir,
     command_line,
+    emit_all,
     environment,
     fmt_seconds,
 )
@@ -684,31 +684,8 @@ def main(args: argparse.Namespace) -> int:
             reports.append(tail_report(args, run_tail(work, args), env))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    emit(reports, args.format, args.json)
+    emit_all(reports, args.format, args.json)
     return 0
-
-
-def emit(reports: list[Report], fmt: str, json_path: str | None) -> None:
-    """As Report.emit, but Rich gets the plain block's width when it prints
-    to a file or a pipe: at its default 80 columns every cell of the wide
-    scale table is cut to one character."""
-    from rich.console import Console
-
-    for r in reports:
-        if fmt in ("both", "rich"):
-            console = Console()
-            if not console.is_terminal:
-                console = Console(width=max(map(len, r.plain().splitlines())))
-            r.rich(console)
-        if fmt in ("both", "plain"):
-            if fmt == "both":
-                print("\nPlain text (for a README):\n")
-            print(r.plain(), flush=True)
-        print()
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump([asdict(r) for r in reports], f, indent=2)
-            f.write("\n")
 
 
 def say(msg: str) -> None:

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import multiprocessing
 import os
@@ -88,6 +87,7 @@ from . import (
     add_output_arguments,
     check_pool_dir,
     command_line,
+    emit_all,
     environment,
     fmt_rate,
     fmt_ratio,
@@ -584,17 +584,6 @@ def main(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
     emit_all(reports, args.format, args.json)
     return 0
-
-
-def emit_all(reports: list[Report], fmt: str, json_path: str | None) -> None:
-    """Each report as Report.emit prints it; the JSON holds them all."""
-    for r in reports:
-        r.emit(fmt, None)
-        print()
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump([asdict(r) for r in reports], f, indent=2)
-            f.write("\n")
 
 
 # --------------------------------------------------------------------------
