@@ -529,6 +529,7 @@ class Change:
         if self.optimistic:
             fs._reads, fs._slot_reads, fs._names_read, fs._edited = set(), set(), {}, set()
             fs._nlink_deltas = {}
+        fs._changing += 1  # (no path cache: FileSystem._heads_now)
         return self.txn
 
     def __exit__(self, etype, value, tb) -> None:
@@ -601,6 +602,7 @@ class Change:
                 # (a change with a thread lock only, as catch_up_unlocked).
                 self._apply_late()
         finally:
+            fs._changing -= 1
             if self.optimistic:
                 self._forget_reads()
             self.lock.__exit__(None, None, None)

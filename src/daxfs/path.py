@@ -78,6 +78,11 @@ class Resolved:
     ftype: int | None
     trailing_slash: bool
     last: str = "name"
+    # What the path up to its last "/" led to, (directory, symlinks followed
+    # on the way), when the walk got there: a path cache keeps it, so the
+    # next path in that directory walks one name (FileSystem._resolve).
+    head: tuple[int, int] | None = None
+    links: int = 0  # symlinks followed in all
 
 
 Lookup = Callable[[int, str], "tuple[int, int] | None"]
@@ -89,6 +94,16 @@ LNK_T = stat.S_IFLNK >> 12
 _NO_ENTRY = {".": "dot", "..": "dotdot"}
 
 
+def last_name(path: str) -> list[str]:
+    """The name after the last "/" (not empty), as ``components`` checks it."""
+    name = path[path.rfind("/") + 1 :]
+    if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        raise oserror(errno.ENAMETOOLONG, path)
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
+        raise oserror(errno.ENAMETOOLONG, path)
+    return [name]
+
+
 def resolve(
     path: str,
     lookup: Lookup,
@@ -96,28 +111,43 @@ def resolve(
     parent_of: ParentOf,
     follow: bool = True,
     entry: bool = False,
+    head: tuple[int, int] | None = None,
 ) -> Resolved:
     """Walk ``path`` from the root.  ``follow``: follow a symlink in the last
-    component (a trailing slash does too, unless ``entry``)."""
+    component (a trailing slash does too, unless ``entry``).  ``head``: what
+    the path up to its last "/" resolves to (Resolved.head of an earlier
+    walk, the pool unchanged since), for a path that does not end in "/":
+    then only the last name is walked."""
     if not path:
         raise oserror(errno.ENOENT, path)
-    parts = deque(components(path))
+    if head is None:
+        parts = deque(components(path))
+        cur, links = ROOT_INO, 0
+    else:
+        parts = deque(last_name(path))
+        cur, links = head
     trailing = path.endswith("/")
-    cur, links = ROOT_INO, 0
     if not parts:
         return Resolved(ROOT_INO, None, ROOT_INO, DIR_T, False, "root")
+    at_head = None
     while parts:
         name = parts.popleft()
         last = not parts
+        if last and at_head is None:
+            # The path's own last name (a link's names are put before it):
+            # everything before it led here.
+            at_head = (cur, links)
         if name in _NO_ENTRY:
             cur = cur if name == "." else parent_of(cur)
             if last:
-                return Resolved(parent_of(cur), None, cur, DIR_T, trailing, _NO_ENTRY[name])
+                return Resolved(
+                    parent_of(cur), None, cur, DIR_T, trailing, _NO_ENTRY[name], at_head, links
+                )
             continue
         found = lookup(cur, name)
         if found is None:
             if last:
-                return Resolved(cur, name, None, None, trailing)
+                return Resolved(cur, name, None, None, trailing, "name", at_head, links)
             raise oserror(errno.ENOENT, path)
         ino, ftype = found
         if ftype == LNK_T and (not last or follow or (trailing and not entry)):
@@ -131,12 +161,12 @@ def resolve(
             if last:
                 trailing = trailing or target.endswith("/")  # the target's last name is ours
             if not parts:  # a link to "/"
-                return Resolved(ROOT_INO, None, ROOT_INO, DIR_T, trailing, "root")
+                return Resolved(ROOT_INO, None, ROOT_INO, DIR_T, trailing, "root", at_head, links)
             continue
         if last:
             if trailing and ftype != DIR_T and not entry:
                 raise oserror(errno.ENOTDIR, path)
-            return Resolved(cur, name, ino, ftype, trailing)
+            return Resolved(cur, name, ino, ftype, trailing, "name", at_head, links)
         if ftype != DIR_T:
             raise oserror(errno.ENOTDIR, path)
         cur = ino

@@ -1,0 +1,225 @@
+"""The path cache (FileSystem._heads_now): a path's directory part is walked
+once per commit, and a cached answer is always the answer a walk from the
+root gives.
+
+The oracle is path.resolve itself with no cache, run on the same mount
+under its lock; the trees come from random changes (mkdir, rename, rmdir,
+symlinks, including chains that come near the 40-link limit), made by this
+process and by another one."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import daxfs
+from daxfs.path import MAX_SYMLINKS, resolve
+
+NAMES = ["a", "b", "c", "la", "lb", "c0", "loop", ".", ".."]
+
+
+def put(fs: daxfs.FileSystem, path: str, data: bytes) -> None:
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def get(fs: daxfs.FileSystem, path: str) -> bytes:
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def walked(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool):
+    """What a path resolves to, or the errno it fails with: through the
+    mount's cache, and walked from the root with no cache (the oracle)."""
+
+    def answer(call):
+        try:
+            return call()
+        except OSError as e:
+            return ("error", e.errno)
+
+    with fs._locked(exclusive=False):
+        cached = answer(lambda: fs._resolve(path, follow, entry))
+        oracle = answer(
+            lambda: resolve(path, fs._lookup, fs._readlink_ino, fs._parent_of, follow, entry)
+        )
+    return cached, oracle
+
+
+def change(fs: daxfs.FileSystem, op: str, a: str, b: str) -> None:
+    """One change; failures (a name missing or taken) are just skipped."""
+    try:
+        if op == "mkdir":
+            fs.mkdir(a)
+        elif op == "rename":
+            fs.rename(a, b)
+        elif op == "rmdir":
+            fs.rmdir(a)
+        elif op == "symlink":
+            fs.symlink(b, a)
+        elif op == "unlink":
+            fs.unlink(a)
+        elif op == "file":
+            put(fs, a, b"x")
+    except OSError:
+        pass
+
+
+paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=6).map(lambda p: "/" + "/".join(p))
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("probe"), paths, st.booleans(), st.booleans()),
+        st.tuples(
+            st.sampled_from(["mkdir", "rename", "rmdir", "symlink", "unlink", "file"]),
+            paths,
+            paths,
+            st.just(False),
+        ),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def probe(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool) -> None:
+    """Each prefix of the path, shortest first (so the walks fill the cache
+    with the heads the longer ones then use), then the path itself again."""
+    names = path.split("/")[1:]
+    for i in range(1, len(names) + 1):
+        prefix = "/" + "/".join(names[:i])
+        cached, oracle = walked(fs, prefix, follow, entry)
+        assert cached == oracle, (prefix, follow, entry)
+    cached, oracle = walked(fs, path, follow, entry)
+    assert cached == oracle, (path, follow, entry)
+
+
+def probe_kept(fs: daxfs.FileSystem, kept: list[str]) -> None:
+    """The paths the cache held before a change, and one name inside each."""
+    for head in kept:
+        for path in (head, head + "/c", head + "/la"):
+            cached, oracle = walked(fs, path, True, False)
+            assert cached == oracle, path
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=steps)
+def test_a_cached_walk_answers_as_a_walk_from_the_root(make_pool, steps):
+    with daxfs.mount(make_pool()) as fs:
+        for d in ("/a", "/a/b", "/a/b/c", "/b"):
+            fs.mkdir(d)
+        fs.symlink("a/b", "/la")
+        fs.symlink("/a/b/c/..", "/lb")
+        fs.symlink("loop", "/loop")
+        chain(fs, MAX_SYMLINKS - 2, "/a")  # /c0: near the limit already
+        for op, x, y, z in steps:
+            if op == "probe":
+                probe(fs, x, y, z)
+            else:
+                kept = list(fs._heads)
+                change(fs, op, x, y)
+                probe_kept(fs, kept)
+
+
+def chain(fs: daxfs.FileSystem, n: int, end: str) -> str:
+    """n symlinks, each naming the next, the last naming ``end``: the first's path."""
+    fs.symlink(end, f"/c{n - 1}")
+    for i in range(n - 2, -1, -1):
+        fs.symlink(f"c{i + 1}", f"/c{i}")
+    return "/c0"
+
+
+def test_symlinks_followed_in_the_cached_part_count_toward_the_limit(fs):
+    """A head reached through 39 links leaves room for one more: a last name
+    that is one link resolves, one that is two fails with ELOOP, cached or not."""
+    fs.mkdir("/d")
+    fs.symlink("/d", "/d/one")
+    fs.symlink("one", "/d/two")
+    put(fs, "/d/f", b"f")
+    head = chain(fs, MAX_SYMLINKS - 1, "/d")
+    for _ in range(2):
+        assert fs.stat(head).st_ino == fs.stat("/d").st_ino
+        assert fs.stat(head + "/f").st_size == 1
+        assert fs.stat(head + "/one").st_ino == fs.stat("/d").st_ino
+        with pytest.raises(OSError) as e:
+            fs.stat(head + "/two")
+        assert e.value.errno == errno.ELOOP
+
+
+def count_lookups(fs: daxfs.FileSystem) -> list[int]:
+    """Count the names the mount looks up in directories from now on."""
+    seen = [0]
+    lookup = fs._lookup
+
+    def counted(dir_ino: int, name: str):
+        seen[0] += 1
+        return lookup(dir_ino, name)
+
+    fs._lookup = counted  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_path_1500_levels_down_walks_one_name_once_its_directory_was_walked(fs):
+    where = ""
+    for _ in range(1500):
+        where += "/d"
+        fs.mkdir(where)
+    put(fs, where + "/f", b"deep")
+    seen = count_lookups(fs)
+    assert fs.stat(where).st_nlink == 2  # walked from the root: 1,500 names
+    walked_once = seen[0]
+    assert walked_once == 1500
+    assert get(fs, where + "/f") == b"deep"
+    assert fs.stat(where + "/f").st_size == 4
+    assert [e.name for e in fs.scandir(where)] == ["f"]
+    assert seen[0] - walked_once <= 3  # one name each
+    fs.rename(where + "/f", where + "/g")  # a commit: the cache starts again
+    seen[0] = 0
+    assert fs.stat(where + "/g").st_size == 4
+    assert seen[0] == 1501
+
+
+FOREIGN = """
+import sys, daxfs
+with daxfs.mount(sys.argv[1]) as fs:
+    fs.rename("/a/b", "/a/old")
+    fs.mkdir("/a/b")
+    fs.mkdir("/a/b/c")
+    with fs.open("/a/b/c/f", "wb") as f:
+        f.write(b"new")
+"""
+
+
+def test_another_process_renaming_a_cached_directory_is_seen(pool_path):
+    """The cache holds /a/b/c as a directory; another process renames /a/b
+    away and makes a new /a/b/c/f: the next call finds the new file, and
+    the old one under its new name."""
+    with daxfs.mount(pool_path) as fs:
+        fs.makedirs("/a/b/c")
+        put(fs, "/a/b/c/f", b"old")
+        assert get(fs, "/a/b/c/f") == b"old"  # cached: /a/b/c
+        subprocess.run([sys.executable, "-c", FOREIGN, pool_path], check=True)
+        assert get(fs, "/a/b/c/f") == b"new"
+        assert get(fs, "/a/old/c/f") == b"old"
+        cached, oracle = walked(fs, "/a/b/c/f", True, False)
+        assert cached == oracle
+
+
+def test_a_change_does_not_see_its_own_edits_as_cached(fs):
+    """rename then resolve inside one call sequence: the second call sees the
+    rename (our own commit moves the cache on)."""
+    fs.makedirs("/x/y")
+    put(fs, "/x/y/f", b"1")
+    assert fs.exists("/x/y/f")
+    fs.rename("/x", "/z")
+    assert not fs.exists("/x/y/f")
+    assert get(fs, "/z/y/f") == b"1"
+    fs.mkdir("/x")
+    with pytest.raises(FileNotFoundError):
+        fs.stat("/x/y/f")
