@@ -1,5 +1,6 @@
-"""Format versions 2 (claim and touch entries in journal records, SPEC.md)
-and 3 (lazy records and the durable mark): a version 1 or 2 pool is read as
+"""Format versions 2 (claim and touch entries in journal records, SPEC.md),
+3 (lazy records and the durable mark), 4 (the inode table's header) and 5
+(a record's crc covers its magic): an older pool is read as
 it is and upgraded by its first writable mount,
 an interrupted upgrade is completed (by the mount or by fsck), and a pool
 from a newer daxfs is refused with a message that says so."""
@@ -153,3 +154,57 @@ def test_version_2_records_carry_claims_and_touches(pool_path):
         claimed,
         mapped,
     )
+
+
+def without_magic_in_crc(record: bytes) -> bytes:
+    """The record as versions 3 and 4 sealed it: its crc over the bytes after
+    the crc field only."""
+    return record[:4] + L.crc32c(record[8:]).to_bytes(4, "little") + record[8:]
+
+
+def commit_chmod_record(path: str, name: str, mode: int, *, sealed=lambda r: r) -> None:
+    """Leave a committed record that sets a file's permission bits in the
+    journal, as a daxfs killed after its commit point would."""
+    with daxfs.mount(path) as fs:
+        ino = fs.stat(name).st_ino
+        slot = fs.inodes.slot_off(ino)
+        old = L.unpack_inode(fs.region.read(slot, L.INODE_SIZE), 0, ino)
+    image = L.pack_inode(dataclasses.replace(old, mode=(old.mode & ~0o7777) | mode))
+    region = Region(path)
+    try:
+        sb, _ = read_superblock(region)
+        j = Journal(region, sb)
+        j.recover()
+        record = sealed(L.pack_txn(j.next_seq, [(slot, image)]))
+        region.store(sb.journal_off + j.pos, record)
+        region.persist(sb.journal_off + j.pos, len(record))
+    finally:
+        region.close()
+
+
+def test_a_version_4_record_whose_crc_leaves_the_magic_out_is_recovered(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"four")
+        fs.chmod("/f", 0o644)
+    commit_chmod_record(pool_path, "/f", 0o600, sealed=without_magic_in_crc)
+    set_versions(pool_path, 4, 4)  # (the mount above wrote version 5)
+    with daxfs.mount(pool_path) as fs:
+        assert fs.stat("/f").st_mode & 0o7777 == 0o600
+        assert fs.info()["format_version"] == L.VERSION == 5
+
+
+def test_a_version_5_pool_takes_no_record_whose_crc_leaves_the_magic_out(pool_path):
+    """From version 5 the magic is checked with the rest: a record sealed the
+    old way is no record (the journal ends before it), as a record whose
+    magic a flipped bit turned from DXTX into DXTL is."""
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"five")
+        fs.chmod("/f", 0o644)
+    commit_chmod_record(pool_path, "/f", 0o600, sealed=without_magic_in_crc)
+    with daxfs.mount(pool_path) as fs:
+        assert fs.stat("/f").st_mode & 0o7777 == 0o644
+    commit_chmod_record(pool_path, "/f", 0o640)  # sealed as version 5 does: taken
+    with daxfs.mount(pool_path) as fs:
+        assert fs.stat("/f").st_mode & 0o7777 == 0o640

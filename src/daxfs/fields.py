@@ -93,6 +93,7 @@ class Unit:
     crc_off: int
     start: int
     end: int | None  # None: computed from the record (24 + payload_len)
+    magic_first: bool = False  # the first 4 bytes are covered too, before the rest
 
     def covered(self, buf, off: int) -> tuple[int, int]:
         if self.end is not None:
@@ -102,7 +103,8 @@ class Unit:
 
     def crc(self, buf, off: int) -> int:
         lo, hi = self.covered(buf, off)
-        return L.crc32c(bytes(buf[lo:hi]))
+        head = bytes(buf[off : off + 4]) if self.magic_first else b""
+        return L.crc32c(head + bytes(buf[lo:hi]))
 
     def fix_up(self, buf: bytearray, off: int) -> None:
         """Recompute the unit's checksum in place (``off``: the unit's offset in buf)."""
@@ -290,7 +292,7 @@ UNITS: dict[str, Unit] = {
     "inode": Unit("inode", L.INODE_SIZE, 0, 4, L.INODE_SIZE),
     "extblock": Unit("extblock", L.BLOCK, 4, 8, L.BLOCK),
     "dirblock": Unit("dirblock", L.BLOCK, 4, 8, L.BLOCK),
-    "txn": Unit("txn", None, 4, 8, None),
+    "txn": Unit("txn", None, 4, 8, None, magic_first=True),
 }
 
 

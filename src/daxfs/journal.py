@@ -145,6 +145,9 @@ class Journal:
         self._homes = ((sb.itable_off, sb.itable_end), (sb.data_off, sb.data_end))
         self._data_area = (sb.data_off, sb.data_end)
         self._inode_count = sb.inode_count
+        # A pool before version 5: records whose crc leaves the magic out
+        # are read too (layout.parse_txn_record).
+        self.old_crc = sb.version < 5
         self._header_seen: tuple[bytes, int] = (b"", 0)  # see _seq_of_header
         self.lazy = False  # group commit (set by the mount, see the module doc)
         # Lazy mode, commit="sync": records durable when written, as without
@@ -188,7 +191,9 @@ class Journal:
         the pool lock, when no live writer is inside commit."""
         if self.start + self.pos >= self.end:
             return None
-        return parse_txn_record(self.region.buf, self.start + self.pos, self.end, self.next_seq)
+        return parse_txn_record(
+            self.region.buf, self.start + self.pos, self.end, self.next_seq, self.old_crc
+        )
 
     def roll_forward(self, rec: TxnRecord) -> None:
         """Finish a dead writer's commit as recovery would: store its homes
@@ -595,7 +600,7 @@ class Journal:
         first = len(out)
         while seq < upto:
             at = self.start + pos
-            rec = parse_txn_record(self.region.buf, at, self.end, seq)
+            rec = parse_txn_record(self.region.buf, at, self.end, seq, self.old_crc)
             if rec is None:
                 return None
             self._check_record_homes(rec, at)
@@ -614,7 +619,7 @@ class Journal:
     def _committed_from(self, seq: int | None):
         seq, pos = (self._header_seq() if seq is None else seq), 0
         while True:
-            rec = parse_txn_record(self.region.buf, self.start + pos, self.end, seq)
+            rec = parse_txn_record(self.region.buf, self.start + pos, self.end, seq, self.old_crc)
             if rec is None:
                 return
             yield seq, self.start + pos, rec

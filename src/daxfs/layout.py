@@ -43,8 +43,8 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # limit, past which mkfs writes nothing and mount reads nothing (an older
 # reader would refuse slot 0, or take unwritten slots for damage).  Slot 0
 # of an older pool is zero, which version 4 reads as "the whole table".
-VERSION = 4
-VERSIONS_READ = (1, 2, 3, 4)
+VERSION = 5
+VERSIONS_READ = (1, 2, 3, 4, 5)
 
 
 class CorruptionError(OSError):
@@ -383,7 +383,18 @@ def seal_txn(seq: int, body: tuple[int, bytes], lazy: bool = False) -> bytes:
     ``lazy``: written with no flush (TXN_MAGIC_LAZY)."""
     nrec, payload = body
     tail = struct.pack("<QII", seq, nrec, len(payload)) + payload
-    return struct.pack("<II", TXN_MAGIC_LAZY if lazy else TXN_MAGIC, crc32c(tail)) + tail
+    magic = TXN_MAGIC_LAZY if lazy else TXN_MAGIC
+    return struct.pack("<II", magic, txn_crc(magic, tail)) + tail
+
+
+_TXN_MAGIC_CRC = {m: crc32c(struct.pack("<I", m)) for m in (TXN_MAGIC, TXN_MAGIC_LAZY)}
+
+
+def txn_crc(magic: int, tail) -> int:
+    """A record's crc (version 5): crc32c of its magic and of the bytes after
+    the crc field, so that no flipped magic turns a durable record into a
+    lazy one or back.  (Versions 3 and 4 left the magic out: old_crc.)"""
+    return _crc32c.crc32c(tail, _TXN_MAGIC_CRC[magic])
 
 
 @dataclass
@@ -396,14 +407,19 @@ class TxnRecord:
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
 
 
-def parse_txn(buf, pos: int, end: int, seq: int) -> tuple[list[tuple[int, bytes]], int] | None:
+def parse_txn(
+    buf, pos: int, end: int, seq: int, old_crc: bool = False
+) -> tuple[list[tuple[int, bytes]], int] | None:
     """(writes, next_pos) of the record at ``pos``, or None; see parse_txn_record."""
-    rec = parse_txn_record(buf, pos, end, seq)
+    rec = parse_txn_record(buf, pos, end, seq, old_crc)
     return None if rec is None else (rec.writes, rec.next_pos)
 
 
-def parse_txn_record(buf, pos: int, end: int, seq: int) -> TxnRecord | None:
+def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -> TxnRecord | None:
     """Parse the transaction at ``pos`` if it is whole, has ``seq`` and checks.
+    ``old_crc``: a pool before version 5, whose records' crc may leave the
+    magic out (one that includes it is taken too: this daxfs's own records,
+    written before the pool's upgrade ends).
 
     None means an invalid record: the normal end of the journal (a torn or
     never-written commit), not corruption.
@@ -416,7 +432,8 @@ def parse_txn_record(buf, pos: int, end: int, seq: int) -> TxnRecord | None:
     if plen > end - pos - TXN_HEADER.size:
         return None
     start = pos + TXN_HEADER.size
-    if crc != crc32c(buf[pos + 8 : start + plen]):
+    checked = buf[pos + 8 : start + plen]
+    if crc != txn_crc(magic, checked) and not (old_crc and crc == crc32c(checked)):
         return None
     rec = TxnRecord([], [], start + plen, lazy=magic == TXN_MAGIC_LAZY)
     p = start
