@@ -197,6 +197,33 @@ def test_emptied_small_chunk_returns_to_whole_pool():
     assert sum(n for _s, n in a.alloc_chunks(4)) == 4 * C
 
 
+def test_a_trimmed_tail_is_taken_only_after_whole_chunks_run_out():
+    """Chunk 0 holds a large file's last window, its tail trimmed (hold_tail,
+    then the free): small requests split whole chunks first, so that chunk 0
+    is whole again once the file goes; only then do they fill it."""
+    a = fresh(HugePageAllocator, 3 * C, [(0, C)])
+    a.hold_tail(0)
+    a.free(3, C - 3)  # the trim: the window keeps its first 3 blocks
+    assert a.free_chunks == 2
+    first = a.alloc_blocks(5)
+    assert all(s // C == 1 for s, _ in first), "small blocks went into the tail"
+    assert a.alloc_blocks(C - 5)[0][0] // C == 1  # chunk 1 filled up
+    assert all(s // C == 2 for s, _ in a.alloc_blocks(C))  # then chunk 2
+    assert blocks_of(a.alloc_blocks(2)) == [3, 4]  # last: the tail
+    assert a.alloc_blocks(1, hint=5) == [(5, 1)]  # and the file's own appends
+    a.free(0, 6)  # the file goes, and what the tail lent
+    assert a.free_chunks == 1 and 0 not in a.tails
+
+
+def test_a_file_regrowing_into_its_trimmed_tail_takes_it_in_place():
+    a = fresh(HugePageAllocator, 2 * C, [(0, C)])
+    a.hold_tail(0)
+    a.free(10, C - 10)
+    assert a.alloc_blocks(20, hint=10) == [(10, 20)]
+    a.free(0, 30)
+    assert a.free_chunks == 2 and not a.tails
+
+
 def test_enospc_takes_nothing():
     a = fresh(HugePageAllocator, 2 * C + 100, [(0, 5)])
     used_before, free_before, chunks_before = a.used_map(), a.free_blocks, a.free_chunks

@@ -146,6 +146,32 @@ def test_small_files_are_left_as_they_are(fs):
     assert not fs._tailed
 
 
+@pytest.mark.parametrize("remount", [False, True], ids=["same mount", "after a remount"])
+def test_small_files_stay_out_of_a_trimmed_tail_while_whole_chunks_last(pool_path, remount):
+    """The chunk a trimmed tail leaves partly free is filled last: small files
+    go into whole chunks split for them first, so that deleting the large
+    file gives its chunks back whole.  A remount finds the tail again (the
+    scan: a large file's last window cut short of a chunk)."""
+    fs = tmount(pool_path)
+    try:
+        write_file(fs, "/big", os.urandom(2 * MiB + 12 * KB))  # closed: trimmed
+        tail = chunk_of(fs, "/big", 1)
+        if remount:
+            fs.close()
+            fs = tmount(pool_path)
+        assert (tail - fs.sb.data_off) // CHUNK in fs.allocator.tails
+        for i in range(40):
+            write_file(fs, f"/small{i}", b"s" * 20000)
+        smalls = {chunk_of(fs, f"/small{i}", 0) for i in range(40)}
+        assert tail not in smalls
+        free_chunks = fs.allocator.free_chunks
+        fs.unlink("/big")
+        assert fs.allocator.free_chunks == free_chunks + 2  # both of its chunks whole
+    finally:
+        fs.close()
+    check_clean(pool_path)
+
+
 def test_the_default_keeps_the_chunk(pool_path):
     with daxfs.mount(pool_path) as fs:
         assert fs.info()["tails"] == "keep"
@@ -246,25 +272,33 @@ def test_appends_after_trims_take_the_chunk_back_in_place(fs):
 
 @pytest.mark.parametrize("where", ["tmpfs", "disk"])
 def test_a_window_whose_tail_was_taken_migrates_when_it_fills(where, shm_dir, tmp_path):
-    """A small file written after the trim lands in the freed tail (the
-    fullest draining chunk); the window, appended to by blocks elsewhere,
-    moves into a whole chunk when it fills."""
+    """Small files fill the freed tail last, once no whole chunk is left (the
+    tail's chunk is kept for last); then, with space free again, the window,
+    appended to by blocks elsewhere, moves into a whole chunk when it fills."""
     pool = new_pool(shm_dir if where == "tmpfs" else str(tmp_path))
     data = os.urandom(6 * MiB + 100)
     with tmount(pool) as fs:
         write_file(fs, "/f", data[: 2 * MiB + 12 * KB])
         first = chunk_of(fs, "/f", 1)
         fs.sync()  # (lazy mode: the trimmed blocks are free once durable)
-        write_file(fs, "/small", b"s" * 20_000)
-        small = fs.iomap("/small")[0].device_offset
-        if where == "tmpfs":
-            assert small - small % CHUNK == first  # it did take the tail
+        n = 0
+        while True:  # fill the pool until a small file takes the tail
+            write_file(fs, f"/s{n}", b"s" * 20_000)
+            got = fs.iomap(f"/s{n}")[0].device_offset
+            if got - got % CHUNK == first:
+                break
+            n += 1
+            assert n < 4000, "no small file ever went into the tail"
+        assert fs.allocator.free_chunks == 0  # only then
+        for i in range(n):
+            fs.unlink(f"/s{i}")
+        fs.sync()
         pos = 2 * MiB + 12 * KB
         while pos < len(data):
             write_file(fs, "/f", data[pos : pos + 512 * 1024], mode="ab")
             pos += 512 * 1024
         assert read(fs, "/f") == data
-        assert read(fs, "/small") == b"s" * 20_000
+        assert read(fs, f"/s{n}") == b"s" * 20_000
         assert all(is_chunk(fs, "/f", w) for w in range(3))
         assert allocated(fs, "/f") == up(len(data))
     check_clean(pool)

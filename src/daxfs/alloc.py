@@ -43,6 +43,7 @@ policy; kept for comparison (``mkfs --allocator naive``).
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 from typing import Protocol
 
@@ -82,6 +83,7 @@ class Allocator(Protocol):
     def alloc_blocks(self, n: int, hint: int | None = None) -> Runs: ...
     def free(self, start: int, n: int) -> None: ...
     def claim(self, start: int, n: int) -> None: ...
+    def hold_tail(self, c: int) -> None: ...
     @property
     def free_blocks(self) -> int: ...
     @property
@@ -461,6 +463,9 @@ class NaiveAllocator(_Base):
         self.runs.take(start, n)
         self._set_used(start, n, True)
 
+    def hold_tail(self, c: int) -> None:
+        """First fit has no placement to keep tails out of."""
+
 
 class HugePageAllocator(_Base):
     """Whole aligned chunks for large files; small chunks packed with 4 KiB blocks."""
@@ -478,6 +483,12 @@ class HugePageAllocator(_Base):
         self.small = SortedList(
             zip(self.chunk_free[partial].tolist(), partial.tolist(), strict=True)
         )
+        # Chunks that hold the trimmed tail of a large file (hold_tail), and
+        # of them the partly used ones as (free_count, chunk): small requests
+        # go there only when no other partly used chunk and no whole chunk
+        # has room, so that the chunk is whole again when the file goes.
+        self.tails: set[int] = set()
+        self.tail_room = SortedList()
         # Blocks taken by single unhinted requests (see _alloc_tiny), per
         # chunk holding some (a map) and counted per chunk, and the chunks
         # holding some that still have room, as (-count, chunk): most such
@@ -597,7 +608,9 @@ class HugePageAllocator(_Base):
         3. else the fullest draining chunk with room;
         4. else a whole chunk, split for small use (so only when no partly
            used chunk has room);
-        5. else anything, the emptiest chunks first."""
+        5. else the fullest chunk holding a large file's trimmed tail with
+           room (hold_tail);
+        6. else anything, the emptiest chunks first."""
         i = self.small.bisect_left((n, -1))
         if i < len(self.small) and self.small[i][0] < DRAINING:
             return [self.small[i][1]]
@@ -610,7 +623,10 @@ class HugePageAllocator(_Base):
             start, _ = self.whole.best_fit(1)  # type: ignore[misc]
             self._split_whole(start)
             return [start]
-        return [c for _free, c in reversed(self.small)]
+        j = self.tail_room.bisect_left((n, -1))
+        if j < len(self.tail_room):
+            return [self.tail_room[j][1]]
+        return [c for _free, c in sorted(self.small + list(self.tail_room), reverse=True)]
 
     def _gather(self, n: int) -> list[int] | None:
         """Non-draining small chunks, fullest first, that hold n free blocks
@@ -647,8 +663,24 @@ class HugePageAllocator(_Base):
                 break
         return got_total
 
+    def _room_list(self, c: int) -> SortedList:
+        """Where partly used chunk c is listed by its free count."""
+        return self.tail_room if c in self.tails else self.small
+
+    def hold_tail(self, c: int) -> None:
+        """Chunk c holds a large file's last window, whose part past the file's
+        end is being trimmed: keep its free blocks for last (_plan_small)."""
+        if c in self.tails:
+            return
+        free = int(self.chunk_free[c])
+        if 0 < free < BLOCKS_PER_CHUNK:
+            self.small.remove((free, c))
+            self.tail_room.add((free, c))
+        self.tails.add(c)
+
     def _take_small(self, c: int, start: int, n: int, tiny: bool = False) -> None:
-        self.small.remove((int(self.chunk_free[c]), c))
+        room = self._room_list(c)
+        room.remove((int(self.chunk_free[c]), c))
         self._tiny_unlist(c)
         self._mark(start, n)
         if tiny:
@@ -659,7 +691,7 @@ class HugePageAllocator(_Base):
             m[off : off + n] = True
             self.tiny_count[c] += n
         if self.chunk_free[c]:
-            self.small.add((int(self.chunk_free[c]), c))
+            room.add((int(self.chunk_free[c]), c))
         self._tiny_list(c)
 
     def _mark(self, start: int, n: int) -> None:
@@ -700,7 +732,7 @@ class HugePageAllocator(_Base):
             for c in range(start, min(start + n, start + len(leased) + 1)):
                 if c not in leased:
                     return c
-        for _free, c in reversed(self.small):
+        for _free, c in itertools.chain(reversed(self.small), reversed(self.tail_room)):
             if c not in leased:
                 return c
         return None
@@ -726,9 +758,10 @@ class HugePageAllocator(_Base):
             self._free_in_chunk(c, s, k)
 
     def _free_in_chunk(self, c: int, start: int, n: int) -> None:
+        room = self._room_list(c)
         before = int(self.chunk_free[c])
         if 0 < before < BLOCKS_PER_CHUNK:
-            self.small.remove((before, c))
+            room.remove((before, c))
         self._tiny_unlist(c)
         self._set_used(start, n, False)
         self._forget_tiny(c, start, n)
@@ -736,8 +769,9 @@ class HugePageAllocator(_Base):
         self._tiny_list(c)
         if self.chunk_free[c] == BLOCKS_PER_CHUNK:
             self.whole.add(c, 1)  # an emptied small chunk returns to the aligned pool
+            self.tails.discard(c)
         else:
-            self.small.add((int(self.chunk_free[c]), c))
+            room.add((int(self.chunk_free[c]), c))
 
     def _forget_tiny(self, c: int, start: int, n: int) -> None:
         m = self.tiny.get(c)

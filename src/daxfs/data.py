@@ -662,6 +662,7 @@ class DataPath:
         if self._tail_in_use(inode, inode.tail_ranges(keep)):
             return False
         for dev, n in inode.cut_from(keep):
+            self.allocator.hold_tail(self._block(dev) // BLOCKS_PER_CHUNK)
             self._free(txn, dev, n)
         self._txn_dirty.add(ino)
         return True

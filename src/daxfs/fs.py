@@ -263,6 +263,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         used, self._orphans = self.inodes.scan()
         self._quarantine.clear()
         self.allocator = make_allocator(self.sb.allocator, self.sb.data_blocks, used)
+        for c in self.inodes.tail_chunks:
+            self.allocator.hold_tail(c)
         if self._lazy:
             self._hold_undurable_frees()
 

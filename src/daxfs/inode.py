@@ -33,6 +33,7 @@ from crc32c import crc32c as crc32c_of
 from .journal import Transaction
 from .layout import (
     BLOCK,
+    CHUNK,
     EXTENTS_PER_BLOCK,
     INLINE_EXTENTS,
     INODE_DTYPE_FIELDS,
@@ -286,6 +287,7 @@ class InodeTable:
         self._listed = np.zeros(0, dtype=bool)
         self._cursor = 0
         self.nfree = 0
+        self.tail_chunks: list[int] = []  # (scan)
         # Slots from ``limit`` on are not in use yet (version 4: the header in
         # slot 0 says where; grow() takes more).  Free numbers below it are
         # ``nfree``; the scan reads nothing past it.
@@ -536,6 +538,7 @@ class InodeTable:
         starts = np.concatenate([starts, np.array(extra_s, dtype=np.uint64)])
         lengths = np.concatenate([lengths, np.array(extra_n, dtype=np.uint64)])
         used = self._used_runs(starts, lengths)
+        self.tail_chunks = self._tail_chunks(table, live)
         self._listed = magic == 0
         self._listed[0] = False
         self._cursor = 1
@@ -576,6 +579,29 @@ class InodeTable:
             lengths.append(ext[having, k, 2])
         empty = np.zeros(0, dtype=np.uint64)
         return np.concatenate(starts or [empty]), np.concatenate(lengths or [empty])
+
+    def _tail_chunks(self, table, live) -> list[int]:
+        """The chunks (numbered from the data area's start) that hold the last
+        window of a file of 2 MiB or more cut short of a chunk: a trimmed
+        tail, whose free part the allocator keeps for last (alloc.hold_tail),
+        found again at every mount.  Inline extents only (a file with more
+        is fragmented anyway).  Runs after _used_runs checked the extents."""
+        big = live[table["size"][live] >= CHUNK]
+        size = table["size"][big].astype(np.int64)
+        nextents = table["nextents"][big]
+        ext = table["ext"]
+        chunks = []
+        for k in range(INLINE_EXTENTS):
+            having = nextents > k
+            if not having.any():
+                break
+            window = (size[having] - 1) // CHUNK * CHUNK  # the last window's offset
+            fo, dev, n = (ext[big[having], k, i].astype(np.int64) for i in range(3))
+            at = dev - self.sb.data_off + (window - fo)  # where that window lies
+            reaches = (fo <= window) & (window < fo + n)
+            cut_short = (fo + n < window + CHUNK) & (at % CHUNK == 0)
+            chunks.append(at[reaches & cut_short] // CHUNK)
+        return np.concatenate(chunks).tolist() if chunks else []
 
     def _overflow_extents(self, table, live) -> tuple[list[int], list[int]]:
         starts: list[int] = []

@@ -124,7 +124,7 @@ def run_daxfs(
     pool = os.path.join(pool_dir, f"age-{name}-{os.getpid()}.pool")
     try:
         daxfs.mkfs(pool, size, force=True, allocator=allocator)
-        with daxfs.mount(pool) as fs, contextlib.ExitStack() as stack:
+        with daxfs.mount(pool, tails=args.tails) as fs, contextlib.ExitStack() as stack:
             capacity = fs.statvfs().total_bytes
             gen = None
             if os.path.exists(trace):
@@ -315,6 +315,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--touch", type=int, default=16, help="large files mapped and touched (16)")
     p.add_argument("--no-ext4", action="store_true", help="leave ext4 out")
     p.add_argument(
+        "--tails",
+        choices=("keep", "trim"),
+        default="keep",
+        help='the daxfs pools\' mount option tails= ("keep", the default; "trim": '
+        "large files give back their last chunk past the end at close)",
+    )
+    p.add_argument(
         "--out-dir", default="daxfs-age-plots", help="directory for the PNGs (daxfs-age-plots)"
     )
     p.add_argument(
@@ -471,7 +478,8 @@ def make_report(args, size: int, runs, env: str, notes: list[str], pngs: list[st
     famfs = [s.stats.small_waste_famfs for sides in runs.values() for s in sides[:1] if s.stats]
     all_notes = [
         f"each side: {_size(size)}; history: seed {args.seed}, churn {args.churn:g} "
-        "(bytes written / capacity), sizes lognormal body + Pareto tail (daxfs.age)",
+        "(bytes written / capacity), sizes lognormal body + Pareto tail (daxfs.age); "
+        f"daxfs mounted tails={args.tails}",
         "eligible: bytes of files >= 2 MiB in 2 MiB windows one aligned extent covers "
         "(file and device offsets congruent mod 2 MiB); ext4 via FIEMAP on the loop image",
         f"touched sample: {args.touch} large files mapped (fs.map) and read every 4 KiB; "
@@ -528,6 +536,7 @@ def _data(runs, size: int, args) -> dict[str, object]:
         "size": size,
         "churn": args.churn,
         "seed": args.seed,
+        "tails": args.tails,
         "runs": {
             f"{u:.2f}": {
                 s.name: {
