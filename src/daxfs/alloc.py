@@ -670,10 +670,10 @@ class HugePageAllocator(_Base):
     def hold_tail(self, c: int) -> None:
         """Chunk c holds a large file's last window, whose part past the file's
         end is being trimmed: keep its free blocks for last (_plan_small)."""
-        if c in self.tails:
-            return
         free = int(self.chunk_free[c])
-        if 0 < free < BLOCKS_PER_CHUNK:
+        if c in self.tails or free == BLOCKS_PER_CHUNK:
+            return  # (a whole chunk holds no tail: it is in self.whole)
+        if free:
             self.small.remove((free, c))
             self.tail_room.add((free, c))
         self.tails.add(c)
