@@ -34,6 +34,7 @@ from the k-th, so a long run can be split and its totals added up.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import json
@@ -60,6 +61,7 @@ from daxfs.crash import (
     recovery_log,
     steps_covered,
 )
+from daxfs.data import DataPath
 from daxfs.pool import mount_region
 from daxfs.region import Region
 
@@ -409,22 +411,46 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     base = bytes(rec.inner.buf)
     rec.reset()
     states, mixed = [], set()
-    for name, step in _steps(ops):
-        if _content_free(name):
-            target = (states[-1] if states else _snapshot(fs)).get(name.split()[1])
-            if target is not None:
-                mixed.add(target[1])
-        with rec.operation(name):
-            try:
-                step(fs)
-            except (OSError, ValueError):
-                pass  # a failing operation must leave the tree as it was
-        states.append(_snapshot(fs))
-        if _content_free(name) and name.split()[1] in states[-1]:
-            mixed.add(states[-1][name.split()[1]][1])  # a file the step created
+    with _trims_marked(rec.log) as trims:
+        for name, step in _steps(ops):
+            if _content_free(name):
+                target = (states[-1] if states else _snapshot(fs)).get(name.split()[1])
+                if target is not None:
+                    mixed.add(target[1])
+            with rec.operation(name):
+                try:
+                    step(fs)
+                except (OSError, ValueError):
+                    pass  # a failing operation must leave the tree as it was
+            states.append(_snapshot(fs))
+            if _content_free(name) and name.split()[1] in states[-1]:
+                mixed.add(states[-1][name.split()[1]][1])  # a file the step created
     journal = (fs.sb.journal_off, fs.sb.journal_off + fs.sb.journal_len)
     fs.close()
-    return base, rec.log, states, mixed, journal
+    return base, rec.log, states, mixed, journal, trims
+
+
+@contextlib.contextmanager
+def _trims_marked(log: list[tuple]):
+    """Where each tail trim (tails="trim": DataPath._trim_tails, at a file's
+    last close) began and ended, as positions in ``log``.  A trim is a
+    change of its own, made by the close, so its fences count apart from
+    the step's write; the method is instrumented for the duration."""
+    spans: list[tuple[int, int]] = []
+    plain = DataPath._trim_tails
+
+    def marking(self, *args, **kwargs):
+        start = len(log)
+        try:
+            return plain(self, *args, **kwargs)
+        finally:
+            spans.append((start, len(log)))
+
+    DataPath._trim_tails = marking  # type: ignore[method-assign]
+    try:
+        yield spans
+    finally:
+        DataPath._trim_tails = plain  # type: ignore[method-assign]
 
 
 def _recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
@@ -580,7 +606,7 @@ def _every_crash_state_is_before_or_after(pool, model: str, name: str) -> None:
     checker = _Checker(lock, name, len(image), model.startswith("lazy"))
     checker.scratch.build(CrashState(CrashPoint(-1, image), []))  # the image as it was
     before = _recovered_snapshot(checker.scratch, lock)
-    base, log, states, mixed, journal = _record(path + ".w", image, SEQUENCES[name], model)
+    base, log, states, mixed, journal, trims = _record(path + ".w", image, SEQUENCES[name], model)
     os.unlink(path + ".w")
     trees = [_blur(t, mixed) for t in [before, *states]]
     ends = [i for i, ev in enumerate(log) if ev[0] == "end"]
@@ -606,16 +632,22 @@ def _every_crash_state_is_before_or_after(pool, model: str, name: str) -> None:
             )
     if model == "pmem":
         _check_discipline(name, log, journal)
-        _check_fences_per_operation(name, log)
+        _check_fences_per_operation(name, log, trims)
 
 
-def _check_fences_per_operation(name: str, log: list[tuple]) -> None:
+def _check_fences_per_operation(name: str, log: list[tuple], trims: list[tuple[int, int]]) -> None:
     # Issue 14: on pmem each operation stays durable on return with at most
-    # two fences (its new data, then its record).
-    fences, op = 0, None
-    for ev in log:
+    # two fences (its new data, then its record).  A tail trim at a close is
+    # an operation of its own (the close), counted apart: at most two too.
+    in_trim = {i for start, end in trims for i in range(start, end)}
+    fences, trim_fences, op = 0, {}, None
+    for i, ev in enumerate(log):
         if ev[0] == "begin":
             fences, op = 0, ev[1]
+        elif ev[0] == "fence" and i in in_trim:
+            span = next(s for s in trims if s[0] <= i < s[1])
+            trim_fences[span] = trim_fences.get(span, 0) + 1
+            assert trim_fences[span] <= 2, f"{name}: a trim in {op} took {trim_fences[span]} fences"
         elif ev[0] == "fence":
             fences += 1
         elif ev[0] == "end" and not op.startswith("map "):  # (its persist is the user's)
