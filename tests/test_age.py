@@ -148,11 +148,17 @@ def test_size_model_has_a_body_and_a_tail():
 
 
 def test_charged_is_the_daxfs_large_file_policy():
+    # tails="keep", the default: a large file keeps its last window's chunk.
     assert charged(0) == 0
     assert charged(1) == 4096
     assert charged(CHUNK - 1) == CHUNK
     assert charged(CHUNK) == CHUNK
     assert charged(CHUNK + 1) == 2 * CHUNK
+    # tails="trim": a closed file takes its size in 4 KiB blocks.
+    assert charged(CHUNK + 1, "trim") == CHUNK + 4096
+    assert charged(CHUNK - 1, "trim") == CHUNK
+    with pytest.raises(ValueError, match="tails"):
+        AgeParams(capacity=64 << 20, tails="sometimes")
 
 
 def test_trace_round_trip_and_rejections():

@@ -90,10 +90,12 @@ PATTERN_SEED = 0x64617866  # "daxf"
 # --------------------------------------------------------------------------
 # the space model and the size distribution
 # --------------------------------------------------------------------------
-def charged(size: int) -> int:
-    """Bytes a file of ``size`` occupies: whole 2 MiB chunks once it is 2 MiB
-    or larger (daxfs's large-file policy), else whole 4 KiB blocks."""
-    unit = CHUNK if size >= CHUNK else BLOCK
+def charged(size: int, tails: str = "keep") -> int:
+    """Bytes a closed file of ``size`` occupies: with the mount option
+    tails="keep" (the default), whole 2 MiB chunks once it is 2 MiB or larger
+    (the large-file policy keeps the last window's chunk), else whole 4 KiB
+    blocks; with tails="trim", whole 4 KiB blocks."""
+    unit = CHUNK if size >= CHUNK and tails == "keep" else BLOCK
     return -(-size // unit) * unit
 
 
@@ -158,12 +160,15 @@ class AgeParams:
     utilization: float = 0.75
     churn: float = 10.0  # stop after writing churn * capacity bytes
     seed: int = 1
+    tails: str = "keep"  # the daxfs mount option the space model follows (charged)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.utilization < 0.98:
             raise ValueError(f"utilization must be in (0, 0.98), not {self.utilization}")
         if self.churn <= 0:
             raise ValueError(f"churn must be positive, not {self.churn}")
+        if self.tails not in ("trim", "keep"):
+            raise ValueError(f"tails must be 'trim' or 'keep', not {self.tails!r}")
         if self.capacity < 16 * CHUNK:
             raise ValueError(f"capacity must be at least 32 MiB, not {self.capacity}")
 
@@ -175,6 +180,7 @@ class AgeParams:
             "capacity": self.capacity,
             "utilization": self.utilization,
             "churn": self.churn,
+            "tails": self.tails,
         }
 
 
@@ -239,14 +245,14 @@ class Generator:
     # -- operations --------------------------------------------------------
     def _create(self) -> Iterator[dict]:
         size = self.sizes.file(self.rng)
-        yield from self._make_room(charged(size), keep=None)
+        yield from self._make_room(charged(size, self.p.tails), keep=None)
         parent = yield from self._pick_dir()
         self._names += 1
         path = _join(parent, f"f{self._names}")
         self.files[path] = size
         self.bag.add(path)
         self.dirs[parent].files += 1
-        self.used += charged(size)
+        self.used += charged(size, self.p.tails)
         yield self._emit({"op": "create", "path": path, "len": size, "key": self.ops})
 
     def _append(self) -> Iterator[dict]:
@@ -256,7 +262,9 @@ class Generator:
         n = min(n, self.sizes.max_size - old)
         if n <= 0:
             return
-        yield from self._make_room(charged(old + n) - charged(old), keep=path)
+        yield from self._make_room(
+            charged(old + n, self.p.tails) - charged(old, self.p.tails), keep=path
+        )
         self._resize(path, old + n)
         yield self._emit({"op": "append", "path": path, "len": n, "key": self.ops})
 
@@ -278,7 +286,7 @@ class Generator:
     def _delete(self, path: str) -> Iterator[dict]:
         size = self.files.pop(path)
         self.bag.remove(path)
-        self.used -= charged(size)
+        self.used -= charged(size, self.p.tails)
         parent = _parent(path)
         self.dirs[parent].files -= 1
         yield self._emit({"op": "unlink", "path": path})
@@ -293,7 +301,7 @@ class Generator:
                 yield from self._delete(victim)
 
     def _resize(self, path: str, new: int) -> None:
-        self.used += charged(new) - charged(self.files[path])
+        self.used += charged(new, self.p.tails) - charged(self.files[path], self.p.tails)
         self.files[path] = new
 
     # -- directories -------------------------------------------------------

@@ -130,7 +130,7 @@ def run_daxfs(
             if os.path.exists(trace):
                 _header, ops = read_trace(stack.enter_context(open(trace)))
             else:
-                params = AgeParams(capacity, u, args.churn, args.seed)
+                params = AgeParams(capacity, u, args.churn, args.seed, args.tails)
                 gen = generate(params)
                 tf = stack.enter_context(open(trace, "w"))
                 ops = write_trace(tf, params.header(), gen)
@@ -318,8 +318,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tails",
         choices=("keep", "trim"),
         default="keep",
-        help='the daxfs pools\' mount option tails= ("keep", the default; "trim": '
-        "large files give back their last chunk past the end at close)",
+        help='the daxfs pools\' mount option tails= ("keep", the default; "trim": large '
+        "files give back their last chunk past the end at close), which the history's "
+        "space model follows",
     )
     p.add_argument(
         "--out-dir", default="daxfs-age-plots", help="directory for the PNGs (daxfs-age-plots)"
