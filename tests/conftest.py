@@ -106,6 +106,18 @@ def new_pool(
     return path
 
 
+def put(fs: daxfs.FileSystem, path: str, data: bytes) -> None:
+    """Write a whole file through the API (created or truncated)."""
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def get(fs: daxfs.FileSystem, path: str) -> bytes:
+    """A whole file's bytes through the API."""
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
 @pytest.fixture
 def pool_path(shm_dir: str) -> str:
     """A fresh 64 MiB pool (hugepage allocator) on /dev/shm."""

@@ -49,24 +49,37 @@ def set_versions(path: str, primary: int | None, replica: int | None) -> None:
         region.close()
 
 
-def commit_v1_record(path: str, name: str) -> None:
-    """Leave a committed version-1 record (writes only: the file's inode slot
-    as it is) in the journal, as a version-1 daxfs killed after its commit
-    point would; the upgrading mount must recover it first."""
+def commit_slot_record(
+    path: str, name: str, mode: int | None = None, *, sealed=lambda record: record
+) -> None:
+    """Leave a committed record that writes the file's inode slot (as it is,
+    or with its permission bits set to ``mode``) in the journal, as a daxfs
+    killed after its commit point would; the next mount must recover it.
+    ``sealed``: how the record's bytes are made (as this daxfs does)."""
     with daxfs.mount(path) as fs:
         ino = fs.stat(name).st_ino
         slot = fs.inodes.slot_off(ino)
-        image = bytearray(fs.region.read(slot, L.INODE_SIZE))
+        image = fs.region.read(slot, L.INODE_SIZE)
+    if mode is not None:
+        old = L.unpack_inode(image, 0, ino)
+        image = L.pack_inode(dataclasses.replace(old, mode=(old.mode & ~0o7777) | mode))
     region = Region(path)
     try:
         sb, _ = read_superblock(region)
         j = Journal(region, sb)
         j.recover()
-        record = L.pack_txn(j.next_seq, [(slot, bytes(image))])
+        record = sealed(L.pack_txn(j.next_seq, [(slot, bytes(image))]))
         region.store(sb.journal_off + j.pos, record)
         region.persist(sb.journal_off + j.pos, len(record))
     finally:
         region.close()
+
+
+def commit_v1_record(path: str, name: str) -> None:
+    """A version-1 record (writes only: the file's inode slot as it is), left
+    as a version-1 daxfs killed after its commit point would; the upgrading
+    mount must recover it first."""
+    commit_slot_record(path, name)
 
 
 @pytest.fixture
@@ -162,32 +175,12 @@ def without_magic_in_crc(record: bytes) -> bytes:
     return record[:4] + L.crc32c(record[8:]).to_bytes(4, "little") + record[8:]
 
 
-def commit_chmod_record(path: str, name: str, mode: int, *, sealed=lambda r: r) -> None:
-    """Leave a committed record that sets a file's permission bits in the
-    journal, as a daxfs killed after its commit point would."""
-    with daxfs.mount(path) as fs:
-        ino = fs.stat(name).st_ino
-        slot = fs.inodes.slot_off(ino)
-        old = L.unpack_inode(fs.region.read(slot, L.INODE_SIZE), 0, ino)
-    image = L.pack_inode(dataclasses.replace(old, mode=(old.mode & ~0o7777) | mode))
-    region = Region(path)
-    try:
-        sb, _ = read_superblock(region)
-        j = Journal(region, sb)
-        j.recover()
-        record = sealed(L.pack_txn(j.next_seq, [(slot, image)]))
-        region.store(sb.journal_off + j.pos, record)
-        region.persist(sb.journal_off + j.pos, len(record))
-    finally:
-        region.close()
-
-
 def test_a_version_4_record_whose_crc_leaves_the_magic_out_is_recovered(pool_path):
     with daxfs.mount(pool_path) as fs:
         with fs.open("/f", "wb") as f:
             f.write(b"four")
         fs.chmod("/f", 0o644)
-    commit_chmod_record(pool_path, "/f", 0o600, sealed=without_magic_in_crc)
+    commit_slot_record(pool_path, "/f", 0o600, sealed=without_magic_in_crc)
     set_versions(pool_path, 4, 4)  # (the mount above wrote version 5)
     with daxfs.mount(pool_path) as fs:
         assert fs.stat("/f").st_mode & 0o7777 == 0o600
@@ -202,9 +195,9 @@ def test_a_version_5_pool_takes_no_record_whose_crc_leaves_the_magic_out(pool_pa
         with fs.open("/f", "wb") as f:
             f.write(b"five")
         fs.chmod("/f", 0o644)
-    commit_chmod_record(pool_path, "/f", 0o600, sealed=without_magic_in_crc)
+    commit_slot_record(pool_path, "/f", 0o600, sealed=without_magic_in_crc)
     with daxfs.mount(pool_path) as fs:
         assert fs.stat("/f").st_mode & 0o7777 == 0o644
-    commit_chmod_record(pool_path, "/f", 0o640)  # sealed as version 5 does: taken
+    commit_slot_record(pool_path, "/f", 0o640)  # sealed as version 5 does: taken
     with daxfs.mount(pool_path) as fs:
         assert fs.stat("/f").st_mode & 0o7777 == 0o640

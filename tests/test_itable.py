@@ -12,7 +12,7 @@ import stat
 import pytest
 
 import daxfs
-from conftest import new_pool
+from conftest import get, new_pool, put
 from daxfs import inode as inode_mod
 from daxfs import layout as L
 from daxfs.pool import read_superblock
@@ -36,16 +36,6 @@ def grown_pool(request, shm_dir, tmp_path, small_steps) -> str:
     """A pool whose table starts at SMALL_GROW slots and grows by as many,
     on tmpfs and on the disk (page cache: group commit, private homes)."""
     return new_pool(shm_dir if request.param == "tmpfs" else str(tmp_path))
-
-
-def put(fs, path: str, data: bytes) -> None:
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def get(fs, path: str) -> bytes:
-    with fs.open(path, "rb") as f:
-        return f.read()
 
 
 def table_header(path: str) -> bytes:

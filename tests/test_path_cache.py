@@ -18,19 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import daxfs
+from conftest import get, put
 from daxfs.path import MAX_SYMLINKS, resolve
 
 NAMES = ["a", "b", "c", "la", "lb", "c0", "loop", ".", ".."]
-
-
-def put(fs: daxfs.FileSystem, path: str, data: bytes) -> None:
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def get(fs: daxfs.FileSystem, path: str) -> bytes:
-    with fs.open(path, "rb") as f:
-        return f.read()
 
 
 def walked(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool):
