@@ -172,6 +172,15 @@ def test_small_files_stay_out_of_a_trimmed_tail_while_whole_chunks_last(pool_pat
     check_clean(pool_path)
 
 
+def test_a_truncate_by_path_keeps_its_tail_for_last_too(fs):
+    """The tail a truncate by path gives back (at once, as a close would) is
+    held for last like a close's, in the same mount."""
+    write_file(fs, "/big", os.urandom(5 * MiB))
+    fs.truncate("/big", 2 * MiB + 12 * KB)
+    assert allocated(fs, "/big") == 2 * MiB + up(12 * KB)
+    assert (chunk_of(fs, "/big", 1) - fs.sb.data_off) // CHUNK in fs.allocator.tails
+
+
 def test_the_default_keeps_the_chunk(pool_path):
     with daxfs.mount(pool_path) as fs:
         assert fs.info()["tails"] == "keep"
@@ -475,14 +484,20 @@ def ask(p, line: str) -> str:
     return p.stdout.readline().strip()
 
 
-def test_a_mapping_in_another_process_keeps_the_tail_until_it_unmaps(pool_path, child):
-    size = 2 * MiB + 12 * KB
-    with tmount(pool_path) as fs:
-        f = fs.open("/f", "wb", buffering=0)
+def written_and_mapped_by_a_child(fs, child, size: int):
+    """Write /f of ``size`` bytes and close it while a child process maps it:
+    the child, answering on its pipes."""
+    with fs.open("/f", "wb", buffering=0) as f:
         f.write(os.urandom(size))
         p = child()
         assert ask(p, "map /f") == str(size)
-        f.close()
+    return p
+
+
+def test_a_mapping_in_another_process_keeps_the_tail_until_it_unmaps(pool_path, child):
+    size = 2 * MiB + 12 * KB
+    with tmount(pool_path) as fs:
+        p = written_and_mapped_by_a_child(fs, child, size)
         assert allocated(fs, "/f") == 4 * MiB
         assert ask(p, "unmap") == "unmapped"  # the child trims it as it lets go
         assert allocated(fs, "/f") == up(size)
@@ -493,11 +508,7 @@ def test_a_mapping_in_another_process_keeps_the_tail_until_it_unmaps(pool_path, 
 def test_a_killed_mapper_lets_the_unmount_trim(pool_path, child):
     size = 4 * MiB + 4096
     with tmount(pool_path) as fs:
-        f = fs.open("/f", "wb", buffering=0)
-        f.write(os.urandom(size))
-        p = child()
-        assert ask(p, "map /f") == str(size)
-        f.close()
+        p = written_and_mapped_by_a_child(fs, child, size)
         assert allocated(fs, "/f") == 6 * MiB
         p.send_signal(signal.SIGKILL)
         p.wait()

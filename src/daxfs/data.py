@@ -359,18 +359,23 @@ class DataPath:
         if length < inode.size:
             keep = _align_up(length, CHUNK if length >= CHUNK else BLOCK)
             tail = _align_up(length, BLOCK)
+            trimmed = False
             if self.tails == "trim" and keep > tail and not self._open.get(inode.ino):
                 # Not open here (a truncate by path): its tail goes now, as a
                 # close would take it, unless mapped or open elsewhere.
-                if not self._tail_in_use(inode, inode.tail_ranges(tail)):
+                trimmed = not self._tail_in_use(inode, inode.tail_ranges(tail))
+                if trimmed:
                     keep = tail
             if self._batching and keep > length:
                 # Bytes past the new end stay in kept blocks: _before_regrowing.
                 # (Truncating to 0, as open "wb" does, keeps none.)
                 self._shrunk.add(inode.ino)
             self._refuse_if_mapped(inode.tail_ranges(keep))
-            for dev, n in inode.cut_from(keep):
-                self._free(txn, dev, n)
+            if trimmed:
+                self._cut_tail(txn, inode, keep)
+            else:
+                for dev, n in inode.cut_from(keep):
+                    self._free(txn, dev, n)
             if keep > tail and self.tails == "trim":
                 self._tailed.add(inode.ino)  # the kept chunk's tail: trimmed at close
         fresh: list[tuple[int, int]] = []
@@ -661,11 +666,17 @@ class DataPath:
             return True  # none; or an orphan, freed whole by its last user
         if self._tail_in_use(inode, inode.tail_ranges(keep)):
             return False
+        self._cut_tail(txn, inode, keep)
+        self._txn_dirty.add(ino)
+        return True
+
+    def _cut_tail(self, txn: Transaction, inode: Inode, keep: int) -> None:
+        """Free a large file's extents from ``keep`` (its size rounded up to
+        4 KiB) on: its last window's chunk is then partly free, and its
+        blocks go to small requests last (alloc.hold_tail)."""
         for dev, n in inode.cut_from(keep):
             self.allocator.hold_tail(self._block(dev) // BLOCKS_PER_CHUNK)
             self._free(txn, dev, n)
-        self._txn_dirty.add(ino)
-        return True
 
     def _tail_in_use(self, inode: Inode, ranges: list[tuple[int, int]]) -> bool:
         """Is the file mapped anywhere (this process's mappings pin through
