@@ -148,15 +148,16 @@ def test_size_model_has_a_body_and_a_tail():
 
 
 def test_charged_is_the_daxfs_large_file_policy():
-    # tails="keep", the default: a large file keeps its last window's chunk.
+    # tails="trim", the default: a closed file takes its size in 4 KiB blocks.
     assert charged(0) == 0
     assert charged(1) == 4096
     assert charged(CHUNK - 1) == CHUNK
-    assert charged(CHUNK) == CHUNK
-    assert charged(CHUNK + 1) == 2 * CHUNK
-    # tails="trim": a closed file takes its size in 4 KiB blocks.
-    assert charged(CHUNK + 1, "trim") == CHUNK + 4096
-    assert charged(CHUNK - 1, "trim") == CHUNK
+    assert charged(CHUNK + 1) == CHUNK + 4096
+    assert AgeParams(capacity=64 << 20).tails == "trim"
+    # tails="keep": a large file keeps its last window's chunk.
+    assert charged(CHUNK, "keep") == CHUNK
+    assert charged(CHUNK + 1, "keep") == 2 * CHUNK
+    assert charged(CHUNK - 1, "keep") == CHUNK
     with pytest.raises(ValueError, match="tails"):
         AgeParams(capacity=64 << 20, tails="sometimes")
 

@@ -197,31 +197,62 @@ def test_emptied_small_chunk_returns_to_whole_pool():
     assert sum(n for _s, n in a.alloc_chunks(4)) == 4 * C
 
 
-def test_a_trimmed_tail_is_taken_only_after_whole_chunks_run_out():
+def test_a_trimmed_tail_is_taken_only_once_whole_chunks_are_scarce():
     """Chunk 0 holds a large file's last window, its tail trimmed (hold_tail,
     then the free): small requests split whole chunks first, so that chunk 0
-    is whole again once the file goes; only then do they fill it."""
-    a = fresh(HugePageAllocator, 3 * C, [(0, C)])
-    a.hold_tail(0)
+    is whole again once the file goes, until less than SCARCE of the free
+    space is in whole chunks; then they fill the tail before splitting
+    another (the last whole chunks are kept for large files)."""
+    a = fresh(HugePageAllocator, 8 * C, [(0, C)])
+    a.hold_tail(0, owner=7)
     a.free(3, C - 3)  # the trim: the window keeps its first 3 blocks
+    assert a.free_chunks == 7 and a.tails == {0: 7}
+    split = 0
+    while not a.whole_chunks_scarce():
+        assert all(s // C != 0 for s, _ in a.alloc_blocks(C)), "small blocks went into the tail"
+        split += 1
+    assert split == 5 and a.free_chunks == 2
+    assert blocks_of(a.alloc_blocks(2)) == [3, 4]  # the tail, with whole chunks left
     assert a.free_chunks == 2
-    first = a.alloc_blocks(5)
-    assert all(s // C == 1 for s, _ in first), "small blocks went into the tail"
-    assert a.alloc_blocks(C - 5)[0][0] // C == 1  # chunk 1 filled up
-    assert all(s // C == 2 for s, _ in a.alloc_blocks(C))  # then chunk 2
-    assert blocks_of(a.alloc_blocks(2)) == [3, 4]  # last: the tail
     assert a.alloc_blocks(1, hint=5) == [(5, 1)]  # and the file's own appends
     a.free(0, 6)  # the file goes, and what the tail lent
-    assert a.free_chunks == 1 and 0 not in a.tails
+    assert a.free_chunks == 3 and 0 not in a.tails
 
 
 def test_a_file_regrowing_into_its_trimmed_tail_takes_it_in_place():
     a = fresh(HugePageAllocator, 2 * C, [(0, C)])
-    a.hold_tail(0)
+    a.hold_tail(0, owner=7)
     a.free(10, C - 10)
     assert a.alloc_blocks(20, hint=10) == [(10, 20)]
     a.free(0, 30)
     assert a.free_chunks == 2 and not a.tails
+
+
+def test_a_moved_tail_goes_into_the_fullest_partly_used_chunk_that_holds_it():
+    """alloc_packed, for a tail moved out of its chunk: the partly used chunk
+    (small or another tail's) with the fewest free blocks that holds it
+    all, never the chunk it leaves, never a whole chunk split for it; the
+    holes of several when none holds it; None, taking nothing, when the
+    partly used chunks do not hold it."""
+    # Chunk 0: 10 free; chunk 1: 100 free; chunk 2: whole; chunk 3: a tail, 50 free.
+    used = [(0, C - 10), (C, C - 100), (3 * C, C - 50)]
+    a = fresh(HugePageAllocator, 4 * C, used)
+    a.hold_tail(3, owner=9)
+    assert {s // C for s in blocks_of(a.alloc_packed(20, avoid=3))} == {1}
+    assert {s // C for s in blocks_of(a.alloc_packed(5, avoid=0))} == {3}  # 45 free < 80
+    assert a.alloc_packed(300, avoid=1) is None  # 10 + 45 < 300: nothing taken
+    assert a.free_chunks == 1 and a.free_blocks == 10 + 80 + C + 45
+    got = blocks_of(a.alloc_packed(100, avoid=2))  # none holds 100: fullest first
+    assert len(got) == 100 and [s // C for s in got].count(0) == 10
+    assert [s // C for s in got].count(3) == 45 and [s // C for s in got].count(1) == 45
+    assert a.free_chunks == 1  # chunk 2 was never split
+
+
+def test_whole_chunks_are_scarce_below_the_share():
+    a = fresh(HugePageAllocator, 4 * C, [(0, C // 2)])
+    assert not a.whole_chunks_scarce()  # 3 whole of 3.5 chunks free
+    a.alloc_chunks(2)
+    assert a.whole_chunks_scarce()  # 1 whole of 1.5 chunks free: 0.67 < 0.75
 
 
 def test_enospc_takes_nothing():

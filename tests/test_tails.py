@@ -5,8 +5,11 @@ at a truncate by path and at unmount (data.DataPath._trim_tails; DESIGN.md,
 "Tails").  Never while the file is mapped anywhere or open in another
 process; never on a read-only mount.  Appends after a trim take the chunk's
 blocks back in place, or migrate the window into a whole chunk when it
-fills, so whole windows stay 2 MiB chunks.  The default, tails="keep",
-keeps the chunk."""
+fills, so whole windows stay 2 MiB chunks.  When whole chunks are scarce,
+a trimmed tail moves out of its chunk into the holes of partly used ones,
+and windows that had to take small blocks move into whole chunks once
+deletes free some (DataPath._consolidate).  tails="keep" keeps the
+chunk; "trim" is the default."""
 
 from __future__ import annotations
 
@@ -181,14 +184,17 @@ def test_a_truncate_by_path_keeps_its_tail_for_last_too(fs):
     assert (chunk_of(fs, "/big", 1) - fs.sb.data_off) // CHUNK in fs.allocator.tails
 
 
-def test_the_default_keeps_the_chunk(pool_path):
+def test_the_default_trims_and_keep_keeps_the_chunk(pool_path):
     with daxfs.mount(pool_path) as fs:
-        assert fs.info()["tails"] == "keep"
+        assert fs.info()["tails"] == "trim"
+        write_file(fs, "/t", os.urandom(2 * MiB + 12 * KB))
+        assert allocated(fs, "/t") == 2 * MiB + up(12 * KB)
+    with daxfs.mount(pool_path, tails="keep") as fs:
         write_file(fs, "/f", os.urandom(2 * MiB + 12 * KB))
         fs.fsync("/f")
         fs.truncate("/f", 2 * MiB + 5)
         assert allocated(fs, "/f") == 4 * MiB
-    with daxfs.mount(pool_path) as fs:
+    with daxfs.mount(pool_path, tails="keep") as fs:
         assert allocated(fs, "/f") == 4 * MiB
         assert not fs._tailed
 
@@ -281,24 +287,30 @@ def test_appends_after_trims_take_the_chunk_back_in_place(fs):
 
 @pytest.mark.parametrize("where", ["tmpfs", "disk"])
 def test_a_window_whose_tail_was_taken_migrates_when_it_fills(where, shm_dir, tmp_path):
-    """Small files fill the freed tail last, once no whole chunk is left (the
-    tail's chunk is kept for last); then, with space free again, the window,
-    appended to by blocks elsewhere, moves into a whole chunk when it fills."""
+    """Small files leave a freed tail alone until whole chunks are scarce;
+    then either one takes blocks of it or the tail moves out of its chunk
+    (whichever comes first); with space free again, the window, appended to
+    by blocks elsewhere, moves into a whole chunk when it fills."""
     pool = new_pool(shm_dir if where == "tmpfs" else str(tmp_path))
     data = os.urandom(6 * MiB + 100)
     with tmount(pool) as fs:
         write_file(fs, "/f", data[: 2 * MiB + 12 * KB])
         first = chunk_of(fs, "/f", 1)
         fs.sync()  # (lazy mode: the trimmed blocks are free once durable)
-        n = 0
-        while True:  # fill the pool until a small file takes the tail
+        n, sharing = 0, []
+        while chunk_of(fs, "/f", 1) == first:  # fill until the tail is shared or moved
             write_file(fs, f"/s{n}", b"s" * 20_000)
             got = fs.iomap(f"/s{n}")[0].device_offset
             if got - got % CHUNK == first:
+                sharing.append(f"/s{n}")
                 break
             n += 1
-            assert n < 4000, "no small file ever went into the tail"
-        assert fs.allocator.free_chunks == 0  # only then
+            assert n < 4000, "the tail was never taken or moved"
+        if sharing:
+            assert fs.allocator.whole_chunks_scarce()  # only then
+        else:  # moved out, as whole chunks were scarce: its chunk whole again
+            fs.sync()  # (lazy mode: once the move is durable)
+            assert fs.allocator.chunk_free[(first - fs.sb.data_off) // CHUNK] == CHUNK // BLOCK
         for i in range(n):
             fs.unlink(f"/s{i}")
         fs.sync()
@@ -307,9 +319,101 @@ def test_a_window_whose_tail_was_taken_migrates_when_it_fills(where, shm_dir, tm
             write_file(fs, "/f", data[pos : pos + 512 * 1024], mode="ab")
             pos += 512 * 1024
         assert read(fs, "/f") == data
-        assert read(fs, f"/s{n}") == b"s" * 20_000
+        assert all(read(fs, name) == b"s" * 20_000 for name in sharing)
         assert all(is_chunk(fs, "/f", w) for w in range(3))
         assert allocated(fs, "/f") == up(len(data))
+    check_clean(pool)
+
+
+# ---------------------------------------------------------------------------
+# whole chunks scarce: tails move out, fragmented windows heal
+# ---------------------------------------------------------------------------
+def leave_whole_chunks(fs, path: str, k: int) -> None:
+    """File ``path`` (made if missing) allocated over all but k of the pool's
+    whole free chunks."""
+    if not fs.exists(path):
+        fs.open(path, "xb").close()
+    fs.fallocate(path, 0, (fs.allocator.free_chunks - k) * CHUNK)
+    assert fs.allocator.free_chunks == k
+
+
+def partly_free_blocks(fs) -> int:
+    a = fs.allocator
+    return a.free_blocks - a.free_chunks * (CHUNK // BLOCK)
+
+
+@pytest.mark.parametrize("where", ["tmpfs", "disk"])
+def test_a_tail_trimmed_while_whole_chunks_are_scarce_moves_out_of_its_chunk(
+    where, shm_dir, tmp_path
+):
+    """Its blocks go into the holes of a partly used chunk, and its chunk is
+    whole again for the next large file: the bytes copied before the commit
+    that moves them, durable, and the pool clean."""
+    pool = new_pool(shm_dir if where == "tmpfs" else str(tmp_path), size=32 * MiB)
+    data = os.urandom(2 * MiB + 12 * KB)
+    with tmount(pool) as fs:
+        write_file(fs, "/s", b"s" * 20_000)  # a partly used chunk with room
+        leave_whole_chunks(fs, "/fill", 2)
+        write_file(fs, "/big", data)  # both chunks; the tail trimmed at the close
+        fs.sync()  # (lazy mode: the chunk is free once the move is durable)
+        moved_to = chunk_of(fs, "/big", 1)
+        assert is_chunk(fs, "/big", 0)
+        assert fs.allocator.free_chunks == 1  # its last chunk, whole again
+        assert allocated(fs, "/big") == 2 * MiB + up(12 * KB)
+        assert read(fs, "/big") == data
+    with tmount(pool) as fs:
+        assert read(fs, "/big") == data and chunk_of(fs, "/big", 1) == moved_to
+    check_clean(pool)
+
+
+@pytest.mark.parametrize("remount", [False, True], ids=["same mount", "after a remount"])
+def test_an_old_tail_moves_out_when_a_delete_finds_whole_chunks_scarce(shm_dir, remount):
+    """A tail trimmed while whole chunks were plentiful stays in its chunk;
+    once they are scarce, the next delete moves it out (its owner known from
+    the trim, or after a remount from the scan)."""
+    pool = new_pool(shm_dir, size=32 * MiB)
+    data = os.urandom(2 * MiB + 12 * KB)
+    fs = tmount(pool)
+    try:
+        write_file(fs, "/big", data)
+        tail = chunk_of(fs, "/big", 1)
+        write_file(fs, "/s", b"s" * 20_000)  # a partly used chunk with room
+        for name in ("/fill", "/last"):  # (made first: a close may consolidate)
+            fs.open(name, "xb").close()
+        if remount:
+            fs.close()
+            fs = tmount(pool)
+        leave_whole_chunks(fs, "/fill", 1)
+        leave_whole_chunks(fs, "/last", 0)
+        assert chunk_of(fs, "/big", 1) == tail and fs.allocator.free_chunks == 0
+        fs.unlink("/last")
+        assert chunk_of(fs, "/big", 1) != tail  # moved into a partly used chunk
+        assert fs.allocator.free_chunks == 2  # /last's chunk, and the tail's
+        assert read(fs, "/big") == data
+    finally:
+        fs.close()
+    check_clean(pool)
+
+
+@pytest.mark.parametrize("step", [2 * MiB, MiB], ids=["one write", "grown from small"])
+def test_a_window_that_took_small_blocks_moves_into_a_chunk_once_one_is_free(shm_dir, step):
+    """With no whole chunk free, a large file's window takes small blocks
+    (written whole, or grown past 2 MiB when its migration had no chunk to
+    take); the delete that frees chunks moves it into one."""
+    pool = new_pool(shm_dir, size=32 * MiB)
+    data = os.urandom(2 * MiB)
+    with tmount(pool) as fs:
+        for i in range(4):
+            write_file(fs, f"/m{i}", bytes([i]) * MiB)
+        fs.unlink("/m0")
+        fs.unlink("/m2")
+        assert partly_free_blocks(fs) >= CHUNK // BLOCK
+        leave_whole_chunks(fs, "/fill", 0)
+        write_file(fs, "/big", data, step=step)
+        assert not is_chunk(fs, "/big", 0)  # no whole chunk to be had
+        fs.unlink("/fill")
+        assert is_chunk(fs, "/big", 0)
+        assert read(fs, "/big") == data
     check_clean(pool)
 
 

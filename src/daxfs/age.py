@@ -90,11 +90,11 @@ PATTERN_SEED = 0x64617866  # "daxf"
 # --------------------------------------------------------------------------
 # the space model and the size distribution
 # --------------------------------------------------------------------------
-def charged(size: int, tails: str = "keep") -> int:
+def charged(size: int, tails: str = "trim") -> int:
     """Bytes a closed file of ``size`` occupies: with the mount option
-    tails="keep" (the default), whole 2 MiB chunks once it is 2 MiB or larger
-    (the large-file policy keeps the last window's chunk), else whole 4 KiB
-    blocks; with tails="trim", whole 4 KiB blocks."""
+    tails="trim" (daxfs's default), whole 4 KiB blocks; with tails="keep",
+    whole 2 MiB chunks once it is 2 MiB or larger (the large-file policy
+    keeps the last window's chunk), else whole 4 KiB blocks."""
     unit = CHUNK if size >= CHUNK and tails == "keep" else BLOCK
     return -(-size // unit) * unit
 
@@ -160,7 +160,7 @@ class AgeParams:
     utilization: float = 0.75
     churn: float = 10.0  # stop after writing churn * capacity bytes
     seed: int = 1
-    tails: str = "keep"  # the daxfs mount option the space model follows (charged)
+    tails: str = "trim"  # the daxfs mount option the space model follows (charged)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.utilization < 0.98:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import stat
 import time
+from collections.abc import Sequence
 
 from .coherence import optimistically
 from .inode import Inode
@@ -338,6 +339,8 @@ class DataPath:
                     self._map_blocks(txn, inode, pos, stop - pos, fresh)
                 else:
                     self._map_runs(inode, w0, runs, fresh)
+                    if len(runs) != 1:  # (whole chunks ran short)
+                        self._fragmented.setdefault(inode.ino, set()).add(w0)
             else:
                 self._map_blocks(txn, inode, pos, stop - pos, fresh)
             pos = stop
@@ -449,9 +452,10 @@ class DataPath:
             ):
                 need -= own
                 continue
-            if a.free_chunks <= reserve:
-                continue
-            if a.free_blocks < BLOCKS_PER_CHUNK + need - own + self.MIGRATE_SLACK:
+            if a.free_chunks <= reserve or (
+                a.free_blocks < BLOCKS_PER_CHUNK + need - own + self.MIGRATE_SLACK
+            ):
+                self._fragmented.setdefault(inode.ino, set()).add(w)  # later: _consolidate
                 continue
             if self._migrate_window(txn, inode, w, written):
                 need -= own
@@ -559,6 +563,101 @@ class DataPath:
         self._txn_dirty.add(inode.ino)
         return True
 
+    # ======================================================================
+    # consolidation: whole chunks back for large files
+    # ======================================================================
+    # Moves per consolidation (each copies at most 2 MiB), and whole chunks
+    # a heal leaves free for new files.
+    CONSOLIDATE_BATCH = 8
+    HEAL_RESERVE = 1
+
+    def _consolidate(self) -> None:
+        """After a delete, a truncate or a trim gave space back: one change of
+        at most CONSOLIDATE_BATCH moves that gives large files whole chunks.
+        While whole chunks are scarce, trimmed tails move out of the
+        emptiest tail chunks into holes (_pack_tails); while whole chunks
+        are free, windows that had to take small blocks move into chunks
+        (_heal_windows).  Each move copies at most 2 MiB, once per tail
+        trimmed or window fragmented, as a migration does; khugepaged
+        collapses small pages into huge ones the same way, later, once huge
+        ones are free.  At 90% full without it, new large files found no
+        whole chunk (DESIGN.md, "Tails")."""
+        a = self.allocator
+        if self.readonly or self.closed or a.name != "hugepage":
+            return
+        tails_due = bool(a.tail_room) and a.whole_chunks_scarce()
+        heal_due = bool(self._fragmented) and a.free_chunks > self.HEAL_RESERVE
+        if not (tails_due or heal_due):
+            return
+        with self._thread_lock():
+            if self._depth or self.closed:
+                return  # (inside a call of ours: a file the collector closed)
+            with self._change() as txn:
+                budget = self.CONSOLIDATE_BATCH
+                if tails_due:
+                    budget -= self._pack_tails(txn, budget)
+                if heal_due:
+                    self._heal_windows(txn, budget)
+
+    def _pack_tails(self, txn: Transaction, budget: int) -> int:
+        """Move trimmed tails out of the tail chunks holding the fewest blocks
+        (least to copy), at most ``budget``, each only if its blocks are all
+        its chunk holds and its file is not open here (it may grow into its
+        chunk again), not open elsewhere and not mapped; how many moved.
+        Owners are known from this mount's trims and its scan; a chunk that
+        is found to hold no tail of its owner's forgets it, and one that
+        could not move is not tried again until its free count changes."""
+        a, moved = self.allocator, 0
+        for _free, c in list(a.tail_room.islice(0, 4 * budget, reverse=True)):
+            if moved == budget:
+                break
+            ino = a.tails.get(c)
+            if ino is None or self._unmovable.get(c) == a.chunk_free[c]:
+                continue
+            inode = self._inode(ino) if self._live(ino) else None
+            keep = _align_up(inode.size, BLOCK) if inode is not None else 0
+            window = inode.tail_ranges(_align_down(keep, CHUNK)) if inode is not None else []
+            if (
+                not window
+                or not stat.S_ISREG(inode.mode)
+                or keep <= CHUNK
+                or _tail_of(inode) is not None  # (untrimmed: not ours to move, trims take it)
+                or self._lone_chunk(window) != c
+            ):
+                if not window or self._block(window[0][0]) // BLOCKS_PER_CHUNK != c:
+                    a.tails[c] = None  # (its owner's tail is elsewhere, or gone)
+                self._unmovable[c] = a.chunk_free[c]
+                continue
+            if self._open.get(ino) or self._tail_in_use(inode, window):
+                self._unmovable[c] = a.chunk_free[c]
+                continue
+            moved += self._move_tail_out(txn, inode, keep)
+        return moved
+
+    def _heal_windows(self, txn: Transaction, budget: int) -> None:
+        """Move into whole chunks up to ``budget`` windows of large files that
+        took small blocks when no whole chunk was free (``_fragmented``),
+        leaving HEAL_RESERVE chunks free.  A window that is pinned, no
+        longer wholly inside its file, or already a chunk leaves the list;
+        the list is this process's and not on the media (a mount starts
+        with none)."""
+        todo = [(ino, w) for ino, ws in self._fragmented.items() for w in sorted(ws)]
+        for ino, w0 in todo[:budget]:
+            if self.allocator.free_chunks <= self.HEAL_RESERVE:
+                return
+            windows = self._fragmented[ino]
+            windows.discard(w0)
+            if not windows:
+                del self._fragmented[ino]
+            if self._live(ino):
+                inode = self._inode(ino)
+                if w0 + CHUNK <= inode.size and self._small_window(inode, w0):
+                    self._migrate_window(txn, inode, w0, [])
+
+    def _live(self, ino: int) -> bool:
+        """Is ``ino`` an inode in use?"""
+        return self.inodes.valid_ino(ino) and not self.inodes.slot_is_free(ino)
+
     def _refuse_if_mapped(self, ranges: list[tuple[int, int]]) -> None:
         """Memory a Mapping (of any process) covers is never freed under it."""
         for dev, n in ranges:
@@ -641,6 +740,7 @@ class DataPath:
                     left = [ino for ino in batch if not self._trim_in(txn, ino)]
                 self._tailed.difference_update(batch)
                 self._tailed.update(left)
+            self._consolidate()
 
     def _may_have_tail(self, ino: int) -> bool:
         """A hint, from the cached inode while no commit was made since our
@@ -650,7 +750,7 @@ class DataPath:
         inode = self.inodes.cache.get(ino)
         if inode is None or self.journal.peek() != self._seen_seq:
             with self._locked(exclusive=False):
-                if not self.inodes.valid_ino(ino) or self.inodes.slot_is_free(ino):
+                if not self._live(ino):
                     return False
                 inode = self._inode(ino)
         return _tail_of(inode) is not None
@@ -658,7 +758,7 @@ class DataPath:
     def _trim_in(self, txn: Transaction, ino: int) -> bool:
         """Trim file ``ino``'s tail in ``txn``; False if it holds one that
         must stay (mapped, or open elsewhere)."""
-        if not self.inodes.valid_ino(ino) or self.inodes.slot_is_free(ino):
+        if not self._live(ino):
             return True  # gone
         inode = self._inode(ino)
         keep = _tail_of(inode)
@@ -673,10 +773,74 @@ class DataPath:
     def _cut_tail(self, txn: Transaction, inode: Inode, keep: int) -> None:
         """Free a large file's extents from ``keep`` (its size rounded up to
         4 KiB) on: its last window's chunk is then partly free, and its
-        blocks go to small requests last (alloc.hold_tail)."""
-        for dev, n in inode.cut_from(keep):
-            self.allocator.hold_tail(self._block(dev) // BLOCKS_PER_CHUNK)
+        blocks go to small requests last (alloc.hold_tail); when whole
+        chunks are scarce, what is left of the window moves out instead."""
+        cut = inode.cut_from(keep)
+        for dev, n in cut:
+            c = self._block(dev) // BLOCKS_PER_CHUNK
+            self.allocator.hold_tail(c, inode.ino)
+            self._unmovable.pop(c, None)
             self._free(txn, dev, n)
+        if self._whole_chunks_scarce():
+            self._move_tail_out(txn, inode, keep, cut)
+
+    def _whole_chunks_scarce(self) -> bool:
+        a = self.allocator
+        return a.name == "hugepage" and a.whole_chunks_scarce()
+
+    def _move_tail_out(
+        self, txn: Transaction, inode: Inode, keep: int, cut: Sequence[tuple[int, int]] = ()
+    ) -> bool:
+        """Move the blocks of a trimmed file's last window (below ``keep``, its
+        size rounded up to 4 KiB) out of their chunk, into the holes of
+        partly used chunks, other tails' included, so that the chunk is
+        whole again after the commit.  Only when the file's blocks (the
+        window's, and the ``cut`` ones being freed) are all that chunk
+        holds, and never by splitting another whole chunk (alloc_packed).
+        The bytes are copied to free blocks and flushed before the commit,
+        and the old ones freed after it, as a migration does; the caller
+        checked that nothing maps or pins the chunk (_tail_in_use).  True
+        if moved.  Trimmed tails left in their chunks at 90% full left no
+        whole chunk for new large files (DESIGN.md, "Tails")."""
+        if keep % CHUNK == 0:
+            return False
+        w0 = _align_down(keep, CHUNK)
+        moves = [
+            (e.file_offset, e.device_offset, e.length)
+            for e in inode.iomap(w0, keep - w0)
+            if e.kind == "mapped"
+        ]
+        c = self._lone_chunk([(d, n) for _f, d, n in moves] + list(cut))
+        if c is None:
+            return False
+        self._need_exclusive()  # the copy reads blocks a commit may free
+        blocks = sum(n for _f, _d, n in moves) // BLOCK
+        runs = self.leases.fenced(self.allocator.alloc_packed, blocks, c)
+        if runs is None:
+            return False
+        pieces = _spread(moves, self._take(txn, runs))
+        buf = self.region.buf
+        for _foff, src, dst, n in pieces:
+            self.region.store(dst, buf[src : src + n])
+        self._flush_data([(dst, n) for _f, _s, dst, n in pieces])  # fenced with the record
+        for dev, n in inode.unmap(w0, keep - w0):
+            self._free(txn, dev, n)
+        for foff, _src, dst, n in pieces:
+            inode.add_extent(foff, dst, n)
+        self._txn_dirty.add(inode.ino)
+        return True
+
+    def _lone_chunk(self, ranges: list[tuple[int, int]]) -> int | None:
+        """The chunk holding all of device ``ranges``, if they are all it holds."""
+        if not ranges:
+            return None
+        chunks = {self._block(d) // BLOCKS_PER_CHUNK for d, _n in ranges}
+        chunks |= {self._block(d + n - 1) // BLOCKS_PER_CHUNK for d, n in ranges}
+        if len(chunks) != 1:
+            return None
+        (c,) = chunks
+        used = BLOCKS_PER_CHUNK - int(self.allocator.chunk_free[c])
+        return c if used == sum(n for _d, n in ranges) // BLOCK else None
 
     def _tail_in_use(self, inode: Inode, ranges: list[tuple[int, int]]) -> bool:
         """Is the file mapped anywhere (this process's mappings pin through
@@ -722,6 +886,22 @@ def _tail_of(inode: Inode) -> int | None:
     keep = _align_up(inode.size, BLOCK)
     foff, _doff, n = inode.extents[-1]  # (sorted: the last one ends last)
     return keep if foff + n > keep else None
+
+
+def _spread(moves, runs) -> list[tuple[int, int, int, int]]:
+    """Extents ``moves`` (file offset, device offset, length) laid in order
+    over new device ``runs`` (offset, length): pieces (file offset, old
+    device offset, new device offset, length)."""
+    out, free = [], iter(runs)
+    dst = room = 0
+    for foff, src, n in moves:
+        while n:
+            if not room:
+                dst, room = next(free)
+            k = min(n, room)
+            out.append((foff, src, dst, k))
+            foff, src, n, dst, room = foff + k, src + k, n - k, dst + k, room - k
+    return out
 
 
 def _hole_blocks(inode: Inode, start: int, stop: int) -> int:

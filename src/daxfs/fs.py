@@ -108,6 +108,10 @@ class StatVFS:
 
 # Lazy mode's longest wait between group commits, in seconds (ext4's commit=).
 COMMIT_INTERVAL = 5.0
+# The mount option tails= (DESIGN.md, "Tails"): "trim" gives a large file's
+# last chunk back past its end at its last close; "keep" leaves it whole.
+TAILS = ("trim", "keep")
+DEFAULT_TAILS = "trim"
 # Directory parts of paths the path cache keeps (FileSystem._heads_now): a
 # walk keeps its place, and at 4 KiB a path this bounds it to 4 MiB.
 HEADS_KEPT = 1024
@@ -124,7 +128,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         readonly: bool,
         commit: str | None = None,
         commit_interval: float = COMMIT_INTERVAL,
-        tails: str = "keep",
+        tails: str = DEFAULT_TAILS,
     ):
         self.region, self.sb, self.readonly = region, sb, readonly
         self.journal = Journal(region, sb)
@@ -138,8 +142,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             raise ValueError(f"commit_interval must be positive, not {commit_interval!r}")
         # A large file's last chunk past its end (its tail): kept, or given
         # back at close, fsync and unmount (DataPath._trim_tails; DESIGN.md).
-        if tails not in ("keep", "trim"):
-            raise ValueError(f"tails must be 'keep' or 'trim', not {tails!r}")
+        if tails not in TAILS:
+            raise ValueError(f"tails must be 'trim' or 'keep', not {tails!r}")
         self.tails = tails
         self._lazy = bool(getattr(region, "lazy_capable", False)) and not readonly
         self.commit_mode = (commit or "lazy") if self._lazy else "sync"
@@ -163,6 +167,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         # tails="trim": files whose last chunk may reach past their end,
         # trimmed at their last close, fsync or at unmount (_trim_tails).
         self._tailed: set[int] = set()
+        # Windows of large files that got small blocks for want of a whole
+        # chunk, {ino: {window offsets}}: moved into chunks once deletes
+        # free some (DataPath._consolidate).
+        self._fragmented: dict[int, set[int]] = {}
+        # Tail chunks whose tail could not move, with their free count then.
+        self._unmovable: dict[int, int] = {}
         self._committer: threading.Thread | None = None
         self._stop_committer = threading.Event()
         self.inodes = InodeTable(region, sb)
@@ -262,9 +272,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self.journal.reapply_homes()
         used, self._orphans = self.inodes.scan()
         self._quarantine.clear()
+        self._unmovable.clear()
         self.allocator = make_allocator(self.sb.allocator, self.sb.data_blocks, used)
-        for c in self.inodes.tail_chunks:
-            self.allocator.hold_tail(c)
+        for c, ino in self.inodes.tail_chunks.items():
+            self.allocator.hold_tail(c, ino)
         if self._lazy:
             self._hold_undurable_frees()
 
@@ -850,6 +861,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             if r.ftype == DIR_T:
                 raise oserror(errno.EISDIR, spath)
             self._truncate_inode(txn, self._inode(r.ino), length)  # type: ignore[arg-type]
+        self._consolidate()
 
     def fallocate(self, path, offset: int, length: int) -> None:
         """Allocate [offset, offset+length) so later writes cannot fail for space;

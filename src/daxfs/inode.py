@@ -287,7 +287,7 @@ class InodeTable:
         self._listed = np.zeros(0, dtype=bool)
         self._cursor = 0
         self.nfree = 0
-        self.tail_chunks: list[int] = []  # (scan)
+        self.tail_chunks: dict[int, int] = {}  # (scan) chunk -> inode
         # Slots from ``limit`` on are not in use yet (version 4: the header in
         # slot 0 says where; grow() takes more).  Free numbers below it are
         # ``nfree``; the scan reads nothing past it.
@@ -580,17 +580,18 @@ class InodeTable:
         empty = np.zeros(0, dtype=np.uint64)
         return np.concatenate(starts or [empty]), np.concatenate(lengths or [empty])
 
-    def _tail_chunks(self, table, live) -> list[int]:
+    def _tail_chunks(self, table, live) -> dict[int, int]:
         """The chunks (numbered from the data area's start) that hold the last
-        window of a file of 2 MiB or more cut short of a chunk: a trimmed
-        tail, whose free part the allocator keeps for last (alloc.hold_tail),
-        found again at every mount.  Inline extents only (a file with more
-        is fragmented anyway).  Runs after _used_runs checked the extents."""
+        window of a file of 2 MiB or more cut short of a chunk, each with
+        that file's inode number: a trimmed tail, whose free part the
+        allocator keeps for last (alloc.hold_tail), found again at every
+        mount.  Inline extents only (a file with more is fragmented anyway).
+        Runs after _used_runs checked the extents."""
         big = live[table["size"][live] >= CHUNK]
         size = table["size"][big].astype(np.int64)
         nextents = table["nextents"][big]
         ext = table["ext"]
-        chunks = []
+        chunks, owners = [], []
         for k in range(INLINE_EXTENTS):
             having = nextents > k
             if not having.any():
@@ -601,7 +602,12 @@ class InodeTable:
             reaches = (fo <= window) & (window < fo + n)
             cut_short = (fo + n < window + CHUNK) & (at % CHUNK == 0)
             chunks.append(at[reaches & cut_short] // CHUNK)
-        return np.concatenate(chunks).tolist() if chunks else []
+            owners.append(big[having][reaches & cut_short])
+        if not chunks:
+            return {}
+        return dict(
+            zip(np.concatenate(chunks).tolist(), np.concatenate(owners).tolist(), strict=True)
+        )
 
     def _overflow_extents(self, table, live) -> tuple[list[int], list[int]]:
         starts: list[int] = []

@@ -89,6 +89,7 @@ class NamespacePath:
 
     def unlink(self, path) -> None:
         optimistically(self, self._unlink, to_str(path))
+        self._consolidate()
 
     def _unlink(self, spath: str) -> None:
         with self._change() as txn:

@@ -15,7 +15,7 @@ import errno
 import fcntl
 import os
 
-from .fs import COMMIT_INTERVAL, FileSystem
+from .fs import COMMIT_INTERVAL, DEFAULT_TAILS, FileSystem
 from .journal import Journal
 from .layout import (
     BLOCK,
@@ -87,16 +87,17 @@ def mount(
     emulate_devdax: bool = False,
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
-    tails: str = "keep",
+    tails: str = DEFAULT_TAILS,
 ) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
     when the file allows it, else raise EROFS).  ``commit`` ("lazy", the
     default, or "sync") and ``commit_interval`` (seconds) choose when changes
     to a pool on a page-cache file become durable (DESIGN.md, "Group commit").
-    ``tails``: "keep" (the default) leaves a large file the whole chunk of
-    its last 2 MiB window; "trim" gives back what lies past its end (to
-    4 KiB) at its last close, fsync and unmount (DESIGN.md, "Tails")."""
+    ``tails``: "trim" (the default) gives back what lies past a large
+    file's end in the chunk of its last 2 MiB window (to 4 KiB) at its last
+    close, fsync and unmount; "keep" leaves it the whole chunk (DESIGN.md,
+    "Tails")."""
     spath = to_str(path)
     if readonly and _needs_recovery(spath):
         if not os.access(spath, os.W_OK):
@@ -123,7 +124,7 @@ def open_pool(
     reclaim_orphans: bool,
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
-    tails: str = "keep",
+    tails: str = DEFAULT_TAILS,
 ) -> FileSystem:
     """mount() without the read-only recovery detour; the checker mounts with
     reclaim_orphans=False so that it decides about nameless inodes itself."""
@@ -145,7 +146,7 @@ def mount_region(
     reclaim_orphans: bool = True,
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
-    tails: str = "keep",
+    tails: str = DEFAULT_TAILS,
 ) -> FileSystem:
     """Mount a pool on a region object already made (a Region, or a wrapper with
     the same interface, such as the crash tester's); closes it on failure."""

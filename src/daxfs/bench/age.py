@@ -50,6 +50,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
+from ..fs import DEFAULT_TAILS, TAILS
 from . import (
     DEFAULT_POOL_DIR,
     GiB,
@@ -316,11 +317,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ext4", action="store_true", help="leave ext4 out")
     p.add_argument(
         "--tails",
-        choices=("keep", "trim"),
-        default="keep",
-        help='the daxfs pools\' mount option tails= ("keep", the default; "trim": large '
-        "files give back their last chunk past the end at close), which the history's "
-        "space model follows",
+        choices=TAILS,
+        default=DEFAULT_TAILS,
+        help='the daxfs pools\' mount option tails= ("trim", the default: large files '
+        'give back their last chunk past the end at close; "keep"), which the '
+        "history's space model follows",
     )
     p.add_argument(
         "--out-dir", default="daxfs-age-plots", help="directory for the PNGs (daxfs-age-plots)"

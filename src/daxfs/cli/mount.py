@@ -26,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from ..fs import TAILS
 from .common import CliError, PoolArg, command, mounted
 
 FUSE_DEVICE = "/dev/fuse"
@@ -82,12 +83,12 @@ def parse_mount_options(text: str | None) -> dict[str, object]:
             if not seconds > 0:
                 raise CliError(f"commit_interval must be a positive number of seconds: {item}")
             out["commit_interval"] = seconds
-        elif key == "tails" and value in ("keep", "trim"):
+        elif key == "tails" and value in TAILS:
             out["tails"] = value
         else:
             raise CliError(
                 f"unknown mount option {item!r} "
-                "(known: commit=lazy|sync, commit_interval=SECONDS, tails=keep|trim)"
+                "(known: commit=lazy|sync, commit_interval=SECONDS, tails=trim|keep)"
             )
     return out
 
@@ -115,8 +116,9 @@ def mount_cmd(
             "-o",
             help="Mount options, comma-separated: commit=lazy|sync (a pool on a disk "
             "file: durable at fsync and every commit_interval seconds, or each "
-            "change on return), commit_interval=SECONDS (default 5), tails=keep|trim "
-            "(trim: a large file gives back its last chunk past its end at close).",
+            "change on return), commit_interval=SECONDS (default 5), tails=trim|keep "
+            "(trim, the default: a large file gives back its last chunk past its end "
+            "at close; keep: it keeps the whole chunk).",
         ),
     ] = None,
 ) -> None:
