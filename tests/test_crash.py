@@ -46,6 +46,7 @@ import zlib
 import pytest
 
 import daxfs
+from daxfs import alloc as alloc_mod
 from daxfs import inode as inode_mod
 from daxfs import layout as L
 from daxfs.check import check_region
@@ -298,10 +299,23 @@ if os.environ.get("DAXFS_CRASH_SHARD"):  # "k/n": every n-th case from the k-th,
     CASES = CASES[_k - 1 :: _n]
 
 
+# On a pool whose whole chunks are scarce (_base_pool "scarce"): a delete
+# moves a trimmed tail out of its chunk, and heals a window that had to take
+# small blocks (DataPath._consolidate), each in a change of its own.
+SCARCE_POOL = "32M"
+SCARCE_WORKLOADS = {
+    "unlink /T/small (a tail moves out)": lambda fs: fs.unlink("/T/small"),
+    "write /T/new 4M, unlink /T/fill (a window heals)": (
+        lambda fs: fs._create_with("/T/new", b"\x6e" * (4 << 20)),
+        lambda fs: fs.unlink("/T/fill"),
+    ),
+}
+
+
 def _steps(ops: tuple[str, ...]) -> list[tuple[str, object]]:
     out = []
     for op in ops:
-        fn = WORKLOADS[op]
+        fn = WORKLOADS.get(op) or SCARCE_WORKLOADS[op]
         out += [(op, f) for f in fn] if isinstance(fn, tuple) else [(op, fn)]
     return out
 
@@ -333,13 +347,25 @@ def _walk_tree(fs) -> dict[str, tuple]:
     return out
 
 
-def _base_pool(full_table: bool):
+def _base_pool(full_table: bool, scarce: bool = False):
     """The pool every workload starts from (written once per module), its
     image and a lock file.  ``full_table``: the inode table grows by 16 slots
     (one page) and the setup leaves it full, so that a create moves the
     table's limit, zeroing the next slots first."""
     kind = "full-table" if full_table else "base"
     path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
+    if scarce:
+        kind = "scarce"
+        path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
+        _scarce_pool(path)
+        with open(path, "rb") as f:
+            image = f.read()
+        lock = f"/dev/shm/daxfs-crash-lock-{kind}-{os.getpid()}"
+        yield path, image, lock
+        os.unlink(path)
+        if os.path.exists(lock):
+            os.unlink(lock)
+        return
     with pytest.MonkeyPatch.context() as mp:
         if full_table:
             mp.setattr(inode_mod, "ITABLE_GROW", L.SLOTS_PER_PAGE)
@@ -360,6 +386,28 @@ def _base_pool(full_table: bool):
     os.unlink(path)
     if os.path.exists(lock):
         os.unlink(lock)
+
+
+def _scarce_pool(path: str) -> None:
+    """A pool holding a large file whose trimmed tail stayed in its chunk
+    (trimmed while whole chunks were plentiful), a small file, and a fill
+    that leaves one whole chunk: whole chunks are scarce, and a delete
+    consolidates."""
+    daxfs.mkfs(path, SCARCE_POOL, inodes=256)
+    scarce = alloc_mod.SCARCE
+    # (Never scarce while it is made: the tail stays, and the unmount
+    # consolidates nothing.)
+    with pytest.MonkeyPatch.context() as mp, daxfs.mount(path) as fs:
+        mp.setattr(alloc_mod, "SCARCE", 0.0)
+        fs.mkdir("/T")
+        with fs.open("/T/big", "wb") as f:
+            f.write(bytes(range(256)) * ((2 << 20) // 256 + 48))  # 2 MiB + 12 KiB
+        with fs.open("/T/small", "wb") as f:
+            f.write(b"s" * 20000)
+        fs.open("/T/fill", "xb").close()
+        fs.fallocate("/T/fill", 0, (fs.allocator.free_chunks - 1) * L.CHUNK)
+        a = fs.allocator
+        assert a.free_chunks * (L.CHUNK // L.BLOCK) < a.free_blocks * scarce and a.tail_room
 
 
 def _forge_past_the_limit(fs, path: str) -> None:
@@ -411,7 +459,7 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     base = bytes(rec.inner.buf)
     rec.reset()
     states, mixed = [], set()
-    with _trims_marked(rec.log) as trims:
+    with _own_changes_marked(rec.log) as trims:
         for name, step in _steps(ops):
             if _content_free(name):
                 target = (states[-1] if states else _snapshot(fs)).get(name.split()[1])
@@ -431,26 +479,34 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
 
 
 @contextlib.contextmanager
-def _trims_marked(log: list[tuple]):
-    """Where each tail trim (tails="trim": DataPath._trim_tails, at a file's
-    last close) began and ended, as positions in ``log``.  A trim is a
-    change of its own, made by the close, so its fences count apart from
-    the step's write; the method is instrumented for the duration."""
+def _own_changes_marked(log: list[tuple]):
+    """Where each change a call makes of its own, apart from what it was
+    asked, began and ended, as positions in ``log``: a tail trim
+    (tails="trim": DataPath._trim_tails, at a file's last close) and a
+    consolidation (DataPath._consolidate, after a delete, a truncate or a
+    trim, when whole chunks are scarce or windows wait for one).  Their
+    fences count apart from the step's own (at most two each); the
+    methods are instrumented for the duration."""
     spans: list[tuple[int, int]] = []
-    plain = DataPath._trim_tails
+    plain = {name: getattr(DataPath, name) for name in ("_trim_tails", "_consolidate")}
 
-    def marking(self, *args, **kwargs):
-        start = len(log)
-        try:
-            return plain(self, *args, **kwargs)
-        finally:
-            spans.append((start, len(log)))
+    def marking(method):
+        def marked(self, *args, **kwargs):
+            start = len(log)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spans.append((start, len(log)))
 
-    DataPath._trim_tails = marking  # type: ignore[method-assign]
+        return marked
+
+    for name, method in plain.items():
+        setattr(DataPath, name, marking(method))
     try:
         yield spans
     finally:
-        DataPath._trim_tails = plain  # type: ignore[method-assign]
+        for name, method in plain.items():
+            setattr(DataPath, name, method)
 
 
 def _recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
@@ -600,13 +656,55 @@ def test_a_create_that_grows_the_inode_table_is_before_or_after(full_table_pool,
     _every_crash_state_is_before_or_after(full_table_pool, model, name)
 
 
+@pytest.fixture(scope="module")
+def scarce_pool(tmp_path_factory):
+    yield from _base_pool(full_table=False, scarce=True)
+
+
+CONSOLIDATION_CASES = [
+    (model, name) for model in ("pmem", "msync", "lazy") for name in sorted(SCARCE_WORKLOADS)
+]
+
+
+@pytest.mark.parametrize("model,name", CONSOLIDATION_CASES)
+def test_a_consolidation_is_before_or_after(scarce_pool, model, name):
+    """A delete on a pool short of whole chunks moves a trimmed tail out of
+    its chunk, or a fragmented window into one, in a change of its own: a
+    crash anywhere leaves the tree before or after the step, the moved
+    bytes whole."""
+    if model == "pmem":
+        _consolidation_happens(scarce_pool, name)
+    _every_crash_state_is_before_or_after(scarce_pool, model, name)
+
+
+def _consolidation_happens(pool, name: str) -> None:
+    """The workload does move what it is named for (on a plain copy)."""
+    path, image, _lock = pool
+    copy = path + ".plain"
+    with open(copy, "wb") as f:
+        f.write(image)
+    try:
+        with daxfs.mount(copy) as fs:
+            tail = fs.iomap("/T/big", 2 << 20, 4096)[0].device_offset
+            for _op, step in _steps((name,)):
+                step(fs)
+            if "tail" in name:
+                assert fs.iomap("/T/big", 2 << 20, 4096)[0].device_offset != tail
+            else:
+                assert [e.device_offset % L.CHUNK for e in fs.iomap("/T/new")] == [0, 0]
+    finally:
+        os.unlink(copy)
+
+
 def _every_crash_state_is_before_or_after(pool, model: str, name: str) -> None:
     path, image, lock = pool
     lazy = model == "lazy"  # (lazy-sync: durable on return, as msync)
     checker = _Checker(lock, name, len(image), model.startswith("lazy"))
     checker.scratch.build(CrashState(CrashPoint(-1, image), []))  # the image as it was
     before = _recovered_snapshot(checker.scratch, lock)
-    base, log, states, mixed, journal, trims = _record(path + ".w", image, SEQUENCES[name], model)
+    base, log, states, mixed, journal, trims = _record(
+        path + ".w", image, SEQUENCES.get(name, (name,)), model
+    )
     os.unlink(path + ".w")
     trees = [_blur(t, mixed) for t in [before, *states]]
     ends = [i for i, ev in enumerate(log) if ev[0] == "end"]
@@ -635,21 +733,26 @@ def _every_crash_state_is_before_or_after(pool, model: str, name: str) -> None:
         _check_fences_per_operation(name, log, trims)
 
 
-def _check_fences_per_operation(name: str, log: list[tuple], trims: list[tuple[int, int]]) -> None:
+def _check_fences_per_operation(name: str, log: list[tuple], own: list[tuple[int, int]]) -> None:
     # Issue 14: on pmem each operation stays durable on return with at most
-    # two fences (its new data, then its record).  A tail trim at a close is
-    # an operation of its own (the close), counted apart: at most two too.
-    in_trim = {i for start, end in trims for i in range(start, end)}
-    fences, trim_fences, op = 0, {}, None
+    # two fences (its new data, then its record).  A tail trim at a close and
+    # a consolidation are changes of their own (_own_changes_marked), each
+    # counted apart, in the innermost span (a trim consolidates at its end):
+    # at most two each too.
+    fences, own_fences, op = 0, {}, None
     for i, ev in enumerate(log):
         if ev[0] == "begin":
             fences, op = 0, ev[1]
-        elif ev[0] == "fence" and i in in_trim:
-            span = next(s for s in trims if s[0] <= i < s[1])
-            trim_fences[span] = trim_fences.get(span, 0) + 1
-            assert trim_fences[span] <= 2, f"{name}: a trim in {op} took {trim_fences[span]} fences"
         elif ev[0] == "fence":
-            fences += 1
+            inside = [s for s in own if s[0] <= i < s[1]]
+            if not inside:
+                fences += 1
+                continue
+            span = max(inside)  # (the innermost: the latest start)
+            own_fences[span] = own_fences.get(span, 0) + 1
+            assert own_fences[span] <= 2, (
+                f"{name}: a change of {op}'s own took {own_fences[span]} fences"
+            )
         elif ev[0] == "end" and not op.startswith("map "):  # (its persist is the user's)
             assert fences <= 2, f"{name}: {op} took {fences} fences"
             STATS["max_fences_per_op"] = max(STATS.get("max_fences_per_op", 0), fences)

@@ -101,6 +101,10 @@ EXHAUSTIVE_PAGES = 6  # 3**6 = 729 page-cache states
 STRUCTURED_PAGES = 32  # pages varied one at a time when more are dirty
 MODELS = ("pmem", "msync", "lazy")
 CRASH_IMAGE_BOOT = b"crash-image".ljust(32, b"\0")  # MemoryRegion.boot_identity()
+# The boot a recovery that recovery_log records runs in: a crash inside it
+# is a power loss too, so the image's next recovery (CRASH_IMAGE_BOOT) must
+# not take the lazy records that run left for page-cache ones of its boot.
+RECOVERY_RUN_BOOT = b"crash-recovery-run".ljust(32, b"\0")
 
 
 # --------------------------------------------------------------------------
@@ -264,8 +268,14 @@ class MemoryRegion:
     kind, align = "memory", 4096
     map_sync = huge_capable = readonly = private = lazy_capable = holds_homes = False
 
-    def __init__(self, image: bytearray, lock_path: str, undo: list | None = None):
-        self.image = image
+    def __init__(
+        self,
+        image: bytearray,
+        lock_path: str,
+        undo: list | None = None,
+        boot: bytes = CRASH_IMAGE_BOOT,
+    ):
+        self.image, self.boot = image, boot
         self.buf = memoryview(image)
         self.size = len(image)
         self.path = lock_path
@@ -301,7 +311,7 @@ class MemoryRegion:
     def boot_identity(self) -> bytes:
         # Never a real boot's: recovering a crash image is always recovery
         # after a power loss, never after a mere process kill.
-        return CRASH_IMAGE_BOOT
+        return self.boot
 
     def flush(self, off: int, n: int) -> None:
         pass
@@ -333,7 +343,7 @@ def recovery_log(image: bytes | bytearray, lock_path: str, model: str = "pmem") 
     recorded under ``model``; the image itself is left as it was."""
     from .pool import mount_region
 
-    rec = RecordingRegion(MemoryRegion(bytearray(image), lock_path), model)
+    rec = RecordingRegion(MemoryRegion(bytearray(image), lock_path, boot=RECOVERY_RUN_BOOT), model)
     mount_region(rec).close()
     return rec.log
 

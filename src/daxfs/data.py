@@ -608,7 +608,8 @@ class DataPath:
         is found to hold no tail of its owner's forgets it, and one that
         could not move is not tried again until its free count changes."""
         a, moved = self.allocator, 0
-        for _free, c in list(a.tail_room.islice(0, 4 * budget, reverse=True)):
+        room = a.tail_room
+        for _free, c in list(room.islice(max(0, len(room) - 4 * budget), reverse=True)):
             if moved == budget:
                 break
             ino = a.tails.get(c)
