@@ -585,7 +585,7 @@ class DataPath:
         a = self.allocator
         if self.readonly or self.closed or a.name != "hugepage":
             return
-        tails_due = bool(a.tail_room) and a.whole_chunks_scarce()
+        tails_due = a.whole_chunks_scarce() and any(True for _c in self._tail_candidates())
         heal_due = bool(self._fragmented) and a.free_chunks > self.HEAL_RESERVE
         if not (tails_due or heal_due):
             return
@@ -608,32 +608,45 @@ class DataPath:
         is found to hold no tail of its owner's forgets it, and one that
         could not move is not tried again until its free count changes."""
         a, moved = self.allocator, 0
-        room = a.tail_room
-        for _free, c in list(room.islice(max(0, len(room) - 4 * budget), reverse=True)):
+        for c, ino in list(self._tail_candidates()):
             if moved == budget:
                 break
-            ino = a.tails.get(c)
-            if ino is None or self._unmovable.get(c) == a.chunk_free[c]:
-                continue
             inode = self._inode(ino) if self._live(ino) else None
-            keep = _align_up(inode.size, BLOCK) if inode is not None else 0
-            window = inode.tail_ranges(_align_down(keep, CHUNK)) if inode is not None else []
-            if (
-                not window
-                or not stat.S_ISREG(inode.mode)
-                or keep <= CHUNK
-                or _tail_of(inode) is not None  # (untrimmed: not ours to move, trims take it)
-                or self._lone_chunk(window) != c
+            window = self._last_window_in(inode, c)
+            if window is None:
+                a.tails[c] = None  # (its owner's tail is elsewhere, or gone)
+            elif (
+                _tail_of(inode) is None  # (untrimmed: not ours to move, trims take it)
+                and self._lone_chunk(window) == c
+                and not self._open.get(ino)
+                and not self._tail_in_use(inode, window)
+                and self._move_tail_out(txn, inode, _align_up(inode.size, BLOCK))
             ):
-                if not window or self._block(window[0][0]) // BLOCKS_PER_CHUNK != c:
-                    a.tails[c] = None  # (its owner's tail is elsewhere, or gone)
-                self._unmovable[c] = a.chunk_free[c]
+                moved += 1
                 continue
-            if self._open.get(ino) or self._tail_in_use(inode, window):
-                self._unmovable[c] = a.chunk_free[c]
-                continue
-            moved += self._move_tail_out(txn, inode, keep)
+            self._unmovable[c] = a.chunk_free[c]
         return moved
+
+    def _last_window_in(self, inode: Inode | None, c: int) -> list[tuple[int, int]] | None:
+        """The device ranges of large file ``inode``'s last, partial window, if
+        they begin in chunk c."""
+        if inode is None or not stat.S_ISREG(inode.mode) or inode.size <= CHUNK:
+            return None
+        w0 = _align_down(inode.size - 1, CHUNK)
+        window = inode.tail_ranges(w0)
+        if not window or self._block(window[0][0]) // BLOCKS_PER_CHUNK != c:
+            return None
+        return window
+
+    def _tail_candidates(self):
+        """(chunk, owner) of the emptiest tail chunks, 4 * CONSOLIDATE_BATCH
+        at most, but those with no owner known and those that could not
+        move at their present free count."""
+        a, room = self.allocator, self.allocator.tail_room
+        for _free, c in room.islice(max(0, len(room) - 4 * self.CONSOLIDATE_BATCH), reverse=True):
+            ino = a.tails.get(c)
+            if ino is not None and self._unmovable.get(c) != a.chunk_free[c]:
+                yield c, ino
 
     def _heal_windows(self, txn: Transaction, budget: int) -> None:
         """Move into whole chunks up to ``budget`` windows of large files that
@@ -741,7 +754,8 @@ class DataPath:
                     left = [ino for ino in batch if not self._trim_in(txn, ino)]
                 self._tailed.difference_update(batch)
                 self._tailed.update(left)
-            self._consolidate()
+            if todo:  # (space given back; a close of a file with no tail costs nothing)
+                self._consolidate()
 
     def _may_have_tail(self, ino: int) -> bool:
         """A hint, from the cached inode while no commit was made since our
