@@ -105,6 +105,34 @@ def test_meta_tiny(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
 
 
+IO_LABELS = ["readinto 4 KiB", "readinto 1 MiB", "write 4 KiB in place", "write 1 MiB in place"]
+
+
+def test_io_tiny(tmp_path, capsys):
+    """bench io: every phase on the three sides, the files checked after the
+    rounds, the aims' verdicts, a profile, and nothing left behind."""
+    js = tmp_path / "io.json"
+    argv = ["io", "--size", "4M", "--ops", "300", "--mib", "6", "--rounds", "2"]
+    argv += ["--pool-dir", str(tmp_path), "--format", "plain", "--json", str(js), "--profile"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, IO_LABELS)
+    assert list(rows) == IO_LABELS
+    for label, cells in rows.items():  # (rate, unit) per side, then the two ratios
+        unit = "calls/s" if "4 KiB" in label else "GB/s"
+        assert cells[1:6:2] == [unit] * 3, cells
+        assert all(float(c.replace(",", "")) > 0 for c in cells[0:6:2])
+        assert len(cells) == 8
+    for aim in ("4 KiB readinto daxfs/kernel >= 0.5", "1 MiB readinto daxfs/memcpy >= 0.9"):
+        assert f"aim: {aim}: " in out
+    assert "=== profile: daxfs " in out
+    data = json.loads(js.read_text())["data"]
+    assert set(data["ratio_vs_kernel"]) == {"read4k", "read1m", "write4k", "write1m"}
+    assert all(len(r) == 2 for r in data["raw"].values())
+    assert data["raw"]["daxfs"][0]["read4k"]["calls"] == 300
+    assert os.listdir(tmp_path) == ["io.json"]  # the work directory is removed
+
+
 def test_meta_durable_tiny(tmp_path, capsys):
     """--durable: creates on the kernel with and without fsync per file,
     on the pool in --pool-dir and on a pool in /dev/shm, in one table;

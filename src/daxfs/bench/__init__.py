@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "share": "daxfs.bench.share",
     "copy": "daxfs.bench.copy",
     "scale": "daxfs.bench.scale",
+    "io": "daxfs.bench.io",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
