@@ -671,3 +671,76 @@ def test_a_large_write_copies_its_data_with_no_exclusive_lock_into_leased_chunks
             assert f.read() == b"s" * 5000
     report = daxfs.check(pool_path)
     assert report.ok, report.errors
+
+
+READER = textwrap.dedent(r"""
+    import sys, time
+    import daxfs
+
+    size = int(sys.argv[2])
+    pattern = (bytes(range(1, 256)) * (size // 255 + 1))[:size]
+    fs = daxfs.mount(sys.argv[1])
+    buf = bytearray(size)
+    f = fs.open("/f", "rb", buffering=0)
+    print("open", flush=True)
+    sys.stdin.readline()
+    reads = whole = 0
+    deadline = time.monotonic() + float(sys.argv[3])
+    while time.monotonic() < deadline:
+        f.seek(0)
+        n = f.readinto(buf)
+        reads += 1
+        whole += n == size
+        # The file only ever holds the pattern (or is shorter): any other
+        # byte is another file's, read through space freed under the copy.
+        if buf[:n] != pattern[:n]:
+            bad = next(i for i in range(n) if buf[i] != pattern[i])
+            print("WRONG", n, bad, buf[bad], flush=True)
+            sys.exit(1)
+    print("ok", reads, whole, flush=True)
+""")
+
+
+def test_a_read_never_returns_bytes_of_space_freed_under_it(pool_path):
+    """A reader in another process reads an open file over and over, with no
+    pool lock while nothing changes (the seqlock on the live word:
+    data._unlocked_read), while this process truncates the file (its blocks
+    freed), writes another file into the space it freed, and writes the
+    file again, for two seconds.  Every read returns the file's own
+    bytes, or fewer of them."""
+    size = 4 * MiB
+    pattern = (bytes(range(1, 256)) * (size // 255 + 1))[:size]
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(pattern)
+        # The rest of the pool's whole chunks taken: the other file can only
+        # go where the file was.
+        fs.open("/fill", "xb").close()
+        fs.fallocate("/fill", 0, fs.allocator.free_chunks * (2 * MiB))
+        child = subprocess.Popen(
+            [sys.executable, "-c", READER, pool_path, str(size), "2.0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "open"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            rewrites = 0
+            while child.poll() is None and rewrites < 5000:
+                fs.truncate("/f", 0)  # its blocks freed,
+                with fs.open("/other", "wb") as g:  # taken by another file,
+                    g.write(b"\xee" * size)
+                fs.unlink("/other")
+                with fs.open("/f", "ab") as f:  # and the file written again
+                    f.write(pattern)
+                rewrites += 1
+            reply = child.stdout.readline().split()
+            assert reply and reply[0] == "ok", reply
+            assert int(reply[1]) > 100 and rewrites > 100, (reply, rewrites)
+            assert child.wait(timeout=60) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

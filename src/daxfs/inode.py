@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import operator
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ from .layout import (
 
 INODE_DTYPE = np.dtype(INODE_DTYPE_FIELDS)
 assert INODE_DTYPE.itemsize == INODE_SIZE
+
+
+_file_offset = operator.itemgetter(0)  # an extent's (file offset, device offset, length)
 
 
 @dataclass(frozen=True)
@@ -113,11 +117,23 @@ class Inode:
         return sum(e[2] for e in self.extents)
 
     # -- extent map --------------------------------------------------------
+    def device_at(self, off: int, length: int) -> int | None:
+        """Where file offset ``off`` lies on the device, when one extent maps
+        all of [off, off+length); else None (a hole, or several extents).
+        The read path's common case, without building an iomap."""
+        ex = self.extents
+        i = bisect.bisect_right(ex, off, key=_file_offset) - 1
+        if i >= 0:
+            foff, doff, n = ex[i]
+            if off + length <= foff + n:
+                return doff + (off - foff)
+        return None
+
     def iomap(self, off: int, length: int) -> list[Extent]:
         """Maximal extents covering [off, off+length), holes included."""
         out: list[Extent] = []
         end = off + length
-        i = max(0, bisect.bisect_right(self.extents, off, key=lambda e: e[0]) - 1)
+        i = max(0, bisect.bisect_right(self.extents, off, key=_file_offset) - 1)
         pos = off
         for foff, doff, n in self.extents[i:]:
             if foff >= end:
@@ -142,7 +158,7 @@ class Inode:
         A bisection: a loop of SEEK_DATA calls over a file of many extents
         stays linear (iomap would list every extent to the end each time)."""
         ex = self.extents
-        i = max(0, bisect.bisect_right(ex, off, key=lambda e: e[0]) - 1)
+        i = max(0, bisect.bisect_right(ex, off, key=_file_offset) - 1)
         for foff, _doff, n in ex[i : i + 2]:
             if foff + n > off:
                 return max(off, foff)
@@ -152,7 +168,7 @@ class Inode:
         """The first file offset at or after ``off`` in no extent (past the
         last one, if the extents run on); costs the extents it passes."""
         ex = self.extents
-        i = max(0, bisect.bisect_right(ex, off, key=lambda e: e[0]) - 1)
+        i = max(0, bisect.bisect_right(ex, off, key=_file_offset) - 1)
         pos = off
         while i < len(ex):
             foff, _doff, n = ex[i]
@@ -164,7 +180,7 @@ class Inode:
 
     def device_before(self, off: int) -> int | None:
         """Device offset just past the extent ending at or before file offset ``off``."""
-        i = bisect.bisect_right(self.extents, off, key=lambda e: e[0]) - 1
+        i = bisect.bisect_right(self.extents, off, key=_file_offset) - 1
         if i < 0:
             return None
         foff, doff, n = self.extents[i]
@@ -175,7 +191,7 @@ class Inode:
     def add_extent(self, foff: int, doff: int, n: int) -> None:
         """Map a hole [foff, foff+n) to device [doff, doff+n), merging neighbours."""
         ex = self.extents
-        i = bisect.bisect_left(ex, foff, key=lambda e: e[0])
+        i = bisect.bisect_left(ex, foff, key=_file_offset)
         if i > 0:
             pf, pd, pn = ex[i - 1]
             assert pf + pn <= foff, "extent overlaps its predecessor"
