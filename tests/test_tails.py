@@ -13,6 +13,7 @@ chunk; "trim" is the default."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
@@ -363,6 +364,32 @@ def test_a_tail_trimmed_while_whole_chunks_are_scarce_moves_out_of_its_chunk(
         assert read(fs, "/big") == data
     with tmount(pool) as fs:
         assert read(fs, "/big") == data and chunk_of(fs, "/big", 1) == moved_to
+    check_clean(pool)
+
+
+def test_a_move_with_no_backing_for_its_blocks_is_given_up_not_the_close(shm_dir, monkeypatch):
+    """A sparse pool file's disk full when the move reserves its blocks: the
+    close still trims, the tail stays in its chunk, and nothing leaks."""
+    pool = new_pool(shm_dir, size=32 * MiB)
+    data = os.urandom(2 * MiB + 12 * KB)
+    with tmount(pool) as fs:
+        write_file(fs, "/s", b"s" * 20_000)
+        leave_whole_chunks(fs, "/fill", 2)
+        free_before = fs.allocator.free_blocks
+        reserve = fs.region.reserve
+
+        def full(dev, n):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with fs.open("/big", "wb", buffering=0) as f:
+            f.write(data)
+            monkeypatch.setattr(fs.region, "reserve", full)
+        # Closed: trimmed, and the move given up.
+        monkeypatch.setattr(fs.region, "reserve", reserve)
+        assert allocated(fs, "/big") == 2 * MiB + up(12 * KB)
+        assert chunk_of(fs, "/big", 1) % CHUNK == 0 and fs.allocator.free_chunks == 0
+        assert fs.allocator.free_blocks == free_before - (2 * MiB + up(12 * KB)) // BLOCK
+        assert read(fs, "/big") == data
     check_clean(pool)
 
 

@@ -627,12 +627,19 @@ class DataPath:
         with self._thread_lock():
             if self._depth or self.closed:
                 return  # (inside a call of ours: a file the collector closed)
-            with self._change() as txn:
-                budget = self.CONSOLIDATE_BATCH
-                if tails_due:
-                    budget -= self._pack_tails(txn, budget)
-                if heal_due:
-                    self._heal_windows(txn, budget)
+            try:
+                with self._change() as txn:
+                    budget = self.CONSOLIDATE_BATCH
+                    if tails_due:
+                        budget -= self._pack_tails(txn, budget)
+                    if heal_due:
+                        self._heal_windows(txn, budget)
+            except OSError as e:
+                # The call that asked for it succeeded; a move that finds no
+                # backing for its blocks (a sparse pool file's full disk) is
+                # given up, whole: its change aborted.
+                if e.errno != errno.ENOSPC:
+                    raise
 
     def _pack_tails(self, txn: Transaction, budget: int) -> int:
         """Move trimmed tails out of the tail chunks holding the fewest blocks
@@ -868,7 +875,17 @@ class DataPath:
         runs = self.leases.fenced(self.allocator.alloc_packed, blocks, c)
         if runs is None:
             return False
-        pieces = _spread(moves, self._take(txn, runs))
+        mark = len(txn.allocated)
+        try:
+            taken = self._take(txn, runs)
+        except OSError as e:  # (no backing for the blocks: a sparse pool file's full disk)
+            if e.errno != errno.ENOSPC:
+                raise
+            for b, k in txn.allocated[mark:]:
+                self.allocator.free(b, k)  # given back at once: never in the record
+            del txn.allocated[mark:]
+            return False
+        pieces = _spread(moves, taken)
         buf = self.region.buf
         for _foff, src, dst, n in pieces:
             self.region.store(dst, buf[src : src + n])
