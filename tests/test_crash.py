@@ -351,21 +351,24 @@ def _base_pool(full_table: bool, scarce: bool = False):
     """The pool every workload starts from (written once per module), its
     image and a lock file.  ``full_table``: the inode table grows by 16 slots
     (one page) and the setup leaves it full, so that a create moves the
-    table's limit, zeroing the next slots first."""
-    kind = "full-table" if full_table else "base"
+    table's limit, zeroing the next slots first.  ``scarce``: the pool of
+    the consolidation cases instead (_scarce_pool)."""
+    kind = "scarce" if scarce else "full-table" if full_table else "base"
     path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
     if scarce:
-        kind = "scarce"
-        path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
         _scarce_pool(path)
-        with open(path, "rb") as f:
-            image = f.read()
-        lock = f"/dev/shm/daxfs-crash-lock-{kind}-{os.getpid()}"
-        yield path, image, lock
-        os.unlink(path)
-        if os.path.exists(lock):
-            os.unlink(lock)
-        return
+    else:
+        _standard_pool(path, full_table)
+    with open(path, "rb") as f:
+        image = f.read()
+    lock = f"/dev/shm/daxfs-crash-lock-{kind}-{os.getpid()}"
+    yield path, image, lock
+    os.unlink(path)
+    if os.path.exists(lock):
+        os.unlink(lock)
+
+
+def _standard_pool(path: str, full_table: bool) -> None:
     with pytest.MonkeyPatch.context() as mp:
         if full_table:
             mp.setattr(inode_mod, "ITABLE_GROW", L.SLOTS_PER_PAGE)
@@ -379,13 +382,6 @@ def _base_pool(full_table: bool, scarce: bool = False):
                     fs.open(f"/G/{i}", "xb").close()
                 assert fs.inodes.nfree == 0 and fs.inodes.limit < fs.sb.inode_count
                 _forge_past_the_limit(fs, path)
-    with open(path, "rb") as f:
-        image = f.read()
-    lock = f"/dev/shm/daxfs-crash-lock-{kind}-{os.getpid()}"
-    yield path, image, lock
-    os.unlink(path)
-    if os.path.exists(lock):
-        os.unlink(lock)
 
 
 def _scarce_pool(path: str) -> None:

@@ -616,9 +616,9 @@ class InodeTable:
             fo, dev, n = (ext[big[having], k, i].astype(np.int64) for i in range(3))
             at = dev - self.sb.data_off + (window - fo)  # where that window lies
             reaches = (fo <= window) & (window < fo + n)
-            cut_short = (fo + n < window + CHUNK) & (at % CHUNK == 0)
-            chunks.append(at[reaches & cut_short] // CHUNK)
-            owners.append(big[having][reaches & cut_short])
+            tail = reaches & (fo + n < window + CHUNK) & (at % CHUNK == 0)  # cut short
+            chunks.append(at[tail] // CHUNK)
+            owners.append(big[having][tail])
         if not chunks:
             return {}
         return dict(

@@ -217,6 +217,31 @@ def add_output_arguments(p) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
 
 
+def add_profile_arguments(p, phases: Sequence[str], ranked_by: str) -> None:
+    """--profile [worst|PHASE|all] and --profile-lines, for a benchmark that
+    reruns its daxfs phases under cProfile (profiled_phases picks them)."""
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="worst",
+        default=None,
+        choices=("worst", *phases, "all"),
+        help="after the timed rounds, run one more daxfs round under cProfile and "
+        f"print the phase with the lowest {ranked_by} (or the one named, or all)",
+    )
+    p.add_argument("--profile-lines", type=int, default=15, help="profile entries shown (15)")
+
+
+def profiled_phases(which: str, ratios: dict[str, float]) -> list[str]:
+    """The phases --profile ``which`` names: all of them (in order), the one
+    with the lowest ratio, or the one given."""
+    if which == "all":
+        return list(ratios)
+    if which == "worst":
+        return [min(ratios, key=ratios.__getitem__)]
+    return [which]
+
+
 def print_profile(prof, title: str, lines: int, stream=None) -> None:
     """The ``lines`` top entries of a cProfile.Profile, by cumulative time."""
     import pstats

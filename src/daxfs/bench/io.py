@@ -49,12 +49,14 @@ from . import (
     MiB,
     Report,
     add_output_arguments,
+    add_profile_arguments,
     check_pool_dir,
     command_line,
     environment,
     fmt_rate,
     fmt_ratio,
     print_profile,
+    profiled_phases,
     timed,
 )
 
@@ -158,16 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_POOL_DIR,
         help=f"directory for the kernel's file and the pool file ({DEFAULT_POOL_DIR})",
     )
-    p.add_argument(
-        "--profile",
-        nargs="?",
-        const="worst",
-        default=None,
-        choices=("worst", *(name for name, *_ in PHASES), "all"),
-        help="after the timed rounds, run one more daxfs round under cProfile and "
-        "print the phase with the lowest daxfs/kernel ratio (or the one named, or all)",
-    )
-    p.add_argument("--profile-lines", type=int, default=15, help="profile entries shown (15)")
+    add_profile_arguments(p, [name for name, *_ in PHASES], "daxfs/kernel ratio")
     add_output_arguments(p)
 
 
@@ -304,12 +297,6 @@ def profile_round(dax: Side, size: int, args, bufs, report: Report) -> None:
     run_round(dax, size, args, bufs, profilers)
     ratios = report.data["ratio_vs_kernel"]
     assert isinstance(ratios, dict)
-    if args.profile == "all":
-        chosen = [ph for ph, *_ in PHASES]
-    elif args.profile == "worst":
-        chosen = [min(ratios, key=ratios.get)]
-    else:
-        chosen = [args.profile]
-    for ph in chosen:
+    for ph in profiled_phases(args.profile, ratios):
         title = f"daxfs {ph} (daxfs/kernel {ratios[ph]:.2f}), one extra round"
         print_profile(profilers[ph], title, args.profile_lines)

@@ -40,6 +40,7 @@ from . import (
     MiB,
     Report,
     add_output_arguments,
+    add_profile_arguments,
     check_pool_dir,
     command_line,
     durable,
@@ -48,6 +49,7 @@ from . import (
     fmt_ratio,
     next_pow2,
     print_profile,
+    profiled_phases,
     repeat_for,
     timed,
 )
@@ -168,16 +170,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pool-size", default=None, help="pool size, e.g. 512M (default: enough for --files)"
     )
-    p.add_argument(
-        "--profile",
-        nargs="?",
-        const="worst",
-        default=None,
-        choices=("worst", *(name for name, _ in PHASES), "all"),
-        help="after the timed rounds, run one more daxfs round under cProfile and "
-        "print the phase with the lowest ratio (or the one named, or all)",
-    )
-    p.add_argument("--profile-lines", type=int, default=15, help="profile entries shown (15)")
+    add_profile_arguments(p, [name for name, _ in PHASES], "ratio")
     p.add_argument(
         "--durable",
         action="store_true",
@@ -297,11 +290,5 @@ def profile_round(dax: Side, payload: bytes, report: Report, which: str, lines: 
     run_round(dax, payload, profilers)
     ratios = report.data["ratio"]
     assert isinstance(ratios, dict)
-    if which == "all":
-        chosen = [ph for ph, _ in PHASES]
-    elif which == "worst":
-        chosen = [min(ratios, key=ratios.get)]
-    else:
-        chosen = [which]
-    for ph in chosen:
+    for ph in profiled_phases(which, ratios):
         print_profile(profilers[ph], f"daxfs {ph} (ratio {ratios[ph]:.2f}), one extra round", lines)
