@@ -744,3 +744,67 @@ def test_a_read_never_returns_bytes_of_space_freed_under_it(pool_path):
             if child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+PAUSED_READER = textwrap.dedent(r"""
+    import sys
+    import daxfs
+    from daxfs.data import DataPath
+
+    copy = DataPath._copy_out
+
+    def paused(self, inode, off, dst):
+        # With no lock (depth 0): between the first look at the live word
+        # and the copy, let the other process free and reuse the space.
+        if self._depth == 0:
+            print("reading", flush=True)
+            sys.stdin.readline()
+        return copy(self, inode, off, dst)
+
+    DataPath._copy_out = paused
+    fs = daxfs.mount(sys.argv[1])
+    f = fs.open("/f", "rb", buffering=0)
+    f.read(1)  # cached, caught up
+    f.seek(0)
+    buf = bytearray(int(sys.argv[2]))
+    n = f.readinto(buf)
+    print("read", n, buf[:n].count(0xEE), flush=True)
+""")
+
+
+@pytest.mark.parametrize("buffer", ["bytearray", "memoryview"])
+def test_a_read_whose_space_is_reused_before_its_copy_reads_again(pool_path, buffer):
+    """The race of the test above, made certain: a reader with no lock has
+    read the live word and is about to copy when this process truncates
+    the file and writes another file (0xEE) into exactly its space.  The
+    copy sees the other file's bytes; the second look at the live word
+    must throw them away, and the read runs again under the lock (the file
+    is empty by then)."""
+    size = 1 * MiB
+    with daxfs.mount(pool_path) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"\x01" * size)
+        fs.open("/fill", "xb").close()
+        fs.fallocate("/fill", 0, fs.allocator.free_chunks * (2 * MiB))
+        src = PAUSED_READER
+        if buffer == "memoryview":
+            src = src.replace("n = f.readinto(buf)", "n = f.readinto(memoryview(buf))")
+        child = subprocess.Popen(
+            [sys.executable, "-c", src, pool_path, str(size)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "reading"
+            fs.truncate("/f", 0)
+            with fs.open("/other", "wb") as g:
+                g.write(b"\xee" * size)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().split() == ["read", "0", "0"]
+            assert child.wait(timeout=60) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

@@ -30,6 +30,7 @@ import fcntl
 import os
 import time
 
+from .inode import NotCached
 from .journal import RangeSet, Transaction
 from .layout import BLOCK, INODE_SIZE, CorruptionError, unpack_inode
 from .path import oserror
@@ -79,6 +80,53 @@ def lock_pool(fd: int, op: int, meanwhile=None, arg=None) -> None:
         except BlockingIOError:
             pass
     fcntl.flock(fd, op)
+
+
+# What without_lock returns when it could not answer.
+MISSED = object()
+
+
+def without_lock(fs, answer, *args):
+    """``answer(*args)`` with no pool lock and no system call, when
+    nothing was committed since this mount last caught up: a seqlock on
+    the journal's live word, read before and after.  MISSED when the word
+    moved (or may have), or the answer needed a slot or a directory not
+    cached here; the caller then asks under the lock.
+
+    Why it is safe: this mount's caches hold the pool as of ``_seen_seq``
+    and change only under the thread lock, taken here; if the live word
+    equals it, they are a committed state, the latest when the word was
+    read.  Slots and directory blocks are homes, which a committer stores
+    before it publishes, so they are never read here (cache_only).  What
+    is read from the media besides (a symlink's target, a file's bytes)
+    lies in space that only a commit frees, before anyone reuses it: a
+    read of space freed meanwhile sees the word move.  An answer that is
+    an error is checked the same way.  The loads are ordered on x86;
+    DESIGN.md, "Reads with no lock"."""
+    if fs._forks != _forks[0] or fs._unmapped:
+        return MISSED
+    lock = fs._tlock
+    lock.acquire()  # (not ``with``: this is on every query's path)
+    try:
+        peek = fs.journal.peek
+        seq = peek()
+        if fs._depth or fs.closed or seq != fs._seen_seq or fs.journal.drop_due():
+            return MISSED
+        inodes = fs.inodes
+        inodes.cache_only = True
+        try:
+            got = answer(*args)
+        except NotCached:
+            return MISSED
+        except Exception:
+            if peek() != seq:
+                return MISSED
+            raise
+        finally:
+            inodes.cache_only = False
+        return got if peek() == seq else MISSED
+    finally:
+        lock.release()
 
 
 def catch_up(fs, exclusive: bool = True) -> None:

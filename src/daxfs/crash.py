@@ -88,7 +88,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .region import CACHE_LINE as LINE
-from .region import NoDurability, merge_ranges
+from .region import NoDurability, merge_ranges, word_view
 
 PAGE = 4096
 SECTOR = 512
@@ -288,6 +288,9 @@ class MemoryRegion:
 
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.buf[off : off + n])
+
+    def word(self, off: int) -> memoryview | None:
+        return word_view(self.buf, off)
 
     def store(self, off: int, data) -> None:
         if self.undo is not None:

@@ -38,7 +38,7 @@ import stat
 import time
 from collections.abc import Sequence
 
-from .coherence import forks_seen, optimistically
+from .coherence import _forks, optimistically
 from .inode import Inode
 from .journal import Transaction
 from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, MAX_FILE_SIZE
@@ -132,8 +132,10 @@ class DataPath:
         self._copy_extents(extents, memoryview(out))
         return bytes(out)
 
-    def _copy_out(self, inode: Inode, off: int, dst: memoryview) -> int:
-        n = max(0, min(len(dst), inode.size - off))
+    def _copy_out(self, inode: Inode, off: int, dst) -> int:
+        n = len(dst)
+        if off + n > inode.size:
+            n = max(0, inode.size - off)
         if n:
             dev = inode.device_at(off, n)
             if dev is not None:  # one extent: one copy, the usual case
@@ -153,44 +155,53 @@ class DataPath:
             pos += e.length
 
     def _pread_into(self, ino: int, off: int, b) -> int:
+        if type(b) is bytearray or (type(b) is memoryview and b.format == "B" and b.ndim == 1):
+            return self._read_into(ino, off, b)  # the usual buffers: no view to make
         with memoryview(b) as view:
-            dst = view.cast("B")
-            n = self._unlocked_read(ino, self._copy_out, off, dst)
-            if n is not None:
-                return n
+            return self._read_into(ino, off, view.cast("B"))
+
+    def _read_into(self, ino: int, off: int, dst) -> int:
+        n = self._unlocked_read(ino, self._copy_out, off, dst)
+        if n is None:
             with self._locked(exclusive=False):
                 return self._copy_out(self._inode(ino), off, dst)
+        return n
+
+    def _unlocked_read(self, ino: int, copy, off: int, arg):
+        """``copy(inode, off, arg)`` with no pool lock: coherence.without_lock
+        written out for a cached inode, as this is every read's path (the
+        general one costs about half a microsecond more); None when it
+        cannot, and the caller reads the locked way."""
+        if self._forks != _forks[0] or self._unmapped:
+            return None
+        lock = self._tlock
+        lock.acquire()
+        try:
+            peek = self.journal.peek
+            seq = peek()
+            inode = self.inodes.cache.get(ino)
+            if (
+                self._depth
+                or self.closed
+                or seq != self._seen_seq
+                or inode is None
+                or self.journal.drop_due()
+            ):
+                return None
+            got = copy(inode, off, arg)
+            return got if peek() == seq else None
+        finally:
+            lock.release()
 
     def _pread(self, ino: int, off: int, n: int | None) -> bytes:
         data = self._unlocked_read(ino, self._read_up_to, off, n)
-        if data is not None:
-            return data
-        with self._locked(exclusive=False):
-            return self._read_up_to(self._inode(ino), off, n)
+        if data is None:
+            with self._locked(exclusive=False):
+                return self._read_up_to(self._inode(ino), off, n)
+        return data
 
     def _read_up_to(self, inode: Inode, off: int, n: int | None) -> bytes:
         return self._read_bytes(inode, off, inode.size - off if n is None else n)
-
-    def _unlocked_read(self, ino: int, copy, *args):
-        """``copy(inode, *args)`` with no pool lock and no system call, when
-        nothing was committed since this mount last caught up: a seqlock on
-        the journal's live word, read before and after the copy; None when
-        it was (or may have been), and the caller reads the locked way.
-        Space is freed only by a commit, and reused only after it, so a copy
-        that read a block freed meanwhile sees the live word move.  (Bytes
-        another process overwrites in place during the copy may be old or
-        new, as with a kernel's read() beside a write().)  The thread lock
-        keeps this process's own changes out of the cached inode meanwhile.
-        The loads are ordered on x86; DESIGN.md, "Reads with no lock"."""
-        if self._forks != forks_seen() or self._unmapped:
-            return None
-        with self._tlock:
-            seq = self.journal.peek()
-            inode = self.inodes.cache.get(ino)
-            if self._depth or self.closed or seq != self._seen_seq or inode is None:
-                return None
-            got = copy(inode, *args)
-            return got if self.journal.peek() == seq else None
 
     def _size_of(self, ino: int) -> int:
         with self._locked(exclusive=False):

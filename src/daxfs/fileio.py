@@ -90,7 +90,8 @@ class DaxRawFile(io.RawIOBase):
             raise io.UnsupportedOperation("File not open for reading")
 
     def readinto(self, b) -> int:
-        self._check_reading()
+        if self.closed or not self._readable:  # (_check_reading, written out: every read pays it)
+            self._check_reading()
         n = self._fs._pread_into(self._ino, self._pos, b)
         self._pos += n
         return n

@@ -45,13 +45,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloc import Allocator, make_allocator
-from .coherence import Backoff, Change, Contended, Exclusive, Locked, forks_seen, optimistically
+from .coherence import (
+    MISSED,
+    Backoff,
+    Change,
+    Contended,
+    Exclusive,
+    Locked,
+    forks_seen,
+    optimistically,
+    without_lock,
+)
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
-from .inode import Extent, Inode, InodeTable, symlink_target
+from .inode import Extent, Inode, InodeTable, NotCached, symlink_target
 from .journal import Journal, Transaction
-from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, CorruptionError, Superblock, ftype_of
+from .layout import (
+    BLOCK,
+    BLOCKS_PER_CHUNK,
+    CHUNK,
+    MAX_NAME,
+    PATH_MAX,
+    CorruptionError,
+    Superblock,
+    ftype_of,
+)
 from .leases import Leases
 from .listing import ListingPath
 from .mapfiles import MapPath
@@ -115,6 +134,10 @@ DEFAULT_TAILS = "trim"
 # Directory parts of paths the path cache keeps (FileSystem._heads_now): a
 # walk keeps its place, and at 4 KiB a path this bounds it to 4 MiB.
 HEADS_KEPT = 1024
+# Paths and names too short for any count of their bytes to pass PATH_MAX
+# or MAX_NAME (UTF-8, surrogateescape: at most 4 bytes a character).
+SHORT_PATH = PATH_MAX // 4
+SHORT_NAME = MAX_NAME // 4
 
 
 class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
@@ -237,6 +260,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # ======================================================================
     def _locked(self, exclusive: bool) -> Locked:
         return Locked(self, exclusive)
+
+    def _query(self, answer: Callable, *args):
+        """``answer(*args)``, which only reads: with no lock at all when it
+        can (coherence.without_lock), else under the shared pool lock."""
+        got = without_lock(self, answer, *args)
+        if got is MISSED:
+            with self._locked(exclusive=False):
+                return answer(*args)
+        return got
 
     def _thread_lock(self) -> threading.RLock:
         """The thread lock, re-armed first in a forked child: the copy a child
@@ -426,6 +458,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         return self._load_dir(ino) if d is None else d
 
     def _load_dir(self, ino: int) -> Directory:
+        if self.inodes.cache_only:
+            raise NotCached(ino)
         inode = self._inode(ino)
         if not inode.is_dir:
             raise oserror(errno.ENOTDIR)
@@ -509,7 +543,14 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         heads = self._heads_now()
         cut = spath.rfind("/")
         head = spath[:cut] if 0 < cut < len(spath) - 1 and heads is not None else None
+        known = None if head is None else heads.get(head)  # type: ignore[union-attr]
         try:
+            if known is not None:
+                r = self._last_name_only(spath, cut, known, follow)
+                if r is not None:
+                    if r.ftype == DIR_T:
+                        self._keep_head(heads, spath, (r.ino, r.links))  # type: ignore[arg-type]
+                    return r
             r = resolve(
                 spath,
                 self._lookup,
@@ -517,20 +558,47 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 self._parent_of,
                 follow,
                 entry,
-                None if head is None else heads.get(head),
+                known,
             )
         except CorruptionError as e:
             if e.filename is None:  # damage met on the way: say which path met it
                 e.filename = spath
             raise
         if heads is not None:
-            if len(heads) >= HEADS_KEPT:
-                heads.clear()
             if head is not None and r.head is not None:
-                heads[head] = r.head
+                self._keep_head(heads, head, r.head)
             if r.ftype == DIR_T:  # the head of the paths inside it
-                heads[spath] = (r.ino, r.links)  # type: ignore[assignment]
+                self._keep_head(heads, spath, (r.ino, r.links))  # type: ignore[arg-type]
         return r
+
+    @staticmethod
+    def _keep_head(heads: dict[str, tuple[int, int]], head: str, led_to: tuple[int, int]) -> None:
+        if len(heads) >= HEADS_KEPT:
+            heads.clear()
+        heads[head] = led_to
+
+    def _last_name_only(
+        self, spath: str, cut: int, head: tuple[int, int], follow: bool
+    ) -> Resolved | None:
+        """The walk of path.resolve for a path whose head is cached, in the
+        usual case written out: a plain last name, no symlink to follow, and
+        lengths no count of bytes could refuse (4 bytes a character at
+        most).  None otherwise, and the walk does it."""
+        name = spath[cut + 1 :]
+        if len(spath) >= SHORT_PATH or len(name) > SHORT_NAME or name == "." or name == "..":
+            return None
+        cur, links = head
+        d = self.dirs.get(cur)  # (the path cache is used outside changes only:
+        if d is None:  # no read to record, as _lookup would)
+            return None
+        found = d.entries.get(name)
+        if found is None:
+            return Resolved(cur, name, None, None, False, "name", head, links)
+        ino, ftype = found[0], found[1]
+        if ftype == LNK_T and follow:
+            return None
+        self._check_entry(cur, name, ino, ftype)
+        return Resolved(cur, name, ino, ftype, False, "name", head, links)
 
     def _heads_now(self) -> dict[str, tuple[int, int]] | None:
         """The path cache, if this call may use it: what the directory part of
@@ -908,9 +976,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # public API: queries
     # ======================================================================
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
-        with self._locked(exclusive=False):
-            r = self._existing(path, follow=follow_symlinks)
-            return self._stat_result(self._inode(r.ino))  # type: ignore[arg-type]
+        return self._query(self._stat_path, path, follow_symlinks)
+
+    def _stat_path(self, path, follow_symlinks: bool) -> os.stat_result:
+        r = self._existing(path, follow=follow_symlinks)
+        return self._stat_result(self._inode(r.ino))  # type: ignore[arg-type]
 
     def lstat(self, path) -> os.stat_result:
         return self.stat(path, follow_symlinks=False)
@@ -952,14 +1022,16 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def iomap(self, path, offset: int = 0, length: int | None = None) -> list[Extent]:
         """The block map of [offset, offset+length) (default: to end of file), as
         maximal extents, mapped or hole."""
-        with self._locked(exclusive=False):
-            r = self._existing(path)
-            inode = self._inode(r.ino)  # type: ignore[arg-type]
-            if offset < 0 or (length is not None and length < 0):
-                raise oserror(errno.EINVAL, to_str(path))
-            if length is None:
-                length = max(0, inode.size - offset)
-            return inode.iomap(offset, length) if length else []
+        return self._query(self._extents_of, path, offset, length)
+
+    def _extents_of(self, path, offset: int, length: int | None) -> list[Extent]:
+        r = self._existing(path)
+        inode = self._inode(r.ino)  # type: ignore[arg-type]
+        if offset < 0 or (length is not None and length < 0):
+            raise oserror(errno.EINVAL, to_str(path))
+        if length is None:
+            length = max(0, inode.size - offset)
+        return inode.iomap(offset, length) if length else []
 
     def statvfs(self) -> StatVFS:
         with self._locked(exclusive=False):

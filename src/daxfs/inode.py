@@ -60,6 +60,12 @@ assert INODE_DTYPE.itemsize == INODE_SIZE
 
 
 _file_offset = operator.itemgetter(0)  # an extent's (file offset, device offset, length)
+_length = operator.itemgetter(2)
+
+
+class NotCached(Exception):
+    """A query running with no pool lock needed a slot or a directory this
+    mount has not cached: it runs again under the lock."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class Inode:
 
     @property
     def allocated_bytes(self) -> int:
-        return sum(e[2] for e in self.extents)
+        return sum(map(_length, self.extents))
 
     # -- extent map --------------------------------------------------------
     def device_at(self, off: int, length: int) -> int | None:
@@ -308,6 +314,10 @@ class InodeTable:
         # slot 0 says where; grow() takes more).  Free numbers below it are
         # ``nfree``; the scan reads nothing past it.
         self.limit = sb.inode_count
+        # Set while a query runs with no pool lock (FileSystem._unlocked):
+        # slots are homes, which a committing process stores before it
+        # publishes, so such a query may read only what is cached.
+        self.cache_only = False
 
     def slot_off(self, ino: int) -> int:
         return self.sb.itable_off + ino * INODE_SIZE
@@ -361,6 +371,8 @@ class InodeTable:
     def get(self, ino: int) -> Inode:
         inode = self.cache.get(ino)
         if inode is None:
+            if self.cache_only:
+                raise NotCached(ino)
             inode = self.cache[ino] = self._load(ino)
         return inode
 

@@ -138,6 +138,13 @@ class Journal:
         self.end = sb.journal_off + sb.journal_len
         self.header_off = JOURNAL_HEADER_OFF
         self.live_off = JOURNAL_HEADER_OFF + JLIVE_OFF
+        # The live word's next_seq (its first field), read by a subscript:
+        # every call reads it, and a read with no lock twice.
+        self._live_seq = region.word(self.live_off)
+        # The seq of the homes-written-out word (JHOMES), and what it was
+        # when drop_homes_written_out last looked (lazy mode).
+        self._homes_seq_word = region.word(JOURNAL_HEADER_OFF + JHOMES_OFF)
+        self._homes_seen: int | None = None
         self.next_seq = 1
         self.pos = 0
         self.header_slot = 0
@@ -173,7 +180,9 @@ class Journal:
 
     def peek(self) -> int:
         """The next_seq other processes have published (no state change)."""
-        return JLIVE.unpack_from(self.region.buf, self.live_off)[0]
+        if self._live_seq is None:
+            return JLIVE.unpack_from(self.region.buf, self.live_off)[0]
+        return self._live_seq[0]
 
     def refresh(self) -> int:
         """Adopt (next_seq, pos) published by whichever process committed last."""
@@ -336,9 +345,22 @@ class Journal:
         (or less, for pages it has changed since): let them go, or a
         follower that never writes out would keep a copy of every metadata
         page it ever caught up on."""
+        self._homes_seen = self._homes_written_seq()
         if self.lazy_view and self.region.holds_homes:
             if self.homes_from(self._header_seq())[0] >= seen:
                 self.region.drop_homes()
+
+    def drop_due(self) -> bool:
+        """Might drop_homes_written_out let copies go now?  Only if this
+        process holds copies and someone wrote homes out since it last
+        looked (every write out, checkpoints' too, stores the word): a call
+        that takes no lock (coherence.without_lock) takes it then."""
+        return self.region.holds_homes and self._homes_written_seq() != self._homes_seen
+
+    def _homes_written_seq(self) -> int:
+        if self._homes_seq_word is None:
+            return JHOMES.unpack_from(self.region.buf, self.header_off + JHOMES_OFF)[0]
+        return self._homes_seq_word[0]
 
     def mark_boot(self) -> None:
         """Name this boot and pool file in the live area, before any lazy

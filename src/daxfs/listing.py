@@ -77,28 +77,29 @@ class ListingPath:
     """listdir, scandir and walk (mixed into FileSystem)."""
 
     def listdir(self, path="/") -> list[str]:
-        spath = to_str(path)
-        with self._locked(exclusive=False):
-            r = self._existing(spath)
-            if r.ftype != DIR_T:
-                raise oserror(errno.ENOTDIR, spath)
-            return list(self._dir(r.ino).entries)  # type: ignore[arg-type]
+        return self._query(self._names_in, to_str(path))
+
+    def _names_in(self, spath: str) -> list[str]:
+        r = self._existing(spath)
+        if r.ftype != DIR_T:
+            raise oserror(errno.ENOTDIR, spath)
+        return list(self._dir(r.ino).entries)  # type: ignore[arg-type]
 
     def scandir(self, path="/") -> _ScandirIterator:
         return _ScandirIterator(self._listing(to_str(path))[1])
 
     def _listing(self, spath: str) -> tuple[int, list[DirEntry]]:
         """The directory ``spath`` names (symlinks followed): its inode and
-        entries, from one resolution under one lock."""
-        with self._locked(exclusive=False):
-            r = self._existing(spath)
-            if r.ftype != DIR_T:
-                raise oserror(errno.ENOTDIR, spath)
-            d = self._dir(r.ino)  # type: ignore[arg-type]
-            entries = [
-                DirEntry(self, spath or "/", name, e[0], e[1]) for name, e in d.entries.items()
-            ]
-            return r.ino, entries  # type: ignore[return-value]
+        entries, from one resolution at one commit."""
+        return self._query(self._entries_of, spath)
+
+    def _entries_of(self, spath: str) -> tuple[int, list[DirEntry]]:
+        r = self._existing(spath)
+        if r.ftype != DIR_T:
+            raise oserror(errno.ENOTDIR, spath)
+        d = self._dir(r.ino)  # type: ignore[arg-type]
+        entries = [DirEntry(self, spath or "/", name, e[0], e[1]) for name, e in d.entries.items()]
+        return r.ino, entries  # type: ignore[return-value]
 
     def walk(self, top="/", topdown: bool = True, onerror=None, followlinks: bool = False):
         """Like os.walk: yields (dirpath, dirnames, filenames); topdown callers

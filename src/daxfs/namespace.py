@@ -147,12 +147,13 @@ class NamespacePath:
             self._write_piece(txn, inode, 0, memoryview(raw))
 
     def readlink(self, path) -> str:
-        spath = to_str(path)
-        with self._locked(exclusive=False):
-            r = self._existing(spath, follow=False)
-            if r.ftype != LNK_T:
-                raise oserror(errno.EINVAL, spath)
-            return self._readlink_ino(r.ino)  # type: ignore[arg-type]
+        return self._query(self._link_target, to_str(path))
+
+    def _link_target(self, spath: str) -> str:
+        r = self._existing(spath, follow=False)
+        if r.ftype != LNK_T:
+            raise oserror(errno.EINVAL, spath)
+        return self._readlink_ino(r.ino)  # type: ignore[arg-type]
 
     def rename(self, src, dst) -> None:
         """Atomically rename, replacing an existing target as os.rename does on POSIX."""

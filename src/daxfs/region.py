@@ -43,6 +43,7 @@ import errno
 import mmap
 import os
 import stat
+import sys
 import weakref
 from dataclasses import dataclass
 
@@ -412,6 +413,13 @@ class Region:
             )
         return DURABILITY[requested]()
 
+    def word(self, off: int) -> memoryview | None:
+        """The 8 bytes at ``off`` of the shared map as one native unsigned
+        integer (``view[0]``), for a word other processes store that is read
+        on every call; None on a big-endian host, whose native order is not
+        the format's.  After close it reads 0 (the map is replaced)."""
+        return word_view(self._shared_buf, off)
+
     # -- the seam ----------------------------------------------------------
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.buf[off : off + n])
@@ -571,6 +579,11 @@ class Region:
             except BufferError:
                 pass
         os.close(self.fd)
+
+
+def word_view(buf: memoryview, off: int) -> memoryview | None:
+    """Region.word for any buffer."""
+    return buf[off : off + 8].cast("Q") if sys.byteorder == "little" else None
 
 
 def holds_a_pool(path: str) -> bool:
