@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -804,6 +805,65 @@ def test_a_read_whose_space_is_reused_before_its_copy_reads_again(pool_path, buf
             child.stdin.flush()
             assert child.stdout.readline().split() == ["read", "0", "0"]
             assert child.wait(timeout=60) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""
+    import sys
+    import daxfs
+
+    fs = daxfs.mount(sys.argv[1])
+    publish = fs.journal._publish
+
+    def paused():  # every home of the commit stored: wait before publishing
+        print("stored", flush=True)
+        sys.stdin.readline()
+        publish()
+
+    fs.journal._publish = paused
+    fs.rename("/d/old", "/e/new")
+    print("renamed", flush=True)
+""")
+
+
+def test_a_query_with_no_lock_reads_no_home_before_its_record_is_published(pool_path):
+    """A committer stores its homes (here the two directories' blocks of a
+    rename) before it publishes the live word.  A query taking no lock may
+    answer only from this mount's caches: a directory it has not cached
+    must wait for the lock, and so for the publish, rather than be read
+    from the media half-way (coherence.without_lock, cache_only)."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        fs.mkdir("/e")
+        with fs.open("/d/old", "wb") as f:
+            f.write(b"x")
+    with daxfs.mount(pool_path) as fs:
+        assert fs.listdir("/d") == ["old"]  # /d cached, /e not
+        child = subprocess.Popen(
+            [sys.executable, "-c", PAUSED_BEFORE_PUBLISH, pool_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "stored"
+            seq = fs.journal.peek()
+            answers = []
+            reader = threading.Thread(target=lambda: answers.append(fs.listdir("/e")))
+            reader.start()
+            reader.join(0.5)
+            published = fs.journal.peek() != seq
+            assert not answers or published, f"/e read as {answers[0]} before the publish"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            reader.join(30)
+            assert answers == [["new"]]
+            assert child.stdout.readline().strip() == "renamed"
+            assert child.wait(timeout=60) == 0
+            assert fs.listdir("/d") == []
         finally:
             if child.poll() is None:
                 child.kill()
