@@ -129,6 +129,42 @@ def without_lock(fs, answer, *args):
         lock.release()
 
 
+def cached_under_shared_lock(fs, answer, *args):
+    """``answer(*args)`` under the shared pool lock, for an answer that must
+    not meet a change half-way (an open's pin: a process freeing the inode
+    checks for pins under the exclusive lock), when this mount is caught up:
+    then with no catching up at all, and from the caches only, as
+    without_lock answers (so a dead writer's record, which only a reader
+    of the media must finish first, is not looked for).  MISSED when it
+    cannot; the caller then takes the lock the usual way (Locked)."""
+    if fs._forks != _forks[0] or fs._unmapped:
+        return MISSED
+    lock = fs._tlock
+    lock.acquire()
+    try:
+        if fs._depth or fs.closed or fs.journal.drop_due():
+            return MISSED
+        fd = fs.region.fd
+        lock_pool(fd, fcntl.LOCK_SH, catch_up_unlocked, fs)
+        inodes = fs.inodes
+        try:
+            if fs.journal.peek() != fs._seen_seq:
+                return MISSED
+            fs._depth += 1  # (calls it makes are inside this section)
+            inodes.cache_only = True
+            try:
+                return answer(*args)
+            except NotCached:
+                return MISSED
+            finally:
+                inodes.cache_only = False
+                fs._depth -= 1
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+
+
 def catch_up(fs, exclusive: bool = True) -> None:
     """Bring this mount's caches up to the pool's last commit (pool lock held,
     exclusive or not)."""

@@ -9,6 +9,7 @@ it: fileno() raises io.UnsupportedOperation.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 from typing import Protocol
@@ -32,6 +33,7 @@ class FileHost(Protocol):
     def _release(self, ino: int) -> None: ...
 
 
+@functools.lru_cache(maxsize=64)  # (every open parses one of a few modes)
 def parse_mode(mode: str) -> tuple[str, bool, bool, bool]:
     """(kind r/w/a/x, plus, binary, text) with open()'s validation and messages."""
     chars = set(mode)
@@ -150,7 +152,8 @@ class DaxRawFile(io.RawIOBase):
 
     def flush(self) -> None:
         super().flush()  # raises on a closed file, as io does
-        self._fs._flush_ino(self._ino)
+        if self._writable:  # (a handle that cannot write has nothing to flush)
+            self._fs._flush_ino(self._ino)
 
     def close(self) -> None:
         if not self.closed:

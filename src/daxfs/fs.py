@@ -52,6 +52,7 @@ from .coherence import (
     Contended,
     Exclusive,
     Locked,
+    cached_under_shared_lock,
     forks_seen,
     optimistically,
     without_lock,
@@ -668,14 +669,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         set_lock(self.region.fd, fcntl.F_UNLCK, self.inodes.slot_off(ino), 1)
 
     def _release(self, ino: int) -> None:
-        """A handle closed: unpin, and free the inode if it was its last name's ghost."""
+        """A handle closed (and flushed: DaxRawFile.close): unpin, and free
+        the inode if it was its last name's ghost."""
         if self.closed:
             return
         with self._thread_lock():
             try:
-                self._flush_ino(ino)
-                if self._open.get(ino) == 1:  # the last close in this process:
-                    self._trim_tails([ino])  # (our pin keeps the inode ours meanwhile)
+                if self._open.get(ino) == 1 and self._may_have_tail(ino):
+                    self._trim_tails([ino])  # (the last close in this process; our
+                    # pin keeps the inode ours meanwhile)
             finally:
                 self._unpin(ino)
             self._free_if_orphan(ino)
@@ -771,12 +773,18 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _open_inode(self, spath: str, kind: str) -> int:
         if kind == "r":
-            with self._locked(exclusive=False):
-                r = self._existing(spath)
-                self._check_openable(r, spath)
-                self._pin(r.ino)  # type: ignore[arg-type]
-                return r.ino  # type: ignore[return-value]
+            ino = cached_under_shared_lock(self, self._open_to_read, spath)
+            if ino is MISSED:
+                with self._locked(exclusive=False):
+                    return self._open_to_read(spath)
+            return ino
         return optimistically(self, self._open_to_write, spath, kind)
+
+    def _open_to_read(self, spath: str) -> int:
+        r = self._existing(spath)
+        self._check_openable(r, spath)
+        self._pin(r.ino)  # type: ignore[arg-type]  (last: nothing after it may fail)
+        return r.ino  # type: ignore[return-value]
 
     def _open_to_write(self, spath: str, kind: str) -> int:
         with self._change() as txn:
