@@ -38,7 +38,7 @@ import stat
 import time
 from collections.abc import Sequence
 
-from .coherence import _forks, optimistically
+from .coherence import _forks, cached_under_shared_lock, optimistically
 from .inode import Inode
 from .journal import Transaction
 from .layout import BLOCK, BLOCKS_PER_CHUNK, CHUNK, MAX_FILE_SIZE
@@ -234,6 +234,8 @@ class DataPath:
 
     def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
         refuse_past_largest_file(off + len(data))
+        if cached_under_shared_lock(self, self._overwrite, ino, off, data) is True:
+            return
         shared = self.optimism and self.leases.shared and not self.readonly
         step = self.SHARED_PIECE if shared else self.WRITE_PIECE
         for start in range(0, len(data), step):
@@ -260,6 +262,46 @@ class DataPath:
             if want and max(inode.size, off + n) >= CHUNK:
                 hint = _chunk_hint(inode, _align_down(off, CHUNK))
                 self.leases.lease_chunks(want, None if hint is None else self._block(hint))
+
+    def _overwrite(self, ino: int, off: int, data: memoryview) -> bool:
+        """A write wholly over bytes the file has, with no change to commit:
+        no space to take, no size to change, no window to migrate, so only
+        the bytes are stored, under the shared pool lock (frees happen under
+        the exclusive one: the blocks stay the file's meanwhile), and the
+        times kept for later, as lazytime does (_write_piece keeps an
+        overwrite's times so too).  Durable as _write_piece's stores: on
+        return on pmem, at flush/close/fsync on the page cache.  False when
+        it is not such a write: the change does it."""
+        inode = self._inode(ino)
+        n = len(data)
+        end = off + n
+        if not n or end > inode.size or n > self.WRITE_PIECE:
+            return False
+        if inode.size >= CHUNK and self.allocator.name == "hugepage":
+            for w in range(_align_down(off, CHUNK), end, CHUNK):
+                if w + CHUNK <= inode.size and self._small_window(inode, w):
+                    return False  # a window the change would move into a chunk
+        dev = inode.device_at(off, n)
+        if dev is not None:  # one extent, the usual case
+            self.region.store(dev, data)
+            touched = [(dev, n)]
+        else:
+            extents = inode.iomap(off, n)
+            if any(e.kind != "mapped" for e in extents):
+                return False
+            touched, pos = [], 0
+            for e in extents:
+                self.region.store(e.device_offset, data[pos : pos + e.length])
+                touched.append((e.device_offset, e.length))
+                pos += e.length
+        if self._batching or self.region.durability.name != "msync":
+            if not self.region.volatile:  # (tmpfs: nothing to order)
+                self._order_data(touched)
+        else:
+            self._dirty_data.extend(touched)  # page cache: durable at fsync/close
+        inode.mtime = inode.atime = inode.ctime = _now()
+        self._dirty_times.add(ino)
+        return True
 
     def _write_change(self, ino: int, off: int, data: memoryview) -> None:
         with self._change() as txn:
@@ -554,6 +596,8 @@ class DataPath:
 
     def _small_window(self, inode: Inode, w0: int) -> bool:
         """Is window [w0, w0 + 2 MiB) mapped, but not by one aligned whole chunk?"""
+        if inode.maps_whole_chunk(w0):  # (the usual answer, without an iomap)
+            return False
         win = inode.iomap(w0, CHUNK)
         if len(win) == 1:
             e = win[0]

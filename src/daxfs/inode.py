@@ -135,6 +135,15 @@ class Inode:
                 return doff + (off - foff)
         return None
 
+    def maps_whole_chunk(self, w0: int) -> bool:
+        """Does one extent map window [w0, w0 + 2 MiB) onto one aligned chunk?"""
+        ex = self.extents
+        i = bisect.bisect_right(ex, w0, key=_file_offset) - 1
+        if i < 0:
+            return False
+        foff, doff, n = ex[i]
+        return foff + n >= w0 + CHUNK and (doff + w0 - foff) % CHUNK == 0
+
     def iomap(self, off: int, length: int) -> list[Extent]:
         """Maximal extents covering [off, off+length), holes included."""
         out: list[Extent] = []
