@@ -56,7 +56,8 @@ from . import (
 
 HELP = "small-file metadata ops (create/stat/read/listdir/unlink), daxfs vs kernel tmpfs"
 DESCRIPTION = __doc__
-AIM = 0.5  # the project's stated aim: every ratio >= 0.5 of the kernel
+# Issue 17's aims, daxfs/kernel per phase (listdir: the project's older 0.5).
+AIMS = {"create": 0.35, "stat": 0.6, "read": 0.5, "listdir": 0.5, "unlink": 0.35}
 FILE_SIZE = 4 * KiB
 LISTDIR_SECONDS = 0.2
 
@@ -250,10 +251,10 @@ def make_report(args, results, env: str, pool_size: int) -> Report:
         rows.append(
             [label.format(n=args.files), fmt_rate(k[ph]), fmt_rate(d[ph]), fmt_ratio(ratios[ph])]
         )
-    below = [f"{ph} ({ratios[ph]:.2f})" for ph, _ in PHASES if ratios[ph] < AIM]
     verdict = [
-        f"aim: every daxfs/kernel ratio >= {AIM}: "
-        + ("met" if not below else f"not met for {', '.join(below)}")
+        f"aim: {ph} daxfs/kernel >= {AIMS[ph]}: "
+        + ("met" if ratios[ph] >= AIMS[ph] else f"not met ({ratios[ph]:.2f})")
+        for ph, _ in PHASES
     ]
     notes = [
         f"{args.files:,} files of 4 KiB in one directory; kernel = builtin open/os.* on "
