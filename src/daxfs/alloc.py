@@ -350,24 +350,36 @@ class _Base:
     # -- changing it -----------------------------------------------------------
     def _set_used(self, start: int, n: int, used: bool) -> None:
         per = BLOCKS_PER_CHUNK
+        c = start // per
+        if n < per and (start + n - 1) // per == c:  # inside one chunk: the usual case
+            self._set_used_in(c, start, n, used)
+            return
         for c, s, k in _pieces(start, n):
             if _whole_chunks(s, k):
                 # Whole chunks go from wholly free to wholly used or back: no maps.
                 self.chunk_free[c : c + k // per] = 0 if used else per
                 continue
-            free = int(self.chunk_free[c])
-            left = free - k if used else free + k
-            if left in (0, per):
-                self.maps.pop(c, None)
-            else:
-                m = self.maps.get(c)
-                if m is None:
-                    m = self.maps[c] = np.full(per, free == 0, dtype=bool)
-                m[s - c * per : s - c * per + k] = used
-            self.chunk_free[c] = left
+            self._set_used_in(c, s, k, used)
+
+    def _set_used_in(self, c: int, s: int, k: int, used: bool) -> None:
+        """_set_used for blocks [s, s+k) of one chunk c, short of all of it."""
+        per = BLOCKS_PER_CHUNK
+        free = int(self.chunk_free[c])
+        left = free - k if used else free + k
+        if left in (0, per):
+            self.maps.pop(c, None)
+        else:
+            m = self.maps.get(c)
+            if m is None:
+                m = self.maps[c] = np.full(per, free == 0, dtype=bool)
+            m[s - c * per : s - c * per + k] = used
+        self.chunk_free[c] = left
 
     def _check_free(self, start: int, n: int) -> None:
-        if start < 0 or n <= 0 or start + n > self.nblocks or self._count_used(start, n) != n:
+        if start < 0 or n <= 0 or start + n > self.nblocks:
+            raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
+        # (One block, the common free, is tested without a numpy reduction.)
+        if not self.is_used(start) if n == 1 else self._count_used(start, n) != n:
             raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
 
     def _check_claimable(self, start: int, n: int) -> None:
@@ -559,7 +571,7 @@ class HugePageAllocator(_Base):
         together, they pin a few chunks, whose holes the next single blocks
         fit exactly."""
         c = self.tiny_room[0][1] if self.tiny_room else self._plan_small(1)[0]
-        b = c * BLOCKS_PER_CHUNK + int(np.argmin(self.used_in_chunk(c)))
+        b = c * BLOCKS_PER_CHUNK + int(self.used_in_chunk(c).argmin())
         self._take_small(c, b, 1, tiny=True)
         return [(b, 1)]
 
@@ -828,7 +840,7 @@ class HugePageAllocator(_Base):
         if m is None:
             return
         off = start - c * BLOCKS_PER_CHUNK
-        n_tiny = int(np.count_nonzero(m[off : off + n]))
+        n_tiny = int(m[off]) if n == 1 else int(np.count_nonzero(m[off : off + n]))
         if n_tiny:
             m[off : off + n] = False
             self.tiny_count[c] -= n_tiny

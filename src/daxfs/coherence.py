@@ -102,7 +102,7 @@ def without_lock(fs, answer, *args):
     lies in space that only a commit frees, before anyone reuses it: a
     read of space freed meanwhile sees the word move.  An answer that is
     an error is checked the same way.  The loads are ordered on x86;
-    DESIGN.md, "Reads with no lock"."""
+    DESIGN.md, "Reads and queries with no lock"."""
     if fs._forks != _forks[0] or fs._unmapped:
         return MISSED
     lock = fs._tlock
