@@ -573,6 +573,30 @@ def test_a_missing_name_is_answered_without_the_exclusive_lock_unless_someone_ma
     assert daxfs.check(pool_path).ok
 
 
+def test_an_overwrite_after_anothers_truncate_lands_in_the_file_not_in_what_it_gave_up(pool_path):
+    """An overwrite with nothing to commit (DataPath._overwrite) stores with
+    the cached inode's extents only while this mount is caught up: after
+    another mount truncated the file and a new file took its blocks, the
+    write goes the way of a change, which catches up first, and the new
+    file keeps its bytes."""
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        with a.open("/f", "wb") as f:
+            f.write(b"o" * 20_000)
+        with a.open("/f", "r+b", buffering=0) as f:
+            f.write(b"n" * 100)  # an overwrite: a's inode cached, caught up
+            b.truncate("/f", 0)
+            with b.open("/g", "wb") as g:  # takes the blocks /f gave up
+                g.write(b"g" * 20_000)
+            f.seek(100)
+            f.write(b"w" * 300)
+        for fs in (a, b):
+            with fs.open("/f", "rb") as f:
+                assert f.read() == bytes(100) + b"w" * 300
+            with fs.open("/g", "rb") as g:
+                assert g.read() == b"g" * 20_000
+    assert daxfs.check(pool_path).ok
+
+
 def test_an_overwrite_stores_under_the_shared_lock_and_a_truncate_meanwhile_sends_it_again(
     pool_path, monkeypatch
 ):
@@ -613,6 +637,7 @@ def test_an_overwrite_stores_under_the_shared_lock_and_a_truncate_meanwhile_send
         monkeypatch.setattr(Change, "_store_over_existing", b_truncates_first)
         before = a.coherence.copy()
         with a.open("/f", "r+b") as f:
+            b.mkdir("/m")  # a behind: its overwrite is a change (not DataPath._overwrite)
             f.seek(100)
             f.write(b"w" * 300)
         assert cut_in

@@ -110,7 +110,12 @@ def without_lock(fs, answer, *args):
     try:
         peek = fs.journal.peek
         seq = peek()
-        if fs._depth or fs.closed or seq != fs._seen_seq or fs.journal.drop_due():
+        if (
+            fs._depth
+            or fs.closed
+            or seq != fs._seen_seq
+            or (fs.journal.lazy_view and fs.journal.drop_due())
+        ):
             return MISSED
         inodes = fs.inodes
         inodes.cache_only = True
@@ -142,7 +147,7 @@ def cached_under_shared_lock(fs, answer, *args):
     lock = fs._tlock
     lock.acquire()
     try:
-        if fs._depth or fs.closed or fs.journal.drop_due():
+        if fs._depth or fs.closed or (fs.journal.lazy_view and fs.journal.drop_due()):
             return MISSED
         fd = fs.region.fd
         lock_pool(fd, fcntl.LOCK_SH, catch_up_unlocked, fs)

@@ -156,16 +156,13 @@ class DataPath:
 
     def _pread_into(self, ino: int, off: int, b) -> int:
         if type(b) is bytearray or (type(b) is memoryview and b.format == "B" and b.ndim == 1):
-            return self._read_into(ino, off, b)  # the usual buffers: no view to make
-        with memoryview(b) as view:
-            return self._read_into(ino, off, view.cast("B"))
-
-    def _read_into(self, ino: int, off: int, dst) -> int:
-        n = self._unlocked_read(ino, self._copy_out, off, dst)
-        if n is None:
+            n = self._unlocked_read(ino, self._copy_out, off, b)  # the usual buffers:
+            if n is not None:  # no view to make
+                return n
             with self._locked(exclusive=False):
-                return self._copy_out(self._inode(ino), off, dst)
-        return n
+                return self._copy_out(self._inode(ino), off, b)
+        with memoryview(b) as view:
+            return self._pread_into(ino, off, view.cast("B"))
 
     def _unlocked_read(self, ino: int, copy, off: int, arg):
         """``copy(inode, off, arg)`` with no pool lock: coherence.without_lock
@@ -185,7 +182,7 @@ class DataPath:
                 or self.closed
                 or seq != self._seen_seq
                 or inode is None
-                or self.journal.drop_due()
+                or (self.journal.lazy_view and self.journal.drop_due())
             ):
                 return None
             got = copy(inode, off, arg)

@@ -984,11 +984,17 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # public API: queries
     # ======================================================================
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
-        return self._query(self._stat_path, path, follow_symlinks)
+        got = without_lock(self, self._stat_path, path, follow_symlinks)  # (_query, written
+        if got is MISSED:  # out: every stat pays it)
+            with self._locked(exclusive=False):
+                return self._stat_path(path, follow_symlinks)
+        return got
 
     def _stat_path(self, path, follow_symlinks: bool) -> os.stat_result:
-        r = self._existing(path, follow=follow_symlinks)
-        return self._stat_result(self._inode(r.ino))  # type: ignore[arg-type]
+        r = self._resolve(path, follow_symlinks)
+        if r.ino is None:
+            raise oserror(errno.ENOENT, to_str(path))
+        return self._stat_result(self._inode(r.ino))
 
     def lstat(self, path) -> os.stat_result:
         return self.stat(path, follow_symlinks=False)

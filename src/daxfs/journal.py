@@ -145,6 +145,9 @@ class Journal:
         # when drop_homes_written_out last looked (lazy mode).
         self._homes_seq_word = region.word(JOURNAL_HEADER_OFF + JHOMES_OFF)
         self._homes_seen: int | None = None
+        # Does this process read homes through a private copy (lazy mode)?
+        # Fixed when the region is made.
+        self.lazy_view = bool(getattr(region, "lazy_capable", False))
         self.next_seq = 1
         self.pos = 0
         self.header_slot = 0
@@ -355,7 +358,11 @@ class Journal:
         process holds copies and someone wrote homes out since it last
         looked (every write out, checkpoints' too, stores the word): a call
         that takes no lock (coherence.without_lock) takes it then."""
-        return self.region.holds_homes and self._homes_written_seq() != self._homes_seen
+        return (
+            self.lazy_view
+            and self.region.holds_homes
+            and self._homes_written_seq() != self._homes_seen
+        )
 
     def _homes_written_seq(self) -> int:
         if self._homes_seq_word is None:
@@ -423,10 +430,6 @@ class Journal:
             self._check_record_homes(rec, off)
             out.append((seq, rec))
         return out
-
-    @property
-    def lazy_view(self) -> bool:
-        return bool(getattr(self.region, "lazy_capable", False))
 
     # -- checkpoint --------------------------------------------------------
     def checkpoint(self) -> None:
