@@ -144,6 +144,21 @@ def test_paths_round_trip_through_urls(dfs):
     assert dfs.cat_file(dfs.unstrip_protocol(name)) == b"x"
 
 
+def test_pipe_file_makes_a_new_file_in_one_change_and_replaces_an_old_one(dfs):
+    journal = dfs.dax.journal
+    dfs.makedirs("/d", exist_ok=True)
+    seq = journal.next_seq
+    dfs.pipe_file("/d/new", b"n" * 5000)
+    assert journal.next_seq == seq + 1  # name, bytes and size in one record
+    assert dfs.cat_file("/d/new") == b"n" * 5000
+    dfs.pipe_file("/d/new", b"replaced")
+    assert dfs.cat_file("/d/new") == b"replaced"
+    with pytest.raises(FileExistsError):
+        dfs.pipe_file("/d/new", b"x", mode="create")
+    assert dfs.cat_file("/d/new") == b"replaced"
+    assert dfs.dax.stat("/d/new").st_mode & 0o777 == 0o666 & ~dfs.dax.umask
+
+
 def test_needs_a_pool_or_a_mount(pool_path):
     with pytest.raises(ValueError):
         DaxFileSystem()

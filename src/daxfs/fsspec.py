@@ -555,9 +555,19 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
             super().pipe_file(path, value, mode=mode, **kwargs)
             return
         path = self._strip_protocol(path)
+        open_mode = _write_mode(mode)
         dax = self.dax
         self._ensure_parent(dax, path)
-        with dax.open(path, _write_mode(mode), buffering=0) as f:
+        if len(value) <= dax.WRITE_PIECE:
+            # A new file: name, bytes and mode in one change (FileSystem._create_with),
+            # so a crash or another process sees all of it or no file.
+            try:
+                dax._create_with(path, value)
+                return
+            except FileExistsError:
+                if mode == "create":
+                    raise
+        with dax.open(path, open_mode, buffering=0) as f:
             f.write(value)
 
     def touch(self, path, truncate=True, **kwargs) -> None:
