@@ -168,6 +168,23 @@ def test_copy_tiny(tmp_path, capsys):
     assert not [n for n in os.listdir("/dev/shm") if n.startswith("daxfs-bench-copy-")]
 
 
+def test_parquet_tiny(tmp_path, capsys):
+    """bench parquet: pandas and pyarrow through daxfs:// beside a local
+    file, each read checked, the aims printed, nothing left behind."""
+    argv = ["parquet", "--rows", "1000", "--repeat", "1", "--pool-dir", str(tmp_path)]
+    assert main([*argv, "--format", "plain"]) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(
+        out, ["DataFrame.to_parquet", "pandas.read_parquet", "pyarrow.parquet.read_table"]
+    )
+    assert len(rows) == 3
+    for cells in rows.values():
+        assert float(cells[-1]) > 0
+    assert "aim: pandas.read_parquet through daxfs:// >= 1.0x of the local file: " in out
+    assert "aim: pyarrow.parquet.read_table through daxfs:// >= 1.0x" in out
+    assert os.listdir(tmp_path) == []
+
+
 def test_meta_rich_output(tmp_path, capsys):
     argv = [
         "meta",

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "copy": "daxfs.bench.copy",
     "scale": "daxfs.bench.scale",
     "io": "daxfs.bench.io",
+    "parquet": "daxfs.bench.parquet",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
