@@ -174,10 +174,14 @@ def test_parquet_tiny(tmp_path, capsys):
     argv = ["parquet", "--rows", "1000", "--repeat", "1", "--pool-dir", str(tmp_path)]
     assert main([*argv, "--format", "plain"]) == 0
     out = capsys.readouterr().out
-    rows = plain_rows(
-        out, ["DataFrame.to_parquet", "pandas.read_parquet", "pyarrow.parquet.read_table"]
-    )
-    assert len(rows) == 3
+    labels = [
+        "DataFrame.to_parquet",
+        "pandas.read_parquet",
+        "pyarrow.parquet.read_table",
+        "read_table of the mapping",
+    ]
+    rows = plain_rows(out, labels)
+    assert len(rows) == 4
     for cells in rows.values():
         assert float(cells[-1]) > 0
     assert "aim: pandas.read_parquet through daxfs:// >= 1.0x of the local file: " in out
