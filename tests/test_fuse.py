@@ -326,6 +326,46 @@ def test_python_open_read_write_seek_truncate_times_modes(mnt):
 
 
 @needs_fuse
+def test_path_limits_apply_to_the_path_a_caller_passes(mnt):
+    """PATH_MAX (4,096 bytes with the NUL) limits the path a caller passes,
+    as on any Linux file system: a 4,095-byte path relative to the mount's
+    root works (libfuse hands the server "/" before it: 4,096 bytes), and
+    from a directory fd deep in the mount, short relative paths go on
+    growing a tree whose paths from the root are far longer."""
+    name = "n" * 255
+    root = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY)
+    fds = [root]
+    try:
+        for _ in range(15):
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        rel = "/".join([name] * 16)
+        assert len(rel.encode()) == 4095
+        fd = os.open(rel, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=root)
+        os.write(fd, b"at 4095")
+        os.close(fd)
+        assert os.stat(rel, dir_fd=root).st_size == 7
+        with pytest.raises(OSError) as e:
+            os.stat(rel + "x", dir_fd=root)  # 4,096 bytes: the caller's limit
+        assert e.value.errno == errno.ENAMETOOLONG
+        deeper = "m" * 255
+        for _ in range(10):  # on to 25 levels: about 6,400 bytes from the root
+            os.mkdir(deeper, dir_fd=fds[-1])
+            fds.append(os.open(deeper, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open("deep", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+        os.write(fd, b"deep")
+        os.close(fd)
+        assert os.stat("deep", dir_fd=fds[-1]).st_size == 4
+        os.rename("deep", "deeper", src_dir_fd=fds[-1], dst_dir_fd=fds[-1])
+        assert os.listdir(fds[-1]) == ["deeper"]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+
+
+@needs_fuse
 def test_open_unlinked_file_keeps_working_and_is_freed(mnt):
     (mnt / "placeholder").touch()  # the root's first directory block, kept for good
     free_before = os.statvfs(mnt.path).f_bfree

@@ -213,6 +213,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._heads: dict[str, tuple[int, int]] = {}
         self._heads_seq = -1
         self._changing = 0  # changes under way (coherence.Change)
+        # The longest path a call takes (path.resolve); None: no limit.
+        self.path_max: int | None = PATH_MAX
         self._open: dict[int, int] = {}
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
         self._unfenced = False  # data flushed by the change under way, not yet fenced
@@ -560,6 +562,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 follow,
                 entry,
                 known,
+                self.path_max,
             )
         except CorruptionError as e:
             if e.filename is None:  # damage met on the way: say which path met it

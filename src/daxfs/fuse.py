@@ -149,6 +149,10 @@ class DaxOperations(mfusepy.Operations):
     def __init__(self, fs: FileSystem):
         self.fs = fs
         fs.umask = 0  # the kernel has applied the caller's umask already
+        # ... and PATH_MAX to the path the caller passed: a relative one from
+        # a working directory deep in the mount may name a file whose path
+        # from the mount's root, which libfuse hands over, is longer.
+        fs.path_max = None
         self._files: dict[int, DaxRawFile] = {}
         self._hidden: dict[str, int] = {}  # libfuse's hidden name -> inode (see above)
         self._files_lock = threading.Lock()

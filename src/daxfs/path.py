@@ -53,10 +53,10 @@ def to_str(path: object) -> str:
     return p
 
 
-def components(path: str) -> list[str]:
+def components(path: str, path_max: int | None = PATH_MAX) -> list[str]:
     """Split into names, dropping empty parts (keeping "." and ".."); checks
-    the length of the path and of each name."""
-    if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+    the length of the path (unless ``path_max`` is None) and of each name."""
+    if path_max is not None and len(path.encode("utf-8", "surrogateescape")) >= path_max:
         raise oserror(errno.ENAMETOOLONG, path)
     parts = [c for c in path.split("/") if c]
     for c in parts:
@@ -94,10 +94,10 @@ LNK_T = stat.S_IFLNK >> 12
 _NO_ENTRY = {".": "dot", "..": "dotdot"}
 
 
-def last_name(path: str) -> list[str]:
+def last_name(path: str, path_max: int | None = PATH_MAX) -> list[str]:
     """The name after the last "/" (not empty), as ``components`` checks it."""
     name = path[path.rfind("/") + 1 :]
-    if len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+    if path_max is not None and len(path.encode("utf-8", "surrogateescape")) >= path_max:
         raise oserror(errno.ENAMETOOLONG, path)
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
         raise oserror(errno.ENAMETOOLONG, path)
@@ -112,19 +112,23 @@ def resolve(
     follow: bool = True,
     entry: bool = False,
     head: tuple[int, int] | None = None,
+    path_max: int | None = PATH_MAX,
 ) -> Resolved:
     """Walk ``path`` from the root.  ``follow``: follow a symlink in the last
     component (a trailing slash does too, unless ``entry``).  ``head``: what
     the path up to its last "/" resolves to (Resolved.head of an earlier
     walk, the pool unchanged since), for a path that does not end in "/":
-    then only the last name is walked."""
+    then only the last name is walked.  ``path_max``: the longest path
+    taken, None for no limit (a FUSE server's: the kernel has applied
+    PATH_MAX to the path its caller passed, maybe relative, and the path it
+    hands over is absolute)."""
     if not path:
         raise oserror(errno.ENOENT, path)
     if head is None:
-        parts = deque(components(path))
+        parts = deque(components(path, path_max))
         cur, links = ROOT_INO, 0
     else:
-        parts = deque(last_name(path))
+        parts = deque(last_name(path, path_max))
         cur, links = head
     trailing = path.endswith("/")
     if not parts:
