@@ -1004,3 +1004,107 @@ def test_threads_writing_different_files(any_fs):
         for p, data in expected.items():
             assert read(again, p) == data
         assert again.statvfs().f_bfree == again.statvfs().f_blocks - used_blocks_by_inodes(again)
+
+
+# ---------------------------------------------------------------------------
+# owners: chown and a new file's owner, against the kernel's tmpfs as root
+# ---------------------------------------------------------------------------
+OWNER_STEPS = [
+    # (call, path, arguments): each run on the pool and through os on tmpfs
+    ("mkdir", "/sg", ()),
+    ("chmod", "/sg", (0o2775,)),
+    ("chown", "/sg", (0, 4321)),
+    ("create", "/sg/f", ()),  # a setgid directory's group
+    ("mkdir", "/sg/sub", ()),  # ... and its setgid bit
+    ("create", "/x", ()),
+    ("chmod", "/x", (0o6755,)),
+    ("chown", "/x", (-1, -1)),  # clears setuid, and setgid with group execute
+    ("chmod", "/x", (0o2745,)),
+    ("chown", "/x", (1000, 1000)),  # setgid without group execute stays
+    ("chmod", "/x", (0o4711,)),
+    ("chown", "/x", (1001, -1)),
+    ("symlink", "/ln", ("/x",)),
+    ("lchown", "/ln", (7, 8)),  # the link itself
+    ("chown", "/ln", (9, 10)),  # what it names
+    ("chmod", "/sg/sub", (0o6775,)),
+    ("chown", "/sg/sub", (5, 6)),  # a directory keeps both bits
+]
+
+
+def _owner_step_os(root: str, call: str, path: str, args) -> None:
+    p = root + path
+    if call == "mkdir":
+        os.mkdir(p)
+    elif call == "create":
+        open(p, "wb").close()
+    elif call == "chmod":
+        os.chmod(p, *args)
+    elif call == "chown":
+        os.chown(p, *args)
+    elif call == "lchown":
+        os.lchown(p, *args)
+    elif call == "symlink":
+        os.symlink(root + args[0], p)
+
+
+def _owner_step_pool(fs, call: str, path: str, args) -> None:
+    if call == "create":
+        fs.open(path, "wb").close()
+    elif call == "symlink":
+        fs.symlink(args[0], path)
+    else:
+        getattr(fs, call)(path, *args)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the kernel's side needs root")
+def test_owners_follow_the_kernels_rules_for_root(fs, shm_dir):
+    """chown, lchown and a new file's owner, step by step on the pool and on
+    the kernel's tmpfs: mode, uid and gid of every file equal after each
+    step (setuid and setgid cleared by chown as Linux clears them, a setgid
+    directory's group and bit inherited)."""
+    root = os.path.join(shm_dir, "owners")
+    os.mkdir(root)
+    old_umask = os.umask(fs.umask)
+    try:
+        for call, path, args in OWNER_STEPS:
+            _owner_step_os(root, call, path, args)
+            _owner_step_pool(fs, call, path, args)
+            for p in ("/sg", "/sg/f", "/sg/sub", "/x", "/ln"):
+                if not os.path.lexists(root + p):
+                    continue
+                k, d = os.lstat(root + p), fs.lstat(p)
+                assert (d.st_mode, d.st_uid, d.st_gid) == (k.st_mode, k.st_uid, k.st_gid), (
+                    f"after {call} {path} {args}: {p} is {oct(d.st_mode)} {d.st_uid}:{d.st_gid} "
+                    f"in the pool, {oct(k.st_mode)} {k.st_uid}:{k.st_gid} on tmpfs"
+                )
+    finally:
+        os.umask(old_umask)
+
+
+def test_chown_keeps_what_it_is_not_given_and_sets_the_change_time(fs):
+    write(fs, "/f", b"x")
+    st = fs.stat("/f")
+    fs.chown("/f", 1234, -1)
+    after = fs.stat("/f")
+    assert (after.st_uid, after.st_gid) == (1234, st.st_gid)
+    assert after.st_ctime_ns >= st.st_ctime_ns and after.st_mtime_ns == st.st_mtime_ns
+    fs.chown("/f", -1, 5678)
+    assert (fs.stat("/f").st_uid, fs.stat("/f").st_gid) == (1234, 5678)
+    with pytest.raises(FileNotFoundError):
+        fs.chown("/missing", 0, 0)
+    with pytest.raises(OverflowError):
+        fs.chown("/f", 2**32 - 1, 0)  # (uid_t)-1 names no user
+    fs.close()
+
+
+def test_owners_survive_a_remount_and_new_files_take_the_creator(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        write(fs, "/mine", b"")
+        assert (fs.stat("/mine").st_uid, fs.stat("/mine").st_gid) == (os.geteuid(), os.getegid())
+        fs.creator = lambda: (4000, 4001)  # a FUSE server's: the request's
+        write(fs, "/theirs", b"t")
+        fs.chown("/mine", 7, 9)
+    with daxfs.mount(pool_path) as fs:
+        assert (fs.stat("/theirs").st_uid, fs.stat("/theirs").st_gid) == (4000, 4001)
+        assert (fs.stat("/mine").st_uid, fs.stat("/mine").st_gid) == (7, 9)
+    assert daxfs.check(pool_path).ok

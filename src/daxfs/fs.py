@@ -135,10 +135,16 @@ DEFAULT_TAILS = "trim"
 # Directory parts of paths the path cache keeps (FileSystem._heads_now): a
 # walk keeps its place, and at 4 KiB a path this bounds it to 4 MiB.
 HEADS_KEPT = 1024
+NO_ID = 2**32 - 1  # (uid_t)-1: no user; ids are below it
 # Paths and names too short for any count of their bytes to pass PATH_MAX
 # or MAX_NAME (UTF-8, surrogateescape: at most 4 bytes a character).
 SHORT_PATH = PATH_MAX // 4
 SHORT_NAME = MAX_NAME // 4
+
+
+def process_owner() -> tuple[int, int]:
+    """The (uid, gid) a new file of this process gets: its effective ids."""
+    return os.geteuid(), os.getegid()
 
 
 class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
@@ -215,6 +221,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._changing = 0  # changes under way (coherence.Change)
         # The longest path a call takes (path.resolve); None: no limit.
         self.path_max: int | None = PATH_MAX
+        # Who owns a new file: (uid, gid) of this process; a FUSE server's
+        # is the request's (fuse.py).
+        self.creator: Callable[[], tuple[int, int]] = process_owner
         self._open: dict[int, int] = {}
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
         self._unfenced = False  # data flushed by the change under way, not yet fenced
@@ -869,6 +878,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         ino = self.leases.take_ino()
         self._txn_took.append(ino)
         now = _now()
+        uid, gid = self.creator()
+        if parent.mode & stat.S_ISGID:  # as Linux's inode_init_owner, for root
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
         inode = Inode(
             ino,
             mode,
@@ -879,8 +893,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             ctime=now,
             btime=now,
             parent=r.parent,
-            uid=os.getuid(),
-            gid=os.getgid(),
+            uid=uid,
+            gid=gid,
         )
         self.inodes.cache[ino] = inode
         adder = self._dir_block_adder(parent)
@@ -966,6 +980,32 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             inode = self._inode(r.ino)  # type: ignore[arg-type]
             inode.mode = (inode.mode & ~0o7777) | (mode & 0o7777)
             self._touch(inode, data=False)
+
+    def chown(self, path, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        """Give a file to ``uid`` and ``gid`` (-1 keeps either), as os.chown
+        run by root does: the API gives whoever can open the pool file every
+        right (README, "Security").  As on Linux, a file that is not a
+        directory loses its setuid bit, and its setgid bit when it is group
+        executable (without group execute it marks mandatory locking, kept)."""
+        for v in (uid, gid):
+            if not -1 <= v < NO_ID:
+                raise OverflowError(f"{'uid' if v is uid else 'gid'} {v} out of range")
+        with self._change():
+            r = self._existing(to_str(path), follow=follow_symlinks)
+            inode = self._inode(r.ino)  # type: ignore[arg-type]
+            if uid != -1:
+                inode.uid = uid
+            if gid != -1:
+                inode.gid = gid
+            if not stat.S_ISDIR(inode.mode):
+                inode.mode &= ~stat.S_ISUID
+                if inode.mode & stat.S_IXGRP:
+                    inode.mode &= ~stat.S_ISGID
+            self._touch(inode, data=False)
+
+    def lchown(self, path, uid: int, gid: int) -> None:
+        """chown of the symlink itself, not what it names."""
+        self.chown(path, uid, gid, follow_symlinks=False)
 
     def utime(
         self, path, times: tuple[float, float] | None = None, *, ns: tuple[int, int] | None = None

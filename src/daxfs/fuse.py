@@ -47,11 +47,12 @@ What FUSE changes, and why:
   the caller asked for.
 * Errors: every daxfs OSError becomes a FuseOSError with the same errno, so
   tools print the usual message ("Directory not empty", ...).
-* Ownership: daxfs stores the creating process's uid and gid (here the
-  server's: whoever mounted) and has no chown, so chown succeeds only when
-  it changes nothing and otherwise fails with EPERM.  Permission bits are
-  stored, not enforced (as in the library); FUSE's default already limits
-  the mount to the user who mounted it.
+* Ownership: a new file gets the uid and gid of the process that asked
+  (the request's, fuse_get_context), or the group of a setgid directory,
+  and chown sets them (FileSystem.lchown, with root's rules: the server
+  checks nothing, as the library does not).  Permission bits are stored,
+  not enforced (as in the library); FUSE's default already limits the
+  mount to the user who mounted it.
 * Not supported: device nodes and FIFOs (mknod: ENOSYS), extended
   attributes (EOPNOTSUPP), fallocate modes other than 0 (EOPNOTSUPP),
   rename with RENAME_EXCHANGE (EINVAL).  File locks are kept by the kernel.
@@ -78,7 +79,7 @@ from typing import Any
 import mfusepy
 
 from .fileio import DaxRawFile
-from .fs import FileSystem
+from .fs import NO_ID, FileSystem, process_owner
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class DaxOperations(mfusepy.Operations):
         # a working directory deep in the mount may name a file whose path
         # from the mount's root, which libfuse hands over, is longer.
         fs.path_max = None
+        fs.creator = request_owner  # new files are the caller's, not the server's
         self._files: dict[int, DaxRawFile] = {}
         self._hidden: dict[str, int] = {}  # libfuse's hidden name -> inode (see above)
         self._files_lock = threading.Lock()
@@ -333,9 +335,8 @@ class DaxOperations(mfusepy.Operations):
 
     @fuse_errors
     def chown(self, path: str, uid: int, gid: int) -> int:
-        st = self._lstat(path)
-        if uid not in (-1, st.st_uid) or gid not in (-1, st.st_gid):
-            raise mfusepy.FuseOSError(errno.EPERM)
+        # (The kernel asks for the entry itself: a symlink's own owner.)
+        self.fs.lchown(path, -1 if uid == NO_ID else uid, -1 if gid == NO_ID else gid)
         return 0
 
     @fuse_errors
@@ -490,6 +491,16 @@ class MountError(RuntimeError):
 def _escape_option(value: str) -> str:
     """A value inside libfuse's comma-separated -o list."""
     return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def request_owner() -> tuple[int, int]:
+    """The (uid, gid) of the process whose request is being served; the
+    server's own outside a request."""
+    try:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+    except ValueError:  # (no request: a NULL context)
+        return process_owner()
+    return uid, gid
 
 
 def serve(
