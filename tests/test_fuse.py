@@ -24,6 +24,8 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -355,6 +357,100 @@ def test_owners_through_the_mount_chown_cp_a_and_a_setgid_directory(mnt, tmp_pat
     with daxfs.mount(mnt.pool, readonly=True) as fs:
         assert (fs.stat("/f").st_uid, fs.stat("/f").st_gid) == (1234, 5678)
         assert fs.stat("/copy/owned").st_uid == 2001 and fs.stat("/sg/file").st_gid == 4321
+
+
+AS_NOBODY = textwrap.dedent(r"""
+    import errno, os, sys
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    mnt = sys.argv[1]
+
+    def outcome(action):
+        try:
+            action()
+            return "ok"
+        except OSError as e:
+            return errno.errorcode[e.errno]
+
+    def write_into(path):
+        with open(path, "wb") as f:
+            f.write(b"nobody")
+
+    print(outcome(lambda: write_into(mnt + "/secret")))  # root's 0600 file
+    print(outcome(lambda: write_into(mnt + "/private/new")))  # root's 0700 directory
+    print(outcome(lambda: os.chmod(mnt + "/public", 0o777)))  # root's file
+    print(outcome(lambda: os.unlink(mnt + "/tmp/roots")))  # root's, in a sticky directory
+    print(outcome(lambda: write_into(mnt + "/tmp/mine")))
+    print(outcome(lambda: os.unlink(mnt + "/tmp/mine")))
+    write_into(mnt + "/tmp/kept")
+    print(os.stat(mnt + "/tmp/kept").st_uid, os.stat(mnt + "/tmp/kept").st_gid)
+""")
+
+
+def _tree_for_nobody(root: Path) -> None:
+    (root / "secret").write_bytes(b"s")
+    os.chmod(root / "secret", 0o600)
+    (root / "private").mkdir(mode=0o700)
+    (root / "public").write_bytes(b"p")
+    os.chmod(root / "public", 0o644)
+    (root / "tmp").mkdir()
+    os.chmod(root / "tmp", 0o1777)
+    (root / "tmp/roots").write_bytes(b"r")
+
+
+@needs_fuse
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_allow_other_lets_users_in_and_the_kernel_checks_them_as_on_tmpfs(pool_path):
+    """daxfs mount --allow-other: uid 65534 gets the answers tmpfs gives it
+    (EACCES for root's 0600 file and 0700 directory, EPERM for chmod of
+    root's file and for removing root's file from a sticky directory) and
+    owns what it makes."""
+    base = Path(tempfile.mkdtemp(prefix="daxfs-test-", dir="/dev/shm"))
+    try:
+        os.chmod(base, 0o755)
+        kernel, mountpoint = base / "tmpfs", base / "mnt"
+        kernel.mkdir(mode=0o755)
+        mountpoint.mkdir(mode=0o755)
+        m = Mount(pool_path, mountpoint, "--allow-other")
+        try:
+            os.chmod(mountpoint, 0o755)  # the pool's root, now
+            answers = []
+            for root in (kernel, mountpoint):
+                _tree_for_nobody(root)
+                res = run(sys.executable, "-c", AS_NOBODY, root)
+                answers.append(res.stdout.decode().split("\n"))
+            assert answers[1] == answers[0]
+            assert answers[0][:7] == [
+                "EACCES",
+                "EACCES",
+                "EPERM",
+                "EPERM",
+                "ok",
+                "ok",
+                "65534 65534",
+            ]
+        finally:
+            m.close()
+        assert_clean(pool_path)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_fuse
+def test_mount_allow_other_refused_without_fuse_conf(pool_path, tmp_path):
+    from daxfs.cli.common import CliError
+    from daxfs.cli.mount import check_allow_other
+
+    conf = tmp_path / "fuse.conf"
+    conf.write_text("# user_allow_other\nmount_max = 1000\n")
+    if os.geteuid() == 0:
+        check_allow_other(str(conf))  # root may, whatever the file says
+        return
+    with pytest.raises(CliError, match="user_allow_other"):
+        check_allow_other(str(conf))
+    conf.write_text("user_allow_other\n")
+    check_allow_other(str(conf))
 
 
 @needs_fuse

@@ -49,10 +49,11 @@ What FUSE changes, and why:
   tools print the usual message ("Directory not empty", ...).
 * Ownership: a new file gets the uid and gid of the process that asked
   (the request's, fuse_get_context), or the group of a setgid directory,
-  and chown sets them (FileSystem.lchown, with root's rules: the server
-  checks nothing, as the library does not).  Permission bits are stored,
-  not enforced (as in the library); FUSE's default already limits the
-  mount to the user who mounted it.
+  and chown sets them (FileSystem.lchown).  Permissions: FUSE lets only
+  the user who mounted in.  ``daxfs mount --allow-other`` lets others in
+  and adds default_permissions, so the kernel checks every caller against
+  the modes and owners getattr reports, as for a local file system (the
+  server, like the library, checks nothing itself).
 * Not supported: device nodes and FIFOs (mknod: ENOSYS), extended
   attributes (EOPNOTSUPP), fallocate modes other than 0 (EOPNOTSUPP),
   rename with RENAME_EXCHANGE (EINVAL).  File locks are kept by the kernel.
@@ -504,13 +505,21 @@ def request_owner() -> tuple[int, int]:
 
 
 def serve(
-    fs: FileSystem, mountpoint: str, *, foreground: bool, readonly: bool, pool_name: str
+    fs: FileSystem,
+    mountpoint: str,
+    *,
+    foreground: bool,
+    readonly: bool,
+    pool_name: str,
+    allow_other: bool = False,
 ) -> DaxOperations:
     """Mount ``fs`` at ``mountpoint`` and serve it until unmounted.  Without
     ``foreground`` libfuse forks once the mount exists: the parent exits
-    (status 0) and the child serves.  Returns the operations object (its
-    ``started`` tells whether the kernel ever connected); raises MountError
-    when the mount could not be made."""
+    (status 0) and the child serves.  ``allow_other``: users other than the
+    one mounting may use it, and the kernel checks everyone's permissions
+    on the modes and owners getattr reports (default_permissions).
+    Returns the operations object (its ``started`` tells whether the kernel
+    ever connected); raises MountError when the mount could not be made."""
     ops = DaxOperations(fs)
     if not fs.readonly and readonly:
         raise ValueError("a read-only FUSE mount needs a read-only FileSystem")
@@ -524,6 +533,15 @@ def serve(
     }
     if readonly:
         options["ro"] = True  # the kernel itself answers EROFS
+    if allow_other:
+        options["allow_other"] = True
+        # The kernel checks permissions as for a local file system (read,
+        # write, search, sticky directories, chmod, chown and utime by
+        # non-owners) on what getattr reports, fresh each time (attribute
+        # caching is off).  Only here: it asks for every component of
+        # every path, so a 1,500-level tree costs O(depth^2) requests
+        # (cp -r of one: 3 s without, over 3 minutes with).
+        options["default_permissions"] = True
     try:
         DaxFUSE(ops, mountpoint, **options)
     except RuntimeError as e:

@@ -30,6 +30,7 @@ from ..fs import TAILS
 from .common import CliError, PoolArg, command, mounted
 
 FUSE_DEVICE = "/dev/fuse"
+FUSE_CONF = "/etc/fuse.conf"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -93,6 +94,23 @@ def parse_mount_options(text: str | None) -> dict[str, object]:
     return out
 
 
+def check_allow_other(conf: str = FUSE_CONF) -> None:
+    """--allow-other: root may; another user only if /etc/fuse.conf says
+    user_allow_other (else fusermount3 refuses, with a less clear line)."""
+    if os.geteuid() == 0:
+        return
+    try:
+        with open(conf) as f:
+            allowed = any(line.split("#", 1)[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        allowed = False
+    if not allowed:
+        raise CliError(
+            f"--allow-other: {conf} does not allow it for users other than root "
+            "(add the line user_allow_other there, or mount as root)"
+        )
+
+
 def finish_quietly() -> None:
     """The session is over and the pool is about to be closed: a second Ctrl-C
     or SIGTERM must not cut that short."""
@@ -109,6 +127,14 @@ def mount_cmd(
         typer.Option("--foreground", "-f", help="Serve in the foreground (Ctrl-C unmounts)."),
     ] = False,
     readonly: Annotated[bool, typer.Option("--readonly", help="Mount read-only.")] = False,
+    allow_other: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other",
+            help="Let other users in (the kernel checks their permissions). Needs root, "
+            "or user_allow_other in /etc/fuse.conf.",
+        ),
+    ] = False,
     options: Annotated[
         str | None,
         typer.Option(
@@ -125,12 +151,21 @@ def mount_cmd(
     """Mount a pool on a directory through FUSE, for ordinary tools."""
     opts = parse_mount_options(options)
     where = check_mountpoint(mountpoint)
+    if allow_other:
+        check_allow_other()
     check_fuse_device()
     fuse = load_fuse_layer()
     pool_abs = os.path.abspath(pool)
     with mounted(pool_abs, readonly=readonly, **opts) as fs:
         try:
-            fuse.serve(fs, where, foreground=foreground, readonly=readonly, pool_name=pool_abs)
+            fuse.serve(
+                fs,
+                where,
+                foreground=foreground,
+                readonly=readonly,
+                pool_name=pool_abs,
+                allow_other=allow_other,
+            )
         except fuse.MountError as e:
             raise CliError(f"{mountpoint}: {e}") from None
         finally:
