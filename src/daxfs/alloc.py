@@ -379,7 +379,8 @@ class _Base:
         if start < 0 or n <= 0 or start + n > self.nblocks:
             raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
         # (One block, the common free, is tested without a numpy reduction.)
-        if not self.is_used(start) if n == 1 else self._count_used(start, n) != n:
+        allocated = self.is_used(start) if n == 1 else self._count_used(start, n) == n
+        if not allocated:
             raise AssertionError(f"freeing blocks {start}+{n} that are not allocated")
 
     def _check_claimable(self, start: int, n: int) -> None:

@@ -795,7 +795,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def _open_to_read(self, spath: str) -> int:
         r = self._existing(spath)
         self._check_openable(r, spath)
-        self._pin(r.ino)  # type: ignore[arg-type]  (last: nothing after it may fail)
+        # The pin last: nothing after it may fail (cached_under_shared_lock).
+        self._pin(r.ino)  # type: ignore[arg-type]
         return r.ino  # type: ignore[return-value]
 
     def _open_to_write(self, spath: str, kind: str) -> int:
@@ -984,12 +985,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def chown(self, path, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
         """Give a file to ``uid`` and ``gid`` (-1 keeps either), as os.chown
         run by root does: the API gives whoever can open the pool file every
-        right (README, "Security").  As on Linux, a file that is not a
+        right (DESIGN.md, "Known limits").  As on Linux, a file that is not a
         directory loses its setuid bit, and its setgid bit when it is group
         executable (without group execute it marks mandatory locking, kept)."""
-        for v in (uid, gid):
+        for what, v in (("uid", uid), ("gid", gid)):
             if not -1 <= v < NO_ID:
-                raise OverflowError(f"{'uid' if v is uid else 'gid'} {v} out of range")
+                raise OverflowError(f"{what} {v} out of range")
         with self._change():
             r = self._existing(to_str(path), follow=follow_symlinks)
             inode = self._inode(r.ino)  # type: ignore[arg-type]

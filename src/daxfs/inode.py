@@ -323,7 +323,7 @@ class InodeTable:
         # slot 0 says where; grow() takes more).  Free numbers below it are
         # ``nfree``; the scan reads nothing past it.
         self.limit = sb.inode_count
-        # Set while a query runs with no pool lock (FileSystem._unlocked):
+        # Set while a query runs with no pool lock (coherence.without_lock):
         # slots are homes, which a committing process stores before it
         # publishes, so such a query may read only what is cached.
         self.cache_only = False
