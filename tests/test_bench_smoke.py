@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from conftest import needs_fuse
 from daxfs.bench import BENCHMARKS
 from daxfs.bench.__main__ import main
 
@@ -187,6 +188,21 @@ def test_parquet_tiny(tmp_path, capsys):
     assert "aim: pandas.read_parquet through daxfs:// >= 1.0x of the local file: " in out
     assert "aim: pyarrow.parquet.read_table through daxfs:// >= 1.0x" in out
     assert os.listdir(tmp_path) == []
+
+
+@needs_fuse
+def test_fuse_tiny(tmp_path, capsys):
+    """bench fuse: tar, find, cat and rm on tmpfs and through a real daxfs
+    mount (the pool checked clean after), nothing left mounted or behind."""
+    argv = ["fuse", "--files", "20", "--max-size", "5000", "--repeat", "1"]
+    assert main([*argv, "--pool-dir", str(tmp_path), "--format", "plain"]) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, ["tar -x", "find -printf %s", "cat every file", "rm -r"])
+    assert len(rows) == 4
+    assert all(float(cells[-1].replace(",", "")) > 0 for cells in rows.values())
+    assert os.listdir(tmp_path) == []
+    with open("/proc/self/mounts") as f:
+        assert str(tmp_path) not in f.read()
 
 
 def test_meta_rich_output(tmp_path, capsys):

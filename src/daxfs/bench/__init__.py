@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "scale": "daxfs.bench.scale",
     "io": "daxfs.bench.io",
     "parquet": "daxfs.bench.parquet",
+    "fuse": "daxfs.bench.fuse",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"

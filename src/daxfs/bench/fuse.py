@@ -1,0 +1,211 @@
+"""fuse: shell work through ``daxfs mount``, beside the same commands on tmpfs.
+
+A tar archive of --files files (sizes seeded, uniform in 0..--max-size
+bytes, 250 per directory) is made in --pool-dir (tmpfs: /dev/shm by
+default), untimed.  Then, on each side, best of --repeat, each a whole
+command timed from outside:
+
+    tar -x     tar -xf ARCHIVE -C DEST
+    find       find DEST -printf '%s\\n'           (every entry's size)
+    cat        find DEST -type f -exec cat {} +   (every file's bytes)
+    rm -r      rm -rf DEST/*
+
+where DEST is
+
+    tmpfs      a directory in --pool-dir
+    daxfs      a ``daxfs mount -f`` of a pool file in that directory,
+               served for the run (unmounted, and the pool checked
+               clean, at the end)
+
+The ratio is daxfs's time over tmpfs's (lower is better).  Issue 16 asks
+for shell work near the kernel's; this says where it stands.  Needs
+/dev/fuse, the fuse3 package and daxfs[fuse].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+from . import (
+    DEFAULT_POOL_DIR,
+    MiB,
+    Report,
+    add_output_arguments,
+    check_pool_dir,
+    command_line,
+    environment,
+    fmt_seconds,
+    next_pow2,
+)
+
+HELP = "tar, find, cat and rm through a FUSE mount, beside tmpfs"
+DESCRIPTION = __doc__
+PER_DIR = 250
+MOUNT_WAIT = 15.0  # seconds for the mount to appear, and the server to end
+PHASES = [
+    ("tar", "tar -x"),
+    ("find", "find -printf %s"),
+    ("cat", "cat every file"),
+    ("rm", "rm -r"),
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--files", type=int, default=5000, help="files in the archive (5000)")
+    p.add_argument("--max-size", type=int, default=48 * 1024, help="largest file, bytes (49152)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per phase and side; best kept (3)")
+    p.add_argument(
+        "--pool-dir",
+        default=DEFAULT_POOL_DIR,
+        help=f"where the archive, the tmpfs side and the pool file go ({DEFAULT_POOL_DIR})",
+    )
+    add_output_arguments(p)
+
+
+def make_archive(path: str, files: int, max_size: int) -> int:
+    """The tar of the benchmark's tree; its size in bytes of file data."""
+    rng = random.Random(16)
+    total = 0
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as src:
+        for i in range(files):
+            d = os.path.join(src, "tree", f"d{i // PER_DIR:03d}")
+            if i % PER_DIR == 0:
+                os.makedirs(d)
+            size = rng.randint(0, max_size)
+            with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
+                f.write(rng.randbytes(size))
+            total += size
+        with tarfile.open(path, "w") as tar:
+            tar.add(os.path.join(src, "tree"), arcname="tree")
+    return total
+
+
+def timed_shell(argv: list[str], dest: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=dest)
+    return time.perf_counter() - t0
+
+
+def run_phases(archive: str, dest: str) -> dict[str, float]:
+    """Every phase once into the empty directory ``dest``, left empty."""
+    return {
+        "tar": timed_shell(["tar", "-xf", archive, "-C", dest], dest),
+        "find": timed_shell(["find", dest, "-printf", "%s\\n"], dest),
+        "cat": timed_shell(["find", dest, "-type", "f", "-exec", "cat", "{}", "+"], dest),
+        "rm": timed_shell(["rm", "-rf", os.path.join(dest, "tree")], dest),
+    }
+
+
+def is_mounted(path: str) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+class Served:
+    """``daxfs mount -f POOL MNT`` for the block; unmounted and waited for."""
+
+    def __init__(self, pool: str, mnt: str):
+        self.pool, self.mnt = pool, mnt
+
+    def __enter__(self) -> str:
+        cli = [sys.executable, "-m", "daxfs.cli", "mount", "-f", self.pool, self.mnt]
+        self.proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + MOUNT_WAIT
+        while not is_mounted(self.mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._stop()
+                err = self.proc.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+                raise SystemExit(f"fuse benchmark: daxfs mount failed: {err or 'timed out'}")
+            time.sleep(0.02)
+        return self.mnt
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if is_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", self.mnt], check=False)
+        try:
+            self.proc.wait(MOUNT_WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def check_fuse() -> None:
+    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+        raise SystemExit("fuse benchmark: needs /dev/fuse and fusermount3 (the fuse3 package)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.files < 1 or args.max_size < 0 or args.repeat < 1:
+        raise SystemExit("--files and --repeat: at least 1; --max-size: at least 0")
+    check_fuse()
+    import daxfs
+
+    pool_dir = check_pool_dir(args.pool_dir)
+    work = tempfile.mkdtemp(prefix="daxfs-bench-fuse-", dir=pool_dir)
+    try:
+        archive = os.path.join(work, "tree.tar")
+        print(f"making an archive of {args.files:,} files ...", file=sys.stderr, flush=True)
+        data = make_archive(archive, args.files, args.max_size)
+        kernel, mnt = os.path.join(work, "tmpfs"), os.path.join(work, "mnt")
+        os.mkdir(kernel)
+        os.mkdir(mnt)
+        pool = os.path.join(work, "fuse.pool")
+        # The tree's bytes in 4 KiB blocks, an inode per file, room to spare.
+        daxfs.mkfs(pool, next_pow2(max(64 * MiB, 2 * (data + args.files * 20 * 1024))))
+        best: dict[tuple[str, str], float] = {}
+        with Served(pool, mnt):
+            for i in range(args.repeat):
+                sides = [("tmpfs", kernel), ("daxfs", mnt)]
+                for side, dest in sides if i % 2 == 0 else sides[::-1]:
+                    for phase, seconds in run_phases(archive, dest).items():
+                        key = (side, phase)
+                        best[key] = min(best.get(key, float("inf")), seconds)
+        report = daxfs.check(pool)
+        if not report.ok:
+            raise RuntimeError(f"fuse benchmark: the pool does not check clean: {report.errors}")
+        make_report(args, best, data, environment(pool_dir)).emit(args.format, args.json)
+    finally:
+        if is_mounted(os.path.join(work, "mnt")):
+            subprocess.run(["fusermount3", "-uz", os.path.join(work, "mnt")], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def make_report(args, best: dict[tuple[str, str], float], data: int, env: str) -> Report:
+    rows, ratios = [], {}
+    for phase, label in PHASES:
+        k, d = best[("tmpfs", phase)], best[("daxfs", phase)]
+        ratios[phase] = d / k
+        rows.append([label, fmt_seconds(k), fmt_seconds(d), f"{ratios[phase]:,.1f}"])
+    notes = [
+        f"a tar of {args.files:,} files ({data / 1e6:,.0f} MB of data, {PER_DIR} per "
+        f"directory); whole commands, best of {args.repeat}, sides alternating",
+        "x tmpfs: daxfs's time over tmpfs's (lower is better)",
+    ]
+    return Report(
+        title=f"daxfs fuse benchmark ({args.files:,} files)",
+        command=command_line(args.argv),
+        env=env,
+        notes=notes,
+        columns=["command", "tmpfs", "daxfs mount", "x tmpfs"],
+        rows=rows,
+        verdict=[],
+        data={
+            "files": args.files,
+            "bytes": data,
+            "ratio": ratios,
+            "best_seconds": {f"{side}/{phase}": s for (side, phase), s in best.items()},
+        },
+    )
