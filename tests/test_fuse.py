@@ -437,20 +437,21 @@ def test_allow_other_lets_users_in_and_the_kernel_checks_them_as_on_tmpfs(pool_p
         shutil.rmtree(base, ignore_errors=True)
 
 
-@needs_fuse
-def test_mount_allow_other_refused_without_fuse_conf(pool_path, tmp_path):
+def test_mount_allow_other_refused_without_fuse_conf(tmp_path):
+    """--allow-other for a user other than root needs user_allow_other in
+    fuse.conf (a commented line does not count); root needs nothing."""
     from daxfs.cli.common import CliError
     from daxfs.cli.mount import check_allow_other
 
     conf = tmp_path / "fuse.conf"
     conf.write_text("# user_allow_other\nmount_max = 1000\n")
-    if os.geteuid() == 0:
-        check_allow_other(str(conf))  # root may, whatever the file says
-        return
+    check_allow_other(str(conf), euid=0)
     with pytest.raises(CliError, match="user_allow_other"):
-        check_allow_other(str(conf))
-    conf.write_text("user_allow_other\n")
-    check_allow_other(str(conf))
+        check_allow_other(str(conf), euid=1000)
+    with pytest.raises(CliError, match="user_allow_other"):
+        check_allow_other(str(tmp_path / "missing.conf"), euid=1000)
+    conf.write_text("user_allow_other  # for daxfs\n")
+    check_allow_other(str(conf), euid=1000)
 
 
 @needs_fuse

@@ -94,10 +94,11 @@ def parse_mount_options(text: str | None) -> dict[str, object]:
     return out
 
 
-def check_allow_other(conf: str = FUSE_CONF) -> None:
-    """--allow-other: root may; another user only if /etc/fuse.conf says
-    user_allow_other (else fusermount3 refuses, with a less clear line)."""
-    if os.geteuid() == 0:
+def check_allow_other(conf: str = FUSE_CONF, euid: int | None = None) -> None:
+    """--allow-other: root may; another user (``euid``, default ours) only if
+    /etc/fuse.conf says user_allow_other (else fusermount3 refuses, with a
+    less clear line)."""
+    if (os.geteuid() if euid is None else euid) == 0:
         return
     try:
         with open(conf) as f:
