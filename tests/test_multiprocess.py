@@ -16,6 +16,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -135,6 +137,31 @@ def children():
     for c in made:
         if c.p.poll() is None:
             c.kill()
+
+
+@contextmanager
+def script_child(src: str, *args: str) -> Iterator[subprocess.Popen]:
+    """A child process running ``src`` with ``args``, text pipes both ways;
+    killed at the end of the block if it is still running."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", src, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def fill_the_whole_chunks(fs) -> None:
+    """Every whole chunk left goes to /fill: a file written next can only go
+    where a file just freed was."""
+    fs.open("/fill", "xb").close()
+    fs.fallocate("/fill", 0, fs.allocator.free_chunks * (2 * MiB))
 
 
 def check_pool(path: str) -> None:
@@ -739,17 +766,8 @@ def test_a_read_never_returns_bytes_of_space_freed_under_it(pool_path):
     with daxfs.mount(pool_path) as fs:
         with fs.open("/f", "wb") as f:
             f.write(pattern)
-        # The rest of the pool's whole chunks taken: the other file can only
-        # go where the file was.
-        fs.open("/fill", "xb").close()
-        fs.fallocate("/fill", 0, fs.allocator.free_chunks * (2 * MiB))
-        child = subprocess.Popen(
-            [sys.executable, "-c", READER, pool_path, str(size), "2.0"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        fill_the_whole_chunks(fs)
+        with script_child(READER, pool_path, str(size), "2.0") as child:
             assert child.stdout.readline().strip() == "open"
             child.stdin.write("go\n")
             child.stdin.flush()
@@ -766,10 +784,6 @@ def test_a_read_never_returns_bytes_of_space_freed_under_it(pool_path):
             assert reply and reply[0] == "ok", reply
             assert int(reply[1]) > 100 and rewrites > 100, (reply, rewrites)
             assert child.wait(timeout=60) == 0
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
 
 
 PAUSED_READER = textwrap.dedent(r"""
@@ -810,18 +824,11 @@ def test_a_read_whose_space_is_reused_before_its_copy_reads_again(pool_path, buf
     with daxfs.mount(pool_path) as fs:
         with fs.open("/f", "wb") as f:
             f.write(b"\x01" * size)
-        fs.open("/fill", "xb").close()
-        fs.fallocate("/fill", 0, fs.allocator.free_chunks * (2 * MiB))
+        fill_the_whole_chunks(fs)
         src = PAUSED_READER
         if buffer == "memoryview":
             src = src.replace("n = f.readinto(buf)", "n = f.readinto(memoryview(buf))")
-        child = subprocess.Popen(
-            [sys.executable, "-c", src, pool_path, str(size)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with script_child(src, pool_path, str(size)) as child:
             assert child.stdout.readline().strip() == "reading"
             fs.truncate("/f", 0)
             with fs.open("/other", "wb") as g:
@@ -830,10 +837,6 @@ def test_a_read_whose_space_is_reused_before_its_copy_reads_again(pool_path, buf
             child.stdin.flush()
             assert child.stdout.readline().split() == ["read", "0", "0"]
             assert child.wait(timeout=60) == 0
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
 
 
 PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""
@@ -867,13 +870,7 @@ def test_a_query_with_no_lock_reads_no_home_before_its_record_is_published(pool_
             f.write(b"x")
     with daxfs.mount(pool_path) as fs:
         assert fs.listdir("/d") == ["old"]  # /d cached, /e not
-        child = subprocess.Popen(
-            [sys.executable, "-c", PAUSED_BEFORE_PUBLISH, pool_path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:
             assert child.stdout.readline().strip() == "stored"
             seq = fs.journal.peek()
             answers = []
@@ -889,7 +886,3 @@ def test_a_query_with_no_lock_reads_no_home_before_its_record_is_published(pool_
             assert child.stdout.readline().strip() == "renamed"
             assert child.wait(timeout=60) == 0
             assert fs.listdir("/d") == []
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
