@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,14 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 # --------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------
+def timed_command(argv: Sequence[str], cwd: str | None = None) -> float:
+    """Seconds a whole command takes, start-up included (stdout discarded;
+    a failure raises CalledProcessError)."""
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
+    return time.perf_counter() - t0
+
+
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """``fn()`` and the seconds it took (a full collection first, so every
     measurement starts from the same heap; the collector stays enabled)."""
@@ -207,6 +216,11 @@ class Report:
             with open(json_path, "w") as f:
                 json.dump(asdict(self), f, indent=2)
                 f.write("\n")
+
+
+def add_pool_dir_argument(p, holds: str) -> None:
+    """--pool-dir, where the benchmark puts ``holds`` (tmpfs by default)."""
+    p.add_argument("--pool-dir", default=DEFAULT_POOL_DIR, help=f"{holds} ({DEFAULT_POOL_DIR})")
 
 
 def add_output_arguments(p) -> None:

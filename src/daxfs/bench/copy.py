@@ -22,20 +22,19 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 from . import (
-    DEFAULT_POOL_DIR,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     check_pool_dir,
     command_line,
     environment,
     fmt_seconds,
     next_pow2,
+    timed_command,
 )
 
 HELP = "daxfs cp -r of a folder of small files into a pool, beside cp -r"
@@ -49,11 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=20_000, help="files in the folder (20000)")
     p.add_argument("--size", type=int, default=3000, help="bytes per file (3000)")
     p.add_argument("--repeat", type=int, default=3, help="copies per side; best kept (3)")
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"where the folder, cp's copy and the pool file go ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "where the folder, cp's copy and the pool file go")
     add_output_arguments(p)
 
 
@@ -72,12 +67,6 @@ def pool_size(files: int, size: int) -> int:
     return next_pow2(max(64 << 20, files * max(size, 4096) * 2 + files * 16384))
 
 
-def timed_run(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
 def daxfs_copy(src: str, where: str, args) -> float:
     """One timed ``daxfs cp -r`` into a fresh pool in ``where``; checked."""
     import daxfs
@@ -86,7 +75,7 @@ def daxfs_copy(src: str, where: str, args) -> float:
     daxfs.mkfs(pool, pool_size(args.files, args.size), force=True)
     try:
         cli = [sys.executable, "-m", "daxfs.cli", "cp", "-r", "-q", src, f"{pool}:/copy"]
-        seconds = timed_run(cli)
+        seconds = timed_command(cli)
         check_copy(pool, src, args.files)
         return seconds
     finally:
@@ -112,7 +101,7 @@ def check_copy(pool: str, src: str, files: int) -> None:
 def cp_copy(src: str, work: str) -> float:
     dst = os.path.join(work, "cp-copy")
     try:
-        return timed_run(["cp", "-r", src, dst])
+        return timed_command(["cp", "-r", src, dst])
     finally:
         shutil.rmtree(dst, ignore_errors=True)
 

@@ -34,16 +34,18 @@ import tarfile
 import tempfile
 import time
 
+from ..region import mount_of
 from . import (
-    DEFAULT_POOL_DIR,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     check_pool_dir,
     command_line,
     environment,
     fmt_seconds,
     next_pow2,
+    timed_command,
 )
 
 HELP = "tar, find, cat and rm through a FUSE mount, beside tmpfs"
@@ -62,11 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=5000, help="files in the archive (5000)")
     p.add_argument("--max-size", type=int, default=48 * 1024, help="largest file, bytes (49152)")
     p.add_argument("--repeat", type=int, default=3, help="runs per phase and side; best kept (3)")
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"where the archive, the tmpfs side and the pool file go ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "where the archive, the tmpfs side and the pool file go")
     add_output_arguments(p)
 
 
@@ -88,26 +86,19 @@ def make_archive(path: str, files: int, max_size: int) -> int:
     return total
 
 
-def timed_shell(argv: list[str], dest: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=dest)
-    return time.perf_counter() - t0
-
-
 def run_phases(archive: str, dest: str) -> dict[str, float]:
     """Every phase once into the empty directory ``dest``, left empty."""
     return {
-        "tar": timed_shell(["tar", "-xf", archive, "-C", dest], dest),
-        "find": timed_shell(["find", dest, "-printf", "%s\\n"], dest),
-        "cat": timed_shell(["find", dest, "-type", "f", "-exec", "cat", "{}", "+"], dest),
-        "rm": timed_shell(["rm", "-rf", os.path.join(dest, "tree")], dest),
+        "tar": timed_command(["tar", "-xf", archive, "-C", dest], dest),
+        "find": timed_command(["find", dest, "-printf", "%s\\n"], dest),
+        "cat": timed_command(["find", dest, "-type", "f", "-exec", "cat", "{}", "+"], dest),
+        "rm": timed_command(["rm", "-rf", os.path.join(dest, "tree")], dest),
     }
 
 
 def is_mounted(path: str) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
+    """Is ``path`` a mount point now (from /proc/self/mountinfo)?"""
+    return mount_of(path).mountpoint == os.path.realpath(path)
 
 
 class Served:

@@ -42,11 +42,11 @@ import time
 from dataclasses import dataclass
 
 from . import (
-    DEFAULT_POOL_DIR,
     GiB,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     check_pool_dir,
     command_line,
     environment,
@@ -184,11 +184,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limit", type=float, default=120.0, help="seconds before a step is stopped (120)"
     )
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"directory for the pool files ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "directory for the pool files")
     add_output_arguments(p)
 
 

@@ -44,11 +44,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import (
-    DEFAULT_POOL_DIR,
     KiB,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     add_profile_arguments,
     check_pool_dir,
     command_line,
@@ -155,11 +155,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ops", type=int, default=200_000, help="calls per 4 KiB phase (200000)")
     p.add_argument("--mib", type=int, default=2048, help="MiB moved per 1 MiB phase (2048)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per side; best is kept (3)")
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"directory for the kernel's file and the pool file ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "directory for the kernel's file and the pool file")
     add_profile_arguments(p, [name for name, *_ in PHASES], "daxfs/kernel ratio")
     add_output_arguments(p)
 

@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import (
-    DEFAULT_POOL_DIR,
     KiB,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     add_profile_arguments,
     check_pool_dir,
     command_line,
@@ -163,11 +163,7 @@ def names(n: int) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=10_000, help="files in the directory (10000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per side; best is kept (3)")
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"directory for the kernel side and the pool file ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "directory for the kernel side and the pool file")
     p.add_argument(
         "--pool-size", default=None, help="pool size, e.g. 512M (default: enough for --files)"
     )

@@ -32,12 +32,12 @@ import tempfile
 import time
 
 from . import (
-    DEFAULT_POOL_DIR,
     GiB,
     KiB,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     check_pool_dir,
     command_line,
     environment,
@@ -141,11 +141,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="file sizes are uniform in 0..MAX_SIZE bytes (4096)",
     )
     p.add_argument("--repeat", type=int, default=5, help="fresh mounts timed; best kept (5)")
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"directory for the pool file ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "directory for the pool file")
     p.add_argument(
         "--pool-size",
         default=None,

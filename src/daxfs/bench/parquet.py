@@ -36,18 +36,18 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 from . import (
-    DEFAULT_POOL_DIR,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     check_pool_dir,
     command_line,
     environment,
     fmt_seconds,
     next_pow2,
+    timed,
 )
 
 HELP = "pandas and pyarrow Parquet through daxfs:// beside a local file"
@@ -70,11 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "is what is measured), snappy, zstd, ...",
     )
     p.add_argument("--repeat", type=int, default=3, help="runs per phase and side; best kept (3)")
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"where the local file and the pool file go ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "where the local file and the pool file go")
     add_output_arguments(p)
 
 
@@ -92,12 +88,6 @@ def make_table(rows: int):
     })  # fmt: skip
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 class Side:
     """One place to write the table and read it back."""
 
@@ -107,20 +97,18 @@ class Side:
         self.mapped = mapped  # () -> a pyarrow input over the file's bytes, mapped
 
     def write(self, df, compression) -> float:
+        options = self.storage_options
         return timed(
-            lambda: df.to_parquet(
-                self.target, compression=compression, storage_options=self.storage_options
-            )
-        )
+            lambda: df.to_parquet(self.target, compression=compression, storage_options=options)
+        )[1]
 
     def read_pandas(self, df) -> float:
         import pandas as pd
 
-        got = []
-        seconds = timed(
-            lambda: got.append(pd.read_parquet(self.target, storage_options=self.storage_options))
+        got, seconds = timed(
+            lambda: pd.read_parquet(self.target, storage_options=self.storage_options)
         )
-        if not got[0].equals(df):
+        if not got.equals(df):
             raise RuntimeError(f"parquet benchmark: {self.name}: pandas read another table")
         return seconds
 
@@ -128,17 +116,15 @@ class Side:
         import pyarrow.parquet as pq
 
         path = self.target.removeprefix("daxfs://")
-        got = []
-        seconds = timed(lambda: got.append(pq.read_table(path, filesystem=self.filesystem)))
-        self._check(got[0], df)
+        got, seconds = timed(lambda: pq.read_table(path, filesystem=self.filesystem))
+        self._check(got, df)
         return seconds
 
     def read_mapped(self, df) -> float:
         import pyarrow.parquet as pq
 
-        got = []
-        seconds = timed(lambda: got.append(pq.read_table(self.mapped())))
-        self._check(got[0], df)
+        got, seconds = timed(lambda: pq.read_table(self.mapped()))
+        self._check(got, df)
         return seconds
 
     def _check(self, table, df) -> None:

@@ -79,12 +79,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from . import (
-    DEFAULT_POOL_DIR,
     GiB,
     KiB,
     MiB,
     Report,
     add_output_arguments,
+    add_pool_dir_argument,
     check_pool_dir,
     command_line,
     emit_all,
@@ -511,11 +511,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="fork",
         help="how the children start (fork); either way each mounts the pool itself",
     )
-    p.add_argument(
-        "--pool-dir",
-        default=DEFAULT_POOL_DIR,
-        help=f"directory for the pool files and the kernel side ({DEFAULT_POOL_DIR})",
-    )
+    add_pool_dir_argument(p, "directory for the pool files and the kernel side")
     p.add_argument("--pool-size", default="2G", help="pool size, sparse (2G)")
     p.add_argument(
         "--dask",
