@@ -278,19 +278,9 @@ class DataPath:
             for w in range(_align_down(off, CHUNK), end, CHUNK):
                 if w + CHUNK <= inode.size and self._small_window(inode, w):
                     return False  # a window the change would move into a chunk
-        dev = inode.device_at(off, n)
-        if dev is not None:  # one extent, the usual case
-            self.region.store(dev, data)
-            touched = [(dev, n)]
-        else:
-            extents = inode.iomap(off, n)
-            if any(e.kind != "mapped" for e in extents):
-                return False
-            touched, pos = [], 0
-            for e in extents:
-                self.region.store(e.device_offset, data[pos : pos + e.length])
-                touched.append((e.device_offset, e.length))
-                pos += e.length
+        if inode.device_at(off, n) is None and inode.holes(off, n):
+            return False  # a hole to allocate: the change does it
+        touched = self._copy_in(inode, off, data)
         if self._batching or self.region.durability.name != "msync":
             if not self.region.volatile:  # (tmpfs: nothing to order)
                 self._order_data(touched)
@@ -351,6 +341,12 @@ class DataPath:
             self._dirty_times.add(inode.ino)
 
     def _copy_in(self, inode: Inode, off: int, data: memoryview) -> list[tuple[int, int]]:
+        """Store ``data`` at file offset ``off``, all of it mapped; the device
+        ranges written."""
+        dev = inode.device_at(off, len(data))
+        if dev is not None:  # one extent, the usual case: no iomap
+            self.region.store(dev, data)
+            return [(dev, len(data))]
         pos, out = 0, []
         for e in inode.iomap(off, len(data)):
             assert e.kind == "mapped"
