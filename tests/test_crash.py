@@ -273,7 +273,17 @@ def _sequences() -> dict[str, tuple[str, ...]]:
     return seqs
 
 
+# Sync mode on the page cache names new data in its record by checks
+# (journal.py, "Checked records"): a store over those bytes before anything
+# durable covers the record (a later record, or the mark _confirm_in_place
+# writes) would make a power loss drop it although it returned.
+CHECKED_SEQUENCES = [
+    ("write /C/bar 4096+4096", "write /C/bar 4096+3000", "chmod /C/bar"),
+    ("write /C/bar 4096+4096", "write /C/bar 8190+4100"),
+    ("fallocate /C/bar end+8192", "write /C/bar 4096+3000", "chmod /C/bar"),
+]
 SEQUENCES = _sequences()
+CHECKED = {" ; ".join(ops): ops for ops in CHECKED_SEQUENCES}
 
 
 def _lazy_names() -> list[str]:
@@ -293,6 +303,7 @@ CASES = (
     + [("msync", name) for name in sorted(WORKLOADS)]
     + [("lazy", name) for name in _lazy_names()]
     + [("lazy-sync", name) for name in _lazy_names()[::4]]
+    + [("lazy-sync", name) for name in CHECKED]
 )
 if os.environ.get("DAXFS_CRASH_SHARD"):  # "k/n": every n-th case from the k-th, to split a long run
     _k, _n = (int(x) for x in os.environ["DAXFS_CRASH_SHARD"].split("/"))
@@ -699,7 +710,7 @@ def _every_crash_state_is_before_or_after(pool, model: str, name: str) -> None:
     checker.scratch.build(CrashState(CrashPoint(-1, image), []))  # the image as it was
     before = _recovered_snapshot(checker.scratch, lock)
     base, log, states, mixed, journal, trims = _record(
-        path + ".w", image, SEQUENCES.get(name, (name,)), model
+        path + ".w", image, SEQUENCES.get(name) or CHECKED.get(name, (name,)), model
     )
     os.unlink(path + ".w")
     trees = [_blur(t, mixed) for t in [before, *states]]

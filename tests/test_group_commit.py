@@ -342,3 +342,91 @@ def test_a_rebuild_keeps_holding_space_freed_lazily(disk_pool):
         new = [(e.device_offset, e.length) for e in fs.iomap("/new")]
         assert not any(a < d + n and d < a + m for a, m in old for d, n in new), (old, new)
     assert daxfs.check(disk_pool).ok
+
+
+def count_device_flushes(monkeypatch) -> list[str]:
+    """Each msync and fdatasync the pool makes from now on, by name."""
+    from daxfs import region as region_mod
+
+    calls: list[str] = []
+    msync, fdatasync = region_mod._libc.msync, os.fdatasync
+
+    def counted_msync(*args):
+        calls.append("msync")
+        return msync(*args)
+
+    def counted_fdatasync(fd):
+        calls.append("fdatasync")
+        return fdatasync(fd)
+
+    monkeypatch.setattr(region_mod._libc, "msync", counted_msync)
+    monkeypatch.setattr(os, "fdatasync", counted_fdatasync)
+    return calls
+
+
+def test_sync_mode_makes_a_new_file_durable_with_two_flushes(disk_pool, monkeypatch, tmp_path):
+    """A create (its record: one msync), then a write into new space: its
+    record names the data by crc, and one fdatasync makes both durable
+    (journal.py, "Checked records").  Three flushes before version 6."""
+    from daxfs.layout import crc32c
+
+    with daxfs.mount(disk_pool, commit="sync", commit_interval=3600) as fs:
+        fs.mkdir("/d")
+        seq, pos = fs.journal.next_seq, fs.journal.pos
+        flushes = count_device_flushes(monkeypatch)
+        for i in range(20):
+            with fs.open(f"/d/f{i}", "wb") as f:
+                f.write(bytes([i]) * 4096)
+        assert flushes == ["msync", "fdatasync"] * 20
+        records = fs.journal.records_between(seq, pos, fs.journal.next_seq)
+        checks = [c for r in records for c in r.checks]
+        assert len(checks) == 20
+        for i, (off, n, crc) in enumerate(checks):
+            assert n == 4096 and crc == crc32c(bytes([i]) * 4096)
+            assert [e.device_offset for e in fs.iomap(f"/d/f{i}")] == [off]
+        copy = power_loss_copy(disk_pool, tmp_path)
+    with daxfs.mount(copy) as fs:
+        for i in range(20):
+            with fs.open(f"/d/f{i}", "rb") as f:
+                assert f.read() == bytes([i]) * 4096
+
+
+SYNC_APPENDER = textwrap.dedent(
+    """
+    import sys, daxfs
+    with daxfs.mount(sys.argv[1], commit="sync") as fs:
+        with fs.open("/f", "ab") as f:
+            f.write(b"n" * 8192)
+        print(fs.journal.next_seq - 1, flush=True)
+        sys.stdin.readline()  # (mounted, so that its unmount does not checkpoint first)
+    """
+)
+
+
+def test_an_overwrite_of_bytes_another_process_checked_marks_them_durable_first(disk_pool):
+    """The record that named the new bytes came from another process: this
+    one learns of its checks by catching up, and covers them with a durable
+    mark before storing over them."""
+    with daxfs.mount(disk_pool, commit="sync", commit_interval=3600) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(b"o" * 100)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SYNC_APPENDER, disk_pool],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            seq = int(child.stdout.readline())
+            assert fs.stat("/f").st_size == 8292  # caught up
+            assert fs.journal.pending_checks is not None
+            assert fs.journal.pending_checks[0] == seq
+            assert fs.journal.durable_limit() <= seq
+            with fs.open("/f", "r+b") as f:
+                f.seek(5000)
+                f.write(b"w" * 100)  # over the child's new block
+            assert fs.journal.durable_limit() > seq
+            assert fs.journal.pending_checks is None
+        finally:
+            child.stdin.close()
+            assert child.wait(timeout=30) == 0

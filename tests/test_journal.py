@@ -361,3 +361,115 @@ def test_recovery_does_not_replay_into_revoked_space(tmp_path):
         assert region.read(block, 4096) == b"N" * 4096
     finally:
         region.close()
+
+
+# ---------------------------------------------------------------------------
+# Checked records (version 6): sync mode's data named by crc in its record
+# ---------------------------------------------------------------------------
+def checked_txn(sb: L.Superblock, k: int, data: bytes, region: Region) -> Transaction:
+    """A change that stored ``data`` into data block k (new space) and names
+    it by a check, with a metadata write in block 0 to show it replayed."""
+    region.store(home(sb, k), data)
+    t = txn_of((home(sb), b"replayed %d" % k))
+    t.checks = [(home(sb, k), len(data))]
+    return t
+
+
+def fresh_recovery(region: Region, sb: L.Superblock) -> Journal:
+    region.zero(home(sb), L.BLOCK)  # homes lost: only replay brings them back
+    j = Journal(region, sb)
+    j.recover()
+    return j
+
+
+def test_the_last_record_is_dropped_when_its_checked_data_did_not_reach_the_media(region):
+    sb = superblock(region)
+    j = Journal(region, sb)
+    j.recover()
+    at = j.start + j.pos
+    j.commit(checked_txn(sb, 5, b"\x11" * 3000, region))
+    seq = j.next_seq - 1
+    assert j.pending_checks == (seq, [(home(sb, 5), home(sb, 5) + 3000)])
+    snapshot = region.read(L.JOURNAL_HEADER_OFF, j.end - L.JOURNAL_HEADER_OFF)
+    region.store(home(sb, 5) + 2999, b"\x00")  # the data as a power loss left it
+    fresh_recovery(region, sb)
+    assert region.read(home(sb), 10) == bytes(10)  # dropped: never replayed
+    assert region.read(at, L.TXN_HEADER.size) == bytes(L.TXN_HEADER.size)  # erased
+    region.store(home(sb, 5) + 2999, b"\x11")
+    fresh_recovery(region, sb)
+    assert region.read(home(sb), 10) == bytes(10)  # ... for good
+    # The same log with the data whole: replayed.
+    region.store(L.JOURNAL_HEADER_OFF, snapshot)
+    fresh_recovery(region, sb)
+    assert region.read(home(sb), 10) == b"replayed 5"
+
+
+def test_only_the_last_record_s_checks_are_verified(region):
+    """A record after it was written once its data was durable: its data may
+    since have been overwritten in place, and it still replays."""
+    sb = superblock(region)
+    j = Journal(region, sb)
+    j.recover()
+    j.commit(checked_txn(sb, 5, b"\x22" * 100, region))
+    j.commit(txn_of((home(sb, 1), b"later")))
+    assert j.pending_checks is None  # a durable record covers it
+    region.store(home(sb, 5), b"\x33" * 100)
+    fresh_recovery(region, sb)
+    assert region.read(home(sb), 10) == b"replayed 5"
+
+
+def test_a_store_over_checked_bytes_waits_for_a_durable_mark(region):
+    sb = superblock(region)
+    j = Journal(region, sb)
+    j.recover()
+    pos = j.pos
+    j.commit(checked_txn(sb, 7, b"\x44" * 4096, region))
+    at = home(sb, 7)
+    assert j.unconfirmed([(at + 4000, 200)]) and not j.unconfirmed([(at + 4096, 10)])
+    # Another process learns of the pending checks by catching up.
+    other = Journal(region, sb)
+    other.refresh()
+    other.records_between(j.next_seq - 1, pos, j.next_seq)
+    assert other.unconfirmed([(at, 1)])
+    j.confirm()
+    assert j.durable_limit() == j.next_seq and not j.unconfirmed([(at, 4096)])
+    assert not other.unconfirmed([(at, 1)])  # the mark is in the pool: it sees it too
+    region.store(at, b"\x55" * 4096)  # now harmless
+    fresh_recovery(region, sb)
+    assert region.read(home(sb), 10) == b"replayed 7"
+
+
+@pytest.mark.parametrize("checks", [
+    [(0, 4096)],  # the superblock: outside the data area
+    [("data", 8192), ("data+4096", 4096)],  # the same bytes twice
+    [("data+4096", 4096), ("data", 4096)],  # out of order
+    [("data", 0)],
+    [("end-4096", 8192)],  # past the data area
+])  # fmt: skip
+def test_checks_outside_the_data_or_not_sorted_and_disjoint_are_corruption(region, checks):
+    """Each byte a recovery reads to verify checks is read once: a record
+    cannot make it read the pool over and over."""
+    sb = superblock(region)
+    names = {"data": sb.data_off, "data+4096": sb.data_off + 4096, "end-4096": sb.data_end - 4096}
+    j = Journal(region, sb)
+    j.recover()
+    crafted = [(names.get(off, off), n, 0) for off, n in checks]
+    rec = L.pack_txn(j.next_seq, [(home(sb), b"x")], checks=crafted)
+    region.store(j.start + j.pos, rec)
+    with pytest.raises(daxfs.CorruptionError, match="checks"):
+        Journal(region, sb).recover()
+
+
+def test_a_check_with_its_reserved_word_set_or_in_a_lazy_record_is_no_record(region):
+    sb = superblock(region)
+    j = Journal(region, sb)
+    j.recover()
+    rec = bytearray(L.pack_txn(j.next_seq, [], checks=[(sb.data_off, 4096, 0)]))
+    rec[-4:] = b"\x01\x00\x00\x00"  # the reserved word, then sealed again
+    tail = bytes(rec[8:])
+    rec[4:8] = L.txn_crc(L.TXN_MAGIC, tail).to_bytes(4, "little")
+    assert L.parse_txn_record(bytes(rec), 0, len(rec), j.next_seq) is None
+    lazy = L.pack_txn(j.next_seq, [], checks=[(sb.data_off, 4096, 0)], lazy=True)
+    assert L.parse_txn_record(lazy, 0, len(lazy), j.next_seq) is None
+    whole = L.pack_txn(j.next_seq, [], checks=[(sb.data_off, 4096, 7)])
+    assert L.parse_txn_record(whole, 0, len(whole), j.next_seq).checks == [(sb.data_off, 4096, 7)]

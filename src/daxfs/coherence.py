@@ -610,6 +610,7 @@ class Change:
         self.conflict_on: frozenset[int] = frozenset()  # see _overlaps
         fs._txn_dirty = set()
         fs._unfenced = False  # (what an abandoned change flushed needs no fence)
+        fs._ordered = []  # (what an abandoned change stored needs no ordering)
         fs._txn_freed_inos = []
         fs._txn_took = []
         fs._txn_pins = []
@@ -652,21 +653,23 @@ class Change:
                 if self.optimistic:
                     if fs._txn_over_existing:
                         self._store_over_existing()
-                        if not (txn or fs._txn_dirty):
-                            return  # an overwrite in place: its check was the one
                     else:
                         self._store_new_blocks()
+                    fs._settle_ordered(txn)  # (its stores are made now)
+                    if fs._txn_over_existing and not (txn or fs._txn_dirty):
+                        return  # an overwrite in place: its check was the one
                     # The record is packed before the lock (a rebase drops it).
                     self.prepared = fs.journal.prepare(txn)
                     self._exclusive_and_checked()
                     self._forget_reads()  # checked: from here on as any change
+                fs._settle_ordered(txn)
                 if fs._unfenced:  # data flushed, not yet fenced (DataPath._flush_data)
                     fs.region.fence()
                     fs._unfenced = False
                 fs.journal.commit(txn, self.prepared)
-                if fs._batching:
+                if fs._lazy:  # (sync mode: homes to write out)
                     fs._unsynced = True
-                elif fs._lazy:  # sync mode: durable, and every record before it
+                if fs._lazy and not fs._batching:  # sync mode: durable, with all before
                     fs._durable_seen = fs.journal.next_seq
             except Conflict:
                 self._undo()

@@ -28,7 +28,12 @@ zeroed (again before the size change commits).  Overwrites in place are
 persisted on return except on page-cache files, where they wait for
 flush/fsync/sync (``_dirty_data``).  In lazy mode (group commit) nothing is
 flushed here: the group commit's one fdatasync makes the data durable
-before the durable mark that makes its records count (journal.py).
+before the durable mark that makes its records count (journal.py).  In sync
+mode on the page cache, data stored into space the change allocated is not
+flushed either: its record names it with a crc, and the commit's one
+fdatasync makes both durable (``_settle_ordered``; journal.py, "Checked
+records"); a store over a file's existing bytes first makes sure no such
+check still depends on them (``_confirm_in_place``).
 """
 
 from __future__ import annotations
@@ -280,6 +285,8 @@ class DataPath:
                     return False  # a window the change would move into a chunk
         if inode.device_at(off, n) is None and inode.holes(off, n):
             return False  # a hole to allocate: the change does it
+        if self.journal.unconfirmed(_device_ranges(inode, off, end)):
+            return False  # a check to confirm first, under the exclusive lock
         touched = self._copy_in(inode, off, data)
         if self._batching or self.region.durability.name != "msync":
             if not self.region.volatile:  # (tmpfs: nothing to order)
@@ -311,6 +318,7 @@ class DataPath:
                 # say) must drop our copy of the inode too.
                 self._txn_dirty.add(inode.ino)
         generation = inode.generation
+        self._confirm_in_place(inode, min(off, old_size), new_size)
         self._before_regrowing(inode, old_size, new_size)
         fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
         written = [(off, end)] if data else []
@@ -772,6 +780,7 @@ class DataPath:
         """Set the size after zeroing, and persisting before the commit (ordered),
         whatever must now read as zero: new space inside the file and the
         allocated bytes between the old and the new end."""
+        self._confirm_in_place(inode, inode.size, new_size)
         self._before_regrowing(inode, inode.size, new_size)
         if new_size > inode.size or fresh:
             zeroed = self._zero_unwritten(inode, fresh, inode.size, new_size, [])
@@ -789,11 +798,59 @@ class DataPath:
                 self._need_exclusive()  # (a group commit needs the exclusive lock)
             self._group_commit()
 
+    def _confirm_in_place(self, inode: Inode, lo: int, hi: int) -> None:
+        """Before storing over the blocks ``inode`` has in file range [lo, hi):
+        if the newest durable record checks some of those bytes and nothing
+        durable covers it yet, cover it (a durable mark), or a power loss
+        could find that record last with its check failed by our store, and
+        drop it (journal.py, "Checked records").  Rare: only right after a
+        sync-mode change that put data into new space."""
+        if self.journal.pending_checks is None or hi <= lo:
+            return
+        if self.journal.unconfirmed(_device_ranges(inode, lo, hi)):
+            self._need_exclusive()
+            self.journal.confirm()
+
+    def _settle_ordered(self, txn: Transaction) -> None:
+        """Sync mode on the page cache, before the record is made: of the data
+        the change stored (``_ordered``), what went into space it allocated
+        is named in the record by checks, so the commit's one fdatasync
+        makes data and record durable together; the rest (bytes of blocks
+        the file had, and more than CHECKED_AT_MOST) is flushed now, before
+        the record, as on every other backend."""
+        ranges, self._ordered = self._ordered, []
+        if not ranges:
+            return
+        data_off = self.sb.data_off
+        fresh = merge_ranges((data_off + b * BLOCK, data_off + (b + n) * BLOCK)
+                             for b, n in txn.allocated)  # fmt: skip
+        spans = merge_ranges((off, off + n) for off, n in ranges)
+        inside, outside = split_ranges(spans, fresh)
+        if sum(e - s for s, e in inside) > self.CHECKED_AT_MOST:
+            outside, inside = spans, []
+        txn.checks.extend((s, e - s) for s, e in inside)
+        if flush_ranges(self.region, [(s, e - s) for s, e in outside]):
+            self.region.fence()
+
+    def _flush_ordered(self) -> None:
+        """Sync mode: flush what the change ordered so far instead of naming it
+        in checks, for space that will be stored over with no change."""
+        ranges, self._ordered = self._ordered, []
+        if flush_ranges(self.region, ranges):
+            self.region.fence()
+
+    # A change's checked data is read again for its crc: past this, a flush
+    # (which a large write amortises) costs less than the second read.
+    CHECKED_AT_MOST = 4 * CHUNK
+
     def _order_data(self, ranges) -> None:
         """Make file data stored in ``ranges`` durable before the commit that
-        exposes it; in lazy mode the next group commit does (journal.py)."""
+        exposes it; in lazy mode the next group commit does (journal.py), in
+        sync mode the commit (_settle_ordered)."""
         if self._batching:
             self._unsynced = True
+        elif self.journal.sync_records and self._changing:
+            self._ordered.extend(ranges)
         elif flush_ranges(self.region, ranges) or self._unfenced:
             self.region.fence()
             self._unfenced = False
@@ -804,6 +861,8 @@ class DataPath:
         most two fences (its data, its record) on pmem."""
         if self._batching:
             self._unsynced = True
+        elif self.journal.sync_records and self._changing:
+            self._ordered.extend(ranges)
         elif flush_ranges(self.region, ranges):
             self._unfenced = True
 
@@ -977,6 +1036,39 @@ class DataPath:
         the file is open in this process (its last close trims it)."""
         if self.tails == "trim" and not self.closed and not self._open.get(ino):
             self._trim_tails([ino])
+
+
+def _device_ranges(inode: Inode, lo: int, hi: int) -> list[tuple[int, int]]:
+    """(device offset, length) of the blocks ``inode`` has in [lo, hi)."""
+    dev = inode.device_at(lo, hi - lo)
+    if dev is not None:
+        return [(dev, hi - lo)]
+    return [(e.device_offset, e.length) for e in inode.iomap(lo, hi - lo) if e.kind == "mapped"]
+
+
+def split_ranges(
+    ranges: list[tuple[int, int]], within: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(inside, outside): the parts of sorted, disjoint (start, end)
+    ``ranges`` inside sorted, disjoint ``within`` and the rest, in one pass
+    over both (a large write's ranges and runs are both many)."""
+    inside: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []
+    i = 0
+    for s, e in ranges:
+        while i < len(within) and within[i][1] <= s:
+            i += 1
+        at, j = s, i
+        while j < len(within) and within[j][0] < e:
+            lo, hi = max(at, within[j][0]), min(e, within[j][1])
+            if at < lo:
+                outside.append((at, lo))
+            inside.append((lo, hi))
+            at = hi
+            j += 1
+        if at < e:
+            outside.append((at, e))
+    return inside, outside
 
 
 def subtract_ranges(

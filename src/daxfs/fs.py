@@ -184,7 +184,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self.journal.sync_records = self._lazy and self.commit_mode == "sync"
         # Lazy mode proper: data and records wait for a group commit.
         self._batching = self._lazy and self.commit_mode == "lazy"
-        self._unsynced = False  # lazy: stored or committed since the last group commit
+        self._unsynced = False  # stored or committed since the last group commit (sync mode: committed)
         # Lazy: space freed by commits not yet durable, as (seq, block,
         # count): reused only once a durable mark passes seq, or a power
         # loss could show one file's new bytes in another's old blocks.
@@ -226,6 +226,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self.creator: Callable[[], tuple[int, int]] = process_owner
         self._open: dict[int, int] = {}
         self._dirty_data: list[tuple[int, int]] = []  # msync backend: overwrites to persist
+        self._ordered: list[tuple[int, int]] = []  # sync mode: data the change orders
         self._unfenced = False  # data flushed by the change under way, not yet fenced
         self._dirty_times: set[int] = set()
         self._handles: weakref.WeakSet = weakref.WeakSet()
@@ -389,9 +390,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                     self._quarantine.append((upto, s, k))
 
     def _start_committer(self) -> None:
-        """Lazy mode: a thread that group-commits every commit_interval
-        seconds while something is left to commit (ext4's commit=)."""
-        if not self._lazy or self.commit_mode != "lazy" or self._committer is not None:
+        """Page-cache pools: a thread that group-commits every commit_interval
+        seconds while something is left to commit (ext4's commit=); in sync
+        mode, where records are durable already, what is left is writing
+        their homes out."""
+        if not self._lazy or self._committer is not None:
             return
         self._stop_committer.clear()
         t = threading.Thread(target=self._commit_every_interval, name="daxfs-commit", daemon=True)

@@ -41,6 +41,19 @@ views as they read them.  Recovery replays a lazy record only below the
 mark, or when the pool was last written in this boot (then the page cache
 holds the records and their data, whatever reached the disk).
 
+Checked records (commit="sync" on a page-cache pool, version 6): a change
+whose data went into space it allocated names that data in its record with
+a crc (REC_CHECK) instead of flushing it first, and one fdatasync makes data
+and record durable together.  Only the last record of the log can have
+reached the media without its data (every record is stored after the one
+before it, and that one's data, was durable), so recovery after a power
+loss verifies the checks of the last record alone, unless a durable mark or
+checkpoint covers it, and drops it if one fails.  What would make a check
+fail later, a store over the bytes it covers, must therefore wait until a
+later durable record, a mark or a checkpoint covers it: Journal.unconfirmed
+tells a writer so, and Journal.confirm writes the mark (DataPath's
+_confirm_in_place).
+
 The caller holds the pool's exclusive lock around commit, checkpoint,
 group commit and recovery; this module does no locking of its own.
 """
@@ -69,6 +82,7 @@ from .layout import (
     TXN_MAGIC,
     TXN_MAGIC_LAZY,
     CorruptionError,
+    crc32c,
     Superblock,
     TxnRecord,
     pack_jheader,
@@ -79,7 +93,7 @@ from .layout import (
     unpack_jheader,
     unpack_jmark,
 )
-from .region import Region, flush_ranges
+from .region import Region, flush_ranges, merge_ranges
 
 # How many of the latest staged writes a new write may patch in place: the
 # repeats worth merging (a directory block header, an inode slot restaged)
@@ -96,6 +110,9 @@ class Transaction:
         self.to_free: list[tuple[int, int]] = []  # released only after commit
         self.revokes: list[tuple[int, int]] = []  # device ranges this change frees
         self.touched: set[int] = set()  # inodes changed beyond their slots (directories)
+        # Device ranges of data stored into space this change allocated, to
+        # name with a crc in its record (sync mode, see "Checked records").
+        self.checks: list[tuple[int, int]] = []
 
     def revoke(self, off: int, n: int) -> None:
         """Record that [off, off+n) is freed: recovery will not replay earlier
@@ -161,9 +178,15 @@ class Journal:
         self._header_seen: tuple[bytes, int] = (b"", 0)  # see _seq_of_header
         self.lazy = False  # group commit (set by the mount, see the module doc)
         # Lazy mode, commit="sync": records durable when written, as without
-        # lazy mode, but homes still through the private view (write_out).
+        # lazy mode, but homes still through the private view, written out
+        # at the group commits of the commit interval as in lazy mode (not
+        # after each record: the next record's fdatasync would write them).
         self.sync_records = False
         self.last_lazy_seq = -1  # the newest lazy record seen (committed or read)
+        # (seq, [(start, end)]) of the newest durable record seen, committed or
+        # read, when it has checks: what a store in place must not overwrite
+        # until something durable covers it (see "Checked records").
+        self.pending_checks: tuple[int, list[tuple[int, int]]] | None = None
 
     # -- format ------------------------------------------------------------
     def format(self) -> None:
@@ -210,10 +233,17 @@ class Journal:
     def roll_forward(self, rec: TxnRecord) -> None:
         """Finish a dead writer's commit as recovery would: store its homes
         (step 2) and publish (step 3).  Under the exclusive pool lock."""
-        self._check_record_homes(rec, self.start + self.pos)
+        at = self.start + self.pos
+        self._check_record_homes(rec, at)
+        if not rec.lazy and not self.region.volatile:
+            # It may have died before its flush: later records count on it
+            # being durable (and, if it has checks, its data too).
+            if rec.checks:
+                self.region.sync_file()
+            else:
+                self.region.persist(at, rec.next_pos - at)
         self._store_homes([rec], self.region.store_home if self.lazy else self.region.store)
-        if rec.lazy:
-            self.last_lazy_seq = max(self.last_lazy_seq, self.next_seq)
+        self._note_record(self.next_seq, rec)
         self.next_seq += 1
         self.pos = rec.next_pos - self.start
         self._publish()
@@ -230,7 +260,14 @@ class Journal:
             self._check_home(dst, len(data), None)
         data_off = self._data_area[0]
         claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
-        return pack_txn_body(writes, txn.revokes, claims, sorted(txn.touched))
+        return pack_txn_body(
+            writes, txn.revokes, claims, sorted(txn.touched), self._checks_of(txn.checks)
+        )
+
+    def _checks_of(self, ranges) -> list[tuple[int, int, int]]:
+        """(offset, length, crc32c) of the data now in ``ranges``, merged."""
+        buf = self.region.buf
+        return [(lo, hi - lo, crc32c(buf[lo:hi])) for lo, hi in _check_spans(ranges)]
 
     def commit(self, txn: Transaction, prepared: tuple[int, bytes] | None = None) -> None:
         """Log ``txn`` (``prepared``: its body from prepare, if made since
@@ -253,10 +290,14 @@ class Journal:
         r.store(at, record)
         if not lazy:
             try:
-                r.persist(at, len(record))  # step 1: the commit point
+                if txn.checks:  # step 1: the commit point, with its data
+                    r.sync_file()
+                else:
+                    r.persist(at, len(record))  # step 1: the commit point
             except OSError:
                 r.zero(at, TXN_HEADER.size)  # never let a failed commit replay
                 raise
+            self.pending_checks = (self.next_seq, _check_spans(txn.checks)) if txn.checks else None
         else:
             self.last_lazy_seq = self.next_seq
         store = r.store_home if self.lazy else r.store
@@ -267,8 +308,42 @@ class Journal:
         self.next_seq += 1
         self.pos += len(record)
         self._publish()  # step 3
-        if self.sync_records:
-            self.write_out_homes(self._header_seq())  # every record before is durable
+
+    def _note_record(self, seq: int, rec: TxnRecord) -> None:
+        """Keep track of the newest lazy record and of pending checks, for a
+        record committed by another process and read here."""
+        if rec.lazy:
+            self.last_lazy_seq = max(self.last_lazy_seq, seq)
+        elif rec.checks:
+            self.pending_checks = (seq, [(off, off + n) for off, n, _crc in rec.checks])
+        else:
+            self.pending_checks = None  # durable: the checks before it are covered
+
+    def unconfirmed(self, ranges) -> bool:
+        """Would a store into device ``ranges`` ((offset, length) pairs) go over
+        data that the newest durable record checks, with nothing durable
+        after it yet?  A power loss could then find that record last and its
+        check failed by the store: it must be confirmed first (confirm)."""
+        pending = self.pending_checks
+        if pending is None:
+            return False
+        seq, spans = pending
+        if not any(lo < off + n and off < hi for off, n in ranges for lo, hi in spans):
+            return False
+        if seq < self.durable_limit():
+            self.pending_checks = None
+            return False
+        return True
+
+    def confirm(self) -> None:
+        """Make the records so far count without their checks: a durable mark
+        past them (a group commit first if a lazy record is not durable yet,
+        for the mark says every record below it is).  Exclusive lock held."""
+        if self.lazy_pending():
+            self.group_commit()
+        else:
+            self._mark_durable(self._header_seq(), self.next_seq)
+        self.pending_checks = None
 
     def lazy_pending(self) -> bool:
         """Is a lazy record we know of not yet under the durable mark?"""
@@ -450,6 +525,7 @@ class Journal:
         r.persist(off, JHEADER.size)
         self.header_slot, self.pos = slot, 0
         r.store(self.header_off + JHOMES_OFF, JHOMES.pack(self.next_seq, 0))
+        self.pending_checks = None  # every record before it is retired
         self._publish()
 
     def _records(self, seq: int | None = None):
@@ -545,10 +621,25 @@ class Journal:
         if same_boot:
             return committed
         limit = self.durable_limit()
+        if committed and self._checks_failed(committed[-1], limit):
+            _seq, dropped_off, _rec = committed.pop()
+            self.region.zero(dropped_off, TXN_HEADER.size)  # never replayed again
+            self.region.persist(dropped_off, TXN_HEADER.size)
         for i, (seq, _off, rec) in enumerate(committed):
             if rec.lazy and seq >= limit:
                 return committed[:i]
         return committed
+
+    def _checks_failed(self, last: tuple[int, int, TxnRecord], limit: int) -> bool:
+        """Did the last record of the log reach the media without the data its
+        checks name?  (Only the last can: see "Checked records".)  Each byte
+        is read once: the checks are disjoint and inside the data area."""
+        seq, off, rec = last
+        if not rec.checks or seq < limit:
+            return False
+        self._check_record_homes(rec, off)
+        buf = self.region.buf
+        return any(crc32c(buf[dst : dst + n]) != crc for dst, n, crc in rec.checks)
 
     def _check_record_homes(self, rec, record_off: int) -> None:
         """Every committed record is checked before anything is stored."""
@@ -563,6 +654,12 @@ class Journal:
         for ino in rec.touches:
             if not 1 <= ino < self._inode_count:
                 raise CorruptionError("journal record touches no inode", record_off)
+        end = lo
+        for dst, n, _crc in rec.checks:  # sorted and disjoint: read once each
+            if not (end <= dst and n and dst + n <= hi):
+                raise CorruptionError("journal record checks data outside the data area, "
+                                      "or the same bytes twice", record_off)
+            end = dst + n
 
     # -- catching up (other processes' commits) ------------------------------
     def records_between(self, seq: int, pos: int, upto: int) -> list[TxnRecord] | None:
@@ -630,8 +727,7 @@ class Journal:
                 return None
             self._check_record_homes(rec, at)
             out.append(rec)
-            if rec.lazy:
-                self.last_lazy_seq = max(self.last_lazy_seq, seq)
+            self._note_record(seq, rec)
             seq, pos = seq + 1, rec.next_pos - self.start
         if apply:  # lazy mode: committed, so in our view from now on
             self.apply_homes(out[first:])
@@ -714,3 +810,9 @@ class RangeSet:
             return False
         i = self._end_of.bisect_left(end)  # ranges starting before ``end``
         return bool(i) and self._end_of.peekitem(i - 1)[1] > start
+
+
+def _check_spans(ranges) -> list[tuple[int, int]]:
+    """(offset, length) ranges as the sorted, disjoint (start, end) spans a
+    record's checks name."""
+    return merge_ranges((off, off + n) for off, n in ranges)

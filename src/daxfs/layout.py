@@ -43,8 +43,13 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # limit, past which mkfs writes nothing and mount reads nothing (an older
 # reader would refuse slot 0, or take unwritten slots for damage).  Slot 0
 # of an older pool is zero, which version 4 reads as "the whole table".
-VERSION = 5
-VERSIONS_READ = (1, 2, 3, 4, 5)
+# Version 5 put a record's magic under its crc.  Version 6 added the check
+# entry (REC_CHECK: the crc of data a durable record makes visible, so that
+# in sync mode one fdatasync makes data and record durable together); an
+# older reader would take a record holding one for the end of the journal.
+# A version 5 pool is a version 6 pool with none, upgraded alike.
+VERSION = 6
+VERSIONS_READ = (1, 2, 3, 4, 5, 6)
 
 
 class CorruptionError(OSError):
@@ -308,6 +313,14 @@ REC_REVOKE = 1
 # entries).  Recovery ignores both; live processes catch up from them.
 REC_CLAIM = 2
 REC_TOUCH = 3
+# A check (version 6) is followed by 8 bytes, CHECK_TAIL: the crc32c of
+# [dst_off, dst_off+length) of the data area as this record's change left it,
+# and a reserved zero.  Only in a durable record (DXTX), sorted and disjoint.
+# Recovery after a power loss verifies the checks of the last record of the
+# log and drops that record if one fails: its data never reached the media
+# (journal.py, "Checked records").
+REC_CHECK = 4
+CHECK_TAIL = _checked("<II", 8)
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -351,8 +364,9 @@ def pack_txn(
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
     lazy: bool = False,
+    checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
 ) -> bytes:
-    return seal_txn(seq, pack_txn_body(writes, revokes, claims, touches), lazy)
+    return seal_txn(seq, pack_txn_body(writes, revokes, claims, touches, checks), lazy)
 
 
 def pack_txn_body(
@@ -360,10 +374,12 @@ def pack_txn_body(
     revokes: list[tuple[int, int]] = (),  # type: ignore[assignment]
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
+    checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
     """(entry count, payload) of a record: all of it but the sequence
     number, so that a committer can build it before taking the pool lock
-    (seal_txn, under it, is a header and a crc)."""
+    (seal_txn, under it, is a header and a crc).  ``checks``: (offset,
+    length, crc32c) of data the record makes visible (REC_CHECK)."""
     parts = []
     for dst, data in writes:
         parts.append(TXN_REC.pack(dst, len(data), 0))
@@ -374,7 +390,9 @@ def pack_txn_body(
         parts.append(TXN_REC.pack(dst, length, REC_CLAIM))
     for ino in touches:
         parts.append(TXN_REC.pack(ino, 0, REC_TOUCH))
-    nrec = len(writes) + len(revokes) + len(claims) + len(touches)
+    for dst, length, crc in checks:
+        parts.append(TXN_REC.pack(dst, length, REC_CHECK) + CHECK_TAIL.pack(crc, 0))
+    nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks)
     return nrec, b"".join(parts)
 
 
@@ -405,6 +423,7 @@ class TxnRecord:
     claims: list[tuple[int, int]] = field(default_factory=list)
     touches: list[int] = field(default_factory=list)
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
+    checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
 
 
 def parse_txn(
@@ -453,6 +472,14 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
             rec.claims.append((dst, length))
         elif flags == REC_TOUCH and length == 0:
             rec.touches.append(dst)
+        elif flags == REC_CHECK and not rec.lazy:
+            if p + CHECK_TAIL.size > start + plen:
+                return None
+            crc, reserved = CHECK_TAIL.unpack_from(buf, p)
+            if reserved:
+                return None
+            rec.checks.append((dst, length, crc))
+            p += CHECK_TAIL.size
         else:
             return None
     return rec

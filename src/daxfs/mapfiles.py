@@ -82,8 +82,11 @@ class MapPath:
                     f"exceeds the file size {inode.size}"
                 )
             if writable and length:
+                # Stores through the map go over the file's bytes unseen.
+                self._confirm_in_place(inode, offset, offset + length)
                 fresh = self._allocate(txn, inode, offset, length, inode.size)
                 self._resize_zeroed(inode, fresh, inode.size)
+                self._flush_ordered()  # (no check on bytes the map will change)
                 self._txn_dirty.add(inode.ino)
             extents = inode.iomap(offset, length) if length else []
             for dev, n in device_span(extents):
