@@ -296,3 +296,44 @@ def test_directories_claiming_the_same_blocks_are_read_once(shm_dir):
         signal.signal(signal.SIGALRM, old)
     with daxfs.mount(path) as fs:
         assert len(fs.listdir("/lost+found")) == sb.inode_count - 3
+
+
+def test_a_special_file_holding_bytes_is_damage_and_repair_drops_them(shm_dir):
+    """A FIFO, device or socket has no bytes (format version 6): a slot that
+    gives one a size and an extent is damage; repair keeps the name and the
+    type and frees the block.  In a version 5 pool the type itself is."""
+    from daxfs.layout import InodeRecord, pack_inode, superblock_at, unpack_inode
+    from daxfs.region import Region
+
+    path = os.path.join(shm_dir, "special.pool")
+    daxfs.mkfs(path, "64M")
+    with daxfs.mount(path) as fs:
+        fs.mknod("/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        ino = fs.lstat("/null").st_ino
+    region = Region(path, readonly=True)
+    sb = superblock_at(region, 0)
+    off = sb.itable_off + ino * INODE_SIZE
+    r = unpack_inode(region.buf[off : off + INODE_SIZE], off, ino)
+    region.close()
+    assert r.rdev == os.makedev(1, 3)
+    damaged = InodeRecord(**{**r.__dict__, "size": 5000, "nextents": 1,
+                             "inline": [(0, sb.data_off + 64 * BLOCK, 2 * BLOCK)]})  # fmt: skip
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write(pack_inode(damaged))
+    report = daxfs.check(path)
+    assert any("character device holding 5000 bytes" in e for e in report.errors), report
+    assert daxfs.check(path, repair=True).ok
+    assert daxfs.check(path).ok
+    with daxfs.mount(path) as fs:
+        st = fs.lstat("/null")
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+        assert (st.st_size, st.st_blocks) == (0, 0)
+    region = Region(path)
+    try:
+        for sb_off in (0, sb.replica_off):
+            region.store(sb_off, dataclasses.replace(sb, version=5).pack())
+    finally:
+        region.close()
+    report = daxfs.check(path)
+    assert any("unknown file type" in e for e in report.errors), report

@@ -274,6 +274,21 @@ def test_stat_shows_inode(runner, pool):
     assert field(out, "2 MiB-eligible") == "0 of 5 bytes"
 
 
+def test_stat_and_ls_name_fifos_devices_and_sockets(runner, pool):
+    with daxfs.mount(pool) as fs:
+        fs.mkfifo("/p", 0o644)
+        fs.mknod("/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        fs.mknod("/s", stat.S_IFSOCK | 0o755)
+    out = run(runner, "stat", f"{pool}:/null").output
+    assert field(out, "type") == "character special file"
+    assert field(out, "device") == "1, 3"
+    assert field(run(runner, "stat", f"{pool}:/p").output, "type") == "fifo"
+    listing = run(runner, "ls", "-l", f"{pool}:/").output.splitlines()
+    assert sorted(line[0] + line.split()[-1] for line in listing) == ["cnull", "pp", "ss"]
+    result = run(runner, "cat", f"{pool}:/p", code=1)  # no pipe outside a mount
+    assert "No such device or address" in result.output
+
+
 # --------------------------------------------------------------------------
 # cp
 # --------------------------------------------------------------------------

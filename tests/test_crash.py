@@ -204,6 +204,8 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     w["rename /A/sub -> /B/sub"] = lambda fs: fs.rename("/A/sub", "/B/sub")
     w["rename /A/foo -> /D/hard (same inode)"] = lambda fs: fs.rename("/A/foo", "/D/hard")
     w["unlink /D/hard"] = lambda fs: fs.unlink("/D/hard")
+    w["mkfifo /B/fifo"] = lambda fs: fs.mkfifo("/B/fifo")
+    w["mknod /C/dev"] = lambda fs: fs.mknod("/C/dev", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     w["create with bytes /A/foo (EEXIST)"] = lambda fs: fs._create_with("/A/foo", b"x")
     w["create with bytes /A/big 1M"] = lambda fs: fs._create_with("/A/big", b"\x5a" * (1 << 20))
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
@@ -351,6 +353,8 @@ def _walk_tree(fs) -> dict[str, tuple]:
                 todo.append(p)
             elif stat.S_ISLNK(st.st_mode):
                 entry += (fs.readlink(p),)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO, device or socket: no bytes
+                entry += (st.st_rdev, stat.S_IMODE(st.st_mode))
             else:
                 with fs.open(p, "rb") as f:
                     entry += (zlib.crc32(f.read()), stat.S_IMODE(st.st_mode))

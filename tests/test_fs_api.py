@@ -1107,3 +1107,90 @@ def test_owners_survive_a_remount_and_new_files_take_the_creator(pool_path):
         assert (fs.stat("/theirs").st_uid, fs.stat("/theirs").st_gid) == (4000, 4001)
         assert (fs.stat("/mine").st_uid, fs.stat("/mine").st_gid) == (7, 9)
     assert daxfs.check(pool_path).ok
+
+
+# --------------------------------------------------------------------------
+# FIFOs, devices and sockets (issue 16, format version 6)
+# --------------------------------------------------------------------------
+SPECIAL_STEPS = [
+    ("mkfifo", "/p", (0o640,)),
+    ("mknod", "/null", (stat.S_IFCHR | 0o666, os.makedev(1, 3))),
+    ("mknod", "/loop", (stat.S_IFBLK | 0o600, os.makedev(7, 0))),
+    ("mknod", "/far", (stat.S_IFCHR | 0o600, os.makedev(4095, (1 << 20) - 1))),
+    ("mknod", "/s", (stat.S_IFSOCK | 0o755,)),
+    ("mknod", "/r", (0o644,)),  # no type: a regular file
+    ("mkfifo", "/p", (0o600,)),  # EEXIST
+    ("mkfifo", "/none/p", (0o600,)),  # ENOENT
+    ("mknod", "/d", (stat.S_IFDIR | 0o755,)),  # EPERM: mkdir makes those
+    ("mknod", "/bad", (0o170000 | 0o644,)),  # EINVAL: no such type
+    ("mkfifo", "/r/p", (0o600,)),  # ENOTDIR
+]
+
+
+def _special_step(call, base, path, args):
+    """The step's errno, or 0."""
+    try:
+        getattr(base[0], call)(base[1] + path, *args)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def test_fifos_devices_and_sockets_are_made_and_reported_as_the_kernel_does(fs, shm_dir):
+    root = os.path.join(shm_dir, "special")
+    os.mkdir(root)
+    old_umask = os.umask(fs.umask)
+    try:
+        for call, path, args in SPECIAL_STEPS:
+            want = _special_step(call, (os, root), path, args)
+            got = _special_step(call, (fs, ""), path, args)
+            assert got == want, f"{call} {path}: errno {got} in the pool, {want} on tmpfs"
+    finally:
+        os.umask(old_umask)
+    kernel = sorted(os.listdir(root))
+    assert sorted(fs.listdir("/")) == kernel
+    for name in kernel:
+        k, d = os.lstat(f"{root}/{name}"), fs.lstat(f"/{name}")
+        assert (d.st_mode, d.st_rdev, d.st_size, d.st_nlink) == (
+            k.st_mode, k.st_rdev, k.st_size, k.st_nlink
+        ), name  # fmt: skip
+    types = {e.name: stat.S_IFMT(e.type_bits()) for e in fs.scandir("/")}
+    assert types == {n: stat.S_IFMT(os.lstat(f"{root}/{n}").st_mode) for n in kernel}
+    assert not any(e.is_file() or e.is_dir() for e in fs.scandir("/") if e.name != "r")
+
+
+def test_a_special_file_has_no_bytes_through_the_api_and_survives_a_remount(pool_path):
+    with daxfs.mount(pool_path) as fs:
+        fs.mkfifo("/p")
+        fs.mknod("/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        for path in ("/p", "/null"):
+            for mode in ("rb", "r+b", "wb", "ab", "xb"):
+                with pytest.raises(OSError) as e:
+                    fs.open(path, mode).close()
+                assert e.value.errno == (errno.EEXIST if mode == "xb" else errno.ENXIO)
+            with pytest.raises(OSError) as e:
+                fs.truncate(path, 0)
+            assert e.value.errno == errno.EINVAL
+            with pytest.raises(OSError) as e:
+                fs.fallocate(path, 0, 4096)
+            assert e.value.errno == errno.ENODEV
+            with pytest.raises(OSError) as e:
+                fs.map(path)
+            assert e.value.errno == errno.ENODEV
+        with pytest.raises(OSError) as e:
+            fs.mknod("/big", stat.S_IFCHR, os.makedev(4096, 0))  # past 12 bits of major
+        assert e.value.errno == errno.EINVAL
+        fs.chmod("/p", 0o600)
+        fs.chown("/null", 12, 34)
+        fs.link("/p", "/p2")
+        fs.rename("/null", "/zero")
+    with daxfs.mount(pool_path) as fs:
+        assert stat.S_ISFIFO(fs.lstat("/p2").st_mode) and fs.lstat("/p").st_nlink == 2
+        assert stat.S_IMODE(fs.lstat("/p").st_mode) == 0o600
+        z = fs.lstat("/zero")
+        assert stat.S_ISCHR(z.st_mode) and (os.major(z.st_rdev), os.minor(z.st_rdev)) == (1, 3)
+        assert (z.st_uid, z.st_gid, z.st_size, z.st_blocks) == (12, 34, 0, 0)
+        for path in ("/p", "/p2", "/zero"):
+            fs.unlink(path)
+        assert fs.listdir("/") == []
+    assert daxfs.check(pool_path).ok

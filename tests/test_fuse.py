@@ -263,6 +263,54 @@ def test_rsync_both_ways(mnt, tmp_path):
 
 
 @needs_fuse
+def test_fifos_devices_and_sockets_through_the_mount(mnt, shm_dir):
+    """mkfifo, mknod and a unix socket's bind make inodes in the pool, with
+    the types, modes and device numbers tmpfs shows; the kernel carries a
+    FIFO's bytes between two processes and a socket's between two ends."""
+    import socket
+
+    kernel = Path(shm_dir) / "special"
+    kernel.mkdir()
+    for root in (mnt.path, kernel):
+        run("mkfifo", "-m", "640", root / "pipe")
+        run("mknod", "-m", "666", root / "null", "c", "1", "3")
+        run("mknod", root / "loop0", "b", "7", "0")
+    reader = subprocess.Popen(["cat", str(mnt.path / "pipe")], stdout=subprocess.PIPE)
+    with open(mnt.path / "pipe", "wb") as w:
+        w.write(b"through the fifo\n")
+    assert reader.communicate(timeout=30)[0] == b"through the fifo\n"
+    with socket.socket(socket.AF_UNIX) as server, socket.socket(socket.AF_UNIX) as client:
+        server.bind(str(mnt.path / "sock"))
+        server.listen(1)
+        client.connect(str(mnt.path / "sock"))
+        conn, _ = server.accept()
+        with conn:
+            client.sendall(b"hi")
+            assert conn.recv(2) == b"hi"
+    for name in ("pipe", "null", "loop0"):
+        k, d = os.lstat(kernel / name), os.lstat(mnt.path / name)
+        assert (d.st_mode, d.st_rdev, d.st_size) == (k.st_mode, k.st_rdev, k.st_size), name
+    assert stat.S_ISSOCK(os.lstat(mnt.path / "sock").st_mode)
+    listing = run("ls", "-l", mnt.path).stdout.decode().splitlines()[1:]
+    kinds = {line.split()[-1]: line[0] for line in listing}
+    assert kinds == {"pipe": "p", "null": "c", "loop0": "b", "sock": "s"}
+    assert "1, 3" in next(line for line in listing if line.endswith(" null"))
+    found = run("find", mnt.path, "-type", "p", "-o", "-type", "s").stdout.decode().split()
+    assert sorted(found) == sorted([str(mnt.path / "pipe"), str(mnt.path / "sock")])
+    with pytest.raises(OSError) as e:  # a FUSE mount is nodev, as the kernel makes it
+        open(mnt.path / "null", "rb").close()
+    assert e.value.errno == errno.EACCES
+    run("mv", mnt.path / "pipe", mnt.path / "pipe2")
+    run("rm", mnt.path / "null", mnt.path / "sock")
+    assert mnt.stop() == 0
+    with daxfs.mount(mnt.pool) as fs:
+        assert sorted(fs.listdir("/")) == ["loop0", "pipe2"]
+        assert stat.S_ISFIFO(fs.lstat("/pipe2").st_mode)
+        assert fs.lstat("/loop0").st_rdev == os.makedev(7, 0)
+    assert_clean(mnt.pool)
+
+
+@needs_fuse
 def test_mkdir_mv_ln_rm_rmdir(mnt):
     run("mkdir", "-p", mnt / "a/b/c")
     (mnt / "a/b/c/f").write_bytes(b"content")
@@ -357,6 +405,61 @@ def test_owners_through_the_mount_chown_cp_a_and_a_setgid_directory(mnt, tmp_pat
     with daxfs.mount(mnt.pool, readonly=True) as fs:
         assert (fs.stat("/f").st_uid, fs.stat("/f").st_gid) == (1234, 5678)
         assert fs.stat("/copy/owned").st_uid == 2001 and fs.stat("/sg/file").st_gid == 4321
+
+
+def _archive_tree(root: Path) -> None:
+    """Files, a directory, a symlink, a FIFO and device nodes with their own
+    owners, modes and times: what cp -a, rsync -a and tar -xp must keep."""
+    (root / "d").mkdir()
+    (root / "d/f").write_bytes(b"data" * 1000)
+    os.symlink("d/f", root / "ln")
+    os.mkfifo(root / "d/fifo", 0o640)
+    os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(root / "loop", stat.S_IFBLK | 0o600, os.makedev(7, 1))
+    for i, name in enumerate(("d/f", "d/fifo", "null", "loop", "d")):
+        os.chown(root / name, 3000 + i, 4000 + i)
+        os.chmod(root / name, (0o751, 0o620, 0o604, 0o640, 0o2755)[i])
+        os.utime(root / name, ns=(1_500_000_000_123_456_789 + i, 1_600_000_000_987_654_321 + i))
+    os.lchown(root / "ln", 77, 88)
+
+
+def _archive_view(root: Path) -> dict[str, tuple]:
+    """What an archive keeps of each name under ``root``."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st_ = os.lstat(p)
+            kind = stat.S_IFMT(st_.st_mode)
+            times = () if kind in (stat.S_IFLNK, stat.S_IFDIR) else (st_.st_mtime_ns,)
+            out[str(p.relative_to(root))] = (
+                st_.st_mode, st_.st_uid, st_.st_gid, st_.st_rdev, *times,
+                st_.st_size if stat.S_ISREG(st_.st_mode) else 0,
+            )  # fmt: skip
+    return out
+
+
+@needs_fuse
+def test_cp_a_rsync_a_and_tar_xp_keep_what_they_keep_on_tmpfs(mnt, shm_dir, tmp_path):
+    """Each archiver copies the same tree onto tmpfs and through the mount:
+    types (FIFOs and device nodes included), modes, owners, device numbers
+    and file times come out the same on both."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _archive_tree(src)
+    tarball = tmp_path / "t.tar"
+    run("tar", "-cf", tarball, "-C", src, ".")
+    for side in (Path(shm_dir), mnt.path):
+        (side / "tar").mkdir()
+        run("cp", "-a", src, side / "cp")
+        run("rsync", "-a", "--devices", "--specials", f"{src}/", side / "rsync")
+        run("tar", "-xpf", tarball, "-C", side / "tar")
+    for how in ("cp", "rsync", "tar"):
+        kernel, pool = _archive_view(Path(shm_dir) / how), _archive_view(mnt.path / how)
+        assert pool == kernel, how
+        assert stat.S_ISFIFO(pool["d/fifo"][0]) and pool["null"][3] == os.makedev(1, 3)
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
 
 
 AS_NOBODY = textwrap.dedent(r"""

@@ -61,12 +61,14 @@ from .layout import (
     BLOCK,
     DIRBLOCK_HEAD,
     EXTENTS_PER_BLOCK,
+    FILE_TYPES,
     INLINE_EXTENTS,
     INODE_MAGIC,
     INODE_SIZE,
     JHEADER,
     JSLOT_OFFSETS,
     SLOTS_PER_PAGE,
+    SPECIAL_TYPES,
     SUPER,
     CorruptionError,
     Superblock,
@@ -86,7 +88,7 @@ from .leases import clear_slot, stale_slots
 from .path import ROOT_INO, to_str
 from .region import Region
 
-VALID_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
+VALID_TYPES = FILE_TYPES + SPECIAL_TYPES  # (special ones from version 6)
 LOST_FOUND = "lost+found"
 
 
@@ -366,10 +368,17 @@ class _Checker:
             self.error(str(e.strerror))
             self._clear_slot(ino)
             return
-        if stat.S_IFMT(inode.mode) not in VALID_TYPES:
+        kind = stat.S_IFMT(inode.mode)
+        if kind not in VALID_TYPES or (kind in SPECIAL_TYPES and self.sb.version < 6):
             self.error(f"inode {ino}: unknown file type {inode.mode:o}")
             self._clear_slot(ino)
             return
+        if kind in SPECIAL_TYPES and (inode.size or inode.extents or inode.ext_blocks):
+            self.error(f"inode {ino}: a {_special_name(kind)} holding {inode.size} bytes")
+            inode.size, inode.extents, inode.ext_blocks, inode.ext_images = 0, [], [], []
+            inode.generation += 1
+            inode.staged_generation = -1
+            self._fix_inode(inode, f"inode {ino}: the {_special_name(kind)}'s bytes dropped")
         if stat.S_ISLNK(inode.mode):
             try:
                 symlink_target(inode, self.region.buf)
@@ -833,3 +842,12 @@ def _empty_dirblock(dir_ino: int) -> bytes:
     image = bytearray(BLOCK)
     dirblock_seal(image, dir_ino, DIRBLOCK_HEAD.size, 0)
     return bytes(image)
+
+
+def _special_name(kind: int) -> str:
+    return {
+        stat.S_IFIFO: "FIFO",
+        stat.S_IFCHR: "character device",
+        stat.S_IFBLK: "block device",
+        stat.S_IFSOCK: "socket",
+    }[kind]

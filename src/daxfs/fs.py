@@ -76,7 +76,7 @@ from .leases import Leases
 from .listing import ListingPath
 from .mapfiles import MapPath
 from .namespace import NamespacePath
-from .path import DIR_T, LNK_T, ROOT_INO, Resolved, oserror, resolve, to_str
+from .path import DIR_T, LNK_T, ROOT_INO, SPECIAL_T, Resolved, oserror, resolve, to_str
 from .pins import pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
@@ -184,7 +184,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self.journal.sync_records = self._lazy and self.commit_mode == "sync"
         # Lazy mode proper: data and records wait for a group commit.
         self._batching = self._lazy and self.commit_mode == "lazy"
-        self._unsynced = False  # stored or committed since the last group commit (sync mode: committed)
+        self._unsynced = False  # stored or committed since the last group commit
         # Lazy: space freed by commits not yet durable, as (seq, block,
         # count): reused only once a durable mark passes seq, or a power
         # loss could show one file's new bytes in another's old blocks.
@@ -870,6 +870,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def _check_openable(self, r: Resolved, spath: str) -> None:
         if r.ftype == DIR_T:
             raise oserror(errno.EISDIR, spath)
+        if r.ftype in SPECIAL_T:
+            # Their I/O is the kernel's (a FIFO's pipe, a driver): served
+            # through `daxfs mount`; Linux answers ENXIO where none is there.
+            raise oserror(errno.ENXIO, spath)
 
     def _create(self, txn: Transaction, r: Resolved, mode: int, spath: str) -> Inode:
         if r.name is None:
@@ -957,6 +961,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             r = self._existing(spath)
             if r.ftype == DIR_T:
                 raise oserror(errno.EISDIR, spath)
+            if r.ftype in SPECIAL_T:
+                raise oserror(errno.EINVAL, spath)  # (Linux: not a regular file)
             self._truncate_inode(txn, self._inode(r.ino), length)  # type: ignore[arg-type]
         self._consolidate()
 
@@ -971,6 +977,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             r = self._existing(spath)
             if r.ftype == DIR_T:
                 raise oserror(errno.EISDIR, spath)
+            if r.ftype in SPECIAL_T:
+                raise oserror(errno.ENODEV, spath)  # (fallocate(2): not a regular file)
             inode = self._inode(r.ino)  # type: ignore[arg-type]
             new_size = max(inode.size, offset + length)
             fresh = self._allocate(txn, inode, offset, length, new_size)
@@ -1052,7 +1060,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             i.mode, i.ino, self.st_dev, i.nlink, i.uid, i.gid, i.size,
             i.atime // 10**9, i.mtime // 10**9, i.ctime // 10**9,
             i.atime / 1e9, i.mtime / 1e9, i.ctime / 1e9, i.atime, i.mtime, i.ctime,
-            CHUNK if i.size >= CHUNK else BLOCK, i.allocated_bytes // 512, 0,
+            CHUNK if i.size >= CHUNK else BLOCK, i.allocated_bytes // 512, i.rdev,
         ))  # fmt: skip
 
     def exists(self, path) -> bool:

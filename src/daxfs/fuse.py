@@ -127,14 +127,13 @@ def stat_attrs(st: os.stat_result) -> dict[str, int]:
         "st_atime": st.st_atime_ns,
         "st_mtime": st.st_mtime_ns,
         "st_ctime": st.st_ctime_ns,
+        "st_rdev": st.st_rdev,
     }
 
 
 def _type_bits(entry) -> int:
     """The S_IFMT bits of a daxfs DirEntry (all readdir may pass to the kernel)."""
-    if entry.is_symlink():
-        return stat.S_IFLNK
-    return stat.S_IFDIR if entry.is_dir(follow_symlinks=False) else stat.S_IFREG
+    return entry.type_bits()
 
 
 def _open_mode(flags: int) -> str:
@@ -388,6 +387,13 @@ class DaxOperations(mfusepy.Operations):
     @fuse_errors
     def mkdir(self, path: str, mode: int) -> int:
         self.fs.mkdir(path, mode)
+        return 0
+
+    @fuse_errors
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        # FIFOs, devices and sockets (mkfifo, mknod, a unix socket's bind):
+        # the kernel does their I/O; the pool keeps the name and attributes.
+        self.fs.mknod(path, mode, dev)
         return 0
 
     @fuse_errors

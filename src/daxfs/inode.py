@@ -35,6 +35,7 @@ from .journal import Transaction
 from .layout import (
     BLOCK,
     CHUNK,
+    DEVICE_TYPES,
     EXTENTS_PER_BLOCK,
     INLINE_EXTENTS,
     INODE_DTYPE_FIELDS,
@@ -113,6 +114,7 @@ class Inode:
     ext_images: list[bytes] = field(default_factory=list)  # their current bytes
     staged_generation: int = -1  # extent blocks match this
     open_count: int = 0  # handles in this process
+    rdev: int = 0  # a device node's number (layout: rdev); 0 for other types
 
     @property
     def is_dir(self) -> bool:
@@ -281,6 +283,7 @@ class Inode:
             len(self.extents),
             ext_block,
             self.extents[:INLINE_EXTENTS],
+            self.rdev,
         )
 
 
@@ -426,6 +429,8 @@ class InodeTable:
             blocks,
             images,
             staged_generation=r.generation,
+            # (another type's non-zero word is damage: the checker's to zero)
+            rdev=r.rdev if stat.S_IFMT(r.mode) in DEVICE_TYPES else 0,
         )
 
     def _is_data_block(self, off: int) -> bool:

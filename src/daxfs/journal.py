@@ -82,9 +82,9 @@ from .layout import (
     TXN_MAGIC,
     TXN_MAGIC_LAZY,
     CorruptionError,
-    crc32c,
     Superblock,
     TxnRecord,
+    crc32c,
     pack_jheader,
     pack_jmark,
     pack_txn_body,
@@ -657,8 +657,10 @@ class Journal:
         end = lo
         for dst, n, _crc in rec.checks:  # sorted and disjoint: read once each
             if not (end <= dst and n and dst + n <= hi):
-                raise CorruptionError("journal record checks data outside the data area, "
-                                      "or the same bytes twice", record_off)
+                raise CorruptionError(
+                    "journal record checks data outside the data area, or the same bytes twice",
+                    record_off,
+                )
             end = dst + n
 
     # -- catching up (other processes' commits) ------------------------------

@@ -524,7 +524,10 @@ INLINE_EXTENTS = 6
 EXTENT = _checked("<QQQ", 24)  # file_off, dev_off, length
 INODE_HEAD = _checked("<IHHQQIIIIQqqqqQIIQ", 104)
 # crc, magic, flags, ino, generation, mode, nlink, uid, gid, size, atime_ns,
-# mtime_ns, ctime_ns, btime_ns, parent, nextents, reserved, ext_block
+# mtime_ns, ctime_ns, btime_ns, parent, nextents, rdev, ext_block.  rdev
+# (version 6; reserved, zero, before): a device node's number as Linux's
+# new_encode_dev packs it in 32 bits, what os.makedev gives for a major
+# below 4096 and a minor below 2**20; zero for every other type.
 assert INODE_HEAD.size + INLINE_EXTENTS * EXTENT.size <= INODE_SIZE
 
 # The same inode slot as a numpy dtype, for the vectorised scan at mount.
@@ -545,7 +548,7 @@ INODE_DTYPE_FIELDS = [
     ("btime", "<i8"),
     ("parent", "<u8"),
     ("nextents", "<u4"),
-    ("reserved", "<u4"),
+    ("rdev", "<u4"),
     ("ext_block", "<u8"),
     ("ext", "<u8", (INLINE_EXTENTS, 3)),
     ("pad", f"V{INODE_SIZE - INODE_HEAD.size - INLINE_EXTENTS * EXTENT.size}"),
@@ -569,6 +572,7 @@ class InodeRecord:
     nextents: int
     ext_block: int
     inline: list[tuple[int, int, int]]
+    rdev: int = 0
 
 
 def pack_inode(r: InodeRecord) -> bytes:
@@ -589,7 +593,7 @@ def pack_inode(r: InodeRecord) -> bytes:
         r.btime,
         r.parent,
         r.nextents,
-        0,
+        r.rdev,
         r.ext_block,
     )
     ext = b"".join(EXTENT.pack(*e) for e in r.inline)
@@ -623,7 +627,7 @@ def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
         bt,
         parent,
         next_,
-        _,
+        rdev,
         ext_block,
     ) = f
     if rino != ino:
@@ -633,7 +637,22 @@ def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
     n_inline = min(next_, INLINE_EXTENTS)
     inline = [EXTENT.unpack_from(raw, INODE_HEAD.size + i * EXTENT.size) for i in range(n_inline)]
     return InodeRecord(
-        ino, gen, mode, nlink, uid, gid, size, at, mt, ct, bt, parent, next_, ext_block, inline
+        ino,
+        gen,
+        mode,
+        nlink,
+        uid,
+        gid,
+        size,
+        at,
+        mt,
+        ct,
+        bt,
+        parent,
+        next_,
+        ext_block,
+        inline,
+        rdev,
     )
 
 
@@ -721,6 +740,22 @@ def parse_dirblock(raw, offset: int, dir_ino: int) -> tuple[int, list[tuple[int,
 
 def ftype_of(mode: int) -> int:
     return (mode >> 12) & 0xF
+
+
+# The file types a pool holds: regular files, directories, symlinks, and
+# (version 6) FIFOs, character and block devices and sockets, which hold no
+# bytes (size 0, no extents): a mount serves their names and attributes, the
+# kernel their I/O.
+FILE_TYPES = (S_IFREG, S_IFDIR, S_IFLNK) = (0o100000, 0o040000, 0o120000)
+SPECIAL_TYPES = (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK) = (0o010000, 0o020000, 0o060000, 0o140000)
+DEVICE_TYPES = (S_IFCHR, S_IFBLK)
+# The largest device number an inode holds (Linux's new_encode_dev: 12 bits
+# of major, 20 of minor, in 32).
+MAX_MAJOR, MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1
+
+
+def is_special_mode(mode: int) -> bool:
+    return (mode & 0o170000) in SPECIAL_TYPES
 
 
 def valid_name(name: bytes) -> bool:

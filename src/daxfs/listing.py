@@ -43,6 +43,11 @@ class DirEntry:
     def is_symlink(self) -> bool:
         return self._ftype == LNK_T
 
+    def type_bits(self) -> int:
+        """The entry's S_IFMT bits, from the directory alone (what readdir's
+        d_type gives; not in os.DirEntry, which has no FIFO or device test)."""
+        return self._ftype << 12
+
     def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
         return self._fs.stat(self.path) if follow_symlinks else self._fs.lstat(self.path)
 

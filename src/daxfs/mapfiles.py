@@ -19,7 +19,7 @@ from .hugemap import eligible_total
 from .inode import Inode
 from .layout import CorruptionError
 from .mapping import MODES, Mapping, MapPlan, device_span
-from .path import DIR_T, oserror, to_str
+from .path import DIR_T, SPECIAL_T, oserror, to_str
 from .pins import RangePins
 
 S_IFREG = stat.S_IFREG
@@ -104,6 +104,8 @@ class MapPath:
             inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
         elif r.ftype == DIR_T:
             raise oserror(errno.EISDIR, spath)
+        elif r.ftype in SPECIAL_T:
+            raise oserror(errno.ENODEV, spath)  # (mmap(2): nothing to map)
         else:
             inode = self._inode(r.ino)
         if mode == "w+":

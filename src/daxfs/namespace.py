@@ -1,7 +1,7 @@
 """namespace: the FileSystem calls that add, remove and move names.
 
 NamespacePath is the part of FileSystem that changes directories (mkdir,
-rmdir, unlink, link, symlink, rename); it is a mixin, as data.py's
+rmdir, unlink, link, symlink, mkfifo, mknod, rename); it is a mixin, as data.py's
 DataPath is, so that fs.py keeps the call protocol, lookups and handles.
 Create, unlink and rename are optimistic changes when another process
 shares the pool (coherence.Change): they edit directories through
@@ -12,11 +12,12 @@ edits of the same directory are rebased on, not a conflict.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 
 from .coherence import optimistically
 from .journal import Transaction
-from .layout import CorruptionError
+from .layout import DEVICE_TYPES, MAX_MAJOR, MAX_MINOR, SPECIAL_TYPES, CorruptionError
 from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, to_str
 
 S_IFDIR, S_IFLNK = stat.S_IFDIR, stat.S_IFLNK
@@ -146,6 +147,39 @@ class NamespacePath:
             raw = starget.encode("utf-8", "surrogateescape")
             self._write_piece(txn, inode, 0, memoryview(raw))
 
+    def mkfifo(self, path, mode: int = 0o666) -> None:
+        """os.mkfifo: a FIFO named ``path``.  The pool keeps its name and
+        attributes; the pipe itself is the kernel's, through a mount
+        (``daxfs mount``): opening one through this API is ENXIO."""
+        self.mknod(path, stat.S_IFIFO | (mode & 0o7777))
+
+    def mknod(self, path, mode: int = 0o600, device: int = 0) -> None:
+        """os.mknod: a regular file, FIFO, character or block device, or socket
+        (the type from ``mode``, a regular file if it has none), with the
+        permission bits less the umask.  ``device`` (os.makedev) for a
+        device node: a major below 4096 and a minor below 2**20, what Linux
+        keeps in 32 bits.  The API lets whoever opens the pool make any
+        (no CAP_MKNOD: README, "Security"); a mount serves them, with
+        nodev, as the kernel's FUSE mounts are by default."""
+        spath = to_str(path)
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind == S_IFDIR:
+            raise oserror(errno.EPERM, spath)  # (as Linux: mkdir makes those)
+        if kind not in SPECIAL_TYPES and kind != stat.S_IFREG:
+            raise oserror(errno.EINVAL, spath)
+        rdev = _device_number(device, spath) if kind in DEVICE_TYPES else 0
+        optimistically(self, self._mknod, spath, kind | (mode & 0o7777), rdev)
+
+    def _mknod(self, spath: str, mode: int, rdev: int) -> None:
+        with self._change() as txn:
+            r = self._entry(spath)
+            if r.ino is not None or r.name is None:
+                raise oserror(errno.EEXIST, spath)
+            if r.trailing_slash:
+                raise oserror(errno.ENOENT, spath)
+            inode = self._create(txn, r, mode & ~(self.umask & 0o777), spath)
+            inode.rdev = rdev
+
     def readlink(self, path) -> str:
         return self._query(self._link_target, to_str(path))
 
@@ -240,3 +274,15 @@ class NamespacePath:
         self._touch(moving, data=False)
         self._touch_dir(sparent)
         self._touch_dir(dparent)
+
+
+def _device_number(device: int, spath: str) -> int:
+    """``device`` as an inode keeps it: EINVAL past 12 bits of major or 20 of
+    minor (Linux's own limit for a device number in 32 bits)."""
+    try:
+        major, minor = os.major(device), os.minor(device)
+    except (OverflowError, ValueError, TypeError) as e:
+        raise oserror(errno.EINVAL, spath) from e
+    if major > MAX_MAJOR or minor > MAX_MINOR:
+        raise oserror(errno.EINVAL, spath)
+    return os.makedev(major, minor)

@@ -91,6 +91,9 @@ ParentOf = Callable[[int], int]
 
 DIR_T = stat.S_IFDIR >> 12
 LNK_T = stat.S_IFLNK >> 12
+REG_T = stat.S_IFREG >> 12
+# FIFOs, devices and sockets (version 6): names with attributes, no bytes.
+SPECIAL_T = frozenset(t >> 12 for t in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK))
 _NO_ENTRY = {".": "dot", "..": "dotdot"}
 
 

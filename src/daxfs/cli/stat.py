@@ -18,7 +18,16 @@ from ..hugemap import eligible_total
 from .common import cell, command, console, mounted, pool_path, table
 from .quoting import quote
 
-_KINDS = {stat.S_IFREG: "regular file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symbolic link"}
+# stat(1)'s names for the types a pool holds.
+_KINDS = {
+    stat.S_IFREG: "regular file",
+    stat.S_IFDIR: "directory",
+    stat.S_IFLNK: "symbolic link",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "character special file",
+    stat.S_IFBLK: "block special file",
+    stat.S_IFSOCK: "socket",
+}
 
 
 def _when(ns: int) -> str:
@@ -44,6 +53,8 @@ def rows(fs: FileSystem, path: str) -> list[tuple[str, str]]:
         ("modify", _when(st.st_mtime_ns)),
         ("change", _when(st.st_ctime_ns)),
     ]
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        out.insert(2, ("device", f"{os.major(st.st_rdev)}, {os.minor(st.st_rdev)}"))
     if stat.S_ISREG(st.st_mode):
         extents = fs.iomap(path)
         mapped = sum(1 for e in extents if e.kind == "mapped")
