@@ -54,8 +54,9 @@ What FUSE changes, and why:
   and adds default_permissions, so the kernel checks every caller against
   the modes and owners getattr reports, as for a local file system (the
   server, like the library, checks nothing itself).
-* Not supported: device nodes and FIFOs (mknod: ENOSYS), extended
-  attributes (EOPNOTSUPP), fallocate modes other than 0 (EOPNOTSUPP),
+* FIFOs, device nodes and sockets: mknod makes them in the pool; the
+  kernel does their I/O (a mount is nodev, so devices do not open).
+* Not supported: extended attributes (EOPNOTSUPP), fallocate modes other than 0 (EOPNOTSUPP),
   rename with RENAME_EXCHANGE (EINVAL).  File locks are kept by the kernel.
 
 mfusepy 3.1 drops three things libfuse 3 passes: the file handle of
