@@ -93,6 +93,46 @@ def started_together(script: str, argvs: list[list[str]]) -> list[subprocess.Pop
     return kids
 
 
+@contextmanager
+def script_child(src: str, *args: str) -> Iterator[subprocess.Popen]:
+    """A child process running ``src`` with ``args``, text pipes both ways;
+    killed at the end of the block if it is still running."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", src, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def in_forked_child(work):
+    """``work()``'s JSON-able result, computed in a forked child, for work
+    that changes the process for good (chroot, setuid)."""
+    import json
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(rfd)
+            result = work()
+            with os.fdopen(wfd, "w") as w:
+                json.dump(result, w)
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as r:
+        data = r.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
 def new_pool(
     directory: str,
     size: int = POOL_SIZE,

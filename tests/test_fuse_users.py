@@ -16,7 +16,6 @@ and writes, sticky directories, special files.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat
@@ -28,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import needs_fuse
+from conftest import in_forked_child, needs_fuse
 from test_fuse import Mount, assert_clean
 
 pytestmark = [
@@ -123,28 +122,18 @@ def call(root: str, op: tuple) -> object:
 def as_user(uid: int, root: str, op: tuple) -> list:
     """["ok", result] or ["error", errno name] of ``op`` made by ``uid``, in a
     forked child (a process changes its ids for good)."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
+
+    def made_by_uid() -> list:
+        os.setgroups(USERS[uid])
+        os.setgid(uid)
+        os.setuid(uid)
+        os.umask(0o022)
         try:
-            os.close(rfd)
-            os.setgroups(USERS[uid])
-            os.setgid(uid)
-            os.setuid(uid)
-            os.umask(0o022)
-            try:
-                answer = ["ok", call(root, op)]
-            except OSError as e:
-                answer = ["error", errno.errorcode.get(e.errno, str(e.errno))]
-            with os.fdopen(wfd, "w") as w:
-                json.dump(answer, w)
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    with os.fdopen(rfd) as r:
-        data = r.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+            return ["ok", call(root, op)]
+        except OSError as e:
+            return ["error", errno.errorcode.get(e.errno, str(e.errno))]
+
+    return in_forked_child(made_by_uid)
 
 
 def tree(root: str) -> dict[str, tuple]:

@@ -37,7 +37,7 @@ import time
 import pytest
 
 import daxfs
-from conftest import new_pool
+from conftest import new_pool, script_child
 
 MiB = 1 << 20
 
@@ -212,13 +212,7 @@ def test_another_process_sees_commits_before_they_are_durable(disk_pool):
     with daxfs.mount(disk_pool, commit_interval=3600) as fs:
         fs.mkdir("/d")
         fs.sync()  # (a read-only mount of a pool with records recovers it first)
-        follower = subprocess.Popen(
-            [sys.executable, "-c", FOLLOWER, disk_pool],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with script_child(FOLLOWER, disk_pool) as follower:
             for i in range(5):
                 with fs.open(f"/f{i}", "wb") as f:
                     f.write(b"z" * (100 + i))
@@ -228,7 +222,6 @@ def test_another_process_sees_commits_before_they_are_durable(disk_pool):
                 size, _, listing = follower.stdout.readline().partition(" ")
                 assert int(size) == 100 + i
                 assert listing.strip() == repr(sorted(["d"] + [f"f{k}" for k in range(i + 1)]))
-        finally:
             follower.stdin.close()
             assert follower.wait(timeout=30) == 0
 
@@ -410,13 +403,7 @@ def test_an_overwrite_of_bytes_another_process_checked_marks_them_durable_first(
     with daxfs.mount(disk_pool, commit="sync", commit_interval=3600) as fs:
         with fs.open("/f", "wb") as f:
             f.write(b"o" * 100)
-        child = subprocess.Popen(
-            [sys.executable, "-c", SYNC_APPENDER, disk_pool],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with script_child(SYNC_APPENDER, disk_pool) as child:
             seq = int(child.stdout.readline())
             assert fs.stat("/f").st_size == 8292  # caught up
             assert fs.journal.pending_checks is not None
@@ -427,6 +414,5 @@ def test_an_overwrite_of_bytes_another_process_checked_marks_them_durable_first(
                 f.write(b"w" * 100)  # over the child's new block
             assert fs.journal.durable_limit() > seq
             assert fs.journal.pending_checks is None
-        finally:
             child.stdin.close()
             assert child.wait(timeout=30) == 0

@@ -16,12 +16,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 import daxfs
+from conftest import script_child
 from daxfs.layout import BLOCK
 
 MiB = 1 << 20
@@ -137,24 +136,6 @@ def children():
     for c in made:
         if c.p.poll() is None:
             c.kill()
-
-
-@contextmanager
-def script_child(src: str, *args: str) -> Iterator[subprocess.Popen]:
-    """A child process running ``src`` with ``args``, text pipes both ways;
-    killed at the end of the block if it is still running."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", src, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 def fill_the_whole_chunks(fs) -> None:

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import daxfs
+from conftest import in_forked_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root (CI runs as root)")
 
@@ -104,25 +105,15 @@ def tree(api, top: str = "/") -> dict[str, list]:
 def run_on_linux(calls: list[tuple]) -> list:
     """[outcome, tree] after each call, from a chrooted child on tmpfs."""
     with tempfile.TemporaryDirectory(dir="/dev/shm") as root:
-        rfd, wfd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            try:
-                os.close(rfd)
-                os.chroot(root)
-                os.chdir("/")
-                for call in SETUP:
-                    apply(Os, call)
-                steps = [[outcome(Os, c), tree(Os)] for c in calls]
-                with os.fdopen(wfd, "w") as w:
-                    json.dump(steps, w)
-            finally:
-                os._exit(0)
-        os.close(wfd)
-        with os.fdopen(rfd) as r:
-            data = r.read()
-        os.waitpid(pid, 0)
-    return json.loads(data)
+
+        def in_chroot() -> list:
+            os.chroot(root)
+            os.chdir("/")
+            for call in SETUP:
+                apply(Os, call)
+            return [[outcome(Os, c), tree(Os)] for c in calls]
+
+        return in_forked_child(in_chroot)
 
 
 def run_on_pool(fs, calls: list[tuple]) -> list:

@@ -610,50 +610,16 @@ def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
         raise CorruptionError(f"inode {ino}: bad magic", offset)
     if f[0] != crc32c(raw[4:INODE_SIZE]):
         raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
-    (
-        _,
-        _,
-        _,
-        rino,
-        gen,
-        mode,
-        nlink,
-        uid,
-        gid,
-        size,
-        at,
-        mt,
-        ct,
-        bt,
-        parent,
-        next_,
-        rdev,
-        ext_block,
-    ) = f
+    # f: crc, magic, flags, then the record's fields from ino to nextents
+    # in its order, rdev, ext_block.
+    rino, size, nextents = f[3], f[9], f[15]
     if rino != ino:
         raise CorruptionError(f"inode {ino}: slot claims inode {rino}", offset)
     if size > MAX_FILE_SIZE:
         raise CorruptionError(f"inode {ino}: size {size} past the largest file", offset)
-    n_inline = min(next_, INLINE_EXTENTS)
+    n_inline = min(nextents, INLINE_EXTENTS)
     inline = [EXTENT.unpack_from(raw, INODE_HEAD.size + i * EXTENT.size) for i in range(n_inline)]
-    return InodeRecord(
-        ino,
-        gen,
-        mode,
-        nlink,
-        uid,
-        gid,
-        size,
-        at,
-        mt,
-        ct,
-        bt,
-        parent,
-        next_,
-        ext_block,
-        inline,
-        rdev,
-    )
+    return InodeRecord(*f[3:16], ext_block=f[17], inline=inline, rdev=f[16])
 
 
 # --------------------------------------------------------------------------
