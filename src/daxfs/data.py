@@ -285,7 +285,9 @@ class DataPath:
                     return False  # a window the change would move into a chunk
         if inode.device_at(off, n) is None and inode.holes(off, n):
             return False  # a hole to allocate: the change does it
-        if self.journal.unconfirmed(_device_ranges(inode, off, end)):
+        if self.journal.pending_checks is not None and self.journal.unconfirmed(
+            _device_ranges(inode, off, end)
+        ):
             return False  # a check to confirm first, under the exclusive lock
         touched = self._copy_in(inode, off, data)
         if self._batching or self.region.durability.name != "msync":

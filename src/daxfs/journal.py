@@ -60,6 +60,7 @@ group commit and recovery; this module does no locking of its own.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import itertools
 
@@ -328,7 +329,7 @@ class Journal:
         if pending is None:
             return False
         seq, spans = pending
-        if not any(lo < off + n and off < hi for off, n in ranges for lo, hi in spans):
+        if not any(_overlaps_any(spans, off, off + n) for off, n in ranges):
             return False
         if seq < self.durable_limit():
             self.pending_checks = None
@@ -812,6 +813,16 @@ class RangeSet:
             return False
         i = self._end_of.bisect_left(end)  # ranges starting before ``end``
         return bool(i) and self._end_of.peekitem(i - 1)[1] > start
+
+
+def _overlaps_any(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Does [start, end) share a byte with one of the sorted, disjoint
+    (start, end) ``spans``?  A bisection: a large write's extents times a
+    record's checks would be quadratic."""
+    i = bisect.bisect_right(spans, (start, 2**64))  # the first span starting after start
+    if i and spans[i - 1][1] > start:
+        return True
+    return i < len(spans) and spans[i][0] < end
 
 
 def _check_spans(ranges) -> list[tuple[int, int]]:
