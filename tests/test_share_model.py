@@ -171,8 +171,8 @@ CHILD = COMMON + textwrap.dedent(r"""
 
     def run(cmd, a):
         global fs
-        if cmd == "mount":
-            fs = daxfs.mount(a[0])
+        if cmd == "mount":  # pool[, commit mode]
+            fs = daxfs.mount(a[0], commit=a[1] if len(a) > 1 and a[1] else None)
         elif cmd == "umount":
             assert not held and not maps, (held, maps)
             fs.close()
@@ -531,6 +531,7 @@ def tracked(fn):
 class ShareModel(RuleBasedStateMachine):
     crew: Crew  # set by the test function
     workdir: str
+    commit: str = ""  # the processes' commit mode ("": the pool's default)
 
     def __init__(self) -> None:
         super().__init__()
@@ -550,7 +551,7 @@ class ShareModel(RuleBasedStateMachine):
         self.rng = random.Random(0)
         try:
             for k in self.kids:
-                k.ok("mount", self.pool)
+                k.ok("mount", self.pool, self.commit)
         except BaseException:
             self.failed = True
             self.teardown()
@@ -1056,13 +1057,16 @@ class ShareModel(RuleBasedStateMachine):
                 pass
 
 
-@pytest.mark.parametrize("where", ["tmpfs", "disk"])
+@pytest.mark.parametrize("where", ["tmpfs", "disk", "disk-sync"])
 def test_three_processes_against_a_model(where, shm_dir, tmp_path, crew):
     # On a disk file the pool commits in groups (issue 14): each process
     # reads the others' homes from their records, and what the checker and a
-    # fresh mount see comes from the records the page cache holds.
+    # fresh mount see comes from the records the page cache holds.  Mounted
+    # commit="sync", new data is named by checks in its record, and a
+    # process storing over another's checked bytes marks them durable first.
     ShareModel.crew = crew
     ShareModel.workdir = shm_dir if where == "tmpfs" else str(tmp_path)
+    ShareModel.commit = "sync" if where == "disk-sync" else ""
     run_state_machine_as_test(
         ShareModel,
         settings=settings(
