@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -712,16 +713,12 @@ def ftype_of(mode: int) -> int:
 # (version 6) FIFOs, character and block devices and sockets, which hold no
 # bytes (size 0, no extents): a mount serves their names and attributes, the
 # kernel their I/O.
-FILE_TYPES = (S_IFREG, S_IFDIR, S_IFLNK) = (0o100000, 0o040000, 0o120000)
-SPECIAL_TYPES = (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK) = (0o010000, 0o020000, 0o060000, 0o140000)
-DEVICE_TYPES = (S_IFCHR, S_IFBLK)
+FILE_TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
+SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
+DEVICE_TYPES = (stat.S_IFCHR, stat.S_IFBLK)
 # The largest device number an inode holds (Linux's new_encode_dev: 12 bits
 # of major, 20 of minor, in 32).
 MAX_MAJOR, MAX_MINOR = (1 << 12) - 1, (1 << 20) - 1
-
-
-def is_special_mode(mode: int) -> bool:
-    return (mode & 0o170000) in SPECIAL_TYPES
 
 
 def valid_name(name: bytes) -> bool:

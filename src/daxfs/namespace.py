@@ -158,9 +158,10 @@ class NamespacePath:
         (the type from ``mode``, a regular file if it has none), with the
         permission bits less the umask.  ``device`` (os.makedev) for a
         device node: a major below 4096 and a minor below 2**20, what Linux
-        keeps in 32 bits.  The API lets whoever opens the pool make any
-        (no CAP_MKNOD: README, "Security"); a mount serves them, with
-        nodev, as the kernel's FUSE mounts are by default."""
+        keeps in 32 bits.  The API lets whoever opens the pool make any,
+        as it gives them every right (no CAP_MKNOD: README, "A FUSE mount
+        for ordinary tools"); a mount serves them nodev, as FUSE mounts
+        are by default."""
         spath = to_str(path)
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind == S_IFDIR:

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .layout import MAX_NAME, PATH_MAX
+from .layout import MAX_NAME, PATH_MAX, SPECIAL_TYPES
 
 ROOT_INO = 1
 MAX_SYMLINKS = 40
@@ -91,9 +91,8 @@ ParentOf = Callable[[int], int]
 
 DIR_T = stat.S_IFDIR >> 12
 LNK_T = stat.S_IFLNK >> 12
-REG_T = stat.S_IFREG >> 12
 # FIFOs, devices and sockets (version 6): names with attributes, no bytes.
-SPECIAL_T = frozenset(t >> 12 for t in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK))
+SPECIAL_T = frozenset(t >> 12 for t in SPECIAL_TYPES)
 _NO_ENTRY = {".": "dot", "..": "dotdot"}
 
 
