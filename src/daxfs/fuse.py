@@ -29,25 +29,25 @@ What FUSE changes, and why:
   (timeouts 0).  Other processes may change the pool through the Python
   API at any time, and libfuse's path-based API gives every name of a
   hard-linked file its own kernel inode; with attribute caching on, either
-  would show stale sizes and link counts for a second.  Tried with a
-  1 s attribute timeout: `find`, `cat` and `rm -r` of many small files
-  ran about 2x faster, but even one process saw stale link counts (the
+  would show stale sizes and link counts for a second.  Tried with a 1 s
+  attribute timeout: `find`, `cat` and `rm -r` of many small files ran
+  about 2x faster, but even one process saw stale link counts (the
   mount-vs-tmpfs state machine found an open file whose fstat said nlink
   0 where tmpfs said 1, after its name was unlinked and made again), so
-  caching waits for a server that addresses inodes, not paths.  FUSE's writeback cache is not
-  used either: with it the kernel keeps its own size of a file over what
-  the server reports while it holds the inode, so another process's
-  append never showed (a size still 10 after the API made it 100), for
-  1.2x on `tar -x`.  Reads and writes already come in requests of 256
-  KiB and 1 MiB (libfuse 3.14's defaults; `dd bs=1M` makes one write
-  request per MiB).  Names
-  the kernel looked up are trusted for ENTRY_TIMEOUT (1 s): without that, every
-  system call revalidated each component of its path with a request, so
-  `cp -r` of a 1,500-level tree cost O(depth^2) requests per file and had
-  not finished after five minutes (3 s now, with the FileSystem's path
-  cache: each request's path is walked from its directory, not the
-  root).  A trusted name costs little coherence here, because
-  libfuse turns it back into a path that daxfs resolves anew: a name
+  caching waits for a server that addresses inodes, not paths.  FUSE's
+  writeback cache is not used either: with it the kernel keeps its own
+  size of a file over what the server reports while it holds the inode,
+  so another process's append never showed (a size still 10 after the API
+  made it 100), for 1.2x on `tar -x`.  Reads and writes already come in
+  requests of 256 KiB and 1 MiB (libfuse 3.14's defaults: `dd bs=1M`
+  makes one write request per MiB).  Names the kernel looked up are
+  trusted for ENTRY_TIMEOUT (1 s): without that, every system call
+  revalidated each component of its path with a request, so `cp -r` of
+  a 1,500-level tree cost O(depth^2) requests per file and had not
+  finished after five minutes (3 s now, with the FileSystem's path cache:
+  each request's path is walked from its directory, not the root).  A
+  trusted name costs little coherence here, because libfuse turns it
+  back into a path that daxfs resolves anew: a name
   another process removed answers ENOENT, one it replaced names the new
   file.  File data still goes through the page cache, which the kernel
   drops on every open.
@@ -67,8 +67,9 @@ What FUSE changes, and why:
   server, like the library, checks nothing itself).
 * FIFOs, device nodes and sockets: mknod makes them in the pool; the
   kernel does their I/O (a mount is nodev, so devices do not open).
-* Not supported: extended attributes (EOPNOTSUPP), fallocate modes other than 0 (EOPNOTSUPP),
-  rename with RENAME_EXCHANGE (EINVAL).  File locks are kept by the kernel.
+* Not supported: extended attributes (EOPNOTSUPP), fallocate modes other
+  than 0 (EOPNOTSUPP), rename with RENAME_EXCHANGE (EINVAL).  File locks
+  are kept by the kernel.
 
 mfusepy 3.1 drops three things libfuse 3 passes: the file handle of
 ftruncate, the rename flags, and UTIME_NOW/UTIME_OMIT.  ``DaxFUSE`` keeps
