@@ -285,9 +285,7 @@ class DataPath:
                     return False  # a window the change would move into a chunk
         if inode.device_at(off, n) is None and inode.holes(off, n):
             return False  # a hole to allocate: the change does it
-        if self.journal.pending_checks is not None and self.journal.unconfirmed(
-            _device_ranges(inode, off, end)
-        ):
+        if self._stores_over_pending_checks(inode, off, end):
             return False  # a check to confirm first, under the exclusive lock
         touched = self._copy_in(inode, off, data)
         if self._batching or self.region.durability.name != "msync":
@@ -807,11 +805,19 @@ class DataPath:
         could find that record last with its check failed by our store, and
         drop it (journal.py, "Checked records").  Rare: only right after a
         sync-mode change that put data into new space."""
-        if self.journal.pending_checks is None or hi <= lo:
-            return
-        if self.journal.unconfirmed(_device_ranges(inode, lo, hi)):
+        if self._stores_over_pending_checks(inode, lo, hi):
             self._need_exclusive()
             self.journal.confirm()
+
+    def _stores_over_pending_checks(self, inode: Inode, lo: int, hi: int) -> bool:
+        """Would storing over file range [lo, hi) of ``inode`` go over bytes
+        the newest durable record checks, unconfirmed (Journal.unconfirmed)?
+        The block map is asked only while checks are pending."""
+        return (
+            self.journal.pending_checks is not None
+            and hi > lo
+            and self.journal.unconfirmed(_device_ranges(inode, lo, hi))
+        )
 
     def _settle_ordered(self, txn: Transaction) -> None:
         """Sync mode on the page cache, before the record is made: of the data
@@ -1076,15 +1082,9 @@ def split_ranges(
 def subtract_ranges(
     ranges: list[tuple[int, int]], cut: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
-    out = []
-    for s, e in ranges:
-        pieces = [(s, e)]
-        for cs, ce in cut:
-            pieces = [
-                p for a, b in pieces for p in ((a, min(b, cs)), (max(a, ce), b)) if p[0] < p[1]
-            ]
-        out.extend(pieces)
-    return out
+    """The parts of sorted, disjoint (start, end) ``ranges`` outside sorted,
+    disjoint ``cut``."""
+    return split_ranges(ranges, cut)[1]
 
 
 def _tail_of(inode: Inode) -> int | None:

@@ -82,6 +82,16 @@ def repeat_for(
             return calls, elapsed
 
 
+def keep_fastest(best: dict[tuple[str, str], float], side: str, phase: str, seconds: float) -> None:
+    """Keep in ``best`` the shortest time seen for (side, phase)."""
+    best[(side, phase)] = min(best.get((side, phase), float("inf")), seconds)
+
+
+def seconds_by_side(best: dict[tuple[str, str], float]) -> dict[str, float]:
+    """``best`` for a report's JSON: keys "side/phase"."""
+    return {f"{side}/{phase}": s for (side, phase), s in best.items()}
+
+
 def median(xs: Sequence[float]) -> float:
     s = sorted(xs)
     n = len(s)

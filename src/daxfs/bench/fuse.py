@@ -44,7 +44,9 @@ from . import (
     command_line,
     environment,
     fmt_seconds,
+    keep_fastest,
     next_pow2,
+    seconds_by_side,
     timed_command,
 )
 
@@ -161,8 +163,7 @@ def main(args: argparse.Namespace) -> int:
                 sides = [("tmpfs", kernel), ("daxfs", mnt)]
                 for side, dest in sides if i % 2 == 0 else sides[::-1]:
                     for phase, seconds in run_phases(archive, dest).items():
-                        key = (side, phase)
-                        best[key] = min(best.get(key, float("inf")), seconds)
+                        keep_fastest(best, side, phase, seconds)
         report = daxfs.check(pool)
         if not report.ok:
             raise RuntimeError(f"fuse benchmark: the pool does not check clean: {report.errors}")
@@ -197,6 +198,6 @@ def make_report(args, best: dict[tuple[str, str], float], data: int, env: str) -
             "files": args.files,
             "bytes": data,
             "ratio": ratios,
-            "best_seconds": {f"{side}/{phase}": s for (side, phase), s in best.items()},
+            "best_seconds": seconds_by_side(best),
         },
     )

@@ -46,7 +46,9 @@ from . import (
     command_line,
     environment,
     fmt_seconds,
+    keep_fastest,
     next_pow2,
+    seconds_by_side,
     timed,
 )
 
@@ -140,8 +142,7 @@ def run_round(sides: list[Side], df, compression, best: dict) -> None:
             ("pyarrow", side.read_pyarrow(df)),
             ("mapped", side.read_mapped(df)),
         ):
-            key = (side.name, phase)
-            best[key] = min(best.get(key, float("inf")), seconds)
+            keep_fastest(best, side.name, phase, seconds)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -220,6 +221,6 @@ def make_report(args, best: dict[tuple[str, str], float], size: int, env: str) -
             "bytes": size,
             "compression": args.compression,
             "ratio": ratios,
-            "best_seconds": {f"{side}/{phase}": s for (side, phase), s in best.items()},
+            "best_seconds": seconds_by_side(best),
         },
     )
