@@ -243,10 +243,6 @@ def fuse_unavailable() -> str | None:
         return "no permission to open /dev/fuse"
     if shutil.which("fusermount3") is None:
         return "fusermount3 not installed (make deps installs the fuse3 package)"
-    try:
-        import mfusepy  # noqa: F401  (loads libfuse3)
-    except (ImportError, OSError, AttributeError) as e:
-        return f"mfusepy/libfuse3 unusable: {e}"
     return None
 
 

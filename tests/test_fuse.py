@@ -8,14 +8,15 @@ always unmount (lazily if they must) and reap the server, so a failing test
 leaves no mount behind.
 
 Skipped, with the reason, only where FUSE cannot work: no /dev/fuse, no
-permission on it, no fusermount3, or no usable libfuse3/mfusepy (``make
-deps`` installs the fuse3 package).  The CLI's error messages are tested
+permission on it, or no fusermount3 (``make deps`` installs the fuse3
+package).  The CLI's error messages are tested
 without FUSE.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import random
@@ -982,96 +983,102 @@ def test_fallocate_extends_with_zeroes(mnt):
 
 
 # --------------------------------------------------------------------------
-# the operations object alone (no kernel): what tools rarely reach
+# system calls tools rarely make, through the mount
 # --------------------------------------------------------------------------
-@pytest.fixture
-def ops(fs):
-    fuse = pytest.importorskip("daxfs.fuse", reason="mfusepy/libfuse3 unusable")
-    return fuse.DaxOperations(fs)
+AT_FDCWD, AT_SYMLINK_NOFOLLOW = -100, 0x100
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 
 
-def fuse_errno(action) -> int:
-    import mfusepy
-
-    with pytest.raises(mfusepy.FuseOSError) as info:
-        action()
-    return info.value.errno
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-def test_ops_rename_flags(ops, fs):
-    from daxfs.fuse import RENAME_EXCHANGE, RENAME_NOREPLACE
-
-    for name in ("/a", "/b"):
-        with fs.open(name, "wb") as f:
-            f.write(name.encode())
-    assert fuse_errno(lambda: ops.rename("/a", "/b", RENAME_NOREPLACE)) == errno.EEXIST
-    assert fuse_errno(lambda: ops.rename("/a", "/b", RENAME_EXCHANGE)) == errno.EINVAL
-    fs.symlink("nowhere", "/dangling")
-    assert fuse_errno(lambda: ops.rename("/a", "/dangling", RENAME_NOREPLACE)) == errno.EEXIST
-    ops.rename("/a", "/c", RENAME_NOREPLACE)
-    assert sorted(fs.listdir("/")) == ["b", "c", "dangling"]
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def test_ops_utimens_omit_and_symlinks(ops, fs):
-    fs.symlink("nowhere", "/link")
-    with fs.open("/f", "wb"):
-        pass
-    ops.utimens("/f", (10, 20))
-    ops.utimens("/f", (None, 30))  # UTIME_OMIT for atime
-    st_ = fs.stat("/f")
-    assert (st_.st_atime_ns, st_.st_mtime_ns) == (10, 30)
-    ops.utimens("/link", (1, 2))  # the link itself, even dangling
-    assert fs.lstat("/link").st_mtime_ns == 2
+def renameat2(old: Path, new: Path, flags: int) -> int:
+    """renameat2(2): 0, or the errno."""
+    ok = LIBC.renameat2(AT_FDCWD, bytes(old), AT_FDCWD, bytes(new), flags) == 0
+    return 0 if ok else ctypes.get_errno()
 
 
-def test_ops_hidden_alias_of_an_open_unlinked_file(ops, fs):
-    free_inodes = fs.statvfs().f_ffree
-    fh = ops.create("/victim", 0o600, os.O_RDWR)
-    ops.write("/victim", b"data", 0, fh)
-    hidden = "/.fuse_hidden0000000100000002"
-    ops.rename("/victim", hidden, 0)  # what libfuse does for unlink of an open file
-    assert fs.listdir("/") == []  # daxfs unlinked it: an orphan, no name
-    # 1 here: libfuse takes one off for the hidden name, so the tools see 0.
-    assert ops.getattr(hidden)["st_nlink"] == 1
-    ops.truncate(hidden, 2)
-    ops.chmod(hidden, 0o644)
-    attrs = ops.getattr(None, fh)
-    assert (attrs["st_size"], attrs["st_mode"] & 0o777) == (2, 0o644)
-    assert ops.read(None, 100, 0, fh) == b"da"
-    ops.release(None, fh)
-    assert fuse_errno(lambda: ops.getattr(hidden)) == errno.ENOENT  # alias gone
-    assert fuse_errno(lambda: ops.unlink(hidden)) == errno.ENOENT  # libfuse ignores this
-    assert fs.statvfs().f_ffree == free_inodes  # the orphan was freed
+def utimensat(path: Path, atime_ns: int | None, mtime_ns: int | None, flags: int = 0) -> None:
+    """utimensat(2) with ns times; None is UTIME_OMIT, -1 UTIME_NOW."""
+
+    def spec(t: int | None) -> Timespec:
+        if t is None:
+            return Timespec(0, UTIME_OMIT)
+        if t == -1:
+            return Timespec(0, UTIME_NOW)
+        return Timespec(t // 10**9, t % 10**9)
+
+    times = (Timespec * 2)(spec(atime_ns), spec(mtime_ns))
+    if LIBC.utimensat(AT_FDCWD, bytes(path), times, flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(path))
 
 
-def test_ops_hidden_name_of_a_closed_file_is_a_plain_rename(ops, fs):
-    with fs.open("/plain", "wb") as f:
-        f.write(b"x")
-    ops.rename("/plain", "/.fuse_hidden00000000000000ff", 0)
-    assert fs.listdir("/") == [".fuse_hidden00000000000000ff"]
+@needs_fuse
+def test_rename_flags_as_linux_answers_them(mnt):
+    for name in ("a", "b"):
+        (mnt / name).write_bytes(name.encode())
+    os.symlink("nowhere", mnt / "dangling")
+    assert renameat2(mnt / "a", mnt / "b", RENAME_NOREPLACE) == errno.EEXIST
+    assert renameat2(mnt / "a", mnt / "dangling", RENAME_NOREPLACE) == errno.EEXIST
+    assert renameat2(mnt / "a", mnt / "b", RENAME_EXCHANGE) == errno.EINVAL  # not supported
+    assert renameat2(mnt / "a", mnt / "c", RENAME_NOREPLACE) == 0
+    assert sorted(os.listdir(mnt.path)) == ["b", "c", "dangling"]
+    assert (mnt / "c").read_bytes() == b"a"
 
 
-def test_ops_chown_and_fallocate_limits(ops, fs):
-    with fs.open("/f", "wb"):
-        pass
-    st_ = fs.stat("/f")
-    ops.chown("/f", 2**32 - 1, 2**32 - 1)  # (uid_t)-1 as libfuse passes it: no change
-    assert (fs.stat("/f").st_uid, fs.stat("/f").st_gid) == (st_.st_uid, st_.st_gid)
-    ops.chown("/f", st_.st_uid + 1, -1)
-    assert fs.stat("/f").st_uid == st_.st_uid + 1
-    assert fuse_errno(lambda: ops.fallocate("/f", 1, 0, 4096, 0)) == errno.EOPNOTSUPP
-    ops.fallocate("/f", 0, 0, 8192, 0)
-    assert fs.stat("/f").st_size == 8192
+@needs_fuse
+def test_utimensat_omit_now_nanoseconds_and_symlinks(mnt):
+    f = mnt / "f"
+    f.write_bytes(b"x")
+    utimensat(f, 10**9 + 7, 20 * 10**9 + 123_456_789)
+    utimensat(f, None, 30 * 10**9 + 1)  # atime omitted
+    st_ = os.stat(f)
+    assert (st_.st_atime_ns, st_.st_mtime_ns) == (10**9 + 7, 30 * 10**9 + 1)
+    before = time.time_ns()
+    utimensat(f, -1, None)  # atime now, mtime omitted
+    st_ = os.stat(f)
+    assert st_.st_atime_ns >= before - 10**7 and st_.st_mtime_ns == 30 * 10**9 + 1
+    assert st_.st_ctime_ns >= before - 10**7  # a metadata change sets ctime
+    utimensat(f, -(10**9), -(5 * 10**9))  # before 1970
+    assert os.stat(f).st_mtime_ns == -(5 * 10**9)
+    os.symlink("nowhere", mnt / "link")
+    utimensat(mnt / "link", 1, 2, AT_SYMLINK_NOFOLLOW)  # the link itself, even dangling
+    assert os.lstat(mnt / "link").st_mtime_ns == 2
+    assert mnt.stop() == 0
+    with daxfs.mount(mnt.pool, readonly=True) as fs:
+        assert fs.stat("/f").st_mtime_ns == -(5 * 10**9)
+        assert fs.stat("/f").st_ctime_ns >= before - 10**7
+        assert fs.lstat("/link").st_mtime_ns == 2
 
 
-def test_ops_errors_keep_their_errno(ops, fs):
-    assert fuse_errno(lambda: ops.getattr("/missing")) == errno.ENOENT
-    fs.mkdir("/d")
-    with fs.open("/d/x", "wb"):
-        pass
-    assert fuse_errno(lambda: ops.rmdir("/d")) == errno.ENOTEMPTY
-    assert fuse_errno(lambda: ops.read(None, 10, 0, 12345)) == errno.EBADF
-    assert fuse_errno(lambda: ops.open("/d/x\0", os.O_RDONLY)) == errno.EINVAL
+@needs_fuse
+def test_chown_minus_one_keeps_and_errors_keep_their_errno(mnt):
+    f = mnt / "f"
+    f.write_bytes(b"")
+    os.chown(f, -1, -1)
+    assert (os.stat(f).st_uid, os.stat(f).st_gid) == (0, 0)
+    os.chown(f, 1234, -1)
+    assert (os.stat(f).st_uid, os.stat(f).st_gid) == (1234, 0)
+    (mnt / "d").mkdir()
+    (mnt / "d" / "x").write_bytes(b"")
+    with pytest.raises(OSError) as info:
+        os.rmdir(mnt / "d")
+    assert info.value.errno == errno.ENOTEMPTY
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "missing")
+    with pytest.raises(OSError) as info:
+        os.open(mnt / ("n" * 256), os.O_CREAT | os.O_WRONLY)
+    assert info.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(IsADirectoryError):
+        open(mnt / "d", "rb")
+    with pytest.raises(NotADirectoryError):
+        os.listdir(mnt / "f")
 
 
 def test_open_file_unlinked_under_one_of_two_names_keeps_its_link_count(mnt):

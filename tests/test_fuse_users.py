@@ -102,7 +102,9 @@ def call(root: str, op: tuple) -> object:
         with open(p, "r+b") as f:
             return f.write(b"written")
     if name == "read":
-        with open(p, "rb") as f:
+        # Non-blocking: opening a FIFO to read waits for a writer otherwise.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
             return f.read().decode()
     if name in ("rename", "link"):
         return getattr(os, name)(p, root + args[0])

@@ -295,6 +295,8 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     # in them are laid over our copy (one shared directory, where others
     # create files and directories, stays cheap to follow).
     refresh_cached_dirs(fs, touched - dropped - refreshed, written)
+    if fs.on_foreign_change is not None:
+        fs.on_foreign_change(slots, touched)
     return True
 
 

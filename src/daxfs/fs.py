@@ -76,7 +76,18 @@ from .leases import Leases
 from .listing import ListingPath
 from .mapfiles import MapPath
 from .namespace import NamespacePath
-from .path import DIR_T, LNK_T, ROOT_INO, SPECIAL_T, Resolved, oserror, resolve, to_str
+from .path import (
+    DIR_T,
+    LNK_T,
+    ROOT_INO,
+    SPECIAL_T,
+    At,
+    Ino,
+    Resolved,
+    oserror,
+    resolve,
+    to_str,
+)
 from .pins import pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
@@ -267,6 +278,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._txn_pins: list[int] = []
         self._txn_deferred: list[Callable[[], None]] = []  # an optimistic change's stores
         self._txn_over_existing = False  # some of them over bytes files have
+        # Told what other processes' commits changed as this mount catches up
+        # (coherence.apply_records): the inodes whose slots they wrote and the
+        # directories whose entries they wrote, or (None, None) after a full
+        # rebuild, which may have changed anything.  A FUSE server drops the
+        # kernel's cached attributes and names with it (fuse.py).
+        self.on_foreign_change: Callable[[set[int] | None, set[int] | None], None] | None = None
 
     # ======================================================================
     # locking and cache coherence
@@ -323,6 +340,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             self.allocator.hold_tail(c, ino)
         if self._lazy:
             self._hold_undurable_frees()
+        if self.on_foreign_change is not None:
+            self.on_foreign_change(None, None)
 
     # ======================================================================
     # group commit (lazy mode)
@@ -554,6 +573,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         return self._inode(ino).parent if ino != ROOT_INO else ROOT_INO
 
     def _resolve(self, path: object, follow: bool = True, entry: bool = False) -> Resolved:
+        kind = type(path)
+        if kind is At or kind is Ino:
+            return self._resolve_by_inode(path, follow, entry)  # type: ignore[arg-type]
         spath = to_str(path)
         heads = self._heads_now()
         cut = spath.rfind("/")
@@ -586,6 +608,28 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             if r.ftype == DIR_T:  # the head of the paths inside it
                 self._keep_head(heads, spath, (r.ino, r.links))  # type: ignore[arg-type]
         return r
+
+    def _resolve_by_inode(self, path: At | Ino, follow: bool, entry: bool) -> Resolved:
+        """An inode, or a name in a directory given by inode (path.py): no
+        path cache, and no PATH_MAX (the caller's path was checked by the
+        kernel).  An inode number that names no inode now (another process
+        removed the file) is ENOENT."""
+        start = path.ino if type(path) is Ino else path.dir  # type: ignore[union-attr]
+        if not self.inodes.valid_ino(start) or self.inodes.is_free(start):
+            raise oserror(errno.ENOENT, path)
+        if type(path) is At:
+            return resolve(
+                path,
+                self._lookup,
+                self._readlink_ino,
+                self._parent_of,
+                follow,
+                entry,
+                (start, 0),
+                None,
+            )
+        inode = self._inode(start)
+        return Resolved(inode.parent, None, start, (inode.mode >> 12) & 0xF, False, "inode")
 
     @staticmethod
     def _keep_head(heads: dict[str, tuple[int, int]], head: str, led_to: tuple[int, int]) -> None:

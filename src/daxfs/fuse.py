@@ -1,152 +1,94 @@
 """fuse: a mounted pool served to the kernel through FUSE, for ordinary tools.
 
-``DaxOperations`` is an mfusepy ``Operations`` over one daxfs.FileSystem;
-``serve()`` runs the FUSE session until the mount goes away (``fusermount3
--u``, SIGINT, SIGTERM).  ``daxfs mount`` (cli/mount.py) owns the pool's
-lifetime around it.
+``Server`` answers the kernel's requests (fusewire.py speaks the protocol)
+over one daxfs.FileSystem; ``serve()`` mounts, runs it until the mount goes
+away (``fusermount3 -u``, SIGINT, SIGTERM, SIGHUP) and unmounts.  ``daxfs
+mount`` (cli/mount.py) owns the pool's lifetime around it.
 
 What FUSE changes, and why:
 
+* Files are named by inode, as the kernel names them.  A request names a
+  node (the daxfs inode number: the kernel holds one inode per daxfs
+  inode, so every name of a hard-linked file shows one link count) and,
+  for a call on a name, the name in that directory.  The server hands the
+  FileSystem ``path.Ino`` and ``path.At`` paths, so each call resolves one
+  name from its directory: no path from the root is ever built, and
+  PATH_MAX applies to the path the caller passed (the kernel's check), not
+  to the file's depth.
+* The kernel caches names and attributes (ENTRY_TIMEOUT, ATTR_TIMEOUT) and
+  fills both from one READDIRPLUS, so `find` and `ls -l` ask once per
+  directory.  Other processes may change the pool through the Python API at
+  any time; when this mount catches up with their commits
+  (FileSystem.on_foreign_change) the server tells the kernel to drop what
+  went stale: the attributes of every inode a commit wrote (before the reply
+  to the request that caught up, so that request's caller sees them) and
+  every name it gave out that now names something else (from a watcher
+  thread: a name's notification waits for requests in its directory, which
+  the serving thread must be free to answer).  A watcher also catches up
+  when no request comes, every WATCH_PERIOD.  Names that do not exist are
+  not cached (a negative timeout of 0), so a name another process makes
+  shows at once.  File data goes through the page cache, which the kernel
+  drops at every open and when a file's size or mtime changes under it.
 * Reads copy.  The kernel hands the server a buffer to fill, so every read
-  is a copy out of the pool and a write copies the caller's bytes in; the
-  zero-copy path (``fs.map``) exists only in the Python API.
-* Open files are handles, not paths.  Each open/create puts the daxfs file
-  object in a table keyed by the FUSE file handle, and I/O on a handle goes
-  to its inode: a file renamed or unlinked while open keeps working, and
-  the daxfs handle pins the inode (an unlinked file becomes an orphan that
-  the last release frees, as in the Python API).  Like fileio.py, the
-  handle I/O uses FileSystem's package-internal inode calls (``_pread``,
-  ``_pwrite``, ...).
-* Unlinking an open file.  libfuse's high-level API renames such a file to
-  ``.fuse_hidden<16 hex digits>`` and unlinks that name at the last release;
-  with its alternative (``hard_remove``) fstat of the open file fails with
-  ESTALE.  So the hiding rename is honoured as what it means: daxfs unlinks
-  the file at once (an orphan that no crash can leave behind as a name) and
-  the hidden name is remembered as an alias of the inode, for the stat,
-  truncate, chmod and times calls libfuse makes through it.  (Reopening
-  such a file through /proc/PID/fd is not supported.)
-* Caches: the kernel's attribute and negative-entry caches are off
-  (timeouts 0).  Other processes may change the pool through the Python
-  API at any time, and libfuse's path-based API gives every name of a
-  hard-linked file its own kernel inode; with attribute caching on, either
-  would show stale sizes and link counts for a second.  Tried with a 1 s
-  attribute timeout: `find`, `cat` and `rm -r` of many small files ran
-  about 2x faster, but even one process saw stale link counts (the
-  mount-vs-tmpfs state machine found an open file whose fstat said nlink
-  0 where tmpfs said 1, after its name was unlinked and made again), so
-  caching waits for a server that addresses inodes, not paths.  FUSE's
-  writeback cache is not used either: with it the kernel keeps its own
-  size of a file over what the server reports while it holds the inode,
-  so another process's append never showed (a size still 10 after the API
-  made it 100), for 1.2x on `tar -x`.  Reads and writes already come in
-  requests of 256 KiB and 1 MiB (libfuse 3.14's defaults: `dd bs=1M`
-  makes one write request per MiB).  Names the kernel looked up are
-  trusted for ENTRY_TIMEOUT (1 s): without that, every system call
-  revalidated each component of its path with a request, so `cp -r` of
-  a 1,500-level tree cost O(depth^2) requests per file and had not
-  finished after five minutes (3 s now, with the FileSystem's path cache:
-  each request's path is walked from its directory, not the root).  A
-  trusted name costs little coherence here, because libfuse turns it
-  back into a path that daxfs resolves anew: a name
-  another process removed answers ENOENT, one it replaced names the new
-  file.  File data still goes through the page cache, which the kernel
-  drops on every open.
+  is a copy out of the pool and a write copies the caller's bytes in (from
+  the request buffer, without another copy); the zero-copy path
+  (``fs.map``) exists only in the Python API.  Requests carry up to 1 MiB.
+* Open files are handles.  Each open/create pins the inode with a daxfs
+  file object, so a file unlinked while open keeps working and becomes an
+  orphan that the last release frees, as in the Python API.
 * Holes: lseek's SEEK_DATA and SEEK_HOLE come from the extent map, so
   sparse-aware tools skip them.
-* The kernel applies the caller's umask before create and mkdir, so the
-  FileSystem's own umask is set to 0 here and created files get the mode
-  the caller asked for.
-* Errors: every daxfs OSError becomes a FuseOSError with the same errno, so
-  tools print the usual message ("Directory not empty", ...).
+* The kernel applies the caller's umask before create, mkdir and mknod, so
+  the FileSystem's own umask is set to 0 here.
 * Ownership: a new file gets the uid and gid of the process that asked
-  (the request's, fuse_get_context), or the group of a setgid directory,
-  and chown sets them (FileSystem.lchown).  Permissions: FUSE lets only
-  the user who mounted in.  ``daxfs mount --allow-other`` lets others in
-  and adds default_permissions, so the kernel checks every caller against
-  the modes and owners getattr reports, as for a local file system (the
-  server, like the library, checks nothing itself).
+  (the request's), or the group of a setgid directory, and chown sets them.
+  Permissions: FUSE lets only the user who mounted in.  ``allow_other`` lets
+  others in and adds default_permissions, so the kernel checks every caller
+  against the modes and owners getattr reports, as for a local file system
+  (the server, like the library, checks nothing itself).
 * FIFOs, device nodes and sockets: mknod makes them in the pool; the
   kernel does their I/O (a mount is nodev, so devices do not open).
-* Not supported: extended attributes (EOPNOTSUPP), fallocate modes other
-  than 0 (EOPNOTSUPP), rename with RENAME_EXCHANGE (EINVAL).  File locks
-  are kept by the kernel.
-
-mfusepy 3.1 drops three things libfuse 3 passes: the file handle of
-ftruncate, the rename flags, and UTIME_NOW/UTIME_OMIT.  ``DaxFUSE`` keeps
-them by overriding those three callbacks.
+* Errors: every daxfs OSError is answered with its errno, so tools print
+  the usual message ("Directory not empty", ...).
+* Not supported: extended attributes (ENOSYS, which the kernel turns into
+  EOPNOTSUPP and stops asking), fallocate modes other than 0 (EOPNOTSUPP),
+  rename with RENAME_EXCHANGE (EINVAL).  File locks are kept by the kernel.
+* One thread serves: daxfs serialises calls anyway, and a request costs
+  one read, one unpack and one write.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
-import posixpath
-import re
+import signal
 import stat
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-import mfusepy
-
+from . import fusewire as w
 from .fileio import DaxRawFile
-from .fs import NO_ID, FileSystem, process_owner
+from .fs import NO_ID, FileSystem
+from .layout import CorruptionError
+from .path import At, Ino
 
 log = logging.getLogger(__name__)
 
-# renameat2(2) flags and the utimensat(2) markers libfuse passes in tv_nsec.
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-MAX_THREADS = 8  # FUSE worker threads; daxfs serialises calls anyway
-# How long the kernel may trust a name it looked up (see the module docstring).
+# How long the kernel may trust a name or attributes it was given.  What
+# other processes change is dropped from its cache as the server learns of
+# it (see the module docstring); this bounds what a lost notification costs.
 ENTRY_TIMEOUT = 1.0
-# The name libfuse gives an open file it is asked to unlink (fuse.c, hidden_name).
-HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}\Z")
+ATTR_TIMEOUT = 1.0
+WATCH_PERIOD = 0.005  # how often the watcher looks for others' commits
+MAX_WRITE = 1 << 20  # the largest read or write request (1 MiB)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+DT_UNKNOWN = 0
 
 
-def fuse_errors(method: Callable) -> Callable:
-    """Turn daxfs failures into FuseOSError with the same errno (EIO when the
-    error carries none; EINVAL for the ValueErrors of bad arguments)."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except mfusepy.FuseOSError:
-            raise
-        except OSError as e:
-            raise mfusepy.FuseOSError(e.errno or errno.EIO) from e
-        except ValueError as e:
-            log.debug("%s: %s", method.__name__, e)
-            raise mfusepy.FuseOSError(errno.EINVAL) from e
-
-    return wrapper
-
-
-def stat_attrs(st: os.stat_result) -> dict[str, int]:
-    """A stat result as mfusepy's attribute dict (times in ns: use_ns)."""
-    return {
-        "st_mode": st.st_mode,
-        "st_ino": st.st_ino,
-        "st_nlink": st.st_nlink,
-        "st_uid": st.st_uid,
-        "st_gid": st.st_gid,
-        "st_size": st.st_size,
-        "st_blocks": st.st_blocks,
-        "st_blksize": st.st_blksize,
-        "st_atime": st.st_atime_ns,
-        "st_mtime": st.st_mtime_ns,
-        "st_ctime": st.st_ctime_ns,
-        "st_rdev": st.st_rdev,
-    }
-
-
-def _type_bits(entry) -> int:
-    """The S_IFMT bits of a daxfs DirEntry (all readdir may pass to the kernel)."""
-    return entry.type_bits()
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _open_mode(flags: int) -> str:
@@ -155,69 +97,464 @@ def _open_mode(flags: int) -> str:
     return "rb" if flags & os.O_ACCMODE == os.O_RDONLY else "r+b"
 
 
-class DaxOperations(mfusepy.Operations):
-    """FUSE callbacks over a mounted daxfs.FileSystem (see the module docstring)."""
+class Tracker:
+    """What the kernel holds: the lookup count of each node it was given,
+    and the names it was given in each directory (what each named).  Kept
+    to tell it exactly what went stale; shared by the serving thread and
+    the watcher.  A node the kernel forgets takes its names with it (a
+    cached name holds its node), so this stays the size of the kernel's
+    cache, not of the tree."""
 
-    use_ns = True  # times as integer nanoseconds, daxfs's own unit
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lookups: dict[int, int] = {}
+        self.names: dict[int, dict[str, int]] = {}  # directory -> name -> node
+        self.named: dict[int, set[tuple[int, str]]] = {}  # node -> its names given
 
-    def __init__(self, fs: FileSystem):
-        self.fs = fs
+    def gave(self, parent: int, name: str, node: int) -> None:
+        with self.lock:
+            self.lookups[node] = self.lookups.get(node, 0) + 1
+            self.names.setdefault(parent, {})[name] = node
+            self.named.setdefault(node, set()).add((parent, name))
+
+    def dropped(self, parent: int, name: str) -> None:
+        with self.lock:
+            self._drop(parent, name)
+
+    def _drop(self, parent: int, name: str) -> None:
+        names = self.names.get(parent)
+        node = None if names is None else names.pop(name, None)
+        if node is not None:
+            self.named.get(node, set()).discard((parent, name))
+            if not names:
+                del self.names[parent]
+
+    def forget(self, node: int, n: int) -> None:
+        with self.lock:
+            left = self.lookups.get(node, 0) - n
+            if left > 0:
+                self.lookups[node] = left
+                return
+            self.lookups.pop(node, None)
+            for parent, name in self.named.pop(node, ()):
+                if self.names.get(parent, {}).get(name) == node:
+                    self._drop(parent, name)
+
+    def known(self, nodes) -> list[int]:
+        with self.lock:
+            return [n for n in nodes if n in self.lookups or n == w.ROOT_ID]
+
+    def all_nodes(self) -> list[int]:
+        with self.lock:
+            return [w.ROOT_ID, *self.lookups]
+
+    def names_in(self, parents) -> dict[int, dict[str, int]]:
+        with self.lock:
+            return {p: dict(self.names[p]) for p in parents if self.names.get(p)}
+
+
+class Server:
+    """Answers the kernel's requests over ``fs`` on ``channel``."""
+
+    def __init__(self, fs: FileSystem, channel: w.Channel):
+        self.fs, self.ch = fs, channel
         fs.umask = 0  # the kernel has applied the caller's umask already
-        # ... and PATH_MAX to the path the caller passed: a relative one from
-        # a working directory deep in the mount may name a file whose path
-        # from the mount's root, which libfuse hands over, is longer.
-        fs.path_max = None
-        fs.creator = request_owner  # new files are the caller's, not the server's
-        self._files: dict[int, DaxRawFile] = {}
-        self._hidden: dict[str, int] = {}  # libfuse's hidden name -> inode (see above)
-        self._files_lock = threading.Lock()
+        fs.path_max = None  # (paths here are names and inodes: see path.At)
+        self._caller = (os.geteuid(), os.getegid())
+        fs.creator = lambda: self._caller  # new files are the caller's
+        self.files: dict[int, DaxRawFile] = {}
+        self.listings: dict[int, list[tuple[bytes, int, int]] | None] = {}
         self._next_fh = 1
+        self.track = Tracker()
+        # Stale in the kernel, found by catching up: inodes whose attributes
+        # to drop (before the next reply) and directories whose names the
+        # watcher checks; ``everything`` after a full rebuild.
+        self._stale_lock = threading.Lock()
+        self._stale_inodes: set[int] = set()
+        self._stale_dirs: set[int] = set()
+        self._everything = False
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
         self.started = False  # set once the kernel has spoken to us (FUSE_INIT)
+        self.stop_asked = False
+        self._reading = False
+        fs.on_foreign_change = self._foreign_change
+        self.handlers: dict[int, Callable] = {
+            w.LOOKUP: self.lookup,
+            w.FORGET: self.forget,
+            w.BATCH_FORGET: self.batch_forget,
+            w.GETATTR: self.getattr,
+            w.SETATTR: self.setattr,
+            w.READLINK: self.readlink,
+            w.SYMLINK: self.symlink,
+            w.MKNOD: self.mknod,
+            w.MKDIR: self.mkdir,
+            w.UNLINK: self.unlink,
+            w.RMDIR: self.rmdir,
+            w.RENAME: self.rename,
+            w.RENAME2: self.rename2,
+            w.LINK: self.link,
+            w.OPEN: self.open,
+            w.CREATE: self.create,
+            w.READ: self.read,
+            w.WRITE: self.write,
+            w.FLUSH: self.flush,
+            w.RELEASE: self.release,
+            w.FSYNC: self.fsync,
+            w.FALLOCATE: self.fallocate,
+            w.LSEEK: self.lseek,
+            w.OPENDIR: self.opendir,
+            w.READDIR: self.readdir,
+            w.READDIRPLUS: self.readdirplus,
+            w.RELEASEDIR: self.releasedir,
+            w.FSYNCDIR: self.fsyncdir,
+            w.STATFS: self.statfs,
+            w.INTERRUPT: self.no_reply,
+        }
 
-    # -- session -----------------------------------------------------------
-    def init_with_config(self, conn_info, config_3) -> None:
+    # -- the loop ----------------------------------------------------------
+    def init(self) -> None:
+        """The first request is FUSE_INIT: agree on the protocol."""
+        req = self.ch.read()
+        if req.opcode != w.INIT:
+            raise w.MountFailed(f"the kernel began with request {req.opcode}, not INIT")
+        major, minor, readahead, offered = w.INIT_IN.unpack_from(req.args)
+        if major != w.KERNEL_MAJOR or minor < w.KERNEL_MINOR:
+            self.ch.reply_error(req.unique, errno.EPROTO)
+            raise w.MountFailed(f"the kernel speaks FUSE {major}.{minor}; 7.31 or later needed")
+        wanted = (
+            w.ASYNC_READ
+            | w.ATOMIC_O_TRUNC
+            | w.BIG_WRITES
+            | w.AUTO_INVAL_DATA
+            | w.DO_READDIRPLUS
+            | w.MAX_PAGES
+            | w.CACHE_SYMLINKS
+        )
+        out = w.INIT_OUT.pack(
+            w.KERNEL_MAJOR,
+            w.KERNEL_MINOR,
+            readahead,
+            wanted & offered,
+            16,  # max_background
+            12,  # congestion_threshold
+            MAX_WRITE,
+            1,  # time_gran: nanoseconds
+            MAX_WRITE // 4096,  # max_pages
+            0,
+            0,
+        )
+        self.ch.reply(req.unique, out)
         self.started = True
-        if config_3 is not None:
-            config_3.use_ino = 1  # st_ino is the daxfs inode number (find, cp -a, ls -i)
-            config_3.attr_timeout = config_3.negative_timeout = 0.0
-            config_3.entry_timeout = ENTRY_TIMEOUT
 
-    def destroy(self, path: str) -> None:
-        """The mount is gone: release what the kernel never released (a lazy or
-        forced unmount), so the pool unmounts cleanly."""
-        with self._files_lock:
-            leftover, self._files = list(self._files.values()), {}
-            self._hidden.clear()
+    def run(self) -> None:
+        """Serve until the mount goes away or a stop signal comes."""
+        watcher = threading.Thread(target=self._watch, name="daxfs-fuse-watch", daemon=True)
+        watcher.start()
+        try:
+            while True:
+                self._reading = True
+                try:
+                    if self.stop_asked:  # (asked before _reading was set)
+                        break
+                    req = self.ch.read()
+                finally:
+                    self._reading = False
+                self.handle(req)
+        except (w.ChannelClosed, StopServing):
+            pass
+        finally:
+            self._stopping.set()
+            self._wake.set()
+            watcher.join()
+            self.close_all()
+
+    def ask_stop(self) -> None:
+        """A stop signal: end at once if waiting for a request, else after
+        the one being served."""
+        self.stop_asked = True
+        if self._reading:
+            raise StopServing
+
+    def handle(self, req: w.Request) -> None:
+        fn = self.handlers.get(req.opcode)
+        if fn is None:
+            self.ch.reply_error(req.unique, errno.ENOSYS)
+            return
+        self._caller = (req.uid, req.gid)
+        try:
+            parts = fn(req)
+        except OSError as e:
+            self._drop_stale_attrs()
+            self.ch.reply_error(req.unique, e.errno or errno.EIO)
+        except ValueError as e:  # bad arguments (an out-of-range id, ...)
+            log.debug("request %d: %s", req.opcode, e)
+            self._drop_stale_attrs()
+            self.ch.reply_error(req.unique, errno.EINVAL)
+        except (StopServing, w.ChannelClosed):
+            raise
+        except Exception:
+            log.exception("request %d failed", req.opcode)
+            self.ch.reply_error(req.unique, errno.EIO)
+        else:
+            self._drop_stale_attrs()
+            if parts is not None:
+                self.ch.reply(req.unique, *parts)
+
+    def no_reply(self, req: w.Request) -> None:
+        return None
+
+    def close_all(self) -> None:
+        """The mount is gone: release what the kernel never released (a lazy
+        or forced unmount), so the pool unmounts cleanly."""
+        leftover, self.files = list(self.files.values()), {}
         for raw in leftover:
             raw.close()
+        self.fs.on_foreign_change = None
 
-    # -- handles -----------------------------------------------------------
-    def _register(self, raw: DaxRawFile) -> int:
-        with self._files_lock:
-            fh = self._next_fh
-            self._next_fh += 1
-            self._files[fh] = raw
-        return fh
+    # -- others' changes: what the kernel must drop --------------------------
+    def _foreign_change(self, inodes: set[int] | None, dirs: set[int] | None) -> None:
+        """FileSystem.on_foreign_change: note what went stale (called with
+        the pool locked, by whichever thread caught up)."""
+        with self._stale_lock:
+            if inodes is None or dirs is None:
+                self._everything = True
+            else:
+                self._stale_inodes |= inodes
+                self._stale_dirs |= dirs
+        self._wake.set()
+
+    def _drop_stale_attrs(self) -> None:
+        """Tell the kernel to drop the attributes of the inodes others
+        changed (attributes only: that never waits on anything, so it is
+        safe before a reply)."""
+        if not self._stale_inodes and not self._everything:
+            return
+        with self._stale_lock:
+            inodes, self._stale_inodes = self._stale_inodes, set()
+            if self._everything:
+                inodes = set(self.track.all_nodes())
+        for node in self.track.known(inodes):
+            self._notify(self.ch.inval_inode, node, False)
+
+    def _watch(self) -> None:
+        """Catch up when no request comes; drop names others changed."""
+        fs = self.fs
+        while not self._stopping.is_set():
+            self._wake.wait(WATCH_PERIOD)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                if fs.journal.peek() != fs._seen_seq:
+                    with fs._locked(exclusive=False):
+                        pass  # (catching up calls _foreign_change)
+                self._drop_stale_attrs()
+                self._drop_stale_names()
+            except Exception:  # (the pool closing under us at the end)
+                if not self._stopping.is_set():
+                    log.exception("watcher")
+
+    def _drop_stale_names(self) -> None:
+        with self._stale_lock:
+            dirs, self._stale_dirs = self._stale_dirs, set()
+            everything, self._everything = self._everything, False
+        if everything:
+            dirs = set(self.track.names)
+        given = self.track.names_in(dirs)
+        if not given:
+            return
+        stale = []
+        fs = self.fs
+        with fs._locked(exclusive=False):
+            for parent, names in given.items():
+                for name, node in names.items():
+                    try:
+                        now = fs._cached_dir(parent).entries.get(name)
+                    except OSError:
+                        now = None  # (the directory itself is gone)
+                    if now is None or now[0] != node:
+                        stale.append((parent, name))
+        for parent, name in stale:
+            self.track.dropped(parent, name)
+            self._notify(self.ch.inval_entry, parent, name.encode("utf-8", "surrogateescape"))
+
+    @staticmethod
+    def _notify(send: Callable, *args) -> None:
+        try:
+            send(*args)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):
+                log.warning("FUSE notification failed: %s", e)
+
+    # -- replies -------------------------------------------------------------
+    def _stat(self, node: int) -> os.stat_result:
+        return self.fs.lstat(Ino(node))
+
+    def _entry(self, parent: int, name: str, st: os.stat_result) -> tuple[bytes]:
+        """A new or found entry for the kernel: counted as one lookup."""
+        self.track.gave(parent, name, st.st_ino)
+        return (w.entry_bytes(st.st_ino, st, ENTRY_TIMEOUT, ATTR_TIMEOUT),)
+
+    def _attr(self, st: os.stat_result) -> tuple[bytes, bytes]:
+        s, ns = w.split_seconds(ATTR_TIMEOUT)
+        return w.ATTR_OUT_HEAD.pack(s, ns, 0), w.attr_bytes(st)
 
     def _file(self, fh: int) -> DaxRawFile:
-        raw = self._files.get(fh)
+        raw = self.files.get(fh)
         if raw is None:
-            raise mfusepy.FuseOSError(errno.EBADF)
+            raise OSError(errno.EBADF, "no such FUSE file handle")
         return raw
 
-    def _ino(self, fh: int) -> int:
-        return self._file(fh)._ino
+    def _register(self, raw: DaxRawFile) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.files[fh] = raw
+        return fh
 
-    def _open_inos(self) -> set[int]:
-        with self._files_lock:
-            return {raw._ino for raw in self._files.values()}
+    # -- names -----------------------------------------------------------------
+    def lookup(self, req: w.Request):
+        name = _name(w.split_names(req.args, 1)[0])
+        return self._entry(req.nodeid, name, self.fs.lstat(At(name, req.nodeid)))
 
-    def _hidden_ino(self, path: str | None) -> int | None:
-        """The inode a libfuse hidden name stands for, if ``path`` is one."""
-        return None if path is None else self._hidden.get(path)
+    def forget(self, req: w.Request) -> None:
+        (n,) = w.FORGET_IN.unpack_from(req.args)
+        self.track.forget(req.nodeid, n)
 
-    def _opened(self, path: str, mode: str, flags: int) -> int:
-        raw = self.fs.open(path, mode, buffering=0)
+    def batch_forget(self, req: w.Request) -> None:
+        count, _ = w.BATCH_FORGET_IN.unpack_from(req.args)
+        for i in range(count):
+            node, n = w.FORGET_ONE.unpack_from(req.args, w.BATCH_FORGET_IN.size + i * 16)
+            self.track.forget(node, n)
+
+    def mknod(self, req: w.Request):
+        # FIFOs, devices and sockets (mkfifo, mknod, a unix socket's bind):
+        # the kernel does their I/O; the pool keeps the name and attributes.
+        # The device number comes as Linux's 32-bit encoding, which is
+        # os.makedev's for every number a pool keeps.
+        mode, rdev, _umask, _ = w.MKNOD_IN.unpack_from(req.args)
+        name = _name(w.split_names(req.args[w.MKNOD_IN.size :], 1)[0])
+        at = At(name, req.nodeid)
+        self.fs.mknod(at, mode, rdev)
+        return self._entry(req.nodeid, name, self.fs.lstat(at))
+
+    def mkdir(self, req: w.Request):
+        mode, _umask = w.MKDIR_IN.unpack_from(req.args)
+        name = _name(w.split_names(req.args[w.MKDIR_IN.size :], 1)[0])
+        at = At(name, req.nodeid)
+        self.fs.mkdir(at, mode)
+        return self._entry(req.nodeid, name, self.fs.lstat(at))
+
+    def symlink(self, req: w.Request):
+        name, target = (_name(n) for n in w.split_names(req.args, 2))
+        at = At(name, req.nodeid)
+        self.fs.symlink(target, at)
+        return self._entry(req.nodeid, name, self.fs.lstat(at))
+
+    def link(self, req: w.Request):
+        (old,) = w.LINK_IN.unpack_from(req.args)
+        name = _name(w.split_names(req.args[w.LINK_IN.size :], 1)[0])
+        at = At(name, req.nodeid)
+        self.fs.link(Ino(old), at)
+        return self._entry(req.nodeid, name, self.fs.lstat(at))
+
+    def unlink(self, req: w.Request):
+        name = _name(w.split_names(req.args, 1)[0])
+        self.fs.unlink(At(name, req.nodeid))
+        self.track.dropped(req.nodeid, name)
+        return ()
+
+    def rmdir(self, req: w.Request):
+        name = _name(w.split_names(req.args, 1)[0])
+        self.fs.rmdir(At(name, req.nodeid))
+        self.track.dropped(req.nodeid, name)
+        return ()
+
+    def rename(self, req: w.Request):
+        (newdir,) = w.RENAME_IN.unpack_from(req.args)
+        return self._rename(req, newdir, 0, req.args[w.RENAME_IN.size :])
+
+    def rename2(self, req: w.Request):
+        newdir, flags, _ = w.RENAME2_IN.unpack_from(req.args)
+        return self._rename(req, newdir, flags, req.args[w.RENAME2_IN.size :])
+
+    def _rename(self, req: w.Request, newdir: int, flags: int, names: memoryview):
+        old, new = (_name(n) for n in w.split_names(names, 2))
+        src, dst = At(old, req.nodeid), At(new, newdir)
+        if flags & RENAME_EXCHANGE or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise OSError(errno.EINVAL, "rename flags not supported")
+        fs = self.fs
+        if flags & RENAME_NOREPLACE:
+            # The existence check and the rename under one exclusive pool lock,
+            # so no one can create ``new`` in between.
+            with fs._locked(exclusive=True):
+                if fs.exists(dst) or fs.islink(dst):
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+                fs.rename(src, dst)
+        else:
+            fs.rename(src, dst)
+        self.track.dropped(req.nodeid, old)
+        self.track.dropped(newdir, new)
+        return ()
+
+    def readlink(self, req: w.Request):
+        return (self.fs.readlink(Ino(req.nodeid)).encode("utf-8", "surrogateescape"),)
+
+    # -- attributes --------------------------------------------------------------
+    def getattr(self, req: w.Request):
+        return self._attr(self._stat(req.nodeid))
+
+    def setattr(self, req: w.Request):
+        (valid, _, fh, size, _, atime, mtime, _, atimens, mtimens, _, mode, _, uid, gid, _) = (
+            w.SETATTR_IN.unpack_from(req.args)
+        )
+        fs, node = self.fs, Ino(req.nodeid)
+        if valid & w.FATTR_SIZE:
+            if valid & w.FATTR_FH and fh in self.files:
+                fs._truncate_ino(self.files[fh]._ino, size)
+            else:
+                fs.truncate(node, size)
+        if valid & (w.FATTR_UID | w.FATTR_GID):
+            fs.chown(
+                node,
+                uid if valid & w.FATTR_UID and uid != NO_ID else -1,
+                gid if valid & w.FATTR_GID and gid != NO_ID else -1,
+            )
+        if valid & w.FATTR_MODE:
+            fs.chmod(node, mode)
+        if valid & (w.FATTR_ATIME | w.FATTR_MTIME):
+            now = time.time_ns()
+            self._set_times(
+                req.nodeid,
+                _time(valid, w.FATTR_ATIME, w.FATTR_ATIME_NOW, atime, atimens, now),
+                _time(valid, w.FATTR_MTIME, w.FATTR_MTIME_NOW, mtime, mtimens, now),
+            )
+        return self._attr(self._stat(req.nodeid))
+
+    def _set_times(self, ino: int, atime: int | None, mtime: int | None) -> None:
+        """Set (atime, mtime) in ns, None leaving one as it is (UTIME_OMIT), and
+        ctime to now: one change on the inode itself (a symlink's own times
+        for lutimes)."""
+        fs = self.fs
+        with fs._change():
+            inode = fs._inode(fs._existing(Ino(ino)).ino)  # type: ignore[arg-type]
+            inode.atime = inode.atime if atime is None else atime
+            inode.mtime = inode.mtime if mtime is None else mtime
+            inode.ctime = time.time_ns()
+            fs._txn_dirty.add(inode.ino)
+
+    def statfs(self, req: w.Request):
+        v = self.fs.statvfs()
+        return (
+            w.STATFS_OUT.pack(
+                v.f_blocks, v.f_bfree, v.f_bavail, v.f_files, v.f_ffree,
+                v.f_bsize, v.f_namemax, v.f_frsize, 0,
+            ),
+        )  # fmt: skip
+
+    # -- files -------------------------------------------------------------------
+    def _opened(self, node: int, flags: int) -> int:
+        raw = self.fs.open(Ino(node), _open_mode(flags), buffering=0)
         try:
             if flags & os.O_TRUNC:  # even with O_RDONLY, as Linux does
                 self.fs._truncate_ino(raw._ino, 0)
@@ -226,301 +563,187 @@ class DaxOperations(mfusepy.Operations):
             raise
         return self._register(raw)
 
-    @fuse_errors
-    def open(self, path: str, flags: int) -> int:
-        return self._opened(path, _open_mode(flags), flags)
+    def open(self, req: w.Request):
+        flags, _ = w.OPEN_IN.unpack_from(req.args)
+        return (w.OPEN_OUT.pack(self._opened(req.nodeid, flags), 0, 0),)
 
-    @fuse_errors
-    def create(self, path: str, mode: int, flags: int) -> int:
+    def create(self, req: w.Request):
+        flags, mode, _umask, _ = w.CREATE_IN.unpack_from(req.args)
+        name = _name(w.split_names(req.args[w.CREATE_IN.size :], 1)[0])
+        at = At(name, req.nodeid)
         try:
-            raw = self.fs.open(path, "x+b", buffering=0)
+            ino = self.fs._create_with(at, b"", stat.S_IMODE(mode))
+            fh = self._opened(ino, flags & ~os.O_TRUNC)
         except FileExistsError:
-            # Someone created it since the kernel's lookup: plain open, as open(2).
+            # Someone made it since the kernel's lookup: plain open, as open(2).
             if flags & os.O_EXCL:
                 raise
-            return self._opened(path, "r+b", flags)
-        fh = self._register(raw)
-        self.fs.chmod(path, stat.S_IMODE(mode))
-        return fh
+            fh = self._opened(self.fs.lstat(at).st_ino, flags)
+        st = self._stat(self.files[fh]._ino)
+        return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, 0, 0))
 
-    @fuse_errors
-    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
-        return self.fs._pread(self._ino(fh), offset, size)
+    def read(self, req: w.Request):
+        fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
+        return (self.fs._pread(self._file(fh)._ino, off, size),)
 
-    @fuse_errors
-    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
-        self.fs._pwrite(self._ino(fh), offset, memoryview(data))
-        return len(data)
+    def write(self, req: w.Request):
+        fh, off, size, *_ = w.WRITE_IN.unpack_from(req.args)
+        data = req.args[w.WRITE_IN.size : w.WRITE_IN.size + size]
+        self.fs._pwrite(self._file(fh)._ino, off, data)
+        return (w.WRITE_OUT.pack(size, 0),)
 
-    @fuse_errors
-    def flush(self, path: str | None, fh: int) -> int:
+    def flush(self, req: w.Request):
         # Every close(2) of a descriptor: make its writes and times durable,
         # as closing a daxfs file does.
-        self.fs._flush_ino(self._ino(fh))
-        return 0
+        (fh, *_) = w.FLUSH_IN.unpack_from(req.args)
+        self.fs._flush_ino(self._file(fh)._ino)
+        return ()
 
-    @fuse_errors
-    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-        self.fs._fsync_ino(self._ino(fh))  # (lazy mode: a group commit)
-        return 0
-
-    @fuse_errors
-    def release(self, path: str | None, fh: int) -> int:
-        with self._files_lock:
-            raw = self._files.pop(fh, None)
-            if raw is not None and all(f._ino != raw._ino for f in self._files.values()):
-                # The inode's last handle: its hidden alias (if any) dies with it.
-                for name in [n for n, ino in self._hidden.items() if ino == raw._ino]:
-                    del self._hidden[name]
+    def release(self, req: w.Request):
+        (fh, *_) = w.RELEASE_IN.unpack_from(req.args)
+        raw = self.files.pop(fh, None)
         if raw is not None:
             raw.close()  # unpins; frees the inode if it was an unlinked orphan
-        return 0
+        return ()
 
-    @fuse_errors
-    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
-        ino = self._ino(fh) if fh in self._files else self._hidden_ino(path)
-        if ino is not None:
-            self.fs._truncate_ino(ino, length)
-        else:
-            self.fs.truncate(path, length)
-        return 0
+    def fsync(self, req: w.Request):
+        (fh, *_) = w.FSYNC_IN.unpack_from(req.args)
+        self.fs._fsync_ino(self._file(fh)._ino)  # (lazy mode: a group commit)
+        return ()
 
-    @fuse_errors
-    def lseek(self, path: str | None, offset: int, whence: int, fh: int) -> int:
+    def fallocate(self, req: w.Request):
+        # daxfs fallocate is posix_fallocate (mode 0); glibc falls back to
+        # writing zeroes on EOPNOTSUPP.
+        fh, off, length, mode, _ = w.FALLOCATE_IN.unpack_from(req.args)
+        if mode != 0:
+            raise OSError(errno.EOPNOTSUPP, "fallocate mode not supported")
+        self.fs.fallocate(Ino(self._file(fh)._ino), off, length)
+        return ()
+
+    def lseek(self, req: w.Request):
         """SEEK_DATA and SEEK_HOLE from the extent map, so that cp, tar
         --sparse and rsync skip holes (a 2^62-byte file with no blocks is
         copied in an instant, not read as zeroes); the kernel answers the
         other whences itself."""
+        fh, off, whence, _ = w.LSEEK_IN.unpack_from(req.args)
         if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
-            raise mfusepy.FuseOSError(errno.EINVAL)
-        return self.fs._seek_data(self._ino(fh), offset, hole=whence == os.SEEK_HOLE)
+            raise OSError(errno.EINVAL, "lseek whence")
+        pos = self.fs._seek_data(self._file(fh)._ino, off, hole=whence == os.SEEK_HOLE)
+        return (w.LSEEK_OUT.pack(pos),)
 
-    @fuse_errors
-    def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
-        # daxfs fallocate is posix_fallocate (mode 0); glibc falls back to
-        # writing zeroes on EOPNOTSUPP.  It is by path, so an unlinked file
-        # cannot take it.
-        if mode != 0 or path is None or path in self._hidden:
-            raise mfusepy.FuseOSError(errno.EOPNOTSUPP)
-        self.fs.fallocate(path, offset, size)
-        return 0
+    # -- directories -------------------------------------------------------------
+    def opendir(self, req: w.Request):
+        fh = self._next_fh
+        self._next_fh += 1
+        self.listings[fh] = None  # (taken by the first readdir)
+        return (w.OPEN_OUT.pack(fh, 0, 0),)
 
-    # -- attributes --------------------------------------------------------
-    @fuse_errors
-    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
-        if fh in self._files:
-            attrs = stat_attrs(self._stat_ino(self._ino(fh)))
-        else:
-            attrs = stat_attrs(self._lstat(path))
-        if path is not None and path in self._hidden:
-            # libfuse takes one off st_nlink for a hidden node, counting its
-            # hidden name as a link; daxfs already unlinked that name, so
-            # give it back (else a file still linked elsewhere shows 0).
-            attrs["st_nlink"] += 1
-        return attrs
-
-    def _stat_ino(self, ino: int) -> os.stat_result:
+    def _take_listing(self, node: int) -> list[tuple[bytes, int, int]]:
+        """A directory's entries at one commit, "." and ".." first: readdir
+        calls resume by position in it, and one at position 0 (a first read,
+        or rewinddir) takes it again, as POSIX asks."""
         fs = self.fs
+        ino, entries = fs._listing(Ino(node))
+        parent = fs._query(fs._parent_of, ino)
+        listing = [(b".", ino, stat.S_IFDIR >> 12), (b"..", parent, stat.S_IFDIR >> 12)]
+        for e in entries:
+            listing.append(
+                (e.name.encode("utf-8", "surrogateescape"), e.inode(), e.type_bits() >> 12)
+            )
+        return listing
+
+    def readdir(self, req: w.Request):
+        fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
+        out, used = [], 0
+        for i, (name, ino, ftype) in enumerate(self._listing_of(req, fh, off)[off:], off + 1):
+            d = w.dirent_bytes(ino, i, name, ftype)
+            if used + len(d) > size:
+                break
+            out.append(d)
+            used += len(d)
+        return (b"".join(out),)
+
+    def readdirplus(self, req: w.Request):
+        """Entries with their attributes, each given to the kernel as a
+        lookup ("." and ".." as plain entries, node 0, as the protocol has
+        them)."""
+        fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
+        listing, parent = self._listing_of(req, fh, off), req.nodeid
+        out, used, fs = [], 0, self.fs
         with fs._locked(exclusive=False):
-            return fs._stat_result(fs._inode(ino))
+            for i, (name, ino, ftype) in enumerate(listing[off:], off + 1):
+                dirent = w.dirent_bytes(ino, i, name, ftype)
+                st = None
+                if name not in (b".", b".."):
+                    st = self._checked_stat(parent, name, ino, ftype)
+                entry = w.entry_bytes(ino if st else 0, st, ENTRY_TIMEOUT, ATTR_TIMEOUT)
+                if used + len(entry) + len(dirent) > size:
+                    break
+                out.append(entry)
+                out.append(dirent)
+                used += len(entry) + len(dirent)
+                if st is not None:
+                    self.track.gave(parent, _name(name), ino)
+        return (b"".join(out),)
 
-    def _lstat(self, path: str) -> os.stat_result:
-        ino = self._hidden_ino(path)
-        return self.fs.lstat(path) if ino is None else self._stat_ino(ino)
-
-    def _update_inode(self, path: str, update: Callable[[Any], None]) -> None:
-        """One atomic attribute change to the inode ``path`` names (a final
-        symlink itself, not its target) or that its hidden alias stands for."""
-        fs, ino = self.fs, self._hidden_ino(path)
-        with fs._change():
-            inode = fs._inode(ino if ino is not None else fs._existing(path, follow=False).ino)
-            update(inode)
-            inode.ctime = time.time_ns()
-            fs._txn_dirty.add(inode.ino)
-
-    @fuse_errors
-    def chmod(self, path: str, mode: int) -> int:
-        def set_mode(inode) -> None:
-            inode.mode = (inode.mode & ~0o7777) | (mode & 0o7777)
-
-        self._update_inode(path, set_mode)
-        return 0
-
-    @fuse_errors
-    def chown(self, path: str, uid: int, gid: int) -> int:
-        # (The kernel asks for the entry itself: a symlink's own owner.)
-        self.fs.lchown(path, -1 if uid == NO_ID else uid, -1 if gid == NO_ID else gid)
-        return 0
-
-    @fuse_errors
-    def utimens(self, path: str, times: tuple[int | None, int | None] | None = None) -> int:
-        """Set (atime, mtime) in ns; None leaves that time as it is (UTIME_OMIT).
-        Symlinks get their own times (the kernel asks this for lutimes)."""
-        now = time.time_ns()
-        atime, mtime = times if times is not None else (now, now)
-
-        def set_times(inode) -> None:
-            inode.atime = inode.atime if atime is None else atime
-            inode.mtime = inode.mtime if mtime is None else mtime
-
-        self._update_inode(path, set_times)
-        return 0
-
-    @fuse_errors
-    def statfs(self, path: str) -> dict[str, int]:
-        v = self.fs.statvfs()
-        return {
-            "f_bsize": v.f_bsize,
-            "f_frsize": v.f_frsize,
-            "f_blocks": v.f_blocks,
-            "f_bfree": v.f_bfree,
-            "f_bavail": v.f_bavail,
-            "f_files": v.f_files,
-            "f_ffree": v.f_ffree,
-            "f_favail": v.f_favail,
-            "f_namemax": v.f_namemax,
-        }
-
-    # -- namespace ---------------------------------------------------------
-    @fuse_errors
-    def readdir(self, path: str, fh: int) -> list:
-        # "." and ".." need their inode numbers: readdir(3) skips d_ino 0.
-        dots = [
-            (name, {"st_mode": stat.S_IFDIR, "st_ino": self.fs.lstat(where).st_ino}, 0)
-            for name, where in ((".", path), ("..", posixpath.dirname(path)))
-        ]
-        with self.fs.scandir(path) as entries:
-            listed = [(e.name, {"st_mode": _type_bits(e), "st_ino": e.inode()}, 0) for e in entries]
-        return dots + listed
-
-    @fuse_errors
-    def readlink(self, path: str) -> str:
-        return self.fs.readlink(path)
-
-    @fuse_errors
-    def mkdir(self, path: str, mode: int) -> int:
-        self.fs.mkdir(path, mode)
-        return 0
-
-    @fuse_errors
-    def mknod(self, path: str, mode: int, dev: int) -> int:
-        # FIFOs, devices and sockets (mkfifo, mknod, a unix socket's bind):
-        # the kernel does their I/O; the pool keeps the name and attributes.
-        self.fs.mknod(path, mode, dev)
-        return 0
-
-    @fuse_errors
-    def rmdir(self, path: str) -> int:
-        self.fs.rmdir(path)
-        return 0
-
-    @fuse_errors
-    def unlink(self, path: str) -> int:
-        with self._files_lock:
-            alias = self._hidden.pop(path, None)
-        if alias is None:  # a hidden alias's inode is an orphan already
-            self.fs.unlink(path)
-        return 0
-
-    @fuse_errors
-    def symlink(self, target: str, source: str) -> int:
-        # mfusepy's naming: ``target`` is the new link's path, ``source`` what it points to.
-        self.fs.symlink(source, target)
-        return 0
-
-    @fuse_errors
-    def link(self, target: str, source: str) -> int:
-        # ``target`` is the new name, ``source`` the existing file.
-        self.fs.link(source, target)
-        return 0
-
-    @fuse_errors
-    def rename(self, old: str, new: str, flags: int = 0) -> int:
-        if flags == 0 and self._hide(old, new):
-            return 0
-        if flags & RENAME_EXCHANGE or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
-            raise mfusepy.FuseOSError(errno.EINVAL)
-        if flags & RENAME_NOREPLACE:
-            # The existence check and the rename under one exclusive pool lock,
-            # so no one can create ``new`` in between.
-            with self.fs._locked(exclusive=True):
-                if self.fs.exists(new) or self.fs.islink(new):
-                    raise mfusepy.FuseOSError(errno.EEXIST)
-                self.fs.rename(old, new)
-            return 0
-        self.fs.rename(old, new)
-        return 0
-
-    def _hide(self, old: str, new: str) -> bool:
-        """libfuse hiding an open file it was asked to unlink: unlink it in
-        daxfs (the open handles keep the orphan) and alias the hidden name to
-        its inode.  False when this is an ordinary rename."""
-        if not HIDDEN_NAME.match(posixpath.basename(new)):
-            return False
+    def _checked_stat(self, parent: int, name: bytes, ino: int, ftype: int):
+        """The attributes of a listed entry, checked as a lookup checks it;
+        None for an entry whose inode is damaged (it goes as a plain
+        entry: the kernel's lookup of it then meets the damage) or gone
+        since the listing was taken."""
         fs = self.fs
-        with fs._locked(exclusive=True):  # no change by anyone between the checks and the unlink
-            st = fs.lstat(old)
-            if stat.S_ISDIR(st.st_mode) or st.st_ino not in self._open_inos() or fs.islink(new):
-                return False
-            if fs.exists(new):
-                return False
-            fs.unlink(old)
-        with self._files_lock:
-            self._hidden[new] = st.st_ino
-        return True
+        if not fs.inodes.valid_ino(ino) or fs.inodes.is_free(ino):
+            return None
+        try:
+            fs._check_entry(parent, _name(name), ino, ftype)
+            return fs._stat_result(fs._inode(ino))
+        except CorruptionError:
+            return None
+
+    def _listing_of(self, req: w.Request, fh: int, off: int) -> list[tuple[bytes, int, int]]:
+        if fh not in self.listings:
+            raise OSError(errno.EBADF, "no such FUSE directory handle")
+        listing = self.listings[fh]
+        if listing is None or off == 0:
+            listing = self.listings[fh] = self._take_listing(req.nodeid)
+        return listing
+
+    def releasedir(self, req: w.Request):
+        (fh, *_) = w.RELEASE_IN.unpack_from(req.args)
+        self.listings.pop(fh, None)
+        return ()
+
+    def fsyncdir(self, req: w.Request):
+        self.fs._commit_now()  # (lazy mode: names made durable by a group commit)
+        return ()
 
 
-def _time_ns(ts) -> int | None:
-    """A timespec from libfuse as ns; UTIME_NOW is now, UTIME_OMIT is None."""
-    if ts.tv_nsec == UTIME_OMIT:
+def _time(valid: int, bit: int, now_bit: int, sec: int, nsec: int, now: int) -> int | None:
+    """One time of a setattr in ns: None if not asked, now for UTIME_NOW."""
+    if not valid & bit:
         return None
-    if ts.tv_nsec == UTIME_NOW:
-        return time.time_ns()
-    return ts.tv_sec * 10**9 + ts.tv_nsec
+    if valid & now_bit:
+        return now
+    if sec >= 1 << 63:  # (a time before 1970 comes as a 64-bit two's complement)
+        sec -= 1 << 64
+    return sec * 10**9 + nsec
 
 
-class DaxFUSE(mfusepy.FUSE):
-    """mfusepy's FUSE keeping what its libfuse 3 callbacks drop (see the module
-    docstring).  Like FUSE, constructing it runs the session."""
-
-    def _path(self, path: bytes | None) -> str | None:
-        return None if path is None else path.decode(self.encoding, self.errors)
-
-    def truncate_fuse_3(self, path, length, fip) -> int:
-        fh = fip.contents.fh if fip else None
-        return self.operations.truncate(self._path(path), length, fh)
-
-    def rename_fuse_3(self, old, new, flags) -> int:
-        return self.operations.rename(self._path(old), self._path(new), flags)
-
-    def lseek_fuse_3(self, path, offset, whence, fip) -> int:
-        # mfusepy 3.1 has the libfuse slot but no wrapper for it.
-        return self.operations.lseek(self._path(path), offset, whence, fip.contents.fh)
-
-    def utimens_fuse_3(self, path, buf, fip) -> int:
-        times = None
-        if buf:
-            times = (_time_ns(buf.contents.actime), _time_ns(buf.contents.modtime))
-        return self.operations.utimens(self._path(path), times)
+class StopServing(Exception):
+    """A stop signal came while the server waited for a request."""
 
 
 class MountError(RuntimeError):
-    """libfuse could not mount (it prints its own reason on stderr)."""
+    """The mount could not be made (the reason is in the message)."""
 
 
 def _escape_option(value: str) -> str:
-    """A value inside libfuse's comma-separated -o list."""
+    """A value inside the comma-separated -o list (fusermount3 takes a
+    backslash before a comma)."""
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
-def request_owner() -> tuple[int, int]:
-    """The (uid, gid) of the process whose request is being served; the
-    server's own outside a request."""
-    try:
-        uid, gid, _pid = mfusepy.fuse_get_context()
-    except ValueError:  # (no request: a NULL context)
-        return process_owner()
-    return uid, gid
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def serve(
@@ -531,41 +754,59 @@ def serve(
     readonly: bool,
     pool_name: str,
     allow_other: bool = False,
-) -> DaxOperations:
+) -> Server:
     """Mount ``fs`` at ``mountpoint`` and serve it until unmounted.  Without
-    ``foreground`` libfuse forks once the mount exists: the parent exits
-    (status 0) and the child serves.  ``allow_other``: users other than the
-    one mounting may use it, and the kernel checks everyone's permissions
-    on the modes and owners getattr reports (default_permissions).
-    Returns the operations object (its ``started`` tells whether the kernel
-    ever connected); raises MountError when the mount could not be made."""
-    ops = DaxOperations(fs)
+    ``foreground`` the process forks once the mount exists: the parent
+    exits (status 0) and the child serves.  ``allow_other``: users other
+    than the one mounting may use it, and the kernel checks everyone's
+    permissions on the modes and owners getattr reports
+    (default_permissions).  Returns the server (its ``started`` tells
+    whether the kernel ever connected); raises MountError when the mount
+    could not be made."""
     if not fs.readonly and readonly:
         raise ValueError("a read-only FUSE mount needs a read-only FileSystem")
-    options: dict[str, Any] = {
-        "fsname": "daxfs:" + _escape_option(pool_name),
-        "subtype": "daxfs",
-        "foreground": foreground,
-        # Explicit: libfuse 3.14 warns about its own default for idle threads.
-        "max_threads": MAX_THREADS,
-        "max_idle_threads": MAX_THREADS,
-    }
+    options = ["fsname=daxfs:" + _escape_option(pool_name), "subtype=daxfs", "nosuid", "nodev"]
     if readonly:
-        options["ro"] = True  # the kernel itself answers EROFS
+        options.append("ro")  # the kernel itself answers EROFS
     if allow_other:
-        options["allow_other"] = True
-        # The kernel checks permissions as for a local file system (read,
-        # write, search, sticky directories, chmod, chown and utime by
-        # non-owners) on what getattr reports, fresh each time (attribute
-        # caching is off).  Only here: it asks for every component of
-        # every path, so a 1,500-level tree costs O(depth^2) requests
-        # (cp -r of one: 3 s without, over 3 minutes with).
-        options["default_permissions"] = True
+        options += ["allow_other", "default_permissions"]
     try:
-        DaxFUSE(ops, mountpoint, **options)
-    except RuntimeError as e:
-        # libfuse reports a session ended by a signal with a non-zero status
-        # too; only a session that never started is a failure to mount.
-        if not ops.started:
-            raise MountError(f"FUSE mount failed (libfuse status {e})") from None
-    return ops
+        fd = w.mount(mountpoint, options)
+    except w.MountFailed as e:
+        raise MountError(str(e)) from None
+    channel = w.Channel(fd, MAX_WRITE)
+    server = Server(fs, channel)
+    try:
+        if not foreground:
+            _daemonize()
+        server.init()
+        previous = {s: signal.signal(s, lambda *_: server.ask_stop()) for s in STOP_SIGNALS}
+        try:
+            server.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    finally:
+        channel.close()
+        w.unmount(mountpoint)
+    return server
+
+
+def _daemonize() -> None:
+    """Fork: the parent exits with status 0 once the child runs, as libfuse's
+    fuse_daemonize does; the child leaves the terminal and its directory
+    and sends its output to /dev/null."""
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os._exit(0)
+    os.close(ready_r)
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.write(ready_w, b"x")
+    os.close(ready_w)

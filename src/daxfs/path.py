@@ -18,6 +18,14 @@ a pool has no working directory).  Resolution follows Linux's namei:
 
 Resolution needs only the answers of the layer above: lookup(dir, name),
 the target of a symlink and a directory's parent.
+
+A server that names files as the kernel does, by inode (fuse.py), passes
+two other kinds of path, which the API itself never makes: ``At(name,
+dir)``, one name in the directory with that inode number (a *at() call
+with a directory descriptor), and ``Ino(ino)``, the inode itself (an
+f*() call on an open descriptor: nothing is followed, and an unlinked
+inode still held open is reached).  Both are strings, so every call and
+message takes them as it takes a path.
 """
 
 from __future__ import annotations
@@ -42,6 +50,28 @@ def oserror(code: int, path: object = None, path2: object = None) -> OSError:
     if path is not None:
         return OSError(code, os.strerror(code), path)
     return OSError(code, os.strerror(code))
+
+
+class At(str):
+    """The name ``name`` in directory ``dir`` (an inode number)."""
+
+    dir: int
+
+    def __new__(cls, name: str, dir: int) -> At:
+        self = super().__new__(cls, name)
+        self.dir = dir
+        return self
+
+
+class Ino(str):
+    """Inode ``ino`` itself, whatever names it (its text is for messages)."""
+
+    ino: int
+
+    def __new__(cls, ino: int) -> Ino:
+        self = super().__new__(cls, f"<inode {ino}>")
+        self.ino = ino
+        return self
 
 
 def to_str(path: object) -> str:

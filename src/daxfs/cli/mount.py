@@ -4,14 +4,14 @@
     daxfs mount -f pool.img /mnt/dax     # serves in the foreground; Ctrl-C unmounts
     fusermount3 -u /mnt/dax              # unmounts (either way)
 
-Without --foreground, libfuse forks after the kernel mount exists: the
+Without --foreground, the command forks after the kernel mount exists: the
 command returns (status 0) with the mount ready, and the child serves it,
 with its output sent to /dev/null.  SIGINT, SIGTERM, SIGHUP and
 ``fusermount3 -u`` end the session; the pool is then unmounted the daxfs
 way (synced, journal checkpointed), so ``daxfs fsck`` finds it clean.
 
 The checks that can be made before mounting are, so a missing mount point,
-an unusable /dev/fuse, a missing libfuse or a bad pool is one ``daxfs:``
+an unusable /dev/fuse, a missing fusermount3 or a bad pool is one ``daxfs:``
 line and status 1.  FUSE reads copy; zero-copy access is ``fs.map`` in the
 Python API.
 """
@@ -26,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from .. import fuse
 from ..fs import TAILS
 from .common import CliError, PoolArg, command, mounted
 
@@ -35,7 +36,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def check_mountpoint(mountpoint: Path) -> str:
-    """The mount point as an absolute path (libfuse changes directory to /)."""
+    """The mount point as an absolute path (the serving child changes directory to /)."""
     if not mountpoint.exists():
         raise CliError(f"{mountpoint}: mount point does not exist")
     if not mountpoint.is_dir():
@@ -44,7 +45,8 @@ def check_mountpoint(mountpoint: Path) -> str:
 
 
 def check_fuse_device() -> None:
-    """FUSE needs the device, and fusermount3 for anyone but root."""
+    """FUSE needs the device, and fusermount3 to mount (daxfs serves the
+    protocol itself: fuse.py, fusewire.py)."""
     if not os.path.exists(FUSE_DEVICE):
         raise CliError(
             f"cannot mount: {FUSE_DEVICE} does not exist (FUSE is unavailable here: "
@@ -52,20 +54,8 @@ def check_fuse_device() -> None:
         )
     if not os.access(FUSE_DEVICE, os.R_OK | os.W_OK):
         raise CliError(f"cannot mount: no permission to use {FUSE_DEVICE}")
-    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+    if shutil.which("fusermount3") is None:
         raise CliError("cannot mount: fusermount3 not found (install the fuse3 package)")
-
-
-def load_fuse_layer():
-    """daxfs.fuse, imported only here: mfusepy loads libfuse3 when imported."""
-    try:
-        from .. import fuse
-    except (ImportError, OSError, AttributeError) as e:
-        raise CliError(
-            f"cannot mount: libfuse3 or mfusepy is unusable ({e}); "
-            "install the fuse3 package and daxfs[fuse]"
-        ) from None
-    return fuse
 
 
 def parse_mount_options(text: str | None) -> dict[str, object]:
@@ -155,7 +145,6 @@ def mount_cmd(
     if allow_other:
         check_allow_other()
     check_fuse_device()
-    fuse = load_fuse_layer()
     pool_abs = os.path.abspath(pool)
     with mounted(pool_abs, readonly=readonly, **opts) as fs:
         try:
