@@ -964,6 +964,84 @@ def test_changes_through_the_python_api_show_at_once(mnt):
     assert pool_read(mnt.pool, "/shared.txt") == b"one two three"
 
 
+def _api_child(pool: str, code: str) -> None:
+    """Run ``code`` with ``fs`` mounted on ``pool`` in another process (a user
+    of the pool beside the server, as the Python API would be)."""
+    src = f"import daxfs\nwith daxfs.mount({pool!r}) as fs:\n" + textwrap.indent(code, "    ")
+    subprocess.run([sys.executable, "-c", src], check=True, timeout=60)
+
+
+@needs_fuse
+def test_what_the_kernel_cached_is_dropped_when_another_process_changes_it(mnt):
+    """The kernel caches names and attributes now; a request that reaches
+    the server (here readdir) catches up with another process's commits
+    and drops what they changed before it is answered."""
+    (mnt / "d").mkdir()
+    for name in ("a", "b", "gone", "moved"):
+        (mnt / "d" / name).write_bytes(b"x")
+    os.link(mnt / "d" / "a", mnt / "d" / "a2")
+    before = {n: os.stat(mnt / "d" / n) for n in ("a", "b", "gone", "moved")}  # now cached
+    assert before["a"].st_nlink == 2
+    _api_child(
+        mnt.pool,
+        """
+fs.chmod("/d/a", 0o600)
+fs.unlink("/d/a2")
+with fs.open("/d/b", "ab") as f:
+    f.write(b"yz")
+fs.unlink("/d/gone")
+fs.rename("/d/moved", "/d/there")
+with fs.open("/d/gone", "wb") as f:  # the name again, for another inode
+    f.write(b"new one")
+""",
+    )
+    assert sorted(os.listdir(mnt / "d")) == ["a", "b", "gone", "there"]
+    a = os.stat(mnt / "d" / "a")
+    assert (stat.S_IMODE(a.st_mode), a.st_nlink) == (0o600, 1)
+    assert os.stat(mnt / "d" / "b").st_size == 3
+    assert (mnt / "d" / "b").read_bytes() == b"xyz"
+    # (The new file may take the freed inode's number: then the kernel's
+    # inode of that number must show the new file's size and bytes.)
+    assert os.stat(mnt / "d" / "gone").st_size == 7
+    assert (mnt / "d" / "gone").read_bytes() == b"new one"
+    assert not os.path.lexists(mnt / "d" / "moved")
+    assert os.stat(mnt / "d" / "there").st_ino == before["moved"].st_ino
+
+
+@needs_fuse
+def test_the_watcher_drops_stale_attributes_and_names_with_no_request(mnt):
+    """With no request to catch up on, the server's watcher does (every few
+    ms): a cached size and a cached name another process changed go stale
+    in the kernel well before their timeout (1 s) would end them."""
+    from daxfs.fuse import ATTR_TIMEOUT, ENTRY_TIMEOUT
+
+    (mnt / "f").write_bytes(b"1")
+    (mnt / "old").write_bytes(b"x")
+    assert os.stat(mnt / "f").st_size == 1 and os.path.exists(mnt / "old")  # cached
+    _api_child(mnt.pool, 'fs.truncate("/f", 5)\nfs.rename("/old", "/new")\n')
+    start = time.monotonic()
+    assert wait_until(lambda: os.stat(mnt / "f").st_size == 5, timeout=5)
+    assert wait_until(lambda: not os.path.exists(mnt / "old"), timeout=5)
+    took = time.monotonic() - start
+    assert took < min(ATTR_TIMEOUT, ENTRY_TIMEOUT) / 2, f"stale for {took:.3f} s"
+
+
+@needs_fuse
+def test_pages_cached_at_one_open_are_dropped_after_another_process_writes(mnt):
+    """Close-to-open: the kernel keeps a file's pages from one open to the
+    next, unless another process's commit changed the file between.  Two
+    things each give it (checked by turning each off): the server's
+    refusal to keep pages at that open, and the kernel's own dropping of
+    them when the mtime it refreshes has moved (FUSE_AUTO_INVAL_DATA)."""
+    f = mnt / "f"
+    f.write_bytes(b"a" * 10_000)
+    assert f.read_bytes() == b"a" * 10_000  # the pages are cached now
+    _api_child(mnt.pool, 'with fs.open("/f", "r+b") as f:\n    f.write(b"B" * 5000)\n')
+    assert f.read_bytes() == b"B" * 5000 + b"a" * 5000
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+
+
 @needs_fuse
 def test_fallocate_extends_with_zeroes(mnt):
     path = mnt / "pre.bin"

@@ -167,12 +167,13 @@ class Server:
         self._next_fh = 1
         self.track = Tracker()
         # Stale in the kernel, found by catching up: inodes whose attributes
-        # to drop (before the next reply) and directories whose names the
-        # watcher checks; ``everything`` after a full rebuild.
+        # to drop (before the next reply), directories whose names the
+        # watcher checks, and inodes whose cached pages the kernel must not
+        # keep at their next open.
         self._stale_lock = threading.Lock()
         self._stale_inodes: set[int] = set()
         self._stale_dirs: set[int] = set()
-        self._everything = False
+        self._stale_data: set[int] = set()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.started = False  # set once the kernel has spoken to us (FUSE_INIT)
@@ -315,27 +316,40 @@ class Server:
     # -- others' changes: what the kernel must drop --------------------------
     def _foreign_change(self, inodes: set[int] | None, dirs: set[int] | None) -> None:
         """FileSystem.on_foreign_change: note what went stale (called with
-        the pool locked, by whichever thread caught up)."""
+        the pool locked, by whichever thread caught up).  After a full
+        rebuild (None), whatever the kernel holds may be."""
         with self._stale_lock:
             if inodes is None or dirs is None:
-                self._everything = True
-            else:
-                self._stale_inodes |= inodes
-                self._stale_dirs |= dirs
+                inodes, dirs = set(self.track.all_nodes()), set(self.track.names)
+            self._stale_inodes |= inodes
+            self._stale_dirs |= dirs
+            self._stale_data.update(self.track.known(inodes))  # (only those can have pages)
         self._wake.set()
 
     def _drop_stale_attrs(self) -> None:
         """Tell the kernel to drop the attributes of the inodes others
         changed (attributes only: that never waits on anything, so it is
         safe before a reply)."""
-        if not self._stale_inodes and not self._everything:
+        if not self._stale_inodes:
             return
         with self._stale_lock:
             inodes, self._stale_inodes = self._stale_inodes, set()
-            if self._everything:
-                inodes = set(self.track.all_nodes())
         for node in self.track.known(inodes):
             self._notify(self.ch.inval_inode, node, False)
+
+    def _keep_pages(self, ino: int) -> bool:
+        """May the kernel keep the pages it cached of ``ino`` at this open?
+        Not when another process's commit wrote its inode (its size, blocks
+        or mtime) since the last open: then the open drops them, as every
+        open did before caching (the kernel drops them itself, in the
+        opener's context: a notification from here could wait on a page
+        a queued read holds).  So a close by another process is seen by
+        the next open, as NFS promises (close-to-open)."""
+        with self._stale_lock:
+            if ino in self._stale_data:
+                self._stale_data.discard(ino)
+                return False
+        return True
 
     def _watch(self) -> None:
         """Catch up when no request comes; drop names others changed."""
@@ -358,9 +372,6 @@ class Server:
     def _drop_stale_names(self) -> None:
         with self._stale_lock:
             dirs, self._stale_dirs = self._stale_dirs, set()
-            everything, self._everything = self._everything, False
-        if everything:
-            dirs = set(self.track.names)
         given = self.track.names_in(dirs)
         if not given:
             return
@@ -565,7 +576,11 @@ class Server:
 
     def open(self, req: w.Request):
         flags, _ = w.OPEN_IN.unpack_from(req.args)
-        return (w.OPEN_OUT.pack(self._opened(req.nodeid, flags), 0, 0),)
+        fh = self._opened(req.nodeid, flags)  # (caught up: _stale_data is current)
+        how = w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0
+        if not self.files[fh]._writable:
+            how |= w.FOPEN_NOFLUSH  # (nothing to flush: one request fewer per close)
+        return (w.OPEN_OUT.pack(fh, how, 0),)
 
     def create(self, req: w.Request):
         flags, mode, _umask, _ = w.CREATE_IN.unpack_from(req.args)
@@ -594,9 +609,11 @@ class Server:
 
     def flush(self, req: w.Request):
         # Every close(2) of a descriptor: make its writes and times durable,
-        # as closing a daxfs file does.
+        # as closing a daxfs file does (a read-only one wrote nothing).
         (fh, *_) = w.FLUSH_IN.unpack_from(req.args)
-        self.fs._flush_ino(self._file(fh)._ino)
+        raw = self._file(fh)
+        if raw._writable:
+            self.fs._flush_ino(raw._ino)
         return ()
 
     def release(self, req: w.Request):
