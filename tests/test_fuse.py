@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import posixpath
 import random
 import shutil
 import signal
@@ -1038,6 +1039,171 @@ def test_pages_cached_at_one_open_are_dropped_after_another_process_writes(mnt):
     assert f.read_bytes() == b"a" * 10_000  # the pages are cached now
     _api_child(mnt.pool, 'with fs.open("/f", "r+b") as f:\n    f.write(b"B" * 5000)\n')
     assert f.read_bytes() == b"B" * 5000 + b"a" * 5000
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+
+
+def api_snapshot(fs, top: str = "/") -> dict[str, tuple]:
+    """``snapshot`` of a pool as the Python API sees it."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirs, files in fs.walk(top):
+        for name in dirs + files:
+            full = posixpath.join(dirpath, name)
+            rel = posixpath.relpath(full, top)
+            st_ = fs.lstat(full)
+            if stat.S_ISLNK(st_.st_mode):
+                out[rel] = ("link", fs.readlink(full))
+            elif stat.S_ISDIR(st_.st_mode):
+                out[rel] = ("dir", st_.st_nlink, stat.S_IMODE(st_.st_mode))
+            else:
+                with fs.open(full, "rb") as f:
+                    out[rel] = ("file", st_.st_nlink, st_.st_size, f.read())
+    return out
+
+
+class MountFollowsAnotherProcess(RuleBasedStateMachine):
+    """Calls made now through the mount, now by another user of the pool
+    (a FileSystem of this process: to the server, another process); after
+    each, the mount shows what the API shows.  The check walks the mount
+    (os.walk: each directory listed, so each step reaches the server, which
+    catches up first) and reads every file (each open reaches it too),
+    while names, attributes and pages the kernel cached before the step
+    are still in its caches."""
+
+    mnt: str = ""
+    fs = None
+
+    def __init__(self):
+        super().__init__()
+        empty_dir(self.mnt)
+
+    def act(self, through_mount: bool, mount_call, api_call) -> None:
+        with contextlib.suppress(OSError):
+            if through_mount:
+                mount_call(lambda name: os.path.join(self.mnt, name))
+            else:
+                api_call(lambda name: "/" + name)
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES), data=DATA, offset=OFFSETS)
+    def pwrite(self, via, name, data, offset):
+        def by_os(p):
+            fd = os.open(p(name), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+
+        def by_api(p):
+            try:
+                f = self.fs.open(p(name), "r+b")
+            except FileNotFoundError:
+                f = self.fs.open(p(name), "xb")
+            with f:
+                f.seek(offset)
+                f.write(data)
+
+        self.act(via, by_os, by_api)
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES), size=OFFSETS)
+    def truncate(self, via, name, size):
+        self.act(
+            via,
+            lambda p: os.truncate(p(name), size),
+            lambda p: self.fs.truncate(p(name), size),
+        )
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES))
+    def unlink(self, via, name):
+        self.act(via, lambda p: os.unlink(p(name)), lambda p: self.fs.unlink(p(name)))
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES))
+    def mkdir(self, via, name):
+        self.act(via, lambda p: os.mkdir(p(name)), lambda p: self.fs.mkdir(p(name)))
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES))
+    def rmdir(self, via, name):
+        self.act(via, lambda p: os.rmdir(p(name)), lambda p: self.fs.rmdir(p(name)))
+
+    @rule(via=st.booleans(), src=st.sampled_from(NAMES), dst=st.sampled_from(NAMES))
+    def rename(self, via, src, dst):
+        self.act(
+            via,
+            lambda p: os.rename(p(src), p(dst)),
+            lambda p: self.fs.rename(p(src), p(dst)),
+        )
+
+    @rule(via=st.booleans(), src=st.sampled_from(NAMES), dst=st.sampled_from(NAMES))
+    def link(self, via, src, dst):
+        self.act(via, lambda p: os.link(p(src), p(dst)), lambda p: self.fs.link(p(src), p(dst)))
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES), mode=st.sampled_from((0o600, 0o755)))
+    def chmod(self, via, name, mode):
+        self.act(
+            via,
+            lambda p: os.chmod(p(name), mode),
+            lambda p: self.fs.chmod(p(name), mode),
+        )
+
+    @rule(via=st.booleans(), name=st.sampled_from(NAMES), to=st.sampled_from(NAMES))
+    def symlink(self, via, name, to):
+        self.act(
+            via,
+            lambda p: os.symlink(to, p(name)),
+            lambda p: self.fs.symlink(to, p(name)),
+        )
+
+    @invariant()
+    def the_mount_shows_what_the_api_shows(self):
+        # First each name on its own, through what the kernel cached (no
+        # listing refreshes it): right once the server's watcher has
+        # dropped what the step made stale, in milliseconds, well before
+        # the cache's own timeout would.
+        deadline = time.monotonic() + STALE_AT_MOST
+        while (seen := self.names_seen()) != self.names_kept() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert seen == self.names_kept()
+        assert snapshot(self.mnt) == api_snapshot(self.fs)
+
+    def names_seen(self) -> dict[str, object]:
+        return {n: _entry_view(os.lstat, os.path.join(self.mnt, n)) for n in NAMES}
+
+    def names_kept(self) -> dict[str, object]:
+        return {n: _entry_view(self.fs.lstat, "/" + n) for n in NAMES}
+
+
+# How long a name or attribute another process changed may stay stale in the
+# kernel's cache: half its timeout (the watcher looks every 5 ms).
+STALE_AT_MOST = 0.5
+
+
+def _entry_view(lstat, path: str) -> object:
+    """What lstat says that both views must agree on (times aside), or the errno."""
+    try:
+        s = lstat(path)
+    except OSError as e:
+        return e.errno
+    return (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), s.st_nlink, s.st_ino,
+            s.st_size if not stat.S_ISDIR(s.st_mode) else None)  # fmt: skip
+
+
+def empty_dir(root: str) -> None:
+    for name in os.listdir(root):
+        p = os.path.join(root, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+
+
+@needs_fuse
+def test_the_mount_follows_another_process_step_by_step(mnt):
+    with daxfs.mount(mnt.pool) as fs:
+        MountFollowsAnotherProcess.mnt, MountFollowsAnotherProcess.fs = str(mnt.path), fs
+        examples = max(10, settings.default.max_examples // 4)
+        run_state_machine_as_test(
+            MountFollowsAnotherProcess,
+            settings=settings(max_examples=examples, stateful_step_count=25, deadline=None),
+        )
     assert mnt.stop() == 0
     assert_clean(mnt.pool)
 
