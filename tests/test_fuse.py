@@ -706,6 +706,48 @@ def test_stop_signal_unmounts_and_leaves_a_clean_pool(mnt, signum):
     assert pool_read(mnt.pool, "/open.txt") == b"written before the signal"
 
 
+@needs_fuse
+def test_a_server_killed_mid_extraction_leaves_only_whole_prefixes(mnt, tmp_path):
+    """SIGKILL of the server while tar writes through it: the mount is
+    dead (the kernel answers ENOTCONN) until unmounted, and the pool, once
+    recovered, holds for each file that has a name some prefix of what tar
+    was writing: every write the server committed, none of anyone's
+    garbage, and a check with no error."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(7)
+    want = {}
+    for i in range(300):
+        data = rng.randbytes(rng.randrange(0, 40_000))
+        (src / f"f{i:03d}").write_bytes(data)
+        want[f"/src/f{i:03d}"] = data
+    archive = tmp_path / "a.tar"
+    run("tar", "-cf", archive, "-C", tmp_path, "src")
+    tar = subprocess.Popen(
+        ["tar", "-xf", str(archive), "-C", str(mnt.path)], stderr=subprocess.DEVNULL
+    )
+    # Killed once a random number of files exist (through the mount).
+    made = random.Random().randrange(10, 200)
+    assert wait_until(
+        lambda: os.path.isdir(mnt / "src") and len(os.listdir(mnt / "src")) >= made, timeout=60
+    )
+    mnt.proc.kill()
+    mnt.proc.wait()
+    tar.wait(timeout=60)
+    with pytest.raises(OSError) as info:
+        os.listdir(mnt.path)
+    assert info.value.errno == errno.ENOTCONN
+    unmount(mnt.path)
+    report = daxfs.check(mnt.pool)
+    assert report.ok and not report.errors, report
+    with daxfs.mount(mnt.pool, readonly=True) as fs:
+        names = fs.listdir("/src")
+        assert len(names) >= made
+        for name in names:
+            got = fs.open(f"/src/{name}", "rb").read()
+            assert want[f"/src/{name}"].startswith(got), name
+
+
 def daemons_serving(mountpoint: Path) -> list[int]:
     """Pids of background ``daxfs mount`` processes for this mount point."""
     pids = []
