@@ -831,20 +831,22 @@ def _outcome(action):
         return False, e.errno
 
 
-def snapshot(root: str) -> dict[str, tuple]:
-    """Everything comparable under root: kind, size, bytes, link target, links."""
+def snapshot(root: str, via=os) -> dict[str, tuple]:
+    """Everything comparable under root: kind, size, bytes, link target,
+    links.  ``via``: os, or a daxfs FileSystem (what the API sees)."""
+    opener = open if via is os else via.open
     out: dict[str, tuple] = {}
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, dirs, files in via.walk(root):
         for name in dirs + files:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            st_ = os.lstat(full)
+            full = posixpath.join(dirpath, name)
+            rel = posixpath.relpath(full, root)
+            st_ = via.lstat(full)
             if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("link", os.readlink(full))
+                out[rel] = ("link", via.readlink(full))
             elif stat.S_ISDIR(st_.st_mode):
                 out[rel] = ("dir", st_.st_nlink, stat.S_IMODE(st_.st_mode))
             else:
-                with open(full, "rb") as f:
+                with opener(full, "rb") as f:
                     out[rel] = ("file", st_.st_nlink, st_.st_size, f.read())
     return out
 
@@ -974,16 +976,20 @@ class MountMatchesDirectory(RuleBasedStateMachine):
             assert os.pread(fds[0], sizes, 0) == os.pread(fds[1], sizes, 0)
 
 
+def run_over_the_mount(machine, steps: int) -> None:
+    """Run a state machine whose every call is a FUSE round trip: a quarter
+    of the profile's examples (50 by default, 500 with
+    HYPOTHESIS_PROFILE=long)."""
+    examples = max(10, settings.default.max_examples // 4)
+    run_state_machine_as_test(
+        machine, settings=settings(max_examples=examples, stateful_step_count=steps, deadline=None)
+    )
+
+
 @needs_fuse
 def test_mount_behaves_like_a_real_directory(mnt, shm_dir):
     MountMatchesDirectory.roots = (str(mnt.path), shm_dir)
-    # Every call is a FUSE round trip: a quarter of the profile's examples
-    # (50 by default, 500 with HYPOTHESIS_PROFILE=long).
-    examples = max(10, settings.default.max_examples // 4)
-    run_state_machine_as_test(
-        MountMatchesDirectory,
-        settings=settings(max_examples=examples, stateful_step_count=30, deadline=None),
-    )
+    run_over_the_mount(MountMatchesDirectory, steps=30)
     assert mnt.stop() == 0
     assert_clean(mnt.pool)
 
@@ -1083,24 +1089,6 @@ def test_pages_cached_at_one_open_are_dropped_after_another_process_writes(mnt):
     assert f.read_bytes() == b"B" * 5000 + b"a" * 5000
     assert mnt.stop() == 0
     assert_clean(mnt.pool)
-
-
-def api_snapshot(fs, top: str = "/") -> dict[str, tuple]:
-    """``snapshot`` of a pool as the Python API sees it."""
-    out: dict[str, tuple] = {}
-    for dirpath, dirs, files in fs.walk(top):
-        for name in dirs + files:
-            full = posixpath.join(dirpath, name)
-            rel = posixpath.relpath(full, top)
-            st_ = fs.lstat(full)
-            if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("link", fs.readlink(full))
-            elif stat.S_ISDIR(st_.st_mode):
-                out[rel] = ("dir", st_.st_nlink, stat.S_IMODE(st_.st_mode))
-            else:
-                with fs.open(full, "rb") as f:
-                    out[rel] = ("file", st_.st_nlink, st_.st_size, f.read())
-    return out
 
 
 class MountFollowsAnotherProcess(RuleBasedStateMachine):
@@ -1204,7 +1192,7 @@ class MountFollowsAnotherProcess(RuleBasedStateMachine):
         while (seen := self.names_seen()) != self.names_kept() and time.monotonic() < deadline:
             time.sleep(0.002)
         assert seen == self.names_kept()
-        assert snapshot(self.mnt) == api_snapshot(self.fs)
+        assert snapshot(self.mnt) == snapshot("/", via=self.fs)
 
     def names_seen(self) -> dict[str, object]:
         return {n: _entry_view(os.lstat, os.path.join(self.mnt, n)) for n in NAMES}
@@ -1241,11 +1229,7 @@ def empty_dir(root: str) -> None:
 def test_the_mount_follows_another_process_step_by_step(mnt):
     with daxfs.mount(mnt.pool) as fs:
         MountFollowsAnotherProcess.mnt, MountFollowsAnotherProcess.fs = str(mnt.path), fs
-        examples = max(10, settings.default.max_examples // 4)
-        run_state_machine_as_test(
-            MountFollowsAnotherProcess,
-            settings=settings(max_examples=examples, stateful_step_count=25, deadline=None),
-        )
+        run_over_the_mount(MountFollowsAnotherProcess, steps=25)
     assert mnt.stop() == 0
     assert_clean(mnt.pool)
 

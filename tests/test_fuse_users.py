@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import in_forked_child, needs_fuse
-from test_fuse import Mount, assert_clean
+from test_fuse import Mount, assert_clean, empty_dir
 
 pytestmark = [
     needs_fuse,
@@ -169,15 +169,6 @@ def build(root: str) -> None:
         os.chmod(p, mode)
 
 
-def empty(root: str) -> None:
-    for name in os.listdir(root):
-        p = os.path.join(root, name)
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p)
-        else:
-            os.unlink(p)
-
-
 @pytest.fixture(scope="module")
 def sides(tmp_path_factory):
     """(tmpfs root, mount root) with --allow-other, for the whole module."""
@@ -207,7 +198,7 @@ def sides(tmp_path_factory):
 def test_users_get_through_the_mount_what_tmpfs_gives_them(sides, sequence):
     kernel, mnt = sides
     for root in sides:
-        empty(root)
+        empty_dir(root)
         build(root)
     assert tree(mnt) == tree(kernel)
     for uid, op in sequence:
@@ -222,7 +213,7 @@ def test_a_setuid_file_written_by_another_user_loses_the_bit_as_on_tmpfs(sides):
     them plant a program that runs as its owner."""
     kernel, mnt = sides
     for root in sides:
-        empty(root)
+        empty_dir(root)
         build(root)
         os.chmod(root + "/pub/mine", 0o6777)
     for root in sides:
