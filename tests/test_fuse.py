@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import posixpath
 import random
@@ -1232,6 +1233,42 @@ def test_the_mount_follows_another_process_step_by_step(mnt):
         run_over_the_mount(MountFollowsAnotherProcess, steps=25)
     assert mnt.stop() == 0
     assert_clean(mnt.pool)
+
+
+@needs_fuse
+def test_holes_are_found_by_seek_data_and_seek_hole_and_dirs_fsync(mnt):
+    """SEEK_DATA and SEEK_HOLE through the mount answer what the API's
+    extent map answers (which rounds data to what the file holds blocks
+    for), so a sparse copy skips the holes."""
+    offsets = [0, 4096, 1 << 20, (1 << 30) - 1, 1 << 30, (1 << 30) + 4096, (1 << 40) - 1]
+    with daxfs.mount(mnt.pool) as fs:  # a file with a hole in the middle and at the end
+        with fs.open("/sparse", "wb") as f:
+            f.write(b"x" * 4096)
+            f.seek(1 << 30)
+            f.write(b"y" * 4096)
+            f.truncate(1 << 40)
+        with fs.open("/sparse", "rb", buffering=0) as f:
+            want = {
+                (off, whence): _outcome(functools.partial(f.seek, off, whence))
+                for off in offsets
+                for whence in (os.SEEK_DATA, os.SEEK_HOLE)
+            }
+    fd = os.open(mnt / "sparse", os.O_RDONLY)
+    try:
+        got = {(o, w): _outcome(functools.partial(os.lseek, fd, o, w)) for o, w in want}
+        assert os.fstat(fd).st_size == 1 << 40
+    finally:
+        os.close(fd)
+    assert got == want
+    assert want[0, os.SEEK_DATA] == (True, 0) and want[(1 << 40) - 1, os.SEEK_DATA][0] is False
+    run("cp", "--sparse=always", mnt / "sparse", mnt / "copy")  # (in moments: holes skipped)
+    assert os.stat(mnt / "copy").st_size == 1 << 40
+    assert os.stat(mnt / "copy").st_blocks <= os.stat(mnt / "sparse").st_blocks
+    dfd = os.open(mnt.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)  # a directory's fsync: its names durable (FSYNCDIR)
+    finally:
+        os.close(dfd)
 
 
 @needs_fuse

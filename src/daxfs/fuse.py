@@ -205,7 +205,6 @@ class Server:
             w.FALLOCATE: self.fallocate,
             w.LSEEK: self.lseek,
             w.OPENDIR: self.opendir,
-            w.READDIR: self.readdir,
             w.READDIRPLUS: self.readdirplus,
             w.RELEASEDIR: self.releasedir,
             w.FSYNCDIR: self.fsyncdir,
@@ -220,7 +219,7 @@ class Server:
         if req.opcode != w.INIT:
             raise w.MountFailed(f"the kernel began with request {req.opcode}, not INIT")
         major, minor, readahead, offered = w.INIT_IN.unpack_from(req.args)
-        if major != w.KERNEL_MAJOR or minor < w.KERNEL_MINOR:
+        if major != w.KERNEL_MAJOR or minor < w.KERNEL_MINOR or not offered & w.DO_READDIRPLUS:
             self.ch.reply_error(req.unique, errno.EPROTO)
             raise w.MountFailed(f"the kernel speaks FUSE {major}.{minor}; 7.31 or later needed")
         wanted = (
@@ -668,17 +667,6 @@ class Server:
                 (e.name.encode("utf-8", "surrogateescape"), e.inode(), e.type_bits() >> 12)
             )
         return listing
-
-    def readdir(self, req: w.Request):
-        fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
-        out, used = [], 0
-        for i, (name, ino, ftype) in enumerate(self._listing_of(req, fh, off)[off:], off + 1):
-            d = w.dirent_bytes(ino, i, name, ftype)
-            if used + len(d) > size:
-                break
-            out.append(d)
-            used += len(d)
-        return (b"".join(out),)
 
     def readdirplus(self, req: w.Request):
         """Entries with their attributes, each given to the kernel as a
