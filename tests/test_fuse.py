@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import mmap
 import os
 import posixpath
 import random
@@ -1233,6 +1234,35 @@ def test_the_mount_follows_another_process_step_by_step(mnt):
         run_over_the_mount(MountFollowsAnotherProcess, steps=25)
     assert mnt.stop() == 0
     assert_clean(mnt.pool)
+
+
+@needs_fuse
+def test_a_write_only_descriptor_and_a_reading_one_see_each_other(mnt):
+    """A write-only open skips the page cache (fuse._open_flags); what it
+    writes must still show through a descriptor that reads through the
+    cache, and through a mapping, as on tmpfs."""
+    f = mnt / "f"
+    f.write_bytes(b"a" * 20_000)
+    reader = os.open(f, os.O_RDONLY)
+    writer = os.open(f, os.O_WRONLY)
+    try:
+        assert os.pread(reader, 20_000, 0) == b"a" * 20_000  # cached now
+        with (
+            open(reader, "rb", closefd=False) as r,
+            mmap.mmap(r.fileno(), 0, prot=mmap.PROT_READ) as m,
+        ):
+            assert m[:4] == b"aaaa"
+            assert os.pwrite(writer, b"B" * 5000, 3000) == 5000
+            assert os.pwrite(writer, b"C" * 4, 19_998) == 4  # past the end: grows it
+            assert (
+                os.pread(reader, 30_000, 0) == b"a" * 3000 + b"B" * 5000 + b"a" * 11_998 + b"CCCC"
+            )
+            assert m[3000:3004] == b"BBBB"
+        assert os.fstat(reader).st_size == 20_002
+    finally:
+        os.close(reader)
+        os.close(writer)
+    assert f.read_bytes()[2999:8001] == b"a" + b"B" * 5000 + b"a"
 
 
 @needs_fuse

@@ -576,9 +576,7 @@ class Server:
     def open(self, req: w.Request):
         flags, _ = w.OPEN_IN.unpack_from(req.args)
         fh = self._opened(req.nodeid, flags)  # (caught up: _stale_data is current)
-        how = w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0
-        if not self.files[fh]._writable:
-            how |= w.FOPEN_NOFLUSH  # (nothing to flush: one request fewer per close)
+        how = _open_flags(flags) | (w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0)
         return (w.OPEN_OUT.pack(fh, how, 0),)
 
     def create(self, req: w.Request):
@@ -594,7 +592,7 @@ class Server:
                 raise
             fh = self._opened(self.fs.lstat(at).st_ino, flags)
         st = self._stat(self.files[fh]._ino)
-        return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, 0, 0))
+        return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, _open_flags(flags), 0))
 
     def read(self, req: w.Request):
         fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
@@ -721,6 +719,20 @@ class Server:
     def fsyncdir(self, req: w.Request):
         self.fs._commit_now()  # (lazy mode: names made durable by a group commit)
         return ()
+
+
+def _open_flags(flags: int) -> int:
+    """How the kernel is to treat an open with open(2) ``flags``.  One that
+    cannot read skips the page cache (FOPEN_DIRECT_IO): each write(2) is then
+    one request, where cached writes come split at the first page boundary
+    of each unaligned write (tar's, whose records follow 512-byte headers:
+    two changes each), and it cannot be mapped anyway (mmap needs read
+    access).  One that cannot write asks for no FLUSH at close: it has
+    nothing to flush."""
+    mode = flags & os.O_ACCMODE
+    if mode == os.O_WRONLY:
+        return w.FOPEN_DIRECT_IO
+    return w.FOPEN_NOFLUSH if mode == os.O_RDONLY else 0
 
 
 def _time(valid: int, bit: int, now_bit: int, sec: int, nsec: int, now: int) -> int | None:

@@ -115,9 +115,10 @@ INVAL_INODE_OUT = struct.Struct("<Qqq")  # ino, off, len
 INVAL_ENTRY_OUT = struct.Struct("<QII")  # parent, namelen, padding
 
 U64 = (1 << 64) - 1
-# fuse_open_out.open_flags: keep the pages cached before; send no FLUSH at
-# close (kernels before 5.16 ignore it and send it anyway).
-FOPEN_KEEP_CACHE, FOPEN_NOFLUSH = 1 << 1, 1 << 5
+# fuse_open_out.open_flags: no page cache for this open (each write(2) one
+# request); keep the pages cached before; send no FLUSH at close (kernels
+# before 5.16 ignore it and send it anyway).
+FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_NOFLUSH = 1 << 0, 1 << 1, 1 << 5
 
 
 class Request(NamedTuple):
