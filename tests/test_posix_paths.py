@@ -8,6 +8,7 @@ trees must match after every call."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -239,3 +240,42 @@ def test_random_calls_end_as_on_linux(make_pool, sequence):
             assert_same(fs, sequence)
     finally:
         os.unlink(path)
+
+
+def test_inode_paths_name_an_inode_or_a_name_in_a_directory(fs):
+    """path.Ino and path.At, the paths the FUSE server passes: an inode
+    itself (never followed, reached while open after its last name went)
+    and one name in a directory given by inode (no PATH_MAX: the kernel
+    checked the caller's path)."""
+    from daxfs.path import At, Ino
+
+    fs.mkdir("/d")
+    with fs.open("/d/f", "wb") as f:
+        f.write(b"data")
+    fs.symlink("f", "/d/link")
+    d, f_ino = fs.stat("/d").st_ino, fs.stat("/d/f").st_ino
+    assert fs.stat(At("f", d)).st_ino == f_ino
+    assert fs.stat(At("link", d)).st_ino == f_ino  # followed from its directory
+    assert stat.S_ISLNK(fs.lstat(At("link", d)).st_mode)
+    link_ino = fs.lstat("/d/link").st_ino
+    assert stat.S_ISLNK(fs.stat(Ino(link_ino)).st_mode)  # an inode is never followed
+    assert fs.readlink(Ino(link_ino)) == "f"
+    assert fs.open(Ino(f_ino), "rb").read() == b"data"
+    with pytest.raises(FileNotFoundError):
+        fs.stat(At("missing", d))
+    with pytest.raises(OSError) as info:
+        fs.stat(At("n" * 256, d))
+    assert info.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as info:
+        fs.unlink(Ino(f_ino))  # a call on an entry needs a name
+    assert info.value.errno == errno.EINVAL
+    held = fs.open(Ino(f_ino), "rb")
+    fs.unlink(At("f", d))
+    assert fs.stat(Ino(f_ino)).st_nlink == 0  # the orphan, while open
+    held.close()
+    with pytest.raises(FileNotFoundError):
+        fs.stat(Ino(f_ino))  # freed at its last close
+    fs.unlink(At("link", d))
+    fs.rmdir("/d")
+    with pytest.raises(FileNotFoundError):
+        fs.stat(At("f", d))  # its directory is gone

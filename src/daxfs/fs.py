@@ -613,10 +613,13 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         """An inode, or a name in a directory given by inode (path.py): no
         path cache, and no PATH_MAX (the caller's path was checked by the
         kernel).  An inode number that names no inode now (another process
-        removed the file) is ENOENT."""
+        removed the file) is ENOENT; an inode where a call that changes an
+        entry needs a name (``entry``: unlink, rename, ...) is EINVAL."""
         start = path.ino if type(path) is Ino else path.dir  # type: ignore[union-attr]
         if not self.inodes.valid_ino(start) or self.inodes.is_free(start):
             raise oserror(errno.ENOENT, path)
+        if entry and type(path) is Ino:
+            raise oserror(errno.EINVAL, path)
         if type(path) is At:
             return resolve(
                 path,

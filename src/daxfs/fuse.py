@@ -117,9 +117,12 @@ class Tracker:
             self.names.setdefault(parent, {})[name] = node
             self.named.setdefault(node, set()).add((parent, name))
 
-    def dropped(self, parent: int, name: str) -> None:
+    def dropped(self, parent: int, name: str, node: int | None = None) -> None:
+        """The kernel no longer holds ``name`` (if ``node`` is given: as that
+        node; a name given anew since, for another node, stays)."""
         with self.lock:
-            self._drop(parent, name)
+            if node is None or self.names.get(parent, {}).get(name) == node:
+                self._drop(parent, name)
 
     def _drop(self, parent: int, name: str) -> None:
         names = self.names.get(parent)
@@ -384,9 +387,9 @@ class Server:
                     except OSError:
                         now = None  # (the directory itself is gone)
                     if now is None or now[0] != node:
-                        stale.append((parent, name))
-        for parent, name in stale:
-            self.track.dropped(parent, name)
+                        stale.append((parent, name, node))
+        for parent, name, node in stale:
+            self.track.dropped(parent, name, node)
             self._notify(self.ch.inval_entry, parent, name.encode("utf-8", "surrogateescape"))
 
     @staticmethod

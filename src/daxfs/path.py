@@ -99,7 +99,8 @@ class Resolved(NamedTuple):
     """Where a path leads: the directory holding the last name, the name,
     and the inode it names (None if no such entry).  ``last`` is "name",
     or "root", "dot" or "dotdot" for a path ending in "/", "." or "..",
-    which name a directory (``ino``) but no entry (``name`` is None).
+    which name a directory (``ino``) but no entry (``name`` is None), or
+    "inode" for an ``Ino`` (no entry either).
     A named tuple: every call makes one, and a tuple is the cheapest."""
 
     parent: int
