@@ -124,6 +124,17 @@ class Tracker:
             if node is None or self.names.get(parent, {}).get(name) == node:
                 self._drop(parent, name)
 
+    def moved(self, parent: int, name: str, newparent: int, newname: str) -> None:
+        """A rename through the mount: the kernel moved its entry (the node's
+        lookup count stays), and dropped the one it replaced."""
+        with self.lock:
+            node = self.names.get(parent, {}).get(name)
+            self._drop(newparent, newname)
+            self._drop(parent, name)
+            if node is not None:
+                self.names.setdefault(newparent, {})[newname] = node
+                self.named.setdefault(node, set()).add((newparent, newname))
+
     def _drop(self, parent: int, name: str) -> None:
         names = self.names.get(parent)
         node = None if names is None else names.pop(name, None)
@@ -437,7 +448,9 @@ class Server:
     def batch_forget(self, req: w.Request) -> None:
         count, _ = w.BATCH_FORGET_IN.unpack_from(req.args)
         for i in range(count):
-            node, n = w.FORGET_ONE.unpack_from(req.args, w.BATCH_FORGET_IN.size + i * 16)
+            node, n = w.FORGET_ONE.unpack_from(
+                req.args, w.BATCH_FORGET_IN.size + i * w.FORGET_ONE.size
+            )
             self.track.forget(node, n)
 
     def mknod(self, req: w.Request):
@@ -506,8 +519,7 @@ class Server:
                 fs.rename(src, dst)
         else:
             fs.rename(src, dst)
-        self.track.dropped(req.nodeid, old)
-        self.track.dropped(newdir, new)
+        self.track.moved(req.nodeid, old, newdir, new)
         return ()
 
     def readlink(self, req: w.Request):
