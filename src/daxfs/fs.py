@@ -616,7 +616,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         removed the file) is ENOENT; an inode where a call that changes an
         entry needs a name (``entry``: unlink, rename, ...) is EINVAL."""
         start = path.ino if type(path) is Ino else path.dir  # type: ignore[union-attr]
-        if not self.inodes.valid_ino(start) or self.inodes.is_free(start):
+        if not self.inodes.in_use(start):
             raise oserror(errno.ENOENT, path)
         if entry and type(path) is Ino:
             raise oserror(errno.EINVAL, path)

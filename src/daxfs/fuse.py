@@ -296,24 +296,24 @@ class Server:
             self.ch.reply_error(req.unique, errno.ENOSYS)
             return
         self._caller = (req.uid, req.gid)
+        parts, code = None, 0
         try:
             parts = fn(req)
         except OSError as e:
-            self._drop_stale_attrs()
-            self.ch.reply_error(req.unique, e.errno or errno.EIO)
+            code = e.errno or errno.EIO
         except ValueError as e:  # bad arguments (an out-of-range id, ...)
             log.debug("request %d: %s", req.opcode, e)
-            self._drop_stale_attrs()
-            self.ch.reply_error(req.unique, errno.EINVAL)
+            code = errno.EINVAL
         except (StopServing, w.ChannelClosed):
             raise
         except Exception:
             log.exception("request %d failed", req.opcode)
-            self.ch.reply_error(req.unique, errno.EIO)
-        else:
-            self._drop_stale_attrs()
-            if parts is not None:
-                self.ch.reply(req.unique, *parts)
+            code = errno.EIO
+        self._drop_stale_attrs()  # (before the answer: see _drop_stale_attrs)
+        if code:
+            self.ch.reply_error(req.unique, code)
+        elif parts is not None:
+            self.ch.reply(req.unique, *parts)
 
     def no_reply(self, req: w.Request) -> None:
         return None
@@ -348,7 +348,7 @@ class Server:
         with self._stale_lock:
             inodes, self._stale_inodes = self._stale_inodes, set()
         for node in self.track.known(inodes):
-            self._notify(self.ch.inval_inode, node, False)
+            self._notify(self.ch.inval_attrs, node)
 
     def _keep_pages(self, ino: int) -> bool:
         """May the kernel keep the pages it cached of ``ino`` at this open?
@@ -530,15 +530,12 @@ class Server:
         return self._attr(self._stat(req.nodeid))
 
     def setattr(self, req: w.Request):
-        (valid, _, fh, size, _, atime, mtime, _, atimens, mtimens, _, mode, _, uid, gid, _) = (
+        (valid, _, _, size, _, atime, mtime, _, atimens, mtimens, _, mode, _, uid, gid, _) = (
             w.SETATTR_IN.unpack_from(req.args)
         )
         fs, node = self.fs, Ino(req.nodeid)
-        if valid & w.FATTR_SIZE:
-            if valid & w.FATTR_FH and fh in self.files:
-                fs._truncate_ino(self.files[fh]._ino, size)
-            else:
-                fs.truncate(node, size)
+        if valid & w.FATTR_SIZE:  # (an ftruncate's handle names this inode too)
+            fs.truncate(node, size)
         if valid & (w.FATTR_UID | w.FATTR_GID):
             fs.chown(
                 node,
@@ -670,10 +667,10 @@ class Server:
     def _take_listing(self, node: int) -> list[tuple[bytes, int, int]]:
         """A directory's entries at one commit, "." and ".." first: readdir
         calls resume by position in it, and one at position 0 (a first read,
-        or rewinddir) takes it again, as POSIX asks."""
+        or rewinddir) takes it again, as POSIX asks.  (Pool lock held.)"""
         fs = self.fs
-        ino, entries = fs._listing(Ino(node))
-        parent = fs._query(fs._parent_of, ino)
+        ino, entries = fs._entries_of(Ino(node))
+        parent = fs._parent_of(ino)
         listing = [(b".", ino, stat.S_IFDIR >> 12), (b"..", parent, stat.S_IFDIR >> 12)]
         for e in entries:
             listing.append(
@@ -686,15 +683,14 @@ class Server:
         lookup ("." and ".." as plain entries, node 0, as the protocol has
         them)."""
         fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
-        listing, parent = self._listing_of(req, fh, off), req.nodeid
-        out, used, fs = [], 0, self.fs
-        with fs._locked(exclusive=False):
-            for i, (name, ino, ftype) in enumerate(listing[off:], off + 1):
+        parent, out, used, fs = req.nodeid, [], 0, self.fs
+        with fs._locked(exclusive=False):  # (one commit's listing and attributes)
+            for i, (name, ino, ftype) in enumerate(self._listing_of(req, fh, off)[off:], off + 1):
                 dirent = w.dirent_bytes(ino, i, name, ftype)
                 st = None
                 if name not in (b".", b".."):
                     st = self._checked_stat(parent, name, ino, ftype)
-                entry = w.entry_bytes(ino if st else 0, st, ENTRY_TIMEOUT, ATTR_TIMEOUT)
+                entry = w.entry_bytes(0 if st is None else ino, st, ENTRY_TIMEOUT, ATTR_TIMEOUT)
                 if used + len(entry) + len(dirent) > size:
                     break
                 out.append(entry)
@@ -710,7 +706,7 @@ class Server:
         entry: the kernel's lookup of it then meets the damage) or gone
         since the listing was taken."""
         fs = self.fs
-        if not fs.inodes.valid_ino(ino) or fs.inodes.is_free(ino):
+        if not fs.inodes.in_use(ino):
             return None
         try:
             fs._check_entry(parent, _name(name), ino, ftype)

@@ -239,10 +239,10 @@ class Channel:
         size = OUT_HEADER.size + sum(len(p) for p in parts)
         os.writev(self.fd, [OUT_HEADER.pack(size, code, 0), *parts])
 
-    def inval_inode(self, nodeid: int, data: bool) -> None:
-        """Drop the kernel's attributes of ``nodeid`` (and with ``data`` its
-        cached pages)."""
-        self.notify(NOTIFY_INVAL_INODE, INVAL_INODE_OUT.pack(nodeid, 0 if data else -1, 0))
+    def inval_attrs(self, nodeid: int) -> None:
+        """Drop the kernel's attributes of ``nodeid`` (an offset of -1: not
+        its cached pages)."""
+        self.notify(NOTIFY_INVAL_INODE, INVAL_INODE_OUT.pack(nodeid, -1, 0))
 
     def inval_entry(self, parent: int, name: bytes) -> None:
         """Drop the kernel's entry ``name`` in directory ``parent``."""

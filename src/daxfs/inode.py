@@ -540,6 +540,10 @@ class InodeTable:
     def is_free(self, ino: int) -> bool:
         return self.valid_ino(ino) and bool(self._listed[ino])
 
+    def in_use(self, ino: int) -> bool:
+        """A number that names an inode now (inside the table, not free)."""
+        return self.valid_ino(ino) and not self._listed[ino]
+
     def forget(self, ino: int) -> None:
         """Another process changed slot ``ino``: drop what we cached of it and
         learn from the media whether the number is free now."""
