@@ -745,6 +745,42 @@ def test_pyarrow_filesystem_over_fsspec_handler(dfs):
     assert dfs.cat_file("/moved.parquet", -1) == b"!"
 
 
+def test_pyarrow_reads_a_parquet_file_through_read_buffer_as_copies(dfs):
+    """pyarrow's PythonFile reads a Parquet file's ranges with read_buffer
+    when the file has it (one copy into pyarrow's pool, no bytes object):
+    the reads must come that way, give the file's bytes at any range, the
+    end included, and hold nothing of the pool (a copy: the file can be
+    truncated under a table made from it)."""
+    table = pa.Table.from_pandas(_frame(5000), preserve_index=False)
+    with dfs.open("/t.parquet", "wb") as out:
+        pq.write_table(table, out)
+    content = dfs.cat_file("/t.parquet")
+    asked: list[int] = []
+    with dfs.open("/t.parquet", "rb") as f:
+        real = f.read_buffer
+
+        def counted(n=-1):
+            asked.append(n)
+            return real(n)
+
+        f.read_buffer = counted
+        got = pq.read_table(pa.PythonFile(f, mode="r"))
+    assert got.equals(table)
+    assert asked, "pyarrow did not read through read_buffer"
+    with dfs.open("/t.parquet", "rb") as f:
+        f.seek(len(content) - 10)
+        tail = f.read_buffer(100)  # past the end: what there is
+        assert isinstance(tail, pa.Buffer) and tail.to_pybytes() == content[-10:]
+        f.seek(7)
+        assert f.read_buffer(5).to_pybytes() == content[7:12]
+        assert f.tell() == 12
+        assert f.read_buffer().to_pybytes() == content[12:]
+        f.seek(3)
+        kept = f.read_buffer(1000)
+    dfs.dax.truncate("/t.parquet", 0)  # refused (EBUSY) if a view pinned it
+    dfs.pipe_file("/other", b"\xee" * len(content))
+    assert kept.to_pybytes() == content[3:1003]
+
 def test_a_pool_on_disk_behind_the_page_cache(disk_pool):
     """The msync backend: the same calls, durable through msync."""
     f = DaxFileSystem(pool=disk_pool)

@@ -139,6 +139,25 @@ class _PoolFile:
     def autocommit(self) -> bool:
         return self._staged is None
 
+    def read_buffer(self, n: int = -1):
+        """Up to ``n`` bytes (the rest of the file when negative) as a
+        pyarrow Buffer.  pyarrow asks for this, when a file has it, for the
+        ranged reads a Parquet or Arrow file is read by (its PythonFile);
+        without it each one is read(n) into a new bytes object, whose fresh
+        pages fault in one by one.  Here the bytes are copied once, straight
+        from the pool into a buffer of pyarrow's own memory pool, whose pages
+        are warm, as its native file reads do.  A copy, not a view of the
+        mapped pool: a view would pin the file's space for as long as a
+        table made from it lives (``dax.map(path).to_arrow()`` gives that,
+        asked for)."""
+        import pyarrow as pa
+
+        if n is None or n < 0:
+            return pa.py_buffer(self.read())  # type: ignore[attr-defined]
+        buf = pa.allocate_buffer(n)
+        got = self.readinto(memoryview(buf))  # type: ignore[attr-defined]
+        return buf if got == n else buf.slice(0, got)
+
     def commit(self) -> None:
         """Publish a file written inside a transaction (atomic rename)."""
         self.close()  # type: ignore[attr-defined]
