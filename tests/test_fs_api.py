@@ -17,7 +17,8 @@ import threading
 import pytest
 
 import daxfs
-from conftest import small_tmpfs
+from conftest import get, small_tmpfs
+from daxfs.inode import Inode
 from daxfs.layout import BLOCK, CHUNK
 
 MiB = 1 << 20
@@ -1194,3 +1195,49 @@ def test_a_special_file_has_no_bytes_through_the_api_and_survives_a_remount(pool
             fs.unlink(path)
         assert fs.listdir("/") == []
     assert daxfs.check(pool_path).ok
+
+
+# A write of a small file asks its block map once (Linux's iomap: the map of
+# the range, holes allocated on the way, then the copy acts on that answer),
+# whatever it meets: a new file, an append inside the last block or past it,
+# a hole in the middle, a gap past the end (left a hole, its partial block
+# zeroed).  The bytes are checked against a plain bytearray.
+WRITES_ONE_MAP = {
+    "new file": (b"", 0, 4096),
+    "append in the last block": (b"a" * 5000, 5000, 300),
+    "append past the last block": (b"a" * 8192, 8192, 5000),
+    "into a hole": (b"", 0, 0),  # (made below: a sparse file)
+    "past the end, a gap": (b"a" * 100, 30000, 700),
+    "overwrite and grow": (b"a" * 6000, 4000, 9000),
+}
+
+
+@pytest.mark.parametrize("case", list(WRITES_ONE_MAP))
+def test_a_small_write_asks_the_block_map_once(fs, monkeypatch, case):
+    before, off, n = WRITES_ONE_MAP[case]
+    model = bytearray(before)
+    with fs.open("/f", "wb") as f:
+        f.write(before)
+        if case == "into a hole":
+            f.truncate(64 * 1024)
+            model = bytearray(64 * 1024)
+            off, n = 20000, 9000
+    calls = []
+    real = Inode.iomap
+
+    def counted(self, o, length):
+        calls.append((o, length))
+        return real(self, o, length)
+
+    monkeypatch.setattr(Inode, "iomap", counted)
+    data = os.urandom(n)
+    with fs.open("/f", "r+b", buffering=0) as f:
+        f.seek(off)
+        f.write(data)
+    monkeypatch.undo()
+    assert len(calls) == 1, calls
+    if off > len(model):
+        model.extend(bytes(off - len(model)))
+    model[off : off + n] = data
+    assert get(fs, "/f") == bytes(model)
+    assert fs.stat("/f").st_size == len(model)

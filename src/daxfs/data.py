@@ -38,6 +38,7 @@ check still depends on them (``_confirm_in_place``).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import stat
 import time
@@ -236,8 +237,13 @@ class DataPath:
 
     def _pwrite(self, ino: int, off: int, data: memoryview) -> None:
         refuse_past_largest_file(off + len(data))
-        if cached_under_shared_lock(self, self._overwrite, ino, off, data) is True:
-            return
+        # An append or a new file's first write needs a change: no lock is
+        # taken to find that out when the cached size says so (a hint: a
+        # stale one only sends an overwrite the longer, still right, way).
+        cached = self.inodes.cache.get(ino)
+        if cached is None or off + len(data) <= cached.size:
+            if cached_under_shared_lock(self, self._overwrite, ino, off, data) is True:
+                return
         shared = self.optimism and self.leases.shared and not self.readonly
         step = self.SHARED_PIECE if shared else self.WRITE_PIECE
         for start in range(0, len(data), step):
@@ -283,7 +289,7 @@ class DataPath:
             for w in range(_align_down(off, CHUNK), end, CHUNK):
                 if w + CHUNK <= inode.size and self._small_window(inode, w):
                     return False  # a window the change would move into a chunk
-        if inode.device_at(off, n) is None and inode.holes(off, n):
+        if inode.device_at(off, n) is None and inode.next_hole(off) < end:
             return False  # a hole to allocate: the change does it
         if self._stores_over_pending_checks(inode, off, end):
             return False  # a check to confirm first, under the exclusive lock
@@ -302,16 +308,26 @@ class DataPath:
             self._write_piece(txn, self._inode(ino), off, data)
 
     def _write_piece(self, txn: Transaction, inode: Inode, off: int, data: memoryview) -> None:
+        """Write ``data`` at ``off`` in ``txn``, as Linux's iomap does: the
+        block map of the range is asked for once (iomap_begin: its holes
+        are allocated on the way) and the stores act on that answer (the
+        actor: zero what must read as zero, copy the data in).  A file
+        growing to 2 MiB or more may have windows moved into chunks
+        (_allocate): its map is asked for again once they are."""
         end = off + len(data)
         old_size, new_size = inode.size, max(inode.size, end)
         optimistic = self._reads is not None
+        # What the write stores into or zeroes: from the old end, when it
+        # grows the file past it, to the end of its last block.
+        lo, hi = _align_down(min(off, old_size), BLOCK), _align_up(end, BLOCK)
+        small = new_size < CHUNK
+        before = inode.iomap(lo, hi - lo) if small or optimistic else []
         over_existing = False
         if optimistic:
             # Stores over blocks the file has (an overwrite, an append into
             # its last block or chunk) are made under the shared lock, after
             # a check (coherence.Change._store_over_existing).
-            low = min(off, old_size)
-            kinds = {e.kind for e in inode.iomap(low, end - low)}
+            kinds = {e.kind for e in before}
             over_existing = "mapped" in kinds
             if data and (end > old_size or "hole" in kinds):
                 # New extents to come: a change undone half-way (Exclusive,
@@ -320,15 +336,26 @@ class DataPath:
         generation = inode.generation
         self._confirm_in_place(inode, min(off, old_size), new_size)
         self._before_regrowing(inode, old_size, new_size)
-        fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True) if data else []
+        pieces: list[tuple[int, int, int]] | None = None  # (file offset, device offset, length)
+        if not data:
+            fresh: list[tuple[int, int]] = []
+        elif small and inode.generation == generation:
+            pieces, fresh = self._map_holes(txn, inode, before, off, end)
+        else:
+            fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True)
         written = [(off, end)] if data else []
         # New extents (fresh space or a migrated window) make this no plain
         # overwrite: what was stored there is persisted before the commit.
         grows = new_size != old_size or inode.generation != generation
 
         def store() -> None:
-            zeroed = self._zero_unwritten(inode, fresh, old_size, new_size, written)
-            touched = zeroed + self._copy_in(inode, off, data)
+            zero = _unwritten(fresh, old_size, new_size, written)
+            mapped = pieces
+            if mapped is None and (zero or data):
+                mapped = _mapped_pieces(inode.iomap(lo, hi - lo))
+            touched = self._zero_pieces(mapped, zero) if zero else []
+            if data:
+                touched += self._copy_pieces(mapped, off, data)  # type: ignore[arg-type]
             if self._batching or grows or self.region.durability.name != "msync":
                 self._order_data(touched)  # ordered: data before metadata
             else:
@@ -337,6 +364,7 @@ class DataPath:
         if optimistic:
             # An optimistic change stores nothing before its check: the space
             # it took may be another process's by then (coherence.Change).
+            # (Nothing else in the change remaps this range meanwhile.)
             self._txn_deferred.append(store)
             self._txn_over_existing |= over_existing
         else:
@@ -348,6 +376,60 @@ class DataPath:
         else:
             self._dirty_times.add(inode.ino)
 
+    def _map_holes(
+        self, txn: Transaction, inode: Inode, extents, off: int, end: int
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+        """iomap_begin for a write into a small file: ``extents`` is the
+        file's map (inode.iomap) of a range holding [off, end); the holes
+        of the blocks [off, end) touches get new blocks, placed after the
+        extent just before them (as _map_blocks places them).  Returns the
+        mapped pieces of the whole range, (file offset, device offset,
+        length) in file order, and the file ranges newly mapped."""
+        start, stop = _align_down(off, BLOCK), _align_up(end, BLOCK)
+        pieces: list[tuple[int, int, int]] = []
+        fresh: list[tuple[int, int]] = []
+        for e in extents:
+            if e.kind == "mapped":
+                pieces.append((e.file_offset, e.device_offset, e.length))
+                continue
+            a, b = max(e.file_offset, start), min(e.file_offset + e.length, stop)
+            if a >= b:
+                continue  # a hole the write does not reach (between the old end and it)
+            if pieces and pieces[-1][0] + pieces[-1][2] == a:
+                hint: int | None = pieces[-1][1] + pieces[-1][2]
+            else:
+                hint = inode.device_before(a)
+            for dev, n in self._alloc_blocks(txn, (b - a) // BLOCK, hint):
+                inode.add_extent(a, dev, n)
+                pieces.append((a, dev, n))
+                fresh.append((a, a + n))
+                a += n
+        return pieces, fresh
+
+    def _copy_pieces(self, pieces, off: int, data: memoryview) -> list[tuple[int, int]]:
+        """The actor's copy: ``data`` into file offset ``off`` through the
+        mapped ``pieces`` (_map_holes), which cover it; the device ranges
+        written."""
+        out, stored = [], 0
+        for foff, dev, n in _overlapping(pieces, off, off + len(data)):
+            self.region.store(dev, data[foff - off : foff - off + n])
+            out.append((dev, n))
+            stored += n
+        if stored != len(data):
+            raise AssertionError(f"a write of {len(data)} bytes at {off} met a hole")
+        return out
+
+    def _zero_pieces(self, pieces, ranges) -> list[tuple[int, int]]:
+        """The actor's zeroing: the file ``ranges`` (sorted, disjoint) where
+        ``pieces`` map them (a hole reads as zero already); the device
+        ranges zeroed."""
+        out = []
+        for s, e in ranges:
+            for _foff, dev, n in _overlapping(pieces, s, e):
+                self.region.zero(dev, n)
+                out.append((dev, n))
+        return out
+
     def _copy_in(self, inode: Inode, off: int, data: memoryview) -> list[tuple[int, int]]:
         """Store ``data`` at file offset ``off``, all of it mapped; the device
         ranges written."""
@@ -355,13 +437,7 @@ class DataPath:
         if dev is not None:  # one extent, the usual case: no iomap
             self.region.store(dev, data)
             return [(dev, len(data))]
-        pos, out = 0, []
-        for e in inode.iomap(off, len(data)):
-            assert e.kind == "mapped"
-            self.region.store(e.device_offset, data[pos : pos + e.length])
-            out.append((e.device_offset, e.length))
-            pos += e.length
-        return out
+        return self._copy_pieces(_mapped_pieces(inode.iomap(off, len(data))), off, data)
 
     def _zero_unwritten(
         self,
@@ -371,18 +447,12 @@ class DataPath:
         new_size: int,
         written: list[tuple[int, int]],
     ) -> list[tuple[int, int]]:
-        """Zero what must read as zero and was not just written: newly mapped space
-        inside the old size, and mapped space between the old and new size."""
-        wanted = [(s, min(e, old_size)) for s, e in fresh if s < old_size]
-        if new_size > old_size:
-            wanted.append((old_size, new_size))
-        out = []
-        for s, e in subtract_ranges(merge_ranges(wanted), written):
-            for ext in inode.iomap(s, e - s):
-                if ext.kind == "mapped":
-                    self.region.zero(ext.device_offset, ext.length)
-                    out.append((ext.device_offset, ext.length))
-        return out
+        """Zero what must read as zero and was not just written (_unwritten)."""
+        zero = _unwritten(fresh, old_size, new_size, written)
+        if not zero:
+            return []
+        lo, hi = zero[0][0], zero[-1][1]
+        return self._zero_pieces(_mapped_pieces(inode.iomap(lo, hi - lo)), zero)
 
     def _allocate(
         self,
@@ -1133,6 +1203,41 @@ def _unmapped_windows(inode: Inode, start: int, stop: int) -> int:
     return sum(
         1 for w in range(w0, stop, CHUNK) if all(e.kind == "hole" for e in inode.iomap(w, CHUNK))
     )
+
+
+def _unwritten(
+    fresh: list[tuple[int, int]], old_size: int, new_size: int, written: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The file ranges a write or resize must zero: newly mapped space
+    inside the old size, and the space between the old and the new size,
+    less what is ``written``; sorted and disjoint."""
+    wanted = [(s, min(e, old_size)) for s, e in fresh if s < old_size]
+    if not wanted and len(written) == 1 and written[0][0] <= old_size <= new_size <= written[0][1]:
+        return []  # an append (a new file's first write): it writes all it adds
+    if new_size > old_size:
+        wanted.append((old_size, new_size))
+    return subtract_ranges(merge_ranges(wanted), written)
+
+
+def _mapped_pieces(extents) -> list[tuple[int, int, int]]:
+    """(file offset, device offset, length) of the mapped ones of ``extents``."""
+    return [(e.file_offset, e.device_offset, e.length) for e in extents if e.kind == "mapped"]
+
+
+def _overlapping(pieces, s: int, e: int):
+    """The parts of mapped ``pieces`` (in file order) inside file range
+    [s, e), as (file offset, device offset, length)."""
+    i = max(0, bisect.bisect_right(pieces, s, key=_first) - 1)
+    for foff, dev, n in pieces[i:]:
+        if foff >= e:
+            break
+        a, b = max(s, foff), min(e, foff + n)
+        if a < b:
+            yield a, dev + (a - foff), b - a
+
+
+def _first(piece: tuple[int, int, int]) -> int:
+    return piece[0]
 
 
 def _align_down(n: int, a: int) -> int:
