@@ -468,7 +468,7 @@ def check_tiny_books(a: HugePageAllocator) -> None:
     want = sorted(
         (-int(a.tiny_count[c]), c) for c in range(a.nchunks) if a.tiny_count[c] and a.chunk_free[c]
     )
-    assert list(a.tiny_room) == want
+    assert a.tiny_room.items() == want
 
 
 def _churn_with_singles(tracked: bool, seed: int = 1) -> tuple[int, int]:

@@ -488,6 +488,45 @@ class NaiveAllocator(_Base):
         """First fit has no placement to keep tails out of."""
 
 
+class TinyRoom:
+    """The chunks holding single blocks (_alloc_tiny) that have room, keyed
+    by -(their count of such blocks): ``first()`` is the one holding the
+    most (the lowest-numbered of equals).  A heap whose stale entries are
+    skipped when they come up: every single-block take or free changes a
+    chunk's count, which a sorted list paid for with a removal and an
+    insertion.  Rebuilt when stale entries outnumber the live ones."""
+
+    def __init__(self) -> None:
+        self.key: dict[int, int] = {}  # chunk -> its key now
+        self._heap: list[tuple[int, int]] = []  # (key, chunk), some stale
+
+    def add(self, c: int, key: int) -> None:
+        self.key[c] = key
+        heapq.heappush(self._heap, (key, c))
+        if len(self._heap) > 2 * len(self.key) + 64:
+            self._heap = [(k, chunk) for chunk, k in self.key.items()]
+            heapq.heapify(self._heap)
+
+    def discard(self, c: int) -> None:
+        self.key.pop(c, None)
+
+    def first(self) -> int | None:
+        heap, key = self._heap, self.key
+        while heap:
+            k, c = heap[0]
+            if key.get(c) == k:
+                return c
+            heapq.heappop(heap)
+        return None
+
+    def items(self) -> list[tuple[int, int]]:
+        """(key, chunk) of every chunk listed, in order (for tests)."""
+        return sorted((k, c) for c, k in self.key.items())
+
+    def __bool__(self) -> bool:
+        return bool(self.key)
+
+
 class HugePageAllocator(_Base):
     """Whole aligned chunks for large files; small chunks packed with 4 KiB blocks."""
 
@@ -516,7 +555,7 @@ class HugePageAllocator(_Base):
         # blocks first.
         self.tiny: dict[int, np.ndarray] = {}
         self.tiny_count = np.zeros(self.nchunks, dtype=np.int32)
-        self.tiny_room = SortedList()
+        self.tiny_room = TinyRoom()
         self._free_blocks = int(self.chunk_free.sum(dtype=np.int64))
 
     @property
@@ -571,19 +610,20 @@ class HugePageAllocator(_Base):
         its chunk from emptying after the files around it are gone.  Kept
         together, they pin a few chunks, whose holes the next single blocks
         fit exactly."""
-        c = self.tiny_room[0][1] if self.tiny_room else self._plan_small(1)[0]
+        c = self.tiny_room.first()
+        if c is None:
+            c = self._plan_small(1)[0]
         b = c * BLOCKS_PER_CHUNK + int(self.used_in_chunk(c).argmin())
         self._take_small(c, b, 1, tiny=True)
         return [(b, 1)]
 
     def _tiny_unlist(self, c: int) -> None:
         """Call before a chunk's free or tiny count changes (then _tiny_list)."""
-        if self.tiny_count[c] and self.chunk_free[c]:
-            self.tiny_room.remove((-int(self.tiny_count[c]), c))
+        self.tiny_room.discard(c)
 
     def _tiny_list(self, c: int) -> None:
         if self.tiny_count[c] and self.chunk_free[c]:
-            self.tiny_room.add((-int(self.tiny_count[c]), c))
+            self.tiny_room.add(c, -int(self.tiny_count[c]))
 
     def _alloc_small(self, n: int, hint: int | None) -> Runs:
         out: Runs = []
