@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import heapq
 import operator
 import stat
 from collections.abc import Callable
@@ -319,7 +320,8 @@ class InodeTable:
         # free number lies below, so that the lowest is found without a list
         # of millions of numbers (a byte per slot, not an int object).
         self._listed = np.zeros(0, dtype=bool)
-        self._cursor = 0
+        self._scanned_to = 0  # see _lowest_free
+        self._free_heap: list[int] = []
         self.nfree = 0
         self.tail_chunks: dict[int, int] = {}  # (scan) chunk -> inode
         # Slots from ``limit`` on are not in use yet (version 4: the header in
@@ -376,7 +378,7 @@ class InodeTable:
         if new > self.limit:
             self._listed = np.concatenate((self._listed, np.ones(new - self.limit, dtype=bool)))
             self.nfree += new - self.limit
-            self._cursor = min(self._cursor, self.limit)
+            self._scanned_to = min(self._scanned_to, self.limit)
             self.limit = new
 
     # -- load --------------------------------------------------------------
@@ -464,6 +466,8 @@ class InodeTable:
     def _stage_extent_blocks(
         self, inode: Inode, txn: Transaction, alloc: BlockAlloc, free: BlockFree
     ) -> None:
+        if len(inode.extents) <= INLINE_EXTENTS and not inode.ext_blocks:
+            return  # (the usual file: every extent inline, no block to write or free)
         overflow = inode.extents[INLINE_EXTENTS:]
         groups = [
             overflow[i : i + EXTENTS_PER_BLOCK] for i in range(0, len(overflow), EXTENTS_PER_BLOCK)
@@ -498,25 +502,35 @@ class InodeTable:
         return ino
 
     def _lowest_free(self) -> int | None:
-        # Windows that double: the cursor only moves past numbers seen taken,
-        # so the search is amortised linear in the table.
-        listed, i, step = self._listed, self._cursor, 4096
+        # Every free number below _scanned_to is in _free_heap (return_ino
+        # puts it there), with some since taken (take_in, forget: skipped
+        # here).  Past it, windows that double: the scan only moves past
+        # numbers seen taken, so the search is amortised linear in the
+        # table, and a run of creates pops a heap instead of scanning.
+        heap, listed = self._free_heap, self._listed
+        while heap:
+            ino = heapq.heappop(heap)
+            if listed[ino]:
+                return ino
+        i, step = self._scanned_to, 4096
         while i < len(listed):
             window = listed[i : i + step]
-            j = int(np.argmax(window))
-            if window[j]:
-                self._cursor = i + j
-                return i + j
+            found = np.flatnonzero(window)
+            if len(found):
+                self._scanned_to = i + len(window)
+                self._free_heap = heap = (found + i).tolist()  # (ascending: a heap)
+                return heapq.heappop(heap)
             i += len(window)
             step = min(step * 2, 1 << 20)
-        self._cursor = len(listed)
+        self._scanned_to = len(listed)
         return None
 
     def return_ino(self, ino: int) -> None:
         if not self._listed[ino]:
             self._listed[ino] = True
             self.nfree += 1
-            self._cursor = min(self._cursor, ino)
+            if ino < self._scanned_to:
+                heapq.heappush(self._free_heap, ino)
 
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""
@@ -587,7 +601,7 @@ class InodeTable:
         self.tail_chunks = self._tail_chunks(table, live)
         self._listed = magic == 0
         self._listed[0] = False
-        self._cursor = 1
+        self._scanned_to, self._free_heap = 1, []
         self.nfree = int(np.count_nonzero(self._listed))
         orphans = live[table["nlink"][live] == 0].tolist()
         del table

@@ -383,8 +383,11 @@ def pack_txn_body(
     length, crc32c) of data the record makes visible (REC_CHECK)."""
     parts = []
     for dst, data in writes:
-        parts.append(TXN_REC.pack(dst, len(data), 0))
-        parts.append(bytes(data) + b"\0" * (pad8(len(data)) - len(data)))
+        n = len(data)
+        parts.append(TXN_REC.pack(dst, n, 0))
+        parts.append(data)  # (join copies it once)
+        if n % 8:
+            parts.append(bytes(8 - n % 8))
     for dst, length in revokes:
         parts.append(TXN_REC.pack(dst, length, REC_REVOKE))
     for dst, length in claims:
@@ -524,6 +527,7 @@ INODE_MAGIC = 0x4E49  # "IN"
 INLINE_EXTENTS = 6
 EXTENT = _checked("<QQQ", 24)  # file_off, dev_off, length
 INODE_HEAD = _checked("<IHHQQIIIIQqqqqQIIQ", 104)
+_U32 = struct.Struct("<I")
 # crc, magic, flags, ino, generation, mode, nlink, uid, gid, size, atime_ns,
 # mtime_ns, ctime_ns, btime_ns, parent, nextents, rdev, ext_block.  rdev
 # (version 6; reserved, zero, before): a device node's number as Linux's
@@ -597,9 +601,14 @@ def pack_inode(r: InodeRecord) -> bytes:
         r.rdev,
         r.ext_block,
     )
-    ext = b"".join(EXTENT.pack(*e) for e in r.inline)
-    body = head + ext + b"\0" * (INODE_SIZE - len(head) - len(ext))
-    return struct.pack("<I", crc32c(body[4:])) + body[4:]
+    slot = bytearray(INODE_SIZE)  # (zeros past the inline extents)
+    slot[: INODE_HEAD.size] = head
+    pos = INODE_HEAD.size
+    for e in r.inline:
+        EXTENT.pack_into(slot, pos, *e)
+        pos += EXTENT.size
+    _U32.pack_into(slot, 0, _crc32c.crc32c(memoryview(slot)[4:]))
+    return bytes(slot)
 
 
 def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:

@@ -652,6 +652,8 @@ def flush_ranges(region, ranges) -> bool:
     where ranges share a line; True if anything was flushed (then a fence
     has something to order).  A function, not a Region method, so that a
     wrapper such as the crash recorder sees each flush."""
+    if region.volatile:
+        return False  # (tmpfs: nothing to flush, so nothing for a fence to order)
     lines = ((off // CACHE_LINE * CACHE_LINE, -(-(off + n) // CACHE_LINE) * CACHE_LINE)
              for off, n in ranges)  # fmt: skip
     spans = merge_ranges(lines)
