@@ -180,19 +180,20 @@ class DataPath:
         lock = self._tlock
         lock.acquire()
         try:
-            peek = self.journal.peek
-            seq = peek()
+            journal = self.journal
+            word = journal.live_seq  # (journal.peek, written out)
+            seq = word[0] if word is not None else journal.peek()
             inode = self.inodes.cache.get(ino)
             if (
                 self._depth
                 or self.closed
                 or seq != self._seen_seq
                 or inode is None
-                or (self.journal.lazy_view and self.journal.drop_due())
+                or (journal.lazy_view and journal.drop_due())
             ):
                 return None
             got = copy(inode, off, arg)
-            return got if peek() == seq else None
+            return got if (word[0] if word is not None else journal.peek()) == seq else None
         finally:
             lock.release()
 

@@ -158,7 +158,7 @@ class Journal:
         self.live_off = JOURNAL_HEADER_OFF + JLIVE_OFF
         # The live word's next_seq (its first field), read by a subscript:
         # every call reads it, and a read with no lock twice.
-        self._live_seq = region.word(self.live_off)
+        self.live_seq = region.word(self.live_off)
         # The seq of the homes-written-out word (JHOMES), and what it was
         # when drop_homes_written_out last looked (lazy mode).
         self._homes_seq_word = region.word(JOURNAL_HEADER_OFF + JHOMES_OFF)
@@ -207,9 +207,9 @@ class Journal:
 
     def peek(self) -> int:
         """The next_seq other processes have published (no state change)."""
-        if self._live_seq is None:
+        if self.live_seq is None:
             return JLIVE.unpack_from(self.region.buf, self.live_off)[0]
-        return self._live_seq[0]
+        return self.live_seq[0]
 
     def refresh(self) -> int:
         """Adopt (next_seq, pos) published by whichever process committed last."""
