@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import operator
 import stat
 import time
 from collections.abc import Sequence
@@ -318,8 +319,8 @@ class DataPath:
         end = off + len(data)
         old_size, new_size = inode.size, max(inode.size, end)
         optimistic = self._reads is not None
-        # What the write stores into or zeroes: from the old end, when it
-        # grows the file past it, to the end of its last block.
+        # What a small file's write stores into or zeroes: from the old end,
+        # when it grows the file past it, to the end of its last block.
         lo, hi = _align_down(min(off, old_size), BLOCK), _align_up(end, BLOCK)
         small = new_size < CHUNK
         before = inode.iomap(lo, hi - lo) if small or optimistic else []
@@ -350,13 +351,17 @@ class DataPath:
         grows = new_size != old_size or inode.generation != generation
 
         def store() -> None:
-            zero = _unwritten(fresh, old_size, new_size, written)
-            mapped = pieces
-            if mapped is None and (zero or data):
-                mapped = _mapped_pieces(inode.iomap(lo, hi - lo))
-            touched = self._zero_pieces(mapped, zero) if zero else []
-            if data:
-                touched += self._copy_pieces(mapped, off, data)  # type: ignore[arg-type]
+            if pieces is None:
+                # An empty write, or a large file's: its map asked again,
+                # for what must read as zero (a window completed in place
+                # may have holes below the write) and for the copy.
+                touched = self._zero_unwritten(inode, fresh, old_size, new_size, written)
+                if data:
+                    touched += self._copy_in(inode, off, data)
+            else:
+                zero = _unwritten(fresh, old_size, new_size, written)  # (inside [lo, hi))
+                touched = self._zero_pieces(pieces, zero) if zero else []
+                touched += self._copy_pieces(pieces, off, data)
             if self._batching or grows or self.region.durability.name != "msync":
                 self._order_data(touched)  # ordered: data before metadata
             else:
@@ -1237,8 +1242,7 @@ def _overlapping(pieces, s: int, e: int):
             yield a, dev + (a - foff), b - a
 
 
-def _first(piece: tuple[int, int, int]) -> int:
-    return piece[0]
+_first = operator.itemgetter(0)  # a piece's file offset
 
 
 def _align_down(n: int, a: int) -> int:
