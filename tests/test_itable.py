@@ -200,3 +200,79 @@ def test_out_of_slots_is_enospc_and_loses_nothing(shm_dir, small_steps):
     with daxfs.mount(pool) as fs:
         assert all(stat.S_ISREG(fs.stat(f"/f{i}").st_mode) for i in made)
     assert daxfs.check(pool).ok
+
+
+# ---------------------------------------------------------------------------
+# free inode numbers: the lowest is taken, whatever came before
+# ---------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["take", "return", "take_in", "taken_elsewhere"]), st.integers(0, 5000)),
+        max_size=300,
+    )
+)
+def test_take_ino_gives_the_lowest_free_number_against_a_model(fs_for_numbers, steps):
+    """take_ino against a set of free numbers, with returns and takes by
+    take_in (a process sharing the pool takes in its own range) and by
+    others' records (forget: the slot is in use now) in any order: the
+    lowest free number is always the one given."""
+    table = fs_for_numbers.inodes
+    table.scan()  # (a fresh view of the table each example)
+    free = {i for i in range(table.limit) if table.is_free(i)}
+    for op, k in steps:
+        if op == "take":
+            if not free:
+                continue
+            assert table.take_ino() == min(free)
+            free.discard(min(free))
+        elif op == "return":
+            taken = sorted(set(range(1, table.limit)) - free)
+            if taken:
+                ino = taken[k % len(taken)]
+                table.return_ino(ino)
+                free.add(ino)
+        elif op == "take_in":
+            start = (k % (table.limit // 64)) * 64
+            got = table.take_in(start, 64)
+            inside = sorted(i for i in free if start <= i < start + 64)
+            assert got == (inside[0] if inside else None)
+            free.discard(got)
+        elif free:  # another process's record put an inode in a free slot
+            ino = sorted(free)[k % len(free)]
+            table._listed[ino] = False
+            table.nfree -= 1
+            free.discard(ino)
+        assert table.nfree == len(free)
+
+
+def test_free_numbers_another_process_takes_do_not_pile_up(fs_for_numbers):
+    """A process sharing the pool takes numbers with take_in, never popping
+    the heap of free numbers that returns fill: it must not grow without
+    bound (a create and an unlink a file, for as long as the mount lives)."""
+    table = fs_for_numbers.inodes
+    table.scan()
+    with pytest.raises(OSError):
+        while True:
+            table.take_ino()
+    for i in range(5000):
+        ino = 1 + i % 1000
+        table.return_ino(ino)
+        assert table.take_in(ino, 1) == ino
+    assert table.nfree == 0
+    assert len(table._free_heap) <= 64
+    table.return_ino(77)
+    assert table.take_ino() == 77
+
+
+@pytest.fixture(scope="module")
+def fs_for_numbers(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("numbers") / "pool")
+    daxfs.mkfs(path, "64M", inodes=1024)
+    fs = daxfs.mount(path)
+    yield fs
+    fs.close()

@@ -530,7 +530,12 @@ class InodeTable:
             self._listed[ino] = True
             self.nfree += 1
             if ino < self._scanned_to:
-                heapq.heappush(self._free_heap, ino)
+                heap = self._free_heap
+                heapq.heappush(heap, ino)
+                if len(heap) > 2 * self.nfree + 64:
+                    # Numbers taken by take_in (another process sharing the
+                    # pool, leases.py) are never popped: drop them.
+                    self._free_heap = sorted({i for i in heap if self._listed[i]})
 
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""
