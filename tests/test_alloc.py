@@ -9,10 +9,17 @@ import errno
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daxfs.alloc import HugePageAllocator, NaiveAllocator, RunSet, free_runs, make_allocator
+from daxfs.alloc import (
+    HugePageAllocator,
+    NaiveAllocator,
+    RunSet,
+    TinyRoom,
+    free_runs,
+    make_allocator,
+)
 from daxfs.layout import BLOCKS_PER_CHUNK
 
 C = BLOCKS_PER_CHUNK
@@ -432,3 +439,25 @@ def test_a_terabyte_of_free_space_costs_bytes_per_chunk_not_per_block():
     for s, n in runs:
         a.free(s, n)
     assert a.free_chunks == 1 << 19 and not a.maps
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 90), st.integers(-30, -1)), max_size=400))
+def test_tiny_room_first_is_the_chunk_holding_the_most_single_blocks(steps):
+    """TinyRoom (a heap with stale entries skipped) against a dict: first()
+    is the chunk with the lowest key, the lowest-numbered of equals, after
+    any adds (a chunk's count changing) and discards; stale entries do not
+    pile up."""
+    room, model = TinyRoom(), {}
+    for add, c, key in steps:
+        if add:
+            room.add(c, key)
+            model[c] = key
+        else:
+            room.discard(c)
+            model.pop(c, None)
+        want = min(((k, ch) for ch, k in model.items()), default=(None, None))[1]
+        assert room.first() == want
+        assert bool(room) == bool(model)
+        assert room.items() == sorted((k, ch) for ch, k in model.items())
+        assert len(room._heap) <= 2 * len(model) + 64

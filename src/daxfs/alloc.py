@@ -503,12 +503,16 @@ class TinyRoom:
     def add(self, c: int, key: int) -> None:
         self.key[c] = key
         heapq.heappush(self._heap, (key, c))
-        if len(self._heap) > 2 * len(self.key) + 64:
-            self._heap = [(k, chunk) for chunk, k in self.key.items()]
-            heapq.heapify(self._heap)
+        self._bound()
 
     def discard(self, c: int) -> None:
         self.key.pop(c, None)
+        self._bound()
+
+    def _bound(self) -> None:
+        if len(self._heap) > 2 * len(self.key) + 64:
+            self._heap = [(k, chunk) for chunk, k in self.key.items()]
+            heapq.heapify(self._heap)
 
     def first(self) -> int | None:
         heap, key = self._heap, self.key
