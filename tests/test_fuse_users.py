@@ -18,7 +18,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,8 +29,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import in_forked_child, needs_fuse
-from test_fuse import Mount, assert_clean, empty_dir
+import daxfs
+from conftest import get, in_forked_child, is_mounted, needs_fuse, unmount
+from test_fuse import Mount, assert_clean, empty_dir, wait_until
 
 pytestmark = [
     needs_fuse,
@@ -177,8 +180,6 @@ def sides(tmp_path_factory):
     kernel, mnt = os.path.join(base, "tmpfs"), os.path.join(base, "mnt")
     os.mkdir(kernel, 0o755)
     os.mkdir(mnt, 0o755)
-    import daxfs
-
     pool = os.path.join(base, "users.pool")
     daxfs.mkfs(pool, "64M")
     m = Mount(pool, Path(mnt), "--allow-other")
@@ -224,3 +225,119 @@ def test_a_setuid_file_written_by_another_user_loses_the_bit_as_on_tmpfs(sides):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ---------------------------------------------------------------------------
+# a user who is not root mounts a pool of their own
+# ---------------------------------------------------------------------------
+USER = 1000
+
+
+def _as_user_env() -> tuple[list[str], dict[str, str]] | None:
+    """An interpreter and environment with which USER can import daxfs and
+    its dependencies: this process's own may lie where only root can go
+    (a pyenv Python under /root), so the system's Python of the same
+    version is taken, given this checkout's source and site-packages.
+    None when USER cannot run daxfs so (the test is skipped)."""
+    import site
+
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if not os.path.exists(python):
+            continue
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp",
+            "PYTHONPATH": os.pathsep.join(
+                [os.path.dirname(os.path.dirname(daxfs.__file__)), *site.getsitepackages()]
+            ),
+        }
+        try:
+            probe = subprocess.run(
+                [python, "-c", "import daxfs.cli, daxfs.fuse, numpy, crc32c"],
+                env=env,
+                user=USER,
+                group=USER,
+                extra_groups=[],
+                capture_output=True,
+            )
+        except PermissionError:
+            continue  # (not executable by USER: under /root, say)
+        if probe.returncode == 0:
+            return [python, "-c", "from daxfs.cli import main; main()"], env
+    return None
+
+
+def test_a_user_who_is_not_root_mounts_serves_and_unmounts_a_pool_of_their_own(tmp_path):
+    """As user 1000: mkfs, `daxfs mount` (fusermount3 mounts, the server
+    forks into the background), files written and read back through the
+    mount by ordinary tools, owned by the user, then `fusermount3 -u`: the
+    server ends, and the pool is clean and holds what was written."""
+    found = _as_user_env()
+    if found is None:
+        pytest.skip(f"no Python with which user {USER} can import this daxfs")
+    daxfs_cmd, env = found
+    base = Path(tempfile.mkdtemp(prefix="daxfs-user-", dir="/dev/shm"))
+    # fusermount3 opens /dev/fuse with the user's rights: distributions
+    # make it 0666; this machine's is 0600, so it is for this test.
+    device_mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+    os.chmod("/dev/fuse", device_mode | 0o666)
+    try:
+        os.chown(base, USER, USER)
+        pool, mnt = base / "mine.pool", base / "mnt"
+
+        def run(*argv, check=True):
+            return subprocess.run(
+                list(argv), env=env, user=USER, group=USER, extra_groups=[],
+                capture_output=True, text=True, check=check, cwd=base, timeout=60,
+            )  # fmt: skip
+
+        run("mkdir", str(mnt))
+        run(*daxfs_cmd, "mkfs", "-s", "64M", str(pool))
+        started = run(*daxfs_cmd, "mount", str(pool), str(mnt), check=False)
+        assert started.returncode == 0, started.stderr
+        try:
+            assert wait_until(lambda: is_mounted(mnt)), "not mounted"
+            run("sh", "-c", f"printf 'hello' > {mnt}/a && mkdir {mnt}/d && cp {mnt}/a {mnt}/d/b")
+            assert run("cat", f"{mnt}/d/b").stdout == "hello"
+            # (Only the user may look: root too is kept out of a mount made
+            # without allow_other, as FUSE does.)
+            assert run("stat", "-c", "%u %g", f"{mnt}/d/b").stdout.split() == [str(USER)] * 2
+            with pytest.raises(PermissionError):
+                os.lstat(mnt / "d" / "b")
+        finally:
+            run("fusermount3", "-u", str(mnt), check=False)
+        assert wait_until(lambda: not is_mounted(mnt)), "still mounted"
+        assert wait_until(lambda: not _holders(pool)), "the server is still running"
+        assert_clean(str(pool))
+        with daxfs.mount(str(pool), readonly=True) as fs:
+            assert get(fs, "/d/b") == b"hello"
+            assert fs.stat("/a").st_uid == USER
+        # Stopped by a signal instead, the server unmounts itself, the way
+        # a user may (fusermount3 -u -z: it is not root).
+        run(*daxfs_cmd, "mount", str(pool), str(mnt))
+        assert wait_until(lambda: is_mounted(mnt)), "not mounted again"
+        (server,) = _holders(pool)
+        os.kill(server, signal.SIGTERM)
+        assert wait_until(lambda: not is_mounted(mnt) and not _holders(pool)), "not unmounted"
+        assert_clean(str(pool))
+    finally:
+        if is_mounted(base / "mnt"):
+            unmount(base / "mnt")
+        os.chmod("/dev/fuse", device_mode)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _holders(pool: Path) -> list[int]:
+    """The processes that have the pool open (its server, while it runs)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(
+                os.readlink(f"/proc/{pid}/fd/{fd}") == str(pool)
+                for fd in os.listdir(f"/proc/{pid}/fd")
+            ):
+                out.append(int(pid))
+        except OSError:
+            continue
+    return out
