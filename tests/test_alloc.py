@@ -17,6 +17,7 @@ from daxfs.alloc import (
     NaiveAllocator,
     RunSet,
     TinyRoom,
+    first_free,
     free_runs,
     make_allocator,
 )
@@ -461,3 +462,18 @@ def test_tiny_room_first_is_the_chunk_holding_the_most_single_blocks(steps):
         assert bool(room) == bool(model)
         assert room.items() == sorted((k, ch) for ch, k in model.items())
         assert len(room._heap) <= 2 * len(model) + 64
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=600), st.integers(1, 700))
+def test_first_free_is_the_first_free_runs_cut_to_n(flags, n):
+    """first_free (bytes.find over a chunk map) against free_runs: the same
+    runs in order, the last cut so that they hold min(n, free) blocks."""
+    used = np.array(flags, dtype=bool)
+    want, left = [], n
+    for start, length in free_runs(used):
+        if not left:
+            break
+        want.append((start, min(length, left)))
+        left -= min(length, left)
+    assert first_free(used, n) == want

@@ -194,6 +194,25 @@ def free_runs(used: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), (ends - starts).tolist(), strict=True))
 
 
+def first_free(used: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """The first runs of False in a boolean array, in order, cut to hold n
+    between them, as (start, length): what a small request takes of one
+    chunk's map.  bytes.find over the map, not free_runs: a request of a
+    few blocks needs the first hole or two, not all of them."""
+    flags = used.tobytes()
+    out: list[tuple[int, int]] = []
+    i = flags.find(0)
+    while i >= 0 and n:
+        j = flags.find(1, i)
+        if j < 0:
+            j = len(flags)
+        take = min(j - i, n)
+        out.append((i, take))
+        n -= take
+        i = flags.find(0, j)
+    return out
+
+
 def _constant(value: bool) -> np.ndarray:
     a = np.full(BLOCKS_PER_CHUNK, value, dtype=bool)
     a.flags.writeable = False
@@ -654,7 +673,10 @@ class HugePageAllocator(_Base):
             return 0
         base = c * BLOCKS_PER_CHUNK
         end = min(base + BLOCKS_PER_CHUNK, hint + n)
-        got = int(np.argmax(np.append(self.maps[c][hint - base : end - base], True)))
+        flags = self.maps[c][hint - base : end - base].tobytes()
+        got = flags.find(1)  # (the free blocks from the hint on: up to the first used)
+        if got < 0:
+            got = len(flags)
         if got:
             self._take_small(c, hint, got)
         return got
@@ -722,13 +744,10 @@ class HugePageAllocator(_Base):
             out.append((b, 1))
             return 1
         got_total = 0
-        for start, length in free_runs(used):
-            got = min(length, n - got_total)
+        for start, got in first_free(used, n):
             self._take_small(c, base + start, got)
             out.append((base + start, got))
             got_total += got
-            if got_total == n:
-                break
         return got_total
 
     def _room_list(self, c: int) -> SortedList:
