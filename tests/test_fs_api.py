@@ -1200,28 +1200,28 @@ def test_a_special_file_has_no_bytes_through_the_api_and_survives_a_remount(pool
 # A write of a small file asks its block map once (Linux's iomap: the map of
 # the range, holes allocated on the way, then the copy acts on that answer),
 # whatever it meets: a new file, an append inside the last block or past it,
-# a hole in the middle, a gap past the end (left a hole, its partial block
-# zeroed).  The bytes are checked against a plain bytearray.
-WRITES_ONE_MAP = {
-    "new file": (b"", 0, 4096),
-    "append in the last block": (b"a" * 5000, 5000, 300),
-    "append past the last block": (b"a" * 8192, 8192, 5000),
-    "into a hole": (b"", 0, 0),  # (made below: a sparse file)
-    "past the end, a gap": (b"a" * 100, 30000, 700),
-    "overwrite and grow": (b"a" * 6000, 4000, 9000),
+# a hole in the middle (a file truncated up), a gap past the end (left a
+# hole; the old last block's bytes past the end, made non-zero by a
+# truncate down, zeroed).  The bytes are checked against a bytearray.
+WRITES_ONE_MAP = {  # case: (bytes first written, then truncated to, write at, length)
+    "new file": (b"", None, 0, 4096),
+    "append in the last block": (b"a" * 5000, None, 5000, 300),
+    "append past the last block": (b"a" * 8192, None, 8192, 5000),
+    "into a hole": (b"", 64 * 1024, 20000, 9000),
+    "past the end, a gap": (b"a" * 5000, 100, 30000, 700),
+    "overwrite and grow": (b"a" * 6000, None, 4000, 9000),
 }
 
 
 @pytest.mark.parametrize("case", list(WRITES_ONE_MAP))
 def test_a_small_write_asks_the_block_map_once(fs, monkeypatch, case):
-    before, off, n = WRITES_ONE_MAP[case]
+    before, size, off, n = WRITES_ONE_MAP[case]
     model = bytearray(before)
     with fs.open("/f", "wb") as f:
         f.write(before)
-        if case == "into a hole":
-            f.truncate(64 * 1024)
-            model = bytearray(64 * 1024)
-            off, n = 20000, 9000
+        if size is not None:
+            f.truncate(size)
+            model = model[:size] + bytes(max(0, size - len(model)))
     calls = []
     real = Inode.iomap
 

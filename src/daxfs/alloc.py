@@ -513,7 +513,8 @@ class TinyRoom:
     most (the lowest-numbered of equals).  A heap whose stale entries are
     skipped when they come up: every single-block take or free changes a
     chunk's count, which a sorted list paid for with a removal and an
-    insertion.  Rebuilt when stale entries outnumber the live ones."""
+    insertion.  Rebuilt from the live ones when the heap passes twice
+    their number (plus 64)."""
 
     def __init__(self) -> None:
         self.key: dict[int, int] = {}  # chunk -> its key now
