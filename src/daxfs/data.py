@@ -405,10 +405,10 @@ class DataPath:
                 hint: int | None = pieces[-1][1] + pieces[-1][2]
             else:
                 hint = inode.device_before(a)
-            for dev, n in self._alloc_blocks(txn, (b - a) // BLOCK, hint):
-                inode.add_extent(a, dev, n)
+            runs = self._alloc_blocks(txn, (b - a) // BLOCK, hint)
+            self._map_runs(inode, a, runs, fresh)
+            for dev, n in runs:
                 pieces.append((a, dev, n))
-                fresh.append((a, a + n))
                 a += n
         return pieces, fresh
 
