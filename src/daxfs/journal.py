@@ -257,12 +257,10 @@ class Journal:
         writes = txn.writes
         if not writes and not txn.revokes and not txn.allocated:
             return None
-        (table_lo, table_hi), (data_lo, data_hi) = self._homes
-        for dst, data in writes:  # (_check_home, written out: every change pays it)
-            end = dst + len(data)
-            if not (table_lo <= dst and end <= table_hi or data_lo <= dst and end <= data_hi):
-                self._check_home(dst, len(data), None)
-        claims = [(data_lo + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
+        for dst, data in writes:
+            self._check_home(dst, len(data), None)
+        data_off = self._data_area[0]
+        claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
         return pack_txn_body(
             writes, txn.revokes, claims, sorted(txn.touched), self._checks_of(txn.checks)
         )
