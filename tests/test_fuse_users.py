@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import daxfs
 from conftest import get, in_forked_child, is_mounted, needs_fuse, unmount
-from test_fuse import Mount, assert_clean, empty_dir, wait_until
+from test_fuse import Mount, assert_clean, daemons_serving, empty_dir, wait_until
 
 pytestmark = [
     needs_fuse,
@@ -308,7 +308,7 @@ def test_a_user_who_is_not_root_mounts_serves_and_unmounts_a_pool_of_their_own(t
         finally:
             run("fusermount3", "-u", str(mnt), check=False)
         assert wait_until(lambda: not is_mounted(mnt)), "still mounted"
-        assert wait_until(lambda: not _holders(pool)), "the server is still running"
+        assert wait_until(lambda: not daemons_serving(mnt)), "the server is still running"
         assert_clean(str(pool))
         with daxfs.mount(str(pool), readonly=True) as fs:
             assert get(fs, "/d/b") == b"hello"
@@ -317,27 +317,12 @@ def test_a_user_who_is_not_root_mounts_serves_and_unmounts_a_pool_of_their_own(t
         # a user may (fusermount3 -u -z: it is not root).
         run(*daxfs_cmd, "mount", str(pool), str(mnt))
         assert wait_until(lambda: is_mounted(mnt)), "not mounted again"
-        (server,) = _holders(pool)
+        (server,) = daemons_serving(mnt)
         os.kill(server, signal.SIGTERM)
-        assert wait_until(lambda: not is_mounted(mnt) and not _holders(pool)), "not unmounted"
+        assert wait_until(lambda: not is_mounted(mnt) and not daemons_serving(mnt)), "not unmounted"
         assert_clean(str(pool))
     finally:
         if is_mounted(base / "mnt"):
             unmount(base / "mnt")
         os.chmod("/dev/fuse", device_mode)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _holders(pool: Path) -> list[int]:
-    """The processes that have the pool open (its server, while it runs)."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if any(
-                os.readlink(f"/proc/{pid}/fd/{fd}") == str(pool)
-                for fd in os.listdir(f"/proc/{pid}/fd")
-            ):
-                out.append(int(pid))
-        except OSError:
-            continue
-    return out

@@ -10,6 +10,8 @@ import os
 import stat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import daxfs
 from conftest import get, new_pool, put
@@ -205,10 +207,6 @@ def test_out_of_slots_is_enospc_and_loses_nothing(shm_dir, small_steps):
 # ---------------------------------------------------------------------------
 # free inode numbers: the lowest is taken, whatever came before
 # ---------------------------------------------------------------------------
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
