@@ -217,16 +217,7 @@ class DataPath:
         or after ``off`` that is allocated, or in a hole (the end of the file
         counts as a hole).  Allocated space reads as data, as on tmpfs."""
         with self._locked(exclusive=False):
-            inode = self._inode(ino)
-            size = inode.size
-            if not 0 <= off < size:
-                raise oserror(errno.ENXIO)
-            found = inode.next_hole(off) if hole else inode.next_data(off)
-            if found is None or found >= size:
-                if hole:
-                    return size
-                raise oserror(errno.ENXIO)
-            return found
+            return seek_in(self._inode(ino), off, hole)
 
     # Large writes commit in pieces so that one transaction stays small; a crash
     # leaves a prefix of the write, as POSIX allows.
@@ -1251,3 +1242,16 @@ def _align_down(n: int, a: int) -> int:
 
 def _align_up(n: int, a: int) -> int:
     return -(-n // a) * a
+
+
+def seek_in(inode: Inode, off: int, hole: bool) -> int:
+    """lseek's SEEK_DATA (``hole`` False) or SEEK_HOLE from ``off`` in ``inode``."""
+    size = inode.size
+    if not 0 <= off < size:
+        raise oserror(errno.ENXIO)
+    found = inode.next_hole(off) if hole else inode.next_data(off)
+    if found is None or found >= size:
+        if hole:
+            return size
+        raise oserror(errno.ENXIO)
+    return found

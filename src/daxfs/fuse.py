@@ -70,6 +70,7 @@ from collections.abc import Callable
 
 from . import fusewire as w
 from .fileio import DaxRawFile
+from .follow import Moved
 from .fs import NO_ID, FileSystem
 from .layout import CorruptionError
 from .path import At, Ino
@@ -298,7 +299,7 @@ class Server:
         self._caller = (req.uid, req.gid)
         parts, code = None, 0
         try:
-            parts = fn(req)
+            parts = self._answer(fn, req)
         except OSError as e:
             code = e.errno or errno.EIO
         except ValueError as e:  # bad arguments (an out-of-range id, ...)
@@ -314,6 +315,17 @@ class Server:
             self.ch.reply_error(req.unique, code)
         elif parts is not None:
             self.ch.reply(req.unique, *parts)
+
+    @staticmethod
+    def _answer(fn: Callable, req: w.Request):
+        """``fn(req)``, again for as long as the pool moves under it: only
+        a follower's sections raise Moved (follow.py), and its requests
+        only read, so running one again changes nothing but the answer."""
+        while True:
+            try:
+                return fn(req)
+            except Moved:
+                continue
 
     def no_reply(self, req: w.Request) -> None:
         return None
@@ -378,6 +390,8 @@ class Server:
                         pass  # (catching up calls _foreign_change)
                 self._drop_stale_attrs()
                 self._drop_stale_names()
+            except Moved:
+                pass  # (a follower's pool moved meanwhile: the next look sees it)
             except Exception:  # (the pool closing under us at the end)
                 if not self._stopping.is_set():
                     log.exception("watcher")
@@ -390,15 +404,20 @@ class Server:
             return
         stale = []
         fs = self.fs
-        with fs._locked(exclusive=False):
-            for parent, names in given.items():
-                for name, node in names.items():
-                    try:
-                        now = fs._cached_dir(parent).entries.get(name)
-                    except OSError:
-                        now = None  # (the directory itself is gone)
-                    if now is None or now[0] != node:
-                        stale.append((parent, name, node))
+        try:
+            with fs._locked(exclusive=False):
+                for parent, names in given.items():
+                    for name, node in names.items():
+                        try:
+                            now = fs._cached_dir(parent).entries.get(name)
+                        except OSError:
+                            now = None  # (the directory itself is gone)
+                        if now is None or now[0] != node:
+                            stale.append((parent, name, node))
+        except Moved:
+            with self._stale_lock:  # (looked at again next time)
+                self._stale_dirs |= dirs
+            raise
         for parent, name, node in stale:
             self.track.dropped(parent, name, node)
             self._notify(self.ch.inval_entry, parent, name.encode("utf-8", "surrogateescape"))
@@ -684,6 +703,7 @@ class Server:
         them)."""
         fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
         parent, out, used, fs = req.nodeid, [], 0, self.fs
+        given: list[tuple[str, int]] = []
         with fs._locked(exclusive=False):  # (one commit's listing and attributes)
             for i, (name, ino, ftype) in enumerate(self._listing_of(req, fh, off)[off:], off + 1):
                 dirent = w.dirent_bytes(ino, i, name, ftype)
@@ -697,7 +717,9 @@ class Server:
                 out.append(dirent)
                 used += len(entry) + len(dirent)
                 if st is not None:
-                    self.track.gave(parent, _name(name), ino)
+                    given.append((_name(name), ino))
+        for name, ino in given:  # (counted once the answer stands: see _answer)
+            self.track.gave(parent, name, ino)
         return (b"".join(out),)
 
     def _checked_stat(self, parent: int, name: bytes, ino: int, ftype: int):

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 
+from .follow import mount_follower
 from .fs import COMMIT_INTERVAL, DEFAULT_TAILS, FileSystem
 from .journal import Journal
 from .layout import (
@@ -88,6 +89,7 @@ def mount(
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
     tails: str = DEFAULT_TAILS,
+    follow: bool = False,
 ) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
@@ -97,8 +99,12 @@ def mount(
     ``tails``: "trim" (the default) gives back what lies past a large
     file's end in the chunk of its last 2 MiB window (to 4 KiB) at its last
     close, fsync and unmount; "keep" leaves it the whole chunk (DESIGN.md,
-    "Tails")."""
+    "Tails").  ``follow``: a read-only mount that takes no kernel lock and
+    follows a writer from the pool's bytes alone, as a host that shares a
+    CXL device with the writer's host must (follow.py)."""
     spath = to_str(path)
+    if follow:
+        return mount_follower(spath, emulate_devdax=emulate_devdax)
     if readonly and _needs_recovery(spath):
         if not os.access(spath, os.W_OK):
             raise oserror(errno.EROFS, spath)

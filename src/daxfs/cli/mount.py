@@ -118,6 +118,15 @@ def mount_cmd(
         typer.Option("--foreground", "-f", help="Serve in the foreground (Ctrl-C unmounts)."),
     ] = False,
     readonly: Annotated[bool, typer.Option("--readonly", help="Mount read-only.")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Mount read-only as a follower: take no kernel lock and follow the "
+            "writer from the pool's bytes alone, as a host sharing a CXL device with "
+            "the writer's host must (a pool in shared memory: device-dax, fs-dax, tmpfs).",
+        ),
+    ] = False,
     allow_other: Annotated[
         bool,
         typer.Option(
@@ -141,6 +150,10 @@ def mount_cmd(
 ) -> None:
     """Mount a pool on a directory through FUSE, for ordinary tools."""
     opts = parse_mount_options(options)
+    if follow and opts:
+        raise CliError("--follow takes no -o options: a follower never writes")
+    if follow:
+        readonly, opts = True, {"follow": True}
     where = check_mountpoint(mountpoint)
     if allow_other:
         check_allow_other()

@@ -1,0 +1,463 @@
+"""follow: a read-only mount that uses nothing but the pool's bytes.
+
+Hosts that share a CXL memory device share its bytes but not a kernel:
+no flock, no OFD locks, no word of a process's death.  A *follower*
+(``daxfs.mount(pool, follow=True)``, ``daxfs mount --follow``) is a
+read-only mount that never takes a kernel lock and keeps no state outside
+the region.  It follows the writer's commits by itself: each call first
+tails the journal from the commit it last applied (the records, each
+checked whole by its seq and crc, applied as another process's are:
+coherence.apply_records), answers, and then checks that the pool did not
+move under the answer; if it did, the call runs again.  DESIGN.md,
+"Followers", says why that is enough.
+
+The check (``Follower._unmoved``), made after every call that read the
+media (calls answered from the caches alone only need the live word the
+same before and after, as coherence.without_lock checks):
+
+* the live word still says the commit the call started from, and
+* no record of the next commit is at the journal position after it, nor
+  at the start of the area (where the first record after a checkpoint
+  goes).  A writer stores its record before its homes, and x86 makes
+  stores visible in order, so a call that read any byte of a commit's
+  homes finds that commit's record when it looks afterwards.
+
+What a call loaded while the pool moved is dropped before it runs again
+(``_drop_loaded``): the caches hold only what a call that passed the
+check read, a committed state.
+
+A follower keeps no map of free space (it never allocates): ``statvfs``
+counts it from the inode table under the same check.  It pins nothing
+either: an open file is named by its inode number and birth time, and a
+read through it after the writer removed the file fails with ESTALE
+rather than return bytes the writer gave to someone else.  Mapping a file
+needs a lease the writer honours, and leases are not in the pool yet:
+``map`` is refused.  A page-cache pool is refused too: its writer keeps
+metadata in private copies until a group commit, so its homes in the file
+lag its records (DESIGN.md, "Group commit").
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import time
+
+from .coherence import MISSED, apply_records, without_lock
+from .alloc import make_allocator
+from .data import seek_in
+from .fs import FileSystem, StatVFS
+from .inode import InodeTable
+from .layout import BLOCK, CHUNK, INODE_SIZE, TXN_HEADER, TXN_MAGIC, TXN_MAGIC_LAZY, VERSION, unpack_itable_head
+from .path import oserror, to_str
+
+# A call that keeps meeting commits gives up after this long (EAGAIN):
+# each retry loads less (what the last one loaded and no record since
+# named stays cached), so only a writer committing faster than a single
+# lookup can load a slot starves a follower.
+RETRY_SECONDS = 5.0
+
+
+class Moved(Exception):
+    """The pool moved under a follower's call: drop what it loaded, run it again."""
+
+
+class Opened(int):
+    """An open file's inode number, with the birth time that tells the file
+    from a later one given the same number."""
+
+    btime: int
+
+
+class FollowedInodes(InodeTable):
+    """The inode table as a follower sees it: a cache of slots and nothing
+    of the free-number bookkeeping a writer keeps."""
+
+    def __init__(self, region, sb):
+        super().__init__(region, sb)
+        self.loaded: list[int] = []  # slots loaded by the call under way
+
+    def _load(self, ino: int):
+        inode = super()._load(ino)
+        self.loaded.append(ino)
+        return inode
+
+    def forget(self, ino: int) -> None:
+        self.cache.pop(ino, None)  # (the table's limit comes from the records)
+
+    def in_use(self, ino: int) -> bool:
+        return self.valid_ino(ino) and not self.slot_is_free(ino)
+
+    def is_free(self, ino: int) -> bool:
+        return self.valid_ino(ino) and self.slot_is_free(ino)
+
+
+class Following:
+    """What Locked is to a writer: the thread lock, and for the outermost
+    section a catch-up before and the check after (``Moved`` when it fails)."""
+
+    __slots__ = ("fs", "outer", "seq", "pos")
+
+    def __init__(self, fs: Follower):
+        self.fs = fs
+
+    def __enter__(self) -> None:
+        fs = self.fs
+        fs._tlock.acquire()
+        try:
+            if fs.closed:
+                raise ValueError("I/O operation on an unmounted pool")
+            self.outer = fs._depth == 0
+            if self.outer:
+                fs._catch_up()
+                self.seq, self.pos = fs._seen_seq, fs._seen_pos
+                fs.inodes.loaded.clear()
+                fs._dirs_loaded.clear()
+            fs._depth += 1
+        except BaseException:
+            fs._tlock.release()
+            raise
+
+    def __exit__(self, etype, value, tb) -> None:
+        fs = self.fs
+        fs._depth -= 1
+        try:
+            if self.outer and not fs._unmoved(self.seq, self.pos):
+                fs._drop_loaded()
+                raise Moved
+        finally:
+            fs._tlock.release()
+
+
+class Follower(FileSystem):
+    """A read-only mount that takes no kernel lock (module doc)."""
+
+    def __init__(self, region, sb):
+        super().__init__(region, sb, readonly=True)
+        self.inodes = FollowedInodes(region, sb)
+        self.allocator = NoSpaceMap()  # type: ignore[assignment]
+        self._dirs_loaded: list[int] = []
+        self.journal_start = self.journal.start
+        self.coherence["retries"] = 0
+
+    # -- catching up ---------------------------------------------------------
+    def _catch_up(self) -> None:
+        """Apply the records published since the last call; on a lap (the
+        records we need were written over), drop every cache instead and
+        read the log from the start of its current generation."""
+        journal = self.journal
+        deadline = None
+        for attempt in itertools.count():
+            seq = journal.peek()
+            if seq == self._seen_seq:
+                return
+            records = None
+            if 0 <= self._seen_seq < seq:
+                records = journal.records_unlocked(self._seen_seq, self._seen_pos, seq)
+            if records is not None:
+                self._apply(records)
+                self._seen_seq, self._seen_pos = seq, records[-1].next_pos - journal.start
+                return
+            first = self._first_seq()
+            if first is not None and not first <= self._seen_seq <= seq:
+                self._reload()  # lapped, or not started
+                self.coherence["full_rebuilds"] += 1
+                self._seen_seq, self._seen_pos = first, 0
+                continue
+            # A checkpoint or a record under way; or records that never
+            # check (damage, or a writer that died inside a checkpoint).
+            if deadline is None:
+                deadline = time.monotonic() + RETRY_SECONDS
+            elif time.monotonic() > deadline:
+                self._refuse_unreadable_log(seq)
+            self._wait_a_little(attempt)
+
+    def _refuse_unreadable_log(self, seq: int) -> None:
+        """The records up to ``seq`` stayed unreadable for RETRY_SECONDS:
+        CorruptionError if they are damaged, else EAGAIN."""
+        self.journal.records_between(self._seen_seq, self._seen_pos, seq)  # (raises on damage)
+        raise OSError(
+            errno.EAGAIN,
+            f"the pool's journal did not reach commit {seq} for {RETRY_SECONDS:g} s "
+            "(a writer stopped inside a commit or a checkpoint?)",
+        )
+
+    def _first_seq(self) -> int | None:
+        """The seq of the first record of the log's current generation, or
+        None while its header is being written."""
+        journal = self.journal
+        try:
+            return journal._seq_of_header(journal._header_bytes())
+        except Exception:  # (torn: a checkpoint is writing it)
+            return None
+
+    def _apply(self, records) -> None:
+        apply_records(self, records)
+        self.coherence["records_applied"] += len(records)
+        head = self.sb.itable_off
+        for rec in records:  # the table's limit moves only by a record's write to slot 0
+            for dst, data in rec.writes:
+                if dst <= head and head + INODE_SIZE <= dst + len(data):
+                    raw = data[head - dst : head - dst + INODE_SIZE]
+                    self.inodes.limit = unpack_itable_head(raw, head, self.sb.inode_count)
+
+    def _reload(self) -> None:
+        """Drop every cache: what is needed is loaded again, call by call."""
+        self.inodes.cache.clear()
+        self.dirs.clear()
+        self._heads.clear()
+        self._heads_seq = -1
+        if self.on_foreign_change is not None:
+            self.on_foreign_change(None, None)
+
+    def _unmoved(self, seq: int, pos: int) -> bool:
+        """Did no commit publish, or start storing its homes, since the
+        call under way caught up to ``seq``?  (Module doc.)"""
+        journal = self.journal
+        return (
+            journal.peek() == seq
+            and not self._record_at(journal.start + pos, seq)
+            and not self._record_at(journal.start, seq)
+        )
+
+    def _record_at(self, at: int, seq: int) -> bool:
+        if at + TXN_HEADER.size > self.journal.end:
+            return False
+        magic, _crc, tseq, _n, _len = TXN_HEADER.unpack_from(self.region.buf, at)
+        return tseq == seq and magic in (TXN_MAGIC, TXN_MAGIC_LAZY)
+
+    def _drop_loaded(self) -> None:
+        cache, dirs = self.inodes.cache, self.dirs
+        for ino in self.inodes.loaded:
+            cache.pop(ino, None)
+            dirs.pop(ino, None)
+        for ino in self._dirs_loaded:
+            dirs.pop(ino, None)
+        self._heads.clear()
+        self._heads_seq = -1
+
+    def _load_dir(self, ino: int):
+        d = super()._load_dir(ino)
+        self._dirs_loaded.append(ino)
+        return d
+
+    def _wait_a_little(self, attempt: int) -> None:
+        if attempt < 100:
+            os.sched_yield()
+        else:
+            time.sleep(min(1e-3, 1e-5 * attempt))
+
+    # -- every call: answer, check, again if the pool moved --------------------
+    def _locked(self, exclusive: bool) -> Following:  # type: ignore[override]
+        if exclusive:
+            raise oserror(errno.EROFS)
+        return Following(self)
+
+    def _retrying(self, fn, *args):
+        deadline = None
+        for attempt in itertools.count():
+            try:
+                return fn(*args)
+            except Moved:
+                self.coherence["retries"] += 1
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + RETRY_SECONDS
+                elif now > deadline:
+                    raise OSError(
+                        errno.EAGAIN,
+                        f"the pool changed under every attempt for {RETRY_SECONDS:g} s",
+                    ) from None
+                self._wait_a_little(attempt)
+
+    def _answer(self, answer, *args):
+        with self._locked(exclusive=False):
+            return answer(*args)
+
+    def _query(self, answer, *args):
+        got = without_lock(self, answer, *args)
+        if got is MISSED:
+            return self._retrying(self._answer, answer, *args)
+        return got
+
+    def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
+        return self._query(self._stat_path, path, follow_symlinks)
+
+    def info(self) -> dict[str, object]:
+        d = self._retrying(super().info)
+        d["follower"] = True
+        return d
+
+    def statvfs(self):
+        return self._retrying(self._statvfs_counted)
+
+    def _statvfs_counted(self) -> StatVFS:
+        """statvfs from a scan of the inode table (a follower keeps no map
+        of free space), at one committed state: the counts a writer's
+        allocator, built from the same scan, gives."""
+        with self._locked(exclusive=False):
+            used, _orphans = self.inodes.scan()
+            space = make_allocator(self.sb.allocator, self.sb.data_blocks, used)
+            nfree = self.inodes.free_count
+            return StatVFS(
+                BLOCK, BLOCK, self.sb.data_blocks, space.free_blocks, space.free_blocks,
+                self.sb.inode_count - 1, nfree, nfree, os.ST_RDONLY, 255,
+                space.free_chunks, self.sb.data_blocks // (CHUNK // BLOCK),
+            )  # fmt: skip
+
+    # -- open files -----------------------------------------------------------
+    def _open_inode(self, spath: str, kind: str) -> int:
+        return self._retrying(self._answer, self._open_to_read, spath)
+
+    def _open_to_read(self, spath: str) -> int:
+        r = self._existing(spath)
+        self._check_openable(r, spath)
+        opened = Opened(r.ino)
+        opened.btime = self._inode(r.ino).btime  # type: ignore[arg-type]
+        self._pin(opened)
+        return opened
+
+    def _pin(self, ino: int) -> None:
+        self._open[ino] = self._open.get(ino, 0) + 1  # (a count: no kernel lock)
+
+    def _unpin(self, ino: int) -> None:
+        n = self._open.get(ino, 0) - 1
+        if n > 0:
+            self._open[ino] = n
+        else:
+            self._open.pop(ino, None)
+
+    def _release(self, ino: int) -> None:
+        if not self.closed:
+            with self._tlock:
+                self._unpin(ino)
+
+    def _the_file(self, ino: Opened):
+        """The inode an open file names, or ESTALE if the writer removed it."""
+        if self._live(ino):
+            inode = self._inode(ino)
+            if inode.btime == ino.btime:
+                return inode
+        raise OSError(errno.ESTALE, "the pool's writer removed this file (a follower holds no lease)")
+
+    def _if_same_file(self, inode, off: int, arg):
+        """``copy(inode, off, x)`` for ``arg`` (copy, x, btime) when the
+        cached inode is the opened file (the seqlock read's copy step)."""
+        copy, x, btime = arg
+        if inode.btime != btime:
+            raise NotTheOpenedFile
+        return copy(inode, off, x)
+
+    def _from_opened(self, ino: Opened, copy, off: int, x):
+        """``copy(inode, off, x)`` for the open file ``ino``: with no check
+        but the live word's when this mount is caught up and has it cached,
+        else the checked way."""
+        try:
+            got = self._unlocked_read(ino, self._if_same_file, off, (copy, x, ino.btime))
+        except NotTheOpenedFile:
+            got = None
+        if got is None:
+            got = self._retrying(self._answer_opened, ino, copy, off, x)
+        return got
+
+    def _answer_opened(self, ino: Opened, copy, off: int, x):
+        with self._locked(exclusive=False):
+            return copy(self._the_file(ino), off, x)
+
+    def _pread_into(self, ino: int, off: int, b) -> int:
+        if type(b) is bytearray or (type(b) is memoryview and b.format == "B" and b.ndim == 1):
+            return self._from_opened(ino, self._copy_out, off, b)  # type: ignore[arg-type]
+        with memoryview(b) as view:
+            return self._pread_into(ino, off, view.cast("B"))
+
+    def _pread(self, ino: int, off: int, n: int | None) -> bytes:
+        return self._from_opened(ino, self._read_up_to, off, n)  # type: ignore[arg-type]
+
+    def _size_of(self, ino: int) -> int:
+        return self._from_opened(ino, _size, 0, None)  # type: ignore[arg-type]
+
+    def _seek_data(self, ino: int, off: int, hole: bool) -> int:
+        return self._from_opened(ino, seek_in, off, hole)  # type: ignore[arg-type]
+
+    # -- what a follower does not do -----------------------------------------
+    def map(self, path, mode: str = "r", **kw):  # type: ignore[override]
+        raise OSError(
+            errno.EOPNOTSUPP,
+            "a follower cannot map files yet (the pool has no leases for it): "
+            "read them with open()",
+            to_str(path),
+        )
+
+    def _free_after(self, seq: int, start: int, n: int) -> None:
+        pass  # (frees in the records: a follower keeps no map of free space)
+
+    def _release_quarantine(self, durable: int | None = None) -> None:
+        pass
+
+    def _start_committer(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        for h in list(self._handles):
+            try:
+                h.close()
+            except (OSError, ValueError):
+                pass
+        with self._tlock:
+            self.closed = True
+            self.region.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "follower"
+        return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+class NotTheOpenedFile(Exception):
+    """The cached inode is not the opened file's: read the checked way."""
+
+
+class NoSpaceMap:
+    """A follower's allocator: it never allocates, so the space the records
+    it applies claim needs no bookkeeping (statvfs counts from the table)."""
+
+    def claim(self, start: int, n: int) -> None:
+        pass
+
+
+def _size(inode, _off: int, _x) -> int:
+    return inode.size
+
+
+def mount_follower(path, *, emulate_devdax: bool = False) -> Follower:
+    """Mount the pool at ``path`` as a follower (module doc)."""
+    from .pool import read_superblock
+    from .region import Region
+
+    spath = to_str(path)
+    region = Region(spath, readonly=True, emulate_devdax=emulate_devdax)
+    try:
+        if region.lazy_capable:
+            raise OSError(
+                errno.EOPNOTSUPP,
+                "a follower needs a pool in shared memory (device-dax, fs-dax or tmpfs), "
+                "not a file in the page cache, whose writer keeps metadata in private "
+                "copies until a group commit",
+                spath,
+            )
+        sb, _ = read_superblock(region)
+        if sb.version != VERSION:
+            raise OSError(
+                errno.EOPNOTSUPP,
+                f"the pool is format version {sb.version}; a follower reads only "
+                f"version {VERSION}: mount it writable once to upgrade it",
+                spath,
+            )
+        fs = Follower(region, sb)
+        fs.inodes.limit = fs._retrying(fs._answer, fs.inodes.read_limit)
+        return fs
+    except BaseException:
+        region.close()
+        raise

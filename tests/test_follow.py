@@ -1,0 +1,428 @@
+"""Followers (follow.py): read-only mounts that take no kernel lock and
+follow a writer from the pool's bytes alone, as hosts sharing a CXL device
+must.  The churn test runs the writer and the followers as processes of
+their own, the followers with every kernel lock call replaced by one that
+kills them; every answer a follower gives is checked against the tree at
+the commit it says it answered from."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import daxfs
+from daxfs import follow
+
+from conftest import new_pool, put, script_child
+
+# The follower's process: no flock, lockf or fcntl lock may be taken (the
+# process dies with status 17 if one is), then calls of every kind, each
+# logged with the commit its answer is from.
+FOLLOWER = textwrap.dedent(r"""
+    import errno, fcntl, hashlib, json, os, random, sys
+
+    def no_kernel_locks(*args, **kw):
+        sys.stderr.write("a follower asked for a kernel lock\n")
+        sys.stderr.flush()
+        os._exit(17)
+
+    fcntl.flock = fcntl.lockf = fcntl.fcntl = os.lockf = no_kernel_locks
+
+    import daxfs
+
+    pool, out, stop, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    rng = random.Random(seed)
+    fs = daxfs.mount(pool, follow=True)
+    names = ["/a", "/b", "/a/c"] + [f"{d}/f{i}" for d in ("/a", "/b", "/a/c") for i in range(8)]
+    names += ["/a/l", "/b/l"]
+
+    def err(e):
+        return ["error", e.errno]
+
+    with open(out, "w") as log:
+        print("ready", flush=True)
+        n = 0
+        while not os.path.exists(stop) or n < 200:
+            n += 1
+            kind = rng.choice(["listdir", "stat", "read", "readlink", "walk"])
+            path = rng.choice(names)
+            try:
+                if kind == "listdir":
+                    path = rng.choice(["/", "/a", "/b", "/a/c"])
+                    answer = sorted(fs.listdir(path))
+                elif kind == "stat":
+                    st = fs.lstat(path)
+                    answer = [st.st_mode, st.st_size, st.st_ino]
+                elif kind == "readlink":
+                    answer = fs.readlink(path)
+                elif kind == "walk":
+                    path = rng.choice(["/a", "/b"])
+                    answer = sorted(e.name for e in fs.scandir(path))
+                else:
+                    f = fs.open(path, "rb")
+                    opened = fs._seen_seq
+                    try:
+                        data = f.read()
+                        answer = ["bytes", len(data), hashlib.sha256(data).hexdigest()]
+                    except OSError as e:
+                        answer = err(e)
+                    finally:
+                        f.close()
+                    answer.append([int(f.raw._ino), f.raw._ino.btime])  # (the file opened)
+                    log.write(json.dumps({"seq": fs._seen_seq, "opened": opened, "kind": kind,
+                                          "path": path, "answer": answer}) + "\n")
+                    continue
+            except OSError as e:
+                answer = err(e)
+            log.write(json.dumps({"seq": fs._seen_seq, "kind": kind, "path": path,
+                                  "answer": answer}) + "\n")
+        print(json.dumps(dict(fs.coherence)), flush=True)
+""")
+
+# The writer: churns a small tree and logs the whole tree after every call
+# that may commit, with the commit it is at (one writer: the live word).
+WRITER = textwrap.dedent(r"""
+    import hashlib, json, os, random, stat, sys
+    import daxfs
+
+    pool, out, stop, steps, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    rng = random.Random(seed)
+    fs = daxfs.mount(pool)
+    dirs = ["/a", "/b", "/a/c"]
+    files = [f"{d}/f{i}" for d in dirs for i in range(8)]
+
+    def tree():
+        t = {}
+        for top, subdirs, names in fs.walk("/"):
+            for name in subdirs + names:
+                p = top.rstrip("/") + "/" + name
+                st = fs.lstat(p)
+                if stat.S_ISDIR(st.st_mode):
+                    t[p] = ["dir", st.st_mode, st.st_size, st.st_ino]
+                elif stat.S_ISLNK(st.st_mode):
+                    t[p] = ["link", st.st_mode, st.st_size, st.st_ino, fs.readlink(p)]
+                else:
+                    with fs.open(p, "rb") as f:
+                        data = f.read()
+                    t[p] = ["file", st.st_mode, st.st_size, st.st_ino,
+                            hashlib.sha256(data).hexdigest(), fs._inode(st.st_ino).btime]
+        return t
+
+    with open(out, "w") as log:
+        def note():
+            log.write(json.dumps({"seq": fs.journal.peek(), "tree": tree()}) + "\n")
+
+        for d in dirs:
+            fs.makedirs(d, exist_ok=True)
+        note()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for step in range(steps):
+            c = rng.random()
+            path = rng.choice(files)
+            try:
+                if c < 0.3:
+                    f = fs.open(path, "wb")
+                    note()
+                    f.write(os.urandom(rng.choice([0, 10, 5000, 70000])))
+                    note()
+                    f.close()
+                elif c < 0.45:
+                    f = fs.open(path, "ab")
+                    note()
+                    f.write(os.urandom(rng.choice([1, 4096, 9000])))
+                    note()
+                    f.close()
+                elif c < 0.6:
+                    fs.rename(path, rng.choice(files))
+                elif c < 0.75:
+                    fs.unlink(path)
+                elif c < 0.85:
+                    fs.truncate(path, rng.choice([0, 100, 20000]))
+                elif c < 0.92:
+                    link = rng.choice(["/a/l", "/b/l"])
+                    if fs.exists(link) or fs.islink(link):
+                        fs.unlink(link)
+                    else:
+                        fs.symlink(rng.choice(files), link)
+                else:
+                    d = rng.choice(["/a/c", "/b"])
+                    if not fs.exists(d):
+                        fs.mkdir(d)
+                    elif not fs.listdir(d):
+                        fs.rmdir(d)
+            except OSError:
+                pass
+            note()
+        fs.close()  # (its last commits too: the tree as they leave it)
+        fs = daxfs.mount(pool, readonly=True)
+        note()
+        open(stop, "w").close()
+    fs.close()
+""")
+
+
+def children_of(tree: dict, d: str) -> list[str] | None:
+    if d != "/" and (d not in tree or tree[d][0] != "dir"):
+        return None
+    prefix = d.rstrip("/") + "/"
+    return sorted(p[len(prefix):] for p in tree if p.startswith(prefix) and "/" not in p[len(prefix):])
+
+
+def expected(tree: dict, entry: dict):
+    """What a call logged by the follower should have answered at the
+    commit whose tree is ``tree``."""
+    kind, path = entry["kind"], entry["path"]
+    if kind in ("listdir", "walk"):
+        names = children_of(tree, path)
+        return ["error", errno.ENOENT] if names is None else names
+    node = tree.get(path)
+    if kind == "stat":
+        return ["error", errno.ENOENT] if node is None else [node[1], node[2], node[3]]
+    if kind == "readlink":
+        if node is None:
+            return ["error", errno.ENOENT]
+        return node[4] if node[0] == "link" else ["error", errno.EINVAL]
+    raise AssertionError(kind)
+
+
+def check_entry(trees: dict, entry: dict) -> None:
+    seq, kind, answer = entry["seq"], entry["kind"], entry["answer"]
+    assert seq in trees, f"an answer from commit {seq}, which the writer never reached whole"
+    tree = trees[seq]
+    if kind == "read" and len(answer) == 2:  # the open failed
+        node = tree.get(entry["path"])
+        if node is not None and node[0] == "link":
+            node = tree.get(node[4])
+        want = errno.ENOENT if node is None else errno.EISDIR if node[0] == "dir" else None
+        assert answer == ["error", want], f"at commit {seq}: open {entry['path']} gave {answer}"
+    elif kind == "read":
+        ino, btime = answer[-1]  # (a number, and a birth time: the file, not a later one)
+        holders = [p for p, n in tree.items() if n[0] == "file" and n[3] == ino and n[5] == btime]
+        if answer[0] == "bytes":
+            assert any(
+                tree[p][2] == answer[1] and tree[p][4] == answer[2] for p in holders
+            ), f"at commit {seq}: read {entry['path']} (inode {ino}) gave bytes no file held"
+        else:  # a read after the file went: ESTALE, never another file's bytes
+            assert answer[1] == errno.ESTALE and not holders, entry
+    else:
+        want = expected(tree, entry)
+        assert answer == want, f"at commit {seq}: {kind} {entry['path']} gave {answer}, not {want}"
+
+
+def read_log(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_followers_take_no_kernel_lock_and_every_answer_is_a_committed_state(shm_dir, seed):
+    """A writer churns (creates, writes, appends, renames, unlinks,
+    truncates, symlinks, mkdir and rmdir) while two followers, in
+    processes whose kernel lock calls kill them, list, stat, readlink and
+    read.  Every answer must equal the tree at the commit the follower
+    says it answered from, those commits never go back, and a read through
+    a file the writer removed fails with ESTALE rather than give bytes
+    another file now holds.  The small pool's journal is lapped many
+    times, so followers also catch up by rebuilding."""
+    pool = new_pool(shm_dir, size=64 << 20)
+    model, stop = os.path.join(shm_dir, "model"), os.path.join(shm_dir, "stop")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, pool, model, stop, "1500", str(seed)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert writer.stdout.readline().strip() == "ready"
+    logs = [os.path.join(shm_dir, f"follower{i}") for i in range(2)]
+    followers = [
+        subprocess.Popen(
+            [sys.executable, "-c", FOLLOWER, pool, log, stop, str(seed * 10 + i)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for i, log in enumerate(logs)
+    ]
+    for f in followers:
+        assert f.stdout.readline().strip() == "ready"
+    writer.stdin.write("go\n")
+    writer.stdin.flush()
+    assert writer.wait(timeout=300) == 0
+    counters = []
+    for f in followers:
+        out, err = f.communicate(timeout=300)
+        assert f.returncode == 0, err
+        counters.append(json.loads(out.strip().splitlines()[-1]))
+    trees = {}
+    for line in read_log(model):
+        trees[line["seq"]] = line["tree"]  # (a later note of one commit: the same tree)
+    total = 0
+    for log in logs:
+        entries = read_log(log)
+        seqs = [e["seq"] for e in entries]
+        assert seqs == sorted(seqs), "a follower went back to an older commit"
+        assert len(set(seqs)) > 50, "the follower never saw the writer move"
+        for e in entries:
+            check_entry(trees, e)
+        total += len(entries)
+    assert total > 1000
+    assert sum(c.get("full_rebuilds", 0) for c in counters) >= 1, counters
+
+
+PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""
+    import sys
+    import daxfs
+
+    fs = daxfs.mount(sys.argv[1])
+    publish = fs.journal._publish
+
+    def paused():  # every home of the commit stored: wait before publishing
+        print("stored", flush=True)
+        sys.stdin.readline()
+        publish()
+
+    fs.journal._publish = paused
+    fs.rename("/d/old", "/e/new")
+    print("renamed", flush=True)
+""")
+
+
+def test_a_follower_reads_no_home_of_a_commit_before_it_is_published(pool_path):
+    """A writer stores its homes before it publishes the live word.  A
+    follower that must load a directory meanwhile (here /e, never cached)
+    finds the commit's record at the journal's next position, so it waits
+    for the publish rather than answer from homes half-way through."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        fs.mkdir("/e")
+        put(fs, "/d/old", b"x")
+    with daxfs.mount(pool_path, follow=True) as fo:
+        assert fo.listdir("/d") == ["old"]  # /d cached, /e not
+        with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:
+            assert child.stdout.readline().strip() == "stored"
+            seq = fo.journal.peek()
+            answers = []
+            reader = threading.Thread(target=lambda: answers.append(fo.listdir("/e")))
+            reader.start()
+            reader.join(0.5)
+            published = fo.journal.peek() != seq
+            assert not answers or published, f"/e read as {answers[0]} before the publish"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            reader.join(30)
+            assert answers == [["new"]]
+            assert child.stdout.readline().strip() == "renamed"
+            assert child.wait(timeout=60) == 0
+        assert fo.listdir("/d") == []
+        assert fo.coherence["retries"] > 0
+
+
+def test_a_commit_that_never_publishes_fails_the_call_clearly(pool_path, monkeypatch):
+    """A writer that dies between its homes and its publish leaves a whole
+    record nobody published (the next writable mount finishes it).  A
+    follower that needs what it changed says so with EAGAIN after
+    RETRY_SECONDS rather than answer from its half-stored homes; what it
+    has cached it still answers."""
+    monkeypatch.setattr(follow, "RETRY_SECONDS", 0.3)
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        fs.mkdir("/e")
+        put(fs, "/d/old", b"x")
+    with daxfs.mount(pool_path, follow=True) as fo:
+        assert fo.listdir("/d") == ["old"]
+        with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:
+            assert child.stdout.readline().strip() == "stored"
+            with pytest.raises(BlockingIOError) as e:
+                fo.listdir("/e")
+            assert "changed under every attempt" in str(e.value)
+            assert fo.listdir("/d") == ["old"]  # (cached, at the published commit)
+            child.kill()
+            child.wait()
+        with daxfs.mount(pool_path):
+            pass  # finishes the dead commit
+        assert fo.listdir("/e") == ["new"]
+        assert fo.listdir("/d") == []
+
+
+def test_a_follower_refuses_writes_maps_page_cache_pools_and_old_formats(pool_path, tmp_path):
+    with daxfs.mount(pool_path) as fs:
+        put(fs, "/f", b"abc")
+    with daxfs.mount(pool_path, follow=True) as fo:
+        for call in (
+            lambda: fo.open("/f", "wb"),
+            lambda: fo.mkdir("/x"),
+            lambda: fo.unlink("/f"),
+            lambda: fo.rename("/f", "/g"),
+            lambda: fo.truncate("/f", 0),
+        ):
+            with pytest.raises(OSError) as e:
+                call()
+            assert e.value.errno == errno.EROFS
+        with pytest.raises(OSError) as e:
+            fo.map("/f")
+        assert e.value.errno == errno.EOPNOTSUPP and "lease" in str(e.value)
+        assert fo.info()["follower"] is True
+        assert fo.statvfs().f_flag & os.ST_RDONLY
+    disk = str(tmp_path / "pool")
+    daxfs.mkfs(disk, 64 << 20)
+    with pytest.raises(OSError) as e:
+        daxfs.mount(disk, follow=True)
+    assert e.value.errno == errno.EOPNOTSUPP and "page cache" in str(e.value)
+
+
+def test_a_follower_counts_space_as_the_writer_does(pool_path):
+    with daxfs.mount(pool_path) as fs, daxfs.mount(pool_path, follow=True) as fo:
+        for i in range(40):
+            put(fs, f"/f{i}", os.urandom(i * 7000))
+        fs.unlink("/f3")
+        mine, theirs = fs.statvfs(), fo.statvfs()
+        assert dataclasses.replace(theirs, f_flag=0) == mine
+        assert theirs.f_bfree < theirs.f_blocks and theirs.free_chunks < theirs.total_chunks
+
+
+def test_a_follower_lapped_by_the_log_rebuilds_and_answers_the_new_tree(pool_path):
+    """While a follower does nothing, the writer writes more than the
+    journal holds: the records the follower needs are gone, so it drops its
+    caches and answers the new tree (no stale name, no stale bytes)."""
+    with daxfs.mount(pool_path) as fs, daxfs.mount(pool_path, follow=True) as fo:
+        put(fs, "/keep", b"old")
+        assert fo.listdir("/") == ["keep"]
+        with fo.open("/keep", "rb") as f:
+            assert f.read() == b"old"
+        start = fo.coherence["full_rebuilds"]
+        n = 0
+        while fs.journal._header_seq() <= fo._seen_seq:  # (until a checkpoint retires them)
+            put(fs, f"/n{n}", b"y" * 10)
+            n += 1
+        put(fs, "/keep", b"new!")
+        assert fo.coherence["full_rebuilds"] == start
+        assert sorted(fo.listdir("/")) == sorted(["keep"] + [f"n{i}" for i in range(n)])
+        assert fo.coherence["full_rebuilds"] == start + 1
+        with fo.open("/keep", "rb") as f:
+            assert f.read() == b"new!"
+
+
+def test_an_open_file_reads_what_it_held_until_the_writer_removes_it(pool_path):
+    with daxfs.mount(pool_path) as fs, daxfs.mount(pool_path, follow=True) as fo:
+        put(fs, "/f", b"0123456789")
+        f = fo.open("/f", "rb")
+        assert f.read(4) == b"0123"
+        with fs.open("/f", "ab") as g:
+            g.write(b"abc")
+        assert f.read() == b"456789abc"
+        fs.rename("/f", "/g")
+        f.seek(0)
+        assert f.read() == b"0123456789abc"  # (the file, under its new name)
+        fs.unlink("/g")
+        put(fs, "/h", b"another file, maybe in the same inode and blocks")
+        f.seek(0)
+        with pytest.raises(OSError) as e:
+            f.read()
+        assert e.value.errno == errno.ESTALE
+        f.close()
