@@ -44,12 +44,23 @@ import itertools
 import os
 import time
 
-from .coherence import MISSED, apply_records, without_lock
+from .coherence import MISSED, apply_records, slots_written, without_lock
 from .alloc import make_allocator
 from .data import seek_in
 from .fs import FileSystem, StatVFS
 from .inode import InodeTable
-from .layout import BLOCK, CHUNK, INODE_SIZE, TXN_HEADER, TXN_MAGIC, TXN_MAGIC_LAZY, VERSION, unpack_itable_head
+from .layout import (
+    BLOCK,
+    CHUNK,
+    INODE_SIZE,
+    CorruptionError,
+    TXN_HEADER,
+    TXN_MAGIC,
+    TXN_MAGIC_LAZY,
+    VERSION,
+    parse_txn_record,
+    unpack_itable_head,
+)
 from .path import oserror, to_str
 
 # A call that keeps meeting commits gives up after this long (EAGAIN):
@@ -76,12 +87,19 @@ class FollowedInodes(InodeTable):
 
     def __init__(self, region, sb):
         super().__init__(region, sb)
-        self.loaded: list[int] = []  # slots loaded by the call under way
+        self.loaded: set[int] = set()  # slots read by the call under way
 
     def _load(self, ino: int):
-        inode = super()._load(ino)
-        self.loaded.append(ino)
-        return inode
+        self.loaded.add(ino)
+        return super()._load(ino)
+
+    def slot_is_free(self, ino: int) -> bool:
+        self.loaded.add(ino)
+        return super().slot_is_free(ino)
+
+    def read_limit(self) -> int:
+        self.loaded.add(0)
+        return super().read_limit()
 
     def forget(self, ino: int) -> None:
         self.cache.pop(ino, None)  # (the table's limit comes from the records)
@@ -123,8 +141,8 @@ class Following:
         fs = self.fs
         fs._depth -= 1
         try:
-            if self.outer and not fs._unmoved(self.seq, self.pos):
-                fs._drop_loaded()
+            if self.outer and not fs._unmoved(self.seq):
+                fs._settle()
                 raise Moved
         finally:
             fs._tlock.release()
@@ -137,7 +155,7 @@ class Follower(FileSystem):
         super().__init__(region, sb, readonly=True)
         self.inodes = FollowedInodes(region, sb)
         self.allocator = NoSpaceMap()  # type: ignore[assignment]
-        self._dirs_loaded: list[int] = []
+        self._dirs_loaded: set[int] = set()  # directories loaded by the call under way
         self.journal_start = self.journal.start
         self.coherence["retries"] = 0
 
@@ -211,36 +229,78 @@ class Follower(FileSystem):
         if self.on_foreign_change is not None:
             self.on_foreign_change(None, None)
 
-    def _unmoved(self, seq: int, pos: int) -> bool:
-        """Did no commit publish, or start storing its homes, since the
-        call under way caught up to ``seq``?  (Module doc.)"""
-        journal = self.journal
+    def _unmoved(self, seq: int) -> bool:
+        """May the call under way, which caught up to ``seq``, answer?
+        Yes if no commit was published since, and the commit under way, if
+        any, changes nothing the call read from the media (module doc)."""
+        if self.journal.peek() != seq:
+            return False
+        under_way = self._record_under_way()
+        if under_way is None:
+            return True
+        return not self._read_any_of(under_way)
+
+    def _record_under_way(self):
+        """The next commit's record, as far as it is written: None if not
+        begun; True if begun but not whole (then none of its homes was
+        stored yet, so none was read); else the whole record.  At the
+        position after our last commit, or at the start of the area when a
+        checkpoint moved the log there."""
+        journal, seq = self.journal, self._seen_seq
+        for at in (journal.start + self._seen_pos, journal.start):
+            if at + TXN_HEADER.size > journal.end:
+                continue
+            magic, _crc, tseq, _n, _len = TXN_HEADER.unpack_from(self.region.buf, at)
+            if tseq == seq and magic in (TXN_MAGIC, TXN_MAGIC_LAZY):
+                rec = parse_txn_record(self.region.buf, at, journal.end, seq, journal.old_crc)
+                return True if rec is None else rec
+        return None
+
+    def _read_any_of(self, rec) -> bool:
+        """Did the call under way read a slot or a directory ``rec`` writes?
+        (True for a record not whole yet: it writes nothing yet.)"""
+        if rec is True:
+            return False
+        slots, dirs = self._named_by(rec)
+        loaded = self.inodes.loaded
         return (
-            journal.peek() == seq
-            and not self._record_at(journal.start + pos, seq)
-            and not self._record_at(journal.start, seq)
+            not loaded.isdisjoint(slots)
+            or not self._dirs_loaded.isdisjoint(dirs)
+            or not self._dirs_loaded.isdisjoint(slots)
         )
 
-    def _record_at(self, at: int, seq: int) -> bool:
-        if at + TXN_HEADER.size > self.journal.end:
-            return False
-        magic, _crc, tseq, _n, _len = TXN_HEADER.unpack_from(self.region.buf, at)
-        return tseq == seq and magic in (TXN_MAGIC, TXN_MAGIC_LAZY)
+    def _named_by(self, rec) -> tuple[set[int], set[int]]:
+        """The inode slots and the directories' blocks a record writes."""
+        sb, slots = self.sb, set()
+        for dst, data in rec.writes:
+            if sb.itable_off <= dst < sb.itable_end:
+                slots.update(slots_written(sb, dst, len(data)))
+        return slots, set(rec.touches)
 
-    def _drop_loaded(self) -> None:
-        cache, dirs = self.inodes.cache, self.dirs
-        for ino in self.inodes.loaded:
-            cache.pop(ino, None)
-            dirs.pop(ino, None)
-        for ino in self._dirs_loaded:
-            dirs.pop(ino, None)
-        self._heads.clear()
-        self._heads_seq = -1
+    def _settle(self) -> None:
+        """The pool moved under a call: keep what it read that stands at the
+        commit published now.  Catching up drops what the records published
+        since wrote; what the commit under way writes is dropped here.  (What
+        the call read before the records it catches up with is named by them;
+        a commit whose record is not whole yet stored no home.)"""
+        self._catch_up()
+        under_way = self._record_under_way()
+        if under_way is not None and under_way is not True:
+            slots, named = self._named_by(under_way)
+            cache, dirs = self.inodes.cache, self.dirs
+            for ino in self.inodes.loaded & slots:
+                cache.pop(ino, None)
+                dirs.pop(ino, None)
+            for ino in self._dirs_loaded & (named | slots):
+                dirs.pop(ino, None)
+            self._heads.clear()
+            self._heads_seq = -1
+        self.inodes.loaded.clear()
+        self._dirs_loaded.clear()
 
     def _load_dir(self, ino: int):
-        d = super()._load_dir(ino)
-        self._dirs_loaded.append(ino)
-        return d
+        self._dirs_loaded.add(ino)
+        return super()._load_dir(ino)
 
     def _wait_a_little(self, attempt: int) -> None:
         if attempt < 100:
@@ -289,22 +349,38 @@ class Follower(FileSystem):
         d["follower"] = True
         return d
 
-    def statvfs(self):
-        return self._retrying(self._statvfs_counted)
-
-    def _statvfs_counted(self) -> StatVFS:
-        """statvfs from a scan of the inode table (a follower keeps no map
-        of free space), at one committed state: the counts a writer's
-        allocator, built from the same scan, gives."""
-        with self._locked(exclusive=False):
-            used, _orphans = self.inodes.scan()
-            space = make_allocator(self.sb.allocator, self.sb.data_blocks, used)
-            nfree = self.inodes.free_count
+    def statvfs(self) -> StatVFS:
+        """The counts a writer's allocator, built from a scan of the inode
+        table, gives (a follower keeps no map of free space).  Like Linux's
+        statfs (ext4 sums per-CPU counters with no lock), not of one
+        commit: the scan reads each slot whole, checked, while the writer
+        may commit, so a count may mix commits.  A scan that met a slot
+        half-written, or a block in two files (freed by one commit, taken
+        by the next), is made again."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        for attempt in itertools.count():
+            with self._tlock:
+                if self.closed:
+                    raise ValueError("I/O operation on an unmounted pool")
+                self._catch_up()
+                seq = self._seen_seq
+                try:
+                    used, _orphans = self.inodes.scan()
+                except CorruptionError:
+                    if self.journal.peek() == seq and self._record_under_way() is None:
+                        raise  # (nothing moved: the damage is real)
+                    if time.monotonic() > deadline:
+                        raise OSError(errno.EAGAIN, "the pool changed under every count") from None
+                    self._wait_a_little(attempt)
+                    continue
+                space = make_allocator(self.sb.allocator, self.sb.data_blocks, used)
+                nfree = self.inodes.free_count
             return StatVFS(
                 BLOCK, BLOCK, self.sb.data_blocks, space.free_blocks, space.free_blocks,
                 self.sb.inode_count - 1, nfree, nfree, os.ST_RDONLY, 255,
                 space.free_chunks, self.sb.data_blocks // (CHUNK // BLOCK),
             )  # fmt: skip
+        raise AssertionError("unreachable")
 
     # -- open files -----------------------------------------------------------
     def _open_inode(self, spath: str, kind: str) -> int:
@@ -431,8 +507,9 @@ def _size(inode, _off: int, _x) -> int:
     return inode.size
 
 
-def mount_follower(path, *, emulate_devdax: bool = False) -> Follower:
-    """Mount the pool at ``path`` as a follower (module doc)."""
+def mount_follower(path, *, emulate_devdax: bool = False, cls: type[Follower] = Follower) -> Follower:
+    """Mount the pool at ``path`` as a follower (module doc); ``cls``: a
+    subclass (bench follow's model of famfs)."""
     from .pool import read_superblock
     from .region import Region
 
@@ -455,7 +532,7 @@ def mount_follower(path, *, emulate_devdax: bool = False) -> Follower:
                 f"version {VERSION}: mount it writable once to upgrade it",
                 spath,
             )
-        fs = Follower(region, sb)
+        fs = cls(region, sb)
         fs.inodes.limit = fs._retrying(fs._answer, fs.inodes.read_limit)
         return fs
     except BaseException:

@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "io": "daxfs.bench.io",
     "parquet": "daxfs.bench.parquet",
     "fuse": "daxfs.bench.fuse",
+    "follow": "daxfs.bench.follow",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
