@@ -22,7 +22,7 @@ import pytest
 import daxfs
 from daxfs import follow
 
-from conftest import new_pool, put, script_child
+from conftest import needs_fuse, new_pool, put, script_child
 
 # The follower's process: no flock, lockf or fcntl lock may be taken (the
 # process dies with status 17 if one is), then calls of every kind, each
@@ -426,3 +426,51 @@ def test_an_open_file_reads_what_it_held_until_the_writer_removes_it(pool_path):
             f.read()
         assert e.value.errno == errno.ESTALE
         f.close()
+
+
+LOCK_FREE_CLI = textwrap.dedent(r"""
+    import fcntl, os, sys
+
+    def no_kernel_locks(*args, **kw):
+        sys.stderr.write("a follower asked for a kernel lock\n")
+        sys.stderr.flush()
+        os._exit(17)
+
+    fcntl.flock = fcntl.lockf = fcntl.fcntl = os.lockf = no_kernel_locks
+    from daxfs.cli import main
+    main()
+""")
+
+
+@needs_fuse
+def test_a_follower_mount_shows_the_writers_commits_to_ls_and_cat(pool_path, tmp_path, monkeypatch):
+    """`daxfs mount --follow`, its server in a process whose kernel lock
+    calls kill it, while this process writes the pool: real ls, cat and
+    stat see the writer's files, renames and rewrites; writes are refused
+    by the kernel (a read-only mount)."""
+    import test_fuse
+
+    monkeypatch.setattr(test_fuse, "DAXFS", [sys.executable, "-c", LOCK_FREE_CLI])
+    where = tmp_path / "mnt"
+    where.mkdir()
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        put(fs, "/d/a", b"one\n")
+        m = test_fuse.Mount(pool_path, where, "--follow")
+        try:
+            assert test_fuse.run("cat", m / "d/a").stdout == b"one\n"
+            for i in range(20):
+                put(fs, f"/d/f{i}", b"%d\n" % i)
+            fs.rename("/d/a", "/d/b")
+            put(fs, "/d/b", b"two, longer\n")
+            want = sorted(["b"] + [f"f{i}" for i in range(20)])
+            assert test_fuse.wait_until(lambda: sorted(os.listdir(m / "d")) == want, 5)
+            assert test_fuse.run("cat", m / "d/b", m / "d/f7").stdout == b"two, longer\n7\n"
+            assert os.stat(m / "d/b").st_size == len(b"two, longer\n")
+            assert not os.path.exists(m / "d/a")
+            touch = test_fuse.run("touch", m / "d/x", ok=False)
+            assert touch.returncode != 0 and b"Read-only file system" in touch.stderr
+            assert m.stop() == 0
+        finally:
+            m.close()
+    assert "kernel lock" not in m.output(), m.output()
