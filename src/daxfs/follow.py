@@ -16,18 +16,22 @@ media (calls answered from the caches alone only need the live word the
 same before and after, as coherence.without_lock checks):
 
 * the live word still says the commit the call started from, and
-* no record of the next commit is at the journal position after it, nor
-  at the start of the area (where the first record after a checkpoint
-  goes).  A writer stores its record before its homes, and x86 makes
-  stores visible in order, so a call that read any byte of a commit's
-  homes finds that commit's record when it looks afterwards.
+* the next commit, if one is under way, writes no inode slot and no
+  directory the call read.  Its record goes at the journal position
+  after the last commit, or at the start of the area when a checkpoint
+  moved the log there.  A writer stores its record whole before its
+  homes, and x86 makes stores visible in order, so a call that read any
+  byte of a commit's homes finds that commit's record whole when it looks
+  afterwards; a record not whole yet means no home of it was stored.
 
-What a call loaded while the pool moved is dropped before it runs again
-(``_drop_loaded``): the caches hold only what a call that passed the
-check read, a committed state.
+When the check fails the call runs again, keeping what it read that
+stands (``_settle``): catching up drops what the records published since
+wrote, and what the commit under way writes is dropped too.  So the
+caches hold only what stands at the commit they are said to be at, and
+a call that keeps meeting commits loads less each time.
 
 A follower keeps no map of free space (it never allocates): ``statvfs``
-counts it from the inode table under the same check.  It pins nothing
+counts it from the inode table, as Linux's statfs counts, with no lock.  It pins nothing
 either: an open file is named by its inode number and birth time, and a
 read through it after the writer removed the file fails with ESTALE
 rather than return bytes the writer gave to someone else.  Mapping a file
