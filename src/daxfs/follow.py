@@ -169,7 +169,7 @@ class Follower(FileSystem):
         records we need were written over), drop every cache instead and
         read the log from the start of its current generation."""
         journal = self.journal
-        deadline = None
+        deadline, looked = None, None
         for attempt in itertools.count():
             seq = journal.peek()
             if seq == self._seen_seq:
@@ -182,27 +182,29 @@ class Follower(FileSystem):
                 self._seen_seq, self._seen_pos = seq, records[-1].next_pos - journal.start
                 return
             first = self._first_seq()
-            if first is not None and not first <= self._seen_seq <= seq:
-                self._reload()  # lapped, or not started
-                self.coherence["full_rebuilds"] += 1
+            if first is not None and first <= seq and not first <= self._seen_seq <= seq:
+                if self._seen_seq >= 0:  # lapped (else: the mount's first call)
+                    self._reload()
+                    self.coherence["full_rebuilds"] += 1
                 self._seen_seq, self._seen_pos = first, 0
                 continue
             # A checkpoint or a record under way; or records that never
             # check (damage, or a writer that died inside a checkpoint).
-            if deadline is None:
-                deadline = time.monotonic() + RETRY_SECONDS
+            if deadline is None or looked != (seq, first):  # (the pool moved: wait on)
+                deadline, looked = time.monotonic() + RETRY_SECONDS, (seq, first)
             elif time.monotonic() > deadline:
                 self._refuse_unreadable_log(seq)
             self._wait_a_little(attempt)
 
     def _refuse_unreadable_log(self, seq: int) -> None:
-        """The records up to ``seq`` stayed unreadable for RETRY_SECONDS:
-        CorruptionError if they are damaged, else EAGAIN."""
-        self.journal.records_between(self._seen_seq, self._seen_pos, seq)  # (raises on damage)
-        raise OSError(
-            errno.EAGAIN,
-            f"the pool's journal did not reach commit {seq} for {RETRY_SECONDS:g} s "
-            "(a writer stopped inside a commit or a checkpoint?)",
+        """The records up to ``seq`` stayed unreadable for RETRY_SECONDS,
+        with nothing moving: the journal is damaged, or its writer died
+        inside a checkpoint (either way a writable mount must see to it)."""
+        self.journal.records_between(self._seen_seq, self._seen_pos, seq)  # (raises on a bad record)
+        raise CorruptionError(
+            f"the journal's records do not reach commit {seq}, which its live word names "
+            "(damaged, or its writer died inside a checkpoint: mount it writable to recover)",
+            self.journal.live_off,
         )
 
     def _first_seq(self) -> int | None:
