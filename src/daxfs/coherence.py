@@ -392,6 +392,8 @@ class Locked:
                 raise ValueError("I/O operation on an unmounted pool")
             self.outer = fs._depth == 0
             if self.outer:
+                if fs._followers_due <= time.monotonic():
+                    fs._look_at_followers()
                 if fs._unmapped:  # the one check the hot path pays for it
                     fs._free_unmapped_orphans()
                 if not self.unlocked:

@@ -51,6 +51,7 @@ import time
 from .coherence import MISSED, apply_records, slots_written, without_lock
 from .alloc import make_allocator
 from .data import seek_in
+from .followers import Lease
 from .fs import FileSystem, StatVFS
 from .inode import InodeTable
 from .layout import (
@@ -73,6 +74,10 @@ from .path import oserror, to_str
 # lookup can load a slot starves a follower.
 RETRY_SECONDS = 5.0
 
+# A follower's lease period by default: the writer keeps what a follower
+# holds this long after its heartbeat (every quarter of it) stops.
+LEASE_SECONDS = 10.0
+
 
 class Moved(Exception):
     """The pool moved under a follower's call: drop what it loaded, run it again."""
@@ -80,9 +85,11 @@ class Moved(Exception):
 
 class Opened(int):
     """An open file's inode number, with the birth time that tells the file
-    from a later one given the same number."""
+    from a later one given the same number, and its entry in the
+    follower's lease (None: held by no lease)."""
 
     btime: int
+    lease: int | None = None
 
 
 class FollowedInodes(InodeTable):
@@ -157,6 +164,7 @@ class Follower(FileSystem):
 
     def __init__(self, region, sb):
         super().__init__(region, sb, readonly=True)
+        self.lease: Lease | None = None  # (mount_follower takes one)
         self.inodes = FollowedInodes(region, sb)
         self.allocator = NoSpaceMap()  # type: ignore[assignment]
         self._dirs_loaded: set[int] = set()  # directories loaded by the call under way
@@ -390,14 +398,32 @@ class Follower(FileSystem):
 
     # -- open files -----------------------------------------------------------
     def _open_inode(self, spath: str, kind: str) -> int:
-        return self._retrying(self._answer, self._open_to_read, spath)
+        """Resolve, then hold the file in our lease and check it is still
+        the file resolved (followers.py: entry, fence, check); a file
+        removed in between is resolved again."""
+        while True:
+            opened = self._retrying(self._answer, self._open_to_read, spath)
+            if self.lease is not None:
+                opened.lease = self.lease.hold(opened)
+                try:
+                    self._retrying(self._answer_opened, opened, _size, 0, None)
+                except OSError as e:
+                    self.lease.release(opened.lease)
+                    if e.errno == errno.ESTALE:
+                        continue
+                    raise
+                except BaseException:
+                    self.lease.release(opened.lease)
+                    raise
+            with self._tlock:
+                self._pin(opened)
+            return opened
 
     def _open_to_read(self, spath: str) -> int:
         r = self._existing(spath)
         self._check_openable(r, spath)
         opened = Opened(r.ino)
         opened.btime = self._inode(r.ino).btime  # type: ignore[arg-type]
-        self._pin(opened)
         return opened
 
     def _pin(self, ino: int) -> None:
@@ -414,20 +440,25 @@ class Follower(FileSystem):
         if not self.closed:
             with self._tlock:
                 self._unpin(ino)
+                if getattr(ino, "lease", None) is not None and self.lease is not None:
+                    self.lease.release(ino.lease)  # type: ignore[attr-defined]
 
     def _the_file(self, ino: Opened):
-        """The inode an open file names, or ESTALE if the writer removed it."""
+        """The inode an open file names, or ESTALE if the writer removed it
+        (it could, holding no lease on it, or once our lease lapsed)."""
+        if ino.lease is not None and self.lease is not None and not self.lease.valid():
+            raise OSError(errno.ESTALE, "this follower's lease lapsed: the writer may have removed the file")
         if self._live(ino):
             inode = self._inode(ino)
             if inode.btime == ino.btime:
                 return inode
-        raise OSError(errno.ESTALE, "the pool's writer removed this file (a follower holds no lease)")
+        raise OSError(errno.ESTALE, "the pool's writer removed this file")
 
     def _if_same_file(self, inode, off: int, arg):
         """``copy(inode, off, x)`` for ``arg`` (copy, x, btime) when the
         cached inode is the opened file (the seqlock read's copy step)."""
-        copy, x, btime = arg
-        if inode.btime != btime:
+        copy, x, opened = arg
+        if inode.btime != opened.btime or (opened.lease is not None and self.lease.lost):
             raise NotTheOpenedFile
         return copy(inode, off, x)
 
@@ -436,7 +467,7 @@ class Follower(FileSystem):
         but the live word's when this mount is caught up and has it cached,
         else the checked way."""
         try:
-            got = self._unlocked_read(ino, self._if_same_file, off, (copy, x, ino.btime))
+            got = self._unlocked_read(ino, self._if_same_file, off, (copy, x, ino))
         except NotTheOpenedFile:
             got = None
         if got is None:
@@ -490,6 +521,8 @@ class Follower(FileSystem):
                 pass
         with self._tlock:
             self.closed = True
+            if self.lease is not None:
+                self.lease.close()
             self.region.close()
 
     def __repr__(self) -> str:
@@ -513,9 +546,18 @@ def _size(inode, _off: int, _x) -> int:
     return inode.size
 
 
-def mount_follower(path, *, emulate_devdax: bool = False, cls: type[Follower] = Follower) -> Follower:
+def mount_follower(
+    path,
+    *,
+    emulate_devdax: bool = False,
+    lease_seconds: float = LEASE_SECONDS,
+    cls: type[Follower] = Follower,
+) -> Follower:
     """Mount the pool at ``path`` as a follower (module doc); ``cls``: a
-    subclass (bench follow's model of famfs)."""
+    subclass (bench follow's model of famfs).  ``lease_seconds``: how long
+    the writer keeps what this follower holds after its heartbeat stops
+    (followers.py).  Without write access to the pool file a follower
+    holds no lease: the writer may then free a file it has open (ESTALE)."""
     from .pool import read_superblock
     from .region import Region
 
@@ -540,6 +582,10 @@ def mount_follower(path, *, emulate_devdax: bool = False, cls: type[Follower] = 
             )
         fs = cls(region, sb)
         fs.inodes.limit = fs._retrying(fs._answer, fs.inodes.read_limit)
+        try:
+            fs.lease = Lease(spath, max(BLOCK, region.align), lease_seconds)
+        except PermissionError:
+            pass  # (read access only: no lease, module doc)
         return fs
     except BaseException:
         region.close()

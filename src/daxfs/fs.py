@@ -88,6 +88,7 @@ from .path import (
     resolve,
     to_str,
 )
+from .followers import FollowerTable
 from .pins import pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
@@ -143,6 +144,11 @@ COMMIT_INTERVAL = 5.0
 # last chunk back past its end at its last close; "keep" leaves it whole.
 TAILS = ("trim", "keep")
 DEFAULT_TAILS = "trim"
+
+# How often a writable mount looks at the follower table (at the start of
+# a call, when due): what followers stopped holding is freed within this
+# much of the next call.
+FOLLOWER_LOOK_SECONDS = 0.1
 # Directory parts of paths the path cache keeps (FileSystem._heads_now): a
 # walk keeps its place, and at 4 KiB a path this bounds it to 4 MiB.
 HEADS_KEPT = 1024
@@ -254,6 +260,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         # rescanned instead (python -m daxfs.bench share reports both).
         self.coherence: collections.Counter[str] = collections.Counter()
         self.leases = Leases(self)  # this mount's slot in the process table
+        # Followers' leases (followers.py): what they hold open counts as
+        # open elsewhere.  The inodes they held at our last look, and when
+        # to look again (a writer lets go what they stopped holding).
+        self.followers = FollowerTable(region.buf, region.store)
+        self._follower_inos: set[int] = set()
+        self._followers_due = float("inf") if readonly else 0.0
         # Optimistic changes (coherence.Change): allowed at all, in progress,
         # where to make changes the old way after conflicts (coherence.Backoff),
         # and what the change in progress has read (None outside one).
@@ -712,7 +724,27 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # handles and pins on inodes (OFD locks, dropped by the kernel on exit)
     # ======================================================================
     def _open_elsewhere(self, ino: int) -> bool:
-        return pinned_by_others(self.region.fd, self.inodes.slot_off(ino), 1)
+        """Open (or mapped) in another process, or held by a follower."""
+        if pinned_by_others(self.region.fd, self.inodes.slot_off(ino), 1):
+            return True
+        if self.followers.holds(ino):
+            self._follower_inos.add(ino)  # (freed once no follower holds it)
+            return True
+        return False
+
+    def _look_at_followers(self) -> None:
+        """Clear followers' slots whose lease lapsed, and let go what they
+        stopped holding: an inode they kept as an orphan is freed by the
+        next call (through ``_unmapped``, as a dropped mapping's is)."""
+        self._followers_due = time.monotonic() + FOLLOWER_LOOK_SECONDS
+        table = self.followers
+        if not self._follower_inos and not table.occupied():
+            return
+        table.clear_lapsed()
+        held = table.held()
+        for ino in self._follower_inos - held:
+            self._unmapped.append(ino)
+        self._follower_inos = held
 
     def _pin(self, ino: int) -> None:
         if self._reads is not None:  # undone if the optimistic change is

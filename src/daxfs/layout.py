@@ -49,8 +49,12 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # in sync mode one fdatasync makes data and record durable together); an
 # older reader would take a record holding one for the end of the journal.
 # A version 5 pool is a version 6 pool with none, upgraded alike.
-VERSION = 6
-VERSIONS_READ = (1, 2, 3, 4, 5, 6)
+# Version 7 gave followers (follow.py) a table of leases in block 0, past
+# the superblock, which a writer honours as it honours its own processes'
+# pins: an older writer would free what a follower holds.  Block 0 past
+# the superblock is zero in every older pool: an empty table.
+VERSION = 7
+VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7)
 
 
 class CorruptionError(OSError):
@@ -274,6 +278,19 @@ JOURNAL_HEADER_OFF = BLOCK
 JSLOT_OFFSETS = (0, 512)  # within the header block; one 512-byte sector each
 JLIVE_OFF = 2048  # within the header block; never trusted by recovery
 JHEADER_MAGIC = 0x4A48_5844  # "DXHJ"
+# The follower table (version 7), in block 0 from byte 512: a slot per
+# follower, a header and then what it holds, one u64 each (the inode
+# number of a file it has open; 0 = none).  Hints between a writer and
+# its followers, like the process table: not journaled, never read by
+# recovery or the checker.
+FOLLOWERS_OFF = 512
+FOLLOWER_SLOT_SIZE = 512
+FOLLOWER_SLOTS = 7
+FOLLOWER_MAGIC = 0x4C46_5844  # "DXFL"
+FOLLOWER_HEAD = _checked("<IIQQQ", 32)  # magic, lease_ms, id, heartbeat, reserved
+FOLLOWER_ENTRIES = (FOLLOWER_SLOT_SIZE - FOLLOWER_HEAD.size) // 8  # 60
+assert FOLLOWERS_OFF + FOLLOWER_SLOTS * FOLLOWER_SLOT_SIZE <= BLOCK
+
 JHEADER = _checked("<IIQ", 16)  # magic, crc, seq: first transaction seq expected
 JLIVE = _checked("<QQ", 16)  # next_seq, pos: hints shared by live processes
 # Lazy mode (group commit, page-cache pools).  The durable mark: two

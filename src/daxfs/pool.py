@@ -90,6 +90,7 @@ def mount(
     commit_interval: float = COMMIT_INTERVAL,
     tails: str = DEFAULT_TAILS,
     follow: bool = False,
+    lease_seconds: float | None = None,
 ) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
@@ -101,10 +102,14 @@ def mount(
     close, fsync and unmount; "keep" leaves it the whole chunk (DESIGN.md,
     "Tails").  ``follow``: a read-only mount that takes no kernel lock and
     follows a writer from the pool's bytes alone, as a host that shares a
-    CXL device with the writer's host must (follow.py)."""
+    CXL device with the writer's host must (follow.py); ``lease_seconds``:
+    how long the writer keeps what it holds open after it stops (10)."""
     spath = to_str(path)
     if follow:
-        return mount_follower(spath, emulate_devdax=emulate_devdax)
+        kw = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
+        return mount_follower(spath, emulate_devdax=emulate_devdax, **kw)
+    if lease_seconds is not None:
+        raise ValueError("lease_seconds is for followers (follow=True)")
     if readonly and _needs_recovery(spath):
         if not os.access(spath, os.W_OK):
             raise oserror(errno.EROFS, spath)
