@@ -260,12 +260,16 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     touched: set[int] = set()  # directories whose blocks were written
     # The data-area writes, by block (device offsets).
     written: dict[int, list[tuple[int, bytes]]] = {}
+    # Frees of files a follower maps wait (FileSystem._free_committed).
+    mapped = fs._mapped_by_followers()
     try:
         for rec in records:
+            rec_slots: set[int] = set()
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     inos = slots_written(sb, dst, len(data))
                     slots.update(inos)
+                    rec_slots.update(inos)
                     if rec.lazy and fs._batching:
                         fs._shrunk.update(inos)  # (maybe shrunk: DataPath._before_regrowing)
                     if not fs.dirs.keys().isdisjoint(inos):  # (only they use them)
@@ -277,11 +281,14 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
             # only after its commit), so claims then revokes is its order.
             for dev, n in rec.claims:
                 allocator.claim((dev - sb.data_off) // BLOCK, n // BLOCK)
-            for dev, n in rec.revokes:
+            runs = [((dev - sb.data_off) // BLOCK, n // BLOCK) for dev, n in rec.revokes]
+            if runs and not mapped.isdisjoint(rec_slots):
+                fs._held_back.append((frozenset(mapped & rec_slots), runs))
+                continue
+            for start, n in runs:
                 # A lazy record's frees wait for a durable mark; one durable
                 # when written (sync mode, pmem) was durable with all before it.
-                seq = freed_before if rec.lazy else 0
-                fs._free_after(seq, (dev - sb.data_off) // BLOCK, n // BLOCK)
+                fs._free_after(freed_before if rec.lazy else 0, start, n)
     except AssertionError:
         return False
     dropped = set()
@@ -688,8 +695,7 @@ class Change:
             if self.optimistic:
                 fs.coherence["optimistic_commits"] += 1
                 fs._backoff.committed(txn.touched)
-            for start, n in txn.to_free:
-                fs._free_space(start, n)
+            fs._free_committed(txn.to_free, fs._txn_dirty.union(fs._txn_freed_inos))
             for ino in fs._txn_freed_inos:
                 fs.inodes.return_ino(ino)
             fs._dirty_times.difference_update(fs._txn_dirty)

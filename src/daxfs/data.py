@@ -529,7 +529,7 @@ class DataPath:
                 # Bytes past the new end stay in kept blocks: _before_regrowing.
                 # (Truncating to 0, as open "wb" does, keeps none.)
                 self._shrunk.add(inode.ino)
-            self._refuse_if_mapped(inode.tail_ranges(keep))
+            self._refuse_if_mapped(inode.tail_ranges(keep), inode.ino)
             if trimmed:
                 self._cut_tail(txn, inode, keep)
             else:
@@ -690,6 +690,8 @@ class DataPath:
         )
         if any(pinned_by_others(self.region.fd, s, e - s) for s, e in old):
             return False  # mapped memory is never moved under its user
+        if self.followers.maps(inode.ino):
+            return False  # (nor under a follower's)
         prev, nxt = self._chunk_at(inode, w0 - CHUNK), self._chunk_at(inode, w0 + CHUNK)
         if prev is not None:
             hint = prev + CHUNK
@@ -837,11 +839,14 @@ class DataPath:
         """Is ``ino`` an inode in use?"""
         return self.inodes.valid_ino(ino) and not self.inodes.slot_is_free(ino)
 
-    def _refuse_if_mapped(self, ranges: list[tuple[int, int]]) -> None:
-        """Memory a Mapping (of any process) covers is never freed under it."""
+    def _refuse_if_mapped(self, ranges: list[tuple[int, int]], ino: int) -> None:
+        """Memory a Mapping (of any process, or of a follower: of any part
+        of the file) covers is never freed under it."""
         for dev, n in ranges:
             if pinned_by_others(self.region.fd, dev, n):
                 raise oserror(errno.EBUSY)
+        if ranges and self.followers.maps(ino):
+            raise oserror(errno.EBUSY)
 
     def _resize_zeroed(self, inode: Inode, fresh, new_size: int) -> None:
         """Set the size after zeroing, and persisting before the commit (ordered),
@@ -1098,7 +1103,7 @@ class DataPath:
         a unit covers all of it)?  Pins are taken under the pool lock, so
         under the exclusive lock the answer holds until the commit."""
         fd = self.region.fd
-        if pinned_by_others(fd, self.inodes.slot_off(inode.ino), 1):
+        if self._open_elsewhere(inode.ino):  # (in another process, or by a follower)
             return True
         for dev, n in ranges:
             lo, hi = _align_down(dev, CHUNK), _align_up(dev + n, CHUNK)

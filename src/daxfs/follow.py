@@ -54,6 +54,7 @@ from .data import seek_in
 from .followers import Lease
 from .fs import FileSystem, StatVFS
 from .inode import InodeTable
+from .mapping import MODES, Mapping, MapPlan
 from .layout import (
     BLOCK,
     CHUNK,
@@ -66,7 +67,7 @@ from .layout import (
     parse_txn_record,
     unpack_itable_head,
 )
-from .path import oserror, to_str
+from .path import DIR_T, SPECIAL_T, oserror, to_str
 
 # A call that keeps meeting commits gives up after this long (EAGAIN):
 # each retry loads less (what the last one loaded and no record since
@@ -493,17 +494,73 @@ class Follower(FileSystem):
     def _seek_data(self, ino: int, off: int, hole: bool) -> int:
         return self._from_opened(ino, seek_in, off, hole)  # type: ignore[arg-type]
 
-    # -- what a follower does not do -----------------------------------------
-    def map(self, path, mode: str = "r", **kw):  # type: ignore[override]
-        raise OSError(
-            errno.EOPNOTSUPP,
-            "a follower cannot map files yet (the pool has no leases for it): "
-            "read them with open()",
-            to_str(path),
-        )
+    # -- mappings ---------------------------------------------------------------
+    def map(self, path, mode: str = "r", *, offset: int = 0, length: int | None = None, size=None):
+        """Map a file read-only ("r") or copy-on-write ("c"), zero-copy, as
+        FileSystem.map does, held by this follower's lease: the writer
+        neither frees nor moves the file's blocks while the lease stands
+        (an unlinked file stays an orphan, a truncate into it is EBUSY).
+        ``Mapping.stale`` turns True when the file changed or the lease
+        lapsed (then the writer may have reused the memory)."""
+        spath = to_str(path)
+        if mode not in ("r", "c"):
+            if mode in MODES:
+                raise oserror(errno.EROFS, spath)
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if offset < 0 or (length is not None and length < 0):
+            raise oserror(errno.EINVAL, spath)
+        if self.lease is None:
+            raise OSError(
+                errno.EOPNOTSUPP,
+                "a follower without write access to the pool holds no lease, so it cannot map",
+                spath,
+            )
+        while True:
+            plan = self._retrying(self._answer, self._follower_map_plan, spath, offset, length)
+            pins = LeasePins(self.region.path, self.lease, plan.ino)
+            try:
+                if not self._retrying(self._answer, self._plan_holds, plan):
+                    pins.release()
+                    continue  # (changed before our lease held it: again)
+                return Mapping(self, spath, mode, plan, pins)  # type: ignore[arg-type]
+            except BaseException:
+                pins.release()
+                raise
+
+    def _follower_map_plan(self, spath: str, offset: int, length: int | None) -> MapPlan:
+        r = self._existing(spath)
+        if r.ftype == DIR_T:
+            raise oserror(errno.EISDIR, spath)
+        if r.ftype in SPECIAL_T:
+            raise oserror(errno.ENODEV, spath)
+        inode = self._inode(r.ino)  # type: ignore[arg-type]
+        if length is None:
+            length = max(0, inode.size - offset)
+        if offset + length > inode.size:
+            raise ValueError(f"{spath}: mapping [{offset}, {offset + length}) is past its end ({inode.size})")
+        extents = inode.iomap(offset, length) if length else []
+        return MapPlan(inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents)
+
+    def _plan_holds(self, plan: MapPlan) -> bool:
+        """Is the file still as ``plan`` has it (asked once our lease holds it)?"""
+        if not self._live(plan.ino):
+            return False
+        inode = self._inode(plan.ino)
+        return (inode.btime, inode.generation, inode.size) == (plan.btime, plan.generation, plan.file_size)
+
+    def _map_is_stale(self, plan: MapPlan) -> bool:
+        if self.closed or self.lease is None or not self.lease.valid():
+            return True
+        return not self._retrying(self._answer, self._plan_holds, plan)
+
+    def _orphan_check_later(self, ino: int):
+        return _nothing  # (the writer frees orphans; our lease entry goes with the pins)
 
     def _free_after(self, seq: int, start: int, n: int) -> None:
         pass  # (frees in the records: a follower keeps no map of free space)
+
+    def _mapped_by_followers(self) -> set[int]:
+        return set()  # (nothing to hold back: a follower frees nothing)
 
     def _release_quarantine(self, durable: int | None = None) -> None:
         pass
@@ -528,6 +585,48 @@ class Follower(FileSystem):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "follower"
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
+
+
+class LeasePins:
+    """What a Mapping holds on to, for a follower: its lease's entry for
+    the file (mapped), and a descriptor of the pool to map the extents
+    through (pins.RangePins's interface, with no kernel lock)."""
+
+    fd = -1
+    on_release = None
+
+    def __init__(self, path: str, lease: Lease, ino: int):
+        self.lease, self.entry = lease, lease.hold(ino, mapped=True)
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            lease.release(self.entry)
+            raise
+
+    def pin(self, start: int, length: int) -> None:
+        pass  # (the lease's entry holds the whole file)
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        try:
+            os.close(fd)
+        finally:
+            self.lease.release(self.entry)
+            callback, self.on_release = self.on_release, None
+            if callback is not None:
+                callback()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:
+            pass
+
+
+def _nothing() -> None:
+    pass
 
 
 class NotTheOpenedFile(Exception):

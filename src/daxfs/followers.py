@@ -66,6 +66,9 @@ def _words(buf, i: int) -> memoryview:
 
 _FIRST_ENTRY = FOLLOWER_HEAD.size // 8
 
+# An entry's top bit: the follower maps the file (else it has it open).
+MAPPED = 1 << 63
+
 
 class FollowerTable:
     """The table as a writer reads it, with its memory of heartbeats."""
@@ -105,15 +108,30 @@ class FollowerTable:
                 alive.append(i)
         return alive
 
-    def held(self) -> set[int]:
-        """The inodes a follower whose lease stands holds open."""
+    def entries(self) -> set[int]:
+        """The entries of the followers whose lease stands."""
         out: set[int] = set()
         for i in self.live():
-            out.update(w for w in _words(self.buf, i)[_FIRST_ENTRY:] if w)
+            out.update(_words(self.buf, i)[_FIRST_ENTRY:])
+        out.discard(0)
         return out
 
+    def held(self) -> set[int]:
+        """The inodes a follower whose lease stands has open or mapped."""
+        return {e & ~MAPPED for e in self.entries()}
+
+    def mapped(self) -> set[int]:
+        """The inodes a follower whose lease stands maps."""
+        return {e & ~MAPPED for e in self.entries() if e & MAPPED}
+
     def holds(self, ino: int) -> bool:
-        return any(ino in _words(self.buf, i)[_FIRST_ENTRY:] for i in self.live())
+        if not self.occupied():
+            return False
+        entries = self.entries()
+        return ino in entries or ino | MAPPED in entries
+
+    def maps(self, ino: int) -> bool:
+        return bool(self.occupied()) and ino | MAPPED in self.entries()
 
     def clear_lapsed(self) -> None:
         """Clear the slots whose lease has lapsed (their holds go with them)."""
@@ -203,17 +221,20 @@ class Lease:
             self.lost = True
         return not self.lost
 
-    def hold(self, ino: int) -> int:
-        """Hold inode ``ino`` (an entry, then a full fence): its entry's index,
-        for ``release``.  The caller then checks the file is still there."""
+    def hold(self, ino: int, mapped: bool = False) -> int:
+        """Hold inode ``ino``, open or ``mapped`` (an entry, then a full
+        fence): its entry's index, for ``release``.  The caller then checks
+        the file is still what it resolved."""
         with self._lock:
             words = self.words
             for k in range(_FIRST_ENTRY, _FIRST_ENTRY + FOLLOWER_ENTRIES):
                 if words[k] == 0:
-                    words[k] = ino
+                    words[k] = ino | MAPPED if mapped else ino
                     full_fence()
                     return k
-        raise OSError(errno.ENOSPC, f"a follower holds at most {FOLLOWER_ENTRIES} files open at once")
+        raise OSError(
+            errno.ENOSPC, f"a follower holds at most {FOLLOWER_ENTRIES} files open or mapped at once"
+        )
 
     def release(self, k: int) -> None:
         with self._lock:

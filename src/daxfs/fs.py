@@ -88,7 +88,7 @@ from .path import (
     resolve,
     to_str,
 )
-from .followers import FollowerTable
+from .followers import FollowerTable, full_fence
 from .pins import pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
@@ -265,6 +265,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         # to look again (a writer lets go what they stopped holding).
         self.followers = FollowerTable(region.buf, region.store)
         self._follower_inos: set[int] = set()
+        # Blocks a commit freed from files a follower turned out to map
+        # (_free_committed): (those inodes, block runs), freed once no
+        # follower maps any of them.
+        self._held_back: list[tuple[frozenset[int], list[tuple[int, int]]]] = []
         self._followers_due = float("inf") if readonly else 0.0
         # Optimistic changes (coherence.Change): allowed at all, in progress,
         # where to make changes the old way after conflicts (coherence.Backoff),
@@ -738,13 +742,45 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         next call (through ``_unmapped``, as a dropped mapping's is)."""
         self._followers_due = time.monotonic() + FOLLOWER_LOOK_SECONDS
         table = self.followers
-        if not self._follower_inos and not table.occupied():
+        if not (self._follower_inos or self._held_back or table.occupied()):
             return
         table.clear_lapsed()
         held = table.held()
         for ino in self._follower_inos - held:
             self._unmapped.append(ino)
         self._follower_inos = held
+        if self._held_back:
+            mapped, waiting = table.mapped(), []
+            for inos, runs in self._held_back:
+                if inos & mapped:
+                    waiting.append((inos, runs))
+                else:
+                    for start, n in runs:
+                        self._free_space(start, n)
+            self._held_back = waiting
+
+    def _mapped_by_followers(self) -> set[int]:
+        """The inodes followers map, read after a full fence (so after
+        whatever this process published before): see _free_committed."""
+        if not self.followers.occupied():
+            return set()
+        full_fence()
+        return self.followers.mapped()
+
+    def _free_committed(self, runs: list[tuple[int, int]], inos: set[int]) -> None:
+        """Give the blocks a commit freed to the allocator, once it is
+        published.  A follower maps a file only after it checked, past a
+        fence, that the file is as it resolved it; a writer checks for
+        followers' maps before it commits.  If both checks missed each
+        other, the follower's came before our publish, and then its entry
+        is seen here: the blocks of the files it maps that this commit
+        changed wait until it lets go (followers.py)."""
+        mapped = self._mapped_by_followers() if runs else set()
+        if not mapped.isdisjoint(inos):
+            self._held_back.append((frozenset(mapped & inos), list(runs)))
+            return
+        for start, n in runs:
+            self._free_space(start, n)
 
     def _pin(self, ino: int) -> None:
         if self._reads is not None:  # undone if the optimistic change is
