@@ -90,6 +90,7 @@ class Opened(int):
     follower's lease (None: held by no lease)."""
 
     btime: int
+    seq: int
     lease: int | None = None
 
 
@@ -403,9 +404,11 @@ class Follower(FileSystem):
         the file resolved (followers.py: entry, fence, check); a file
         removed in between is resolved again."""
         while True:
-            opened = self._retrying(self._answer, self._open_to_read, spath)
+            opened = self._query(self._open_to_read, spath)
             if self.lease is not None:
                 opened.lease = self.lease.hold(opened)
+                if self.journal.peek() == opened.seq:  # (nothing committed since: still it)
+                    break
                 try:
                     self._retrying(self._answer_opened, opened, _size, 0, None)
                 except OSError as e:
@@ -416,15 +419,17 @@ class Follower(FileSystem):
                 except BaseException:
                     self.lease.release(opened.lease)
                     raise
-            with self._tlock:
-                self._pin(opened)
-            return opened
+            break
+        with self._tlock:
+            self._pin(opened)
+        return opened
 
     def _open_to_read(self, spath: str) -> int:
         r = self._existing(spath)
         self._check_openable(r, spath)
         opened = Opened(r.ino)
         opened.btime = self._inode(r.ino).btime  # type: ignore[arg-type]
+        opened.seq = self._seen_seq  # (the commit it was resolved at)
         return opened
 
     def _pin(self, ino: int) -> None:

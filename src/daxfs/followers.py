@@ -28,6 +28,7 @@ on x86.
 from __future__ import annotations
 
 import errno
+import itertools
 import mmap
 import os
 import threading
@@ -180,6 +181,7 @@ class Lease:
         self.words = _words(self.block0.buf, self.slot)
         self.lost = False
         self._lock = threading.Lock()  # (entries taken by several threads)
+        self._hint = _FIRST_ENTRY  # where to look for a free entry first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beating, name="daxfs-lease", daemon=True)
         self._thread.start()
@@ -225,13 +227,19 @@ class Lease:
         """Hold inode ``ino``, open or ``mapped`` (an entry, then a full
         fence): its entry's index, for ``release``.  The caller then checks
         the file is still what it resolved."""
+        # (Releasing the lock, an atomic read-modify-write, is the full
+        # fence after the store.)
         with self._lock:
-            words = self.words
-            for k in range(_FIRST_ENTRY, _FIRST_ENTRY + FOLLOWER_ENTRIES):
+            words, end = self.words, _FIRST_ENTRY + FOLLOWER_ENTRIES
+            for k in itertools.chain(range(self._hint, end), range(_FIRST_ENTRY, self._hint)):
                 if words[k] == 0:
                     words[k] = ino | MAPPED if mapped else ino
-                    full_fence()
-                    return k
+                    self._hint = k + 1 if k + 1 < end else _FIRST_ENTRY
+                    break
+            else:
+                k = 0
+        if k:
+            return k
         raise OSError(
             errno.ENOSPC, f"a follower holds at most {FOLLOWER_ENTRIES} files open or mapped at once"
         )

@@ -69,7 +69,8 @@ class ReplayingFollower(Follower):
 
     def _catch_up(self) -> None:
         if self.journal.peek() != self._seen_seq:
-            self._seen_seq = -1  # (the whole log again, from its first record)
+            self._reload()  # (every cache dropped, and the whole log read again)
+            self._seen_seq = -1
         super()._catch_up()
 
 
