@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-import signal
 import threading
 import time
 
 import pytest
 
 import daxfs
+from conftest import needs_fuse, new_pool, put, script_child
 from daxfs import follow
 from daxfs import fs as fs_module
-
-from conftest import needs_fuse, new_pool, put, script_child
 
 # The follower's process: no flock, lockf or fcntl lock may be taken (the
 # process dies with status 17 if one is), then calls of every kind, each
@@ -53,11 +51,12 @@ FOLLOWER = textwrap.dedent(r"""
 
     with open(out, "w") as log:
         print("ready", flush=True)
-        n = 0
+        n, slept = 0, seed % 10 != 0
         while not os.path.exists(stop) or n < 200:
             n += 1
-            if n == 300 and seed % 10 == 0:
+            if not slept and fs._seen_seq > 300:
                 time.sleep(1.5)  # (the first follower falls a lap behind, once)
+                slept = True
             kind = rng.choice(["listdir", "stat", "read", "readlink", "walk"])
             path = rng.choice(names)
             try:
@@ -99,7 +98,8 @@ WRITER = textwrap.dedent(r"""
     import hashlib, json, os, random, stat, sys
     import daxfs
 
-    pool, out, stop, steps, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    pool, out, stop = sys.argv[1:4]
+    steps, seed = int(sys.argv[4]), int(sys.argv[5])
     rng = random.Random(seed)
     fs = daxfs.mount(pool)
     dirs = ["/a", "/b", "/a/c"]
@@ -180,7 +180,9 @@ def children_of(tree: dict, d: str) -> list[str] | None:
     if d != "/" and (d not in tree or tree[d][0] != "dir"):
         return None
     prefix = d.rstrip("/") + "/"
-    return sorted(p[len(prefix):] for p in tree if p.startswith(prefix) and "/" not in p[len(prefix):])
+    return sorted(
+        p[len(prefix) :] for p in tree if p.startswith(prefix) and "/" not in p[len(prefix) :]
+    )
 
 
 def expected(tree: dict, entry: dict):
@@ -224,9 +226,9 @@ def check_entry(trees: dict, entry: dict, named: dict) -> None:
         ino, btime = answer[-1]  # (a number, and a birth time: the file, not a later one)
         holders = [p for p, n in tree.items() if n[0] == "file" and n[3] == ino and n[5] == btime]
         if answer[0] == "bytes" and holders:
-            assert any(
-                tree[p][2] == answer[1] and tree[p][4] == answer[2] for p in holders
-            ), f"at commit {seq}: read {entry['path']} (inode {ino}) gave bytes no file held"
+            assert any(tree[p][2] == answer[1] and tree[p][4] == answer[2] for p in holders), (
+                f"at commit {seq}: read {entry['path']} (inode {ino}) gave bytes no file held"
+            )
         elif answer[0] == "bytes":
             # Unlinked while held open (the lease kept it, an orphan): its
             # bytes as its last name left them.
@@ -269,7 +271,9 @@ def test_followers_take_no_kernel_lock_and_every_answer_is_a_committed_state(shm
     followers = [
         subprocess.Popen(
             [sys.executable, "-c", FOLLOWER, pool, log, stop, str(seed * 10 + i)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for i, log in enumerate(logs)
     ]
@@ -766,3 +770,22 @@ def test_a_map_taken_between_the_writers_check_and_its_commit_keeps_its_bytes(po
             # /other took 2,048 blocks, and the 2,048 held back came back.
             assert abs(int(free_after) - int(free_held)) <= 1, (free_held, free_after)
             assert child.wait(timeout=30) == 0
+
+
+def test_a_mapping_outliving_its_follower_mount_keeps_its_lease(pool_path):
+    """Unmounting a follower gives its slot back only once its last
+    mapping goes: until then the heartbeat goes on and the file stays."""
+    data = os.urandom(4 << 20)
+    with daxfs.mount(pool_path) as fs:
+        put(fs, "/keep", b"")
+        empty = fs.statvfs().f_bfree
+        put(fs, "/big", data)
+        fo = daxfs.mount(pool_path, follow=True, lease_seconds=0.2)
+        m = fo.map("/big")
+        fo.close()
+        fs.unlink("/big")
+        assert freed_within(fs, empty, 0.6) is None  # (three lease periods: still held)
+        assert bytes(m.buffer) == data
+        m.close()
+        assert freed_within(fs, empty, 5) is not None
+        daxfs.mount(pool_path, follow=True).close()  # (the slot is free again)

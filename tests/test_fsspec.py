@@ -781,6 +781,7 @@ def test_pyarrow_reads_a_parquet_file_through_read_buffer_as_copies(dfs):
     dfs.pipe_file("/other", b"\xee" * len(content))
     assert kept.to_pybytes() == content[3:1003]
 
+
 def test_a_pool_on_disk_behind_the_page_cache(disk_pool):
     """The msync backend: the same calls, durable through msync."""
     f = DaxFileSystem(pool=disk_pool)

@@ -210,7 +210,9 @@ def test_out_of_slots_is_enospc_and_loses_nothing(shm_dir, small_steps):
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["take", "return", "take_in", "taken_elsewhere"]), st.integers(0, 5000)),
+        st.tuples(
+            st.sampled_from(["take", "return", "take_in", "taken_elsewhere"]), st.integers(0, 5000)
+        ),
         max_size=300,
     )
 )

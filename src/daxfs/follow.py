@@ -30,15 +30,20 @@ wrote, and what the commit under way writes is dropped too.  So the
 caches hold only what stands at the commit they are said to be at, and
 a call that keeps meeting commits loads less each time.
 
+What a follower has open or maps it holds by a lease (followers.py): an
+entry in its slot of the pool's follower table, kept alive by a
+heartbeat thread, which the writer honours as it honours its own
+processes' pins.  An open file is named by its inode number and birth
+time; a read after the file went (freed before the lease held it, or
+after the lease lapsed) fails with ESTALE rather than return bytes the
+writer gave to another file, and a mapping reports ``stale``.  A follower
+without write access to the pool file holds no lease (and cannot map).
+
 A follower keeps no map of free space (it never allocates): ``statvfs``
-counts it from the inode table, as Linux's statfs counts, with no lock.  It pins nothing
-either: an open file is named by its inode number and birth time, and a
-read through it after the writer removed the file fails with ESTALE
-rather than return bytes the writer gave to someone else.  Mapping a file
-needs a lease the writer honours, and leases are not in the pool yet:
-``map`` is refused.  A page-cache pool is refused too: its writer keeps
-metadata in private copies until a group commit, so its homes in the file
-lag its records (DESIGN.md, "Group commit").
+counts it from the inode table, as Linux's statfs counts, with no lock.
+A page-cache pool is refused: its writer keeps metadata in private
+copies until a group commit, so its homes in the file lag its records
+(DESIGN.md, "Group commit").
 """
 
 from __future__ import annotations
@@ -48,25 +53,25 @@ import itertools
 import os
 import time
 
-from .coherence import MISSED, apply_records, slots_written, without_lock
 from .alloc import make_allocator
+from .coherence import MISSED, apply_records, slots_written, without_lock
 from .data import seek_in
 from .followers import Lease
 from .fs import FileSystem, StatVFS
 from .inode import InodeTable
-from .mapping import MODES, Mapping, MapPlan
 from .layout import (
     BLOCK,
     CHUNK,
     INODE_SIZE,
-    CorruptionError,
     TXN_HEADER,
     TXN_MAGIC,
     TXN_MAGIC_LAZY,
     VERSION,
+    CorruptionError,
     parse_txn_record,
     unpack_itable_head,
 )
+from .mapping import MODES, Mapping, MapPlan
 from .path import DIR_T, SPECIAL_T, oserror, to_str
 
 # A call that keeps meeting commits gives up after this long (EAGAIN):
@@ -170,7 +175,6 @@ class Follower(FileSystem):
         self.inodes = FollowedInodes(region, sb)
         self.allocator = NoSpaceMap()  # type: ignore[assignment]
         self._dirs_loaded: set[int] = set()  # directories loaded by the call under way
-        self.journal_start = self.journal.start
         self.coherence["retries"] = 0
 
     # -- catching up ---------------------------------------------------------
@@ -210,7 +214,9 @@ class Follower(FileSystem):
         """The records up to ``seq`` stayed unreadable for RETRY_SECONDS,
         with nothing moving: the journal is damaged, or its writer died
         inside a checkpoint (either way a writable mount must see to it)."""
-        self.journal.records_between(self._seen_seq, self._seen_pos, seq)  # (raises on a bad record)
+        self.journal.records_between(
+            self._seen_seq, self._seen_pos, seq
+        )  # (raises on a bad record)
         raise CorruptionError(
             f"the journal's records do not reach commit {seq}, which its live word names "
             "(damaged, or its writer died inside a checkpoint: mount it writable to recover)",
@@ -274,7 +280,7 @@ class Follower(FileSystem):
 
     def _read_any_of(self, rec) -> bool:
         """Did the call under way read a slot or a directory ``rec`` writes?
-        (True for a record not whole yet: it writes nothing yet.)"""
+        (``rec`` True: a record not whole yet, none of whose homes is stored.)"""
         if rec is True:
             return False
         slots, dirs = self._named_by(rec)
@@ -453,7 +459,9 @@ class Follower(FileSystem):
         """The inode an open file names, or ESTALE if the writer removed it
         (it could, holding no lease on it, or once our lease lapsed)."""
         if ino.lease is not None and self.lease is not None and not self.lease.valid():
-            raise OSError(errno.ESTALE, "this follower's lease lapsed: the writer may have removed the file")
+            raise OSError(
+                errno.ESTALE, "this follower's lease lapsed: the writer may have removed the file"
+            )
         if self._live(ino):
             inode = self._inode(ino)
             if inode.btime == ino.btime:
@@ -542,16 +550,24 @@ class Follower(FileSystem):
         if length is None:
             length = max(0, inode.size - offset)
         if offset + length > inode.size:
-            raise ValueError(f"{spath}: mapping [{offset}, {offset + length}) is past its end ({inode.size})")
+            raise ValueError(
+                f"{spath}: mapping [{offset}, {offset + length}) is past its end ({inode.size})"
+            )
         extents = inode.iomap(offset, length) if length else []
-        return MapPlan(inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents)
+        return MapPlan(
+            inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents
+        )
 
     def _plan_holds(self, plan: MapPlan) -> bool:
         """Is the file still as ``plan`` has it (asked once our lease holds it)?"""
         if not self._live(plan.ino):
             return False
         inode = self._inode(plan.ino)
-        return (inode.btime, inode.generation, inode.size) == (plan.btime, plan.generation, plan.file_size)
+        return (inode.btime, inode.generation, inode.size) == (
+            plan.btime,
+            plan.generation,
+            plan.file_size,
+        )
 
     def _map_is_stale(self, plan: MapPlan) -> bool:
         if self.closed or self.lease is None or not self.lease.valid():

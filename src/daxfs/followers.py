@@ -182,6 +182,8 @@ class Lease:
         self.lost = False
         self._lock = threading.Lock()  # (entries taken by several threads)
         self._hint = _FIRST_ENTRY  # where to look for a free entry first
+        self._count = 0  # entries held
+        self._closing = self.closed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beating, name="daxfs-lease", daemon=True)
         self._thread.start()
@@ -203,14 +205,17 @@ class Lease:
             time.sleep(0.002)
             if FOLLOWER_HEAD.unpack_from(b0.buf, off)[2] == self.id:
                 return i
-        raise OSError(errno.EUSERS, f"the pool's follower table is full ({FOLLOWER_SLOTS} followers)")
+        raise OSError(
+            errno.EUSERS, f"the pool's follower table is full ({FOLLOWER_SLOTS} followers)"
+        )
 
     def _beating(self) -> None:
         while not self._stop.wait(self.seconds / 4):
-            if not self._mine():
-                self.lost = True
-                return
-            self.words[_BEAT // 8] += 1
+            with self._lock:
+                if self.closed or not self._mine():
+                    self.lost = True
+                    return
+                self.words[_BEAT // 8] += 1
 
     def _mine(self) -> bool:
         off = slot_off(self.slot)
@@ -219,8 +224,9 @@ class Lease:
 
     def valid(self) -> bool:
         """Does this follower's lease still stand (its slot still its own)?"""
-        if not self.lost and not self._mine():
-            self.lost = True
+        with self._lock:
+            if not self.lost and (self.closed or not self._mine()):
+                self.lost = True
         return not self.lost
 
     def hold(self, ino: int, mapped: bool = False) -> int:
@@ -235,24 +241,44 @@ class Lease:
                 if words[k] == 0:
                     words[k] = ino | MAPPED if mapped else ino
                     self._hint = k + 1 if k + 1 < end else _FIRST_ENTRY
+                    self._count += 1
                     break
             else:
                 k = 0
         if k:
             return k
         raise OSError(
-            errno.ENOSPC, f"a follower holds at most {FOLLOWER_ENTRIES} files open or mapped at once"
+            errno.ENOSPC,
+            f"a follower holds at most {FOLLOWER_ENTRIES} files open or mapped at once",
         )
 
     def release(self, k: int) -> None:
         with self._lock:
+            if self.closed:
+                return
             if not self.lost and self._mine():
                 self.words[k] = 0
+            self._count -= 1
+            last = self._closing and self._count == 0
+        if last:
+            self._end()
 
     def close(self) -> None:
+        """Give the slot back, once nothing is held: a mapping may outlive
+        its mount, and its lease must go on beating until it goes."""
+        with self._lock:
+            self._closing = True
+            last = self._count == 0 and not self.closed
+        if last:
+            self._end()
+
+    def _end(self) -> None:
         self._stop.set()
-        self._thread.join()
-        if self._mine():
-            self.block0.store(slot_off(self.slot), bytes(4))
-        self.words.release()
-        self.block0.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        with self._lock:
+            self.closed = True
+            if self._mine():
+                self.block0.store(slot_off(self.slot), bytes(4))
+            self.words.release()
+            self.block0.close()

@@ -60,6 +60,7 @@ from .coherence import (
 from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
+from .followers import FollowerTable, full_fence
 from .inode import Extent, Inode, InodeTable, NotCached, symlink_target
 from .journal import Journal, Transaction
 from .layout import (
@@ -88,7 +89,6 @@ from .path import (
     resolve,
     to_str,
 )
-from .followers import FollowerTable, full_fence
 from .pins import pinned_by_others, set_lock
 from .region import Region, flush_ranges
 

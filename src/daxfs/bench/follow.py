@@ -44,6 +44,7 @@ import tempfile
 import textwrap
 import time
 
+from ..follow import Follower
 from . import (
     KiB,
     MiB,
@@ -52,13 +53,12 @@ from . import (
     add_pool_dir_argument,
     check_pool_dir,
     command_line,
-    environment,
     emit_all,
+    environment,
     fmt_rate,
     fmt_ratio,
     median,
 )
-from ..follow import Follower
 
 HELP = "how soon a follower (no kernel locks) sees commits; its reads beside a read-only mount"
 DESCRIPTION = __doc__
@@ -219,7 +219,10 @@ def measure_reads(pool: str, files: int, seconds: float, rounds: int, churn: boo
             for name in names:
                 with fs.open(name, "wb") as f:
                     f.write(block)
-    sides = {"follower": follower(pool, "daxfs"), "read-only mount": daxfs.mount(pool, readonly=True)}
+    sides = {
+        "follower": follower(pool, "daxfs"),
+        "read-only mount": daxfs.mount(pool, readonly=True),
+    }
     churner = _child(CHURNER, pool) if churn else None
     best = dict.fromkeys(sides, 0.0)
     try:
@@ -265,7 +268,9 @@ def _us(x: float) -> str:
 def delay_report(args, delay: dict, pool_dir: str) -> Report:
     rows = [
         [
-            "daxfs follower (tails the journal)" if m == "daxfs" else "famfs model (replays the log)",
+            "daxfs follower (tails the journal)"
+            if m == "daxfs"
+            else "famfs model (replays the log)",
             _us(d["median_us"]),
             _us(d["p99_us"]),
             _us(d["max_us"]),
