@@ -57,7 +57,7 @@ FOLLOWER = textwrap.dedent(r"""
             if not slept and fs._seen_seq > 300:
                 time.sleep(1.5)  # (the first follower falls a lap behind, once)
                 slept = True
-            kind = rng.choice(["listdir", "stat", "read", "readlink", "walk"])
+            kind = rng.choice(["listdir", "stat", "read", "readlink", "walk", "map"])
             path = rng.choice(names)
             try:
                 if kind == "listdir":
@@ -71,6 +71,22 @@ FOLLOWER = textwrap.dedent(r"""
                 elif kind == "walk":
                     path = rng.choice(["/a", "/b"])
                     answer = sorted(e.name for e in fs.scandir(path))
+                elif kind == "map":
+                    # The mapped bytes, now and after the writer went on: a
+                    # mapping's memory is never reused under it.
+                    m = fs.map(path)
+                    seq = fs._seen_seq
+                    first = hashlib.sha256(m.buffer).hexdigest()
+                    time.sleep(rng.choice([0, 0.001, 0.01]))
+                    for _ in range(20):
+                        fs.listdir("/a")  # (calls: the follower catches up meanwhile)
+                    later = hashlib.sha256(m.buffer).hexdigest()
+                    ino, btime = m._plan.ino, m._plan.btime
+                    answer = ["bytes", m.length, first, later, [ino, btime]]
+                    m.close()
+                    log.write(json.dumps({"seq": seq, "kind": kind, "path": path,
+                                          "answer": answer}) + "\n")
+                    continue
                 else:
                     f = fs.open(path, "rb")
                     opened = fs._seen_seq
@@ -216,7 +232,15 @@ def named_states(trees: dict) -> dict:
 def check_entry(trees: dict, entry: dict, named: dict) -> None:
     seq, kind, answer = entry["seq"], entry["kind"], entry["answer"]
     tree = trees[seq]
-    if kind == "read" and len(answer) == 2:  # the open failed
+    if kind == "map" and answer[0] == "bytes":
+        assert answer[2] == answer[3], (
+            f"at commit {seq}: the bytes under a mapping of {entry['path']} changed "
+            "(the writer reused, moved or truncated a mapped file's memory)"
+        )
+        check_entry(trees, {**entry, "kind": "read", "answer": answer[:3] + answer[4:]}, named)
+    elif kind == "map":  # the map failed: as an open would
+        check_entry(trees, {**entry, "kind": "read"}, named)
+    elif kind == "read" and len(answer) == 2:  # the open failed
         node = tree.get(entry["path"])
         if node is not None and node[0] == "link":
             node = tree.get(node[4])
@@ -298,7 +322,7 @@ def test_followers_take_no_kernel_lock_and_every_answer_is_a_committed_state(shm
     for seq in range(noted[0], noted[-1]):
         if seq not in trees:
             trees[seq] = trees[seq - 1]
-    total, unnoted, named_seqs = 0, 0, set(noted)
+    total, unnoted, named_seqs, mapped = 0, 0, set(noted), 0
     for log in logs:
         entries = read_log(log)
         seqs = [e["seq"] for e in entries]
@@ -308,8 +332,10 @@ def test_followers_take_no_kernel_lock_and_every_answer_is_a_committed_state(shm
             assert noted[0] <= e["seq"] <= noted[-1], e
             check_entry(trees, e, named)
             unnoted += e["seq"] not in named_seqs
+            mapped += e["kind"] == "map" and e["answer"][0] == "bytes"
         total += len(entries)
     assert total > 1000 and unnoted < total // 20, (total, unnoted)
+    assert mapped > 20, mapped
     assert sum(c.get("full_rebuilds", 0) for c in counters) >= 1, counters
 
 
