@@ -24,12 +24,13 @@ import daxfs
 from conftest import needs_fuse, new_pool, put, script_child
 from daxfs import follow
 from daxfs import fs as fs_module
+from test_multiprocess import PAUSED_BEFORE_PUBLISH
 
 # The follower's process: no flock, lockf or fcntl lock may be taken (the
 # process dies with status 17 if one is), then calls of every kind, each
 # logged with the commit its answer is from.
-FOLLOWER = textwrap.dedent(r"""
-    import errno, fcntl, hashlib, json, os, random, sys, time
+NO_KERNEL_LOCKS = textwrap.dedent(r"""
+    import fcntl, os, sys
 
     def no_kernel_locks(*args, **kw):
         sys.stderr.write("a follower asked for a kernel lock\n")
@@ -37,6 +38,10 @@ FOLLOWER = textwrap.dedent(r"""
         os._exit(17)
 
     fcntl.flock = fcntl.lockf = fcntl.fcntl = os.lockf = no_kernel_locks
+""")
+
+FOLLOWER = NO_KERNEL_LOCKS + textwrap.dedent(r"""
+    import errno, hashlib, json, random, time
 
     import daxfs
 
@@ -339,24 +344,6 @@ def test_followers_take_no_kernel_lock_and_every_answer_is_a_committed_state(shm
     assert sum(c.get("full_rebuilds", 0) for c in counters) >= 1, counters
 
 
-PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""
-    import sys
-    import daxfs
-
-    fs = daxfs.mount(sys.argv[1])
-    publish = fs.journal._publish
-
-    def paused():  # every home of the commit stored: wait before publishing
-        print("stored", flush=True)
-        sys.stdin.readline()
-        publish()
-
-    fs.journal._publish = paused
-    fs.rename("/d/old", "/e/new")
-    print("renamed", flush=True)
-""")
-
-
 def test_a_follower_reads_no_home_of_a_commit_before_it_is_published(pool_path):
     """A writer stores its homes before it publishes the live word.  A
     follower that must load a directory meanwhile (here /e, never cached)
@@ -654,18 +641,7 @@ def test_a_follower_holds_at_most_so_many_files_and_the_table_so_many_followers(
     daxfs.mount(pool_path, follow=True).close()  # (slots given back at unmount)
 
 
-LOCK_FREE_CLI = textwrap.dedent(r"""
-    import fcntl, os, sys
-
-    def no_kernel_locks(*args, **kw):
-        sys.stderr.write("a follower asked for a kernel lock\n")
-        sys.stderr.flush()
-        os._exit(17)
-
-    fcntl.flock = fcntl.lockf = fcntl.fcntl = os.lockf = no_kernel_locks
-    from daxfs.cli import main
-    main()
-""")
+LOCK_FREE_CLI = NO_KERNEL_LOCKS + "from daxfs.cli import main\nmain()\n"
 
 
 @needs_fuse

@@ -73,6 +73,7 @@ from .layout import (
 )
 from .mapping import MODES, Mapping, MapPlan
 from .path import DIR_T, SPECIAL_T, oserror, to_str
+from .pins import RangePins
 
 # A call that keeps meeting commits gives up after this long (EAGAIN):
 # each retry loads less (what the last one loaded and no record since
@@ -592,11 +593,7 @@ class Follower(FileSystem):
     def close(self) -> None:
         if self.closed:
             return
-        for h in list(self._handles):
-            try:
-                h.close()
-            except (OSError, ValueError):
-                pass
+        self._close_handles()
         with self._tlock:
             self.closed = True
             if self.lease is not None:
@@ -608,42 +605,35 @@ class Follower(FileSystem):
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
 
 
-class LeasePins:
-    """What a Mapping holds on to, for a follower: its lease's entry for
-    the file (mapped), and a descriptor of the pool to map the extents
-    through (pins.RangePins's interface, with no kernel lock)."""
+class LeasePins(RangePins):
+    """What a Mapping holds on to, for a follower: a descriptor of the pool
+    to map the extents through, as pins.RangePins, but no kernel lock: its
+    lease's entry for the file (mapped) holds it whole."""
 
-    fd = -1
-    on_release = None
+    entry: int | None = None
 
     def __init__(self, path: str, lease: Lease, ino: int):
-        self.lease, self.entry = lease, lease.hold(ino, mapped=True)
+        self.lease = lease
+        self.entry = lease.hold(ino, mapped=True)
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            super().__init__(path, writable=False)
         except BaseException:
-            lease.release(self.entry)
+            self._let_go()
             raise
 
     def pin(self, start: int, length: int) -> None:
         pass  # (the lease's entry holds the whole file)
 
     def release(self) -> None:
-        if self.fd < 0:
-            return
-        fd, self.fd = self.fd, -1
         try:
-            os.close(fd)
+            super().release()
         finally:
-            self.lease.release(self.entry)
-            callback, self.on_release = self.on_release, None
-            if callback is not None:
-                callback()
+            self._let_go()
 
-    def __del__(self) -> None:
-        try:
-            self.release()
-        except Exception:
-            pass
+    def _let_go(self) -> None:
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            self.lease.release(entry)
 
 
 def _nothing() -> None:

@@ -1310,11 +1310,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if self._forks != forks_seen():  # a forked child that never used it: leave it alone
             self.closed = True
             return
-        for h in list(self._handles):
-            try:
-                h.close()
-            except (OSError, ValueError):
-                pass
+        self._close_handles()
         self._stop_committer.set()
         try:
             self._free_unmapped_orphans()
@@ -1330,6 +1326,14 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             with self._thread_lock():
                 self.closed = True
                 self.region.close()
+
+    def _close_handles(self) -> None:
+        """Close the files opened through this mount (at unmount)."""
+        for h in list(self._handles):
+            try:
+                h.close()
+            except (OSError, ValueError):
+                pass
 
     def _has_open_files(self) -> bool:
         """Are files opened through this mount still open?  (The mount
