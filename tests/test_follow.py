@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -24,7 +23,11 @@ import daxfs
 from conftest import needs_fuse, new_pool, put, script_child
 from daxfs import follow
 from daxfs import fs as fs_module
-from test_multiprocess import PAUSED_BEFORE_PUBLISH
+from test_multiprocess import (
+    PAUSED_BEFORE_PUBLISH,
+    listing_waits_for_the_publish,
+    make_d_old_and_e,
+)
 
 # The follower's process: no flock, lockf or fcntl lock may be taken (the
 # process dies with status 17 if one is), then calls of every kind, each
@@ -349,28 +352,9 @@ def test_a_follower_reads_no_home_of_a_commit_before_it_is_published(pool_path):
     follower that must load a directory meanwhile (here /e, never cached)
     finds the commit's record at the journal's next position, so it waits
     for the publish rather than answer from homes half-way through."""
-    with daxfs.mount(pool_path) as fs:
-        fs.mkdir("/d")
-        fs.mkdir("/e")
-        put(fs, "/d/old", b"x")
+    make_d_old_and_e(pool_path)
     with daxfs.mount(pool_path, follow=True) as fo:
-        assert fo.listdir("/d") == ["old"]  # /d cached, /e not
-        with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:
-            assert child.stdout.readline().strip() == "stored"
-            seq = fo.journal.peek()
-            answers = []
-            reader = threading.Thread(target=lambda: answers.append(fo.listdir("/e")))
-            reader.start()
-            reader.join(0.5)
-            published = fo.journal.peek() != seq
-            assert not answers or published, f"/e read as {answers[0]} before the publish"
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            reader.join(30)
-            assert answers == [["new"]]
-            assert child.stdout.readline().strip() == "renamed"
-            assert child.wait(timeout=60) == 0
-        assert fo.listdir("/d") == []
+        listing_waits_for_the_publish(fo, pool_path)
         assert fo.coherence["retries"] > 0
 
 
@@ -381,10 +365,7 @@ def test_a_commit_that_never_publishes_fails_the_call_clearly(pool_path, monkeyp
     RETRY_SECONDS rather than answer from its half-stored homes; what it
     has cached it still answers."""
     monkeypatch.setattr(follow, "RETRY_SECONDS", 0.3)
-    with daxfs.mount(pool_path) as fs:
-        fs.mkdir("/d")
-        fs.mkdir("/e")
-        put(fs, "/d/old", b"x")
+    make_d_old_and_e(pool_path)
     with daxfs.mount(pool_path, follow=True) as fo:
         assert fo.listdir("/d") == ["old"]
         with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:

@@ -844,26 +844,38 @@ def test_a_query_with_no_lock_reads_no_home_before_its_record_is_published(pool_
     answer only from this mount's caches: a directory it has not cached
     must wait for the lock, and so for the publish, rather than be read
     from the media half-way (coherence.without_lock, cache_only)."""
+    make_d_old_and_e(pool_path)
+    with daxfs.mount(pool_path) as fs:
+        listing_waits_for_the_publish(fs, pool_path)
+
+
+def listing_waits_for_the_publish(fs, pool_path: str) -> None:
+    """With /d/old made, ``fs`` lists /d (cached) and then, while another
+    process's rename of /d/old to /e/new waits between its homes and its
+    publish (PAUSED_BEFORE_PUBLISH), /e, which it has not cached: that
+    listing must not show the rename before the publish, and must after."""
+    assert fs.listdir("/d") == ["old"]  # /d cached, /e not
+    with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:
+        assert child.stdout.readline().strip() == "stored"
+        seq = fs.journal.peek()
+        answers = []
+        reader = threading.Thread(target=lambda: answers.append(fs.listdir("/e")))
+        reader.start()
+        reader.join(0.5)
+        published = fs.journal.peek() != seq
+        assert not answers or published, f"/e read as {answers[0]} before the publish"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        reader.join(30)
+        assert answers == [["new"]]
+        assert child.stdout.readline().strip() == "renamed"
+        assert child.wait(timeout=60) == 0
+        assert fs.listdir("/d") == []
+
+
+def make_d_old_and_e(pool_path: str) -> None:
     with daxfs.mount(pool_path) as fs:
         fs.mkdir("/d")
         fs.mkdir("/e")
         with fs.open("/d/old", "wb") as f:
             f.write(b"x")
-    with daxfs.mount(pool_path) as fs:
-        assert fs.listdir("/d") == ["old"]  # /d cached, /e not
-        with script_child(PAUSED_BEFORE_PUBLISH, pool_path) as child:
-            assert child.stdout.readline().strip() == "stored"
-            seq = fs.journal.peek()
-            answers = []
-            reader = threading.Thread(target=lambda: answers.append(fs.listdir("/e")))
-            reader.start()
-            reader.join(0.5)
-            published = fs.journal.peek() != seq
-            assert not answers or published, f"/e read as {answers[0]} before the publish"
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            reader.join(30)
-            assert answers == [["new"]]
-            assert child.stdout.readline().strip() == "renamed"
-            assert child.wait(timeout=60) == 0
-            assert fs.listdir("/d") == []
