@@ -607,6 +607,14 @@ def test_a_follower_holds_at_most_so_many_files_and_the_table_so_many_followers(
         for i in range(FOLLOWER_ENTRIES + 1):
             put(fs, f"/f{i}", b"x")
     fo = daxfs.mount(pool_path, follow=True)
+    with daxfs.mount(pool_path) as fs:
+        assert fs.info()["followers"] == 1
+    from typer.testing import CliRunner
+
+    from daxfs.cli import app
+
+    shown = CliRunner().invoke(app, ["info", pool_path])
+    assert shown.exit_code == 0 and "1 holding leases" in shown.output, shown.output
     files = [fo.open(f"/f{i}", "rb") for i in range(FOLLOWER_ENTRIES)]
     with pytest.raises(OSError) as e:
         fo.open(f"/f{FOLLOWER_ENTRIES}", "rb")
@@ -772,3 +780,54 @@ def test_a_mapping_outliving_its_follower_mount_keeps_its_lease(pool_path):
         m.close()
         assert freed_within(fs, empty, 5) is not None
         daxfs.mount(pool_path, follow=True).close()  # (the slot is free again)
+
+
+def test_a_hostile_follower_table_costs_the_writer_nothing_but_what_it_names(pool_path):
+    """The follower table is input like any byte of a pool: a slot that
+    asks for a 49-day lease and never beats, naming numbers past the inode
+    table and a real file, holds that file one hour at most (MAX_LEASE_MS),
+    and the bogus numbers are never acted on (no warning, no error)."""
+    import warnings
+
+    from daxfs import followers
+    from daxfs import layout as L
+
+    with daxfs.mount(pool_path) as fs:
+        put(fs, "/f", b"held")
+        put(fs, "/g", b"free to go")
+        ino = fs.stat("/f").st_ino
+    slot = bytearray(L.FOLLOWER_SLOT_SIZE)
+    L.FOLLOWER_HEAD.pack_into(slot, 0, L.FOLLOWER_MAGIC, 0xFFFF_FFFF, 3, 1, 0)
+    entries = [ino, 2**62, 2**40 | 1 << 63, 0xFFFF_FFFF, ino | 1 << 63]
+    for k, e in enumerate(entries):
+        slot[32 + 8 * k : 40 + 8 * k] = e.to_bytes(8, "little")
+    fd = os.open(pool_path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(slot), L.FOLLOWERS_OFF)
+    finally:
+        os.close(fd)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with daxfs.mount(pool_path) as fs:
+            with pytest.raises(OSError) as e:
+                fs.truncate("/f", 0)  # (held mapped)
+            assert e.value.errno == errno.EBUSY
+            fs.unlink("/f")
+            fs.unlink("/g")
+            free = fs.statvfs().f_bfree
+            time.sleep(2 * fs_module.FOLLOWER_LOOK_SECONDS)
+            fs.stat("/")
+            fs.stat("/")
+            assert fs.statvfs().f_bfree == free  # (/f held: its lease has not lapsed)
+            table = fs.followers
+            (i,) = table.occupied()
+            table._beats[i] = (
+                *table._beats[i][:2],
+                time.monotonic() - followers.MAX_LEASE_MS / 1000 - 1,
+            )
+            time.sleep(2 * fs_module.FOLLOWER_LOOK_SECONDS)
+            fs.stat("/")  # (an hour on by the writer's clock: lapsed, cleared, freed)
+            fs.stat("/")
+            assert fs.statvfs().f_bfree == free + 1
+            assert not table.occupied()
+    assert not [w for w in warned if issubclass(w.category, RuntimeWarning)], warned

@@ -70,6 +70,11 @@ _FIRST_ENTRY = FOLLOWER_HEAD.size // 8
 # An entry's top bit: the follower maps the file (else it has it open).
 MAPPED = 1 << 63
 
+# The longest lease a writer honours, whatever a slot asks for: a slot is
+# input like any byte of a pool, and one that asked for 49 days (a u32 of
+# milliseconds) and never beat would keep what it names that long.
+MAX_LEASE_MS = 3_600_000
+
 
 class FollowerTable:
     """The table as a writer reads it, with its memory of heartbeats."""
@@ -105,7 +110,7 @@ class FollowerTable:
             if seen is None or seen[:2] != (ident, beat):
                 self._beats[i] = (ident, beat, now)
                 alive.append(i)
-            elif now - seen[2] <= lease / 1000:
+            elif now - seen[2] <= min(lease, MAX_LEASE_MS) / 1000:
                 alive.append(i)
         return alive
 
@@ -118,11 +123,12 @@ class FollowerTable:
         return out
 
     def held(self) -> set[int]:
-        """The inodes a follower whose lease stands has open or mapped."""
+        """The inode numbers a follower whose lease stands has open or mapped,
+        as written (the caller keeps those inside its inode table)."""
         return {e & ~MAPPED for e in self.entries()}
 
     def mapped(self) -> set[int]:
-        """The inodes a follower whose lease stands maps."""
+        """The inode numbers a follower whose lease stands maps."""
         return {e & ~MAPPED for e in self.entries() if e & MAPPED}
 
     def holds(self, ino: int) -> bool:
@@ -168,7 +174,7 @@ class Lease:
     """A follower's slot: what it holds, and the heartbeat that keeps it."""
 
     def __init__(self, path: str, length: int, seconds: float):
-        if not 0.05 <= seconds <= 3600:
+        if not 0.05 <= seconds <= MAX_LEASE_MS / 1000:
             raise ValueError(f"lease_seconds must be between 0.05 and 3600, not {seconds!r}")
         self.seconds = seconds
         self.block0 = _Block0(path, length)

@@ -745,7 +745,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if not (self._follower_inos or self._held_back or table.occupied()):
             return
         table.clear_lapsed()
-        held = table.held()
+        held = {ino for ino in table.held() if self.inodes.valid_ino(ino)}  # (the table is input)
         for ino in self._follower_inos - held:
             self._unmapped.append(ino)
         self._follower_inos = held
@@ -1256,6 +1256,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 else ("lazy" if getattr(self.region, "lazy_capable", False) else "sync"),
                 commit_interval=self.commit_interval,
                 tails=self.tails,
+                followers=len(self.followers.live()),  # (as far as this mount can tell yet)
                 **self.journal.describe(),
             )
             return d

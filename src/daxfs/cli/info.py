@@ -66,6 +66,10 @@ def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
         ("2 MiB chunks", f"{vfs.free_chunks} of {vfs.total_chunks} free"),
         ("inodes", f"{vfs.f_files - vfs.f_ffree} of {vfs.f_files} used"),
         ("journal", f"{human(journal)}, next transaction {info.get('next_seq')}"),
+        (
+            "followers",
+            f"{info.get('followers', 0)} holding leases (read-only mounts on other hosts)",
+        ),
     ]
 
 
