@@ -647,7 +647,7 @@ def test_a_follower_mount_shows_the_writers_commits_to_ls_and_cat(pool_path, tmp
     with daxfs.mount(pool_path) as fs:
         fs.mkdir("/d")
         put(fs, "/d/a", b"one\n")
-        m = test_fuse.Mount(pool_path, where, "--follow")
+        m = test_fuse.Mount(pool_path, where, "--follow", "--lease-seconds", "2")
         try:
             assert test_fuse.run("cat", m / "d/a").stdout == b"one\n"
             for i in range(20):
@@ -831,3 +831,31 @@ def test_a_hostile_follower_table_costs_the_writer_nothing_but_what_it_names(poo
             assert fs.statvfs().f_bfree == free + 1
             assert not table.occupied()
     assert not [w for w in warned if issubclass(w.category, RuntimeWarning)], warned
+
+
+def test_pyarrow_through_fsspec_and_zarr_read_what_the_writer_wrote_through_a_follower(pool_path):
+    """Real clients over a follower: pyarrow reads a Parquet file through
+    daxfs's fsspec file system, zarr an array through DaxStore (its reads
+    are mappings, held by the follower's lease), while the writer's own
+    mount wrote them."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+
+    from daxfs.fsspec import DaxFileSystem
+    from daxfs.zarr import DaxStore
+
+    table = pa.table({"a": np.arange(50_000), "b": np.random.default_rng(1).random(50_000)})
+    with daxfs.mount(pool_path) as fs, daxfs.mount(pool_path, follow=True) as fo:
+        with DaxFileSystem(fs=fs).open("/t.parquet", "wb") as f:
+            pq.write_table(table, f)
+        z = zarr.open_array(
+            DaxStore(fs, root="/z"), mode="w", shape=(1000,), chunks=(100,), dtype="f8"
+        )
+        z[:] = np.arange(1000.0)
+        assert pq.read_table("/t.parquet", filesystem=DaxFileSystem(fs=fo)).equals(table)
+        r = zarr.open_array(DaxStore(fo, root="/z", read_only=True), mode="r")
+        assert (r[:] == np.arange(1000.0)).all()
+        z[:100] = -1.0  # (a chunk replaced: the follower sees it at its next read)
+        assert (r[:100] == -1.0).all() and (r[100:] == np.arange(100.0, 1000.0)).all()

@@ -127,6 +127,14 @@ def mount_cmd(
             "the writer's host must (a pool in shared memory: device-dax, fs-dax, tmpfs).",
         ),
     ] = False,
+    lease_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-seconds",
+            help="With --follow: how long the writer keeps the files this follower holds "
+            "open after it stops (10).",
+        ),
+    ] = None,
     allow_other: Annotated[
         bool,
         typer.Option(
@@ -152,8 +160,10 @@ def mount_cmd(
     opts = parse_mount_options(options)
     if follow and opts:
         raise CliError("--follow takes no -o options: a follower never writes")
+    if lease_seconds is not None and not follow:
+        raise CliError("--lease-seconds is for --follow")
     if follow:
-        readonly, opts = True, {"follow": True}
+        readonly, opts = True, {"follow": True, "lease_seconds": lease_seconds}
     where = check_mountpoint(mountpoint)
     if allow_other:
         check_allow_other()
