@@ -29,9 +29,8 @@ from test_multiprocess import (
     make_d_old_and_e,
 )
 
-# The follower's process: no flock, lockf or fcntl lock may be taken (the
-# process dies with status 17 if one is), then calls of every kind, each
-# logged with the commit its answer is from.
+# A process that runs this takes no flock, lockf or fcntl lock: it dies
+# with status 17 if it asks for one.
 NO_KERNEL_LOCKS = textwrap.dedent(r"""
     import fcntl, os, sys
 
@@ -43,6 +42,8 @@ NO_KERNEL_LOCKS = textwrap.dedent(r"""
     fcntl.flock = fcntl.lockf = fcntl.fcntl = os.lockf = no_kernel_locks
 """)
 
+# The follower's process: calls of every kind, each logged with the
+# commit its answer is from.
 FOLLOWER = NO_KERNEL_LOCKS + textwrap.dedent(r"""
     import errno, hashlib, json, random, time
 
