@@ -695,7 +695,7 @@ class Change:
             if self.optimistic:
                 fs.coherence["optimistic_commits"] += 1
                 fs._backoff.committed(txn.touched)
-            fs._free_committed(txn.to_free, fs._txn_dirty.union(fs._txn_freed_inos))
+            fs._free_committed(txn.to_free, fs._txn_dirty, fs._txn_freed_inos)
             for ino in fs._txn_freed_inos:
                 fs.inodes.return_ino(ino)
             fs._dirty_times.difference_update(fs._txn_dirty)

@@ -71,8 +71,8 @@ from .layout import (
     parse_txn_record,
     unpack_itable_head,
 )
-from .mapping import MODES, Mapping, MapPlan
-from .path import DIR_T, SPECIAL_T, oserror, to_str
+from .mapping import MapPlan
+from .path import oserror, to_str
 from .pins import RangePins
 
 # A call that keeps meeting commits gives up after this long (EAGAIN):
@@ -134,7 +134,7 @@ class Following:
     """What Locked is to a writer: the thread lock, and for the outermost
     section a catch-up before and the check after (``Moved`` when it fails)."""
 
-    __slots__ = ("fs", "outer", "seq", "pos")
+    __slots__ = ("fs", "outer", "seq")
 
     def __init__(self, fs: Follower):
         self.fs = fs
@@ -148,7 +148,7 @@ class Following:
             self.outer = fs._depth == 0
             if self.outer:
                 fs._catch_up()
-                self.seq, self.pos = fs._seen_seq, fs._seen_pos
+                self.seq = fs._seen_seq
                 fs.inodes.loaded.clear()
                 fs._dirs_loaded.clear()
             fs._depth += 1
@@ -509,71 +509,33 @@ class Follower(FileSystem):
         return self._from_opened(ino, seek_in, off, hole)  # type: ignore[arg-type]
 
     # -- mappings ---------------------------------------------------------------
-    def map(self, path, mode: str = "r", *, offset: int = 0, length: int | None = None, size=None):
-        """Map a file read-only ("r") or copy-on-write ("c"), zero-copy, as
-        FileSystem.map does, held by this follower's lease: the writer
-        neither frees nor moves the file's blocks while the lease stands
-        (an unlinked file stays an orphan, a truncate into it is EBUSY).
-        ``Mapping.stale`` turns True when the file changed or the lease
-        lapsed (then the writer may have reused the memory)."""
-        spath = to_str(path)
-        if mode not in ("r", "c"):
-            if mode in MODES:
-                raise oserror(errno.EROFS, spath)
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        if offset < 0 or (length is not None and length < 0):
-            raise oserror(errno.EINVAL, spath)
+    # FileSystem.map serves as it is: modes "r" and "c" (the others are
+    # EROFS on a read-only mount), the plan taken in a checked section, a
+    # Mapping over it; the pins are this follower's lease (LeasePins): the
+    # writer neither frees nor moves a held file's blocks (an unlinked file
+    # stays an orphan, a truncate into it is EBUSY), and ``Mapping.stale``
+    # turns True when the file changed or the lease lapsed.
+    def _map_pins(self, writable: bool) -> LeasePins:
         if self.lease is None:
             raise OSError(
                 errno.EOPNOTSUPP,
                 "a follower without write access to the pool holds no lease, so it cannot map",
-                spath,
             )
+        return LeasePins(self.region.path, self.lease, self.sb)
+
+    def _plan_map(self, spath: str, mode: str, offset: int, length, size, pins) -> MapPlan:
+        """The plan, taken again while the file changed before our lease
+        held it (the entry is stored as the plan is taken, and the file
+        checked once the plan stands: followers.py)."""
         while True:
-            plan = self._retrying(self._answer, self._follower_map_plan, spath, offset, length)
-            pins = LeasePins(self.region.path, self.lease, plan.ino)
-            try:
-                if not self._retrying(self._answer, self._plan_holds, plan):
-                    pins.release()
-                    continue  # (changed before our lease held it: again)
-                return Mapping(self, spath, mode, plan, pins)  # type: ignore[arg-type]
-            except BaseException:
-                pins.release()
-                raise
-
-    def _follower_map_plan(self, spath: str, offset: int, length: int | None) -> MapPlan:
-        r = self._existing(spath)
-        if r.ftype == DIR_T:
-            raise oserror(errno.EISDIR, spath)
-        if r.ftype in SPECIAL_T:
-            raise oserror(errno.ENODEV, spath)
-        inode = self._inode(r.ino)  # type: ignore[arg-type]
-        if length is None:
-            length = max(0, inode.size - offset)
-        if offset + length > inode.size:
-            raise ValueError(
-                f"{spath}: mapping [{offset}, {offset + length}) is past its end ({inode.size})"
-            )
-        extents = inode.iomap(offset, length) if length else []
-        return MapPlan(
-            inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents
-        )
-
-    def _plan_holds(self, plan: MapPlan) -> bool:
-        """Is the file still as ``plan`` has it (asked once our lease holds it)?"""
-        if not self._live(plan.ino):
-            return False
-        inode = self._inode(plan.ino)
-        return (inode.btime, inode.generation, inode.size) == (
-            plan.btime,
-            plan.generation,
-            plan.file_size,
-        )
+            plan = self._retrying(super()._plan_map, spath, mode, offset, length, size, pins)
+            if not self._map_is_stale(plan):
+                return plan
 
     def _map_is_stale(self, plan: MapPlan) -> bool:
         if self.closed or self.lease is None or not self.lease.valid():
             return True
-        return not self._retrying(self._answer, self._plan_holds, plan)
+        return self._retrying(super()._map_is_stale, plan)
 
     def _orphan_check_later(self, ino: int):
         return _nothing  # (the writer frees orphans; our lease entry goes with the pins)
@@ -607,22 +569,25 @@ class Follower(FileSystem):
 
 class LeasePins(RangePins):
     """What a Mapping holds on to, for a follower: a descriptor of the pool
-    to map the extents through, as pins.RangePins, but no kernel lock: its
-    lease's entry for the file (mapped) holds it whole."""
+    to map the extents through, as pins.RangePins, but no kernel lock: the
+    plan's pin of the file's slot byte becomes its lease's entry for the
+    file (mapped), which holds it whole."""
 
     entry: int | None = None
 
-    def __init__(self, path: str, lease: Lease, ino: int):
-        self.lease = lease
-        self.entry = lease.hold(ino, mapped=True)
-        try:
-            super().__init__(path, writable=False)
-        except BaseException:
-            self._let_go()
-            raise
+    def __init__(self, path: str, lease: Lease, sb):
+        super().__init__(path, writable=False)
+        self.lease, self._itable = lease, (sb.itable_off, sb.itable_end)
+        self.ino: int | None = None
 
     def pin(self, start: int, length: int) -> None:
-        pass  # (the lease's entry holds the whole file)
+        lo, hi = self._itable
+        if not lo <= start < hi:
+            return  # (a data range: the file's entry holds it)
+        ino = (start - lo) // INODE_SIZE
+        if ino != self.ino:  # (a plan taken again may have resolved another file)
+            self._let_go()
+            self.entry, self.ino = self.lease.hold(ino, mapped=True), ino
 
     def release(self) -> None:
         try:

@@ -132,13 +132,11 @@ class FollowerTable:
         return {e & ~MAPPED for e in self.entries() if e & MAPPED}
 
     def holds(self, ino: int) -> bool:
-        if not self.occupied():
-            return False
         entries = self.entries()
         return ino in entries or ino | MAPPED in entries
 
     def maps(self, ino: int) -> bool:
-        return bool(self.occupied()) and ino | MAPPED in self.entries()
+        return ino | MAPPED in self.entries()
 
     def clear_lapsed(self) -> None:
         """Clear the slots whose lease has lapsed (their holds go with them)."""

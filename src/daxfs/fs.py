@@ -767,17 +767,19 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         full_fence()
         return self.followers.mapped()
 
-    def _free_committed(self, runs: list[tuple[int, int]], inos: set[int]) -> None:
+    def _free_committed(self, runs: list[tuple[int, int]], *inos) -> None:
         """Give the blocks a commit freed to the allocator, once it is
         published.  A follower maps a file only after it checked, past a
         fence, that the file is as it resolved it; a writer checks for
         followers' maps before it commits.  If both checks missed each
         other, the follower's came before our publish, and then its entry
         is seen here: the blocks of the files it maps that this commit
-        changed wait until it lets go (followers.py)."""
+        changed (``inos``: collections of inode numbers) wait until it lets
+        go (followers.py)."""
         mapped = self._mapped_by_followers() if runs else set()
-        if not mapped.isdisjoint(inos):
-            self._held_back.append((frozenset(mapped & inos), list(runs)))
+        changed = mapped & set().union(*inos) if mapped else None  # (mapped: rarely any)
+        if changed:
+            self._held_back.append((frozenset(changed), list(runs)))
             return
         for start, n in runs:
             self._free_space(start, n)

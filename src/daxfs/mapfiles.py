@@ -54,13 +54,17 @@ class MapPath:
             raise oserror(errno.EROFS, spath)
         if offset < 0 or (length is not None and length < 0) or (size is not None and size < 0):
             raise oserror(errno.EINVAL, spath)
-        pins = RangePins(self.region.path, writable=writable)
+        pins = self._map_pins(writable)
         try:
             plan = self._plan_map(spath, mode, offset, length, size, pins)
             return Mapping(self, spath, mode, plan, pins)
         except BaseException:
             pins.release()
             raise
+
+    def _map_pins(self, writable: bool) -> RangePins:
+        """What a new Mapping pins its file with (a follower's: its lease)."""
+        return RangePins(self.region.path, writable=writable)
 
     def _plan_map(
         self,
