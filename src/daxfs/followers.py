@@ -81,17 +81,19 @@ class FollowerTable:
 
     def __init__(self, buf, store):
         self.buf, self._store = buf, store
+        # The slots' magics as native u32s, one per slot: asked on every
+        # unlink and every commit that frees, so read with no copy.
+        end = FOLLOWERS_OFF + FOLLOWER_SLOTS * FOLLOWER_SLOT_SIZE
+        self._magics = memoryview(buf)[FOLLOWERS_OFF:end].cast("I")[:: FOLLOWER_SLOT_SIZE // 4]
         # slot -> (id, heartbeat, when (our clock) we first saw that heartbeat)
         self._beats: dict[int, tuple[int, int, float]] = {}
 
     def occupied(self) -> list[int]:
         """The slots that hold a follower's magic."""
-        buf = self.buf
-        return [
-            i
-            for i in range(FOLLOWER_SLOTS)
-            if int.from_bytes(buf[slot_off(i) : slot_off(i) + 4], "little") == FOLLOWER_MAGIC
-        ]
+        magics = self._magics
+        if FOLLOWER_MAGIC not in magics:
+            return []
+        return [i for i, magic in enumerate(magics) if magic == FOLLOWER_MAGIC]
 
     def live(self, now: float | None = None) -> list[int]:
         """The occupied slots whose lease stands: a heartbeat that moved
