@@ -94,16 +94,23 @@ def test_meta_tiny(tmp_path, capsys):
     assert "$ python -m daxfs.bench " + " ".join(argv) in out
     rows = plain_rows(out, META_LABELS)
     assert list(rows) == META_LABELS
-    for cells in rows.values():
-        kernel, dax, ratio = (float(c.replace(",", "")) for c in cells)
+    for label, cells in rows.items():
+        kernel, dax, ratio = (float(c.replace(",", "")) for c in cells[:3])
         # A loaded machine can round a tiny ratio to 0.00; the rates are never 0.
         assert kernel > 0 and dax > 0 and ratio >= 0
+        # The change floor: for the ops that make journaled changes only.
+        assert (cells[3] != "-") == label.startswith(("create", "unlink")), cells
     for phase, aim in (("create", 0.35), ("stat", 0.6), ("read", 0.5), ("unlink", 0.35)):
         assert f"aim: {phase} daxfs/kernel >= {aim}: " in out
     assert "=== profile: daxfs " in out
     data = json.loads(js.read_text())["data"]
     assert set(data["ratio"]) == {"create", "stat", "read", "listdir", "unlink"}
     assert len(data["raw"]["kernel"]) == len(data["raw"]["daxfs"]) == 1
+    assert data["empty_changes_per_s"] > 0
+    # A create is two changes and an unlink one, each at least an empty change.
+    floor = data["empty_changes_per_s"] / data["best_ops_per_s"]["kernel"]["unlink"]
+    assert data["change_floor_ratio"]["unlink"] == pytest.approx(floor)
+    assert set(data["change_floor_ratio"]) == {"create", "unlink"}
     assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
 
 
@@ -199,7 +206,12 @@ def test_fuse_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = plain_rows(out, ["tar -x", "find -printf %s", "cat every file", "rm -r"])
     assert len(rows) == 4
-    assert all(float(cells[-1].replace(",", "")) > 0 for cells in rows.values())
+    for cells in rows.values():  # (time, unit) per side, the ratio, then the floors
+        ratio, in_process, requests, trips = (float(c.replace(",", "")) for c in cells[4:])
+        assert ratio > 0 and in_process > 0 and requests >= 0 and trips >= 0
+    # tar makes at least a CREATE, a WRITE and a RELEASE per file with data.
+    assert float(rows["tar -x"][6]) >= 3
+    assert float(rows["tar -x"][7]) > 0
     assert os.listdir(tmp_path) == []
     with open("/proc/self/mounts") as f:
         assert str(tmp_path) not in f.read()

@@ -194,6 +194,7 @@ class Server:
         self.started = False  # set once the kernel has spoken to us (FUSE_INIT)
         self.stop_asked = False
         self._reading = False
+        self.served = 0  # requests handled (bench fuse counts them per command)
         fs.on_foreign_change = self._foreign_change
         self.handlers: dict[int, Callable] = {
             w.LOOKUP: self.lookup,
@@ -292,6 +293,7 @@ class Server:
             raise StopServing
 
     def handle(self, req: w.Request) -> None:
+        self.served += 1
         fn = self.handlers.get(req.opcode)
         if fn is None:
             self.ch.reply_error(req.unique, errno.ENOSYS)

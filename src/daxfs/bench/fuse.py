@@ -20,8 +20,11 @@ where DEST is
                clean, at the end)
 
 The ratio is daxfs's time over tmpfs's (lower is better).  Issue 16 asks
-for shell work near the kernel's; this says where it stands.  Needs
-/dev/fuse, the fuse3 package and daxfs[fuse].
+for shell work near the kernel's; this says where it stands, and beside it
+the two floors under it (fuse_floor.py): the same calls made in process
+through the daxfs API (no FUSE), and the command's requests times the
+cheapest round trip through the mount.  Needs /dev/fuse, the fuse3
+package and daxfs[fuse].
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..region import mount_of
 from . import (
@@ -51,6 +56,7 @@ from . import (
     seconds_by_side,
     timed_command,
 )
+from .fuse_floor import count_requests, in_process_phases, lookup_round_trip, tar_plan
 
 HELP = "tar, find, cat and rm through a FUSE mount, beside tmpfs"
 DESCRIPTION = __doc__
@@ -91,15 +97,22 @@ def make_archive(path: str, files: int, max_size: int) -> int:
     return total
 
 
+def phase_commands(archive: str, dest: str) -> list[tuple[str, list[str]]]:
+    """Every phase's command, in order, into the empty directory ``dest``
+    (left empty)."""
+    cat = ["find", dest, "-type", "f", "-exec", "cat", "{}", "+"]
+    return [
+        ("tar", ["tar", "-xf", archive, "-C", dest]),
+        ("find", ["find", dest, "-printf", "%s\\n"]),
+        ("cat", cat),
+        ("cat2", cat),
+        ("rm", ["rm", "-rf", os.path.join(dest, "tree")]),
+    ]
+
+
 def run_phases(archive: str, dest: str) -> dict[str, float]:
     """Every phase once into the empty directory ``dest``, left empty."""
-    return {
-        "tar": timed_command(["tar", "-xf", archive, "-C", dest], dest),
-        "find": timed_command(["find", dest, "-printf", "%s\\n"], dest),
-        "cat": timed_command(["find", dest, "-type", "f", "-exec", "cat", "{}", "+"], dest),
-        "cat2": timed_command(["find", dest, "-type", "f", "-exec", "cat", "{}", "+"], dest),
-        "rm": timed_command(["rm", "-rf", os.path.join(dest, "tree")], dest),
-    }
+    return {phase: timed_command(argv, dest) for phase, argv in phase_commands(archive, dest)}
 
 
 def is_mounted(path: str) -> bool:
@@ -158,20 +171,36 @@ def main(args: argparse.Namespace) -> int:
         kernel, mnt = os.path.join(work, "tmpfs"), os.path.join(work, "mnt")
         os.mkdir(kernel)
         os.mkdir(mnt)
-        pool = os.path.join(work, "fuse.pool")
         # The tree's bytes in 4 KiB blocks, an inode per file, room to spare.
-        daxfs.mkfs(pool, next_pow2(max(64 * MiB, 2 * (data + args.files * 20 * 1024))))
+        pool_size = next_pow2(max(64 * MiB, 2 * (data + args.files * 20 * 1024)))
+        pool, in_pool, count_pool = (
+            os.path.join(work, name) for name in ("fuse.pool", "in-process.pool", "count.pool")
+        )
+        for p in (pool, in_pool, count_pool):
+            daxfs.mkfs(p, pool_size)
+        dirs, files = tar_plan(archive)
         best: dict[tuple[str, str], float] = {}
-        with Served(pool, mnt):
+        with Served(pool, mnt), daxfs.mount(in_pool) as in_fs:
+            in_fs.mkdir("/dest")
+            sides: list[tuple[str, Callable[[], dict[str, float]]]] = [
+                ("tmpfs", lambda: run_phases(archive, kernel)),
+                ("daxfs", lambda: run_phases(archive, mnt)),
+                ("in process", lambda: in_process_phases(in_fs, dirs, files, "/dest")),
+            ]
             for i in range(args.repeat):
-                sides = [("tmpfs", kernel), ("daxfs", mnt)]
-                for side, dest in sides if i % 2 == 0 else sides[::-1]:
-                    for phase, seconds in run_phases(archive, dest).items():
+                for side, run in sides[i % 3 :] + sides[: i % 3]:  # (each goes first in turn)
+                    for phase, seconds in run().items():
                         keep_fastest(best, side, phase, seconds)
-        report = daxfs.check(pool)
-        if not report.ok:
-            raise RuntimeError(f"fuse benchmark: the pool does not check clean: {report.errors}")
-        make_report(args, best, data, environment(pool_dir)).emit(args.format, args.json)
+            round_trip = lookup_round_trip(mnt, args.repeat)
+        for checked in (pool, in_pool):
+            report = daxfs.check(checked)
+            if not report.ok:
+                why = f"{checked} does not check clean: {report.errors}"
+                raise RuntimeError(f"fuse benchmark: {why}")
+        requests = count_requests(count_pool, mnt, phase_commands(archive, mnt))
+        make_report(args, best, Floors(round_trip, requests), data, environment(pool_dir)).emit(
+            args.format, args.json
+        )
     finally:
         if is_mounted(os.path.join(work, "mnt")):
             subprocess.run(["fusermount3", "-uz", os.path.join(work, "mnt")], check=False)
@@ -179,29 +208,68 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_report(args, best: dict[tuple[str, str], float], data: int, env: str) -> Report:
-    rows, ratios = [], {}
+@dataclass
+class Floors:
+    """What FUSE's round trips alone cost (fuse_floor.py): the cheapest
+    request's seconds, and each phase's count of requests."""
+
+    round_trip: float
+    requests: dict[str, int]
+
+
+def make_report(
+    args, best: dict[tuple[str, str], float], floors: Floors, data: int, env: str
+) -> Report:
+    rows, ratios, in_process, trips = [], {}, {}, {}
     for phase, label in PHASES:
-        k, d = best[("tmpfs", phase)], best[("daxfs", phase)]
-        ratios[phase] = d / k
-        rows.append([label, fmt_seconds(k), fmt_seconds(d), f"{ratios[phase]:,.1f}"])
+        k, d, p = (best[(side, phase)] for side in ("tmpfs", "daxfs", "in process"))
+        n = floors.requests[phase]
+        ratios[phase], in_process[phase] = d / k, p / k
+        trips[phase] = n * floors.round_trip / k
+        rows.append(
+            [
+                label,
+                fmt_seconds(k),
+                fmt_seconds(d),
+                f"{ratios[phase]:,.1f}",
+                f"{in_process[phase]:,.1f}",
+                f"{n / args.files:,.1f}",
+                f"{trips[phase]:,.1f}",
+            ]
+        )
     notes = [
         f"a tar of {args.files:,} files ({data / 1e6:,.0f} MB of data, {PER_DIR} per "
         f"directory); whole commands, best of {args.repeat}, sides alternating",
         "x tmpfs: daxfs's time over tmpfs's (lower is better)",
+        "in process: the same file-system calls through the daxfs API, no FUSE; requests: "
+        "what the kernel sent the server, per file; round trips: those requests times the "
+        f"cheapest one ({floors.round_trip * 1e6:,.1f} us, a LOOKUP answered ENOENT), over "
+        "tmpfs's time.  No server over this FileSystem beats either floor (fuse_floor.py)",
     ]
     return Report(
         title=f"daxfs fuse benchmark ({args.files:,} files)",
         command=command_line(args.argv),
         env=env,
         notes=notes,
-        columns=["command", "tmpfs", "daxfs mount", "x tmpfs"],
+        columns=[
+            "command",
+            "tmpfs",
+            "daxfs mount",
+            "x tmpfs",
+            "in process x",
+            "requests/file",
+            "round trips x",
+        ],
         rows=rows,
         verdict=[],
         data={
             "files": args.files,
             "bytes": data,
             "ratio": ratios,
+            "in_process_ratio": in_process,
+            "requests": floors.requests,
+            "round_trip_seconds": floors.round_trip,
+            "round_trips_ratio": trips,
             "best_seconds": seconds_by_side(best),
         },
     )
