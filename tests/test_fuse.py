@@ -223,6 +223,29 @@ def test_cat_and_find_walk_a_tree(mnt):
     assert find("-size", "+4k") == ["sub/deep/c.bin"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time a process has used (its /proc stat ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@needs_fuse
+def test_a_server_looks_for_requests_briefly_then_sleeps(mnt):
+    """After a burst of requests the server polls /dev/fuse for a moment
+    (fusewire.POLL_SECONDS: a sleeping server costs each request a wake-up)
+    and then sleeps: an idle mount uses no CPU to speak of."""
+    for i in range(200):
+        (mnt / f"f{i}").write_bytes(b"x")
+        assert (mnt / f"f{i}").read_bytes() == b"x"
+    time.sleep(0.2)
+    before = cpu_seconds(mnt.proc.pid)
+    time.sleep(1.0)
+    # (A server that never slept would use a whole second; its watcher
+    # thread's look every 5 ms uses a few ms.)
+    assert cpu_seconds(mnt.proc.pid) - before < 0.15
+
+
 @needs_fuse
 def test_dd_with_block_size_seek_and_notrunc(mnt, tmp_path):
     rnd = random.Random(2)

@@ -54,7 +54,10 @@ What FUSE changes, and why:
   EOPNOTSUPP and stops asking), fallocate modes other than 0 (EOPNOTSUPP),
   rename with RENAME_EXCHANGE (EINVAL).  File locks are kept by the kernel.
 * One thread serves: daxfs serialises calls anyway, and a request costs
-  one read, one unpack and one write.
+  one read, one unpack and one write.  Between requests it looks for the
+  next one for a moment before it sleeps (fusewire.POLL_SECONDS): a
+  request that finds it asleep pays for waking it, which on a virtual
+  machine whose idle vCPUs halt is most of a round trip.
 """
 
 from __future__ import annotations
