@@ -198,6 +198,9 @@ class Server:
         self.stop_asked = False
         self._reading = False
         self.served = 0  # requests handled (bench fuse counts them per command)
+        # Does a close(2) of a writable file make its overwrites durable
+        # (DataPath._overwrite: on the page cache, at flush and close)?
+        self._flush_writes = fs.region.durability.name == "msync"
         fs.on_foreign_change = self._foreign_change
         self.handlers: dict[int, Callable] = {
             w.LOOKUP: self.lookup,
@@ -612,7 +615,8 @@ class Server:
     def open(self, req: w.Request):
         flags, _ = w.OPEN_IN.unpack_from(req.args)
         fh = self._opened(req.nodeid, flags)  # (caught up: _stale_data is current)
-        how = _open_flags(flags) | (w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0)
+        how = _open_flags(flags, self._flush_writes)
+        how |= w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0
         return (w.OPEN_OUT.pack(fh, how, 0),)
 
     def create(self, req: w.Request):
@@ -628,7 +632,8 @@ class Server:
                 raise
             fh = self._opened(self.fs.lstat(at).st_ino, flags)
         st = self._stat(self.files[fh]._ino)
-        return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, _open_flags(flags), 0))
+        how = _open_flags(flags, self._flush_writes)
+        return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, how, 0))
 
     def read(self, req: w.Request):
         fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
@@ -759,18 +764,22 @@ class Server:
         return ()
 
 
-def _open_flags(flags: int) -> int:
+def _open_flags(flags: int, flush_writes: bool) -> int:
     """How the kernel is to treat an open with open(2) ``flags``.  One that
     cannot read skips the page cache (FOPEN_DIRECT_IO): each write(2) is then
     one request, where cached writes come split at the first page boundary
     of each unaligned write (tar's, whose records follow 512-byte headers:
     two changes each), and it cannot be mapped anyway (mmap needs read
     access).  One that cannot write asks for no FLUSH at close: it has
-    nothing to flush."""
+    nothing to flush.  Nor does one that can, unless ``flush_writes``: a
+    pool whose overwrites are made durable at close (on the page cache);
+    elsewhere a FLUSH would only write lazy times, which the RELEASE after
+    the last close writes too, and it costs a round trip per close."""
     mode = flags & os.O_ACCMODE
-    if mode == os.O_WRONLY:
-        return w.FOPEN_DIRECT_IO
-    return w.FOPEN_NOFLUSH if mode == os.O_RDONLY else 0
+    how = w.FOPEN_DIRECT_IO if mode == os.O_WRONLY else 0
+    if mode == os.O_RDONLY or not flush_writes:
+        how |= w.FOPEN_NOFLUSH
+    return how
 
 
 def _time(valid: int, bit: int, now_bit: int, sec: int, nsec: int, now: int) -> int | None:
