@@ -65,12 +65,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import signal
 import stat
 import threading
 import time
 from collections.abc import Callable
 
+from . import fuseuring
 from . import fusewire as w
 from .fileio import DaxRawFile
 from .follow import Moved
@@ -87,6 +89,8 @@ ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
 WATCH_PERIOD = 0.005  # how often the watcher looks for others' commits
 MAX_WRITE = 1 << 20  # the largest read or write request (1 MiB)
+UNMOUNT_WAIT = 5.0  # seconds for io_uring queues to end once unmounted
+QUEUE_SETUP_WAIT = 10.0  # seconds for every CPU's queue to register its entries
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 DT_UNKNOWN = 0
 
@@ -172,10 +176,22 @@ class Tracker:
 
 
 class Server:
-    """Answers the kernel's requests over ``fs`` on ``channel``."""
+    """Answers the kernel's requests over ``fs`` on ``channel``; with
+    ``io_uring``, through FUSE over io_uring (fuseuring.py) once the kernel
+    agrees, each CPU's requests by a thread of its own."""
 
-    def __init__(self, fs: FileSystem, channel: w.Channel):
+    QUEUE_DEPTH = 2  # ring entries per CPU: a request being answered, one waiting
+
+    def __init__(self, fs: FileSystem, channel: w.Channel, io_uring: bool = False):
         self.fs, self.ch = fs, channel
+        self.io_uring = io_uring
+        self.queues: list[threading.Thread] = []
+        # What a queue's thread calls when it cannot go on (serve() makes it
+        # stop the server, as a stop signal does).
+        self.on_fatal: Callable[[], None] | None = None
+        # One request at a time, whichever thread it came to (the FileSystem
+        # serialises its calls anyway; this covers the server's own state).
+        self._serving = threading.Lock()
         fs.umask = 0  # the kernel has applied the caller's umask already
         fs.path_max = None  # (paths here are names and inodes: see path.At)
         self._caller = (os.geteuid(), os.getegid())
@@ -244,6 +260,13 @@ class Server:
         if major != w.KERNEL_MAJOR or minor < w.KERNEL_MINOR or not offered & w.DO_READDIRPLUS:
             self.ch.reply_error(req.unique, errno.EPROTO)
             raise w.MountFailed(f"the kernel speaks FUSE {major}.{minor}; 7.31 or later needed")
+        ring = self.io_uring and minor >= fuseuring.MINOR and fuseuring.kernel_offers(req.args)
+        if self.io_uring and not ring:
+            self.ch.reply_error(req.unique, errno.EPROTO)
+            raise w.MountFailed(
+                "this kernel does not offer FUSE over io_uring "
+                f"(Linux 6.14 or later, with {fuseuring.ENABLE_KNOB} set to Y by root)"
+            )
         wanted = (
             w.ASYNC_READ
             | w.ATOMIC_O_TRUNC
@@ -255,19 +278,74 @@ class Server:
         )
         out = w.INIT_OUT.pack(
             w.KERNEL_MAJOR,
-            w.KERNEL_MINOR,
+            fuseuring.MINOR if ring else w.KERNEL_MINOR,
             readahead,
-            wanted & offered,
+            (wanted & offered) | (fuseuring.INIT_EXT if ring else 0),
             16,  # max_background
             12,  # congestion_threshold
             MAX_WRITE,
             1,  # time_gran: nanoseconds
             MAX_WRITE // 4096,  # max_pages
             0,
-            0,
+            fuseuring.OVER_IO_URING if ring else 0,  # flags2
         )
-        self.ch.reply(req.unique, out)
+        self.ch.reply(req.unique, out)  # (the kernel has taken it in when this returns)
         self.started = True
+        if ring:
+            self._start_queues()
+
+    def _start_queues(self) -> None:
+        """A thread per CPU, pinned to it, registering its queue's entries
+        and then serving them; returns once every queue said how its
+        registration went.  A queue the kernel took no entry on keeps the
+        ring from going live (it waits for all), so /dev/fuse serves
+        everything then; the other queues' threads wait for requests that
+        never come, until the mount goes away."""
+        results: queue.Queue[bool] = queue.Queue()
+        qids = fuseuring.queue_ids()
+        for qid in qids:
+            name = f"daxfs-fuse-q{qid}"
+            t = threading.Thread(target=self._serve_queue, args=(qid, results), name=name)
+            t.daemon = True
+            t.start()
+            self.queues.append(t)
+        try:
+            live = all(results.get(timeout=QUEUE_SETUP_WAIT) for _ in qids)
+        except queue.Empty:
+            live = False
+        if not live:
+            log.warning("FUSE over io_uring could not be set up: serving through /dev/fuse")
+            return
+        # What still comes through /dev/fuse (FORGET, INTERRUPT) needs no
+        # haste, and a thread looking for it would hold the GIL the queues'
+        # threads need.
+        self.ch.poll_seconds = 0.0
+
+    def _serve_queue(self, qid: int, results: queue.Queue[bool]) -> None:
+        try:
+            os.sched_setaffinity(0, {qid})  # (this thread: the kernel hands it qid's requests)
+            ring = fuseuring.Queue(self.ch.fd, qid, self.QUEUE_DEPTH, MAX_WRITE)
+            ring.register()
+        except Exception as e:  # (an offline CPU, entries refused, ...)
+            log.warning("FUSE over io_uring, CPU %d: %s", qid, e)
+            results.put(False)
+            return
+        results.put(True)
+        try:
+            ring.serve(self.handle)
+        except Exception:
+            # The kernel sends this CPU's requests here and nowhere else:
+            # without this thread they would wait forever.  End the mount.
+            log.exception("FUSE over io_uring, CPU %d: stopping", qid)
+            if self.on_fatal is not None:
+                self.on_fatal()
+        finally:
+            ring.close()
+
+    def join_queues(self, timeout: float) -> None:
+        """After the mount is gone: wait for the queues' threads to end."""
+        for t in self.queues:
+            t.join(timeout)
 
     def run(self) -> None:
         """Serve until the mount goes away or a stop signal comes."""
@@ -298,11 +376,17 @@ class Server:
         if self._reading:
             raise StopServing
 
-    def handle(self, req: w.Request) -> None:
+    def handle(self, req: w.Request, out=None) -> None:
+        """Answer ``req`` through ``out`` (a Channel, the default, or a ring
+        entry: fuseuring.Entry)."""
+        with self._serving:
+            self._handle(req, self.ch if out is None else out)
+
+    def _handle(self, req: w.Request, out) -> None:
         self.served += 1
         fn = self.handlers.get(req.opcode)
         if fn is None:
-            self.ch.reply_error(req.unique, errno.ENOSYS)
+            out.reply_error(req.unique, errno.ENOSYS)
             return
         self._caller = (req.uid, req.gid)
         parts, code = None, 0
@@ -320,9 +404,9 @@ class Server:
             code = errno.EIO
         self._drop_stale_attrs()  # (before the answer: see _drop_stale_attrs)
         if code:
-            self.ch.reply_error(req.unique, code)
+            out.reply_error(req.unique, code)
         elif parts is not None:
-            self.ch.reply(req.unique, *parts)
+            out.reply(req.unique, *parts)
 
     @staticmethod
     def _answer(fn: Callable, req: w.Request):
@@ -341,10 +425,11 @@ class Server:
     def close_all(self) -> None:
         """The mount is gone: release what the kernel never released (a lazy
         or forced unmount), so the pool unmounts cleanly."""
-        leftover, self.files = list(self.files.values()), {}
-        for raw in leftover:
-            raw.close()
-        self.fs.on_foreign_change = None
+        with self._serving:
+            leftover, self.files = list(self.files.values()), {}
+            for raw in leftover:
+                raw.close()
+            self.fs.on_foreign_change = None
 
     # -- others' changes: what the kernel must drop --------------------------
     def _foreign_change(self, inodes: set[int] | None, dirs: set[int] | None) -> None:
@@ -818,6 +903,7 @@ def serve(
     readonly: bool,
     pool_name: str,
     allow_other: bool = False,
+    io_uring: bool = False,
 ) -> Server:
     """Mount ``fs`` at ``mountpoint`` and serve it until unmounted.  Without
     ``foreground`` the process forks once the mount exists: the parent
@@ -839,7 +925,8 @@ def serve(
     except w.MountFailed as e:
         raise MountError(str(e)) from None
     channel = w.Channel(fd, MAX_WRITE)
-    server = Server(fs, channel)
+    server = Server(fs, channel, io_uring=io_uring)
+    server.on_fatal = lambda: os.kill(os.getpid(), signal.SIGTERM)
     try:
         if not foreground:
             _daemonize()
@@ -853,6 +940,7 @@ def serve(
     finally:
         channel.close()
         w.unmount(mountpoint)
+        server.join_queues(UNMOUNT_WAIT)  # (the unmount ended their rings)
     return server
 
 

@@ -30,6 +30,7 @@ package and daxfs[fuse].
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -41,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import fuseuring
 from ..region import mount_of
 from . import (
     MiB,
@@ -75,6 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=5000, help="files in the archive (5000)")
     p.add_argument("--max-size", type=int, default=48 * 1024, help="largest file, bytes (49152)")
     p.add_argument("--repeat", type=int, default=3, help="runs per phase and side; best kept (3)")
+    p.add_argument(
+        "--io-uring",
+        action="store_true",
+        help="serve the daxfs side with daxfs mount --io-uring (root: turns the kernel's "
+        "FUSE over io_uring on for the run)",
+    )
     add_pool_dir_argument(p, "where the archive, the tmpfs side and the pool file go")
     add_output_arguments(p)
 
@@ -121,13 +129,16 @@ def is_mounted(path: str) -> bool:
 
 
 class Served:
-    """``daxfs mount -f POOL MNT`` for the block; unmounted and waited for."""
+    """``daxfs mount -f [--io-uring] POOL MNT`` for the block; unmounted and
+    waited for."""
 
-    def __init__(self, pool: str, mnt: str):
-        self.pool, self.mnt = pool, mnt
+    def __init__(self, pool: str, mnt: str, io_uring: bool = False):
+        self.pool, self.mnt, self.io_uring = pool, mnt, io_uring
 
     def __enter__(self) -> str:
         cli = [sys.executable, "-m", "daxfs.cli", "mount", "-f", self.pool, self.mnt]
+        if self.io_uring:
+            cli.insert(-2, "--io-uring")
         self.proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + MOUNT_WAIT
         while not is_mounted(self.mnt):
@@ -180,7 +191,8 @@ def main(args: argparse.Namespace) -> int:
             daxfs.mkfs(p, pool_size)
         dirs, files = tar_plan(archive)
         best: dict[tuple[str, str], float] = {}
-        with Served(pool, mnt), daxfs.mount(in_pool) as in_fs:
+        uring = fuseuring.turned_on() if args.io_uring else contextlib.nullcontext()
+        with uring, Served(pool, mnt, args.io_uring), daxfs.mount(in_pool) as in_fs:
             in_fs.mkdir("/dest")
             sides: list[tuple[str, Callable[[], dict[str, float]]]] = [
                 ("tmpfs", lambda: run_phases(archive, kernel)),
@@ -197,7 +209,9 @@ def main(args: argparse.Namespace) -> int:
             if not report.ok:
                 why = f"{checked} does not check clean: {report.errors}"
                 raise RuntimeError(f"fuse benchmark: {why}")
-        requests = count_requests(count_pool, mnt, phase_commands(archive, mnt))
+        with fuseuring.turned_on() if args.io_uring else contextlib.nullcontext():
+            commands = phase_commands(archive, mnt)
+            requests = count_requests(count_pool, mnt, commands, args.io_uring)
         make_report(args, best, Floors(round_trip, requests), data, environment(pool_dir)).emit(
             args.format, args.json
         )
@@ -239,7 +253,8 @@ def make_report(
         )
     notes = [
         f"a tar of {args.files:,} files ({data / 1e6:,.0f} MB of data, {PER_DIR} per "
-        f"directory); whole commands, best of {args.repeat}, sides alternating",
+        f"directory); whole commands, best of {args.repeat}, sides alternating"
+        + ("; daxfs mount --io-uring" if args.io_uring else ""),
         "x tmpfs: daxfs's time over tmpfs's (lower is better)",
         "in process: the same file-system calls through the daxfs API, no FUSE; requests: "
         "what the kernel sent the server, per file; round trips: those requests times the "

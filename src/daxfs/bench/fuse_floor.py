@@ -151,11 +151,14 @@ def lookup_round_trip(mnt: str, repeat: int) -> float:
     return best
 
 
-def count_requests(pool: str, mnt: str, commands: list[tuple[str, list[str]]]) -> dict[str, int]:
+def count_requests(
+    pool: str, mnt: str, commands: list[tuple[str, list[str]]], io_uring: bool = False
+) -> dict[str, int]:
     """The requests the kernel sends for each command, run in order through
     a FUSE mount of ``pool`` at ``mnt`` served by a thread of this process
-    (the same Server as `daxfs mount`; untimed).  A release the kernel
-    sends after a command ends may be counted with the next one."""
+    (the same Server as `daxfs mount`, over io_uring if asked; untimed).  A
+    release the kernel sends after a command ends may be counted with the
+    next one."""
     import daxfs
 
     from .. import fusewire as w
@@ -164,7 +167,7 @@ def count_requests(pool: str, mnt: str, commands: list[tuple[str, list[str]]]) -
     fs = daxfs.mount(pool)
     try:
         fd = w.mount(mnt, ["fsname=daxfs-bench-count", "subtype=daxfs", "nosuid", "nodev"])
-        server = Server(fs, w.Channel(fd, MAX_WRITE))
+        server = Server(fs, w.Channel(fd, MAX_WRITE), io_uring=io_uring)
         thread = threading.Thread(target=_serve, args=(server,), daemon=True)
         thread.start()
         counts = {}
@@ -176,6 +179,7 @@ def count_requests(pool: str, mnt: str, commands: list[tuple[str, list[str]]]) -
         finally:
             w.unmount(mnt)  # (the server's read then ends: ChannelClosed)
             thread.join(15.0)
+            server.join_queues(15.0)
             server.ch.close()
     finally:
         fs.close()

@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from .. import fuse
+from .. import fuse, fuseuring
 from ..fs import TAILS
 from .common import CliError, PoolArg, command, mounted
 
@@ -143,6 +143,15 @@ def mount_cmd(
             "or user_allow_other in /etc/fuse.conf.",
         ),
     ] = False,
+    io_uring: Annotated[
+        bool,
+        typer.Option(
+            "--io-uring",
+            help="Serve through FUSE over io_uring: each CPU's requests answered by a "
+            "thread on that CPU, without waking another (Linux 6.14 or later; root "
+            f"turns it on with: echo Y > {fuseuring.ENABLE_KNOB}).",
+        ),
+    ] = False,
     options: Annotated[
         str | None,
         typer.Option(
@@ -167,6 +176,11 @@ def mount_cmd(
     where = check_mountpoint(mountpoint)
     if allow_other:
         check_allow_other()
+    if io_uring and not fuseuring.enabled():
+        raise CliError(
+            "--io-uring: FUSE over io_uring is off in this kernel (Linux 6.14 or later; "
+            f"as root: echo Y > {fuseuring.ENABLE_KNOB})"
+        )
     check_fuse_device()
     pool_abs = os.path.abspath(pool)
     with mounted(pool_abs, readonly=readonly, **opts) as fs:
@@ -178,6 +192,7 @@ def mount_cmd(
                 readonly=readonly,
                 pool_name=pool_abs,
                 allow_other=allow_other,
+                io_uring=io_uring,
             )
         except fuse.MountError as e:
             raise CliError(f"{mountpoint}: {e}") from None

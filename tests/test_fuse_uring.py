@@ -1,0 +1,184 @@
+"""`daxfs mount --io-uring`: the same server, its requests through FUSE over
+io_uring (fuseuring.py), checked with the tools and state machines of
+test_fuse.py, and the rings seen to carry the requests.
+
+The kernel's switch (/sys/module/fuse/parameters/enable_uring) is the
+machine's: the tests turn it on while any of them runs, in any test process,
+and the last to finish puts it back as it was (shared_io_uring)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import inspect
+import json
+import os
+import signal
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+import test_fuse
+from conftest import is_mounted, needs_fuse
+from daxfs import fuseuring
+from daxfs.cli import app
+from test_fuse import mountpoint, start  # noqa: F401, F811  (fixtures)
+
+STATE = "/tmp/daxfs-tests-io-uring.json"  # who has the switch on, and what it was
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def shared_io_uring():
+    """FUSE over io_uring on while any test process is inside this block."""
+    with open(STATE + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(STATE) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {"holders": [], "was": None}
+        state["holders"] = [p for p in state["holders"] if _alive(p)]  # (killed runs)
+        if not state["holders"]:
+            state["was"] = fuseuring.enabled()
+            if not state["was"]:
+                fuseuring._set_knob("Y")
+        state["holders"].append(os.getpid())
+        with open(STATE, "w") as f:
+            json.dump(state, f)
+    try:
+        yield
+    finally:
+        with open(STATE + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with open(STATE) as f:
+                state = json.load(f)
+            state["holders"] = [p for p in state["holders"] if p != os.getpid() and _alive(p)]
+            if not state["holders"] and not state["was"]:
+                fuseuring._set_knob("N")
+            with open(STATE, "w") as f:
+                json.dump(state, f)
+
+
+@pytest.fixture
+def io_uring():
+    if os.geteuid() != 0 or not os.path.exists(fuseuring.ENABLE_KNOB):
+        pytest.skip("needs root and a kernel with FUSE over io_uring (Linux 6.14 or later)")
+    with shared_io_uring():
+        yield
+
+
+@pytest.fixture
+def umnt(io_uring, start) -> test_fuse.Mount:  # noqa: F811
+    return start("--io-uring")
+
+
+def threads(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of a process: (the CPUs it may run on, its voluntary
+    context switches: one per wait that blocked)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        cpus = fields["Cpus_allowed_list"].strip()
+        out[int(tid)] = (cpus, int(fields["voluntary_ctxt_switches"]))
+    return out
+
+
+@needs_fuse
+def test_each_cpu_queue_answers_the_requests_made_on_it(umnt):
+    """One serving thread per CPU, pinned to it, and the lookups a client
+    makes on one CPU wake that CPU's thread, not the /dev/fuse reader."""
+    ncpu = len(fuseuring.queue_ids())
+    before = threads(umnt.proc.pid)
+    pinned = {tid for tid, (cpus, _n) in before.items() if cpus.isdigit()}
+    assert sorted(before[tid][0] for tid in pinned) == [str(q) for q in range(ncpu)]
+    lookups = 400
+    for cpu in range(ncpu):
+        os.sched_setaffinity(0, {cpu})
+        try:
+            for _ in range(lookups):
+                assert not os.path.exists(umnt / "no-such-name")  # (not cached: a LOOKUP each)
+        finally:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        after = threads(umnt.proc.pid)
+        woke = {tid: after[tid][1] - before[tid][1] for tid in before if tid in after}
+        queue = next(tid for tid in pinned if after[tid][0] == str(cpu))
+        assert woke[queue] >= lookups, (cpu, woke)
+        assert woke[umnt.proc.pid] < lookups // 4, woke  # the main thread: /dev/fuse
+        before = after
+
+
+def _reused(check):
+    """A test of test_fuse.py run on an io_uring mount."""
+
+    def run(umnt, request):
+        names = [n for n in inspect.signature(check).parameters if n != "mnt"]
+        check(umnt, **{n: request.getfixturevalue(n) for n in names})
+
+    run.__name__ = check.__name__
+    return run
+
+
+REUSED = [
+    test_fuse.test_ls_l_shows_files_dirs_links_and_daxfs_inode_numbers,
+    test_fuse.test_cp_in_and_out_multi_mib_byte_for_byte,
+    test_fuse.test_cat_and_find_walk_a_tree,
+    test_fuse.test_dd_with_block_size_seek_and_notrunc,
+    test_fuse.test_mkdir_mv_ln_rm_rmdir,
+    test_fuse.test_python_open_read_write_seek_truncate_times_modes,
+    test_fuse.test_cp_a_rsync_a_and_tar_xp_keep_what_they_keep_on_tmpfs,
+    test_fuse.test_open_unlinked_file_keeps_working_and_is_freed,
+    test_fuse.test_errors_reach_the_tools_with_their_errno,
+    test_fuse.test_mount_behaves_like_a_real_directory,
+    test_fuse.test_changes_through_the_python_api_show_at_once,
+    test_fuse.test_what_the_kernel_cached_is_dropped_when_another_process_changes_it,
+    test_fuse.test_holes_are_found_by_seek_data_and_seek_hole_and_dirs_fsync,
+]
+
+
+@needs_fuse
+@pytest.mark.parametrize("check", REUSED, ids=[c.__name__.removeprefix("test_") for c in REUSED])
+def test_over_io_uring(check, umnt, request):
+    _reused(check)(umnt, request)
+
+
+@needs_fuse
+def test_a_stop_signal_ends_every_queue_and_leaves_a_clean_pool(umnt):
+    test_fuse.test_stop_signal_unmounts_and_leaves_a_clean_pool(umnt, signal.SIGTERM)
+    assert "Traceback" not in umnt.output(), umnt.output()
+
+
+@needs_fuse
+def test_a_killed_server_leaves_only_whole_prefixes(umnt, tmp_path):
+    test_fuse.test_a_server_killed_mid_extraction_leaves_only_whole_prefixes(umnt, tmp_path)
+
+
+@needs_fuse
+def test_an_idle_io_uring_server_sleeps(umnt):
+    for i in range(100):
+        (umnt / f"f{i}").write_bytes(b"x")
+    time.sleep(0.2)
+    before = test_fuse.cpu_seconds(umnt.proc.pid)
+    time.sleep(1.0)
+    assert test_fuse.cpu_seconds(umnt.proc.pid) - before < 0.15
+
+
+def test_io_uring_refused_with_one_line_when_the_kernel_has_it_off(
+    pool_path, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(fuseuring, "ENABLE_KNOB", str(tmp_path / "no-such-switch"))
+    (tmp_path / "mnt").mkdir()
+    result = CliRunner().invoke(app, ["mount", "--io-uring", pool_path, str(tmp_path / "mnt")])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "FUSE over io_uring is off" in lines[0], result.output
+    assert not is_mounted(tmp_path / "mnt")
