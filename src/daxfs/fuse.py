@@ -57,7 +57,10 @@ What FUSE changes, and why:
   one read, one unpack and one write.  Between requests it looks for the
   next one for a moment before it sleeps (fusewire.POLL_SECONDS): a
   request that finds it asleep pays for waking it, which on a virtual
-  machine whose idle vCPUs halt is most of a round trip.
+  machine whose idle vCPUs halt is most of a round trip.  With
+  ``io_uring`` (``daxfs mount --io-uring``), requests come through FUSE
+  over io_uring instead (fuseuring.py): a thread pinned to each CPU
+  answers the requests made on it, one request at a time in all.
 """
 
 from __future__ import annotations

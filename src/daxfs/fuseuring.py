@@ -167,23 +167,23 @@ class Ring:
         u32 = ctypes.c_uint32
         self._sq_tail = u32.from_buffer(self.rings, sq[1])
         self._sq_mask = u32.from_buffer(self.rings, sq[2]).value
-        self._sq_array = sq[6]
         self._cq_head = u32.from_buffer(self.rings, cq[0])
         self._cq_tail = u32.from_buffer(self.rings, cq[1])
         self._cq_mask = u32.from_buffer(self.rings, cq[2]).value
         self._cqes = cq[5]
         self._unsubmitted = 0
+        # Slot i of the submission array always names SQE i, and the bytes of
+        # an SQE that command() does not write stay zero (a fresh mapping).
+        for i in range(p.sq_entries):
+            struct.pack_into("<I", self.rings, sq[6] + 4 * i, i)
 
     def command(self, fd: int, cmd_op: int, addr: int, length: int, tag: int, cmd: bytes) -> None:
         """Queue an IORING_OP_URING_CMD on ``fd`` (submitted by wait())."""
         tail = self._sq_tail.value
-        slot = tail & self._sq_mask
-        off = slot * SQE_SIZE
-        self.sqes[off : off + SQE_SIZE] = bytes(SQE_SIZE)
+        off = (tail & self._sq_mask) * SQE_SIZE
         head = (OP_URING_CMD, 0, 0, fd, cmd_op, 0, addr, length, 0, tag, 0, 0, 0)
         SQE_HEAD.pack_into(self.sqes, off, *head)
         self.sqes[off + CMD_AREA : off + CMD_AREA + len(cmd)] = cmd
-        struct.pack_into("<I", self.rings, self._sq_array + slot * 4, slot)
         # The kernel reads the tail after the entry: stores are not reordered on x86.
         self._sq_tail.value = (tail + 1) & 0xFFFFFFFF
         self._unsubmitted += 1
