@@ -200,21 +200,29 @@ def test_parquet_tiny(tmp_path, capsys):
 @needs_fuse
 def test_fuse_tiny(tmp_path, capsys):
     """bench fuse: tar, find, cat and rm on tmpfs and through a real daxfs
-    mount (the pool checked clean after), nothing left mounted or behind."""
+    mount (the pool checked clean after), beside the calls in process and
+    the requests counted, nothing left mounted or behind."""
+    work, js = tmp_path / "work", tmp_path / "fuse.json"
+    work.mkdir()
     argv = ["fuse", "--files", "20", "--max-size", "5000", "--repeat", "1"]
-    assert main([*argv, "--pool-dir", str(tmp_path), "--format", "plain"]) == 0
+    argv += ["--pool-dir", str(work), "--format", "plain", "--json", str(js)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     rows = plain_rows(out, ["tar -x", "find -printf %s", "cat every file", "rm -r"])
     assert len(rows) == 4
-    for cells in rows.values():  # (time, unit) per side, the ratio, then the floors
-        ratio, in_process, requests, trips = (float(c.replace(",", "")) for c in cells[4:])
-        # (In process, find and cat of 20 files round to 0.0 of a command's time.)
-        assert ratio > 0 and in_process >= 0 and requests >= 0 and trips >= 0
-    assert float(rows["tar -x"][5]) > 0
-    # tar makes at least a CREATE, a WRITE and a RELEASE per file with data.
-    assert float(rows["tar -x"][6]) >= 3
-    assert float(rows["tar -x"][7]) > 0
-    assert os.listdir(tmp_path) == []
+    assert all(len(cells) == 8 for cells in rows.values()), rows  # (a time is 2 cells)
+    data = json.loads(js.read_text())["data"]
+    phases = {"tar", "find", "cat", "cat2", "rm"}
+    assert set(data["best_seconds"]) == {
+        f"{side}/{phase}" for side in ("tmpfs", "daxfs", "in process") for phase in phases
+    }
+    assert all(seconds > 0 for seconds in data["best_seconds"].values())
+    assert data["round_trip_seconds"] > 0
+    # tar makes at least a CREATE, a WRITE and a RELEASE per file with data;
+    # find asks once per directory.
+    assert data["requests"]["tar"] >= 3 * 20
+    assert data["requests"]["find"] < 20
+    assert os.listdir(work) == []
     with open("/proc/self/mounts") as f:
         assert str(tmp_path) not in f.read()
 

@@ -326,7 +326,10 @@ class Server:
 
     def _serve_queue(self, qid: int, results: queue.Queue[bool]) -> None:
         try:
-            os.sched_setaffinity(0, {qid})  # (this thread: the kernel hands it qid's requests)
+            try:
+                os.sched_setaffinity(0, {qid})  # (this thread: the kernel hands it qid's requests)
+            except OSError:
+                pass  # a CPU that is possible but not online: its queue gets no request
             ring = fuseuring.Queue(self.ch.fd, qid, self.QUEUE_DEPTH, MAX_WRITE)
             ring.register()
         except Exception as e:  # (an offline CPU, entries refused, ...)

@@ -28,6 +28,7 @@ import ctypes
 import errno
 import mmap
 import os
+import platform
 import struct
 from collections.abc import Callable
 
@@ -98,6 +99,17 @@ def _syscall(number: int, *args) -> int:
         code = ctypes.get_errno()
         if code != errno.EINTR:
             raise OSError(code, os.strerror(code))
+
+
+def unsupported_here() -> str | None:
+    """Why this machine cannot use it, or None.  Ring.command stores an
+    entry, then the tail, with no fence between: enough on x86-64, whose
+    stores are not reordered, not on weaker machines."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return f"done for x86-64 only here, not {platform.machine()}"
+    if not enabled():
+        return f"off in this kernel (Linux 6.14 or later; as root: echo Y > {ENABLE_KNOB})"
+    return None
 
 
 def enabled() -> bool:
@@ -227,22 +239,24 @@ class Entry:
 
     def __init__(self, payload_size: int):
         self.header = ctypes.create_string_buffer(HEADER_SIZE)
-        self.payload = ctypes.create_string_buffer(payload_size)
+        # (Anonymous memory: a queue no request comes to, as one of a CPU
+        # that is possible but not online, costs no pages.)
+        self.payload = mmap.mmap(-1, payload_size)
+        payload_at = ctypes.addressof(ctypes.c_char.from_buffer(self.payload))
         self.iov = (ctypes.c_uint64 * 4)(
-            ctypes.addressof(self.header), HEADER_SIZE, ctypes.addressof(self.payload), payload_size
+            ctypes.addressof(self.header), HEADER_SIZE, payload_at, payload_size
         )
         self.h = memoryview(self.header).cast("B")
-        self.p = memoryview(self.payload).cast("B")
-        # The request's body, contiguous as /dev/fuse gives it (Request.args).
-        self.body = bytearray(128 + payload_size)
+        self.p = memoryview(self.payload)
         self.replied = False
 
-    def request(self) -> tuple[w.Request, int]:
-        """The request held, and its commit id."""
+    def request(self, body: bytearray) -> tuple[w.Request, int]:
+        """The request held, its body copied into ``body`` as /dev/fuse lays
+        it out (the first argument, then the rest: Request.args), and its
+        commit id."""
         length, opcode, unique, nodeid, uid, gid, pid, _ = w.IN_HEADER.unpack_from(self.h, IN_OUT)
         _flags, commit_id, payload_sz = ENT_IN_OUT.unpack_from(self.h, ENT)
         first = length - w.IN_HEADER.size - payload_sz  # (op_in's length is not given)
-        body = self.body
         body[:first] = self.h[OP_IN : OP_IN + first]
         body[first : first + payload_sz] = self.p[:payload_sz]
         args = memoryview(body)[: first + payload_sz]
@@ -274,6 +288,10 @@ class Queue:
         self.entries = [Entry(payload_size) for _ in range(depth)]
         self.ring = Ring(2 * depth)
         self._early: list[tuple[int, int]] = []  # requests that came while registering
+        # The body of the request being answered (one at a time), made at
+        # the first request: an offline CPU's queue never gets one.
+        self._body_size = (ENT - OP_IN) + payload_size
+        self._body: bytearray | None = None
 
     def register(self) -> None:
         """Hand every entry to the kernel.  Raises if it took none; then,
@@ -307,7 +325,9 @@ class Queue:
                     why = f"FUSE over io_uring, queue {self.qid}: {os.strerror(-res)}"
                     raise OSError(-res, why)
                 entry = self.entries[tag]
-                req, commit_id = entry.request()
+                if self._body is None:
+                    self._body = bytearray(self._body_size)
+                req, commit_id = entry.request(self._body)
                 handle(req, entry)
                 if not entry.replied:  # (the ring carries no request that takes no reply)
                     entry.reply_error(req.unique, errno.ENOSYS)

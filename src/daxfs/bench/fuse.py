@@ -171,6 +171,8 @@ def main(args: argparse.Namespace) -> int:
     if args.files < 1 or args.max_size < 0 or args.repeat < 1:
         raise SystemExit("--files and --repeat: at least 1; --max-size: at least 0")
     check_fuse()
+    if args.io_uring and fuseuring.unsupported_here() and os.geteuid() != 0:
+        raise SystemExit("fuse benchmark: --io-uring needs root (it turns the kernel's switch on)")
     import daxfs
 
     pool_dir = check_pool_dir(args.pool_dir)

@@ -176,11 +176,9 @@ def mount_cmd(
     where = check_mountpoint(mountpoint)
     if allow_other:
         check_allow_other()
-    if io_uring and not fuseuring.enabled():
-        raise CliError(
-            "--io-uring: FUSE over io_uring is off in this kernel (Linux 6.14 or later; "
-            f"as root: echo Y > {fuseuring.ENABLE_KNOB})"
-        )
+    why_not = fuseuring.unsupported_here() if io_uring else None
+    if why_not:
+        raise CliError(f"--io-uring: FUSE over io_uring is {why_not}")
     check_fuse_device()
     pool_abs = os.path.abspath(pool)
     with mounted(pool_abs, readonly=readonly, **opts) as fs:
