@@ -17,7 +17,9 @@ where DEST is
     tmpfs      a directory in --pool-dir
     daxfs      a ``daxfs mount -f`` of a pool file in that directory,
                served for the run (unmounted, and the pool checked
-               clean, at the end)
+               clean, at the end); with --io-uring, ``daxfs mount -f
+               --io-uring`` (root: the kernel's switch is turned on for
+               the run and put back after)
 
 The ratio is daxfs's time over tmpfs's (lower is better).  Issue 16 asks
 for shell work near the kernel's; this says where it stands, and beside it
