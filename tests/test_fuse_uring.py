@@ -25,7 +25,7 @@ from daxfs import fuseuring
 from daxfs.cli import app
 from test_fuse import mountpoint, start  # noqa: F401, F811  (fixtures)
 
-STATE = "/tmp/daxfs-tests-io-uring.json"  # who has the switch on, and what it was
+STATE = "/tmp/daxfs-tests-io-uring.json"  # who has the switch on, and what it was before
 
 
 def _alive(pid: int) -> bool:
@@ -46,12 +46,12 @@ def shared_io_uring():
                 state = json.load(f)
         except (OSError, ValueError):
             state = {"holders": [], "was": None}
-        state["holders"] = [p for p in state["holders"] if _alive(p)]  # (killed runs)
-        if not state["holders"]:
+        alive = [p for p in state["holders"] if _alive(p)]
+        if not state["holders"]:  # (if only killed runs held it, what they found stands)
             state["was"] = fuseuring.enabled()
-            if not state["was"]:
-                fuseuring._set_knob("Y")
-        state["holders"].append(os.getpid())
+        if not alive and not fuseuring.enabled():
+            fuseuring._set_knob("Y")
+        state["holders"] = [*alive, os.getpid()]
         with open(STATE, "w") as f:
             json.dump(state, f)
     try:
