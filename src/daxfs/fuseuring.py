@@ -191,11 +191,14 @@ class Ring:
 
     def command(self, fd: int, cmd_op: int, addr: int, length: int, tag: int, cmd: bytes) -> None:
         """Queue an IORING_OP_URING_CMD on ``fd`` (submitted by wait())."""
+        head = SQE_HEAD.pack(OP_URING_CMD, 0, 0, fd, cmd_op, 0, addr, length, 0, tag, 0, 0, 0)
+        self.queue(head + cmd)
+
+    def queue(self, sqe: bytes) -> None:
+        """Queue an SQE given whole, up to its command (submitted by wait())."""
         tail = self._sq_tail.value
         off = (tail & self._sq_mask) * SQE_SIZE
-        head = (OP_URING_CMD, 0, 0, fd, cmd_op, 0, addr, length, 0, tag, 0, 0, 0)
-        SQE_HEAD.pack_into(self.sqes, off, *head)
-        self.sqes[off + CMD_AREA : off + CMD_AREA + len(cmd)] = cmd
+        self.sqes[off : off + len(sqe)] = sqe
         # The kernel reads the tail after the entry: stores are not reordered on x86.
         self._sq_tail.value = (tail + 1) & 0xFFFFFFFF
         self._unsubmitted += 1
@@ -257,9 +260,14 @@ class Entry:
         length, opcode, unique, nodeid, uid, gid, pid, _ = w.IN_HEADER.unpack_from(self.h, IN_OUT)
         _flags, commit_id, payload_sz = ENT_IN_OUT.unpack_from(self.h, ENT)
         first = length - w.IN_HEADER.size - payload_sz  # (op_in's length is not given)
-        body[:first] = self.h[OP_IN : OP_IN + first]
-        body[first : first + payload_sz] = self.p[:payload_sz]
-        args = memoryview(body)[: first + payload_sz]
+        if not payload_sz:  # (most requests: a read, an open, a getattr, a release)
+            args = self.h[OP_IN : OP_IN + first]
+        elif not first:  # (a lookup: a name only)
+            args = self.p[:payload_sz]
+        else:  # (a write, a create: both; a handler reads its request before replying)
+            body[:first] = self.h[OP_IN : OP_IN + first]
+            body[first : first + payload_sz] = self.p[:payload_sz]
+            args = memoryview(body)[: first + payload_sz]
         self.replied = False
         return w.Request(opcode, unique, nodeid, uid, gid, pid, args), commit_id
 
@@ -292,6 +300,11 @@ class Queue:
         # the first request: an offline CPU's queue never gets one.
         self._body_size = (ENT - OP_IN) + payload_size
         self._body: bytearray | None = None
+        # Each entry's COMMIT_AND_FETCH, but for its command (the commit id).
+        self._commits = [
+            SQE_HEAD.pack(OP_URING_CMD, 0, 0, dev_fd, COMMIT_AND_FETCH, 0, 0, 0, 0, tag, 0, 0, 0)
+            for tag in range(depth)
+        ]
 
     def register(self) -> None:
         """Hand every entry to the kernel.  Raises if it took none; then,
@@ -331,8 +344,7 @@ class Queue:
                 handle(req, entry)
                 if not entry.replied:  # (the ring carries no request that takes no reply)
                     entry.reply_error(req.unique, errno.ENOSYS)
-                cmd = CMD_REQ.pack(0, commit_id, self.qid)
-                ring.command(self.dev_fd, COMMIT_AND_FETCH, 0, 0, tag, cmd)
+                ring.queue(self._commits[tag] + CMD_REQ.pack(0, commit_id, self.qid))
             done = []
 
     def close(self) -> None:
