@@ -148,9 +148,9 @@ def _set_knob(value: str) -> None:
 def kernel_offers(init_args) -> bool:
     """Does the kernel's INIT request (its body) offer FUSE over io_uring?"""
     flags = w.INIT_IN.unpack_from(init_args)[3]
-    if not flags & INIT_EXT or len(init_args) < 16 + FLAGS2.size:
+    if not flags & INIT_EXT or len(init_args) < w.INIT_IN.size + FLAGS2.size:
         return False
-    return bool(FLAGS2.unpack_from(init_args, 16)[0] & OVER_IO_URING)
+    return bool(FLAGS2.unpack_from(init_args, w.INIT_IN.size)[0] & OVER_IO_URING)
 
 
 def queue_ids() -> list[int]:
