@@ -65,6 +65,7 @@ What FUSE changes, and why:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -325,15 +326,18 @@ class Server:
         self.ch.poll_seconds = 0.0
 
     def _serve_queue(self, qid: int, results: queue.Queue[bool]) -> None:
+        # This thread gets qid's requests; a CPU that is possible but not
+        # online cannot be pinned to, and its queue gets none.
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {qid})
+        ring = None
         try:
-            try:
-                os.sched_setaffinity(0, {qid})  # (this thread: the kernel hands it qid's requests)
-            except OSError:
-                pass  # a CPU that is possible but not online: its queue gets no request
             ring = fuseuring.Queue(self.ch.fd, qid, self.QUEUE_DEPTH, MAX_WRITE)
             ring.register()
-        except Exception as e:  # (an offline CPU, entries refused, ...)
+        except Exception as e:  # (no io_uring, entries refused, ...)
             log.warning("FUSE over io_uring, CPU %d: %s", qid, e)
+            if ring is not None:
+                ring.close()
             results.put(False)
             return
         results.put(True)
