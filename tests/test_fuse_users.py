@@ -68,6 +68,8 @@ steps = st.lists(
                     [
                         "create",
                         "write",
+                        "write_only",
+                        "open_trunc",
                         "read",
                         "mkdir",
                         "rmdir",
@@ -104,6 +106,15 @@ def call(root: str, op: tuple) -> object:
     if name == "write":
         with open(p, "r+b") as f:
             return f.write(b"written")
+    if name == "write_only":  # (no page cache through the mount: a direct write)
+        fd = os.open(p, os.O_WRONLY)
+        try:
+            return os.write(fd, b"w")
+        finally:
+            os.close(fd)
+    if name == "open_trunc":
+        os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))
+        return None
     if name == "read":
         # Non-blocking: opening a FIFO to read waits for a writer otherwise.
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
@@ -208,18 +219,34 @@ def test_users_get_through_the_mount_what_tmpfs_gives_them(sides, sequence):
         assert tree(mnt) == tree(kernel), f"after uid {uid} {op}"
 
 
-def test_a_setuid_file_written_by_another_user_loses_the_bit_as_on_tmpfs(sides):
-    """The kernel asks the server to drop setuid and setgid when someone
-    other than root writes (or truncates) the file: a kept bit would let
-    them plant a program that runs as its owner."""
+SETID_STEPS = [
+    (1001, ("write", "/pub/mine")),
+    (1001, ("write_only", "/pub/mine")),
+    (1001, ("open_trunc", "/pub/mine")),
+    (1001, ("truncate", "/pub/mine")),
+    (0, ("write_only", "/pub/mine")),  # (root keeps the bits: CAP_FSETID)
+    (0, ("open_trunc", "/pub/mine")),
+    (0, ("chown", "/pub/mine", -1, -1)),
+    (0, ("chown", "/pub/mine", 1001, -1)),
+    (1000, ("chown", "/pub/mine", -1, 2000)),
+]
+
+
+@pytest.mark.parametrize("mode", [0o6777, 0o6767], ids=["group-executable", "not"])
+@pytest.mark.parametrize("uid,op", SETID_STEPS, ids=lambda v: str(v).replace(" ", ""))
+def test_setuid_and_setgid_go_as_on_tmpfs(sides, uid, op, mode):
+    """A write, a truncate or a chown drops setuid, and setgid when the file
+    is group-executable, as Linux does; writes and truncates by root keep
+    them.  A kept bit would let a user plant a program that runs as its
+    owner.  Every way the kernel asks for it: the page-cache write (a
+    SETATTR before it), a direct write (a flag in the WRITE), an O_TRUNC
+    open (a flag in the OPEN) and a chown the server applies the rule to."""
     kernel, mnt = sides
     for root in sides:
         empty_dir(root)
         build(root)
-        os.chmod(root + "/pub/mine", 0o6777)
-    for root in sides:
-        assert as_user(1001, root, ("write", "/pub/mine")) == ["ok", 7]
-    assert stat.S_IMODE(os.stat(kernel + "/pub/mine").st_mode) == 0o777
+        os.chmod(root + "/pub/mine", mode)
+    assert as_user(uid, mnt, op) == as_user(uid, kernel, op)
     assert tree(mnt) == tree(kernel)
 
 

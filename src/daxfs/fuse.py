@@ -279,6 +279,7 @@ class Server:
             | w.DO_READDIRPLUS
             | w.MAX_PAGES
             | w.CACHE_SYMLINKS
+            | w.HANDLE_KILLPRIV_V2
         )
         out = w.INIT_OUT.pack(
             w.KERNEL_MAJOR,
@@ -658,9 +659,14 @@ class Server:
         fs, node = self.fs, Ino(req.nodeid)
         if valid & w.FATTR_SIZE:  # (an ftruncate's handle names this inode too)
             fs.truncate(node, size)
-        if valid & (w.FATTR_UID | w.FATTR_GID):
-            fs.chown(
-                node,
+            if valid & w.FATTR_KILL_SUIDGID:
+                self._drop_setid(req, req.nodeid)
+        if valid & (w.FATTR_UID | w.FATTR_GID) or not valid & w.FATTR_CHANGES:
+            # A chown; nothing asked is chown(f, -1, -1), which drops the
+            # bits too (or, the same, the kernel asking to drop them before
+            # a write through the page cache).
+            self._chown(
+                req,
                 uid if valid & w.FATTR_UID and uid != NO_ID else -1,
                 gid if valid & w.FATTR_GID and gid != NO_ID else -1,
             )
@@ -674,6 +680,33 @@ class Server:
                 _time(valid, w.FATTR_MTIME, w.FATTR_MTIME_NOW, mtime, mtimens, now),
             )
         return self._attr(self._stat(req.nodeid))
+
+    def _chown(self, req: w.Request, uid: int, gid: int) -> None:
+        """fs.chown drops setuid, and setgid of a group-executable file, as
+        Linux does for root; the kernel leaves the rest of the rule to the
+        server (HANDLE_KILLPRIV_V2): setgid goes too when the caller is
+        neither in the file's group (before the change) nor holds
+        CAP_FSETID."""
+        st = self._stat(req.nodeid)
+        also = _sgid_only(st.st_mode) and not _in_group_or_capable(req, st.st_gid)
+        self.fs.chown(Ino(req.nodeid), uid, gid)
+        if also:
+            self.fs.chmod(Ino(req.nodeid), stat.S_IMODE(st.st_mode) & ~_SETID)
+
+    def _drop_setid(self, req: w.Request, ino: int) -> None:
+        """A write or truncate by a caller the kernel found without
+        CAP_FSETID (a flag in the request): drop setuid, and setgid when the
+        file is group-executable or the caller is not in its group, as
+        Linux's setattr_should_drop_suidgid."""
+        st = self._stat(ino)
+        mode = st.st_mode
+        if not stat.S_ISREG(mode) or not mode & _SETID:
+            return
+        kill = stat.S_ISUID
+        if mode & stat.S_IXGRP or not _in_group(req, st.st_gid):
+            kill |= stat.S_ISGID
+        if mode & kill:
+            self.fs.chmod(Ino(ino), stat.S_IMODE(mode) & ~kill)
 
     def _set_times(self, ino: int, atime: int | None, mtime: int | None) -> None:
         """Set (atime, mtime) in ns, None leaving one as it is (UTIME_OMIT), and
@@ -697,35 +730,38 @@ class Server:
         )  # fmt: skip
 
     # -- files -------------------------------------------------------------------
-    def _opened(self, node: int, flags: int) -> int:
+    def _opened(self, req: w.Request, node: int, flags: int, open_flags: int) -> int:
         raw = self.fs.open(Ino(node), _open_mode(flags), buffering=0)
         try:
             if flags & os.O_TRUNC:  # even with O_RDONLY, as Linux does
                 self.fs._truncate_ino(raw._ino, 0)
+                if open_flags & w.OPEN_KILL_SUIDGID:
+                    self._drop_setid(req, raw._ino)
         except BaseException:
             raw.close()
             raise
         return self._register(raw)
 
     def open(self, req: w.Request):
-        flags, _ = w.OPEN_IN.unpack_from(req.args)
-        fh = self._opened(req.nodeid, flags)  # (caught up: _stale_data is current)
+        flags, open_flags = w.OPEN_IN.unpack_from(req.args)
+        # (Caught up by the open: _stale_data is current.)
+        fh = self._opened(req, req.nodeid, flags, open_flags)
         how = _open_flags(flags, self._flush_writes)
         how |= w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0
         return (w.OPEN_OUT.pack(fh, how, 0),)
 
     def create(self, req: w.Request):
-        flags, mode, _umask, _ = w.CREATE_IN.unpack_from(req.args)
+        flags, mode, _umask, open_flags = w.CREATE_IN.unpack_from(req.args)
         name = _name(w.split_names(req.args[w.CREATE_IN.size :], 1)[0])
         at = At(name, req.nodeid)
         try:
             ino = self.fs._create_with(at, b"", stat.S_IMODE(mode))
-            fh = self._opened(ino, flags & ~os.O_TRUNC)
+            fh = self._opened(req, ino, flags & ~os.O_TRUNC, 0)
         except FileExistsError:
             # Someone made it since the kernel's lookup: plain open, as open(2).
             if flags & os.O_EXCL:
                 raise
-            fh = self._opened(self.fs.lstat(at).st_ino, flags)
+            fh = self._opened(req, self.fs.lstat(at).st_ino, flags, open_flags)
         st = self._stat(self.files[fh]._ino)
         how = _open_flags(flags, self._flush_writes)
         return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, how, 0))
@@ -735,9 +771,12 @@ class Server:
         return (self.fs._pread(self._file(fh)._ino, off, size),)
 
     def write(self, req: w.Request):
-        fh, off, size, *_ = w.WRITE_IN.unpack_from(req.args)
+        fh, off, size, write_flags, *_ = w.WRITE_IN.unpack_from(req.args)
         data = req.args[w.WRITE_IN.size : w.WRITE_IN.size + size]
-        self.fs._pwrite(self._file(fh)._ino, off, data)
+        ino = self._file(fh)._ino
+        if write_flags & w.WRITE_KILL_SUIDGID:  # (before: a write that fails drops them too)
+            self._drop_setid(req, ino)
+        self.fs._pwrite(ino, off, data)
         return (w.WRITE_OUT.pack(size, 0),)
 
     def flush(self, req: w.Request):
@@ -875,6 +914,42 @@ def _open_flags(flags: int, flush_writes: bool) -> int:
     if mode == os.O_RDONLY or not flush_writes:
         how |= w.FOPEN_NOFLUSH
     return how
+
+
+_SETID = stat.S_ISUID | stat.S_ISGID
+CAP_FSETID = 4  # (linux/capability.h)
+
+
+def _sgid_only(mode: int) -> bool:
+    """Setgid on a regular file that is not group-executable: the one bit a
+    chown by root keeps and one by a user outside the group drops."""
+    return stat.S_ISREG(mode) and mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID
+
+
+def _caller_status(pid: int) -> dict[str, str]:
+    """The caller's /proc/PID/status (the request's pid is its thread, blocked
+    in the call), as field -> value; empty if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _in_group(req: w.Request, gid: int) -> bool:
+    """Is the caller in group ``gid`` (its file-system gid or a supplementary
+    group)?  Not when that cannot be told: then the bit goes, the safe side."""
+    if req.gid == gid:
+        return True
+    return str(gid) in _caller_status(req.pid).get("Groups", "").split()
+
+
+def _in_group_or_capable(req: w.Request, gid: int) -> bool:
+    """Linux's in_group_or_capable: in the group, or holding CAP_FSETID."""
+    if _in_group(req, gid):
+        return True
+    caps = _caller_status(req.pid).get("CapEff", "0")
+    return bool(int(caps, 16) >> CAP_FSETID & 1)
 
 
 def _time(valid: int, bit: int, now_bit: int, sec: int, nsec: int, now: int) -> int | None:

@@ -63,11 +63,23 @@ AUTO_INVAL_DATA = 1 << 12
 DO_READDIRPLUS = 1 << 13
 MAX_PAGES = 1 << 22
 CACHE_SYMLINKS = 1 << 23
+# The server drops setuid and setgid on write, truncate and chown, told by
+# flags in those requests when the caller lacks CAP_FSETID (7.33).
+HANDLE_KILLPRIV_V2 = 1 << 28
 
 # fuse_setattr_in.valid bits.
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1, 2, 4, 8
 FATTR_ATIME, FATTR_MTIME, FATTR_FH = 16, 32, 64
-FATTR_ATIME_NOW, FATTR_MTIME_NOW, FATTR_CTIME = 128, 256, 1024
+FATTR_ATIME_NOW, FATTR_MTIME_NOW, FATTR_LOCKOWNER, FATTR_CTIME = 128, 256, 512, 1024
+FATTR_KILL_SUIDGID = 2048
+# What a setattr asks to change (not which handle or lock owner asks).
+FATTR_CHANGES = (
+    FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME | FATTR_CTIME
+)
+# fuse_write_in.write_flags and fuse_open_in.open_flags (fuse_create_in's
+# too): the caller lacks CAP_FSETID, drop setuid and setgid (KILLPRIV_V2).
+WRITE_KILL_SUIDGID = 1 << 2
+OPEN_KILL_SUIDGID = 1 << 0
 
 # Notification codes (fuse_out_header.error of a write with unique 0).
 NOTIFY_INVAL_INODE, NOTIFY_INVAL_ENTRY = 2, 3
