@@ -56,7 +56,7 @@ TREE = [
 
 PATHS = ["/pub/a", "/pub/mine", "/tmp/a", "/tmp/roots", "/tmp/theirs", "/home1000/a",
          "/home1001/a", "/shared/a", "/shared/d", "/f", "/secret", "/pub"]  # fmt: skip
-MODES = [0o600, 0o644, 0o755, 0o4755, 0o2755, 0o1777]
+MODES = [0o600, 0o644, 0o755, 0o4755, 0o2755, 0o2745, 0o6777, 0o1777]
 IDS = [-1, 0, 1000, 1001, 2000]
 
 steps = st.lists(
@@ -77,6 +77,14 @@ steps = st.lists(
                         "mkfifo",
                         "truncate",
                         "utime_now",
+                        "append",
+                        "open_creat",
+                        "ftruncate",
+                        "access",
+                        "stat",
+                        "listdir",
+                        "symlink",
+                        "readlink",
                     ]
                 ),
                 st.sampled_from(PATHS),
@@ -115,6 +123,23 @@ def call(root: str, op: tuple) -> object:
     if name == "open_trunc":
         os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))
         return None
+    if name in ("append", "open_creat", "ftruncate"):
+        how = {"append": os.O_APPEND, "open_creat": os.O_CREAT, "ftruncate": 0}[name]
+        fd = os.open(p, os.O_WRONLY | how, 0o666)
+        try:
+            return os.ftruncate(fd, 2) if name == "ftruncate" else os.write(fd, b"+")
+        finally:
+            os.close(fd)
+    if name == "access":
+        return [os.access(p, m) for m in (os.R_OK, os.W_OK, os.X_OK)]
+    if name == "stat":
+        s = os.stat(p)  # (a directory's size is each file system's own)
+        size = s.st_size if stat.S_ISREG(s.st_mode) else None
+        return [s.st_mode, s.st_uid, s.st_gid, size, s.st_nlink]
+    if name == "listdir":
+        return sorted(os.listdir(p))
+    if name == "symlink":
+        return os.symlink("target", p)
     if name == "read":
         # Non-blocking: opening a FIFO to read waits for a writer otherwise.
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
@@ -203,8 +228,13 @@ def sides(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
+EXAMPLES = int(os.environ.get("DAXFS_USERS_EXAMPLES", "40"))  # (400 before a release)
+
+
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(steps)
 def test_users_get_through_the_mount_what_tmpfs_gives_them(sides, sequence):
