@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from typer.testing import CliRunner
@@ -1453,3 +1453,39 @@ def test_open_file_unlinked_under_one_of_two_names_keeps_its_link_count(mnt):
         assert os.fstat(fd).st_nlink == 0
     finally:
         os.close(fd)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.one_of(
+        st.sampled_from([0, 1, 4095, 4096, (2 << 20) - 1, 2 << 20, 5 << 20]),
+        st.integers(0, 5 << 20),
+    ),
+    times=st.tuples(*[st.integers(-(2**62), 2**62)] * 2),
+    kind=st.sampled_from(["file", "dir", "symlink", "fifo", "device"]),
+)
+def test_a_listing_reports_what_getattr_reports(tmp_path_factory, size, times, kind):
+    """READDIRPLUS packs each entry's attributes straight from the inode
+    (fuse.inode_attr); they must be what GETATTR sends, made from the stat
+    result, for every kind of inode, size and time (before 1970 too)."""
+    from daxfs import fusewire
+    from daxfs.fuse import inode_attr
+
+    pool = str(tmp_path_factory.mktemp("attr") / "pool")
+    daxfs.mkfs(pool, "64M")
+    with daxfs.mount(pool) as fs:
+        {
+            "file": lambda: fs.open("/x", "wb").close(),
+            "dir": lambda: fs.mkdir("/x"),
+            "symlink": lambda: fs.symlink("target", "/x"),
+            "fifo": lambda: fs.mkfifo("/x"),
+            "device": lambda: fs.mknod("/x", stat.S_IFCHR | 0o600, os.makedev(1, 3)),
+        }[kind]()
+        if kind == "file":
+            with fs.open("/x", "r+b") as f:
+                f.write(b"z" * min(size, 1 << 16))
+            fs.truncate("/x", size)
+        if kind != "symlink":
+            fs.utime("/x", ns=times)
+        inode = fs._inode(fs.lstat("/x").st_ino)
+        assert inode_attr(inode) == fusewire.attr_fields(fs._stat_result(inode))

@@ -81,7 +81,8 @@ from . import fusewire as w
 from .fileio import DaxRawFile
 from .follow import Moved
 from .fs import NO_ID, FileSystem
-from .layout import CorruptionError
+from .inode import Inode
+from .layout import BLOCK, CHUNK, CorruptionError
 from .path import At, Ino
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ log = logging.getLogger(__name__)
 # it (see the module docstring); this bounds what a lost notification costs.
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
+VALIDITY = w.validity(ENTRY_TIMEOUT, ATTR_TIMEOUT)  # (as fuse_entry_out has them)
+ATTR_OUT = w.ATTR_OUT_HEAD.pack(*w.split_seconds(ATTR_TIMEOUT), 0)
+DOTS = (b".", b"..")
+NS = 10**9
 WATCH_PERIOD = 0.005  # how often the watcher looks for others' commits
 MAX_WRITE = 1 << 20  # the largest read or write request (1 MiB)
 UNMOUNT_WAIT = 5.0  # seconds for io_uring queues to end once unmounted
@@ -123,11 +128,17 @@ class Tracker:
         self.names: dict[int, dict[str, int]] = {}  # directory -> name -> node
         self.named: dict[int, set[tuple[int, str]]] = {}  # node -> its names given
 
-    def gave(self, parent: int, name: str, node: int) -> None:
+    def gave(self, parent: int, entries: list[tuple[str, int]]) -> None:
+        """The kernel was given each (name, node) of ``entries`` in ``parent``."""
+        if not entries:
+            return
         with self.lock:
-            self.lookups[node] = self.lookups.get(node, 0) + 1
-            self.names.setdefault(parent, {})[name] = node
-            self.named.setdefault(node, set()).add((parent, name))
+            lookups, named = self.lookups, self.named
+            names = self.names.setdefault(parent, {})
+            for name, node in entries:
+                lookups[node] = lookups.get(node, 0) + 1
+                names[name] = node
+                named.setdefault(node, set()).add((parent, name))
 
     def dropped(self, parent: int, name: str, node: int | None = None) -> None:
         """The kernel no longer holds ``name`` (if ``node`` is given: as that
@@ -540,12 +551,11 @@ class Server:
 
     def _entry(self, parent: int, name: str, st: os.stat_result) -> tuple[bytes]:
         """A new or found entry for the kernel: counted as one lookup."""
-        self.track.gave(parent, name, st.st_ino)
-        return (w.entry_bytes(st.st_ino, st, ENTRY_TIMEOUT, ATTR_TIMEOUT),)
+        self.track.gave(parent, [(name, st.st_ino)])
+        return (w.entry_bytes(st.st_ino, w.attr_fields(st), VALIDITY),)
 
     def _attr(self, st: os.stat_result) -> tuple[bytes, bytes]:
-        s, ns = w.split_seconds(ATTR_TIMEOUT)
-        return w.ATTR_OUT_HEAD.pack(s, ns, 0), w.attr_bytes(st)
+        return ATTR_OUT, w.attr_bytes(st)
 
     def _file(self, fh: int) -> DaxRawFile:
         raw = self.files.get(fh)
@@ -849,34 +859,36 @@ class Server:
         parent, out, used, fs = req.nodeid, [], 0, self.fs
         given: list[tuple[str, int]] = []
         with fs._locked(exclusive=False):  # (one commit's listing and attributes)
-            for i, (name, ino, ftype) in enumerate(self._listing_of(req, fh, off)[off:], off + 1):
-                dirent = w.dirent_bytes(ino, i, name, ftype)
-                st = None
-                if name not in (b".", b".."):
-                    st = self._checked_stat(parent, name, ino, ftype)
-                entry = w.entry_bytes(0 if st is None else ino, st, ENTRY_TIMEOUT, ATTR_TIMEOUT)
-                if used + len(entry) + len(dirent) > size:
+            listing = self._listing_of(req, fh, off)
+            for i in range(off, len(listing)):
+                name, ino, ftype = listing[i]
+                attr, text = None, None
+                if name not in DOTS:
+                    text = _name(name)
+                    attr = self._listed_attr(parent, text, ino, ftype)
+                entry = w.entry_bytes(0 if attr is None else ino, attr, VALIDITY)
+                dirent = w.dirent_bytes(ino, i + 1, name, ftype)
+                used += len(entry) + len(dirent)
+                if used > size:
                     break
                 out.append(entry)
                 out.append(dirent)
-                used += len(entry) + len(dirent)
-                if st is not None:
-                    given.append((_name(name), ino))
-        for name, ino in given:  # (counted once the answer stands: see _answer)
-            self.track.gave(parent, name, ino)
+                if attr is not None:
+                    given.append((text, ino))
+        self.track.gave(parent, given)  # (counted once the answer stands: see _answer)
         return (b"".join(out),)
 
-    def _checked_stat(self, parent: int, name: bytes, ino: int, ftype: int):
-        """The attributes of a listed entry, checked as a lookup checks it;
-        None for an entry whose inode is damaged (it goes as a plain
+    def _listed_attr(self, parent: int, name: str, ino: int, ftype: int):
+        """The fuse_attr fields of a listed entry, checked as a lookup checks
+        it; None for an entry whose inode is damaged (it goes as a plain
         entry: the kernel's lookup of it then meets the damage) or gone
         since the listing was taken."""
         fs = self.fs
         if not fs.inodes.in_use(ino):
             return None
         try:
-            fs._check_entry(parent, _name(name), ino, ftype)
-            return fs._stat_result(fs._inode(ino))
+            fs._check_entry(parent, name, ino, ftype)
+            return inode_attr(fs._inode(ino))
         except CorruptionError:
             return None
 
@@ -914,6 +926,19 @@ def _open_flags(flags: int, flush_writes: bool) -> int:
     if mode == os.O_RDONLY or not flush_writes:
         how |= w.FOPEN_NOFLUSH
     return how
+
+
+def inode_attr(i: Inode) -> tuple[int, ...]:
+    """A daxfs inode as the fields of a fuse_attr: what
+    ``w.attr_fields(fs._stat_result(i))`` gives, without the stat result
+    between (a READDIRPLUS makes one per entry, and that halved its cost;
+    test_fuse checks the two agree)."""
+    size, a, m, c = i.size, i.atime, i.mtime, i.ctime
+    return (
+        i.ino, size, i.allocated_bytes // 512,
+        (a // NS) & w.U64, (m // NS) & w.U64, (c // NS) & w.U64, a % NS, m % NS, c % NS,
+        i.mode, i.nlink, i.uid, i.gid, i.rdev, CHUNK if size >= CHUNK else BLOCK, 0,
+    )  # fmt: skip
 
 
 _SETID = stat.S_ISUID | stat.S_ISGID

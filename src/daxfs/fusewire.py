@@ -97,6 +97,7 @@ INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")
 ATTR = struct.Struct("<QQQQQQIIIIIIIIII")
 # nodeid, generation, entry_valid, attr_valid, entry_valid_nsec, attr_valid_nsec
 ENTRY_OUT_HEAD = struct.Struct("<QQQQII")
+ENTRY_OUT = struct.Struct(ENTRY_OUT_HEAD.format + ATTR.format[1:])  # the two, whole
 ATTR_OUT_HEAD = struct.Struct("<QII")  # attr_valid, attr_valid_nsec, dummy
 FORGET_IN = struct.Struct("<Q")  # nlookup
 BATCH_FORGET_IN = struct.Struct("<II")  # count, dummy
@@ -148,9 +149,9 @@ class Request(NamedTuple):
     args: memoryview
 
 
-def attr_bytes(st: os.stat_result) -> bytes:
-    """A stat result as a fuse_attr."""
-    return ATTR.pack(
+def attr_fields(st: os.stat_result) -> tuple[int, ...]:
+    """A stat result as the fields of a fuse_attr, in order."""
+    return (
         st.st_ino,
         st.st_size,
         st.st_blocks,
@@ -172,19 +173,37 @@ def attr_bytes(st: os.stat_result) -> bytes:
     )
 
 
+def attr_bytes(st: os.stat_result) -> bytes:
+    """A stat result as a fuse_attr."""
+    return ATTR.pack(*attr_fields(st))
+
+
 def split_seconds(seconds: float) -> tuple[int, int]:
     """A timeout as (seconds, nanoseconds), the protocol's two fields."""
     whole = int(seconds)
     return whole, int((seconds - whole) * 10**9)
 
 
-def entry_bytes(nodeid: int, st: os.stat_result | None, entry_s: float, attr_s: float) -> bytes:
-    """A fuse_entry_out: node ``nodeid`` (0 with ``st`` None: no such name,
-    remembered for ``entry_s``) with its attributes."""
-    es, ens = split_seconds(entry_s)
-    as_, ans = split_seconds(attr_s)
-    attr = attr_bytes(st) if st is not None else bytes(ATTR.size)
-    return ENTRY_OUT_HEAD.pack(nodeid, 0, es, as_, ens, ans) + attr
+# How long the kernel may keep a name and its attributes: entry_valid,
+# attr_valid and their nanoseconds, in fuse_entry_out's order.
+Validity = tuple[int, int, int, int]
+
+
+def validity(entry_s: float, attr_s: float) -> Validity:
+    """How long the kernel may keep a name and its attributes, in the order
+    of fuse_entry_out's fields (entry_valid, attr_valid, then their
+    nanoseconds): worked out once, for entry_bytes."""
+    (es, ens), (as_, ans) = split_seconds(entry_s), split_seconds(attr_s)
+    return es, as_, ens, ans
+
+
+def entry_bytes(nodeid: int, attr: tuple[int, ...] | None, valid: Validity) -> bytes:
+    """A fuse_entry_out: node ``nodeid`` with the fuse_attr fields ``attr``
+    (node 0 with ``attr`` None: no such name, remembered for as long as
+    ``valid`` says)."""
+    if attr is None:
+        return ENTRY_OUT_HEAD.pack(nodeid, 0, *valid) + bytes(ATTR.size)
+    return ENTRY_OUT.pack(nodeid, 0, *valid, *attr)
 
 
 def dirent_bytes(ino: int, off: int, name: bytes, ftype: int) -> bytes:
