@@ -435,17 +435,21 @@ def test_owners_through_the_mount_chown_cp_a_and_a_setgid_directory(mnt, tmp_pat
 
 
 def _archive_tree(root: Path) -> None:
-    """Files, a directory, a symlink, a FIFO and device nodes with their own
-    owners, modes and times: what cp -a, rsync -a and tar -xp must keep."""
+    """Files (setuid and setgid programs too), a directory, a symlink, a FIFO
+    and device nodes with their own owners, modes and times: what cp -a,
+    rsync -a and tar -xp must keep."""
     (root / "d").mkdir()
     (root / "d/f").write_bytes(b"data" * 1000)
+    (root / "d/suid").write_bytes(b"#!/bin/sh\n")  # (chowned, then given its
+    (root / "d/sgid").write_bytes(b"#!/bin/sh\n")  # bits: a chown drops them)
     os.symlink("d/f", root / "ln")
     os.mkfifo(root / "d/fifo", 0o640)
     os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     os.mknod(root / "loop", stat.S_IFBLK | 0o600, os.makedev(7, 1))
-    for i, name in enumerate(("d/f", "d/fifo", "null", "loop", "d")):
+    names = ("d/f", "d/fifo", "null", "loop", "d", "d/suid", "d/sgid")
+    for i, name in enumerate(names):
         os.chown(root / name, 3000 + i, 4000 + i)
-        os.chmod(root / name, (0o751, 0o620, 0o604, 0o640, 0o2755)[i])
+        os.chmod(root / name, (0o751, 0o620, 0o604, 0o640, 0o2755, 0o4755, 0o2745)[i])
         os.utime(root / name, ns=(1_500_000_000_123_456_789 + i, 1_600_000_000_987_654_321 + i))
     os.lchown(root / "ln", 77, 88)
 
