@@ -210,7 +210,7 @@ def test_fuse_tiny(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = plain_rows(out, ["tar -x", "find -printf %s", "cat every file", "rm -r"])
     assert len(rows) == 4
-    assert all(len(cells) == 8 for cells in rows.values()), rows  # (a time is 2 cells)
+    assert all(len(cells) == 9 for cells in rows.values()), rows  # (a time is 2 cells)
     data = json.loads(js.read_text())["data"]
     phases = {"tar", "find", "cat", "cat2", "rm"}
     assert set(data["best_seconds"]) == {
@@ -222,6 +222,13 @@ def test_fuse_tiny(tmp_path, capsys):
     # find asks once per directory.
     assert data["requests"]["tar"] >= 3 * 20
     assert data["requests"]["find"] < 20
+    # rm's FORGETs are requests nobody waits for: no round trip.
+    assert data["answered"]["rm"] < data["requests"]["rm"]
+    assert all(data["answered"][p] <= data["requests"][p] for p in phases)
+    # Every phase's requests took the counting server some time, less than
+    # the whole command took in that run.
+    handling, wall = data["handling_seconds"], data["counting_run_seconds"]
+    assert all(0 < handling[phase] < wall[phase] for phase in phases), (handling, wall)
     assert os.listdir(work) == []
     with open("/proc/self/mounts") as f:
         assert str(tmp_path) not in f.read()

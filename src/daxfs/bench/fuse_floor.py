@@ -7,15 +7,21 @@ command within 5x of tmpfs):
                  tmpfs: the FileSystem's own work with no FUSE at all
                  (issue 17's per-call path)
     round trips  the requests the kernel sends the server for the command
-                 (counted by a server run in this process, untimed) times
-                 the cheapest request there is: a LOOKUP of a missing name,
+                 and waits for (all but FORGETs: counted by a server run in
+                 this process) times the
+                 cheapest request there is: a LOOKUP of a missing name,
                  answered ENOENT from a cached directory, timed through the
                  `daxfs mount -f` the commands ran on
 
 A server over this FileSystem spends at least the in-process time on its
 work and, at the least, the round trips' time on its requests: a command
 whose in-process or round-trip figure is above the aim cannot meet it by
-any change to fuse.py alone.
+any change to fuse.py alone.  Beside them, not a floor but an account:
+
+    server       the seconds the counting server's handlers spent on the
+                 command's requests (the FileSystem calls and fuse.py's own
+                 Python, no kernel): with the round trips, most of where a
+                 command's time through the mount goes
 """
 
 from __future__ import annotations
@@ -151,14 +157,27 @@ def lookup_round_trip(mnt: str, repeat: int) -> float:
     return best
 
 
+@dataclass
+class Counted:
+    """Per command: the requests the kernel sent, and the seconds the
+    server's handlers spent answering them (the FileSystem calls and the
+    server's own Python; not the kernel, nor the wait for a request, nor
+    the reply's write, which wakes the caller)."""
+
+    requests: dict[str, int]
+    answered: dict[str, int]  # of those, the ones a caller waits for (not FORGETs)
+    handling: dict[str, float]
+    wall: dict[str, float]  # each command's seconds in this run, whole
+
+
 def count_requests(
     pool: str, mnt: str, commands: list[tuple[str, list[str]]], io_uring: bool = False
-) -> dict[str, int]:
+) -> Counted:
     """The requests the kernel sends for each command, run in order through
     a FUSE mount of ``pool`` at ``mnt`` served by a thread of this process
-    (the same Server as `daxfs mount`, over io_uring if asked; untimed).  A
-    release the kernel sends after a command ends may be counted with the
-    next one."""
+    (the same Server as `daxfs mount`, over io_uring if asked), and the
+    time its handlers took.  A release the kernel sends after a command
+    ends may be counted with the next one."""
     import daxfs
 
     from .. import fusewire as w
@@ -168,14 +187,19 @@ def count_requests(
     try:
         fd = w.mount(mnt, ["fsname=daxfs-bench-count", "subtype=daxfs", "nosuid", "nodev"])
         server = Server(fs, w.Channel(fd, MAX_WRITE), io_uring=io_uring)
+        busy, answered = _time_handlers(server)
         thread = threading.Thread(target=_serve, args=(server,), daemon=True)
         thread.start()
-        counts = {}
+        counted = Counted({}, {}, {}, {})
         try:
             for phase, argv in commands:
-                before = server.served
+                before, answered_before = server.served, answered[0]
+                busy_before, t0 = busy[0], time.perf_counter()
                 subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=mnt)
-                counts[phase] = server.served - before
+                counted.wall[phase] = time.perf_counter() - t0
+                counted.requests[phase] = server.served - before
+                counted.answered[phase] = answered[0] - answered_before
+                counted.handling[phase] = busy[0] - busy_before
         finally:
             w.unmount(mnt)  # (the server's read then ends: ChannelClosed)
             thread.join(15.0)
@@ -183,7 +207,29 @@ def count_requests(
             server.ch.close()
     finally:
         fs.close()
-    return counts
+    return counted
+
+
+def _time_handlers(server) -> tuple[list[float], list[int]]:
+    """Make ``server`` add up the seconds its handlers take (Server._answer,
+    under its one-request-at-a-time lock on either path), and count the
+    requests a caller waits for: ([seconds], [count]), updated in place."""
+    from .. import fusewire as w
+
+    one_way = (w.FORGET, w.BATCH_FORGET, w.INTERRUPT)  # (the kernel waits for no answer)
+    busy, answered = [0.0], [0]
+    answer = server._answer
+
+    def timed(fn, req):
+        t0 = time.perf_counter()
+        try:
+            return answer(fn, req)
+        finally:
+            busy[0] += time.perf_counter() - t0
+            answered[0] += req.opcode not in one_way
+
+    server._answer = timed
+    return busy, answered
 
 
 def _serve(server) -> None:
