@@ -239,9 +239,9 @@ def make_report(
     args, best: dict[tuple[str, str], float], floors: Floors, data: int, env: str
 ) -> Report:
     rows, ratios, in_process, trips, server = [], {}, {}, {}, {}
+    counted = floors.counted
     for phase, label in PHASES:
         k, d, p = (best[(side, phase)] for side in ("tmpfs", "daxfs", "in process"))
-        counted = floors.counted
         n = counted.requests[phase]
         ratios[phase], in_process[phase] = d / k, p / k
         trips[phase] = counted.answered[phase] * floors.round_trip / k

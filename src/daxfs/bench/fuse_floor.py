@@ -7,11 +7,11 @@ command within 5x of tmpfs):
                  tmpfs: the FileSystem's own work with no FUSE at all
                  (issue 17's per-call path)
     round trips  the requests the kernel sends the server for the command
-                 and waits for (all but FORGETs: counted by a server run in
-                 this process) times the
-                 cheapest request there is: a LOOKUP of a missing name,
-                 answered ENOENT from a cached directory, timed through the
-                 `daxfs mount -f` the commands ran on
+                 and waits for (all but FORGETs; counted by a server run in
+                 this process) times the cheapest request there is: a
+                 LOOKUP of a missing name, answered ENOENT from a cached
+                 directory, timed through the `daxfs mount -f` the commands
+                 ran on
 
 A server over this FileSystem spends at least the in-process time on its
 work and, at the least, the round trips' time on its requests: a command
