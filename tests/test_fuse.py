@@ -1493,3 +1493,27 @@ def test_a_listing_reports_what_getattr_reports(tmp_path_factory, size, times, k
             fs.utime("/x", ns=times)
         inode = fs._inode(fs.lstat("/x").st_ino)
         assert inode_attr(inode) == fusewire.attr_fields(fs._stat_result(inode))
+
+
+@needs_fuse
+def test_a_symlink_remade_by_another_process_shows_its_new_target(mnt):
+    """Another process replaces a symlink and the new one gets the old one's
+    inode number: the kernel keeps its inode (same node, same type) and,
+    caching symlinks, the old target, which no attribute refresh drops.  The
+    server's watcher drops it: the new target shows within STALE_AT_MOST,
+    as any other change does."""
+    link = mnt.path / "a"
+    with daxfs.mount(mnt.pool) as fs:
+        for n, (old, new) in enumerate([("b", "d/b"), ("x" * 100, "y"), ("same", "same2")]):
+            fs.symlink(old, f"/a{n}")
+            assert os.readlink(f"{link}{n}") == old  # (cached by the kernel now)
+            ino = fs.lstat(f"/a{n}").st_ino
+            fs.unlink(f"/a{n}")
+            fs.symlink(new, f"/a{n}")
+            reused = fs.lstat(f"/a{n}").st_ino == ino
+            deadline = time.monotonic() + STALE_AT_MOST
+            while os.readlink(f"{link}{n}") != new and time.monotonic() < deadline:
+                time.sleep(0.002)
+            assert os.readlink(f"{link}{n}") == new, f"reused inode: {reused}"
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)

@@ -223,6 +223,7 @@ class Server:
         self._stale_inodes: set[int] = set()
         self._stale_dirs: set[int] = set()
         self._stale_data: set[int] = set()
+        self._stale_links: set[int] = set()  # (known inodes: the watcher sees which)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.started = False  # set once the kernel has spoken to us (FUSE_INIT)
@@ -463,7 +464,9 @@ class Server:
                 inodes, dirs = set(self.track.all_nodes()), set(self.track.names)
             self._stale_inodes |= inodes
             self._stale_dirs |= dirs
-            self._stale_data.update(self.track.known(inodes))  # (only those can have pages)
+            known = self.track.known(inodes)  # (only those can have pages)
+            self._stale_data.update(known)
+            self._stale_links.update(known)
         self._wake.set()
 
     def _drop_stale_attrs(self) -> None:
@@ -505,6 +508,7 @@ class Server:
                         pass  # (catching up calls _foreign_change)
                 self._drop_stale_attrs()
                 self._drop_stale_names()
+                self._drop_stale_links()
             except Moved:
                 pass  # (a follower's pool moved meanwhile: the next look sees it)
             except Exception:  # (the pool closing under us at the end)
@@ -536,6 +540,31 @@ class Server:
         for parent, name, node in stale:
             self.track.dropped(parent, name, node)
             self._notify(self.ch.inval_entry, parent, name.encode("utf-8", "surrogateescape"))
+
+    def _drop_stale_links(self) -> None:
+        """Drop the cached target of each symlink another process's commit
+        wrote.  An inode number freed and reused for a new symlink leaves
+        the kernel its inode (the same node, the same type) and, as it
+        caches symlinks, the old target, which no refresh of attributes
+        drops (the kernel does that for a regular file's pages only).  From
+        the watcher: dropping it waits for a READLINK of it in flight, which
+        the serving thread answers."""
+        with self._stale_lock:
+            nodes, self._stale_links = self._stale_links, set()
+        links = []
+        try:
+            for node in nodes:
+                try:
+                    if stat.S_ISLNK(self._stat(node).st_mode):
+                        links.append(node)
+                except OSError:
+                    pass  # (gone: its names are dropped, its inode forgotten)
+        except Moved:
+            with self._stale_lock:  # (looked at again next time)
+                self._stale_links |= nodes
+            raise
+        for node in links:
+            self._notify(self.ch.inval_data, node)
 
     @staticmethod
     def _notify(send: Callable, *args) -> None:

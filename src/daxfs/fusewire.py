@@ -301,6 +301,11 @@ class Channel:
         its cached pages)."""
         self.notify(NOTIFY_INVAL_INODE, INVAL_INODE_OUT.pack(nodeid, -1, 0))
 
+    def inval_data(self, nodeid: int) -> None:
+        """Drop the kernel's cached pages of ``nodeid``, all of them (offset
+        0, length 0: to the end); a symlink's cached target is one."""
+        self.notify(NOTIFY_INVAL_INODE, INVAL_INODE_OUT.pack(nodeid, 0, 0))
+
     def inval_entry(self, parent: int, name: bytes) -> None:
         """Drop the kernel's entry ``name`` in directory ``parent``."""
         self.notify(NOTIFY_INVAL_ENTRY, INVAL_ENTRY_OUT.pack(parent, len(name), 0), name + b"\0")
