@@ -223,7 +223,9 @@ class Server:
         self._stale_inodes: set[int] = set()
         self._stale_dirs: set[int] = set()
         self._stale_data: set[int] = set()
-        self._stale_links: set[int] = set()  # (known inodes: the watcher sees which)
+        # Inodes the kernel holds that others' commits wrote: the watcher
+        # drops the cached targets of the symlinks among them.
+        self._stale_links: set[int] = set()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.started = False  # set once the kernel has spoken to us (FUSE_INIT)
@@ -557,7 +559,7 @@ class Server:
                 try:
                     if stat.S_ISLNK(self._stat(node).st_mode):
                         links.append(node)
-                except OSError:
+                except OSError:  # (CorruptionError too)
                     pass  # (gone: its names are dropped, its inode forgotten)
         except Moved:
             with self._stale_lock:  # (looked at again next time)
