@@ -995,17 +995,20 @@ def _caller_status(pid: int) -> dict[str, str]:
 def _in_group(req: w.Request, gid: int) -> bool:
     """Is the caller in group ``gid`` (its file-system gid or a supplementary
     group)?  Not when that cannot be told: then the bit goes, the safe side."""
-    if req.gid == gid:
-        return True
-    return str(gid) in _caller_status(req.pid).get("Groups", "").split()
+    return req.gid == gid or _in_groups(_caller_status(req.pid), gid)
 
 
 def _in_group_or_capable(req: w.Request, gid: int) -> bool:
     """Linux's in_group_or_capable: in the group, or holding CAP_FSETID."""
-    if _in_group(req, gid):
+    if req.gid == gid:
         return True
-    caps = _caller_status(req.pid).get("CapEff", "0")
-    return bool(int(caps, 16) >> CAP_FSETID & 1)
+    status = _caller_status(req.pid)  # (read once for both)
+    return _in_groups(status, gid) or bool(int(status.get("CapEff", "0"), 16) >> CAP_FSETID & 1)
+
+
+def _in_groups(status: dict[str, str], gid: int) -> bool:
+    """Is ``gid`` among the supplementary groups of a /proc/PID/status?"""
+    return str(gid) in status.get("Groups", "").split()
 
 
 def _time(valid: int, bit: int, now_bit: int, sec: int, nsec: int, now: int) -> int | None:

@@ -102,7 +102,7 @@ def _syscall(number: int, *args) -> int:
 
 
 def unsupported_here() -> str | None:
-    """Why this machine cannot use it, or None.  Ring.command stores an
+    """Why this machine cannot use it, or None.  Ring.queue stores an
     entry, then the tail, with no fence between: enough on x86-64, whose
     stores are not reordered, not on weaker machines."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -160,6 +160,11 @@ def queue_ids() -> list[int]:
     return list(range(last + 1))
 
 
+def uring_cmd_head(fd: int, cmd_op: int, addr: int, length: int, tag: int) -> bytes:
+    """An IORING_OP_URING_CMD's SQE up to its command, ``tag`` its user_data."""
+    return SQE_HEAD.pack(OP_URING_CMD, 0, 0, fd, cmd_op, 0, addr, length, 0, tag, 0, 0, 0)
+
+
 class Ring:
     """One io_uring with 128-byte SQEs, its rings mapped with mmap; used by
     one thread."""
@@ -191,8 +196,7 @@ class Ring:
 
     def command(self, fd: int, cmd_op: int, addr: int, length: int, tag: int, cmd: bytes) -> None:
         """Queue an IORING_OP_URING_CMD on ``fd`` (submitted by wait())."""
-        head = SQE_HEAD.pack(OP_URING_CMD, 0, 0, fd, cmd_op, 0, addr, length, 0, tag, 0, 0, 0)
-        self.queue(head + cmd)
+        self.queue(uring_cmd_head(fd, cmd_op, addr, length, tag) + cmd)
 
     def queue(self, sqe: bytes) -> None:
         """Queue an SQE given whole, up to its command (submitted by wait())."""
@@ -302,8 +306,7 @@ class Queue:
         self._body: bytearray | None = None
         # Each entry's COMMIT_AND_FETCH, but for its command (the commit id).
         self._commits = [
-            SQE_HEAD.pack(OP_URING_CMD, 0, 0, dev_fd, COMMIT_AND_FETCH, 0, 0, 0, 0, tag, 0, 0, 0)
-            for tag in range(depth)
+            uring_cmd_head(dev_fd, COMMIT_AND_FETCH, 0, 0, tag) for tag in range(depth)
         ]
 
     def register(self) -> None:
@@ -312,8 +315,8 @@ class Queue:
         on every queue), so /dev/fuse goes on serving.  Once it took one,
         this queue must be served: requests may already be on their way
         (the last queue's first entry makes the ring live)."""
+        cmd = CMD_REQ.pack(0, 0, self.qid)
         for tag, e in enumerate(self.entries):
-            cmd = CMD_REQ.pack(0, 0, self.qid)
             self.ring.command(self.dev_fd, REGISTER, ctypes.addressof(e.iov), 2, tag, cmd)
         self.ring.wait(0)
         refused = []

@@ -190,9 +190,7 @@ Validity = tuple[int, int, int, int]
 
 
 def validity(entry_s: float, attr_s: float) -> Validity:
-    """How long the kernel may keep a name and its attributes, in the order
-    of fuse_entry_out's fields (entry_valid, attr_valid, then their
-    nanoseconds): worked out once, for entry_bytes."""
+    """The Validity of timeouts in seconds: worked out once, for entry_bytes."""
     (es, ens), (as_, ans) = split_seconds(entry_s), split_seconds(attr_s)
     return es, as_, ens, ans
 
