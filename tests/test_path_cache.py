@@ -42,6 +42,22 @@ def walked(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool):
     return cached, oracle
 
 
+def stated(fs: daxfs.FileSystem, path: str, follow: bool):
+    """stat's answer (the errno it fails with), through its unlocked path
+    (FileSystem._stat_cached) and under the lock, from the caches or not."""
+
+    def answer(call):
+        try:
+            return call()
+        except OSError as e:
+            return ("error", e.errno)
+
+    quick = answer(lambda: fs.stat(path, follow_symlinks=follow))
+    with fs._locked(exclusive=False):
+        locked = answer(lambda: fs._stat_path(path, follow))
+    return quick, locked
+
+
 def change(fs: daxfs.FileSystem, op: str, a: str, b: str) -> None:
     """One change; failures (a name missing or taken) are just skipped."""
     try:
@@ -87,6 +103,8 @@ def probe(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool) -> None:
         assert cached == oracle, (prefix, follow, entry)
     cached, oracle = walked(fs, path, follow, entry)
     assert cached == oracle, (path, follow, entry)
+    quick, locked = stated(fs, path, follow)
+    assert quick == locked, (path, follow)
 
 
 def probe_kept(fs: daxfs.FileSystem, kept: list[str]) -> None:

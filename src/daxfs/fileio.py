@@ -151,9 +151,11 @@ class DaxRawFile(io.RawIOBase):
         return size
 
     def flush(self) -> None:
-        super().flush()  # raises on a closed file, as io does
-        if self._writable:  # (a handle that cannot write has nothing to flush)
+        if self._writable:
+            super().flush()  # raises on a closed file, as io does
             self._fs._flush_ino(self._ino)
+        elif self.closed:  # (nothing to flush: IOBase.flush's check, written out,
+            raise ValueError("I/O operation on closed file.")  # as every close pays it twice)
 
     def close(self) -> None:
         if not self.closed:

@@ -52,12 +52,13 @@ from .coherence import (
     Contended,
     Exclusive,
     Locked,
+    _forks,
     cached_under_shared_lock,
     forks_seen,
     optimistically,
     without_lock,
 )
-from .data import DataPath, refuse_past_largest_file
+from .data import DataPath, refuse_past_largest_file, tail_of
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .followers import FollowerTable, full_fence
@@ -80,6 +81,7 @@ from .namespace import NamespacePath
 from .path import (
     DIR_T,
     LNK_T,
+    REG_T,
     ROOT_INO,
     SPECIAL_T,
     At,
@@ -157,6 +159,14 @@ NO_ID = 2**32 - 1  # (uid_t)-1: no user; ids are below it
 # or MAX_NAME (UTF-8, surrogateescape: at most 4 bytes a character).
 SHORT_PATH = PATH_MAX // 4
 SHORT_NAME = MAX_NAME // 4
+# Last names the path cache's walk leaves to path.resolve: none (a trailing
+# "/"), "." and "..".
+_NOT_PLAIN = frozenset(("", ".", ".."))
+# What the directory part of "/name" leads to: the root, no symlink followed.
+_AT_ROOT = (ROOT_INO, 0)
+# A Resolved made from all its fields with no Python frame: NamedTuple's own
+# __new__ costs about 0.1 us more, and every call on a path makes one.
+_resolved = tuple.__new__
 
 
 def process_owner() -> tuple[int, int]:
@@ -589,6 +599,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         return self._inode(ino).parent if ino != ROOT_INO else ROOT_INO
 
     def _resolve(self, path: object, follow: bool = True, entry: bool = False) -> Resolved:
+        if type(path) is str:
+            try:
+                r = self._resolve_cached(path, follow)
+            except CorruptionError as e:
+                if e.filename is None:  # damage met on the way: say which path met it
+                    e.filename = path
+                raise
+            if r is not None:
+                return r
         kind = type(path)
         if kind is At or kind is Ino:
             return self._resolve_by_inode(path, follow, entry)  # type: ignore[arg-type]
@@ -598,12 +617,6 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         head = spath[:cut] if 0 < cut < len(spath) - 1 and heads is not None else None
         known = None if head is None else heads.get(head)  # type: ignore[union-attr]
         try:
-            if known is not None:
-                r = self._last_name_only(spath, cut, known, follow)
-                if r is not None:
-                    if r.ftype == DIR_T:
-                        self._keep_head(heads, spath, (r.ino, r.links))  # type: ignore[arg-type]
-                    return r
             r = resolve(
                 spath,
                 self._lookup,
@@ -656,28 +669,50 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             heads.clear()
         heads[head] = led_to
 
-    def _last_name_only(
-        self, spath: str, cut: int, head: tuple[int, int], follow: bool
-    ) -> Resolved | None:
-        """The walk of path.resolve for a path whose head is cached, in the
-        usual case written out: a plain last name, no symlink to follow, and
-        lengths no count of bytes could refuse (4 bytes a character at
+    def _resolve_cached(self, spath: str, follow: bool) -> Resolved | None:
+        """The walk of path.resolve for a path whose directory part is in the
+        path cache (_heads_now), in the usual case written out, as every
+        call on a path pays it: a plain last name, no symlink to follow,
+        and lengths no count of bytes could refuse (4 bytes a character at
         most).  None otherwise, and the walk does it."""
-        name = spath[cut + 1 :]
-        if len(spath) >= SHORT_PATH or len(name) > SHORT_NAME or name == "." or name == "..":
+        # _heads_now's conditions (_heads_seq is -1 while the cache is empty
+        # and unusable); a null byte is to_str's error, raised by the walk.
+        if self._changing or self._heads_seq != self._seen_seq or "\0" in spath:
             return None
-        cur, links = head
+        cut = spath.rfind("/")
+        if cut > 0:
+            known = self._heads.get(spath[:cut])
+            if known is None:
+                return None
+        elif cut == 0:
+            known = _AT_ROOT  # a name in the root ("/name")
+        else:
+            return None  # (a relative path: the walk says how it reads)
+        name = spath[cut + 1 :]
+        if len(spath) >= SHORT_PATH or len(name) > SHORT_NAME or name in _NOT_PLAIN:
+            return None
+        cur, links = known
         d = self.dirs.get(cur)  # (the path cache is used outside changes only:
         if d is None:  # no read to record, as _lookup would)
             return None
         found = d.entries.get(name)
         if found is None:
-            return Resolved(cur, name, None, None, False, "name", head, links)
+            return _resolved(Resolved, (cur, name, None, None, False, "name", known, links))
         ino, ftype = found[0], found[1]
         if ftype == LNK_T and follow:
             return None
-        self._check_entry(cur, name, ino, ftype)
-        return Resolved(cur, name, ino, ftype, False, "name", head, links)
+        inode = self.inodes.cache.get(ino)
+        if inode is None:
+            return None  # (the walk loads it)
+        if (  # _check_entry, written out
+            ino == ROOT_INO
+            or (inode.mode >> 12) & 0xF != ftype
+            or (ftype == DIR_T and inode.parent != cur)
+        ):
+            raise _bad_entry(cur, name, inode, ftype)
+        if ftype == DIR_T:  # the head of the paths inside it
+            self._keep_head(self._heads, spath, (ino, links))
+        return _resolved(Resolved, (cur, name, ino, ftype, False, "name", known, links))
 
     def _heads_now(self) -> dict[str, tuple[int, int]] | None:
         """The path cache, if this call may use it: what the directory part of
@@ -806,13 +841,31 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if self.closed:
             return
         with self._thread_lock():
+            if self._open.get(ino) != 1:  # another handle here still pins it
+                self._unpin(ino)
+                return
+            if self._nothing_to_trim(ino):  # the usual close, written out
+                self._unpin(ino)
+                if not self._surely_linked(ino):  # (asked after the unpin: see there)
+                    self._free_if_orphan(ino)
+                return
             try:
-                if self._open.get(ino) == 1 and self._may_have_tail(ino):
+                if self._may_have_tail(ino):
                     self._trim_tails([ino])  # (the last close in this process; our
                     # pin keeps the inode ours meanwhile)
             finally:
                 self._unpin(ino)
             self._free_if_orphan(ino)
+
+    def _nothing_to_trim(self, ino: int) -> bool:
+        """_may_have_tail's answer, from the cache while it is current, when
+        that is no: the usual file, which maps nothing past its end."""
+        inode = self.inodes.cache.get(ino)
+        return (
+            inode is not None
+            and self.journal.peek() == self._seen_seq
+            and (self.readonly or self.tails != "trim" or tail_of(inode) is None)
+        )
 
     def _free_if_orphan(self, ino: int) -> None:
         """Free an inode whose last name is gone once its last user (handle or
@@ -836,8 +889,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _surely_linked(self, ino: int) -> bool:
         """True when our cache, still current (no commit by anyone since), says
-        the inode has a name.  A commit racing with this check can leave an
-        orphan behind; the next mount reclaims it."""
+        the inode has a name.  Asked after the unpin, a commit that unlinked
+        the file meanwhile shows (it saw our pin and left an orphan, which
+        the caller then frees); one racing with the check itself can leave
+        an orphan behind, which the next mount reclaims."""
         inode = self.inodes.cache.get(ino)
         return inode is not None and inode.nlink > 0 and self.journal.peek() == self._seen_seq
 
@@ -913,8 +968,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         return optimistically(self, self._open_to_write, spath, kind)
 
     def _open_to_read(self, spath: str) -> int:
-        r = self._existing(spath)
-        self._check_openable(r, spath)
+        r = self._resolve(spath)
+        if r.ftype != REG_T:  # (_existing's check and _check_openable's, past the usual case)
+            if r.ino is None:
+                raise oserror(errno.ENOENT, spath)
+            self._check_openable(r, spath)
         # The pin last: nothing after it may fail (cached_under_shared_lock).
         self._pin(r.ino)  # type: ignore[arg-type]
         return r.ino  # type: ignore[return-value]
@@ -1156,11 +1214,45 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # public API: queries
     # ======================================================================
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
-        got = without_lock(self, self._stat_path, path, follow_symlinks)  # (_query, written
-        if got is MISSED:  # out: every stat pays it)
-            with self._locked(exclusive=False):
-                return self._stat_path(path, follow_symlinks)
+        got = self._stat_cached(path, follow_symlinks) if type(path) is str else None
+        if got is None:
+            got = without_lock(self, self._stat_path, path, follow_symlinks)  # (_query,
+            if got is MISSED:  # written out)
+                with self._locked(exclusive=False):
+                    return self._stat_path(path, follow_symlinks)
         return got
+
+    def _stat_cached(self, spath: str, follow: bool) -> os.stat_result | None:
+        """coherence.without_lock written out for a path that the path cache
+        resolves to a cached inode, every stat's usual case (a microsecond
+        less); None otherwise.  Everything it reads is this mount's caches,
+        which change only under the thread lock: the live word, unmoved
+        since they were caught up, says they are the pool's last commit."""
+        if self._forks != _forks[0] or self._unmapped:
+            return None
+        lock = self._tlock
+        lock.acquire()
+        try:
+            journal = self.journal
+            word = journal.live_seq  # (journal.peek, written out)
+            seq = word[0] if word is not None else journal.peek()
+            if (
+                self._depth
+                or self.closed
+                or seq != self._seen_seq
+                or (journal.lazy_view and journal.drop_due())
+            ):
+                return None
+            try:
+                r = self._resolve_cached(spath, follow)
+            except CorruptionError:
+                return None  # (said the locked way, with the media read again)
+            if r is None or r.ino is None:
+                return None
+            got = self._stat_result(self.inodes.cache[r.ino])
+            return got if (word[0] if word is not None else journal.peek()) == seq else None
+        finally:
+            lock.release()
 
     def _stat_path(self, path, follow_symlinks: bool) -> os.stat_result:
         r = self._resolve(path, follow_symlinks)

@@ -122,6 +122,7 @@ ParentOf = Callable[[int], int]
 
 DIR_T = stat.S_IFDIR >> 12
 LNK_T = stat.S_IFLNK >> 12
+REG_T = stat.S_IFREG >> 12
 # FIFOs, devices and sockets (version 6): names with attributes, no bytes.
 SPECIAL_T = frozenset(t >> 12 for t in SPECIAL_TYPES)
 _NO_ENTRY = {".": "dot", "..": "dotdot"}
