@@ -58,7 +58,7 @@ from .coherence import (
     optimistically,
     without_lock,
 )
-from .data import DataPath, refuse_past_largest_file, tail_of
+from .data import DataPath, refuse_past_largest_file
 from .dir import Directory
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .followers import FollowerTable, full_fence
@@ -841,31 +841,13 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if self.closed:
             return
         with self._thread_lock():
-            if self._open.get(ino) != 1:  # another handle here still pins it
-                self._unpin(ino)
-                return
-            if self._nothing_to_trim(ino):  # the usual close, written out
-                self._unpin(ino)
-                if not self._surely_linked(ino):  # (asked after the unpin: see there)
-                    self._free_if_orphan(ino)
-                return
             try:
-                if self._may_have_tail(ino):
+                if self._open.get(ino) == 1 and self._may_have_tail(ino):
                     self._trim_tails([ino])  # (the last close in this process; our
                     # pin keeps the inode ours meanwhile)
             finally:
                 self._unpin(ino)
             self._free_if_orphan(ino)
-
-    def _nothing_to_trim(self, ino: int) -> bool:
-        """_may_have_tail's answer, from the cache while it is current, when
-        that is no: the usual file, which maps nothing past its end."""
-        inode = self.inodes.cache.get(ino)
-        return (
-            inode is not None
-            and self.journal.peek() == self._seen_seq
-            and (self.readonly or self.tails != "trim" or tail_of(inode) is None)
-        )
 
     def _free_if_orphan(self, ino: int) -> None:
         """Free an inode whose last name is gone once its last user (handle or
@@ -889,10 +871,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _surely_linked(self, ino: int) -> bool:
         """True when our cache, still current (no commit by anyone since), says
-        the inode has a name.  Asked after the unpin, a commit that unlinked
-        the file meanwhile shows (it saw our pin and left an orphan, which
-        the caller then frees); one racing with the check itself can leave
-        an orphan behind, which the next mount reclaims."""
+        the inode has a name.  A commit racing with this check can leave an
+        orphan behind; the next mount reclaims it."""
         inode = self.inodes.cache.get(ino)
         return inode is not None and inode.nlink > 0 and self.journal.peek() == self._seen_seq
 
