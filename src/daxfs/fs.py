@@ -671,10 +671,29 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _resolve_cached(self, spath: str, follow: bool) -> Resolved | None:
         """The walk of path.resolve for a path whose directory part is in the
-        path cache (_heads_now), in the usual case written out, as every
-        call on a path pays it: a plain last name, no symlink to follow,
-        and lengths no count of bytes could refuse (4 bytes a character at
-        most).  None otherwise, and the walk does it."""
+        path cache (_heads_now), in the usual case (_cached_entry); None
+        otherwise, and the walk does it."""
+        got = self._cached_entry(spath, follow)
+        if got is None:
+            return None
+        known, name, inode = got
+        if inode is None:
+            return _resolved(Resolved, (known[0], name, None, None, False, "name", known, known[1]))
+        ftype = (inode.mode >> 12) & 0xF
+        return _resolved(
+            Resolved, (known[0], name, inode.ino, ftype, False, "name", known, known[1])
+        )
+
+    def _cached_entry(
+        self, spath: str, follow: bool
+    ) -> tuple[tuple[int, int], str, Inode | None] | None:
+        """What ``spath`` names, from the caches alone, as every call on a
+        path pays it: (its directory part's (directory, symlinks followed),
+        its last name, the inode it names or None when there is no such
+        name), when the directory part is in the path cache and the rest is
+        the usual case: a plain last name, no symlink to follow, an inode
+        cached, and lengths no count of bytes could refuse (4 bytes a
+        character at most).  None otherwise."""
         # _heads_now's conditions (_heads_seq is -1 while the cache is empty
         # and unusable); a null byte is to_str's error, raised by the walk.
         if self._changing or self._heads_seq != self._seen_seq or "\0" in spath:
@@ -691,13 +710,13 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         name = spath[cut + 1 :]
         if len(spath) >= SHORT_PATH or len(name) > SHORT_NAME or name in _NOT_PLAIN:
             return None
-        cur, links = known
+        cur = known[0]
         d = self.dirs.get(cur)  # (the path cache is used outside changes only:
         if d is None:  # no read to record, as _lookup would)
             return None
         found = d.entries.get(name)
         if found is None:
-            return _resolved(Resolved, (cur, name, None, None, False, "name", known, links))
+            return known, name, None
         ino, ftype = found[0], found[1]
         if ftype == LNK_T and follow:
             return None
@@ -711,8 +730,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         ):
             raise _bad_entry(cur, name, inode, ftype)
         if ftype == DIR_T:  # the head of the paths inside it
-            self._keep_head(self._heads, spath, (ino, links))
-        return _resolved(Resolved, (cur, name, ino, ftype, False, "name", known, links))
+            self._keep_head(self._heads, spath, (ino, known[1]))
+        return known, name, inode
 
     def _heads_now(self) -> dict[str, tuple[int, int]] | None:
         """The path cache, if this call may use it: what the directory part of
@@ -1224,12 +1243,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             ):
                 return None
             try:
-                r = self._resolve_cached(spath, follow)
+                entry = self._cached_entry(spath, follow)
             except CorruptionError:
                 return None  # (said the locked way, with the media read again)
-            if r is None or r.ino is None:
+            if entry is None or entry[2] is None:
                 return None
-            got = self._stat_result(self.inodes.cache[r.ino])
+            got = self._stat_result(entry[2])
             return got if (word[0] if word is not None else journal.peek()) == seq else None
         finally:
             lock.release()
