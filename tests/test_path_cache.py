@@ -175,12 +175,15 @@ def count_lookups(fs: daxfs.FileSystem) -> list[int]:
 
 
 def test_a_path_1500_levels_down_walks_one_name_once_its_directory_was_walked(fs):
+    seen = count_lookups(fs)
     where = ""
     for _ in range(1500):
         where += "/d"
-        fs.mkdir(where)
+        fs.mkdir(where)  # its walk is one name: the cache holds past our mkdirs
     put(fs, where + "/f", b"deep")
-    seen = count_lookups(fs)
+    assert seen[0] <= 3 * 1501  # not the 1.1 million names of a walk from the root each
+    drop_a_directory_name(fs)  # the cache starts again
+    seen[0] = 0
     assert fs.stat(where).st_nlink == 2  # walked from the root: 1,500 names
     walked_once = seen[0]
     assert walked_once == 1500
@@ -188,10 +191,19 @@ def test_a_path_1500_levels_down_walks_one_name_once_its_directory_was_walked(fs
     assert fs.stat(where + "/f").st_size == 4
     assert [e.name for e in fs.scandir(where)] == ["f"]
     assert seen[0] - walked_once <= 3  # one name each
-    fs.rename(where + "/f", where + "/g")  # a commit: the cache starts again
+    fs.rename(where + "/f", where + "/g")  # a commit that moves no path: kept
+    assert fs.stat(where + "/g").st_size == 4
+    assert seen[0] - walked_once <= 6
+    drop_a_directory_name(fs)  # a commit that may move paths: the cache starts again
     seen[0] = 0
     assert fs.stat(where + "/g").st_size == 4
     assert seen[0] == 1501
+
+
+def drop_a_directory_name(fs: daxfs.FileSystem) -> None:
+    """Commits that drop a directory's name: the path cache holds past none."""
+    fs.mkdir("/gone")
+    fs.rmdir("/gone")
 
 
 FOREIGN = """
@@ -232,3 +244,34 @@ def test_a_change_does_not_see_its_own_edits_as_cached(fs):
     fs.mkdir("/x")
     with pytest.raises(FileNotFoundError):
         fs.stat("/x/y/f")
+
+
+class Undo(Exception):
+    """Raised to abandon a change (nothing of it is committed)."""
+
+
+def test_a_change_that_dropped_a_directory_name_walks_again(fs):
+    """Inside a change the path cache holds until the change drops a
+    directory's or a symlink's name; after that, its walks go from the root
+    (no operation resolves after its own edits today: this holds the rule
+    for the one that will)."""
+    fs.makedirs("/a/b")
+    put(fs, "/a/b/f", b"1")
+    assert fs.stat("/a/b/f").st_size == 1  # the cache holds /a/b
+    with pytest.raises(Undo):
+        with fs._change() as txn:
+            assert fs._resolve("/a/b/f").ino is not None  # (from the cache)
+            r = fs._entry("/a")
+            fs._edit_dir(r.parent).remove(r.name, txn)
+            with pytest.raises(FileNotFoundError):
+                fs._resolve("/a/b/f")  # /a is gone
+            raise Undo
+    assert get(fs, "/a/b/f") == b"1"  # abandoned: nothing changed
+    with fs._change():
+        r = fs._entry("/a/b/f")  # a change's walk, from the cache...
+    assert "/a/b" in fs._heads  # ...which it kept
+    with pytest.raises(Undo):
+        with fs._change():
+            fs._keep_head(fs._heads, "/made", (r.ino, 0))  # as a walk in it would
+            raise Undo
+    assert "/made" not in fs._heads  # kept only if the change commits

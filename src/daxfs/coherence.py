@@ -30,6 +30,7 @@ import fcntl
 import os
 import time
 
+from .dir import path_drops
 from .inode import NotCached
 from .journal import RangeSet, Transaction
 from .layout import BLOCK, INODE_SIZE, CorruptionError, unpack_inode
@@ -598,6 +599,7 @@ class Change:
         "rebase_in",
         "conflict_on",
         "prepared",
+        "paths_held",
     )
 
     def __init__(self, fs):
@@ -630,7 +632,13 @@ class Change:
         if self.optimistic:
             fs._reads, fs._slot_reads, fs._names_read, fs._edited = set(), set(), {}, set()
             fs._nlink_deltas = {}
-        fs._changing += 1  # (no path cache: FileSystem._heads_now)
+        # Whether the path cache holds for this change (FileSystem._cached_entry),
+        # and is carried past its commit: a change with the exclusive lock,
+        # caught up (the cache emptied if it was of an older commit), while
+        # it drops no directory or symlink name.
+        self.paths_held = not self.optimistic and not fs._changing and fs._heads_now() is not None
+        fs._drops_at_change = path_drops()
+        fs._changing += 1  # (the path cache as _heads_now says)
         return self.txn
 
     def __exit__(self, etype, value, tb) -> None:
@@ -689,6 +697,9 @@ class Change:
                 self._abort()
                 raise
             fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
+            if self.paths_held and path_drops() == fs._drops_at_change:
+                fs._heads_seq = fs._seen_seq  # (every path leads where it did)
+                self.paths_held = False  # (carried)
             # Published: the rest is our own caches' business (under the
             # thread lock), so other processes need not wait for it.
             self.lock.release_pool()
@@ -705,6 +716,9 @@ class Change:
                 self._apply_late()
         finally:
             fs._changing -= 1
+            if self.paths_held:  # not carried past a commit: what the change's
+                fs._heads.clear()  # walks kept may name what it did not commit
+                fs._heads_seq = -1
             if self.optimistic:
                 self._forget_reads()
             self.lock.__exit__(None, None, None)

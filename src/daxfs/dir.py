@@ -36,6 +36,20 @@ from .layout import (
 )
 
 DIR_FTYPE = 4  # (S_IFDIR >> 12): the entry's type field for a directory
+LNK_FTYPE = 10  # (S_IFLNK >> 12): a symlink's
+# Entries naming a directory or a symlink that any Directory of this process
+# dropped (removed, or replaced by another), ever.  A path leads through
+# directories and symlinks only, so while this count stays put every path
+# that resolved still leads where it did, whatever names were added or
+# which files went: the path cache (FileSystem._cached_entry) holds across
+# such edits, and across the commit that makes them (coherence.Change).
+_path_drops = [0]
+
+
+def path_drops() -> int:
+    return _path_drops[0]
+
+
 Entry = tuple[int, int, int, int]  # ino, ftype, block index, position in block
 # Allocates and maps the directory's next blocks (one or more), returns their device offsets.
 NewBlock = Callable[[Transaction], list[int]]
@@ -247,6 +261,8 @@ class Directory:
 
     def _drop(self, name: str) -> Entry:
         entry = self.entries.pop(name)
+        if entry[1] == DIR_FTYPE or entry[1] == LNK_FTYPE:
+            _path_drops[0] += 1
         if entry[1] == DIR_FTYPE and self.subdirs.get(entry[0]) == name:
             del self.subdirs[entry[0]]
         return entry

@@ -59,7 +59,7 @@ from .coherence import (
     without_lock,
 )
 from .data import DataPath, refuse_past_largest_file
-from .dir import Directory
+from .dir import Directory, path_drops
 from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
 from .followers import FollowerTable, full_fence
 from .inode import Extent, Inode, InodeTable, NotCached, symlink_target
@@ -246,6 +246,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._heads: dict[str, tuple[int, int]] = {}
         self._heads_seq = -1
         self._changing = 0  # changes under way (coherence.Change)
+        self._drops_at_change = 0  # dir.path_drops() when the last one began
         # The longest path a call takes (path.resolve); None: no limit.
         self.path_max: int | None = PATH_MAX
         # Who owns a new file: (uid, gid) of this process; a FUSE server's
@@ -695,8 +696,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         cached, and lengths no count of bytes could refuse (4 bytes a
         character at most).  None otherwise."""
         # _heads_now's conditions (_heads_seq is -1 while the cache is empty
-        # and unusable); a null byte is to_str's error, raised by the walk.
-        if self._changing or self._heads_seq != self._seen_seq or "\0" in spath:
+        # and unusable), or a change that may use it; a null byte is to_str's
+        # error, raised by the walk.
+        if self._changing and not self._paths_held_in_change():
+            return None
+        if self._heads_seq != self._seen_seq or "\0" in spath:
             return None
         cut = spath.rfind("/")
         if cut > 0:
@@ -733,15 +737,31 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             self._keep_head(self._heads, spath, (ino, known[1]))
         return known, name, inode
 
+    def _paths_held_in_change(self) -> bool:
+        """May the change under way use the path cache?  One that holds the
+        exclusive lock (an optimistic one must record each name it reads:
+        _lookup), caught up with the cache current, while it has dropped no
+        directory or symlink name (dir.path_drops): its own edits so far
+        moved no path.  (What it adds is kept only if it commits.)"""
+        return (
+            self._changing == 1
+            and self._reads is None
+            and self._heads_seq == self._seen_seq
+            and path_drops() == self._drops_at_change
+        )
+
     def _heads_now(self) -> dict[str, tuple[int, int]] | None:
         """The path cache, if this call may use it: what the directory part of
         a path resolved to, kept while the pool stays at the commit it was
-        walked at (a path leads where it did as long as nothing commits, and
-        every change, ours or another process's, commits).  Not inside a
-        change: its own edits are not committed yet, and an optimistic
-        change must record each name it reads (_lookup)."""
-        if self._changing or self._seen_seq < 0:
+        walked at (a path leads where it did as long as nothing commits but
+        this mount's own changes that drop no directory or symlink name:
+        coherence.Change carries it past those, and empties it if one
+        fails).  Not inside an optimistic change, which must record each
+        name it reads (_lookup)."""
+        if self._seen_seq < 0:
             return None
+        if self._changing:
+            return self._heads if self._paths_held_in_change() else None
         if self._heads_seq != self._seen_seq:
             self._heads.clear()
             self._heads_seq = self._seen_seq
@@ -1083,7 +1103,17 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._edit_dir(r.parent).add(r.name, ino, ftype_of(mode), txn, adder)
         self._touch_dir(parent)
         self._txn_dirty.add(ino)
+        if stat.S_ISDIR(mode) and type(spath) is str:
+            self._keep_made_head(spath, ino, r.links)
         return inode
+
+    def _keep_made_head(self, spath: str, ino: int, links: int) -> None:
+        """A directory the change under way made: the head of the paths in it,
+        in the path cache if the change may use it (kept only if it commits:
+        coherence.Change), so that each mkdir of a chain walks one name."""
+        heads = self._heads_now()
+        if heads is not None:
+            self._keep_head(heads, spath, (ino, links))
 
     # A growing directory takes blocks in runs (1, 2, 4, ... 16), so a big
     # directory stays in few extents instead of one per block, and its
