@@ -114,6 +114,26 @@ def test_meta_tiny(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
 
 
+def test_meta_deep(tmp_path, capsys):
+    """bench meta --depth: the files 300 levels down on both sides (deeper
+    than shutil.rmtree's recursion could remove), no aims judged there, and
+    nothing left behind."""
+    js = tmp_path / "meta.json"
+    argv = ["meta", "--files", "6", "--rounds", "1", "--depth", "300"]
+    argv += ["--pool-dir", str(tmp_path), "--pool-size", "64M", "--format", "plain"]
+    assert main([*argv, "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "6 files of 4 KiB in one directory 300 levels down" in out
+    labels = [label.replace("(12 ", "(6 ") for label in META_LABELS]
+    assert list(plain_rows(out, labels)) == labels
+    assert "the aims are for files one level down (--depth 1): not judged here" in out
+    assert "aim: create" not in out
+    assert json.loads(js.read_text())["data"]["depth"] == 300
+    assert os.listdir(tmp_path) == ["meta.json"]
+    with pytest.raises(SystemExit, match="--depth must be from 1 to 1500"):
+        main(["meta", "--depth", "0", "--pool-dir", str(tmp_path)])
+
+
 IO_LABELS = ["readinto 4 KiB", "readinto 1 MiB", "write 4 KiB in place", "write 1 MiB in place"]
 
 
