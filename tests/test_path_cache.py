@@ -10,6 +10,7 @@ process and by another one."""
 from __future__ import annotations
 
 import errno
+import stat
 import subprocess
 import sys
 
@@ -272,6 +273,13 @@ def test_a_change_that_dropped_a_directory_name_walks_again(fs):
     assert "/a/b" in fs._heads  # ...which it kept
     with pytest.raises(Undo):
         with fs._change():
-            fs._keep_head(fs._heads, "/made", (r.ino, 0))  # as a walk in it would
+            raise Undo  # failed before any edit: what it kept is the pool's
+    assert "/a/b" in fs._heads
+    with pytest.raises(Undo):
+        with fs._change() as txn:
+            made = fs._entry("/made")
+            fs._create(txn, made, stat.S_IFDIR | 0o755, "/made")  # as mkdir does
+            assert fs._heads["/made"][0] == fs._resolve("/made").ino  # the head kept
             raise Undo
     assert "/made" not in fs._heads  # kept only if the change commits
+    assert not fs.exists("/made")

@@ -716,8 +716,11 @@ class Change:
                 self._apply_late()
         finally:
             fs._changing -= 1
-            if self.paths_held:  # not carried past a commit: what the change's
-                fs._heads.clear()  # walks kept may name what it did not commit
+            if self.paths_held and (txn or fs._txn_dirty or fs._txn_took):
+                # Not carried past a commit, and edited: what its walks kept
+                # may name what it did not commit.  (One that failed before
+                # any edit kept only what the pool holds.)
+                fs._heads.clear()
                 fs._heads_seq = -1
             if self.optimistic:
                 self._forget_reads()

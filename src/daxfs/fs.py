@@ -715,8 +715,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if len(spath) >= SHORT_PATH or len(name) > SHORT_NAME or name in _NOT_PLAIN:
             return None
         cur = known[0]
-        d = self.dirs.get(cur)  # (the path cache is used outside changes only:
-        if d is None:  # no read to record, as _lookup would)
+        d = self.dirs.get(cur)  # (never in an optimistic change: no read to
+        if d is None:  # record, as _lookup would)
             return None
         found = d.entries.get(name)
         if found is None:
