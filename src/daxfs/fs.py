@@ -756,7 +756,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         walked at (a path leads where it did as long as nothing commits but
         this mount's own changes that drop no directory or symlink name:
         coherence.Change carries it past those, and empties it if one
-        fails).  Not inside an optimistic change, which must record each
+        fails past its first edit).  Not inside an optimistic change, which must record each
         name it reads (_lookup)."""
         if self._seen_seq < 0:
             return None
