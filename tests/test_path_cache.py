@@ -226,7 +226,12 @@ def test_another_process_renaming_a_cached_directory_is_seen(pool_path):
         fs.makedirs("/a/b/c")
         put(fs, "/a/b/c/f", b"old")
         assert get(fs, "/a/b/c/f") == b"old"  # cached: /a/b/c
+        put(fs, "/a/b/c/e", b"ours")  # (a change of ours: the cache holds past it)
+        assert "/a/b/c" in fs._heads
         subprocess.run([sys.executable, "-c", FOREIGN, pool_path], check=True)
+        put(fs, "/a/b/c/g", b"after")  # a change: into the new /a/b/c
+        assert sorted(fs.listdir("/a/b/c")) == ["f", "g"]
+        assert sorted(fs.listdir("/a/old/c")) == ["e", "f"]
         assert get(fs, "/a/b/c/f") == b"new"
         assert get(fs, "/a/old/c/f") == b"old"
         cached, oracle = walked(fs, "/a/b/c/f", True, False)
