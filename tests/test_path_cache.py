@@ -59,6 +59,19 @@ def stated(fs: daxfs.FileSystem, path: str, follow: bool):
     return quick, locked
 
 
+def opened_same(fs: daxfs.FileSystem, path: str) -> None:
+    """An open for reading answered from the caches (FileSystem._open_cached)
+    opens the inode the locked way opens."""
+    quick = fs._open_cached(path)
+    if quick is None:  # (not the usual case: the general way answers)
+        return
+    fs._release(quick)
+    with fs._locked(exclusive=False):
+        ino = fs._open_to_read(path)
+    fs._release(ino)
+    assert quick == ino, path
+
+
 def change(fs: daxfs.FileSystem, op: str, a: str, b: str) -> None:
     """One change; failures (a name missing or taken) are just skipped."""
     try:
@@ -106,6 +119,7 @@ def probe(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool) -> None:
     assert cached == oracle, (path, follow, entry)
     quick, locked = stated(fs, path, follow)
     assert quick == locked, (path, follow)
+    opened_same(fs, path)
 
 
 def probe_kept(fs: daxfs.FileSystem, kept: list[str]) -> None:

@@ -783,7 +783,7 @@ class DataPath:
             if window is None:
                 a.tails[c] = None  # (its owner's tail is elsewhere, or gone)
             elif (
-                _tail_of(inode) is None  # (untrimmed: not ours to move, trims take it)
+                tail_of(inode) is None  # (untrimmed: not ours to move, trims take it)
                 and self._lone_chunk(window) == c
                 and not self._open.get(ino)
                 and not self._tail_in_use(inode, window)
@@ -997,7 +997,7 @@ class DataPath:
                 if not self._live(ino):
                     return False
                 inode = self._inode(ino)
-        return _tail_of(inode) is not None
+        return tail_of(inode) is not None
 
     def _trim_in(self, txn: Transaction, ino: int) -> bool:
         """Trim file ``ino``'s tail in ``txn``; False if it holds one that
@@ -1005,7 +1005,7 @@ class DataPath:
         if not self._live(ino):
             return True  # gone
         inode = self._inode(ino)
-        keep = _tail_of(inode)
+        keep = tail_of(inode)
         if keep is None or inode.nlink == 0:
             return True  # none; or an orphan, freed whole by its last user
         if self._tail_in_use(inode, inode.tail_ranges(keep)):
@@ -1159,7 +1159,7 @@ def subtract_ranges(
     return split_ranges(ranges, cut)[1]
 
 
-def _tail_of(inode: Inode) -> int | None:
+def tail_of(inode: Inode) -> int | None:
     """Where a regular file's tail starts (its size rounded up to 4 KiB),
     if it maps anything from there on; else None."""
     if not inode.extents or not stat.S_ISREG(inode.mode):
