@@ -53,7 +53,7 @@ from .coherence import (
     Exclusive,
     Locked,
     _forks,
-    cached_under_shared_lock,
+    catch_up,
     forks_seen,
     optimistically,
     without_lock,
@@ -1001,50 +1001,70 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     def _open_inode(self, spath: str, kind: str) -> int:
         if kind == "r":
             ino = self._open_cached(spath)
-            if ino is None:
-                ino = cached_under_shared_lock(self, self._open_to_read, spath)
             if ino is MISSED:
                 with self._locked(exclusive=False):
                     return self._open_to_read(spath)
             return ino
         return optimistically(self, self._open_to_write, spath, kind)
 
-    def _open_cached(self, spath: str) -> int | None:
-        """cached_under_shared_lock(self._open_to_read), written out for a
-        regular file that the path cache resolves to a cached inode, every
-        open for reading's usual case (a microsecond and a half less); None
-        otherwise.  The shared pool lock is held from the look at the live
-        word to the pin, since a process that frees an inode checks for
-        pins under the exclusive one."""
-        if self._forks != _forks[0] or self._unmapped or type(spath) is not str:
-            return None
+    def _open_cached(self, spath: str):
+        """Locked(exclusive=False) around _open_to_read, written out: every
+        open for reading pays it.  The shared pool lock is held from the
+        look at the live word to the pin, since a process that frees an
+        inode checks for pins under the exclusive one.  A regular file that
+        the path cache resolves to a cached inode, with nothing committed
+        since this mount caught up, takes no more (a microsecond and a
+        half less than the section in general); otherwise it catches up and
+        walks in the same section, as the usual way would.  MISSED when the
+        lock is held exclusively or the call is not a plain one (after a
+        fork, with mappings to let go of, inside another call): the caller
+        takes the lock the usual way."""
+        if self._forks != _forks[0] or self._unmapped:
+            return MISSED
         lock = self._tlock
         lock.acquire()
         try:
             journal = self.journal
-            if self._depth or self.closed or (journal.lazy_view and journal.drop_due()):
-                return None
+            if (
+                self._depth
+                or self.closed
+                or (journal.lazy_view and journal.drop_due())
+                or self._followers_due <= time.monotonic()  # (Locked looks at them)
+            ):
+                return MISSED
             fd = self.region.fd
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return None  # (held exclusively: the general way waits, catching up)
+                return MISSED  # (held exclusively: the usual way waits, catching up)
             try:
-                if journal.peek() != self._seen_seq:
-                    return None
+                if journal.peek() == self._seen_seq and type(spath) is str:
+                    ino = self._regular_file_cached(spath)
+                    if ino is not None:
+                        self._pin(ino)
+                        return ino
+                self._depth += 1  # (as Locked: calls it makes are inside this section)
                 try:
-                    entry = self._cached_entry(spath, True)
-                except CorruptionError:
-                    return None  # (said the general way, with the media read again)
-                if entry is None or entry[2] is None or not stat.S_ISREG(entry[2].mode):
-                    return None
-                ino = entry[2].ino
-                self._pin(ino)
-                return ino
+                    catch_up(self, exclusive=False)
+                    return self._open_to_read(spath)
+                finally:
+                    self._depth -= 1
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             lock.release()
+
+    def _regular_file_cached(self, spath: str) -> int | None:
+        """The inode of the regular file ``spath`` names, when the path cache
+        and the inode cache hold it (_cached_entry); None otherwise, damage
+        included (the walk meets it again and says where)."""
+        try:
+            entry = self._cached_entry(spath, True)
+        except CorruptionError:
+            return None
+        if entry is None or entry[2] is None or not stat.S_ISREG(entry[2].mode):
+            return None
+        return entry[2].ino
 
     def _open_to_read(self, spath: str) -> int:
         r = self._resolve(spath)
@@ -1052,7 +1072,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             if r.ino is None:
                 raise oserror(errno.ENOENT, spath)
             self._check_openable(r, spath)
-        # The pin last: nothing after it may fail (cached_under_shared_lock).
+        # The pin last: nothing after it may fail (_open_cached).
         self._pin(r.ino)  # type: ignore[arg-type]
         return r.ino  # type: ignore[return-value]
 
