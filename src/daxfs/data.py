@@ -181,6 +181,7 @@ class DataPath:
         lock = self._tlock
         lock.acquire()
         try:
+            # _current_seq, written out: a call more is a tenth of a 4 KiB read.
             journal = self.journal
             word = journal.live_seq  # (journal.peek, written out)
             seq = word[0] if word is not None else journal.peek()
@@ -197,6 +198,26 @@ class DataPath:
             return got if (word[0] if word is not None else journal.peek()) == seq else None
         finally:
             lock.release()
+
+    def _current_seq(self) -> int | None:
+        """The live word's sequence number, when a call may answer from this
+        mount's caches with no pool lock (coherence.without_lock, written
+        out: FileSystem._stat_cached, and inline in _unlocked_read): the
+        caches are the pool's last commit (they change only under the
+        thread lock, which the caller holds), and the call is not inside
+        another, on an unmounted pool, or due to drop lazy homes.  None
+        otherwise."""
+        journal = self.journal
+        word = journal.live_seq  # (journal.peek, written out)
+        seq = word[0] if word is not None else journal.peek()
+        if (
+            self._depth
+            or self.closed
+            or seq != self._seen_seq
+            or (journal.lazy_view and journal.drop_due())
+        ):
+            return None
+        return seq
 
     def _pread(self, ino: int, off: int, n: int | None) -> bytes:
         data = self._unlocked_read(ino, self._read_up_to, off, n)

@@ -1342,15 +1342,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         lock = self._tlock
         lock.acquire()
         try:
-            journal = self.journal
-            word = journal.live_seq  # (journal.peek, written out)
-            seq = word[0] if word is not None else journal.peek()
-            if (
-                self._depth
-                or self.closed
-                or seq != self._seen_seq
-                or (journal.lazy_view and journal.drop_due())
-            ):
+            seq = self._current_seq()
+            if seq is None:
                 return None
             try:
                 entry = self._cached_entry(spath, follow)
@@ -1359,7 +1352,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             if entry is None or entry[2] is None:
                 return None
             got = self._stat_result(entry[2])
-            return got if (word[0] if word is not None else journal.peek()) == seq else None
+            return got if self.journal.peek() == seq else None
         finally:
             lock.release()
 
