@@ -1013,8 +1013,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         look at the live word to the pin, since a process that frees an
         inode checks for pins under the exclusive one.  A regular file that
         the path cache resolves to a cached inode, with nothing committed
-        since this mount caught up, takes no more (a microsecond and a
-        half less than the section in general); otherwise it catches up and
+        since this mount caught up, takes no more (half a microsecond less
+        than the generic section did); otherwise it catches up and
         walks in the same section, as the usual way would.  MISSED when the
         lock is held exclusively or the call is not a plain one (after a
         fork, with mappings to let go of, inside another call): the caller
