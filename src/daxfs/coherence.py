@@ -636,8 +636,10 @@ class Change:
         # and is carried past its commit: a change with the exclusive lock,
         # caught up (the cache emptied if it was of an older commit), while
         # it drops no directory or symlink name.
-        self.paths_held = not self.optimistic and not fs._changing and fs._heads_now() is not None
-        fs._drops_at_change = path_drops()
+        outermost = not fs._changing
+        self.paths_held = not self.optimistic and outermost and fs._heads_now() is not None
+        if outermost:  # (the count the outermost change is held to)
+            fs._drops_at_change = path_drops()
         fs._changing += 1  # (the path cache as _heads_now says)
         return self.txn
 
