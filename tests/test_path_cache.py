@@ -283,7 +283,8 @@ def test_a_change_that_dropped_a_directory_name_walks_again(fs):
     """Inside a change the path cache holds until the change drops a
     directory's or a symlink's name; after that, its walks go from the root
     (no operation resolves after its own edits today: this holds the rule
-    for the one that will)."""
+    for the one that will).  What a change's walks add stays; what a change
+    that fails after an edit added (a directory it made) goes."""
     fs.makedirs("/a/b")
     put(fs, "/a/b/f", b"1")
     assert fs.stat("/a/b/f").st_size == 1  # the cache holds /a/b
