@@ -586,11 +586,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _check_entry(self, dir_ino: int, name: str, ino: int, ftype: int) -> None:
         inode = self.inodes.cache.get(ino) or self._inode(ino)
-        if (
-            ino == ROOT_INO
-            or (inode.mode >> 12) & 0xF != ftype
-            or (ftype == DIR_T and inode.parent != dir_ino)
-        ):
+        if not _entry_fits(dir_ino, ino, ftype, inode):
             raise _bad_entry(dir_ino, name, inode, ftype)
 
     def _readlink_ino(self, ino: int) -> str:
@@ -727,11 +723,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         inode = self.inodes.cache.get(ino)
         if inode is None:
             return None  # (the walk loads it)
-        if (  # _check_entry, written out
-            ino == ROOT_INO
-            or (inode.mode >> 12) & 0xF != ftype
-            or (ftype == DIR_T and inode.parent != cur)
-        ):
+        if not _entry_fits(cur, ino, ftype, inode):  # (_check_entry, the inode at hand)
             raise _bad_entry(cur, name, inode, ftype)
         if ftype == DIR_T:  # the head of the paths inside it
             self._keep_head(self._heads, spath, (ino, known[1]))
@@ -1556,6 +1548,17 @@ def _raw_file_of(obj) -> DaxRawFile | None:
             return obj
         obj = getattr(obj, "buffer", None) or getattr(obj, "raw", None)
     return None
+
+
+def _entry_fits(dir_ino: int, ino: int, ftype: int, inode: Inode) -> bool:
+    """The rule FileSystem._lookup holds every entry to: it names an inode
+    of its own type, never the root, and a directory only from the
+    directory its parent field names."""
+    return (
+        ino != ROOT_INO
+        and (inode.mode >> 12) & 0xF == ftype
+        and (ftype != DIR_T or inode.parent == dir_ino)
+    )
 
 
 def _bad_entry(dir_ino: int, name: str, inode: Inode, ftype: int) -> CorruptionError:
