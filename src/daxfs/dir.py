@@ -34,9 +34,9 @@ from .layout import (
     parse_dirblock,
     valid_name,
 )
+from .path import LNK_T
 
 DIR_FTYPE = 4  # (S_IFDIR >> 12): the entry's type field for a directory
-LNK_FTYPE = 10  # (S_IFLNK >> 12): a symlink's
 # Entries naming a directory or a symlink that any Directory of this process
 # dropped (removed, or replaced by another), ever.  A path leads through
 # directories and symlinks only, so while this count stays put every path
@@ -261,7 +261,7 @@ class Directory:
 
     def _drop(self, name: str) -> Entry:
         entry = self.entries.pop(name)
-        if entry[1] == DIR_FTYPE or entry[1] == LNK_FTYPE:
+        if entry[1] == DIR_FTYPE or entry[1] == LNK_T:
             _path_drops[0] += 1
         if entry[1] == DIR_FTYPE and self.subdirs.get(entry[0]) == name:
             del self.subdirs[entry[0]]
