@@ -131,12 +131,13 @@ class DataPath:
     # ======================================================================
     def _read_bytes(self, inode: Inode, off: int, n: int) -> bytes:
         n = max(0, min(n, inode.size - off))
-        extents = inode.iomap(off, n) if n else []
-        if len(extents) == 1 and extents[0].kind == "mapped":  # one copy, the usual case
-            dev = extents[0].device_offset
+        if not n:
+            return b""
+        dev = inode.device_at(off, n)
+        if dev is not None:  # one extent: one copy, the usual case
             return bytes(self.region.buf[dev : dev + n])  # type: ignore[operator]
         out = bytearray(n)
-        self._copy_extents(extents, memoryview(out))
+        self._copy_extents(inode.iomap(off, n), memoryview(out))
         return bytes(out)
 
     def _copy_out(self, inode: Inode, off: int, dst) -> int:
