@@ -106,7 +106,7 @@ FOLLOWER = NO_KERNEL_LOCKS + textwrap.dedent(r"""
                         answer = err(e)
                     finally:
                         f.close()
-                    answer.append([int(f.raw._ino), f.raw._ino.btime])  # (the file opened)
+                    answer.append([int(f._ino), f._ino.btime])  # (the file opened)
                     log.write(json.dumps({"seq": fs._seen_seq, "opened": opened, "kind": kind,
                                           "path": path, "answer": answer}) + "\n")
                     continue

@@ -18,6 +18,7 @@ import pytest
 
 import daxfs
 from conftest import get, small_tmpfs
+from daxfs.fileio import MappedReader
 from daxfs.inode import Inode
 from daxfs.layout import BLOCK, CHUNK
 
@@ -61,7 +62,7 @@ def used_blocks_by_inodes(fs, top: str = "/") -> int:
 @pytest.mark.parametrize(
     "mode,cls",
     [
-        ("rb", io.BufferedReader),
+        ("rb", MappedReader),
         ("wb", io.BufferedWriter),
         ("ab", io.BufferedWriter),
         ("xb", io.BufferedWriter),

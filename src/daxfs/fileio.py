@@ -1,9 +1,12 @@
 """fileio: the objects fs.open() returns.
 
 DaxRawFile is an io.RawIOBase over one inode; fs.open() wraps it in the
-same Buffered*/TextIOWrapper classes the builtin open() uses, so a daxfs
-file behaves like any Python file.  There is no kernel descriptor behind
-it: fileno() raises io.UnsupportedOperation.
+same BufferedWriter/BufferedRandom/TextIOWrapper classes the builtin open()
+uses, so a daxfs file behaves like any Python file.  A file open for
+reading only is a MappedReader instead of a BufferedReader: the bytes are
+mapped already, so it reads straight from the pool with no buffer between
+(and under a TextIOWrapper for "r").  There is no kernel descriptor behind
+either: fileno() raises io.UnsupportedOperation.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import io
+import operator
 import os
 from typing import Protocol
 
@@ -123,20 +127,10 @@ class DaxRawFile(io.RawIOBase):
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
         self._checkClosed()
-        if whence == os.SEEK_SET:
-            new = pos
-        elif whence == os.SEEK_CUR:
-            new = self._pos + pos
-        elif whence == os.SEEK_END:
-            new = self._fs._size_of(self._ino) + pos
-        elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
-            new = self._fs._seek_data(self._ino, pos, hole=whence == os.SEEK_HOLE)
-        else:
+        if whence not in _WHENCES:
             raise oserror(errno.EINVAL, self.name)  # as lseek(2)
-        if new < 0:
-            raise oserror(errno.EINVAL, self.name)
-        self._pos = new
-        return new
+        self._pos = _seek_target(self._fs, self._ino, self.name, self._pos, pos, whence)
+        return self._pos
 
     def tell(self) -> int:
         self._checkClosed()
@@ -163,3 +157,164 @@ class DaxRawFile(io.RawIOBase):
                 super().close()  # calls flush()
             finally:
                 self._fs._release(self._ino)
+
+
+_WHENCES = (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE)
+
+
+def _seek_target(fs: FileHost, ino: int, name: str, cur: int, pos, whence: int) -> int:
+    """Where lseek(2) would put a file positioned at ``cur`` (EINVAL before
+    the start)."""
+    pos = operator.index(pos)
+    if whence == os.SEEK_SET:
+        new = pos
+    elif whence == os.SEEK_CUR:
+        new = cur + pos
+    elif whence == os.SEEK_END:
+        new = fs._size_of(ino) + pos
+    else:
+        new = fs._seek_data(ino, pos, hole=whence == os.SEEK_HOLE)
+    if new < 0:
+        raise oserror(errno.EINVAL, name)
+    return new
+
+
+def _read_size(size) -> int | None:
+    """A read's size argument as BufferedReader takes it: None for the rest
+    of the file (None or -1), ValueError for other negatives, TypeError for
+    what is not an integer."""
+    if size is None:
+        return None
+    size = operator.index(size)
+    if size >= 0:
+        return size
+    if size == -1:
+        return None
+    raise ValueError("read length must be non-negative or -1")
+
+
+class MappedReader(io.BufferedIOBase):
+    """A file open for reading only: what a BufferedReader over a
+    DaxRawFile would be, without the buffer.  The file's bytes are mapped
+    already, so every read copies straight from the pool, once, and sees
+    the file as it is now (a BufferedReader would copy twice, once into a
+    buffer that then goes stale).  It is also one Python object instead of
+    two that call each other: an open, 4 KiB read and close of a small file
+    costs about 1.0 us of objects here against 2.9 (benchmark meta).
+
+    It reads as BufferedReader does (the differential test holds it to
+    one over a real file), but it is not one: isinstance(f, io.BufferedReader)
+    is False, and it has no ``raw``.  Reads take the file system's usual
+    paths (_pread, _pread_into: no lock and no syscall when nobody else
+    committed); closing it unpins the inode, as closing a DaxRawFile does."""
+
+    def __init__(self, fs: FileHost, ino: int, name: str, mode: str):
+        # (no super().__init__(): IOBase keeps no state until it is closed)
+        self._fs, self._ino, self.name, self.mode = fs, ino, name, mode
+        self._pos = 0
+
+    def __repr__(self) -> str:
+        return f"<daxfs.MappedReader name={self.name!r}>"
+
+    def __getstate__(self):
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
+
+    # -- capabilities ------------------------------------------------------
+    def readable(self) -> bool:
+        self._checkClosed()
+        return True
+
+    def writable(self) -> bool:
+        self._checkClosed()
+        return False
+
+    def seekable(self) -> bool:
+        self._checkClosed()
+        return True
+
+    def isatty(self) -> bool:
+        self._checkClosed()
+        return False
+
+    def fileno(self) -> int:
+        self._checkClosed()
+        raise io.UnsupportedOperation("daxfs files have no kernel file descriptor")
+
+    def truncate(self, size: int | None = None) -> int:
+        self._checkClosed()
+        raise io.UnsupportedOperation("truncate")
+
+    # -- reads -------------------------------------------------------------
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            self._checkClosed()
+        if type(size) is not int or size < 0:
+            size = _read_size(size)
+        data = self._fs._pread(self._ino, self._pos, size)
+        self._pos += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes, or up to a buffer's worth when negative."""
+        size = operator.index(size)
+        return self.read(size if size >= 0 else DEFAULT_BUFFER)
+
+    def readinto(self, b) -> int:
+        if self.closed:
+            self._checkClosed()
+        n = self._fs._pread_into(self._ino, self._pos, b)
+        self._pos += n
+        return n
+
+    readinto1 = readinto
+
+    def peek(self, size: int = 0) -> bytes:
+        """Bytes from the position on, without moving it: at least one
+        unless at the end, and at most a buffer's worth."""
+        self._checkClosed()
+        want = min(max(operator.index(size), io.DEFAULT_BUFFER_SIZE), DEFAULT_BUFFER)
+        return self._fs._pread(self._ino, self._pos, want)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """One line, its newline included; at most ``size`` bytes.  Read in
+        pieces that double (a line of a few hundred bytes is one copy)."""
+        self._checkClosed()
+        limit = None if size is None else operator.index(size)
+        if limit is not None and limit < 0:
+            limit = None
+        pieces, got, step = [], 0, _LINE_STEP
+        while limit is None or got < limit:
+            want = step if limit is None else min(step, limit - got)
+            piece = self._fs._pread(self._ino, self._pos, want)
+            end = piece.find(b"\n") + 1
+            if end:
+                piece = piece[:end]
+            pieces.append(piece)
+            got += len(piece)
+            self._pos += len(piece)
+            if end or len(piece) < want:
+                break
+            step = min(step * 2, DEFAULT_BUFFER)
+        return b"".join(pieces)
+
+    # -- position ------------------------------------------------------------
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        self._checkClosed()
+        if whence not in _WHENCES:
+            raise ValueError(f"whence value {whence} unsupported")
+        self._pos = _seek_target(self._fs, self._ino, self.name, self._pos, pos, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                super().close()
+            finally:
+                self._fs._release(self._ino)
+
+
+_LINE_STEP = 256  # readline's first piece: most lines are shorter

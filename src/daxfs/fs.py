@@ -60,7 +60,7 @@ from .coherence import (
 )
 from .data import DataPath, refuse_past_largest_file, tail_of
 from .dir import Directory, path_drops
-from .fileio import DEFAULT_BUFFER, DaxRawFile, parse_mode
+from .fileio import DEFAULT_BUFFER, DaxRawFile, MappedReader, parse_mode
 from .followers import FollowerTable, full_fence
 from .inode import Extent, Inode, InodeTable, NotCached, symlink_target
 from .journal import Journal, Transaction
@@ -984,11 +984,17 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         if writable and self.readonly:
             raise oserror(errno.EROFS, spath)
         ino = self._open_inode(spath, kind)
+        if not writable and buffering:
+            reader = MappedReader(self, ino, spath, mode)
+            self._handles.add(reader)
+            if binary:
+                return reader
+            return _text(reader, mode, buffering, encoding, errors, newline)
         raw = DaxRawFile(
             self, ino, spath, mode, readable=readable, writable=writable, append=kind == "a"
         )
         self._handles.add(raw)
-        return _wrap(raw, mode, buffering, binary, readable, writable, encoding, errors, newline)
+        return _wrap(raw, mode, buffering, binary, readable, encoding, errors, newline)
 
     def _open_inode(self, spath: str, kind: str) -> int:
         if kind == "r":
@@ -1540,11 +1546,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         return f"<daxfs.FileSystem {self.region.path!r} {state}>"
 
 
-def _raw_file_of(obj) -> DaxRawFile | None:
+def _raw_file_of(obj) -> DaxRawFile | MappedReader | None:
     """The daxfs file under ``obj`` (itself, or inside a buffered or text
     wrapper), or None for anything else (a path)."""
     for _ in range(3):
-        if isinstance(obj, DaxRawFile):
+        if isinstance(obj, (DaxRawFile, MappedReader)):
             return obj
         obj = getattr(obj, "buffer", None) or getattr(obj, "raw", None)
     return None
@@ -1577,25 +1583,23 @@ def _wrap(
     buffering: int,
     binary: bool,
     readable: bool,
-    writable: bool,
     encoding,
     errors,
     newline,
 ):
-    line_buffering = buffering == 1 and not binary
     if buffering == 0:
         return raw
     size = DEFAULT_BUFFER if buffering in (-1, 1) else buffering
-    if readable and writable:
-        buffered = io.BufferedRandom(raw, size)
-    elif writable:
-        buffered = io.BufferedWriter(raw, size)
-    else:
-        buffered = io.BufferedReader(raw, size)
+    # (read-only files, unless unbuffered, are MappedReaders: FileSystem.open)
+    buffered = io.BufferedRandom(raw, size) if readable else io.BufferedWriter(raw, size)
     if binary:
         return buffered
+    return _text(buffered, mode, buffering, encoding, errors, newline)
+
+
+def _text(buffered, mode: str, buffering: int, encoding, errors, newline) -> io.TextIOWrapper:
     text = io.TextIOWrapper(
-        buffered, io.text_encoding(encoding), errors, newline, line_buffering=line_buffering
+        buffered, io.text_encoding(encoding), errors, newline, line_buffering=buffering == 1
     )
     text.mode = mode  # type: ignore[misc]
     return text
