@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import tempfile
 
 import pytest
@@ -198,8 +199,6 @@ def test_refusals_as_buffered_reader(both):
             call()
     assert isinstance(dax, io.BufferedIOBase) and not isinstance(dax, io.BufferedReader)
     with pytest.raises(TypeError):
-        import pickle
-
         pickle.dumps(dax)
 
 
