@@ -120,7 +120,7 @@ FOLLOWER = NO_KERNEL_LOCKS + textwrap.dedent(r"""
 # The writer: churns a small tree and logs the whole tree after every call
 # that may commit, with the commit it is at (one writer: the live word).
 WRITER = textwrap.dedent(r"""
-    import hashlib, json, os, random, stat, sys
+    import hashlib, json, os, random, stat, sys, time
     import daxfs
 
     pool, out, stop = sys.argv[1:4]
@@ -193,6 +193,8 @@ WRITER = textwrap.dedent(r"""
             except OSError:
                 pass
             note()
+            time.sleep(0.0002)  # (yield the core: on a loaded machine the
+            # followers would otherwise see only a few of the steps)
         fs.close()  # (its last commits too: the tree as they leave it)
         fs = daxfs.mount(pool, readonly=True)
         note()

@@ -17,7 +17,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import sys
 import tempfile
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -244,6 +246,33 @@ def test_closing_unpins_and_unmount_closes(pool_path):
     g = fs.open("/f", "rb")
     fs.close()
     assert g.closed
+
+
+def test_threads_reading_one_reader_never_get_the_same_bytes(fs):
+    """io's promise for BufferedReader: several threads may read one file
+    object at once.  Each record read is one that no other read got."""
+    records = [b"%015d\n" % i for i in range(20_000)]
+    put(fs, "/f", b"".join(records))
+    got: list[bytes] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (switch threads as often as it can)
+    try:
+        with fs.open("/f", "rb") as f:
+
+            def reader():
+                mine = []
+                while piece := (f.read(16) if len(mine) % 2 else f.readline()):
+                    mine.append(piece)
+                got.extend(mine)
+
+            threads = [threading.Thread(target=reader) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert sorted(got) == records
 
 
 def test_reader_is_what_fsync_takes(fs):

@@ -16,6 +16,7 @@ import functools
 import io
 import operator
 import os
+import threading
 from typing import Protocol
 
 from .path import oserror
@@ -205,13 +206,17 @@ class MappedReader(io.BufferedIOBase):
     It reads as BufferedReader does (the differential test holds it to
     one over a real file), but it is not one: isinstance(f, io.BufferedReader)
     is False, and it has no ``raw``.  Reads take the file system's usual
-    paths (_pread, _pread_into: no lock and no syscall when nobody else
-    committed); closing it unpins the inode, as closing a DaxRawFile does."""
+    paths (_pread, _pread_into: no pool lock and no syscall when nobody
+    else committed); closing it unpins the inode, as closing a DaxRawFile
+    does.  As io documents for BufferedReader, several threads may read
+    one at once: a read and the move of the position it makes are one step
+    (the reader's own lock), so no two reads get the same bytes."""
 
     def __init__(self, fs: FileHost, ino: int, name: str, mode: str):
         # (no super().__init__(): IOBase keeps no state until it is closed)
         self._fs, self._ino, self.name, self.mode = fs, ino, name, mode
         self._pos = 0
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<daxfs.MappedReader name={self.name!r}>"
@@ -250,8 +255,9 @@ class MappedReader(io.BufferedIOBase):
             self._checkClosed()
         if type(size) is not int or size < 0:
             size = _read_size(size)
-        data = self._fs._pread(self._ino, self._pos, size)
-        self._pos += len(data)
+        with self._lock:
+            data = self._fs._pread(self._ino, self._pos, size)
+            self._pos += len(data)
         return data
 
     def read1(self, size: int = -1) -> bytes:
@@ -262,8 +268,9 @@ class MappedReader(io.BufferedIOBase):
     def readinto(self, b) -> int:
         if self.closed:
             self._checkClosed()
-        n = self._fs._pread_into(self._ino, self._pos, b)
-        self._pos += n
+        with self._lock:
+            n = self._fs._pread_into(self._ino, self._pos, b)
+            self._pos += n
         return n
 
     readinto1 = readinto
@@ -273,7 +280,8 @@ class MappedReader(io.BufferedIOBase):
         unless at the end, and at most a buffer's worth."""
         self._checkClosed()
         want = min(max(operator.index(size), io.DEFAULT_BUFFER_SIZE), DEFAULT_BUFFER)
-        return self._fs._pread(self._ino, self._pos, want)
+        with self._lock:
+            return self._fs._pread(self._ino, self._pos, want)
 
     def readline(self, size: int | None = -1) -> bytes:
         """One line, its newline included; at most ``size`` bytes.  Read in
@@ -282,6 +290,11 @@ class MappedReader(io.BufferedIOBase):
         limit = None if size is None else operator.index(size)
         if limit is not None and limit < 0:
             limit = None
+        with self._lock:
+            return self._line(limit)
+
+    def _line(self, limit: int | None) -> bytes:
+        """readline's reads, under the reader's lock."""
         pieces, got, step = [], 0, _LINE_STEP
         while limit is None or got < limit:
             want = step if limit is None else min(step, limit - got)
@@ -302,8 +315,9 @@ class MappedReader(io.BufferedIOBase):
         self._checkClosed()
         if whence not in _WHENCES:
             raise ValueError(f"whence value {whence} unsupported")
-        self._pos = _seek_target(self._fs, self._ino, self.name, self._pos, pos, whence)
-        return self._pos
+        with self._lock:
+            self._pos = _seek_target(self._fs, self._ino, self.name, self._pos, pos, whence)
+            return self._pos
 
     def tell(self) -> int:
         self._checkClosed()
