@@ -25,9 +25,10 @@ the caller mounted and owns: such instances are never cached (fsspec would
 key them by the mount's repr) and pickle as ``pool=`` its path.
 
 *Reads come straight from the mapped pool.*  File objects are the io
-classes daxfs's own open() returns (a BufferedReader over a raw file whose
-readinto copies from the pool's mapping), with fsspec's attributes (fs,
-path, size, commit, discard) added.  cat_file, get_file and cp_file read
+buffered classes over daxfs's unbuffered file (a BufferedReader over a raw
+file whose readinto copies from the pool's mapping; daxfs's own open()
+gives a MappedReader instead), with fsspec's attributes (fs, path, size,
+commit, discard) added.  cat_file, get_file and cp_file read
 through a plain open file (one copy out of the pool's mapping), not through
 fs.map: a mapping pins the file's blocks, so a writer truncating the file
 meanwhile would get EBUSY, and a read must never make a write fail.
