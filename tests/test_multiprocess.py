@@ -820,6 +820,117 @@ def test_a_read_whose_space_is_reused_before_its_copy_reads_again(pool_path, buf
             assert child.wait(timeout=60) == 0
 
 
+WHOLE_FILE_READER = textwrap.dedent(r"""
+    import sys, time
+    import daxfs
+
+    size = int(sys.argv[2])
+    pattern = (bytes(range(1, 256)) * (size // 255 + 1))[:size]
+    fs = daxfs.mount(sys.argv[1])
+    fs.read_bytes("/f")  # (cached, caught up)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    reads = whole = 0
+    deadline = time.monotonic() + float(sys.argv[3])
+    while time.monotonic() < deadline:
+        try:
+            got = fs.read_bytes("/f")
+        except FileNotFoundError:
+            continue
+        reads += 1
+        whole += got == pattern
+        # /f only ever holds the whole pattern: anything else is bytes of a
+        # file written into its space after an unlink freed it.
+        if got != pattern:
+            print("WRONG", len(got), flush=True)
+            sys.exit(1)
+    print("ok", reads, whole, flush=True)
+""")
+
+
+def test_read_bytes_never_returns_bytes_of_space_freed_under_it(pool_path):
+    """read_bytes copies a file with no pin and no pool lock (the seqlock of
+    FileSystem._read_file_cached).  A reader in another process reads /f
+    whole, over and over, while this process unlinks it (its blocks freed:
+    no pin holds them), writes another file into the space, and makes /f
+    again, for two seconds.  Every answer is the whole of /f, or no such
+    file.  (Files of whole chunks, as the small blocks left are the
+    reader's windows; the pool all but full, so that freed space is what
+    the next file takes, with room for /f and /other twice: an unlink
+    meeting the reader's pin, in its usual way's open, leaves /f's space
+    to the reader's close to free.)"""
+    size = 4 * MiB
+    pattern = (bytes(range(1, 256)) * (size // 255 + 1))[:size]
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/f", pattern)
+        fs.open("/fill", "xb").close()
+        fs.fallocate("/fill", 0, (fs.allocator.free_chunks - 6) * (2 * MiB))
+        with script_child(WHOLE_FILE_READER, pool_path, str(size), "2.0") as child:
+            assert child.stdout.readline().strip() == "ready"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            rewrites = 0
+            while child.poll() is None and rewrites < 5000:
+                fs.unlink("/f")
+                fs.write_bytes("/other", b"\xee" * size)
+                fs.unlink("/other")
+                fs.write_bytes("/f", pattern)
+                rewrites += 1
+            reply = child.stdout.readline().split()
+            assert reply and reply[0] == "ok", reply
+            assert int(reply[2]) > 100 and rewrites > 100, (reply, rewrites)
+            assert child.wait(timeout=60) == 0
+
+
+PAUSED_WHOLE_FILE_READER = textwrap.dedent(r"""
+    import sys
+    import daxfs
+    from daxfs.data import DataPath
+
+    copy = DataPath._read_bytes
+    paused = []
+
+    def pausing(self, inode, off, n):
+        # The first copy, with no lock (depth 0): between the first look at
+        # the live word and the copy, let the other process free the space
+        # and write another file into it.
+        if self._depth == 0 and not paused:
+            paused.append(1)
+            print("reading", flush=True)
+            sys.stdin.readline()
+        return copy(self, inode, off, n)
+
+    fs = daxfs.mount(sys.argv[1])
+    fs.read_bytes("/f")  # cached, caught up
+    DataPath._read_bytes = pausing
+    try:
+        got = fs.read_bytes("/f")
+        print("read", len(got), got.count(0xEE), flush=True)
+    except FileNotFoundError:
+        print("missing", flush=True)
+""")
+
+
+def test_a_read_bytes_whose_space_is_reused_before_its_copy_reads_again(pool_path):
+    """The race of the test above, made certain: read_bytes has looked at
+    the live word and is about to copy when this process unlinks the file
+    and writes another (0xEE) into exactly its space.  The copy sees the
+    other file's bytes; the second look at the live word must throw them
+    away, and the read goes the usual way, which finds no such file."""
+    size = 1 * MiB
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/f", b"\x01" * size)
+        fill_the_whole_chunks(fs)
+        with script_child(PAUSED_WHOLE_FILE_READER, pool_path) as child:
+            assert child.stdout.readline().strip() == "reading"
+            fs.unlink("/f")
+            fs.write_bytes("/other", b"\xee" * size)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().split() == ["missing"]
+            assert child.wait(timeout=60) == 0
+
+
 PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""
     import sys
     import daxfs

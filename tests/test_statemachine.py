@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pathlib
 import random
 import shutil
 import stat
@@ -313,6 +314,27 @@ class DaxVsOs(RuleBasedStateMachine):
 
         rd, rm = self.same(
             lambda: go(self.fs.open, path), lambda: go(open, self.m(path)), f"read {path!r}"
+        )
+        if rd[0] == "ok":
+            assert rd[1] == rm[1], f"{path}: contents differ ({len(rd[1])} vs {len(rm[1])})"
+
+    @rule(path=paths, data=payloads())
+    def write_bytes(self, path, data):
+        """pathlib's write_bytes: a new file in one change, else as open "wb"."""
+        chunk = payload_bytes(data)
+        self.same(
+            lambda: self.fs.write_bytes(path, chunk),
+            lambda: pathlib.Path(self.m(path)).write_bytes(chunk),
+            f"write_bytes({path!r}, len={len(chunk)})",
+        )
+
+    @rule(path=any_paths)
+    def read_bytes(self, path):
+        """pathlib's read_bytes: from the caches, with no lock or pin, when they know."""
+        rd, rm = self.same(
+            lambda: self.fs.read_bytes(path),
+            lambda: pathlib.Path(self.m(path)).read_bytes(),
+            f"read_bytes {path!r}",
         )
         if rd[0] == "ok":
             assert rd[1] == rm[1], f"{path}: contents differ ({len(rd[1])} vs {len(rm[1])})"

@@ -367,6 +367,11 @@ class Follower(FileSystem):
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
         return self._query(self._stat_path, path, follow_symlinks)
 
+    def _read_file_cached(self, spath: str) -> None:
+        """A follower reads a whole file through an open one (its lease keeps
+        the bytes; FileSystem's pin-free copy leans on a lock it has not)."""
+        return None
+
     def info(self) -> dict[str, object]:
         d = self._retrying(super().info)
         d["follower"] = True

@@ -996,6 +996,65 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._handles.add(raw)
         return _wrap(raw, mode, buffering, binary, readable, encoding, errors, newline)
 
+    def read_bytes(self, path) -> bytes:
+        """The whole file ``path``, as pathlib's Path.read_bytes (open, read
+        and close).  A file the caches know, with nothing committed since
+        this mount caught up, is copied out in one section with no pool
+        lock, no pin and no file object (_read_file_cached)."""
+        got = self._read_file_cached(path) if type(path) is str else None
+        if got is None:
+            with self.open(path, "rb") as f:
+                return f.read()
+        return got
+
+    def _read_file_cached(self, spath: str) -> bytes | None:
+        """coherence.without_lock written out, as FileSystem._stat_cached
+        is, around the path cache's walk and a copy of the file: the live
+        word read before and after, under the thread lock.  No pin is
+        needed: the bytes are copied before the second look, and space
+        another process frees is freed after its commit moved the live
+        word (and written again only after that), so a copy it tore is
+        never returned.  None when the caches do not answer, or a commit
+        came meanwhile: the caller opens the file the usual way."""
+        if self._forks != _forks[0] or self._unmapped:
+            return None
+        lock = self._tlock
+        lock.acquire()
+        try:
+            seq = self._current_seq()
+            if seq is None:
+                return None
+            try:
+                entry = self._cached_entry(spath, True)
+            except CorruptionError:
+                return None  # (said the usual way, with the media read again)
+            if entry is None or entry[2] is None or not stat.S_ISREG(entry[2].mode):
+                return None
+            inode = entry[2]
+            data = self._read_bytes(inode, 0, inode.size)
+            return data if self.journal.peek() == seq else None
+        finally:
+            lock.release()
+
+    def write_bytes(self, path, data) -> int:
+        """Make the file ``path`` hold ``data``, as pathlib's Path.write_bytes
+        (open "wb", write, close); returns len(data).  A new file of up to
+        WRITE_PIECE bytes is made in one change (_create_with): another
+        process, or the pool after a crash, sees no file or all of it, and
+        it costs one commit instead of two.  An existing file (or a symlink
+        to follow) is emptied and written as open("wb") would."""
+        with memoryview(data) as view:
+            data = view.cast("B")
+            if len(data) <= self.WRITE_PIECE:
+                try:
+                    self._create_with(to_str(path), data)
+                    return len(data)
+                except FileExistsError:
+                    pass  # (the name is there: as open "wb" does, through it)
+            with self.open(path, "wb") as f:
+                f.write(data)
+            return len(data)
+
     def _open_inode(self, spath: str, kind: str) -> int:
         if kind == "r":
             ino = self._open_cached(spath)

@@ -563,6 +563,8 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
     def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
         """Bytes [start, end) as a Python slice, copied once out of the pool."""
         path = self._strip_protocol(path)
+        if start is None and end is None:
+            return self.dax.read_bytes(path)  # (the whole file: no file object)
         with self.dax.open(path, "rb", buffering=0) as f:
             lo, hi, _ = slice(start, end).indices(f.seek(0, os.SEEK_END))
             if hi <= lo:
