@@ -395,10 +395,14 @@ def test_a_follower_refuses_writes_maps_page_cache_pools_and_old_formats(pool_pa
             lambda: fo.unlink("/f"),
             lambda: fo.rename("/f", "/g"),
             lambda: fo.truncate("/f", 0),
+            lambda: fo.write_bytes("/f", b"x"),
+            lambda: fo.write_bytes("/new", b"x"),
         ):
             with pytest.raises(OSError) as e:
                 call()
             assert e.value.errno == errno.EROFS
+        assert fo.read_bytes("/f") == b"abc"  # (through an open file, leased)
+        assert not fo._open
         with pytest.raises(OSError) as e:
             fo.map("/f", "r+")
         assert e.value.errno == errno.EROFS

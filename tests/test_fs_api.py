@@ -1242,3 +1242,36 @@ def test_a_small_write_asks_the_block_map_once(fs, monkeypatch, case):
     model[off : off + n] = data
     assert get(fs, "/f") == bytes(model)
     assert fs.stat("/f").st_size == len(model)
+
+
+# ---------------------------------------------------------------------------
+# read_bytes / write_bytes (pathlib's names)
+# ---------------------------------------------------------------------------
+def test_write_bytes_makes_a_new_file_in_one_commit_and_replaces_an_old_one(fs):
+    seq = fs.journal.peek()
+    assert fs.write_bytes("/new", memoryview(b"abcd")) == 4
+    assert fs.journal.peek() == seq + 1  # the name, the inode and the data at once
+    assert fs.read_bytes("/new") == b"abcd"
+    assert fs.write_bytes("/new", bytearray(b"xy")) == 2  # emptied, then written
+    assert fs.read_bytes("/new") == b"xy"
+    fs.symlink("new", "/link")
+    fs.write_bytes("/link", b"through")  # a symlink is followed, as by open "wb"
+    assert fs.read_bytes("/new") == b"through" and fs.readlink("/link") == "new"
+    assert fs.write_bytes(b"/empty", b"") == 0
+    assert fs.read_bytes(pathlib.PurePosixPath("/empty")) == b""
+    with pytest.raises(TypeError):
+        fs.write_bytes("/s", "text")  # as pathlib: bytes only
+
+
+def test_read_bytes_answers_from_the_caches_only_when_they_are_current(fs):
+    fs.write_bytes("/f", b"one")
+    assert fs.read_bytes("/f") == b"one"
+    assert fs._read_file_cached("/f") == b"one"  # (cached: no lock, no pin)
+    with fs.open("/f", "r+b") as f:
+        f.write(b"two")  # an overwrite in place, from the cache's inode
+    assert fs.read_bytes("/f") == b"two"
+    for path, err in (("/", errno.EISDIR), ("/missing", errno.ENOENT), ("/f/x", errno.ENOTDIR)):
+        with pytest.raises(OSError) as e:
+            fs.read_bytes(path)
+        assert e.value.errno == err
+    assert not fs._open  # nothing left pinned
