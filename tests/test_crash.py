@@ -208,6 +208,11 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     w["mknod /C/dev"] = lambda fs: fs.mknod("/C/dev", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     w["create with bytes /A/foo (EEXIST)"] = lambda fs: fs._create_with("/A/foo", b"x")
     w["create with bytes /A/big 1M"] = lambda fs: fs._create_with("/A/big", b"\x5a" * (1 << 20))
+    # pathlib's write_bytes: a new file, or an old one emptied and written, in one change.
+    w["write_bytes /A/wb"] = lambda fs: fs.write_bytes("/A/wb", b"\x77" * 9000)
+    w["write_bytes /D/hard 1M (replaced)"] = lambda fs: fs.write_bytes(
+        "/D/hard", b"\x78" * (1 << 20)
+    )
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
     w["write /B/foo /B/foo through two fds"] = _write_two_fds("/B/foo", "/B/foo")
     core += ["creat /A/new", "mkdir /B/new", "symlink /C/sym", "rmdir /E",
@@ -231,6 +236,7 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
         for length in (0, 100, 20000, 3 << 20, size + 1):
             w[f"truncate {p} {length}"] = lambda fs, p=p, n=length: fs.truncate(p, n)
         w[f"unlink {p}"] = lambda fs, p=p: fs.unlink(p)
+        w[f"write_bytes {p} 9000 (replaced)"] = lambda fs, p=p: fs.write_bytes(p, b"\x79" * 9000)
         w[f"link {p} -> /E/l"] = lambda fs, p=p: fs.link(p, "/E/l")
         w[f"link {p} -> {d}/l"] = lambda fs, p=p, d=d: fs.link(p, f"{d}/l")
         w[f"rename {p} -> /E/r"] = lambda fs, p=p: fs.rename(p, "/E/r")

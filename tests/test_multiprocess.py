@@ -931,6 +931,53 @@ def test_a_read_bytes_whose_space_is_reused_before_its_copy_reads_again(pool_pat
             assert child.wait(timeout=60) == 0
 
 
+OLD_OR_NEW_READER = textwrap.dedent(r"""
+    import sys, time
+    import daxfs
+
+    contents = {b"a" * 5000, b"b" * 70000}
+    fs = daxfs.mount(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    reads, seen = 0, set()
+    deadline = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        how = reads % 3
+        if how == 0:
+            got = fs.read_bytes("/f")
+        else:
+            with fs.open("/f", "rb") as f:
+                got = f.read() if how == 1 else f.read(70000)
+        reads += 1
+        if got not in contents:  # empty, or a mix: the replace was seen half done
+            print("WRONG", len(got), got[:1], got[-1:], flush=True)
+            sys.exit(1)
+        seen.add(got[:1])
+    print("ok", reads, len(seen), flush=True)
+""")
+
+
+def test_write_bytes_replaces_a_file_that_another_process_reads_whole_at_once(pool_path):
+    """write_bytes over an existing file is one change: a reader in another
+    process (read_bytes, or an open file) gets the old bytes or the new,
+    never an empty file or a mix, while this process replaces the file
+    with either of two contents for a second and a half."""
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/f", b"a" * 5000)
+        with script_child(OLD_OR_NEW_READER, pool_path, "1.5") as child:
+            assert child.stdout.readline().strip() == "ready"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            replaces = 0
+            while child.poll() is None:
+                fs.write_bytes("/f", b"b" * 70000 if replaces % 2 else b"a" * 5000)
+                replaces += 1
+            reply = child.stdout.readline().split()
+            assert reply and reply[0] == "ok", reply
+            assert int(reply[1]) > 100 and reply[2] == "2" and replaces > 100, (reply, replaces)
+            assert child.wait(timeout=60) == 0
+
+
 PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""
     import sys
     import daxfs

@@ -1038,22 +1038,33 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def write_bytes(self, path, data) -> int:
         """Make the file ``path`` hold ``data``, as pathlib's Path.write_bytes
-        (open "wb", write, close); returns len(data).  A new file of up to
-        WRITE_PIECE bytes is made in one change (_create_with): another
-        process, or the pool after a crash, sees no file or all of it, and
-        it costs one commit instead of two.  An existing file (or a symlink
-        to follow) is emptied and written as open("wb") would."""
+        (open "wb", write, close: created, or emptied first, through a
+        symlink); returns len(data).  Up to WRITE_PIECE bytes are one
+        change (_write_whole_change): another process, or the pool after a
+        crash, sees the file as it was or all of ``data``, never an empty
+        or half-written file, at one commit instead of two."""
         with memoryview(data) as view:
             data = view.cast("B")
             if len(data) <= self.WRITE_PIECE:
-                try:
-                    self._create_with(to_str(path), data)
-                    return len(data)
-                except FileExistsError:
-                    pass  # (the name is there: as open "wb" does, through it)
-            with self.open(path, "wb") as f:
-                f.write(data)
+                optimistically(self, self._write_whole_change, to_str(path), data)
+            else:
+                with self.open(path, "wb") as f:
+                    f.write(data)
             return len(data)
+
+    def _write_whole_change(self, spath: str, data: memoryview) -> None:
+        """write_bytes's change: _open_to_write's for "w", with the data."""
+        with self._change() as txn:
+            r = self._resolve_to_create(spath, exclusive=False)
+            if r.ino is None:
+                inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
+            else:
+                self._check_openable(r, spath)
+                self._need_exclusive()  # frees blocks another process may map
+                inode = self._inode(r.ino)
+                self._truncate_inode(txn, inode, 0)
+            if data:
+                self._write_piece(txn, inode, 0, data)
 
     def _open_inode(self, spath: str, kind: str) -> int:
         if kind == "r":
