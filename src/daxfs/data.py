@@ -129,8 +129,9 @@ class DataPath:
     # ======================================================================
     # reading and writing file data
     # ======================================================================
-    def _read_bytes(self, inode: Inode, off: int, n: int) -> bytes:
-        n = max(0, min(n, inode.size - off))
+    def _read_bytes(self, inode: Inode, off: int, n: int | None) -> bytes:
+        """Up to ``n`` bytes from ``off`` (to the end when None)."""
+        n = max(0, inode.size - off if n is None else min(n, inode.size - off))
         if not n:
             return b""
         dev = inode.device_at(off, n)
@@ -221,14 +222,11 @@ class DataPath:
         return seq
 
     def _pread(self, ino: int, off: int, n: int | None) -> bytes:
-        data = self._unlocked_read(ino, self._read_up_to, off, n)
+        data = self._unlocked_read(ino, self._read_bytes, off, n)
         if data is None:
             with self._locked(exclusive=False):
-                return self._read_up_to(self._inode(ino), off, n)
+                return self._read_bytes(self._inode(ino), off, n)
         return data
-
-    def _read_up_to(self, inode: Inode, off: int, n: int | None) -> bytes:
-        return self._read_bytes(inode, off, inode.size - off if n is None else n)
 
     def _size_of(self, ino: int) -> int:
         with self._locked(exclusive=False):

@@ -505,7 +505,7 @@ class Follower(FileSystem):
             return self._pread_into(ino, off, view.cast("B"))
 
     def _pread(self, ino: int, off: int, n: int | None) -> bytes:
-        return self._from_opened(ino, self._read_up_to, off, n)  # type: ignore[arg-type]
+        return self._from_opened(ino, self._read_bytes, off, n)  # type: ignore[arg-type]
 
     def _size_of(self, ino: int) -> int:
         return self._from_opened(ino, _size, 0, None)  # type: ignore[arg-type]

@@ -973,7 +973,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         errors: str | None = None,
         newline: str | None = None,
     ):
-        """Open a file in the pool; returns the io classes the builtin open() returns."""
+        """Open a file in the pool; returns what the builtin open() would
+        (the same io classes), except that a file open for reading only is
+        a fileio.MappedReader, unbuffered over the mapped pool, unless
+        opened with buffering=0 (then, as open's FileIO, a DaxRawFile)."""
         kind, plus, binary, text = parse_mode(mode)
         if binary and (encoding or errors or newline is not None):
             raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
@@ -1031,7 +1034,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             if entry is None or entry[2] is None or not stat.S_ISREG(entry[2].mode):
                 return None
             inode = entry[2]
-            data = self._read_bytes(inode, 0, inode.size)
+            data = self._read_bytes(inode, 0, None)
             return data if self.journal.peek() == seq else None
         finally:
             lock.release()
