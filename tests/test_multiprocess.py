@@ -850,7 +850,7 @@ WHOLE_FILE_READER = textwrap.dedent(r"""
 
 def test_read_bytes_never_returns_bytes_of_space_freed_under_it(pool_path):
     """read_bytes copies a file with no pin and no pool lock (the seqlock of
-    FileSystem._read_file_cached).  A reader in another process reads /f
+    FileSystem._cached_answer).  A reader in another process reads /f
     whole, over and over, while this process unlinks it (its blocks freed:
     no pin holds them), writes another file into the space, and makes /f
     again, for two seconds.  Every answer is the whole of /f, or no such

@@ -46,7 +46,7 @@ def walked(fs: daxfs.FileSystem, path: str, follow: bool, entry: bool):
 
 def stated(fs: daxfs.FileSystem, path: str, follow: bool):
     """stat's answer (the errno it fails with), through its unlocked path
-    (FileSystem._stat_cached) and under the lock, from the caches or not."""
+    (FileSystem._cached_answer) and under the lock, from the caches or not."""
 
     def answer(call):
         try:

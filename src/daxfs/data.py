@@ -204,7 +204,7 @@ class DataPath:
     def _current_seq(self) -> int | None:
         """The live word's sequence number, when a call may answer from this
         mount's caches with no pool lock (coherence.without_lock, written
-        out: FileSystem._stat_cached, and inline in _unlocked_read): the
+        out: FileSystem._cached_answer, and inline in _unlocked_read): the
         caches are the pool's last commit (they change only under the
         thread lock, which the caller holds), and the call is not inside
         another, on an unmounted pool, or due to drop lazy homes.  None

@@ -1011,33 +1011,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         return got
 
     def _read_file_cached(self, spath: str) -> bytes | None:
-        """coherence.without_lock written out, as FileSystem._stat_cached
-        is, around the path cache's walk and a copy of the file: the live
-        word read before and after, under the thread lock.  No pin is
-        needed: the bytes are copied before the second look, and space
-        another process frees is freed after its commit moved the live
-        word (and written again only after that), so a copy it tore is
-        never returned.  None when the caches do not answer, or a commit
-        came meanwhile: the caller opens the file the usual way."""
-        if self._forks != _forks[0] or self._unmapped:
-            return None
-        lock = self._tlock
-        lock.acquire()
-        try:
-            seq = self._current_seq()
-            if seq is None:
-                return None
-            try:
-                entry = self._cached_entry(spath, True)
-            except CorruptionError:
-                return None  # (said the usual way, with the media read again)
-            if entry is None or entry[2] is None or not stat.S_ISREG(entry[2].mode):
-                return None
-            inode = entry[2]
-            data = self._read_bytes(inode, 0, None)
-            return data if self.journal.peek() == seq else None
-        finally:
-            lock.release()
+        """read_bytes from the caches (_cached_answer), or None.  No pin is
+        needed: the bytes are copied before the second look at the live
+        word, and space another process frees is freed after its commit
+        moved that word (and written again only after that), so a copy it
+        tore is never returned."""
+        return self._cached_answer(spath, True, self._whole_regular_file)
+
+    def _whole_regular_file(self, inode: Inode) -> bytes | None:
+        return self._read_bytes(inode, 0, None) if stat.S_ISREG(inode.mode) else None
 
     def write_bytes(self, path, data) -> int:
         """Make the file ``path`` hold ``data``, as pathlib's Path.write_bytes
@@ -1394,7 +1376,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
     # public API: queries
     # ======================================================================
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
-        got = self._stat_cached(path, follow_symlinks) if type(path) is str else None
+        got = (
+            self._cached_answer(path, follow_symlinks, self._stat_result)
+            if type(path) is str
+            else None
+        )
         if got is None:
             got = without_lock(self, self._stat_path, path, follow_symlinks)  # (_query,
             if got is MISSED:  # written out)
@@ -1402,12 +1388,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                     return self._stat_path(path, follow_symlinks)
         return got
 
-    def _stat_cached(self, spath: str, follow: bool) -> os.stat_result | None:
-        """coherence.without_lock written out for a path that the path cache
-        resolves to a cached inode, every stat's usual case (a microsecond
-        less); None otherwise.  Everything it reads is this mount's caches,
-        which change only under the thread lock: the live word, unmoved
-        since they were caught up, says they are the pool's last commit."""
+    def _cached_answer(self, spath: str, follow: bool, answer: Callable):
+        """``answer(inode)`` for the inode that ``spath`` names, when the path
+        cache resolves it to a cached inode and ``answer`` gives something
+        (not None): coherence.without_lock written out, as every stat and
+        read_bytes pays it (a microsecond less).  Everything it reads is
+        this mount's caches, which change only under the thread lock: the
+        live word, unmoved since they were caught up and again after the
+        answer, says they are the pool's last commit.  None otherwise:
+        the caller asks the usual way."""
         if self._forks != _forks[0] or self._unmapped:
             return None
         lock = self._tlock
@@ -1422,8 +1411,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 return None  # (said the locked way, with the media read again)
             if entry is None or entry[2] is None:
                 return None
-            got = self._stat_result(entry[2])
-            return got if self.journal.peek() == seq else None
+            got = answer(entry[2])
+            return got if got is not None and self.journal.peek() == seq else None
         finally:
             lock.release()
 
