@@ -1277,3 +1277,24 @@ def test_read_bytes_answers_from_the_caches_only_when_they_are_current(fs):
             fs.read_bytes(path)
         assert e.value.errno == err
     assert not fs._open  # nothing left pinned
+
+
+@pytest.mark.parametrize(
+    "text,kw",
+    [
+        ("plain\nlines\r\nand \r more", {}),
+        ("ünïcode ✓\n", {"encoding": "utf-8"}),
+        ("bom\n", {"encoding": "utf-16"}),
+        ("a\nb\n", {"newline": "\r\n"}),
+        ("a\nb\r\n", {"newline": ""}),
+        ("caf\udce9\n", {"encoding": "ascii", "errors": "surrogateescape"}),
+    ],
+)
+def test_read_text_and_write_text_as_pathlib(fs, tmp_path, text, kw):
+    model = tmp_path / "t"
+    assert fs.write_text("/t", text, **kw) == model.write_text(text, **kw)
+    assert fs.read_bytes("/t") == model.read_bytes()
+    rkw = {k: v for k, v in kw.items() if k != "newline"}
+    assert fs.read_text("/t", **rkw) == model.read_text(**rkw)
+    with pytest.raises(TypeError):
+        fs.write_text("/t", b"bytes")

@@ -1051,6 +1051,28 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             if data:
                 self._write_piece(txn, inode, 0, data)
 
+    def read_text(self, path, encoding: str | None = None, errors: str | None = None) -> str:
+        """The whole file decoded, as pathlib's Path.read_text (universal newlines)."""
+        with self.open(path, encoding=encoding, errors=errors) as f:
+            return f.read()
+
+    def write_text(
+        self, path, data: str, encoding: str | None = None, errors: str | None = None,
+        newline: str | None = None,
+    ) -> int:  # fmt: skip
+        """As pathlib's Path.write_text (the same encoding, errors and newline
+        rules: the io layer's), in one change (write_bytes); returns the
+        number of characters."""
+        if not isinstance(data, str):
+            raise TypeError(f"data must be str, not {type(data).__name__}")
+        encoded = io.BytesIO()
+        text = io.TextIOWrapper(encoded, io.text_encoding(encoding), errors, newline)
+        n = text.write(data)
+        text.flush()
+        text.detach()  # (the BytesIO stays open)
+        self.write_bytes(path, encoded.getbuffer())
+        return n
+
     def _open_inode(self, spath: str, kind: str) -> int:
         if kind == "r":
             ino = self._open_cached(spath)
