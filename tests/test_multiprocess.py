@@ -707,6 +707,21 @@ def test_a_large_write_copies_its_data_with_no_exclusive_lock_into_leased_chunks
     assert report.ok, report.errors
 
 
+def churn_while_the_child_reads(child, step) -> tuple[list[str], int]:
+    """Let ``child`` (waiting for "go") start, and run ``step`` until it
+    exits, at most 5,000 times; its last line ("ok ..."), split, and how
+    many steps ran."""
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    steps = 0
+    while child.poll() is None and steps < 5000:
+        step()
+        steps += 1
+    reply = child.stdout.readline().split()
+    assert reply and reply[0] == "ok", reply
+    return reply, steps
+
+
 READER = textwrap.dedent(r"""
     import sys, time
     import daxfs
@@ -750,19 +765,16 @@ def test_a_read_never_returns_bytes_of_space_freed_under_it(pool_path):
         fill_the_whole_chunks(fs)
         with script_child(READER, pool_path, str(size), "2.0") as child:
             assert child.stdout.readline().strip() == "open"
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            rewrites = 0
-            while child.poll() is None and rewrites < 5000:
+
+            def rewrite():
                 fs.truncate("/f", 0)  # its blocks freed,
                 with fs.open("/other", "wb") as g:  # taken by another file,
                     g.write(b"\xee" * size)
                 fs.unlink("/other")
                 with fs.open("/f", "ab") as f:  # and the file written again
                     f.write(pattern)
-                rewrites += 1
-            reply = child.stdout.readline().split()
-            assert reply and reply[0] == "ok", reply
+
+            reply, rewrites = churn_while_the_child_reads(child, rewrite)
             assert int(reply[1]) > 100 and rewrites > 100, (reply, rewrites)
             assert child.wait(timeout=60) == 0
 
@@ -867,17 +879,14 @@ def test_read_bytes_never_returns_bytes_of_space_freed_under_it(pool_path):
         fs.fallocate("/fill", 0, (fs.allocator.free_chunks - 6) * (2 * MiB))
         with script_child(WHOLE_FILE_READER, pool_path, str(size), "2.0") as child:
             assert child.stdout.readline().strip() == "ready"
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            rewrites = 0
-            while child.poll() is None and rewrites < 5000:
+
+            def rewrite():
                 fs.unlink("/f")
                 fs.write_bytes("/other", b"\xee" * size)
                 fs.unlink("/other")
                 fs.write_bytes("/f", pattern)
-                rewrites += 1
-            reply = child.stdout.readline().split()
-            assert reply and reply[0] == "ok", reply
+
+            reply, rewrites = churn_while_the_child_reads(child, rewrite)
             assert int(reply[2]) > 100 and rewrites > 100, (reply, rewrites)
             assert child.wait(timeout=60) == 0
 
@@ -966,14 +975,10 @@ def test_write_bytes_replaces_a_file_that_another_process_reads_whole_at_once(po
         fs.write_bytes("/f", b"a" * 5000)
         with script_child(OLD_OR_NEW_READER, pool_path, "1.5") as child:
             assert child.stdout.readline().strip() == "ready"
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            replaces = 0
-            while child.poll() is None:
-                fs.write_bytes("/f", b"b" * 70000 if replaces % 2 else b"a" * 5000)
-                replaces += 1
-            reply = child.stdout.readline().split()
-            assert reply and reply[0] == "ok", reply
+            contents = itertools.cycle([b"b" * 70000, b"a" * 5000])
+            reply, replaces = churn_while_the_child_reads(
+                child, lambda: fs.write_bytes("/f", next(contents))
+            )
             assert int(reply[1]) > 100 and reply[2] == "2" and replaces > 100, (reply, replaces)
             assert child.wait(timeout=60) == 0
 
