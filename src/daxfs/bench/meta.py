@@ -65,7 +65,7 @@ from . import (
     timed,
 )
 
-HELP = "small-file metadata ops (create/stat/read/listdir/unlink), daxfs vs kernel tmpfs"
+HELP = "small-file ops (create, stat, read, listdir, unlink; whole-file calls) vs kernel tmpfs"
 DESCRIPTION = __doc__
 # Issue 17's aims, daxfs/kernel per phase (listdir: the project's older 0.5).
 # read_bytes and write_bytes have none: they show what the whole-file calls
