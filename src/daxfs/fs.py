@@ -1031,25 +1031,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         with memoryview(data) as view:
             data = view.cast("B")
             if len(data) <= self.WRITE_PIECE:
-                optimistically(self, self._write_whole_change, to_str(path), data)
+                perms = 0o666 & ~self.umask
+                optimistically(self, self._write_whole_change, to_str(path), data, perms, False)
             else:
                 with self.open(path, "wb") as f:
                     f.write(data)
             return len(data)
-
-    def _write_whole_change(self, spath: str, data: memoryview) -> None:
-        """write_bytes's change: _open_to_write's for "w", with the data."""
-        with self._change() as txn:
-            r = self._resolve_to_create(spath, exclusive=False)
-            if r.ino is None:
-                inode = self._create(txn, r, S_IFREG | (0o666 & ~self.umask), spath)
-            else:
-                self._check_openable(r, spath)
-                self._need_exclusive()  # frees blocks another process may map
-                inode = self._inode(r.ino)
-                self._truncate_inode(txn, inode, 0)
-            if data:
-                self._write_piece(txn, inode, 0, data)
 
     def read_text(self, path, encoding: str | None = None, errors: str | None = None) -> str:
         """The whole file decoded, as pathlib's Path.read_text (universal newlines)."""
@@ -1181,14 +1168,24 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             data = view.cast("B")
             if len(data) > self.WRITE_PIECE:
                 raise ValueError(f"{len(data)} bytes: more than one change holds")
-            return optimistically(self, self._create_with_change, spath, data, perms)
+            return optimistically(self, self._write_whole_change, spath, data, perms, True)
 
-    def _create_with_change(self, spath: str, data: memoryview, perms: int) -> int:
+    def _write_whole_change(self, spath: str, data: memoryview, perms: int, exclusive: bool) -> int:
+        """The change of _create_with (``exclusive``: EEXIST if the name
+        is there) and of write_bytes (else: _open_to_write's for "w", an
+        existing file emptied), with the data in it.  Returns the inode
+        number."""
         with self._change() as txn:
-            r = self._resolve_to_create(spath, exclusive=True)
-            if r.ino is not None:
+            r = self._resolve_to_create(spath, exclusive=exclusive)
+            if r.ino is None:
+                inode = self._create(txn, r, S_IFREG | perms, spath)
+            elif exclusive:
                 raise oserror(errno.EEXIST, spath)
-            inode = self._create(txn, r, S_IFREG | perms, spath)
+            else:
+                self._check_openable(r, spath)
+                self._need_exclusive()  # frees blocks another process may map
+                inode = self._inode(r.ino)
+                self._truncate_inode(txn, inode, 0)
             if data:
                 self._write_piece(txn, inode, 0, data)
         return inode.ino
