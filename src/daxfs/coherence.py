@@ -33,7 +33,7 @@ import time
 from .dir import path_drops
 from .inode import NotCached
 from .journal import RangeSet, Transaction
-from .layout import BLOCK, INODE_SIZE, CorruptionError, unpack_inode
+from .layout import BLOCK, INODE_SIZE, CorruptionError, TxnRecord, unpack_inode
 from .path import oserror
 
 # Forks seen by this process: bumped in every child, so a FileSystem can tell
@@ -617,7 +617,8 @@ class Change:
         self.lock = Locked(fs, exclusive=not self.optimistic, unlocked=self.optimistic)
         self.lock.__enter__()  # (caught up with every commit)
         self.txn = Transaction()
-        self.late = None  # others' records checked under the lock, applied after it
+        # Others' records checked under the lock, applied after it.
+        self.late: list[TxnRecord] | None = None
         self.late_refreshed: frozenset[int] = frozenset()  # directories of ``late`` taken in
         self.rebase_in: frozenset[int] = frozenset()  # see _overlaps
         self.conflict_on: frozenset[int] = frozenset()  # see _overlaps

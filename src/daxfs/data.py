@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import operator
 import stat
 import time
@@ -356,42 +357,58 @@ class DataPath:
             pieces, fresh = self._map_holes(txn, inode, before, off, end)
         else:
             fresh = self._allocate(txn, inode, off, len(data), new_size, writes=True)
-        written = [(off, end)] if data else []
         # New extents (fresh space or a migrated window) make this no plain
         # overwrite: what was stored there is persisted before the commit.
         grows = new_size != old_size or inode.generation != generation
-
-        def store() -> None:
-            if pieces is None:
-                # An empty write, or a large file's: its map asked again,
-                # for what must read as zero (a window completed in place
-                # may have holes below the write) and for the copy.
-                touched = self._zero_unwritten(inode, fresh, old_size, new_size, written)
-                if data:
-                    touched += self._copy_in(inode, off, data)
-            else:
-                zero = _unwritten(fresh, old_size, new_size, written)  # (inside [lo, hi))
-                touched = self._zero_pieces(pieces, zero) if zero else []
-                touched += self._copy_pieces(pieces, off, data)
-            if self._batching or grows or self.region.durability.name != "msync":
-                self._order_data(touched)  # ordered: data before metadata
-            else:
-                self._dirty_data.extend(touched)  # page cache: durable at fsync/close
-
+        stores = (inode, off, data, pieces, fresh, (old_size, new_size), grows)
         if optimistic:
             # An optimistic change stores nothing before its check: the space
             # it took may be another process's by then (coherence.Change).
             # (Nothing else in the change remaps this range meanwhile.)
-            self._txn_deferred.append(store)
+            self._txn_deferred.append(functools.partial(self._store_written, *stores))
             self._txn_over_existing |= over_existing
         else:
-            store()
+            self._store_written(*stores)
         inode.size = new_size
         inode.mtime = inode.atime = inode.ctime = _now()
         if grows:
             self._txn_dirty.add(inode.ino)
         else:
             self._dirty_times.add(inode.ino)
+
+    def _store_written(
+        self,
+        inode: Inode,
+        off: int,
+        data: memoryview,
+        pieces: list[tuple[int, int, int]] | None,
+        fresh: list[tuple[int, int]],
+        sizes: tuple[int, int],
+        grows: bool,
+    ) -> None:
+        """_write_piece's stores (its actor): zero what must read as zero in
+        the space it mapped, copy ``data`` in at ``off``, and order or note
+        the data written.  ``pieces``: the mapped pieces of a small file's
+        write (None: ask the map again); ``sizes``: the file's size before
+        and after.  A method with its arguments bound, not a closure: mypyc
+        compiles no closure in a method of a trait (compiled_trial.py)."""
+        old_size, new_size = sizes
+        written = [(off, off + len(data))] if data else []
+        if pieces is None:
+            # An empty write, or a large file's: its map asked again,
+            # for what must read as zero (a window completed in place
+            # may have holes below the write) and for the copy.
+            touched = self._zero_unwritten(inode, fresh, old_size, new_size, written)
+            if data:
+                touched += self._copy_in(inode, off, data)
+        else:
+            zero = _unwritten(fresh, old_size, new_size, written)  # (inside the blocks written)
+            touched = self._zero_pieces(pieces, zero) if zero else []
+            touched += self._copy_pieces(pieces, off, data)
+        if self._batching or grows or self.region.durability.name != "msync":
+            self._order_data(touched)  # ordered: data before metadata
+        else:
+            self._dirty_data.extend(touched)  # page cache: durable at fsync/close
 
     def _map_holes(
         self, txn: Transaction, inode: Inode, extents, off: int, end: int

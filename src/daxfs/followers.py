@@ -79,7 +79,7 @@ MAX_LEASE_MS = 3_600_000
 class FollowerTable:
     """The table as a writer reads it, with its memory of heartbeats."""
 
-    def __init__(self, buf, store):
+    def __init__(self, buf, store) -> None:
         self.buf, self._store = buf, store
         # The slots' magics as native u32s, one per slot: asked on every
         # unlink and every commit that frees, so read with no copy.
@@ -191,8 +191,8 @@ class Lease:
         self._count = 0  # entries held
         self._closing = self.closed = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beating, name="daxfs-lease", daemon=True)
-        self._thread.start()
+        self._beat_thread = threading.Thread(target=self._beating, name="daxfs-lease", daemon=True)
+        self._beat_thread.start()
 
     def _claim(self) -> int:
         """Take a free slot: write ours, wait, and check nobody wrote over it
@@ -280,8 +280,8 @@ class Lease:
 
     def _end(self) -> None:
         self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if threading.current_thread() is not self._beat_thread:
+            self._beat_thread.join()
         with self._lock:
             self.closed = True
             if self._mine():

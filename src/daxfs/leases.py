@@ -101,7 +101,7 @@ class Leases:
 
     # -- the table ---------------------------------------------------------
     @property
-    def _buf(self):
+    def _buf(self) -> memoryview:
         return self.fs.region.buf
 
     def _bump(self) -> None:
