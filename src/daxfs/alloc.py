@@ -301,10 +301,10 @@ class _Base:
             rows = np.minimum(np.searchsorted(batch, chunk[a:b]), len(batch) - 1)
             # (Pieces of a chunk that several runs fill wholly are not its.)
             mine = batch[rows] == chunk[a:b]
-            rows, lo, hi = rows[mine], first[a:b][mine], end[a:b][mine]
+            rows, piece_lo, piece_hi = rows[mine], first[a:b][mine], end[a:b][mine]
             marks = np.zeros((len(batch), per + 1), dtype=np.int8)
-            np.add.at(marks, (rows, lo), 1)
-            np.add.at(marks, (rows, hi), -1)
+            np.add.at(marks, (rows, piece_lo), 1)
+            np.add.at(marks, (rows, piece_hi), -1)
             used = np.cumsum(marks, axis=1, dtype=np.int8)[:, :per] > 0
             for i, c in enumerate(batch.tolist()):
                 self.maps[c] = used[i].copy()

@@ -23,6 +23,7 @@ import errno
 import os
 import stat
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import crc32c as _crc32c
@@ -377,7 +378,7 @@ def pad8(n: int) -> int:
 
 def pack_txn(
     seq: int,
-    writes: list[tuple[int, bytes]],
+    writes: Sequence[tuple[int, bytes | bytearray]],
     revokes: list[tuple[int, int]] = (),  # type: ignore[assignment]
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
@@ -388,7 +389,7 @@ def pack_txn(
 
 
 def pack_txn_body(
-    writes: list[tuple[int, bytes]],
+    writes: Sequence[tuple[int, bytes | bytearray]],
     revokes: list[tuple[int, int]] = (),  # type: ignore[assignment]
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
@@ -398,7 +399,7 @@ def pack_txn_body(
     number, so that a committer can build it before taking the pool lock
     (seal_txn, under it, is a header and a crc).  ``checks``: (offset,
     length, crc32c) of data the record makes visible (REC_CHECK)."""
-    parts = []
+    parts: list[bytes | bytearray] = []
     for dst, data in writes:
         n = len(data)
         parts.append(TXN_REC.pack(dst, n, 0))
