@@ -151,11 +151,15 @@ def test_pipe_file_makes_a_new_file_in_one_change_and_replaces_an_old_one(dfs):
     dfs.pipe_file("/d/new", b"n" * 5000)
     assert journal.next_seq == seq + 1  # name, bytes and size in one record
     assert dfs.cat_file("/d/new") == b"n" * 5000
+    seq = journal.next_seq
     dfs.pipe_file("/d/new", b"replaced")
+    assert journal.next_seq == seq + 1  # emptied and filled at once: never seen empty
     assert dfs.cat_file("/d/new") == b"replaced"
     with pytest.raises(FileExistsError):
         dfs.pipe_file("/d/new", b"x", mode="create")
     assert dfs.cat_file("/d/new") == b"replaced"
+    dfs.pipe_file("/d/new", memoryview(b"wide" * 4).cast("I"))  # any buffer, as bytes
+    assert dfs.cat_file("/d/new") == b"wide" * 4
     assert dfs.dax.stat("/d/new").st_mode & 0o777 == 0o666 & ~dfs.dax.umask
 
 

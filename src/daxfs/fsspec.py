@@ -580,15 +580,16 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         open_mode = _write_mode(mode)
         dax = self.dax
         self._ensure_parent(dax, path)
-        if len(value) <= dax.WRITE_PIECE:
-            # A new file: name, bytes and mode in one change (FileSystem._create_with),
-            # so a crash or another process sees all of it or no file.
-            try:
+        if memoryview(value).nbytes <= dax.WRITE_PIECE:
+            # One change, so that a crash or another process sees the file
+            # as it was or all of ``value``: a new file's name, bytes and
+            # mode (_create_with, EEXIST for "create"), or an old file
+            # emptied and filled (write_bytes), never empty in between.
+            if mode == "create":
                 dax._create_with(path, value)
-                return
-            except FileExistsError:
-                if mode == "create":
-                    raise
+            else:
+                dax.write_bytes(path, value)
+            return
         with dax.open(path, open_mode, buffering=0) as f:
             f.write(value)
 
