@@ -213,6 +213,11 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     w["write_bytes /D/hard 1M (replaced)"] = lambda fs: fs.write_bytes(
         "/D/hard", b"\x78" * (1 << 20)
     )
+    # A new file put in place of a name, as a rename over it (DaxStore's
+    # replace of a zarr key): the old file loses the name; a hard link keeps it.
+    w["replace with bytes /A/rw (new)"] = lambda fs: fs._replace_with("/A/rw", b"\x7a" * 9000)
+    w["replace with bytes /D/hard 1M"] = lambda fs: fs._replace_with("/D/hard", b"\x7b" * (1 << 20))
+    w["replace with bytes /A (EISDIR)"] = lambda fs: fs._replace_with("/A", b"x")
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
     w["write /B/foo /B/foo through two fds"] = _write_two_fds("/B/foo", "/B/foo")
     core += ["creat /A/new", "mkdir /B/new", "symlink /C/sym", "rmdir /E",
@@ -237,6 +242,7 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
             w[f"truncate {p} {length}"] = lambda fs, p=p, n=length: fs.truncate(p, n)
         w[f"unlink {p}"] = lambda fs, p=p: fs.unlink(p)
         w[f"write_bytes {p} 9000 (replaced)"] = lambda fs, p=p: fs.write_bytes(p, b"\x79" * 9000)
+        w[f"replace with bytes {p} 9000"] = lambda fs, p=p: fs._replace_with(p, b"\x7c" * 9000)
         w[f"link {p} -> /E/l"] = lambda fs, p=p: fs.link(p, "/E/l")
         w[f"link {p} -> {d}/l"] = lambda fs, p=p, d=d: fs.link(p, f"{d}/l")
         w[f"rename {p} -> /E/r"] = lambda fs, p=p: fs.rename(p, "/E/r")
@@ -694,6 +700,7 @@ HELD_CASES = {
         "creat /A/new",
     ),
     "truncate /C/foo 100 (EBUSY), unlink /B/foo": ("truncate /C/foo 100", "unlink /B/foo"),
+    "replace with bytes /B/foo 9000": ("replace with bytes /B/foo 9000",),
 }
 
 

@@ -1265,6 +1265,41 @@ def test_write_bytes_makes_or_replaces_a_file_in_one_commit(fs):
         fs.write_bytes("/s", "text")  # as pathlib: bytes only
 
 
+def test_replace_with_puts_a_new_file_in_place_as_a_rename_would(fs):
+    """_replace_with (DaxStore's replace of a key): one commit; the name
+    then holds a new inode; the old file loses only that name, and its
+    readers, a mapping included, keep its bytes (no EBUSY, unlike
+    write_bytes); it is freed with its last user."""
+    fs.mkdir("/d")
+    free = fs.statvfs().f_bfree  # (the root directory has its block now)
+    seq = fs.journal.peek()
+    fs._replace_with("/k", b"one" * 2000)  # a new name
+    assert fs.journal.peek() == seq + 1 and fs.read_bytes("/k") == b"one" * 2000
+    old_ino = fs.stat("/k").st_ino
+    fs.link("/k", "/other")
+    with fs.open("/k", "rb") as reader, fs.map("/k") as mapping:
+        seq = fs.journal.peek()
+        fs._replace_with("/k", b"two")
+        assert fs.journal.peek() == seq + 1  # the inode, its bytes and the name at once
+        assert reader.read() == b"one" * 2000 and bytes(mapping.buffer[:3]) == b"one"
+    assert fs.read_bytes("/k") == b"two" and fs.stat("/k").st_ino != old_ino
+    assert fs.read_bytes("/other") == b"one" * 2000 and fs.stat("/other").st_nlink == 1
+    fs.symlink("k", "/sym")
+    fs._replace_with("/sym", b"three")  # the link is replaced, not followed
+    assert fs.read_bytes("/k") == b"two" and not fs.islink("/sym")
+    assert fs.read_bytes("/sym") == b"three"
+    for path, code in [("/d", errno.EISDIR), ("/k/", errno.ENOTDIR), ("/none/x", errno.ENOENT),
+                       ("/k/x", errno.ENOTDIR), ("/", errno.EISDIR)]:  # fmt: skip
+        with pytest.raises(OSError) as e:
+            fs._replace_with(path, b"x")
+        assert e.value.errno == code, path
+    with pytest.raises(ValueError):
+        fs._replace_with("/big", memoryview(bytearray(fs.WRITE_PIECE + 1)))
+    for name in ("/k", "/other", "/sym"):
+        fs.unlink(name)
+    assert fs.statvfs().f_bfree == free  # nothing kept past its users
+
+
 def test_read_bytes_answers_from_the_caches_only_when_they_are_current(fs):
     fs.write_bytes("/f", b"one")
     assert fs.read_bytes("/f") == b"one"

@@ -21,6 +21,7 @@ import pytest
 
 import daxfs
 from conftest import script_child
+from daxfs import FileSystem
 from daxfs.layout import BLOCK
 
 MiB = 1 << 20
@@ -981,6 +982,41 @@ def test_write_bytes_replaces_a_file_that_another_process_reads_whole_at_once(po
             )
             assert int(reply[1]) > 100 and reply[2] == "2" and replaces > 100, (reply, replaces)
             assert child.wait(timeout=60) == 0
+
+
+def _rename_over(fs, path: str, data: bytes) -> None:
+    fs.write_bytes("/tmp", data)
+    fs.rename("/tmp", path)
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [FileSystem._replace_with, _rename_over],
+    ids=["replace_with", "write and rename over"],
+)
+def test_a_file_replaced_while_another_process_reads_it_is_freed_after(pool_path, replace):
+    """A new file put in place of one another process reads whole, in one
+    change (_replace_with, DaxStore's replace of a key) or by a rename over
+    it: the reader gets the old bytes or the new, never a missing name, an
+    empty file or a mix.  Each old file it had open is kept for it and
+    freed after it, while both run: its close may come between our look at
+    its pin and our commit (and then leave it to us), which left hundreds
+    of orphans until the next mount."""
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/f", b"a" * 5000)
+        free = fs.statvfs().f_bfree
+        with script_child(OLD_OR_NEW_READER, pool_path, "1.5") as child:
+            assert child.stdout.readline().strip() == "ready"
+            contents = itertools.cycle([b"b" * 70000, b"a" * 5000])
+            reply, replaces = churn_while_the_child_reads(
+                child, lambda: replace(fs, "/f", next(contents))
+            )
+            assert int(reply[1]) > 100 and reply[2] == "2" and replaces > 100, (reply, replaces)
+            assert child.wait(timeout=60) == 0
+        fs._replace_with("/f", b"a" * 5000)  # (a call after the last commit's)
+        assert fs.statvfs().f_bfree == free
+    report = daxfs.check(pool_path)
+    assert report.ok and not [n for n in report.notes if "orphan" in n], report.notes
 
 
 PAUSED_BEFORE_PUBLISH = textwrap.dedent(r"""

@@ -328,6 +328,27 @@ class DaxVsOs(RuleBasedStateMachine):
             f"write_bytes({path!r}, len={len(chunk)})",
         )
 
+    @rule(path=paths, data=payloads())
+    def replace_with(self, path, data):
+        """A new file put in place of ``path`` in one change (DaxStore's
+        replace of a zarr key), as a temporary file renamed over it."""
+        chunk = payload_bytes(data)
+
+        def model():
+            tmp = pathlib.Path(self.m(path)).with_name(".replacing")
+            tmp.write_bytes(chunk)
+            try:
+                os.rename(tmp, self.m(path))
+            except OSError:
+                tmp.unlink()
+                raise
+
+        self.same(
+            lambda: self.fs._replace_with(path, chunk),
+            model,
+            f"replace_with({path!r}, len={len(chunk)})",
+        )
+
     @rule(path=any_paths)
     def read_bytes(self, path):
         """pathlib's read_bytes: from the caches, with no lock or pin, when they know."""

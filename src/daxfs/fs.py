@@ -785,8 +785,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         A removed directory loses both its name and its "." at once."""
         inode.nlink = 0 if inode.is_dir else inode.nlink - 1
         self._touch(inode, data=False)
-        if inode.nlink == 0 and not self._is_open(inode.ino):
-            self._free_inode(txn, inode)
+        if inode.nlink == 0:
+            if not self._is_open(inode.ino):
+                self._free_inode(txn, inode)
+            elif not self._open.get(inode.ino):
+                # Kept for another process.  Its last close may fall between
+                # our look at its pin and our commit, and then see the file
+                # still named and leave it: look again at our next call,
+                # after the commit (_free_unmapped_orphans).
+                self._unmapped.append(inode.ino)
 
     def _is_open(self, ino: int) -> bool:
         return bool(self._open.get(ino)) or self._open_elsewhere(ino)
@@ -924,8 +931,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def _surely_linked(self, ino: int) -> bool:
         """True when our cache, still current (no commit by anyone since), says
-        the inode has a name.  A commit racing with this check can leave an
-        orphan behind; the next mount reclaims it."""
+        the inode has a name.  A commit that takes the name meanwhile saw our
+        pin and kept the inode: its process looks again after that commit
+        (_drop_link), and frees it if we let go in between."""
         inode = self.inodes.cache.get(ino)
         return inode is not None and inode.nlink > 0 and self.journal.peek() == self._seen_seq
 
@@ -1191,6 +1199,45 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 self._write_piece(txn, inode, 0, data)
         return inode.ino
 
+    def _replace_with(self, spath: str, data, perms: int | None = None) -> int:
+        """Make ``spath`` name a new file holding ``data`` (a buffer of at
+        most WRITE_PIECE bytes) in one change, as writing a temporary file
+        and renaming it over ``spath`` would, in one commit instead of
+        three (DaxStore replaces a zarr chunk so).  As rename: a symlink
+        in the last name is replaced, not followed; the old file loses
+        this name and is freed, or kept while open or mapped anywhere
+        (its readers keep its bytes, where write_bytes would empty it
+        under them, or fail with EBUSY while it is mapped); its other
+        names keep it.  Another process, or the pool after a crash, sees
+        the old file or all of the new one.  Returns the new inode number."""
+        perms = 0o666 & ~self.umask if perms is None else perms & 0o7777
+        with memoryview(data) as view:
+            data = view.cast("B")
+            if len(data) > self.WRITE_PIECE:
+                raise ValueError(f"{len(data)} bytes: more than one change holds")
+            return optimistically(self, self._replace_whole_change, spath, data, perms)
+
+    def _replace_whole_change(self, spath: str, data: memoryview, perms: int) -> int:
+        """_replace_with's change: a new inode with ``data``, under the name
+        (retargeted, as _rename does over an existing file), or a new name."""
+        with self._change() as txn:
+            r = self._entry(spath)
+            if r.ino is not None and r.ftype == DIR_T:
+                raise oserror(errno.EISDIR, spath)
+            if r.trailing_slash:  # (as a rename of a file to "name/")
+                raise oserror(errno.ENOTDIR, spath)
+            if r.ino is None:
+                inode = self._create(txn, r, S_IFREG | perms, spath)
+            else:
+                parent = self._parent_inode(r.parent)
+                inode = self._new_inode(txn, parent, S_IFREG | perms, spath)
+                self._edit_dir(r.parent).retarget(r.name, inode.ino, REG_T, txn)
+                self._touch_dir(parent)
+                self._drop_link(txn, self._inode(r.ino))
+            if data:
+                self._write_piece(txn, inode, 0, data)
+        return inode.ino
+
     def _resolve_to_create(self, spath: str, exclusive: bool) -> Resolved:
         """Resolve for open(O_CREAT), in Linux's order: the directories on
         the way, then a trailing slash (EISDIR: open cannot make a
@@ -1228,6 +1275,17 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         parent = self._parent_inode(r.parent)
         if parent.nlink == 0:
             raise oserror(errno.ENOENT, spath)  # creating in a removed directory
+        inode = self._new_inode(txn, parent, mode, spath)
+        adder = self._dir_block_adder(parent)
+        self._edit_dir(r.parent).add(r.name, inode.ino, ftype_of(mode), txn, adder)
+        self._touch_dir(parent)
+        if stat.S_ISDIR(mode) and type(spath) is str:
+            self._keep_made_head(spath, inode.ino, r.links)
+        return inode
+
+    def _new_inode(self, txn: Transaction, parent: Inode, mode: int, spath: str) -> Inode:
+        """A new inode in directory ``parent``, owned as Linux's
+        inode_init_owner would, with no name yet (the caller gives it one)."""
         if not self.inodes.nfree:
             self._grow_inode_table(txn, spath)
         ino = self.leases.take_ino()
@@ -1247,17 +1305,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             mtime=now,
             ctime=now,
             btime=now,
-            parent=r.parent,
+            parent=parent.ino,
             uid=uid,
             gid=gid,
         )
         self.inodes.cache[ino] = inode
-        adder = self._dir_block_adder(parent)
-        self._edit_dir(r.parent).add(r.name, ino, ftype_of(mode), txn, adder)
-        self._touch_dir(parent)
         self._txn_dirty.add(ino)
-        if stat.S_ISDIR(mode) and type(spath) is str:
-            self._keep_made_head(spath, ino, r.links)
         return inode
 
     def _keep_made_head(self, spath: str, ino: int, links: int) -> None:

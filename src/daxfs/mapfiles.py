@@ -182,7 +182,8 @@ class MapPath:
 
     def _free_unmapped_orphans(self) -> None:
         """Free the orphans whose last user was a mapping dropped without
-        close().  Runs at the start of an outermost call and at unmount; a
+        close(), and look again at those our changes kept for another
+        process (_drop_link).  Runs at the start of an outermost call and at unmount; a
         failure is reported, never raised into the unrelated call that happens
         to run this (the next mount or check(repair=True) reclaims the orphan)."""
         inos = []

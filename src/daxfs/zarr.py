@@ -391,7 +391,7 @@ class DaxStore(Store):
         if path == self.root:
             raise ValueError("the empty key names the store's root directory, not a value")
         data = value.as_buffer_like()
-        if self._create_whole(fs, path, data, exclusive):
+        if self._write_whole(fs, path, data, exclusive):
             return
         tmp = self._write_temp(fs, path, data)
         if exclusive:
@@ -406,29 +406,31 @@ class DaxStore(Store):
             _unlink_quietly(fs, tmp)
             raise
 
-    def _create_whole(self, fs: FileSystem, path: str, data, exclusive: bool) -> bool:
-        """A value for a new key is written in one change, name and bytes
-        together (readers see no key or all of it); False when the key
-        exists (the caller replaces it through a temporary name) or the
-        value is too big for one change.  FileExistsError if ``exclusive``
-        and the key exists."""
+    def _write_whole(self, fs: FileSystem, path: str, data, exclusive: bool) -> bool:
+        """A value of at most one change's size is written in one, so that
+        readers see no key, or the old value, or all of the new one: a new
+        key's name and bytes together (_create_with), or a new file put in
+        place of an old key's, as a rename over it would (_replace_with: a
+        reader holding the old value, a view of its mapping, keeps it).
+        False when the value is too big for one change (the caller writes
+        a temporary file and renames it).  FileExistsError if
+        ``exclusive`` and the key exists."""
         if memoryview(data).nbytes > fs.WRITE_PIECE:
             return False
+        put = fs._create_with if exclusive else fs._replace_with
         known = _known_dirs_of(fs)
         parent = path.rpartition("/")[0] or "/"
         try:
             if parent not in known:
                 _make_parent(fs, parent)
             try:
-                fs._create_with(path, data)
+                put(path, data)
             except FileNotFoundError:  # the directory is gone since
                 _make_parent(fs, parent)
-                fs._create_with(path, data)
-        except FileExistsError:
+                put(path, data)
+        except FileExistsError:  # (exclusive: the key is there, so its directory is)
             _remember(known, parent)
-            if exclusive:
-                raise
-            return False
+            raise
         _remember(known, parent)
         return True
 
