@@ -1285,7 +1285,7 @@ def test_replace_with_puts_a_new_file_in_place_as_a_rename_would(fs):
     assert fs.read_bytes("/k") == b"two" and fs.stat("/k").st_ino != old_ino
     assert fs.read_bytes("/other") == b"one" * 2000 and fs.stat("/other").st_nlink == 1
     fs.symlink("k", "/sym")
-    fs._replace_with("/sym", b"three")  # the link is replaced, not followed
+    fs._replace_with(pathlib.PurePosixPath("/sym"), b"three")  # replaced, not followed
     assert fs.read_bytes("/k") == b"two" and not fs.islink("/sym")
     assert fs.read_bytes("/sym") == b"three"
     for path, code in [("/d", errno.EISDIR), ("/k/", errno.ENOTDIR), ("/none/x", errno.ENOENT),

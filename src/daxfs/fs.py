@@ -1199,10 +1199,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 self._write_piece(txn, inode, 0, data)
         return inode.ino
 
-    def _replace_with(self, spath: str, data, perms: int | None = None) -> int:
-        """Make ``spath`` name a new file holding ``data`` (a buffer of at
+    def _replace_with(self, path, data, perms: int | None = None) -> int:
+        """Make ``path`` name a new file holding ``data`` (a buffer of at
         most WRITE_PIECE bytes) in one change, as writing a temporary file
-        and renaming it over ``spath`` would, in one commit instead of
+        and renaming it over ``path`` would, in one commit instead of
         three (DaxStore replaces a zarr chunk so).  As rename: a symlink
         in the last name is replaced, not followed; the old file loses
         this name and is freed, or kept while open or mapped anywhere
@@ -1215,7 +1215,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             data = view.cast("B")
             if len(data) > self.WRITE_PIECE:
                 raise ValueError(f"{len(data)} bytes: more than one change holds")
-            return optimistically(self, self._replace_whole_change, spath, data, perms)
+            return optimistically(self, self._replace_whole_change, to_str(path), data, perms)
 
     def _replace_whole_change(self, spath: str, data: memoryview, perms: int) -> int:
         """_replace_with's change: a new inode with ``data``, under the name
