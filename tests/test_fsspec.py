@@ -477,6 +477,30 @@ def test_get_and_put_large_files(dfs, tmp_path):
     assert (tmp_path / "empty-back").read_bytes() == b""
 
 
+def test_put_file_of_at_most_one_piece_is_one_change(dfs, tmp_path):
+    """A local file of up to blocksize bytes comes in as one change (as
+    pipe_file's bytes), new or over an old file, which is never seen empty;
+    a bigger one is written piece by piece; progress reaches the size."""
+    journal = dfs.dax.journal
+    dfs.makedirs("/up", exist_ok=True)
+    for size in (0, 5000, dfs.blocksize):
+        local = tmp_path / f"f{size}"
+        local.write_bytes(os.urandom(size))
+        for _ in range(2):  # a new file, then over it
+            seq, progress = journal.next_seq, fsspec.callbacks.Callback()
+            dfs.put_file(str(local), "/up/f", callback=progress)
+            assert journal.next_seq == seq + 1, size
+            assert dfs.cat_file("/up/f") == local.read_bytes()
+            assert (progress.size, progress.value) == (size, size)
+    with pytest.raises(FileExistsError):
+        dfs.put_file(str(local), "/up/f", mode="create")
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(dfs.blocksize + 1))
+    progress = fsspec.callbacks.Callback()
+    dfs.put_file(str(big), "/up/big", callback=progress)
+    assert dfs.cat_file("/up/big") == big.read_bytes() and progress.value == dfs.blocksize + 1
+
+
 def test_get_file_into_a_file_object_reports_progress(dfs, tmp_path):
     blob = os.urandom(2 * dfs.blocksize + 10)
     dfs.pipe_file("/b", blob)

@@ -548,16 +548,31 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
             super().put_file(lpath, rpath, callback=callback, mode=mode, **kwargs)
             return
         self._ensure_parent(dax, rpath)
-        with open(lpath, "rb") as src, dax.open(rpath, _write_mode(mode), buffering=0) as out:
+        with open(lpath, "rb") as src:
             size = os.fstat(src.fileno()).st_size
             callback.set_size(size)
-            if not size:
-                return  # mmap refuses empty files
-            with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as local:
-                with memoryview(local) as view:
-                    for start in range(0, size, self.blocksize):
-                        with view[start : start + self.blocksize] as piece:
-                            callback.relative_update(out.write(piece))
+            if size <= self.blocksize:
+                # Read, not mapped: a view of an mmap that an error's frames
+                # still hold would keep the mmap from closing (BufferError).
+                callback.relative_update(self._put_whole(rpath, src.read(), mode))
+                return
+            with dax.open(rpath, _write_mode(mode), buffering=0) as out:
+                with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as local:
+                    with memoryview(local) as view:
+                        for start in range(0, size, self.blocksize):
+                            with view[start : start + self.blocksize] as piece:
+                                callback.relative_update(out.write(piece))
+
+    def _put_whole(self, path: str, data, mode: str) -> int:
+        """A file of at most one write piece, written in one change, so that a
+        crash or another process sees the file as it was or all of ``data``:
+        a new file's name, bytes and mode (_create_with, FileExistsError for
+        "create"), or an old file emptied and filled (write_bytes), never
+        empty in between.  Returns the bytes written."""
+        if mode == "create":
+            self.dax._create_with(path, data)
+            return memoryview(data).nbytes
+        return self.dax.write_bytes(path, data)
 
     # -- whole-file and ranged reads and writes --------------------------------
     def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
@@ -581,14 +596,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         dax = self.dax
         self._ensure_parent(dax, path)
         if memoryview(value).nbytes <= dax.WRITE_PIECE:
-            # One change, so that a crash or another process sees the file
-            # as it was or all of ``value``: a new file's name, bytes and
-            # mode (_create_with, EEXIST for "create"), or an old file
-            # emptied and filled (write_bytes), never empty in between.
-            if mode == "create":
-                dax._create_with(path, value)
-            else:
-                dax.write_bytes(path, value)
+            self._put_whole(path, value, mode)
             return
         with dax.open(path, open_mode, buffering=0) as f:
             f.write(value)
