@@ -551,7 +551,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         with open(lpath, "rb") as src:
             size = os.fstat(src.fileno()).st_size
             callback.set_size(size)
-            if size <= self.blocksize:
+            if size <= min(self.blocksize, dax.WRITE_PIECE):
                 # Read, not mapped: a view of an mmap that an error's frames
                 # still hold would keep the mmap from closing (BufferError).
                 callback.relative_update(self._put_whole(rpath, src.read(), mode))

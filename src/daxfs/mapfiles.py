@@ -183,20 +183,28 @@ class MapPath:
     def _free_unmapped_orphans(self) -> None:
         """Free the orphans whose last user was a mapping dropped without
         close(), and look again at those our changes kept for another
-        process (_drop_link).  Runs at the start of an outermost call and at unmount; a
-        failure is reported, never raised into the unrelated call that happens
-        to run this (the next mount or check(repair=True) reclaims the orphan)."""
+        process (_drop_link).  Runs at the start of an outermost call and
+        at unmount; a failure is reported, never raised into the unrelated
+        call that happens to run this (the next mount or
+        check(repair=True) reclaims the orphan)."""
         inos = []
         while self._unmapped:
             try:
                 inos.append(self._unmapped.popleft())
             except IndexError:  # another thread took the last one
                 break
-        for ino in dict.fromkeys(inos):  # in order, each once
-            try:
-                self._free_if_orphan(ino)
-            except Exception as e:
-                _report_unfreed_orphan(self, ino, e)
+        # Each look is a change of its own, made the old way even when the
+        # call that runs it is optimistic: nobody is there to run it again
+        # on a Conflict.
+        optimistic, self._optimistic = self._optimistic, False
+        try:
+            for ino in dict.fromkeys(inos):  # in order, each once
+                try:
+                    self._free_if_orphan(ino)
+                except Exception as e:
+                    _report_unfreed_orphan(self, ino, e)
+        finally:
+            self._optimistic = optimistic
 
 
 def _report_unfreed_orphan(fs, ino: int, error: Exception) -> None:
