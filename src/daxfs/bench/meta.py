@@ -124,8 +124,8 @@ def _create(s: Side, payload: bytes) -> int:
     return len(s.paths)
 
 
-def _stat(s: Side, payload: bytes) -> int:
-    op = s.stat
+def _each_path(s: Side, op: Callable) -> int:
+    """``op(path)`` for every path: the stat, read_bytes and unlink phases."""
     for p in s.paths:
         op(p)
     return len(s.paths)
@@ -136,13 +136,6 @@ def _read(s: Side, payload: bytes) -> int:
     for p in s.paths:
         with op(p, "rb") as f:
             f.read(n)
-    return len(s.paths)
-
-
-def _read_bytes(s: Side, payload: bytes) -> int:
-    op = s.read_bytes
-    for p in s.paths:
-        op(p)
     return len(s.paths)
 
 
@@ -166,10 +159,7 @@ def _kernel_write_bytes(path: str, data: bytes) -> int:
 
 
 def _unlink(s: Side, payload: bytes) -> int:
-    op = s.unlink
-    for p in s.paths:
-        op(p)
-    return len(s.paths)
+    return _each_path(s, s.unlink)
 
 
 def _floor(s: Side, payload: bytes) -> int:
@@ -197,11 +187,11 @@ def run_round(
 
     run("create", lambda: _create(s, payload))
     _check(len(s.listdir(s.dir)) == len(s.paths), s, "create: wrong entry count")
-    run("stat", lambda: _stat(s, payload))
+    run("stat", lambda: _each_path(s, s.stat))
     run("read", lambda: _read(s, payload))
     with s.open(s.paths[-1], "rb") as f:
         _check(f.read() == payload, s, "read back wrong bytes")
-    run("read_bytes", lambda: _read_bytes(s, payload))
+    run("read_bytes", lambda: _each_path(s, s.read_bytes))
     _check(s.read_bytes(s.paths[0]) == payload, s, "read_bytes: wrong bytes")
     out["listdir"] = profilers["listdir"].runcall(listdir) if profilers is not None else listdir()
     run("unlink", lambda: _unlink(s, payload))
