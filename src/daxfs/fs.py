@@ -1172,12 +1172,19 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         with its permission bits ``perms``: 0o666 less the umask if None).
         FileExistsError if the name exists, as open(path, "xb").  Returns
         the new file's inode number."""
+        return self._whole_file(self._write_whole_change, spath, data, perms, True)
+
+    def _whole_file(self, change: Callable[..., int], spath: str, data, perms, *more) -> int:
+        """Run ``change(spath, data, perms, *more)`` as _create_with and
+        _replace_with do: ``data`` as bytes, at most WRITE_PIECE of them
+        (ValueError past it: one change holds them all), ``perms`` 0o666
+        less the umask if None, the change optimistic when it may be."""
         perms = 0o666 & ~self.umask if perms is None else perms & 0o7777
         with memoryview(data) as view:
             data = view.cast("B")
             if len(data) > self.WRITE_PIECE:
                 raise ValueError(f"{len(data)} bytes: more than one change holds")
-            return optimistically(self, self._write_whole_change, spath, data, perms, True)
+            return optimistically(self, change, spath, data, perms, *more)
 
     def _write_whole_change(self, spath: str, data: memoryview, perms: int, exclusive: bool) -> int:
         """The change of _create_with (``exclusive``: EEXIST if the name
@@ -1210,12 +1217,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         under them, or fail with EBUSY while it is mapped); its other
         names keep it.  Another process, or the pool after a crash, sees
         the old file or all of the new one.  Returns the new inode number."""
-        perms = 0o666 & ~self.umask if perms is None else perms & 0o7777
-        with memoryview(data) as view:
-            data = view.cast("B")
-            if len(data) > self.WRITE_PIECE:
-                raise ValueError(f"{len(data)} bytes: more than one change holds")
-            return optimistically(self, self._replace_whole_change, to_str(path), data, perms)
+        return self._whole_file(self._replace_whole_change, to_str(path), data, perms)
 
     def _replace_whole_change(self, spath: str, data: memoryview, perms: int) -> int:
         """_replace_with's change: a new inode with ``data``, under the name
