@@ -338,9 +338,38 @@ ops = st.lists(
         st.tuples(st.just("blocks"), st.integers(1, 1200), st.booleans()),
         st.tuples(st.just("chunks"), st.integers(1, 4), st.booleans()),
         st.tuples(st.just("free"), st.integers(0, 10**6), st.integers(0, 10**6)),
+        # A single unhinted block and a single block freed: what a 4 KiB
+        # file's create and unlink ask (each written out: _take_tiny, _free_one).
+        st.tuples(st.just("blocks"), st.just(1), st.just(False)),
+        st.tuples(st.just("free"), st.integers(0, 10**6), st.just(0)),
     ),
     max_size=60,
 )
+
+
+def assert_books_agree(a: HugePageAllocator) -> None:
+    """The huge-page allocator's indexes say what its per-chunk counts and
+    maps say: partly used chunks listed once by their free count (in
+    tail_room when they hold a tail), whole ones in the run set, single
+    blocks counted, used, and their chunks with room first in tiny_room."""
+    per = BLOCKS_PER_CHUNK
+    free = a.chunk_free.tolist()
+    partly = {(f, c) for c, f in enumerate(free) if 0 < f < per}
+    assert set(a.small) | set(a.tail_room) == partly
+    assert len(a.small) + len(a.tail_room) == len(partly)
+    assert all(c in a.tails for _f, c in a.tail_room)
+    assert not any(c in a.tails for _f, c in a.small)
+    assert set(a.maps) == {c for _f, c in partly}
+    assert all(per - int(np.count_nonzero(m)) == free[c] for c, m in a.maps.items())
+    whole = [c for c, f in enumerate(free) if f == per]
+    assert a.whole.total == len(whole) == sum(n for _s, n in a.whole.by_start.items())
+    assert all(a.whole.run_containing(c) for c in whole)
+    counts = a.tiny_count.tolist()
+    assert {c for c, n in enumerate(counts) if n} == set(a.tiny)
+    for c, m in a.tiny.items():
+        assert int(np.count_nonzero(m)) == counts[c]
+        assert a.used_in_chunk(c)[m].all(), "a single block is marked free"
+    assert a.tiny_room.key == {c: -counts[c] for c in a.tiny if free[c]}
 
 
 @pytest.mark.parametrize("cls", [HugePageAllocator, NaiveAllocator])
@@ -395,6 +424,8 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
         assert a.free_blocks == int((~shadow).sum())
         assert a.free_chunks == recount_free_chunks(shadow, nblocks)
         assert (a.used_map()[:nblocks] == shadow).all()
+        if cls is HugePageAllocator:
+            assert_books_agree(a)
 
 
 # ---------------------------------------------------------------------------

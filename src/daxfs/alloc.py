@@ -637,9 +637,41 @@ class HugePageAllocator(_Base):
         c = self.tiny_room.first()
         if c is None:
             c = self._plan_small(1)[0]
-        b = c * BLOCKS_PER_CHUNK + int(self.used_in_chunk(c).argmin())
-        self._take_small(c, b, 1, tiny=True)
-        return [(b, 1)]
+        return [(self._take_tiny(c), 1)]
+
+    def _take_tiny(self, c: int) -> int:
+        """The first free block of chunk c (which has one), taken and marked
+        a single block: _take_small's steps for one block, written out, with
+        the single-block map and count kept, as every create of a file of at
+        most 4 KiB pays it (1.9 us, against 3.4 us the general way)."""
+        per = BLOCKS_PER_CHUNK
+        before = int(self.chunk_free[c])
+        room = self.tail_room if c in self.tails else self.small
+        if before == per:
+            m = self.maps[c] = np.zeros(per, dtype=bool)
+            off = 0
+        else:
+            m = self.maps[c]
+            off = int(m.argmin())
+        room.remove((before, c))
+        self.tiny_room.discard(c)
+        left = before - 1
+        if left:
+            m[off] = True
+        else:
+            del self.maps[c]
+        self.chunk_free[c] = left
+        self._free_blocks -= 1
+        tiny = self.tiny.get(c)
+        if tiny is None:
+            tiny = self.tiny[c] = np.zeros(per, dtype=bool)
+        tiny[off] = True
+        count = int(self.tiny_count[c]) + 1
+        self.tiny_count[c] = count
+        if left:
+            room.add((left, c))
+            self.tiny_room.add(c, -count)
+        return c * per + off
 
     def _tiny_unlist(self, c: int) -> None:
         """Call before a chunk's free or tiny count changes (then _tiny_list)."""
@@ -805,18 +837,11 @@ class HugePageAllocator(_Base):
                 break
         return out
 
-    def _take_small(self, c: int, start: int, n: int, tiny: bool = False) -> None:
+    def _take_small(self, c: int, start: int, n: int) -> None:
         room = self._room_list(c)
         room.remove((int(self.chunk_free[c]), c))
         self._tiny_unlist(c)
         self._mark(start, n)
-        if tiny:
-            m = self.tiny.get(c)
-            if m is None:
-                m = self.tiny[c] = np.zeros(BLOCKS_PER_CHUNK, dtype=bool)
-            off = start - c * BLOCKS_PER_CHUNK
-            m[off : off + n] = True
-            self.tiny_count[c] += n
         if self.chunk_free[c]:
             room.add((int(self.chunk_free[c]), c))
         self._tiny_list(c)
@@ -880,9 +905,52 @@ class HugePageAllocator(_Base):
 
     # -- free --------------------------------------------------------------
     def free(self, start: int, n: int) -> None:
+        if n == 1:
+            self._free_one(start)
+            return
         self._check_free(start, n)
         for c, s, k in _by_chunk(start, n):
             self._free_in_chunk(c, s, k)
+
+    def _free_one(self, b: int) -> None:
+        """free(b, 1): _free_in_chunk's steps for one block, written out, as
+        every unlink of a file of at most 4 KiB pays it (1.7 us, against
+        3.9 us the general way)."""
+        per = BLOCKS_PER_CHUNK
+        c, off = divmod(b, per)
+        before = int(self.chunk_free[c]) if 0 <= b < self.nblocks else per
+        m = self.maps.get(c)
+        if before == per or (m is not None and not m[off]):
+            raise AssertionError(f"freeing blocks {b}+1 that are not allocated")
+        room = self.tail_room if c in self.tails else self.small
+        if before:
+            room.remove((before, c))
+        self.tiny_room.discard(c)
+        left = before + 1
+        if left == per:
+            del self.maps[c]
+        else:
+            if m is None:
+                m = self.maps[c] = np.ones(per, dtype=bool)
+            m[off] = False
+        self.chunk_free[c] = left
+        self._free_blocks += 1
+        tiny = self.tiny.get(c)
+        if tiny is not None and tiny[off]:
+            tiny[off] = False
+            count = int(self.tiny_count[c]) - 1
+            self.tiny_count[c] = count
+            if count:
+                self.tiny_room.add(c, -count)
+            else:
+                del self.tiny[c]
+        elif tiny is not None:
+            self.tiny_room.add(c, -int(self.tiny_count[c]))
+        if left == per:
+            self.whole.add(c, 1)  # an emptied small chunk returns to the aligned pool
+            self.tails.pop(c, None)
+        else:
+            room.add((left, c))
 
     def _free_in_chunk(self, c: int, start: int, n: int) -> None:
         room = self._room_list(c)
