@@ -14,6 +14,7 @@ import pytest
 from conftest import needs_fuse
 from daxfs.bench import BENCHMARKS
 from daxfs.bench.__main__ import main
+from daxfs.namespace import UNLINK_BATCH
 
 META_LABELS = [
     "create+write 4K+close",
@@ -23,6 +24,7 @@ META_LABELS = [
     "listdir (12 entries)",
     "unlink",
     "write_bytes 4K (new file)",
+    f"unlink all, {UNLINK_BATCH} a change",
 ]
 MOUNT_LABELS = [
     "mkfs",
@@ -101,13 +103,14 @@ def test_meta_tiny(tmp_path, capsys):
         # A loaded machine can round a tiny ratio to 0.00; the rates are never 0.
         assert kernel > 0 and dax > 0 and ratio >= 0
         # The change floor: for the ops that make journaled changes only.
-        assert (cells[3] != "-") == label.startswith(("create", "unlink", "write_bytes")), cells
+        has_floor = label.startswith(("create", "write_bytes")) or label == "unlink"
+        assert (cells[3] != "-") == has_floor, cells
     for phase, aim in (("create", 0.35), ("stat", 0.6), ("read", 0.5), ("unlink", 0.35)):
         assert f"aim: {phase} daxfs/kernel >= {aim}: " in out
     assert "=== profile: daxfs " in out
     data = json.loads(js.read_text())["data"]
     assert set(data["ratio"]) == {
-        "create", "stat", "read", "read_bytes", "listdir", "unlink", "write_bytes"
+        "create", "stat", "read", "read_bytes", "listdir", "unlink", "write_bytes", "unlink_all"
     }  # fmt: skip
     assert len(data["raw"]["kernel"]) == len(data["raw"]["daxfs"]) == 1
     assert data["empty_changes_per_s"] > 0

@@ -218,6 +218,14 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     w["replace with bytes /A/rw (new)"] = lambda fs: fs._replace_with("/A/rw", b"\x7a" * 9000)
     w["replace with bytes /D/hard 1M"] = lambda fs: fs._replace_with("/D/hard", b"\x7b" * (1 << 20))
     w["replace with bytes /A (EISDIR)"] = lambda fs: fs._replace_with("/A", b"x")
+    # A directory's files removed several to a change (rm -r, zarr's delete_dir).
+    w["unlink names /A (sub and gone left)"] = lambda fs: fs._unlink_names(
+        "/A", ["foo", "bar", "sub", "gone"]
+    )
+    w["unlink names /D (a hard link among them)"] = lambda fs: fs._unlink_names(
+        "/D", ["foo", "hard", "bar"]
+    )
+    w["unlink names /B"] = lambda fs: fs._unlink_names("/B", ["foo", "bar"])
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
     w["write /B/foo /B/foo through two fds"] = _write_two_fds("/B/foo", "/B/foo")
     core += ["creat /A/new", "mkdir /B/new", "symlink /C/sym", "rmdir /E",
@@ -701,6 +709,7 @@ HELD_CASES = {
     ),
     "truncate /C/foo 100 (EBUSY), unlink /B/foo": ("truncate /C/foo 100", "unlink /B/foo"),
     "replace with bytes /B/foo 9000": ("replace with bytes /B/foo 9000",),
+    "unlink names /B": ("unlink names /B",),
 }
 
 

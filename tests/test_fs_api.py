@@ -1300,6 +1300,47 @@ def test_replace_with_puts_a_new_file_in_place_as_a_rename_would(fs):
     assert fs.statvfs().f_bfree == free  # nothing kept past its users
 
 
+def test_unlink_names_removes_a_directorys_files_in_batches_as_unlink_each_would(fs):
+    """_unlink_names (rm -r's files, fsspec and zarr): UNLINK_BATCH names a
+    commit; a missing name or a directory is left and said; symlinks go,
+    not followed; hard links keep their file; an open file and a mapped
+    one stay readable until their last user, then their space comes back;
+    the directory's own errors come first, before anything is removed."""
+    from daxfs.namespace import UNLINK_BATCH
+
+    fs.mkdir("/d")
+    fs.mkdir("/d/sub")
+    fs.write_bytes("/target", b"t")
+    free = fs.statvfs().f_bfree
+    names = [f"f{i}" for i in range(2 * UNLINK_BATCH + 3)]
+    for i, name in enumerate(names):
+        fs.write_bytes("/d/" + name, bytes([i]) * 5000)
+    fs.symlink("/target", "/d/link")
+    fs.link("/d/f0", "/kept")
+    asked = names + ["link", "sub", "gone"]
+    with fs.open("/d/f1", "rb") as reader, fs.map("/d/f2") as mapping:
+        mtime = fs.stat("/d").st_mtime_ns
+        seq = fs.journal.peek()
+        left = fs._unlink_names("/d", asked)
+        assert left == [("sub", errno.EISDIR), ("gone", errno.ENOENT)]
+        assert fs.journal.peek() == seq + -(-len(asked) // UNLINK_BATCH)
+        assert fs.listdir("/d") == ["sub"] and fs.stat("/d").st_mtime_ns >= mtime
+        assert reader.read() == b"\x01" * 5000 and bytes(mapping.buffer[:2]) == b"\x02\x02"
+    assert fs.read_bytes("/target") == b"t" and fs.read_bytes("/kept") == b"\x00" * 5000
+    assert fs.stat("/kept").st_nlink == 1
+    fs.unlink("/kept")
+    assert fs.statvfs().f_bfree == free  # every file's space back, the held ones too
+    for directory, code in [("/target", errno.ENOTDIR), ("/none", errno.ENOENT)]:
+        with pytest.raises(OSError) as e:
+            fs._unlink_names(directory, ["target"])
+        assert e.value.errno == code
+    assert fs._unlink_names("/none", []) == []  # (nothing asked: nothing looked at)
+    for bad in ("", ".", "..", "a/b", "a\0"):
+        with pytest.raises(ValueError):
+            fs._unlink_names("/", ["target", bad])
+        assert fs.exists("/target")  # refused before any was removed
+
+
 def test_read_bytes_answers_from_the_caches_only_when_they_are_current(fs):
     fs.write_bytes("/f", b"one")
     assert fs.read_bytes("/f") == b"one"

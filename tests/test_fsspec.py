@@ -163,6 +163,24 @@ def test_pipe_file_makes_a_new_file_in_one_change_and_replaces_an_old_one(dfs):
     assert dfs.dax.stat("/d/new").st_mode & 0o777 == 0o666 & ~dfs.dax.umask
 
 
+def test_rm_recursive_removes_a_directorys_files_several_to_a_change(dfs):
+    """rm -r unlinks each directory's files UNLINK_BATCH to a change
+    (FileSystem._unlink_names), then removes the directory."""
+    from daxfs.namespace import UNLINK_BATCH
+
+    journal = dfs.dax.journal
+    dfs.makedirs("/t/sub", exist_ok=True)
+    for i in range(3 * UNLINK_BATCH):
+        dfs.pipe_file(f"/t/f{i}", b"x" * 100)
+    dfs.pipe_file("/t/sub/g", b"y")
+    dfs.dax.symlink("/t/f0", "/t/sub/link")
+    seq = journal.next_seq
+    dfs.rm("/t", recursive=True)
+    # /t's files in 3 changes, /t/sub's 2 names in 1, the 2 directories in 2
+    assert journal.next_seq == seq + 3 + 1 + 2
+    assert not dfs.exists("/t")
+
+
 def test_needs_a_pool_or_a_mount(pool_path):
     with pytest.raises(ValueError):
         DaxFileSystem()

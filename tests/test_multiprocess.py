@@ -1083,3 +1083,46 @@ def make_d_old_and_e(pool_path: str) -> None:
         fs.mkdir("/e")
         with fs.open("/d/old", "wb") as f:
             f.write(b"x")
+
+
+HOLDER_OF_TWO = textwrap.dedent(r"""
+    import sys
+    import daxfs
+
+    fs = daxfs.mount(sys.argv[1])
+    reader, mapping = fs.open("/d/f3", "rb"), fs.map("/d/f7")
+    print("holding", flush=True)
+    sys.stdin.readline()  # the other process has removed every file of /d
+    ok = reader.read() == b"\x03" * 6000 and bytes(mapping.buffer[:6000]) == b"\x07" * 6000
+    reader.close()
+    mapping.close()
+    print("ok" if ok else "WRONG", flush=True)
+""")
+
+
+def test_files_another_process_holds_outlive_a_batched_removal_and_are_freed_after(pool_path):
+    """rm -r of a directory (_unlink_names, several files to a change) while
+    another process has one of its files open and another mapped: both are
+    kept for it, whole, and freed once it lets go, with no orphan left for
+    the next mount."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/probe", b"")  # (so that /d has its first block)
+        fs.unlink("/d/probe")
+        free = fs.statvfs().f_bfree
+        names = [f"f{i}" for i in range(40)]
+        for i, name in enumerate(names):
+            fs.write_bytes("/d/" + name, bytes([i]) * 6000)
+        with script_child(HOLDER_OF_TWO, pool_path) as child:
+            assert child.stdout.readline().strip() == "holding"
+            assert fs._unlink_names("/d", names) == [] and fs.listdir("/d") == []
+            assert fs.statvfs().f_bfree < free  # (the two held files' blocks)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "ok"
+            assert child.wait(timeout=60) == 0
+        fs.mkdir("/e")  # (a call after the holder let go: its orphans are looked at again)
+        fs.rmdir("/e")
+        assert fs.statvfs().f_bfree == free
+    report = daxfs.check(pool_path)
+    assert report.ok and not [n for n in report.notes if "orphan" in n], report.notes

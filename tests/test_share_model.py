@@ -200,6 +200,9 @@ CHILD = COMMON + textwrap.dedent(r"""
         elif cmd == "unlink-many":
             for path in a[0]:
                 fs.unlink(path)
+        elif cmd == "unlink-names":  # directory, names: several to a change (rm -r)
+            left = fs._unlink_names(a[0], a[1])
+            assert not left, left
         elif cmd == "mkdir-many":  # directory, names
             for name in a[1]:
                 fs.mkdir(a[0] + "/" + name)
@@ -497,6 +500,10 @@ def parent_of(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
+def basename(path: str) -> str:
+    return path.rsplit("/", 1)[1]
+
+
 def join(d: str, name: str) -> str:
     return d.rstrip("/") + "/" + name
 
@@ -751,26 +758,31 @@ class ShareModel(RuleBasedStateMachine):
         self.verify(p + q, dirs=[d], paths=[join(d, new[0]), join(d, new[-1])])
 
     @precondition(lambda self: len(self.files) > 3)
-    @rule(p=procs, q=others, which=picks, every=st.integers(2, 4))
+    @rule(p=procs, q=others, which=picks, every=st.integers(2, 4), batched=st.booleans())
     @tracked
-    def thin(self, p, q, which, every):
+    def thin(self, p, q, which, every, batched):
         """Unlink every few files of one directory in one command: holes in
-        the middle of its blocks."""
+        the middle of its blocks; one unlink each, or several to a change
+        (_unlink_names, as rm -r)."""
         d = parent_of(self.pick(self.files, which))
         victims = [f for f in sorted(self.files) if parent_of(f) == d][::every]
-        self.act(p, None, "unlink-many", victims)
+        if batched:
+            self.act(p, None, "unlink-names", d, [basename(f) for f in victims])
+        else:
+            self.act(p, None, "unlink-many", victims)
         for f in victims:
             self.drop(self.files.pop(f))
         self.verify(p + q, dirs=[d], paths=victims[:2])
 
     # -- two processes at once ------------------------------------------------
     @rule(p=procs, q=others, parent=picks,
-          kind=st.sampled_from(["fill", "thin", "same", "mkdirs"]),
+          kind=st.sampled_from(["fill", "thin", "thin-batched", "same", "mkdirs"]),
           count=st.integers(1, 120), seed=st.integers(0, 1 << 20))  # fmt: skip
     @tracked
     def race(self, p, q, parent, kind, count, seed):
         """Two processes change one directory at the same time: both fill it
-        with new names, or one fills while the other unlinks, or both create
+        with new names, or one fills while the other unlinks (one at a time,
+        or several to a change), or both create
         the same new name exclusively (exactly one wins, with its bytes), or
         both make subdirectories in it (each mkdir's link count on the
         parent taken in by the other, not lost)."""
@@ -783,6 +795,9 @@ class ShareModel(RuleBasedStateMachine):
         elif kind == "thin":
             two = [f for f in sorted(self.files) if parent_of(f) == d][::2]
             cmds = [("fill", d, one, seed), ("unlink-many", two)]
+        elif kind == "thin-batched":
+            two = [f for f in sorted(self.files) if parent_of(f) == d][::2]
+            cmds = [("fill", d, one, seed), ("unlink-names", d, [basename(f) for f in two])]
         elif kind == "mkdirs":
             n = count // 4 + 1  # (mkdirs are fewer: each is a change the others follow)
             one, two = one[:n], [f"m{self.fills}.{j}-2" for j in range(n)]

@@ -415,6 +415,32 @@ class DaxVsOs(RuleBasedStateMachine):
     def unlink(self, path):
         self.same(lambda: self.fs.unlink(path), lambda: os.unlink(self.m(path)), f"unlink {path!r}")
 
+    @rule(directory=any_paths, names=st.lists(st.sampled_from(NAMES + ("zz",)), max_size=5))
+    def unlink_names(self, directory, names):
+        """Names of one directory removed at once (what rm -r does to its
+        files), as an unlink of each in turn: a missing name or a directory
+        is left and said, with its errno; the directory's own errors (not
+        one, not there) are raised before anything is removed."""
+
+        def model():
+            d = self.m(directory)
+            if names and not stat.S_ISDIR(os.stat(d).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), d)
+            left = []
+            for name in names:
+                try:
+                    os.unlink(os.path.join(d, name))
+                except (FileNotFoundError, IsADirectoryError) as e:
+                    left.append((name, e.errno))
+            return left
+
+        rd, rm = self.same(
+            lambda: self.fs._unlink_names(directory, names),
+            model,
+            f"unlink_names({directory!r}, {names})",
+        )
+        assert rd == rm, f"unlink_names({directory!r}, {names}): daxfs {rd} vs os {rm}"
+
     @rule(src=paths, dst=paths)
     def rename(self, src, dst):
         self.same(

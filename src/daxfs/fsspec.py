@@ -1077,8 +1077,9 @@ def _remove_tree(dax: FileSystem, top: str, levels: int | None) -> None:
     stay, as do the directories above them.
 
     Depth first without recursion: a directory is emptied when first taken
-    from the stack and removed when taken again, after what it held.  A
-    directory met twice (a damaged tree) is CorruptionError."""
+    from the stack and removed when taken again, after what it held; its
+    files go first, several to a change (_unlink_names).  A directory met
+    twice (a damaged tree) is CorruptionError."""
     met = _MetOnce()
     stack: list[tuple[str, int | None, bool]] = [(top, levels, False)]
     while stack:
@@ -1092,10 +1093,14 @@ def _remove_tree(dax: FileSystem, top: str, levels: int | None) -> None:
         stack.append((path, left, True))
         with _naming_errors(path):
             entries = list(dax.scandir(path))
+        dirs, files = [], []
         for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                dax.unlink(entry.path)
-            elif left is None or left > 1:
+            (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry)
+        kept = dax._unlink_names(path, [entry.name for entry in files])
+        if kept:  # (gone or made a directory meanwhile: as its unlink would say)
+            raise oserror(kept[0][1], path.rstrip("/") + "/" + kept[0][0])
+        for entry in dirs:
+            if left is None or left > 1:
                 met.check(entry)
                 stack.append((entry.path, None if left is None else left - 1, False))
             else:

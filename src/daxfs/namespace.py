@@ -22,6 +22,14 @@ from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, to_str
 
 S_IFDIR, S_IFLNK = stat.S_IFDIR, stat.S_IFLNK
 
+# Names _unlink_names removes in one change.  A change's locks, catching
+# up and record are paid once a batch; a bigger batch pays more for
+# Transaction.write's search of the last writes for one to patch, which
+# grows with the record up to PATCH_WINDOW writes.  Per 4 KiB file, 5,000
+# in one directory (2026-12-05): 36.4 us a batch of 1, 20.2 of 4, 16.6
+# of 8, 15.8 of 16, 16.9 of 32, 18.9 of 128.
+UNLINK_BATCH = 16
+
 
 class NamespacePath:
     """Names: make, remove, link and move them."""
@@ -104,6 +112,49 @@ class NamespacePath:
             self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
 
     remove = unlink
+
+    def _unlink_names(self, directory, names) -> list[tuple[str, int]]:
+        """What ``unlink(directory + "/" + name)`` for each of ``names`` in
+        turn would do, UNLINK_BATCH names to a change: what rm -r does to
+        the files of a directory (fsspec's rm, zarr's delete_dir), which
+        pays for a change's locks, catching up and record once per batch
+        instead of once per name.  A name that is missing or a directory
+        is left, and returned as (name, errno) in order, for the caller to
+        report or to walk into; symlinks are removed, not followed.  The
+        names are single components (ValueError otherwise, before any is
+        removed)."""
+        sdir = to_str(directory)
+        names = [to_str(name) for name in names]
+        for name in names:
+            if not name or name in (".", "..") or "/" in name or "\0" in name:
+                raise ValueError(f"not a name in a directory: {name!r}")
+        left: list[tuple[str, int]] = []
+        for i in range(0, len(names), UNLINK_BATCH):
+            left += optimistically(self, self._unlink_batch, sdir, names[i : i + UNLINK_BATCH])
+            self._consolidate()
+        return left
+
+    def _unlink_batch(self, sdir: str, names: list[str]) -> list[tuple[str, int]]:
+        """One change of _unlink_names: each name as _unlink's body would
+        remove it, its entry looked up as a walk's last step is (_lookup:
+        checked, and recorded by an optimistic change)."""
+        left: list[tuple[str, int]] = []
+        with self._change() as txn:
+            r = self._existing(sdir)
+            if r.ftype != DIR_T:
+                raise oserror(errno.ENOTDIR, sdir)
+            d, removed = self._edit_dir(r.ino), False  # type: ignore[arg-type]
+            for name in names:
+                found = self._lookup(r.ino, name)  # type: ignore[arg-type]
+                if found is None or found[1] == DIR_T:
+                    left.append((name, errno.ENOENT if found is None else errno.EISDIR))
+                    continue
+                d.remove(name, txn)
+                self._drop_link(txn, self._inode(found[0]))
+                removed = True
+            if removed:
+                self._touch_dir(self._parent_inode(r.ino))  # type: ignore[arg-type]
+        return left
 
     def link(self, src, dst) -> None:
         ssrc, sdst = to_str(src), to_str(dst)

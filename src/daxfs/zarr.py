@@ -88,6 +88,7 @@ from .layout import CorruptionError
 from .listing import DirEntry
 from .mapping import Mapping
 from .mounts import MOUNTS, Lease
+from .path import oserror
 
 __all__ = ["DaxStore"]
 
@@ -489,12 +490,14 @@ class DaxStore(Store):
                     _rmdir_quietly(fs, where)
                 continue
             stack.append((where, True))
+            files = []
             for entry in _entries(fs, where):
                 if entry.is_dir(follow_symlinks=False):
                     met.check(entry)
                     stack.append((entry.path, False))
                 else:
-                    _unlink_quietly(fs, entry.path)
+                    files.append(entry.name)
+            _unlink_names_quietly(fs, where, files)
 
     # -- listing -----------------------------------------------------------------
     async def list(self) -> AsyncIterator[str]:
@@ -596,6 +599,18 @@ def _unlink_quietly(fs: FileSystem, path: str) -> None:
         fs.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _unlink_names_quietly(fs: FileSystem, directory: str, names: list[str]) -> None:
+    """_unlink_quietly of each of the files ``names`` of ``directory``,
+    several to a change (FileSystem._unlink_names)."""
+    try:
+        kept = fs._unlink_names(directory, names)
+    except FileNotFoundError:
+        return  # (the directory went meanwhile, its files with it)
+    for name, code in kept:
+        if code != errno.ENOENT:
+            raise oserror(code, directory.rstrip("/") + "/" + name)
 
 
 def _rmdir_quietly(fs: FileSystem, path: str) -> None:

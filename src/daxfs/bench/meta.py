@@ -17,8 +17,11 @@ Phases, each over the same N files of one directory, in this order:
     listdir     listdir of the N-entry directory, repeated for >= 0.2 s (calls)
     unlink      unlink(p)                                (N ops)
     write_bytes a new 4 KiB file: fs.write_bytes(p, data); the kernel's
-                side pathlib's write_bytes (open "wb", write, close)
-                (N ops; then unlinked, untimed)
+                side pathlib's write_bytes (open "wb", write, close) (N ops)
+    unlink_all  the N files again, all at once, as rm -r removes a
+                directory's files: fs._unlink_names(dir, names),
+                UNLINK_BATCH names to a change (fsspec's rm -r, zarr's delete_dir); the
+                kernel's side os.unlink of each, it has no batch (N ops)
 
 and on the daxfs side, last, the floor: N changes that change nothing
 (``with fs._change(): pass``).  An op that makes k journaled changes (a
@@ -45,6 +48,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..namespace import UNLINK_BATCH
 from . import (
     KiB,
     MiB,
@@ -88,6 +92,7 @@ PHASES: list[tuple[str, str]] = [
     ("listdir", "listdir ({n:,} entries)"),
     ("unlink", "unlink"),
     ("write_bytes", "write_bytes 4K (new file)"),
+    ("unlink_all", f"unlink all, {UNLINK_BATCH} a change"),
 ]
 
 
@@ -111,6 +116,8 @@ class Side:
     # The whole-file calls (run_round needs them; bench/durable.py does not).
     read_bytes: Callable = _missing
     write_bytes: Callable = _missing
+    # Remove names of a directory at once (directory, names) -> names left.
+    unlink_names: Callable = _missing
 
 
 # --------------------------------------------------------------------------
@@ -162,6 +169,19 @@ def _unlink(s: Side, payload: bytes) -> int:
     return _each_path(s, s.unlink)
 
 
+def _unlink_all(s: Side, names: list[str], left: list[tuple[str, int]]) -> int:
+    """Every name of the directory at once; what was not removed into ``left``."""
+    left.extend(s.unlink_names(s.dir, names))
+    return len(names)
+
+
+def _kernel_unlink_names(directory: str, names: list[str]) -> list[tuple[str, int]]:
+    """What fs._unlink_names does, the kernel's way: one unlink a name."""
+    for name in names:
+        os.unlink(os.path.join(directory, name))
+    return []
+
+
 def _floor(s: Side, payload: bytes) -> int:
     change = s.empty_change
     assert change is not None
@@ -198,7 +218,10 @@ def run_round(
     _check(s.listdir(s.dir) == [], s, "unlink: directory not empty")
     run("write_bytes", lambda: _write_bytes(s, payload))
     _check(s.read_bytes(s.paths[-1]) == payload, s, "write_bytes: wrong bytes")
-    _unlink(s, payload)  # (untimed)
+    base = [p.rsplit("/", 1)[1] for p in s.paths]
+    left: list = []
+    run("unlink_all", lambda: _unlink_all(s, base, left))
+    _check(not left and s.listdir(s.dir) == [], s, "unlink_all: names left")
     if s.empty_change is not None and profilers is None:
         out["floor"] = timed(lambda: _floor(s, payload))
     return out
@@ -284,6 +307,7 @@ def main(args: argparse.Namespace) -> int:
             [os.path.join(kdir, n) for n in base],
             read_bytes=_kernel_read_bytes,
             write_bytes=_kernel_write_bytes,
+            unlink_names=_kernel_unlink_names,
         )
         dax = Side(
             "daxfs",
@@ -296,6 +320,7 @@ def main(args: argparse.Namespace) -> int:
             lambda: _empty_change(fs),
             read_bytes=fs.read_bytes,
             write_bytes=fs.write_bytes,
+            unlink_names=fs._unlink_names,
         )
         payload = os.urandom(FILE_SIZE)
 
