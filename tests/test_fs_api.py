@@ -1341,6 +1341,41 @@ def test_unlink_names_removes_a_directorys_files_in_batches_as_unlink_each_would
         assert fs.exists("/target")  # refused before any was removed
 
 
+def test_rmtree_removes_a_tree_of_any_depth_and_follows_no_symlink(fs):
+    """rmtree as shutil.rmtree: everything below, depth first with no
+    recursion limit (2,000 levels), symlinks removed and never followed,
+    an open file kept for its reader; the root, a symlink, a file and a
+    last name of "." or ".." refused before anything is removed."""
+    fs.mkdir("/keep")
+    fs.write_bytes("/keep/f", b"k")
+    fs.write_bytes("/keep/g", b"g")
+    free = fs.statvfs().f_bfree
+    deep = "/t"
+    fs.mkdir(deep)
+    for _ in range(2000):
+        deep += "/d"
+        fs.mkdir(deep)
+    fs.write_bytes(deep + "/leaf", b"x" * 5000)
+    for i in range(40):
+        fs.write_bytes(f"/t/f{i}", b"y" * 100)
+    fs.symlink("/keep", "/t/to-keep")
+    fs.link("/keep/g", "/t/hard-g")
+    with fs.open("/t/f3", "rb") as reader:
+        fs.rmtree("/t")
+        assert not fs.exists("/t") and reader.read() == b"y" * 100
+    assert fs.read_bytes("/keep/f") == b"k" and fs.read_bytes("/keep/g") == b"g"
+    assert fs.stat("/keep/g").st_nlink == 1
+    assert fs.statvfs().f_bfree == free
+    fs.symlink("/keep", "/link")
+    for path, code in [("/", errno.EBUSY), ("/keep/..", errno.EINVAL), ("/keep/.", errno.EINVAL),
+                       ("/link", errno.ENOTDIR), ("/keep/f", errno.ENOTDIR),
+                       ("/none", errno.ENOENT)]:  # fmt: skip
+        with pytest.raises(OSError) as e:
+            fs.rmtree(path)
+        assert e.value.errno == code, path
+    assert fs.listdir("/keep") == ["f", "g"] and fs.islink("/link")
+
+
 def test_read_bytes_answers_from_the_caches_only_when_they_are_current(fs):
     fs.write_bytes("/f", b"one")
     assert fs.read_bytes("/f") == b"one"

@@ -441,6 +441,19 @@ class DaxVsOs(RuleBasedStateMachine):
         )
         assert rd == rm, f"unlink_names({directory!r}, {names}): daxfs {rd} vs os {rm}"
 
+    @rule(path=paths)
+    def rmtree(self, path):
+        """A directory and all below it, as shutil.rmtree; a symlink or a
+        file given is NotADirectoryError (shutil's has no errno)."""
+
+        def model():
+            p = self.m(path)
+            if not stat.S_ISDIR(os.lstat(p).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), p)
+            shutil.rmtree(p)
+
+        self.same(lambda: self.fs.rmtree(path), model, f"rmtree({path!r})")
+
     @rule(src=paths, dst=paths)
     def rename(self, src, dst):
         self.same(

@@ -118,7 +118,7 @@ from fsspec.utils import isfilelike, other_paths, stringify_path
 from .fileio import DEFAULT_BUFFER
 from .fs import FileSystem
 from .inode import data_runs
-from .layout import CorruptionError
+from .listing import met_twice
 from .mounts import MOUNTS, Lease
 from .path import oserror
 
@@ -420,7 +420,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
             elif not recursive:
                 raise oserror(errno.EISDIR, p)
             else:
-                _remove_tree(dax, p, maxdepth)
+                dax._remove_tree(p, maxdepth)
 
     def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs) -> None:
         """Rename, atomically; into path2 when it is a directory (as shutil.move).
@@ -746,7 +746,7 @@ class _Walk:
         if first == path or not self.fs._walk_still_names(first, key):
             self.met[key] = path
             return True
-        self._failed(_met_twice(path, first, key))
+        self._failed(met_twice(path, first, key))
         return False
 
     def _failed(self, error: OSError) -> None:
@@ -1069,71 +1069,6 @@ def _entry_kind(entry) -> str:
     if entry.is_dir(follow_symlinks=False):
         return "directory"
     return "file" if entry.is_file(follow_symlinks=False) else "other"
-
-
-def _remove_tree(dax: FileSystem, top: str, levels: int | None) -> None:
-    """rm -r of ``top`` without following symlinks; with ``levels`` set, the
-    directories deeper than that many levels keep what they hold, and so
-    stay, as do the directories above them.
-
-    Depth first without recursion: a directory is emptied when first taken
-    from the stack and removed when taken again, after what it held; its
-    files go first, several to a change (_unlink_names).  A directory met
-    twice (a damaged tree) is CorruptionError."""
-    met = _MetOnce()
-    stack: list[tuple[str, int | None, bool]] = [(top, levels, False)]
-    while stack:
-        path, left, emptied = stack.pop()
-        if emptied:
-            if left is None:
-                dax.rmdir(path)
-            else:
-                _rmdir_if_empty(dax, path)
-            continue
-        stack.append((path, left, True))
-        with _naming_errors(path):
-            entries = list(dax.scandir(path))
-        dirs, files = [], []
-        for entry in entries:
-            (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry)
-        kept = dax._unlink_names(path, [entry.name for entry in files])
-        if kept:  # (gone or made a directory meanwhile: as its unlink would say)
-            raise oserror(kept[0][1], path.rstrip("/") + "/" + kept[0][0])
-        for entry in dirs:
-            if left is None or left > 1:
-                met.check(entry)
-                stack.append((entry.path, None if left is None else left - 1, False))
-            else:
-                _rmdir_if_empty(dax, entry.path)
-
-
-class _MetOnce:
-    """The directories a walk of the pool has met, by inode: a tree meets
-    each once; a second meeting means a damaged (or crafted) pool, whose
-    walk would otherwise cycle or multiply."""
-
-    def __init__(self) -> None:
-        self.paths: dict[int, str] = {}
-
-    def check(self, entry) -> None:
-        first = self.paths.setdefault(entry.inode(), entry.path)
-        if first != entry.path:
-            raise _met_twice(entry.path, first, entry.inode())
-
-
-def _met_twice(path: str, first: str, ino: object) -> CorruptionError:
-    return CorruptionError(
-        f"{path}: directory met twice in one walk, first as {first} (inode {ino}); "
-        "the pool's tree is damaged"
-    )
-
-
-def _rmdir_if_empty(dax: FileSystem, path: str) -> None:
-    try:
-        dax.rmdir(path)
-    except OSError as e:
-        if e.errno != errno.ENOTEMPTY:
-            raise
 
 
 def _same_inode(dax: FileSystem, path: str, st: os.stat_result) -> bool:

@@ -1,7 +1,8 @@
 """listing: reading directories, the ListingPath room of FileSystem.
 
 listdir, scandir (with DirEntry, the os.DirEntry interface) and walk, an
-iterative os.walk that refuses a directory met twice.  Mixed into
+iterative os.walk that refuses a directory met twice (MetOnce keeps the
+same watch for the other walks: rmtree, fsspec's and zarr's).  Mixed into
 FileSystem (fs.py) as data.py's DataPath is; the methods use its
 resolution (_existing), directory cache (_dir) and locking (_locked).
 """
@@ -18,6 +19,27 @@ from .path import DIR_T, LNK_T, oserror, to_str
 
 if TYPE_CHECKING:
     from .fs import FileSystem
+
+
+class MetOnce:
+    """The directories one walk met, by inode.  A tree meets each once; a
+    second meeting is a damaged (or crafted) pool, whose walk would otherwise
+    cycle, or multiply (forty directories naming the next twice: 2^40 paths)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[int, str] = {}
+
+    def check(self, entry: DirEntry) -> None:
+        first = self.paths.setdefault(entry.inode(), entry.path)
+        if first != entry.path:
+            raise met_twice(entry.path, first, entry.inode())
+
+
+def met_twice(path: str, first: str, ino: object) -> CorruptionError:
+    return CorruptionError(
+        f"{path}: directory met twice in one walk, first as {first} (inode {ino}); "
+        "the pool's tree is damaged"
+    )
 
 
 class DirEntry:

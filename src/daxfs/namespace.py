@@ -18,6 +18,7 @@ import stat
 from .coherence import optimistically
 from .journal import Transaction
 from .layout import DEVICE_TYPES, MAX_MAJOR, MAX_MINOR, SPECIAL_TYPES, CorruptionError
+from .listing import MetOnce
 from .path import DIR_T, LNK_T, PATH_MAX, ROOT_INO, Resolved, oserror, to_str
 
 S_IFDIR, S_IFLNK = stat.S_IFDIR, stat.S_IFLNK
@@ -133,6 +134,70 @@ class NamespacePath:
             left += optimistically(self, self._unlink_batch, sdir, names[i : i + UNLINK_BATCH])
             self._consolidate()
         return left
+
+    def rmtree(self, path) -> None:
+        """shutil.rmtree: the directory ``path`` and everything below it.
+        Symlinks inside are removed, never followed; ``path`` itself must be
+        a directory, not a symlink to one (NotADirectoryError, where
+        shutil's error has no errno), nor the root (EBUSY), nor end in "."
+        or ".." (EINVAL).  A loop, not recursion, so a tree of
+        any depth goes; each directory's files go several to a change
+        (_unlink_names).  A directory met twice (a damaged pool) is
+        CorruptionError, with what was removed before it gone."""
+        spath = to_str(path)
+        if spath.rstrip("/").rsplit("/", 1)[-1] in (".", ".."):
+            raise oserror(errno.EINVAL, spath)  # (as rmdir: not a name to remove)
+        st = self.lstat(spath)
+        if not stat.S_ISDIR(st.st_mode):
+            raise oserror(errno.ENOTDIR, spath)
+        if st.st_ino == ROOT_INO:
+            raise oserror(errno.EBUSY, spath)  # (refused before anything goes)
+        self._remove_tree(spath, None)
+
+    def _remove_tree(self, top: str, levels: int | None) -> None:
+        """rm -r of ``top`` without following symlinks; with ``levels`` set,
+        the directories deeper than that many levels keep what they hold,
+        and so stay, as do the directories above them (fsspec's maxdepth).
+
+        Depth first with a stack: a directory is emptied when first taken
+        and removed when taken again, after what it held; its files go
+        first, several to a change.  Errors name the directory they met."""
+        met = MetOnce()
+        stack: list[tuple[str, int | None, bool]] = [(top, levels, False)]
+        while stack:
+            path, left, emptied = stack.pop()
+            if emptied:
+                if left is None:
+                    self.rmdir(path)
+                else:
+                    self._rmdir_if_empty(path)
+                continue
+            stack.append((path, left, True))
+            try:
+                entries = list(self.scandir(path))
+            except OSError as e:  # (damage deep in the pool may not say where)
+                if e.filename is None:
+                    e.filename = path
+                raise
+            dirs, files = [], []
+            for entry in entries:
+                (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry)
+            kept = self._unlink_names(path, [entry.name for entry in files])
+            if kept:  # (gone or made a directory meanwhile: as its unlink would say)
+                raise oserror(kept[0][1], path.rstrip("/") + "/" + kept[0][0])
+            for entry in dirs:
+                if left is None or left > 1:
+                    met.check(entry)
+                    stack.append((entry.path, None if left is None else left - 1, False))
+                else:
+                    self._rmdir_if_empty(entry.path)
+
+    def _rmdir_if_empty(self, path: str) -> None:
+        try:
+            self.rmdir(path)
+        except OSError as e:
+            if e.errno != errno.ENOTEMPTY:
+                raise
 
     def _unlink_batch(self, sdir: str, names: list[str]) -> list[tuple[str, int]]:
         """One change of _unlink_names: each name as _unlink's body would

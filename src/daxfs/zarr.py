@@ -84,8 +84,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from .fs import FileSystem
-from .layout import CorruptionError
-from .listing import DirEntry
+from .listing import DirEntry, MetOnce
 from .mapping import Mapping
 from .mounts import MOUNTS, Lease
 from .path import oserror
@@ -481,7 +480,7 @@ class DaxStore(Store):
         """Remove a directory and everything below it; the root directory stays.
         Depth first with a stack: a directory is emptied when first taken and
         removed when taken again, after what it held."""
-        met = _MetOnce()
+        met = MetOnce()
         stack = [(path, False)]
         while stack:
             where, emptied = stack.pop()
@@ -526,7 +525,7 @@ class DaxStore(Store):
         """Keys of the files below directory ``path`` that start with ``prefix``;
         only directories that can hold such keys are entered.  Depth first in
         directory order, with a stack of listings instead of recursion."""
-        met = _MetOnce()
+        met = MetOnce()
         stack = [_entries(fs, path)]
         while stack:
             entry = next(stack[-1], None)
@@ -550,23 +549,6 @@ def _entries(fs: FileSystem, path: str) -> Iterator[DirEntry]:
         return iter(list(fs.scandir(path)))
     except _NOT_A_FILE:
         return iter(())
-
-
-class _MetOnce:
-    """The directories one walk met, by inode.  A tree meets each once; a
-    second meeting is a damaged (or crafted) pool, whose walk would otherwise
-    cycle, or multiply (forty directories naming the next twice: 2^40 keys)."""
-
-    def __init__(self) -> None:
-        self.paths: dict[int, str] = {}
-
-    def check(self, entry: DirEntry) -> None:
-        first = self.paths.setdefault(entry.inode(), entry.path)
-        if first != entry.path:
-            raise CorruptionError(
-                f"{entry.path}: directory met twice in one walk, first as {first} "
-                f"(inode {entry.inode()}); the pool's tree is damaged"
-            )
 
 
 def _known_dirs_of(fs: FileSystem) -> collections.OrderedDict[str, None]:
