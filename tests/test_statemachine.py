@@ -418,20 +418,25 @@ class DaxVsOs(RuleBasedStateMachine):
     @rule(directory=any_paths, names=st.lists(st.sampled_from(NAMES + ("zz",)), max_size=5))
     def unlink_names(self, directory, names):
         """Names of one directory removed at once (what rm -r does to its
-        files), as an unlink of each in turn: a missing name or a directory
-        is left and said, with its errno; the directory's own errors (not
-        one, not there) are raised before anything is removed."""
+        files), as rm -r does it: the directory opened, then an unlinkat of
+        each name in turn, so a symlink on the way to it removed among them
+        stops nothing; a missing name or a directory is left and said, with
+        its errno; the directory's own errors (not one, not there) are
+        raised before anything is removed."""
 
         def model():
-            d = self.m(directory)
-            if names and not stat.S_ISDIR(os.stat(d).st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), d)
+            if not names:
+                return []
+            fd = os.open(self.m(directory), os.O_RDONLY | os.O_DIRECTORY)
             left = []
-            for name in names:
-                try:
-                    os.unlink(os.path.join(d, name))
-                except (FileNotFoundError, IsADirectoryError) as e:
-                    left.append((name, e.errno))
+            try:
+                for name in names:
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except (FileNotFoundError, IsADirectoryError) as e:
+                        left.append((name, e.errno))
+            finally:
+                os.close(fd)
             return left
 
         rd, rm = self.same(

@@ -115,15 +115,17 @@ class NamespacePath:
     remove = unlink
 
     def _unlink_names(self, directory, names) -> list[tuple[str, int]]:
-        """What ``unlink(directory + "/" + name)`` for each of ``names`` in
-        turn would do, UNLINK_BATCH names to a change: what rm -r does to
-        the files of a directory (fsspec's rm, zarr's delete_dir), which
-        pays for a change's locks, catching up and record once per batch
-        instead of once per name.  A name that is missing or a directory
-        is left, and returned as (name, errno) in order, for the caller to
-        report or to walk into; symlinks are removed, not followed.  The
-        names are single components (ValueError otherwise, before any is
-        removed)."""
+        """What ``unlinkat(fd, name)`` for each of ``names`` in turn would do,
+        ``fd`` the directory ``directory`` open: what rm -r does to the
+        files of a directory (rmtree, fsspec's rm, zarr's delete_dir),
+        UNLINK_BATCH names to a change, so that a change's locks, catching
+        up and record are paid once a batch instead of once a name.  The
+        directory is looked up once a batch: as with rm -r's open
+        directory, a name removed from the way to it (a symlink) does not
+        stop the others.  A name that is missing or a directory is left,
+        and returned as (name, errno) in order, for the caller to report or
+        to walk into; symlinks are removed, not followed.  The names are
+        single components (ValueError otherwise, before any is removed)."""
         sdir = to_str(directory)
         names = [to_str(name) for name in names]
         for name in names:
