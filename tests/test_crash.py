@@ -304,7 +304,19 @@ CHECKED_SEQUENCES = [
     ("write /C/bar 4096+4096", "write /C/bar 8190+4100"),
     ("fallocate /C/bar end+8192", "write /C/bar 4096+3000", "chmod /C/bar"),
 ]
+# Unlinks said and not written (logical.py), then what comes after them:
+# nothing that writes (a crash must make them again), or a change that
+# absorbs them first, taking their inode numbers and blocks again.
+SAID_SEQUENCES = [
+    ("unlink /A/foo", "unlink /C/foo", "chmod /B/foo"),
+    ("unlink /A/foo", "creat /A/new"),
+    ("unlink /C/foo", "create with bytes /A/cw"),
+    ("unlink /A/foo", "mkdir /A/new", "unlink /C/foo"),
+    ("unlink names /B", "rmdir /B"),
+    ("unlink /C/foo", "write /C/bar 0+4096", "unlink /C/bar"),
+]
 SEQUENCES = _sequences()
+SEQUENCES.update({" ; ".join(ops): ops for ops in SAID_SEQUENCES})
 CHECKED = {" ; ".join(ops): ops for ops in CHECKED_SEQUENCES}
 
 

@@ -22,6 +22,7 @@ sides (FileIO and daxfs's raw file), so positions and bytes compare exactly.
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import pathlib
@@ -137,6 +138,37 @@ def check_pool(path: str) -> None:
     except NotImplementedError:
         return
     assert report.ok, f"fsck found: {report.errors}"
+
+
+def _copy_sparse(fd: int, dst: str) -> None:
+    """Copy the file open at ``fd`` to ``dst``, its holes left holes."""
+    size = os.fstat(fd).st_size
+    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(out, size)
+        off = 0
+        while off < size:
+            try:
+                off = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                break  # (only a hole left)
+            end = os.lseek(fd, off, os.SEEK_HOLE)
+            while off < end:
+                off += os.copy_file_range(fd, out, end - off, off, off)
+    finally:
+        os.close(out)
+
+
+def _kind_and_size(lstat, path: str):
+    """(type, size of a regular file) of what ``path`` names, or its errno."""
+    try:
+        st_ = lstat(path)
+    except OSError as e:
+        return e.errno
+    kind = stat.S_IFMT(st_.st_mode)
+    return kind, st_.st_size if kind == stat.S_IFREG else None
 
 
 class DaxVsOs(RuleBasedStateMachine):
@@ -415,6 +447,17 @@ class DaxVsOs(RuleBasedStateMachine):
     def unlink(self, path):
         self.same(lambda: self.fs.unlink(path), lambda: os.unlink(self.m(path)), f"unlink {path!r}")
 
+    @rule(paths=st.lists(paths, min_size=1, max_size=3))
+    def unlinks_then_a_crash(self, paths):
+        """Unlinks, said and not absorbed when they can be, then a crash.
+        (With nothing to make again, a crash is the crash suite's.)"""
+        for path in paths:
+            self.unlink(path)
+        said = self.fs.journal.unabsorbed
+        event(f"crash with unlinks to make again: {bool(said)}")
+        if said:
+            self.a_crash_now_recovers_this_tree()
+
     @rule(directory=any_paths, names=st.lists(st.sampled_from(NAMES + ("zz",)), max_size=5))
     def unlink_names(self, directory, names):
         """Names of one directory removed at once (what rm -r does to its
@@ -530,6 +573,30 @@ class DaxVsOs(RuleBasedStateMachine):
         }
         assert after == inos, "inode numbers changed across remount"
         self.compare_contents()
+
+    def a_crash_now_recovers_this_tree(self):
+        """What SIGKILL now would leave (a tmpfs pool's file holds every
+        store): a copy, taken under the shared pool lock so that no commit
+        is half copied, mounts to the model's tree, with the unlinks said
+        and not absorbed yet made again (logical.py)."""
+        copy = self.pool + ".crash"
+        fd = os.open(self.pool, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            _copy_sparse(fd, copy)
+        finally:
+            os.close(fd)
+        try:
+            with daxfs.mount(copy) as fs:
+                for p in ALL_PATHS:
+                    got, want = _kind_and_size(fs.lstat, p), _kind_and_size(os.lstat, self.m(p))
+                    assert got == want, f"{p} after a crash: {got} where the model has {want}"
+                    if isinstance(got, tuple) and got[0] == stat.S_IFREG:
+                        with open(self.m(p), "rb") as f:
+                            assert fs.read_bytes(p) == f.read(), f"{p}: contents after a crash"
+            check_pool(copy)
+        finally:
+            os.unlink(copy)
 
     # -- open handles across steps (raw, unbuffered, on both sides) ---------------
     @rule(slot=slots, path=paths, mode=st.sampled_from(["rb", "r+b", "ab", "wb", "a+b"]))

@@ -273,7 +273,33 @@ class _Checker:
                 return
         if replayed:
             self.report.notes.append(f"journal: {replayed} committed transaction(s) replayed")
+        if j.unabsorbed:
+            j = self._absorb_unlinks(j)
         self.journal = j
+
+    def _absorb_unlinks(self, j: Journal) -> Journal:
+        """Unlinks the journal says and no record absorbed (logical.py): the
+        homes lag them, so they are made again and absorbed as a mount
+        would, and the pool checked as committed.  A pool too damaged for
+        that is checked as of before them; repair then drops them (their
+        files stay, their blocks untouched since: nothing reuses them
+        before an absorb)."""
+        from .pool import absorb_unlinks
+
+        n = j.unabsorbed
+        try:
+            absorb_unlinks(self.region, self.sb)
+        except CorruptionError as e:
+            self.error(f"journal: {n} unlink record(s) cannot be made again: {e.strerror}")
+            if self.repair:
+                j.unabsorbed = 0
+                j.checkpoint()
+                self.fixed(f"journal: {n} unlink record(s) dropped, their files kept")
+            return j
+        self.report.notes.append(f"journal: {n} unlink record(s) made again and absorbed")
+        j = Journal(self.region, self.sb)
+        j.recover()
+        return j
 
     def _header_slots(self, j: Journal) -> None:
         """A written slot that does not check is what a torn checkpoint leaves

@@ -252,6 +252,11 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     False when our allocator's view disagrees with them (the caller
     rebuilds)."""
     sb, allocator = fs.sb, fs.allocator
+    if any(rec.unlinks for rec in records):
+        return _apply_unlinks(fs, records)
+    if fs._lag_bytes:
+        fs._forget_lag()  # (another's record absorbed ours: it writes homes)
+        fs._release_said()
     # Lazy mode: space their commits free waits for a durable mark; what
     # waited may be free now, and their claims may be of it.
     fs._release_quarantine()
@@ -305,6 +310,23 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     refresh_cached_dirs(fs, touched - dropped - refreshed, written)
     if fs.on_foreign_change is not None:
         fs.on_foreign_change(slots, touched)
+    return True
+
+
+def _apply_unlinks(fs, records) -> bool:
+    """Records that say unlinks (logical.py), made again in our caches one by
+    one, as the writer made them; False (the caller rebuilds, making them
+    again from the log) when some of the records write homes too: an
+    absorb among them rewrites blocks the unlinks edit, and the order of
+    the two matters."""
+    if any(rec.writes for rec in records):
+        return False
+    for rec in records:
+        for parent, ino, name in rec.unlinks:
+            fs._redo_unlink(parent, ino, name)
+    if fs.on_foreign_change is not None:
+        said = [u for rec in records for u in rec.unlinks]
+        fs.on_foreign_change({ino for _p, ino, _n in said}, {parent for parent, _i, _n in said})
     return True
 
 
@@ -480,8 +502,10 @@ def optimistically(fs, fn, *args):
     elsewhere stay optimistic."""
     with fs._thread_lock():
         backoff = fs._backoff
-        # Alone on the pool (leases.py knows) there is nobody to overlap with.
-        if fs._depth == 0 and fs.optimism and fs.leases.shared and not backoff.everywhere():
+        # Alone on the pool (leases.py knows) there is nobody to overlap with;
+        # and lagging homes (logical.py) are absorbed with the exclusive lock.
+        shared = fs.leases.shared and not fs._lag_bytes
+        if fs._depth == 0 and fs.optimism and shared and not backoff.everywhere():
             fs._optimistic = True
             try:
                 return fn(*args)
@@ -616,6 +640,16 @@ class Change:
         # commit).
         self.lock = Locked(fs, exclusive=not self.optimistic, unlocked=self.optimistic)
         self.lock.__enter__()  # (caught up with every commit)
+        if fs._lag_bytes and not fs._changing:
+            # Homes that unlinks left lagging are written first, in a record
+            # of their own, while the caches hold committed state only.
+            try:
+                if not self.exclusive:
+                    raise Exclusive  # (met them catching up: the old way absorbs)
+                fs._absorb()
+            except BaseException:
+                self.lock.__exit__(None, None, None)
+                raise
         self.txn = Transaction()
         # Others' records checked under the lock, applied after it.
         self.late: list[TxnRecord] | None = None

@@ -293,15 +293,32 @@ class Directory:
         if self.ops is not None:
             self._keep(self.entries[name][2], name)
             self.ops.append((name, None, None))
+        ino, b, pos = self._tombstone(name)
+        self._seal(b)
+        self._write(txn, self.devs[b] + pos, self.images[b][pos : pos + 8])
+        self._stage_header(b, txn)
+        return ino
+
+    def forget(self, name: str) -> int:
+        """Remove ``name`` as ``remove`` does, in memory only, and return its
+        block, whose home no longer matches: an unlink said in the journal
+        and not written (logical.py), whose block an absorb writes whole."""
+        return self._tombstone(name)[1]
+
+    def _tombstone(self, name: str) -> tuple[int, int, int]:
+        """Drop ``name`` and zero its entry's ino in the image; (ino, block,
+        position).  The header is sealed by whoever writes the block."""
         ino, _ftype, b, pos = self._drop(name)
         image = self.images[b]
         struct.pack_into("<Q", image, pos, 0)
         self.live[b] -= 1
         self.dead[b] += DIRENT_HEAD.size + image[pos + 8]
+        return ino, b, pos
+
+    def write_whole(self, b: int, txn: Transaction) -> None:
+        """Seal block ``b`` and stage it whole (an absorb, logical.py)."""
         self._seal(b)
-        self._write(txn, self.devs[b] + pos, image[pos : pos + 8])
-        self._stage_header(b, txn)
-        return ino
+        self._write(txn, self.devs[b], bytes(self.images[b]))
 
     def retarget(self, name: str, ino: int, ftype: int, txn: Transaction) -> int:
         """Point an existing name at another inode in place; return the old ino."""

@@ -192,10 +192,25 @@ class Follower(FileSystem):
             records = None
             if 0 <= self._seen_seq < seq:
                 records = journal.records_unlocked(self._seen_seq, self._seen_pos, seq)
-            if records is not None:
+            if records is not None and not _homes_lag(records):
                 self._apply(records)
                 self._seen_seq, self._seen_pos = seq, records[-1].next_pos - journal.start
                 return
+            if records is not None:
+                # Unlinks said and not absorbed yet (logical.py): the homes
+                # lag them, so nothing is read until the writer absorbs them
+                # (within ABSORB_SECONDS, or at its next change).
+                if deadline is None or looked != (seq, "lag"):
+                    deadline, looked = time.monotonic() + RETRY_SECONDS, (seq, "lag")
+                elif time.monotonic() > deadline:
+                    raise OSError(
+                        errno.EAGAIN,
+                        "the writer's last unlinks are not in the pool's homes yet "
+                        "(a live writer writes them within a second; if it died, "
+                        "mount the pool writable once)",
+                    )
+                self._wait_a_little(attempt)
+                continue
             first = self._first_seq()
             if first is not None and first <= seq and not first <= self._seen_seq <= seq:
                 if self._seen_seq >= 0:  # lapped (else: the mount's first call)
@@ -234,8 +249,13 @@ class Follower(FileSystem):
             return None
 
     def _apply(self, records) -> None:
-        apply_records(self, records)
-        self.coherence["records_applied"] += len(records)
+        if any(rec.unlinks for rec in records):
+            # Absorbed since (_homes_lag): the homes hold them now.
+            self._reload()
+            self.coherence["full_rebuilds"] += 1
+        else:
+            apply_records(self, records)
+            self.coherence["records_applied"] += len(records)
         head = self.sb.itable_off
         for rec in records:  # the table's limit moves only by a record's write to slot 0
             for dst, data in rec.writes:
@@ -670,3 +690,9 @@ def mount_follower(
     except BaseException:
         region.close()
         raise
+
+
+def _homes_lag(records) -> bool:
+    """Do the last of ``records`` say unlinks that no record after them
+    absorbed (logical.py)?"""
+    return bool(records) and bool(records[-1].unlinks)

@@ -88,6 +88,10 @@ class FollowerTable:
         # slot -> (id, heartbeat, when (our clock) we first saw that heartbeat)
         self._beats: dict[int, tuple[int, int, float]] = {}
 
+    def any(self) -> bool:
+        """Does some slot hold a follower's magic?"""
+        return FOLLOWER_MAGIC in self._magics
+
     def occupied(self) -> list[int]:
         """The slots that hold a follower's magic."""
         magics = self._magics

@@ -77,6 +77,7 @@ from .layout import (
 )
 from .leases import Leases
 from .listing import ListingPath
+from .logical import LogicalPath
 from .mapfiles import MapPath
 from .namespace import NamespacePath
 from .path import (
@@ -175,7 +176,7 @@ def process_owner() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
+class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     """A mounted pool.  Use as a context manager or call close()."""
 
     def __init__(
@@ -233,6 +234,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._unmovable: dict[int, int] = {}
         self._committer: threading.Thread | None = None
         self._stop_committer = threading.Event()
+        self._init_logical()  # unlinks said, their homes lagging (logical.py)
         self.inodes = InodeTable(region, sb)
         self.dirs: dict[int, Directory] = {}
         self.allocator: Allocator
@@ -351,6 +353,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         self._changing = 0
         self.leases.forget_after_fork()
         self._committer = None  # threads do not cross a fork
+        self._absorber = None
+        self._forget_lag()  # (made again from the log by the rebuild)
         self._start_committer()
 
     def _reload(self) -> None:
@@ -359,6 +363,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
         log applied, and with the space those not yet durable freed held)."""
         self.inodes.cache.clear()
         self.dirs.clear()
+        self._said_freed = []  # (free in the allocator rebuilt below)
         self.journal.reapply_homes()
         used, self._orphans = self.inodes.scan()
         self._quarantine.clear()
@@ -368,6 +373,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
             self.allocator.hold_tail(c, ino)
         if self._lazy:
             self._hold_undurable_frees()
+        self._redo_unlinks()  # (the homes lag them)
         if self.on_foreign_change is not None:
             self.on_foreign_change(None, None)
 
@@ -1553,6 +1559,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
 
     def statvfs(self) -> StatVFS:
         with self._locked(exclusive=False):
+            self._release_said()  # (logical.py: what said unlinks freed)
             a = self.allocator
             nfree_inodes = self.inodes.free_count
             # Space held until a group commit (lazy mode) counts as free: the
@@ -1655,6 +1662,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath):
                 self.sync()
             if not self.readonly:  # a clean unmount leaves an empty journal
                 with self._locked(exclusive=True):
+                    if self._lag_bytes:
+                        self._absorb()
                     self.journal.checkpoint()
                     self.leases.leave()
         finally:

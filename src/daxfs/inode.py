@@ -540,6 +540,22 @@ class InodeTable:
                     # pool, leases.py) are never popped: drop them.
                     self._free_heap = sorted({i for i in heap if self._listed[i]})
 
+    def return_inos(self, inos: list[int]) -> None:
+        """return_ino of each of ``inos`` (distinct), the table's flags set
+        at once (said unlinks give theirs back in batches: logical.py)."""
+        listed = self._listed
+        new = [ino for ino in inos if not listed[ino]]
+        if not new:
+            return
+        listed[new] = True
+        self.nfree += len(new)
+        heap, scanned = self._free_heap, self._scanned_to
+        for ino in new:
+            if ino < scanned:
+                heapq.heappush(heap, ino)
+        if len(heap) > 2 * self.nfree + 64:
+            self._free_heap = sorted({i for i in heap if listed[i]})
+
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""
         found = np.flatnonzero(self._listed[start : start + count])

@@ -93,6 +93,7 @@ from .layout import (
     seal_txn,
     unpack_jheader,
     unpack_jmark,
+    valid_name,
 )
 from .region import Region, flush_ranges, merge_ranges
 
@@ -114,6 +115,11 @@ class Transaction:
         # Device ranges of data stored into space this change allocated, to
         # name with a crc in its record (sync mode, see "Checked records").
         self.checks: list[tuple[int, int]] = []
+        # (parent, ino, name) of names removed without their homes written
+        # (see "Logical records"); such a record has no writes.
+        self.unlinks: list[tuple[int, int, bytes]] = []
+        # Writes every home that unlinks before it left lagging: an absorb.
+        self.absorbs = False
 
     def revoke(self, off: int, n: int) -> None:
         """Record that [off, off+n) is freed: recovery will not replay earlier
@@ -146,7 +152,7 @@ class Transaction:
         self.writes = [(off, data) for off, data in self.writes if off - off % BLOCK not in blocks]
 
     def __bool__(self) -> bool:
-        return bool(self.writes) or bool(self.allocated) or bool(self.to_free)
+        return bool(self.writes) or bool(self.allocated) or bool(self.to_free) or bool(self.unlinks)
 
 
 class Journal:
@@ -188,6 +194,10 @@ class Journal:
         # read, when it has checks: what a store in place must not overwrite
         # until something durable covers it (see "Checked records").
         self.pending_checks: tuple[int, list[tuple[int, int]]] | None = None
+        # How many records at the end of the log say unlinks whose homes no
+        # record wrote yet (see "Logical records"): a checkpoint must wait
+        # for an absorb, and a record that writes must be one.
+        self.unabsorbed = 0
 
     # -- format ------------------------------------------------------------
     def format(self) -> None:
@@ -255,15 +265,14 @@ class Journal:
         with no lock held (see layout.pack_txn_body); None for an empty
         transaction.  The transaction must not change before its commit."""
         writes = txn.writes
-        if not writes and not txn.revokes and not txn.allocated:
+        if not writes and not txn.revokes and not txn.allocated and not txn.unlinks:
             return None
         for dst, data in writes:
             self._check_home(dst, len(data), None)
         data_off = self._data_area[0]
         claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
-        return pack_txn_body(
-            writes, txn.revokes, claims, sorted(txn.touched), self._checks_of(txn.checks)
-        )
+        checks = self._checks_of(txn.checks)
+        return pack_txn_body(writes, txn.revokes, claims, sorted(txn.touched), checks, txn.unlinks)
 
     def _checks_of(self, ranges) -> list[tuple[int, int, int]]:
         """(offset, length, crc32c) of the data now in ``ranges``, merged."""
@@ -279,6 +288,10 @@ class Journal:
         if body is None:
             return
         writes = txn.writes
+        if txn.unlinks:
+            assert not writes and not self.lazy, "a logical record writes nothing, durably"
+        elif self.unabsorbed and not txn.absorbs:
+            raise AssertionError("a record that writes homes after unlinks it does not absorb")
         lazy = self.lazy and not self.sync_records  # durable at the next group commit
         if self.sync_records and self.lazy_pending():
             # A record durable when written counts only after every record
@@ -288,7 +301,7 @@ class Journal:
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:
-            self.checkpoint()
+            self.checkpoint()  # (refused while unlinks are unabsorbed: room is kept for that)
         r, at = self.region, self.start + self.pos
         r.store(at, record)
         if not lazy:
@@ -308,13 +321,55 @@ class Journal:
             store(dst, data)
         if txn.revokes and self.lazy:
             r.drop_homes(txn.revokes)  # freed: may hold file data next
+        self.unabsorbed = self.unabsorbed + 1 if txn.unlinks else 0
         self.next_seq += 1
         self.pos += len(record)
         self._publish()  # step 3
 
+    def commit_said(self, record: bytes) -> None:
+        """Log a record that writes no home (unlinks, sealed by the caller
+        with next_seq): commit's steps 1 and 3, durable when written.  The
+        caller has made sure it fits (room())."""
+        r, at = self.region, self.start + self.pos
+        assert not self.lazy and at + len(record) <= self.end
+        r.store(at, record)
+        if not r.volatile:
+            try:
+                r.persist(at, len(record))
+            except OSError:
+                r.zero(at, TXN_HEADER.size)  # never let a failed commit replay
+                raise
+        self.pending_checks = None
+        self.unabsorbed += 1
+        self.next_seq += 1
+        self.pos += len(record)
+        self._publish()
+
+    def unmoved(self, seq: int, pos: int) -> bool:
+        """Is this mount caught up, as catch_up would find it, with the fewest
+        reads: the live word still says (``seq``, ``pos``), ours too (a
+        checkpoint moves the log, not the seq), and no record of ``seq``
+        begins there (one whose writer died before publishing: unpublished
+        says)."""
+        if self.next_seq != seq or self.pos != pos:
+            return False
+        buf, at = self.region.buf, self.start + pos
+        if JLIVE.unpack_from(buf, self.live_off) != (seq, pos):
+            return False
+        if at + TXN_HEADER.size > self.end:
+            return True
+        magic, _crc, tseq, _n, _len = TXN_HEADER.unpack_from(buf, at)
+        return tseq != seq or magic not in (TXN_MAGIC, TXN_MAGIC_LAZY)
+
+    def room(self) -> int:
+        """Bytes left in the log area before a checkpoint is needed."""
+        return self.end - self.start - self.pos
+
     def _note_record(self, seq: int, rec: TxnRecord) -> None:
-        """Keep track of the newest lazy record and of pending checks, for a
-        record committed by another process and read here."""
+        """Keep track of the newest lazy record, of pending checks and of
+        unabsorbed unlinks, for a record committed by another process and
+        read here."""
+        self.unabsorbed = self.unabsorbed + 1 if rec.unlinks else 0
         if rec.lazy:
             self.last_lazy_seq = max(self.last_lazy_seq, seq)
         elif rec.checks:
@@ -511,6 +566,9 @@ class Journal:
 
     # -- checkpoint --------------------------------------------------------
     def checkpoint(self) -> None:
+        if self.unabsorbed:
+            # Their homes are not written: retiring them would lose them.
+            raise AssertionError("a checkpoint over unlinks not absorbed")
         r = self.region
         seq = self._header_seq()  # also learns which slot is current now
         if self.lazy:
@@ -577,12 +635,24 @@ class Journal:
             self.next_seq, self.pos = last_seq + 1, last.next_pos - self.start
         else:
             self.next_seq, self.pos = self._header_seq(), 0
+        self.unabsorbed = len(records) - _last_writing(records)
         erased = not same_boot and self._lazily_written() and self._erase_stale_records()
-        if committed or erased:
+        if (committed or erased) and not self.unabsorbed:
             self.checkpoint()
         else:
-            self._publish()  # the live word may be stale after a crash
+            # The live word may be stale after a crash.  Unabsorbed unlinks
+            # stay in the log: the mount makes them again in its caches and
+            # absorbs them (FileSystem._reload, pool.mount_region).
+            self._publish()
         return len(committed)
+
+    def pending_unlinks(self) -> list[tuple[int, int, bytes]]:
+        """(parent, ino, name) of the unlinks of the log that no record after
+        them absorbed, in order: what the homes lag (see "Logical records")."""
+        records = [rec for seq, rec in self.log_records() if seq < self.next_seq]
+        tail = records[_last_writing(records) :]
+        self.unabsorbed = len(tail)
+        return [u for rec in tail for u in rec.unlinks]
 
     def _lazily_written(self) -> bool:
         """Has a lazy writer ever named its boot here (mark_boot)?"""
@@ -657,6 +727,11 @@ class Journal:
         for ino in rec.touches:
             if not 1 <= ino < self._inode_count:
                 raise CorruptionError("journal record touches no inode", record_off)
+        for parent, ino, name in rec.unlinks:
+            if not (1 <= parent < self._inode_count and 1 <= ino < self._inode_count):
+                raise CorruptionError("journal record unlinks no inode", record_off)
+            if not valid_name(name):
+                raise CorruptionError("journal record unlinks a name that is none", record_off)
         end = lo
         for dst, n, _crc in rec.checks:  # sorted and disjoint: read once each
             if not (end <= dst and n and dst + n <= hi):
@@ -765,6 +840,15 @@ class Journal:
             "journal_used": self.pos,
             "next_seq": self.next_seq,
         }
+
+
+def _last_writing(records) -> int:
+    """The index after the last of ``records`` that says no unlink (which
+    absorbed every unlink before it), or 0."""
+    for i in range(len(records) - 1, -1, -1):
+        if not records[i].unlinks:
+            return i + 1
+    return 0
 
 
 def _unrevoked(records) -> list[list[bool]]:

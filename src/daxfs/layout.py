@@ -54,8 +54,13 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # the superblock, which a writer honours as it honours its own processes'
 # pins: an older writer would free what a follower holds.  Block 0 past
 # the superblock is zero in every older pool: an empty table.
-VERSION = 7
-VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7)
+# Version 8 added the unlink entry (REC_UNLINK): a record that says what a
+# change did instead of the bytes it wrote, whose homes a later record
+# writes (logical.py); an older reader would take a record holding one for
+# the end of the journal, and read homes that lag it.  A version 7 pool is
+# a version 8 pool with none, upgraded alike.
+VERSION = 8
+VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 class CorruptionError(OSError):
@@ -340,6 +345,15 @@ REC_TOUCH = 3
 # (journal.py, "Checked records").
 REC_CHECK = 4
 CHECK_TAIL = _checked("<II", 8)
+# An unlink (version 8) is followed by UNLINK_TAIL and the name's bytes, padded
+# to 8: name ``length`` bytes long, in directory ``parent``, named inode
+# ``dst_off``, which the change freed with every block it had (a regular file
+# or a symlink with no extent block, named once).  The record wrote no home:
+# directory block and inode slot are written by a later record (an absorb,
+# journal.py "Logical records"), and until then recovery makes the change
+# again from the entry.
+REC_UNLINK = 5
+UNLINK_TAIL = _checked("<QQ", 16)  # parent, reserved (zero)
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -384,8 +398,10 @@ def pack_txn(
     touches: list[int] = (),  # type: ignore[assignment]
     lazy: bool = False,
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
+    unlinks: list[tuple[int, int, bytes]] = (),  # type: ignore[assignment]
 ) -> bytes:
-    return seal_txn(seq, pack_txn_body(writes, revokes, claims, touches, checks), lazy)
+    body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks)
+    return seal_txn(seq, body, lazy)
 
 
 def pack_txn_body(
@@ -394,11 +410,14 @@ def pack_txn_body(
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
+    unlinks: list[tuple[int, int, bytes]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
     """(entry count, payload) of a record: all of it but the sequence
     number, so that a committer can build it before taking the pool lock
     (seal_txn, under it, is a header and a crc).  ``checks``: (offset,
-    length, crc32c) of data the record makes visible (REC_CHECK)."""
+    length, crc32c) of data the record makes visible (REC_CHECK);
+    ``unlinks``: (parent, ino, name) of the names the change removed
+    without writing their homes (REC_UNLINK)."""
     parts: list[bytes | bytearray] = []
     for dst, data in writes:
         n = len(data)
@@ -414,8 +433,39 @@ def pack_txn_body(
         parts.append(TXN_REC.pack(ino, 0, REC_TOUCH))
     for dst, length, crc in checks:
         parts.append(TXN_REC.pack(dst, length, REC_CHECK) + CHECK_TAIL.pack(crc, 0))
-    nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks)
+    for parent, ino, name in unlinks:
+        n = len(name)
+        parts.append(TXN_REC.pack(ino, n, REC_UNLINK) + UNLINK_TAIL.pack(parent, 0) + name)
+        if n % 8:
+            parts.append(bytes(8 - n % 8))
+    nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks) + len(unlinks)
     return nrec, b"".join(parts)
+
+
+# A record that unlinks a file of one extent, after its magic and crc: the
+# header's seq, nrec and payload_len, the revoke, the unlink and its tail.
+_UNLINK_ONE = struct.Struct("<QIIQIIQIIQQ")
+_PADS = [bytes(-n % 8) for n in range(8)]
+
+
+def pack_unlink_record(
+    seq: int, parent: int, ino: int, name: bytes, revokes: list[tuple[int, int]]
+) -> bytes:
+    """pack_txn(seq, [], revokes, unlinks=[(parent, ino, name)]): the same
+    bytes, in the fewest steps when the file has one extent (every unlink
+    of a small file pays this: logical.py)."""
+    if len(revokes) != 1:
+        return pack_txn(seq, [], revokes, unlinks=[(parent, ino, name)])
+    ((dst, length),) = revokes
+    n = len(name)
+    tail = (
+        _UNLINK_ONE.pack(
+            seq, 2, 48 + n + (-n % 8), dst, length, REC_REVOKE, ino, n, REC_UNLINK, parent, 0
+        )
+        + name
+        + _PADS[n % 8]
+    )
+    return _MAGIC_CRC.pack(TXN_MAGIC, _crc32c.crc32c(tail, _TXN_MAGIC_CRC[TXN_MAGIC])) + tail
 
 
 def seal_txn(seq: int, body: tuple[int, bytes], lazy: bool = False) -> bytes:
@@ -428,6 +478,7 @@ def seal_txn(seq: int, body: tuple[int, bytes], lazy: bool = False) -> bytes:
 
 
 _TXN_MAGIC_CRC = {m: crc32c(struct.pack("<I", m)) for m in (TXN_MAGIC, TXN_MAGIC_LAZY)}
+_MAGIC_CRC = struct.Struct("<II")
 
 
 def txn_crc(magic: int, tail) -> int:
@@ -446,6 +497,7 @@ class TxnRecord:
     touches: list[int] = field(default_factory=list)
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
     checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
+    unlinks: list[tuple[int, int, bytes]] = field(default_factory=list)  # (parent, ino, name)
 
 
 def parse_txn(
@@ -502,8 +554,19 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
                 return None
             rec.checks.append((dst, length, crc))
             p += CHECK_TAIL.size
+        elif flags == REC_UNLINK and not rec.lazy:
+            if p + UNLINK_TAIL.size + length > start + plen:
+                return None
+            parent, reserved = UNLINK_TAIL.unpack_from(buf, p)
+            if reserved:
+                return None
+            p += UNLINK_TAIL.size
+            rec.unlinks.append((parent, dst, bytes(buf[p : p + length])))
+            p += pad8(length)
         else:
             return None
+    if rec.unlinks and rec.writes:
+        return None  # (a record says what it did or writes it, never both)
     return rec
 
 

@@ -247,6 +247,14 @@ class Leases:
             self.windows = [c for c in self.windows if c in ours]
         (self.gen,) = TABLE_HEAD.unpack_from(buf, TABLE_OFF)
 
+    def alone(self) -> bool:
+        """Is this process the only live one in the table?  (Exclusive pool
+        lock held; our view rescanned if the table moved since.)  Without a
+        slot of our own, never."""
+        if TABLE_HEAD.unpack_from(self._buf, TABLE_OFF)[0] != self.gen:
+            self._scan()
+        return self.slot is not None and not self.shared
+
     def _current(self) -> bool:
         """Windows apply now: another process is live (our view is rescanned
         whenever the table's generation moved).  Joins first if needed."""

@@ -98,7 +98,9 @@ class NamespacePath:
             self._drop_link(txn, self._inode(r.ino))  # type: ignore[arg-type]
 
     def unlink(self, path) -> None:
-        optimistically(self, self._unlink, to_str(path))
+        spath = to_str(path)
+        if not self._unlink_said(spath):  # (logical.py)
+            optimistically(self, self._unlink, spath)
         self._consolidate()
 
     def _unlink(self, spath: str) -> None:
@@ -133,7 +135,9 @@ class NamespacePath:
                 raise ValueError(f"not a name in a directory: {name!r}")
         left: list[tuple[str, int]] = []
         for i in range(0, len(names), UNLINK_BATCH):
-            left += optimistically(self, self._unlink_batch, sdir, names[i : i + UNLINK_BATCH])
+            batch = names[i : i + UNLINK_BATCH]
+            if not self._unlink_names_said(sdir, batch):  # (logical.py)
+                left += optimistically(self, self._unlink_batch, sdir, batch)
             self._consolidate()
         return left
 

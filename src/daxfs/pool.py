@@ -182,7 +182,9 @@ def mount_region(
                     if fs._lazy:
                         fs.journal.mark_boot()  # after recovery read the last one
                 fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
-                fs._reload()
+                fs._reload()  # (unlinks no record absorbed are made again)
+                if not readonly and fs._lag_bytes:
+                    fs._absorb_and_checkpoint()
                 if not readonly:
                     fs.leases.join()
                 if reclaim_orphans:
@@ -194,6 +196,17 @@ def mount_region(
     except BaseException:
         region.close()
         raise
+
+
+def absorb_unlinks(region, sb: Superblock) -> None:
+    """Make again the unlinks of a recovered journal that no record absorbed,
+    absorb them and checkpoint, as a mount does (logical.py), for the
+    checker, which holds the pool lock on ``region`` and reads the homes
+    itself.  CorruptionError if the pool does not let them be made."""
+    fs = FileSystem(region, sb, readonly=False)
+    fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
+    fs._reload()
+    fs._absorb_and_checkpoint()
 
 
 def _reserve_metadata(region, sb: Superblock) -> None:

@@ -1,0 +1,346 @@
+"""Unlinks said in the journal (logical.py): a process alone on a pool logs
+what an unlink did and writes its homes later, in an absorb.  What is held
+here: the record writes nothing and the homes lag until an absorb; a
+killed writer's unlinks are made again by the next mount, by the checker
+and by a process that mounts beside a live writer; a reader that meets
+them rebuilds; a follower waits for the absorb; a crafted unlink is damage,
+never a misread; and the journal never fills with unabsorbed unlinks.
+Processes are real (subprocess) and killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import daxfs
+from daxfs.layout import INODE_SIZE, UNLINK_TAIL, CorruptionError, pack_txn
+from daxfs.logical import ABSORB_SECONDS
+from daxfs.region import Region
+
+MiB = 1 << 20
+
+# A writer in its own process: "make D N" (N 4 KiB files), "unlink D A B"
+# (files A..B-1), "stat P", then "die" (SIGKILL by the parent: no close).
+WRITER = textwrap.dedent(r"""
+    import os, sys
+    import daxfs
+    fs = daxfs.mount(sys.argv[1])
+    print("mounted", flush=True)
+    for line in sys.stdin:
+        cmd, *a = line.split()
+        if cmd == "make":
+            fs.makedirs(a[0], exist_ok=True)
+            for i in range(int(a[1])):
+                fs.write_bytes(f"{a[0]}/f{i}", bytes([i % 251]) * 4096)
+            print("made", flush=True)
+        elif cmd == "unlink":
+            for i in range(int(a[1]), int(a[2])):
+                fs.unlink(f"{a[0]}/f{i}")
+            print(fs.journal.unabsorbed, flush=True)
+        elif cmd == "list":
+            print(len(fs.listdir(a[0])), flush=True)
+        elif cmd == "quit":
+            break
+    fs.close()
+    print("bye", flush=True)
+""")
+
+
+class Writer:
+    def __init__(self, pool: str):
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", WRITER, pool],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.ask(None) == "mounted"
+
+    def ask(self, line: str | None) -> str:
+        if line is not None:
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+        out = self.p.stdout.readline()
+        assert out, f"writer died (exit code {self.p.poll()})"
+        return out.rstrip("\n")
+
+    def kill(self) -> None:
+        self.p.send_signal(signal.SIGKILL)
+        assert self.p.wait(timeout=60) == -signal.SIGKILL
+
+    def quit(self) -> None:
+        assert self.ask("quit") == "bye"
+        assert self.p.wait(timeout=60) == 0
+
+
+@pytest.fixture
+def writers():
+    made: list[Writer] = []
+    yield made
+    for w in made:
+        if w.p.poll() is None:
+            w.kill()
+
+
+def last_record(fs):
+    return fs.journal.log_records()[-1][1]
+
+
+def slot_bytes(fs, ino: int) -> bytes:
+    off = fs.inodes.slot_off(ino)
+    return bytes(fs.region.buf[off : off + INODE_SIZE])
+
+
+def free_blocks_after_remount(path: str) -> int:
+    fs = daxfs.mount(path)
+    try:
+        return fs.allocator.free_blocks
+    finally:
+        fs.close()
+
+
+def test_an_unlink_alone_writes_no_home_until_the_next_change_absorbs_it(pool_path):
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/a", b"a" * 4096)
+        fs.write_bytes("/d/b", b"b" * 4096)
+        ino = fs.stat("/d/a").st_ino
+        before = slot_bytes(fs, ino)
+        fs.unlink("/d/a")
+        rec = last_record(fs)
+        assert rec.unlinks == [(fs.stat("/d").st_ino, ino, b"a")]
+        assert rec.writes == [] and len(rec.revokes) == 1
+        assert slot_bytes(fs, ino) == before  # the home lags
+        assert fs.journal.unabsorbed == 1 and fs._lag_bytes > 0
+        assert fs.listdir("/d") == ["b"]
+        fs.chmod("/d/b", 0o600)  # a change that writes: the absorb comes first
+        records = [r for _s, r in fs.journal.log_records()]
+        absorb, chmod = records[-2], records[-1]
+        assert absorb.writes and not absorb.unlinks and not chmod.unlinks
+        assert slot_bytes(fs, ino) == bytes(INODE_SIZE)
+        assert fs.journal.unabsorbed == 0 and fs._lag_bytes == 0
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+def test_what_is_not_said_goes_the_usual_way(pool_path):
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.write_bytes("/hard", b"h")
+        fs.link("/hard", "/hard2")  # two names
+        fs.symlink("/hard", "/sym")  # not a regular file
+        fs.write_bytes("/open", b"o")
+        fs.write_bytes("/big", b"x" * (3 * MiB))  # past a chunk
+        held = fs.open("/open", "rb")
+        for path in ("/hard", "/sym", "/open", "/big"):
+            fs.unlink(path)
+            assert not last_record(fs).unlinks, path
+        assert held.read() == b"o"
+        held.close()
+        assert fs.listdir("/") == ["hard2"]
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+def test_a_killed_writers_unlinks_are_made_again_by_the_next_mount(pool_path, writers):
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")  # (a directory keeps its blocks: made before counting)
+    free_at_start = free_blocks_after_remount(pool_path)
+    w = Writer(pool_path)
+    writers.append(w)
+    assert w.ask("make /d 300") == "made"
+    assert int(w.ask("unlink /d 0 200")) == 200  # all said, none absorbed
+    w.kill()
+    report = daxfs.check(pool_path)  # (a copy of its view: the pool is left as it is)
+    assert report.ok, report.errors
+    assert any("200 unlink record(s) made again" in n for n in report.notes)
+    fs = daxfs.mount(pool_path)
+    try:
+        assert sorted(fs.listdir("/d")) == sorted(f"f{i}" for i in range(200, 300))
+        assert fs.read_bytes("/d/f250") == bytes([250]) * 4096
+        assert fs.journal.unabsorbed == 0
+        for i in range(200, 300):
+            fs.unlink(f"/d/f{i}")
+        fs.rmdir("/d")
+    finally:
+        fs.close()
+    assert free_blocks_after_remount(pool_path) == free_at_start
+    assert daxfs.check(pool_path).ok
+
+
+def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool_path, writers):
+    w = Writer(pool_path)
+    writers.append(w)
+    assert w.ask("make /d 100") == "made"
+    assert int(w.ask("unlink /d 0 60")) == 60
+    fs = daxfs.mount(pool_path)  # absorbs them, then joins: the writer is not alone
+    try:
+        assert len(fs.listdir("/d")) == 40
+        assert int(w.ask("unlink /d 60 80")) == 0  # said no more
+        assert w.ask("list /d") == "20"
+        assert len(fs.listdir("/d")) == 20
+        fs.write_bytes("/d/new", b"n")
+        assert w.ask("list /d") == "21"
+    finally:
+        fs.close()
+    assert int(w.ask("unlink /d 80 100")) >= 10  # alone again (once caught up)
+    w.quit()
+    fs = daxfs.mount(pool_path)
+    try:
+        assert fs.listdir("/d") == ["new"]
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+READER = textwrap.dedent(r"""
+    import sys
+    import daxfs
+    fs = daxfs.mount(sys.argv[1], readonly=True)
+    print("mounted", flush=True)
+    for line in sys.stdin:
+        print(len(fs.listdir(line.strip())), fs.coherence["full_rebuilds"], flush=True)
+""")
+
+
+def test_a_reader_in_another_process_sees_said_unlinks_at_its_next_call(pool_path, writers):
+    w = Writer(pool_path)
+    writers.append(w)
+    assert w.ask("make /d 50") == "made"
+    w.ask("unlink /d 0 0")  # (caught up, nothing said)
+    r = subprocess.Popen(
+        [sys.executable, "-c", READER, pool_path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert r.stdout.readline().strip() == "mounted"
+        r.stdin.write("/d\n")
+        r.stdin.flush()
+        assert r.stdout.readline().split()[0] == "50"
+        assert int(w.ask("unlink /d 0 30")) >= 25  # (the first catches up the usual way)
+        r.stdin.write("/d\n")
+        r.stdin.flush()
+        listed, rebuilds = map(int, r.stdout.readline().split())
+        assert listed == 20
+        # Unlinks alone are made again one by one, with no rebuild.
+        assert int(w.ask("unlink /d 30 45")) >= 15
+        r.stdin.write("/d\n")
+        r.stdin.flush()
+        assert list(map(int, r.stdout.readline().split())) == [5, rebuilds]
+    finally:
+        r.kill()
+        r.wait()
+    w.quit()
+
+
+def test_a_follower_waits_for_the_absorb_and_then_sees_the_unlinks(pool_path, writers):
+    w = Writer(pool_path)
+    writers.append(w)
+    assert w.ask("make /d 20") == "made"
+    assert int(w.ask("unlink /d 0 5")) == 5
+    follower = daxfs.mount(pool_path, follow=True)
+    try:
+        # The writer's absorber writes the homes within ABSORB_SECONDS; the
+        # follower reads nothing before.
+        assert len(follower.listdir("/d")) == 15
+        assert int(w.ask("unlink /d 5 10")) == 0  # a follower: said no more
+        assert len(follower.listdir("/d")) == 10
+    finally:
+        follower.close()
+    w.quit()
+
+
+def test_unlinks_in_a_small_journal_are_absorbed_before_it_fills(make_pool):
+    path = make_pool(size=32 * MiB)
+    fs = daxfs.mount(path)
+    try:
+        room = fs.journal.end - fs.journal.start
+        fs.mkdir("/d")
+        said = 0
+        for rnd in range(3):
+            for i in range(1500):
+                fs.write_bytes(f"/d/{rnd}-{i}", b"z" * 100)
+            for i in range(1500):
+                fs.unlink(f"/d/{rnd}-{i}")
+                said += bool(last_record(fs).unlinks)
+            assert fs._lag_bytes <= fs._absorb_most <= room // 4
+        assert said > 3000  # most were said; the rest went the usual way
+        assert fs.listdir("/d") == []
+    finally:
+        fs.close()
+    assert daxfs.check(path).ok
+
+
+def crafted_unlink(path: str, parent: int, ino: int, name: bytes) -> None:
+    """Append a record that unlinks ``name`` (as daxfs would write one, its
+    crc right) to a cleanly closed pool's journal."""
+    fs = daxfs.mount(path)
+    j = fs.journal
+    seq, at = j.next_seq, j.start + j.pos
+    fs.close()
+    region = Region(path)
+    try:
+        rec = pack_txn(seq, [], unlinks=[(parent, ino, name)])
+        region.store(at, rec)
+        region.persist(at, len(rec))
+    finally:
+        region.close()
+
+
+@pytest.mark.parametrize("what", ["missing name", "a directory", "wrong inode"])
+def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
+    fs = daxfs.mount(pool_path)
+    fs.mkdir("/sub")
+    fs.write_bytes("/f", b"f")
+    fs.write_bytes("/g", b"g")
+    f, g, sub = (fs.stat(p).st_ino for p in ("/f", "/g", "/sub"))
+    fs.close()
+    cases = {"missing name": (b"nope", f), "a directory": (b"sub", sub), "wrong inode": (b"f", g)}
+    name, ino = cases[what]
+    crafted_unlink(pool_path, 1, ino, name)
+    with pytest.raises(CorruptionError, match="unlink"):
+        daxfs.mount(pool_path)
+    report = daxfs.check(pool_path)
+    assert not report.ok and any("cannot be made again" in e for e in report.errors)
+    repaired = daxfs.check(pool_path, repair=True)
+    assert repaired.repaired
+    fs = daxfs.mount(pool_path)
+    try:
+        assert sorted(fs.listdir("/")) == ["f", "g", "sub"]  # the record dropped
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+def test_an_older_daxfs_is_told_the_pool_is_newer():
+    assert UNLINK_TAIL.size == 16
+    from daxfs.layout import VERSION, VERSIONS_READ
+
+    assert VERSION == 8 and 7 in VERSIONS_READ  # (read and upgraded: test_format_version)
+
+
+def test_the_absorber_writes_an_idle_writers_homes(pool_path):
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.write_bytes("/a", b"a")
+        ino = fs.stat("/a").st_ino
+        fs.unlink("/a")
+        assert fs._lag_bytes
+        import time
+
+        deadline = time.monotonic() + 10 * ABSORB_SECONDS
+        while fs._lag_bytes and time.monotonic() < deadline:
+            time.sleep(ABSORB_SECONDS / 10)
+        assert not fs._lag_bytes and slot_bytes(fs, ino) == bytes(INODE_SIZE)
+    finally:
+        fs.close()
