@@ -184,7 +184,7 @@ def catch_up(fs, exclusive: bool = True) -> None:
     records = None
     if 0 <= fs._seen_seq < seq:
         records = journal.records_between(fs._seen_seq, fs._seen_pos, seq)
-    if records is not None and apply_records(fs, records):
+    if records is not None and apply_records(fs, records, locked=True):
         fs.coherence["records_applied"] += len(records)
     else:
         fs._reload()
@@ -246,14 +246,17 @@ def finish_dead_commit(fs, exclusive: bool) -> int:
     return journal.refresh()
 
 
-def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
+def apply_records(
+    fs, records, refreshed: frozenset[int] = frozenset(), locked: bool = False
+) -> bool:
     """Apply other processes' committed records to our caches (but for the
     directories in ``refreshed``: refresh_dirs took them in already).
     False when our allocator's view disagrees with them (the caller
-    rebuilds)."""
+    rebuilds).  ``locked``: the pool lock is held (catch_up), so that
+    homes may be read (_apply_unlinks)."""
     sb, allocator = fs.sb, fs.allocator
     if any(rec.unlinks for rec in records):
-        return _apply_unlinks(fs, records)
+        return _apply_unlinks(fs, records, locked)
     if fs._lag_bytes:
         fs._forget_lag()  # (another's record absorbed ours: it writes homes)
         fs._release_said()
@@ -313,20 +316,28 @@ def apply_records(fs, records, refreshed: frozenset[int] = frozenset()) -> bool:
     return True
 
 
-def _apply_unlinks(fs, records) -> bool:
+def _apply_unlinks(fs, records, locked: bool) -> bool:
     """Records that say unlinks (logical.py), made again in our caches one by
-    one, as the writer made them; False (the caller rebuilds, making them
-    again from the log) when some of the records write homes too: an
-    absorb among them rewrites blocks the unlinks edit, and the order of
-    the two matters."""
+    one, as the writer made them; False (the caller rebuilds under the pool
+    lock, making them again from the log) when some of the records write
+    homes too (an absorb among them rewrites blocks the unlinks edit, and
+    the order of the two matters), or, with no pool lock held
+    (catch_up_unlocked, a change's late records), when a directory or
+    inode they name is not cached: a load from the homes then could meet
+    an absorb being stored."""
     if any(rec.writes for rec in records):
         return False
+    cached, dirs = fs.inodes.cache, fs.dirs
     for rec in records:
-        for parent, ino, name in rec.unlinks:
-            fs._redo_unlink(parent, ino, name)
+        for parent, ino, _name, _when in rec.unlinks:
+            if not locked and (parent not in dirs or parent not in cached or ino not in cached):
+                return False
+    for rec in records:
+        for unlink in rec.unlinks:
+            fs._redo_unlink(*unlink)
     if fs.on_foreign_change is not None:
         said = [u for rec in records for u in rec.unlinks]
-        fs.on_foreign_change({ino for _p, ino, _n in said}, {parent for parent, _i, _n in said})
+        fs.on_foreign_change({u[1] for u in said}, {u[0] for u in said})
     return True
 
 

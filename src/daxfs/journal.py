@@ -115,9 +115,9 @@ class Transaction:
         # Device ranges of data stored into space this change allocated, to
         # name with a crc in its record (sync mode, see "Checked records").
         self.checks: list[tuple[int, int]] = []
-        # (parent, ino, name) of names removed without their homes written
-        # (see "Logical records"); such a record has no writes.
-        self.unlinks: list[tuple[int, int, bytes]] = []
+        # (parent, ino, name, when) of names removed without their homes
+        # written (logical.py); such a record has no writes.
+        self.unlinks: list[tuple[int, int, bytes, int]] = []
         # Writes every home that unlinks before it left lagging: an absorb.
         self.absorbs = False
 
@@ -646,8 +646,8 @@ class Journal:
             self._publish()
         return len(committed)
 
-    def pending_unlinks(self) -> list[tuple[int, int, bytes]]:
-        """(parent, ino, name) of the unlinks of the log that no record after
+    def pending_unlinks(self) -> list[tuple[int, int, bytes, int]]:
+        """(parent, ino, name, when) of the unlinks of the log that no record after
         them absorbed, in order: what the homes lag (see "Logical records")."""
         records = [rec for seq, rec in self.log_records() if seq < self.next_seq]
         tail = records[_last_writing(records) :]
@@ -727,7 +727,7 @@ class Journal:
         for ino in rec.touches:
             if not 1 <= ino < self._inode_count:
                 raise CorruptionError("journal record touches no inode", record_off)
-        for parent, ino, name in rec.unlinks:
+        for parent, ino, name, _when in rec.unlinks:
             if not (1 <= parent < self._inode_count and 1 <= ino < self._inode_count):
                 raise CorruptionError("journal record unlinks no inode", record_off)
             if not valid_name(name):

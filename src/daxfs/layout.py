@@ -348,12 +348,12 @@ CHECK_TAIL = _checked("<II", 8)
 # An unlink (version 8) is followed by UNLINK_TAIL and the name's bytes, padded
 # to 8: name ``length`` bytes long, in directory ``parent``, named inode
 # ``dst_off``, which the change freed with every block it had (a regular file
-# or a symlink with no extent block, named once).  The record wrote no home:
-# directory block and inode slot are written by a later record (an absorb,
-# journal.py "Logical records"), and until then recovery makes the change
-# again from the entry.
+# with one name and no extent block), at time ``when`` (ns: the directory's
+# new mtime and ctime).  The record wrote no home: directory block and inode
+# slot are written by a later record (an absorb, logical.py), and until then
+# whoever loads from the homes makes the change again from the entry.
 REC_UNLINK = 5
-UNLINK_TAIL = _checked("<QQ", 16)  # parent, reserved (zero)
+UNLINK_TAIL = _checked("<Qq", 16)  # parent, when (ns: the directory's new mtime and ctime)
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -398,7 +398,7 @@ def pack_txn(
     touches: list[int] = (),  # type: ignore[assignment]
     lazy: bool = False,
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
-    unlinks: list[tuple[int, int, bytes]] = (),  # type: ignore[assignment]
+    unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
 ) -> bytes:
     body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks)
     return seal_txn(seq, body, lazy)
@@ -410,13 +410,13 @@ def pack_txn_body(
     claims: list[tuple[int, int]] = (),  # type: ignore[assignment]
     touches: list[int] = (),  # type: ignore[assignment]
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
-    unlinks: list[tuple[int, int, bytes]] = (),  # type: ignore[assignment]
+    unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
     """(entry count, payload) of a record: all of it but the sequence
     number, so that a committer can build it before taking the pool lock
     (seal_txn, under it, is a header and a crc).  ``checks``: (offset,
     length, crc32c) of data the record makes visible (REC_CHECK);
-    ``unlinks``: (parent, ino, name) of the names the change removed
+    ``unlinks``: (parent, ino, name, when) of the names the change removed
     without writing their homes (REC_UNLINK)."""
     parts: list[bytes | bytearray] = []
     for dst, data in writes:
@@ -433,9 +433,9 @@ def pack_txn_body(
         parts.append(TXN_REC.pack(ino, 0, REC_TOUCH))
     for dst, length, crc in checks:
         parts.append(TXN_REC.pack(dst, length, REC_CHECK) + CHECK_TAIL.pack(crc, 0))
-    for parent, ino, name in unlinks:
+    for parent, ino, name, when in unlinks:
         n = len(name)
-        parts.append(TXN_REC.pack(ino, n, REC_UNLINK) + UNLINK_TAIL.pack(parent, 0) + name)
+        parts.append(TXN_REC.pack(ino, n, REC_UNLINK) + UNLINK_TAIL.pack(parent, when) + name)
         if n % 8:
             parts.append(bytes(8 - n % 8))
     nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks) + len(unlinks)
@@ -444,23 +444,23 @@ def pack_txn_body(
 
 # A record that unlinks a file of one extent, after its magic and crc: the
 # header's seq, nrec and payload_len, the revoke, the unlink and its tail.
-_UNLINK_ONE = struct.Struct("<QIIQIIQIIQQ")
+_UNLINK_ONE = struct.Struct("<QIIQIIQIIQq")
 _PADS = [bytes(-n % 8) for n in range(8)]
 
 
 def pack_unlink_record(
-    seq: int, parent: int, ino: int, name: bytes, revokes: list[tuple[int, int]]
+    seq: int, parent: int, ino: int, name: bytes, when: int, revokes: list[tuple[int, int]]
 ) -> bytes:
-    """pack_txn(seq, [], revokes, unlinks=[(parent, ino, name)]): the same
+    """pack_txn(seq, [], revokes, unlinks=[(parent, ino, name, when)]): the same
     bytes, in the fewest steps when the file has one extent (every unlink
     of a small file pays this: logical.py)."""
     if len(revokes) != 1:
-        return pack_txn(seq, [], revokes, unlinks=[(parent, ino, name)])
+        return pack_txn(seq, [], revokes, unlinks=[(parent, ino, name, when)])
     ((dst, length),) = revokes
     n = len(name)
     tail = (
         _UNLINK_ONE.pack(
-            seq, 2, 48 + n + (-n % 8), dst, length, REC_REVOKE, ino, n, REC_UNLINK, parent, 0
+            seq, 2, 48 + n + (-n % 8), dst, length, REC_REVOKE, ino, n, REC_UNLINK, parent, when
         )
         + name
         + _PADS[n % 8]
@@ -497,7 +497,8 @@ class TxnRecord:
     touches: list[int] = field(default_factory=list)
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
     checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
-    unlinks: list[tuple[int, int, bytes]] = field(default_factory=list)  # (parent, ino, name)
+    # (parent, ino, name, when) of the names a record removed (REC_UNLINK)
+    unlinks: list[tuple[int, int, bytes, int]] = field(default_factory=list)
 
 
 def parse_txn(
@@ -557,11 +558,9 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
         elif flags == REC_UNLINK and not rec.lazy:
             if p + UNLINK_TAIL.size + length > start + plen:
                 return None
-            parent, reserved = UNLINK_TAIL.unpack_from(buf, p)
-            if reserved:
-                return None
+            parent, when = UNLINK_TAIL.unpack_from(buf, p)
             p += UNLINK_TAIL.size
-            rec.unlinks.append((parent, dst, bytes(buf[p : p + length])))
+            rec.unlinks.append((parent, dst, bytes(buf[p : p + length]), when))
             p += pad8(length)
         else:
             return None

@@ -161,11 +161,12 @@ class LogicalPath:
         fd = self.region.fd
         if any(pinned_by_others(fd, self.inodes.slot_off(i.ino), 1) for _n, i in files):
             return None
-        seq = journal.next_seq
+        seq, now = journal.next_seq, time.time_ns()
         if len(files) == 1:
-            record = pack_unlink_record(seq, d.ino, files[0][1].ino, raws[0], revokes)
+            record = pack_unlink_record(seq, d.ino, files[0][1].ino, raws[0], now, revokes)
         else:
-            said = [(d.ino, inode.ino, raw) for (_n, inode), raw in zip(files, raws, strict=True)]
+            pairs = zip(files, raws, strict=True)
+            said = [(d.ino, inode.ino, raw, now) for (_n, inode), raw in pairs]
             record = pack_txn(seq, [], revokes, unlinks=said)
         journal.commit_said(record)
         # (The path cache was current, as the caller's _cached_entry found
@@ -173,7 +174,7 @@ class LogicalPath:
         self._seen_seq = self._heads_seq = journal.next_seq
         self._seen_pos = journal.pos
         for name, inode in files:
-            self._apply_unlink(d, name, inode)
+            self._apply_unlink(d, name, inode, now)
         self._lag_bytes += cost
         return [inode for _name, inode in files]
 
@@ -227,18 +228,21 @@ class LogicalPath:
         cost = 0 if blocks is not None and block in blocks else LAG_BLOCK
         return cost + (0 if ino in self._lag_slots else LAG_SLOT)
 
-    def _apply_unlink(self, d, name: str, inode: Inode) -> None:
-        """Make an unlink in memory: the entry tombstoned, the inode dropped
-        (no handle holds it), both homes lagging (the caller counts what
-        absorbing them costs).  Its blocks (its extents) are the caller's
-        to give back once the record is committed."""
+    def _apply_unlink(self, d, name: str, inode: Inode, when: int) -> None:
+        """Make an unlink in memory: the entry tombstoned, the directory's
+        times set to ``when`` (written lazily, as for any unlink), the inode
+        dropped (no handle holds it), both homes lagging (the caller counts
+        what absorbing them costs).  Its blocks (its extents) are the
+        caller's to give back once the record is committed."""
         block = d.forget(name)
         blocks = self._lag_dirs.get(d.ino)
         if blocks is None:
             blocks = self._lag_dirs[d.ino] = set()
         blocks.add(block)
         self._lag_slots.add(inode.ino)
-        self._touch_dir(self.inodes.cache.get(d.ino) or self._inode(d.ino))
+        parent = self.inodes.cache.get(d.ino) or self._inode(d.ino)
+        parent.mtime = parent.atime = parent.ctime = when
+        self._dirty_times.add(d.ino)
         self.inodes.cache.pop(inode.ino, None)
         self._dirty_times.discard(inode.ino)
 
@@ -247,10 +251,10 @@ class LogicalPath:
         """After the caches were rebuilt from the homes: make the unlinks no
         record absorbed yet, in order (module doc)."""
         self._forget_lag()
-        for parent, ino, raw in self.journal.pending_unlinks():
-            self._redo_unlink(parent, ino, raw)
+        for unlink in self.journal.pending_unlinks():
+            self._redo_unlink(*unlink)
 
-    def _redo_unlink(self, parent: int, ino: int, raw: bytes) -> None:
+    def _redo_unlink(self, parent: int, ino: int, raw: bytes, when: int) -> None:
         """Make one said unlink (of this process or another's) in memory,
         checked against what the caches hold: every directory an unlink
         not yet absorbed names is cached from that unlink on (this loads
@@ -267,7 +271,7 @@ class LogicalPath:
                 self.journal.live_off,
             )
         self._lag_bytes += self._lag_cost(parent, entry[2], ino)
-        self._apply_unlink(d, name, inode)
+        self._apply_unlink(d, name, inode, when)
         for _f, dev, n in inode.extents:
             self._free_space(self._block(dev), n // BLOCK)
         self.inodes.return_ino(ino)
