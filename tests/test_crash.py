@@ -63,6 +63,7 @@ from daxfs.crash import (
     steps_covered,
 )
 from daxfs.data import DataPath
+from daxfs.logical import LogicalPath
 from daxfs.pool import mount_region
 from daxfs.region import Region
 
@@ -226,6 +227,7 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
         "/D", ["foo", "hard", "bar"]
     )
     w["unlink names /B"] = lambda fs: fs._unlink_names("/B", ["foo", "bar"])
+    w["unlink /A/cw"] = lambda fs: fs.unlink("/A/cw")  # (made by a step before, or ENOENT)
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
     w["write /B/foo /B/foo through two fds"] = _write_two_fds("/B/foo", "/B/foo")
     core += ["creat /A/new", "mkdir /B/new", "symlink /C/sym", "rmdir /E",
@@ -304,9 +306,10 @@ CHECKED_SEQUENCES = [
     ("write /C/bar 4096+4096", "write /C/bar 8190+4100"),
     ("fallocate /C/bar end+8192", "write /C/bar 4096+3000", "chmod /C/bar"),
 ]
-# Unlinks said and not written (logical.py), then what comes after them:
-# nothing that writes (a crash must make them again), or a change that
-# absorbs them first, taking their inode numbers and blocks again.
+# Unlinks and new small files said and not written (logical.py), then what
+# comes after them: more said, nothing that writes (a crash must make them
+# again), or a change that absorbs them first, taking their inode numbers
+# and blocks again, or changing what they made.
 SAID_SEQUENCES = [
     ("unlink /A/foo", "unlink /C/foo", "chmod /B/foo"),
     ("unlink /A/foo", "creat /A/new"),
@@ -314,6 +317,10 @@ SAID_SEQUENCES = [
     ("unlink /A/foo", "mkdir /A/new", "unlink /C/foo"),
     ("unlink names /B", "rmdir /B"),
     ("unlink /C/foo", "write /C/bar 0+4096", "unlink /C/bar"),
+    ("create with bytes /A/cw", "unlink /A/cw"),
+    ("write_bytes /A/wb", "create with bytes /B/cw", "chmod /A/foo"),
+    ("unlink /B/foo", "create with bytes /B/cw", "rename /B -> /Z"),
+    ("create with bytes /C/cw", "rename /C/foo -> /C/r"),
 ]
 SEQUENCES = _sequences()
 SEQUENCES.update({" ; ".join(ops): ops for ops in SAID_SEQUENCES})
@@ -551,13 +558,15 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
 def _own_changes_marked(log: list[tuple]):
     """Where each change a call makes of its own, apart from what it was
     asked, began and ended, as positions in ``log``: a tail trim
-    (tails="trim": DataPath._trim_tails, at a file's last close) and a
+    (tails="trim": DataPath._trim_tails, at a file's last close), a
     consolidation (DataPath._consolidate, after a delete, a truncate or a
-    trim, when whole chunks are scarce or windows wait for one).  Their
+    trim, when whole chunks are scarce or windows wait for one) and an
+    absorb (LogicalPath._absorb, of what calls before it said).  Their
     fences count apart from the step's own (at most two each); the
     methods are instrumented for the duration."""
     spans: list[tuple[int, int]] = []
-    plain = {name: getattr(DataPath, name) for name in ("_trim_tails", "_consolidate")}
+    owners = {"_trim_tails": DataPath, "_consolidate": DataPath, "_absorb": LogicalPath}
+    plain = {name: getattr(cls, name) for name, cls in owners.items()}
 
     def marking(method):
         def marked(self, *args, **kwargs):
@@ -570,12 +579,12 @@ def _own_changes_marked(log: list[tuple]):
         return marked
 
     for name, method in plain.items():
-        setattr(DataPath, name, marking(method))
+        setattr(owners[name], name, marking(method))
     try:
         yield spans
     finally:
         for name, method in plain.items():
-            setattr(DataPath, name, method)
+            setattr(owners[name], name, method)
 
 
 def _recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
@@ -830,10 +839,10 @@ def _every_crash_state_is_before_or_after(pool, model: str, name: str, ops=None)
 
 def _check_fences_per_operation(name: str, log: list[tuple], own: list[tuple[int, int]]) -> None:
     # Issue 14: on pmem each operation stays durable on return with at most
-    # two fences (its new data, then its record).  A tail trim at a close and
-    # a consolidation are changes of their own (_own_changes_marked), each
-    # counted apart, in the innermost span (a trim consolidates at its end):
-    # at most two each too.
+    # two fences (its new data, then its record).  A tail trim at a close, a
+    # consolidation and an absorb are changes of their own
+    # (_own_changes_marked), each counted apart, in the innermost span (a
+    # trim consolidates at its end): at most two each too.
     fences, own_fences, op = 0, {}, None
     for i, ev in enumerate(log):
         if ev[0] == "begin":
@@ -843,7 +852,7 @@ def _check_fences_per_operation(name: str, log: list[tuple], own: list[tuple[int
             if not inside:
                 fences += 1
                 continue
-            span = max(inside)  # (the innermost: the latest start)
+            span = max(inside, key=lambda s: (s[0], -s[1]))  # (the innermost: latest, shortest)
             own_fences[span] = own_fences.get(span, 0) + 1
             assert own_fences[span] <= 2, (
                 f"{name}: a change of {op}'s own took {own_fences[span]} fences"

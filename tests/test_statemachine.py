@@ -447,14 +447,24 @@ class DaxVsOs(RuleBasedStateMachine):
     def unlink(self, path):
         self.same(lambda: self.fs.unlink(path), lambda: os.unlink(self.m(path)), f"unlink {path!r}")
 
-    @rule(paths=st.lists(paths, min_size=1, max_size=3))
-    def unlinks_then_a_crash(self, paths):
-        """Unlinks, said and not absorbed when they can be, then a crash.
-        (With nothing to make again, a crash is the crash suite's.)"""
-        for path in paths:
-            self.unlink(path)
+    @rule(
+        steps=st.lists(
+            st.tuples(st.booleans(), paths, st.integers(0, 1 << 16), st.integers(0, 9000)),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def said_changes_then_a_crash(self, steps):
+        """Unlinks and new small files (write_bytes), said and not absorbed
+        when they can be (logical.py), then a crash.  (With nothing to make
+        again, a crash is the crash suite's.)"""
+        for unlink, path, seed, n in steps:
+            if unlink:
+                self.unlink(path)
+            else:
+                self.write_bytes(path, (seed, n))
         said = self.fs.journal.unabsorbed
-        event(f"crash with unlinks to make again: {bool(said)}")
+        event(f"crash with said changes to make again: {bool(said)}")
         if said:
             self.a_crash_now_recovers_this_tree()
 
@@ -577,7 +587,7 @@ class DaxVsOs(RuleBasedStateMachine):
     def a_crash_now_recovers_this_tree(self):
         """What SIGKILL now would leave (a tmpfs pool's file holds every
         store): a copy, taken under the shared pool lock so that no commit
-        is half copied, mounts to the model's tree, with the unlinks said
+        is half copied, mounts to the model's tree, with the changes said
         and not absorbed yet made again (logical.py)."""
         copy = self.pool + ".crash"
         fd = os.open(self.pool, os.O_RDONLY)

@@ -274,29 +274,29 @@ class _Checker:
         if replayed:
             self.report.notes.append(f"journal: {replayed} committed transaction(s) replayed")
         if j.unabsorbed:
-            j = self._absorb_unlinks(j)
+            j = self._absorb_said(j)
         self.journal = j
 
-    def _absorb_unlinks(self, j: Journal) -> Journal:
-        """Unlinks the journal says and no record absorbed (logical.py): the
+    def _absorb_said(self, j: Journal) -> Journal:
+        """Changes the journal says and no record absorbed (logical.py): the
         homes lag them, so they are made again and absorbed as a mount
         would, and the pool checked as committed.  A pool too damaged for
-        that is checked as of before them; repair then drops them (their
-        files stay, their blocks untouched since: nothing reuses them
-        before an absorb)."""
-        from .pool import absorb_unlinks
+        that is checked as of before them; repair then drops them (the
+        files they unlinked stay, those they made go: nothing else touched
+        their blocks, since nothing that writes came after)."""
+        from .pool import absorb_said
 
         n = j.unabsorbed
         try:
-            absorb_unlinks(self.region, self.sb)
+            absorb_said(self.region, self.sb)
         except CorruptionError as e:
-            self.error(f"journal: {n} unlink record(s) cannot be made again: {e.strerror}")
+            self.error(f"journal: {n} record(s) of said changes cannot be made again: {e.strerror}")
             if self.repair:
                 j.unabsorbed = 0
                 j.checkpoint()
-                self.fixed(f"journal: {n} unlink record(s) dropped, their files kept")
+                self.fixed(f"journal: {n} record(s) of said changes dropped")
             return j
-        self.report.notes.append(f"journal: {n} unlink record(s) made again and absorbed")
+        self.report.notes.append(f"journal: {n} record(s) of said changes made again and absorbed")
         j = Journal(self.region, self.sb)
         j.recover()
         return j

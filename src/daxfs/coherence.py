@@ -255,8 +255,8 @@ def apply_records(
     rebuilds).  ``locked``: the pool lock is held (catch_up), so that
     homes may be read (_apply_unlinks)."""
     sb, allocator = fs.sb, fs.allocator
-    if any(rec.unlinks for rec in records):
-        return _apply_unlinks(fs, records, locked)
+    if any(rec.says() for rec in records):
+        return _apply_said(fs, records, locked)
     if fs._lag_bytes:
         fs._forget_lag()  # (another's record absorbed ours: it writes homes)
         fs._release_said()
@@ -316,8 +316,8 @@ def apply_records(
     return True
 
 
-def _apply_unlinks(fs, records, locked: bool) -> bool:
-    """Records that say unlinks (logical.py), made again in our caches one by
+def _apply_said(fs, records, locked: bool) -> bool:
+    """Records that say changes (logical.py), made again in our caches one by
     one, as the writer made them; False (the caller rebuilds under the pool
     lock, making them again from the log) when some of the records write
     homes too (an absorb among them rewrites blocks the unlinks edit, and
@@ -328,15 +328,16 @@ def _apply_unlinks(fs, records, locked: bool) -> bool:
     if any(rec.writes for rec in records):
         return False
     cached, dirs = fs.inodes.cache, fs.dirs
+    said = [entry for rec in records for entry in rec.unlinks + rec.creates]
+    unlinked = {u[1] for rec in records for u in rec.unlinks}
+    for parent, ino, *_rest in said:
+        if not locked and not (parent in dirs and parent in cached):
+            return False
+        if not locked and ino in unlinked and ino not in cached:
+            return False
     for rec in records:
-        for parent, ino, _name, _when in rec.unlinks:
-            if not locked and (parent not in dirs or parent not in cached or ino not in cached):
-                return False
-    for rec in records:
-        for unlink in rec.unlinks:
-            fs._redo_unlink(*unlink)
+        fs._redo_said(rec)
     if fs.on_foreign_change is not None:
-        said = [u for rec in records for u in rec.unlinks]
         fs.on_foreign_change({u[1] for u in said}, {u[0] for u in said})
     return True
 

@@ -299,6 +299,40 @@ class Directory:
         self._stage_header(b, txn)
         return ino
 
+    def place(self, name: str, ino: int, ftype: int) -> int | None:
+        """Add ``name`` as ``add`` does, in memory only, in a block with room
+        (compacted in memory if its tombstones make the room), and return
+        that block, whose home no longer matches: a create said in the
+        journal (logical.py).  None, with nothing done, when only a new
+        block would hold it."""
+        raw = name.encode("utf-8", "surrogateescape")
+        need = DIRENT_HEAD.size + len(raw)
+        b = self._room_for(need)
+        if b is None:
+            return None
+        image, pos = self.images[b], self.used[b]
+        DIRENT_HEAD.pack_into(image, pos, ino, len(raw), ftype)
+        image[pos + DIRENT_HEAD.size : pos + need] = raw
+        self.used[b] += need
+        self.live[b] += 1
+        self._enter(name, (ino, ftype, b, pos), checked=False)
+        return b
+
+    def has_room(self, raw: bytes) -> bool:
+        """Would an entry named ``raw`` fit in a block there is (place)?"""
+        return self._existing_room(DIRENT_HEAD.size + len(raw)) is not None
+
+    def _room_for(self, need: int) -> int | None:
+        """_block_with_room's choice among the blocks there are, compacted in
+        memory if it must be; None if none will do."""
+        found = self._existing_room(need)
+        if found is None:
+            return None
+        b, compact = found
+        if compact:
+            self._compact_image(b)
+        return b
+
     def forget(self, name: str) -> int:
         """Remove ``name`` as ``remove`` does, in memory only, and return its
         block, whose home no longer matches: an unlink said in the journal
@@ -394,17 +428,27 @@ class Directory:
         return True
 
     # -- blocks ------------------------------------------------------------
-    def _block_with_room(self, need: int, txn: Transaction, new_block: NewBlock) -> int:
-        # The newest block first (the common append), then any block with room
-        # at its tail, then one whose tombstones would make room once compacted.
+    def _existing_room(self, need: int) -> tuple[int, bool] | None:
+        """The block an entry of ``need`` bytes goes in, among those there
+        are, and whether it must be compacted first; None: a new one.  The
+        newest block first (the common append), then any block with room at
+        its tail, then one whose tombstones would make room once compacted."""
         candidates = range(len(self.images) - 1, -1, -1)
         for b in candidates:
             if BLOCK - self.used[b] >= need:
-                return b
+                return b, False
         for b in candidates:
             if BLOCK - self.used[b] + self.dead[b] >= need:
+                return b, True
+        return None
+
+    def _block_with_room(self, need: int, txn: Transaction, new_block: NewBlock) -> int:
+        found = self._existing_room(need)
+        if found is not None:
+            b, compact = found
+            if compact:
                 self._compact(b, txn)
-                return b
+            return b
         devs = new_block(txn)
         self.rebasable = False  # the directory's inode changes too: no rebase
         for dev in devs:  # each written whole, empty: a directory has no holes
@@ -419,6 +463,11 @@ class Directory:
 
     def _compact(self, b: int, txn: Transaction) -> None:
         self.rebasable = False  # entries move: rollback keeps no copy of that
+        self._compact_image(b)
+        self._seal(b)
+        self._write(txn, self.devs[b], bytes(self.images[b]))
+
+    def _compact_image(self, b: int) -> None:
         old = self.images[b]
         image = bytearray(BLOCK)
         pos = DIRBLOCK_HEAD.size
@@ -430,8 +479,6 @@ class Directory:
             self.entries[name] = (ino, ftype, b, pos)
             pos += n
         self.images[b], self.used[b], self.dead[b] = image, pos, 0
-        self._seal(b)
-        self._write(txn, self.devs[b], bytes(image))
 
     def _seal(self, b: int) -> None:
         dirblock_seal(self.images[b], self.ino, self.used[b], self.live[b])

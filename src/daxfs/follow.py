@@ -249,7 +249,7 @@ class Follower(FileSystem):
             return None
 
     def _apply(self, records) -> None:
-        if any(rec.unlinks for rec in records):
+        if any(rec.says() for rec in records):
             # Absorbed since (_homes_lag): the homes hold them now.
             self._reload()
             self.coherence["full_rebuilds"] += 1
@@ -693,6 +693,6 @@ def mount_follower(
 
 
 def _homes_lag(records) -> bool:
-    """Do the last of ``records`` say unlinks that no record after them
+    """Do the last of ``records`` say changes that no record after them
     absorbed (logical.py)?"""
-    return bool(records) and bool(records[-1].unlinks)
+    return bool(records) and records[-1].says()

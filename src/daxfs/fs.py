@@ -373,7 +373,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             self.allocator.hold_tail(c, ino)
         if self._lazy:
             self._hold_undurable_frees()
-        self._redo_unlinks()  # (the homes lag them)
+        self._redo_pending()  # (the homes lag what records said: logical.py)
         if self.on_foreign_change is not None:
             self.on_foreign_change(None, None)
 
@@ -1197,6 +1197,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         is there) and of write_bytes (else: _open_to_write's for "w", an
         existing file emptied), with the data in it.  Returns the inode
         number."""
+        said = self._create_said(spath, data, perms)  # (logical.py)
+        if said is not None:
+            return said
         with self._change() as txn:
             r = self._resolve_to_create(spath, exclusive=exclusive)
             if r.ino is None:

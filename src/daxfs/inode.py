@@ -393,6 +393,19 @@ class InodeTable:
             inode = self.cache[ino] = self._load(ino)
         return inode
 
+    def from_slot(self, raw: bytes, ino: int, offset: int) -> Inode:
+        """The inode a slot's bytes ``raw`` say, every extent in the slot (a
+        said create's, logical.py): checked as a load from the table is
+        (``offset``: where the bytes are, for the error)."""
+        if not self.valid_ino(ino):
+            raise CorruptionError(f"reference to inode {ino}, outside the inode table")
+        r = unpack_inode(raw, offset, ino)
+        if r.nextents != len(r.inline) or r.ext_block:
+            raise CorruptionError(f"inode {ino}: extents past its slot", offset)
+        extents = list(r.inline)
+        self._validate_extents(ino, extents, r.size, offset)
+        return self._inode_of(r, extents, [], [])
+
     def _load(self, ino: int) -> Inode:
         if not self.valid_ino(ino):
             raise CorruptionError(f"reference to inode {ino}, outside the inode table")
@@ -417,8 +430,12 @@ class InodeTable:
             extents += more
             nxt = following
         self._validate_extents(ino, extents, r.size, off)
+        return self._inode_of(r, extents, blocks, images)
+
+    @staticmethod
+    def _inode_of(r, extents, blocks, images) -> Inode:
         return Inode(
-            ino,
+            r.ino,
             r.mode,
             r.nlink,
             r.uid,
@@ -555,6 +572,14 @@ class InodeTable:
                 heapq.heappush(heap, ino)
         if len(heap) > 2 * self.nfree + 64:
             self._free_heap = sorted({i for i in heap if listed[i]})
+
+    def take(self, ino: int) -> bool:
+        """Take number ``ino`` if it is free (a said create made again)."""
+        if not self.is_free(ino):
+            return False
+        self._listed[ino] = False
+        self.nfree -= 1
+        return True
 
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""

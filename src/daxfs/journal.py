@@ -54,6 +54,13 @@ later durable record, a mark or a checkpoint covers it: Journal.unconfirmed
 tells a writer so, and Journal.confirm writes the mark (DataPath's
 _confirm_in_place).
 
+Said records (version 8, logical.py) write no home: they say an unlink or
+a create whose homes a later record, an absorb, writes whole.  Every record
+that writes absorbs the said ones before it, so recovery replays the
+records that write and leaves the said ones after the last of them
+(``unabsorbed``) for the mount to make again; no checkpoint retires them
+first.
+
 The caller holds the pool's exclusive lock around commit, checkpoint,
 group commit and recovery; this module does no locking of its own.
 """
@@ -118,7 +125,9 @@ class Transaction:
         # (parent, ino, name, when) of names removed without their homes
         # written (logical.py); such a record has no writes.
         self.unlinks: list[tuple[int, int, bytes, int]] = []
-        # Writes every home that unlinks before it left lagging: an absorb.
+        # (parent, ino, name, when, slot) of files made so (logical.py).
+        self.creates: list[tuple[int, int, bytes, int, bytes]] = []
+        # Writes every home that said changes before it left lagging: an absorb.
         self.absorbs = False
 
     def revoke(self, off: int, n: int) -> None:
@@ -152,7 +161,7 @@ class Transaction:
         self.writes = [(off, data) for off, data in self.writes if off - off % BLOCK not in blocks]
 
     def __bool__(self) -> bool:
-        return bool(self.writes) or bool(self.allocated) or bool(self.to_free) or bool(self.unlinks)
+        return bool(self.writes or self.allocated or self.to_free or self.unlinks or self.creates)
 
 
 class Journal:
@@ -194,9 +203,9 @@ class Journal:
         # read, when it has checks: what a store in place must not overwrite
         # until something durable covers it (see "Checked records").
         self.pending_checks: tuple[int, list[tuple[int, int]]] | None = None
-        # How many records at the end of the log say unlinks whose homes no
-        # record wrote yet (see "Logical records"): a checkpoint must wait
-        # for an absorb, and a record that writes must be one.
+        # How many records at the end of the log say changes whose homes no
+        # record wrote yet (logical.py): a checkpoint must wait for an
+        # absorb, and a record that writes must be one.
         self.unabsorbed = 0
 
     # -- format ------------------------------------------------------------
@@ -265,14 +274,15 @@ class Journal:
         with no lock held (see layout.pack_txn_body); None for an empty
         transaction.  The transaction must not change before its commit."""
         writes = txn.writes
-        if not writes and not txn.revokes and not txn.allocated and not txn.unlinks:
+        if not (writes or txn.revokes or txn.allocated or txn.unlinks or txn.creates):
             return None
         for dst, data in writes:
             self._check_home(dst, len(data), None)
         data_off = self._data_area[0]
         claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
         checks = self._checks_of(txn.checks)
-        return pack_txn_body(writes, txn.revokes, claims, sorted(txn.touched), checks, txn.unlinks)
+        touched = sorted(txn.touched)
+        return pack_txn_body(writes, txn.revokes, claims, touched, checks, txn.unlinks, txn.creates)
 
     def _checks_of(self, ranges) -> list[tuple[int, int, int]]:
         """(offset, length, crc32c) of the data now in ``ranges``, merged."""
@@ -288,10 +298,11 @@ class Journal:
         if body is None:
             return
         writes = txn.writes
-        if txn.unlinks:
+        said = bool(txn.unlinks or txn.creates)
+        if said:
             assert not writes and not self.lazy, "a logical record writes nothing, durably"
         elif self.unabsorbed and not txn.absorbs:
-            raise AssertionError("a record that writes homes after unlinks it does not absorb")
+            raise AssertionError("a record that writes homes after said changes it does not absorb")
         lazy = self.lazy and not self.sync_records  # durable at the next group commit
         if self.sync_records and self.lazy_pending():
             # A record durable when written counts only after every record
@@ -301,7 +312,7 @@ class Journal:
         if len(record) > self.end - self.start:
             raise OSError(errno.ENOSPC, "operation too large for the journal")
         if self.start + self.pos + len(record) > self.end:
-            self.checkpoint()  # (refused while unlinks are unabsorbed: room is kept for that)
+            self.checkpoint()  # (refused while said changes are unabsorbed: room is kept)
         r, at = self.region, self.start + self.pos
         r.store(at, record)
         if not lazy:
@@ -321,13 +332,13 @@ class Journal:
             store(dst, data)
         if txn.revokes and self.lazy:
             r.drop_homes(txn.revokes)  # freed: may hold file data next
-        self.unabsorbed = self.unabsorbed + 1 if txn.unlinks else 0
+        self.unabsorbed = self.unabsorbed + 1 if said else 0
         self.next_seq += 1
         self.pos += len(record)
         self._publish()  # step 3
 
     def commit_said(self, record: bytes) -> None:
-        """Log a record that writes no home (unlinks, sealed by the caller
+        """Log a record that writes no home (said changes, sealed by the caller
         with next_seq): commit's steps 1 and 3, durable when written.  The
         caller has made sure it fits (room())."""
         r, at = self.region, self.start + self.pos
@@ -367,9 +378,9 @@ class Journal:
 
     def _note_record(self, seq: int, rec: TxnRecord) -> None:
         """Keep track of the newest lazy record, of pending checks and of
-        unabsorbed unlinks, for a record committed by another process and
+        unabsorbed said changes, for a record committed by another process and
         read here."""
-        self.unabsorbed = self.unabsorbed + 1 if rec.unlinks else 0
+        self.unabsorbed = self.unabsorbed + 1 if rec.says() else 0
         if rec.lazy:
             self.last_lazy_seq = max(self.last_lazy_seq, seq)
         elif rec.checks:
@@ -568,7 +579,7 @@ class Journal:
     def checkpoint(self) -> None:
         if self.unabsorbed:
             # Their homes are not written: retiring them would lose them.
-            raise AssertionError("a checkpoint over unlinks not absorbed")
+            raise AssertionError("a checkpoint over said changes not absorbed")
         r = self.region
         seq = self._header_seq()  # also learns which slot is current now
         if self.lazy:
@@ -640,19 +651,19 @@ class Journal:
         if (committed or erased) and not self.unabsorbed:
             self.checkpoint()
         else:
-            # The live word may be stale after a crash.  Unabsorbed unlinks
+            # The live word may be stale after a crash.  Unabsorbed said changes
             # stay in the log: the mount makes them again in its caches and
             # absorbs them (FileSystem._reload, pool.mount_region).
             self._publish()
         return len(committed)
 
-    def pending_unlinks(self) -> list[tuple[int, int, bytes, int]]:
-        """(parent, ino, name, when) of the unlinks of the log that no record after
-        them absorbed, in order: what the homes lag (see "Logical records")."""
+    def pending_said(self) -> list[TxnRecord]:
+        """The records at the end of the log that say changes no record after
+        them absorbed, in order: what the homes lag (logical.py)."""
         records = [rec for seq, rec in self.log_records() if seq < self.next_seq]
         tail = records[_last_writing(records) :]
         self.unabsorbed = len(tail)
-        return [u for rec in tail for u in rec.unlinks]
+        return tail
 
     def _lazily_written(self) -> bool:
         """Has a lazy writer ever named its boot here (mark_boot)?"""
@@ -727,11 +738,11 @@ class Journal:
         for ino in rec.touches:
             if not 1 <= ino < self._inode_count:
                 raise CorruptionError("journal record touches no inode", record_off)
-        for parent, ino, name, _when in rec.unlinks:
+        for parent, ino, name, *_rest in rec.unlinks + rec.creates:
             if not (1 <= parent < self._inode_count and 1 <= ino < self._inode_count):
-                raise CorruptionError("journal record unlinks no inode", record_off)
+                raise CorruptionError("journal record names no inode", record_off)
             if not valid_name(name):
-                raise CorruptionError("journal record unlinks a name that is none", record_off)
+                raise CorruptionError("journal record names a name that is none", record_off)
         end = lo
         for dst, n, _crc in rec.checks:  # sorted and disjoint: read once each
             if not (end <= dst and n and dst + n <= hi):
@@ -843,10 +854,10 @@ class Journal:
 
 
 def _last_writing(records) -> int:
-    """The index after the last of ``records`` that says no unlink (which
-    absorbed every unlink before it), or 0."""
+    """The index after the last of ``records`` that says nothing (it wrote
+    homes: it absorbed every said change before it), or 0."""
     for i in range(len(records) - 1, -1, -1):
-        if not records[i].unlinks:
+        if not records[i].says():
             return i + 1
     return 0
 

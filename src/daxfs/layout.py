@@ -54,11 +54,11 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # the superblock, which a writer honours as it honours its own processes'
 # pins: an older writer would free what a follower holds.  Block 0 past
 # the superblock is zero in every older pool: an empty table.
-# Version 8 added the unlink entry (REC_UNLINK): a record that says what a
-# change did instead of the bytes it wrote, whose homes a later record
-# writes (logical.py); an older reader would take a record holding one for
-# the end of the journal, and read homes that lag it.  A version 7 pool is
-# a version 8 pool with none, upgraded alike.
+# Version 8 added the unlink and create entries (REC_UNLINK, REC_CREATE): a
+# record that says what a change did instead of the bytes it wrote, whose
+# homes a later record writes (logical.py); an older reader would take a
+# record holding one for the end of the journal, and read homes that lag
+# it.  A version 7 pool is a version 8 pool with none, upgraded alike.
 VERSION = 8
 VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8)
 
@@ -354,6 +354,13 @@ CHECK_TAIL = _checked("<II", 8)
 # whoever loads from the homes makes the change again from the entry.
 REC_UNLINK = 5
 UNLINK_TAIL = _checked("<Qq", 16)  # parent, when (ns: the directory's new mtime and ctime)
+# A create (version 8) is followed by UNLINK_TAIL, the new inode's slot as it
+# is to be (INODE_SIZE bytes, its crc included), and the name's bytes,
+# padded to 8: inode ``dst_off`` made, a regular file with one name, no
+# extent block and its data written, under the name in ``parent`` at time
+# ``when``.  As an unlink, it writes no home (logical.py); the record claims
+# the file's blocks.
+REC_CREATE = 6
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -399,8 +406,9 @@ def pack_txn(
     lazy: bool = False,
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
+    creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
 ) -> bytes:
-    body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks)
+    body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks, creates)
     return seal_txn(seq, body, lazy)
 
 
@@ -411,13 +419,15 @@ def pack_txn_body(
     touches: list[int] = (),  # type: ignore[assignment]
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
+    creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
     """(entry count, payload) of a record: all of it but the sequence
     number, so that a committer can build it before taking the pool lock
     (seal_txn, under it, is a header and a crc).  ``checks``: (offset,
     length, crc32c) of data the record makes visible (REC_CHECK);
     ``unlinks``: (parent, ino, name, when) of the names the change removed
-    without writing their homes (REC_UNLINK)."""
+    without writing their homes (REC_UNLINK); ``creates``: (parent, ino,
+    name, when, slot) of the files it made so (REC_CREATE)."""
     parts: list[bytes | bytearray] = []
     for dst, data in writes:
         n = len(data)
@@ -438,7 +448,14 @@ def pack_txn_body(
         parts.append(TXN_REC.pack(ino, n, REC_UNLINK) + UNLINK_TAIL.pack(parent, when) + name)
         if n % 8:
             parts.append(bytes(8 - n % 8))
-    nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks) + len(unlinks)
+    for parent, ino, name, when, slot in creates:
+        n = len(name)
+        parts.append(TXN_REC.pack(ino, n, REC_CREATE) + UNLINK_TAIL.pack(parent, when))
+        parts.append(slot + name)
+        if n % 8:
+            parts.append(bytes(8 - n % 8))
+    nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks)
+    nrec += len(unlinks) + len(creates)
     return nrec, b"".join(parts)
 
 
@@ -497,8 +514,14 @@ class TxnRecord:
     touches: list[int] = field(default_factory=list)
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
     checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
-    # (parent, ino, name, when) of the names a record removed (REC_UNLINK)
+    # (parent, ino, name, when) of the names a record removed (REC_UNLINK),
+    # (parent, ino, name, when, slot) of the files it made (REC_CREATE)
     unlinks: list[tuple[int, int, bytes, int]] = field(default_factory=list)
+    creates: list[tuple[int, int, bytes, int, bytes]] = field(default_factory=list)
+
+    def says(self) -> bool:
+        """Does the record say changes whose homes it does not write?"""
+        return bool(self.unlinks) or bool(self.creates)
 
 
 def parse_txn(
@@ -562,9 +585,18 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
             p += UNLINK_TAIL.size
             rec.unlinks.append((parent, dst, bytes(buf[p : p + length]), when))
             p += pad8(length)
+        elif flags == REC_CREATE and not rec.lazy:
+            if p + UNLINK_TAIL.size + INODE_SIZE + length > start + plen:
+                return None
+            parent, when = UNLINK_TAIL.unpack_from(buf, p)
+            p += UNLINK_TAIL.size
+            slot = bytes(buf[p : p + INODE_SIZE])
+            p += INODE_SIZE
+            rec.creates.append((parent, dst, bytes(buf[p : p + length]), when, slot))
+            p += pad8(length)
         else:
             return None
-    if rec.unlinks and rec.writes:
+    if rec.says() and rec.writes:
         return None  # (a record says what it did or writes it, never both)
     return rec
 

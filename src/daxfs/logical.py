@@ -1,39 +1,47 @@
-"""logical: unlinks said in the journal, their homes written later.
+"""logical: unlinks and small creates said in the journal, homes written later.
 
 A physical record costs a change more than its bytes: the directory block
 edited and its header resealed, the inode slot packed, each write staged
-and packed into the record, each in a few dozen Python steps.  An unlink
-of a small file by a process alone on its pool says instead what it did:
-one entry (REC_UNLINK: the directory, the inode, the name) and the blocks
-it freed (revokes), and writes no home.  The directory block and the inode
-slot change in memory only and are *lagging*; an *absorb*, a record of its
-own, writes every lagging home whole later:
+and packed into the record, each in a few dozen Python steps.  A process
+alone on its pool says instead what it did, and writes no home:
+
+- an unlink of a small file: one entry (REC_UNLINK: the directory, the
+  inode, the name, the time) and the blocks it freed (revokes);
+- a small file made whole (write_bytes of a new name, _create_with): its
+  data stored in new blocks and made durable first, then one entry
+  (REC_CREATE: the directory, the name, the time, the new slot's bytes)
+  and the blocks it took (claims).
+
+The directory block and the inode slot change in memory only and are
+*lagging*; an *absorb*, a record of its own, writes every lagging home
+whole later:
 
 - before any change that writes (coherence.Change, at its start, so that
   what it absorbs is committed state only): a record that writes homes
-  therefore never follows unlinks it does not cover, and recovery needs
-  to make again only the unlinks after the last record that writes;
+  therefore never follows said changes it does not cover, and recovery
+  needs to make again only those after the last record that writes;
 - when the lag would pass ABSORB_MOST, or the journal would not hold the
   absorb (a checkpoint must wait for one: journal.unabsorbed);
 - every ABSORB_SECONDS while lag is left (a thread), so that a follower,
-  which waits for homes to catch up, and a mount waits little;
+  which waits for homes to catch up, and a mount wait little;
 - at unmount.
 
 Until absorbed the homes lag the journal, so whatever loads from them
-makes the unlinks again, in order, from the entries: a rebuild
-(FileSystem._reload: every process that meets an unlink in another's
-records rebuilds), and so a mount after recovery replayed the records that
-write (pool.mount_region then absorbs and checkpoints).  An unlink made
-again checks what it finds: the name must be there and name the inode,
-the inode a regular file with one link and no extent block; anything else
-is damage (a crafted journal).
+makes the said changes again, in order, from the entries: a rebuild
+(FileSystem._reload), and so a mount after recovery replayed the records
+that write (pool.mount_region then absorbs and checkpoints), the checker,
+and a reader catching up (coherence._apply_said).  A change made again
+checks what it finds (an unlink: the name there, naming a plain file with
+one link; a create: the name and the number free, the slot a valid plain
+file of that directory, its blocks free); anything else is damage (a
+crafted journal).
 
 Alone means no other process in the process table (leases.py: one that
-mounts makes the unlinks again itself and absorbs before it joins) and no
+mounts makes the changes again itself and absorbs before it joins) and no
 follower in the follower table (followers never read homes that lag: they
 wait for the absorb), on a pool whose records are durable when written
 (pmem, tmpfs: not group commit, whose homes lag already).  DESIGN.md,
-"Logical records", says why and what it costs.
+"Changes said, homes absorbed", says why and what it costs.
 """
 
 from __future__ import annotations
@@ -55,11 +63,14 @@ from .layout import (
     TXN_REC,
     UNLINK_TAIL,
     CorruptionError,
+    pack_inode,
     pack_txn,
     pack_unlink_record,
     pad8,
 )
+from .path import REG_T
 from .pins import pinned_by_others
+from .region import flush_ranges
 
 # What an absorb's record holds per lagging home: a directory block whole
 # and the touch that names its directory; an inode slot whole.
@@ -69,6 +80,9 @@ LAG_SLOT = TXN_REC.size + INODE_SIZE
 # record, and a rebuild makes every unabsorbed unlink again.
 ABSORB_MOST = 4 << 20
 ABSORB_SECONDS = 1.0
+# The most data a said create holds (more: the usual way, and its policy for
+# large files).
+SAY_CREATE_MOST = 1 << 20
 # Said unlinks give their blocks and inode numbers back this many files at
 # a time: sorted, a run of files made one after another frees in a few
 # calls instead of one each (the allocator's free is most of an unlink).
@@ -76,10 +90,10 @@ RELEASE_BATCH = 64
 
 
 class LogicalPath:
-    """The FileSystem's unlinks said in the journal (a mixin: module doc)."""
+    """The FileSystem's changes said in the journal (a mixin: module doc)."""
 
     def _init_logical(self) -> None:
-        # Lagging homes: directory -> its blocks; inode slots (freed).
+        # Lagging homes: directory -> its blocks; inode slots (freed or made).
         self._lag_dirs: dict[int, set[int]] = {}
         self._lag_slots: set[int] = set()
         self._lag_bytes = 0  # what absorbing them would log
@@ -87,7 +101,7 @@ class LogicalPath:
         # (_release_said): committed free, so free to take once released.
         self._said_freed: list[Inode] = []
         self._absorb_most = min(ABSORB_MOST, (self.sb.journal_len // 4) & ~(BLOCK - 1))
-        # Durable when written, and writable: where an unlink may be said.
+        # Durable when written, and writable: where changes may be said.
         self._may_say = not self.readonly and not self._lazy
         self._absorber: threading.Thread | None = None
 
@@ -105,44 +119,71 @@ class LogicalPath:
         nothing done."""
         return self._said(self._names_to_say, sdir, names)
 
+    def _create_said(self, spath: str, data, perms: int) -> int | None:
+        """Make the new file ``spath`` holding ``data`` (permission bits
+        ``perms``) with a logical record if this call can: alone on the
+        pool, the directory in the path cache with room for the name, the
+        name free, the data under SAY_CREATE_MOST.  Its inode number, or
+        None: nothing done, the caller makes it the usual way."""
+        if len(data) > SAY_CREATE_MOST:
+            return None
+        return self._in_said_section(self._say_create, spath, data, perms)
+
     def _said(self, find, *args) -> bool:
-        if not self._may_say or self.sb.version < 8:
+        said = self._in_said_section(self._say, find, args)
+        if said is None:
             return False
+        self._said_freed += said
+        if len(self._said_freed) >= RELEASE_BATCH:
+            self._release_said()
+        return True
+
+    def _in_said_section(self, say, *args):
+        """``say(*args)`` under the thread lock and the exclusive pool lock,
+        if this mount may say changes (writable, durable when written, no
+        call of ours under way); its answer, or None."""
+        if not self._may_say or self.sb.version < 8:
+            return None
         tl = self._tlock
         tl.acquire()
         try:
             if self._depth or self.closed or self._forks != forks_seen():
-                return False
+                return None
             if self._followers_due <= time.monotonic():
                 self._look_at_followers()
             if self._unmapped:
-                return False
+                return None
             fd = self.region.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                said = self._say(find, args)
+                said = say(*args)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-            if said is None:
-                return False
-            self._said_freed += said
-            if len(self._said_freed) >= RELEASE_BATCH:
-                self._release_said()
-            if self._absorber is None:
+            if said is not None and self._absorber is None:
                 self._start_absorber()
-            return True
+            return said
         finally:
             tl.release()
+
+    def _may_say_now(self) -> bool:
+        """Caught up, as coherence.catch_up would find it (the same commit at
+        the same place: a checkpoint moves the log, not the seq; no commit
+        a dead process left unpublished), and alone."""
+        return self.journal.unmoved(self._seen_seq, self._seen_pos) and self._alone()
+
+    def _said_committed(self) -> None:
+        """After a said record: caught up with it.  (The path cache was
+        current, as the call's _cached_entry found it; a file's name leads
+        no path elsewhere, so it stays current.)"""
+        self._seen_seq = self._heads_seq = self.journal.next_seq
+        self._seen_pos = self.journal.pos
 
     def _say(self, find, args) -> list[Inode] | None:
         """Under the exclusive pool lock: the files ``find(*args)`` names,
         unlinked by one record and in memory; their inodes (their blocks
         to free), or None: nothing done."""
         journal = self.journal
-        # Caught up, as coherence.catch_up would find it: the same commit at
-        # the same place (a checkpoint moves the log, not the seq), and no
-        # commit that a dead process left unpublished.
-        if not journal.unmoved(self._seen_seq, self._seen_pos) or not self._alone():
+        if not self._may_say_now():
             return None
         found = find(*args)
         if found is None:
@@ -169,17 +210,104 @@ class LogicalPath:
             said = [(d.ino, inode.ino, raw, now) for (_n, inode), raw in pairs]
             record = pack_txn(seq, [], revokes, unlinks=said)
         journal.commit_said(record)
-        # (The path cache was current, as the caller's _cached_entry found
-        # it; a file's name leads no path elsewhere, so it stays current.)
-        self._seen_seq = self._heads_seq = journal.next_seq
-        self._seen_pos = journal.pos
+        self._said_committed()
         for name, inode in files:
             self._apply_unlink(d, name, inode, now)
         self._lag_bytes += cost
         return [inode for _name, inode in files]
 
-    def _one_to_say(self, spath: str):
+    def _say_create(self, spath: str, data, perms: int) -> int | None:
+        """Under the exclusive pool lock: the new file made, its data stored
+        (and persisted, on pmem) before one record says it; its inode
+        number, or None: nothing done."""
+        if not self._may_say_now() or not self.inodes.nfree:
+            return None
+        got = self._entry_to_say(spath)
+        if got is None or got[2] is not None:
+            return None  # (a name there: the usual way says what to do)
+        (dir_ino, _links), name, _none = got
+        d, parent = self.dirs.get(dir_ino), self.inodes.cache.get(dir_ino)
+        raw = name.encode("utf-8", "surrogateescape")
+        if d is None or parent is None or parent.nlink == 0 or not d.has_room(raw):
+            return None
+        size = TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + UNLINK_TAIL.size
+        size += INODE_SIZE + pad8(len(raw))
+        lag = self._lag_bytes + LAG_BLOCK + LAG_SLOT
+        if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
+            return None
+        nblocks = -(-len(data) // BLOCK)
+        try:
+            runs = self.allocator.alloc_blocks(nblocks) if nblocks else []
+        except OSError:
+            return None  # (the usual way says ENOSPC, after what it frees)
+        ino = None
+        try:
+            if len(runs) > INLINE_EXTENTS:
+                raise _Unsaid
+            ino = self.inodes.take_ino()
+            inode = self._new_said_file(ino, parent, perms, data, runs)
+            claims = [(dev, n) for _f, dev, n in inode.extents]
+            slot = pack_inode(inode.record(0))
+            said = [(dir_ino, ino, raw, inode.ctime, slot)]
+            record = pack_txn(self.journal.next_seq, [], claims=claims, creates=said)
+            self.journal.commit_said(record)
+        except BaseException as e:
+            for b, n in runs:
+                self.allocator.free(b, n)
+            if ino is not None:
+                self.inodes.return_ino(ino)
+            if isinstance(e, (_Unsaid, OSError)):
+                return None  # (ENOSPC reserving space: the usual way says it)
+            raise
+        self._said_committed()
+        placed = self._apply_create(d, name, inode, inode.ctime)
+        assert placed, "a directory with room for a name found none"
+        return ino
+
+    def _new_said_file(self, ino: int, parent: Inode, perms: int, data, runs) -> Inode:
+        """Inode ``ino``, a new file in ``parent`` (owned as _new_inode
+        owns one) holding ``data`` in the block ``runs``, stored there with
+        the rest of the last block zeroed, and persisted before the record
+        that names it (ordered data, as every allocating write)."""
+        region, devs, extents, at = self.region, [], [], 0
+        for b, n in runs:
+            dev, length = self.sb.data_off + b * BLOCK, n * BLOCK
+            region.reserve(dev, length)  # (ENOSPC here, not SIGBUS at the store)
+            piece = data[at : at + length]
+            region.store(dev, piece)
+            if len(piece) < length:
+                region.zero(dev + len(piece), length - len(piece))
+            devs.append((dev, length))
+            extents.append((at, dev, length))
+            at += length
+        if devs and not region.volatile and flush_ranges(region, devs):
+            region.fence()
+        now = time.time_ns()
+        uid, gid = self.creator()
+        if parent.mode & stat.S_ISGID:  # (as _new_inode: Linux's inode_init_owner)
+            gid = parent.gid
+        inode = Inode(ino, stat.S_IFREG | perms, nlink=1, size=len(data), parent=parent.ino)
+        inode.uid, inode.gid = uid, gid
+        inode.atime = inode.mtime = inode.ctime = inode.btime = now
+        inode.extents, inode.generation, inode.staged_generation = extents, 1, 1
+        return inode
+
+    def _entry_to_say(self, spath: str):
+        """_cached_entry(spath, False), after one walk that fills the caches
+        where they lack it (another's absorb made us forget the inodes it
+        wrote, say): under the exclusive pool lock, the homes may be read.
+        None if the walk meets an error (the usual way reports it)."""
         got = self._cached_entry(spath, False)
+        if got is None:
+            try:
+                self._resolve(spath, follow=False, entry=True)
+            except OSError:
+                return None
+            got = self._cached_entry(spath, False)
+        return got
+
+    def _one_to_say(self, spath: str):
+        got = self._entry_to_say(spath)
         if got is None or got[2] is None or not self._sayable(got[2]):
             return None
         (dir_ino, _links), name, inode = got
@@ -247,12 +375,19 @@ class LogicalPath:
         self._dirty_times.discard(inode.ino)
 
     # -- making them again ---------------------------------------------------
-    def _redo_unlinks(self) -> None:
-        """After the caches were rebuilt from the homes: make the unlinks no
+    def _redo_pending(self) -> None:
+        """After the caches were rebuilt from the homes: make the changes no
         record absorbed yet, in order (module doc)."""
         self._forget_lag()
-        for unlink in self.journal.pending_unlinks():
+        for rec in self.journal.pending_said():
+            self._redo_said(rec)
+
+    def _redo_said(self, rec) -> None:
+        """Make the changes one record says (its unlinks, then its creates)."""
+        for unlink in rec.unlinks:
             self._redo_unlink(*unlink)
+        for create in rec.creates:
+            self._redo_create(*create)
 
     def _redo_unlink(self, parent: int, ino: int, raw: bytes, when: int) -> None:
         """Make one said unlink (of this process or another's) in memory,
@@ -275,6 +410,58 @@ class LogicalPath:
         for _f, dev, n in inode.extents:
             self._free_space(self._block(dev), n // BLOCK)
         self.inodes.return_ino(ino)
+
+    def _redo_create(self, parent: int, ino: int, raw: bytes, when: int, slot: bytes) -> None:
+        """Make one said create in memory, checked: the directory holds no
+        such name, the number is free, the slot a plain file of that
+        directory with one name, its blocks free."""
+        name = raw.decode("utf-8", "surrogateescape")
+        where = self.journal.live_off
+        d = self._dir(parent) if self._inode(parent).is_dir else None
+        taken = ino in self.inodes.cache or not self.inodes.is_free(ino)
+        if d is None or name in d.entries or taken:
+            raise CorruptionError(
+                f"journal: a create of {name!r} in directory {parent} as inode {ino}, "
+                "a name or number taken (run `daxfs fsck --repair`)",
+                where,
+            )
+        inode = self.inodes.from_slot(slot, ino, where)
+        if not _unlinkable(inode) or inode.parent != parent:
+            raise CorruptionError(f"journal: a create of inode {ino} that is no plain file", where)
+        claimed = []
+        try:
+            for _f, dev, n in inode.extents:
+                self.allocator.claim(self._block(dev), n // BLOCK)
+                claimed.append((dev, n))
+        except AssertionError:
+            for dev, n in claimed:
+                self.allocator.free(self._block(dev), n // BLOCK)
+            raise CorruptionError(
+                f"journal: a create of inode {ino} with blocks in use", where
+            ) from None
+        self.inodes.take(ino)
+        if not self._apply_create(d, name, inode, when):
+            raise CorruptionError(f"journal: a create of {name!r} finds no room", where)
+
+    def _apply_create(self, d, name: str, inode: Inode, when: int) -> bool:
+        """Make a create in memory: the entry placed in a block with room (False,
+        nothing done, if none has), the inode cached, both homes lagging
+        (at most LAG_BLOCK + LAG_SLOT more to absorb), the directory's
+        times ``when``."""
+        blocks = self._lag_dirs.get(d.ino)
+        block = d.place(name, inode.ino, REG_T)
+        if block is None:
+            return False
+        self._lag_bytes += (0 if blocks is not None and block in blocks else LAG_BLOCK) + LAG_SLOT
+        if blocks is None:
+            blocks = self._lag_dirs[d.ino] = set()
+        blocks.add(block)
+        self._lag_slots.add(inode.ino)
+        self.inodes.cache[inode.ino] = inode
+        parent = self.inodes.cache.get(d.ino) or self._inode(d.ino)
+        parent.mtime = parent.atime = parent.ctime = when
+        self._dirty_times.add(d.ino)
+        return True
 
     def _forget_lag(self) -> None:
         """No home lags any more (absorbed, or the caches rebuilt from the
@@ -313,10 +500,14 @@ class LogicalPath:
                 raise AssertionError(f"directory {ino} lags but is not cached")
             for b in sorted(self._lag_dirs[ino]):
                 d.write_whole(b, txn)
-        for first, n in _runs(sorted(self._lag_slots)):  # (files made in a row: a few writes)
-            if not self.inodes.cache.keys().isdisjoint(range(first, first + n)):
-                raise AssertionError("an inode lags freed but is cached")  # (only frees lag)
+        cache = self.inodes.cache
+        made = sorted(ino for ino in self._lag_slots if ino in cache)
+        freed = sorted(ino for ino in self._lag_slots if ino not in cache)
+        for first, n in _runs(freed):  # (files freed in a row: a few writes)
             txn.write(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
+        for first, n in _runs(made):  # (said creates: every extent in the slot)
+            slots = [pack_inode(cache[ino].record(0)) for ino in range(first, first + n)]
+            txn.write(self.inodes.slot_off(first), b"".join(slots))
         held = self._heads_seq == self._seen_seq
         self.journal.commit(txn)
         self._seen_seq, self._seen_pos = self.journal.next_seq, self.journal.pos
@@ -350,6 +541,10 @@ class LogicalPath:
                         self._absorb()
             except (OSError, ValueError):
                 pass  # unmounted meanwhile, or an I/O error the next change meets
+
+
+class _Unsaid(Exception):
+    """What was being said cannot be (the usual way makes it)."""
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, int]]:

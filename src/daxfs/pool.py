@@ -198,8 +198,8 @@ def mount_region(
         raise
 
 
-def absorb_unlinks(region, sb: Superblock) -> None:
-    """Make again the unlinks of a recovered journal that no record absorbed,
+def absorb_said(region, sb: Superblock) -> None:
+    """Make again the said changes of a recovered journal that no record absorbed,
     absorb them and checkpoint, as a mount does (logical.py), for the
     checker, which holds the pool lock on ``region`` and reads the homes
     itself.  CorruptionError if the pool does not let them be made."""
