@@ -279,15 +279,22 @@ class Directory:
         if self.ops is not None:
             self._keep(b, name)
             self.ops.append((name, ino, ftype))
+        pos = self._put(b, name, raw, ino, ftype)
+        self._seal(b)
+        self._write(txn, self.devs[b] + pos, self.images[b][pos : pos + need])
+        self._stage_header(b, txn)
+
+    def _put(self, b: int, name: str, raw: bytes, ino: int, ftype: int) -> int:
+        """Write the entry at the end of block ``b``'s image (it has room)
+        and enter it; its position.  The header is sealed by whoever
+        writes the block."""
         image, pos = self.images[b], self.used[b]
         DIRENT_HEAD.pack_into(image, pos, ino, len(raw), ftype)
-        image[pos + DIRENT_HEAD.size : pos + need] = raw
-        self.used[b] += need
+        image[pos + DIRENT_HEAD.size : pos + DIRENT_HEAD.size + len(raw)] = raw
+        self.used[b] += DIRENT_HEAD.size + len(raw)
         self.live[b] += 1
         self._enter(name, (ino, ftype, b, pos), checked=False)
-        self._seal(b)
-        self._write(txn, self.devs[b] + pos, image[pos : pos + need])
-        self._stage_header(b, txn)
+        return pos
 
     def remove(self, name: str, txn: Transaction) -> int:
         if self.ops is not None:
@@ -308,14 +315,8 @@ class Directory:
         raw = name.encode("utf-8", "surrogateescape")
         need = DIRENT_HEAD.size + len(raw)
         b = self._room_for(need)
-        if b is None:
-            return None
-        image, pos = self.images[b], self.used[b]
-        DIRENT_HEAD.pack_into(image, pos, ino, len(raw), ftype)
-        image[pos + DIRENT_HEAD.size : pos + need] = raw
-        self.used[b] += need
-        self.live[b] += 1
-        self._enter(name, (ino, ftype, b, pos), checked=False)
+        if b is not None:
+            self._put(b, name, raw, ino, ftype)
         return b
 
     def has_room(self, raw: bytes) -> bool:
