@@ -182,7 +182,7 @@ def mount_region(
                     if fs._lazy:
                         fs.journal.mark_boot()  # after recovery read the last one
                 fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
-                fs._reload()  # (unlinks no record absorbed are made again)
+                fs._reload()  # (changes said and not absorbed are made again)
                 if not readonly and fs._lag_bytes:
                     fs._absorb_and_checkpoint()
                 if not readonly:
