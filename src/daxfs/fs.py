@@ -1294,6 +1294,17 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             self._keep_made_head(spath, inode.ino, r.links)
         return inode
 
+    def _new_owner(self, parent: Inode, mode: int) -> tuple[int, int, int]:
+        """(uid, gid, mode) of a new inode of ``mode`` in ``parent``, as
+        Linux's inode_init_owner gives them, for root: a set-group-ID
+        directory gives its group, and a new directory its bit."""
+        uid, gid = self.creator()
+        if parent.mode & stat.S_ISGID:
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        return uid, gid, mode
+
     def _new_inode(self, txn: Transaction, parent: Inode, mode: int, spath: str) -> Inode:
         """A new inode in directory ``parent``, owned as Linux's
         inode_init_owner would, with no name yet (the caller gives it one)."""
@@ -1302,11 +1313,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         ino = self.leases.take_ino()
         self._txn_took.append(ino)
         now = _now()
-        uid, gid = self.creator()
-        if parent.mode & stat.S_ISGID:  # as Linux's inode_init_owner, for root
-            gid = parent.gid
-            if stat.S_ISDIR(mode):
-                mode |= stat.S_ISGID
+        uid, gid, mode = self._new_owner(parent, mode)
         inode = Inode(
             ino,
             mode,

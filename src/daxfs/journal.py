@@ -122,12 +122,8 @@ class Transaction:
         # Device ranges of data stored into space this change allocated, to
         # name with a crc in its record (sync mode, see "Checked records").
         self.checks: list[tuple[int, int]] = []
-        # (parent, ino, name, when) of names removed without their homes
-        # written (logical.py); such a record has no writes.
-        self.unlinks: list[tuple[int, int, bytes, int]] = []
-        # (parent, ino, name, when, slot) of files made so (logical.py).
-        self.creates: list[tuple[int, int, bytes, int, bytes]] = []
-        # Writes every home that said changes before it left lagging: an absorb.
+        # Writes every home that said changes before it left lagging: an
+        # absorb (logical.py; said records themselves go by commit_said).
         self.absorbs = False
 
     def revoke(self, off: int, n: int) -> None:
@@ -161,7 +157,7 @@ class Transaction:
         self.writes = [(off, data) for off, data in self.writes if off - off % BLOCK not in blocks]
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.allocated or self.to_free or self.unlinks or self.creates)
+        return bool(self.writes) or bool(self.allocated) or bool(self.to_free)
 
 
 class Journal:
@@ -274,15 +270,15 @@ class Journal:
         with no lock held (see layout.pack_txn_body); None for an empty
         transaction.  The transaction must not change before its commit."""
         writes = txn.writes
-        if not (writes or txn.revokes or txn.allocated or txn.unlinks or txn.creates):
+        if not writes and not txn.revokes and not txn.allocated:
             return None
         for dst, data in writes:
             self._check_home(dst, len(data), None)
         data_off = self._data_area[0]
         claims = [(data_off + b * BLOCK, n * BLOCK) for b, n in txn.allocated]
-        checks = self._checks_of(txn.checks)
-        touched = sorted(txn.touched)
-        return pack_txn_body(writes, txn.revokes, claims, touched, checks, txn.unlinks, txn.creates)
+        return pack_txn_body(
+            writes, txn.revokes, claims, sorted(txn.touched), self._checks_of(txn.checks)
+        )
 
     def _checks_of(self, ranges) -> list[tuple[int, int, int]]:
         """(offset, length, crc32c) of the data now in ``ranges``, merged."""
@@ -298,10 +294,7 @@ class Journal:
         if body is None:
             return
         writes = txn.writes
-        said = bool(txn.unlinks or txn.creates)
-        if said:
-            assert not writes and not self.lazy, "a logical record writes nothing, durably"
-        elif self.unabsorbed and not txn.absorbs:
+        if self.unabsorbed and not txn.absorbs:
             raise AssertionError("a record that writes homes after said changes it does not absorb")
         lazy = self.lazy and not self.sync_records  # durable at the next group commit
         if self.sync_records and self.lazy_pending():
@@ -332,7 +325,7 @@ class Journal:
             store(dst, data)
         if txn.revokes and self.lazy:
             r.drop_homes(txn.revokes)  # freed: may hold file data next
-        self.unabsorbed = self.unabsorbed + 1 if said else 0
+        self.unabsorbed = 0  # (it wrote homes: an absorb, or nothing was said)
         self.next_seq += 1
         self.pos += len(record)
         self._publish()  # step 3

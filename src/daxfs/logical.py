@@ -271,7 +271,7 @@ class LogicalPath:
         that names it (ordered data, as every allocating write)."""
         region, devs, extents, at = self.region, [], [], 0
         for b, n in runs:
-            dev, length = self.sb.data_off + b * BLOCK, n * BLOCK
+            dev, length = self._dev(b), n * BLOCK
             region.reserve(dev, length)  # (ENOSPC here, not SIGBUS at the store)
             piece = data[at : at + length]
             region.store(dev, piece)
@@ -283,10 +283,8 @@ class LogicalPath:
         if devs and not region.volatile and flush_ranges(region, devs):
             region.fence()
         now = time.time_ns()
-        uid, gid = self.creator()
-        if parent.mode & stat.S_ISGID:  # (as _new_inode: Linux's inode_init_owner)
-            gid = parent.gid
-        inode = Inode(ino, stat.S_IFREG | perms, nlink=1, size=len(data), parent=parent.ino)
+        uid, gid, mode = self._new_owner(parent, stat.S_IFREG | perms)
+        inode = Inode(ino, mode, nlink=1, size=len(data), parent=parent.ino)
         inode.uid, inode.gid = uid, gid
         inode.atime = inode.mtime = inode.ctime = inode.btime = now
         inode.extents, inode.generation, inode.staged_generation = extents, 1, 1
@@ -362,17 +360,22 @@ class LogicalPath:
         dropped (no handle holds it), both homes lagging (the caller counts
         what absorbing them costs).  Its blocks (its extents) are the
         caller's to give back once the record is committed."""
-        block = d.forget(name)
+        self._lagging(d, d.forget(name), inode.ino, when)
+        self.inodes.cache.pop(inode.ino, None)
+        self._dirty_times.discard(inode.ino)
+
+    def _lagging(self, d, block: int, ino: int, when: int) -> None:
+        """Mark block ``block`` of directory ``d`` and slot ``ino`` lagging,
+        and set the directory's times to ``when`` (written lazily, as for
+        any change of its entries)."""
         blocks = self._lag_dirs.get(d.ino)
         if blocks is None:
             blocks = self._lag_dirs[d.ino] = set()
         blocks.add(block)
-        self._lag_slots.add(inode.ino)
+        self._lag_slots.add(ino)
         parent = self.inodes.cache.get(d.ino) or self._inode(d.ino)
         parent.mtime = parent.atime = parent.ctime = when
         self._dirty_times.add(d.ino)
-        self.inodes.cache.pop(inode.ino, None)
-        self._dirty_times.discard(inode.ino)
 
     # -- making them again ---------------------------------------------------
     def _redo_pending(self) -> None:
@@ -448,19 +451,12 @@ class LogicalPath:
         nothing done, if none has), the inode cached, both homes lagging
         (at most LAG_BLOCK + LAG_SLOT more to absorb), the directory's
         times ``when``."""
-        blocks = self._lag_dirs.get(d.ino)
         block = d.place(name, inode.ino, REG_T)
         if block is None:
             return False
-        self._lag_bytes += (0 if blocks is not None and block in blocks else LAG_BLOCK) + LAG_SLOT
-        if blocks is None:
-            blocks = self._lag_dirs[d.ino] = set()
-        blocks.add(block)
-        self._lag_slots.add(inode.ino)
+        self._lag_bytes += self._lag_cost(d.ino, block, inode.ino)
+        self._lagging(d, block, inode.ino, when)
         self.inodes.cache[inode.ino] = inode
-        parent = self.inodes.cache.get(d.ino) or self._inode(d.ino)
-        parent.mtime = parent.atime = parent.ctime = when
-        self._dirty_times.add(d.ino)
         return True
 
     def _forget_lag(self) -> None:
@@ -476,15 +472,15 @@ class LogicalPath:
         if not freed:
             return
         runs = sorted(((dev, n) for inode in freed for _f, dev, n in inode.extents))
-        data_off, free = self.sb.data_off, self.allocator.free
+        free = self.allocator.free
         start = end = runs[0][0] if runs else 0
         for dev, n in runs:
             if dev != end:
-                free((start - data_off) // BLOCK, (end - start) // BLOCK)
+                free(self._block(start), (end - start) // BLOCK)
                 start = dev
             end = dev + n
         if end > start:
-            free((start - data_off) // BLOCK, (end - start) // BLOCK)
+            free(self._block(start), (end - start) // BLOCK)
         self.inodes.return_inos([inode.ino for inode in freed])
 
     # -- absorbing ---------------------------------------------------------
