@@ -165,6 +165,24 @@ def _write_two_fds(a: str, b: str):
     return (open_both_and_write, write_through_the_other, write_again_and_close)
 
 
+def _open_then_write(path: str, n: int):
+    """A new file opened "wb", then its first write and the close: two
+    steps, as the open shows the file (empty) before the write (each said
+    when alone on pmem: a create, then a fill)."""
+    files: dict[str, object] = {}
+
+    def open_new(fs):
+        files["f"] = fs.open(path, "wb")
+
+    def write_and_close(fs):
+        f = files.pop("f", None)
+        if f is not None:  # (the open failed: nothing to write)
+            with f:
+                f.write(_fill(0, n))
+
+    return (open_new, write_and_close)
+
+
 def _map_store(path: str, off: int, n: int, size: int | None = None):
     """map + store + persist: stores through the mapping, not the region."""
 
@@ -188,6 +206,7 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
         w[f"creat {d}/new"] = lambda fs, d=d: fs.open(f"{d}/new", "xb").close()
         # A new file and its bytes in one change (DaxStore's zarr chunks).
         w[f"create with bytes {d}/cw"] = lambda fs, d=d: fs._create_with(f"{d}/cw", b"w" * 9000)
+        w[f"open, write, close {d}/ow"] = _open_then_write(f"{d}/ow", 5000)
         w[f"mkdir {d}/new"] = lambda fs, d=d: fs.mkdir(f"{d}/new")
         w[f"symlink {d}/sym"] = lambda fs, d=d: fs.symlink("/A/foo", f"{d}/sym")
         w[f"rmdir {d}"] = lambda fs, d=d: fs.rmdir(d)  # fails: not empty
@@ -228,6 +247,7 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
     )
     w["unlink names /B"] = lambda fs: fs._unlink_names("/B", ["foo", "bar"])
     w["unlink /A/cw"] = lambda fs: fs.unlink("/A/cw")  # (made by a step before, or ENOENT)
+    w["unlink /A/ow"] = lambda fs: fs.unlink("/A/ow")
     w["write /A/foo /D/hard through two fds"] = _write_two_fds("/A/foo", "/D/hard")
     w["write /B/foo /B/foo through two fds"] = _write_two_fds("/B/foo", "/B/foo")
     core += ["creat /A/new", "mkdir /B/new", "symlink /C/sym", "rmdir /E",
@@ -321,6 +341,9 @@ SAID_SEQUENCES = [
     ("write_bytes /A/wb", "create with bytes /B/cw", "chmod /A/foo"),
     ("unlink /B/foo", "create with bytes /B/cw", "rename /B -> /Z"),
     ("create with bytes /C/cw", "rename /C/foo -> /C/r"),
+    ("open, write, close /A/ow", "unlink /A/ow"),
+    ("unlink /C/foo", "open, write, close /C/ow", "chmod /C/bar"),
+    ("open, write, close /B/ow", "create with bytes /B/cw", "rename /B -> /Z"),
 ]
 SEQUENCES = _sequences()
 SEQUENCES.update({" ; ".join(ops): ops for ops in SAID_SEQUENCES})

@@ -1,10 +1,11 @@
-"""Unlinks said in the journal (logical.py): a process alone on a pool logs
-what an unlink did and writes its homes later, in an absorb.  What is held
-here: the record writes nothing and the homes lag until an absorb; a
-killed writer's unlinks are made again by the next mount, by the checker
-and by a process that mounts beside a live writer; a reader that meets
-them rebuilds; a follower waits for the absorb; a crafted unlink is damage,
-never a misread; and the journal never fills with unabsorbed unlinks.
+"""Changes said in the journal (logical.py): a process alone on a pool logs
+what an unlink, a small create or a new file's first write did and writes
+its homes later, in an absorb.  What is held here: the record writes
+nothing and the homes lag until an absorb; a killed writer's changes are
+made again by the next mount, by the checker and by a process that mounts
+beside a live writer; a reader applies them; a follower waits for the
+absorb; a crafted record is damage, never a misread; and the journal never
+fills with unabsorbed changes.
 Processes are real (subprocess) and killed with SIGKILL.
 """
 
@@ -16,11 +17,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import pytest
 
 import daxfs
-from daxfs.layout import INODE_SIZE, CorruptionError, pack_txn
+from daxfs.layout import INODE_SIZE, CorruptionError, pack_inode, pack_txn
 from daxfs.logical import ABSORB_SECONDS
 from daxfs.region import Region
 
@@ -46,6 +48,16 @@ WRITER = textwrap.dedent(r"""
                 fs.unlink(f"{a[0]}/f{i}")
                 said += fs.journal.unabsorbed > 0
             print(said, flush=True)
+        elif cmd == "fill":  # N new files, each opened, written and closed
+            fs.makedirs(a[0], exist_ok=True)
+            for i in range(int(a[1])):
+                with fs.open(f"{a[0]}/o{i}", "wb") as f:
+                    f.write(bytes([i % 251]) * (100 + i))
+            print("filled", flush=True)
+        elif cmd == "hold":  # N new files left open, the first written
+            held = [fs.open(f"{a[0]}/h{i}", "wb", buffering=0) for i in range(int(a[1]))]
+            held[0].write(b"h" * 300)
+            print("held", flush=True)
         elif cmd == "list":
             print(len(fs.listdir(a[0])), flush=True)
         elif cmd == "quit":
@@ -161,6 +173,33 @@ def test_a_new_small_file_is_said_and_its_slot_written_by_the_absorb(pool_path):
     assert daxfs.check(pool_path).ok
 
 
+def test_a_new_file_opened_then_written_is_a_said_create_then_a_said_fill(pool_path):
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")  # (the directory's first block: the usual way)
+        f = fs.open("/d/new", "wb")
+        ino = fs.stat("/d/new").st_ino
+        ((_parent, made, name, _when, empty),) = last_record(fs).creates
+        assert (made, name) == (ino, b"new")
+        data = os.urandom(6000)
+        f.write(data)
+        f.close()
+        rec = last_record(fs)
+        assert rec.fills == [(ino, rec.fills[0][1])] and rec.fills[0][1] != empty
+        assert rec.writes == [] and sum(n for _dev, n in rec.claims) == 2 * 4096
+        assert slot_bytes(fs, ino) == bytes(INODE_SIZE)  # the home lags
+        st = fs.stat("/d/new")
+        assert st.st_size == 6000 and fs.read_bytes("/d/new") == data
+        fs.chmod("/d", 0o700)  # a change that writes: the absorb first
+        assert slot_bytes(fs, ino) == rec.fills[0][1] and fs.journal.unabsorbed == 0
+    finally:
+        fs.close()
+    with daxfs.mount(pool_path) as fs:
+        assert fs.read_bytes("/d/new") == data and fs.stat("/d/new").st_mtime_ns == st.st_mtime_ns
+    assert daxfs.check(pool_path).ok
+
+
 def test_a_crash_copy_makes_the_unlink_again_with_its_time(pool_path, shm_dir):
     """A copy of a tmpfs pool's file is what SIGKILL would leave: the said
     unlink is made again, the directory's times the record's."""
@@ -193,6 +232,22 @@ def test_what_is_not_said_goes_the_usual_way(pool_path):
         assert not last_record(fs).creates
         fs.write_bytes("/open", b"O")  # a name there: emptied and written
         assert not last_record(fs).creates
+        fs.write_bytes("/e", b"")  # an empty file given its first data...
+        fs.link("/e", "/e2")
+        for how, off, n in [("r+b", 0, 10), ("wb", 0, 2 * MiB)]:
+            with fs.open("/e", how) as f:  # ...with two names, or too much of it,
+                f.seek(off)
+                f.write(b"e" * n)
+            assert not last_record(fs).fills, how
+            fs.truncate("/e", 0)
+        fs.unlink("/e2")
+        with fs.open("/e", "r+b", buffering=0) as f:  # or past its start,
+            f.seek(5)
+            f.write(b"e")
+            assert not last_record(fs).fills
+            f.write(b"e")  # or past its end
+            assert not last_record(fs).fills
+        fs.unlink("/e")
         held = fs.open("/open", "rb")
         for path in ("/hard", "/sym", "/open", "/big"):
             fs.unlink(path)
@@ -231,6 +286,31 @@ def test_a_killed_writers_unlinks_are_made_again_by_the_next_mount(pool_path, wr
     assert daxfs.check(pool_path).ok
 
 
+def test_a_killed_writers_new_files_and_their_first_writes_are_made_again(pool_path, writers):
+    """Files opened, written and closed (a said create, then a said fill
+    each), and files left open by the killed writer, one of them written:
+    the next mount and the checker make them all again."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+    w = Writer(pool_path)
+    writers.append(w)
+    assert w.ask("fill /d 200") == "filled"
+    assert w.ask("hold /d 3") == "held"
+    w.kill()
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors
+    assert any("of said changes made again" in n for n in report.notes)
+    with daxfs.mount(pool_path) as fs:
+        names = sorted(fs.listdir("/d"))
+        assert names == sorted([f"o{i}" for i in range(200)] + ["h0", "h1", "h2"])
+        for i in (0, 99, 199):
+            assert fs.read_bytes(f"/d/o{i}") == bytes([i % 251]) * (100 + i)
+        assert fs.read_bytes("/d/h0") == b"h" * 300
+        assert fs.stat("/d/h1").st_size == fs.stat("/d/h2").st_size == 0
+        assert fs.journal.unabsorbed == 0
+    assert daxfs.check(pool_path).ok
+
+
 def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool_path, writers):
     w = Writer(pool_path)
     writers.append(w)
@@ -257,13 +337,36 @@ def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool
 
 
 READER = textwrap.dedent(r"""
-    import sys
+    import sys, zlib
     import daxfs
     fs = daxfs.mount(sys.argv[1], readonly=True)
     print("mounted", flush=True)
     for line in sys.stdin:
-        print(len(fs.listdir(line.strip())), fs.coherence["full_rebuilds"], flush=True)
+        cmd, path = line.split()
+        if cmd == "list":
+            print(len(fs.listdir(path)), fs.coherence["full_rebuilds"], flush=True)
+        else:  # "read": the file's size and crc
+            data = fs.read_bytes(path)
+            print(len(data), zlib.crc32(data), fs.coherence["full_rebuilds"], flush=True)
 """)
+
+
+class Reader:
+    def __init__(self, pool: str):
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", READER, pool], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.p.stdout.readline().strip() == "mounted"
+
+    def ask(self, line: str) -> list[int]:
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        return list(map(int, self.p.stdout.readline().split()))
+
+    def stop(self) -> None:
+        self.p.kill()
+        self.p.wait()
 
 
 def test_a_reader_in_another_process_sees_said_unlinks_at_its_next_call(pool_path, writers):
@@ -271,30 +374,23 @@ def test_a_reader_in_another_process_sees_said_unlinks_at_its_next_call(pool_pat
     writers.append(w)
     assert w.ask("make /d 50") == "made"
     w.ask("unlink /d 0 0")  # (caught up, nothing said)
-    r = subprocess.Popen(
-        [sys.executable, "-c", READER, pool_path],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    r = Reader(pool_path)
     try:
-        assert r.stdout.readline().strip() == "mounted"
-        r.stdin.write("/d\n")
-        r.stdin.flush()
-        assert r.stdout.readline().split()[0] == "50"
+        assert r.ask("list /d")[0] == 50
         assert int(w.ask("unlink /d 0 30")) >= 25  # (the first catches up the usual way)
-        r.stdin.write("/d\n")
-        r.stdin.flush()
-        listed, rebuilds = map(int, r.stdout.readline().split())
+        listed, rebuilds = r.ask("list /d")
         assert listed == 20
         # Unlinks alone are made again one by one, with no rebuild.
         assert int(w.ask("unlink /d 30 45")) >= 15
-        r.stdin.write("/d\n")
-        r.stdin.flush()
-        assert list(map(int, r.stdout.readline().split())) == [5, rebuilds]
+        assert r.ask("list /d") == [5, rebuilds]
+        # New files opened, written and closed: creates and fills, alike.
+        assert r.ask("read /d/f49")[0] == 4096  # (the file cached)
+        assert w.ask("fill /d 3") == "filled"
+        _n, _crc, rebuilds = r.ask("read /d/f49")
+        assert r.ask("list /d") == [8, rebuilds]
+        assert r.ask("read /d/o2") == [102, zlib.crc32(bytes([2]) * 102), rebuilds]
     finally:
-        r.kill()
-        r.wait()
+        r.stop()
     w.quit()
 
 
@@ -374,6 +470,77 @@ def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
         assert sorted(fs.listdir("/")) == ["f", "g", "sub"]  # the record dropped
     finally:
         fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+def crafted_fill(path: str, ino: int, slot: bytes, claims: list[tuple[int, int]]) -> None:
+    """Append a record that fills inode ``ino`` with ``slot`` (claiming
+    ``claims``) to a cleanly closed pool's journal."""
+    fs = daxfs.mount(path)
+    j = fs.journal
+    seq, at = j.next_seq, j.start + j.pos
+    fs.close()
+    region = Region(path)
+    try:
+        rec = pack_txn(seq, [], claims=claims, fills=[(ino, slot)])
+        region.store(at, rec)
+        region.persist(at, len(rec))
+    finally:
+        region.close()
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "none: as a writer says it",
+        "a free inode",
+        "a directory",
+        "a file with data",
+        "another file's slot",
+        "used blocks",
+    ],
+)
+def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
+    fs = daxfs.mount(pool_path)
+    fs.mkdir("/sub")
+    fs.write_bytes("/full", b"f" * 100)
+    fs.write_bytes("/e", b"")
+    fs.write_bytes("/e2", b"")
+    e, e2, sub, full = (fs.stat(p).st_ino for p in ("/e", "/e2", "/sub", "/full"))
+    # A fill as the writer would say it: /e given 4 KiB in a free block.
+    inode = fs._inode(e)
+    free_dev = fs._dev(fs.allocator.alloc_blocks(1)[0][0])
+    used_dev = fs._inode(full).extents[0][1]
+    fs.close()
+
+    def slot_of(ino: int, dev: int) -> bytes:
+        r = inode.record(0)
+        r.ino, r.size, r.nextents, r.inline, r.generation = ino, 4096, 1, [(0, dev, 4096)], 9
+        return pack_inode(r)
+
+    cases = {
+        "none: as a writer says it": (e, slot_of(e, free_dev), free_dev),
+        "a free inode": (e + 100, slot_of(e + 100, free_dev), free_dev),
+        "a directory": (sub, slot_of(sub, free_dev), free_dev),
+        "a file with data": (full, slot_of(full, free_dev), free_dev),
+        "another file's slot": (e2, slot_of(e, free_dev), free_dev),
+        "used blocks": (e, slot_of(e, used_dev), used_dev),
+    }
+    ino, slot, dev = cases[what]
+    crafted_fill(pool_path, ino, slot, [(dev, 4096)])
+    if what == "none: as a writer says it":  # (the crafting is right)
+        with daxfs.mount(pool_path) as fs:
+            assert fs.stat("/e").st_size == 4096 and fs.journal.unabsorbed == 0
+        assert daxfs.check(pool_path).ok
+        return
+    with pytest.raises(CorruptionError, match="fill|inode"):
+        daxfs.mount(pool_path)
+    report = daxfs.check(pool_path)
+    assert not report.ok and any("cannot be made again" in e for e in report.errors)
+    assert daxfs.check(pool_path, repair=True).repaired
+    with daxfs.mount(pool_path) as fs:
+        assert sorted(fs.listdir("/")) == ["e", "e2", "full", "sub"]  # the record dropped
+        assert fs.read_bytes("/e") == b"" and fs.read_bytes("/full") == b"f" * 100
     assert daxfs.check(pool_path).ok
 
 

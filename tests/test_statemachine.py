@@ -449,20 +449,28 @@ class DaxVsOs(RuleBasedStateMachine):
 
     @rule(
         steps=st.lists(
-            st.tuples(st.booleans(), paths, st.integers(0, 1 << 16), st.integers(0, 9000)),
+            st.tuples(
+                st.sampled_from(["unlink", "write_bytes", "open, write, close"]),
+                paths,
+                st.integers(0, 1 << 16),
+                st.integers(0, 9000),
+            ),
             min_size=1,
             max_size=4,
         )
     )
     def said_changes_then_a_crash(self, steps):
-        """Unlinks and new small files (write_bytes), said and not absorbed
-        when they can be (logical.py), then a crash.  (With nothing to make
-        again, a crash is the crash suite's.)"""
-        for unlink, path, seed, n in steps:
-            if unlink:
+        """Unlinks and new small files (write_bytes, or opened, written and
+        closed), said and not absorbed when they can be (logical.py), then
+        a crash.  (With nothing to make again, a crash is the crash
+        suite's.)"""
+        for how, path, seed, n in steps:
+            if how == "unlink":
                 self.unlink(path)
-            else:
+            elif how == "write_bytes":
                 self.write_bytes(path, (seed, n))
+            else:
+                self.open_write(path, "w", [(seed, n)])
         said = self.fs.journal.unabsorbed
         event(f"crash with said changes to make again: {bool(said)}")
         if said:

@@ -329,16 +329,20 @@ def _apply_said(fs, records, locked: bool) -> bool:
         return False
     cached, dirs = fs.inodes.cache, fs.dirs
     said = [entry for rec in records for entry in rec.unlinks + rec.creates]
-    unlinked = {u[1] for rec in records for u in rec.unlinks}
-    for parent, ino, *_rest in said:
-        if not locked and not (parent in dirs and parent in cached):
+    filled = {ino for rec in records for ino, _slot in rec.fills}
+    # An unlinked or filled inode made before (a create among the records)
+    # is cached by then.
+    made = {c[1] for rec in records for c in rec.creates}
+    loaded = {u[1] for rec in records for u in rec.unlinks} | filled
+    if not locked:
+        if any(not (parent in dirs and parent in cached) for parent, *_rest in said):
             return False
-        if not locked and ino in unlinked and ino not in cached:
+        if any(ino not in cached and ino not in made for ino in loaded):
             return False
     for rec in records:
         fs._redo_said(rec)
     if fs.on_foreign_change is not None:
-        fs.on_foreign_change({u[1] for u in said}, {u[0] for u in said})
+        fs.on_foreign_change({u[1] for u in said} | filled, {u[0] for u in said})
     return True
 
 

@@ -258,6 +258,8 @@ class DataPath:
         if cached is None or off + len(data) <= cached.size:
             if cached_under_shared_lock(self, self._overwrite, ino, off, data) is True:
                 return
+        elif not cached.size and not off and self._may_say and self._fill_said(ino, data):
+            return  # a new file's first data, said (logical.py)
         shared = self.optimism and self.leases.shared and not self.readonly
         step = self.SHARED_PIECE if shared else self.WRITE_PIECE
         for start in range(0, len(data), step):

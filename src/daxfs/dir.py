@@ -469,16 +469,24 @@ class Directory:
         self._write(txn, self.devs[b], bytes(self.images[b]))
 
     def _compact_image(self, b: int) -> None:
-        old = self.images[b]
+        """Block ``b``'s live entries moved to its start, in order, tombstones
+        dropped: a walk of the block's image (used bytes of it, every entry
+        length one we wrote or checked at load), not of the directory's
+        names, so that a compaction costs one block however big the
+        directory."""
+        old, end = self.images[b], self.used[b]
         image = bytearray(BLOCK)
-        pos = DIRBLOCK_HEAD.size
-        for name, (ino, ftype, eb, epos) in list(self.entries.items()):
-            if eb != b:
-                continue
-            n = DIRENT_HEAD.size + old[epos + 8]
-            image[pos : pos + n] = old[epos : epos + n]
-            self.entries[name] = (ino, ftype, b, pos)
-            pos += n
+        pos = at = DIRBLOCK_HEAD.size
+        entries, head = self.entries, DIRENT_HEAD.size
+        while at < end:
+            n = head + old[at + 8]
+            ino = int.from_bytes(old[at : at + 8], "little")
+            if ino:
+                image[pos : pos + n] = old[at : at + n]
+                name = old[at + head : at + n].decode("utf-8", "surrogateescape")
+                entries[name] = (ino, old[at + 9], b, pos)
+                pos += n
+            at += n
         self.images[b], self.used[b], self.dead[b] = image, pos, 0
 
     def _seal(self, b: int) -> None:

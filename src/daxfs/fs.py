@@ -1082,6 +1082,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 with self._locked(exclusive=False):
                     return self._open_to_read(spath)
             return ino
+        if self._may_say:  # a new name: made by a said create (logical.py)
+            ino = self._create_said(spath, b"", 0o666 & ~self.umask, pin=True)
+            if ino is not None:
+                return ino
         return optimistically(self, self._open_to_write, spath, kind)
 
     def _open_cached(self, spath: str):

@@ -54,11 +54,11 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # the superblock, which a writer honours as it honours its own processes'
 # pins: an older writer would free what a follower holds.  Block 0 past
 # the superblock is zero in every older pool: an empty table.
-# Version 8 added the unlink and create entries (REC_UNLINK, REC_CREATE): a
-# record that says what a change did instead of the bytes it wrote, whose
-# homes a later record writes (logical.py); an older reader would take a
-# record holding one for the end of the journal, and read homes that lag
-# it.  A version 7 pool is a version 8 pool with none, upgraded alike.
+# Version 8 added the unlink, create and fill entries (REC_UNLINK, REC_CREATE,
+# REC_FILL): a record that says what a change did instead of the bytes it
+# wrote, whose homes a later record writes (logical.py); an older reader
+# would take a record holding one for the end of the journal, and read homes
+# that lag it.  A version 7 pool is a version 8 pool with none, upgraded alike.
 VERSION = 8
 VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8)
 
@@ -361,6 +361,13 @@ UNLINK_TAIL = _checked("<Qq", 16)  # parent, when (ns: the directory's new mtime
 # ``when``.  As an unlink, it writes no home (logical.py); the record claims
 # the file's blocks.
 REC_CREATE = 6
+# A fill (version 8) is followed by the inode's slot as it is to be
+# (INODE_SIZE bytes, its crc included); ``length`` is 0: inode ``dst_off``, a
+# regular file with one name, no extent block and no data, given its first
+# data (written and durable before the record) and the size and times of
+# that write.  As an unlink, it writes no home (logical.py); the record
+# claims the new blocks.
+REC_FILL = 7
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -407,8 +414,9 @@ def pack_txn(
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
     creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
+    fills: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
 ) -> bytes:
-    body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks, creates)
+    body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks, creates, fills)
     return seal_txn(seq, body, lazy)
 
 
@@ -420,6 +428,7 @@ def pack_txn_body(
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
     creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
+    fills: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
     """(entry count, payload) of a record: all of it but the sequence
     number, so that a committer can build it before taking the pool lock
@@ -427,7 +436,8 @@ def pack_txn_body(
     length, crc32c) of data the record makes visible (REC_CHECK);
     ``unlinks``: (parent, ino, name, when) of the names the change removed
     without writing their homes (REC_UNLINK); ``creates``: (parent, ino,
-    name, when, slot) of the files it made so (REC_CREATE)."""
+    name, when, slot) of the files it made so (REC_CREATE); ``fills``: (ino,
+    slot) of the empty files it gave their first data so (REC_FILL)."""
     parts: list[bytes | bytearray] = []
     for dst, data in writes:
         n = len(data)
@@ -454,8 +464,10 @@ def pack_txn_body(
         parts.append(slot + name)
         if n % 8:
             parts.append(bytes(8 - n % 8))
+    for ino, slot in fills:
+        parts.append(TXN_REC.pack(ino, 0, REC_FILL) + slot)
     nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks)
-    nrec += len(unlinks) + len(creates)
+    nrec += len(unlinks) + len(creates) + len(fills)
     return nrec, b"".join(parts)
 
 
@@ -515,13 +527,15 @@ class TxnRecord:
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
     checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
     # (parent, ino, name, when) of the names a record removed (REC_UNLINK),
-    # (parent, ino, name, when, slot) of the files it made (REC_CREATE)
+    # (parent, ino, name, when, slot) of the files it made (REC_CREATE),
+    # (ino, slot) of the empty files it gave their first data (REC_FILL)
     unlinks: list[tuple[int, int, bytes, int]] = field(default_factory=list)
     creates: list[tuple[int, int, bytes, int, bytes]] = field(default_factory=list)
+    fills: list[tuple[int, bytes]] = field(default_factory=list)
 
     def says(self) -> bool:
         """Does the record say changes whose homes it does not write?"""
-        return bool(self.unlinks) or bool(self.creates)
+        return bool(self.unlinks) or bool(self.creates) or bool(self.fills)
 
 
 def parse_txn(
@@ -594,6 +608,11 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
             p += INODE_SIZE
             rec.creates.append((parent, dst, bytes(buf[p : p + length]), when, slot))
             p += pad8(length)
+        elif flags == REC_FILL and not rec.lazy and length == 0:
+            if p + INODE_SIZE > start + plen:
+                return None
+            rec.fills.append((dst, bytes(buf[p : p + INODE_SIZE])))
+            p += INODE_SIZE
         else:
             return None
     if rec.says() and rec.writes:

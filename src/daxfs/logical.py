@@ -10,7 +10,11 @@ alone on its pool says instead what it did, and writes no home:
 - a small file made whole (write_bytes of a new name, _create_with): its
   data stored in new blocks and made durable first, then one entry
   (REC_CREATE: the directory, the name, the time, the new slot's bytes)
-  and the blocks it took (claims).
+  and the blocks it took (claims);
+- a new file made empty (open of a new name for writing), as a create
+  with no data, and its first data (the write its close flushes): the
+  data stored in new blocks and made durable, then one entry (REC_FILL:
+  the inode's new slot bytes) and the blocks it took.
 
 The directory block and the inode slot change in memory only and are
 *lagging*; an *absorb*, a record of its own, writes every lagging home
@@ -63,6 +67,7 @@ from .layout import (
     TXN_REC,
     UNLINK_TAIL,
     CorruptionError,
+    InodeRecord,
     pack_inode,
     pack_txn,
     pack_unlink_record,
@@ -119,15 +124,25 @@ class LogicalPath:
         nothing done."""
         return self._said(self._names_to_say, sdir, names)
 
-    def _create_said(self, spath: str, data, perms: int) -> int | None:
+    def _create_said(self, spath: str, data, perms: int, pin: bool = False) -> int | None:
         """Make the new file ``spath`` holding ``data`` (permission bits
         ``perms``) with a logical record if this call can: alone on the
         pool, the directory in the path cache with room for the name, the
-        name free, the data under SAY_CREATE_MOST.  Its inode number, or
-        None: nothing done, the caller makes it the usual way."""
+        name free, the data under SAY_CREATE_MOST.  ``pin``: pinned for a
+        handle (an open that made it).  Its inode number, or None: nothing
+        done, the caller makes it the usual way."""
         if len(data) > SAY_CREATE_MOST:
             return None
-        return self._in_said_section(self._say_create, spath, data, perms)
+        return self._in_said_section(self._say_create, spath, data, perms, pin)
+
+    def _fill_said(self, ino: int, data) -> bool:
+        """Write ``data`` at offset 0 of file ``ino``, which has no data yet,
+        with a logical record if this call can: alone on the pool, the file
+        a plain one with one name, the data under SAY_CREATE_MOST.  False:
+        nothing done, the caller writes the usual way."""
+        if len(data) > SAY_CREATE_MOST:
+            return False
+        return self._in_said_section(self._say_fill, ino, data) is not None
 
     def _said(self, find, *args) -> bool:
         said = self._in_said_section(self._say, find, args)
@@ -216,7 +231,7 @@ class LogicalPath:
         self._lag_bytes += cost
         return [inode for _name, inode in files]
 
-    def _say_create(self, spath: str, data, perms: int) -> int | None:
+    def _say_create(self, spath: str, data, perms: int, pin: bool) -> int | None:
         """Under the exclusive pool lock: the new file made, its data stored
         (and persisted, on pmem) before one record says it; its inode
         number, or None: nothing done."""
@@ -235,40 +250,105 @@ class LogicalPath:
         lag = self._lag_bytes + LAG_BLOCK + LAG_SLOT
         if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
             return None
-        nblocks = -(-len(data) // BLOCK)
-        try:
-            runs = self.allocator.alloc_blocks(nblocks) if nblocks else []
-        except OSError:
-            return None  # (the usual way says ENOSPC, after what it frees)
+        runs = self._said_blocks(len(data))
+        if runs is None:
+            return None
         ino = None
         try:
-            if len(runs) > INLINE_EXTENTS:
-                raise _Unsaid
             ino = self.inodes.take_ino()
             inode = self._new_said_file(ino, parent, perms, data, runs)
-            claims = [(dev, n) for _f, dev, n in inode.extents]
             slot = pack_inode(inode.record(0))
             said = [(dir_ino, ino, raw, inode.ctime, slot)]
-            record = pack_txn(self.journal.next_seq, [], claims=claims, creates=said)
+            record = pack_txn(self.journal.next_seq, [], claims=_claims(inode), creates=said)
             self.journal.commit_said(record)
         except BaseException as e:
-            for b, n in runs:
-                self.allocator.free(b, n)
             if ino is not None:
                 self.inodes.return_ino(ino)
-            if isinstance(e, (_Unsaid, OSError)):
-                return None  # (ENOSPC reserving space: the usual way says it)
+            if self._unsaid(e, runs):
+                return None
             raise
         self._said_committed()
         placed = self._apply_create(d, name, inode, inode.ctime)
         assert placed, "a directory with room for a name found none"
+        if pin:
+            self._pin(ino)  # (inside the section: no process that mounts
+            # meanwhile may take the file for unused)
         return ino
+
+    def _say_fill(self, ino: int, data) -> int | None:
+        """Under the exclusive pool lock: file ``ino`` given ``data`` at
+        offset 0, stored (and persisted, on pmem) before one record says
+        it; ``ino``, or None: nothing done."""
+        inode = self.inodes.cache.get(ino)
+        if inode is None or not self._may_say_now() or not self._fillable(inode):
+            return None
+        size = TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + INODE_SIZE
+        lag = self._lag_bytes + (0 if ino in self._lag_slots else LAG_SLOT)
+        if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
+            return None
+        runs = self._said_blocks(len(data))
+        if runs is None:
+            return None
+        try:
+            extents = self._store_said_data(data, runs)
+            filled = inode.record(0)
+            filled.size, filled.nextents, filled.inline = len(data), len(extents), extents
+            filled.generation += 1
+            filled.atime = filled.mtime = filled.ctime = time.time_ns()
+            claims = [(dev, n) for _f, dev, n in extents]
+            said = [(ino, pack_inode(filled))]
+            self.journal.commit_said(pack_txn(self.journal.next_seq, [], claims=claims, fills=said))
+        except BaseException as e:
+            if self._unsaid(e, runs):
+                return None
+            raise
+        self._said_committed()
+        _take_state(inode, filled)
+        self._lag_slots.add(ino)
+        self._lag_bytes = lag
+        self._dirty_times.discard(ino)  # (the slot as said holds the times)
+        return ino
+
+    def _said_blocks(self, nbytes: int) -> list[tuple[int, int]] | None:
+        """Runs of blocks for ``nbytes`` of a said change's data, at most
+        INLINE_EXTENTS of them (every extent in the slot); None, nothing
+        taken, when the allocator has none (the usual way says ENOSPC,
+        after what it frees) or only in more runs."""
+        nblocks = -(-nbytes // BLOCK)
+        try:
+            runs = self.allocator.alloc_blocks(nblocks) if nblocks else []
+        except OSError:
+            return None
+        if len(runs) > INLINE_EXTENTS:
+            self._unsaid(_Unsaid(), runs)
+            return None
+        return runs
+
+    def _unsaid(self, e: BaseException, runs) -> bool:
+        """A said change failed with ``e`` before its record: its blocks
+        given back.  True when the usual way is to make it (ENOSPC
+        reserving space, a change that cannot be said), False when ``e``
+        is the caller's to raise."""
+        for b, n in runs:
+            self.allocator.free(b, n)
+        return isinstance(e, (_Unsaid, OSError))
 
     def _new_said_file(self, ino: int, parent: Inode, perms: int, data, runs) -> Inode:
         """Inode ``ino``, a new file in ``parent`` (owned as _new_inode
-        owns one) holding ``data`` in the block ``runs``, stored there with
-        the rest of the last block zeroed, and persisted before the record
-        that names it (ordered data, as every allocating write)."""
+        owns one) holding ``data`` in the block ``runs`` (_store_said_data)."""
+        now = time.time_ns()
+        uid, gid, mode = self._new_owner(parent, stat.S_IFREG | perms)
+        inode = Inode(ino, mode, nlink=1, size=len(data), parent=parent.ino)
+        inode.uid, inode.gid = uid, gid
+        inode.atime = inode.mtime = inode.ctime = inode.btime = now
+        inode.extents = self._store_said_data(data, runs)
+        inode.generation = inode.staged_generation = 1
+        return inode
+
+    def _store_said_data(self, data, runs) -> list[tuple[int, int, int]]:
+        """Store ``data`` in the block ``runs``, the rest of the last block
+        zeroed, persisted before the record that names it (ordered data,
+        as every allocating write); the extents that map it from offset 0."""
         region, devs, extents, at = self.region, [], [], 0
         for b, n in runs:
             dev, length = self._dev(b), n * BLOCK
@@ -282,13 +362,7 @@ class LogicalPath:
             at += length
         if devs and not region.volatile and flush_ranges(region, devs):
             region.fence()
-        now = time.time_ns()
-        uid, gid, mode = self._new_owner(parent, stat.S_IFREG | perms)
-        inode = Inode(ino, mode, nlink=1, size=len(data), parent=parent.ino)
-        inode.uid, inode.gid = uid, gid
-        inode.atime = inode.mtime = inode.ctime = inode.btime = now
-        inode.extents, inode.generation, inode.staged_generation = extents, 1, 1
-        return inode
+        return extents
 
     def _entry_to_say(self, spath: str):
         """_cached_entry(spath, False), after one walk that fills the caches
@@ -344,6 +418,22 @@ class LogicalPath:
             and ino not in self._follower_inos
         )
 
+    def _fillable(self, inode: Inode) -> bool:
+        """May this file's first data be said?  A regular file with one name,
+        no data and no extent block (open, here, as it is being written),
+        and nothing this mount keeps about it."""
+        ino = inode.ino
+        return (
+            inode.mode & 0o170000 == stat.S_IFREG
+            and inode.nlink == 1
+            and not inode.size
+            and not inode.extents
+            and not inode.ext_blocks
+            and ino not in self._tailed
+            and ino not in self._fragmented
+            and ino not in self._follower_inos
+        )
+
     def _alone(self) -> bool:
         """No other process in the process table and no follower (exclusive
         pool lock held: one that mounts absorbs before it joins)."""
@@ -391,6 +481,8 @@ class LogicalPath:
             self._redo_unlink(*unlink)
         for create in rec.creates:
             self._redo_create(*create)
+        for fill in rec.fills:
+            self._redo_fill(*fill)
 
     def _redo_unlink(self, parent: int, ino: int, raw: bytes, when: int) -> None:
         """Make one said unlink (of this process or another's) in memory,
@@ -431,6 +523,34 @@ class LogicalPath:
         inode = self.inodes.from_slot(slot, ino, where)
         if not _unlinkable(inode) or inode.parent != parent:
             raise CorruptionError(f"journal: a create of inode {ino} that is no plain file", where)
+        self._claim_said(inode, "a create", where)
+        self.inodes.take(ino)
+        if not self._apply_create(d, name, inode, when):
+            raise CorruptionError(f"journal: a create of {name!r} finds no room", where)
+
+    def _redo_fill(self, ino: int, slot: bytes) -> None:
+        """Make one said fill in memory, checked: the inode a plain file with
+        one name and no data, the slot the same file with data, its blocks
+        free.  The cached inode takes the slot's state in place (handles
+        of this process count on it)."""
+        where = self.journal.live_off
+        inode = self._inode(ino) if self.inodes.in_use(ino) else None
+        if inode is None or not _unlinkable(inode) or inode.extents or inode.size:
+            raise CorruptionError(
+                f"journal: a fill of inode {ino}, which is no empty plain file", where
+            )
+        filled = self.inodes.from_slot(slot, ino, where)
+        kept = ("mode", "nlink", "uid", "gid", "parent", "btime")
+        if not _unlinkable(filled) or any(getattr(filled, k) != getattr(inode, k) for k in kept):
+            raise CorruptionError(f"journal: a fill of inode {ino} that is another file", where)
+        self._claim_said(filled, "a fill", where)
+        self._lag_bytes += 0 if ino in self._lag_slots else LAG_SLOT
+        self._lag_slots.add(ino)
+        _take_state(inode, filled.record(0))
+
+    def _claim_said(self, inode: Inode, what: str, where: int) -> None:
+        """Claim the blocks of ``inode`` that a said change gave it, all free
+        (else damage, with none claimed)."""
         claimed = []
         try:
             for _f, dev, n in inode.extents:
@@ -440,11 +560,8 @@ class LogicalPath:
             for dev, n in claimed:
                 self.allocator.free(self._block(dev), n // BLOCK)
             raise CorruptionError(
-                f"journal: a create of inode {ino} with blocks in use", where
+                f"journal: {what} of inode {inode.ino} with blocks in use", where
             ) from None
-        self.inodes.take(ino)
-        if not self._apply_create(d, name, inode, when):
-            raise CorruptionError(f"journal: a create of {name!r} finds no room", where)
 
     def _apply_create(self, d, name: str, inode: Inode, when: int) -> bool:
         """Make a create in memory: the entry placed in a block with room (False,
@@ -552,6 +669,20 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
         else:
             out.append((x, 1))
     return out
+
+
+def _claims(inode: Inode) -> list[tuple[int, int]]:
+    """The claims of a said change that gave ``inode`` all its extents."""
+    return [(dev, n) for _f, dev, n in inode.extents]
+
+
+def _take_state(inode: Inode, filled: InodeRecord) -> None:
+    """``inode`` (the cached object, which handles and counts here refer to)
+    takes what a said fill made of it: the record ``filled`` (every extent
+    in the slot)."""
+    inode.size, inode.extents = filled.size, list(filled.inline)
+    inode.generation = inode.staged_generation = filled.generation
+    inode.atime, inode.mtime, inode.ctime = filled.atime, filled.mtime, filled.ctime
 
 
 def _unlinkable(inode: Inode) -> bool:
