@@ -497,6 +497,28 @@ def pack_unlink_record(
     return _MAGIC_CRC.pack(TXN_MAGIC, _crc32c.crc32c(tail, _TXN_MAGIC_CRC[TXN_MAGIC])) + tail
 
 
+def pack_create_record(
+    seq: int, parent: int, ino: int, name: bytes, when: int, slot: bytes, claims
+) -> bytes:
+    """pack_txn(seq, [], claims=claims, creates=[(parent, ino, name, when,
+    slot)]): the same bytes, in fewer steps (every said create pays it)."""
+    n = len(name)
+    parts = [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
+    parts.append(_CREATE_REC.pack(ino, n, REC_CREATE, parent, when) + slot + name + _PADS[n % 8])
+    return seal_txn(seq, (len(parts), b"".join(parts)))
+
+
+def pack_fill_record(seq: int, ino: int, slot: bytes, claims) -> bytes:
+    """pack_txn(seq, [], claims=claims, fills=[(ino, slot)]): the same bytes,
+    in fewer steps (every said fill pays it)."""
+    parts = [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
+    parts.append(TXN_REC.pack(ino, 0, REC_FILL) + slot)
+    return seal_txn(seq, (len(parts), b"".join(parts)))
+
+
+_CREATE_REC = struct.Struct("<QIIQq")  # a create's entry (TXN_REC) and UNLINK_TAIL
+
+
 def seal_txn(seq: int, body: tuple[int, bytes], lazy: bool = False) -> bytes:
     """The record of ``body`` (pack_txn_body) committed as number ``seq``;
     ``lazy``: written with no flush (TXN_MAGIC_LAZY)."""

@@ -68,6 +68,8 @@ from .layout import (
     UNLINK_TAIL,
     CorruptionError,
     InodeRecord,
+    pack_create_record,
+    pack_fill_record,
     pack_inode,
     pack_txn,
     pack_unlink_record,
@@ -258,8 +260,8 @@ class LogicalPath:
             ino = self.inodes.take_ino()
             inode = self._new_said_file(ino, parent, perms, data, runs)
             slot = pack_inode(inode.record(0))
-            said = [(dir_ino, ino, raw, inode.ctime, slot)]
-            record = pack_txn(self.journal.next_seq, [], claims=_claims(inode), creates=said)
+            seq, claims = self.journal.next_seq, _claims(inode)
+            record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims)
             self.journal.commit_said(record)
         except BaseException as e:
             if ino is not None:
@@ -296,8 +298,8 @@ class LogicalPath:
             filled.generation += 1
             filled.atime = filled.mtime = filled.ctime = time.time_ns()
             claims = [(dev, n) for _f, dev, n in extents]
-            said = [(ino, pack_inode(filled))]
-            self.journal.commit_said(pack_txn(self.journal.next_seq, [], claims=claims, fills=said))
+            slot = pack_inode(filled)
+            self.journal.commit_said(pack_fill_record(self.journal.next_seq, ino, slot, claims))
         except BaseException as e:
             if self._unsaid(e, runs):
                 return None
