@@ -42,19 +42,20 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # The modules a create, stat, open, read or unlink runs through, and the
 # FUSE server's.
 MODULES = """alloc coherence data dir fields fileio followers fs fuse fusewire fuseuring
-hugemap inode journal layout leases listing mapping mounts namespace path pins region
-units""".split()
+hugemap inode journal layout leases listing logical mapping mounts namespace path pins
+region units""".split()
 
 
 # What mypyc compiles: MODULES but for the FUSE server's, path (its str
 # subclasses build themselves with object.__new__) and fileio (its io
 # subclasses crash when an open file is put in a WeakSet).
 MYPYC_MODULES = """alloc coherence data dir followers fs inode journal layout leases listing
-mapfiles mapping namespace pins region""".split()
+logical mapfiles mapping namespace pins region""".split()
 
 # FileSystem's mixins, which mypyc compiles as traits.
 MIXINS = {"data": "DataPath", "namespace": "NamespacePath", "listing": "ListingPath"}
 MIXINS["mapfiles"] = "MapPath"
+MIXINS["logical"] = "LogicalPath"
 
 
 def copy_of_src(workdir: Path) -> Path:
