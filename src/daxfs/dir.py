@@ -306,33 +306,27 @@ class Directory:
         self._stage_header(b, txn)
         return ino
 
-    def place(self, name: str, ino: int, ftype: int) -> int | None:
+    def place(self, name: str, ino: int, ftype: int, room=None) -> int | None:
         """Add ``name`` as ``add`` does, in memory only, in a block with room
         (compacted in memory if its tombstones make the room), and return
         that block, whose home no longer matches: a create said in the
         journal (logical.py).  None, with nothing done, when only a new
-        block would hold it."""
+        block would hold it.  ``room``: what ``room_for`` found for the
+        name, when the caller asked it first (nothing changed since)."""
         raw = name.encode("utf-8", "surrogateescape")
-        need = DIRENT_HEAD.size + len(raw)
-        b = self._room_for(need)
-        if b is not None:
-            self._put(b, name, raw, ino, ftype)
-        return b
-
-    def has_room(self, raw: bytes) -> bool:
-        """Would an entry named ``raw`` fit in a block there is (place)?"""
-        return self._existing_room(DIRENT_HEAD.size + len(raw)) is not None
-
-    def _room_for(self, need: int) -> int | None:
-        """_block_with_room's choice among the blocks there are, compacted in
-        memory if it must be; None if none will do."""
-        found = self._existing_room(need)
+        found = self.room_for(raw) if room is None else room
         if found is None:
             return None
         b, compact = found
         if compact:
             self._compact_image(b)
+        self._put(b, name, raw, ino, ftype)
         return b
+
+    def room_for(self, raw: bytes) -> tuple[int, bool] | None:
+        """Where an entry named ``raw`` would go among the blocks there are
+        (place): (block, whether it must be compacted first), or None."""
+        return self._existing_room(DIRENT_HEAD.size + len(raw))
 
     def forget(self, name: str) -> int:
         """Remove ``name`` as ``remove`` does, in memory only, and return its

@@ -50,8 +50,8 @@ from .layout import (
     Superblock,
     is_dir_mode,
     pack_extblock,
-    pack_inode,
     pack_itable_head,
+    pack_slot,
     unpack_extblock,
     unpack_inode,
     unpack_itable_head,
@@ -270,6 +270,15 @@ class Inode:
         return freed
 
     # -- records -----------------------------------------------------------
+    def slot(self, ext_block: int) -> bytes:
+        """pack_inode(self.record(ext_block)), with no record built."""
+        ex = self.extents
+        return pack_slot(
+            self.ino, self.generation, self.mode, self.nlink, self.uid, self.gid, self.size,
+            self.atime, self.mtime, self.ctime, self.btime, self.parent, len(ex), self.rdev,
+            ext_block, ex[:INLINE_EXTENTS],
+        )  # fmt: skip
+
     def record(self, ext_block: int) -> InodeRecord:
         return InodeRecord(
             self.ino,
@@ -481,7 +490,7 @@ class InodeTable:
             self._stage_extent_blocks(inode, txn, alloc, free)
             inode.staged_generation = inode.generation
         head = inode.ext_blocks[0] if inode.ext_blocks else 0
-        txn.write(self.slot_off(inode.ino), pack_inode(inode.record(head)))
+        txn.write(self.slot_off(inode.ino), inode.slot(head))
 
     def _stage_extent_blocks(
         self, inode: Inode, txn: Transaction, alloc: BlockAlloc, free: BlockFree

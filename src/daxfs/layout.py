@@ -734,30 +734,26 @@ class InodeRecord:
 
 
 def pack_inode(r: InodeRecord) -> bytes:
-    head = INODE_HEAD.pack(
-        0,
-        INODE_MAGIC,
-        0,
-        r.ino,
-        r.generation,
-        r.mode,
-        r.nlink,
-        r.uid,
-        r.gid,
-        r.size,
-        r.atime,
-        r.mtime,
-        r.ctime,
-        r.btime,
-        r.parent,
-        r.nextents,
-        r.rdev,
-        r.ext_block,
-    )
+    return pack_slot(
+        r.ino, r.generation, r.mode, r.nlink, r.uid, r.gid, r.size, r.atime, r.mtime, r.ctime,
+        r.btime, r.parent, r.nextents, r.rdev, r.ext_block, r.inline,
+    )  # fmt: skip
+
+
+def pack_slot(
+    ino: int, generation: int, mode: int, nlink: int, uid: int, gid: int, size: int,
+    atime: int, mtime: int, ctime: int, btime: int, parent: int, nextents: int, rdev: int,
+    ext_block: int, inline: list[tuple[int, int, int]],
+) -> bytes:  # fmt: skip
+    """An inode slot's bytes, from its fields (pack_inode's, with no record
+    to build: every change of an inode and every said create pays it)."""
     slot = bytearray(INODE_SIZE)  # (zeros past the inline extents)
-    slot[: INODE_HEAD.size] = head
+    INODE_HEAD.pack_into(
+        slot, 0, 0, INODE_MAGIC, 0, ino, generation, mode, nlink, uid, gid, size, atime, mtime,
+        ctime, btime, parent, nextents, rdev, ext_block,
+    )  # fmt: skip
     pos = INODE_HEAD.size
-    for e in r.inline:
+    for e in inline:
         EXTENT.pack_into(slot, pos, *e)
         pos += EXTENT.size
     _U32.pack_into(slot, 0, _crc32c.crc32c(memoryview(slot)[4:]))

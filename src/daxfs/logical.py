@@ -67,10 +67,9 @@ from .layout import (
     TXN_REC,
     UNLINK_TAIL,
     CorruptionError,
-    InodeRecord,
     pack_create_record,
     pack_fill_record,
-    pack_inode,
+    pack_slot,
     pack_txn,
     pack_unlink_record,
     pad8,
@@ -118,13 +117,13 @@ class LogicalPath:
         on the pool, the path in the path cache, a small regular file with
         one name and no user.  False: nothing done, the caller unlinks the
         usual way."""
-        return self._said(self._one_to_say, spath)
+        return self._gave_back(self._in_said_section(self._say_unlink, spath))
 
     def _unlink_names_said(self, sdir: str, names: list[str]) -> bool:
         """_unlink_names's batch of ``names`` in directory ``sdir``, said in
         one record, if every name is a file _unlink_said would say; False:
         nothing done."""
-        return self._said(self._names_to_say, sdir, names)
+        return self._gave_back(self._in_said_section(self._say_unlinks, sdir, names))
 
     def _create_said(self, spath: str, data, perms: int, pin: bool = False) -> int | None:
         """Make the new file ``spath`` holding ``data`` (permission bits
@@ -146,8 +145,10 @@ class LogicalPath:
             return False
         return self._in_said_section(self._say_fill, ino, data) is not None
 
-    def _said(self, find, *args) -> bool:
-        said = self._in_said_section(self._say, find, args)
+    def _gave_back(self, said: list[Inode] | None) -> bool:
+        """After a section that may have said unlinks: the files they freed
+        (``said``; None: nothing said) given back once RELEASE_BATCH have
+        gathered.  Whether anything was said."""
         if said is None:
             return False
         self._said_freed += said
@@ -195,14 +196,40 @@ class LogicalPath:
         self._seen_seq = self._heads_seq = self.journal.next_seq
         self._seen_pos = self.journal.pos
 
-    def _say(self, find, args) -> list[Inode] | None:
-        """Under the exclusive pool lock: the files ``find(*args)`` names,
-        unlinked by one record and in memory; their inodes (their blocks
-        to free), or None: nothing done."""
+    def _say_unlink(self, spath: str) -> list[Inode] | None:
+        """_say_unlinks of one name, written out (every unlink pays it)."""
         journal = self.journal
         if not self._may_say_now():
             return None
-        found = find(*args)
+        got = self._entry_to_say(spath)
+        inode = None if got is None else got[2]
+        if inode is None or not self._sayable(inode):
+            return None
+        (dir_ino, _links), name, _inode = got
+        d, ino = self.dirs[dir_ino], inode.ino
+        raw = name.encode("utf-8", "surrogateescape")
+        revokes = [(dev, n) for _f, dev, n in inode.extents]
+        size = TXN_HEADER.size * 2 + TXN_REC.size * (1 + len(revokes)) + UNLINK_TAIL.size
+        lag = self._lag_bytes + self._lag_cost(dir_ino, d.entries[name][2], ino)
+        if lag > self._absorb_most or journal.room() < size + pad8(len(raw)) + lag:
+            return None  # (the usual way absorbs first)
+        if pinned_by_others(self.region.fd, self.inodes.slot_off(ino), 1):
+            return None
+        now = time.time_ns()
+        journal.commit_said(pack_unlink_record(journal.next_seq, dir_ino, ino, raw, now, revokes))
+        self._said_committed()
+        self._apply_unlink(d, name, inode, now)
+        self._lag_bytes = lag
+        return [inode]
+
+    def _say_unlinks(self, sdir: str, names: list[str]) -> list[Inode] | None:
+        """Under the exclusive pool lock: the files ``names`` of directory
+        ``sdir``, unlinked by one record and in memory; their inodes (their
+        blocks to free), or None: nothing done."""
+        journal = self.journal
+        if not self._may_say_now():
+            return None
+        found = self._names_to_say(sdir, names)
         if found is None:
             return None
         d, files = found
@@ -245,21 +272,22 @@ class LogicalPath:
         (dir_ino, _links), name, _none = got
         d, parent = self.dirs.get(dir_ino), self.inodes.cache.get(dir_ino)
         raw = name.encode("utf-8", "surrogateescape")
-        if d is None or parent is None or parent.nlink == 0 or not d.has_room(raw):
+        room = None if d is None else d.room_for(raw)
+        if room is None or parent is None or parent.nlink == 0:
             return None
         size = TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + UNLINK_TAIL.size
         size += INODE_SIZE + pad8(len(raw))
         lag = self._lag_bytes + LAG_BLOCK + LAG_SLOT
         if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
             return None
-        runs = self._said_blocks(len(data))
+        runs = self._said_blocks(len(data)) if data else []
         if runs is None:
             return None
         ino = None
         try:
             ino = self.inodes.take_ino()
             inode = self._new_said_file(ino, parent, perms, data, runs)
-            slot = pack_inode(inode.record(0))
+            slot = inode.slot(0)
             seq, claims = self.journal.next_seq, _claims(inode)
             record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims)
             self.journal.commit_said(record)
@@ -270,7 +298,7 @@ class LogicalPath:
                 return None
             raise
         self._said_committed()
-        placed = self._apply_create(d, name, inode, inode.ctime)
+        placed = self._apply_create(d, name, inode, inode.ctime, room)
         assert placed, "a directory with room for a name found none"
         if pin:
             self._pin(ino)  # (inside the section: no process that mounts
@@ -293,19 +321,19 @@ class LogicalPath:
             return None
         try:
             extents = self._store_said_data(data, runs)
-            filled = inode.record(0)
-            filled.size, filled.nextents, filled.inline = len(data), len(extents), extents
-            filled.generation += 1
-            filled.atime = filled.mtime = filled.ctime = time.time_ns()
+            now, generation = time.time_ns(), inode.generation + 1
+            slot = pack_slot(
+                ino, generation, inode.mode, inode.nlink, inode.uid, inode.gid, len(data),
+                now, now, now, inode.btime, inode.parent, len(extents), inode.rdev, 0, extents,
+            )  # fmt: skip
             claims = [(dev, n) for _f, dev, n in extents]
-            slot = pack_inode(filled)
             self.journal.commit_said(pack_fill_record(self.journal.next_seq, ino, slot, claims))
         except BaseException as e:
             if self._unsaid(e, runs):
                 return None
             raise
         self._said_committed()
-        _take_state(inode, filled)
+        _take_state(inode, len(data), extents, generation, now, now, now)
         self._lag_slots.add(ino)
         self._lag_bytes = lag
         self._dirty_times.discard(ino)  # (the slot as said holds the times)
@@ -379,13 +407,6 @@ class LogicalPath:
                 return None
             got = self._cached_entry(spath, False)
         return got
-
-    def _one_to_say(self, spath: str):
-        got = self._entry_to_say(spath)
-        if got is None or got[2] is None or not self._sayable(got[2]):
-            return None
-        (dir_ino, _links), name, inode = got
-        return self.dirs[dir_ino], [(name, inode)]
 
     def _names_to_say(self, sdir: str, names: list[str]):
         got = self._cached_entry(sdir, True)
@@ -548,7 +569,8 @@ class LogicalPath:
         self._claim_said(filled, "a fill", where)
         self._lag_bytes += 0 if ino in self._lag_slots else LAG_SLOT
         self._lag_slots.add(ino)
-        _take_state(inode, filled.record(0))
+        f = filled
+        _take_state(inode, f.size, f.extents, f.generation, f.atime, f.mtime, f.ctime)
 
     def _claim_said(self, inode: Inode, what: str, where: int) -> None:
         """Claim the blocks of ``inode`` that a said change gave it, all free
@@ -565,12 +587,13 @@ class LogicalPath:
                 f"journal: {what} of inode {inode.ino} with blocks in use", where
             ) from None
 
-    def _apply_create(self, d, name: str, inode: Inode, when: int) -> bool:
+    def _apply_create(self, d, name: str, inode: Inode, when: int, room=None) -> bool:
         """Make a create in memory: the entry placed in a block with room (False,
-        nothing done, if none has), the inode cached, both homes lagging
-        (at most LAG_BLOCK + LAG_SLOT more to absorb), the directory's
-        times ``when``."""
-        block = d.place(name, inode.ino, REG_T)
+        nothing done, if none has; ``room``: Directory.room_for's answer,
+        asked first), the inode cached, both homes lagging (at most
+        LAG_BLOCK + LAG_SLOT more to absorb), the directory's times
+        ``when``."""
+        block = d.place(name, inode.ino, REG_T, room)
         if block is None:
             return False
         self._lag_bytes += self._lag_cost(d.ino, block, inode.ino)
@@ -621,7 +644,7 @@ class LogicalPath:
         for first, n in _runs(freed):  # (files freed in a row: a few writes)
             txn.write(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
         for first, n in _runs(made):  # (said creates: every extent in the slot)
-            slots = [pack_inode(cache[ino].record(0)) for ino in range(first, first + n)]
+            slots = [cache[ino].slot(0) for ino in range(first, first + n)]
             txn.write(self.inodes.slot_off(first), b"".join(slots))
         held = self._heads_seq == self._seen_seq
         self.journal.commit(txn)
@@ -678,13 +701,14 @@ def _claims(inode: Inode) -> list[tuple[int, int]]:
     return [(dev, n) for _f, dev, n in inode.extents]
 
 
-def _take_state(inode: Inode, filled: InodeRecord) -> None:
+def _take_state(
+    inode: Inode, size: int, extents, generation: int, atime: int, mtime: int, ctime: int
+) -> None:
     """``inode`` (the cached object, which handles and counts here refer to)
-    takes what a said fill made of it: the record ``filled`` (every extent
-    in the slot)."""
-    inode.size, inode.extents = filled.size, list(filled.inline)
-    inode.generation = inode.staged_generation = filled.generation
-    inode.atime, inode.mtime, inode.ctime = filled.atime, filled.mtime, filled.ctime
+    takes what a said fill made of it (every extent in the slot)."""
+    inode.size, inode.extents = size, list(extents)
+    inode.generation = inode.staged_generation = generation
+    inode.atime, inode.mtime, inode.ctime = atime, mtime, ctime
 
 
 def _unlinkable(inode: Inode) -> bool:
