@@ -361,6 +361,35 @@ def test_mkdir_mv_ln_rm_rmdir(mnt):
 
 
 @needs_fuse
+def test_files_made_written_and_removed_through_the_mount_are_said(mnt):
+    """The server, alone on its pool, says a new file's create, its first
+    write and its unlink (logical.py), by name in a directory (At) as for
+    a path; a read-only mount beside it reads them in the log."""
+
+    def said() -> tuple[int, int, int]:
+        with daxfs.mount(mnt.pool, readonly=True) as fs:
+            records = [r for _seq, r in fs.journal.log_records()]
+        return tuple(
+            sum(len(getattr(r, k)) for r in records) for k in ("creates", "fills", "unlinks")
+        )
+
+    run("mkdir", mnt / "d")
+    (mnt / "d/keep").write_bytes(b"k")  # (the directory's first block: the usual way)
+    before = said()
+    for i in range(20):
+        (mnt / f"d/f{i}").write_bytes(bytes([i + 1]) * 1000)
+    made = said()
+    assert made[0] - before[0] >= 20 and made[1] - before[1] >= 20, (before, made)
+    run("rm", *[mnt / f"d/f{i}" for i in range(10)])
+    assert said()[2] - made[2] >= 10
+    assert sorted(os.listdir(mnt / "d")) == sorted(["keep"] + [f"f{i}" for i in range(10, 20)])
+    assert (mnt / "d/f15").read_bytes() == bytes([16]) * 1000
+    assert mnt.stop() == 0
+    assert_clean(mnt.pool)
+    assert pool_read(mnt.pool, "/d/f19") == bytes([20]) * 1000
+
+
+@needs_fuse
 def test_python_open_read_write_seek_truncate_times_modes(mnt):
     path = mnt / "py.txt"
     with open(path, "w") as f:

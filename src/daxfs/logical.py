@@ -73,8 +73,9 @@ from .layout import (
     pack_txn,
     pack_unlink_record,
     pad8,
+    valid_name,
 )
-from .path import REG_T
+from .path import REG_T, At
 from .pins import pinned_by_others
 from .region import flush_ranges
 
@@ -398,7 +399,11 @@ class LogicalPath:
         """_cached_entry(spath, False), after one walk that fills the caches
         where they lack it (another's absorb made us forget the inodes it
         wrote, say): under the exclusive pool lock, the homes may be read.
-        None if the walk meets an error (the usual way reports it)."""
+        A name in a directory given by number (At: the FUSE server's
+        calls) is looked up in that directory.  None if the walk meets an
+        error (the usual way reports it)."""
+        if type(spath) is At:
+            return self._at_entry_to_say(spath)
         got = self._cached_entry(spath, False)
         if got is None:
             try:
@@ -407,6 +412,24 @@ class LogicalPath:
                 return None
             got = self._cached_entry(spath, False)
         return got
+
+    def _at_entry_to_say(self, at: At):
+        """_entry_to_say of name ``at`` in directory ``at.dir``: a valid name
+        and, when there is an entry, a plain file's (anything else, damage
+        included, goes the usual way, which says what it is)."""
+        name = str(at)
+        if not valid_name(name.encode("utf-8", "surrogateescape")):
+            return None
+        try:
+            if not self.inodes.in_use(at.dir) or not self._inode(at.dir).is_dir:
+                return None
+            entry = self._dir(at.dir).entries.get(name)
+            inode = None if entry is None else self._inode(entry[0])
+        except OSError:
+            return None
+        if inode is not None and (entry[1] != REG_T or not stat.S_ISREG(inode.mode)):
+            return None
+        return (at.dir, 0), name, inode
 
     def _names_to_say(self, sdir: str, names: list[str]):
         got = self._cached_entry(sdir, True)
