@@ -120,6 +120,14 @@ def free_blocks_after_remount(path: str) -> int:
         fs.close()
 
 
+def a_directory_with_a_block(fs) -> None:
+    """/d, with its first block made (the usual way: a said create needs a
+    block with room) by a file, /d/first."""
+    fs.mkdir("/d")
+    fs.write_bytes("/d/first", b"1")
+    assert not last_record(fs).creates
+
+
 def test_an_unlink_alone_writes_no_home_until_the_next_change_absorbs_it(pool_path):
     fs = daxfs.mount(pool_path)
     try:
@@ -151,9 +159,7 @@ def test_an_unlink_alone_writes_no_home_until_the_next_change_absorbs_it(pool_pa
 def test_a_new_small_file_is_said_and_its_slot_written_by_the_absorb(pool_path):
     fs = daxfs.mount(pool_path)
     try:
-        fs.mkdir("/d")
-        fs.write_bytes("/d/first", b"1")  # (the directory's first block: the usual way)
-        assert not last_record(fs).creates
+        a_directory_with_a_block(fs)
         data = os.urandom(9000)
         ino = fs.write_bytes("/d/new", data) and fs.stat("/d/new").st_ino
         rec = last_record(fs)
@@ -176,8 +182,7 @@ def test_a_new_small_file_is_said_and_its_slot_written_by_the_absorb(pool_path):
 def test_a_new_file_opened_then_written_is_a_said_create_then_a_said_fill(pool_path):
     fs = daxfs.mount(pool_path)
     try:
-        fs.mkdir("/d")
-        fs.write_bytes("/d/first", b"1")  # (the directory's first block: the usual way)
+        a_directory_with_a_block(fs)
         f = fs.open("/d/new", "wb")
         ino = fs.stat("/d/new").st_ino
         ((_parent, made, name, _when, empty),) = last_record(fs).creates
@@ -432,16 +437,16 @@ def test_unlinks_in_a_small_journal_are_absorbed_before_it_fills(make_pool):
     assert daxfs.check(path).ok
 
 
-def crafted_unlink(path: str, parent: int, ino: int, name: bytes) -> None:
-    """Append a record that unlinks ``name`` (as daxfs would write one, its
-    crc right) to a cleanly closed pool's journal."""
+def crafted_record(path: str, **entries) -> None:
+    """Append a record of ``entries`` (pack_txn's keywords), as daxfs would
+    write one, its crc right, to a cleanly closed pool's journal."""
     fs = daxfs.mount(path)
     j = fs.journal
     seq, at = j.next_seq, j.start + j.pos
     fs.close()
     region = Region(path)
     try:
-        rec = pack_txn(seq, [], unlinks=[(parent, ino, name, 0)])
+        rec = pack_txn(seq, [], **entries)
         region.store(at, rec)
         region.persist(at, len(rec))
     finally:
@@ -458,7 +463,7 @@ def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
     fs.close()
     cases = {"missing name": (b"nope", f), "a directory": (b"sub", sub), "wrong inode": (b"f", g)}
     name, ino = cases[what]
-    crafted_unlink(pool_path, 1, ino, name)
+    crafted_record(pool_path, unlinks=[(1, ino, name, 0)])
     with pytest.raises(CorruptionError, match="unlink"):
         daxfs.mount(pool_path)
     report = daxfs.check(pool_path)
@@ -471,22 +476,6 @@ def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
     finally:
         fs.close()
     assert daxfs.check(pool_path).ok
-
-
-def crafted_fill(path: str, ino: int, slot: bytes, claims: list[tuple[int, int]]) -> None:
-    """Append a record that fills inode ``ino`` with ``slot`` (claiming
-    ``claims``) to a cleanly closed pool's journal."""
-    fs = daxfs.mount(path)
-    j = fs.journal
-    seq, at = j.next_seq, j.start + j.pos
-    fs.close()
-    region = Region(path)
-    try:
-        rec = pack_txn(seq, [], claims=claims, fills=[(ino, slot)])
-        region.store(at, rec)
-        region.persist(at, len(rec))
-    finally:
-        region.close()
 
 
 @pytest.mark.parametrize(
@@ -527,7 +516,7 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
         "used blocks": (e, slot_of(e, used_dev), used_dev),
     }
     ino, slot, dev = cases[what]
-    crafted_fill(pool_path, ino, slot, [(dev, 4096)])
+    crafted_record(pool_path, claims=[(dev, 4096)], fills=[(ino, slot)])
     if what == "none: as a writer says it":  # (the crafting is right)
         with daxfs.mount(pool_path) as fs:
             assert fs.stat("/e").st_size == 4096 and fs.journal.unabsorbed == 0
