@@ -210,9 +210,10 @@ class LogicalPath:
         d, ino = self.dirs[dir_ino], inode.ino
         raw = name.encode("utf-8", "surrogateescape")
         revokes = [(dev, n) for _f, dev, n in inode.extents]
-        size = TXN_HEADER.size * 2 + TXN_REC.size * (1 + len(revokes)) + UNLINK_TAIL.size
+        size = TXN_HEADER.size + TXN_REC.size * (1 + len(revokes)) + UNLINK_TAIL.size
+        size += pad8(len(raw))
         lag = self._lag_bytes + self._lag_cost(dir_ino, d.entries[name][2], ino)
-        if lag > self._absorb_most or journal.room() < size + pad8(len(raw)) + lag:
+        if lag > self._absorb_most or journal.room() < size + lag + TXN_HEADER.size:
             return None  # (the usual way absorbs first)
         if pinned_by_others(self.region.fd, self.inodes.slot_off(ino), 1):
             return None
