@@ -290,7 +290,7 @@ class LogicalPath:
             ino = self.inodes.take_ino()
             inode = self._new_said_file(ino, parent, perms, data, runs)
             slot = inode.slot(0)
-            seq, claims = self.journal.next_seq, _claims(inode)
+            seq, claims = self.journal.next_seq, _claims(inode.extents)
             record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims)
             self.journal.commit_said(record)
         except BaseException as e:
@@ -328,8 +328,8 @@ class LogicalPath:
                 ino, generation, inode.mode, inode.nlink, inode.uid, inode.gid, len(data),
                 now, now, now, inode.btime, inode.parent, len(extents), inode.rdev, 0, extents,
             )  # fmt: skip
-            claims = [(dev, n) for _f, dev, n in extents]
-            self.journal.commit_said(pack_fill_record(self.journal.next_seq, ino, slot, claims))
+            seq, claims = self.journal.next_seq, _claims(extents)
+            self.journal.commit_said(pack_fill_record(seq, ino, slot, claims))
         except BaseException as e:
             if self._unsaid(e, runs):
                 return None
@@ -523,7 +523,8 @@ class LogicalPath:
             self._redo_said(rec)
 
     def _redo_said(self, rec) -> None:
-        """Make the changes one record says (its unlinks, then its creates)."""
+        """Make the changes one record says (its unlinks, then its creates,
+        then its fills)."""
         for unlink in rec.unlinks:
             self._redo_unlink(*unlink)
         for create in rec.creates:
@@ -720,9 +721,9 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _claims(inode: Inode) -> list[tuple[int, int]]:
-    """The claims of a said change that gave ``inode`` all its extents."""
-    return [(dev, n) for _f, dev, n in inode.extents]
+def _claims(extents) -> list[tuple[int, int]]:
+    """The claims of a said change that gave a file all of ``extents``."""
+    return [(dev, n) for _f, dev, n in extents]
 
 
 def _take_state(
