@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import daxfs
 from daxfs.coherence import add_written
-from daxfs.dir import DIR_FTYPE, Directory
+from daxfs.dir import DIR_FTYPE, ROOM_STEPS, Directory
 from daxfs.inode import Extent, Inode
 from daxfs.journal import Transaction
 from daxfs.layout import (
@@ -24,6 +24,7 @@ from daxfs.layout import (
     DIRENT_HEAD,
     EXTENTS_PER_BLOCK,
     INLINE_EXTENTS,
+    MAX_DIRENT,
     CorruptionError,
 )
 
@@ -295,6 +296,86 @@ def test_directory_matches_a_dict(ops):
         media.apply(t)
     assert {n: e[0] for n, e in d.entries.items()} == model
     assert {n: ino for n, (ino, _ft) in reloaded(d, media).items()} == model
+
+
+def room_answer_holds(d: Directory, need: int) -> None:
+    """Directory._existing_room's answer for an entry of ``need`` bytes is
+    room there is, and None only when no block has room at the step the
+    entry is listed at (ROOM_STEPS), at its tail or once compacted."""
+    used, dead, newest = d.used, d.dead, len(d.images) - 1
+    got = d._existing_room(need)
+    if got is not None:
+        b, compact = got
+        assert BLOCK - used[b] + (dead[b] if compact else 0) >= need
+        if compact:  # (a tail with room comes first)
+            assert BLOCK - used[newest] < need
+        return
+    step = next(s for s in ROOM_STEPS if s >= need)
+    assert newest < 0 or BLOCK - used[newest] + dead[newest] < need
+    assert all(BLOCK - used[b] + dead[b] < step for b in range(newest + 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 400), st.integers(1, 255)), max_size=300)
+)
+def test_directory_room_is_found_where_there_is_some(ops):
+    """After any adds and removes (compactions, new blocks), a placement
+    finds room wherever a block has it at the entry's step."""
+    media, d = Media(512), Directory(9)
+    live: list[str] = []
+    for add, k, length in ops:
+        name = (f"{k}-" * 128)[:length]
+        t = Transaction()
+        if add and name not in d.entries:
+            d.add(name, 1000 + k, 8, t, media.new_block)
+            live.append(name)
+        elif not add and live:
+            d.remove(live.pop(k % len(live)), t)
+        media.apply(t)
+        for need in (DIRENT_HEAD.size + 1, DIRENT_HEAD.size + length, MAX_DIRENT):
+            room_answer_holds(d, need)
+    assert {n: (e[0], e[1]) for n, e in d.entries.items()} == reloaded(d, media)
+
+
+class CountedList(list):
+    """A list that counts its reads by index."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        CountedList.reads += 1
+        return super().__getitem__(i)
+
+
+def test_a_directory_emptied_oldest_first_places_each_name_in_constant_reads():
+    """A directory used as a cache (the oldest names removed, new ones
+    made) has its room in its oldest blocks, behind every full one: a
+    placement must not walk back over them (it read each block's room,
+    O(blocks) a create).  Counted in reads of the blocks' fill levels, by
+    blocks: with 4 times the blocks a create reads no more."""
+    reads_per_create = []
+    for nblocks in (50, 200):
+        per_block = (BLOCK - DIRBLOCK_HEAD.size) // (DIRENT_HEAD.size + 20)
+        media, d = Media(nblocks + 8), Directory(5)
+        names = [f"{i:020d}" for i in range(nblocks * per_block)]
+        t = Transaction()
+        for i, n in enumerate(names):
+            d.add(n, 100 + i, 8, t, media.new_block)
+        for n in names[: len(names) // 2]:  # the oldest half goes
+            d.remove(n, t)
+        media.apply(t)
+        d.used, d.dead = CountedList(d.used), CountedList(d.dead)
+        CountedList.reads = 0
+        made = len(names) // 4
+        t = Transaction()
+        for i in range(made):
+            d.add(f"{i:019d}x", 10**6 + i, 8, t, media.new_block)
+        media.apply(t)
+        assert media.next == nblocks, "the emptied blocks were not reused"
+        reads_per_create.append(CountedList.reads / made)
+    assert reads_per_create[1] <= 1.2 * reads_per_create[0] + 1, reads_per_create
+    assert reads_per_create[1] < 20, reads_per_create
 
 
 def written_by(txns) -> dict[int, list[tuple[int, bytes]]]:

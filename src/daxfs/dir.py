@@ -20,6 +20,7 @@ paths).
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 from .journal import Transaction
@@ -69,6 +70,16 @@ class Directory:
         self.used: list[int] = []
         self.live: list[int] = []
         self.dead: list[int] = []  # tombstoned bytes per block, reclaimable by compaction
+        # Blocks that may have room for an entry of ROOM_STEPS[k] bytes, at
+        # their tail (_tail_room[k]) and once compacted (_hole_room[k]):
+        # every edit that makes room lists its block, and a placement drops
+        # those it finds without (_room_among).  So a placement costs O(1)
+        # amortized however many blocks a churned directory has, where a
+        # scan of them cost O(blocks) a create: a directory emptied oldest
+        # first, as a cache is, made each create walk back over every full
+        # block to the emptied ones.
+        self._tail_room: list[set[int]] = [set() for _ in ROOM_STEPS]
+        self._hole_room: list[set[int]] = [set() for _ in ROOM_STEPS]
         self._index: dict[int, int] = {}  # device offset -> block, built by refresh
         # While an optimistic change edits this directory (track): its edits,
         # to replay, and what they overwrote, to roll them back.
@@ -111,6 +122,7 @@ class Directory:
             out.append((name, eino, ftype, pos))
         self.used[b], self.live[b] = used, len(entries)
         self.dead[b] = used - DIRBLOCK_HEAD.size - live_bytes
+        self._note_room(b)
         return out
 
     def refresh(self, written: dict[int, list[tuple[int, bytes]]]) -> bool:
@@ -213,6 +225,7 @@ class Directory:
         for name, ino, ftype, pos in added:
             self._enter(name, (ino, ftype, b, pos))
         self.images[b], self.used[b], self.live[b], self.dead[b] = image, used, live, dead
+        self._note_room(b)
         return True
 
     def _appended(self, image, start: int, used: int, removing: set[str]):
@@ -341,7 +354,11 @@ class Directory:
         image = self.images[b]
         struct.pack_into("<Q", image, pos, 0)
         self.live[b] -= 1
-        self.dead[b] += DIRENT_HEAD.size + image[pos + 8]
+        n = DIRENT_HEAD.size + image[pos + 8]
+        room = BLOCK - self.used[b] + self.dead[b]
+        self.dead[b] += n
+        for k in range(bisect_right(ROOM_STEPS, room), bisect_right(ROOM_STEPS, room + n)):
+            self._hole_room[k].add(b)  # (the steps this tombstone crossed)
         return ino, b, pos
 
     def write_whole(self, b: int, txn: Transaction) -> None:
@@ -392,6 +409,7 @@ class Directory:
         for b, (image, used, live, dead) in self._saved.items():
             self.images[b] = bytearray(image)
             self.used[b], self.live[b], self.dead[b] = used, live, dead
+            self._note_room(b)
         for name in self._saved_names:  # all dropped first: a rename within
             if name in self.entries:  # the directory moves a subdirectory's name
                 self._drop(name)
@@ -426,16 +444,46 @@ class Directory:
     def _existing_room(self, need: int) -> tuple[int, bool] | None:
         """The block an entry of ``need`` bytes goes in, among those there
         are, and whether it must be compacted first; None: a new one.  The
-        newest block first (the common append), then any block with room at
-        its tail, then one whose tombstones would make room once compacted."""
-        candidates = range(len(self.images) - 1, -1, -1)
-        for b in candidates:
-            if BLOCK - self.used[b] >= need:
-                return b, False
-        for b in candidates:
-            if BLOCK - self.used[b] + self.dead[b] >= need:
-                return b, True
+        newest block if the entry fits at its tail (the common append),
+        else a block with room at its tail, else the newest if compacting
+        it makes room, else a block that compacting gives room.  Room is
+        looked for in steps (ROOM_STEPS): an older block's tail with room
+        for the entry but not for the next step up is left, as finding it
+        would cost a scan."""
+        newest = len(self.images) - 1
+        if newest < 0:
+            return None
+        used, dead = self.used, self.dead
+        if BLOCK - used[newest] >= need:
+            return newest, False
+        step = bisect_left(ROOM_STEPS, need)
+        b = self._room_among(self._tail_room[step], ROOM_STEPS[step], False)
+        if b is not None:
+            return b, False
+        if BLOCK - used[newest] + dead[newest] >= need:
+            return newest, True
+        b = self._room_among(self._hole_room[step], ROOM_STEPS[step], True)
+        return None if b is None else (b, True)
+
+    def _room_among(self, candidates: set[int], want: int, compacted: bool) -> int | None:
+        """A block of ``candidates`` with ``want`` bytes of room (once
+        ``compacted``), the ones found without it dropped: each was listed
+        by an edit that made room, so the drops are paid for by edits."""
+        used, dead = self.used, self.dead
+        while candidates:
+            b = candidates.pop()
+            if BLOCK - used[b] + (dead[b] if compacted else 0) >= want:
+                candidates.add(b)
+                return b
         return None
+
+    def _note_room(self, b: int) -> None:
+        """Block ``b``'s room may have grown: listed at every step it has."""
+        room = BLOCK - self.used[b]
+        for k in range(bisect_right(ROOM_STEPS, room)):
+            self._tail_room[k].add(b)
+        for k in range(bisect_right(ROOM_STEPS, room + self.dead[b])):
+            self._hole_room[k].add(b)
 
     def _block_with_room(self, need: int, txn: Transaction, new_block: NewBlock) -> int:
         found = self._existing_room(need)
@@ -452,6 +500,7 @@ class Directory:
             self.used.append(DIRBLOCK_HEAD.size)
             self.live.append(0)
             self.dead.append(0)
+            self._note_room(len(self.images) - 1)
             self._seal(len(self.images) - 1)
             self._write(txn, dev, bytes(self.images[-1]))
         return len(self.images) - len(devs)
@@ -482,6 +531,7 @@ class Directory:
                 pos += n
             at += n
         self.images[b], self.used[b], self.dead[b] = image, pos, 0
+        self._note_room(b)
 
     def _seal(self, b: int) -> None:
         dirblock_seal(self.images[b], self.ino, self.used[b], self.live[b])
@@ -497,6 +547,11 @@ class Directory:
 
 
 assert MAX_DIRENT <= BLOCK - DIRBLOCK_HEAD.size
+# The entry sizes room is listed by (Directory._existing_room): an entry
+# goes in a block listed at the first step it fits, so a block's tail
+# shorter than the next step is all a placement may leave unused.
+ROOM_STEPS = (24, 32, 48, 64, 96, 128, 192, MAX_DIRENT)
+assert ROOM_STEPS[-1] == MAX_DIRENT and list(ROOM_STEPS) == sorted(set(ROOM_STEPS))
 
 
 class _NoRoom(Exception):
