@@ -1479,6 +1479,7 @@ def test_chown_minus_one_keeps_and_errors_keep_their_errno(mnt):
         os.listdir(mnt / "f")
 
 
+@needs_fuse
 def test_open_file_unlinked_under_one_of_two_names_keeps_its_link_count(mnt):
     # Found by the state machine: libfuse counts its hidden name as a link
     # and takes it off, so fstat showed 0 links while another name remained.
