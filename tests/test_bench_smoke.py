@@ -21,6 +21,7 @@ META_LABELS = [
     "stat",
     "open+read 4K+close",
     "read_bytes 4K",
+    "overwrite 4K (open wb+write+close)",
     "listdir (12 entries)",
     "unlink",
     "write_bytes 4K (new file)",
@@ -103,21 +104,22 @@ def test_meta_tiny(tmp_path, capsys):
         # A loaded machine can round a tiny ratio to 0.00; the rates are never 0.
         assert kernel > 0 and dax > 0 and ratio >= 0
         # The change floor: for the ops that make journaled changes only.
-        has_floor = label.startswith(("create", "write_bytes")) or label == "unlink"
+        has_floor = label.startswith(("create", "overwrite", "write_bytes")) or label == "unlink"
         assert (cells[3] != "-") == has_floor, cells
     for phase, aim in (("create", 0.35), ("stat", 0.6), ("read", 0.5), ("unlink", 0.35)):
         assert f"aim: {phase} daxfs/kernel >= {aim}: " in out
     assert "=== profile: daxfs " in out
     data = json.loads(js.read_text())["data"]
     assert set(data["ratio"]) == {
-        "create", "stat", "read", "read_bytes", "listdir", "unlink", "write_bytes", "unlink_all"
+        "create", "stat", "read", "read_bytes", "overwrite", "listdir", "unlink", "write_bytes",
+        "unlink_all",
     }  # fmt: skip
     assert len(data["raw"]["kernel"]) == len(data["raw"]["daxfs"]) == 1
     assert data["empty_changes_per_s"] > 0
     # A create is two changes and an unlink one, each at least an empty change.
     floor = data["empty_changes_per_s"] / data["best_ops_per_s"]["kernel"]["unlink"]
     assert data["change_floor_ratio"]["unlink"] == pytest.approx(floor)
-    assert set(data["change_floor_ratio"]) == {"create", "unlink", "write_bytes"}
+    assert set(data["change_floor_ratio"]) == {"create", "overwrite", "unlink", "write_bytes"}
     assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
 
 

@@ -14,6 +14,9 @@ Phases, each over the same N files of one directory, in this order:
     read        open(p, "rb") + read(4096) + close       (N ops)
     read_bytes  the whole file: fs.read_bytes(p); the kernel's side
                 pathlib's read_bytes (open, read, close)  (N ops)
+    overwrite   open(p, "wb") + write 4 KiB + close of each file again: a
+                file rewritten whole, as a checkpoint or a zarr chunk is
+                (N ops)
     listdir     listdir of the N-entry directory, repeated for >= 0.2 s (calls)
     unlink      unlink(p)                                (N ops)
     write_bytes a new 4 KiB file: fs.write_bytes(p, data); the kernel's
@@ -82,13 +85,15 @@ LISTDIR_SECONDS = 0.2
 MAX_DEPTH = 1500
 # Journaled changes per op: open("wb") commits the name, the write at close
 # the data (DESIGN.md, "The per-call path"); write_bytes both at once.
-CHANGES = {"create": 2, "unlink": 1, "write_bytes": 1}
+# An overwrite: the open empties the file, the write at close fills it.
+CHANGES = {"create": 2, "overwrite": 2, "unlink": 1, "write_bytes": 1}
 
 PHASES: list[tuple[str, str]] = [
     ("create", "create+write 4K+close"),
     ("stat", "stat"),
     ("read", "open+read 4K+close"),
     ("read_bytes", "read_bytes 4K"),
+    ("overwrite", "overwrite 4K (open wb+write+close)"),
     ("listdir", "listdir ({n:,} entries)"),
     ("unlink", "unlink"),
     ("write_bytes", "write_bytes 4K (new file)"),
@@ -213,6 +218,8 @@ def run_round(
         _check(f.read() == payload, s, "read back wrong bytes")
     run("read_bytes", lambda: _each_path(s, s.read_bytes))
     _check(s.read_bytes(s.paths[0]) == payload, s, "read_bytes: wrong bytes")
+    run("overwrite", lambda: _create(s, payload[::-1]))  # (the same calls, each name there)
+    _check(s.read_bytes(s.paths[-1]) == payload[::-1], s, "overwrite: wrong bytes")
     out["listdir"] = profilers["listdir"].runcall(listdir) if profilers is not None else listdir()
     run("unlink", lambda: _unlink(s, payload))
     _check(s.listdir(s.dir) == [], s, "unlink: directory not empty")
@@ -386,8 +393,8 @@ def make_report(args, results, env: str, pool_size: int) -> Report:
         f"{pool_size // MiB} MiB pool file there",
         f"ops/s, best of {args.rounds} rounds (sides interleaved); higher is better; "
         "listdir in calls/s of a warm directory",
-        f"change floor: daxfs/kernel if each journaled change of the op (create 2, unlink 1, "
-        "write_bytes 1) "
+        f"change floor: daxfs/kernel if each journaled change of the op (create 2, "
+        "overwrite 2, unlink 1, write_bytes 1) "
         f"cost no more than a change that changes nothing ({fmt_rate(floor)}/s here: the "
         "locks, catching up, no record); no such op can do better",
     ]
