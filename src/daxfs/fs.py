@@ -1082,11 +1082,25 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 with self._locked(exclusive=False):
                     return self._open_to_read(spath)
             return ino
-        if self._may_say:  # a new name: made by a said create (logical.py)
-            ino = self._create_said(spath, b"", 0o666 & ~self.umask, pin=True)
-            if ino is not None:
+        if self._may_say and not self._name_cached(spath):  # a new name: made by a
+            ino = self._create_said(spath, b"", 0o666 & ~self.umask, pin=True)  # said create
+            if ino is not None:  # (logical.py)
                 return ino
         return optimistically(self, self._open_to_write, spath, kind)
+
+    def _name_cached(self, spath) -> bool:
+        """A hint, read with no lock: does the path cache show ``spath``'s
+        last name in its directory?  Then an open for writing truncates
+        (or refuses) the file there, which no said create does, and the
+        said section that would find so is skipped.  A stale answer only
+        sends the open the other way, which checks for itself."""
+        if type(spath) is str:
+            head, slash, name = spath.rpartition("/")
+            known = self._heads.get(head) if head else _AT_ROOT if slash else None
+            if known is not None:
+                d = self.dirs.get(known[0])
+                return d is not None and name in d.entries
+        return False
 
     def _open_cached(self, spath: str):
         """Locked(exclusive=False) around _open_to_read, written out: every
