@@ -577,3 +577,22 @@ def test_follow_tiny(capsys):
     assert len(reads) == 2
     assert all(float(cells[-1]) > 0 for cells in reads.values())
     assert {n for n in os.listdir("/dev/shm") if n.startswith("daxfs-bench-follow-")} == left
+
+
+def test_dirs_tiny(tmp_path, capsys):
+    """bench dirs: both sides' fill and refill rates, their ratios and what
+    each side kept of its fill rate, at a tiny size; nothing left behind."""
+    js = tmp_path / "dirs.json"
+    argv = ["dirs", "--files", "40", "--creates", "10", "--rounds", "1"]
+    argv += ["--pool-dir", str(tmp_path), "--format", "plain", "--json", str(js)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = plain_rows(out, ["creates, growing", "creates, drained", "kept (drained / growing)"])
+    assert len(rows) == 3
+    for label in ("creates, growing", "creates, drained"):
+        kernel, dax, ratio = (float(c.replace(",", "")) for c in rows[label])
+        assert kernel > 0 and dax > 0 and ratio >= 0
+    data = json.loads(js.read_text())["data"]
+    best = data["best"]
+    assert data["kept"]["daxfs"] == pytest.approx(best["daxfs"]["refill"] / best["daxfs"]["fill"])
+    assert os.listdir(tmp_path) == ["dirs.json"]  # the work directory is removed

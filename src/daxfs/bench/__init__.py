@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "parquet": "daxfs.bench.parquet",
     "fuse": "daxfs.bench.fuse",
     "follow": "daxfs.bench.follow",
+    "dirs": "daxfs.bench.dirs",
 }
 
 DEFAULT_POOL_DIR = "/dev/shm"
