@@ -378,6 +378,31 @@ def test_a_directory_emptied_oldest_first_places_each_name_in_constant_reads():
     assert reads_per_create[1] < 20, reads_per_create
 
 
+class MediaByRuns(Media):
+    """Media whose directory grows by runs of blocks, doubling up to 16, as
+    a directory's preallocation takes them."""
+
+    def new_block(self, txn: Transaction) -> list[int]:
+        k = max(1, min(16, self.next))
+        self.next += k
+        return [(self.next - k + i) * BLOCK for i in range(k)]
+
+
+def test_names_made_in_a_row_share_a_block():
+    """A directory that took a run of empty blocks fills them one after
+    another: each name made goes where the last one went while it fits,
+    not to whichever listed block comes up (said creates leave every block
+    they touch for an absorb to write whole)."""
+    media, d = MediaByRuns(64), Directory(5)
+    blocks = []
+    for i in range(3000):
+        name = f"file-{i:07d}"
+        d.add(name, 100 + i, 8, Transaction(), media.new_block)
+        blocks.append(d.entries[name][2])
+    switches = sum(1 for a, b in zip(blocks, blocks[1:], strict=False) if a != b)
+    assert switches < 2 * len(set(blocks)), (switches, len(set(blocks)))
+
+
 def written_by(txns) -> dict[int, list[tuple[int, bytes]]]:
     """The writes records of these transactions hold, by block, as
     coherence.apply_records gathers them."""

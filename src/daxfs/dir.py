@@ -80,6 +80,11 @@ class Directory:
         # block to the emptied ones.
         self._tail_room: list[set[int]] = [set() for _ in ROOM_STEPS]
         self._hole_room: list[set[int]] = [set() for _ in ROOM_STEPS]
+        # The block a placement last took from those lists, tried first
+        # until full: names made in a row share a block (one block for an
+        # absorb to write, logical.py), where the lists' order would deal
+        # them out over every block with room.
+        self._last_room = -1
         self._index: dict[int, int] = {}  # device offset -> block, built by refresh
         # While an optimistic change edits this directory (track): its edits,
         # to replay, and what they overwrote, to roll them back.
@@ -445,7 +450,8 @@ class Directory:
         """The block an entry of ``need`` bytes goes in, among those there
         are, and whether it must be compacted first; None: a new one.  The
         newest block if the entry fits at its tail (the common append),
-        else a block with room at its tail, else the newest if compacting
+        else the block the last such placement took if it still fits, else
+        a block with room at its tail, else the newest if compacting
         it makes room, else a block that compacting gives room.  Room is
         looked for in steps (ROOM_STEPS): an older block's tail with room
         for the entry but not for the next step up is left, as finding it
@@ -453,17 +459,23 @@ class Directory:
         newest = len(self.images) - 1
         if newest < 0:
             return None
-        used, dead = self.used, self.dead
+        used, dead, last = self.used, self.dead, self._last_room
         if BLOCK - used[newest] >= need:
             return newest, False
+        if last >= 0 and BLOCK - used[last] >= need:
+            return last, False
         step = bisect_left(ROOM_STEPS, need)
         b = self._room_among(self._tail_room[step], ROOM_STEPS[step], False)
         if b is not None:
+            self._last_room = b
             return b, False
         if BLOCK - used[newest] + dead[newest] >= need:
             return newest, True
         b = self._room_among(self._hole_room[step], ROOM_STEPS[step], True)
-        return None if b is None else (b, True)
+        if b is None:
+            return None
+        self._last_room = b  # (compacted, it has room at its tail)
+        return b, True
 
     def _room_among(self, candidates: set[int], want: int, compacted: bool) -> int | None:
         """A block of ``candidates`` with ``want`` bytes of room (once
