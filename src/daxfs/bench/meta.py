@@ -28,9 +28,10 @@ Phases, each over the same N files of one directory, in this order:
 
 and on the daxfs side, last, the floor: N changes that change nothing
 (``with fs._change(): pass``).  An op that makes k journaled changes (a
-create 2, an unlink or a write_bytes 1) costs at least k of them, so "change floor" is the
-ratio it would reach if the rest of its work were free: an aim above it
-cannot be met without a cheaper change.
+create or an overwrite 2, an unlink or a write_bytes 1) costs at least k
+of them, so "change floor" is the ratio it would reach if the rest of
+its work were free: an aim above it cannot be met without a cheaper
+change.
 
 A round runs every phase on one side; rounds alternate between the sides
 (kernel first, then daxfs first, ...) so both see the same machine noise,
