@@ -4,8 +4,8 @@ A cache directory is filled, then emptied oldest first while new names
 come in: its free room sits in its oldest blocks, behind every full one.
 Where a file system looks for room decides what a create costs there.
 On each side (kernel: pathlib's calls on a directory in --pool-dir,
-tmpfs by default; daxfs: the same calls on a pool file there), one
-directory, in this order:
+tmpfs by default; daxfs: the same calls on a pool file there), a new
+directory each round, in this order (then it is emptied and removed):
 
     fill      --files empty files made by write_bytes (timed: creates in a
               directory as it grows)
@@ -58,9 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arguments(p)
 
 
-def one_round(directory: str, write_bytes, unlink, files: int, creates: int) -> dict[str, float]:
-    """fill, drain and refill ``directory`` with these calls; creates a
-    second of the timed phases."""
+def one_round(directory: str, calls, files: int, creates: int) -> dict[str, float]:
+    """fill, drain and refill a new directory ``directory`` with ``calls``
+    (write_bytes, unlink, mkdir, rmdir), then remove it; creates a second
+    of the timed phases."""
+    write_bytes, unlink, mkdir, rmdir = calls
+    mkdir(directory)
     old = [f"{directory}/file-{i:08d}" for i in range(files)]
     new = [f"{directory}/new-{i:08d}" for i in range(creates)]
 
@@ -75,6 +78,7 @@ def one_round(directory: str, write_bytes, unlink, files: int, creates: int) -> 
     _n, refill = timed(lambda: make(new))
     for p in old[files // 2 :] + new:
         unlink(p)
+    rmdir(directory)
     return {"fill": files / fill, "refill": creates / refill}
 
 
@@ -91,14 +95,16 @@ def main(args: argparse.Namespace) -> int:
         # mkfs gives one inode per 16 KiB; room for every file at once, twice over.
         daxfs.mkfs(pool, max(256 * MiB, next_pow2((args.files + args.creates) * 32 * KiB)))
         fs = daxfs.mount(pool)
-        sides = {"kernel": os.path.join(work, "kernel"), "daxfs": "/cache"}
+        sides = {"kernel": os.path.join(work, "kernel"), "daxfs": ""}  # (the pool's root)
         os.mkdir(sides["kernel"])
-        fs.mkdir(sides["daxfs"])
-        calls = {"kernel": (_kernel_write_bytes, os.unlink), "daxfs": (fs.write_bytes, fs.unlink)}
+        calls = {
+            "kernel": (_kernel_write_bytes, os.unlink, os.mkdir, os.rmdir),
+            "daxfs": (fs.write_bytes, fs.unlink, fs.mkdir, fs.rmdir),
+        }
         best: dict[str, dict[str, float]] = {"kernel": {}, "daxfs": {}}
-        for r in range(args.rounds):
+        for r in range(args.rounds):  # (each round a new directory: one that grows)
             for side in ("kernel", "daxfs") if r % 2 == 0 else ("daxfs", "kernel"):
-                got = one_round(sides[side], *calls[side], args.files, args.creates)
+                got = one_round(f"{sides[side]}/cache{r}", calls[side], args.files, args.creates)
                 for phase, rate in got.items():
                     best[side][phase] = max(best[side].get(phase, 0.0), rate)
         env = environment(pool_dir, fs.info()["durability"])
