@@ -45,6 +45,7 @@ from . import (
     next_pow2,
     timed,
 )
+from .meta import _kernel_write_bytes  # pathlib's write_bytes, with no Path to build
 
 HELP = "creates in a directory emptied oldest first (a cache) vs kernel tmpfs"
 DESCRIPTION = __doc__
@@ -114,11 +115,6 @@ def main(args: argparse.Namespace) -> int:
             fs.close()
         subprocess.run(["rm", "-rf", "--", work], check=False)
     return 0
-
-
-def _kernel_write_bytes(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:  # (pathlib's write_bytes, with no Path to build)
-        f.write(data)
 
 
 def make_report(args, best: dict[str, dict[str, float]], env: str) -> Report:
