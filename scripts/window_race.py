@@ -5,9 +5,13 @@ from (the fillers' data is a function of their seed and file number).
 
     PYTHONPATH=src python scripts/window_race.py [ATTEMPTS]
 
-Seen 2026-12-06: about one run in 40 to 140 (stop 40's code and after),
-a 1 MiB file of one process overwritten from its middle on by the first
-blocks of a file the other process wrote later; the pool checks clean.
+Seen 2026-12-06 before the fix: about one run in 40 to 140, a 1 MiB or
+1.5 MiB file of one process overwritten from its middle on by blocks of a
+file the other process wrote later; the pool checked clean.  The cause: a
+process that took the other's windows back waited for its stores, not its
+commit, so it leased chunks the other was about to commit into; the owner
+now checks its windows again before it commits (leases.Leases.still_ours,
+DESIGN.md "Windows of one's own").
 """
 
 import hashlib
@@ -22,15 +26,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import daxfs  # noqa: E402
 from conftest import started_together  # noqa: E402
-from test_leases import FILLER  # noqa: E402
-
-SIZES = [4096, 5000, 70000, 300000, 1 << 20, 1536 * 1024, 2560 * 1024]  # FILLER's
+from test_leases import FILLER, FILLER_SIZES  # noqa: E402
 
 
 def filler_data(seed: int, files: int) -> dict[int, bytes]:
     """What FILLER with ``seed`` writes as its file i, for i = 1..files."""
     rng = random.Random(seed)
-    return {i: rng.randbytes(rng.choice(SIZES)) for i in range(1, files + 1)}
+    return {i: rng.randbytes(rng.choice(FILLER_SIZES)) for i in range(1, files + 1)}
 
 
 def one_run(pool: str) -> tuple[dict[str, str], list]:

@@ -7,6 +7,7 @@ but placement, and the checker clears it."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import textwrap
 
 import daxfs
-from conftest import started_together
+from conftest import script_child, started_together
 from daxfs import leases
 from daxfs.layout import CHUNK
 from daxfs.region import Region
@@ -222,6 +223,83 @@ def test_no_process_allocates_in_anothers_window_until_it_takes_them_back(make_p
     assert report.ok, report.errors
 
 
+# The owner of the windows: it writes a 4 MiB file optimistically (whole
+# chunks leased for it), then pauses between its stores and its check; on
+# a line from the test it finishes the write and says its counters.
+PAUSED_OWNER = textwrap.dedent("""
+    import json, sys, daxfs
+    fs = daxfs.mount(sys.argv[1])
+    fs.optimism = True
+    fs.makedirs("/a", exist_ok=True)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    release, paused = fs.leases.release_stores, []
+    def pause_after_stores():
+        release()
+        if not paused:
+            paused.append(True)
+            print(json.dumps(fs.leases.windows), flush=True)  # stored, not checked
+            sys.stdin.readline()
+    fs.leases.release_stores = pause_after_stores
+    with fs.open("/a/big", "wb") as f:
+        f.write(bytes(range(256)) * (16 << 10))
+    print(json.dumps(dict(fs.coherence)), flush=True)
+    sys.stdin.readline()
+    fs.close()
+""")
+
+
+def test_windows_taken_back_after_the_owners_stores_are_not_committed_by_it(make_pool):
+    """A takes b's windows back after a stored a file's bytes there and
+    before a's check: b waited for a's stores, not for its commit, so b
+    finds those chunks wholly free and leases them for a large write of its
+    own, from a view taken before a commits.  If a then committed its file
+    there, b's stores would land on it (b's check would undo b's change,
+    not bring a's bytes back).  A must find at its commit that the windows
+    are no longer its own, and write its file again elsewhere."""
+    path = make_pool(size=64 << 20)
+    with daxfs.mount(path) as b:
+        b.optimism = True
+        b.makedirs("/b")  # (in the table: a shares the pool)
+        with b.open("/b/big", "wb"):  # (its name made now: b's write commits no more)
+            pass
+        with script_child(PAUSED_OWNER, path) as a:
+            assert a.stdout.readline().strip() == "ready"
+            a.stdin.write("go\n")
+            a.stdin.flush()
+            a_windows = set(json.loads(a.stdout.readline()))  # a stored, unchecked
+            with b._locked(exclusive=True):
+                b.leases._reclaim_windows()  # as a process short of room does
+                b.leases.lease_chunks(8, None)
+            assert a_windows & set(b.leases.windows)  # a's big file's chunks: free in b's view
+            real, raced, counters = b.leases.hold_for_stores, [], {}
+
+            def owner_finishes_first(blocks):
+                # b took its chunks (caught up before a's commit); a goes on.
+                if not raced:
+                    raced.append(list(blocks))  # (the change clears its own at an undo)
+                    a.stdin.write("go\n")
+                    a.stdin.flush()
+                    counters.update(json.loads(a.stdout.readline()))
+                return real(blocks)
+
+            b.leases.hold_for_stores = owner_finishes_first
+            with b.open("/b/big", "r+b") as f:
+                f.write(b"B" * (8 * CHUNK))
+            per = CHUNK // 4096
+            assert a_windows & {s // per for s, _n in raced[0]}  # the race was set up
+            with b.open("/a/big", "rb") as f:
+                assert f.read() == bytes(range(256)) * (16 << 10)
+            with b.open("/b/big", "rb") as f:
+                assert f.read() == b"B" * (8 * CHUNK)
+            assert counters.get("windows_lost") == 1  # a wrote its file again
+            a.stdin.write("done\n")
+            a.stdin.flush()
+            assert a.wait(timeout=60) == 0
+    report = daxfs.check(path)
+    assert report.ok, report.errors
+
+
 def read_windows(path: str, slot: int) -> list[int]:
     region = Region(path, readonly=True)
     try:
@@ -230,7 +308,10 @@ def read_windows(path: str, slot: int) -> list[int]:
         region.close()
 
 
-FILLER = textwrap.dedent("""
+# The sizes of the files FILLER writes (scripts/window_race.py reads them too).
+FILLER_SIZES = [4096, 5000, 70000, 300000, 1 << 20, 1536 * 1024, 2560 * 1024]
+
+FILLER = f"SIZES = {FILLER_SIZES!r}\n" + textwrap.dedent("""
     import hashlib, json, random, sys, daxfs
     pool, tag, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rng = random.Random(seed)
@@ -242,7 +323,7 @@ FILLER = textwrap.dedent("""
     written, refused, i = {}, 0, 0
     while refused < 8:
         i += 1
-        size = rng.choice([4096, 5000, 70000, 300000, 1 << 20, 1536 * 1024, 2560 * 1024])
+        size = rng.choice(SIZES)
         data = rng.randbytes(size)
         path = f"/{tag}/f{i}"
         try:

@@ -862,6 +862,16 @@ class Change:
         if any(fs._open_elsewhere(ino) for ino in fs._txn_freed_inos):
             self._undo()
             raise Conflict
+        # The space it took must still lie in our windows.  A process short
+        # of room that took them back waited for our stores, not for this
+        # commit: it found their blocks free (uncommitted) and may have
+        # listed them as its own windows, to store into from a view older
+        # than this commit.  Slots are cleared only under the exclusive
+        # lock, so what is listed now stays listed through the commit.
+        if self.txn.allocated and not fs.leases.still_ours(self.txn.allocated):
+            fs.coherence["windows_lost"] += 1
+            self._undo()
+            raise Conflict
 
     def _apply_late(self) -> None:
         """Apply ``late``, the records the check under the lock found (our

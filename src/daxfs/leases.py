@@ -25,7 +25,10 @@ finds no room elsewhere takes the windows back (``_reclaim_windows``):
 it clears them from their owners' slots, then waits on each owner's
 *store lock* (an OFD lock on the slot's second byte, held shared while
 the owner stores), and an owner checks under that lock that the windows
-it stores into are still in its slot (``hold_for_stores``).
+it stores into are still in its slot (``hold_for_stores``), and again
+under the exclusive lock before it commits (``still_ours``): the taker
+waited for its stores, not its commit, and counts the blocks it took as
+free until that commit.
 
 The table (SPEC.md, "Process table") lives in the journal header block:
 a 64-byte header whose first word is a generation number, bumped by every
@@ -137,13 +140,24 @@ class Leases:
             return False
         fd, off = self.fs.region.fd, slot_off(self.slot) + 1
         set_lock(fd, fcntl.F_RDLCK, off, 1, wait=True)
-        listed = set(read_slot(self._buf, self.slot)[4])
-        per = BLOCKS_PER_CHUNK
-        chunks = {c for b, n in blocks for c in range(b // per, (b + n - 1) // per + 1)}
-        if not listed.issuperset(chunks):
+        if not self.still_ours(blocks):
             self.release_stores()
             return False
         return True
+
+    def still_ours(self, blocks) -> bool:
+        """Are the chunks of ``blocks`` (runs an optimistic change took from
+        our windows) still our windows in the table?  Asked before the
+        change stores (hold_for_stores) and again under the exclusive lock
+        before it commits (coherence.Change._exclusive_and_checked): a
+        process that took the windows back after our stores counts their
+        blocks free, since we have not committed them, and may list them
+        as windows of its own and store there."""
+        if self.slot is None:
+            return False
+        listed = set(read_slot(self._buf, self.slot)[4])
+        per = BLOCKS_PER_CHUNK
+        return all(c in listed for b, n in blocks for c in range(b // per, (b + n - 1) // per + 1))
 
     def release_stores(self) -> None:
         set_lock(self.fs.region.fd, fcntl.F_UNLCK, slot_off(self.slot) + 1, 1)
