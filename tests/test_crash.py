@@ -272,6 +272,8 @@ def _workloads() -> tuple[dict[str, object], list[str]]:
             w[f"truncate {p} {length}"] = lambda fs, p=p, n=length: fs.truncate(p, n)
         w[f"unlink {p}"] = lambda fs, p=p: fs.unlink(p)
         w[f"write_bytes {p} 9000 (replaced)"] = lambda fs, p=p: fs.write_bytes(p, b"\x79" * 9000)
+        # Emptied by the open, then written (alone on pmem: a said rewrite, a said fill).
+        w[f"open wb, write, close {p}"] = _open_then_write(p, 3000)
         w[f"replace with bytes {p} 9000"] = lambda fs, p=p: fs._replace_with(p, b"\x7c" * 9000)
         w[f"link {p} -> /E/l"] = lambda fs, p=p: fs.link(p, "/E/l")
         w[f"link {p} -> {d}/l"] = lambda fs, p=p, d=d: fs.link(p, f"{d}/l")
@@ -344,6 +346,12 @@ SAID_SEQUENCES = [
     ("open, write, close /A/ow", "unlink /A/ow"),
     ("unlink /C/foo", "open, write, close /C/ow", "chmod /C/bar"),
     ("open, write, close /B/ow", "create with bytes /B/cw", "rename /B -> /Z"),
+    # Files emptied or rewritten whole (said rewrites), then what comes after.
+    ("open wb, write, close /B/foo", "unlink /C/foo"),
+    ("write_bytes /C/bar 9000 (replaced)", "create with bytes /C/cw", "chmod /C/foo"),
+    ("unlink /B/bar", "open wb, write, close /C/bar", "write /C/bar 0+4096"),
+    ("open wb, write, close /D/bar", "write_bytes /D/bar 9000 (replaced)"),
+    ("write_bytes /B/foo 9000 (replaced)", "unlink /B/foo", "creat /B/new"),
 ]
 SEQUENCES = _sequences()
 SEQUENCES.update({" ; ".join(ops): ops for ops in SAID_SEQUENCES})

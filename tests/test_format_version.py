@@ -1,6 +1,6 @@
 """Format versions 2 (claim and touch entries in journal records, SPEC.md),
-3 (lazy records and the durable mark), 4 (the inode table's header) and 5
-(a record's crc covers its magic): an older pool is read as
+3 (lazy records and the durable mark), 4 (the inode table's header), 5
+(a record's crc covers its magic) and 9 (the rewrite entry): an older pool is read as
 it is and upgraded by its first writable mount,
 an interrupted upgrade is completed (by the mount or by fsck), and a pool
 from a newer daxfs is refused with a message that says so."""
@@ -134,6 +134,27 @@ def test_fsck_completes_an_interrupted_upgrade(v1_pool):
     assert report.ok, report.remaining
     primary, replica = superblocks(v1_pool)
     assert primary.version == replica.version == L.VERSION
+
+
+def test_a_version_8_pool_is_read_as_it_is_and_says_rewrites_once_upgraded(pool_path):
+    """Version 9 added the rewrite entry: a version 8 pool holds none, so it
+    reads alike; its first writable mount upgrades it, and only then does
+    a file emptied or rewritten whole get said as a rewrite."""
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/f", b"x" * 5000)
+        fs.unlink("/f")  # (a said unlink left for the upgrading mount to make again)
+        fs.write_bytes("/g", b"g" * 5000)
+    set_versions(pool_path, 8, 8)
+    with daxfs.mount(pool_path, readonly=True) as fs:
+        assert fs.info()["format_version"] == 8 and fs.read_bytes("/g") == b"g" * 5000
+    with daxfs.mount(pool_path) as fs:
+        assert fs.info()["format_version"] == L.VERSION == 9
+        fs.write_bytes("/g", b"h" * 3000)
+        assert fs.journal.log_records()[-1][1].rewrites
+        assert fs.listdir("/") == ["g"]
+    with daxfs.mount(pool_path) as fs:
+        assert fs.read_bytes("/g") == b"h" * 3000
+    assert daxfs.check(pool_path).ok
 
 
 def test_a_pool_from_a_newer_daxfs_is_refused_clearly(pool_path):

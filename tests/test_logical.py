@@ -54,6 +54,15 @@ WRITER = textwrap.dedent(r"""
                 with fs.open(f"{a[0]}/o{i}", "wb") as f:
                     f.write(bytes([i % 251]) * (100 + i))
             print("filled", flush=True)
+        elif cmd == "rewrite":  # o0..oN-1 emptied and written again, f0..fN-1 rewritten whole
+            for i in range(int(a[1])):
+                with fs.open(f"{a[0]}/o{i}", "wb") as f:
+                    f.write(bytes([(i + 7) % 251]) * (300 + i))
+                fs.write_bytes(f"{a[0]}/f{i}", bytes([(i + 9) % 251]) * (5000 + i))
+            print("rewritten", flush=True)
+        elif cmd == "empty":  # o0..oN-1 emptied, left open
+            held = [fs.open(f"{a[0]}/o{i}", "wb") for i in range(int(a[1]))]
+            print("emptied", flush=True)
         elif cmd == "hold":  # N new files left open, the first written
             held = [fs.open(f"{a[0]}/h{i}", "wb", buffering=0) for i in range(int(a[1]))]
             held[0].write(b"h" * 300)
@@ -205,6 +214,71 @@ def test_a_new_file_opened_then_written_is_a_said_create_then_a_said_fill(pool_p
     assert daxfs.check(pool_path).ok
 
 
+def test_an_existing_file_opened_for_writing_is_a_said_rewrite_then_a_said_fill(pool_path):
+    """open(p, "wb") of a small file empties it with one record (its blocks
+    revoked, its slot said, the home lagging); the write its close flushes
+    is a said fill, as for a new file."""
+    fs = daxfs.mount(pool_path)
+    try:
+        a_directory_with_a_block(fs)
+        fs.write_bytes("/d/f", os.urandom(9000))
+        ino = fs.stat("/d/f").st_ino
+        fs.chmod("/d", 0o755)  # (absorbed: the slot's home holds the file)
+        home = slot_bytes(fs, ino)
+        old = [(dev, n) for _f, dev, n in fs._inode(ino).extents]
+        f = fs.open("/d/f", "wb")
+        rec = last_record(fs)
+        assert [i for i, _slot in rec.rewrites] == [ino] and rec.writes == []
+        assert rec.revokes == old and rec.claims == []
+        assert fs.stat("/d/f").st_size == 0 and fs.read_bytes("/d/f") == b""
+        assert slot_bytes(fs, ino) == home  # the home lags
+        data = os.urandom(6000)
+        f.write(data)
+        f.close()
+        rec = last_record(fs)
+        assert [i for i, _slot in rec.fills] == [ino] and rec.writes == []
+        assert fs.read_bytes("/d/f") == data and slot_bytes(fs, ino) == home
+        st = fs.stat("/d/f")
+        fs.chmod("/d", 0o700)  # a change that writes: the absorb first
+        assert slot_bytes(fs, ino) == rec.fills[0][1] and fs.journal.unabsorbed == 0
+    finally:
+        fs.close()
+    with daxfs.mount(pool_path) as fs:
+        assert fs.read_bytes("/d/f") == data and fs.stat("/d/f").st_mtime_ns == st.st_mtime_ns
+    assert daxfs.check(pool_path).ok
+
+
+def test_write_bytes_over_a_small_file_is_one_said_rewrite(pool_path, shm_dir):
+    """write_bytes over an existing small file: its new bytes stored in new
+    blocks, then one record that revokes the old and claims the new; a
+    crash copy taken after it makes it again, and one taken before the
+    record finds the old file whole (write_bytes is one change)."""
+    fs = daxfs.mount(pool_path)
+    try:
+        a_directory_with_a_block(fs)
+        before = os.urandom(9000)
+        fs.write_bytes("/d/f", before)
+        copy_before = os.path.join(shm_dir, "before")
+        shutil.copyfile(pool_path, copy_before)
+        old = [(dev, n) for _f, dev, n in fs._inode(fs.stat("/d/f").st_ino).extents]
+        after = os.urandom(5000)
+        fs.write_bytes("/d/f", after)
+        rec = last_record(fs)
+        assert len(rec.rewrites) == 1 and rec.writes == [] and rec.revokes == old
+        new = rec.claims
+        assert sum(n for _dev, n in new) == 2 * 4096
+        assert not any(d < e + m and e < d + n for d, n in new for e, m in old)  # disjoint
+        assert fs.read_bytes("/d/f") == after
+        copy_after = os.path.join(shm_dir, "after")
+        shutil.copyfile(pool_path, copy_after)
+    finally:
+        fs.close()
+    for copy, want in ((copy_before, before), (copy_after, after)):
+        with daxfs.mount(copy) as again:
+            assert again.read_bytes("/d/f") == want
+        assert daxfs.check(copy).ok
+
+
 def test_a_crash_copy_makes_the_unlink_again_with_its_time(pool_path, shm_dir):
     """A copy of a tmpfs pool's file is what SIGKILL would leave: the said
     unlink is made again, the directory's times the record's."""
@@ -318,6 +392,33 @@ def test_a_killed_writers_new_files_and_their_first_writes_are_made_again(pool_p
     assert daxfs.check(pool_path).ok
 
 
+def test_a_killed_writers_rewrites_are_made_again(pool_path, writers):
+    """Files emptied and written again (a said rewrite, then a said fill),
+    rewritten whole (one said rewrite), and emptied and left open by the
+    killed writer: the checker and the next mount make them all again."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+    w = Writer(pool_path)
+    writers.append(w)
+    assert w.ask("make /d 40") == "made"
+    assert w.ask("fill /d 40") == "filled"
+    assert w.ask("rewrite /d 30") == "rewritten"
+    assert w.ask("empty /d 35") == "emptied"  # o30..o34 emptied (and o0..o29 again)
+    w.kill()
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors
+    assert any("of said changes made again" in n for n in report.notes)
+    with daxfs.mount(pool_path) as fs:
+        for i in range(40):
+            want_f = bytes([(i + 9) % 251]) * (5000 + i) if i < 30 else bytes([i % 251]) * 4096
+            assert fs.read_bytes(f"/d/f{i}") == want_f
+            want_o = b"" if i < 35 else bytes([i % 251]) * (100 + i)
+            assert fs.read_bytes(f"/d/o{i}") == want_o
+        assert fs.journal.unabsorbed == 0
+    report = daxfs.check(pool_path)  # (no block two files claim)
+    assert report.ok, report.errors
+
+
 def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool_path, writers):
     w = Writer(pool_path)
     writers.append(w)
@@ -396,6 +497,11 @@ def test_a_reader_in_another_process_sees_said_unlinks_at_its_next_call(pool_pat
         _n, _crc, rebuilds = r.ask("read /d/f49")
         assert r.ask("list /d") == [8, rebuilds]
         assert r.ask("read /d/o2") == [102, zlib.crc32(bytes([2]) * 102), rebuilds]
+        # Files emptied and written again, and rewritten whole: rewrites, alike.
+        assert w.ask("rewrite /d 3") == "rewritten"
+        assert r.ask("read /d/o2") == [302, zlib.crc32(bytes([9]) * 302), rebuilds]
+        assert r.ask("read /d/f49")[:2] == [4096, zlib.crc32(bytes([49]) * 4096)]
+        assert r.ask("read /d/f0") == [5000, zlib.crc32(bytes([9]) * 5000), rebuilds]
     finally:
         r.stop()
     w.quit()
@@ -532,6 +638,68 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
     with daxfs.mount(pool_path) as fs:
         assert sorted(fs.listdir("/")) == ["e", "e2", "full", "sub"]  # the record dropped
         assert fs.read_bytes("/e") == b"" and fs.read_bytes("/full") == b"f" * 100
+    assert daxfs.check(pool_path).ok
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "none: as a writer says it",
+        "a free inode",
+        "a directory",
+        "two names",
+        "another file's slot",
+        "used blocks",
+        "its own blocks",
+    ],
+)
+def test_a_crafted_rewrite_is_damage_never_a_misread(pool_path, what):
+    fs = daxfs.mount(pool_path)
+    fs.mkdir("/sub")
+    fs.write_bytes("/full", b"f" * 100)
+    fs.write_bytes("/other", b"o" * 100)
+    fs.write_bytes("/two", b"t" * 100)
+    fs.link("/two", "/two2")
+    full, other, sub, two = (fs.stat(p).st_ino for p in ("/full", "/other", "/sub", "/two"))
+    # A rewrite as the writer would say it: /full's 100 bytes for 4 KiB in a free block.
+    inode = fs._inode(full)
+    old_dev = inode.extents[0][1]
+    free_dev = fs._dev(fs.allocator.alloc_blocks(1)[0][0])
+    used_dev = fs._inode(other).extents[0][1]
+    fs.close()
+
+    def slot_of(ino: int, dev: int, nlink: int = 1) -> bytes:
+        r = inode.record(0)
+        r.ino, r.size, r.nextents, r.inline, r.generation = ino, 4096, 1, [(0, dev, 4096)], 9
+        r.nlink = nlink
+        return pack_inode(r)
+
+    cases = {
+        "none: as a writer says it": (full, slot_of(full, free_dev), free_dev),
+        "a free inode": (full + 100, slot_of(full + 100, free_dev), free_dev),
+        "a directory": (sub, slot_of(sub, free_dev), free_dev),
+        "two names": (two, slot_of(two, free_dev, nlink=2), free_dev),
+        "another file's slot": (other, slot_of(full, free_dev), free_dev),
+        "used blocks": (full, slot_of(full, used_dev), used_dev),
+        "its own blocks": (full, slot_of(full, old_dev), old_dev),
+    }
+    ino, slot, dev = cases[what]
+    crafted_record(
+        pool_path, revokes=[(old_dev, 4096)], claims=[(dev, 4096)], rewrites=[(ino, slot)]
+    )
+    if what == "none: as a writer says it":  # (the crafting is right)
+        with daxfs.mount(pool_path) as fs:
+            assert fs.stat("/full").st_size == 4096 and fs.journal.unabsorbed == 0
+        assert daxfs.check(pool_path).ok
+        return
+    with pytest.raises(CorruptionError, match="rewrite|inode"):
+        daxfs.mount(pool_path)
+    report = daxfs.check(pool_path)
+    assert not report.ok and any("cannot be made again" in e for e in report.errors)
+    assert daxfs.check(pool_path, repair=True).repaired
+    with daxfs.mount(pool_path) as fs:
+        assert sorted(fs.listdir("/")) == ["full", "other", "sub", "two", "two2"]  # dropped
+        assert fs.read_bytes("/full") == b"f" * 100 and fs.read_bytes("/other") == b"o" * 100
     assert daxfs.check(pool_path).ok
 
 

@@ -329,9 +329,9 @@ def _apply_said(fs, records, locked: bool) -> bool:
         return False
     cached, dirs = fs.inodes.cache, fs.dirs
     said = [entry for rec in records for entry in rec.unlinks + rec.creates]
-    filled = {ino for rec in records for ino, _slot in rec.fills}
-    # An unlinked or filled inode made before (a create among the records)
-    # is cached by then.
+    filled = {ino for rec in records for ino, _slot in rec.fills + rec.rewrites}
+    # An unlinked, filled or rewritten inode made before (a create among the
+    # records) is cached by then.
     made = {c[1] for rec in records for c in rec.creates}
     loaded = {u[1] for rec in records for u in rec.unlinks} | filled
     if not locked:

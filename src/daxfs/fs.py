@@ -1082,9 +1082,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 with self._locked(exclusive=False):
                     return self._open_to_read(spath)
             return ino
-        if self._may_say and not self._name_cached(spath):  # a new name: made by a
-            ino = self._create_said(spath, b"", 0o666 & ~self.umask, pin=True)  # said create
-            if ino is not None:  # (logical.py)
+        if self._may_say:  # said, if it can be (logical.py)
+            ino = None
+            if not self._name_cached(spath):  # a new name: a said create
+                ino = self._create_said(spath, b"", 0o666 & ~self.umask, pin=True)
+            # A file there (the create's walk may have just cached its
+            # directory), emptied: a said rewrite.
+            if ino is None and kind == "w" and self._name_cached(spath):
+                ino = self._rewrite_said(spath, b"", pin=True)
+            if ino is not None:
                 return ino
         return optimistically(self, self._open_to_write, spath, kind)
 
@@ -1215,7 +1221,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         is there) and of write_bytes (else: _open_to_write's for "w", an
         existing file emptied), with the data in it.  Returns the inode
         number."""
-        said = self._create_said(spath, data, perms)  # (logical.py)
+        said = None  # said, if it can be (logical.py), as _open_inode's
+        if not self._name_cached(spath):
+            said = self._create_said(spath, data, perms)
+        if said is None and not exclusive and self._name_cached(spath):
+            said = self._rewrite_said(spath, data)
         if said is not None:
             return said
         with self._change() as txn:

@@ -728,7 +728,7 @@ class Journal:
         for dst, n in rec.claims:
             if not (lo <= dst and dst + n <= hi and dst % BLOCK == 0 and n % BLOCK == 0 and n):
                 raise CorruptionError("journal record claims space outside the data", record_off)
-        for ino in rec.touches + [ino for ino, _slot in rec.fills]:
+        for ino in rec.touches + [ino for ino, _slot in rec.fills + rec.rewrites]:
             if not 1 <= ino < self._inode_count:
                 raise CorruptionError("journal record touches no inode", record_off)
         for parent, ino, name, *_rest in rec.unlinks + rec.creates:

@@ -59,8 +59,12 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # wrote, whose homes a later record writes (logical.py); an older reader
 # would take a record holding one for the end of the journal, and read homes
 # that lag it.  A version 7 pool is a version 8 pool with none, upgraded alike.
-VERSION = 8
-VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8)
+# Version 9 added the rewrite entry (REC_REWRITE: a small file emptied, as
+# open "wb" does, or given new bytes, as write_bytes over it does, said as
+# a fill is); an older reader would take a record holding one for the end
+# of the journal.  A version 8 pool is a version 9 pool with none.
+VERSION = 9
+VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
 
 class CorruptionError(OSError):
@@ -368,6 +372,12 @@ REC_CREATE = 6
 # that write.  As an unlink, it writes no home (logical.py); the record
 # claims the new blocks.
 REC_FILL = 7
+# A rewrite (version 9) is laid out as a fill: inode ``dst_off``, a regular
+# file with one name, no extent block and every extent in its slot, given
+# the slot's size, extents and times (none: emptied, as open "wb" does; or
+# new data, written and durable before the record, in blocks it did not
+# have).  The record revokes the blocks it had and claims the new ones.
+REC_REWRITE = 8
 
 
 def pack_jheader(seq: int) -> bytes:
@@ -415,8 +425,11 @@ def pack_txn(
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
     creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
     fills: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+    rewrites: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
 ) -> bytes:
-    body = pack_txn_body(writes, revokes, claims, touches, checks, unlinks, creates, fills)
+    body = pack_txn_body(
+        writes, revokes, claims, touches, checks, unlinks, creates, fills, rewrites
+    )
     return seal_txn(seq, body, lazy)
 
 
@@ -429,6 +442,7 @@ def pack_txn_body(
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
     creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
     fills: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+    rewrites: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
     """(entry count, payload) of a record: all of it but the sequence
     number, so that a committer can build it before taking the pool lock
@@ -437,7 +451,9 @@ def pack_txn_body(
     ``unlinks``: (parent, ino, name, when) of the names the change removed
     without writing their homes (REC_UNLINK); ``creates``: (parent, ino,
     name, when, slot) of the files it made so (REC_CREATE); ``fills``: (ino,
-    slot) of the empty files it gave their first data so (REC_FILL)."""
+    slot) of the empty files it gave their first data so (REC_FILL);
+    ``rewrites``: (ino, slot) of the files it emptied or gave new data so
+    (REC_REWRITE)."""
     parts: list[bytes | bytearray] = []
     for dst, data in writes:
         n = len(data)
@@ -466,8 +482,10 @@ def pack_txn_body(
             parts.append(bytes(8 - n % 8))
     for ino, slot in fills:
         parts.append(TXN_REC.pack(ino, 0, REC_FILL) + slot)
+    for ino, slot in rewrites:
+        parts.append(TXN_REC.pack(ino, 0, REC_REWRITE) + slot)
     nrec = len(writes) + len(revokes) + len(claims) + len(touches) + len(checks)
-    nrec += len(unlinks) + len(creates) + len(fills)
+    nrec += len(unlinks) + len(creates) + len(fills) + len(rewrites)
     return nrec, b"".join(parts)
 
 
@@ -516,6 +534,15 @@ def pack_fill_record(seq: int, ino: int, slot: bytes, claims) -> bytes:
     return seal_txn(seq, (len(parts), b"".join(parts)))
 
 
+def pack_rewrite_record(seq: int, ino: int, slot: bytes, revokes, claims) -> bytes:
+    """pack_txn(seq, [], revokes, claims, rewrites=[(ino, slot)]): the same
+    bytes, in fewer steps (every said rewrite pays it)."""
+    parts = [TXN_REC.pack(dst, length, REC_REVOKE) for dst, length in revokes]
+    parts += [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
+    parts.append(TXN_REC.pack(ino, 0, REC_REWRITE) + slot)
+    return seal_txn(seq, (len(parts), b"".join(parts)))
+
+
 _CREATE_REC = struct.Struct("<QIIQq")  # a create's entry (TXN_REC) and UNLINK_TAIL
 
 
@@ -550,14 +577,16 @@ class TxnRecord:
     checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
     # (parent, ino, name, when) of the names a record removed (REC_UNLINK),
     # (parent, ino, name, when, slot) of the files it made (REC_CREATE),
-    # (ino, slot) of the empty files it gave their first data (REC_FILL)
+    # (ino, slot) of the empty files it gave their first data (REC_FILL),
+    # (ino, slot) of the files it emptied or gave new data (REC_REWRITE)
     unlinks: list[tuple[int, int, bytes, int]] = field(default_factory=list)
     creates: list[tuple[int, int, bytes, int, bytes]] = field(default_factory=list)
     fills: list[tuple[int, bytes]] = field(default_factory=list)
+    rewrites: list[tuple[int, bytes]] = field(default_factory=list)
 
     def says(self) -> bool:
         """Does the record say changes whose homes it does not write?"""
-        return bool(self.unlinks) or bool(self.creates) or bool(self.fills)
+        return bool(self.unlinks or self.creates or self.fills or self.rewrites)
 
 
 def parse_txn(
@@ -630,10 +659,11 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
             p += INODE_SIZE
             rec.creates.append((parent, dst, bytes(buf[p : p + length]), when, slot))
             p += pad8(length)
-        elif flags == REC_FILL and not rec.lazy and length == 0:
+        elif flags in (REC_FILL, REC_REWRITE) and not rec.lazy and length == 0:
             if p + INODE_SIZE > start + plen:
                 return None
-            rec.fills.append((dst, bytes(buf[p : p + INODE_SIZE])))
+            said = rec.fills if flags == REC_FILL else rec.rewrites
+            said.append((dst, bytes(buf[p : p + INODE_SIZE])))
             p += INODE_SIZE
         else:
             return None

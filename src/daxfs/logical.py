@@ -14,7 +14,11 @@ alone on its pool says instead what it did, and writes no home:
 - a new file made empty (open of a new name for writing), as a create
   with no data, and its first data (the write its close flushes): the
   data stored in new blocks and made durable, then one entry (REC_FILL:
-  the inode's new slot bytes) and the blocks it took.
+  the inode's new slot bytes) and the blocks it took;
+- a small file emptied (open of an existing name for writing) or given new
+  bytes (write_bytes over it): the new data, if any, stored in new blocks
+  and made durable, then one entry (REC_REWRITE: the inode's new slot
+  bytes), the blocks it gave up (revokes) and the blocks it took (claims).
 
 The directory block and the inode slot change in memory only and are
 *lagging*; an *absorb*, a record of its own, writes every lagging home
@@ -69,6 +73,7 @@ from .layout import (
     CorruptionError,
     pack_create_record,
     pack_fill_record,
+    pack_rewrite_record,
     pack_slot,
     pack_txn,
     pack_unlink_record,
@@ -145,6 +150,17 @@ class LogicalPath:
         if len(data) > SAY_CREATE_MOST:
             return False
         return self._in_said_section(self._say_fill, ino, data) is not None
+
+    def _rewrite_said(self, spath: str, data, pin: bool = False) -> int | None:
+        """Empty the existing file ``spath`` (``data`` empty: an open for
+        writing) or make it hold ``data`` (write_bytes over it) with a
+        logical record if this call can: alone on the pool, the file a
+        small plain one with one name, mapped nowhere, the data under
+        SAY_CREATE_MOST.  ``pin``: pinned for a handle.  Its inode number,
+        or None: nothing done, the caller does it the usual way."""
+        if len(data) > SAY_CREATE_MOST:
+            return None
+        return self._in_said_section(self._say_rewrite, spath, data, pin)
 
     def _gave_back(self, said: list[Inode] | None) -> bool:
         """After a section that may have said unlinks: the files they freed
@@ -341,6 +357,52 @@ class LogicalPath:
         self._dirty_times.discard(ino)  # (the slot as said holds the times)
         return ino
 
+    def _say_rewrite(self, spath: str, data, pin: bool) -> int | None:
+        """Under the exclusive pool lock: the file ``spath`` names given
+        ``data`` (none: emptied), stored (and persisted, on pmem) in new
+        blocks before one record says it, its old blocks free once it is
+        committed; its inode number, or None: nothing done."""
+        if self.sb.version < 9 or not self._may_say_now():
+            return None
+        got = self._entry_to_say(spath)
+        inode = None if got is None else got[2]
+        if inode is None or not self._rewritable(inode):
+            return None
+        ino, fd = inode.ino, self.region.fd
+        old = [(dev, n) for _f, dev, n in inode.extents]
+        if any(pinned_by_others(fd, dev, n) for dev, n in old):
+            return None  # mapped: the usual way refuses (EBUSY)
+        size = TXN_HEADER.size + TXN_REC.size * (1 + len(old) + INLINE_EXTENTS) + INODE_SIZE
+        lag = self._lag_bytes + (0 if ino in self._lag_slots else LAG_SLOT)
+        if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
+            return None
+        runs = self._said_blocks(len(data))
+        if runs is None:
+            return None
+        try:
+            extents = self._store_said_data(data, runs)
+            now, generation = time.time_ns(), inode.generation + 1
+            slot = pack_slot(
+                ino, generation, inode.mode, inode.nlink, inode.uid, inode.gid, len(data),
+                now, now, now, inode.btime, inode.parent, len(extents), inode.rdev, 0, extents,
+            )  # fmt: skip
+            seq, claims = self.journal.next_seq, _claims(extents)
+            self.journal.commit_said(pack_rewrite_record(seq, ino, slot, old, claims))
+        except BaseException as e:
+            if self._unsaid(e, runs):
+                return None
+            raise
+        self._said_committed()
+        _take_state(inode, len(data), extents, generation, now, now, now)
+        for dev, n in old:  # (committed free: nobody maps them, nothing else holds them)
+            self.allocator.free(self._block(dev), n // BLOCK)
+        self._lag_slots.add(ino)
+        self._lag_bytes = lag
+        self._dirty_times.discard(ino)  # (the slot as said holds the times)
+        if pin:
+            self._pin(ino)  # (inside the section, as a said create's)
+        return ino
+
     def _said_blocks(self, nbytes: int) -> list[tuple[int, int]] | None:
         """Runs of blocks for ``nbytes`` of a said change's data, at most
         INLINE_EXTENTS of them (every extent in the slot); None, nothing
@@ -465,6 +527,20 @@ class LogicalPath:
             and ino not in self._follower_inos
         )
 
+    def _rewritable(self, inode: Inode) -> bool:
+        """May this file be emptied or given new data by a said rewrite?  A
+        regular file with one name, under a chunk, every extent in its
+        slot, and nothing this mount keeps about it.  (Open here is no
+        matter: handles share the cached inode, which takes the new state.)"""
+        ino = inode.ino
+        return (
+            _unlinkable(inode)
+            and inode.allocated_bytes < CHUNK
+            and ino not in self._tailed
+            and ino not in self._fragmented
+            and ino not in self._follower_inos
+        )
+
     def _fillable(self, inode: Inode) -> bool:
         """May this file's first data be said?  A regular file with one name,
         no data and no extent block (open, here, as it is being written),
@@ -524,13 +600,15 @@ class LogicalPath:
 
     def _redo_said(self, rec) -> None:
         """Make the changes one record says (its unlinks, then its creates,
-        then its fills)."""
+        then its fills, then its rewrites)."""
         for unlink in rec.unlinks:
             self._redo_unlink(*unlink)
         for create in rec.creates:
             self._redo_create(*create)
         for fill in rec.fills:
             self._redo_fill(*fill)
+        for rewrite in rec.rewrites:
+            self._redo_rewrite(*rewrite)
 
     def _redo_unlink(self, parent: int, ino: int, raw: bytes, when: int) -> None:
         """Make one said unlink (of this process or another's) in memory,
@@ -596,6 +674,30 @@ class LogicalPath:
         self._lag_slots.add(ino)
         f = filled
         _take_state(inode, f.size, f.extents, f.generation, f.atime, f.mtime, f.ctime)
+
+    def _redo_rewrite(self, ino: int, slot: bytes) -> None:
+        """Make one said rewrite in memory, checked: the inode a plain file
+        with one name and every extent in its slot, the slot the same file
+        with the same or other data, its new blocks free while the old
+        are still held (new data never goes where the old lies).  The
+        cached inode takes the slot's state in place."""
+        where = self.journal.live_off
+        inode = self._inode(ino) if self.inodes.in_use(ino) else None
+        if inode is None or not _unlinkable(inode):
+            raise CorruptionError(
+                f"journal: a rewrite of inode {ino}, which is no plain file with one name",
+                where,
+            )
+        new = self.inodes.from_slot(slot, ino, where)
+        kept = ("mode", "nlink", "uid", "gid", "parent", "btime")
+        if not _unlinkable(new) or any(getattr(new, k) != getattr(inode, k) for k in kept):
+            raise CorruptionError(f"journal: a rewrite of inode {ino} that is another file", where)
+        self._claim_said(new, "a rewrite", where)
+        for _f, dev, n in inode.extents:
+            self._free_space(self._block(dev), n // BLOCK)
+        self._lag_bytes += 0 if ino in self._lag_slots else LAG_SLOT
+        self._lag_slots.add(ino)
+        _take_state(inode, new.size, new.extents, new.generation, new.atime, new.mtime, new.ctime)
 
     def _claim_said(self, inode: Inode, what: str, where: int) -> None:
         """Claim the blocks of ``inode`` that a said change gave it, all free
@@ -730,7 +832,7 @@ def _take_state(
     inode: Inode, size: int, extents, generation: int, atime: int, mtime: int, ctime: int
 ) -> None:
     """``inode`` (the cached object, which handles and counts here refer to)
-    takes what a said fill made of it (every extent in the slot)."""
+    takes what a said fill or rewrite made of it (every extent in the slot)."""
     inode.size, inode.extents = size, list(extents)
     inode.generation = inode.staged_generation = generation
     inode.atime, inode.mtime, inode.ctime = atime, mtime, ctime
