@@ -11,6 +11,7 @@ Processes are real (subprocess) and killed with SIGKILL.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -309,8 +310,18 @@ def test_what_is_not_said_goes_the_usual_way(pool_path):
         fs.write_bytes("/open", b"o")
         fs.write_bytes("/big", b"x" * (3 * MiB))  # past a chunk
         assert not last_record(fs).creates
-        fs.write_bytes("/open", b"O")  # a name there: emptied and written
+        fs.write_bytes("/open", b"O")  # a name there: emptied and written (a rewrite)
         assert not last_record(fs).creates
+        for path in ("/hard", "/big"):  # not rewritten so: two names, past a chunk
+            fs.write_bytes(path, b"w")
+            assert not last_record(fs).rewrites, path
+        fs.write_bytes("/mapped", b"m" * 5000)
+        with fs.map("/mapped", "r"):  # mapped: never freed under the map
+            with pytest.raises(OSError) as e:
+                fs.write_bytes("/mapped", b"M")
+            assert e.value.errno == errno.EBUSY and not last_record(fs).rewrites
+        assert fs.read_bytes("/mapped") == b"m" * 5000
+        fs.unlink("/mapped")
         fs.write_bytes("/e", b"")  # an empty file given its first data...
         fs.link("/e", "/e2")
         with fs.open("/e", "r+b") as f:  # ...with two names,
@@ -335,7 +346,7 @@ def test_what_is_not_said_goes_the_usual_way(pool_path):
             assert not last_record(fs).unlinks, path
         assert held.read() == b"O"
         held.close()
-        assert fs.listdir("/") == ["hard2"]
+        assert fs.listdir("/") == ["hard2"] and fs.read_bytes("/hard2") == b"w"
     finally:
         fs.close()
     assert daxfs.check(pool_path).ok
