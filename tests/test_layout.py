@@ -218,7 +218,7 @@ def test_said_records_packed_fast_are_pack_txns_bytes_and_parse_back(
     seq, parent, ino, name, when, slot, claims
 ):
     """The said paths pack their records in fewer steps than pack_txn
-    (pack_unlink_record, pack_create_record, pack_fill_record): the same
+    (pack_unlink_record, pack_create_record, pack_slot_record): the same
     bytes, parsed back to the same entries."""
     unlinks, creates, fills = (
         [(parent, ino, name, when)],
@@ -226,30 +226,42 @@ def test_said_records_packed_fast_are_pack_txns_bytes_and_parse_back(
         [(ino, slot)],
     )
     revokes = claims[:1]
+    rewrites = fills
     cases = [
         (L.pack_unlink_record(seq, parent, ino, name, when, revokes),
          L.pack_txn(seq, [], revokes, unlinks=unlinks)),
         (L.pack_create_record(seq, parent, ino, name, when, slot, claims),
          L.pack_txn(seq, [], claims=claims, creates=creates)),
-        (L.pack_fill_record(seq, ino, slot, claims),
+        (L.pack_slot_record(seq, L.REC_FILL, ino, slot, [], claims),
          L.pack_txn(seq, [], claims=claims, fills=fills)),
+        (L.pack_slot_record(seq, L.REC_REWRITE, ino, slot, revokes, claims),
+         L.pack_txn(seq, [], revokes, claims, rewrites=rewrites)),
     ]  # fmt: skip
     for fast, slow in cases:
         assert fast == slow
-    unlink, create, fill = (L.parse_txn_record(fast, 0, len(fast), seq) for fast, _ in cases)
+    parsed = [L.parse_txn_record(fast, 0, len(fast), seq) for fast, _ in cases]
+    unlink, create, fill, rewrite = parsed
     assert unlink.unlinks == unlinks and unlink.revokes == revokes and unlink.says()
     assert create.creates == creates and create.claims == claims and not create.writes
     assert fill.fills == fills and fill.claims == claims and fill.says()
+    assert rewrite.rewrites == rewrites and rewrite.revokes == revokes and rewrite.says()
+    assert rewrite.claims == claims and not rewrite.fills
 
 
-def test_a_fill_with_a_length_or_beside_a_write_is_no_record():
+@pytest.mark.parametrize("kind", ["fills", "rewrites"])
+def test_a_fill_or_rewrite_with_a_length_beside_a_write_or_lazy_is_no_record(kind):
     slot = bytes(range(256))
-    body = L.TXN_REC.pack(5, 8, L.REC_FILL) + slot
+    flags = {"fills": L.REC_FILL, "rewrites": L.REC_REWRITE}[kind]
+    body = L.TXN_REC.pack(5, 8, flags) + slot
     assert L.parse_txn_record(L.seal_txn(3, (1, body)), 0, 1 << 20, 3) is None
-    nrec, both = L.pack_txn_body([(4096, b"x" * 8)], fills=[(5, slot)])
+    nrec, both = L.pack_txn_body([(4096, b"x" * 8)], **{kind: [(5, slot)]})
     assert L.parse_txn_record(L.seal_txn(3, (nrec, both)), 0, 1 << 20, 3) is None
-    short = L.seal_txn(3, (1, L.TXN_REC.pack(5, 0, L.REC_FILL) + slot[:100]))
+    short = L.seal_txn(3, (1, L.TXN_REC.pack(5, 0, flags) + slot[:100]))
     assert L.parse_txn_record(short, 0, len(short), 3) is None
+    lazy = L.seal_txn(3, (1, L.TXN_REC.pack(5, 0, flags) + slot), lazy=True)
+    assert L.parse_txn_record(lazy, 0, len(lazy), 3) is None
+    good = L.seal_txn(3, (1, L.TXN_REC.pack(5, 0, flags) + slot))
+    assert getattr(L.parse_txn_record(good, 0, len(good), 3), kind) == [(5, slot)]
 
 
 @FUZZ

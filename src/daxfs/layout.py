@@ -526,20 +526,13 @@ def pack_create_record(
     return seal_txn(seq, (len(parts), b"".join(parts)))
 
 
-def pack_fill_record(seq: int, ino: int, slot: bytes, claims) -> bytes:
-    """pack_txn(seq, [], claims=claims, fills=[(ino, slot)]): the same bytes,
-    in fewer steps (every said fill pays it)."""
-    parts = [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
-    parts.append(TXN_REC.pack(ino, 0, REC_FILL) + slot)
-    return seal_txn(seq, (len(parts), b"".join(parts)))
-
-
-def pack_rewrite_record(seq: int, ino: int, slot: bytes, revokes, claims) -> bytes:
-    """pack_txn(seq, [], revokes, claims, rewrites=[(ino, slot)]): the same
-    bytes, in fewer steps (every said rewrite pays it)."""
+def pack_slot_record(seq: int, kind: int, ino: int, slot: bytes, revokes, claims) -> bytes:
+    """pack_txn(seq, [], revokes, claims, fills=[(ino, slot)]) for ``kind``
+    REC_FILL (``revokes`` empty), rewrites=[(ino, slot)] for REC_REWRITE:
+    the same bytes, in fewer steps (every said fill and rewrite pays it)."""
     parts = [TXN_REC.pack(dst, length, REC_REVOKE) for dst, length in revokes]
     parts += [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
-    parts.append(TXN_REC.pack(ino, 0, REC_REWRITE) + slot)
+    parts.append(TXN_REC.pack(ino, 0, kind) + slot)
     return seal_txn(seq, (len(parts), b"".join(parts)))
 
 

@@ -67,14 +67,15 @@ from .layout import (
     CHUNK,
     INLINE_EXTENTS,
     INODE_SIZE,
+    REC_FILL,
+    REC_REWRITE,
     TXN_HEADER,
     TXN_REC,
     UNLINK_TAIL,
     CorruptionError,
     pack_create_record,
-    pack_fill_record,
-    pack_rewrite_record,
     pack_slot,
+    pack_slot_record,
     pack_txn,
     pack_unlink_record,
     pad8,
@@ -330,32 +331,7 @@ class LogicalPath:
         inode = self.inodes.cache.get(ino)
         if inode is None or not self._may_say_now() or not self._fillable(inode):
             return None
-        size = TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + INODE_SIZE
-        lag = self._lag_bytes + (0 if ino in self._lag_slots else LAG_SLOT)
-        if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
-            return None
-        runs = self._said_blocks(len(data))
-        if runs is None:
-            return None
-        try:
-            extents = self._store_said_data(data, runs)
-            now, generation = time.time_ns(), inode.generation + 1
-            slot = pack_slot(
-                ino, generation, inode.mode, inode.nlink, inode.uid, inode.gid, len(data),
-                now, now, now, inode.btime, inode.parent, len(extents), inode.rdev, 0, extents,
-            )  # fmt: skip
-            seq, claims = self.journal.next_seq, _claims(extents)
-            self.journal.commit_said(pack_fill_record(seq, ino, slot, claims))
-        except BaseException as e:
-            if self._unsaid(e, runs):
-                return None
-            raise
-        self._said_committed()
-        _take_state(inode, len(data), extents, generation, now, now, now)
-        self._lag_slots.add(ino)
-        self._lag_bytes = lag
-        self._dirty_times.discard(ino)  # (the slot as said holds the times)
-        return ino
+        return ino if self._say_data(inode, data, [], REC_FILL) else None
 
     def _say_rewrite(self, spath: str, data, pin: bool) -> int | None:
         """Under the exclusive pool lock: the file ``spath`` names given
@@ -368,17 +344,30 @@ class LogicalPath:
         inode = None if got is None else got[2]
         if inode is None or not self._rewritable(inode):
             return None
-        ino, fd = inode.ino, self.region.fd
+        fd = self.region.fd
         old = [(dev, n) for _f, dev, n in inode.extents]
         if any(pinned_by_others(fd, dev, n) for dev, n in old):
             return None  # mapped: the usual way refuses (EBUSY)
+        if not self._say_data(inode, data, old, REC_REWRITE):
+            return None
+        if pin:
+            self._pin(inode.ino)  # (inside the section, as a said create's)
+        return inode.ino
+
+    def _say_data(self, inode: Inode, data, old: list[tuple[int, int]], kind: int) -> bool:
+        """A said fill's or rewrite's record (``kind``) and what follows it:
+        ``data`` stored (and persisted, on pmem) in new blocks, then one
+        record says the inode's new slot, revokes its ``old`` blocks
+        (device runs) and claims the new; the cached inode takes the new
+        state, and the old blocks are free.  False: nothing done."""
+        ino = inode.ino
         size = TXN_HEADER.size + TXN_REC.size * (1 + len(old) + INLINE_EXTENTS) + INODE_SIZE
         lag = self._lag_bytes + (0 if ino in self._lag_slots else LAG_SLOT)
         if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
-            return None
+            return False
         runs = self._said_blocks(len(data))
         if runs is None:
-            return None
+            return False
         try:
             extents = self._store_said_data(data, runs)
             now, generation = time.time_ns(), inode.generation + 1
@@ -387,10 +376,10 @@ class LogicalPath:
                 now, now, now, inode.btime, inode.parent, len(extents), inode.rdev, 0, extents,
             )  # fmt: skip
             seq, claims = self.journal.next_seq, _claims(extents)
-            self.journal.commit_said(pack_rewrite_record(seq, ino, slot, old, claims))
+            self.journal.commit_said(pack_slot_record(seq, kind, ino, slot, old, claims))
         except BaseException as e:
             if self._unsaid(e, runs):
-                return None
+                return False
             raise
         self._said_committed()
         _take_state(inode, len(data), extents, generation, now, now, now)
@@ -399,9 +388,7 @@ class LogicalPath:
         self._lag_slots.add(ino)
         self._lag_bytes = lag
         self._dirty_times.discard(ino)  # (the slot as said holds the times)
-        if pin:
-            self._pin(ino)  # (inside the section, as a said create's)
-        return ino
+        return True
 
     def _said_blocks(self, nbytes: int) -> list[tuple[int, int]] | None:
         """Runs of blocks for ``nbytes`` of a said change's data, at most
