@@ -572,6 +572,17 @@ def crafted_record(path: str, **entries) -> None:
         region.close()
 
 
+def refused_then_dropped(path: str, match: str) -> None:
+    """A pool whose journal ends in a crafted said record: its mount is
+    refused (CorruptionError matching ``match``), the checker says the
+    changes cannot be made again, and its repair drops them."""
+    with pytest.raises(CorruptionError, match=match):
+        daxfs.mount(path)
+    report = daxfs.check(path)
+    assert not report.ok and any("cannot be made again" in e for e in report.errors)
+    assert daxfs.check(path, repair=True).repaired
+
+
 @pytest.mark.parametrize("what", ["missing name", "a directory", "wrong inode"])
 def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
     fs = daxfs.mount(pool_path)
@@ -583,12 +594,7 @@ def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
     cases = {"missing name": (b"nope", f), "a directory": (b"sub", sub), "wrong inode": (b"f", g)}
     name, ino = cases[what]
     crafted_record(pool_path, unlinks=[(1, ino, name, 0)])
-    with pytest.raises(CorruptionError, match="unlink"):
-        daxfs.mount(pool_path)
-    report = daxfs.check(pool_path)
-    assert not report.ok and any("cannot be made again" in e for e in report.errors)
-    repaired = daxfs.check(pool_path, repair=True)
-    assert repaired.repaired
+    refused_then_dropped(pool_path, "unlink")
     fs = daxfs.mount(pool_path)
     try:
         assert sorted(fs.listdir("/")) == ["f", "g", "sub"]  # the record dropped
@@ -641,11 +647,7 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
             assert fs.stat("/e").st_size == 4096 and fs.journal.unabsorbed == 0
         assert daxfs.check(pool_path).ok
         return
-    with pytest.raises(CorruptionError, match="fill|inode"):
-        daxfs.mount(pool_path)
-    report = daxfs.check(pool_path)
-    assert not report.ok and any("cannot be made again" in e for e in report.errors)
-    assert daxfs.check(pool_path, repair=True).repaired
+    refused_then_dropped(pool_path, "fill|inode")
     with daxfs.mount(pool_path) as fs:
         assert sorted(fs.listdir("/")) == ["e", "e2", "full", "sub"]  # the record dropped
         assert fs.read_bytes("/e") == b"" and fs.read_bytes("/full") == b"f" * 100
@@ -703,11 +705,7 @@ def test_a_crafted_rewrite_is_damage_never_a_misread(pool_path, what):
             assert fs.stat("/full").st_size == 4096 and fs.journal.unabsorbed == 0
         assert daxfs.check(pool_path).ok
         return
-    with pytest.raises(CorruptionError, match="rewrite|inode"):
-        daxfs.mount(pool_path)
-    report = daxfs.check(pool_path)
-    assert not report.ok and any("cannot be made again" in e for e in report.errors)
-    assert daxfs.check(pool_path, repair=True).repaired
+    refused_then_dropped(pool_path, "rewrite|inode")
     with daxfs.mount(pool_path) as fs:
         assert sorted(fs.listdir("/")) == ["full", "other", "sub", "two", "two2"]  # dropped
         assert fs.read_bytes("/full") == b"f" * 100 and fs.read_bytes("/other") == b"o" * 100
