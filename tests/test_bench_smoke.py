@@ -25,6 +25,7 @@ META_LABELS = [
     "listdir (12 entries)",
     "unlink",
     "write_bytes 4K (new file)",
+    "write_bytes 4K (over a file)",
     f"unlink all, {UNLINK_BATCH} a change",
 ]
 MOUNT_LABELS = [
@@ -112,14 +113,16 @@ def test_meta_tiny(tmp_path, capsys):
     data = json.loads(js.read_text())["data"]
     assert set(data["ratio"]) == {
         "create", "stat", "read", "read_bytes", "overwrite", "listdir", "unlink", "write_bytes",
-        "unlink_all",
+        "rewrite_bytes", "unlink_all",
     }  # fmt: skip
     assert len(data["raw"]["kernel"]) == len(data["raw"]["daxfs"]) == 1
     assert data["empty_changes_per_s"] > 0
     # A create is two changes and an unlink one, each at least an empty change.
     floor = data["empty_changes_per_s"] / data["best_ops_per_s"]["kernel"]["unlink"]
     assert data["change_floor_ratio"]["unlink"] == pytest.approx(floor)
-    assert set(data["change_floor_ratio"]) == {"create", "overwrite", "unlink", "write_bytes"}
+    assert set(data["change_floor_ratio"]) == {
+        "create", "overwrite", "unlink", "write_bytes", "rewrite_bytes"
+    }  # fmt: skip
     assert os.listdir(tmp_path) == ["meta.json"]  # the work directory is removed
 
 

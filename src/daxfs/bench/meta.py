@@ -21,6 +21,8 @@ Phases, each over the same N files of one directory, in this order:
     unlink      unlink(p)                                (N ops)
     write_bytes a new 4 KiB file: fs.write_bytes(p, data); the kernel's
                 side pathlib's write_bytes (open "wb", write, close) (N ops)
+    rewrite_bytes  write_bytes of each file again, other 4 KiB: a file
+                replaced whole in one call (N ops)
     unlink_all  the N files again, all at once, as rm -r removes a
                 directory's files: fs._unlink_names(dir, names),
                 UNLINK_BATCH names to a change (fsspec's rm -r, zarr's delete_dir); the
@@ -28,7 +30,7 @@ Phases, each over the same N files of one directory, in this order:
 
 and on the daxfs side, last, the floor: N changes that change nothing
 (``with fs._change(): pass``).  An op that makes k journaled changes (a
-create or an overwrite 2, an unlink or a write_bytes 1) costs at least k
+create or an overwrite 2, an unlink or a write_bytes 1: CHANGES) costs at least k
 of them, so "change floor" is the ratio it would reach if the rest of
 its work were free: an aim above it cannot be met without a cheaper
 change.
@@ -87,7 +89,7 @@ MAX_DEPTH = 1500
 # Journaled changes per op: open("wb") commits the name, the write at close
 # the data (DESIGN.md, "The per-call path"); write_bytes both at once.
 # An overwrite: the open empties the file, the write at close fills it.
-CHANGES = {"create": 2, "overwrite": 2, "unlink": 1, "write_bytes": 1}
+CHANGES = {"create": 2, "overwrite": 2, "unlink": 1, "write_bytes": 1, "rewrite_bytes": 1}
 
 PHASES: list[tuple[str, str]] = [
     ("create", "create+write 4K+close"),
@@ -98,6 +100,7 @@ PHASES: list[tuple[str, str]] = [
     ("listdir", "listdir ({n:,} entries)"),
     ("unlink", "unlink"),
     ("write_bytes", "write_bytes 4K (new file)"),
+    ("rewrite_bytes", "write_bytes 4K (over a file)"),
     ("unlink_all", f"unlink all, {UNLINK_BATCH} a change"),
 ]
 
@@ -226,6 +229,8 @@ def run_round(
     _check(s.listdir(s.dir) == [], s, "unlink: directory not empty")
     run("write_bytes", lambda: _write_bytes(s, payload))
     _check(s.read_bytes(s.paths[-1]) == payload, s, "write_bytes: wrong bytes")
+    run("rewrite_bytes", lambda: _write_bytes(s, payload[::-1]))
+    _check(s.read_bytes(s.paths[-1]) == payload[::-1], s, "rewrite_bytes: wrong bytes")
     base = [p.rsplit("/", 1)[1] for p in s.paths]
     left: list = []
     run("unlink_all", lambda: _unlink_all(s, base, left))
@@ -394,8 +399,9 @@ def make_report(args, results, env: str, pool_size: int) -> Report:
         f"{pool_size // MiB} MiB pool file there",
         f"ops/s, best of {args.rounds} rounds (sides interleaved); higher is better; "
         "listdir in calls/s of a warm directory",
-        f"change floor: daxfs/kernel if each journaled change of the op (create 2, "
-        "overwrite 2, unlink 1, write_bytes 1) "
+        "change floor: daxfs/kernel if each journaled change of the op ("
+        + ", ".join(f"{ph} {k}" for ph, k in CHANGES.items())
+        + ") "
         f"cost no more than a change that changes nothing ({fmt_rate(floor)}/s here: the "
         "locks, catching up, no record); no such op can do better",
     ]
