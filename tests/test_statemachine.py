@@ -460,10 +460,10 @@ class DaxVsOs(RuleBasedStateMachine):
         )
     )
     def said_changes_then_a_crash(self, steps):
-        """Unlinks and new small files (write_bytes, or opened, written and
-        closed), said and not absorbed when they can be (logical.py), then
-        a crash.  (With nothing to make again, a crash is the crash
-        suite's.)"""
+        """Unlinks, and small files made or rewritten whole (write_bytes, or
+        opened, written and closed: a name there is a said rewrite), said
+        and not absorbed when they can be (logical.py), then a crash.
+        (With nothing to make again, a crash is the crash suite's.)"""
         for how, path, seed, n in steps:
             if how == "unlink":
                 self.unlink(path)
