@@ -352,6 +352,7 @@ SAID_SEQUENCES = [
     ("unlink /B/bar", "open wb, write, close /C/bar", "write /C/bar 0+4096"),
     ("open wb, write, close /D/bar", "write_bytes /D/bar 9000 (replaced)"),
     ("write_bytes /B/foo 9000 (replaced)", "unlink /B/foo", "creat /B/new"),
+    ("truncate /B/bar 0", "write /B/bar 0+4096", "unlink /C/foo"),
 ]
 SEQUENCES = _sequences()
 SEQUENCES.update({" ; ".join(ops): ops for ops in SAID_SEQUENCES})

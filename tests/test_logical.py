@@ -280,6 +280,35 @@ def test_write_bytes_over_a_small_file_is_one_said_rewrite(pool_path, shm_dir):
         assert daxfs.check(copy).ok
 
 
+def test_a_truncate_to_nothing_is_a_said_rewrite_by_path_or_by_inode(pool_path):
+    """fs.truncate(p, 0), and the FUSE server's O_TRUNC (by inode, with the
+    file open: its handle reads it empty); a truncate to another length
+    goes the usual way."""
+    fs = daxfs.mount(pool_path)
+    try:
+        a_directory_with_a_block(fs)
+        fs.write_bytes("/d/f", b"f" * 9000)
+        fs.write_bytes("/d/g", b"g" * 9000)
+        fs.truncate("/d/f", 0)
+        ino = fs.stat("/d/f").st_ino
+        assert [i for i, _slot in last_record(fs).rewrites] == [ino]
+        assert fs.read_bytes("/d/f") == b""
+        fs.write_bytes("/d/f", b"F" * 9000)
+        fs.truncate("/d/f", 10)
+        assert not last_record(fs).rewrites and fs.read_bytes("/d/f") == b"F" * 10
+        with fs.open("/d/g", "r+b", buffering=0) as h:
+            fs._truncate_ino(h._ino, 0)
+            assert [i for i, _slot in last_record(fs).rewrites] == [h._ino]
+            assert h.read() == b"" and fs.stat("/d/g").st_size == 0
+            h.write(b"G" * 100)
+        assert fs.read_bytes("/d/g") == b"G" * 100
+    finally:
+        fs.close()
+    with daxfs.mount(pool_path) as fs:
+        assert fs.read_bytes("/d/f") == b"F" * 10 and fs.read_bytes("/d/g") == b"G" * 100
+    assert daxfs.check(pool_path).ok
+
+
 def test_a_crash_copy_makes_the_unlink_again_with_its_time(pool_path, shm_dir):
     """A copy of a tmpfs pool's file is what SIGKILL would leave: the said
     unlink is made again, the directory's times the record's."""

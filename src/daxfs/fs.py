@@ -973,6 +973,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                     self._free_inode(txn, self._inode(ino))
 
     def _truncate_ino(self, ino: int, length: int) -> None:
+        if not length and self._may_say and self._empty_said(ino):  # (logical.py)
+            return
         with self._change() as txn:
             self._truncate_inode(txn, self._inode(ino), length)
 
@@ -1416,6 +1418,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     # ======================================================================
     def truncate(self, path, length: int) -> None:
         spath = to_str(path)
+        if not length and self._may_say and self._rewrite_said(spath, b"") is not None:
+            self._consolidate()  # (logical.py: emptied by a said rewrite)
+            return
         with self._change() as txn:
             r = self._existing(spath)
             if r.ftype == DIR_T:

@@ -163,6 +163,12 @@ class LogicalPath:
             return None
         return self._in_said_section(self._say_rewrite, spath, data, pin)
 
+    def _empty_said(self, ino: int) -> bool:
+        """Truncate file ``ino`` to nothing (an open with O_TRUNC through the
+        FUSE server, which holds the inode, not a path) with a logical
+        record if this call can, as _rewrite_said.  False: nothing done."""
+        return self._in_said_section(self._say_empty, ino) is not None
+
     def _gave_back(self, said: list[Inode] | None) -> bool:
         """After a section that may have said unlinks: the files they freed
         (``said``; None: nothing said) given back once RELEASE_BATCH have
@@ -341,18 +347,28 @@ class LogicalPath:
         if self.sb.version < 9 or not self._may_say_now():
             return None
         got = self._entry_to_say(spath)
-        inode = None if got is None else got[2]
+        ino = None if got is None else self._say_rewrite_of(got[2], data)
+        if ino is not None and pin:
+            self._pin(ino)  # (inside the section, as a said create's)
+        return ino
+
+    def _say_empty(self, ino: int) -> int | None:
+        """Under the exclusive pool lock: file ``ino`` emptied by one record
+        (_say_rewrite's, with no data); ``ino``, or None: nothing done."""
+        if self.sb.version < 9 or not self._may_say_now():
+            return None
+        return self._say_rewrite_of(self.inodes.cache.get(ino), b"")
+
+    def _say_rewrite_of(self, inode: Inode | None, data) -> int | None:
+        """``inode`` (cached, caught up) given ``data`` by a said rewrite if
+        it may be (_rewritable, mapped nowhere); its number, or None."""
         if inode is None or not self._rewritable(inode):
             return None
         fd = self.region.fd
         old = [(dev, n) for _f, dev, n in inode.extents]
         if any(pinned_by_others(fd, dev, n) for dev, n in old):
             return None  # mapped: the usual way refuses (EBUSY)
-        if not self._say_data(inode, data, old, REC_REWRITE):
-            return None
-        if pin:
-            self._pin(inode.ino)  # (inside the section, as a said create's)
-        return inode.ino
+        return inode.ino if self._say_data(inode, data, old, REC_REWRITE) else None
 
     def _say_data(self, inode: Inode, data, old: list[tuple[int, int]], kind: int) -> bool:
         """A said fill's or rewrite's record (``kind``) and what follows it:
