@@ -15,8 +15,8 @@ alone on its pool says instead what it did, and writes no home:
   with no data, and its first data (the write its close flushes): the
   data stored in new blocks and made durable, then one entry (REC_FILL:
   the inode's new slot bytes) and the blocks it took;
-- a small file emptied (open of an existing name for writing) or given new
-  bytes (write_bytes over it): the new data, if any, stored in new blocks
+- a small file emptied (open of an existing name for writing, a truncate
+  to nothing) or given new bytes (write_bytes over it): the new data, if any, stored in new blocks
   and made durable, then one entry (REC_REWRITE: the inode's new slot
   bytes), the blocks it gave up (revokes) and the blocks it took (claims).
 
