@@ -250,13 +250,13 @@ PAUSED_OWNER = textwrap.dedent("""
 
 
 def test_windows_taken_back_after_the_owners_stores_are_not_committed_by_it(make_pool):
-    """A takes b's windows back after a stored a file's bytes there and
-    before a's check: b waited for a's stores, not for its commit, so b
+    """Process b takes a's windows back after a stored a file's bytes there
+    and before a's check: b waited for a's stores, not for its commit, so b
     finds those chunks wholly free and leases them for a large write of its
     own, from a view taken before a commits.  If a then committed its file
     there, b's stores would land on it (b's check would undo b's change,
-    not bring a's bytes back).  A must find at its commit that the windows
-    are no longer its own, and write its file again elsewhere."""
+    not bring a's bytes back).  So a must find at its commit that the
+    windows are no longer its own, and write its file again elsewhere."""
     path = make_pool(size=64 << 20)
     with daxfs.mount(path) as b:
         b.optimism = True
