@@ -601,6 +601,15 @@ def crafted_record(path: str, **entries) -> None:
         region.close()
 
 
+def slot_with_a_block(inode, ino: int, dev: int, nlink: int = 1) -> bytes:
+    """A crafted slot: ``inode``'s, as inode ``ino`` with ``nlink`` names
+    and 4 KiB in the block at ``dev`` (what a said fill or rewrite gives)."""
+    r = inode.record(0)
+    r.ino, r.size, r.nextents, r.inline, r.generation = ino, 4096, 1, [(0, dev, 4096)], 9
+    r.nlink = nlink
+    return pack_inode(r)
+
+
 def refused_then_dropped(path: str, match: str) -> None:
     """A pool whose journal ends in a crafted said record: its mount is
     refused (CorruptionError matching ``match``), the checker says the
@@ -657,9 +666,7 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
     fs.close()
 
     def slot_of(ino: int, dev: int) -> bytes:
-        r = inode.record(0)
-        r.ino, r.size, r.nextents, r.inline, r.generation = ino, 4096, 1, [(0, dev, 4096)], 9
-        return pack_inode(r)
+        return slot_with_a_block(inode, ino, dev)
 
     cases = {
         "none: as a writer says it": (e, slot_of(e, free_dev), free_dev),
@@ -711,10 +718,7 @@ def test_a_crafted_rewrite_is_damage_never_a_misread(pool_path, what):
     fs.close()
 
     def slot_of(ino: int, dev: int, nlink: int = 1) -> bytes:
-        r = inode.record(0)
-        r.ino, r.size, r.nextents, r.inline, r.generation = ino, 4096, 1, [(0, dev, 4096)], 9
-        r.nlink = nlink
-        return pack_inode(r)
+        return slot_with_a_block(inode, ino, dev, nlink)
 
     cases = {
         "none: as a writer says it": (full, slot_of(full, free_dev), free_dev),

@@ -884,11 +884,17 @@ class DataPath:
     def _refuse_if_mapped(self, ranges: list[tuple[int, int]], ino: int) -> None:
         """Memory a Mapping (of any process, or of a follower: of any part
         of the file) covers is never freed under it."""
-        for dev, n in ranges:
-            if pinned_by_others(self.region.fd, dev, n):
-                raise oserror(errno.EBUSY)
-        if ranges and self.followers.maps(ino):
+        if self._mapped(ranges, ino):
             raise oserror(errno.EBUSY)
+
+    def _mapped(self, ranges: list[tuple[int, int]], ino: int) -> bool:
+        """Does a Mapping (of any process, or a follower's of any part of
+        file ``ino``) cover any of the device ``ranges``?"""
+        fd = self.region.fd
+        if any(pinned_by_others(fd, dev, n) for dev, n in ranges):
+            return True
+        followers = self.followers  # (any() is one look; maps() reads every lease)
+        return bool(ranges) and followers.any() and followers.maps(ino)
 
     def _resize_zeroed(self, inode: Inode, fresh, new_size: int) -> None:
         """Set the size after zeroing, and persisting before the commit (ordered),

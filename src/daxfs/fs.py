@@ -1085,13 +1085,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                     return self._open_to_read(spath)
             return ino
         if self._may_say:  # said, if it can be (logical.py)
-            ino, there = None, self._name_cached(spath)
-            if not there:  # a new name: a said create
-                ino = self._create_said(spath, b"", 0o666 & ~self.umask, pin=True)
-            # A file there (the create's walk may have just cached its
-            # directory), emptied: a said rewrite.
-            if ino is None and kind == "w" and (there or self._name_cached(spath)):
-                ino = self._rewrite_said(spath, b"", pin=True)
+            perms = 0o666 & ~self.umask
+            ino = self._made_or_rewritten_said(spath, b"", perms, True, kind == "w")
             if ino is not None:
                 return ino
         return optimistically(self, self._open_to_write, spath, kind)
@@ -1223,12 +1218,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         is there) and of write_bytes (else: _open_to_write's for "w", an
         existing file emptied), with the data in it.  Returns the inode
         number."""
-        said, there = None, self._name_cached(spath)  # said, if it can be, as _open_inode's
-        if not there:
-            said = self._create_said(spath, data, perms)
-        if said is None and not exclusive and (there or self._name_cached(spath)):
-            said = self._rewrite_said(spath, data)
-        if said is not None:
+        said = self._made_or_rewritten_said(spath, data, perms, False, not exclusive)
+        if said is not None:  # (logical.py)
             return said
         with self._change() as txn:
             r = self._resolve_to_create(spath, exclusive=exclusive)

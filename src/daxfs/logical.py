@@ -163,6 +163,22 @@ class LogicalPath:
             return None
         return self._in_said_section(self._say_rewrite, spath, data, pin)
 
+    def _made_or_rewritten_said(
+        self, spath: str, data, perms: int, pin: bool, rewrite: bool
+    ) -> int | None:
+        """The said way of an open for writing or a write_bytes: a new name
+        made by a said create (_create_said), or, with ``rewrite``, a file
+        there emptied or given ``data`` by a said rewrite; its inode
+        number, or None: the caller goes the usual way.  The path cache
+        says which to try (a hint: each checks for itself), and is asked
+        again after a create that found the name, whose walk may have just
+        cached its directory."""
+        there = self._name_cached(spath)
+        ino = None if there else self._create_said(spath, data, perms, pin=pin)
+        if ino is None and rewrite and (there or self._name_cached(spath)):
+            ino = self._rewrite_said(spath, data, pin=pin)
+        return ino
+
     def _empty_said(self, ino: int) -> bool:
         """Truncate file ``ino`` to nothing (an open with O_TRUNC through the
         FUSE server, which holds the inode, not a path) with a logical
@@ -364,10 +380,9 @@ class LogicalPath:
         it may be (_rewritable, mapped nowhere); its number, or None."""
         if inode is None or not self._rewritable(inode):
             return None
-        fd = self.region.fd
         old = [(dev, n) for _f, dev, n in inode.extents]
-        if any(pinned_by_others(fd, dev, n) for dev, n in old):
-            return None  # mapped: the usual way refuses (EBUSY)
+        if self._mapped(old, inode.ino):
+            return None  # the usual way refuses (EBUSY)
         return inode.ino if self._say_data(inode, data, old, REC_REWRITE) else None
 
     def _say_data(self, inode: Inode, data, old: list[tuple[int, int]], kind: int) -> bool:
