@@ -25,6 +25,7 @@ import pytest
 import daxfs
 from daxfs.layout import INODE_SIZE, CorruptionError, pack_inode, pack_txn
 from daxfs.logical import ABSORB_SECONDS
+from daxfs.path import Ino
 from daxfs.region import Region
 
 MiB = 1 << 20
@@ -281,9 +282,9 @@ def test_write_bytes_over_a_small_file_is_one_said_rewrite(pool_path, shm_dir):
 
 
 def test_a_truncate_to_nothing_is_a_said_rewrite_by_path_or_by_inode(pool_path):
-    """fs.truncate(p, 0), and the FUSE server's O_TRUNC (by inode, with the
-    file open: its handle reads it empty); a truncate to another length
-    goes the usual way."""
+    """fs.truncate(p, 0); the FUSE server's setattr (fs.truncate of an Ino)
+    and its O_TRUNC (by inode, with the file open: its handle reads it
+    empty); a truncate to another length goes the usual way."""
     fs = daxfs.mount(pool_path)
     try:
         a_directory_with_a_block(fs)
@@ -294,8 +295,14 @@ def test_a_truncate_to_nothing_is_a_said_rewrite_by_path_or_by_inode(pool_path):
         assert [i for i, _slot in last_record(fs).rewrites] == [ino]
         assert fs.read_bytes("/d/f") == b""
         fs.write_bytes("/d/f", b"F" * 9000)
+        fs.truncate(Ino(ino), 0)
+        assert [i for i, _slot in last_record(fs).rewrites] == [ino]
+        assert fs.read_bytes("/d/f") == b""
+        fs.write_bytes("/d/f", b"F" * 9000)
         fs.truncate("/d/f", 10)
         assert not last_record(fs).rewrites and fs.read_bytes("/d/f") == b"F" * 10
+        with pytest.raises(IsADirectoryError):  # (not a file: the usual way says so)
+            fs.truncate(Ino(fs.stat("/d").st_ino), 0)
         with fs.open("/d/g", "r+b", buffering=0) as h:
             fs._truncate_ino(h._ino, 0)
             assert [i for i, _slot in last_record(fs).rewrites] == [h._ino]

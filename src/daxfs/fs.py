@@ -1409,7 +1409,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     # ======================================================================
     def truncate(self, path, length: int) -> None:
         spath = to_str(path)
-        if not length and self._may_say and self._rewrite_said(spath, b"") is not None:
+        if not length and self._may_say and self._emptied_said(spath):
             self._consolidate()  # (logical.py: emptied by a said rewrite)
             return
         with self._change() as txn:

@@ -81,7 +81,7 @@ from .layout import (
     pad8,
     valid_name,
 )
-from .path import REG_T, At
+from .path import REG_T, At, Ino
 from .pins import pinned_by_others
 from .region import flush_ranges
 
@@ -178,6 +178,14 @@ class LogicalPath:
         if ino is None and rewrite and (there or self._name_cached(spath)):
             ino = self._rewrite_said(spath, data, pin=pin)
         return ino
+
+    def _emptied_said(self, spath: str) -> bool:
+        """A truncate to nothing of ``spath`` said, as _rewrite_said with no
+        data; an Ino (the FUSE server's setattr names the inode, not a
+        path) as _empty_said.  False: nothing done."""
+        if type(spath) is Ino:
+            return self._empty_said(spath.ino)
+        return self._rewrite_said(spath, b"") is not None
 
     def _empty_said(self, ino: int) -> bool:
         """Truncate file ``ino`` to nothing (an open with O_TRUNC through the
