@@ -150,8 +150,9 @@ def cached_under_shared_lock(fs, answer, *args):
     try:
         if fs._depth or fs.closed or (fs.journal.lazy_view and fs.journal.drop_due()):
             return MISSED
-        fd = fs.region.fd
-        lock_pool(fd, fcntl.LOCK_SH, catch_up_unlocked, fs)
+        fd, held = fs.region.fd, fs._held  # (kept exclusively: logical.py)
+        if not held:
+            lock_pool(fd, fcntl.LOCK_SH, catch_up_unlocked, fs)
         inodes = fs.inodes
         try:
             if fs.journal.peek() != fs._seen_seq:
@@ -166,7 +167,8 @@ def cached_under_shared_lock(fs, answer, *args):
                 inodes.cache_only = False
                 fs._depth -= 1
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if not held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         lock.release()
 
@@ -438,6 +440,8 @@ class Locked:
                 raise ValueError("I/O operation on an unmounted pool")
             self.outer = fs._depth == 0
             if self.outer:
+                if fs._held:  # (kept from said changes: logical.py; taken anew here)
+                    fs._let_go(pause=False)
                 if fs._followers_due <= time.monotonic():
                     fs._look_at_followers()
                 if fs._unmapped:  # the one check the hot path pays for it

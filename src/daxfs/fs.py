@@ -93,7 +93,7 @@ from .path import (
     resolve,
     to_str,
 )
-from .pins import pinned_by_others, set_lock
+from .pins import mark_mounted, pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
 S_IFREG = stat.S_IFREG
@@ -346,9 +346,11 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         self._tlock = threading.RLock()
         self._depth = 0
         self._open = {}
+        self._forget_hold()  # (the parent's, kept on the parent's description)
         fd = os.open(self.region.path, os.O_RDONLY if self.readonly else os.O_RDWR)
         os.dup2(fd, self.region.fd)
         os.close(fd)
+        mark_mounted(self.region.fd)
         self._seen_seq = -1
         self._changing = 0
         self.leases.forget_after_fork()
@@ -878,6 +880,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             self._open[ino] = n
             return
         self._open.pop(ino, None)
+        if self._pins_due and ino in self._pins_due:
+            self._pins_due.discard(ino)  # (never taken: logical.py, _pin_or_defer)
+            return
         set_lock(self.region.fd, fcntl.F_UNLCK, self.inodes.slot_off(ino), 1)
 
     def _release(self, ino: int) -> None:
@@ -1130,16 +1135,17 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 or self._followers_due <= time.monotonic()  # (Locked looks at them)
             ):
                 return MISSED
-            fd = self.region.fd
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return MISSED  # (held exclusively: the usual way waits, catching up)
+            fd, held = self.region.fd, self._held  # (kept exclusively: logical.py)
+            if not held:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return MISSED  # (held exclusively: the usual way waits, catching up)
             try:
                 if journal.peek() == self._seen_seq and type(spath) is str:
                     ino = self._regular_file_cached(spath)
                     if ino is not None:
-                        self._pin(ino)
+                        self._pin_or_defer(ino)
                         return ino
                 self._depth += 1  # (as Locked: calls it makes are inside this section)
                 try:
@@ -1148,7 +1154,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 finally:
                     self._depth -= 1
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                if not held:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             lock.release()
 
@@ -1688,6 +1695,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             return
         self._close_handles()
         self._stop_committer.set()
+        self._hold_began.set()  # (the holder thread sees the stop)
         try:
             self._free_unmapped_orphans()
             try:

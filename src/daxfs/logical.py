@@ -50,6 +50,22 @@ follower in the follower table (followers never read homes that lag: they
 wait for the absorb), on a pool whose records are durable when written
 (pmem, tmpfs: not group commit, whose homes lag already).  DESIGN.md,
 "Changes said, homes absorbed", says why and what it costs.
+
+Keeping the lock.  A said change alone needs the exclusive pool lock only
+against a process that arrives, so a writer alone keeps it from one said
+change to the next, and the next takes no flock and looks at neither the
+live word nor the process table (nobody can have committed or joined):
+- only while no other description of the pool marks a mount (a read-only
+  mount has no slot in the process table: pins.MOUNTED_BYTE), looked at
+  when a hold begins;
+- for HOLD_SECONDS, then none for HOLD_PAUSE, so that a process waiting
+  for the lock gets in; a call that takes the lock the usual way
+  (coherence.Locked) lets it go first; a holder thread lets it go when
+  no call comes within HOLD_IDLE;
+- the pins of files opened meanwhile are put off (nobody is there to look
+  at them) and taken before the lock is let go.
+Calls that take the shared lock for a moment (an open for reading, an
+overwrite in place) use the kept one instead.
 """
 
 from __future__ import annotations
@@ -82,7 +98,7 @@ from .layout import (
     valid_name,
 )
 from .path import REG_T, At, Ino
-from .pins import pinned_by_others
+from .pins import MOUNTED_BYTE, pinned_by_others, set_lock
 from .region import flush_ranges
 
 # What an absorb's record holds per lagging home: a directory block whole
@@ -100,6 +116,17 @@ SAY_CREATE_MOST = 1 << 20
 # a time: sorted, a run of files made one after another frees in a few
 # calls instead of one each (the allocator's free is most of an unlink).
 RELEASE_BATCH = 64
+# Keeping the pool lock between said changes (module doc, "Keeping the
+# lock"): at most HOLD_SECONDS at a time, then none kept for HOLD_PAUSE,
+# in which a process waiting for it gets in as it would otherwise
+# (coherence.lock_pool); while another mount is there, looked for again
+# every HOLD_RECHECK.  A mount that stops calling lets it go within
+# HOLD_IDLE (a thread: each of its wakings hands the GIL over, at about
+# 40 us a time here, so it wakes seldom and calls end holds themselves).
+HOLD_SECONDS = 0.005
+HOLD_PAUSE = 0.001
+HOLD_RECHECK = 0.05
+HOLD_IDLE = 0.05
 
 
 class LogicalPath:
@@ -117,6 +144,22 @@ class LogicalPath:
         # Durable when written, and writable: where changes may be said.
         self._may_say = not self.readonly and not self._lazy
         self._absorber: threading.Thread | None = None
+        self._forget_hold()
+
+    def _forget_hold(self) -> None:
+        """No pool lock kept (a new mount, or a forked child: its description
+        of the pool is its own and holds no lock)."""
+        # The exclusive pool lock kept since an earlier said change: nobody
+        # else has committed or joined since, and nobody else is mounted.
+        self._held = False
+        self._keeping = False  # this section keeps it (it may defer pins)
+        self._hold_until = 0.0  # when a hold must end (monotonic)
+        self._hold_after = 0.0  # no new hold before then
+        # Inodes opened here, while the lock was kept, whose pins are not
+        # taken: nobody could look at them.  Taken before it is let go.
+        self._pins_due: set[int] = set()
+        self._hold_began = threading.Event()
+        self._holder: threading.Thread | None = None
 
     # -- saying unlinks ------------------------------------------------------
     def _unlink_said(self, spath: str) -> bool:
@@ -207,7 +250,9 @@ class LogicalPath:
     def _in_said_section(self, say, *args):
         """``say(*args)`` under the thread lock and the exclusive pool lock,
         if this mount may say changes (writable, durable when written, no
-        call of ours under way); its answer, or None."""
+        call of ours under way); its answer, or None.  The pool lock may be
+        kept from the last said change, and kept for the next (module doc,
+        "Keeping the lock")."""
         if not self._may_say or self.sb.version < 8:
             return None
         tl = self._tlock
@@ -215,16 +260,27 @@ class LogicalPath:
         try:
             if self._depth or self.closed or self._forks != forks_seen():
                 return None
-            if self._followers_due <= time.monotonic():
+            now = time.monotonic()
+            if self._followers_due <= now:
                 self._look_at_followers()
             if self._unmapped:
                 return None
-            fd = self.region.fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = self._held
+            if held and now >= self._hold_until:
+                self._let_go(pause=True)
+                held = False
+            if not held:
+                fcntl.flock(self.region.fd, fcntl.LOCK_EX)
+            self._keeping = held or self._may_hold(now)
+            said = None
             try:
                 said = say(*args)
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._keeping, keep = False, self._keeping and said is not None
+                if keep and not held:
+                    self._hold(now)
+                elif not keep:
+                    self._let_go(pause=held)
             if said is not None and self._absorber is None:
                 self._start_absorber()
             return said
@@ -234,8 +290,83 @@ class LogicalPath:
     def _may_say_now(self) -> bool:
         """Caught up, as coherence.catch_up would find it (the same commit at
         the same place: a checkpoint moves the log, not the seq; no commit
-        a dead process left unpublished), and alone."""
+        a dead process left unpublished), and alone.  With the pool lock
+        kept, both hold still but for followers (they take no lock)."""
+        if self._held:
+            return not self.followers.any()
         return self.journal.unmoved(self._seen_seq, self._seen_pos) and self._alone()
+
+    # -- keeping the lock ----------------------------------------------------
+    def _may_hold(self, now: float) -> bool:
+        """May this section keep the exclusive pool lock it took?  Not in a
+        pause, and only while no other description of the pool marks a
+        mount (pins.MOUNTED_BYTE: a reader takes no slot in the process
+        table); that look is made again HOLD_RECHECK later, not per call."""
+        if now < self._hold_after or self.followers.any():
+            return False  # (a follower: nothing is said, _may_say_now)
+        if pinned_by_others(self.region.fd, MOUNTED_BYTE, 1):
+            self._hold_after = now + HOLD_RECHECK
+            return False
+        return True
+
+    def _hold(self, now: float) -> None:
+        """Keep the exclusive pool lock past this section, for HOLD_SECONDS
+        (the next said section lets it go then; the holder thread, if no
+        call comes within HOLD_IDLE)."""
+        self._held = True
+        self._hold_until = now + HOLD_SECONDS
+        self._hold_began.set()
+        if self._holder is None:
+            t = threading.Thread(target=self._let_go_when_due, name="daxfs-hold", daemon=True)
+            self._holder = t
+            t.start()
+
+    def _let_go(self, pause: bool) -> None:
+        """Release the exclusive pool lock (thread lock held), kept or taken
+        by this section, once the pins it deferred are taken (a failure
+        leaves it held: nothing unpinned is seen).  ``pause``: no new hold
+        for HOLD_PAUSE (a hold that ran its time, so that a waiter gets in)."""
+        if self._pins_due:
+            fd, slot_off = self.region.fd, self.inodes.slot_off
+            for ino in sorted(self._pins_due):
+                set_lock(fd, fcntl.F_RDLCK, slot_off(ino), 1)
+            self._pins_due.clear()
+        self._held = False
+        fcntl.flock(self.region.fd, fcntl.LOCK_UN)
+        if pause:
+            self._hold_after = time.monotonic() + HOLD_PAUSE
+
+    def _pin_or_defer(self, ino: int) -> None:
+        """Pin ``ino`` for a handle, as FileSystem._pin, but while this mount
+        keeps the pool lock, only in its count: nobody else is mounted to
+        look, and _let_go takes the pin before anyone can."""
+        if not (self._held or self._keeping) or self._reads is not None:
+            self._pin(ino)
+            return
+        n = self._open.get(ino, 0)
+        if n == 0:
+            self._pins_due.add(ino)
+        self._open[ino] = n + 1
+
+    def _let_go_when_due(self) -> None:
+        """The holder thread: let a kept pool lock go once its time is up,
+        so that a process that stopped calling does not keep it."""
+        began, stop = self._hold_began, self._stop_committer
+        while True:
+            began.wait()
+            if stop.wait(HOLD_IDLE) or self.closed or self._forks != forks_seen():
+                return
+            with self._tlock:
+                if self.closed:
+                    return
+                if self._held and time.monotonic() >= self._hold_until:
+                    try:
+                        self._let_go(pause=True)
+                    except OSError:
+                        self._holder = None  # (the next hold starts another)
+                        return  # (kept: the next call meets the error, Locked)
+                if not self._held:
+                    began.clear()
 
     def _said_committed(self) -> None:
         """After a said record: caught up with it.  (The path cache was
@@ -350,7 +481,7 @@ class LogicalPath:
         placed = self._apply_create(d, name, inode, inode.ctime, room)
         assert placed, "a directory with room for a name found none"
         if pin:
-            self._pin(ino)  # (inside the section: no process that mounts
+            self._pin_or_defer(ino)  # (inside the section: no process that mounts
             # meanwhile may take the file for unused)
         return ino
 
@@ -373,7 +504,7 @@ class LogicalPath:
         got = self._entry_to_say(spath)
         ino = None if got is None else self._say_rewrite_of(got[2], data)
         if ino is not None and pin:
-            self._pin(ino)  # (inside the section, as a said create's)
+            self._pin_or_defer(ino)  # (inside the section, as a said create's)
         return ino
 
     def _say_empty(self, ino: int) -> int | None:

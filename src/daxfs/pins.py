@@ -10,7 +10,11 @@ when a process dies).  daxfs pins
     open or mapped: an unlinked file then stays an orphan until the last
     user is gone;
   * the device ranges of a file's extents while a Mapping covers them:
-    truncate refuses (EBUSY) to free them.
+    truncate refuses (EBUSY) to free them;
+  * byte MOUNTED_BYTE while mounted, read-only mounts included (which have
+    no slot in the process table): a writer alone keeps the exclusive
+    pool lock between its said changes only while no other description
+    holds it (logical.py, "Keeping the lock").
 
 Asking "is this pinned by anyone else?" is F_OFD_GETLK for a write lock
 over the range from a description that holds no pin itself.
@@ -31,6 +35,9 @@ OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
+# The superblock's first byte: no other pin covers it (slots are in the
+# inode table, extents in the data area, process slots in the journal's).
+MOUNTED_BYTE = 0
 
 
 def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -> None:
@@ -38,6 +45,11 @@ def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -
     unless ``wait`` (then until whoever holds a conflicting one drops it)."""
     op = OFD_SETLKW if wait else OFD_SETLK
     fcntl.fcntl(fd, op, _FLOCK.pack(ltype, os.SEEK_SET, start, length, 0))
+
+
+def mark_mounted(fd: int) -> None:
+    """Mark a mount of the pool open on ``fd`` (its description), until closed."""
+    set_lock(fd, fcntl.F_RDLCK, MOUNTED_BYTE, 1)
 
 
 def pinned_by_others(fd: int, start: int, length: int) -> bool:

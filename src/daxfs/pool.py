@@ -31,6 +31,7 @@ from .layout import (
     upgrade_interrupted,
 )
 from .path import oserror, to_str
+from .pins import mark_mounted
 from .region import Region
 
 
@@ -174,6 +175,7 @@ def mount_region(
         with fs._tlock:
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
+                mark_mounted(region.fd)  # (under the pool lock: logical.py, _may_hold)
                 if not readonly:
                     _reserve_metadata(region, sb)
                     fs.journal.recover()

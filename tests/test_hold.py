@@ -1,0 +1,234 @@
+"""The pool lock kept between said changes (logical.py, "Keeping the lock").
+
+A writer alone on its pool keeps the exclusive flock from one said change
+to the next.  These tests look at the kernel's own lock state from
+another open description (a real flock, a real OFD pin) and use real
+processes for what another process must see: the lock let go when the
+writer stops calling, the pins it put off taken before anyone can look,
+a second mount never waiting on a busy writer for long.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import textwrap
+import time
+
+import pytest
+
+import daxfs
+from conftest import script_child
+from daxfs import logical
+from daxfs.pins import pinned_by_others
+
+
+def lock_is_free(path: str) -> bool:
+    """Can another open description take the shared pool lock right now?"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def wait_for(predicate, seconds: float = 5.0) -> float:
+    """Seconds until ``predicate()`` held; fails the test past ``seconds``."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < seconds, "never happened"
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+def test_a_writer_alone_keeps_the_lock_until_it_stops_calling(pool_path):
+    """Said changes keep the lock (another description cannot take it); a
+    call the usual way lets it go first; a writer that stops calling lets
+    it go within HOLD_IDLE (the holder thread)."""
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")  # (the directory's first block: not said)
+        fs.write_bytes("/d/a", b"a" * 100)
+        assert fs.journal.log_records()[-1][1].creates  # said
+        assert fs._held and not lock_is_free(pool_path)
+        fs.mkdir("/e")  # the usual way: its own lock, then nothing kept
+        assert not fs._held and lock_is_free(pool_path)
+        fs.write_bytes("/d/b", b"b" * 100)
+        assert fs._held
+        waited = wait_for(lambda: lock_is_free(pool_path))
+        assert waited < logical.HOLD_IDLE * 2 + 1.0
+        assert not fs._held
+        assert fs.read_bytes("/d/a") == b"a" * 100 and fs.read_bytes("/d/b") == b"b" * 100
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+def test_no_lock_is_kept_while_another_mount_is_there(pool_path):
+    """A read-only mount has no slot in the process table, but marks its
+    mount: the writer keeps nothing while it is there, and again once it
+    has gone (looked for again HOLD_RECHECK later)."""
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")
+        reader = daxfs.mount(pool_path, readonly=True)
+        try:
+            fs.write_bytes("/d/settle", b"s")  # (catches up with the mount first)
+            fs.write_bytes("/d/a", b"a" * 100)
+            assert fs.journal.log_records()[-1][1].creates  # said, as it is alone
+            assert not fs._held and lock_is_free(pool_path)
+            assert reader.read_bytes("/d/a") == b"a" * 100
+        finally:
+            reader.close()
+        time.sleep(logical.HOLD_RECHECK * 1.5)
+        fs.write_bytes("/d/b", b"b" * 100)
+        assert fs._held
+    finally:
+        fs.close()
+
+
+HOLDER = textwrap.dedent("""
+    import sys, daxfs
+    fs = daxfs.mount(sys.argv[1])
+    fs.mkdir("/d")
+    fs.write_bytes("/d/first", b"1")
+    f = fs.open("/d/kept", "w+b", buffering=0)  # said: its pin put off
+    f.write(b"K" * 5000)
+    print("open", fs._held, fs._pins_due == {f._ino}, flush=True)
+    sys.stdin.readline()  # idle: the holder thread lets the lock go
+    f.seek(0)
+    print(f.read() == b"K" * 5000, flush=True)
+    f.close()
+    fs.close()
+    print("bye", flush=True)
+""")
+
+
+def test_a_file_opened_while_the_lock_was_kept_is_pinned_before_it_is_let_go(pool_path):
+    """A process opens a file with the lock kept (no pin taken: nobody else
+    could look) and then stops calling.  Once the lock is let go another
+    process sees the pin: its unlink leaves an orphan whose blocks no new
+    file takes, the holder reads its bytes back whole, and its close frees
+    it."""
+    with script_child(HOLDER, pool_path) as child:
+        assert child.stdout.readline().split() == ["open", "True", "True"]
+        other = daxfs.mount(pool_path)  # waits for the lock to be let go
+        try:
+            ino = other.stat("/d/kept").st_ino
+            assert pinned_by_others(other.region.fd, other.inodes.slot_off(ino), 1)
+            other.unlink("/d/kept")
+            for i in range(64):  # blocks and numbers a freed file would give
+                other.write_bytes(f"/d/n{i}", bytes([i]) * 5000)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "True"
+            assert child.stdout.readline().strip() == "bye"
+            assert child.wait(timeout=60) == 0
+            assert all(other.read_bytes(f"/d/n{i}") == bytes([i]) * 5000 for i in range(64))
+        finally:
+            other.close()
+    result = daxfs.check(pool_path)
+    assert result.ok, result
+    with daxfs.mount(pool_path) as fs:
+        assert not fs.exists("/d/kept") and fs.inodes.slot_is_free(ino)  # freed at its close
+
+
+BUSY = textwrap.dedent("""
+    import sys, time, daxfs
+    fs = daxfs.mount(sys.argv[1])
+    fs.mkdir("/busy")
+    fs.write_bytes("/busy/first", b"1")
+    print("ready", flush=True)
+    end, i = time.monotonic() + float(sys.argv[2]), 0
+    while time.monotonic() < end:
+        with fs.open(f"/busy/f{i % 500}", "wb") as f:
+            f.write(b"x" * 4096)
+        i += 1
+    fs.close()
+    print(i, flush=True)
+""")
+
+
+def test_a_busy_writer_lets_another_process_in_soon(pool_path):
+    """While one process makes files as fast as it can (its lock kept
+    HOLD_SECONDS at a time), another mounts, makes files and unmounts,
+    well before the busy one is done."""
+    daxfs.mount(pool_path).close()
+    with script_child(BUSY, pool_path, "6") as busy:
+        assert busy.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # (well into its loop)
+        start = time.monotonic()
+        with daxfs.mount(pool_path) as fs:
+            for i in range(20):
+                fs.write_bytes(f"/mine{i}", b"m" * 100)
+        took = time.monotonic() - start
+        assert busy.poll() is None, "the busy writer ended first"
+        assert took < 3.0, f"another process waited {took:.2f} s"
+        assert int(busy.stdout.readline()) > 0
+        assert busy.wait(timeout=60) == 0
+    with daxfs.mount(pool_path) as fs:
+        assert sorted(fs.listdir("/"))[:3] == ["busy", "mine0", "mine1"]
+        assert all(fs.read_bytes(f"/mine{i}") == b"m" * 100 for i in range(20))
+    assert daxfs.check(pool_path).ok
+
+
+def test_a_forked_child_waits_for_its_parents_kept_lock(pool_path):
+    """A child forked while its parent keeps the lock shares the parent's
+    description until its first call, which takes one of its own: it
+    waits for the parent (idle in waitpid) to let the lock go, and both
+    see each other's files."""
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")
+        fs.write_bytes("/d/parent", b"p" * 100)
+        assert fs._held
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                fs.write_bytes("/d/child", b"c" * 100)
+                code = 0 if fs.read_bytes("/d/parent") == b"p" * 100 else 2
+            finally:
+                os._exit(code)
+        _pid, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert fs.read_bytes("/d/child") == b"c" * 100
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+@pytest.mark.parametrize("call", ["open for reading", "stat", "overwrite"])
+def test_calls_that_take_the_shared_lock_use_the_kept_one(pool_path, call):
+    """An open for reading, a lookup and an overwrite in place take the
+    shared lock the short way: with the exclusive one kept they take
+    nothing, and it stays kept (no flock of theirs converts it)."""
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")
+        fs.write_bytes("/d/a", b"a" * 5000)
+        assert fs._held
+        if call == "open for reading":
+            with fs.open("/d/a", "rb") as f:
+                assert f.read() == b"a" * 5000
+        elif call == "stat":
+            assert fs.stat("/d/a").st_size == 5000
+        else:
+            with fs.open("/d/a", "r+b", buffering=0) as f:
+                f.write(b"b" * 10)
+                assert fs._held  # (its close commits the new times the usual way)
+        if call != "overwrite":
+            assert fs._held
+        assert not lock_is_free(pool_path) or not fs._held
+    finally:
+        fs.close()
+    with daxfs.mount(pool_path) as again:
+        want = b"b" * 10 + b"a" * 4990 if call == "overwrite" else b"a" * 5000
+        assert again.read_bytes("/d/a") == want
