@@ -784,10 +784,14 @@ class DataPath:
         a = self.allocator
         if self.readonly or self.closed or a.name != "hugepage":
             return
-        if self._said_freed and (self._fragmented or a.whole_chunks_scarce()):
+        scarce = a.whole_chunks_scarce()
+        if not (scarce or self._fragmented):
+            return  # (nothing due: every unlink pays this look)
+        if self._said_freed:
             with self._thread_lock():
                 self._release_said()  # (said unlinks' space: what this looks for)
-        tails_due = a.whole_chunks_scarce() and any(True for _c in self._tail_candidates())
+            scarce = a.whole_chunks_scarce()
+        tails_due = scarce and any(True for _c in self._tail_candidates())
         heal_due = bool(self._fragmented) and a.free_chunks > self.HEAL_RESERVE
         if not (tails_due or heal_due):
             return
