@@ -327,14 +327,30 @@ class LogicalPath:
         leaves it held: nothing unpinned is seen).  ``pause``: no new hold
         for HOLD_PAUSE (a hold that ran its time, so that a waiter gets in)."""
         if self._pins_due:
-            fd, slot_off = self.region.fd, self.inodes.slot_off
-            for ino in sorted(self._pins_due):
-                set_lock(fd, fcntl.F_RDLCK, slot_off(ino), 1)
-            self._pins_due.clear()
+            self._take_pins_due()
         self._held = False
         fcntl.flock(self.region.fd, fcntl.LOCK_UN)
         if pause:
             self._hold_after = time.monotonic() + HOLD_PAUSE
+
+    def _take_pins_due(self) -> None:
+        """Take the pins put off while the lock was kept.  A handle the
+        collector closes meanwhile (its close may run inside this loop)
+        finds its inode no longer due and drops the lock itself, so each
+        is looked at again after its lock is taken; on an error, those
+        not taken are due again."""
+        fd, slot_off = self.region.fd, self.inodes.slot_off
+        due = sorted(self._pins_due)
+        self._pins_due = set()
+        for i, ino in enumerate(due):
+            try:
+                if self._open.get(ino):
+                    set_lock(fd, fcntl.F_RDLCK, slot_off(ino), 1)
+                    if not self._open.get(ino):  # (closed meanwhile)
+                        set_lock(fd, fcntl.F_UNLCK, slot_off(ino), 1)
+            except BaseException:
+                self._pins_due.update(due[i:])
+                raise
 
     def _pin_or_defer(self, ino: int) -> None:
         """Pin ``ino`` for a handle, as FileSystem._pin, but while this mount
