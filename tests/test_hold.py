@@ -44,17 +44,23 @@ def wait_for(predicate, seconds: float = 5.0) -> float:
     return time.monotonic() - start
 
 
+def made_said(fs, path: str, data: bytes) -> None:
+    """/d with its first block (made the usual way), then ``path`` (in /d)
+    made by a said create, which leaves the lock kept."""
+    fs.mkdir("/d")
+    fs.write_bytes("/d/first", b"1")
+    fs.write_bytes(path, data)
+    assert fs.journal.log_records()[-1][1].creates and fs._held
+
+
 def test_a_writer_alone_keeps_the_lock_until_it_stops_calling(pool_path):
     """Said changes keep the lock (another description cannot take it); a
     call the usual way lets it go first; a writer that stops calling lets
     it go within HOLD_IDLE (the holder thread)."""
     fs = daxfs.mount(pool_path)
     try:
-        fs.mkdir("/d")
-        fs.write_bytes("/d/first", b"1")  # (the directory's first block: not said)
-        fs.write_bytes("/d/a", b"a" * 100)
-        assert fs.journal.log_records()[-1][1].creates  # said
-        assert fs._held and not lock_is_free(pool_path)
+        made_said(fs, "/d/a", b"a" * 100)
+        assert not lock_is_free(pool_path)
         fs.mkdir("/e")  # the usual way: its own lock, then nothing kept
         assert not fs._held and lock_is_free(pool_path)
         fs.write_bytes("/d/b", b"b" * 100)
@@ -184,10 +190,7 @@ def test_a_forked_child_waits_for_its_parents_kept_lock(pool_path):
     see each other's files."""
     fs = daxfs.mount(pool_path)
     try:
-        fs.mkdir("/d")
-        fs.write_bytes("/d/first", b"1")
-        fs.write_bytes("/d/parent", b"p" * 100)
-        assert fs._held
+        made_said(fs, "/d/parent", b"p" * 100)
         pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
             code = 1
@@ -211,10 +214,7 @@ def test_calls_that_take_the_shared_lock_use_the_kept_one(pool_path, call):
     nothing, and it stays kept (no flock of theirs converts it)."""
     fs = daxfs.mount(pool_path)
     try:
-        fs.mkdir("/d")
-        fs.write_bytes("/d/first", b"1")
-        fs.write_bytes("/d/a", b"a" * 5000)
-        assert fs._held
+        made_said(fs, "/d/a", b"a" * 5000)
         if call == "open for reading":
             with fs.open("/d/a", "rb") as f:
                 assert f.read() == b"a" * 5000
