@@ -61,7 +61,7 @@ live word nor the process table (nobody can have committed or joined):
 - for HOLD_SECONDS, then none for HOLD_PAUSE, so that a process waiting
   for the lock gets in; a call that takes the lock the usual way
   (coherence.Locked) lets it go first; a holder thread lets it go when
-  no call comes within HOLD_IDLE;
+  no call has come for about HOLD_IDLE;
 - the pins of files opened meanwhile are put off (nobody is there to look
   at them) and taken before the lock is let go.
 Calls that take the shared lock for a moment (an open for reading, an
@@ -121,8 +121,9 @@ RELEASE_BATCH = 64
 # in which a process waiting for it gets in as it would otherwise
 # (coherence.lock_pool); while another mount is there, looked for again
 # every HOLD_RECHECK.  A mount that stops calling lets it go within
-# HOLD_IDLE (a thread: each of its wakings hands the GIL over, at about
-# 40 us a time here, so it wakes seldom and calls end holds themselves).
+# HOLD_SECONDS + HOLD_IDLE (a thread that looks every HOLD_IDLE: each of
+# its wakings hands the GIL over, at about 40 us a time here, so it wakes
+# seldom and calls end holds themselves).
 HOLD_SECONDS = 0.005
 HOLD_PAUSE = 0.001
 HOLD_RECHECK = 0.05
