@@ -871,7 +871,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             self._txn_pins.append(ino)
         n = self._open.get(ino, 0)
         if n == 0:
-            set_lock(self.region.fd, fcntl.F_RDLCK, self.inodes.slot_off(ino), 1)
+            if self._held or self._keeping:  # (the pool lock kept: taken before it
+                self._pins_due.add(ino)  # goes, logical.py, _take_pins_due)
+            else:
+                set_lock(self.region.fd, fcntl.F_RDLCK, self.inodes.slot_off(ino), 1)
         self._open[ino] = n + 1
 
     def _unpin(self, ino: int) -> None:
@@ -881,7 +884,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             return
         self._open.pop(ino, None)
         if self._pins_due and ino in self._pins_due:
-            self._pins_due.discard(ino)  # (never taken: logical.py, _pin_or_defer)
+            self._pins_due.discard(ino)  # (never taken: the lock was kept, _pin)
             return
         set_lock(self.region.fd, fcntl.F_UNLCK, self.inodes.slot_off(ino), 1)
 
@@ -1145,7 +1148,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 if journal.peek() == self._seen_seq and type(spath) is str:
                     ino = self._regular_file_cached(spath)
                     if ino is not None:
-                        self._pin_or_defer(ino)
+                        self._pin(ino)
                         return ino
                 self._depth += 1  # (as Locked: calls it makes are inside this section)
                 try:

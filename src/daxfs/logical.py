@@ -353,18 +353,6 @@ class LogicalPath:
                 self._pins_due.update(due[i:])
                 raise
 
-    def _pin_or_defer(self, ino: int) -> None:
-        """Pin ``ino`` for a handle, as FileSystem._pin, but while this mount
-        keeps the pool lock, only in its count: nobody else is mounted to
-        look, and _let_go takes the pin before anyone can."""
-        if not (self._held or self._keeping) or self._reads is not None:
-            self._pin(ino)
-            return
-        n = self._open.get(ino, 0)
-        if n == 0:
-            self._pins_due.add(ino)
-        self._open[ino] = n + 1
-
     def _let_go_when_due(self) -> None:
         """The holder thread: let a kept pool lock go once its time is up,
         so that a process that stopped calling does not keep it."""
@@ -498,7 +486,7 @@ class LogicalPath:
         placed = self._apply_create(d, name, inode, inode.ctime, room)
         assert placed, "a directory with room for a name found none"
         if pin:
-            self._pin_or_defer(ino)  # (inside the section: no process that mounts
+            self._pin(ino)  # (inside the section: no process that mounts
             # meanwhile may take the file for unused)
         return ino
 
@@ -521,7 +509,7 @@ class LogicalPath:
         got = self._entry_to_say(spath)
         ino = None if got is None else self._say_rewrite_of(got[2], data)
         if ino is not None and pin:
-            self._pin_or_defer(ino)  # (inside the section, as a said create's)
+            self._pin(ino)  # (inside the section, as a said create's)
         return ino
 
     def _say_empty(self, ino: int) -> int | None:
