@@ -390,6 +390,22 @@ def test_invalid_argument(fs):
     assert fs.isdir("/a/b") and not fs.exists("/a/b/c")
 
 
+def test_a_length_that_is_not_an_integer_is_a_type_error(fs, tmp_path):
+    """As os.truncate and ftruncate: TypeError, and the file as it was
+    (a float reached the inode's packing, inside the change, as a
+    struct.error)."""
+    write(fs, "/f", b"xyz")
+    (tmp_path / "f").write_bytes(b"xyz")
+    with pytest.raises(TypeError):
+        os.truncate(tmp_path / "f", 1.5)
+    with pytest.raises(TypeError):
+        fs.truncate("/f", 1.5)
+    with fs.open("/f", "r+b") as f, pytest.raises(TypeError):
+        f.truncate(1.5)
+    fs.truncate("/f", True)  # (an int, as os.truncate takes it)
+    assert fs.read_bytes("/f") == b"x"
+
+
 def test_other_errnos(fs):
     fs.mkdir("/d")
     fs.symlink("/loop1", "/loop2")

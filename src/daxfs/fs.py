@@ -37,6 +37,7 @@ import errno
 import fcntl
 import functools
 import io
+import operator
 import os
 import stat
 import threading
@@ -981,6 +982,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                     self._free_inode(txn, self._inode(ino))
 
     def _truncate_ino(self, ino: int, length: int) -> None:
+        length = operator.index(length)  # (TypeError for 1.5, as ftruncate)
         if not length and self._may_say and self._empty_said(ino):  # (logical.py)
             return
         with self._change() as txn:
@@ -1419,6 +1421,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     # ======================================================================
     def truncate(self, path, length: int) -> None:
         spath = to_str(path)
+        length = operator.index(length)  # (TypeError for 1.5, as os.truncate)
         if not length and self._may_say and self._emptied_said(spath):
             self._consolidate()  # (logical.py: emptied by a said rewrite)
             return
