@@ -423,14 +423,17 @@ class ScratchImage:
     overlays and whatever the mounts stored (regions from ``region()`` log
     their stores), so an image costs what recovery touches rather than a
     copy of the whole pool; a new crash point costs one copy.  With
-    ``verify`` each restore is compared with the persisted image: a store
-    that bypassed the region would show there."""
+    ``verify`` (True, or n: one in every n) restores are compared with the
+    persisted image: a store that bypassed the region would show there.
+    The comparison reads the whole pool, about as long as the rest of a
+    small pool's image, so a long run samples it."""
 
-    def __init__(self, size: int, verify: bool = False):
+    def __init__(self, size: int, verify: bool | int = False):
         self.buf = bytearray(size)
         self.undo: list[tuple[int, bytes]] = []
         self.persisted: bytes | None = None
-        self.verify = verify
+        self.verify = int(verify)
+        self._restores = 0
 
     def build(self, state: CrashState) -> bytearray:
         """The image of ``state``, in the buffer (valid until the next build)."""
@@ -438,7 +441,8 @@ class ScratchImage:
         if self.persisted is persisted:
             for off, old in reversed(self.undo):
                 self.buf[off : off + len(old)] = old
-            if self.verify:
+            self._restores += 1
+            if self.verify and self._restores % self.verify == 0:
                 assert self.buf == persisted, "a store bypassed the undo log"
         else:
             self.buf[:] = persisted
