@@ -402,6 +402,7 @@ def test_a_length_that_is_not_an_integer_is_a_type_error(fs, tmp_path):
         fs.truncate("/f", 1.5)
     with fs.open("/f", "r+b") as f, pytest.raises(TypeError):
         f.truncate(1.5)
+    assert fs.read_bytes("/f") == b"xyz"
     fs.truncate("/f", True)  # (an int, as os.truncate takes it)
     assert fs.read_bytes("/f") == b"x"
 
