@@ -55,6 +55,7 @@ from daxfs import inode as inode_mod
 from daxfs import layout as L
 from daxfs.check import check_region
 from daxfs.crash import (
+    EXHAUSTIVE,
     CrashPoint,
     CrashState,
     RecordingRegion,
@@ -82,7 +83,7 @@ RECOVERY_EXHAUSTIVE = 12 if FULL else 6  # in-flight units up to which every sub
 # whole) gets SAMPLED_WHOLE random subsets, a larger one RANDOM_SUBSETS:
 # an absorb's or a checkpoint's point holds 12 units, a torn one among
 # them, and every subset with the torn unit's variants is 10,240 states.
-EXHAUSTIVE_UNITS = 12 if FULL else 10
+EXHAUSTIVE_UNITS = EXHAUSTIVE if FULL else 10  # (crash.EXHAUSTIVE: 12)
 SAMPLED_WHOLE = 250
 # One restore of the scratch image in VERIFY_EVERY is compared with the
 # crash point's image whole (a store that bypassed the undo log): with
@@ -871,7 +872,7 @@ def _every_crash_state_is_before_or_after(pool, model: str, name: str, ops=None)
         durable = steps_covered(commits, point.index) if lazy else returned
         allowed = trees[durable : returned + 2]  # up to the step under way
         subsets = LAZY_RANDOM_SUBSETS if lazy else RANDOM_SUBSETS
-        if not point.pages and EXHAUSTIVE_UNITS < len(point.inflight) <= 12:
+        if not point.pages and EXHAUSTIVE_UNITS < len(point.inflight) <= EXHAUSTIVE:
             subsets = SAMPLED_WHOLE  # (what make crash-full takes whole)
         for state in crash_states(point, checker.rng, subsets, EXHAUSTIVE_UNITS):
             got = _blur(checker.snapshot(state), mixed)
