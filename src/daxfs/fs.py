@@ -94,7 +94,7 @@ from .path import (
     resolve,
     to_str,
 )
-from .pins import mark_mounted, pinned_by_others, set_lock
+from .pins import mark_mounted, mark_writer, pinned_by_others, set_lock
 from .region import Region, flush_ranges
 
 S_IFREG = stat.S_IFREG
@@ -352,6 +352,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         os.dup2(fd, self.region.fd)
         os.close(fd)
         mark_mounted(self.region.fd)
+        if not self.readonly:  # (the parent's mount recovered the journal, this boot)
+            mark_writer(self.region.fd)
         self._seen_seq = -1
         self._changing = 0
         self.leases.forget_after_fork()

@@ -14,7 +14,11 @@ when a process dies).  daxfs pins
   * byte MOUNTED_BYTE while mounted, read-only mounts included (which have
     no slot in the process table): a writer alone keeps the exclusive
     pool lock between its said changes only while no other description
-    holds it (logical.py, "Keeping the lock").
+    holds it (logical.py, "Keeping the lock");
+  * byte WRITER_BYTE while mounted writable, from the end of the mount's
+    recovery on: while anyone holds it, the machine has not restarted
+    since the journal was last recovered, so a read-only mount need not
+    recover it first (pool.py, "A read-only mount of a live pool").
 
 Asking "is this pinned by anyone else?" is F_OFD_GETLK for a write lock
 over the range from a description that holds no pin itself.
@@ -38,6 +42,8 @@ _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
 # The superblock's first byte: no other pin covers it (slots are in the
 # inode table, extents in the data area, process slots in the journal's).
 MOUNTED_BYTE = 0
+# The superblock's second byte, likewise covered by no other pin.
+WRITER_BYTE = 1
 
 
 def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -> None:
@@ -50,6 +56,17 @@ def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -
 def mark_mounted(fd: int) -> None:
     """Mark a mount of the pool open on ``fd`` (its description), until closed."""
     set_lock(fd, fcntl.F_RDLCK, MOUNTED_BYTE, 1)
+
+
+def mark_writer(fd: int) -> None:
+    """Mark a writable mount of the pool open on ``fd``, its journal just
+    recovered (under the exclusive pool lock), until closed."""
+    set_lock(fd, fcntl.F_RDLCK, WRITER_BYTE, 1)
+
+
+def writer_mounted(fd: int) -> bool:
+    """Does a writable mount through another description hold the pool?"""
+    return pinned_by_others(fd, WRITER_BYTE, 1)
 
 
 def pinned_by_others(fd: int, start: int, length: int) -> bool:

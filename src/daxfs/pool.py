@@ -1,11 +1,31 @@
 """pool: mounting a pool, from its superblocks to a FileSystem.
 
 mount() is the public entry: it recovers the journal (read-only mounts
-recover through a temporary writable map when they may), upgrades an older
-pool's superblocks at a writable mount, and builds the FileSystem's caches
-under the exclusive pool lock.  open_pool and mount_region are the same
-path for the checker (which decides about orphans itself) and the crash
-tester (which brings its own region).
+recover through a temporary writable map when they must and may), upgrades
+an older pool's superblocks at a writable mount, and builds the
+FileSystem's caches under the exclusive pool lock.  open_pool and
+mount_region are the same path for the checker (which decides about
+orphans itself) and the crash tester (which brings its own region).
+
+A read-only mount of a live pool.  Recovery makes the homes of the
+records in the log whole: after a power loss some may not have reached
+the media, and a writer that died inside a commit may have stored only
+some.  A read-only mount cannot recover in place, so when the log holds
+a record that writes homes it recovers through a writable mount first,
+which a user without write permission on the pool file cannot (EROFS).
+But while a writable mount is live (pins.WRITER_BYTE, an OFD lock the
+kernel drops with its process and at every restart) nothing of that can
+be pending: that mount recovered the journal when it began, under the
+exclusive lock, and every record since was written in this boot, its
+homes stored in the shared pages before it was published.  Two
+exceptions are looked for, under the shared pool lock (no commit is
+being made): a record committed and not published (its writer died
+inside commit: the next writer's call finishes it), and lazy records
+(group commit), whose homes stay in their writer's private view until
+written out, when this mount does not apply records to a private view
+of its own.  Either sends the mount the recovering way.  So a reader
+mounts a pool a writer is using without writing to it, whoever owns the
+file; only a pool last left by a crash needs write access to mount.
 """
 
 from __future__ import annotations
@@ -30,8 +50,8 @@ from .layout import (
     unpack_superblock,
     upgrade_interrupted,
 )
-from .path import oserror, to_str
-from .pins import mark_mounted
+from .path import to_str
+from .pins import mark_mounted, mark_writer, writer_mounted
 from .region import Region
 
 
@@ -111,20 +131,47 @@ def mount(
         return mount_follower(spath, emulate_devdax=emulate_devdax, **kw)
     if lease_seconds is not None:
         raise ValueError("lease_seconds is for followers (follow=True)")
-    if readonly and _needs_recovery(spath):
-        if not os.access(spath, os.W_OK):
-            raise oserror(errno.EROFS, spath)
-        mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
+    opts = {"commit": commit, "commit_interval": commit_interval, "tails": tails}
+    if readonly:
+        try:
+            return open_pool(
+                spath,
+                readonly=True,
+                durability=durability,
+                emulate_devdax=emulate_devdax,
+                reclaim_orphans=False,
+                refuse_unrecovered=True,
+                **opts,
+            )
+        except Unrecovered:
+            _recover_for_reader(spath, durability, emulate_devdax)
     return open_pool(
         spath,
         readonly=readonly,
         durability=durability,
         emulate_devdax=emulate_devdax,
         reclaim_orphans=not readonly,
-        commit=commit,
-        commit_interval=commit_interval,
-        tails=tails,
+        **opts,
     )
+
+
+class Unrecovered(Exception):
+    """A read-only mount met a journal only a recovery makes whole (see
+    "A read-only mount of a live pool"); mount() recovers and mounts again."""
+
+
+def _recover_for_reader(spath: str, durability: str | None, emulate_devdax: bool) -> None:
+    """Recover the journal through a writable mount, for a read-only mount
+    that needs it; EROFS, saying why, when this process may not write."""
+    if not os.access(spath, os.W_OK):
+        raise OSError(
+            errno.EROFS,
+            "the pool's journal needs recovery (its last writer stopped without "
+            "unmounting, and no writer has it mounted): mount it writable once, "
+            "as a user who may write the pool file",
+            spath,
+        )
+    mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
 
 
 def open_pool(
@@ -137,6 +184,7 @@ def open_pool(
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
     tails: str = DEFAULT_TAILS,
+    refuse_unrecovered: bool = False,
 ) -> FileSystem:
     """mount() without the read-only recovery detour; the checker mounts with
     reclaim_orphans=False so that it decides about nameless inodes itself."""
@@ -148,6 +196,7 @@ def open_pool(
         commit=commit,
         commit_interval=commit_interval,
         tails=tails,
+        refuse_unrecovered=refuse_unrecovered,
     )
 
 
@@ -159,9 +208,12 @@ def mount_region(
     commit: str | None = None,
     commit_interval: float = COMMIT_INTERVAL,
     tails: str = DEFAULT_TAILS,
+    refuse_unrecovered: bool = False,
 ) -> FileSystem:
     """Mount a pool on a region object already made (a Region, or a wrapper with
-    the same interface, such as the crash tester's); closes it on failure."""
+    the same interface, such as the crash tester's); closes it on failure.
+    ``refuse_unrecovered`` (read-only): raise Unrecovered rather than mount
+    a journal that needs recovery first."""
     try:
         sb, _primary_ok = read_superblock(region)
         fs = FileSystem(
@@ -176,6 +228,8 @@ def mount_region(
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
                 mark_mounted(region.fd)  # (under the pool lock: logical.py, _may_hold)
+                if readonly and refuse_unrecovered and _unrecovered(fs.journal, region.fd):
+                    raise Unrecovered
                 if not readonly:
                     _reserve_metadata(region, sb)
                     fs.journal.recover()
@@ -183,6 +237,7 @@ def mount_region(
                     _reserve_metadata(region, sb)  # (records may have grown the table)
                     if fs._lazy:
                         fs.journal.mark_boot()  # after recovery read the last one
+                    mark_writer(region.fd)
                 fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
                 fs._reload()  # (changes said and not absorbed are made again)
                 if not readonly and fs._lag_bytes:
@@ -229,11 +284,12 @@ def _table_in_use_end(region, sb: Superblock) -> int:
     return sb.itable_off + limit * INODE_SIZE
 
 
-def _needs_recovery(path: str) -> bool:
-    region = Region(path, readonly=True)
-    try:
-        sb, _ = read_superblock(region)
-        j = Journal(region, sb)
-        return any(True for _ in j._records())
-    finally:
-        region.close()
+def _unrecovered(journal: Journal, fd: int) -> bool:
+    """Must the journal be recovered before a read-only mount reads it?
+    Under the shared pool lock (see "A read-only mount of a live pool")."""
+    if not writer_mounted(fd):
+        return any(True for _ in journal._records())  # any record that writes homes
+    journal.refresh()
+    if journal.unpublished() is not None:
+        return True
+    return not journal.lazy_view and any(rec.lazy for _seq, rec in journal.log_records())
