@@ -286,3 +286,30 @@ def test_a_forked_writer_that_outlives_its_parent_still_vouches(public_pool):
             assert read_as_nobody(public_pool) == ["ok", {"/d/child": "child"}]
         finally:
             os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_mounted_reader_waits_for_a_writer_to_finish_a_dead_commit(pool_path):
+    """A read-only mount already live when a writer dies inside a rename's
+    commit, half of its homes stored.  It cannot finish that commit, so it
+    answers what it has cached (as of the last commit published) and says
+    EAGAIN for what it would have to load; it never reads the half-stored
+    homes (a block checksum mismatch, before: damage that is not there).
+    After a writer's next change finishes the commit, it sees the rename."""
+    with daxfs.mount(pool_path) as live:
+        for d in ("/d", "/e"):
+            live.mkdir(d)
+        live.write_bytes("/d/old", b"old")
+        with daxfs.mount(pool_path, readonly=True) as ro:
+            assert ro.listdir("/") == ["d", "e"]  # (/d and /e not loaded yet)
+            with script_child(DIES_IN_COMMIT, pool_path) as dying:
+                dying.wait()
+            assert dying.returncode == -signal.SIGKILL
+            for call in (lambda: ro.listdir("/d"), lambda: ro.stat("/e/new")):
+                with pytest.raises(BlockingIOError) as e:
+                    call()
+                assert "died inside a commit" in str(e.value)
+            assert ro.listdir("/") == ["d", "e"]
+            live.mkdir("/x")  # (its catching up finishes the dead commit)
+            assert (ro.listdir("/d"), ro.listdir("/e")) == ([], ["new"])
+            assert ro.read_bytes("/e/new") == b"old"
+    assert daxfs.check(pool_path).ok

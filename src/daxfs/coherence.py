@@ -178,7 +178,11 @@ def catch_up(fs, exclusive: bool = True) -> None:
     exclusive or not)."""
     journal = fs.journal
     seq = journal.refresh()
-    if not fs.readonly and journal.unpublished() is not None:
+    if journal.unpublished() is None:
+        fs.inodes.stalled = False
+    elif fs.readonly:
+        fs.inodes.stalled = True  # (it cannot finish it: loads wait for a writer)
+    else:
         seq = finish_dead_commit(fs, exclusive)
     if seq == fs._seen_seq:
         journal.drop_homes_written_out(seq)

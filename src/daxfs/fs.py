@@ -64,7 +64,7 @@ from .data import DataPath, refuse_past_largest_file, tail_of
 from .dir import Directory, path_drops
 from .fileio import DEFAULT_BUFFER, DaxRawFile, MappedReader, parse_mode
 from .followers import FollowerTable, full_fence
-from .inode import Extent, Inode, InodeTable, NotCached, symlink_target
+from .inode import Extent, Inode, InodeTable, NotCached, dead_commit_error, symlink_target
 from .journal import Journal, Transaction
 from .layout import (
     BLOCK,
@@ -533,6 +533,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     def _load_dir(self, ino: int) -> Directory:
         if self.inodes.cache_only:
             raise NotCached(ino)
+        if self.inodes.stalled:
+            raise dead_commit_error()
         inode = self._inode(ino)
         if not inode.is_dir:
             raise oserror(errno.ENOTDIR)

@@ -70,6 +70,17 @@ class NotCached(Exception):
     mount has not cached: it runs again under the lock."""
 
 
+def dead_commit_error() -> OSError:
+    """What a read-only mount says when it must read homes a dead writer's
+    commit left half stored (InodeTable.stalled)."""
+    return OSError(
+        errno.EAGAIN,
+        "a process died inside a commit to this pool: what it was changing "
+        "cannot be read until a writer finishes that commit (the next call of "
+        "a writable mount, or a new writable mount)",
+    )
+
+
 @dataclass(frozen=True)
 class Extent:
     """One answer of iomap: file range -> device range (or a hole)."""
@@ -344,6 +355,12 @@ class InodeTable:
         # slots are homes, which a committing process stores before it
         # publishes, so such a query may read only what is cached.
         self.cache_only = False
+        # Set (by coherence.catch_up) while a read-only mount finds a commit a
+        # dead writer left unpublished, its homes perhaps half stored: only a
+        # writer can finish it, so until then no slot or directory block is
+        # loaded (dead_commit_error); what is cached, as of the last
+        # published commit, is still answered.
+        self.stalled = False
 
     def slot_off(self, ino: int) -> int:
         return self.sb.itable_off + ino * INODE_SIZE
@@ -399,6 +416,8 @@ class InodeTable:
         if inode is None:
             if self.cache_only:
                 raise NotCached(ino)
+            if self.stalled:
+                raise dead_commit_error()
             inode = self.cache[ino] = self._load(ino)
         return inode
 
@@ -639,6 +658,8 @@ class InodeTable:
         checksum raises CorruptionError: the allocator must not be built on
         a map it cannot trust.
         """
+        if self.stalled:
+            raise dead_commit_error()
         sb = self.sb
         self.limit = self.read_limit()
         table = np.frombuffer(
