@@ -155,6 +155,11 @@ def mount(
     )
 
 
+# Backings every process opens as the same kind, and none of them as a
+# page-cache file: no writer on them commits lazily (Region.lazy_capable).
+NEVER_LAZY = frozenset({"tmpfs", "devdax", "fsdax"})
+
+
 class Unrecovered(Exception):
     """A read-only mount met a journal only a recovery makes whole (see
     "A read-only mount of a live pool"); mount() recovers and mounts again."""
@@ -228,7 +233,7 @@ def mount_region(
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
                 mark_mounted(region.fd)  # (under the pool lock: logical.py, _may_hold)
-                if readonly and refuse_unrecovered and _unrecovered(fs.journal, region.fd):
+                if readonly and refuse_unrecovered and _unrecovered(fs.journal, region):
                     raise Unrecovered
                 if not readonly:
                     _reserve_metadata(region, sb)
@@ -284,12 +289,16 @@ def _table_in_use_end(region, sb: Superblock) -> int:
     return sb.itable_off + limit * INODE_SIZE
 
 
-def _unrecovered(journal: Journal, fd: int) -> bool:
+def _unrecovered(journal: Journal, region) -> bool:
     """Must the journal be recovered before a read-only mount reads it?
     Under the shared pool lock (see "A read-only mount of a live pool")."""
-    if not writer_mounted(fd):
+    if not writer_mounted(region.fd):
         return any(True for _ in journal._records())  # any record that writes homes
     journal.refresh()
     if journal.unpublished() is not None:
         return True
-    return not journal.lazy_view and any(rec.lazy for _seq, rec in journal.log_records())
+    # Lazy records: only a writer on a page-cache file writes them, so the
+    # log (up to 16 MiB of records) is walked only where one may have.
+    if journal.lazy_view or getattr(region, "kind", "file") in NEVER_LAZY:
+        return False
+    return any(rec.lazy for _seq, rec in journal.log_records())
