@@ -97,6 +97,9 @@ LAZY_SEQUENCES_FULL = 200  # with every seq-1 workload, sampled seq-2 and seq-3 
 # are what find ordering bugs there, the random ones add less per second.
 LAZY_RANDOM_SUBSETS = RANDOM_SUBSETS if FULL else 15
 EXERCISE_EVERY = 10 if FULL else 25  # besides each new tree, 1 in N images is exercised
+# 1 in N distinct images is also recovered by a read-only mount in private
+# (pool.py, "Recovered in private"), which must show the same tree.
+PRIVATE_EVERY = 4 if FULL else 32
 SEQ3_FULL = 400
 POOL = "8M"
 DIRS = ["/A", "/B", "/C", "/D"]
@@ -104,8 +107,8 @@ FILES = ["/A/foo", "/A/bar", "/B/foo", "/B/bar", "/C/foo", "/C/bar", "/D/foo", "
 SIZES = {"/A/foo": 5000, "/A/bar": 0, "/B/foo": 8192, "/B/bar": 100, "/C/foo": 70000,
          "/C/bar": 4096, "/D/foo": 1, "/D/bar": 12288}  # fmt: skip
 STATS = {"workloads": 0, "points": 0, "states": 0, "unique": 0, "recovery_states": 0,
-         "exercised": 0, "flushes": 0, "redundant_flushes": 0, "fences": 0,
-         "redundant_fences": 0}  # fmt: skip
+         "exercised": 0, "recovered_in_private": 0, "flushes": 0, "redundant_flushes": 0,
+         "fences": 0, "redundant_fences": 0}  # fmt: skip
 
 
 def _setup(fs) -> None:
@@ -657,6 +660,19 @@ def _recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
     return snap
 
 
+def _privately_recovered_snapshot(scratch: ScratchImage, lock: str) -> dict[str, tuple]:
+    """The tree a read-only mount that recovers the crash image in private
+    shows (what a reader who may not write the pool gets); the image is
+    then as it was built."""
+    region = scratch.region(lock)
+    fs = mount_region(region, readonly=True, recover_in_private=True)
+    try:
+        return _snapshot(fs)
+    finally:
+        region.forget_stores()  # (before the close lets the image go)
+        fs.close()
+
+
 def _exercise(scratch: ScratchImage, lock: str, tree: dict[str, tuple]) -> None:
     """The recovered pool takes new work: a file created in every directory,
     then everything deleted, and it checks clean after."""
@@ -712,7 +728,14 @@ class _Checker:
         if got is None:
             STATS["unique"] += 1
             self.scratch.build(state)
+            private = None
+            if STATS["unique"] % PRIVATE_EVERY == 0:
+                STATS["recovered_in_private"] += 1
+                private = _privately_recovered_snapshot(self.scratch, self.lock)
             got = self.seen[state.key] = _recovered_snapshot(self.scratch, self.lock)
+            assert private in (None, got), (
+                f"{self.name}: a read-only mount recovered in private shows another tree"
+            )
             self._maybe_exercise(got)
             self._maybe_crash_recovery(state, got)
         return got

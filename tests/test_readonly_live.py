@@ -7,7 +7,8 @@ restarted since.  So a user who may only read the pool file mounts it
 while its owner writes, and the mount writes nothing to it.  What a live
 writer cannot vouch for (a commit its writer died inside, lazy records
 read without a private view) and a pool left by a crash still recover
-first, which takes write access.
+first: in place for a user who may write the pool, else in a private
+copy ("Recovered in private"), the file left as it was.
 
 Real processes throughout: the writer is a child process (or this one),
 the reader a forked child that switched to uid 65534, and kills are
@@ -16,18 +17,19 @@ SIGKILL.
 
 from __future__ import annotations
 
-import errno
+import hashlib
 import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import textwrap
 
 import pytest
 
 import daxfs
-from conftest import in_forked_child, new_pool, script_child
+from conftest import in_forked_child, new_pool, script_child, small_tmpfs
 from daxfs.journal import Journal
 from daxfs.layout import JHEADER, JLIVE, JLIVE_OFF, JOURNAL_HEADER_OFF, JSLOT_OFFSETS
 from daxfs.pool import read_superblock
@@ -111,6 +113,14 @@ def log_holds(pool: str) -> tuple[bool, bool]:
         region.close()
 
 
+def as_nobody(work):
+    """``work()`` after switching this (forked) process to uid 65534."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    return work()
+
+
 def read_as_nobody(pool: str, **opts) -> list:
     """["ok", {path: bytes as latin-1}] of every file under /d and /e, read
     through a read-only mount by uid 65534, or ["error", errno, message]."""
@@ -163,30 +173,115 @@ def test_a_reader_who_may_not_write_mounts_a_pool_its_writer_is_using(public_poo
         assert read_as_nobody(public_pool) == ["ok", expected(**{"/d/later": b"later"})]
 
 
-def test_a_pool_left_by_a_killed_writer_needs_write_access_to_mount(public_pool):
+def pool_digest(pool: str) -> str:
+    with open(pool, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class NobodyReader:
+    """A forked child, uid 65534, that keeps one read-only mount of ``pool``
+    and answers tree() (every file under /d and /e) from it, for as long as
+    the test runs: what a reader who may not write sees as the pool moves."""
+
+    def __init__(self, pool: str, **opts):
+        down_r, self._down = os.pipe()
+        self._up, up_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns into pytest
+            try:
+                os.close(self._down)
+                os.close(self._up)
+                _serve_as_nobody(pool, opts, down_r, up_w)
+            finally:
+                os._exit(0)
+        os.close(down_r)
+        os.close(up_w)
+        self._replies = os.fdopen(self._up)
+
+    def ask(self, what: str) -> list:
+        os.write(self._down, what.encode() + b"\n")
+        line = self._replies.readline()
+        assert line, "the reader died"
+        return json.loads(line)
+
+    def tree(self) -> list:
+        return self.ask("tree")
+
+    def close(self) -> None:
+        os.close(self._down)
+        self._replies.close()
+        os.waitpid(self.pid, 0)
+
+
+def _serve_as_nobody(pool: str, opts: dict, down: int, up: int) -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    with os.fdopen(down) as commands, os.fdopen(up, "w") as replies:
+        try:
+            fs = daxfs.mount(pool, readonly=True, **opts)
+        except OSError as e:
+            fs, failed = None, ["error", e.errno, str(e)]
+        for line in commands:
+            if fs is None:
+                reply = failed
+            elif line.strip() == "tree":
+                try:
+                    reply = ["ok", tree_of(fs)]
+                except OSError as e:
+                    reply = ["error", e.errno, str(e)]
+            else:
+                reply = ["ok", fs.info()["private_recovery"]]
+            replies.write(json.dumps(reply) + "\n")
+            replies.flush()
+        if fs is not None:
+            fs.close()
+
+
+def test_a_pool_left_by_a_killed_writer_is_recovered_in_private_for_a_reader(public_pool):
     """No writer is live and its records are in the log: a read-only mount
-    must recover first.  uid 65534 cannot, and is told why (EROFS); root's
-    read-only mount recovers through a writable one, and then uid 65534
-    mounts and reads."""
+    must recover first, and uid 65534 may not write the pool.  Its mount
+    recovers in a private copy: it shows what a writable mount's recovery
+    then shows, and the pool file is left byte for byte as it was.  When a
+    writer mounts (recovering the file) and changes the pool, the same
+    mount lets its private copy go and follows the file."""
     with started_writer(public_pool) as writer:
         wait_ready(writer)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
     assert log_holds(public_pool)[0]
-    got = read_as_nobody(public_pool)
-    assert got[:2] == ["error", errno.EROFS]
-    assert "needs recovery" in got[2] and public_pool in got[2]
-    with daxfs.mount(public_pool, readonly=True) as fs:
-        assert tree_of(fs) == expected()
-    assert not log_holds(public_pool)[0]
-    assert read_as_nobody(public_pool) == ["ok", expected()]
+    before = pool_digest(public_pool)
+    reader = NobodyReader(public_pool)
+    try:
+        assert reader.tree() == ["ok", expected()]
+        assert reader.ask("private") == ["ok", True]
+        assert pool_digest(public_pool) == before
+        with daxfs.mount(public_pool) as fs:  # recovers the file in place
+            assert tree_of(fs) == expected()
+            assert reader.tree() == ["ok", expected()]
+            fs.write_bytes("/d/new", b"new")
+            fs.unlink("/d/a")
+            want = expected(**{"/d/new": b"new"})
+            del want["/d/a"]
+            assert reader.tree() == ["ok", want]
+            # On tmpfs the file is whole now.  On the disk the writer's
+            # records are lazy (their homes in its own view): the reader,
+            # with no view that takes them, recovers them in private again.
+            on_disk = not public_pool.startswith("/dev/shm")
+            assert reader.ask("private") == ["ok", on_disk]
+            fs.rename("/d/new", "/e/new")
+            want["/e/new"] = want.pop("/d/new")
+            assert reader.tree() == ["ok", want]
+    finally:
+        reader.close()
 
 
 def test_lazy_records_read_with_no_private_view_are_recovered_first(tmp_path):
     """A lazy writer's homes are in its private view until written out.  A
     read-only mount that applies records to a private view of its own sees
     them (the first test); one that does not (durability "none") must not
-    read the stale homes: it recovers first, so uid 65534 gets EROFS."""
+    read the stale homes: it recovers first (uid 65534 in private), and
+    again as the writer commits more."""
     d = tempfile.mkdtemp(prefix="daxfs-ro-", dir="/tmp")
     try:
         os.chmod(d, 0o755)
@@ -195,9 +290,16 @@ def test_lazy_records_read_with_no_private_view_are_recovered_first(tmp_path):
         with started_writer(pool) as writer:
             wait_ready(writer)
             assert log_holds(pool) == (True, True)
-            got = read_as_nobody(pool, durability="none")
-            assert got[:2] == ["error", errno.EROFS], got
-            assert read_as_nobody(pool) == ["ok", expected()]
+            reader = NobodyReader(pool, durability="none")
+            try:
+                assert reader.tree() == ["ok", expected()]
+                writer.stdin.write("write /d/later\n")
+                writer.stdin.flush()
+                assert writer.stdout.readline().strip() == "ok"
+                assert reader.tree() == ["ok", expected(**{"/d/later": b"later"})]
+                assert reader.ask("private") == ["ok", True]
+            finally:
+                reader.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -231,8 +333,8 @@ DIES_IN_COMMIT = textwrap.dedent(r"""
 def test_a_commit_its_writer_died_inside_is_recovered_before_a_reader_reads(pool_path):
     """A writer is live (this process) when another dies inside a rename's
     commit, half of its homes stored.  A read-only mount must not read
-    them half-way: uid 65534, who cannot recover, gets EROFS; root's
-    read-only mount recovers and sees the rename whole."""
+    them half-way: uid 65534's recovers in private, root's recovers the
+    file first; both see the rename whole."""
     os.chmod(os.path.dirname(pool_path), 0o755)
     os.chmod(pool_path, 0o644)
     with daxfs.mount(pool_path) as live:
@@ -242,8 +344,12 @@ def test_a_commit_its_writer_died_inside_is_recovered_before_a_reader_reads(pool
         with script_child(DIES_IN_COMMIT, pool_path) as dying:
             dying.wait()
         assert dying.returncode == -signal.SIGKILL
-        got = read_as_nobody(pool_path)
-        assert got[:2] == ["error", errno.EROFS], got
+
+        def both_sides() -> list:
+            with daxfs.mount(pool_path, readonly=True) as fs:
+                return [fs.listdir("/d"), fs.listdir("/e"), fs.read_bytes("/e/new").decode()]
+
+        assert in_forked_child(lambda: as_nobody(both_sides)) == [[], ["new"], "old"]
         with daxfs.mount(pool_path, readonly=True) as fs:
             assert (fs.listdir("/d"), fs.listdir("/e")) == ([], ["new"])
             assert fs.read_bytes("/e/new") == b"old"
@@ -313,3 +419,21 @@ def test_a_mounted_reader_waits_for_a_writer_to_finish_a_dead_commit(pool_path):
             assert (ro.listdir("/d"), ro.listdir("/e")) == ([], ["new"])
             assert ro.read_bytes("/e/new") == b"old"
     assert daxfs.check(pool_path).ok
+
+
+def test_a_crashed_pool_on_a_read_only_file_system_mounts_read_only(tmp_path):
+    """A pool its last writer left unrecovered, on a file system mounted
+    read-only (a medium handed over: EROFS even for root).  The read-only
+    mount recovers in private and shows what the writer had done."""
+    with small_tmpfs(tmp_path / "ro", "128M") as where:
+        pool = new_pool(str(where), size=64 << 20)
+        with started_writer(pool) as writer:
+            wait_ready(writer)
+            writer.send_signal(signal.SIGKILL)
+            writer.wait()
+        assert log_holds(pool)[0]
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        with daxfs.mount(pool, readonly=True) as fs:
+            assert tree_of(fs) == expected()
+            assert fs.info()["private_recovery"] is True
+            assert fs.read_bytes("/d/big") == FILES["/d/big"]

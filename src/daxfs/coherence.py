@@ -33,8 +33,9 @@ import time
 from .dir import path_drops
 from .inode import NotCached
 from .journal import RangeSet, Transaction
-from .layout import BLOCK, INODE_SIZE, CorruptionError, TxnRecord, unpack_inode
+from .layout import BLOCK, INODE_SIZE, JOURNAL_HEADER_OFF, CorruptionError, TxnRecord, unpack_inode
 from .path import oserror
+from .pins import writer_mounted
 
 # Forks seen by this process: bumped in every child, so a FileSystem can tell
 # it was inherited without a getpid() system call on every operation.
@@ -178,6 +179,10 @@ def catch_up(fs, exclusive: bool = True) -> None:
     exclusive or not)."""
     journal = fs.journal
     seq = journal.refresh()
+    if fs._private_baseline is not None:
+        if (seq, journal.pos) != fs._private_baseline:
+            recover_privately(fs)  # (again, or the file's own now: see there)
+        return  # (else nobody moved the pool: what we recovered stands)
     if journal.unpublished() is None:
         fs.inodes.stalled = False
     elif fs.readonly:
@@ -197,6 +202,53 @@ def catch_up(fs, exclusive: bool = True) -> None:
         fs.coherence["full_rebuilds"] += 1
     fs._seen_seq, fs._seen_pos = seq, journal.pos
     journal.drop_homes_written_out(seq)
+
+
+# Backings every process opens as the same kind, and none of them as a
+# page-cache file: no writer on them commits lazily (Region.lazy_capable).
+NEVER_LAZY = frozenset({"tmpfs", "devdax", "fsdax"})
+
+
+def reader_must_recover(journal, region) -> bool:
+    """Must the journal be recovered before a read-only mount reads it?
+    Under the shared pool lock (pool.py, "A read-only mount of a live pool")."""
+    journal.refresh()
+    if journal.unpublished() is not None:
+        return True  # (a said one too: recovery keeps it, the live word does not)
+    if not writer_mounted(region.fd):
+        return any(True for _ in journal._records())  # any record that writes homes
+    # Lazy records: only a writer on a page-cache file writes them, so the
+    # log (up to 16 MiB of records) is walked only where one may have.
+    if journal.lazy_view or getattr(region, "kind", "file") in NEVER_LAZY:
+        return False
+    return any(rec.lazy for _seq, rec in journal.log_records())
+
+
+def recover_privately(fs) -> None:
+    """A read-only mount on a private region (pool.py, "Recovered in
+    private"), under the shared pool lock: let every store it made go,
+    and if the pool still needs recovery, recover it in the private view
+    again; then rebuild the caches.  The journal's header block is let go
+    after the recovery, so the live word read is the file's: the baseline
+    a later catch_up compares it with.  Once nobody needs recovery (a
+    writer mounted and recovered the file), the mount reads the file as
+    any other."""
+    region, journal = fs.region, fs.journal
+    region.forget_stores()
+    fs._private_baseline = None
+    fs.inodes.stalled = False
+    must = reader_must_recover(journal, region)
+    if must:
+        journal.recover()  # (stores go to the private view only)
+        region.forget_stores(JOURNAL_HEADER_OFF, BLOCK)
+    else:
+        journal.refresh()
+    fs._reload()  # (said changes made again as far as the recovery went)
+    fs._heads.clear()  # (the path cache too: it was of the view let go)
+    fs._heads_seq = -1
+    fs._seen_seq, fs._seen_pos = journal.next_seq, journal.pos
+    if must:  # the file's live word, as catch_up will read it
+        fs._private_baseline = fs._seen_seq, fs._seen_pos = journal.refresh(), journal.pos
 
 
 def catch_up_unlocked(fs) -> bool:

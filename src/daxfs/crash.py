@@ -285,9 +285,20 @@ class MemoryRegion:
         self.addr = 0
         self.closed = False
         self.undo, self.changed = undo, 0
+        self._undo_from = 0 if undo is None else len(undo)  # (what this region stored)
 
     def read(self, off: int, n: int) -> bytes:
         return bytes(self.buf[off : off + n])
+
+    def forget_stores(self, off: int = 0, n: int | None = None) -> None:
+        """Put back what this region stored in ``n`` bytes at ``off`` (all of
+        it by default), as a private Region's pages read the file again
+        (a read-only mount recovered in private: pool.py).  Needs ``undo``."""
+        hi = self.size if n is None else off + n
+        for at, old in reversed(self.undo[self._undo_from :]):
+            lo, top = max(at, off), min(at + len(old), hi)
+            if lo < top:
+                self.buf[lo:top] = old[lo - at : top - at]
 
     def word(self, off: int) -> memoryview | None:
         return word_view(self.buf, off)

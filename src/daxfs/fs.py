@@ -244,6 +244,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         # The last commit this mount's caches reflect: its sequence number
         # and where the next record starts in the journal area.
         self._seen_seq, self._seen_pos = -1, 0
+        # A read-only mount that recovered the journal in its private view
+        # (pool.py, "Recovered in private"): the live word it found in the
+        # file then; None otherwise, and once the file moved from it.
+        self._private_baseline: tuple[int, int] | None = None
         # The path cache (_heads_now): a path's directory part -> what it led
         # to, valid at commit _heads_seq; without it, each call on a file
         # 1,500 levels down walked 1,500 names (FUSE: O(depth^2) per tree).
@@ -1649,6 +1653,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
                 commit_interval=self.commit_interval,
                 tails=self.tails,
                 followers=len(self.followers.live()),  # (as far as this mount can tell yet)
+                # A read-only mount showing a recovery of its own (pool.py,
+                # "Recovered in private"): the pool file has not had it yet.
+                private_recovery=self._private_baseline is not None,
                 **self.journal.describe(),
             )
             return d

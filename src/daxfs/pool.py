@@ -25,7 +25,21 @@ inside commit: the next writer's call finishes it), and lazy records
 written out, when this mount does not apply records to a private view
 of its own.  Either sends the mount the recovering way.  So a reader
 mounts a pool a writer is using without writing to it, whoever owns the
-file; only a pool last left by a crash needs write access to mount.
+file.
+
+Recovered in private.  A read-only mount that must recover and may not
+write the file (another user's pool, a file system mounted read-only)
+recovers in a private copy-on-write map of the pool instead, as the
+checker does: the records' homes are stored in pages of this process
+only, and the file is left as it is.  It shows what a writable mount's
+recovery would.  Its journal header page is let go after the recovery,
+so it reads the file's live word; while that word stays as it was, the
+private view stands.  Once it moves, a writable mount has recovered the
+file (every writer recovers before anything else), or a live writer has
+finished the commit the recovery was for: the mount lets its private
+pages go, recovers in private again if the pool still needs it, and
+rebuilds its caches (coherence.recover_privately).  Device-dax cannot be
+mapped privately: there the mount says EROFS and why.
 """
 
 from __future__ import annotations
@@ -35,9 +49,9 @@ import errno
 import fcntl
 import os
 
+from .coherence import reader_must_recover, recover_privately
 from .follow import mount_follower
 from .fs import COMMIT_INTERVAL, DEFAULT_TAILS, FileSystem
-from .journal import Journal
 from .layout import (
     BLOCK,
     INODE_SIZE,
@@ -51,7 +65,7 @@ from .layout import (
     upgrade_interrupted,
 )
 from .path import to_str
-from .pins import mark_mounted, mark_writer, writer_mounted
+from .pins import mark_mounted, mark_writer
 from .region import Region
 
 
@@ -115,7 +129,8 @@ def mount(
 ) -> FileSystem:
     """Mount the pool at ``path``.  Recovers the journal first (read-only mounts
     of a pool that needs recovery recover through a temporary writable map
-    when the file allows it, else raise EROFS).  ``commit`` ("lazy", the
+    when the file allows it, else in a private copy of the pool: see the
+    module doc).  ``commit`` ("lazy", the
     default, or "sync") and ``commit_interval`` (seconds) choose when changes
     to a pool on a page-cache file become durable (DESIGN.md, "Group commit").
     ``tails``: "trim" (the default) gives back what lies past a large
@@ -144,7 +159,9 @@ def mount(
                 **opts,
             )
         except Unrecovered:
-            _recover_for_reader(spath, durability, emulate_devdax)
+            if not os.access(spath, os.W_OK):
+                return _mount_recovered_in_private(spath, emulate_devdax, opts)
+            mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
     return open_pool(
         spath,
         readonly=readonly,
@@ -155,28 +172,28 @@ def mount(
     )
 
 
-# Backings every process opens as the same kind, and none of them as a
-# page-cache file: no writer on them commits lazily (Region.lazy_capable).
-NEVER_LAZY = frozenset({"tmpfs", "devdax", "fsdax"})
-
-
 class Unrecovered(Exception):
     """A read-only mount met a journal only a recovery makes whole (see
     "A read-only mount of a live pool"); mount() recovers and mounts again."""
 
 
-def _recover_for_reader(spath: str, durability: str | None, emulate_devdax: bool) -> None:
-    """Recover the journal through a writable mount, for a read-only mount
-    that needs it; EROFS, saying why, when this process may not write."""
-    if not os.access(spath, os.W_OK):
+def _mount_recovered_in_private(spath: str, emulate_devdax: bool, opts) -> FileSystem:
+    """A read-only mount that recovers the journal in a private copy of the
+    pool ("Recovered in private"), for a reader who may not write it; EROFS
+    where the backing cannot be mapped privately (device-dax)."""
+    try:
+        region = Region(spath, private=True, emulate_devdax=emulate_devdax)
+    except OSError as e:
         raise OSError(
             errno.EROFS,
             "the pool's journal needs recovery (its last writer stopped without "
-            "unmounting, and no writer has it mounted): mount it writable once, "
-            "as a user who may write the pool file",
+            "unmounting), which this backing cannot do in private: mount it "
+            "writable once, as a user who may write it",
             spath,
-        )
-    mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
+        ) from e
+    return mount_region(
+        region, readonly=True, reclaim_orphans=False, recover_in_private=True, **opts
+    )
 
 
 def open_pool(
@@ -214,11 +231,14 @@ def mount_region(
     commit_interval: float = COMMIT_INTERVAL,
     tails: str = DEFAULT_TAILS,
     refuse_unrecovered: bool = False,
+    recover_in_private: bool = False,
 ) -> FileSystem:
     """Mount a pool on a region object already made (a Region, or a wrapper with
     the same interface, such as the crash tester's); closes it on failure.
     ``refuse_unrecovered`` (read-only): raise Unrecovered rather than mount
-    a journal that needs recovery first."""
+    a journal that needs recovery first.  ``recover_in_private`` (read-only,
+    on a private region): recover it in the private view ("Recovered in
+    private")."""
     try:
         sb, _primary_ok = read_superblock(region)
         fs = FileSystem(
@@ -233,7 +253,7 @@ def mount_region(
             fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
                 mark_mounted(region.fd)  # (under the pool lock: logical.py, _may_hold)
-                if readonly and refuse_unrecovered and _unrecovered(fs.journal, region):
+                if readonly and refuse_unrecovered and reader_must_recover(fs.journal, region):
                     raise Unrecovered
                 if not readonly:
                     _reserve_metadata(region, sb)
@@ -243,8 +263,11 @@ def mount_region(
                     if fs._lazy:
                         fs.journal.mark_boot()  # after recovery read the last one
                     mark_writer(region.fd)
-                fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
-                fs._reload()  # (changes said and not absorbed are made again)
+                if readonly and recover_in_private:
+                    recover_privately(fs)
+                else:
+                    fs._seen_seq, fs._seen_pos = fs.journal.refresh(), fs.journal.pos
+                    fs._reload()  # (changes said and not absorbed are made again)
                 if not readonly and fs._lag_bytes:
                     fs._absorb_and_checkpoint()
                 if not readonly:
@@ -287,18 +310,3 @@ def _table_in_use_end(region, sb: Superblock) -> int:
     except CorruptionError:
         return sb.data_off  # (the scan says what is wrong)
     return sb.itable_off + limit * INODE_SIZE
-
-
-def _unrecovered(journal: Journal, region) -> bool:
-    """Must the journal be recovered before a read-only mount reads it?
-    Under the shared pool lock (see "A read-only mount of a live pool")."""
-    if not writer_mounted(region.fd):
-        return any(True for _ in journal._records())  # any record that writes homes
-    journal.refresh()
-    if journal.unpublished() is not None:
-        return True
-    # Lazy records: only a writer on a page-cache file writes them, so the
-    # log (up to 16 MiB of records) is walked only where one may have.
-    if journal.lazy_view or getattr(region, "kind", "file") in NEVER_LAZY:
-        return False
-    return any(rec.lazy for _seq, rec in journal.log_records())

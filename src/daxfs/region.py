@@ -363,7 +363,9 @@ class Region:
             except OSError:
                 pass  # not DAX: fall back to an ordinary shared mapping
         if not self.map_sync:
-            share = MAP_PRIVATE if self.private else MAP_SHARED
+            # (A writable private map is charged in full against the commit
+            # limit without MAP_NORESERVE: see _map_homes_privately.)
+            share = MAP_PRIVATE | MAP_NORESERVE if self.private else MAP_SHARED
             sys_mmap(self.addr, self.size, prot, share | MAP_FIXED, self.fd, 0)
         if self.kind != "file" or self.map_sync:
             # Not on a page-cache file: a 2 MiB folio there is written back
@@ -474,6 +476,16 @@ class Region:
         for first, last in _runs(pages):
             if _libc.madvise(self.addr + first * page, (last + 1 - first) * page, MADV_DONTNEED):
                 raise _oserror("madvise")
+
+    def forget_stores(self, off: int = 0, n: int | None = None) -> None:
+        """A private region: let what this process stored in ``n`` bytes at
+        ``off`` (all of it by default) go, so those pages read the file again."""
+        assert self.private
+        page = mmap.PAGESIZE
+        lo = off - off % page
+        hi = self.size if n is None else min(self.size, -(-(off + n) // page) * page)
+        if _libc.madvise(self.addr + lo, hi - lo, MADV_DONTNEED):
+            raise _oserror("madvise")
 
     @property
     def holds_homes(self) -> bool:
