@@ -34,6 +34,7 @@ from daxfs.journal import Journal
 from daxfs.layout import JHEADER, JLIVE, JLIVE_OFF, JOURNAL_HEADER_OFF, JSLOT_OFFSETS
 from daxfs.pool import read_superblock
 from daxfs.region import Region
+from test_share_model import KILLED_IN_COMMIT  # (dies inside a rename's commit)
 
 NOBODY = 65534
 
@@ -304,32 +305,6 @@ def test_lazy_records_read_with_no_private_view_are_recovered_first(tmp_path):
         shutil.rmtree(d, ignore_errors=True)
 
 
-# Dies inside the commit of a rename, its record persisted and half of its
-# homes stored, before it publishes the live word.
-DIES_IN_COMMIT = textwrap.dedent(r"""
-    import os, signal, sys
-    import daxfs
-
-    fs = daxfs.mount(sys.argv[1])
-    j = fs.journal
-    store, commit, state = j.region.store, j.commit, {"on": False, "n": 0, "homes": -1}
-
-    def stores(off, data):
-        if state["on"] and not j.start <= off < j.end:
-            if state["n"] == state["homes"]:
-                os.kill(os.getpid(), signal.SIGKILL)
-            state["n"] += 1
-        return store(off, data)
-
-    def commits(txn, prepared=None):
-        state["on"], state["homes"] = True, len(txn.writes) // 2
-        commit(txn, prepared)
-
-    j.region.store, j.commit = stores, commits
-    fs.rename("/d/old", "/e/new")
-""")
-
-
 def test_a_commit_its_writer_died_inside_is_recovered_before_a_reader_reads(pool_path):
     """A writer is live (this process) when another dies inside a rename's
     commit, half of its homes stored.  A read-only mount must not read
@@ -341,7 +316,7 @@ def test_a_commit_its_writer_died_inside_is_recovered_before_a_reader_reads(pool
         for d in ("/d", "/e"):
             live.mkdir(d)
         live.write_bytes("/d/old", b"old")
-        with script_child(DIES_IN_COMMIT, pool_path) as dying:
+        with script_child(KILLED_IN_COMMIT, pool_path, "half") as dying:
             dying.wait()
         assert dying.returncode == -signal.SIGKILL
 
@@ -407,7 +382,7 @@ def test_a_mounted_reader_waits_for_a_writer_to_finish_a_dead_commit(pool_path):
         live.write_bytes("/d/old", b"old")
         with daxfs.mount(pool_path, readonly=True) as ro:
             assert ro.listdir("/") == ["d", "e"]  # (/d and /e not loaded yet)
-            with script_child(DIES_IN_COMMIT, pool_path) as dying:
+            with script_child(KILLED_IN_COMMIT, pool_path, "half") as dying:
                 dying.wait()
             assert dying.returncode == -signal.SIGKILL
             for call in (lambda: ro.listdir("/d"), lambda: ro.stat("/e/new")):
