@@ -114,26 +114,30 @@ def log_holds(pool: str) -> tuple[bool, bool]:
         region.close()
 
 
-def as_nobody(work):
-    """``work()`` after switching this (forked) process to uid 65534."""
+def become_nobody() -> None:
+    """Switch this (forked) process to uid 65534, for good."""
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
+
+
+def as_nobody(work):
+    """``work()`` after switching this (forked) process to uid 65534."""
+    become_nobody()
     return work()
 
 
 def read_as_nobody(pool: str, **opts) -> list:
-    """["ok", {path: bytes as latin-1}] of every file under /d and /e, read
-    through a read-only mount by uid 65534, or ["error", errno, message]."""
+    """["ok", {path: bytes as latin-1}, recovered in private?] of every file
+    under /d and /e, read through a read-only mount by uid 65534, or
+    ["error", errno, message]."""
 
     def work() -> list:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        become_nobody()
         assert not os.access(pool, os.W_OK)
         try:
             with daxfs.mount(pool, readonly=True, **opts) as fs:
-                return ["ok", tree_of(fs)]
+                return ["ok", tree_of(fs), fs.info()["private_recovery"]]
         except OSError as e:
             return ["error", e.errno, str(e)]
 
@@ -165,13 +169,13 @@ def test_a_reader_who_may_not_write_mounts_a_pool_its_writer_is_using(public_poo
         assert writes, "the writer's records are gone: the test proves nothing"
         assert lazy == public_pool.startswith("/tmp")  # (lazy records on the disk)
         words = journal_words(public_pool)
-        assert read_as_nobody(public_pool) == ["ok", expected()]
+        assert read_as_nobody(public_pool) == ["ok", expected(), False]  # (no recovery at all)
         assert journal_words(public_pool) == words
         writer.stdin.write("write /d/later\nstats\n")
         writer.stdin.flush()
         assert writer.stdout.readline().strip() == "ok"
         assert json.loads(writer.stdout.readline()).get("full_rebuilds", 0) == 0
-        assert read_as_nobody(public_pool) == ["ok", expected(**{"/d/later": b"later"})]
+        assert read_as_nobody(public_pool) == ["ok", expected(**{"/d/later": b"later"}), False]
 
 
 def pool_digest(pool: str) -> str:
@@ -215,9 +219,7 @@ class NobodyReader:
 
 
 def _serve_as_nobody(pool: str, opts: dict, down: int, up: int) -> None:
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    become_nobody()
     with os.fdopen(down) as commands, os.fdopen(up, "w") as replies:
         try:
             fs = daxfs.mount(pool, readonly=True, **opts)
@@ -364,7 +366,7 @@ def test_a_forked_writer_that_outlives_its_parent_still_vouches(public_pool):
         parent.wait()
         try:
             assert log_holds(public_pool)[0]
-            assert read_as_nobody(public_pool) == ["ok", {"/d/child": "child"}]
+            assert read_as_nobody(public_pool) == ["ok", {"/d/child": "child"}, False]
         finally:
             os.kill(int(pid), signal.SIGKILL)
 
