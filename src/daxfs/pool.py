@@ -159,7 +159,7 @@ def mount(
                 **opts,
             )
         except Unrecovered:
-            if not os.access(spath, os.W_OK):
+            if not os.access(spath, os.W_OK, effective_ids=True):  # (as the open will be)
                 return _mount_recovered_in_private(spath, emulate_devdax, opts)
             mount(spath, durability=durability, emulate_devdax=emulate_devdax).close()
     return open_pool(
