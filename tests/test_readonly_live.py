@@ -30,6 +30,7 @@ import pytest
 
 import daxfs
 from conftest import in_forked_child, new_pool, script_child, small_tmpfs
+from daxfs.cli.info import rows as info_rows
 from daxfs.journal import Journal
 from daxfs.layout import JHEADER, JLIVE, JLIVE_OFF, JOURNAL_HEADER_OFF, JSLOT_OFFSETS
 from daxfs.pool import read_superblock
@@ -414,3 +415,5 @@ def test_a_crashed_pool_on_a_read_only_file_system_mounts_read_only(tmp_path):
             assert tree_of(fs) == expected()
             assert fs.info()["private_recovery"] is True
             assert fs.read_bytes("/d/big") == FILES["/d/big"]
+            shown = dict(info_rows(fs.info(), fs.statvfs()))  # (daxfs info's table)
+            assert "made in private" in shown["recovery"]

@@ -19,6 +19,12 @@ _DURABILITY = {
 }
 
 
+_PRIVATE = (
+    "made in private for this read-only mount: the pool file still needs it "
+    "(a writable mount, by a user who may write the pool, makes it)"
+)
+
+
 def _yes(flag: object) -> str:
     return "yes" if flag else "no"
 
@@ -50,6 +56,9 @@ def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
     used = vfs.total_bytes - vfs.free_bytes
     durability = str(info.get("durability"))
     size, align, journal = (int(info[k]) for k in ("size", "align", "journal_bytes"))
+    recovery = []
+    if info.get("private_recovery"):  # (a reader who may not write the pool)
+        recovery = [("recovery", _PRIVATE)]
     return [
         ("path", quote(str(info.get("path")))),
         ("backing", f"{info.get('kind')} on {info.get('fstype')}"),
@@ -66,6 +75,7 @@ def rows(info: dict[str, object], vfs: StatVFS) -> list[tuple[str, str]]:
         ("2 MiB chunks", f"{vfs.free_chunks} of {vfs.total_chunks} free"),
         ("inodes", f"{vfs.f_files - vfs.f_ffree} of {vfs.f_files} used"),
         ("journal", f"{human(journal)}, next transaction {info.get('next_seq')}"),
+        *recovery,
         (
             "followers",
             f"{info.get('followers', 0)} holding leases (read-only mounts on other hosts)",
