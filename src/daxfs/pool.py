@@ -12,7 +12,7 @@ records in the log whole: after a power loss some may not have reached
 the media, and a writer that died inside a commit may have stored only
 some.  A read-only mount cannot recover in place, so when the log holds
 a record that writes homes it recovers through a writable mount first,
-which a user without write permission on the pool file cannot (EROFS).
+which a user without write permission on the pool file cannot (below).
 But while a writable mount is live (pins.WRITER_BYTE, an OFD lock the
 kernel drops with its process and at every restart) nothing of that can
 be pending: that mount recovered the journal when it began, under the
