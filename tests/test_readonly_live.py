@@ -417,3 +417,7 @@ def test_a_crashed_pool_on_a_read_only_file_system_mounts_read_only(tmp_path):
             assert fs.read_bytes("/d/big") == FILES["/d/big"]
             shown = dict(info_rows(fs.info(), fs.statvfs()))  # (daxfs info's table)
             assert "made in private" in shown["recovery"]
+            # A forked child (a data loader's worker) goes on with the mount.
+            in_child = in_forked_child(lambda: [tree_of(fs), fs.info()["private_recovery"]])
+            assert in_child == [expected(), True]
+            assert tree_of(fs) == expected()

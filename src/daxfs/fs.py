@@ -359,6 +359,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         if not self.readonly:  # (the parent's mount recovered the journal, this boot)
             mark_writer(self.region.fd)
         self._seen_seq = -1
+        if self._private_baseline is not None:
+            self._private_baseline = (-1, -1)  # (rebuilt as the rest: recovered again)
         self._changing = 0
         self.leases.forget_after_fork()
         self._committer = None  # threads do not cross a fork
