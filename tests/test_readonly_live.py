@@ -130,19 +130,14 @@ def as_nobody(work):
 
 def read_as_nobody(pool: str, **opts) -> list:
     """["ok", {path: bytes as latin-1}, recovered in private?] of every file
-    under /d and /e, read through a read-only mount by uid 65534, or
-    ["error", errno, message]."""
-
-    def work() -> list:
-        become_nobody()
-        assert not os.access(pool, os.W_OK)
-        try:
-            with daxfs.mount(pool, readonly=True, **opts) as fs:
-                return ["ok", tree_of(fs), fs.info()["private_recovery"]]
-        except OSError as e:
-            return ["error", e.errno, str(e)]
-
-    return in_forked_child(work)
+    under /d and /e, read through a read-only mount by uid 65534 made for
+    this read alone (a NobodyReader's), or ["error", errno, message]."""
+    reader = NobodyReader(pool, **opts)
+    try:
+        got = reader.tree()
+        return [*got, reader.ask("private")[1]] if got[0] == "ok" else got
+    finally:
+        reader.close()
 
 
 def tree_of(fs: daxfs.FileSystem) -> dict[str, str]:
@@ -222,10 +217,12 @@ class NobodyReader:
 def _serve_as_nobody(pool: str, opts: dict, down: int, up: int) -> None:
     become_nobody()
     with os.fdopen(down) as commands, os.fdopen(up, "w") as replies:
-        try:
-            fs = daxfs.mount(pool, readonly=True, **opts)
-        except OSError as e:
-            fs, failed = None, ["error", e.errno, str(e)]
+        fs, failed = None, ["error", 0, "uid 65534 may write the pool: the test proves nothing"]
+        if not os.access(pool, os.W_OK):
+            try:
+                fs = daxfs.mount(pool, readonly=True, **opts)
+            except OSError as e:
+                failed = ["error", e.errno, str(e)]
         for line in commands:
             if fs is None:
                 reply = failed
