@@ -237,12 +237,10 @@ def recover_privately(fs) -> None:
     region.forget_stores()
     fs._private_baseline = None
     fs.inodes.stalled = False
-    must = reader_must_recover(journal, region)
+    must = reader_must_recover(journal, region)  # (the live word adopted)
     if must:
         journal.recover()  # (stores go to the private view only)
         region.forget_stores(JOURNAL_HEADER_OFF, BLOCK)
-    else:
-        journal.refresh()
     fs._reload()  # (said changes made again as far as the recovery went)
     fs._heads.clear()  # (the path cache too: it was of the view let go)
     fs._heads_seq = -1
