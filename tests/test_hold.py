@@ -233,3 +233,77 @@ def test_calls_that_take_the_shared_lock_use_the_kept_one(pool_path, call):
     with daxfs.mount(pool_path) as again:
         want = b"b" * 10 + b"a" * 4990 if call == "overwrite" else b"a" * 5000
         assert again.read_bytes("/d/a") == want
+
+
+def unlink_in_a_hold_then_reuse(fs, path: str) -> None:
+    """Unlink ``path`` with the lock kept (a said create first begins a
+    hold, whose first look sees whatever other descriptions lock), then
+    unlink enough other files that said unlinks give their blocks back,
+    and make files that would take them again."""
+    others = [f"/d/o{i}" for i in range(2 * logical.RELEASE_BATCH)]
+    for p in others:
+        fs.write_bytes(p, b"o")
+    fs.write_bytes("/d/before", b"b")  # (a said create: the hold kept)
+    assert fs._held
+    fs.unlink(path)
+    for p in others:
+        fs.unlink(p)
+    assert len(fs._said_freed) < logical.RELEASE_BATCH  # (given back since)
+    for i in range(2 * logical.RELEASE_BATCH):
+        fs.write_bytes(f"/d/n{i}", bytes([i]) * 8192)
+
+
+@pytest.fixture
+def long_holds(monkeypatch):
+    """Holds that last until a call ends them (not HOLD_SECONDS of a loaded
+    machine's time)."""
+    monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
+    monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
+
+
+def test_an_unlink_with_the_lock_kept_spares_a_file_mapped_here(pool_path, long_holds):
+    """A Mapping pins its file through a description of its own, which
+    the hold's first look sees: the unlink asks about the file's slot and
+    leaves it an orphan, so the mapped bytes stay the file's."""
+    fs = daxfs.mount(pool_path)
+    try:
+        made_said(fs, "/d/m", b"m" * 8192)
+        with fs.map("/d/m") as m:
+            unlink_in_a_hold_then_reuse(fs, "/d/m")
+            assert bytes(m.buffer) == b"m" * 8192
+    finally:
+        fs.close()
+    result = daxfs.check(pool_path)
+    assert result.ok, result
+
+
+def test_an_unlink_with_the_lock_kept_spares_a_file_a_forked_child_maps(pool_path, long_holds):
+    """A child forked with a Mapping open keeps its description (and pin)
+    alive after the parent closes its own copy: the parent's next hold
+    sees that lock, and its unlink leaves the file to the child, whose
+    inherited map still reads the file's bytes."""
+    fs = daxfs.mount(pool_path)
+    try:
+        made_said(fs, "/d/m", b"m" * 8192)
+        m = fs.map("/d/m")
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: no daxfs call, only the inherited map
+            code = 1
+            try:
+                os.close(go_w)
+                os.read(go_r, 1)  # (b"" if the parent dies first)
+                code = 0 if bytes(m.buffer) == b"m" * 8192 else 3
+            finally:
+                os._exit(code)
+        os.close(go_r)
+        m.close()  # (the parent's copy; the child's keeps the pin)
+        unlink_in_a_hold_then_reuse(fs, "/d/m")
+        os.write(go_w, b"g")
+        os.close(go_w)
+        _pid, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's map changed"
+    finally:
+        fs.close()
+    result = daxfs.check(pool_path)
+    assert result.ok, result

@@ -75,6 +75,13 @@ def pinned_by_others(fd: int, start: int, length: int) -> bool:
     return _FLOCK.unpack(reply)[0] != fcntl.F_UNLCK
 
 
+def locked_by_others(fd: int) -> bool:
+    """Does any other open description hold a lock on any byte of the file
+    (a mount's mark, a pin, a process slot)?  One look (a length of 0
+    covers the whole file)."""
+    return pinned_by_others(fd, 0, 0)
+
+
 class RangePins:
     """Pins held through a private open description of the pool, so that
     they are released exactly when this object is released (or its process
@@ -86,8 +93,13 @@ class RangePins:
 
     fd = -1  # also what __del__ sees if __init__ failed
     on_release: Callable[[], None] | None = None
+    # How many were ever made in this process: a look that found no lock
+    # of another description holds only while no description of ours was
+    # made since (logical.py, _others_may_pin).
+    made = 0
 
     def __init__(self, path: str, writable: bool):
+        RangePins.made += 1  # (before the open: a failed one counts, harmlessly)
         self.fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
 
     def pin(self, start: int, length: int) -> None:
