@@ -5,6 +5,7 @@ Block numbers are relative to the data area; a chunk is 512 blocks (2 MiB).
 
 from __future__ import annotations
 
+import copy
 import errno
 
 import numpy as np
@@ -342,6 +343,8 @@ ops = st.lists(
         # file's create and unlink ask (each written out: _take_tiny, _free_one).
         st.tuples(st.just("blocks"), st.just(1), st.just(False)),
         st.tuples(st.just("free"), st.integers(0, 10**6), st.just(0)),
+        # Single blocks taken ahead in one step (a said create's stash).
+        st.tuples(st.just("singles"), st.integers(1, 600), st.just(False)),
     ),
     max_size=60,
 )
@@ -372,6 +375,23 @@ def assert_books_agree(a: HugePageAllocator) -> None:
     assert a.tiny_room.key == {c: -counts[c] for c in a.tiny if free[c]}
 
 
+def take_singles(a, k: int, shadow, held: list, free_now: int) -> None:
+    """alloc_singles(k): at most k blocks, none used, at least one while
+    any is free, and the blocks k single allocations would have given
+    (asked of a copy), ENOSPC only when none is free."""
+    twin = copy.deepcopy(a)
+    try:
+        got = a.alloc_singles(k)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC and free_now == 0
+        return
+    assert 1 <= len(got) <= k and len(set(got)) == len(got)
+    assert not shadow[got].any(), "a block was handed out twice"
+    assert got == [twin.alloc_blocks(1)[0][0] for _ in got]
+    shadow[got] = True
+    held.extend((b, 1) for b in got)
+
+
 @pytest.mark.parametrize("cls", [HugePageAllocator, NaiveAllocator])
 @given(
     nblocks=st.sampled_from([6 * C, 6 * C + 77, 3 * C + 511]),
@@ -387,7 +407,9 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
     last_end = None
     for op in program:
         free_now = int((~shadow).sum())
-        if op[0] in ("blocks", "chunks"):
+        if op[0] == "singles":
+            take_singles(a, op[1], shadow, held, free_now)
+        elif op[0] in ("blocks", "chunks"):
             kind, n, use_hint = op
             want = n if kind == "blocks" else n * C
             hint = last_end if use_hint else None

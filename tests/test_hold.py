@@ -307,3 +307,30 @@ def test_an_unlink_with_the_lock_kept_spares_a_file_a_forked_child_maps(pool_pat
         fs.close()
     result = daxfs.check(pool_path)
     assert result.ok, result
+
+
+def test_blocks_taken_ahead_go_back_before_the_lock_does(pool_path, long_holds):
+    """Said creates of one block take theirs from blocks taken ahead while
+    the lock is kept.  Those left are free again in this process's
+    allocator once the lock goes (it agrees with a new mount's, built
+    from the media), so another process may take them, and both
+    processes' files keep their bytes."""
+    fs = daxfs.mount(pool_path)
+    try:
+        made_said(fs, "/d/a", b"a" * 100)
+        assert fs._held and fs._stash
+        fs.mkdir("/e")  # (the usual way: the kept lock goes first)
+        assert not fs._held and not fs._stash
+        with daxfs.mount(pool_path) as other:
+            assert (other.allocator.used_map() == fs.allocator.used_map()).all()
+            for i in range(2 * logical.STASH_BLOCKS):
+                other.write_bytes(f"/e/o{i}", bytes([i]) * 4096)
+        for i in range(2 * logical.STASH_BLOCKS):
+            fs.write_bytes(f"/d/m{i}", bytes([100 + i]) * 4096)
+        for i in range(2 * logical.STASH_BLOCKS):
+            assert fs.read_bytes(f"/e/o{i}") == bytes([i]) * 4096
+            assert fs.read_bytes(f"/d/m{i}") == bytes([100 + i]) * 4096
+    finally:
+        fs.close()
+    result = daxfs.check(pool_path)
+    assert result.ok, result

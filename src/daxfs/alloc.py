@@ -89,6 +89,7 @@ class Allocator(Protocol):
 
     def alloc_chunks(self, n: int, hint: int | None = None) -> Runs: ...
     def alloc_blocks(self, n: int, hint: int | None = None) -> Runs: ...
+    def alloc_singles(self, k: int) -> list[int]: ...
     def free(self, start: int, n: int) -> None: ...
     def claim(self, start: int, n: int) -> None: ...
     def hold_tail(self, c: int, owner: int) -> None: ...
@@ -493,6 +494,14 @@ class NaiveAllocator(_Base):
             self._set_used(start, got, True)
         return out
 
+    def alloc_singles(self, k: int) -> list[int]:
+        """Up to ``k`` single blocks, as ``k`` calls of alloc_blocks(1)
+        would place them (at least one; ENOSPC when none is free)."""
+        out = [self.alloc_blocks(1)[0][0]]
+        while len(out) < k and self.runs.total:
+            out.append(self.alloc_blocks(1)[0][0])
+        return out
+
     def free(self, start: int, n: int) -> None:
         self._check_free(start, n)
         self._set_used(start, n, False)
@@ -624,6 +633,18 @@ class HugePageAllocator(_Base):
             return self._alloc_tiny()
         return self._alloc_small(n, hint)
 
+    def alloc_singles(self, k: int) -> list[int]:
+        """Up to ``k`` single blocks, placed as ``k`` calls of alloc_blocks(1)
+        with nothing freed between would place them (_alloc_tiny: the
+        first free blocks of one chunk), in one step; at least one, fewer
+        when that chunk has fewer free.  ENOSPC when none is free."""
+        if not self._free_blocks:
+            raise enospc()
+        c = self.tiny_room.first()
+        if c is None:
+            c = self._plan_small(1)[0]
+        return self._take_tiny(c, k)
+
     def _alloc_tiny(self) -> Runs:
         """One unhinted block: in the chunk holding the most such blocks that
         has room, else where the general policy puts one block.
@@ -637,41 +658,52 @@ class HugePageAllocator(_Base):
         c = self.tiny_room.first()
         if c is None:
             c = self._plan_small(1)[0]
-        return [(self._take_tiny(c), 1)]
+        return [(self._take_tiny(c, 1)[0], 1)]
 
-    def _take_tiny(self, c: int) -> int:
-        """The first free block of chunk c (which has one), taken and marked
-        a single block: _take_small's steps for one block, written out, with
-        the single-block map and count kept, as every create of a file of at
-        most 4 KiB pays it (1.9 us, against 3.4 us the general way)."""
+    def _take_tiny(self, c: int, k: int) -> list[int]:
+        """The first ``k`` free blocks of chunk c (which has one; fewer if it
+        has fewer), taken and marked single blocks: _take_small's steps,
+        written out, with the single-block map and count kept, as every
+        create of a file of at most 4 KiB pays it (2 us for one, against
+        3.4 us the general way; the chunk's lists are edited once for k)."""
         per = BLOCKS_PER_CHUNK
         before = int(self.chunk_free[c])
         room = self.tail_room if c in self.tails else self.small
+        # (``at`` indexes the blocks in the chunk's maps: a number for one,
+        # which numpy sets 25 times faster than a list of one)
         if before == per:
             m = self.maps[c] = np.zeros(per, dtype=bool)
-            off = 0
+            offs = range(min(k, per))
+            at: int | slice | np.ndarray = slice(0, len(offs))
+        elif k == 1:
+            m = self.maps[c]
+            at = int(m.argmin())
+            offs = range(at, at + 1)
         else:
             m = self.maps[c]
-            off = int(m.argmin())
+            at = np.flatnonzero(~m)[:k]
+            offs = at.tolist()
         room.remove((before, c))
         self.tiny_room.discard(c)
-        left = before - 1
+        n = len(offs)
+        left = before - n
         if left:
-            m[off] = True
+            m[at] = True
         else:
             del self.maps[c]
         self.chunk_free[c] = left
-        self._free_blocks -= 1
+        self._free_blocks -= n
         tiny = self.tiny.get(c)
         if tiny is None:
             tiny = self.tiny[c] = np.zeros(per, dtype=bool)
-        tiny[off] = True
-        count = int(self.tiny_count[c]) + 1
+        tiny[at] = True
+        count = int(self.tiny_count[c]) + n
         self.tiny_count[c] = count
         if left:
             room.add((left, c))
             self.tiny_room.add(c, -count)
-        return c * per + off
+        base = c * per
+        return [base + off for off in offs]
 
     def _tiny_unlist(self, c: int) -> None:
         """Call before a chunk's free or tiny count changes (then _tiny_list)."""

@@ -375,6 +375,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         self.inodes.cache.clear()
         self.dirs.clear()
         self._said_freed = []  # (free in the allocator rebuilt below)
+        self._stash = []  # (likewise)
         self.journal.reapply_homes()
         used, self._orphans = self.inodes.scan()
         self._quarantine.clear()
