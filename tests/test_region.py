@@ -41,6 +41,25 @@ def pmd_mapped_kib(path: str) -> int:
     return total
 
 
+def rss_kib(path: str) -> int:
+    """Rss of this process's mappings of ``path`` (the kernel's count of
+    pages mapped there)."""
+    return smaps_field_kib(path, "Rss")
+
+
+def smaps_field_kib(path: str, field: str) -> int:
+    with open("/proc/self/smaps") as f:
+        text = f.read()
+    total = 0
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
+        if block.splitlines()[0].endswith(" " + path):
+            for line in block.splitlines():
+                m = re.match(field + r":\s+(\d+) kB", line)
+                if m:
+                    total += int(m.group(1))
+    return total
+
+
 def touch_every_chunk(r: Region) -> None:
     for off in range(0, r.size - CHUNK, CHUNK):
         r.store(off + CHUNK - 1, b"\1")
@@ -393,3 +412,25 @@ def test_writable_devdax_without_libpmem_is_refused_not_made_volatile():
         )
     assert e.value.errno == errno.ENOSYS
     assert "libpmem1" in str(e.value) and e.value.filename == "/dev/dax0.0"
+
+
+def test_prefault_maps_pages_and_changes_no_byte(shm_dir):
+    """prefault maps a range of a fresh pool file writable in one call (the
+    kernel's Rss of the mapping grows by it) and leaves its bytes as they
+    were; stores there then fault nothing in."""
+    path = os.path.join(shm_dir, "pool")
+    create_pool_file(path, 8 * MiB, force=False)
+    with open(path, "r+b") as f:
+        f.seek(3 * MiB)
+        f.write(b"kept" * 1024)
+    r = Region(path)
+    try:
+        before = rss_kib(path)
+        r.prefault(3 * MiB, 16 * BLOCK)
+        assert rss_kib(path) - before == 16 * BLOCK // 1024
+        assert r.read(3 * MiB, 4096) == b"kept" * 1024
+        assert r.read(3 * MiB + 4096, 15 * BLOCK) == bytes(15 * BLOCK)
+        r.store(3 * MiB + 4096, b"x" * BLOCK)
+        assert rss_kib(path) - before == 16 * BLOCK // 1024
+    finally:
+        r.close()

@@ -313,6 +313,9 @@ class MemoryRegion:
     def zero(self, off: int, n: int) -> None:
         self.store(off, bytes(n))
 
+    def prefault(self, off: int, n: int) -> None:
+        pass  # (memory: nothing to map)
+
     def store_home(self, off: int, data) -> None:
         self.store(off, data)  # not lazy: a home is an ordinary store
 

@@ -628,6 +628,9 @@ class LogicalPath:
                 taken = self.allocator.alloc_singles(STASH_BLOCKS)
             except OSError:
                 return None
+            span = taken[-1] + 1 - taken[0]  # (ascending: one chunk's first free)
+            if span <= 2 * STASH_BLOCKS:  # (mapped now, not one fault a create)
+                self.region.prefault(self._dev(taken[0]), span * BLOCK)
             taken.reverse()  # (popped lowest first, as taken one by one)
             stash += taken
         return [(stash.pop(), 1)]

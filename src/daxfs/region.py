@@ -57,6 +57,7 @@ MS_SYNC = 4
 CACHE_LINE = 64  # the unit of a pmem flush (CLWB) and of x86 store atomicity limits
 MADV_HUGEPAGE = 14
 MADV_DONTNEED = 4
+MADV_POPULATE_WRITE = 23  # (Linux 5.14)
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # On tmpfs a store of this many bytes or more is written with pwrite(2), not
 # copied into the mapping.  A page a store first touches through the
@@ -442,6 +443,14 @@ class Region:
 
     def zero(self, off: int, n: int) -> None:
         ctypes.memset(self._shared_addr + off, 0, n)
+
+    def prefault(self, off: int, n: int) -> None:
+        """Map [off, off+n) writable now, for stores to come: one system call
+        for pages that those stores would each fault in (on tmpfs about
+        3.5 us a 4 KiB page, where the copy itself is 2).  Changes no byte.
+        A kernel without MADV_POPULATE_WRITE, or a full backing, says so
+        and the stores fault as before (reserve() reports ENOSPC then)."""
+        _libc.madvise(self._shared_addr + off, n, MADV_POPULATE_WRITE)
 
     def store_home(self, off: int, data) -> None:
         """Store a journal record's write at its home location: in lazy mode
