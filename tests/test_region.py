@@ -27,37 +27,29 @@ from daxfs.region import (
 MiB = 1 << 20
 
 
-def pmd_mapped_kib(path: str) -> int:
-    """ShmemPmdMapped + FilePmdMapped of this process's mappings of ``path``."""
+def smaps_kib(path: str, fields: str) -> int:
+    """The sum of the smaps ``fields`` (a regex of their names) over this
+    process's mappings of ``path``, in KiB: the kernel's own accounting."""
     with open("/proc/self/smaps") as f:
         text = f.read()
     total = 0
     for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
         if block.splitlines()[0].endswith(" " + path):
             for line in block.splitlines():
-                m = re.match(r"(ShmemPmdMapped|FilePmdMapped):\s+(\d+) kB", line)
-                if m:
-                    total += int(m.group(2))
-    return total
-
-
-def rss_kib(path: str) -> int:
-    """Rss of this process's mappings of ``path`` (the kernel's count of
-    pages mapped there)."""
-    return smaps_field_kib(path, "Rss")
-
-
-def smaps_field_kib(path: str, field: str) -> int:
-    with open("/proc/self/smaps") as f:
-        text = f.read()
-    total = 0
-    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", text):
-        if block.splitlines()[0].endswith(" " + path):
-            for line in block.splitlines():
-                m = re.match(field + r":\s+(\d+) kB", line)
+                m = re.match(rf"(?:{fields}):\s+(\d+) kB", line)
                 if m:
                     total += int(m.group(1))
     return total
+
+
+def pmd_mapped_kib(path: str) -> int:
+    """ShmemPmdMapped + FilePmdMapped of this process's mappings of ``path``."""
+    return smaps_kib(path, "ShmemPmdMapped|FilePmdMapped")
+
+
+def rss_kib(path: str) -> int:
+    """Rss of this process's mappings of ``path`` (pages mapped there)."""
+    return smaps_kib(path, "Rss")
 
 
 def touch_every_chunk(r: Region) -> None:

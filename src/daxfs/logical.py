@@ -352,7 +352,8 @@ class LogicalPath:
     def _let_go(self, pause: bool) -> None:
         """Release the exclusive pool lock (thread lock held), kept or taken
         by this section, once the pins it deferred are taken (a failure
-        leaves it held: nothing unpinned is seen).  ``pause``: no new hold
+        leaves it held: nothing unpinned is seen) and the blocks taken
+        ahead are given back (another may claim them once it is gone).  ``pause``: no new hold
         for HOLD_PAUSE (a hold that ran its time, so that a waiter gets in)."""
         if self._pins_due:
             self._take_pins_due()
