@@ -517,7 +517,7 @@ class NaiveAllocator(_Base):
 
 
 class TinyRoom:
-    """The chunks holding single blocks (_alloc_tiny) that have room, keyed
+    """The chunks holding single blocks (_tiny_chunk) that have room, keyed
     by -(their count of such blocks): ``first()`` is the one holding the
     most (the lowest-numbered of equals).  A heap whose stale entries are
     skipped when they come up: every single-block take or free changes a
@@ -582,7 +582,7 @@ class HugePageAllocator(_Base):
         # has room, so that the chunk is whole again when the file goes.
         self.tails: dict[int, int | None] = {}  # chunk -> the inode whose tail it holds
         self.tail_room = SortedList()
-        # Blocks taken by single unhinted requests (see _alloc_tiny), per
+        # Blocks taken by single unhinted requests (see _tiny_chunk), per
         # chunk holding some (a map) and counted per chunk, and the chunks
         # holding some that still have room, as (-count, chunk): most such
         # blocks first.
@@ -630,24 +630,21 @@ class HugePageAllocator(_Base):
         if n > self._free_blocks:
             raise enospc()
         if n == 1 and hint is None:
-            return self._alloc_tiny()
+            return [(self._take_tiny(self._tiny_chunk(), 1)[0], 1)]
         return self._alloc_small(n, hint)
 
     def alloc_singles(self, k: int) -> list[int]:
         """Up to ``k`` single blocks, placed as ``k`` calls of alloc_blocks(1)
-        with nothing freed between would place them (_alloc_tiny: the
-        first free blocks of one chunk), in one step; at least one, fewer
-        when that chunk has fewer free.  ENOSPC when none is free."""
+        with nothing freed between would place them (the first free blocks
+        of _tiny_chunk's), in one step; at least one, fewer when that chunk
+        has fewer free.  ENOSPC when none is free."""
         if not self._free_blocks:
             raise enospc()
-        c = self.tiny_room.first()
-        if c is None:
-            c = self._plan_small(1)[0]
-        return self._take_tiny(c, k)
+        return self._take_tiny(self._tiny_chunk(), k)
 
-    def _alloc_tiny(self) -> Runs:
-        """One unhinted block: in the chunk holding the most such blocks that
-        has room, else where the general policy puts one block.
+    def _tiny_chunk(self) -> int:
+        """Where unhinted single blocks go: the chunk holding the most such
+        blocks that has room, else where the general policy puts one block.
 
         These are directories' first blocks, extent blocks and files of at
         most 4 KiB.  A directory block lives as long as its directory, often
@@ -656,9 +653,7 @@ class HugePageAllocator(_Base):
         together, they pin a few chunks, whose holes the next single blocks
         fit exactly."""
         c = self.tiny_room.first()
-        if c is None:
-            c = self._plan_small(1)[0]
-        return [(self._take_tiny(c, 1)[0], 1)]
+        return self._plan_small(1)[0] if c is None else c
 
     def _take_tiny(self, c: int, k: int) -> list[int]:
         """The first ``k`` free blocks of chunk c (which has one; fewer if it
