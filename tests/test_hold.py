@@ -99,12 +99,18 @@ def test_no_lock_is_kept_while_another_mount_is_there(pool_path):
 
 
 HOLDER = textwrap.dedent("""
-    import sys, daxfs
+    import sys, time, daxfs
     fs = daxfs.mount(sys.argv[1])
     fs.mkdir("/d")
     fs.write_bytes("/d/first", b"1")
-    f = fs.open("/d/kept", "w+b", buffering=0)  # said: its pin put off
-    f.write(b"K" * 5000)
+    if sys.argv[2] == "made":  # a said create begins the hold
+        f = fs.open("/d/kept", "w+b", buffering=0)
+        f.write(b"K" * 5000)
+    else:  # an open for reading begins it
+        fs.write_bytes("/d/kept", b"K" * 5000)
+        fs.mkdir("/e")  # (the usual way: the kept lock goes first)
+        time.sleep(0.05)  # (past its pause)
+        f = fs.open("/d/kept", "rb")
     print("open", fs._held, fs._pins_due == {f._ino}, flush=True)
     sys.stdin.readline()  # idle: the holder thread lets the lock go
     f.seek(0)
@@ -115,13 +121,15 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_a_file_opened_while_the_lock_was_kept_is_pinned_before_it_is_let_go(pool_path):
+@pytest.mark.parametrize("how", ["made", "read"])
+def test_a_file_opened_while_the_lock_was_kept_is_pinned_before_it_is_let_go(pool_path, how):
     """A process opens a file with the lock kept (no pin taken: nobody else
-    could look) and then stops calling.  Once the lock is let go another
+    could look), the hold begun by a said create or by that open for
+    reading, and then stops calling.  Once the lock is let go another
     process sees the pin: its unlink leaves an orphan whose blocks no new
     file takes, the holder reads its bytes back whole, and its close frees
     it."""
-    with script_child(HOLDER, pool_path) as child:
+    with script_child(HOLDER, pool_path, how) as child:
         assert child.stdout.readline().split() == ["open", "True", "True"]
         other = daxfs.mount(pool_path)  # waits for the lock to be let go
         try:
@@ -149,23 +157,30 @@ BUSY = textwrap.dedent("""
     fs = daxfs.mount(sys.argv[1])
     fs.mkdir("/busy")
     fs.write_bytes("/busy/first", b"1")
+    for i in range(500):
+        fs.write_bytes(f"/busy/f{i}", b"x" * 4096)
     print("ready", flush=True)
     end, i = time.monotonic() + float(sys.argv[2]), 0
     while time.monotonic() < end:
-        with fs.open(f"/busy/f{i % 500}", "wb") as f:
-            f.write(b"x" * 4096)
+        if sys.argv[3] == "write":
+            with fs.open(f"/busy/f{i % 500}", "wb") as f:
+                f.write(b"x" * 4096)
+        else:
+            with fs.open(f"/busy/f{i % 500}", "rb") as f:
+                assert f.read() == b"x" * 4096
         i += 1
     fs.close()
     print(i, flush=True)
 """)
 
 
-def test_a_busy_writer_lets_another_process_in_soon(pool_path):
-    """While one process makes files as fast as it can (its lock kept
-    HOLD_SECONDS at a time), another mounts, makes files and unmounts,
-    well before the busy one is done."""
+@pytest.mark.parametrize("work", ["write", "read"])
+def test_a_busy_process_lets_another_in_soon(pool_path, work):
+    """While one process makes (or reads) files as fast as it can, its
+    lock kept HOLD_SECONDS at a time, another mounts, makes files and
+    unmounts, well before the busy one is done."""
     daxfs.mount(pool_path).close()
-    with script_child(BUSY, pool_path, "6") as busy:
+    with script_child(BUSY, pool_path, "6", work) as busy:
         assert busy.stdout.readline().strip() == "ready"
         time.sleep(0.3)  # (well into its loop)
         start = time.monotonic()
@@ -173,7 +188,7 @@ def test_a_busy_writer_lets_another_process_in_soon(pool_path):
             for i in range(20):
                 fs.write_bytes(f"/mine{i}", b"m" * 100)
         took = time.monotonic() - start
-        assert busy.poll() is None, "the busy writer ended first"
+        assert busy.poll() is None, "the busy process ended first"
         assert took < 3.0, f"another process waited {took:.2f} s"
         assert int(busy.stdout.readline()) > 0
         assert busy.wait(timeout=60) == 0
@@ -233,6 +248,43 @@ def test_calls_that_take_the_shared_lock_use_the_kept_one(pool_path, call):
     with daxfs.mount(pool_path) as again:
         want = b"b" * 10 + b"a" * 4990 if call == "overwrite" else b"a" * 5000
         assert again.read_bytes("/d/a") == want
+
+
+def test_a_reader_alone_keeps_the_lock_and_a_read_only_mount_never_does(pool_path):
+    """An open for reading by a writable mount alone begins a hold, as a
+    said change does: the exclusive lock kept past the call, its pin put
+    off, and taken once the holder thread lets the lock go; an open once
+    its time is up lets it go, as a said change does.  A read-only mount
+    takes the shared lock for a moment and keeps nothing."""
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/a", b"a" * 5000)
+        fs.mkdir("/e")  # (the usual way: the kept lock goes first)
+        time.sleep(logical.HOLD_PAUSE * 5)
+        with fs.open("/d/a", "rb") as f:
+            assert fs._held and not lock_is_free(pool_path)
+            assert fs._pins_due == {f._ino}
+            wait_for(lambda: lock_is_free(pool_path))
+            assert not fs._pins_due
+            with daxfs.mount(pool_path) as other:
+                slot = other.inodes.slot_off(f._ino)
+                assert pinned_by_others(other.region.fd, slot, 1)
+            assert f.read() == b"a" * 5000
+        time.sleep(logical.HOLD_RECHECK * 1.5)  # (a hold is tried again then)
+        fs.open("/d/a", "rb").close()  # (it may look at followers: Locked)
+        with fs.open("/d/a", "rb"):
+            assert fs._held
+        fs._hold_until = time.monotonic() - 1  # its time is up: the next open lets it go
+        with fs.open("/d/a", "rb") as f:
+            assert not fs._held and lock_is_free(pool_path)
+            assert f.read() == b"a" * 5000
+    finally:
+        fs.close()
+    with daxfs.mount(pool_path, readonly=True) as ro:
+        with ro.open("/d/a", "rb") as f:
+            assert lock_is_free(pool_path) and not ro._held
+            assert f.read() == b"a" * 5000
 
 
 def unlink_in_a_hold_then_reuse(fs, path: str) -> None:

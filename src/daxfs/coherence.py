@@ -190,6 +190,7 @@ def catch_up(fs, exclusive: bool = True) -> None:
     else:
         seq = finish_dead_commit(fs, exclusive)
     if seq == fs._seen_seq:
+        fs._seen_pos = journal.pos  # (a checkpoint moves the log, not the seq)
         journal.drop_homes_written_out(seq)
         return
     records = None

@@ -1144,14 +1144,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         lock.acquire()
         try:
             journal = self.journal
+            now = time.monotonic()
             if (
                 self._depth
                 or self.closed
                 or (journal.lazy_view and journal.drop_due())
-                or self._followers_due <= time.monotonic()  # (Locked looks at them)
+                or self._followers_due <= now  # (Locked looks at them)
             ):
                 return MISSED
-            fd, held = self.region.fd, self._held  # (kept exclusively: logical.py)
+            fd, held = self.region.fd, self._kept_for_read(now)  # (logical.py)
             if not held:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

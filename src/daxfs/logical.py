@@ -65,7 +65,9 @@ live word nor the process table (nobody can have committed or joined):
 - the pins of files opened meanwhile are put off (nobody is there to look
   at them) and taken before the lock is let go.
 Calls that take the shared lock for a moment (an open for reading, an
-overwrite in place) use the kept one instead.
+overwrite in place) use the kept one instead, and an open for reading
+with none kept begins a hold itself on the same terms (_kept_for_read):
+a process reading alone then takes no flock and no pin per file either.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ import stat
 import threading
 import time
 
-from .coherence import forks_seen
+from .coherence import catch_up, forks_seen
 from .inode import Inode
 from .journal import Transaction
 from .layout import (
@@ -326,6 +328,60 @@ class LogicalPath:
             self._hold_after = now + HOLD_RECHECK
             return False
         return True
+
+    def _kept_for_read(self, now: float) -> bool:
+        """For a call that takes the shared pool lock for a moment (an open
+        for reading): is the exclusive lock kept, so that it takes none?  A
+        hold whose time is up is let go first, as a said section lets it
+        go; with no hold, one begins here when a said section's could
+        (_held_for_read): a process reading alone keeps the lock as one
+        writing alone does, and its opens take no flock and put their pins
+        off."""
+        if self._held:
+            if now < self._hold_until:
+                return True
+            self._let_go(pause=True)
+            return False
+        return now >= self._hold_after and self._may_say and self._held_for_read(now)
+
+    def _held_for_read(self, now: float) -> bool:
+        """The exclusive pool lock taken and kept, if this mount, caught up
+        under it, is alone (_may_say_now, as a said section begins) and may
+        hold it (_may_hold).  True: held; False: nothing taken (the lock held
+        elsewhere, or not alone: not tried again for HOLD_RECHECK; damage
+        met in the process table: the usual way meets it too)."""
+        if self.sb.version < 8:
+            return False
+        fd = self.region.fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._hold_after = now + HOLD_RECHECK  # (another holds it: not alone)
+            return False
+        try:
+            if not self.journal.unmoved(self._seen_seq, self._seen_pos):
+                self._caught_up_here()  # (a checkpoint moved the log: peek misses it)
+            if self._may_say_now() and self._may_hold(now):
+                self._hold(now)
+                return True
+        except OSError:
+            pass
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        self._hold_after = max(self._hold_after, now + HOLD_RECHECK)
+        return False
+
+    def _caught_up_here(self) -> None:
+        """Catch up under the exclusive pool lock this section took, as a
+        call inside it (a dead writer's commit finished too, as Locked
+        finishes it)."""
+        self._depth += 1
+        try:
+            catch_up(self)
+        finally:
+            self._depth -= 1
 
     def _others_may_pin(self) -> bool:
         """Might another description of the pool (another process's, or a
