@@ -1,6 +1,6 @@
-"""Creates and unlinks with a part of keeping the pool lock between said
-changes and without it, switched between rounds in one process, beside
-the kernel's tmpfs.
+"""Creates, reads and unlinks with a part of keeping the pool lock between
+calls and without it, switched between rounds in one process, beside the
+kernel's tmpfs.
 
 bench meta runs each side once per round in its own process, and on a
 noisy machine the ratios move more than one part does; here both ways
@@ -14,6 +14,8 @@ best round (DESIGN.md, "Keeping the lock while alone").  --compare:
     slot-look  no look at an unlinked file's slot in a hold that began
                with no other description's lock on the pool, against the
                look every time (_others_may_pin answering True)
+    read-hold  opens for reading that begin a hold (_kept_for_read),
+               against opens that only use one kept already
 
     python scripts/hold_ab.py [--compare hold] [--files 5000] [--rounds 8]
 """
@@ -21,6 +23,7 @@ best round (DESIGN.md, "Keeping the lock while alone").  --compare:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import shutil
@@ -33,23 +36,36 @@ from daxfs import logical
 BLOB = b"x" * 4096
 
 
-def timed_creates_and_unlinks(make, remove, paths: list[str]) -> tuple[float, float]:
-    """Microseconds a create (open "wb", 4 KiB write, close) and an unlink."""
+def timed_phases(make, remove, paths: list[str], between) -> tuple[float, float, float]:
+    """Microseconds a create (open "wb", 4 KiB write, close), an open +
+    4 KiB read + close and an unlink; ``between()`` runs untimed before
+    each phase (on the daxfs side a call the usual way, which lets a kept
+    lock go, so each phase begins as it would alone)."""
     gc.collect()
     gc.disable()
     try:
+        times = []
+        between()
         start = time.perf_counter()
         for p in paths:
             with make(p, "wb") as f:
                 f.write(BLOB)
-        made = time.perf_counter()
+        times.append(time.perf_counter() - start)
+        between()
+        start = time.perf_counter()
+        for p in paths:
+            with make(p, "rb") as f:
+                f.read(4096)
+        times.append(time.perf_counter() - start)
+        between()
+        start = time.perf_counter()
         for p in paths:
             remove(p)
-        done = time.perf_counter()
+        times.append(time.perf_counter() - start)
     finally:
         gc.enable()
-    n = len(paths)
-    return (made - start) / n * 1e6, (done - made) / n * 1e6
+    c, r, u = (t / len(paths) * 1e6 for t in times)
+    return c, r, u
 
 
 def one_block_at_a_time(self):
@@ -65,6 +81,7 @@ COMPARED = {
     "hold": ("_may_hold", "lock kept", lambda self, now: False),
     "ahead": ("_stashed_block", "ahead", one_block_at_a_time),
     "slot-look": ("_others_may_pin", "no look", lambda self: True),
+    "read-hold": ("_kept_for_read", "read hold", lambda self, now: self._held),
 }
 
 
@@ -84,21 +101,21 @@ def main() -> None:
         with daxfs.mount(f"{work}/pool") as fs:
             for r in range(args.rounds):
                 os.mkdir(f"{work}/k{r}")
-                got = {"kernel": timed_creates_and_unlinks(
-                    open, os.unlink, [f"{work}/k{r}/f{i}" for i in range(args.files)]
-                )}  # fmt: skip
+                kernel = [f"{work}/k{r}/f{i}" for i in range(args.files)]
+                got = {"kernel": timed_phases(open, os.unlink, kernel, lambda: None)}
                 for name, way in ways.items():
                     setattr(logical.LogicalPath, method, way)
                     fs.mkdir(f"/{name}{r}")
                     paths = [f"/{name}{r}/f{i}" for i in range(args.files)]
-                    got[name] = timed_creates_and_unlinks(fs.open, fs.unlink, paths)
-                for name, (c, u) in got.items():
-                    b = best.setdefault(name, [c, u])
-                    best[name] = [min(b[0], c), min(b[1], u)]
+                    usual_way = functools.partial(fs.utime, f"/{name}{r}")
+                    got[name] = timed_phases(fs.open, fs.unlink, paths, usual_way)
+                for name, times in got.items():
+                    best[name] = [min(b, t) for b, t in zip(best.get(name, times), times, strict=True)]
             setattr(logical.LogicalPath, method, kept)
-        kc, ku = best["kernel"]
-        for name, (c, u) in best.items():
+        kc, kr, ku = best["kernel"]
+        for name, (c, r, u) in best.items():
             print(f"{name:10s} create+write+close {c:6.1f} us ({kc / c:.3f} of the kernel's)"
+                  f"  open+read+close {r:5.1f} us ({kr / r:.3f})"
                   f"  unlink {u:5.1f} us ({ku / u:.3f})")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
