@@ -110,7 +110,8 @@ def main() -> None:
                     usual_way = functools.partial(fs.utime, f"/{name}{r}")
                     got[name] = timed_phases(fs.open, fs.unlink, paths, usual_way)
                 for name, times in got.items():
-                    best[name] = [min(b, t) for b, t in zip(best.get(name, times), times, strict=True)]
+                    was = best.get(name, times)
+                    best[name] = [min(b, t) for b, t in zip(was, times, strict=True)]
             setattr(logical.LogicalPath, method, kept)
         kc, kr, ku = best["kernel"]
         for name, (c, r, u) in best.items():

@@ -818,24 +818,29 @@ def test_a_read_never_returns_bytes_of_space_freed_under_it(pool_path):
 PAUSED_READER = textwrap.dedent(r"""
     import sys
     import daxfs
-    from daxfs.data import DataPath
+    from daxfs.inode import Inode
 
-    copy = DataPath._copy_out
+    where = Inode.device_at
+    armed = False
 
-    def paused(self, inode, off, dst):
-        # With no lock (depth 0): between the first look at the live word
-        # and the copy, let the other process free and reuse the space.
-        if self._depth == 0:
+    def paused(self, off, length):
+        # Once armed (no lock: the read's first look at the live word is
+        # made): before the copy, let the other process free and reuse the
+        # space.  The read again under the lock asks too, disarmed.
+        global armed
+        if armed:
+            armed = False
             print("reading", flush=True)
             sys.stdin.readline()
-        return copy(self, inode, off, dst)
+        return where(self, off, length)
 
-    DataPath._copy_out = paused
+    Inode.device_at = paused
     fs = daxfs.mount(sys.argv[1])
     f = fs.open("/f", "rb", buffering=0)
     f.read(1)  # cached, caught up
     f.seek(0)
     buf = bytearray(int(sys.argv[2]))
+    armed = True
     n = f.readinto(buf)
     print("read", n, buf[:n].count(0xEE), flush=True)
 """)
