@@ -797,3 +797,24 @@ def test_next_data_and_next_hole_agree_with_iomap(spans, off_blocks):
     first_hole = next((max(off, e.file_offset) for e in kinds if e.kind == "hole"), end)
     assert inode.next_data(off) == first_mapped
     assert inode.next_hole(off) == first_hole
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(1, 4)), max_size=6),
+    st.integers(0, 50 * BLOCK),
+    st.integers(1, 6 * BLOCK),
+)
+def test_device_at_is_iomap_when_one_extent_covers_the_range(spans, off, length):
+    """The read path's device_at answers where one extent maps the whole
+    range, as iomap says (one mapped extent), and None otherwise: files
+    of one extent (its short way) and of several (its search) alike."""
+    inode = file_inode()
+    taken: set[int] = set()
+    for start, n in spans:
+        blocks = set(range(start, start + n))
+        if not blocks & taken:
+            taken |= blocks
+            inode.add_extent(start * BLOCK, (1000 + 7 * start) * BLOCK, n * BLOCK)
+    kinds = inode.iomap(off, length)
+    one = kinds[0].device_offset if len(kinds) == 1 and kinds[0].kind == "mapped" else None
+    assert inode.device_at(off, length) == one

@@ -145,11 +145,15 @@ class Inode:
         all of [off, off+length); else None (a hole, or several extents).
         The read path's common case, without building an iomap."""
         ex = self.extents
-        i = bisect.bisect_right(ex, off, key=_file_offset) - 1
-        if i >= 0:
+        if len(ex) == 1:  # (most files: no search, a twentieth of a 4 KiB read)
+            foff, doff, n = ex[0]
+        else:
+            i = bisect.bisect_right(ex, off, key=_file_offset) - 1
+            if i < 0:
+                return None
             foff, doff, n = ex[i]
-            if off + length <= foff + n:
-                return doff + (off - foff)
+        if foff <= off and off + length <= foff + n:
+            return doff + (off - foff)
         return None
 
     def maps_whole_chunk(self, w0: int) -> bool:
