@@ -139,6 +139,34 @@ def a_directory_with_a_block(fs) -> None:
     assert not last_record(fs).creates
 
 
+@pytest.mark.parametrize("other", ["read-only", "writable"])
+def test_the_first_change_after_another_mount_left_is_said(pool_path, other):
+    """Another mount of the pool comes and goes (a read-only one, or one
+    that writes and unmounts, absorbing and moving the log); the next
+    change of a mount alone again is said: its section catches up under
+    the exclusive lock it took, instead of leaving the change to the
+    usual way."""
+    fs = daxfs.mount(pool_path)
+    try:
+        a_directory_with_a_block(fs)
+        fs.write_bytes("/d/mine", b"m" * 100)
+        assert last_record(fs).creates
+        with daxfs.mount(pool_path, readonly=other == "read-only") as it:
+            if other == "writable":
+                it.write_bytes("/d/theirs", b"t" * 100)
+                it.unlink("/d/mine")
+            else:
+                assert it.read_bytes("/d/mine") == b"m" * 100
+        fs.write_bytes("/d/next", b"n" * 100)
+        assert last_record(fs).creates
+        assert sorted(fs.listdir("/d")) == sorted(
+            ["first", "next"] + (["theirs"] if other == "writable" else ["mine"])
+        )
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
 def test_an_unlink_alone_writes_no_home_until_the_next_change_absorbs_it(pool_path):
     fs = daxfs.mount(pool_path)
     try:

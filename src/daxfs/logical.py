@@ -286,9 +286,11 @@ class LogicalPath:
                 held = False
             if not held:
                 fcntl.flock(self.region.fd, fcntl.LOCK_EX)
-            self._keeping = held or self._may_hold(now)
             said = None
             try:
+                if not held and not self.journal.unmoved(self._seen_seq, self._seen_pos):
+                    self._caught_up_here()  # (another's commits: said after them)
+                self._keeping = held or self._may_hold(now)
                 said = say(*args)
             finally:
                 self._keeping, keep = False, self._keeping and said is not None
