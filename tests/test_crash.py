@@ -53,6 +53,7 @@ import daxfs
 from daxfs import alloc as alloc_mod
 from daxfs import inode as inode_mod
 from daxfs import layout as L
+from daxfs import logical as logical_mod
 from daxfs.check import check_region
 from daxfs.crash import (
     EXHAUSTIVE,
@@ -587,7 +588,7 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     base = bytes(rec.inner.buf)
     rec.reset()
     states, mixed = [], set()
-    with _own_changes_marked(rec.log) as trims:
+    with _own_changes_marked(rec.log) as trims, _holds_kept():
         for name, step in _steps(ops):
             if _content_free(name):
                 target = (states[-1] if states else _snapshot(fs)).get(name.split()[1])
@@ -604,6 +605,22 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     journal = (fs.sb.journal_off, fs.sb.journal_off + fs.sb.journal_len)
     fs.close()
     return base, rec.log, states, mixed, journal, trims
+
+
+@contextlib.contextmanager
+def _holds_kept():
+    """Holds of the pool lock that last the whole recording, as a process
+    writing alone is in one for all but its first change.  Otherwise
+    whether a said change takes its block from those taken ahead (in a
+    hold: logical.py, _stashed_block) would depend on how long each step
+    and snapshot took on the machine (HOLD_SECONDS), and so would where
+    files land, the images and their count."""
+    saved = logical_mod.HOLD_SECONDS, logical_mod.HOLD_IDLE
+    logical_mod.HOLD_SECONDS = logical_mod.HOLD_IDLE = 3600.0
+    try:
+        yield
+    finally:
+        logical_mod.HOLD_SECONDS, logical_mod.HOLD_IDLE = saved
 
 
 @contextlib.contextmanager
