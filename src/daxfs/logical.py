@@ -358,7 +358,7 @@ class LogicalPath:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._hold_after = now + HOLD_RECHECK  # (another holds it: not alone)
+            self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
             return False
         try:
             if not self.journal.unmoved(self._seen_seq, self._seen_pos):
