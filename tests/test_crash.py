@@ -610,17 +610,22 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
 @contextlib.contextmanager
 def _holds_kept():
     """Holds of the pool lock that last the whole recording, as a process
-    writing alone is in one for all but its first change.  Otherwise
-    whether a said change takes its block from those taken ahead (in a
-    hold: logical.py, _stashed_block) would depend on how long each step
-    and snapshot took on the machine (HOLD_SECONDS), and so would where
-    files land, the images and their count."""
-    saved = logical_mod.HOLD_SECONDS, logical_mod.HOLD_IDLE
-    logical_mod.HOLD_SECONDS = logical_mod.HOLD_IDLE = 3600.0
+    writing alone is in one for all but its first change, and no absorb
+    but those a change asks for.  Otherwise whether a said change takes
+    its block from those taken ahead (in a hold: logical.py,
+    _stashed_block), and whether the absorber thread wrote the homes
+    between two steps (every ABSORB_SECONDS), would depend on how long
+    each step and snapshot took on the machine, and so would where files
+    land, the images and their count."""
+    timers = ("HOLD_SECONDS", "HOLD_IDLE", "ABSORB_SECONDS")
+    saved = [getattr(logical_mod, name) for name in timers]
+    for name in timers:
+        setattr(logical_mod, name, 3600.0)
     try:
         yield
     finally:
-        logical_mod.HOLD_SECONDS, logical_mod.HOLD_IDLE = saved
+        for name, value in zip(timers, saved, strict=True):
+            setattr(logical_mod, name, value)
 
 
 @contextlib.contextmanager
