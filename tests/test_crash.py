@@ -468,10 +468,11 @@ def _base_pool(full_table: bool, scarce: bool = False):
     the consolidation cases instead (_scarce_pool)."""
     kind = "scarce" if scarce else "full-table" if full_table else "base"
     path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
-    if scarce:
-        _scarce_pool(path)
-    else:
-        _standard_pool(path, full_table)
+    with _holds_kept():  # (where its files land, too, the machine's speed aside)
+        if scarce:
+            _scarce_pool(path)
+        else:
+            _standard_pool(path, full_table)
     with open(path, "rb") as f:
         image = f.read()
     lock = f"/dev/shm/daxfs-crash-lock-{kind}-{os.getpid()}"
