@@ -468,7 +468,7 @@ def _base_pool(full_table: bool, scarce: bool = False):
     the consolidation cases instead (_scarce_pool)."""
     kind = "scarce" if scarce else "full-table" if full_table else "base"
     path = f"/dev/shm/daxfs-crash-{kind}-{os.getpid()}.pool"
-    with _holds_kept():  # (where its files land, too, the machine's speed aside)
+    with _timers_held_off():  # (where its files land, too, the machine's speed aside)
         if scarce:
             _scarce_pool(path)
         else:
@@ -589,7 +589,7 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     base = bytes(rec.inner.buf)
     rec.reset()
     states, mixed = [], set()
-    with _own_changes_marked(rec.log) as trims, _holds_kept():
+    with _own_changes_marked(rec.log) as trims, _timers_held_off():
         for name, step in _steps(ops):
             if _content_free(name):
                 target = (states[-1] if states else _snapshot(fs)).get(name.split()[1])
@@ -609,7 +609,7 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
 
 
 @contextlib.contextmanager
-def _holds_kept():
+def _timers_held_off():
     """Holds of the pool lock that last the whole recording, as a process
     writing alone is in one for all but its first change, and no absorb
     but those a change asks for.  Otherwise whether a said change takes

@@ -288,7 +288,7 @@ class LogicalPath:
                 fcntl.flock(self.region.fd, fcntl.LOCK_EX)
             said = None
             try:
-                if not held and not self.journal.unmoved(self._seen_seq, self._seen_pos):
+                if not held:
                     self._caught_up_here()  # (another's commits: said after them)
                 self._keeping = held or self._may_hold(now)
                 said = say(*args)
@@ -361,8 +361,7 @@ class LogicalPath:
             self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
             return False
         try:
-            if not self.journal.unmoved(self._seen_seq, self._seen_pos):
-                self._caught_up_here()  # (a checkpoint moved the log: peek misses it)
+            self._caught_up_here()  # (a checkpoint moves the log: peek misses it)
             if self._may_say_now() and self._may_hold(now):
                 self._hold(now)
                 return True
@@ -376,9 +375,11 @@ class LogicalPath:
         return False
 
     def _caught_up_here(self) -> None:
-        """Catch up under the exclusive pool lock this section took, as a
-        call inside it (a dead writer's commit finished too, as Locked
-        finishes it)."""
+        """Catch up, if the log moved since this mount last did, under the
+        exclusive pool lock this section took, as a call inside it (a dead
+        writer's commit finished too, as Locked finishes it)."""
+        if self.journal.unmoved(self._seen_seq, self._seen_pos):
+            return
         self._depth += 1
         try:
             catch_up(self)
