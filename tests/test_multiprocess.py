@@ -24,6 +24,7 @@ import daxfs
 from conftest import script_child
 from daxfs import FileSystem
 from daxfs.layout import BLOCK
+from daxfs.pins import RangePins, pinned_by_others
 
 MiB = 1 << 20
 
@@ -78,6 +79,11 @@ CHILD = textwrap.dedent(r"""
             held[path] = fs.open(path, "rb")
             fs.unlink(path)
             print("held", flush=True)
+        elif cmd == "unlink-all":  # dir: unlink each name, one call a name; blocks freed
+            names, before = fs.listdir(args[0]), fs.statvfs().f_bfree
+            for name in names:
+                fs.unlink(f"{args[0]}/{name}")
+            print(len(names), fs.statvfs().f_bfree - before, flush=True)
         elif cmd == "quit":
             break
     fs.close()
@@ -298,6 +304,89 @@ def test_orphan_survives_other_mounts_closing(pool_path, children):
     holder.quit()  # closes its handles: the orphan goes
     with daxfs.mount(pool_path) as fs:
         assert fs.statvfs().f_bfree == free0
+
+
+def ofd_read_locks(path: str) -> list[tuple[int, int]]:
+    """The OFD read locks on file ``path`` as the kernel lists them in
+    /proc/locks (every process's): (first byte, last byte) each."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    found = []
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if "->" in fields or fields[1:4] != ["OFDLCK", "ADVISORY", "READ"]:
+                continue  # (a waiter's line, or another kind of lock)
+            if fields[5] == dev:
+                end = fields[7]
+                found.append((int(fields[6]), 2**63 - 1 if end == "EOF" else int(end)))
+    return found
+
+
+def test_pins_of_files_opened_one_after_another_are_one_lock_and_each_holds(
+    pool_path, children
+):
+    """The kernel merges a description's read locks on touching ranges: a
+    pin covers its inode's whole slot so that the pins of files numbered
+    one after another are one lock (each lock call walks the file's list
+    of them).  Merged, each pin still keeps its file: another process's
+    unlinks leave every file an orphan, readable whole, until the holder
+    closes it, and a file closed in the middle of the run is freed."""
+    n = 64
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/p")
+        names = [f"f{i:02d}" for i in range(n)]
+        for name in names:
+            fs.write_bytes(f"/p/{name}", content(name, 4096))
+        free_with_files = fs.statvfs().f_bfree
+        inos = [fs.stat(f"/p/{name}").st_ino for name in names]
+        assert inos == list(range(inos[0], inos[0] + n))  # (numbered one after another)
+        handles = [fs.open(f"/p/{name}", "rb") for name in names]
+        handles[n // 2].close()  # (freed by the unlink: the run split in two)
+        child = Child(pool_path)  # (its mount ends any hold: the pins are taken)
+        children.append(child)
+        locks = ofd_read_locks(pool_path)
+        assert len(locks) < 10, locks  # (a byte a pin: more than 64)
+        for i, ino in enumerate(inos):
+            first = fs.inodes.slot_off(ino)
+            held = any(lo <= first <= hi for lo, hi in locks)
+            assert held == (i != n // 2), (i, locks)
+        unlinked, freed = map(int, child.ask("unlink-all /p").split())
+        assert (unlinked, freed) == (n, 1)  # (the closed one's block: the rest orphans)
+        for name, h in zip(names, handles, strict=True):
+            if not h.closed:
+                assert h.read() == content(name, 4096)
+                h.close()
+        child.quit()
+        assert fs.listdir("/p") == []
+        assert fs.statvfs().f_bfree == free_with_files + n
+    check_pool(pool_path)
+
+
+def test_a_pin_of_one_byte_as_older_daxfs_took_keeps_its_file(pool_path):
+    """An older daxfs pinned its files by the first byte of their slots, and
+    looks there: each kind of pin is seen by the other's look."""
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/anchor", b"")
+        free0 = fs.statvfs().f_bfree
+        fs.write_bytes("/old", content("old", 4096))
+        ino = fs.stat("/old").st_ino
+        older = RangePins(pool_path, writable=False)  # (another description)
+        older.pin(fs.inodes.slot_off(ino), 1)
+        try:
+            fs.unlink("/old")
+            assert fs.statvfs().f_bfree == free0 - 1  # an orphan, not freed
+        finally:
+            older.release()
+        with fs.open("/anchor", "rb"):  # a pin of the whole slot, as daxfs takes it
+            other = RangePins(pool_path, writable=False)
+            try:
+                assert pinned_by_others(other.fd, fs.inodes.slot_off(fs.stat("/anchor").st_ino), 1)
+            finally:
+                other.release()
+    with daxfs.mount(pool_path) as fs:  # (the orphan no one pins: reclaimed)
+        assert fs.statvfs().f_bfree == free0
+    check_pool(pool_path)
 
 
 def test_a_foreign_commit_is_applied_from_its_record_not_rebuilt(pool_path):

@@ -94,7 +94,7 @@ from .path import (
     resolve,
     to_str,
 )
-from .pins import mark_mounted, mark_writer, pinned_by_others, set_lock
+from .pins import mark_mounted, mark_writer, pin_slot, pinned_by_others, unpin_slot
 from .region import Region, flush_ranges
 
 S_IFREG = stat.S_IFREG
@@ -886,7 +886,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             if self._held or self._keeping:  # (the pool lock kept: taken before it
                 self._pins_due.add(ino)  # goes, logical.py, _take_pins_due)
             else:
-                set_lock(self.region.fd, fcntl.F_RDLCK, self.inodes.slot_off(ino), 1)
+                pin_slot(self.region.fd, self.inodes.slot_off(ino))
         self._open[ino] = n + 1
 
     def _unpin(self, ino: int) -> None:
@@ -898,7 +898,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         if self._pins_due and ino in self._pins_due:
             self._pins_due.discard(ino)  # (never taken: the lock was kept, _pin)
             return
-        set_lock(self.region.fd, fcntl.F_UNLCK, self.inodes.slot_off(ino), 1)
+        unpin_slot(self.region.fd, self.inodes.slot_off(ino))
 
     def _release(self, ino: int) -> None:
         """A handle closed (and flushed: DaxRawFile.close): unpin, and free

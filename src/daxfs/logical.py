@@ -100,7 +100,14 @@ from .layout import (
     valid_name,
 )
 from .path import REG_T, At, Ino
-from .pins import MOUNTED_BYTE, RangePins, locked_by_others, pinned_by_others, set_lock
+from .pins import (
+    MOUNTED_BYTE,
+    RangePins,
+    locked_by_others,
+    pin_slot,
+    pinned_by_others,
+    unpin_slot,
+)
 from .region import flush_ranges
 
 # What an absorb's record holds per lagging home: a directory block whole
@@ -437,9 +444,9 @@ class LogicalPath:
         for i, ino in enumerate(due):
             try:
                 if self._open.get(ino):
-                    set_lock(fd, fcntl.F_RDLCK, slot_off(ino), 1)
+                    pin_slot(fd, slot_off(ino))  # (sorted: touching pins merge, pins.py)
                     if not self._open.get(ino):  # (closed meanwhile)
-                        set_lock(fd, fcntl.F_UNLCK, slot_off(ino), 1)
+                        unpin_slot(fd, slot_off(ino))
             except BaseException:
                 self._pins_due.update(due[i:])
                 raise

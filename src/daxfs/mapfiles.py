@@ -20,7 +20,7 @@ from .inode import Inode
 from .layout import CorruptionError
 from .mapping import MODES, Mapping, MapPlan, device_span
 from .path import DIR_T, SPECIAL_T, oserror, to_str
-from .pins import RangePins
+from .pins import SLOT_PIN, RangePins
 
 S_IFREG = stat.S_IFREG
 
@@ -95,7 +95,7 @@ class MapPath:
             extents = inode.iomap(offset, length) if length else []
             for dev, n in device_span(extents):
                 pins.pin(dev, n)
-            pins.pin(self.inodes.slot_off(inode.ino), 1)
+            pins.pin(self.inodes.slot_off(inode.ino), SLOT_PIN)
             return MapPlan(
                 inode.ino, inode.generation, inode.size, inode.btime, offset, length, extents
             )

@@ -6,9 +6,14 @@ different open descriptions even inside one process, and are dropped by
 the kernel when the last descriptor of the description closes (so also
 when a process dies).  daxfs pins
 
-  * the byte of an inode's slot (``itable_off + ino * 256``) while a file is
-    open or mapped: an unlinked file then stays an orphan until the last
-    user is gone;
+  * an inode's slot (the 256 bytes at ``itable_off + ino * 256``; a look
+    asks about its first byte) while a file is open or mapped: an unlinked
+    file then stays an orphan until the last user is gone.  The whole slot,
+    not one byte: the kernel merges a description's read locks on touching
+    ranges, so the pins of files numbered one after another are one lock,
+    where a byte each would be one lock a file, and every lock call walks
+    the file's list of them (an open with 10,000 others held took 57 us,
+    against 5);
   * the device ranges of a file's extents while a Mapping covers them:
     truncate refuses (EBUSY) to free them;
   * byte MOUNTED_BYTE while mounted, read-only mounts included (which have
@@ -35,6 +40,8 @@ import os
 import struct
 from collections.abc import Callable
 
+from .layout import INODE_SIZE
+
 OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
@@ -44,6 +51,8 @@ _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
 MOUNTED_BYTE = 0
 # The superblock's second byte, likewise covered by no other pin.
 WRITER_BYTE = 1
+# What an inode's pin covers from its slot's first byte: the slot.
+SLOT_PIN = INODE_SIZE
 
 
 def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -> None:
@@ -51,6 +60,16 @@ def set_lock(fd: int, ltype: int, start: int, length: int, wait: bool = False) -
     unless ``wait`` (then until whoever holds a conflicting one drops it)."""
     op = OFD_SETLKW if wait else OFD_SETLK
     fcntl.fcntl(fd, op, _FLOCK.pack(ltype, os.SEEK_SET, start, length, 0))
+
+
+def pin_slot(fd: int, off: int) -> None:
+    """Pin the inode whose slot begins at ``off`` (module doc)."""
+    set_lock(fd, fcntl.F_RDLCK, off, SLOT_PIN)
+
+
+def unpin_slot(fd: int, off: int) -> None:
+    """Drop pin_slot's pin of the slot at ``off``."""
+    set_lock(fd, fcntl.F_UNLCK, off, SLOT_PIN)
 
 
 def mark_mounted(fd: int) -> None:
