@@ -21,6 +21,7 @@ META_LABELS = [
     "stat",
     "open+read 4K+close",
     "read_bytes 4K",
+    "open, all held open, close",
     "overwrite 4K (open wb+write+close)",
     "listdir (12 entries)",
     "unlink",
@@ -112,9 +113,10 @@ def test_meta_tiny(tmp_path, capsys):
     assert "=== profile: daxfs " in out
     data = json.loads(js.read_text())["data"]
     assert set(data["ratio"]) == {
-        "create", "stat", "read", "read_bytes", "overwrite", "listdir", "unlink", "write_bytes",
-        "rewrite_bytes", "unlink_all",
+        "create", "stat", "read", "read_bytes", "held", "overwrite", "listdir", "unlink",
+        "write_bytes", "rewrite_bytes", "unlink_all",
     }  # fmt: skip
+    assert data["held"] == 12
     assert len(data["raw"]["kernel"]) == len(data["raw"]["daxfs"]) == 1
     assert data["empty_changes_per_s"] > 0
     # A create is two changes and an unlink one, each at least an empty change.

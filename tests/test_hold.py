@@ -227,10 +227,11 @@ def test_a_forked_child_waits_for_its_parents_kept_lock(pool_path):
 
 
 @pytest.mark.parametrize("call", ["open for reading", "stat", "overwrite"])
-def test_calls_that_take_the_shared_lock_use_the_kept_one(pool_path, call):
+def test_calls_that_take_the_shared_lock_use_the_kept_one(pool_path, call, long_holds):
     """An open for reading, a lookup and an overwrite in place take the
     shared lock the short way: with the exclusive one kept they take
-    nothing, and it stays kept (no flock of theirs converts it)."""
+    nothing, and it stays kept (no flock of theirs converts it).  (Long
+    holds: on a loaded machine 5 ms can pass between two calls.)"""
     fs = daxfs.mount(pool_path)
     try:
         made_said(fs, "/d/a", b"a" * 5000)

@@ -14,6 +14,9 @@ Phases, each over the same N files of one directory, in this order:
     read        open(p, "rb") + read(4096) + close       (N ops)
     read_bytes  the whole file: fs.read_bytes(p); the kernel's side
                 pathlib's read_bytes (open, read, close)  (N ops)
+    held        open(p, "rb") of every file, each kept open, then every
+                one closed: what a process holding many files open pays
+                (as many as the open-file limit allows) (N ops)
     overwrite   open(p, "wb") + write 4 KiB + close of each file again: a
                 file rewritten whole, as a checkpoint or a zarr chunk is
                 (N ops)
@@ -49,6 +52,7 @@ import argparse
 import cProfile
 import functools
 import os
+import resource
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -86,6 +90,8 @@ LISTDIR_SECONDS = 0.2
 # The deepest --depth: the kernel side's paths ("d/" a level) stay under
 # PATH_MAX with room for the temporary directory's name.
 MAX_DEPTH = 1500
+# Descriptors left for all else while the held phase holds its files.
+FD_ROOM = 256
 # Journaled changes per op: open("wb") commits the name, the write at close
 # the data (DESIGN.md, "The per-call path"); write_bytes both at once.
 # An overwrite: the open empties the file, the write at close fills it.
@@ -96,6 +102,7 @@ PHASES: list[tuple[str, str]] = [
     ("stat", "stat"),
     ("read", "open+read 4K+close"),
     ("read_bytes", "read_bytes 4K"),
+    ("held", "open, all held open, close"),
     ("overwrite", "overwrite 4K (open wb+write+close)"),
     ("listdir", "listdir ({n:,} entries)"),
     ("unlink", "unlink"),
@@ -155,6 +162,28 @@ def _read(s: Side, payload: bytes) -> int:
     return len(s.paths)
 
 
+def _held(s: Side, count: int) -> int:
+    """Open the first ``count`` files for reading and keep each open, then
+    close them all."""
+    op = s.open
+    handles = [op(p, "rb") for p in s.paths[:count]]
+    for h in handles:
+        h.close()
+    return count
+
+
+def files_to_hold(files: int) -> int:
+    """How many files the held phase keeps open at once: all of them, the
+    soft limit on open files raised toward the hard one as far as needed
+    (with room for what else is open), or as many as the hard one allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = files + FD_ROOM
+    if soft != resource.RLIM_INFINITY and soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return files if soft == resource.RLIM_INFINITY else max(0, min(files, soft - FD_ROOM))
+
+
 def _write_bytes(s: Side, payload: bytes) -> int:
     op = s.write_bytes
     for p in s.paths:
@@ -200,10 +229,15 @@ def _floor(s: Side, payload: bytes) -> int:
 
 
 def run_round(
-    s: Side, payload: bytes, profilers: dict[str, cProfile.Profile] | None = None
+    s: Side,
+    payload: bytes,
+    profilers: dict[str, cProfile.Profile] | None = None,
+    held: int | None = None,
 ) -> dict[str, tuple[int, float]]:
     """Every phase once on side ``s``; returns {phase: (ops, seconds)}.  With
-    ``profilers``, each phase runs under its profiler (its time is then moot)."""
+    ``profilers``, each phase runs under its profiler (its time is then moot).
+    ``held``: files the held phase keeps open (files_to_hold; all of them)."""
+    held = len(s.paths) if held is None else held
     out: dict[str, tuple[int, float]] = {}
 
     def run(phase: str, fn: Callable[[], int]) -> None:
@@ -222,6 +256,7 @@ def run_round(
         _check(f.read() == payload, s, "read back wrong bytes")
     run("read_bytes", lambda: _each_path(s, s.read_bytes))
     _check(s.read_bytes(s.paths[0]) == payload, s, "read_bytes: wrong bytes")
+    run("held", lambda: _held(s, held))
     run("overwrite", lambda: _create(s, payload[::-1]))  # (the same calls, each name there)
     _check(s.read_bytes(s.paths[-1]) == payload[::-1], s, "overwrite: wrong bytes")
     out["listdir"] = profilers["listdir"].runcall(listdir) if profilers is not None else listdir()
@@ -337,13 +372,14 @@ def main(args: argparse.Namespace) -> int:
         )
         payload = os.urandom(FILE_SIZE)
 
+        held = files_to_hold(args.files)
         results: dict[str, list[dict[str, tuple[int, float]]]] = {"kernel": [], "daxfs": []}
         for r in range(args.rounds):
             for s in (kernel, dax) if r % 2 == 0 else (dax, kernel):
-                results[s.name].append(run_round(s, payload))
+                results[s.name].append(run_round(s, payload, held=held))
 
         env = environment(pool_dir, fs.info()["durability"])
-        report = make_report(args, results, env, size)
+        report = make_report(args, results, env, size, held)
         report.emit(args.format, args.json)
         if args.durable:
             print()
@@ -351,7 +387,7 @@ def main(args: argparse.Namespace) -> int:
             durable.durable_report(args, best, durability, env).emit(args.format, None)
 
         if args.profile:
-            profile_round(dax, payload, report, args.profile, args.profile_lines)
+            profile_round(dax, payload, report, args.profile, args.profile_lines, held)
     finally:
         if fs is not None:
             fs.close()
@@ -366,7 +402,7 @@ def best_rates(rounds: list[dict[str, tuple[int, float]]]) -> dict[str, float]:
     return {ph: max(r[ph][0] / r[ph][1] for r in rounds) for ph, _ in PHASES}
 
 
-def make_report(args, results, env: str, pool_size: int) -> Report:
+def make_report(args, results, env: str, pool_size: int, held: int) -> Report:
     k, d = best_rates(results["kernel"]), best_rates(results["daxfs"])
     floor = max(r["floor"][0] / r["floor"][1] for r in results["daxfs"])
     rows, ratios, ceilings = [], {}, {}
@@ -399,6 +435,8 @@ def make_report(args, results, env: str, pool_size: int) -> Report:
         f"{pool_size // MiB} MiB pool file there",
         f"ops/s, best of {args.rounds} rounds (sides interleaved); higher is better; "
         "listdir in calls/s of a warm directory",
+        f"held: {held:,} files open at once"
+        + ("" if held == args.files else " (as many as the open-file limit allows)"),
         "change floor: daxfs/kernel if each journaled change of the op ("
         + ", ".join(f"{ph} {k}" for ph, k in CHANGES.items())
         + ") "
@@ -414,6 +452,7 @@ def make_report(args, results, env: str, pool_size: int) -> Report:
         "depth": args.depth,
         "rounds": args.rounds,
         "pool_size": pool_size,
+        "held": held,
         "best_ops_per_s": {"kernel": k, "daxfs": d},
         "ratio": ratios,
         "empty_changes_per_s": floor,
@@ -432,9 +471,11 @@ def make_report(args, results, env: str, pool_size: int) -> Report:
     )
 
 
-def profile_round(dax: Side, payload: bytes, report: Report, which: str, lines: int) -> None:
+def profile_round(
+    dax: Side, payload: bytes, report: Report, which: str, lines: int, held: int
+) -> None:
     profilers = {ph: cProfile.Profile() for ph, _ in PHASES}
-    run_round(dax, payload, profilers)
+    run_round(dax, payload, profilers, held)
     ratios = report.data["ratio"]
     assert isinstance(ratios, dict)
     for ph in profiled_phases(which, ratios):
