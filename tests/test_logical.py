@@ -24,6 +24,7 @@ import pytest
 
 import daxfs
 from daxfs.layout import INODE_SIZE, CorruptionError, pack_inode, pack_txn
+from daxfs import logical
 from daxfs.logical import ABSORB_SECONDS
 from daxfs.path import Ino
 from daxfs.region import Region
@@ -307,6 +308,37 @@ def test_write_bytes_over_a_small_file_is_one_said_rewrite(pool_path, shm_dir):
         with daxfs.mount(copy) as again:
             assert again.read_bytes("/d/f") == want
         assert daxfs.check(copy).ok
+
+
+def test_a_rewrites_old_block_is_the_next_said_change_of_one_block(pool_path, monkeypatch):
+    """With the lock kept, a said rewrite's freed block (free on the media
+    once the record is committed) goes to the blocks taken ahead, not back
+    to the allocator: an overwrite's fill, or the next rewrite, takes it,
+    and nothing is lost when the lock goes (the space counts as before)."""
+    monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
+    monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
+    fs = daxfs.mount(pool_path)
+    try:
+        a_directory_with_a_block(fs)
+        fs.write_bytes("/d/f", b"a" * 4096)
+        assert fs._held
+        free_with_f = fs.statvfs().f_bfree + len(fs._stash)  # (those taken ahead: free)
+        rounds = []
+        for i in range(5):
+            ((_f, old, _n),) = fs._inode(fs.stat("/d/f").st_ino).extents
+            with fs.open("/d/f", "wb") as f:  # (a said rewrite to nothing, then a fill)
+                f.write(bytes([i]) * 4096)
+            rec = last_record(fs)
+            assert len(rec.fills) == 1 and rec.claims == [(old, 4096)]  # (the old block again)
+            rounds.append(fs.read_bytes("/d/f") == bytes([i]) * 4096)
+        assert rounds == [True] * 5
+        assert fs.statvfs().f_bfree + len(fs._stash) == free_with_f
+    finally:
+        fs.close()
+    with daxfs.mount(pool_path) as again:
+        assert again.read_bytes("/d/f") == bytes([4]) * 4096
+        assert again.statvfs().f_bfree == free_with_f
+    assert daxfs.check(pool_path).ok
 
 
 def test_a_truncate_to_nothing_is_a_said_rewrite_by_path_or_by_inode(pool_path):

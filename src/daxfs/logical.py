@@ -660,12 +660,24 @@ class LogicalPath:
             raise
         self._said_committed()
         _take_state(inode, len(data), extents, generation, now, now, now)
-        for dev, n in old:  # (committed free: nobody maps them, nothing else holds them)
-            self.allocator.free(self._block(dev), n // BLOCK)
+        self._give_back_said(old)
         self._lag_slots.add(ino)
         self._lag_bytes = lag
         self._dirty_times.discard(ino)  # (the slot as said holds the times)
         return True
+
+    def _give_back_said(self, old: list[tuple[int, int]]) -> None:
+        """The device runs ``old`` a committed rewrite freed (nobody maps
+        them, nothing else holds them) given back: a single block to the
+        blocks taken ahead while the lock is kept, which the next said
+        change of one block takes (an overwrite's fill: no allocator edit
+        either way; free on the media as those taken ahead are), the rest
+        to the allocator."""
+        for dev, n in old:
+            if n == BLOCK and self._keeping:
+                self._stash.append(self._block(dev))
+            else:
+                self.allocator.free(self._block(dev), n // BLOCK)
 
     def _said_blocks(self, nbytes: int) -> list[tuple[int, int]] | None:
         """Runs of blocks for ``nbytes`` of a said change's data, at most
