@@ -23,8 +23,8 @@ import zlib
 import pytest
 
 import daxfs
-from daxfs.layout import INODE_SIZE, CorruptionError, pack_inode, pack_txn
 from daxfs import logical
+from daxfs.layout import INODE_SIZE, CorruptionError, pack_inode, pack_txn
 from daxfs.logical import ABSORB_SECONDS
 from daxfs.path import Ino
 from daxfs.region import Region

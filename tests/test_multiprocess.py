@@ -323,9 +323,7 @@ def ofd_read_locks(path: str) -> list[tuple[int, int]]:
     return found
 
 
-def test_pins_of_files_opened_one_after_another_are_one_lock_and_each_holds(
-    pool_path, children
-):
+def test_pins_of_files_opened_one_after_another_are_one_lock_and_each_holds(pool_path, children):
     """The kernel merges a description's read locks on touching ranges: a
     pin covers its inode's whole slot so that the pins of files numbered
     one after another are one lock (each lock call walks the file's list
