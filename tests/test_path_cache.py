@@ -312,3 +312,33 @@ def test_a_change_that_dropped_a_directory_name_walks_again(fs):
             raise Undo
     assert "/made" not in fs._heads  # kept only if the change commits
     assert not fs.exists("/made")
+
+
+def test_the_cache_keeps_the_directories_of_thousands_and_stays_bounded(fs, monkeypatch):
+    """Paths spread over 2,000 directories (more than the 1,024 heads it
+    kept once) are all answered from the cache after one walk each; and
+    the cache starts over, empty, once it holds HEADS_KEPT heads or
+    HEADS_CHARS characters of them, whichever comes first."""
+    from daxfs import fs as fs_module
+
+    dirs = [f"/d{i}" for i in range(2000)]
+    for d in dirs:
+        fs.mkdir(d)
+        fs.write_bytes(d + "/f", b"x")
+    for d in dirs:
+        fs.stat(d + "/f")
+    assert all(d in fs._heads for d in dirs)
+    assert fs._cached_entry(dirs[0] + "/f", True) is not None  # (no walk needed)
+
+    for limits in ({"HEADS_KEPT": 50}, {"HEADS_CHARS": 200}):
+        for name, value in limits.items():
+            monkeypatch.setattr(fs_module, name, value)
+        fs._heads.clear()
+        most = 0
+        for d in dirs[:500]:
+            fs.stat(d + "/f")
+            most = max(most, len(fs._heads))
+            assert len(fs._heads) <= fs_module.HEADS_KEPT
+            assert fs._heads.chars <= fs_module.HEADS_CHARS + len(d)
+        assert most >= min(50, 200 // len(dirs[499]))  # (it did keep some)
+        monkeypatch.undo()
