@@ -178,6 +178,7 @@ class Heads(dict):
         super().clear()
         self.chars = 0
 
+
 NO_ID = 2**32 - 1  # (uid_t)-1: no user; ids are below it
 # Paths and names too short for any count of their bytes to pass PATH_MAX
 # or MAX_NAME (UTF-8, surrogateescape: at most 4 bytes a character).
