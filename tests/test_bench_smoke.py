@@ -585,16 +585,18 @@ def test_follow_tiny(capsys):
 
 
 def test_dirs_tiny(tmp_path, capsys):
-    """bench dirs: both sides' fill and refill rates, their ratios and what
-    each side kept of its fill rate, at a tiny size; nothing left behind."""
+    """bench dirs: both sides' fill, drain and refill rates, their ratios and
+    what each side kept of its fill rate, at a tiny size; nothing left
+    behind."""
     js = tmp_path / "dirs.json"
     argv = ["dirs", "--files", "40", "--creates", "10", "--rounds", "1"]
     argv += ["--pool-dir", str(tmp_path), "--format", "plain", "--json", str(js)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    rows = plain_rows(out, ["creates, growing", "creates, drained", "kept (drained / growing)"])
-    assert len(rows) == 3
-    for label in ("creates, growing", "creates, drained"):
+    labels = ["creates, growing", "unlinks, oldest half", "creates, drained"]
+    rows = plain_rows(out, [*labels, "kept (drained / growing)"])
+    assert len(rows) == 4
+    for label in labels:
         kernel, dax, ratio = (float(c.replace(",", "")) for c in rows[label])
         assert kernel > 0 and dax > 0 and ratio >= 0
     data = json.loads(js.read_text())["data"]

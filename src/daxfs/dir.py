@@ -367,9 +367,11 @@ class Directory:
         return ino, b, pos
 
     def write_whole(self, b: int, txn: Transaction) -> None:
-        """Seal block ``b`` and stage it whole (an absorb, logical.py)."""
+        """Seal block ``b`` and stage it whole (an absorb, logical.py: it
+        writes each home once, so the write overlaps none staged)."""
         self._seal(b)
-        self._write(txn, self.devs[b], bytes(self.images[b]))
+        txn.touch(self.ino)
+        txn.write_apart(self.devs[b], self.images[b])
 
     def retarget(self, name: str, ino: int, ftype: int, txn: Transaction) -> int:
         """Point an existing name at another inode in place; return the old ino."""

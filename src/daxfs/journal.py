@@ -151,6 +151,11 @@ class Transaction:
                 break
         self.writes.append((off, bytearray(data)))
 
+    def write_apart(self, off: int, data) -> None:
+        """Stage a write that overlaps no write staged before it (an absorb's
+        whole homes, each written once): appended, with none searched."""
+        self.writes.append((off, bytearray(data)))
+
     def drop_writes(self, blocks: set[int]) -> None:
         """Forget the staged writes into the 4 KiB blocks at device offsets
         ``blocks`` (a directory's edits rolled back to be made again)."""

@@ -1072,10 +1072,10 @@ class LogicalPath:
         made = sorted(ino for ino in self._lag_slots if ino in cache)
         freed = sorted(ino for ino in self._lag_slots if ino not in cache)
         for first, n in _runs(freed):  # (files freed in a row: a few writes)
-            txn.write(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
+            txn.write_apart(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
         for first, n in _runs(made):  # (said creates: every extent in the slot)
             slots = [cache[ino].slot(0) for ino in range(first, first + n)]
-            txn.write(self.inodes.slot_off(first), b"".join(slots))
+            txn.write_apart(self.inodes.slot_off(first), b"".join(slots))
         held = self._heads_seq == self._seen_seq
         self.journal.commit(txn)
         self._seen_seq, self._seen_pos = self.journal.next_seq, self.journal.pos

@@ -10,7 +10,8 @@ directory each round, in this order (then it is emptied and removed):
     fill      --files empty files made by write_bytes (timed: creates in a
               directory as it grows)
     drain     the oldest half of them unlinked, in the order they were made
-              (untimed)
+              (timed: unlinks in a large directory, each absorb writing
+              the blocks they emptied)
     refill    --creates more empty files, new names (timed: creates in the
               drained directory)
 
@@ -51,6 +52,13 @@ HELP = "creates in a directory emptied oldest first (a cache) vs kernel tmpfs"
 DESCRIPTION = __doc__
 
 
+PHASES = [
+    ("fill", "creates, growing"),
+    ("drain", "unlinks, oldest half"),
+    ("refill", "creates, drained"),
+]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=100_000, help="files the fill makes (100000)")
     p.add_argument("--creates", type=int, default=20_000, help="files the refill makes (20000)")
@@ -73,14 +81,18 @@ def one_round(directory: str, calls, files: int, creates: int) -> dict[str, floa
             write_bytes(p, b"")
         return len(paths)
 
+    def remove(paths: list[str]) -> int:
+        for p in paths:
+            unlink(p)
+        return len(paths)
+
     _n, fill = timed(lambda: make(old))
-    for p in old[: files // 2]:
-        unlink(p)
+    _n, drain = timed(lambda: remove(old[: files // 2]))
     _n, refill = timed(lambda: make(new))
     for p in old[files // 2 :] + new:
         unlink(p)
     rmdir(directory)
-    return {"fill": files / fill, "refill": creates / refill}
+    return {"fill": files / fill, "drain": files // 2 / drain, "refill": creates / refill}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -121,7 +133,7 @@ def make_report(args, best: dict[str, dict[str, float]], env: str) -> Report:
     k, d = best["kernel"], best["daxfs"]
     rows = [
         [label, fmt_rate(k[ph]), fmt_rate(d[ph]), fmt_ratio(d[ph] / k[ph])]
-        for ph, label in (("fill", "creates, growing"), ("refill", "creates, drained"))
+        for ph, label in PHASES
     ]
     kept = {side: best[side]["refill"] / best[side]["fill"] for side in best}
     rows.append(
