@@ -489,10 +489,25 @@ def pack_txn_body(
     return nrec, b"".join(parts)
 
 
-# A record that unlinks a file of one extent, after its magic and crc: the
-# header's seq, nrec and payload_len, the revoke, the unlink and its tail.
+# Records of the said paths' usual shapes, after their magic and crc: the
+# header's seq, nrec and payload_len, then the entries' fixed parts.  An
+# unlink of a file of one extent: the revoke, the unlink and its tail; a
+# create of a file of one block: the claim, the create and its tail (of an
+# empty file: the create and its tail); a fill: the claim and the fill; a
+# rewrite: the revoke, the claim and the rewrite.  (Each is pack_txn's
+# bytes in the fewest steps.)
 _UNLINK_ONE = struct.Struct("<QIIQIIQIIQq")
+_CREATE_ONE = _UNLINK_ONE
+_CREATE_EMPTY = struct.Struct("<QIIQIIQq")
+_FILL_ONE = struct.Struct("<QIIQIIQII")
+_REWRITE_ONE = struct.Struct("<QIIQIIQIIQII")
 _PADS = [bytes(-n % 8) for n in range(8)]
+
+
+def _sealed(tail: bytes) -> bytes:
+    """A durable record of ``tail`` (its bytes past the crc): seal_txn's
+    last step."""
+    return _MAGIC_CRC.pack(TXN_MAGIC, _crc32c.crc32c(tail, _TXN_MAGIC_CRC[TXN_MAGIC])) + tail
 
 
 def pack_unlink_record(
@@ -505,14 +520,13 @@ def pack_unlink_record(
         return pack_txn(seq, [], revokes, unlinks=[(parent, ino, name, when)])
     ((dst, length),) = revokes
     n = len(name)
-    tail = (
+    return _sealed(
         _UNLINK_ONE.pack(
             seq, 2, 48 + n + (-n % 8), dst, length, REC_REVOKE, ino, n, REC_UNLINK, parent, when
         )
         + name
         + _PADS[n % 8]
     )
-    return _MAGIC_CRC.pack(TXN_MAGIC, _crc32c.crc32c(tail, _TXN_MAGIC_CRC[TXN_MAGIC])) + tail
 
 
 def pack_create_record(
@@ -521,6 +535,17 @@ def pack_create_record(
     """pack_txn(seq, [], claims=claims, creates=[(parent, ino, name, when,
     slot)]): the same bytes, in fewer steps (every said create pays it)."""
     n = len(name)
+    if not claims:  # (an open that makes the file: no data yet)
+        size = 32 + INODE_SIZE + n + (-n % 8)
+        head = _CREATE_EMPTY.pack(seq, 1, size, ino, n, REC_CREATE, parent, when)
+        return _sealed(head + slot + name + _PADS[n % 8])
+    if len(claims) == 1:
+        ((dst, length),) = claims
+        size = 48 + INODE_SIZE + n + (-n % 8)
+        head = _CREATE_ONE.pack(
+            seq, 2, size, dst, length, REC_CLAIM, ino, n, REC_CREATE, parent, when
+        )
+        return _sealed(head + slot + name + _PADS[n % 8])
     parts = [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
     parts.append(_CREATE_REC.pack(ino, n, REC_CREATE, parent, when) + slot + name + _PADS[n % 8])
     return seal_txn(seq, (len(parts), b"".join(parts)))
@@ -530,6 +555,16 @@ def pack_slot_record(seq: int, kind: int, ino: int, slot: bytes, revokes, claims
     """pack_txn(seq, [], revokes, claims, fills=[(ino, slot)]) for ``kind``
     REC_FILL (``revokes`` empty), rewrites=[(ino, slot)] for REC_REWRITE:
     the same bytes, in fewer steps (every said fill and rewrite pays it)."""
+    if len(claims) == 1 and len(revokes) <= 1:
+        ((dst, length),) = claims
+        if not revokes:
+            head = _FILL_ONE.pack(seq, 2, 32 + INODE_SIZE, dst, length, REC_CLAIM, ino, 0, kind)
+            return _sealed(head + slot)
+        ((rdst, rlength),) = revokes
+        head = _REWRITE_ONE.pack(
+            seq, 3, 48 + INODE_SIZE, rdst, rlength, REC_REVOKE, dst, length, REC_CLAIM, ino, 0, kind
+        )
+        return _sealed(head + slot)
     parts = [TXN_REC.pack(dst, length, REC_REVOKE) for dst, length in revokes]
     parts += [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
     parts.append(TXN_REC.pack(ino, 0, kind) + slot)
@@ -769,18 +804,28 @@ def pack_slot(
     ext_block: int, inline: list[tuple[int, int, int]],
 ) -> bytes:  # fmt: skip
     """An inode slot's bytes, from its fields (pack_inode's, with no record
-    to build: every change of an inode and every said create pays it)."""
-    slot = bytearray(INODE_SIZE)  # (zeros past the inline extents)
-    INODE_HEAD.pack_into(
-        slot, 0, 0, INODE_MAGIC, 0, ino, generation, mode, nlink, uid, gid, size, atime, mtime,
-        ctime, btime, parent, nextents, rdev, ext_block,
-    )  # fmt: skip
-    pos = INODE_HEAD.size
-    for e in inline:
-        EXTENT.pack_into(slot, pos, *e)
-        pos += EXTENT.size
-    _U32.pack_into(slot, 0, _crc32c.crc32c(memoryview(slot)[4:]))
-    return bytes(slot)
+    to build: every change of an inode and every said create pays it).
+    One Struct packs all but the crc for each count of inline extents, and
+    the crc goes in front: half the time of packing into a buffer."""
+    k = len(inline)
+    if k == 1:  # (the usual small file)
+        ((foff, dev, length),) = inline
+        flat: tuple | list = (foff, dev, length)
+    else:
+        flat = [v for e in inline for v in e]
+    body = _SLOT_PAST_CRC[k].pack(
+        INODE_MAGIC, 0, ino, generation, mode, nlink, uid, gid, size, atime, mtime, ctime,
+        btime, parent, nextents, rdev, ext_block, *flat,
+    ) + _SLOT_PAD[k]  # fmt: skip
+    return _U32.pack(_crc32c.crc32c(body)) + body
+
+
+# A slot past its crc with 0 to INLINE_EXTENTS inline extents (pack_slot),
+# and the zeros that follow them to the slot's end.
+_SLOT_PAST_CRC = [
+    struct.Struct("<" + INODE_HEAD.format[2:] + "QQQ" * k) for k in range(INLINE_EXTENTS + 1)
+]
+_SLOT_PAD = [bytes(INODE_SIZE - _U32.size - s.size) for s in _SLOT_PAST_CRC]
 
 
 def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
