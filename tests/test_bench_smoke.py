@@ -403,10 +403,10 @@ def test_share_tiny(tmp_path, capsys):
     rows = plain_rows(out, SHARE_LABELS)
     assert list(rows) == SHARE_LABELS
     for label, cells in rows.items():
-        assert len(cells) == 13, (label, cells)
+        assert len(cells) == 14, (label, cells)
         kernel, dax = (float(c.replace(",", "")) for c in cells[:2])
         assert kernel > 0 and dax > 0
-        rebuilds, records, optimistic, conflicts, contended = cells[8:]
+        rebuilds, records, optimistic, conflicts, contended = cells[9:]
         assert float(conflicts) >= 0 and float(contended) >= 0
         if label.endswith("1 process"):
             assert cells[3:5] == ["-", "-"]  # no scaling against itself
@@ -432,7 +432,9 @@ def test_share_tiny(tmp_path, capsys):
     ]
     for c in cases:
         for side in ("kernel", "daxfs"):
-            assert c[side]["ops"] == dict.fromkeys(("create", "stat", "unlink"), 20 * c["procs"])
+            assert c[side]["ops"] == dict.fromkeys(
+                ("create", "stat", "read", "unlink"), 20 * c["procs"]
+            )
         by_phase = c["daxfs"]["coherence_by_phase"].values()
         assert sum(p.get("full_rebuilds", 0) for p in by_phase) == c["daxfs"]["coherence"].get(
             "full_rebuilds", 0
@@ -449,7 +451,7 @@ def test_share_stops_a_case_at_the_limit(tmp_path, capsys):
     out = capsys.readouterr().out
     (cells,) = plain_rows(out, ["0 files: 2 shared"]).values()
     assert cells[1].endswith("*") and cells[5].endswith("*")  # daxfs total and creates
-    assert "* stopped at --limit 0.3 s (each phase at 0.1 s): rates of the work done" in out
+    assert "* stopped at --limit 0.3 s (each phase at 0.075 s): rates of the work done" in out
     assert "not measured (needs --procs 1,2 and --layout disjoint)" in out
     assert os.listdir(tmp_path) == []
 
@@ -500,7 +502,7 @@ def test_share_prints_each_coherence_counter_per_call():
     from daxfs.bench.share import Case, Outcome, make_report
 
     def outcome(coherence):
-        ops = dict.fromkeys(("create", "stat", "unlink"), 10)
+        ops = dict.fromkeys(("create", "stat", "read", "unlink"), 10)
         return Outcome(ops, dict.fromkeys(ops, 0.01), 0.03, [], coherence, {})
 
     args = argparse.Namespace(
@@ -513,7 +515,7 @@ def test_share_prints_each_coherence_counter_per_call():
         argv=["share"],
     )
     case = Case(0, 1, "disjoint")
-    counted = {"records_applied": 25, "optimistic_commits": 10, "conflicts": 1}
+    counted = {"records_applied": 40, "optimistic_commits": 16, "conflicts": 2}
     results = {case: {"kernel": outcome({}), "daxfs": outcome(counted)}}
     report = make_report(args, results, {0: {}}, "env")
     assert report.columns[-5:] == [
@@ -523,7 +525,7 @@ def test_share_prints_each_coherence_counter_per_call():
         "conflicts/call",
         "contended/call",
     ]
-    assert report.rows[0][-5:] == ["0", "0.500", "0.200", "0.020", "0"]  # over 50 calls
+    assert report.rows[0][-5:] == ["0", "0.500", "0.200", "0.025", "0"]  # over 80 calls
 
 
 def test_scale_tiny(tmp_path, capsys):

@@ -400,3 +400,116 @@ def test_blocks_taken_ahead_go_back_before_the_lock_does(pool_path, long_holds):
         fs.close()
     result = daxfs.check(pool_path)
     assert result.ok, result
+
+
+# A reader beside another mount: its holds end only by a process waiting for
+# the exclusive lock (HOLD_SECONDS and HOLD_IDLE are 30 s here: a test that
+# misses the mark waits that long and fails, rather than hang).
+READER = textwrap.dedent("""
+    import sys, time, daxfs
+    from daxfs import logical
+    logical.HOLD_SECONDS = logical.HOLD_IDLE = 30.0
+    fs = daxfs.mount(sys.argv[1])
+    if sys.argv[2] == "idle":  # open one file, keep it open, stop calling
+        for _ in range(3):  # (an open may meet the look at followers: Locked)
+            f = fs.open("/r/kept", "rb")
+            if fs._held:
+                break
+            f.close()
+        print("open", fs._held, fs._held_shared, fs._pins_due == {f._ino}, flush=True)
+        sys.stdin.readline()
+        f.seek(0)
+        print(f.read() == b"K" * 5000, flush=True)
+        f.close()
+    else:  # read files as fast as it can for argv[3] seconds
+        print("ready", flush=True)
+        end, n, held = time.monotonic() + float(sys.argv[3]), 0, 0
+        while time.monotonic() < end:
+            with fs.open(f"/r/f{n % 100}", "rb") as f:
+                assert f.read() == b"x" * 4096
+                held += fs._held_shared
+            n += 1
+        print(n, held, flush=True)
+    fs.close()
+    print("bye", flush=True)
+""")
+
+
+def exclusive_lock_is_free(path: str) -> bool:
+    """Can another open description take the exclusive pool lock right now?"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_reader_beside_another_mount_keeps_the_shared_lock_and_pins_before_it_goes(
+    pool_path,
+):
+    """A process reading beside another mount keeps the shared pool lock
+    (others may share it, nobody may take it exclusively) and puts its
+    pins off.  A process that waits for the exclusive lock marks it, and
+    the idle reader lets the lock go within a moment, its pins taken
+    first: the unlink leaves an orphan whose blocks no new file takes, the
+    reader reads its bytes back whole, and its close frees it."""
+    with daxfs.mount(pool_path) as fs:  # (mounted first: the reader is not alone)
+        fs.mkdir("/r")
+        fs.write_bytes("/r/kept", b"K" * 5000)
+        ino = fs.stat("/r/kept").st_ino
+        with script_child(READER, pool_path, "idle") as child:
+            assert child.stdout.readline().split() == ["open", "True", "True", "True"]
+            assert lock_is_free(pool_path) and not exclusive_lock_is_free(pool_path)
+            assert not pinned_by_others(fs.region.fd, fs.inodes.slot_off(ino), 1)  # put off
+            start = time.monotonic()
+            fs.unlink("/r/kept")  # waits for the exclusive lock, marked
+            assert time.monotonic() - start < 1.0  # (its holds run 30 s)
+            assert pinned_by_others(fs.region.fd, fs.inodes.slot_off(ino), 1)
+            assert not fs.inodes.slot_is_free(ino)  # an orphan
+            for i in range(64):  # blocks and numbers a freed file would give
+                fs.write_bytes(f"/r/n{i}", bytes([i]) * 5000)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "True"
+            assert child.stdout.readline().strip() == "bye"
+            assert child.wait(timeout=60) == 0
+            assert all(fs.read_bytes(f"/r/n{i}") == bytes([i]) * 5000 for i in range(64))
+    result = daxfs.check(pool_path)
+    assert result.ok, result
+    with daxfs.mount(pool_path) as fs:
+        assert not fs.exists("/r/kept") and fs.inodes.slot_is_free(ino)  # freed at its close
+
+
+def test_readers_keeping_the_shared_lock_let_a_writer_in_soon(pool_path):
+    """Two processes read files as fast as they can, beside this mount,
+    each keeping the shared lock between its opens (most of them open in a
+    hold), with holds that would run 30 s: this process still makes 20
+    files, each waiting only until the readers see its mark, well before
+    they are done."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/r")
+        for i in range(100):
+            fs.write_bytes(f"/r/f{i}", b"x" * 4096)
+        with (
+            script_child(READER, pool_path, "busy", "6") as a,
+            script_child(READER, pool_path, "busy", "6") as b,
+        ):
+            assert a.stdout.readline().strip() == b.stdout.readline().strip() == "ready"
+            time.sleep(0.5)  # (well into their loops)
+            start = time.monotonic()
+            for i in range(20):
+                fs.write_bytes(f"/mine{i}", b"m" * 100)
+            took = time.monotonic() - start
+            assert a.poll() is None and b.poll() is None, "a reader ended first"
+            assert took < 3.0, f"the writer waited {took:.2f} s"
+            for reader in (a, b):
+                n, held = map(int, reader.stdout.readline().split())
+                assert held > n // 2, (n, held)
+                assert reader.stdout.readline().strip() == "bye"
+                assert reader.wait(timeout=60) == 0
+        assert all(fs.read_bytes(f"/mine{i}") == b"m" * 100 for i in range(20))
+    result = daxfs.check(pool_path)
+    assert result.ok, result

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sortedcontainers import SortedDict
 
+from .coherence import lock_pool
 from .inode import INODE_DTYPE, Inode, InodeTable, symlink_target
 from .journal import Journal, Transaction
 from .layout import (
@@ -178,7 +179,7 @@ class _Checker:
             )
         self.region = region
         try:
-            fcntl.flock(region.fd, fcntl.LOCK_EX if self.repair else fcntl.LOCK_SH)
+            lock_pool(region.fd, fcntl.LOCK_EX if self.repair else fcntl.LOCK_SH)
             sb = self._superblocks()
             if sb is not None:
                 self.sb, self.table = sb, InodeTable(region, sb)

@@ -35,7 +35,7 @@ from .inode import NotCached
 from .journal import RangeSet, Transaction
 from .layout import BLOCK, INODE_SIZE, JOURNAL_HEADER_OFF, CorruptionError, TxnRecord, unpack_inode
 from .path import oserror
-from .pins import writer_mounted
+from .pins import WAITING_BYTE, set_lock, writer_mounted
 
 # Forks seen by this process: bumped in every child, so a FileSystem can tell
 # it was inherited without a getpid() system call on every operation.
@@ -65,23 +65,31 @@ def lock_pool(fd: int, op: int, meanwhile=None, arg=None) -> None:
     """flock(fd, op), polling briefly before sleeping (see SPIN_SECONDS);
     ``meanwhile(arg)``, if given, is called between polls (work that needs
     no lock and shortens what the lock will be held for).  A function and
-    its argument, not a closure: nothing is built on the uncontended path."""
+    its argument, not a closure: nothing is built on the uncontended path.
+    Waiting for the exclusive lock marks pins.WAITING_BYTE meanwhile."""
     try:
         fcntl.flock(fd, op | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while time.perf_counter() < deadline:
-        if meanwhile is not None:
-            meanwhile(arg)
-        os.sched_yield()
-        try:
-            fcntl.flock(fd, op | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-    fcntl.flock(fd, op)
+    waiting = op == fcntl.LOCK_EX  # (a reader keeping the shared lock lets it go)
+    if waiting:
+        set_lock(fd, fcntl.F_RDLCK, WAITING_BYTE, 1)
+    try:
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while time.perf_counter() < deadline:
+            if meanwhile is not None:
+                meanwhile(arg)
+            os.sched_yield()
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+        fcntl.flock(fd, op)
+    finally:
+        if waiting:
+            set_lock(fd, fcntl.F_UNLCK, WAITING_BYTE, 1)
 
 
 # What without_lock returns when it could not answer.

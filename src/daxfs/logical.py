@@ -68,6 +68,18 @@ Calls that take the shared lock for a moment (an open for reading, an
 overwrite in place) use the kept one instead, and an open for reading
 with none kept begins a hold itself on the same terms (_kept_for_read):
 a process reading alone then takes no flock and no pin per file either.
+
+Keeping the shared lock.  A process reading beside others keeps the
+shared pool lock from one open to the next on the same terms, but for
+who may be there: others reading keep theirs too, and nobody may commit
+meanwhile (a commit takes the exclusive lock), so the caches stay current
+and the pins of files opened meanwhile are put off (a process freeing an
+inode looks for pins under the exclusive lock) and taken before it is let
+go.  A process waiting for the exclusive lock marks pins.WAITING_BYTE
+(coherence.lock_pool); a reader's calls look at it every WAIT_LOOK, the
+holder thread every SHARED_IDLE, and let the lock go, then keep none for
+HOLD_PAUSE.  A waiter that does not mark it (an older daxfs) gets in when
+every reader's hold has run its HOLD_SECONDS at once.
 """
 
 from __future__ import annotations
@@ -77,7 +89,7 @@ import stat
 import threading
 import time
 
-from .coherence import catch_up, forks_seen
+from .coherence import catch_up, forks_seen, lock_pool
 from .inode import Inode
 from .journal import Transaction
 from .layout import (
@@ -107,6 +119,7 @@ from .pins import (
     pin_slot,
     pinned_by_others,
     unpin_slot,
+    writer_waiting,
 )
 from .region import flush_ranges
 
@@ -142,6 +155,11 @@ HOLD_SECONDS = 0.005
 HOLD_PAUSE = 0.001
 HOLD_RECHECK = 0.05
 HOLD_IDLE = 0.05
+# Keeping the shared lock between reads (module doc): its calls look for a
+# process waiting for the exclusive lock every WAIT_LOOK, and the holder
+# thread every SHARED_IDLE, so that one waits about that long for readers.
+WAIT_LOOK = 0.0005
+SHARED_IDLE = 0.002
 
 
 class LogicalPath:
@@ -167,6 +185,9 @@ class LogicalPath:
         # The exclusive pool lock kept since an earlier said change: nobody
         # else has committed or joined since, and nobody else is mounted.
         self._held = False
+        self._held_shared = False  # what is kept is the shared lock (a reader's)
+        self._shared_after = 0.0  # no new shared hold before then
+        self._wait_look_due = 0.0  # when a shared hold's call looks for waiters
         self._keeping = False  # this section keeps it (it may defer pins)
         self._hold_until = 0.0  # when a hold must end (monotonic)
         self._hold_after = 0.0  # no new hold before then
@@ -288,11 +309,11 @@ class LogicalPath:
             if self._unmapped:
                 return None
             held = self._held
-            if held and now >= self._hold_until:
-                self._let_go(pause=True)
+            if held and (self._held_shared or now >= self._hold_until):
+                self._let_go(pause=not self._held_shared)  # (a reader's: taken anew)
                 held = False
             if not held:
-                fcntl.flock(self.region.fd, fcntl.LOCK_EX)
+                lock_pool(self.region.fd, fcntl.LOCK_EX)
             said = None
             try:
                 if not held:
@@ -316,7 +337,7 @@ class LogicalPath:
         the same place: a checkpoint moves the log, not the seq; no commit
         a dead process left unpublished), and alone.  With the pool lock
         kept, both hold still but for followers (they take no lock)."""
-        if self._held:
+        if self._held and not self._held_shared:
             return not self.followers.any()
         return self.journal.unmoved(self._seen_seq, self._seen_pos) and self._alone()
 
@@ -345,13 +366,61 @@ class LogicalPath:
         go; with no hold, one begins here when a said section's could
         (_held_for_read): a process reading alone keeps the lock as one
         writing alone does, and its opens take no flock and put their pins
-        off."""
+        off.  Beside others, the shared lock is kept instead (_shared_for_read),
+        and let go when a process waits for the exclusive one."""
         if self._held:
-            if now < self._hold_until:
+            if now < self._hold_until and not (self._held_shared and self._writer_waits(now)):
                 return True
             self._let_go(pause=True)
             return False
-        return now >= self._hold_after and self._may_say and self._held_for_read(now)
+        if not self._may_say:
+            return False
+        if now >= self._hold_after and self._held_for_read(now):
+            return True
+        return now >= self._shared_after and self._shared_for_read(now)
+
+    def _shared_for_read(self, now: float) -> bool:
+        """The shared pool lock taken and kept (module doc, "Keeping the
+        shared lock"), caught up under it, if nobody holds the exclusive one
+        or waits for it.  False: nothing taken or kept (damage met catching
+        up: the usual way meets it too)."""
+        fd = self.region.fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # (held exclusively: the usual way waits for it)
+        try:
+            if writer_waiting(fd):
+                self._shared_after = now + HOLD_PAUSE
+            else:
+                self._caught_up_shared()
+                self._hold(now, shared=True)
+                return True
+        except OSError:
+            pass
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+
+    def _caught_up_shared(self) -> None:
+        """_caught_up_here, under the shared lock."""
+        if self.journal.unmoved(self._seen_seq, self._seen_pos):
+            return
+        self._depth += 1
+        try:
+            catch_up(self, exclusive=False)
+        finally:
+            self._depth -= 1
+
+    def _writer_waits(self, now: float) -> bool:
+        """Does a process wait for the exclusive pool lock (WAITING_BYTE)?
+        Looked at every WAIT_LOOK; False between looks."""
+        if now < self._wait_look_due:
+            return False
+        self._wait_look_due = now + WAIT_LOOK
+        return writer_waiting(self.region.fd)
 
     def _held_for_read(self, now: float) -> bool:
         """The exclusive pool lock taken and kept, if this mount, caught up
@@ -403,11 +472,13 @@ class LogicalPath:
         the kernel about its file's slot (about a fifth of its cost)."""
         return not (self._keeping and self._unpinned_as_of == RangePins.made)
 
-    def _hold(self, now: float) -> None:
-        """Keep the exclusive pool lock past this section, for HOLD_SECONDS
-        (the next said section lets it go then; the holder thread, if no
-        call comes within HOLD_IDLE)."""
+    def _hold(self, now: float, shared: bool = False) -> None:
+        """Keep the exclusive pool lock (``shared``: the shared one, a
+        reader's) past this section, for HOLD_SECONDS (the next said section
+        lets it go then; the holder thread, if no call comes within
+        HOLD_IDLE, or SHARED_IDLE)."""
         self._held = True
+        self._held_shared = shared
         self._hold_until = now + HOLD_SECONDS
         self._hold_began.set()
         if self._holder is None:
@@ -426,11 +497,11 @@ class LogicalPath:
         if self._stash:
             stash, self._stash = self._stash, []
             self._free_merged(sorted((b, 1) for b in stash))
-        self._held = False
+        self._held = self._held_shared = False
         self._unpinned_as_of = None
         fcntl.flock(self.region.fd, fcntl.LOCK_UN)
         if pause:
-            self._hold_after = time.monotonic() + HOLD_PAUSE
+            self._hold_after = self._shared_after = time.monotonic() + HOLD_PAUSE
 
     def _take_pins_due(self) -> None:
         """Take the pins put off while the lock was kept.  A handle the
@@ -457,12 +528,16 @@ class LogicalPath:
         began, stop = self._hold_began, self._stop_committer
         while True:
             began.wait()
-            if stop.wait(HOLD_IDLE) or self.closed or self._forks != forks_seen():
+            idle = SHARED_IDLE if self._held_shared else HOLD_IDLE
+            if stop.wait(idle) or self.closed or self._forks != forks_seen():
                 return
             with self._tlock:
                 if self.closed:
                     return
-                if self._held and time.monotonic() >= self._hold_until:
+                if self._held and (
+                    time.monotonic() >= self._hold_until
+                    or (self._held_shared and writer_waiting(self.region.fd))
+                ):
                     try:
                         self._let_go(pause=True)
                     except OSError:

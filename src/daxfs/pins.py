@@ -20,6 +20,8 @@ when a process dies).  daxfs pins
     no slot in the process table): a writer alone keeps the exclusive
     pool lock between its said changes only while no other description
     holds it (logical.py, "Keeping the lock");
+  * byte WAITING_BYTE while waiting for the exclusive pool lock
+    (coherence.lock_pool): a reader keeping the shared one lets it go;
   * byte WRITER_BYTE while mounted writable, from the end of the mount's
     recovery on: while anyone holds it, the machine has not restarted
     since the journal was last recovered, so a read-only mount need not
@@ -51,6 +53,10 @@ _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (x86_64, aarch64)
 MOUNTED_BYTE = 0
 # The superblock's second byte, likewise covered by no other pin.
 WRITER_BYTE = 1
+# The superblock's third byte, likewise: locked by a process while it waits
+# for the exclusive pool lock, so that a process keeping the shared one
+# between its reads lets it go (logical.py, "Keeping the shared lock").
+WAITING_BYTE = 2
 # What an inode's pin covers from its slot's first byte: the slot.
 SLOT_PIN = INODE_SIZE
 
@@ -81,6 +87,12 @@ def mark_writer(fd: int) -> None:
     """Mark a writable mount of the pool open on ``fd``, its journal just
     recovered (under the exclusive pool lock), until closed."""
     set_lock(fd, fcntl.F_RDLCK, WRITER_BYTE, 1)
+
+
+def writer_waiting(fd: int) -> bool:
+    """Does a process (through another description) wait for the exclusive
+    pool lock?"""
+    return pinned_by_others(fd, WAITING_BYTE, 1)
 
 
 def writer_mounted(fd: int) -> bool:

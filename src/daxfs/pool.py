@@ -49,7 +49,7 @@ import errno
 import fcntl
 import os
 
-from .coherence import reader_must_recover, recover_privately
+from .coherence import lock_pool, reader_must_recover, recover_privately
 from .follow import mount_follower
 from .fs import COMMIT_INTERVAL, DEFAULT_TAILS, FileSystem
 from .layout import (
@@ -250,7 +250,7 @@ def mount_region(
             tails=tails,
         )
         with fs._tlock:
-            fcntl.flock(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
+            lock_pool(region.fd, fcntl.LOCK_SH if readonly else fcntl.LOCK_EX)
             try:
                 mark_mounted(region.fd)  # (under the pool lock: logical.py, _may_hold)
                 if readonly and refuse_unrecovered and reader_must_recover(fs.journal, region):

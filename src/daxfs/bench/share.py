@@ -5,6 +5,7 @@ all share, over N files (--files):
 
     create   open(p, "wb") + write 4 KiB + close      (N ops)
     stat     stat(p), checking the size               (N ops)
+    read     open(p, "rb") + read 4 KiB + close       (N ops)
     unlink   unlink(p)                                (N ops)
 
 For each process count in --procs and each layout in --layout (disjoint:
@@ -20,7 +21,7 @@ together, on two sides in the same run:
 All children of a case wait at a barrier before each phase; a phase's time
 runs from the barrier to the last child finishing it, and a case's from
 the first barrier to the last child finishing its unlinks.  Rates are of
-all processes together: ops/s counts creates, stats and unlinks.  The
+all processes together: ops/s counts creates, stats, reads and unlinks.  The
 scaling ratio is N processes together against one process alone, on the
 same side; daxfs/kernel compares the sides.  One process has no layout
 (its row stands for both).
@@ -96,11 +97,12 @@ from . import (
 )
 from .beside import beside_report, run_beside
 
-HELP = "several processes on one pool (create/stat/unlink), 1-4 processes, daxfs vs kernel tmpfs"
+HELP = "several processes on one pool (create/stat/read/unlink), 1-4 processes, daxfs vs kernel"
 DESCRIPTION = __doc__
 FILE_SIZE = 4 * KiB
-PHASES = ("create", "stat", "unlink")
-CALLS = {"create": 3, "stat": 1, "unlink": 1}  # FileSystem calls per file: open+write+close
+PHASES = ("create", "stat", "read", "unlink")
+# FileSystem calls per file: open+write+close, stat, open+read+close, unlink.
+CALLS = {"create": 3, "stat": 1, "read": 3, "unlink": 1}
 LAYOUTS = ("disjoint", "shared")
 PREFILL_PER_DIR = 1000
 BARRIER_SLACK = 600.0  # seconds a child waits at a barrier beyond --limit: a hang guard
@@ -191,6 +193,17 @@ def _stat(ops, paths: list[str], payload: bytes, deadline: float) -> int:
     return len(paths)
 
 
+def _read(ops, paths: list[str], payload: bytes, deadline: float) -> int:
+    op, clock, size = ops[0], time.monotonic, len(payload)
+    for i, p in enumerate(paths):
+        if clock() > deadline:
+            return i
+        with op(p, "rb") as f:
+            if len(f.read(size)) != size:
+                raise RuntimeError(f"share benchmark: {p} read short")
+    return len(paths)
+
+
 def _unlink(ops, paths: list[str], payload: bytes, deadline: float) -> int:
     op, clock = ops[2], time.monotonic
     for i, p in enumerate(paths):
@@ -200,7 +213,12 @@ def _unlink(ops, paths: list[str], payload: bytes, deadline: float) -> int:
     return len(paths)
 
 
-PHASE_LOOPS: dict[str, Callable[..., int]] = {"create": _create, "stat": _stat, "unlink": _unlink}
+PHASE_LOOPS: dict[str, Callable[..., int]] = {
+    "create": _create,
+    "stat": _stat,
+    "read": _read,
+    "unlink": _unlink,
+}
 
 
 # --------------------------------------------------------------------------
@@ -656,10 +674,12 @@ def make_report(
         )
     stopped = any(s["daxfs"].stopped or s["kernel"].stopped for s in results.values())
     notes = [
-        f"{args.files:,} files of 4 KiB per process: create+write+close, stat, unlink; "
+        f"{args.files:,} files of 4 KiB per process: create+write+close, stat, "
+        "open+read+close, unlink; "
         f"children by {args.start_method}, each mounting the pool; a barrier before each phase",
-        f"ops/s of all processes together (creates+stats+unlinks), best of {args.repeat}; "
-        "xN/1 = N processes against 1; create/s, stat/s, unlink/s: daxfs, by phase",
+        f"ops/s of all processes together (creates+stats+reads+unlinks), best of "
+        f"{args.repeat}; xN/1 = N processes against 1; create/s, stat/s, read/s, unlink/s: "
+        "daxfs, by phase",
         "per FileSystem call (open, write, close, stat, unlink), from fs.coherence: "
         "rebuilds = full cache rebuilds, records = other processes' records applied, "
         "optimistic = changes prepared without the pool lock, conflicts = those run again, "
@@ -668,7 +688,7 @@ def make_report(
     ]
     if stopped:
         notes.append(
-            f"* stopped at --limit {args.limit:g} s (each phase at {args.limit / 3:g} s): "
+            f"* stopped at --limit {args.limit:g} s (each phase at {args.limit / len(PHASES):g} s): "
             "rates of the work done"
         )
     return Report(
@@ -685,6 +705,7 @@ def make_report(
             "daxfs xN/1",
             "create/s",
             "stat/s",
+            "read/s",
             "unlink/s",
             *(COUNTER_COLUMNS[c] for c in counters),
         ],
