@@ -688,8 +688,8 @@ def make_report(
     ]
     if stopped:
         notes.append(
-            f"* stopped at --limit {args.limit:g} s (each phase at {args.limit / len(PHASES):g} s): "
-            "rates of the work done"
+            f"* stopped at --limit {args.limit:g} s "
+            f"(each phase at {args.limit / len(PHASES):g} s): rates of the work done"
         )
     return Report(
         title=f"daxfs share benchmark ({args.files:,} files per process)",
