@@ -132,8 +132,7 @@ def main(args: argparse.Namespace) -> int:
 def make_report(args, best: dict[str, dict[str, float]], env: str) -> Report:
     k, d = best["kernel"], best["daxfs"]
     rows = [
-        [label, fmt_rate(k[ph]), fmt_rate(d[ph]), fmt_ratio(d[ph] / k[ph])]
-        for ph, label in PHASES
+        [label, fmt_rate(k[ph]), fmt_rate(d[ph]), fmt_ratio(d[ph] / k[ph])] for ph, label in PHASES
     ]
     kept = {side: best[side]["refill"] / best[side]["fill"] for side in best}
     rows.append(
