@@ -265,13 +265,15 @@ def opened_in_a_hold(fs, path: str) -> None:
     raise AssertionError("no open for reading began a hold")
 
 
-def test_a_reader_alone_keeps_the_lock_and_a_read_only_mount_never_does(pool_path, long_holds):
+def test_a_reader_alone_keeps_the_lock_and_a_read_only_mount_only_the_shared_one(
+    pool_path, long_holds
+):
     """An open for reading by a writable mount alone begins a hold, as a
     said change does: the exclusive lock kept past the call, its pin put
     off, and taken before a call the usual way lets the lock go; an open
     once the hold's time is up lets it go, as a said change does.  A
-    read-only mount takes the shared lock for a moment and keeps
-    nothing."""
+    read-only mount never takes the exclusive lock: it keeps the shared
+    one, which others may share."""
     fs = daxfs.mount(pool_path)
     try:
         fs.mkdir("/d")
@@ -297,7 +299,8 @@ def test_a_reader_alone_keeps_the_lock_and_a_read_only_mount_never_does(pool_pat
         fs.close()
     with daxfs.mount(pool_path, readonly=True) as ro:
         with ro.open("/d/a", "rb") as f:
-            assert lock_is_free(pool_path) and not ro._held
+            assert lock_is_free(pool_path) and not exclusive_lock_is_free(pool_path)
+            assert ro._held and ro._held_shared
             assert f.read() == b"a" * 5000
 
 
@@ -409,7 +412,7 @@ READER = textwrap.dedent("""
     import sys, time, daxfs
     from daxfs import logical
     logical.HOLD_SECONDS = logical.HOLD_IDLE = 30.0
-    fs = daxfs.mount(sys.argv[1])
+    fs = daxfs.mount(sys.argv[1], readonly=sys.argv[-1] == "readonly")
     if sys.argv[2] == "idle":  # open one file, keep it open, stop calling
         for _ in range(3):  # (an open may meet the look at followers: Locked)
             f = fs.open("/r/kept", "rb")
@@ -447,8 +450,9 @@ def exclusive_lock_is_free(path: str) -> bool:
         os.close(fd)
 
 
+@pytest.mark.parametrize("mount", ["writable", "readonly"])
 def test_a_reader_beside_another_mount_keeps_the_shared_lock_and_pins_before_it_goes(
-    pool_path,
+    pool_path, mount
 ):
     """A process reading beside another mount keeps the shared pool lock
     (others may share it, nobody may take it exclusively) and puts its
@@ -460,7 +464,7 @@ def test_a_reader_beside_another_mount_keeps_the_shared_lock_and_pins_before_it_
         fs.mkdir("/r")
         fs.write_bytes("/r/kept", b"K" * 5000)
         ino = fs.stat("/r/kept").st_ino
-        with script_child(READER, pool_path, "idle") as child:
+        with script_child(READER, pool_path, "idle", mount) as child:
             assert child.stdout.readline().split() == ["open", "True", "True", "True"]
             assert lock_is_free(pool_path) and not exclusive_lock_is_free(pool_path)
             assert not pinned_by_others(fs.region.fd, fs.inodes.slot_off(ino), 1)  # put off

@@ -176,6 +176,11 @@ class LogicalPath:
         self._absorb_most = min(ABSORB_MOST, (self.sb.journal_len // 4) & ~(BLOCK - 1))
         # Durable when written, and writable: where changes may be said.
         self._may_say = not self.readonly and not self._lazy
+        # Where a reader may keep the shared lock (_shared_for_read): there,
+        # and on a read-only mount of a pool whose homes are not held back
+        # in a private view (group commit's, which its calls drop and read
+        # again as it commits).
+        self._may_keep_shared = self._may_say or (self.readonly and not self.journal.lazy_view)
         self._absorber: threading.Thread | None = None
         self._forget_hold()
 
@@ -373,11 +378,9 @@ class LogicalPath:
                 return True
             self._let_go(pause=True)
             return False
-        if not self._may_say:
-            return False
-        if now >= self._hold_after and self._held_for_read(now):
+        if now >= self._hold_after and self._may_say and self._held_for_read(now):
             return True
-        return now >= self._shared_after and self._shared_for_read(now)
+        return now >= self._shared_after and self._may_keep_shared and self._shared_for_read(now)
 
     def _shared_for_read(self, now: float) -> bool:
         """The shared pool lock taken and kept (module doc, "Keeping the
