@@ -23,11 +23,12 @@ from daxfs import logical
 from daxfs.pins import pinned_by_others
 
 
-def lock_is_free(path: str) -> bool:
-    """Can another open description take the shared pool lock right now?"""
+def lock_is_free(path: str, op: int = fcntl.LOCK_SH) -> bool:
+    """Can another open description take the pool lock (shared, or ``op``)
+    right now?"""
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
@@ -125,6 +126,21 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+def reuse_while_the_holder_reads(fs, child, directory: str) -> None:
+    """After the holder's file was unlinked here: make files in
+    ``directory`` that would take a freed file's blocks and number, then
+    let the holder (``child``) read its file back whole and close it, and
+    check that no file lost a byte."""
+    for i in range(64):
+        fs.write_bytes(f"{directory}/n{i}", bytes([i]) * 5000)
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    assert child.stdout.readline().strip() == "True"
+    assert child.stdout.readline().strip() == "bye"
+    assert child.wait(timeout=60) == 0
+    assert all(fs.read_bytes(f"{directory}/n{i}") == bytes([i]) * 5000 for i in range(64))
+
+
 @pytest.mark.parametrize("how", ["made", "read"])
 def test_a_file_opened_while_the_lock_was_kept_is_pinned_before_it_is_let_go(pool_path, how):
     """A process opens a file with the lock kept (no pin taken: nobody else
@@ -140,14 +156,7 @@ def test_a_file_opened_while_the_lock_was_kept_is_pinned_before_it_is_let_go(poo
             ino = other.stat("/d/kept").st_ino
             assert pinned_by_others(other.region.fd, other.inodes.slot_off(ino), 1)
             other.unlink("/d/kept")
-            for i in range(64):  # blocks and numbers a freed file would give
-                other.write_bytes(f"/d/n{i}", bytes([i]) * 5000)
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            assert child.stdout.readline().strip() == "True"
-            assert child.stdout.readline().strip() == "bye"
-            assert child.wait(timeout=60) == 0
-            assert all(other.read_bytes(f"/d/n{i}") == bytes([i]) * 5000 for i in range(64))
+            reuse_while_the_holder_reads(other, child, "/d")
         finally:
             other.close()
     result = daxfs.check(pool_path)
@@ -299,7 +308,7 @@ def test_a_reader_alone_keeps_the_lock_and_a_read_only_mount_only_the_shared_one
         fs.close()
     with daxfs.mount(pool_path, readonly=True) as ro:
         with ro.open("/d/a", "rb") as f:
-            assert lock_is_free(pool_path) and not exclusive_lock_is_free(pool_path)
+            assert lock_is_free(pool_path) and not lock_is_free(pool_path, fcntl.LOCK_EX)
             assert ro._held and ro._held_shared
             assert f.read() == b"a" * 5000
 
@@ -438,18 +447,6 @@ READER = textwrap.dedent("""
 """)
 
 
-def exclusive_lock_is_free(path: str) -> bool:
-    """Can another open description take the exclusive pool lock right now?"""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-
-
 @pytest.mark.parametrize("mount", ["writable", "readonly"])
 def test_a_reader_beside_another_mount_keeps_the_shared_lock_and_pins_before_it_goes(
     pool_path, mount
@@ -466,21 +463,14 @@ def test_a_reader_beside_another_mount_keeps_the_shared_lock_and_pins_before_it_
         ino = fs.stat("/r/kept").st_ino
         with script_child(READER, pool_path, "idle", mount) as child:
             assert child.stdout.readline().split() == ["open", "True", "True", "True"]
-            assert lock_is_free(pool_path) and not exclusive_lock_is_free(pool_path)
+            assert lock_is_free(pool_path) and not lock_is_free(pool_path, fcntl.LOCK_EX)
             assert not pinned_by_others(fs.region.fd, fs.inodes.slot_off(ino), 1)  # put off
             start = time.monotonic()
             fs.unlink("/r/kept")  # waits for the exclusive lock, marked
             assert time.monotonic() - start < 1.0  # (its holds run 30 s)
             assert pinned_by_others(fs.region.fd, fs.inodes.slot_off(ino), 1)
             assert not fs.inodes.slot_is_free(ino)  # an orphan
-            for i in range(64):  # blocks and numbers a freed file would give
-                fs.write_bytes(f"/r/n{i}", bytes([i]) * 5000)
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            assert child.stdout.readline().strip() == "True"
-            assert child.stdout.readline().strip() == "bye"
-            assert child.wait(timeout=60) == 0
-            assert all(fs.read_bytes(f"/r/n{i}") == bytes([i]) * 5000 for i in range(64))
+            reuse_while_the_holder_reads(fs, child, "/r")
     result = daxfs.check(pool_path)
     assert result.ok, result
     with daxfs.mount(pool_path) as fs:

@@ -385,19 +385,32 @@ class LogicalPath:
     def _shared_for_read(self, now: float) -> bool:
         """The shared pool lock taken and kept (module doc, "Keeping the
         shared lock"), caught up under it, if nobody holds the exclusive one
-        or waits for it.  False: nothing taken or kept (damage met catching
-        up: the usual way meets it too)."""
+        or waits for it.  False: nothing taken or kept (held exclusively:
+        the usual way waits for it)."""
+        return self._kept_if(fcntl.LOCK_SH, self._begin_shared_hold, now) is True
+
+    def _begin_shared_hold(self, now: float) -> bool:
+        """Under the shared lock just taken: keep it, caught up, unless a
+        process waits for the exclusive one (then none for HOLD_PAUSE)."""
+        if writer_waiting(self.region.fd):
+            self._shared_after = now + HOLD_PAUSE
+            return False
+        self._caught_up_here(exclusive=False)
+        self._hold(now, shared=True)
+        return True
+
+    def _kept_if(self, op: int, begin, now: float) -> bool | None:
+        """The pool lock taken (``op``, with no waiting), then ``begin(now)``
+        under it, which keeps it by beginning a hold: True.  False when it
+        did not, or met damage catching up (the usual way meets it too): the
+        lock is let go.  None: the lock was held elsewhere."""
         fd = self.region.fd
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False  # (held exclusively: the usual way waits for it)
+            return None
         try:
-            if writer_waiting(fd):
-                self._shared_after = now + HOLD_PAUSE
-            else:
-                self._caught_up_shared()
-                self._hold(now, shared=True)
+            if begin(now):
                 return True
         except OSError:
             pass
@@ -406,16 +419,6 @@ class LogicalPath:
             raise
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
-
-    def _caught_up_shared(self) -> None:
-        """_caught_up_here, under the shared lock."""
-        if self.journal.unmoved(self._seen_seq, self._seen_pos):
-            return
-        self._depth += 1
-        try:
-            catch_up(self, exclusive=False)
-        finally:
-            self._depth -= 1
 
     def _writer_waits(self, now: float) -> bool:
         """Does a process wait for the exclusive pool lock (WAITING_BYTE)?
@@ -433,35 +436,29 @@ class LogicalPath:
         met in the process table: the usual way meets it too)."""
         if self.sb.version < 8:
             return False
-        fd = self.region.fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
-            return False
-        try:
-            self._caught_up_here()  # (a checkpoint moves the log: peek misses it)
-            if self._may_say_now() and self._may_hold(now):
-                self._hold(now)
-                return True
-        except OSError:
-            pass
-        except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            raise
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        self._hold_after = max(self._hold_after, now + HOLD_RECHECK)
+        if self._kept_if(fcntl.LOCK_EX, self._begin_read_hold, now):
+            return True
+        self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
         return False
 
-    def _caught_up_here(self) -> None:
+    def _begin_read_hold(self, now: float) -> bool:
+        """Under the exclusive lock just taken: keep it, caught up, if this
+        mount is alone and may hold it."""
+        self._caught_up_here()  # (a checkpoint moves the log: peek misses it)
+        if self._may_say_now() and self._may_hold(now):
+            self._hold(now)
+            return True
+        return False
+
+    def _caught_up_here(self, exclusive: bool = True) -> None:
         """Catch up, if the log moved since this mount last did, under the
-        exclusive pool lock this section took, as a call inside it (a dead
-        writer's commit finished too, as Locked finishes it)."""
+        pool lock this section took (``exclusive`` or not), as a call inside
+        it (a dead writer's commit finished too, as Locked finishes it)."""
         if self.journal.unmoved(self._seen_seq, self._seen_pos):
             return
         self._depth += 1
         try:
-            catch_up(self)
+            catch_up(self, exclusive)
         finally:
             self._depth -= 1
 
