@@ -507,3 +507,29 @@ def test_readers_keeping_the_shared_lock_let_a_writer_in_soon(pool_path):
         assert all(fs.read_bytes(f"/mine{i}") == b"m" * 100 for i in range(20))
     result = daxfs.check(pool_path)
     assert result.ok, result
+
+
+def test_a_reader_that_let_a_writer_in_keeps_no_shared_lock_for_a_while(
+    pool_path, long_holds, monkeypatch
+):
+    """A reader keeping the shared lock lets a waiting writer in (its
+    holder thread sees the mark), then begins no shared hold for
+    HOLD_RECHECK: a writer that came once may soon come again, and each
+    change would wait for the readers' next look.  After that, it holds
+    again.  (Two mounts of one process: two descriptions, as two
+    processes.)"""
+    monkeypatch.setattr(logical, "HOLD_RECHECK", 1.0)  # (more than a loaded machine's step)
+    with daxfs.mount(pool_path) as writer:
+        writer.mkdir("/r")
+        writer.write_bytes("/r/a", b"a" * 100)
+        with daxfs.mount(pool_path, readonly=True) as reader:
+            opened_in_a_hold(reader, "/r/a")
+            assert reader._held_shared
+            writer.write_bytes("/r/b", b"b" * 100)  # waits, marked
+            assert not reader._held
+            time.sleep(logical.HOLD_PAUSE * 3)  # (past the pause every let-go has)
+            with reader.open("/r/a", "rb") as f:
+                assert not reader._held and f.read() == b"a" * 100
+            time.sleep(logical.HOLD_RECHECK * 1.2)
+            opened_in_a_hold(reader, "/r/a")
+            assert reader._held_shared and reader.read_bytes("/r/b") == b"b" * 100
