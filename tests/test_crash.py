@@ -51,6 +51,7 @@ import pytest
 
 import daxfs
 from daxfs import alloc as alloc_mod
+from daxfs import fs as fs_mod
 from daxfs import inode as inode_mod
 from daxfs import layout as L
 from daxfs import logical as logical_mod
@@ -611,22 +612,26 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
 @contextlib.contextmanager
 def _timers_held_off():
     """Holds of the pool lock that last the whole recording, as a process
-    writing alone is in one for all but its first change, and no absorb
-    but those a change asks for.  Otherwise whether a said change takes
-    its block from those taken ahead (in a hold: logical.py,
-    _stashed_block), and whether the absorber thread wrote the homes
-    between two steps (every ABSORB_SECONDS), would depend on how long
-    each step and snapshot took on the machine, and so would where files
-    land, the images and their count."""
-    timers = ("HOLD_SECONDS", "HOLD_IDLE", "ABSORB_SECONDS")
-    saved = [getattr(logical_mod, name) for name in timers]
-    for name in timers:
-        setattr(logical_mod, name, 3600.0)
+    writing alone is in one for all but its first change, no absorb but
+    those a change asks for, and no look at the follower table but the
+    first.  Otherwise whether a said change takes its block from those
+    taken ahead (in a hold: logical.py, _stashed_block), whether the
+    absorber thread wrote the homes between two steps (every
+    ABSORB_SECONDS), and whether a snapshot's open met the look at
+    followers (every FOLLOWER_LOOK_SECONDS: it goes the usual way, which
+    ends the hold and gives the blocks taken ahead back) would depend on
+    how long each step and snapshot took on the machine, and so would
+    where files land, the images and their count."""
+    timers = [(logical_mod, "HOLD_SECONDS"), (logical_mod, "HOLD_IDLE")]
+    timers += [(logical_mod, "ABSORB_SECONDS"), (fs_mod, "FOLLOWER_LOOK_SECONDS")]
+    saved = [getattr(module, name) for module, name in timers]
+    for module, name in timers:
+        setattr(module, name, 3600.0)
     try:
         yield
     finally:
-        for name, value in zip(timers, saved, strict=True):
-            setattr(logical_mod, name, value)
+        for (module, name), value in zip(timers, saved, strict=True):
+            setattr(module, name, value)
 
 
 @contextlib.contextmanager
