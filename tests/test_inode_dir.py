@@ -171,10 +171,12 @@ def test_more_than_six_extents_survive_remount(naive_pool):
     for p, m in maps.items():
         assert all(e.kind == "mapped" for e in m)
         assert len(m) > INLINE_EXTENTS + EXTENTS_PER_BLOCK, f"{p}: only {len(m)} extents"
+    assert_blocks_add_up(fs, free0)
     fs.close()
 
     fs = daxfs.mount(naive_pool)
     try:
+        assert_blocks_add_up(fs, free0)
         for p, data in want.items():
             assert fs.iomap(p) == maps[p]
             with fs.open(p, "rb") as f:
@@ -195,6 +197,16 @@ def test_more_than_six_extents_survive_remount(naive_pool):
         assert fs.statvfs().f_bfree == free0
     finally:
         fs.close()
+
+
+def assert_blocks_add_up(fs, free_before: int) -> None:
+    """st_blocks of /a and /b counts their data and their overflow blocks
+    (more than one each here), as ext4's counts its tree's: together they
+    are what statvfs says was taken."""
+    taken = sum(fs.stat(p).st_blocks * 512 // BLOCK for p in ("/a", "/b"))
+    data = sum(e.length // BLOCK for p in ("/a", "/b") for e in fs.iomap(p))
+    assert taken > data + 2
+    assert taken == free_before - fs.statvfs().f_bfree
 
 
 def test_iomap_reports_holes_of_sparse_files(fs):

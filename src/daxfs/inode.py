@@ -134,10 +134,13 @@ class Inode:
 
     @property
     def allocated_bytes(self) -> int:
+        """Bytes of the data area the inode owns: its extents and the blocks
+        of its extent chain (st_blocks counts them, as ext4 counts its tree
+        blocks, so that a tree's st_blocks and statvfs's free add up)."""
         ex = self.extents
         if len(ex) == 1:  # (most files; every stat asks: a third of the time)
             return ex[0][2]
-        return sum(map(_length, ex))
+        return sum(map(_length, ex)) + len(self.ext_blocks) * BLOCK
 
     # -- extent map --------------------------------------------------------
     def device_at(self, off: int, length: int) -> int | None:
