@@ -67,7 +67,7 @@ from hypothesis.stateful import (
 
 import daxfs
 from conftest import new_pool, started_together
-from daxfs.layout import BLOCK, EXTENTS_PER_BLOCK, INLINE_EXTENTS
+from daxfs.layout import BLOCK
 
 MiB = 1 << 20
 CHILD_TIMEOUT = 60.0
@@ -107,17 +107,15 @@ PIECE = _common["PIECE"]
 CHILD = COMMON + textwrap.dedent(r"""
     import errno, json, os, stat, sys, traceback
     import daxfs
-    from daxfs.layout import BLOCK, EXTENTS_PER_BLOCK, INLINE_EXTENTS
+    from daxfs.layout import BLOCK
 
     fs = None
     held = {}  # slot -> open file
     maps = {}  # slot -> Mapping
 
     def usage(path):
-        # Blocks a file owns: data plus extent overflow blocks (as test_statemachine).
-        st_ = fs.stat(path)
-        n = sum(e.kind == "mapped" for e in fs.iomap(path, 0, 1 << 40))
-        return st_.st_blocks * 512 // BLOCK + -(-max(0, n - INLINE_EXTENTS) // EXTENTS_PER_BLOCK)
+        # Blocks a file owns: data plus extent overflow blocks (st_blocks counts both).
+        return fs.stat(path).st_blocks * 512 // BLOCK
 
     def tree():
         out = {}
@@ -448,9 +446,7 @@ def owned_blocks(fs) -> int:
             if st_.st_ino in seen:
                 continue
             seen.add(st_.st_ino)
-            n = sum(e.kind == "mapped" for e in fs.iomap(p, 0, 1 << 40))
-            total += st_.st_blocks * 512 // BLOCK
-            total += -(-max(0, n - INLINE_EXTENTS) // EXTENTS_PER_BLOCK)
+            total += st_.st_blocks * 512 // BLOCK  # (extent blocks included)
     return total
 
 
