@@ -1,7 +1,8 @@
 """Format versions 2 (claim and touch entries in journal records, SPEC.md),
 3 (lazy records and the durable mark), 4 (the inode table's header), 5
-(a record's crc covers its magic) and 9 (the rewrite entry): an older pool is read as
-it is and upgraded by its first writable mount,
+(a record's crc covers its magic), 9 (the rewrite entry) and 10 (a create
+entry names its directory block): an older pool is read as it is and
+upgraded by its first writable mount,
 an interrupted upgrade is completed (by the mount or by fsck), and a pool
 from a newer daxfs is refused with a message that says so."""
 
@@ -148,12 +149,63 @@ def test_a_version_8_pool_is_read_as_it_is_and_says_rewrites_once_upgraded(pool_
     with daxfs.mount(pool_path, readonly=True) as fs:
         assert fs.info()["format_version"] == 8 and fs.read_bytes("/g") == b"g" * 5000
     with daxfs.mount(pool_path) as fs:
-        assert fs.info()["format_version"] == L.VERSION == 9
+        assert fs.info()["format_version"] == L.VERSION
         fs.write_bytes("/g", b"h" * 3000)
         assert fs.journal.log_records()[-1][1].rewrites
         assert fs.listdir("/") == ["g"]
     with daxfs.mount(pool_path) as fs:
         assert fs.read_bytes("/g") == b"h" * 3000
+    assert daxfs.check(pool_path).ok
+
+
+SAY_AND_DIE = """
+import os, sys, daxfs
+fs = daxfs.mount(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    fs.write_bytes(f"/d/n{i}", b"%d" % i * 100)
+os._exit(0)  # (killed, as it were: the creates said, none absorbed)
+"""
+
+
+def as_version_9_writer(path: str) -> int:
+    """Seal again every pending create record of the pool's journal naming
+    no directory block, as a version 9 writer wrote them; how many."""
+    region = Region(path)
+    try:
+        sb, _ = read_superblock(region)
+        journal = Journal(region, sb)
+        journal.refresh()
+        done = 0
+        for seq, off, rec in journal._committed():
+            if rec.creates:
+                creates = [(*c[:5], -1) for c in rec.creates]
+                raw = L.pack_txn(seq, [], rec.revokes, rec.claims, creates=creates)
+                assert len(raw) == rec.next_pos - off
+                region.store(off, raw)
+                done += 1
+        return done
+    finally:
+        region.close()
+
+
+def test_a_version_9_pools_pending_creates_are_made_again_in_a_block_with_room(pool_path):
+    """A version 9 writer's creates name no directory block: the mount that
+    makes them again puts each in the first block with room (any_room),
+    upgrades the pool, and from then on its creates name their block."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", SAY_AND_DIE, pool_path, "30"], check=True, env=env)
+    assert as_version_9_writer(pool_path) == 30
+    set_versions(pool_path, 9, 9)
+    with daxfs.mount(pool_path) as fs:
+        assert fs.info()["format_version"] == L.VERSION == 10
+        for i in range(30):
+            assert fs.read_bytes(f"/d/n{i}") == b"%d" % i * 100
+        fs.write_bytes("/d/later", b"L")
+        ((*_rest, block),) = fs.journal.log_records()[-1][1].creates
+        assert block == fs._dir(fs.stat("/d").st_ino).entries["later"][2]
     assert daxfs.check(pool_path).ok
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import daxfs
 from conftest import script_child
-from daxfs import logical
+from daxfs import coherence, logical
 from daxfs.pins import pinned_by_others
 
 
@@ -75,10 +75,14 @@ def test_a_writer_alone_keeps_the_lock_until_it_stops_calling(pool_path):
     assert daxfs.check(pool_path).ok
 
 
-def test_no_lock_is_kept_while_another_mount_is_there(pool_path):
+def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monkeypatch):
     """A read-only mount has no slot in the process table, but marks its
-    mount: the writer keeps nothing while it is there, and again once it
-    has gone (looked for again HOLD_RECHECK later)."""
+    mount: beside it the writer keeps the exclusive lock only until a
+    process waits for the lock, shared or exclusive (pins.WAITING_BYTE,
+    READER_WAITING_BYTE), with no blocks taken ahead; once the reader has
+    gone, it keeps it alone again (looked for again HOLD_RECHECK later).
+    (Holds here would last 30 s: only the waiter's mark ends them.)"""
+    monkeypatch.setattr(logical, "HOLD_SECONDS", 30.0)
     fs = daxfs.mount(pool_path)
     try:
         fs.mkdir("/d")
@@ -87,14 +91,28 @@ def test_no_lock_is_kept_while_another_mount_is_there(pool_path):
         try:
             fs.write_bytes("/d/settle", b"s")  # (catches up with the mount first)
             fs.write_bytes("/d/a", b"a" * 100)
-            assert fs.journal.log_records()[-1][1].creates  # said, as it is alone
-            assert not fs._held and lock_is_free(pool_path)
-            assert reader.read_bytes("/d/a") == b"a" * 100
+            assert fs.journal.log_records()[-1][1].creates  # said beside it too
+            assert fs._held and fs._held_beside and not fs._stash
+            assert not lock_is_free(pool_path)
+            began = time.monotonic()
+            assert reader.read_bytes("/d/a") == b"a" * 100  # waits, marked: let in
+            assert time.monotonic() - began < 5.0
+            assert not fs._held
+            lock = os.open(pool_path, os.O_RDONLY)  # a writer's wait, marked too
+            try:
+                fs.write_bytes("/d/b", b"b")
+                assert fs._held_beside
+                began = time.monotonic()
+                coherence.lock_pool(lock, fcntl.LOCK_EX)
+                assert time.monotonic() - began < 5.0
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            finally:
+                os.close(lock)
         finally:
             reader.close()
         time.sleep(logical.HOLD_RECHECK * 1.5)
-        fs.write_bytes("/d/b", b"b" * 100)
-        assert fs._held
+        fs.write_bytes("/d/c", b"c" * 100)
+        assert fs._held and not fs._held_beside
     finally:
         fs.close()
 

@@ -415,6 +415,32 @@ def test_names_made_in_a_row_share_a_block():
     assert switches < 2 * len(set(blocks)), (switches, len(set(blocks)))
 
 
+def test_a_block_room_for_misses_is_found_when_a_record_names_it():
+    """Block 0 keeps 44 bytes at its tail, the newest block 30: a fresh copy
+    (a mount recovering, another process catching up) lists block 0 only
+    for entries up to 32 bytes (ROOM_STEPS), so room_for finds no block
+    for an entry of 40 that its writer, placing by the block it placed in
+    last, put there.  Made again, a create goes to the block its record
+    names (room_in), or, named none (an older writer), to the first block
+    with room (any_room): never "no room" where its writer found some."""
+    media, d = Media(), Directory(9)
+    lengths = [245] * 15 + [193] + [245] * 15 + [207]  # 44, then 30 bytes left
+    for i, n in enumerate(lengths):
+        txn = Transaction()
+        d.add(f"{i:03d}".ljust(n, "x"), 100 + i, 8, txn, media.new_block)
+        media.apply(txn)
+    assert [BLOCK - u for u in d.used] == [44, 30]
+    fresh = Directory.load(9, memoryview(media.buf), media.devs())
+    raw = b"n" * 30  # an entry of 40 bytes
+    assert ROOM_STEPS[1] < 40 <= 44 < ROOM_STEPS[2]
+    assert fresh.room_for(raw) is None
+    assert fresh.room_in(0, raw) == (0, False) and fresh.any_room(raw) == (0, False)
+    assert fresh.room_in(1, raw) is None and fresh.room_in(2, raw) is None
+    assert fresh.room_in(-1, raw) is None
+    assert fresh.place("n" * 30, 500, 8, fresh.room_in(0, raw)) == 0
+    assert fresh.entries["n" * 30][:3] == (500, 8, 0)
+
+
 def written_by(txns) -> dict[int, list[tuple[int, bytes]]]:
     """The writes records of these transactions hold, by block, as
     coherence.apply_records gathers them."""

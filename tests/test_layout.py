@@ -213,16 +213,19 @@ claims_st = st.lists(st.tuples(st.integers(0, 2**40), st.integers(1, 2**31)), ma
     when=i64,
     slot=st.binary(min_size=INODE_SIZE, max_size=INODE_SIZE),
     claims=claims_st,
+    block=st.one_of(st.integers(-1, 3), st.integers(-1, L.CREATE_BLOCKS_MOST + 2)),
 )
 def test_said_records_packed_fast_are_pack_txns_bytes_and_parse_back(
-    seq, parent, ino, name, when, slot, claims
+    seq, parent, ino, name, when, slot, claims, block
 ):
     """The said paths pack their records in fewer steps than pack_txn
     (pack_unlink_record, pack_create_record, pack_slot_record): the same
-    bytes, parsed back to the same entries."""
+    bytes, parsed back to the same entries (a create's directory block
+    too, when the length word has room for it: else none, -1)."""
+    named = block if block < L.CREATE_BLOCKS_MOST else -1
     unlinks, creates, fills = (
         [(parent, ino, name, when)],
-        [(parent, ino, name, when, slot)],
+        [(parent, ino, name, when, slot, named)],
         [(ino, slot)],
     )
     revokes = claims[:1]
@@ -230,7 +233,7 @@ def test_said_records_packed_fast_are_pack_txns_bytes_and_parse_back(
     cases = [
         (L.pack_unlink_record(seq, parent, ino, name, when, revokes),
          L.pack_txn(seq, [], revokes, unlinks=unlinks)),
-        (L.pack_create_record(seq, parent, ino, name, when, slot, claims),
+        (L.pack_create_record(seq, parent, ino, name, when, slot, claims, block),
          L.pack_txn(seq, [], claims=claims, creates=creates)),
         (L.pack_slot_record(seq, L.REC_FILL, ino, slot, [], claims),
          L.pack_txn(seq, [], claims=claims, fills=fills)),

@@ -203,8 +203,8 @@ def test_a_new_small_file_is_said_and_its_slot_written_by_the_absorb(pool_path):
         data = os.urandom(9000)
         ino = fs.write_bytes("/d/new", data) and fs.stat("/d/new").st_ino
         rec = last_record(fs)
-        ((parent, made, name, when, slot),) = rec.creates
-        assert (parent, made, name) == (fs.stat("/d").st_ino, ino, b"new")
+        ((parent, made, name, when, slot, block),) = rec.creates
+        assert (parent, made, name, block) == (fs.stat("/d").st_ino, ino, b"new", 0)
         assert rec.writes == [] and sum(n for _dev, n in rec.claims) == 3 * 4096
         assert slot_bytes(fs, ino) == bytes(INODE_SIZE)  # the home lags
         assert fs.read_bytes("/d/new") == data and fs.stat("/d").st_mtime_ns == when
@@ -225,7 +225,7 @@ def test_a_new_file_opened_then_written_is_a_said_create_then_a_said_fill(pool_p
         a_directory_with_a_block(fs)
         f = fs.open("/d/new", "wb")
         ino = fs.stat("/d/new").st_ino
-        ((_parent, made, name, _when, empty),) = last_record(fs).creates
+        ((_parent, made, name, _when, empty, _block),) = last_record(fs).creates
         assert (made, name) == (ino, b"new")
         data = os.urandom(6000)
         f.write(data)
@@ -534,10 +534,11 @@ def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool
     fs = daxfs.mount(pool_path)  # absorbs them, then joins: the writer is not alone
     try:
         assert len(fs.listdir("/d")) == 40
-        assert int(w.ask("unlink /d 60 80")) == 0  # said no more
+        assert int(w.ask("unlink /d 60 80")) == 20  # said beside it too
         assert w.ask("list /d") == "20"
-        assert len(fs.listdir("/d")) == 20
+        assert len(fs.listdir("/d")) == 20  # (made again from the records)
         fs.write_bytes("/d/new", b"n")
+        assert last_record(fs).creates  # (said here too)
         assert w.ask("list /d") == "21"
     finally:
         fs.close()
@@ -549,6 +550,56 @@ def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool
     finally:
         fs.close()
     assert daxfs.check(pool_path).ok
+
+
+def test_two_writers_say_their_changes_side_by_side(pool_path):
+    """Beside another writer, new files (opened, written, closed), files
+    rewritten whole and unlinks are still said: each mount makes the
+    other's again as it catches up, in order and with no rebuild; a change
+    that writes absorbs every one of them, whoever said it, and the other
+    loads the directories that lagged again; a fresh mount sees it all."""
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        for fs, d in ((a, "/a"), (b, "/b")):
+            fs.mkdir(d)
+            fs.write_bytes(f"{d}/first", b"1")  # (the directory's first block)
+        start = a.journal.next_seq
+        want = {"/a": {"first": b"1"}, "/b": {"first": b"1"}}
+        for i in range(40):
+            for fs, d in ((a, "/a"), (b, "/b")):
+                data = os.urandom(100 + 97 * i)
+                with fs.open(f"{d}/f{i}", "wb") as f:
+                    f.write(data)
+                want[d][f"f{i}"] = data
+                if i % 4 == 3:
+                    fs.unlink(f"{d}/f{i - 1}")
+                    del want[d][f"f{i - 1}"]
+                    fs.write_bytes(f"{d}/f{i - 2}", b"again")
+                    want[d][f"f{i - 2}"] = b"again"
+        records = [rec for seq, rec in a.journal.log_records() if seq >= start]
+        assert sum(len(rec.creates) for rec in records) == 80
+        assert sum(len(rec.unlinks) for rec in records) == 20
+        assert sum(len(rec.rewrites) for rec in records) == 20
+        assert not any(rec.writes for rec in records if rec.says())
+        for fs in (a, b):
+            for d, files in want.items():
+                assert sorted(fs.listdir(d)) == sorted(files)
+                for name, data in files.items():
+                    assert fs.read_bytes(f"{d}/{name}") == data
+        assert a.journal.unabsorbed and b._lag_bytes  # (b counts a's said changes too)
+        a.chmod("/a", 0o700)  # writes a home: absorbs what both said first
+        assert a.journal.unabsorbed == 0 and not a._lag_bytes
+        assert sorted(b.listdir("/b")) == sorted(want["/b"]) and not b._lag_bytes
+        b.unlink("/b/first")  # said again, over the directory loaded anew
+        del want["/b"]["first"]
+        assert last_record(b).unlinks
+        assert a.coherence["full_rebuilds"] == b.coherence["full_rebuilds"] == 0
+    with daxfs.mount(pool_path) as fs:
+        for d, files in want.items():
+            assert sorted(fs.listdir(d)) == sorted(files)
+            for name, data in files.items():
+                assert fs.read_bytes(f"{d}/{name}") == data
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors
 
 
 READER = textwrap.dedent(r"""

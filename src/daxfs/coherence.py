@@ -33,9 +33,17 @@ import time
 from .dir import path_drops
 from .inode import NotCached
 from .journal import RangeSet, Transaction
-from .layout import BLOCK, INODE_SIZE, JOURNAL_HEADER_OFF, CorruptionError, TxnRecord, unpack_inode
+from .layout import (
+    BLOCK,
+    INODE_SIZE,
+    JOURNAL_HEADER_OFF,
+    TXN_HEADER,
+    CorruptionError,
+    TxnRecord,
+    unpack_inode,
+)
 from .path import oserror
-from .pins import WAITING_BYTE, set_lock, writer_mounted
+from .pins import READER_WAITING_BYTE, WAITING_BYTE, set_lock, writer_mounted
 
 # Forks seen by this process: bumped in every child, so a FileSystem can tell
 # it was inherited without a getpid() system call on every operation.
@@ -66,15 +74,17 @@ def lock_pool(fd: int, op: int, meanwhile=None, arg=None) -> None:
     ``meanwhile(arg)``, if given, is called between polls (work that needs
     no lock and shortens what the lock will be held for).  A function and
     its argument, not a closure: nothing is built on the uncontended path.
-    Waiting for the exclusive lock marks pins.WAITING_BYTE meanwhile."""
+    Waiting marks pins.WAITING_BYTE (for the exclusive lock) or
+    READER_WAITING_BYTE (for the shared one) meanwhile."""
     try:
         fcntl.flock(fd, op | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    waiting = op == fcntl.LOCK_EX  # (a reader keeping the shared lock lets it go)
-    if waiting:
-        set_lock(fd, fcntl.F_RDLCK, WAITING_BYTE, 1)
+    # (A reader keeping the shared lock lets it go for a writer that waits;
+    # a writer keeping the exclusive one beside others, for anyone.)
+    waiting = WAITING_BYTE if op == fcntl.LOCK_EX else READER_WAITING_BYTE
+    set_lock(fd, fcntl.F_RDLCK, waiting, 1)
     try:
         deadline = time.perf_counter() + SPIN_SECONDS
         while time.perf_counter() < deadline:
@@ -88,8 +98,7 @@ def lock_pool(fd: int, op: int, meanwhile=None, arg=None) -> None:
                 pass
         fcntl.flock(fd, op)
     finally:
-        if waiting:
-            set_lock(fd, fcntl.F_UNLCK, WAITING_BYTE, 1)
+        set_lock(fd, fcntl.F_UNLCK, waiting, 1)
 
 
 # What without_lock returns when it could not answer.
@@ -274,7 +283,10 @@ def catch_up_unlocked(fs) -> bool:
     records = journal.records_unlocked(fs._seen_seq, fs._seen_pos, seq)
     if records is None:
         return False
-    if not apply_records(fs, records):
+    applied = apply_records(fs, records)
+    if applied is None:
+        return False  # (nothing applied: the locked way applies them)
+    if not applied:
         fs._seen_seq = -1  # applied in part: rebuild under the lock
         return False
     fs.coherence["records_applied"] += len(records)
@@ -313,17 +325,55 @@ def finish_dead_commit(fs, exclusive: bool) -> int:
 
 def apply_records(
     fs, records, refreshed: frozenset[int] = frozenset(), locked: bool = False
-) -> bool:
+) -> bool | None:
     """Apply other processes' committed records to our caches (but for the
     directories in ``refreshed``: refresh_dirs took them in already).
-    False when our allocator's view disagrees with them (the caller
-    rebuilds).  ``locked``: the pool lock is held (catch_up), so that
-    homes may be read (_apply_unlinks)."""
+    Those up to the last that writes homes are applied as written
+    (_apply_written): the homes hold what they did, said changes among
+    them included (the record that writes after them absorbed them).
+    Those after it say changes, made again (_apply_said) on the homes,
+    which they lag.  True: applied.  False: our allocator's view
+    disagrees with them, perhaps after some were applied (the caller
+    rebuilds).  None: said changes that cannot be made again without the
+    pool lock (_said_unlocked_ok), nothing applied (the locked way does
+    it).  ``locked``: the pool lock is held (catch_up), so that homes may
+    be read."""
+    last = len(records)
+    while last and not records[last - 1].writes:
+        last -= 1
+    written, said = records[:last], records[last:]
+    if said and not locked and (written or not _said_unlocked_ok(fs, said)):
+        return None  # (loads of homes an absorb may be storing: the lock first)
+    try:
+        # What our said unlinks freed goes back first: another's change after
+        # them may have taken it (it freed them as it made them again).
+        fs._release_said()
+        if written and not _apply_written(fs, written, refreshed):
+            return False
+        return _apply_said(fs, said) if said else True
+    except BaseException:
+        fs._seen_seq = -1  # (applied in part, then damage met: never again on top)
+        raise
+
+
+def _apply_written(fs, records, refreshed: frozenset[int]) -> bool:
+    """apply_records of records up to one that writes homes: any that say
+    changes were absorbed by a later one, so they count as written (their
+    claims and revokes taken in, what they name dropped from the caches,
+    loaded again from the homes)."""
     sb, allocator = fs.sb, fs.allocator
-    if any(rec.says() for rec in records):
-        return _apply_said(fs, records, locked)
+    lagging = fs._lag_slots  # (whole slots written as we hold them: kept, below)
     if fs._lag_bytes:
-        fs._forget_lag()  # (another's record absorbed ours: it writes homes)
+        # The first record that writes after said changes absorbed them all,
+        # ours too, each lagging block written whole as its writer holds it.
+        # Ours holds the same names (a create's record names its block),
+        # perhaps at other places in it (compacted or not): the absorb's
+        # blocks are laid over ours below, as any record's writes.  Where a
+        # create was made again with no block named, the directory is
+        # loaded again from the homes, now current.
+        for ino in fs._lag_loose:
+            fs.dirs.pop(ino, None)
+        fs._forget_lag()
         fs._release_said()
     # Lazy mode: space their commits free waits for a durable mark; what
     # waited may be free now, and their claims may be of it.
@@ -334,11 +384,16 @@ def apply_records(
     touched: set[int] = set()  # directories whose blocks were written
     # The data-area writes, by block (device offsets).
     written: dict[int, list[tuple[int, bytes]]] = {}
+    said_dirs: set[int] = set()  # directories said changes edited
     # Frees of files a follower maps wait (FileSystem._free_committed).
     mapped = fs._mapped_by_followers()
     try:
         for rec in records:
             rec_slots: set[int] = set()
+            if rec.says():
+                rec_slots.update(_said_inos(rec))
+                slots.update(rec_slots)
+                said_dirs.update(entry[0] for entry in rec.unlinks + rec.creates)
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     inos = slots_written(sb, dst, len(data))
@@ -346,7 +401,7 @@ def apply_records(
                     rec_slots.update(inos)
                     if rec.lazy and fs._batching:
                         fs._shrunk.update(inos)  # (maybe shrunk: DataPath._before_regrowing)
-                    if not fs.dirs.keys().isdisjoint(inos):  # (only they use them)
+                    if not (fs.dirs.keys().isdisjoint(inos) and lagging.isdisjoint(inos)):
                         note_slot_bytes(whole_slots, sb, inos, dst, data)
                 else:
                     add_written(written, dst, data)
@@ -365,7 +420,9 @@ def apply_records(
                 fs._free_after(freed_before if rec.lazy else 0, start, n)
     except AssertionError:
         return False
-    dropped = set()
+    dropped = {ino for ino in said_dirs if fs.dirs.pop(ino, None) is not None}
+    if lagging:
+        slots -= _slots_as_cached(fs, lagging, whole_slots)
     for ino in slots:
         cached = fs.inodes.cache.get(ino)
         fs.inodes.forget(ino)
@@ -381,32 +438,76 @@ def apply_records(
     return True
 
 
-def _apply_said(fs, records, locked: bool) -> bool:
-    """Records that say changes (logical.py), made again in our caches one by
-    one, as the writer made them; False (the caller rebuilds under the pool
-    lock, making them again from the log) when some of the records write
-    homes too (an absorb among them rewrites blocks the unlinks edit, and
-    the order of the two matters), or, with no pool lock held
-    (catch_up_unlocked, a change's late records), when a directory or
-    inode they name is not cached: a load from the homes then could meet
-    an absorb being stored."""
-    if any(rec.writes for rec in records):
+def _slots_as_cached(fs, lagging: set[int], whole_slots: dict[int, bytes]) -> set[int]:
+    """Of the slots that lagged for us (said changes made again here), those
+    the records wrote whole, last, with the very bytes our cached inode
+    packs to: an absorb's writes of what every process holds alike.  They
+    stay cached (an absorb would otherwise send every file said since the
+    last one to be loaded again, in every process)."""
+    cache, same = fs.inodes.cache, set()
+    for ino in lagging:
+        raw, inode = whole_slots.get(ino), cache.get(ino)
+        if raw is not None and inode is not None and not inode.ext_blocks:
+            if inode.slot(0) == raw:
+                same.add(ino)
+    return same
+
+
+def _claims_overlap(fs, records, mine_space) -> bool:
+    """Do ``records`` claim any block of ``mine_space`` (block runs)?"""
+    sb = fs.sb
+    claims = [
+        ((dev - sb.data_off) // BLOCK, n // BLOCK) for rec in records for dev, n in rec.claims
+    ]
+    if len(claims) * len(mine_space) <= 64:  # the usual few: compare each pair
+        return any(b < s + k and s < b + n for b, n in claims for s, k in mine_space)
+    taken = RangeSet()  # many: O((claims + ours) log ours)
+    for s, k in mine_space:
+        taken.add(s, s + k)
+    return any(taken.overlaps(b, b + n) for b, n in claims)
+
+
+def _said_inos(rec) -> set[int]:
+    """The inodes a record that says changes names (their slots lag it)."""
+    inos = {entry[1] for entry in rec.unlinks + rec.creates}
+    inos.update(ino for ino, _slot in rec.fills + rec.rewrites)
+    return inos
+
+
+def _said_unlocked_ok(fs, records) -> bool:
+    """May ``records`` be applied with no pool lock held (catch_up_unlocked,
+    an optimistic change's check)?  Only if each says changes (none writes
+    homes: an absorb is stored over the blocks we would read) and every
+    directory and inode they name is cached: a load from the homes then
+    could meet an absorb being stored."""
+    if not all(rec.says() for rec in records):
         return False
     cached, dirs = fs.inodes.cache, fs.dirs
-    said = [entry for rec in records for entry in rec.unlinks + rec.creates]
-    filled = {ino for rec in records for ino, _slot in rec.fills + rec.rewrites}
     # An unlinked, filled or rewritten inode made before (a create among the
     # records) is cached by then.
     made = {c[1] for rec in records for c in rec.creates}
-    loaded = {u[1] for rec in records for u in rec.unlinks} | filled
-    if not locked:
-        if any(not (parent in dirs and parent in cached) for parent, *_rest in said):
+    for rec in records:
+        if any(not (entry[0] in dirs and entry[0] in cached) for entry in rec.unlinks):
             return False
-        if any(ino not in cached and ino not in made for ino in loaded):
+        if any(not (entry[0] in dirs and entry[0] in cached) for entry in rec.creates):
             return False
+        if any(u[1] not in cached and u[1] not in made for u in rec.unlinks):
+            return False
+        if any(f[0] not in cached and f[0] not in made for f in rec.fills + rec.rewrites):
+            return False
+    return True
+
+
+def _apply_said(fs, records) -> bool:
+    """Records that say changes (logical.py), made again in our caches one by
+    one, as the writer made them (their homes lag: every process that
+    catches up counts them in its lag, and whoever writes homes next
+    absorbs them)."""
     for rec in records:
         fs._redo_said(rec)
     if fs.on_foreign_change is not None:
+        said = [entry for rec in records for entry in rec.unlinks + rec.creates]
+        filled = {ino for rec in records for ino, _slot in rec.fills + rec.rewrites}
         fs.on_foreign_change({u[1] for u in said} | filled, {u[0] for u in said})
     return True
 
@@ -585,10 +686,10 @@ def optimistically(fs, fn, *args):
     elsewhere stay optimistic."""
     with fs._thread_lock():
         backoff = fs._backoff
-        # Alone on the pool (leases.py knows) there is nobody to overlap with;
-        # and lagging homes (logical.py) are absorbed with the exclusive lock.
-        shared = fs.leases.shared and not fs._lag_bytes
-        if fs._depth == 0 and fs.optimism and shared and not backoff.everywhere():
+        # Alone on the pool (leases.py knows) there is nobody to overlap with.
+        # (Lagging homes, logical.py, the change's record writes with its
+        # own: Change._absorb_with.)
+        if fs._depth == 0 and fs.optimism and fs.leases.shared and not backoff.everywhere():
             fs._optimistic = True
             try:
                 return fn(*args)
@@ -705,6 +806,7 @@ class Change:
         "late_refreshed",
         "rebase_in",
         "conflict_on",
+        "met_said",
         "prepared",
         "paths_held",
     )
@@ -723,12 +825,12 @@ class Change:
         # commit).
         self.lock = Locked(fs, exclusive=not self.optimistic, unlocked=self.optimistic)
         self.lock.__enter__()  # (caught up with every commit)
-        if fs._lag_bytes and not fs._changing:
-            # Homes that unlinks left lagging are written first, in a record
-            # of their own, while the caches hold committed state only.
+        if fs._lag_bytes and not fs._changing and self.exclusive:
+            # Homes that said changes left lagging are written first, in a
+            # record of their own, while the caches hold committed state
+            # only.  (An optimistic change writes them with its own record:
+            # _absorb_with.)
             try:
-                if not self.exclusive:
-                    raise Exclusive  # (met them catching up: the old way absorbs)
                 fs._absorb()
             except BaseException:
                 self.lock.__exit__(None, None, None)
@@ -739,6 +841,7 @@ class Change:
         self.late_refreshed: frozenset[int] = frozenset()  # directories of ``late`` taken in
         self.rebase_in: frozenset[int] = frozenset()  # see _overlaps
         self.conflict_on: frozenset[int] = frozenset()  # see _overlaps
+        self.met_said = False  # others' said changes met: see _caught_up_disjoint
         fs._txn_dirty = set()
         fs._unfenced = False  # (what an abandoned change flushed needs no fence)
         fs._ordered = []  # (what an abandoned change stored needs no ordering)
@@ -782,7 +885,7 @@ class Change:
                     if not self._caught_up_disjoint(rebase=not torn):
                         self._undo()
                         catch_up(fs)
-                        raise Conflict(self.conflict_on) from value
+                        raise self._conflict() from value
                 self._abort()
                 return
             try:
@@ -805,6 +908,8 @@ class Change:
                 if fs._unfenced:  # data flushed, not yet fenced (DataPath._flush_data)
                     fs.region.fence()
                     fs._unfenced = False
+                if fs._lag_bytes:
+                    self._absorb_with(txn)
                 fs.journal.commit(txn, self.prepared)
                 if fs._lazy:  # (sync mode: homes to write out)
                     fs._unsynced = True
@@ -817,6 +922,8 @@ class Change:
                 self._abort()
                 raise
             fs._seen_seq, fs._seen_pos = fs.journal.next_seq, fs.journal.pos
+            if txn.absorbs:
+                fs._absorbed()
             if self.paths_held and path_drops() == fs._drops_at_change:
                 fs._heads_seq = fs._seen_seq  # (every path leads where it did)
                 self.paths_held = False  # (carried)
@@ -845,6 +952,24 @@ class Change:
             if self.optimistic:
                 self._forget_reads()
             self.lock.__exit__(None, None, None)
+
+    def _absorb_with(self, txn: Transaction) -> None:
+        """An optimistic change that prepared with homes lagging (said changes
+        made before it or met at its check, logical.py), under the exclusive
+        lock and checked: its record writes every lagging home too, as the
+        rule says a record that writes must (the caches hold committed
+        state and this change's edits, which its record commits with
+        them)."""
+        fs = self.fs
+        changed = fs._txn_dirty.union(fs._txn_took)
+        fs._stage_absorb(txn, changed, frozenset(fs._txn_freed_inos))
+        self.prepared = fs.journal.prepare(txn)  # (packed again, with the homes)
+        room = fs.journal.room()
+        if self.optimistic and self.prepared and TXN_HEADER.size + len(self.prepared[1]) > room:
+            # It would need a checkpoint first, which must not retire the
+            # said changes before it: the exclusive way absorbs them alone.
+            self.met_said = True
+            raise self._conflict()
 
     def _error_stands_unlocked(self, etype) -> bool:
         """An error the body met before changing anything (a name missing
@@ -895,7 +1020,7 @@ class Change:
         lock_pool(fs.region.fd, fcntl.LOCK_SH)
         try:
             if self._caught_up_disjoint(locked=False) is not True:
-                raise Conflict(self.conflict_on)
+                raise self._conflict()
             self._store_new_blocks()
         finally:
             fcntl.flock(fs.region.fd, fcntl.LOCK_UN)
@@ -923,7 +1048,7 @@ class Change:
         if self.verdict is False or not self._caught_up_disjoint():
             self._undo()
             catch_up(fs)
-            raise Conflict(self.conflict_on)
+            raise self._conflict()
         # An inode this change frees must still be open nowhere: another
         # process may have opened it while we held only the shared lock.
         if any(fs._open_elsewhere(ino) for ino in fs._txn_freed_inos):
@@ -982,6 +1107,8 @@ class Change:
                 return None
         if records is None:
             return False
+        if any(rec.says() for rec in records) or (fs._lag_bytes and records):
+            return self._take_said(records, seq, locked)
         overlap = self._overlaps(records)
         if overlap is OVERLAP or (overlap is REBASE and not rebase):
             return False
@@ -996,6 +1123,60 @@ class Change:
         fs.coherence["records_applied"] += len(records)
         fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - journal.start
         return True
+
+    def _take_said(self, records, seq: int, locked: bool) -> bool | None:
+        """Records since this change began, with homes lagging (said changes,
+        logical.py: theirs or ours).  If they all say changes and name
+        nothing this change read or wrote, they are made again in our
+        caches now, before our commit, which then absorbs them with the
+        rest (_absorb_with): True.  Anything else (a record that writes
+        homes absorbed what lags under our edits, or they overlap) is a
+        conflict, and the change runs again the exclusive way, which
+        absorbs first: False.  None: they cannot be made again without
+        the lock (the locked check does it)."""
+        fs, journal = self.fs, self.fs.journal
+        if not all(rec.says() for rec in records):
+            self.met_said = True  # (no sign of contention: see _conflict)
+            return False
+        if self._said_overlap(records):
+            return False
+        if not locked and not _said_unlocked_ok(fs, records):
+            return None
+        fs._release_said()
+        reads = fs._reads
+        fs._reads = None  # (made again as their writer made them: no read of this change's)
+        try:
+            _apply_said(fs, records)
+        except BaseException:
+            fs._seen_seq = -1  # applied in part: the next catching up rebuilds
+            raise
+        finally:
+            fs._reads = reads
+        fs.coherence["records_applied"] += len(records)
+        fs._seen_seq, fs._seen_pos = seq, records[-1].next_pos - journal.start
+        return True
+
+    def _said_overlap(self, records) -> bool:
+        """Do records that say changes name a directory or an inode this
+        change read, looked names up in or changed, or claim space it took?
+        (The directories both name are kept in ``conflict_on``.)"""
+        fs, txn = self.fs, self.txn
+        mine = fs._reads | fs._txn_dirty | txn.touched | fs._edited | fs._slot_reads
+        mine = mine.union(fs._names_read, fs._txn_freed_inos, fs._txn_took)
+        for rec in records:
+            dirs = {entry[0] for entry in rec.unlinks + rec.creates}
+            if not mine.isdisjoint(dirs):
+                self.conflict_on = frozenset(mine.intersection(dirs))
+                return True
+            if not mine.isdisjoint(_said_inos(rec)):
+                return True
+        return _claims_overlap(fs, records, txn.allocated)
+
+    def _conflict(self) -> Conflict:
+        """What a change that cannot commit as prepared raises: Exclusive if
+        it met said changes (no sign of contention: no back-off), else a
+        Conflict over the directories both touched."""
+        return Exclusive() if self.met_said else Conflict(self.conflict_on)
 
     def _overlaps(self, records) -> str | None:
         """Do ``records`` touch what this change read or wrote?  OVERLAP if
@@ -1031,18 +1212,7 @@ class Change:
                         rebase_in.update(names.intersection(slots))
                         rebase_in.add(-1)
         self.rebase_in = frozenset(rebase_in)
-        claims = [
-            ((dev - sb.data_off) // BLOCK, n // BLOCK) for rec in records for dev, n in rec.claims
-        ]
-        mine_space = txn.allocated
-        if len(claims) * len(mine_space) <= 64:  # the usual few: compare each pair
-            if any(b < s + k and s < b + n for b, n in claims for s, k in mine_space):
-                return OVERLAP
-            return overlap
-        taken = RangeSet()  # many: O((claims + ours) log ours)
-        for s, k in mine_space:
-            taken.add(s, s + k)
-        return OVERLAP if any(taken.overlaps(b, b + n) for b, n in claims) else overlap
+        return OVERLAP if _claims_overlap(fs, records, txn.allocated) else overlap
 
     def _rebase(self, records, seq: int, locked: bool) -> bool:
         """``records`` (others' commits since this change began) touch only
@@ -1135,14 +1305,24 @@ class Change:
             fs.inodes.forget(ino)
         # Directories whose edits can be rolled back are put back as they
         # were before them (the caught-up state) at no cost.
+        rolled = set()
         for ino in fs._edited or ():
             d = fs.dirs.get(ino)
             if d is not None and d.ops is not None and d.rebasable:
                 txn.drop_writes(d.rollback()[1])
+                rolled.add(ino)
         changed = fs._txn_dirty | set(fs._txn_freed_inos)
+        kept = rolled.intersection(fs._lag_dirs)  # (as committed: they stay)
+        lag_dirs = fs._lag_dirs.keys() - kept
+        if not fs._lag_slots.isdisjoint(changed) or not lag_dirs.isdisjoint(changed | txn.touched):
+            # What is dropped or read again below lags its homes (said
+            # changes, logical.py): rebuilt instead, the pending ones made
+            # again (the next catching up sees no position).
+            fs._seen_seq = -1
         for ino in changed:
             fs.inodes.cache.pop(ino, None)
-            fs.dirs.pop(ino, None)
+            if ino not in kept:
+                fs.dirs.pop(ino, None)
         # A directory whose inode did not change re-reads just the blocks
         # this change wrote (what the media has is what was committed): a
         # big shared directory is not loaded again whole after a conflict.

@@ -346,6 +346,36 @@ class Directory:
         (place): (block, whether it must be compacted first), or None."""
         return self._existing_room(DIRENT_HEAD.size + len(raw))
 
+    def room_in(self, b: int, raw: bytes) -> tuple[int, bool] | None:
+        """room_for's answer for block ``b``, the one a said create's record
+        names (making it again puts the name where its writer did): (b,
+        whether it must be compacted first), or None if there is no such
+        block or it has no room for the entry even compacted."""
+        if not 0 <= b < len(self.images):
+            return None
+        need = DIRENT_HEAD.size + len(raw)
+        if BLOCK - self.used[b] >= need:
+            return b, False
+        if BLOCK - self.used[b] + self.dead[b] >= need:
+            return b, True
+        return None
+
+    def any_room(self, raw: bytes) -> tuple[int, bool] | None:
+        """room_for's answer where a said create's record names no block (a
+        version 9 writer's, SPEC.md): the first block with room at its
+        tail, else the first that compacting gives room, looked for in
+        every block (room_for may miss one, and making a create again must
+        not fail where its writer found room)."""
+        need = DIRENT_HEAD.size + len(raw)
+        used, dead = self.used, self.dead
+        for b in range(len(self.images)):
+            if BLOCK - used[b] >= need:
+                return b, False
+        for b in range(len(self.images)):
+            if BLOCK - used[b] + dead[b] >= need:
+                return b, True
+        return None
+
     def forget(self, name: str) -> int:
         """Remove ``name`` as ``remove`` does, in memory only, and return its
         block, whose home no longer matches: an unlink said in the journal

@@ -1421,7 +1421,12 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
 
     def _add_dir_blocks(self, dir_inode: Inode, txn: Transaction) -> list[int]:
         """The next run of blocks, allocated and in the directory's size
-        (blocks an older pool left mapped past the end are taken first)."""
+        (blocks an older pool left mapped past the end are taken first).
+        An optimistic change does not grow a directory whose blocks lag said
+        changes (logical.py): undone, it could not put them back, and the
+        exclusive way absorbs them first."""
+        if self._reads is not None and dir_inode.ino in self._lag_dirs:
+            self._need_exclusive()
         end = dir_inode.size
         if dir_inode.iomap(end, BLOCK)[0].kind == "hole":
             self._preallocate_dir(txn, dir_inode, end)

@@ -63,8 +63,16 @@ PATH_MAX = 4096  # bytes, the terminating NUL included: a symlink target is shor
 # open "wb" does, or given new bytes, as write_bytes over it does, said as
 # a fill is); an older reader would take a record holding one for the end
 # of the journal.  A version 8 pool is a version 9 pool with none.
-VERSION = 9
-VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+# Version 10 put in a create entry's length word, past the name's length,
+# the directory block its writer put the name in (CREATE_BLOCK_SHIFT), so
+# that whoever makes the create again puts it in the same block: another
+# process catching up, as the writer does, and recovery, which with no
+# block named could find no room where the writer found some.  An older
+# reader would take the word for a name's length past the payload, and the
+# record for the end of the journal.  A version 9 pool's creates name no
+# block (the bits are zero), and are made again as before.
+VERSION = 10
+VERSIONS_READ = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 
 class CorruptionError(OSError):
@@ -365,6 +373,23 @@ UNLINK_TAIL = _checked("<Qq", 16)  # parent, when (ns: the directory's new mtime
 # ``when``.  As an unlink, it writes no home (logical.py); the record claims
 # the file's blocks.
 REC_CREATE = 6
+# (Version 10) A create entry's length word: the name's length in its low
+# 8 bits, and above them the index (in the directory's block order) of the
+# block the name went in, plus one; 0 there names none (a directory of
+# CREATE_BLOCKS_MOST blocks or more, or a record of an older writer).
+CREATE_BLOCK_SHIFT = 8
+CREATE_BLOCKS_MOST = (1 << (32 - CREATE_BLOCK_SHIFT)) - 1
+_CREATE_NAME_BITS = (1 << CREATE_BLOCK_SHIFT) - 1
+assert MAX_NAME <= _CREATE_NAME_BITS
+
+
+def create_length(name_length: int, block: int) -> int:
+    """A create entry's length word: ``name_length`` and ``block`` (its
+    index in the directory, -1 or past CREATE_BLOCKS_MOST: none named)."""
+    named = block + 1 if 0 <= block < CREATE_BLOCKS_MOST else 0
+    return name_length | named << CREATE_BLOCK_SHIFT
+
+
 # A fill (version 8) is followed by the inode's slot as it is to be
 # (INODE_SIZE bytes, its crc included); ``length`` is 0: inode ``dst_off``, a
 # regular file with one name, no extent block and no data, given its first
@@ -423,7 +448,7 @@ def pack_txn(
     lazy: bool = False,
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
-    creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
+    creates: list[tuple[int, int, bytes, int, bytes, int]] = (),  # type: ignore[assignment]
     fills: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
     rewrites: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
 ) -> bytes:
@@ -440,7 +465,7 @@ def pack_txn_body(
     touches: list[int] = (),  # type: ignore[assignment]
     checks: list[tuple[int, int, int]] = (),  # type: ignore[assignment]
     unlinks: list[tuple[int, int, bytes, int]] = (),  # type: ignore[assignment]
-    creates: list[tuple[int, int, bytes, int, bytes]] = (),  # type: ignore[assignment]
+    creates: list[tuple[int, int, bytes, int, bytes, int]] = (),  # type: ignore[assignment]
     fills: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
     rewrites: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
 ) -> tuple[int, bytes]:
@@ -450,7 +475,8 @@ def pack_txn_body(
     length, crc32c) of data the record makes visible (REC_CHECK);
     ``unlinks``: (parent, ino, name, when) of the names the change removed
     without writing their homes (REC_UNLINK); ``creates``: (parent, ino,
-    name, when, slot) of the files it made so (REC_CREATE); ``fills``: (ino,
+    name, when, slot, block) of the files it made so (REC_CREATE; ``block``:
+    the directory block the name went in, -1 for none named); ``fills``: (ino,
     slot) of the empty files it gave their first data so (REC_FILL);
     ``rewrites``: (ino, slot) of the files it emptied or gave new data so
     (REC_REWRITE)."""
@@ -474,9 +500,11 @@ def pack_txn_body(
         parts.append(TXN_REC.pack(ino, n, REC_UNLINK) + UNLINK_TAIL.pack(parent, when) + name)
         if n % 8:
             parts.append(bytes(8 - n % 8))
-    for parent, ino, name, when, slot in creates:
+    for parent, ino, name, when, slot, block in creates:
         n = len(name)
-        parts.append(TXN_REC.pack(ino, n, REC_CREATE) + UNLINK_TAIL.pack(parent, when))
+        parts.append(
+            TXN_REC.pack(ino, create_length(n, block), REC_CREATE) + UNLINK_TAIL.pack(parent, when)
+        )
         parts.append(slot + name)
         if n % 8:
             parts.append(bytes(8 - n % 8))
@@ -530,24 +558,25 @@ def pack_unlink_record(
 
 
 def pack_create_record(
-    seq: int, parent: int, ino: int, name: bytes, when: int, slot: bytes, claims
+    seq: int, parent: int, ino: int, name: bytes, when: int, slot: bytes, claims, block: int
 ) -> bytes:
     """pack_txn(seq, [], claims=claims, creates=[(parent, ino, name, when,
-    slot)]): the same bytes, in fewer steps (every said create pays it)."""
+    slot, block)]): the same bytes, in fewer steps (every said create pays it)."""
     n = len(name)
+    word = create_length(n, block)
     if not claims:  # (an open that makes the file: no data yet)
         size = 32 + INODE_SIZE + n + (-n % 8)
-        head = _CREATE_EMPTY.pack(seq, 1, size, ino, n, REC_CREATE, parent, when)
+        head = _CREATE_EMPTY.pack(seq, 1, size, ino, word, REC_CREATE, parent, when)
         return _sealed(head + slot + name + _PADS[n % 8])
     if len(claims) == 1:
         ((dst, length),) = claims
         size = 48 + INODE_SIZE + n + (-n % 8)
         head = _CREATE_ONE.pack(
-            seq, 2, size, dst, length, REC_CLAIM, ino, n, REC_CREATE, parent, when
+            seq, 2, size, dst, length, REC_CLAIM, ino, word, REC_CREATE, parent, when
         )
         return _sealed(head + slot + name + _PADS[n % 8])
     parts = [TXN_REC.pack(dst, length, REC_CLAIM) for dst, length in claims]
-    parts.append(_CREATE_REC.pack(ino, n, REC_CREATE, parent, when) + slot + name + _PADS[n % 8])
+    parts.append(_CREATE_REC.pack(ino, word, REC_CREATE, parent, when) + slot + name + _PADS[n % 8])
     return seal_txn(seq, (len(parts), b"".join(parts)))
 
 
@@ -604,11 +633,12 @@ class TxnRecord:
     lazy: bool = False  # TXN_MAGIC_LAZY: durable only under a durable mark
     checks: list[tuple[int, int, int]] = field(default_factory=list)  # (off, length, crc)
     # (parent, ino, name, when) of the names a record removed (REC_UNLINK),
-    # (parent, ino, name, when, slot) of the files it made (REC_CREATE),
+    # (parent, ino, name, when, slot, block) of the files it made (REC_CREATE;
+    # block: the directory block the name went in, -1 for none named),
     # (ino, slot) of the empty files it gave their first data (REC_FILL),
     # (ino, slot) of the files it emptied or gave new data (REC_REWRITE)
     unlinks: list[tuple[int, int, bytes, int]] = field(default_factory=list)
-    creates: list[tuple[int, int, bytes, int, bytes]] = field(default_factory=list)
+    creates: list[tuple[int, int, bytes, int, bytes, int]] = field(default_factory=list)
     fills: list[tuple[int, bytes]] = field(default_factory=list)
     rewrites: list[tuple[int, bytes]] = field(default_factory=list)
 
@@ -679,14 +709,15 @@ def parse_txn_record(buf, pos: int, end: int, seq: int, old_crc: bool = False) -
             rec.unlinks.append((parent, dst, bytes(buf[p : p + length]), when))
             p += pad8(length)
         elif flags == REC_CREATE and not rec.lazy:
-            if p + UNLINK_TAIL.size + INODE_SIZE + length > start + plen:
+            n, block = length & _CREATE_NAME_BITS, (length >> CREATE_BLOCK_SHIFT) - 1
+            if p + UNLINK_TAIL.size + INODE_SIZE + n > start + plen:
                 return None
             parent, when = UNLINK_TAIL.unpack_from(buf, p)
             p += UNLINK_TAIL.size
             slot = bytes(buf[p : p + INODE_SIZE])
             p += INODE_SIZE
-            rec.creates.append((parent, dst, bytes(buf[p : p + length]), when, slot))
-            p += pad8(length)
+            rec.creates.append((parent, dst, bytes(buf[p : p + n]), when, slot, block))
+            p += pad8(n)
         elif flags in (REC_FILL, REC_REWRITE) and not rec.lazy and length == 0:
             if p + INODE_SIZE > start + plen:
                 return None

@@ -3,7 +3,7 @@
 A physical record costs a change more than its bytes: the directory block
 edited and its header resealed, the inode slot packed, each write staged
 and packed into the record, each in a few dozen Python steps.  A process
-alone on its pool says instead what it did, and writes no home:
+says instead what it did, and writes no home:
 
 - an unlink of a small file: one entry (REC_UNLINK: the directory, the
   inode, the name, the time) and the blocks it freed (revokes);
@@ -44,12 +44,38 @@ one link; a create: the name and the number free, the slot a valid plain
 file of that directory, its blocks free); anything else is damage (a
 crafted journal).
 
-Alone means no other process in the process table (leases.py: one that
-mounts makes the changes again itself and absorbs before it joins) and no
-follower in the follower table (followers never read homes that lag: they
-wait for the absorb), on a pool whose records are durable when written
-(pmem, tmpfs: not group commit, whose homes lag already).  DESIGN.md,
-"Changes said, homes absorbed", says why and what it costs.
+Changes are said on a pool whose records are durable when written (pmem,
+tmpfs: not group commit, whose homes lag already) with no follower in the
+follower table (followers never read homes that lag: they wait for the
+absorb), unless DAXFS_SAY=0.  DESIGN.md, "Changes said, homes absorbed",
+says why and what it costs.
+
+Beside other processes.  Each makes the others' said changes again as it
+catches up (coherence.apply_records), in log order, and counts their homes
+in its own lag, so that whoever writes homes next absorbs every said
+change before it, whichever process said it.  What keeps the copies in
+step:
+- a create's record names the directory block its name went in (SPEC.md,
+  version 10), so every copy puts it in the same block (where inside the
+  block may differ: an absorb writes blocks whole);
+- the first record that writes after said changes absorbed them all, each
+  directory as its writer laid it out: every process drops the
+  directories that lagged, to load them again (coherence._apply_written);
+- said records that a later record in what a process catches up on
+  absorbed are not made again, the homes holding them (their claims and
+  revokes count, and what they name is dropped from the caches);
+- a said change takes its blocks from this process's windows and its
+  inode number from its range (leases.py), and asks the kernel whether
+  another process has the file open (pins) before it unlinks or rewrites
+  it;
+- an optimistic change (coherence.Change) that prepared with homes
+  lagging, or met said records at its check that name nothing it read or
+  wrote, writes the lagging homes in its own record (Change._absorb_with);
+  one that met a record that writes homes runs again the exclusive way,
+  which absorbs first.
+A process that mounts makes the pending changes again itself and absorbs
+before it joins.  Only a process alone keeps the pool lock between
+changes (below).
 
 Keeping the lock.  A said change alone needs the exclusive pool lock only
 against a process that arrives, so a writer alone keeps it from one said
@@ -85,11 +111,12 @@ every reader's hold has run its HOLD_SECONDS at once.
 from __future__ import annotations
 
 import fcntl
+import os
 import stat
 import threading
 import time
 
-from .coherence import catch_up, forks_seen, lock_pool
+from .coherence import catch_up, catch_up_unlocked, forks_seen, lock_pool
 from .inode import Inode
 from .journal import Transaction
 from .layout import (
@@ -115,6 +142,7 @@ from .path import REG_T, At, Ino
 from .pins import (
     MOUNTED_BYTE,
     RangePins,
+    anyone_waiting,
     locked_by_others,
     pin_slot,
     pinned_by_others,
@@ -170,12 +198,16 @@ class LogicalPath:
         self._lag_dirs: dict[int, set[int]] = {}
         self._lag_slots: set[int] = set()
         self._lag_bytes = 0  # what absorbing them would log
+        self._lag_loose: set[int] = set()  # (see _forget_lag)
         # Files said unlinked whose blocks and numbers are not given back yet
         # (_release_said): committed free, so free to take once released.
         self._said_freed: list[Inode] = []
         self._absorb_most = min(ABSORB_MOST, (self.sb.journal_len // 4) & ~(BLOCK - 1))
-        # Durable when written, and writable: where changes may be said.
+        # Durable when written, and writable: where changes may be said;
+        # unless DAXFS_SAY=0 (for comparing, and to drive the usual way:
+        # bench share measures both).
         self._may_say = not self.readonly and not self._lazy
+        self._may_say = self._may_say and os.environ.get("DAXFS_SAY", "1") != "0"
         # Where a reader may keep the shared lock (_shared_for_read): there,
         # and on a read-only mount of a pool whose homes are not held back
         # in a private view (group commit's, which its calls drop and read
@@ -191,6 +223,10 @@ class LogicalPath:
         # else has committed or joined since, and nobody else is mounted.
         self._held = False
         self._held_shared = False  # what is kept is the shared lock (a reader's)
+        # What is kept is the exclusive lock, beside other processes: let go
+        # as soon as one waits for it (_writer_waits).
+        self._held_beside = False
+        self._hold_alone = False  # the hold under way began alone (_may_hold)
         self._shared_after = 0.0  # no new shared hold before then
         self._wait_look_due = 0.0  # when a shared hold's call looks for waiters
         self._keeping = False  # this section keeps it (it may defer pins)
@@ -211,8 +247,8 @@ class LogicalPath:
 
     # -- saying unlinks ------------------------------------------------------
     def _unlink_said(self, spath: str) -> bool:
-        """Unlink ``spath`` with a logical record if this call can: alone
-        on the pool, the path in the path cache, a small regular file with
+        """Unlink ``spath`` with a logical record if this call can: the
+        path in the path cache, a small regular file with
         one name and no user.  False: nothing done, the caller unlinks the
         usual way."""
         return self._gave_back(self._in_said_section(self._say_unlink, spath))
@@ -225,8 +261,8 @@ class LogicalPath:
 
     def _create_said(self, spath: str, data, perms: int, pin: bool = False) -> int | None:
         """Make the new file ``spath`` holding ``data`` (permission bits
-        ``perms``) with a logical record if this call can: alone on the
-        pool, the directory in the path cache with room for the name, the
+        ``perms``) with a logical record if this call can: the
+        directory in the path cache with room for the name, the
         name free, the data under SAY_CREATE_MOST.  ``pin``: pinned for a
         handle (an open that made it).  Its inode number, or None: nothing
         done, the caller makes it the usual way."""
@@ -236,7 +272,7 @@ class LogicalPath:
 
     def _fill_said(self, ino: int, data) -> bool:
         """Write ``data`` at offset 0 of file ``ino``, which has no data yet,
-        with a logical record if this call can: alone on the pool, the file
+        with a logical record if this call can: the file
         a plain one with one name, the data under SAY_CREATE_MOST.  False:
         nothing done, the caller writes the usual way."""
         if len(data) > SAY_CREATE_MOST:
@@ -246,7 +282,7 @@ class LogicalPath:
     def _rewrite_said(self, spath: str, data, pin: bool = False) -> int | None:
         """Empty the existing file ``spath`` (``data`` empty: an open for
         writing) or make it hold ``data`` (write_bytes over it) with a
-        logical record if this call can: alone on the pool, the file a
+        logical record if this call can: the file a
         small plain one with one name, mapped nowhere, the data under
         SAY_CREATE_MOST.  ``pin``: pinned for a handle.  Its inode number,
         or None: nothing done, the caller does it the usual way."""
@@ -314,11 +350,13 @@ class LogicalPath:
             if self._unmapped:
                 return None
             held = self._held
-            if held and (self._held_shared or now >= self._hold_until):
-                self._let_go(pause=not self._held_shared)  # (a reader's: taken anew)
+            if held and (self._held_shared or now >= self._hold_until or self._beside_waited(now)):
+                # (A reader's is taken anew; one beside others was let go for
+                # a waiter, who has it now: no pause needed.)
+                self._let_go(pause=not (self._held_shared or self._held_beside))
                 held = False
             if not held:
-                lock_pool(self.region.fd, fcntl.LOCK_EX)
+                lock_pool(self.region.fd, fcntl.LOCK_EX, catch_up_unlocked, self)
             said = None
             try:
                 if not held:
@@ -328,7 +366,7 @@ class LogicalPath:
             finally:
                 self._keeping, keep = False, self._keeping and said is not None
                 if keep and not held:
-                    self._hold(now)
+                    self._hold(now, beside=not self._hold_alone)
                 elif not keep:
                     self._let_go(pause=held)
             if said is not None and self._absorber is None:
@@ -340,29 +378,51 @@ class LogicalPath:
     def _may_say_now(self) -> bool:
         """Caught up, as coherence.catch_up would find it (the same commit at
         the same place: a checkpoint moves the log, not the seq; no commit
-        a dead process left unpublished), and alone.  With the pool lock
-        kept, both hold still but for followers (they take no lock)."""
+        a dead process left unpublished), and no follower (followers read
+        homes, which lag a said change).  Other processes may be there:
+        they make our said changes again as they catch up (module doc,
+        "Beside other processes").  With the pool lock kept, the log holds
+        still."""
         if self._held and not self._held_shared:
             return not self.followers.any()
-        return self.journal.unmoved(self._seen_seq, self._seen_pos) and self._alone()
+        return self.journal.unmoved(self._seen_seq, self._seen_pos) and not self.followers.any()
 
     # -- keeping the lock ----------------------------------------------------
     def _may_hold(self, now: float) -> bool:
         """May this section keep the exclusive pool lock it took?  Not in a
-        pause, and only while no other description of the pool marks a
-        mount (pins.MOUNTED_BYTE: a reader takes no slot in the process
-        table); that look is made again HOLD_RECHECK later, not per call."""
+        pause, nor with a follower.  Alone (_hold_alone: no other
+        description of the pool marks a mount, pins.MOUNTED_BYTE, as a
+        reader does, and nobody else is in the process table), for
+        HOLD_SECONDS; beside other processes, while nobody waits for it
+        (a hold beside others: _beside_waited)."""
         if now < self._hold_after or self.followers.any():
             return False  # (a follower: nothing is said, _may_say_now)
         fd, made = self.region.fd, RangePins.made
         if not locked_by_others(fd):  # (the usual case: one look for both)
             self._unpinned_as_of = made
+            self._hold_alone = True
             return True
         self._unpinned_as_of = None
-        if pinned_by_others(fd, MOUNTED_BYTE, 1):
-            self._hold_after = now + HOLD_RECHECK
-            return False
+        self._hold_alone = not pinned_by_others(fd, MOUNTED_BYTE, 1) and self._alone()
         return True
+
+    def _may_hold_alone(self, now: float) -> bool:
+        """_may_hold, for a hold only a process alone begins (one for
+        reading: beside others, readers keep the shared lock)."""
+        if self._may_hold(now) and self._hold_alone:
+            return True
+        self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
+        return False
+
+    def _beside_waited(self, now: float) -> bool:
+        """Does a process wait for the pool lock (either) this one keeps
+        exclusively beside others?  (Looked at every WAIT_LOOK, the first a
+        WAIT_LOOK after the hold began: the holder makes a few changes
+        before it gives way.)"""
+        if not self._held_beside or now < self._wait_look_due:
+            return False
+        self._wait_look_due = now + WAIT_LOOK
+        return anyone_waiting(self.region.fd)
 
     def _kept_for_read(self, now: float) -> bool:
         """For a call that takes the shared pool lock for a moment (an open
@@ -377,7 +437,7 @@ class LogicalPath:
             if self._held_shared and self._writer_waits(now):
                 self._give_way(now)
                 return False
-            if now < self._hold_until:
+            if now < self._hold_until and not self._beside_waited(now):
                 return True
             self._let_go(pause=True)
             return False
@@ -442,8 +502,8 @@ class LogicalPath:
 
     def _held_for_read(self, now: float) -> bool:
         """The exclusive pool lock taken and kept, if this mount, caught up
-        under it, is alone (_may_say_now, as a said section begins) and may
-        hold it (_may_hold).  True: held; False: nothing taken (the lock held
+        under it, may say changes (_may_say_now) and, alone, hold it
+        (_may_hold_alone).  True: held; False: nothing taken (the lock held
         elsewhere, or not alone: not tried again for HOLD_RECHECK; damage
         met in the process table: the usual way meets it too)."""
         if self.sb.version < 8:
@@ -457,7 +517,7 @@ class LogicalPath:
         """Under the exclusive lock just taken: keep it, caught up, if this
         mount is alone and may hold it."""
         self._caught_up_here()  # (a checkpoint moves the log: peek misses it)
-        if self._may_say_now() and self._may_hold(now):
+        if self._may_say_now() and self._may_hold_alone(now):
             self._hold(now)
             return True
         return False
@@ -484,14 +544,18 @@ class LogicalPath:
         the kernel about its file's slot (about a fifth of its cost)."""
         return not (self._keeping and self._unpinned_as_of == RangePins.made)
 
-    def _hold(self, now: float, shared: bool = False) -> None:
+    def _hold(self, now: float, shared: bool = False, beside: bool = False) -> None:
         """Keep the exclusive pool lock (``shared``: the shared one, a
-        reader's) past this section, for HOLD_SECONDS (the next said section
-        lets it go then; the holder thread, if no call comes within
-        HOLD_IDLE, or SHARED_IDLE)."""
+        reader's; ``beside``: beside other processes, until one waits) past
+        this section, for HOLD_SECONDS (the next said section lets it go
+        then; the holder thread, if no call comes within HOLD_IDLE, or
+        SHARED_IDLE for a hold others may wait for)."""
         self._held = True
         self._held_shared = shared
+        self._held_beside = beside
         self._hold_until = now + HOLD_SECONDS
+        if beside:
+            self._wait_look_due = now + WAIT_LOOK
         self._hold_began.set()
         if self._holder is None:
             t = threading.Thread(target=self._let_go_when_due, name="daxfs-hold", daemon=True)
@@ -509,7 +573,7 @@ class LogicalPath:
         if self._stash:
             stash, self._stash = self._stash, []
             self._free_merged(sorted((b, 1) for b in stash))
-        self._held = self._held_shared = False
+        self._held = self._held_shared = self._held_beside = self._hold_alone = False
         self._unpinned_as_of = None
         fcntl.flock(self.region.fd, fcntl.LOCK_UN)
         if pause:
@@ -541,7 +605,7 @@ class LogicalPath:
         began, stop = self._hold_began, self._stop_committer
         while True:
             began.wait()
-            idle = SHARED_IDLE if self._held_shared else HOLD_IDLE
+            idle = SHARED_IDLE if self._held_shared or self._held_beside else HOLD_IDLE
             if stop.wait(idle) or self.closed or self._forks != forks_seen():
                 return
             with self._tlock:
@@ -550,8 +614,11 @@ class LogicalPath:
                 if self._held:
                     try:
                         now = time.monotonic()
-                        if self._held_shared and writer_waiting(self.region.fd):
+                        fd = self.region.fd
+                        if self._held_shared and writer_waiting(fd):
                             self._give_way(now)
+                        elif self._held_beside and anyone_waiting(fd):
+                            self._let_go(pause=False)
                         elif now >= self._hold_until:
                             self._let_go(pause=True)
                     except OSError:
@@ -661,11 +728,11 @@ class LogicalPath:
             return None
         ino = None
         try:
-            ino = self.inodes.take_ino()
+            ino = self._said_ino()
             inode = self._new_said_file(ino, parent, perms, data, runs)
             slot = inode.slot(0)
             seq, claims = self.journal.next_seq, _claims(inode.extents)
-            record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims)
+            record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims, room[0])
             self.journal.commit_said(record)
         except BaseException as e:
             if ino is not None:
@@ -763,7 +830,7 @@ class LogicalPath:
         either way; free on the media as those taken ahead are), the rest
         to the allocator."""
         for dev, n in old:
-            if n == BLOCK and self._keeping:
+            if n == BLOCK and self._keeping and self._hold_alone:
                 self._stash.append(self._block(dev))
             else:
                 self.allocator.free(self._block(dev), n // BLOCK)
@@ -774,16 +841,24 @@ class LogicalPath:
         taken, when the allocator has none (the usual way says ENOSPC,
         after what it frees) or only in more runs."""
         nblocks = -(-nbytes // BLOCK)
-        if nblocks == 1 and self._keeping:
+        if nblocks == 1 and self._keeping and self._hold_alone:
             return self._stashed_block()
         try:
-            runs = self.allocator.alloc_blocks(nblocks) if nblocks else []
+            # (beside others, in this process's windows: leases.py)
+            runs = self.leases.alloc_blocks(nblocks, None) if nblocks else []
         except OSError:
             return None
         if len(runs) > INLINE_EXTENTS:
             self._unsaid(_Unsaid(), runs)
             return None
         return runs
+
+    def _said_ino(self) -> int:
+        """A said create's inode number (some are free): beside other
+        processes, from this process's range (leases.py), as any create's."""
+        return (
+            self.inodes.take_ino() if self._keeping and self._hold_alone else self.leases.take_ino()
+        )
 
     def _stashed_block(self) -> list[tuple[int, int]] | None:
         """_said_blocks of one block in a section that keeps the pool lock:
@@ -1017,10 +1092,14 @@ class LogicalPath:
             self._free_space(self._block(dev), n // BLOCK)
         self.inodes.return_ino(ino)
 
-    def _redo_create(self, parent: int, ino: int, raw: bytes, when: int, slot: bytes) -> None:
+    def _redo_create(
+        self, parent: int, ino: int, raw: bytes, when: int, slot: bytes, block: int
+    ) -> None:
         """Make one said create in memory, checked: the directory holds no
         such name, the number is free, the slot a plain file of that
-        directory with one name, its blocks free."""
+        directory with one name, its blocks free, and the name put in the
+        directory block the record names (-1: none named, any with room),
+        which must have room for it."""
         name = raw.decode("utf-8", "surrogateescape")
         where = self.journal.live_off
         d = self._dir(parent) if self._inode(parent).is_dir else None
@@ -1034,10 +1113,18 @@ class LogicalPath:
         inode = self.inodes.from_slot(slot, ino, where)
         if not _unlinkable(inode) or inode.parent != parent:
             raise CorruptionError(f"journal: a create of inode {ino} that is no plain file", where)
+        room = d.room_in(block, raw) if block >= 0 else d.any_room(raw)
+        if block < 0:
+            self._lag_loose.add(parent)
+        if room is None:
+            raise CorruptionError(
+                f"journal: a create of {name!r} in directory {parent} finds no room "
+                f"in the block it names ({block})",
+                where,
+            )
         self._claim_said(inode, "a create", where)
         self.inodes.take(ino)
-        if not self._apply_create(d, name, inode, when):
-            raise CorruptionError(f"journal: a create of {name!r} finds no room", where)
+        self._apply_create(d, name, inode, when, room)
 
     def _redo_fill(self, ino: int, slot: bytes) -> None:
         """Make one said fill in memory, checked: the inode a plain file with
@@ -1117,6 +1204,10 @@ class LogicalPath:
         """No home lags any more (absorbed, or the caches rebuilt from the
         homes and the log)."""
         self._lag_dirs, self._lag_slots, self._lag_bytes = {}, set(), 0
+        # Lagging directories where a create was made again with no block
+        # named (a version 9 record): our copy may hold its names in other
+        # blocks than the copy an absorb writes, so it is loaded again then.
+        self._lag_loose: set[int] = set()
 
     def _release_said(self) -> None:
         """Give the allocator and the inode table what said unlinks freed
@@ -1150,26 +1241,43 @@ class LogicalPath:
         exclusive pool lock is held, caught up, and no change is under way:
         what the caches hold is what is committed."""
         txn = Transaction()
-        txn.absorbs = True
-        for ino in sorted(self._lag_dirs):
-            d = self.dirs.get(ino)
-            if d is None:  # (a directory is freed only by a change, which absorbs first)
-                raise AssertionError(f"directory {ino} lags but is not cached")
-            for b in sorted(self._lag_dirs[ino]):
-                d.write_whole(b, txn)
-        cache = self.inodes.cache
-        made = sorted(ino for ino in self._lag_slots if ino in cache)
-        freed = sorted(ino for ino in self._lag_slots if ino not in cache)
-        for first, n in _runs(freed):  # (files freed in a row: a few writes)
-            txn.write_apart(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
-        for first, n in _runs(made):  # (said creates: every extent in the slot)
-            slots = [cache[ino].slot(0) for ino in range(first, first + n)]
-            txn.write_apart(self.inodes.slot_off(first), b"".join(slots))
+        self._stage_absorb(txn)
         held = self._heads_seq == self._seen_seq
         self.journal.commit(txn)
         self._seen_seq, self._seen_pos = self.journal.next_seq, self.journal.pos
         if held:
             self._heads_seq = self._seen_seq
+        self._absorbed()
+
+    def _stage_absorb(self, txn: Transaction, changed=frozenset(), freed=frozenset()) -> None:
+        """Stage every lagging home whole in ``txn``, which then absorbs: an
+        absorb's record, or an optimistic change's (coherence.Change,
+        which prepared with homes lagging and writes them with its own),
+        whose edits the caches hold too.  That change stages the slots of
+        the inodes it ``changed`` itself, and a directory it ``freed``
+        has no home left to write."""
+        txn.absorbs = True
+        for ino in sorted(self._lag_dirs):
+            d = self.dirs.get(ino)
+            if d is None:
+                if ino in freed:
+                    continue
+                raise AssertionError(f"directory {ino} lags but is not cached")
+            for b in sorted(self._lag_dirs[ino]):
+                d.write_whole(b, txn)
+        cache = self.inodes.cache
+        lagging = sorted(ino for ino in self._lag_slots if ino not in changed)
+        made = [ino for ino in lagging if ino in cache]
+        gone = [ino for ino in lagging if ino not in cache]
+        for first, n in _runs(gone):  # (files freed in a row: a few writes)
+            txn.write_apart(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
+        for first, n in _runs(made):  # (said creates: every extent in the slot)
+            slots = [cache[ino].slot(0) for ino in range(first, first + n)]
+            txn.write_apart(self.inodes.slot_off(first), b"".join(slots))
+
+    def _absorbed(self) -> None:
+        """After a record that absorbed: no home lags, and what our said
+        unlinks freed goes back (their homes show it now)."""
         self._forget_lag()
         self._release_said()
 

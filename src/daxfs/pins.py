@@ -57,6 +57,10 @@ WRITER_BYTE = 1
 # for the exclusive pool lock, so that a process keeping the shared one
 # between its reads lets it go (logical.py, "Keeping the shared lock").
 WAITING_BYTE = 2
+# The fourth byte, likewise: locked by a process while it waits for the
+# shared pool lock, so that a process keeping the exclusive one beside
+# others (logical.py, "Keeping the lock") lets it go for readers too.
+READER_WAITING_BYTE = 3
 # What an inode's pin covers from its slot's first byte: the slot.
 SLOT_PIN = INODE_SIZE
 
@@ -93,6 +97,12 @@ def writer_waiting(fd: int) -> bool:
     """Does a process (through another description) wait for the exclusive
     pool lock?"""
     return pinned_by_others(fd, WAITING_BYTE, 1)
+
+
+def anyone_waiting(fd: int) -> bool:
+    """Does a process (through another description) wait for the pool lock,
+    exclusive or shared?  (WAITING_BYTE and READER_WAITING_BYTE, one look.)"""
+    return pinned_by_others(fd, WAITING_BYTE, 2)
 
 
 def writer_mounted(fd: int) -> bool:
