@@ -209,6 +209,30 @@ def test_a_version_9_pools_pending_creates_are_made_again_in_a_block_with_room(p
     assert daxfs.check(pool_path).ok
 
 
+def test_a_pool_is_not_upgraded_under_another_live_mount(pool_path):
+    """A live mount of an older daxfs would misread the new version's
+    records: a writable mount that finds another mount's mark
+    (pins.MOUNTED_BYTE) leaves the version as it is and writes what that
+    version reads (a create names no block); the next mount alone
+    upgrades the pool."""
+    with daxfs.mount(pool_path) as fs:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")
+    set_versions(pool_path, 9, 9)
+    with daxfs.mount(pool_path, readonly=True) as other:
+        with daxfs.mount(pool_path) as fs:
+            assert fs.info()["format_version"] == 9
+            fs.write_bytes("/d/new", b"n" * 100)
+            ((*_rest, block),) = fs.journal.log_records()[-1][1].creates
+            assert block == -1
+        assert other.read_bytes("/d/new") == b"n" * 100
+    assert [sb.version for sb in superblocks(pool_path)] == [9, 9]
+    with daxfs.mount(pool_path) as fs:
+        assert fs.info()["format_version"] == L.VERSION
+        assert fs.read_bytes("/d/new") == b"n" * 100
+    assert daxfs.check(pool_path).ok
+
+
 def test_a_pool_from_a_newer_daxfs_is_refused_clearly(pool_path):
     set_versions(pool_path, L.VERSION + 1, L.VERSION + 1)
     with pytest.raises(daxfs.CorruptionError, match=f"version {L.VERSION + 1}.*newer daxfs"):

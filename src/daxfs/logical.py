@@ -743,7 +743,8 @@ class LogicalPath:
             inode = self._new_said_file(ino, parent, perms, data, runs)
             slot = inode.slot(0)
             seq, claims = self.journal.next_seq, _claims(inode.extents)
-            record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims, room[0])
+            block = room[0] if self.sb.version >= 10 else -1  # (SPEC.md, "Versions")
+            record = pack_create_record(seq, dir_ino, ino, raw, inode.ctime, slot, claims, block)
             self.journal.commit_said(record)
         except BaseException as e:
             if ino is not None:

@@ -65,7 +65,7 @@ from .layout import (
     upgrade_interrupted,
 )
 from .path import to_str
-from .pins import mark_mounted, mark_writer
+from .pins import MOUNTED_BYTE, mark_mounted, mark_writer, pinned_by_others
 from .region import Region
 
 
@@ -258,7 +258,10 @@ def mount_region(
                 if not readonly:
                     _reserve_metadata(region, sb)
                     fs.journal.recover()
-                    fs.sb = sb = upgrade_superblocks(region, sb)
+                    if not pinned_by_others(region.fd, MOUNTED_BYTE, 1):
+                        # (Not under another live mount: one of an older
+                        # daxfs would misread what the new version writes.)
+                        fs.sb = sb = upgrade_superblocks(region, sb)
                     _reserve_metadata(region, sb)  # (records may have grown the table)
                     if fs._lazy:
                         fs.journal.mark_boot()  # after recovery read the last one
