@@ -961,8 +961,8 @@ class Change:
         state and this change's edits, which its record commits with
         them)."""
         fs = self.fs
-        changed = fs._txn_dirty.union(fs._txn_took)
-        fs._stage_absorb(txn, changed, frozenset(fs._txn_freed_inos))
+        freed = frozenset(fs._txn_freed_inos)  # (their slots the change zeroes)
+        fs._stage_absorb(txn, fs._txn_dirty.union(fs._txn_took, freed), freed)
         self.prepared = fs.journal.prepare(txn)  # (packed again, with the homes)
         room = fs.journal.room()
         if self.optimistic and self.prepared and TXN_HEADER.size + len(self.prepared[1]) > room:
@@ -1314,10 +1314,11 @@ class Change:
         changed = fs._txn_dirty | set(fs._txn_freed_inos)
         kept = rolled.intersection(fs._lag_dirs)  # (as committed: they stay)
         lag_dirs = fs._lag_dirs.keys() - kept
-        if not fs._lag_slots.isdisjoint(changed) or not lag_dirs.isdisjoint(changed | txn.touched):
-            # What is dropped or read again below lags its homes (said
+        if not lag_dirs.isdisjoint(changed | txn.touched):
+            # A directory dropped or read again below lags its homes (said
             # changes, logical.py): rebuilt instead, the pending ones made
-            # again (the next catching up sees no position).
+            # again (the next catching up sees no position).  (An inode
+            # that lags loads again from what is pending: Inodes.pending.)
             fs._seen_seq = -1
         for ino in changed:
             fs.inodes.cache.pop(ino, None)

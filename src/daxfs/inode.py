@@ -346,6 +346,10 @@ class InodeTable:
         self.region = region
         self.sb = sb
         self.cache: dict[int, Inode] = {}
+        # Slots whose homes lag said changes (logical.py): the bytes the
+        # absorb will write (all zero for a file said unlinked).  A load, or
+        # a look at whether the number is free, takes these, not the home.
+        self.pending: dict[int, bytes] = {}
         # Free inode numbers: a map of which are free now, and a cursor no
         # free number lies below, so that the lowest is found without a list
         # of millions of numbers (a byte per slot, not an int object).
@@ -445,6 +449,9 @@ class InodeTable:
         if not self.valid_ino(ino):
             raise CorruptionError(f"reference to inode {ino}, outside the inode table")
         off = self.slot_off(ino)
+        pending = self.pending.get(ino)
+        if pending is not None:
+            return self.from_slot(pending, ino, off)
         r = unpack_inode(self.region.buf[off : off + INODE_SIZE], off, ino)
         extents, blocks, images = list(r.inline), [], []
         seen: set[int] = set()  # the chain's blocks: a chain that repeats one is damage
@@ -651,7 +658,8 @@ class InodeTable:
             return
         if not self.valid_ino(ino):
             return
-        if self.slot_is_free(ino):
+        pending = self.pending.get(ino)
+        if self.slot_is_free(ino) if pending is None else not any(pending):
             self.return_ino(ino)
         elif self._listed[ino]:
             self._listed[ino] = False

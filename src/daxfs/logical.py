@@ -238,6 +238,7 @@ class LogicalPath:
         self._keeping = False  # this section keeps it (it may defer pins)
         self._hold_until = 0.0  # when a hold must end (monotonic)
         self._hold_after = 0.0  # no new hold before then
+        self._read_hold_after = 0.0  # no new hold for reading before then (not alone)
         # RangePins.made when the hold under way began with no lock of another
         # description on any byte of the pool (_others_may_pin); else None.
         self._unpinned_as_of: int | None = None
@@ -420,10 +421,7 @@ class LogicalPath:
     def _may_hold_alone(self, now: float) -> bool:
         """_may_hold, for a hold only a process alone begins (one for
         reading: beside others, readers keep the shared lock)."""
-        if self._may_hold(now) and self._hold_alone:
-            return True
-        self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
-        return False
+        return self._may_hold(now) and self._hold_alone
 
     def _beside_waited(self, now: float) -> bool:
         """Does a process wait for the pool lock (either) this one keeps
@@ -452,7 +450,11 @@ class LogicalPath:
                 return True
             self._let_go(pause=True)
             return False
-        if now >= self._hold_after and self._may_say and self._held_for_read(now):
+        if (
+            now >= max(self._hold_after, self._read_hold_after)
+            and self._may_say
+            and self._held_for_read(now)
+        ):
             return True
         return now >= self._shared_after and self._may_keep_shared and self._shared_for_read(now)
 
@@ -521,7 +523,7 @@ class LogicalPath:
             return False
         if self._kept_if(fcntl.LOCK_EX, self._begin_read_hold, now):
             return True
-        self._hold_after = max(self._hold_after, now + HOLD_RECHECK)  # (not alone)
+        self._read_hold_after = now + HOLD_RECHECK  # (not alone: said changes may still hold)
         return False
 
     def _begin_read_hold(self, now: float) -> bool:
@@ -753,6 +755,7 @@ class LogicalPath:
                 return None
             raise
         self._said_committed()
+        self.inodes.pending[ino] = slot
         placed = self._apply_create(d, name, inode, inode.ctime, room)
         assert placed, "a directory with room for a name found none"
         if pin:
@@ -827,6 +830,7 @@ class LogicalPath:
                 return False
             raise
         self._said_committed()
+        self.inodes.pending[ino] = slot
         _take_state(inode, len(data), extents, generation, now, now, now)
         self._give_back_said(old)
         self._lag_slots.add(ino)
@@ -1047,6 +1051,7 @@ class LogicalPath:
         caller's to give back once the record is committed."""
         self._lagging(d, d.forget(name), inode.ino, when)
         self.inodes.cache.pop(inode.ino, None)
+        self.inodes.pending[inode.ino] = bytes(INODE_SIZE)  # (freed, as absorbed)
         self._dirty_times.discard(inode.ino)
 
     def _lagging(self, d, block: int, ino: int, when: int) -> None:
@@ -1136,6 +1141,7 @@ class LogicalPath:
             )
         self._claim_said(inode, "a create", where)
         self.inodes.take(ino)
+        self.inodes.pending[ino] = slot
         self._apply_create(d, name, inode, when, room)
 
     def _redo_fill(self, ino: int, slot: bytes) -> None:
@@ -1154,6 +1160,7 @@ class LogicalPath:
         if not _unlinkable(filled) or any(getattr(filled, k) != getattr(inode, k) for k in kept):
             raise CorruptionError(f"journal: a fill of inode {ino} that is another file", where)
         self._claim_said(filled, "a fill", where)
+        self.inodes.pending[ino] = slot
         self._lag_bytes += 0 if ino in self._lag_slots else LAG_SLOT
         self._lag_slots.add(ino)
         f = filled
@@ -1177,6 +1184,7 @@ class LogicalPath:
         if not _unlinkable(new) or any(getattr(new, k) != getattr(inode, k) for k in kept):
             raise CorruptionError(f"journal: a rewrite of inode {ino} that is another file", where)
         self._claim_said(new, "a rewrite", where)
+        self.inodes.pending[ino] = slot
         for _f, dev, n in inode.extents:
             self._free_space(self._block(dev), n // BLOCK)
         self._lag_bytes += 0 if ino in self._lag_slots else LAG_SLOT
@@ -1216,6 +1224,7 @@ class LogicalPath:
         """No home lags any more (absorbed, or the caches rebuilt from the
         homes and the log)."""
         self._lag_dirs, self._lag_slots, self._lag_bytes = {}, set(), 0
+        self.inodes.pending.clear()
         # Lagging directories where a create was made again with no block
         # named (a version 9 record): our copy may hold its names in other
         # blocks than the copy an absorb writes, so it is loaded again then.
@@ -1277,15 +1286,20 @@ class LogicalPath:
                 raise AssertionError(f"directory {ino} lags but is not cached")
             for b in sorted(self._lag_dirs[ino]):
                 d.write_whole(b, txn)
-        cache = self.inodes.cache
         lagging = sorted(ino for ino in self._lag_slots if ino not in changed)
-        made = [ino for ino in lagging if ino in cache]
-        gone = [ino for ino in lagging if ino not in cache]
-        for first, n in _runs(gone):  # (files freed in a row: a few writes)
-            txn.write_apart(self.inodes.slot_off(first), bytes(n * INODE_SIZE))
-        for first, n in _runs(made):  # (said creates: every extent in the slot)
-            slots = [cache[ino].slot(0) for ino in range(first, first + n)]
+        for first, n in _runs(lagging):  # (files made or freed in a row: a few writes)
+            slots = [self._slot_said(ino) for ino in range(first, first + n)]
             txn.write_apart(self.inodes.slot_off(first), b"".join(slots))
+
+    def _slot_said(self, ino: int) -> bytes:
+        """The bytes a lagging slot is to hold, as the said changes left it
+        (InodeTable.pending: all zero for a file said unlinked), not as the
+        cache holds it now: an undone change drops inodes it touched."""
+        raw = self.inodes.pending.get(ino)
+        if raw is not None:
+            return raw
+        inode = self.inodes.cache.get(ino)  # (a lag with no bytes kept: none now)
+        return bytes(INODE_SIZE) if inode is None else inode.slot(0)
 
     def _absorbed(self) -> None:
         """After a record that absorbed: no home lags, and what our said
