@@ -81,9 +81,9 @@ Keeping the lock.  A said change alone needs the exclusive pool lock only
 against a process that arrives, so a writer alone keeps it from one said
 change to the next, and the next takes no flock and looks at neither the
 live word nor the process table (nobody can have committed or joined):
-- only while no other description of the pool marks a mount (a read-only
-  mount has no slot in the process table: pins.MOUNTED_BYTE), looked at
-  when a hold begins;
+- alone: no other description of the pool marks a mount (a read-only
+  mount has no slot in the process table: pins.MOUNTED_BYTE), and nobody
+  else is in the process table, looked at when a hold begins;
 - for HOLD_SECONDS, then none for HOLD_PAUSE, so that a process waiting
   for the lock gets in; a call that takes the lock the usual way
   (coherence.Locked) lets it go first; a holder thread lets it go when
@@ -94,6 +94,14 @@ Calls that take the shared lock for a moment (an open for reading, an
 overwrite in place) use the kept one instead, and an open for reading
 with none kept begins a hold itself on the same terms (_kept_for_read):
 a process reading alone then takes no flock and no pin per file either.
+Beside other processes a writer keeps the exclusive lock between its said
+changes too (_held_beside), with no blocks taken ahead and inode numbers
+from its range, until a process waits for the lock: a waiter marks
+pins.WAITING_BYTE (exclusive) or READER_WAITING_BYTE (shared), and the
+holder looks at both every WAIT_LOOK (the first a WAIT_LOOK after the
+hold began, so that it makes a few changes first), its thread every
+SHARED_IDLE, and lets the lock go.  Two writers then take turns in
+slices, not one change each.
 
 Keeping the shared lock.  A process reading beside others keeps the
 shared pool lock from one open to the next on the same terms, but for
