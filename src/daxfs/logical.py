@@ -59,8 +59,12 @@ step:
   version 10), so every copy puts it in the same block (where inside the
   block may differ: an absorb writes blocks whole);
 - the first record that writes after said changes absorbed them all, each
-  directory as its writer laid it out: every process drops the
-  directories that lagged, to load them again (coherence._apply_written);
+  lagging block written whole: every process lays those blocks over its
+  copy (a directory where a create named no block is loaded again), and
+  keeps the inodes whose slots it wrote as the process holds them
+  (coherence._apply_written);
+- a slot that lags keeps the bytes the absorb will write
+  (InodeTable.pending), which a load takes rather than the stale home;
 - said records that a later record in what a process catches up on
   absorbed are not made again, the homes holding them (their claims and
   revokes count, and what they name is dropped from the caches);
@@ -74,8 +78,8 @@ step:
   one that met a record that writes homes runs again the exclusive way,
   which absorbs first.
 A process that mounts makes the pending changes again itself and absorbs
-before it joins.  Only a process alone keeps the pool lock between
-changes (below).
+before it joins.  Beside others a process keeps the pool lock between
+its changes only until another waits (below).
 
 Keeping the lock.  A said change alone needs the exclusive pool lock only
 against a process that arrives, so a writer alone keeps it from one said
