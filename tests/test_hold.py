@@ -79,8 +79,9 @@ def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monke
     """A read-only mount has no slot in the process table, but marks its
     mount: beside it the writer keeps the exclusive lock only until a
     process waits for the lock, shared or exclusive (pins.WAITING_BYTE,
-    READER_WAITING_BYTE), with no blocks taken ahead; once the reader has
-    gone, it keeps it alone again (looked for again HOLD_RECHECK later).
+    READER_WAITING_BYTE), with no blocks taken ahead, and after a reader
+    keeps none for HOLD_RECHECK; once the reader has gone, it keeps it
+    alone again.
     (Holds here would last 30 s: only the waiter's mark ends them.)"""
     monkeypatch.setattr(logical, "HOLD_SECONDS", 30.0)
     fs = daxfs.mount(pool_path)
@@ -98,6 +99,9 @@ def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monke
             assert reader.read_bytes("/d/a") == b"a" * 100  # waits, marked: let in
             assert time.monotonic() - began < 5.0
             assert not fs._held
+            fs.write_bytes("/d/after", b"r")  # (for a reader: no new hold for a while)
+            assert not fs._held
+            time.sleep(logical.HOLD_RECHECK * 1.5)
             lock = os.open(pool_path, os.O_RDONLY)  # a writer's wait, marked too
             try:
                 fs.write_bytes("/d/b", b"b")

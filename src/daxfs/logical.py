@@ -153,6 +153,7 @@ from .layout import (
 from .path import REG_T, At, Ino
 from .pins import (
     MOUNTED_BYTE,
+    READER_WAITING_BYTE,
     RangePins,
     anyone_waiting,
     locked_by_others,
@@ -375,9 +376,10 @@ class LogicalPath:
                 return None
             held = self._held
             if held and (self._held_shared or now >= self._hold_until or self._beside_waited(now)):
-                # (A reader's is taken anew; one beside others was let go for
-                # a waiter, who has it now: no pause needed.)
-                self._let_go(pause=not (self._held_shared or self._held_beside))
+                if self._held_beside:
+                    self._let_go_for_waiters(now)
+                else:
+                    self._let_go(pause=not self._held_shared)  # (a reader's: taken anew)
                 held = False
             if not held:
                 lock_pool(self.region.fd, fcntl.LOCK_EX, catch_up_unlocked, self)
@@ -435,6 +437,17 @@ class LogicalPath:
         reading: beside others, readers keep the shared lock)."""
         return self._may_hold(now) and self._hold_alone
 
+    def _let_go_for_waiters(self, now: float) -> None:
+        """Let a hold beside others go (its time up, or a process waits).
+        If a reader waits, begin none for HOLD_RECHECK: taken again at
+        once, the lock kept readers out (two processes reading beside one
+        writing made 37,000 reads a second together, against 170,000 before
+        such holds).  A writer that waits has the lock now: no pause."""
+        readers = pinned_by_others(self.region.fd, READER_WAITING_BYTE, 1)
+        self._let_go(pause=readers or now >= self._hold_until)
+        if readers:
+            self._hold_after = now + HOLD_RECHECK
+
     def _beside_waited(self, now: float) -> bool:
         """Does a process wait for the pool lock (either) this one keeps
         exclusively beside others?  (Looked at every WAIT_LOOK, the first a
@@ -460,7 +473,10 @@ class LogicalPath:
                 return False
             if now < self._hold_until and not self._beside_waited(now):
                 return True
-            self._let_go(pause=True)
+            if self._held_beside:
+                self._let_go_for_waiters(now)
+            else:
+                self._let_go(pause=True)
             return False
         if (
             now >= max(self._hold_after, self._read_hold_after)
@@ -643,7 +659,7 @@ class LogicalPath:
                         if self._held_shared and writer_waiting(fd):
                             self._give_way(now)
                         elif self._held_beside and anyone_waiting(fd):
-                            self._let_go(pause=False)
+                            self._let_go_for_waiters(now)
                         elif now >= self._hold_until:
                             self._let_go(pause=True)
                     except OSError:
