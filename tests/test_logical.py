@@ -552,6 +552,29 @@ def test_a_process_that_mounts_beside_a_live_writer_makes_its_unlinks_again(pool
     assert daxfs.check(pool_path).ok
 
 
+def test_said_records_are_made_again_with_no_lock_only_over_what_is_cached(pool_path):
+    """catch_up_unlocked makes said records again only where what each names
+    is cached when it comes (a load of a home could meet an absorb being
+    stored): an unlink of a number not cached is no such record, even if a
+    create after it makes that number again; a fill after an unlink needs a
+    create between."""
+    from daxfs.coherence import _said_unlocked_ok
+    from daxfs.layout import TxnRecord
+
+    with daxfs.mount(pool_path) as fs:
+        a_directory_with_a_block(fs)
+        d, f = fs.stat("/d").st_ino, fs.stat("/d/first").st_ino
+        unlink = TxnRecord([], [], 0, unlinks=[(d, f, b"first", 0)])
+        create = TxnRecord([], [], 0, creates=[(d, f, b"again", 0, bytes(INODE_SIZE), -1)])
+        fill = TxnRecord([], [], 0, fills=[(f, bytes(INODE_SIZE))])
+        fs._inode(f)
+        assert _said_unlocked_ok(fs, [unlink, create, fill])
+        assert not _said_unlocked_ok(fs, [unlink, fill])
+        fs.inodes.cache.pop(f)
+        assert not _said_unlocked_ok(fs, [unlink, create])
+        assert _said_unlocked_ok(fs, [create, fill])
+
+
 def test_two_writers_say_their_changes_side_by_side(pool_path):
     """Beside another writer, new files (opened, written, closed), files
     rewritten whole and unlinks are still said: each mount makes the

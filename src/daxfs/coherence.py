@@ -478,22 +478,30 @@ def _said_unlocked_ok(fs, records) -> bool:
     """May ``records`` be applied with no pool lock held (catch_up_unlocked,
     an optimistic change's check)?  Only if each says changes (none writes
     homes: an absorb is stored over the blocks we would read) and every
-    directory and inode they name is cached: a load from the homes then
-    could meet an absorb being stored."""
+    directory and inode they name is cached when its record comes to be
+    made again: a load from the homes then could meet an absorb being
+    stored.  Followed in order, as a number an unlink freed may be made
+    again by a create after it (and one made before it is cached by then)."""
     if not all(rec.says() for rec in records):
         return False
     cached, dirs = fs.inodes.cache, fs.dirs
-    # An unlinked, filled or rewritten inode made before (a create among the
-    # records) is cached by then.
-    made = {c[1] for rec in records for c in rec.creates}
+    made: set[int] = set()  # numbers made by the records so far: cached then
+    gone: set[int] = set()  # numbers unlinked by them so far: dropped then
+
+    def held(ino: int) -> bool:
+        return ino in made or (ino in cached and ino not in gone)
+
     for rec in records:
-        if any(not (entry[0] in dirs and entry[0] in cached) for entry in rec.unlinks):
-            return False
-        if any(not (entry[0] in dirs and entry[0] in cached) for entry in rec.creates):
-            return False
-        if any(u[1] not in cached and u[1] not in made for u in rec.unlinks):
-            return False
-        if any(f[0] not in cached and f[0] not in made for f in rec.fills + rec.rewrites):
+        for entry in rec.unlinks:
+            if not (entry[0] in dirs and entry[0] in cached) or not held(entry[1]):
+                return False
+            made.discard(entry[1])
+            gone.add(entry[1])
+        for entry in rec.creates:
+            if not (entry[0] in dirs and entry[0] in cached):
+                return False
+            made.add(entry[1])
+        if not all(held(ino) for ino, _slot in rec.fills + rec.rewrites):
             return False
     return True
 

@@ -395,6 +395,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         (in lazy mode, as our private view shows it with every record of the
         log applied, and with the space those not yet durable freed held)."""
         self.inodes.cache.clear()
+        self.inodes.pending.clear()  # (the scan reads the homes; _redo_pending fills it again)
         self.dirs.clear()
         self._said_freed = []  # (free in the allocator rebuilt below)
         self._stash = []  # (likewise)
