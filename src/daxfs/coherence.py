@@ -393,7 +393,7 @@ def _apply_written(fs, records, refreshed: frozenset[int]) -> bool:
             if rec.says():
                 rec_slots.update(_said_inos(rec))
                 slots.update(rec_slots)
-                said_dirs.update(entry[0] for entry in rec.unlinks + rec.creates)
+                said_dirs.update(_said_dirs(rec))
             for dst, data in rec.writes:
                 if sb.itable_off <= dst < sb.itable_end:
                     inos = slots_written(sb, dst, len(data))
@@ -474,6 +474,11 @@ def _said_inos(rec) -> set[int]:
     return inos
 
 
+def _said_dirs(rec) -> set[int]:
+    """The directories a record that says changes names (their blocks lag it)."""
+    return {entry[0] for entry in rec.unlinks + rec.creates}
+
+
 def _said_unlocked_ok(fs, records) -> bool:
     """May ``records`` be applied with no pool lock held (catch_up_unlocked,
     an optimistic change's check)?  Only if each says changes (none writes
@@ -514,9 +519,8 @@ def _apply_said(fs, records) -> bool:
     for rec in records:
         fs._redo_said(rec)
     if fs.on_foreign_change is not None:
-        said = [entry for rec in records for entry in rec.unlinks + rec.creates]
-        filled = {ino for rec in records for ino, _slot in rec.fills + rec.rewrites}
-        fs.on_foreign_change({u[1] for u in said} | filled, {u[0] for u in said})
+        inos = set().union(*map(_said_inos, records))
+        fs.on_foreign_change(inos, set().union(*map(_said_dirs, records)))
     return True
 
 
@@ -1172,7 +1176,7 @@ class Change:
         mine = fs._reads | fs._txn_dirty | txn.touched | fs._edited | fs._slot_reads
         mine = mine.union(fs._names_read, fs._txn_freed_inos, fs._txn_took)
         for rec in records:
-            dirs = {entry[0] for entry in rec.unlinks + rec.creates}
+            dirs = _said_dirs(rec)
             if not mine.isdisjoint(dirs):
                 self.conflict_on = frozenset(mine.intersection(dirs))
                 return True

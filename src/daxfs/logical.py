@@ -453,10 +453,7 @@ class LogicalPath:
         exclusively beside others?  (Looked at every WAIT_LOOK, the first a
         WAIT_LOOK after the hold began: the holder makes a few changes
         before it gives way.)"""
-        if not self._held_beside or now < self._wait_look_due:
-            return False
-        self._wait_look_due = now + WAIT_LOOK
-        return anyone_waiting(self.region.fd)
+        return self._held_beside and self._writer_waits(now, anyone_waiting)
 
     def _kept_for_read(self, now: float) -> bool:
         """For a call that takes the shared pool lock for a moment (an open
@@ -533,13 +530,14 @@ class LogicalPath:
         self._let_go(pause=True)
         self._shared_after = now + HOLD_RECHECK
 
-    def _writer_waits(self, now: float) -> bool:
-        """Does a process wait for the exclusive pool lock (WAITING_BYTE)?
-        Looked at every WAIT_LOOK; False between looks."""
+    def _writer_waits(self, now: float, look=writer_waiting) -> bool:
+        """Does a process wait for the exclusive pool lock (WAITING_BYTE;
+        ``look``: pins.anyone_waiting, for either lock)?  Looked at every
+        WAIT_LOOK; False between looks."""
         if now < self._wait_look_due:
             return False
         self._wait_look_due = now + WAIT_LOOK
-        return writer_waiting(self.region.fd)
+        return look(self.region.fd)
 
     def _held_for_read(self, now: float) -> bool:
         """The exclusive pool lock taken and kept, if this mount, caught up
