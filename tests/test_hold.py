@@ -79,9 +79,9 @@ def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monke
     """A read-only mount has no slot in the process table, but marks its
     mount: beside it the writer keeps the exclusive lock only until a
     process waits for the lock, shared or exclusive (pins.WAITING_BYTE,
-    READER_WAITING_BYTE), with no blocks taken ahead, and after a reader
-    keeps none for HOLD_RECHECK; once the reader has gone, it keeps it
-    alone again.
+    READER_WAITING_BYTE), the blocks it took ahead given back with it,
+    and after a reader keeps none for HOLD_RECHECK; once the reader has
+    gone, it keeps it alone again.
     (Holds here would last 30 s: only the waiter's mark ends them.)"""
     monkeypatch.setattr(logical, "HOLD_SECONDS", 30.0)
     fs = daxfs.mount(pool_path)
@@ -93,12 +93,12 @@ def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monke
             fs.write_bytes("/d/settle", b"s")  # (catches up with the mount first)
             fs.write_bytes("/d/a", b"a" * 100)
             assert fs.journal.log_records()[-1][1].creates  # said beside it too
-            assert fs._held and fs._held_beside and not fs._stash
+            assert fs._held and fs._held_beside and fs._stash
             assert not lock_is_free(pool_path)
             began = time.monotonic()
             assert reader.read_bytes("/d/a") == b"a" * 100  # waits, marked: let in
             assert time.monotonic() - began < 5.0
-            assert not fs._held
+            assert not fs._held and not fs._stash
             fs.write_bytes("/d/after", b"r")  # (for a reader: no new hold for a while)
             assert not fs._held
             time.sleep(logical.HOLD_RECHECK * 1.5)

@@ -625,10 +625,11 @@ class InodeTable:
 
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""
-        found = np.flatnonzero(self._listed[start : start + count])
-        if len(found) == 0:
+        listed = self._listed[start : start + count]
+        first = int(listed.argmax())  # (the method: np.argmax's dispatch costs more)
+        if not listed[first]:
             return None
-        ino = start + int(found[0])
+        ino = start + first
         self._listed[ino] = False
         self.nfree -= 1
         return ino
