@@ -121,6 +121,57 @@ def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monke
         fs.close()
 
 
+# A process about to take the exclusive pool lock: it marks WAITING_BYTE as
+# coherence.lock_pool does, says so, and keeps the mark for a while without
+# taking the lock; then reports the CLOCK_MONOTONIC time just before it
+# drops the mark.
+MARKED_WAITER = textwrap.dedent("""
+    import fcntl, os, sys, time
+    from daxfs.pins import WAITING_BYTE, set_lock
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    set_lock(fd, fcntl.F_RDLCK, WAITING_BYTE, 1)
+    print("waiting", flush=True)
+    time.sleep(0.3)
+    gone = time.monotonic()
+    set_lock(fd, fcntl.F_UNLCK, WAITING_BYTE, 1)
+    print(gone, flush=True)
+""")
+
+
+def test_a_writer_lets_the_waiter_it_let_go_for_in_first(pool_path, monkeypatch):
+    """A writer whose hold beside others ends because a process waits takes
+    the lock again only once no process marks a wait (the waiter has the
+    lock then): flock hands a released lock to nobody, and the writer,
+    back first, took it again for change after change while the waiter,
+    asleep in flock, slept on.  (HANDOFF_MOST is 30 s here: only the mark
+    going ends the wait.)"""
+    monkeypatch.setattr(logical, "HANDOFF_MOST", 30.0)
+    monkeypatch.setattr(logical, "HOLD_SECONDS", 30.0)
+    fs = daxfs.mount(pool_path)
+    try:
+        fs.mkdir("/d")
+        fs.write_bytes("/d/first", b"1")
+        reader = daxfs.mount(pool_path, readonly=True)  # (beside another mount)
+        try:
+            fs.write_bytes("/d/settle", b"s")
+            fs.write_bytes("/d/a", b"a")
+            assert fs._held and fs._held_beside
+            with script_child(MARKED_WAITER, pool_path) as waiter:
+                assert waiter.stdout.readline().strip() == "waiting"
+                time.sleep(logical.BESIDE_LOOK * 2)  # (the next change looks)
+                fs.write_bytes("/d/b", b"b")  # lets the hold go, then waits its turn
+                done = time.monotonic()
+                assert not lock_is_free(pool_path)  # (and keeps the lock again)
+                gone = float(waiter.stdout.readline())
+                assert gone < done
+                assert waiter.wait(10) == 0
+        finally:
+            reader.close()
+        assert fs.read_bytes("/d/b") == b"b"
+    finally:
+        fs.close()
+
+
 HOLDER = textwrap.dedent("""
     import sys, time, daxfs
     from daxfs import logical
