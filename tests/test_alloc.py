@@ -345,6 +345,9 @@ ops = st.lists(
         st.tuples(st.just("free"), st.integers(0, 10**6), st.just(0)),
         # Single blocks taken ahead in one step (a said create's stash).
         st.tuples(st.just("singles"), st.integers(1, 600), st.just(False)),
+        # Blocks another process took, claimed from its record (one block:
+        # a said create or fill made again, written out: _claim_one).
+        st.tuples(st.just("claim"), st.integers(0, 10**6), st.sampled_from([1, 1, 2, 600])),
     ),
     max_size=60,
 )
@@ -392,6 +395,26 @@ def take_singles(a, k: int, shadow, held: list, free_now: int) -> None:
     held.extend((b, 1) for b in got)
 
 
+def claim_some(a, i: int, n: int, shadow, held: list) -> None:
+    """Claim up to n free blocks from the i-th free one (as far as they
+    run free), and refuse a claim of a used block, changing nothing."""
+    free = np.flatnonzero(~shadow)
+    if len(free):
+        b = int(free[i % len(free)])
+        k = 1
+        while k < n and b + k < len(shadow) and not shadow[b + k]:
+            k += 1
+        a.claim(b, k)
+        shadow[b : b + k] = True
+        held.append((b, k))
+    used = np.flatnonzero(shadow)
+    if len(used):
+        before = a.free_blocks
+        with pytest.raises(AssertionError):
+            a.claim(int(used[i % len(used)]), 1)
+        assert a.free_blocks == before
+
+
 @pytest.mark.parametrize("cls", [HugePageAllocator, NaiveAllocator])
 @given(
     nblocks=st.sampled_from([6 * C, 6 * C + 77, 3 * C + 511]),
@@ -409,6 +432,8 @@ def test_random_alloc_free_keeps_accounting(cls, nblocks, pre, program):
         free_now = int((~shadow).sum())
         if op[0] == "singles":
             take_singles(a, op[1], shadow, held, free_now)
+        elif op[0] == "claim":
+            claim_some(a, op[1], op[2], shadow, held)
         elif op[0] in ("blocks", "chunks"):
             kind, n, use_hint = op
             want = n if kind == "blocks" else n * C

@@ -751,12 +751,15 @@ def crafted_record(path: str, **entries) -> None:
         region.close()
 
 
-def slot_with_a_block(inode, ino: int, dev: int, nlink: int = 1) -> bytes:
+def slot_with_a_block(inode, ino: int, dev: int, nlink: int = 1, uid: int | None = None) -> bytes:
     """A crafted slot: ``inode``'s, as inode ``ino`` with ``nlink`` names
-    and 4 KiB in the block at ``dev`` (what a said fill or rewrite gives)."""
+    (and owner ``uid``, if given) and 4 KiB in the block at ``dev`` (what
+    a said fill or rewrite gives)."""
     r = inode.record(0)
     r.ino, r.size, r.nextents, r.inline, r.generation = ino, 4096, 1, [(0, dev, 4096)], 9
     r.nlink = nlink
+    if uid is not None:
+        r.uid = uid
     return pack_inode(r)
 
 
@@ -799,6 +802,7 @@ def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
         "a directory",
         "a file with data",
         "another file's slot",
+        "another owner",
         "used blocks",
     ],
 )
@@ -824,6 +828,7 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
         "a directory": (sub, slot_of(sub, free_dev), free_dev),
         "a file with data": (full, slot_of(full, free_dev), free_dev),
         "another file's slot": (e2, slot_of(e, free_dev), free_dev),
+        "another owner": (e, slot_with_a_block(inode, e, free_dev, uid=inode.uid + 1), free_dev),
         "used blocks": (e, slot_of(e, used_dev), used_dev),
     }
     ino, slot, dev = cases[what]

@@ -919,11 +919,45 @@ class HugePageAllocator(_Base):
     # -- what other processes took --------------------------------------------
     def claim(self, start: int, n: int) -> None:
         """Mark blocks another process allocated (from its journal record)."""
+        if n == 1:
+            self._claim_one(start)
+            return
         self._check_claimable(start, n)
         for c, s, k in _by_chunk(start, n):
             if self.chunk_free[c] == BLOCKS_PER_CHUNK:
                 self._split_whole(c)
             self._take_small(c, s, k)
+
+    def _claim_one(self, b: int) -> None:
+        """claim(b, 1): _split_whole's and _take_small's steps for one
+        block, written out, as making another process's said create or
+        fill of a small file again pays it (a claim and a free of one
+        block: 2.8 us, against 4.0 us the general way)."""
+        per = BLOCKS_PER_CHUNK
+        c, off = divmod(b, per)
+        before = int(self.chunk_free[c]) if 0 <= b < self.nblocks else 0
+        m = self.maps.get(c)
+        if before == 0 or (m is not None and m[off]):
+            raise AssertionError(f"claiming blocks {b}+1 that are not free")
+        if before == per:
+            self.whole.take(c, 1)  # (a whole chunk becomes a small one)
+            room = self.small
+        else:
+            room = self.tail_room if c in self.tails else self.small
+            room.remove((before, c))
+        self.tiny_room.discard(c)
+        left = before - 1
+        if left:
+            if m is None:
+                m = self.maps[c] = np.zeros(per, dtype=bool)
+            m[off] = True
+            room.add((left, c))
+        else:
+            del self.maps[c]
+        self.chunk_free[c] = left
+        self._free_blocks -= 1
+        if left and self.tiny_count[c]:
+            self.tiny_room.add(c, -int(self.tiny_count[c]))
 
     def _split_whole(self, c: int) -> None:
         """A whole free chunk becomes a small one, about to be taken from."""

@@ -1235,8 +1235,7 @@ class LogicalPath:
                 f"journal: a fill of inode {ino}, which is no empty plain file", where
             )
         filled = self.inodes.from_slot(slot, ino, where)
-        kept = ("mode", "nlink", "uid", "gid", "parent", "btime")
-        if not _unlinkable(filled) or any(getattr(filled, k) != getattr(inode, k) for k in kept):
+        if not _unlinkable(filled) or not _same_file(filled, inode):
             raise CorruptionError(f"journal: a fill of inode {ino} that is another file", where)
         self._claim_said(filled, "a fill", where)
         self.inodes.pending[ino] = slot
@@ -1259,8 +1258,7 @@ class LogicalPath:
                 where,
             )
         new = self.inodes.from_slot(slot, ino, where)
-        kept = ("mode", "nlink", "uid", "gid", "parent", "btime")
-        if not _unlinkable(new) or any(getattr(new, k) != getattr(inode, k) for k in kept):
+        if not _unlinkable(new) or not _same_file(new, inode):
             raise CorruptionError(f"journal: a rewrite of inode {ino} that is another file", where)
         self._claim_said(new, "a rewrite", where)
         self.inodes.pending[ino] = slot
@@ -1441,6 +1439,14 @@ def _take_state(
     inode.size, inode.extents = size, list(extents)
     inode.generation = inode.staged_generation = generation
     inode.atime, inode.mtime, inode.ctime = atime, mtime, ctime
+
+
+def _same_file(a: Inode, b: Inode) -> bool:
+    """Do two states of a file agree on what a fill or a rewrite keeps (its
+    type and mode, links, owner, directory and birth)?"""
+    return (a.mode, a.nlink, a.uid, a.gid, a.parent, a.btime) == (
+        b.mode, b.nlink, b.uid, b.gid, b.parent, b.btime
+    )  # fmt: skip
 
 
 def _unlinkable(inode: Inode) -> bool:
