@@ -631,6 +631,42 @@ def test_two_writers_say_their_changes_side_by_side(pool_path):
     assert report.ok, report.errors
 
 
+def test_said_changes_absorbed_in_the_batch_caught_up_leave_the_directory_cached(pool_path):
+    """A mount that catches up on another's said creates and unlinks and,
+    in the same batch, the absorb that wrote them keeps its copy of the
+    directory: the absorb's whole blocks are laid over it (every copy holds
+    the same names in the same blocks), not loaded again; so does a copy
+    whose blocks lag, with said changes made again in it (unsealed)."""
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.mkdir("/d")
+        a.write_bytes("/d/first", b"1")  # (the directory's first block)
+        assert b.listdir("/d") == ["first"]
+        d_ino = b.stat("/d").st_ino
+        kept = b.dirs[d_ino]
+        start = a.journal.next_seq
+        for i in range(10):
+            a.write_bytes(f"/d/f{i}", b"x" * i)
+        assert len(b.listdir("/d")) == 11 and b._lag_dirs  # (made again: lagging here)
+        for i in range(10, 30):
+            a.write_bytes(f"/d/f{i}", b"x" * i)
+        for i in range(0, 30, 3):
+            a.unlink(f"/d/f{i}")
+        a.chmod("/d/first", 0o600)  # writes a home: absorbs what a said first
+        records = [rec for seq, rec in a.journal.log_records() if seq >= start]
+        assert sum(len(rec.creates) for rec in records) == 30 and not records[-1].says()
+        want = sorted(["first"] + [f"f{i}" for i in range(30) if i % 3])
+        assert sorted(b.listdir("/d")) == want  # one catch-up: the whole batch
+        assert b.dirs.get(d_ino) is kept  # laid over, not loaded again
+        assert b.read_bytes("/d/f5") == b"x" * 5
+        b.write_bytes("/d/g", b"g")  # and it says changes there again
+        assert last_record(b).creates
+        assert sorted(a.listdir("/d")) == sorted(want + ["g"])
+    with daxfs.mount(pool_path) as fs:
+        assert sorted(fs.listdir("/d")) == sorted(want + ["g"])
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors
+
+
 READER = textwrap.dedent(r"""
     import sys, zlib
     import daxfs

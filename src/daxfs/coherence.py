@@ -422,7 +422,13 @@ def _apply_written(fs, records, refreshed: frozenset[int]) -> bool:
                 fs._free_after(freed_before if rec.lazy else 0, start, n)
     except AssertionError:
         return False
-    dropped = {ino for ino in said_dirs if fs.dirs.pop(ino, None) is not None}
+    # Directories said changes edited, not made again here: the record that
+    # writes after them wrote every block they changed whole (an absorb, or
+    # a change absorbing with its own, touching the directory), and every
+    # copy holds the same names in the same blocks (a create's record names
+    # its block), so those blocks are laid over ours with the rest below.
+    # One it did not touch is loaded again.
+    dropped = {ino for ino in said_dirs - touched if fs.dirs.pop(ino, None) is not None}
     if lagging:
         slots -= _slots_as_cached(fs, lagging, whole_slots)
     for ino in slots:

@@ -166,12 +166,20 @@ class Directory:
 
     def _reparse(self, b: int, image: bytearray) -> None:
         """Take block ``b`` again whole from ``image`` (CorruptionError if
-        it does not check, or names a directory named elsewhere here)."""
-        dev = self.devs[b]
-        for pos, _ino, _ftype, raw in parse_dirblock(self.images[b], dev, self.ino)[1]:
-            name = raw.decode("utf-8", "surrogateescape")
-            if self.entries.get(name, (0, 0, -1, -1))[2:] == (b, pos):
-                self._drop(name)
+        it does not check, or names a directory named elsewhere here).  The
+        names our copy holds there go first, read from our image as far as
+        we use it, unchecked: a block said changes edited in memory is
+        sealed only when written (its header and checksum are stale until
+        then), and such a block is what an absorb writes whole."""
+        old, pos, used = self.images[b], DIRBLOCK_HEAD.size, self.used[b]
+        while pos < used:  # (each step passes at least an entry's head)
+            ino, nlen, _ftype = DIRENT_HEAD.unpack_from(old, pos)
+            end = pos + DIRENT_HEAD.size + nlen
+            if ino:
+                name = bytes(old[end - nlen : end]).decode("utf-8", "surrogateescape")
+                if self.entries.get(name, (0, 0, -1, -1))[2:] == (b, pos):
+                    self._drop(name)
+            pos = end
         self.images[b] = image
         self._take_block(b)
 
