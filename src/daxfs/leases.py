@@ -305,6 +305,20 @@ class Leases:
                 a.free(b, k)  # exclusive lock: give them back, or they leak
             raise
 
+    def alloc_singles(self, k: int) -> list[int]:
+        """Up to k single blocks, ascending (at least one; ENOSPC when none
+        is free): where windows apply, from ours, as k calls of
+        alloc_blocks(1) would take them; elsewhere as the allocator places
+        single blocks (alloc_singles)."""
+        a = self.fs.allocator
+        if not (self._current() and a.name == "hugepage") and not self.shared:
+            return a.alloc_singles(k)
+        try:
+            runs = self.alloc_blocks(k, None)
+        except OSError:
+            runs = self.alloc_blocks(1, None)  # (the last few free)
+        return sorted(b for start, n in runs for b in range(start, start + n))
+
     def _take_blocks(self, a, n: int, hint: int | None, out: list[tuple[int, int]]):
         fs = self.fs
         # Preparing without the lock (an optimistic change), only from our own

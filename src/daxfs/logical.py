@@ -967,11 +967,7 @@ class LogicalPath:
         hold keeps until _let_go gives these back)."""
         if self._hold_alone:
             return self.allocator.alloc_singles(STASH_BLOCKS)
-        try:
-            runs = self.leases.alloc_blocks(STASH_BLOCKS, None)
-        except OSError:
-            runs = self.leases.alloc_blocks(1, None)  # (the last few free)
-        return sorted(b for start, n in runs for b in range(start, start + n))
+        return self.leases.alloc_singles(STASH_BLOCKS)
 
     def _unsaid(self, e: BaseException, runs) -> bool:
         """A said change failed with ``e`` before its record: its blocks
