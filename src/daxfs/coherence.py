@@ -427,7 +427,9 @@ def _apply_written(fs, records, refreshed: frozenset[int]) -> bool:
     # a change absorbing with its own, touching the directory), and every
     # copy holds the same names in the same blocks (a create's record names
     # its block), so those blocks are laid over ours with the rest below.
-    # One it did not touch is loaded again.
+    # (Where the records did not write a block they edited, the homes still
+    # hold it as our copy does: neither made those changes.)  One they did
+    # not touch is loaded again.
     dropped = {ino for ino in said_dirs - touched if fs.dirs.pop(ino, None) is not None}
     if lagging:
         slots -= _slots_as_cached(fs, lagging, whole_slots)
