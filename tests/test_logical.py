@@ -667,6 +667,44 @@ def test_said_changes_absorbed_in_the_batch_caught_up_leave_the_directory_cached
     assert report.ok, report.errors
 
 
+def test_a_close_that_meets_another_mounts_said_unlink_of_its_file_frees_nothing_twice(
+    pool_path, monkeypatch
+):
+    """The last close of a file drops its pin, then looks whether the file
+    lost its last name meanwhile.  Another mount may say an unlink of it
+    in between (nothing pins it any more): the closing mount makes that
+    unlink again as it catches up, so the file's slot lags, free as said
+    but still whole at home.  The close must count it free, not load it
+    (a stack of "bad magic" from the all-zero bytes the slot is to hold,
+    found by test_share_stress)."""
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.mkdir("/d")
+        a.write_bytes("/d/first", b"1")
+        a.write_bytes("/d/x", b"x" * 100)
+        a.chmod("/d/first", 0o600)  # (absorbs: /d/x's slot is written at home)
+        f = b.open("/d/x", "rb")
+        assert f.read() == b"x" * 100
+        with b._tlock:
+            if b._held:
+                b._let_go(pause=True)  # (b keeps no pool lock: a may commit)
+        unpin = b._unpin
+
+        def unpin_then_unlinked_elsewhere(ino):
+            unpin(ino)
+            a.unlink("/d/x")  # said: nothing pins the file now
+            assert last_record(a).unlinks
+
+        monkeypatch.setattr(b, "_unpin", unpin_then_unlinked_elsewhere)
+        f.close()
+        monkeypatch.undo()
+        assert b.listdir("/d") == ["first"] and a.listdir("/d") == ["first"]
+        assert b.coherence["full_rebuilds"] == 0
+        b.write_bytes("/d/y", b"y")  # (its number and blocks reused, maybe)
+        assert sorted(a.listdir("/d")) == ["first", "y"]
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors
+
+
 READER = textwrap.dedent(r"""
     import sys, zlib
     import daxfs

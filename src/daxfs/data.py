@@ -893,8 +893,8 @@ class DataPath:
                     self._migrate_window(txn, inode, w0, [])
 
     def _live(self, ino: int) -> bool:
-        """Is ``ino`` an inode in use?"""
-        return self.inodes.valid_ino(ino) and not self.inodes.slot_is_free(ino)
+        """Is ``ino`` an inode in use (said unlinks counted: slot_free_now)?"""
+        return self.inodes.valid_ino(ino) and not self.inodes.slot_free_now(ino)
 
     def _refuse_if_mapped(self, ranges: list[tuple[int, int]], ino: int) -> None:
         """Memory a Mapping (of any process, or of a follower: of any part

@@ -974,8 +974,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     def _is_orphan(self, ino: int) -> bool:
         """A live inode without a name.  Its slot may be free already: when the
         last users in two processes (or mounts) let go at once, both see no other
-        pin and the first one frees it; the slot is then no corruption."""
-        if self.inodes.slot_is_free(ino):
+        pin and the first one frees it; the slot is then no corruption.  Or
+        said free: another process said an unlink of it once our last pin
+        went, and we made it again (its home still holds the file)."""
+        if self.inodes.slot_free_now(ino):
             return False  # magic 0: a free slot, as the mount-time scan counts it
         return self._inode(ino).nlink == 0
 

@@ -643,6 +643,13 @@ class InodeTable:
         free slots."""
         return INODE_HEAD.unpack_from(self.region.buf, self.slot_off(ino))[1] == 0
 
+    def slot_free_now(self, ino: int) -> bool:
+        """Is slot ``ino`` free as committed: as said changes left it (a
+        file said unlinked: all zero in ``pending``, its home not written
+        yet), else as the media holds it?"""
+        pending = self.pending.get(ino)
+        return self.slot_is_free(ino) if pending is None else not any(pending)
+
     def is_free(self, ino: int) -> bool:
         return self.valid_ino(ino) and bool(self._listed[ino])
 
@@ -659,8 +666,7 @@ class InodeTable:
             return
         if not self.valid_ino(ino):
             return
-        pending = self.pending.get(ino)
-        if self.slot_is_free(ino) if pending is None else not any(pending):
+        if self.slot_free_now(ino):
             self.return_ino(ino)
         elif self._listed[ino]:
             self._listed[ino] = False
