@@ -626,6 +626,8 @@ class InodeTable:
     def take_in(self, start: int, count: int) -> int | None:
         """The lowest free number in [start, start+count), taken; None if none."""
         listed = self._listed[start : start + count]
+        if not len(listed):
+            return None
         first = int(listed.argmax())  # (the method: np.argmax's dispatch costs more)
         if not listed[first]:
             return None
