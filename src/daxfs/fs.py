@@ -978,7 +978,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         said free: another process said an unlink of it once our last pin
         went, and we made it again (its home still holds the file)."""
         if self.inodes.slot_free_now(ino):
-            return False  # magic 0: a free slot, as the mount-time scan counts it
+            return False  # (free: as the mount-time scan counts it, or as said)
         return self._inode(ino).nlink == 0
 
     def _surely_linked(self, ino: int) -> bool:

@@ -287,8 +287,7 @@ class Leases:
         """n small blocks: from the hinted block if it is not in another's
         window, then from our windows, taking new windows as they fill."""
         a, fs = self.fs.allocator, self.fs
-        windows = self._current() and a.name == "hugepage"
-        if not windows:
+        if not self._windows_apply():
             if self.shared:
                 # Shared without windows (the naive allocator): space free in
                 # our view may be taken by another process preparing a change.
@@ -305,14 +304,18 @@ class Leases:
                 a.free(b, k)  # exclusive lock: give them back, or they leak
             raise
 
+    def _windows_apply(self) -> bool:
+        """Do small blocks come from our windows now (_current, and the
+        huge-page allocator, whose chunks windows are)?"""
+        return self._current() and self.fs.allocator.name == "hugepage"
+
     def alloc_singles(self, k: int) -> list[int]:
         """Up to k single blocks, ascending (at least one; ENOSPC when none
         is free): where windows apply, from ours, as k calls of
         alloc_blocks(1) would take them; elsewhere as the allocator places
         single blocks (alloc_singles)."""
-        a = self.fs.allocator
-        if not (self._current() and a.name == "hugepage") and not self.shared:
-            return a.alloc_singles(k)
+        if not self._windows_apply() and not self.shared:
+            return self.fs.allocator.alloc_singles(k)
         try:
             runs = self.alloc_blocks(k, None)
         except OSError:
@@ -388,9 +391,9 @@ class Leases:
         a large file's data in them (take_chunks); fewer if the pool has
         fewer whole chunks outside others' windows.  Under the exclusive
         lock, as any new window."""
-        a = self.fs.allocator
-        if not self._current() or a.name != "hugepage":
+        if not self._windows_apply():
             return
+        a = self.fs.allocator
         self._scan()
         # One more: the write's extent blocks come from our windows too, and
         # split a whole one when no other has room.
