@@ -574,6 +574,39 @@ def test_a_follower_whose_lease_lapsed_reads_estale(pool_path, how):
             assert child.wait(timeout=30) == 0
 
 
+def test_a_lapsed_lease_the_writer_disregards_is_cleared_then_and_there(pool_path):
+    """The writer may find a follower's lease lapsed at an unlink, before
+    its periodic look (``_look_at_followers``) came round: it frees the
+    file at once, and must clear the slot then and there.  Else the
+    follower, resumed, finds its slot its own and the file gone, and
+    blames the writer rather than its lapsed lease."""
+    with daxfs.mount(pool_path) as fs:
+        put(fs, "/keep", b"")
+        free_before = fs.statvfs().f_bfree
+        put(fs, "/f", b"\x01" * (1 << 20))
+        with script_child(HOLDER, pool_path, "0.3", "open") as child:
+            assert child.stdout.readline().strip() == "open"
+            os.kill(child.pid, signal.SIGSTOP)
+            try:
+                fs._followers_due = float("inf")  # (no periodic look from here on)
+                table = fs.followers
+                (i,) = table.live()
+                ident, beat, _seen = table._beats[i]
+                table._beats[i] = (ident, beat, time.monotonic() - 10)  # (lapsed, unseen)
+                fs.unlink("/f")
+                assert fs.statvfs().f_bfree == free_before  # (freed at once)
+                assert not table.occupied()
+                put(fs, "/other", b"\xee" * (1 << 20))
+            finally:
+                os.kill(child.pid, signal.SIGCONT)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            answer = child.stdout.readline().split(maxsplit=2)
+            assert answer[:2] == ["error", str(errno.ESTALE)], answer
+            assert "lease" in answer[2]
+            assert child.wait(timeout=30) == 0
+
+
 UNLINK_AND_DIE = textwrap.dedent(r"""
     import os, sys
     import daxfs

@@ -103,9 +103,13 @@ class FollowerTable:
         """The occupied slots whose lease stands: a heartbeat that moved
         within the lease period, by this process's clock (a slot first seen
         now counts as moving now)."""
+        return self._judged(now)[1]
+
+    def _judged(self, now: float | None = None) -> tuple[list[int], list[int]]:
+        """The occupied slots, and those of them whose lease stands."""
         occupied = self.occupied()
         if not occupied:
-            return occupied
+            return occupied, occupied
         now = time.monotonic() if now is None else now
         alive = []
         for i in occupied:
@@ -118,12 +122,33 @@ class FollowerTable:
                 alive.append(i)
             elif now - seen[2] <= min(lease, MAX_LEASE_MS) / 1000:
                 alive.append(i)
+        return occupied, alive
+
+    def standing(self) -> list[int]:
+        """The slots whose lease stands, clearing those whose lease lapsed.
+        Whenever the writer disregards a slot's holds it clears the slot
+        then, so that the follower, resumed, finds its lease gone
+        (``Lease.lost``) and says so, rather than find its slot its own and
+        the file it held gone."""
+        occupied, alive = self._judged()
+        if len(alive) < len(occupied):
+            for i in set(occupied).difference(alive):
+                self._clear(i)
         return alive
 
+    def _clear(self, i: int) -> None:
+        off = slot_off(i)
+        seen = self._beats.pop(i, None)
+        # (Only the follower we judged: another writer process may have
+        # cleared the slot meanwhile, and a new follower taken it.)
+        if seen is None or _words(self.buf, i)[_ID // 8] == seen[0]:
+            self._store(off, bytes(4))  # (magic 0: the slot is free)
+
     def entries(self) -> set[int]:
-        """The entries of the followers whose lease stands."""
+        """The entries of the followers whose lease stands (clearing the
+        slots of those whose lease lapsed: ``standing``)."""
         out: set[int] = set()
-        for i in self.live():
+        for i in self.standing():
             out.update(_words(self.buf, i)[_FIRST_ENTRY:])
         out.discard(0)
         return out
@@ -146,12 +171,7 @@ class FollowerTable:
 
     def clear_lapsed(self) -> None:
         """Clear the slots whose lease has lapsed (their holds go with them)."""
-        now = time.monotonic()
-        alive = set(self.live(now))
-        for i in self.occupied():
-            if i not in alive:
-                self._store(slot_off(i), bytes(4))  # (magic 0: the slot is free)
-                self._beats.pop(i, None)
+        self.standing()
 
 
 class _Block0:
