@@ -24,7 +24,14 @@ import pytest
 
 import daxfs
 from daxfs import logical
-from daxfs.layout import BLOCKS_PER_CHUNK, INODE_SIZE, CorruptionError, pack_inode, pack_txn
+from daxfs.layout import (
+    BLOCKS_PER_CHUNK,
+    INODE_SIZE,
+    CorruptionError,
+    pack_inode,
+    pack_txn,
+    unpack_inode,
+)
 from daxfs.logical import ABSORB_SECONDS
 from daxfs.path import Ino
 from daxfs.region import Region
@@ -878,6 +885,9 @@ def test_a_crafted_unlink_is_damage_never_a_misread(pool_path, what):
         "another file's slot",
         "another owner",
         "used blocks",
+        "a slot failing its checksum",
+        "an extent chain",
+        "more extents than the slot holds",
     ],
 )
 def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
@@ -896,6 +906,14 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
     def slot_of(ino: int, dev: int) -> bytes:
         return slot_with_a_block(inode, ino, dev)
 
+    def slot_changed(**fields) -> bytes:
+        r = unpack_inode(slot_of(e, free_dev), 0, e)
+        for name, value in fields.items():
+            setattr(r, name, value)
+        return pack_inode(r)
+
+    bad_sum = bytearray(slot_of(e, free_dev))
+    bad_sum[-1] ^= 1  # (in the zeros past the extents: only the checksum tells)
     cases = {
         "none: as a writer says it": (e, slot_of(e, free_dev), free_dev),
         "a free inode": (e + 100, slot_of(e + 100, free_dev), free_dev),
@@ -904,6 +922,9 @@ def test_a_crafted_fill_is_damage_never_a_misread(pool_path, what):
         "another file's slot": (e2, slot_of(e, free_dev), free_dev),
         "another owner": (e, slot_with_a_block(inode, e, free_dev, uid=inode.uid + 1), free_dev),
         "used blocks": (e, slot_of(e, used_dev), used_dev),
+        "a slot failing its checksum": (e, bytes(bad_sum), free_dev),
+        "an extent chain": (e, slot_changed(ext_block=used_dev), free_dev),
+        "more extents than the slot holds": (e, slot_changed(nextents=7), free_dev),
     }
     ino, slot, dev = cases[what]
     crafted_record(pool_path, claims=[(dev, 4096)], fills=[(ino, slot)])

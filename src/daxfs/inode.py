@@ -53,6 +53,7 @@ from .layout import (
     pack_itable_head,
     pack_slot,
     unpack_extblock,
+    unpack_inline_slot,
     unpack_inode,
     unpack_itable_head,
 )
@@ -438,12 +439,14 @@ class InodeTable:
         (``offset``: where the bytes are, for the error)."""
         if not self.valid_ino(ino):
             raise CorruptionError(f"reference to inode {ino}, outside the inode table")
-        r = unpack_inode(raw, offset, ino)
-        if r.nextents != len(r.inline) or r.ext_block:
-            raise CorruptionError(f"inode {ino}: extents past its slot", offset)
-        extents = list(r.inline)
-        self._validate_extents(ino, extents, r.size, offset)
-        return self._inode_of(r, extents, [], [])
+        f, extents = unpack_inline_slot(raw, offset, ino)
+        _m, _f, _i, gen, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent = f[:14]
+        self._validate_extents(ino, extents, size, offset)
+        return Inode(
+            ino, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent, gen,
+            extents, [], [], staged_generation=gen,
+            rdev=f[15] if stat.S_IFMT(mode) in DEVICE_TYPES else 0,  # (as _inode_of)
+        )  # fmt: skip
 
     def _load(self, ino: int) -> Inode:
         if not self.valid_ino(ino):

@@ -880,6 +880,37 @@ def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
     return InodeRecord(*f[3:16], ext_block=f[17], inline=inline, rdev=f[16])
 
 
+# Where a slot's nextents lies (the head's fields before it, packed).
+_NEXTENTS_AT = struct.calcsize("<" + INODE_HEAD.format[1:16])
+
+
+def unpack_inline_slot(raw, offset: int, ino: int) -> tuple[tuple, list[tuple[int, int, int]]]:
+    """Parse the slot for ``ino`` as unpack_inode does, with the same
+    checks, when every extent lies in the slot (a said change's slot:
+    logical.py), else CorruptionError.  One struct call, and no
+    InodeRecord: catching up parses a slot per said change.  Its fields
+    from magic on (magic, flags, ino, generation, mode, nlink, uid, gid,
+    size, atime, mtime, ctime, btime, parent, nextents, rdev, ext_block,
+    then the extents' words), and its extents."""
+    if len(raw) < INODE_SIZE:
+        raise CorruptionError(f"inode {ino}: slot truncated", offset)
+    k = _U32.unpack_from(raw, _NEXTENTS_AT)[0]
+    f = _SLOT_PAST_CRC[k if k <= INLINE_EXTENTS else 0].unpack_from(raw, _U32.size)
+    if f[0] != INODE_MAGIC:
+        raise CorruptionError(f"inode {ino}: bad magic", offset)
+    if _U32.unpack_from(raw)[0] != crc32c(raw[4:INODE_SIZE]):
+        raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
+    if f[2] != ino:
+        raise CorruptionError(f"inode {ino}: slot claims inode {f[2]}", offset)
+    if f[8] > MAX_FILE_SIZE:
+        raise CorruptionError(f"inode {ino}: size {f[8]} past the largest file", offset)
+    if k > INLINE_EXTENTS or f[16]:
+        raise CorruptionError(f"inode {ino}: extents past its slot", offset)
+    if k == 1:  # (the usual small file)
+        return f, [f[17:20]]
+    return f, [f[i : i + 3] for i in range(17, 17 + 3 * k, 3)]
+
+
 # --------------------------------------------------------------------------
 # Extent overflow blocks: a chain of 4 KiB blocks holding extents beyond the
 # inline ones.
