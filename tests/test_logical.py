@@ -674,6 +674,55 @@ def test_said_changes_absorbed_in_the_batch_caught_up_leave_the_directory_cached
     assert report.ok, report.errors
 
 
+def test_an_absorb_of_blocks_made_alike_here_parses_no_name_again(pool_path, monkeypatch):
+    """A mount that made another's said creates and unlinks again holds
+    their directory blocks byte for byte as their writer does (a create's
+    record names its block, and compacting one is done alike).  The
+    absorb that writes those blocks whole is laid over them with no name
+    dropped and entered again: in every process, at every absorb, that was
+    a parse of every lagging block."""
+    from daxfs.dir import Directory
+
+    reparsed = []
+    reparse = Directory._reparse
+    monkeypatch.setattr(
+        Directory, "_reparse", lambda d, b, image: (reparsed.append(b), reparse(d, b, image))
+    )
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.mkdir("/d")
+        for i in range(400):  # (two blocks of names, then room in both)
+            a.write_bytes(f"/d/p{i:03d}", b"p")
+        for i in range(0, 400, 2):
+            a.unlink(f"/d/p{i:03d}")
+        a.chmod("/d", 0o755)  # (absorbed: b starts from the homes)
+        names = {f"p{i:03d}" for i in range(1, 400, 2)}
+        assert set(b.listdir("/d")) == names
+        d_ino = b.stat("/d").st_ino
+        kept = b.dirs[d_ino]
+        assert len(kept.devs) == 2
+        for i in range(250):  # (into both blocks, compacting them)
+            a.write_bytes(f"/d/f{i:03d}", b"f")
+        for i in range(1, 400, 6):
+            a.unlink(f"/d/p{i:03d}")
+        names |= {f"f{i:03d}" for i in range(250)}
+        names -= {f"p{i:03d}" for i in range(1, 400, 6)}
+        assert set(b.listdir("/d")) == names  # (made again here: lagging)
+        assert len(b._lag_dirs[d_ino]) == 2 and b.dirs[d_ino] is kept
+        a.chmod("/d/f000", 0o600)  # writes a home: absorbs them, each block whole
+        assert not last_record(a).says()
+        assert set(b.listdir("/d")) == names
+        assert b.dirs.get(d_ino) is kept and not b._lag_dirs
+        assert reparsed == []
+        b.write_bytes("/d/g", b"g")  # names go on where they fit, in both
+        a.unlink("/d/f001")
+        names = (names | {"g"}) - {"f001"}
+        assert set(a.listdir("/d")) == set(b.listdir("/d")) == names
+    with daxfs.mount(pool_path) as fs:
+        assert set(fs.listdir("/d")) == names
+    report = daxfs.check(pool_path)
+    assert report.ok, report.errors
+
+
 def test_a_close_that_meets_another_mounts_said_unlink_of_its_file_frees_nothing_twice(
     pool_path, monkeypatch
 ):
