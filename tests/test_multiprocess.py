@@ -412,6 +412,47 @@ def test_a_foreign_commit_is_applied_from_its_record_not_rebuilt(pool_path):
         assert a.coherence["full_rebuilds"] == before["full_rebuilds"]
 
 
+def test_a_directory_past_its_slot_another_mount_fills_is_never_loaded_again(
+    pool_path,
+):
+    """A directory whose extents pass its slot (an extent chain: past 32
+    blocks) that another mount fills and grows: our copy keeps its blocks
+    through every write of its slot (its times, its links, a new extent
+    and chain block), taking each new block from the record that wrote
+    it.  It was parsed again whole at every such write, in every process:
+    a few thousand names each time (and at every growth, whatever its
+    size, and at every chmod)."""
+    from daxfs.layout import INLINE_EXTENTS
+
+    with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
+        a.mkdir("/big")
+        ino = a.stat("/big").st_ino
+        assert b.listdir("/big") == []
+        copy = b.dirs[ino]
+        names, i = set(), 0
+        while len(a._inode(ino).extents) <= INLINE_EXTENTS + 1:  # (two chain extents)
+            for _ in range(25):
+                name = f"{i:04d}{'n' * 200}"
+                a.write_bytes(f"/big/{name}", b"n")
+                names.add(name)
+                i += 1
+            assert set(b.listdir("/big")) == names
+            assert b.dirs[ino] is copy
+        assert a._inode(ino).ext_blocks and b._inode(ino).ext_blocks
+        a.chmod("/big", 0o700)  # (the slot written again, the chain not)
+        a.mkdir("/big/sub")  # (its links)
+        names.add("sub")
+        for k in range(0, i, 7):
+            a.unlink(f"/big/{k:04d}{'n' * 200}")
+            names.discard(f"{k:04d}{'n' * 200}")
+        assert set(b.listdir("/big")) == names and b.stat("/big").st_mode & 0o777 == 0o700
+        assert b.dirs[ino] is copy
+        assert copy.devs == a.dirs[ino].devs
+    assert daxfs.check(pool_path).ok
+    with daxfs.mount(pool_path) as fs:
+        assert set(fs.listdir("/big")) == names
+
+
 def test_a_directory_another_mount_makes_subdirectories_in_is_refreshed_not_reloaded(
     pool_path, monkeypatch
 ):
@@ -419,7 +460,8 @@ def test_a_directory_another_mount_makes_subdirectories_in_is_refreshed_not_relo
     a directory entry: our copy of the parent keeps its blocks and takes the
     entry in (zarr makes a directory per chunk row in one shared directory;
     parsing it whole per mkdir made two writers no faster than one).  When
-    the parent grows a block, the copy is loaded again, and is right."""
+    the parent grows a block, the copy takes the new block from the record
+    that wrote it, and is right (it was loaded again whole)."""
     from daxfs.dir import Directory
 
     with daxfs.mount(pool_path) as a, daxfs.mount(pool_path) as b:
@@ -450,7 +492,11 @@ def test_a_directory_another_mount_makes_subdirectories_in_is_refreshed_not_relo
             b.mkdir(f"/c/{'x' * 200}{i}")
             i += 1
         assert sorted(a.listdir("/c")) == sorted(b.listdir("/c"))
-        assert ino in loads and a.dirs[ino].devs == b.dirs[ino].devs
+        assert a.dirs[ino] is copy and ino not in loads
+        assert copy.devs == b.dirs[ino].devs and copy.subdirs == b.dirs[ino].subdirs
+        b.mkdir(f"/c/{'y' * 200}")  # (into the new block)
+        assert sorted(a.listdir("/c")) == sorted(b.listdir("/c"))
+        assert a.dirs[ino] is copy and ino not in loads
     assert daxfs.check(pool_path).ok
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 
 from .dir import path_drops
@@ -40,6 +41,7 @@ from .layout import (
     TXN_HEADER,
     CorruptionError,
     TxnRecord,
+    unpack_extblock,
     unpack_inode,
 )
 from .path import oserror
@@ -436,7 +438,8 @@ def _apply_written(fs, records, refreshed: frozenset[int]) -> bool:
     for ino in slots:
         cached = fs.inodes.cache.get(ino)
         fs.inodes.forget(ino)
-        if ino in fs.dirs and not same_blocks(fs, cached, ino, whole_slots.get(ino)):
+        d = fs.dirs.get(ino)
+        if d is not None and not kept_blocks(fs, d, cached, whole_slots.get(ino), written):
             del fs.dirs[ino]
             dropped.add(ino)
     # A directory whose blocks are the same keeps them: the records' writes
@@ -546,25 +549,98 @@ def note_slot_bytes(whole_slots: dict[int, bytes], sb, inos: range, dst: int, da
             whole_slots.pop(ino, None)
 
 
-def same_blocks(fs, cached, ino: int, slot: bytes | None) -> bool:
-    """Does the slot ``ino`` a record wrote whole (``slot``) give the
-    directory the blocks it had (``cached``, its inode before)?  A new link
-    count or new times leave them; new blocks, a new owner of the number,
-    or anything we cannot tell from the record's bytes alone (extents past
-    the slot, bytes that do not check) mean the directory is loaded again."""
-    if cached is None or slot is None or cached.ext_blocks:
-        return False
+def kept_blocks(fs, d, cached, slot: bytes | None, written) -> bool:
+    """Does directory ``d`` keep its blocks by the slot the records wrote
+    whole (``slot``; ``cached``: its inode before), or only gain blocks at
+    its end, each written whole by them (a name added where no block had
+    room)?  Gained blocks are added to our copy from the records' writes
+    (taken out of ``written``).  New times, links, owner or permissions
+    leave the blocks.
+    False, nothing changed, when they differ otherwise, the number has a
+    new owner (another type or birth), or we cannot tell from the records
+    and our copy alone: the caller loads the directory again.  Before, a
+    directory was loaded again whenever it grew, and whenever its slot was
+    written once its extents passed the slot (past 32 blocks, about 8,000
+    names): in every process, a parse of every name, at every such write."""
+    if cached is None or slot is None or d.ops is not None:
+        return False  # (d.ops: an optimistic change tracks it, and rebases on it)
     try:
-        r = unpack_inode(slot, fs.inodes.slot_off(ino), ino)
+        r = unpack_inode(slot, fs.inodes.slot_off(d.ino), d.ino)
+        if stat.S_IFMT(r.mode) != stat.S_IFMT(cached.mode) or r.btime != cached.btime:
+            return False  # (a new owner of the number)
+        past = _chain_extents(r, cached, written)
+        fs.inodes.validate_extents(d.ino, [*r.inline, *past], r.size, 0)  # (as a load does)
+        devs = _blocks_of(r, past)
     except CorruptionError:
         return False
-    return (
-        r.mode == cached.mode
-        and r.generation == cached.generation
-        and r.size == cached.size
-        and r.nextents == len(r.inline) == len(cached.extents)
-        and [tuple(e) for e in r.inline] == [tuple(e) for e in cached.extents]
-    )
+    have = len(d.devs)
+    if devs is None or len(devs) < have or devs[:have] != d.devs:
+        return False
+    blocks = []
+    for dev in devs[have:]:
+        image = _as_written(written, dev, None)
+        if image is None:
+            return False  # (bytes we would have to read from the homes)
+        blocks.append((dev, image))
+    try:
+        d.take_blocks(blocks)
+    except CorruptionError:
+        return False  # (the caller drops the directory, half taken or not)
+    for dev, _image in blocks:
+        del written[dev]
+    return True
+
+
+def _chain_extents(r, cached, written) -> list[tuple[int, int, int]]:
+    """The extents past the slot ``r`` (an InodeRecord), read from its
+    chain's blocks as the records wrote them over our copy (``cached``'s
+    chain), or that copy where they wrote none; CorruptionError where a
+    block is neither, or does not check, or the chain repeats a block."""
+    ours = {}
+    if cached.staged_generation == cached.generation:  # (else the images lag it)
+        ours = dict(zip(cached.ext_blocks, cached.ext_images, strict=True))
+    extents: list[tuple[int, int, int]] = []
+    nxt, seen = r.ext_block, set()
+    while len(r.inline) + len(extents) < r.nextents:
+        image = None if nxt in seen else _as_written(written, nxt, ours.get(nxt))
+        if image is None:
+            raise CorruptionError(f"directory {r.ino}: a chain block we cannot tell")
+        seen.add(nxt)
+        nxt, more = unpack_extblock(image, nxt, r.ino)
+        if not more:
+            raise CorruptionError(f"directory {r.ino}: an empty chain block")
+        extents += more
+    return extents
+
+
+def _blocks_of(r, past: list[tuple[int, int, int]]) -> list[int] | None:
+    """The device offsets of a directory's blocks, in order, from the slot
+    ``r``'s extents and those ``past`` it; None unless they cover its size
+    with no hole and no more."""
+    devs, at = [], 0
+    for foff, dev, n in [*r.inline, *past]:
+        if foff != at or n % BLOCK or n <= 0:
+            return None
+        devs.extend(range(dev, dev + n, BLOCK))
+        at += n
+    return devs if at == r.size and len(r.inline) + len(past) == r.nextents else None
+
+
+def _as_written(written, dev: int, base) -> bytearray | None:
+    """Block ``dev`` as the records' writes left it over ``base`` (our copy
+    of it), or over nothing where their first write there is whole; None
+    if neither (its bytes would have to come from the homes)."""
+    writes = written.get(dev)
+    if not writes:
+        return None if base is None else bytearray(base)
+    if writes[0][0] == dev and len(writes[0][1]) == BLOCK:
+        base = bytes(BLOCK)
+    elif base is None:
+        return None
+    image = bytearray(base)
+    for off, data in writes:
+        image[off - dev : off - dev + len(data)] = data
+    return image
 
 
 def refresh_dirs(fs, records, inos: frozenset[int]) -> None:

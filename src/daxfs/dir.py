@@ -99,16 +99,21 @@ class Directory:
     @classmethod
     def load(cls, ino: int, buf, devs: list[int]) -> Directory:
         d = cls(ino)
-        for dev in devs:
-            image = bytearray(buf[dev : dev + BLOCK])
-            b = len(d.images)
-            d.images.append(image)
-            d.devs.append(dev)
-            d.used.append(0)
-            d.live.append(0)
-            d.dead.append(0)
-            d._take_block(b)
+        d.take_blocks([(dev, bytearray(buf[dev : dev + BLOCK])) for dev in devs])
         return d
+
+    def take_blocks(self, blocks: list[tuple[int, bytearray]]) -> None:
+        """Add ``blocks`` (device offset, image) at the end, parsed and
+        checked as a load parses them (CorruptionError): a load's, or the
+        blocks another process's record gave the directory (coherence.py)."""
+        for dev, image in blocks:
+            b = len(self.images)
+            self.images.append(image)
+            self.devs.append(dev)
+            self.used.append(0)
+            self.live.append(0)
+            self.dead.append(0)
+            self._take_block(b)
 
     def _take_block(self, b: int) -> list[tuple[str, int, int, int]]:
         """Parse block ``b``'s image and enter its names; return them as

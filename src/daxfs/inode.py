@@ -441,7 +441,7 @@ class InodeTable:
             raise CorruptionError(f"reference to inode {ino}, outside the inode table")
         f, extents = unpack_inline_slot(raw, offset, ino)
         _m, _f, _i, gen, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent = f[:14]
-        self._validate_extents(ino, extents, size, offset)
+        self.validate_extents(ino, extents, size, offset)
         return Inode(
             ino, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent, gen,
             extents, [], [], staged_generation=gen,
@@ -474,7 +474,7 @@ class InodeTable:
             images.append(bytes(raw))
             extents += more
             nxt = following
-        self._validate_extents(ino, extents, r.size, off)
+        self.validate_extents(ino, extents, r.size, off)
         return self._inode_of(r, extents, blocks, images)
 
     @staticmethod
@@ -503,7 +503,7 @@ class InodeTable:
     def _is_data_block(self, off: int) -> bool:
         return self.sb.data_off <= off < self.sb.data_end and off % BLOCK == 0
 
-    def _validate_extents(self, ino: int, extents, size: int, off: int) -> None:
+    def validate_extents(self, ino: int, extents, size: int, off: int) -> None:
         prev_end = 0
         for foff, doff, n in extents:
             ok = (
