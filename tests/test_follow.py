@@ -563,15 +563,24 @@ def test_a_follower_whose_lease_lapsed_reads_estale(pool_path, how):
                 put(fs, "/other", b"\xee" * (1 << 20))
             finally:
                 os.kill(child.pid, signal.SIGCONT)
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            answer = child.stdout.readline().split(maxsplit=2)
+            answer = answer_once_resumed(child)
             if how == "map":
                 assert answer == ["stale"]
             else:
-                assert answer[:2] == ["error", str(errno.ESTALE)], answer
-                assert "lease" in answer[2]
+                assert_estale_naming_the_lease(answer)
             assert child.wait(timeout=30) == 0
+
+
+def answer_once_resumed(child) -> list[str]:
+    """What HOLDER says of its file once told to go on: its words, split."""
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    return child.stdout.readline().split(maxsplit=2)
+
+
+def assert_estale_naming_the_lease(answer: list[str]) -> None:
+    assert answer[:2] == ["error", str(errno.ESTALE)], answer
+    assert "lease" in answer[2]
 
 
 def test_a_lapsed_lease_the_writer_disregards_is_cleared_then_and_there(pool_path):
@@ -599,11 +608,7 @@ def test_a_lapsed_lease_the_writer_disregards_is_cleared_then_and_there(pool_pat
                 put(fs, "/other", b"\xee" * (1 << 20))
             finally:
                 os.kill(child.pid, signal.SIGCONT)
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            answer = child.stdout.readline().split(maxsplit=2)
-            assert answer[:2] == ["error", str(errno.ESTALE)], answer
-            assert "lease" in answer[2]
+            assert_estale_naming_the_lease(answer_once_resumed(child))
             assert child.wait(timeout=30) == 0
 
 
