@@ -169,10 +169,6 @@ class FollowerTable:
     def maps(self, ino: int) -> bool:
         return ino | MAPPED in self.entries()
 
-    def clear_lapsed(self) -> None:
-        """Clear the slots whose lease has lapsed (their holds go with them)."""
-        self.standing()
-
 
 class _Block0:
     """The first ``length`` bytes of the pool, mapped shared and writable on

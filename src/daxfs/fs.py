@@ -862,7 +862,7 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         table = self.followers
         if not (self._follower_inos or self._held_back or table.occupied()):
             return
-        table.clear_lapsed()
+        # (held() reads the table through standing(), which clears lapsed slots)
         held = {ino for ino in table.held() if self.inodes.valid_ino(ino)}  # (the table is input)
         for ino in self._follower_inos - held:
             self._unmapped.append(ino)
