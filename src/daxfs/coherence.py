@@ -568,9 +568,9 @@ def kept_blocks(fs, d, cached, slot: bytes | None, written) -> bool:
         r = unpack_inode(slot, fs.inodes.slot_off(d.ino), d.ino)
         if stat.S_IFMT(r.mode) != stat.S_IFMT(cached.mode) or r.btime != cached.btime:
             return False  # (a new owner of the number)
-        past = _chain_extents(r, cached, written)
-        fs.inodes.validate_extents(d.ino, [*r.inline, *past], r.size, 0)  # (as a load does)
-        devs = _blocks_of(r, past)
+        extents = [*r.inline, *_chain_extents(r, cached, written)]
+        fs.inodes.validate_extents(d.ino, extents, r.size, 0)  # (as a load does)
+        devs = _blocks_of(extents, r.size) if len(extents) == r.nextents else None
     except CorruptionError:
         return False
     have = len(d.devs)
@@ -613,17 +613,17 @@ def _chain_extents(r, cached, written) -> list[tuple[int, int, int]]:
     return extents
 
 
-def _blocks_of(r, past: list[tuple[int, int, int]]) -> list[int] | None:
-    """The device offsets of a directory's blocks, in order, from the slot
-    ``r``'s extents and those ``past`` it; None unless they cover its size
-    with no hole and no more."""
+def _blocks_of(extents: list[tuple[int, int, int]], size: int) -> list[int] | None:
+    """The device offsets of a directory's blocks, in order, from its
+    ``extents`` (checked: whole blocks, in order); None unless they cover
+    its ``size`` with no hole and no more."""
     devs, at = [], 0
-    for foff, dev, n in [*r.inline, *past]:
-        if foff != at or n % BLOCK or n <= 0:
+    for foff, dev, n in extents:
+        if foff != at:
             return None
         devs.extend(range(dev, dev + n, BLOCK))
         at += n
-    return devs if at == r.size and len(r.inline) + len(past) == r.nextents else None
+    return devs if at == size else None
 
 
 def _as_written(written, dev: int, base) -> bytearray | None:

@@ -340,6 +340,20 @@ BlockAlloc = Callable[[Transaction], int]
 BlockFree = Callable[[Transaction, int], None]
 
 
+def _inode(
+    ino, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent, generation, rdev,
+    extents, blocks, images,
+) -> Inode:  # fmt: skip
+    """The Inode a slot's fields make (its extent chain's ``blocks`` and
+    their ``images`` beside), as every load builds it."""
+    return Inode(
+        ino, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent, generation,
+        extents, blocks, images, staged_generation=generation,
+        # (another type's non-zero word is damage: the checker's to zero)
+        rdev=rdev if stat.S_IFMT(mode) in DEVICE_TYPES else 0,
+    )  # fmt: skip
+
+
 class InodeTable:
     """The inode slots: load, cache, stage, allocate, and scan at mount."""
 
@@ -442,10 +456,9 @@ class InodeTable:
         f, extents = unpack_inline_slot(raw, offset, ino)
         _m, _f, _i, gen, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent = f[:14]
         self.validate_extents(ino, extents, size, offset)
-        return Inode(
-            ino, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent, gen,
-            extents, [], [], staged_generation=gen,
-            rdev=f[15] if stat.S_IFMT(mode) in DEVICE_TYPES else 0,  # (as _inode_of)
+        return _inode(
+            ino, mode, nlink, uid, gid, size, atime, mtime, ctime, btime, parent, gen, f[15],
+            extents, [], [],
         )  # fmt: skip
 
     def _load(self, ino: int) -> Inode:
@@ -479,26 +492,10 @@ class InodeTable:
 
     @staticmethod
     def _inode_of(r, extents, blocks, images) -> Inode:
-        return Inode(
-            r.ino,
-            r.mode,
-            r.nlink,
-            r.uid,
-            r.gid,
-            r.size,
-            r.atime,
-            r.mtime,
-            r.ctime,
-            r.btime,
-            r.parent,
-            r.generation,
-            extents,
-            blocks,
-            images,
-            staged_generation=r.generation,
-            # (another type's non-zero word is damage: the checker's to zero)
-            rdev=r.rdev if stat.S_IFMT(r.mode) in DEVICE_TYPES else 0,
-        )
+        return _inode(
+            r.ino, r.mode, r.nlink, r.uid, r.gid, r.size, r.atime, r.mtime, r.ctime,
+            r.btime, r.parent, r.generation, r.rdev, extents, blocks, images,
+        )  # fmt: skip
 
     def _is_data_block(self, off: int) -> bool:
         return self.sb.data_off <= off < self.sb.data_end and off % BLOCK == 0

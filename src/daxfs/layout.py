@@ -859,23 +859,28 @@ _SLOT_PAST_CRC = [
 _SLOT_PAD = [bytes(INODE_SIZE - _U32.size - s.size) for s in _SLOT_PAST_CRC]
 
 
+def _check_slot(raw, offset: int, ino: int, crc: int, magic: int, rino: int, size: int) -> None:
+    """The checks every parse of a slot makes (``crc`` .. ``size``: its
+    fields as read); CorruptionError if one fails."""
+    if magic != INODE_MAGIC:
+        raise CorruptionError(f"inode {ino}: bad magic", offset)
+    if crc != crc32c(raw[4:INODE_SIZE]):
+        raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
+    if rino != ino:
+        raise CorruptionError(f"inode {ino}: slot claims inode {rino}", offset)
+    if size > MAX_FILE_SIZE:
+        raise CorruptionError(f"inode {ino}: size {size} past the largest file", offset)
+
+
 def unpack_inode(raw, offset: int, ino: int) -> InodeRecord:
     """Parse the slot for ``ino``; raises CorruptionError, never returns a free slot."""
     if len(raw) < INODE_SIZE:
         raise CorruptionError(f"inode {ino}: slot truncated", offset)
     f = INODE_HEAD.unpack_from(raw)
-    if f[1] != INODE_MAGIC:
-        raise CorruptionError(f"inode {ino}: bad magic", offset)
-    if f[0] != crc32c(raw[4:INODE_SIZE]):
-        raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
     # f: crc, magic, flags, then the record's fields from ino to nextents
     # in its order, rdev, ext_block.
-    rino, size, nextents = f[3], f[9], f[15]
-    if rino != ino:
-        raise CorruptionError(f"inode {ino}: slot claims inode {rino}", offset)
-    if size > MAX_FILE_SIZE:
-        raise CorruptionError(f"inode {ino}: size {size} past the largest file", offset)
-    n_inline = min(nextents, INLINE_EXTENTS)
+    _check_slot(raw, offset, ino, f[0], f[1], f[3], f[9])
+    n_inline = min(f[15], INLINE_EXTENTS)
     inline = [EXTENT.unpack_from(raw, INODE_HEAD.size + i * EXTENT.size) for i in range(n_inline)]
     return InodeRecord(*f[3:16], ext_block=f[17], inline=inline, rdev=f[16])
 
@@ -896,14 +901,7 @@ def unpack_inline_slot(raw, offset: int, ino: int) -> tuple[tuple, list[tuple[in
         raise CorruptionError(f"inode {ino}: slot truncated", offset)
     k = _U32.unpack_from(raw, _NEXTENTS_AT)[0]
     f = _SLOT_PAST_CRC[k if k <= INLINE_EXTENTS else 0].unpack_from(raw, _U32.size)
-    if f[0] != INODE_MAGIC:
-        raise CorruptionError(f"inode {ino}: bad magic", offset)
-    if _U32.unpack_from(raw)[0] != crc32c(raw[4:INODE_SIZE]):
-        raise CorruptionError(f"inode {ino}: checksum mismatch", offset)
-    if f[2] != ino:
-        raise CorruptionError(f"inode {ino}: slot claims inode {f[2]}", offset)
-    if f[8] > MAX_FILE_SIZE:
-        raise CorruptionError(f"inode {ino}: size {f[8]} past the largest file", offset)
+    _check_slot(raw, offset, ino, _U32.unpack_from(raw)[0], f[0], f[2], f[8])
     if k > INLINE_EXTENTS or f[16]:
         raise CorruptionError(f"inode {ino}: extents past its slot", offset)
     if k == 1:  # (the usual small file)
