@@ -666,6 +666,7 @@ class HugePageAllocator(_Base):
         room = self.tail_room if c in self.tails else self.small
         # (``at`` indexes the blocks in the chunk's maps: a number for one,
         # which numpy sets 25 times faster than a list of one)
+        offs: range | list[int]
         if before == per:
             m = self.maps[c] = np.zeros(per, dtype=bool)
             offs = range(min(k, per))

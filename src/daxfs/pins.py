@@ -41,6 +41,7 @@ import fcntl
 import os
 import struct
 from collections.abc import Callable
+from typing import ClassVar
 
 from .layout import INODE_SIZE
 
@@ -137,7 +138,7 @@ class RangePins:
     # How many were ever made in this process: a look that found no lock
     # of another description holds only while no description of ours was
     # made since (logical.py, _others_may_pin).
-    made = 0
+    made: ClassVar[int] = 0
 
     def __init__(self, path: str, writable: bool):
         RangePins.made += 1  # (before the open: a failed one counts, harmlessly)
