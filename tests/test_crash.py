@@ -45,6 +45,7 @@ import json
 import os
 import random
 import stat
+import time
 import zlib
 
 import pytest
@@ -586,11 +587,22 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
     # "lazy-sync": a page-cache pool mounted with commit="sync" (records
     # durable when written, homes still through the private view).
     rec = RecordingRegion(Region(path, durability="none"), model.removesuffix("-sync"))
-    fs = mount_region(rec, commit="sync" if model.endswith("-sync") else None)
-    base = bytes(rec.inner.buf)
-    rec.reset()
+    with _timers_held_off():  # (from the mount on: it sets the first look's due time)
+        fs = mount_region(rec, commit="sync" if model.endswith("-sync") else None)
+        base = bytes(rec.inner.buf)
+        rec.reset()
+        states, mixed, trims = _recorded_steps(fs, rec, ops)
+    journal = (fs.sb.journal_off, fs.sb.journal_off + fs.sb.journal_len)
+    fs.close()
+    return base, rec.log, states, mixed, journal, trims
+
+
+def _recorded_steps(fs, rec: RecordingRegion, ops: tuple[str, ...]):
+    """_record's steps on the mount ``fs``: the tree after each, the inodes
+    whose content may be any mix, and the spans of the changes the calls
+    made of their own."""
     states, mixed = [], set()
-    with _own_changes_marked(rec.log) as trims, _timers_held_off():
+    with _own_changes_marked(rec.log) as trims:
         for name, step in _steps(ops):
             if _content_free(name):
                 target = (states[-1] if states else _snapshot(fs)).get(name.split()[1])
@@ -604,33 +616,34 @@ def _record(path: str, image: bytes, ops: tuple[str, ...], model: str):
             states.append(_snapshot(fs))
             if _content_free(name) and name.split()[1] in states[-1]:
                 mixed.add(states[-1][name.split()[1]][1])  # a file the step created
-    journal = (fs.sb.journal_off, fs.sb.journal_off + fs.sb.journal_len)
-    fs.close()
-    return base, rec.log, states, mixed, journal, trims
+    return states, mixed, trims
 
 
 @contextlib.contextmanager
 def _timers_held_off():
     """Holds of the pool lock that last the whole recording, as a process
-    writing alone is in one for all but its first change, no absorb but
-    those a change asks for, and no look at the follower table but the
-    first.  Otherwise whether a said change takes its block from those
-    taken ahead (in a hold: logical.py, _stashed_block), whether the
-    absorber thread wrote the homes between two steps (every
-    ABSORB_SECONDS), and whether a snapshot's open met the look at
-    followers (every FOLLOWER_LOOK_SECONDS: it goes the usual way, which
-    ends the hold and gives the blocks taken ahead back) would depend on
-    how long each step and snapshot took on the machine, and so would
-    where files land, the images and their count."""
-    timers = [(logical_mod, "HOLD_SECONDS"), (logical_mod, "HOLD_IDLE")]
-    timers += [(logical_mod, "ABSORB_SECONDS"), (fs_mod, "FOLLOWER_LOOK_SECONDS")]
-    saved = [getattr(module, name) for module, name in timers]
-    for module, name in timers:
-        setattr(module, name, 3600.0)
+    writing alone is in one for all but its first change, no pause after
+    a hold is let go, no absorb but those a change asks for, and no look
+    at the follower table but the mount's.  Otherwise whether a said
+    change takes its block from those taken ahead (in a hold: logical.py,
+    _stashed_block; a section that says nothing lets a hold go, and none
+    is taken again for HOLD_PAUSE, so whether the next call came within
+    it decided), whether the absorber thread wrote the homes between two
+    steps (every ABSORB_SECONDS), and whether a snapshot's open met the
+    look at followers (every FOLLOWER_LOOK_SECONDS: it goes the usual way,
+    which ends the hold and gives the blocks taken ahead back) would
+    depend on how long each step and snapshot took on the machine, and so
+    would where files land, the images and their count."""
+    timers = [(logical_mod, "HOLD_SECONDS", 3600.0), (logical_mod, "HOLD_IDLE", 3600.0)]
+    timers += [(logical_mod, "ABSORB_SECONDS", 3600.0), (fs_mod, "FOLLOWER_LOOK_SECONDS", 3600.0)]
+    timers += [(logical_mod, "HOLD_PAUSE", 0.0)]
+    saved = [getattr(module, name) for module, name, _value in timers]
+    for module, name, value in timers:
+        setattr(module, name, value)
     try:
         yield
     finally:
-        for (module, name), value in zip(timers, saved, strict=True):
+        for (module, name, _value), value in zip(timers, saved, strict=True):
             setattr(module, name, value)
 
 
@@ -983,6 +996,53 @@ def _check_discipline(name: str, log: list[tuple], journal: tuple[int, int]) -> 
     STATS["fences"] += d.fences
     STATS["redundant_flushes"] += len(d.redundant_flushes)
     STATS["redundant_fences"] += len(d.redundant_fences)
+
+
+# The pace of a slower machine: longer than any pause or look a timer sets
+# (logical.HOLD_PAUSE), short of those _timers_held_off puts off.
+SLOW_STEP = 0.003
+
+
+class _Slowed:
+    """A mount each of whose calls begins SLOW_STEP later."""
+
+    def __init__(self, fs) -> None:
+        self._fs = fs
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._fs, name)
+        if not callable(attr):
+            return attr
+
+        def slowed(*args, **kwargs):
+            time.sleep(SLOW_STEP)
+            return attr(*args, **kwargs)
+
+        return slowed
+
+
+def _layout(path: str) -> dict[str, list]:
+    """Where each name's blocks are, in the pool at ``path``."""
+    with daxfs.mount(path) as fs:
+        return {p: fs._inode(entry[1]).extents for p, entry in _walk_tree(fs).items()}
+
+
+def test_the_base_pool_is_laid_out_alike_however_fast_its_calls_run():
+    """The pool every recording starts from: built at full speed and with
+    every call slowed, its files land in the same blocks (else its images,
+    and the crash-state totals, would depend on the machine)."""
+    paths = [f"/dev/shm/daxfs-crash-pace-{i}-{os.getpid()}.pool" for i in range(2)]
+    try:
+        for path, slow in zip(paths, (False, True), strict=True):
+            with _timers_held_off():
+                daxfs.mkfs(path, POOL, inodes=256)
+                with daxfs.mount(path) as fs:
+                    _setup(_Slowed(fs) if slow else fs)
+        assert _layout(paths[0]) == _layout(paths[1])
+    finally:
+        for path in paths:
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def test_crash_state_totals_are_reported():
