@@ -636,7 +636,7 @@ def _timers_held_off():
     would where files land, the images and their count."""
     timers = [(logical_mod, "HOLD_SECONDS", 3600.0), (logical_mod, "HOLD_IDLE", 3600.0)]
     timers += [(logical_mod, "ABSORB_SECONDS", 3600.0), (fs_mod, "FOLLOWER_LOOK_SECONDS", 3600.0)]
-    timers += [(logical_mod, "HOLD_PAUSE", 0.0)]
+    timers += [(logical_mod, "HOLD_ALONE_MOST", 3600.0), (logical_mod, "HOLD_PAUSE", 0.0)]
     saved = [getattr(module, name) for module, name, _value in timers]
     for module, name, value in timers:
         setattr(module, name, value)

@@ -10,6 +10,7 @@ a second mount never waiting on a busy writer for long.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import textwrap
@@ -70,6 +71,64 @@ def test_a_writer_alone_keeps_the_lock_until_it_stops_calling(pool_path):
         assert waited < logical.HOLD_IDLE * 2 + 1.0
         assert not fs._held
         assert fs.read_bytes("/d/a") == b"a" * 100 and fs.read_bytes("/d/b") == b"b" * 100
+    finally:
+        fs.close()
+    assert daxfs.check(pool_path).ok
+
+
+def test_a_writer_alone_on_a_version_10_pool_keeps_the_lock_until_a_wait_is_marked(
+    pool_path, monkeypatch
+):
+    """On a version 10 pool every process that can wait for the pool lock
+    marks its wait, so a hold alone runs past HOLD_SECONDS with no pause
+    (HOLD_ALONE_MOST is 30 s here: only a mark ends it): a marked waiter
+    gets the lock from a writer busy with said changes (at its next look,
+    every BESIDE_LOOK) and from one that stopped calling (the holder
+    thread, every HOLD_IDLE).  On an older pool, where a waiter may not
+    mark, a hold still ends after HOLD_SECONDS.  (The absorber's timer,
+    whose absorb would let the lock go too, is 30 s here as well.)"""
+    monkeypatch.setattr(logical, "HOLD_ALONE_MOST", 30.0)
+    monkeypatch.setattr(logical, "ABSORB_SECONDS", 30.0)
+    fs = daxfs.mount(pool_path)
+    let_go = []
+    plain_let_go = fs._let_go
+    monkeypatch.setattr(fs, "_let_go", lambda pause: let_go.append(pause) or plain_let_go(pause))
+    try:
+        made_said(fs, "/d/a", b"a" * 100)
+        assert fs._held and fs.sb.version >= 10
+        ends = time.monotonic() + logical.HOLD_SECONDS * 6
+        while time.monotonic() < ends:  # (one name: the directory needs no new block)
+            fs.write_bytes("/d/busy", b"b")
+            fs.unlink("/d/busy")
+        # (an absorb the lag asks for goes the usual way, which lets a hold
+        # go with no pause; a hold whose time was up would pause)
+        assert fs._held and True not in let_go, "a hold alone ran out with nobody waiting"
+        let_go.clear()
+        with script_child(MARKED_WAITER, pool_path) as waiter:
+            assert waiter.stdout.readline().strip() == "waiting"
+            time.sleep(logical.BESIDE_LOOK * 2)  # (the next change looks)
+            fs.write_bytes("/d/seen", b"s")  # lets the hold go, then waits its turn
+            assert let_go == [False]
+            assert waiter.wait(10) == 0
+        fs.write_bytes("/d/again", b"g")
+        assert fs._held
+        lock = os.open(pool_path, os.O_RDONLY)  # a wait while the writer is idle
+        try:
+            began = time.monotonic()
+            coherence.lock_pool(lock, fcntl.LOCK_EX)
+            assert time.monotonic() - began < 5.0
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        finally:
+            os.close(lock)
+        fs.sb = dataclasses.replace(fs.sb, version=9)  # (as on a pool an older daxfs shares)
+        fs.mkdir("/e")  # (the usual way: nothing kept)
+        time.sleep(logical.HOLD_PAUSE * 3)
+        let_go.clear()
+        fs.write_bytes("/d/v9", b"9")
+        assert fs._held and not fs._held_watching
+        time.sleep(logical.HOLD_SECONDS * 2)
+        fs.write_bytes("/d/v9b", b"9")  # its time was up: let go first
+        assert let_go[:1] == [True]
     finally:
         fs.close()
     assert daxfs.check(pool_path).ok
@@ -175,7 +234,8 @@ def test_a_writer_lets_the_waiter_it_let_go_for_in_first(pool_path, monkeypatch)
 HOLDER = textwrap.dedent("""
     import sys, time, daxfs
     from daxfs import logical
-    logical.HOLD_SECONDS = 0.5  # (a busy machine may pause us past 5 ms between calls)
+    # (a busy machine may pause us past a hold's time between calls)
+    logical.HOLD_SECONDS = logical.HOLD_ALONE_MOST = 0.5
     fs = daxfs.mount(sys.argv[1])
     fs.mkdir("/d")
     fs.write_bytes("/d/first", b"1")
@@ -411,6 +471,7 @@ def long_holds(monkeypatch):
     """Holds that last until a call ends them (not HOLD_SECONDS of a loaded
     machine's time)."""
     monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
+    monkeypatch.setattr(logical, "HOLD_ALONE_MOST", 600.0)
     monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
 
 
@@ -495,7 +556,7 @@ def test_blocks_taken_ahead_go_back_before_the_lock_does(pool_path, long_holds):
 READER = textwrap.dedent("""
     import sys, time, daxfs
     from daxfs import logical
-    logical.HOLD_SECONDS = logical.HOLD_IDLE = 30.0
+    logical.HOLD_SECONDS = logical.HOLD_ALONE_MOST = logical.HOLD_IDLE = 30.0
     fs = daxfs.mount(sys.argv[1], readonly=sys.argv[-1] == "readonly")
     if sys.argv[2] == "idle":  # open one file, keep it open, stop calling
         for _ in range(3):  # (an open may meet the look at followers: Locked)

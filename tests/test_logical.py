@@ -323,6 +323,7 @@ def test_a_rewrites_old_block_is_the_next_said_change_of_one_block(pool_path, mo
     to the allocator: an overwrite's fill, or the next rewrite, takes it,
     and nothing is lost when the lock goes (the space counts as before)."""
     monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
+    monkeypatch.setattr(logical, "HOLD_ALONE_MOST", 600.0)
     monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
     fs = daxfs.mount(pool_path)
     try:
