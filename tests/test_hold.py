@@ -46,6 +46,19 @@ def wait_for(predicate, seconds: float = 5.0) -> float:
     return time.monotonic() - start
 
 
+def a_marked_wait_gets_the_lock(path: str) -> None:
+    """Another open description waits for the exclusive pool lock as
+    coherence.lock_pool does (its wait marked) and gets it within 5 s."""
+    lock = os.open(path, os.O_RDONLY)
+    try:
+        began = time.monotonic()
+        coherence.lock_pool(lock, fcntl.LOCK_EX)
+        assert time.monotonic() - began < 5.0
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
+
+
 def made_said(fs, path: str, data: bytes) -> None:
     """/d with its first block (made the usual way), then ``path`` (in /d)
     made by a said create, which leaves the lock kept."""
@@ -112,14 +125,7 @@ def test_a_writer_alone_on_a_version_10_pool_keeps_the_lock_until_a_wait_is_mark
             assert waiter.wait(10) == 0
         fs.write_bytes("/d/again", b"g")
         assert fs._held
-        lock = os.open(pool_path, os.O_RDONLY)  # a wait while the writer is idle
-        try:
-            began = time.monotonic()
-            coherence.lock_pool(lock, fcntl.LOCK_EX)
-            assert time.monotonic() - began < 5.0
-            fcntl.flock(lock, fcntl.LOCK_UN)
-        finally:
-            os.close(lock)
+        a_marked_wait_gets_the_lock(pool_path)  # (the writer idle)
         fs.sb = dataclasses.replace(fs.sb, version=9)  # (as on a pool an older daxfs shares)
         fs.mkdir("/e")  # (the usual way: nothing kept)
         time.sleep(logical.HOLD_PAUSE * 3)
@@ -161,16 +167,9 @@ def test_a_lock_kept_beside_another_mount_goes_to_whoever_waits(pool_path, monke
             fs.write_bytes("/d/after", b"r")  # (for a reader: no new hold for a while)
             assert not fs._held
             time.sleep(logical.HOLD_RECHECK * 1.5)
-            lock = os.open(pool_path, os.O_RDONLY)  # a writer's wait, marked too
-            try:
-                fs.write_bytes("/d/b", b"b")
-                assert fs._held_beside
-                began = time.monotonic()
-                coherence.lock_pool(lock, fcntl.LOCK_EX)
-                assert time.monotonic() - began < 5.0
-                fcntl.flock(lock, fcntl.LOCK_UN)
-            finally:
-                os.close(lock)
+            fs.write_bytes("/d/b", b"b")
+            assert fs._held_beside
+            a_marked_wait_gets_the_lock(pool_path)  # (a writer's wait, marked too)
         finally:
             reader.close()
         time.sleep(logical.HOLD_RECHECK * 1.5)
