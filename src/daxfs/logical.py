@@ -91,9 +91,9 @@ live word nor the process table (nobody can have committed or joined):
 - for HOLD_SECONDS, then none for HOLD_PAUSE, so that a process waiting
   for the lock gets in; on a version 10 pool, where every process that
   can wait marks its wait (below), until one does, looked for as beside
-  others, and for HOLD_ALONE_MOST at most; a call that takes the lock the usual way
-  (coherence.Locked) lets it go first; a holder thread lets it go when
-  no call has come for about HOLD_IDLE;
+  others, and for HOLD_ALONE_MOST at most; a call that takes the lock
+  the usual way (coherence.Locked) lets it go first; a holder thread
+  lets it go when no call has come for about HOLD_IDLE;
 - the pins of files opened meanwhile are put off (nobody is there to look
   at them) and taken before the lock is let go.
 Calls that take the shared lock for a moment (an open for reading, an
