@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import daxfs
+from daxfs import logical
 
 settings.register_profile(
     "default",
@@ -162,6 +163,15 @@ def get(fs: daxfs.FileSystem, path: str) -> bytes:
 def pool_path(shm_dir: str) -> str:
     """A fresh 64 MiB pool (hugepage allocator) on /dev/shm."""
     return new_pool(shm_dir)
+
+
+@pytest.fixture
+def long_holds(monkeypatch):
+    """Holds of the pool lock that last until a call ends them (not the
+    hold times of logical.py, which a loaded machine's pauses outlast)."""
+    monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
+    monkeypatch.setattr(logical, "HOLD_ALONE_MOST", 600.0)
+    monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
 
 
 @pytest.fixture

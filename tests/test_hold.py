@@ -468,15 +468,6 @@ def unlink_in_a_hold_then_reuse(fs, path: str) -> None:
         fs.write_bytes(f"/d/n{i}", bytes([i]) * 8192)
 
 
-@pytest.fixture
-def long_holds(monkeypatch):
-    """Holds that last until a call ends them (not HOLD_SECONDS of a loaded
-    machine's time)."""
-    monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
-    monkeypatch.setattr(logical, "HOLD_ALONE_MOST", 600.0)
-    monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
-
-
 def test_an_unlink_with_the_lock_kept_spares_a_file_mapped_here(pool_path, long_holds):
     """A Mapping pins its file through a description of its own, which
     the hold's first look sees: the unlink asks about the file's slot and

@@ -317,14 +317,11 @@ def test_write_bytes_over_a_small_file_is_one_said_rewrite(pool_path, shm_dir):
         assert daxfs.check(copy).ok
 
 
-def test_a_rewrites_old_block_is_the_next_said_change_of_one_block(pool_path, monkeypatch):
+def test_a_rewrites_old_block_is_the_next_said_change_of_one_block(pool_path, long_holds):
     """With the lock kept, a said rewrite's freed block (free on the media
     once the record is committed) goes to the blocks taken ahead, not back
     to the allocator: an overwrite's fill, or the next rewrite, takes it,
     and nothing is lost when the lock goes (the space counts as before)."""
-    monkeypatch.setattr(logical, "HOLD_SECONDS", 600.0)
-    monkeypatch.setattr(logical, "HOLD_ALONE_MOST", 600.0)
-    monkeypatch.setattr(logical, "HOLD_IDLE", 600.0)
     fs = daxfs.mount(pool_path)
     try:
         a_directory_with_a_block(fs)
