@@ -307,13 +307,13 @@ class LogicalPath:
         path in the path cache, a small regular file with
         one name and no user.  False: nothing done, the caller unlinks the
         usual way."""
-        return self._gave_back(self._in_said_section(self._say_unlink, spath))
+        return self._in_said_section(self._say_unlink, spath) is not None
 
     def _unlink_names_said(self, sdir: str, names: list[str]) -> bool:
         """_unlink_names's batch of ``names`` in directory ``sdir``, said in
         one record, if every name is a file _unlink_said would say; False:
         nothing done."""
-        return self._gave_back(self._in_said_section(self._say_unlinks, sdir, names))
+        return self._in_said_section(self._say_unlinks, sdir, names) is not None
 
     def _create_said(self, spath: str, data, perms: int, pin: bool = False) -> int | None:
         """Make the new file ``spath`` holding ``data`` (permission bits
@@ -381,16 +381,14 @@ class LogicalPath:
         SAY_SHARED_MOST while the process table shows others."""
         return SAY_SHARED_MOST if self.leases.shared else SAY_CREATE_MOST
 
-    def _gave_back(self, said: list[Inode] | None) -> bool:
-        """After a section that may have said unlinks: the files they freed
-        (``said``; None: nothing said) given back once RELEASE_BATCH have
-        gathered.  Whether anything was said."""
-        if said is None:
-            return False
-        self._said_freed += said
+    def _gave_back_unlinked(self, inodes: list[Inode]) -> None:
+        """After a committed said unlink, under the thread lock (the
+        allocator is edited under it only): the files ``inodes`` it freed
+        given back, their blocks and numbers, once RELEASE_BATCH have
+        gathered (_release_said)."""
+        self._said_freed += inodes
         if len(self._said_freed) >= RELEASE_BATCH:
             self._release_said()
-        return True
 
     def _in_said_section(self, say, *args):
         """``say(*args)`` under the thread lock and the exclusive pool lock,
@@ -759,12 +757,14 @@ class LogicalPath:
         self._said_committed()
         self._apply_unlink(d, name, inode, now)
         self._lag_bytes = lag
+        self._gave_back_unlinked([inode])
         return [inode]
 
     def _say_unlinks(self, sdir: str, names: list[str]) -> list[Inode] | None:
         """Under the exclusive pool lock: the files ``names`` of directory
-        ``sdir``, unlinked by one record and in memory; their inodes (their
-        blocks to free), or None: nothing done."""
+        ``sdir``, unlinked by one record and in memory, their blocks and
+        numbers given back (_gave_back_unlinked); their inodes, or None:
+        nothing done."""
         journal = self.journal
         if not self._may_say_now():
             return None
@@ -799,7 +799,9 @@ class LogicalPath:
         for name, inode in files:
             self._apply_unlink(d, name, inode, now)
         self._lag_bytes += cost
-        return [inode for _name, inode in files]
+        inodes = [inode for _name, inode in files]
+        self._gave_back_unlinked(inodes)
+        return inodes
 
     def _say_create(self, spath: str, data, perms: int, pin: bool) -> int | None:
         """Under the exclusive pool lock: the new file made, its data stored
