@@ -1506,3 +1506,115 @@ def test_threads_making_and_unlinking_small_files_keep_the_allocator_right(fs):
     assert daxfs.check(path).ok
     with daxfs.mount(path) as again:
         assert again.statvfs().f_bfree == st.f_bfree
+
+
+# Each file of the thread stress below holds one byte value (its tag) or
+# zeros (a hole, or a truncate that grew it), whatever thread wrote it.
+_STRESS_NAMES = 24
+
+
+def _stress_tag(t: int, n: int) -> int:
+    return (t * _STRESS_NAMES + n) % 250 + 1
+
+
+def _stress_bytes_ok(path: str, data: bytes) -> bool:
+    t, n = path.split("/")[1], path.rsplit("/f", 1)[1].rstrip("r")
+    return set(data) <= {0, _stress_tag(int(t[1:]), int(n))}
+
+
+_STRESS_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR}
+
+
+def _stress_step(fs, rng: random.Random, t: int, bad: list) -> None:
+    """One call of the thread stress: mostly on this thread's directory,
+    reads and looks often on the others'."""
+    op = rng.random()
+    d = t if op < 0.45 else rng.randrange(4)
+    n = rng.randrange(_STRESS_NAMES)
+    path, fill = f"/t{d}/f{n}", bytes([_stress_tag(d, n)])
+    if op < 0.12:
+        with fs.open(path, "wb") as f:
+            f.write(fill * rng.choice([10, 4096, 9000, 70_000]))
+    elif op < 0.2:
+        fs.write_bytes(path, fill * rng.choice([1, 4096, 5000]))
+    elif op < 0.25:
+        with fs.open(path, "ab") as f:
+            f.write(fill * rng.choice([1, 100, 5000]))
+    elif op < 0.3:
+        fs.truncate(path, rng.randrange(20_000))
+    elif op < 0.38:
+        fs.unlink(path)
+    elif op < 0.41:  # (to the same name with an "r": the tag stays right)
+        fs.rename(path, path + "r") if rng.random() < 0.5 else fs.rename(path + "r", path)
+    elif op < 0.43:
+        fs.mkdir(f"/t{d}/d{n}")
+    elif op < 0.45:
+        fs.rmdir(f"/t{d}/d{n}")
+    elif op < 0.6:
+        got = fs.read_bytes(path)
+        if not _stress_bytes_ok(path, got):
+            bad.append((path, sorted(set(got))[:4]))
+    elif op < 0.7:
+        with fs.open(path, "rb") as f:
+            f.seek(rng.randrange(5000))
+            got = f.read(rng.choice([1, 4096, 100_000]))
+        if not _stress_bytes_ok(path, got):
+            bad.append((path, sorted(set(got))[:4]))
+    elif op < 0.8:
+        fs.stat(path)
+    elif op < 0.85:
+        fs.listdir(f"/t{d}")
+    elif op < 0.95:
+        with fs.open(path, "r+b") as f:
+            f.seek(rng.randrange(3000))
+            f.write(fill * rng.choice([1, 4096]))
+    else:
+        fs.statvfs()
+
+
+def test_threads_of_one_mount_calling_everything_at_once_keep_the_pool_whole(fs):
+    """Four threads of one mount make, write, append to, truncate, rename,
+    unlink and read files and directories at once, the interpreter switching
+    threads as often as it can: no call fails but with an errno its race may
+    give, every read sees only bytes some thread wrote to that file (or
+    zeros), and the checker, the free space counted and a new mount agree
+    afterwards."""
+    steps, errors, bad = 1500, [], []
+
+    def worker(t: int) -> None:
+        rng = random.Random(t)
+        try:
+            for _ in range(steps):
+                try:
+                    _stress_step(fs, rng, t, bad)
+                except OSError as e:
+                    if e.errno not in _STRESS_ERRNOS:
+                        raise
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    for t in range(4):
+        fs.mkdir(f"/t{t}")
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors, errors
+    assert not bad, bad[:5]
+    for dirpath, _dirs, files in fs.walk("/"):
+        for name in files:
+            p = dirpath.rstrip("/") + "/" + name
+            assert _stress_bytes_ok(p, read(fs, p)), p
+    st = fs.statvfs()
+    assert st.f_bfree == st.f_blocks - used_blocks_by_inodes(fs)
+    path = fs.region.path
+    fs.close()
+    assert daxfs.check(path).ok
+    with daxfs.mount(path) as again:
+        assert again.statvfs().f_bfree == st.f_bfree
