@@ -850,3 +850,28 @@ def test_a_pool_on_disk_behind_the_page_cache(disk_pool):
             assert back.read() == blob
         with again.open("/t.parquet", "rb") as back:
             assert pq.read_table(back).num_rows == 100
+
+
+def test_a_file_open_for_writing_gathers_its_writes_into_chunks(dfs):
+    """pyarrow, pandas and zarr write a file through fsspec in many writes of
+    16 - 256 KiB; each that reaches the pool is a journaled change.  A file
+    open for writing only gathers them up to a 2 MiB chunk: 64 writes of
+    100 kB are 4 changes, not 64, and the file holds every byte.  A
+    block_size asked for is kept; reading files keep their smaller buffer."""
+    journal = dfs.dax.journal
+    piece = bytes(range(250)) * 400  # 100,000 bytes
+    before = journal.next_seq
+    with dfs.open("/gathered", "wb") as f:
+        assert isinstance(f, DaxWriter)
+        for _ in range(64):
+            f.write(piece)
+    assert journal.next_seq - before <= 8
+    assert dfs.cat_file("/gathered") == piece * 64
+    before = journal.next_seq
+    with dfs.open("/asked", "wb", block_size=64 * 1024) as f:
+        for _ in range(16):
+            f.write(piece)
+    assert journal.next_seq - before >= 16
+    with dfs.open("/gathered", "rb") as f:
+        assert isinstance(f, DaxReader) and f.read(10) == piece[:10]
+        assert len(f.peek()) < CHUNK
