@@ -149,11 +149,13 @@ def test_meta_deep(tmp_path, capsys):
 
 
 IO_LABELS = ["readinto 4 KiB", "readinto 1 MiB", "write 4 KiB in place", "write 1 MiB in place"]
+IO_LABELS.append("write 64 KiB appending, new file")
 
 
 def test_io_tiny(tmp_path, capsys):
     """bench io: every phase on the three sides, the files checked after the
-    rounds, the aims' verdicts, a profile, and nothing left behind."""
+    rounds (the appended ones too), the aims' verdicts, a profile, and
+    nothing left behind."""
     js = tmp_path / "io.json"
     argv = ["io", "--size", "4M", "--ops", "300", "--mib", "6", "--rounds", "2"]
     argv += ["--pool-dir", str(tmp_path), "--format", "plain", "--json", str(js), "--profile"]
@@ -162,7 +164,7 @@ def test_io_tiny(tmp_path, capsys):
     rows = plain_rows(out, IO_LABELS)
     assert list(rows) == IO_LABELS
     for label, cells in rows.items():  # (rate, unit) per side, then the two ratios
-        unit = "calls/s" if "4 KiB" in label else "GB/s"
+        unit = "GB/s" if "1 MiB" in label or "64 KiB" in label else "calls/s"
         assert cells[1:6:2] == [unit] * 3, cells
         assert all(float(c.replace(",", "")) > 0 for c in cells[0:6:2])
         assert len(cells) == 8
@@ -170,9 +172,10 @@ def test_io_tiny(tmp_path, capsys):
         assert f"aim: {aim}: " in out
     assert "=== profile: daxfs " in out
     data = json.loads(js.read_text())["data"]
-    assert set(data["ratio_vs_kernel"]) == {"read4k", "read1m", "write4k", "write1m"}
+    assert set(data["ratio_vs_kernel"]) == {"read4k", "read1m", "write4k", "write1m", "append"}
     assert all(len(r) == 2 for r in data["raw"].values())
     assert data["raw"]["daxfs"][0]["read4k"]["calls"] == 300
+    assert data["raw"]["daxfs"][0]["append"]["calls"] == 4 * 16  # (--size 4M, 64 KiB each)
     assert os.listdir(tmp_path) == ["io.json"]  # the work directory is removed
 
 

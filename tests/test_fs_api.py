@@ -91,6 +91,31 @@ def test_open_returns_the_builtin_io_classes(fs, mode, cls):
     assert f.closed
 
 
+@pytest.mark.parametrize("mode", ["wb", "ab", "w"])
+def test_a_file_open_for_writing_only_gathers_2_mib_before_each_change(fs, mode):
+    """Each write that reaches the pool is a journaled change, so a file open
+    for writing only (binary or text) buffers a 2 MiB chunk: 64 writes of
+    100 kB are 4 changes, not 64, and the file holds every byte.  A buffer
+    size asked for is kept; files that read keep their 128 KiB."""
+    piece = "0123456789" * 10_000
+    data = piece if "b" not in mode else piece.encode()
+    journal = fs.journal
+    before = journal.next_seq
+    with fs.open("/gathered", mode) as f:
+        for _ in range(64):
+            f.write(data)
+    assert journal.next_seq - before <= 8
+    assert read(fs, "/gathered") == piece.encode() * 64
+    before = journal.next_seq
+    with fs.open("/asked", "wb", buffering=64 * 1024) as f:
+        for _ in range(16):
+            f.write(piece.encode())
+    assert journal.next_seq - before >= 16
+    with fs.open("/gathered", "r+b") as f:
+        assert f.read(10) == b"0123456789"
+        assert len(f.peek()) <= 128 * 1024
+
+
 def test_unbuffered_raw_file(fs):
     with fs.open("/raw", "wb", buffering=0) as f:
         assert isinstance(f, io.RawIOBase) and not isinstance(f, io.BufferedIOBase)

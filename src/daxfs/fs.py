@@ -62,7 +62,7 @@ from .coherence import (
 )
 from .data import DataPath, refuse_past_largest_file, tail_of
 from .dir import Directory, path_drops
-from .fileio import DEFAULT_BUFFER, DaxRawFile, MappedReader, parse_mode
+from .fileio import DEFAULT_BUFFER, WRITE_BUFFER, DaxRawFile, MappedReader, parse_mode
 from .followers import FollowerTable, full_fence
 from .inode import Extent, Inode, InodeTable, NotCached, dead_commit_error, symlink_target
 from .journal import Journal, Transaction
@@ -1040,7 +1040,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         """Open a file in the pool; returns what the builtin open() would
         (the same io classes), except that a file open for reading only is
         a fileio.MappedReader, unbuffered over the mapped pool, unless
-        opened with buffering=0 (then, as open's FileIO, a DaxRawFile)."""
+        opened with buffering=0 (then, as open's FileIO, a DaxRawFile).
+        The default buffer is DEFAULT_BUFFER, or WRITE_BUFFER (2 MiB) for a
+        file open for writing only: each write that reaches the pool is a
+        journaled change."""
         kind, plus, binary, text = parse_mode(mode)
         if binary and (encoding or errors or newline is not None):
             raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
@@ -1845,7 +1848,10 @@ def _wrap(
 ):
     if buffering == 0:
         return raw
-    size = DEFAULT_BUFFER if buffering in (-1, 1) else buffering
+    if buffering in (-1, 1):
+        size = DEFAULT_BUFFER if readable else WRITE_BUFFER
+    else:
+        size = buffering
     # (read-only files, unless unbuffered, are MappedReaders: FileSystem.open)
     buffered = io.BufferedRandom(raw, size) if readable else io.BufferedWriter(raw, size)
     if binary:

@@ -115,23 +115,14 @@ from fsspec.implementations.local import LocalFileSystem, make_path_posix, trail
 from fsspec.spec import make_instance
 from fsspec.utils import isfilelike, other_paths, stringify_path
 
-from .fileio import DEFAULT_BUFFER
+from .fileio import DEFAULT_BUFFER, WRITE_BUFFER
 from .fs import FileSystem
 from .inode import data_runs
-from .layout import CHUNK
 from .listing import met_twice
 from .mounts import MOUNTS, Lease
 from .path import oserror
 
 PROTOCOL = "daxfs"
-# What a file open for writing only gathers before its bytes go to the
-# pool (other modes: DEFAULT_BUFFER).  Each write that reaches the pool is
-# a journaled change (its blocks and size); pyarrow's Parquet writer makes
-# about 2,000 writes of 16 - 256 KiB for a 178 MB file, each a change at
-# 128 KiB, about 100 at a 2 MiB chunk (to_parquet 0.83 of a local file's
-# speed to 1.0, bench parquet).  fsspec's own buffered files gather 5 MiB
-# before they upload.
-WRITE_BUFFER = CHUNK
 
 
 # ----------------------------------------------------------------------------
@@ -632,6 +623,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         raw = dax.open(staged or path, mode, buffering=0)
         try:
             cls = _file_class(raw)
+            # (fsspec's own buffered files gather 5 MiB before they upload)
             size = block_size or (WRITE_BUFFER if cls is DaxWriter else DEFAULT_BUFFER)
             f = cls(raw, size, owner=self, path=path, staged=staged)
             if isinstance(f, DaxReader):

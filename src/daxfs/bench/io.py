@@ -20,9 +20,14 @@ its start at its end), the same code on every side:
     read 1M    readinto of a 1 MiB buffer                  (--mib MiB)
     write 4K   write of 4 KiB over the file's own bytes    (--ops calls)
     write 1M   write of 1 MiB over the file's own bytes    (--mib MiB)
+    append     a new file opened "wb" with the default buffering, written
+               in 64 KiB writes to --size (or --mib MiB, if less), and
+               closed: a stream written out (pickle, numpy's tofile, a
+               log); memcpy writes the same bytes into its bytearray
 
 Writes go over existing bytes (the file keeps its size: no allocation, as
-a database page write or an in-place update).  A round runs every phase on
+a database page write or an in-place update), but for append's, whose
+file is new (the last round's removed first, untimed).  A round runs every phase on
 one side; rounds alternate between the sides so that each sees the same
 machine noise, and each phase's best round is reported.  After the rounds
 the files are read back and compared with what was written.
@@ -36,12 +41,15 @@ time of the phase furthest from its aim goes (or of the one named).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from . import (
     KiB,
@@ -63,12 +71,13 @@ from . import (
 HELP = "reads and writes through an open file (4 KiB, 1 MiB), daxfs vs kernel tmpfs vs memcpy"
 DESCRIPTION = __doc__
 SIDES = ("kernel", "daxfs", "memcpy")
-# (phase, label, bytes per call, is a write)
-PHASES: list[tuple[str, str, int, bool]] = [
-    ("read4k", "readinto 4 KiB", 4 * KiB, False),
-    ("read1m", "readinto 1 MiB", MiB, False),
-    ("write4k", "write 4 KiB in place", 4 * KiB, True),
-    ("write1m", "write 1 MiB in place", MiB, True),
+# (phase, label, bytes per call, kind: read, write in place or append)
+PHASES: list[tuple[str, str, int, str]] = [
+    ("read4k", "readinto 4 KiB", 4 * KiB, "read"),
+    ("read1m", "readinto 1 MiB", MiB, "read"),
+    ("write4k", "write 4 KiB in place", 4 * KiB, "write"),
+    ("write1m", "write 1 MiB in place", MiB, "write"),
+    ("append", "write 64 KiB appending, new file", 64 * KiB, "append"),
 ]
 AIM_READ4K_VS_KERNEL = 0.5
 AIM_READ1M_VS_MEMCPY = 0.9
@@ -76,12 +85,16 @@ AIM_READ1M_VS_MEMCPY = 0.9
 
 @dataclass
 class Side:
-    """Where the calls go: an open file, or (memcpy) a bytearray."""
+    """Where the calls go: an open file, or (memcpy) a bytearray; and
+    ``new_file``, ``fresh``: a new file opened for appending, and the last
+    one removed."""
 
     name: str
     readinto: Callable[[memoryview], object]
     write: Callable[[memoryview], object]
     seek: Callable[[int], object]
+    new_file: Callable[[], Any]
+    fresh: Callable[[], object]
 
 
 class MemoryFile:
@@ -107,13 +120,26 @@ class MemoryFile:
         self.pos = pos
         return pos
 
+    def __enter__(self) -> MemoryFile:  # (the append phase's "new file")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
 
 # --------------------------------------------------------------------------
 # the phases: identical code for every side
 # --------------------------------------------------------------------------
-def run_phase(s: Side, size: int, chunk: int, calls: int, write: bool, buf: memoryview) -> int:
-    """``calls`` sequential calls of ``chunk`` bytes, wrapping at ``size``."""
-    op = s.write if write else s.readinto
+def run_phase(s: Side, size: int, chunk: int, calls: int, kind: str, buf: memoryview) -> int:
+    """``calls`` sequential calls of ``chunk`` bytes, wrapping at ``size``;
+    appending, ``calls`` writes to a new file."""
+    if kind == "append":
+        with s.new_file() as f:
+            write = f.write
+            for _ in range(calls):
+                write(buf)
+        return calls
+    op = s.write if kind == "write" else s.readinto
     seek, per_pass = s.seek, size // chunk
     done = 0
     while done < calls:
@@ -124,7 +150,9 @@ def run_phase(s: Side, size: int, chunk: int, calls: int, write: bool, buf: memo
     return calls
 
 
-def calls_of(phase_bytes: int, args) -> int:
+def calls_of(phase: str, phase_bytes: int, size: int, args) -> int:
+    if phase == "append":
+        return min(size, args.mib * MiB) // phase_bytes
     return args.ops if phase_bytes < MiB else args.mib
 
 
@@ -134,11 +162,13 @@ def run_round(
     """Every phase once on side ``s``: {phase: (calls, seconds)}.  With
     ``profilers``, each phase runs under its profiler (its time is then moot)."""
     out = {}
-    for phase, _label, chunk, write in PHASES:
-        calls = calls_of(chunk, args)
+    for phase, _label, chunk, kind in PHASES:
+        calls = calls_of(phase, chunk, size, args)
+        if kind == "append":
+            s.fresh()
 
-        def fn(chunk=chunk, calls=calls, write=write) -> int:
-            return run_phase(s, size, chunk, calls, write, bufs[chunk])
+        def fn(chunk=chunk, calls=calls, kind=kind) -> int:
+            return run_phase(s, size, chunk, calls, kind, bufs[chunk])
 
         if profilers is not None:
             out[phase] = (profilers[phase].runcall(fn), 1.0)
@@ -169,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
     pool_dir = check_pool_dir(args.pool_dir)
     work = tempfile.mkdtemp(prefix="daxfs-bench-io-", dir=pool_dir)
     data = bytearray(os.urandom(min(size, 64 * MiB))) * (size // min(size, 64 * MiB))
-    pool_size = 2 * size + 64 * MiB
+    pool_size = 3 * size + 64 * MiB  # (the file, the appended one, and room)
     fs = kfile = dfile = None
     try:
         kpath = os.path.join(work, "kernel")
@@ -182,11 +212,21 @@ def main(args: argparse.Namespace) -> int:
         kfile = open(kpath, "r+b", buffering=0)  # noqa: SIM115 - closed below
         dfile = fs.open("/io", "r+b", buffering=0)
         memory = MemoryFile(bytearray(data))
+        kappend = os.path.join(work, "kernel-appended")
         sides = {
-            "kernel": Side("kernel", kfile.readinto, kfile.write, kfile.seek),
-            "daxfs": Side("daxfs", dfile.readinto, dfile.write, dfile.seek),
-            "memcpy": Side("memcpy", memory.readinto, memory.write, memory.seek),
-        }
+            "kernel": Side(
+                "kernel", kfile.readinto, kfile.write, kfile.seek,
+                partial(open, kappend, "wb"), partial(_remove, os.unlink, kappend),
+            ),
+            "daxfs": Side(
+                "daxfs", dfile.readinto, dfile.write, dfile.seek,
+                partial(fs.open, "/appended", "wb"), partial(_remove, fs.unlink, "/appended"),
+            ),
+            "memcpy": Side(
+                "memcpy", memory.readinto, memory.write, memory.seek,
+                partial(MemoryFile, bytearray(size)), lambda: None,
+            ),
+        }  # fmt: skip
         # The buffers written are the file's own first bytes: the files keep their content.
         bufs = {chunk: memoryview(bytearray(data[:chunk])) for _p, _l, chunk, _w in PHASES}
         results: dict[str, list[dict[str, tuple[int, float]]]] = {s: [] for s in SIDES}
@@ -195,6 +235,8 @@ def main(args: argparse.Namespace) -> int:
             for name in order:
                 results[name].append(run_round(sides[name], size, args, bufs))
         _check_contents(kfile, dfile, memory, bufs, size)
+        appended = bytes(bufs[64 * KiB]) * calls_of("append", 64 * KiB, size, args)
+        _check_appended(kappend, fs, appended)
 
         env = environment(pool_dir, fs.info()["durability"])
         report = make_report(args, results, env, size)
@@ -222,6 +264,20 @@ def _check_contents(kfile, dfile, memory: MemoryFile, bufs, size: int) -> None:
             raise RuntimeError(f"io benchmark, {name} side: the file's bytes changed")
 
 
+def _remove(unlink: Callable[[str], object], path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        unlink(path)
+
+
+def _check_appended(kpath: str, fs, want: bytes) -> None:
+    """Both appended files hold what was written to them."""
+    with open(kpath, "rb") as f:
+        kernel = f.read()
+    for name, got in (("kernel", kernel), ("daxfs", fs.read_bytes("/appended"))):
+        if got != want:
+            raise RuntimeError(f"io benchmark, {name} side: the appended file's bytes differ")
+
+
 def best_rates(rounds: list[dict[str, tuple[int, float]]]) -> dict[str, float]:
     """Bytes per second, best round per phase."""
     per = {phase: chunk for phase, _l, chunk, _w in PHASES}
@@ -229,7 +285,7 @@ def best_rates(rounds: list[dict[str, tuple[int, float]]]) -> dict[str, float]:
 
 
 def _fmt_bytes_rate(bps: float, chunk: int) -> str:
-    if chunk < MiB:
+    if chunk < 64 * KiB:
         return f"{fmt_rate(bps / chunk)} calls/s"
     return f"{bps / 1e9:.2f} GB/s"
 
@@ -237,7 +293,7 @@ def _fmt_bytes_rate(bps: float, chunk: int) -> str:
 def make_report(args, results, env: str, size: int) -> Report:
     best = {side: best_rates(results[side]) for side in SIDES}
     rows, vs_kernel, vs_memcpy = [], {}, {}
-    for ph, label, chunk, _write in PHASES:
+    for ph, label, chunk, _kind in PHASES:
         k, d, m = best["kernel"][ph], best["daxfs"][ph], best["memcpy"][ph]
         vs_kernel[ph], vs_memcpy[ph] = d / k, d / m
         rows.append(
@@ -258,7 +314,8 @@ def make_report(args, results, env: str, size: int) -> Report:
         f"sequentially through it; kernel = builtin open on {args.pool_dir}, daxfs = fs.open "
         "on a pool file there, memcpy = memoryview slice assignment on a bytearray",
         f"best of {args.rounds} rounds (sides interleaved); {args.ops:,} calls per 4 KiB phase, "
-        f"{args.mib:,} MiB per 1 MiB phase; higher is better",
+        f"{args.mib:,} MiB per 1 MiB phase, {min(size, args.mib * MiB) // MiB:,} MiB appended; "
+        "higher is better",
     ]
     raw = {
         side: [{ph: {"calls": c, "seconds": s} for ph, (c, s) in r.items()} for r in rounds]
