@@ -648,6 +648,48 @@ def test_a_killed_mapper_lets_the_unmount_trim(pool_path, child):
     check_clean(pool_path)
 
 
+@pytest.mark.parametrize("devdax", [False, True], ids=["tmpfs", "devdax-emulated"])
+def test_a_small_file_mapped_beside_a_tail_keeps_it_only_where_a_mapping_maps_whole_units(
+    shm_dir, devdax
+):
+    """A large file's last window in blocks shares its chunk with a small
+    file, which is mapped; the large file is then truncated by path.  On a
+    pool whose mappings map 4 KiB pages the small file's mapping reaches its
+    own block only, and the tail goes (TailMachine found it kept); on
+    device-dax a mapping maps the whole 2 MiB unit, the tail's blocks too,
+    and it stays until that mapping is gone."""
+    pool = os.path.join(shm_dir, "beside")
+    with open(pool, "wb") as f:
+        f.truncate(256 * MiB)
+    daxfs.mkfs(pool, 256 * MiB, force=True, emulate_devdax=devdax)
+    mount = functools.partial(tmount, pool, emulate_devdax=devdax)
+    with mount() as fs:
+        with fs.open("/a", "ab", buffering=0) as a:
+            a.write(os.urandom(2 * MiB - 1))
+            a.write(os.urandom(300 * 1024))
+    with mount() as fs, fs.open("/a", "ab", buffering=0) as a:
+        a.truncate(3 * MiB - 140_000)
+        with fs.open("/b", "ab", buffering=0) as b:
+            b.write(b"x")
+    with mount() as fs:
+        with fs.map("/b") as m:
+            with fs.open("/a", "ab", buffering=0) as a:
+                a.write(b"y")
+            size = fs.stat("/a").st_size
+            (small,) = fs.iomap("/b", 0, 1)
+            tail_chunks = {
+                e.device_offset // CHUNK
+                for e in fs.iomap("/a", CHUNK, size - CHUNK)
+                if e.kind == "mapped"
+            }
+            assert small.device_offset // CHUNK in tail_chunks  # (the case at hand)
+            fs.truncate("/a", 2 * MiB + 100_000)
+            kept = allocated(fs, "/a") - up(2 * MiB + 100_000)
+            assert kept >= 0 and (kept > 0) == devdax, kept
+            assert bytes(m.buffer) == b"x"
+    check_clean(pool)
+
+
 # ---------------------------------------------------------------------------
 # a model: appends, truncates, closes, fsyncs, maps, remounts
 # ---------------------------------------------------------------------------

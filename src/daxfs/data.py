@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import errno
 import functools
+import mmap
 import operator
 import stat
 import time
@@ -1162,14 +1163,18 @@ class DataPath:
     def _tail_in_use(self, inode: Inode, ranges: list[tuple[int, int]]) -> bool:
         """Is the file mapped anywhere (this process's mappings pin through
         descriptions of their own) or open in another process (the inode's
-        slot byte), or any 2 MiB unit holding its tail pinned (a mapping of
-        a unit covers all of it)?  Pins are taken under the pool lock, so
-        under the exclusive lock the answer holds until the commit."""
-        fd = self.region.fd
+        slot byte), or any of the device's mapping units holding its tail
+        pinned?  A mapping maps whole units (Mapping._map_extent): on
+        device-dax the device's (2 MiB or more), so another file's mapping
+        there reaches these blocks too; elsewhere 4 KiB pages, its own
+        blocks only (a small file mapped beside a tail in its chunk kept
+        that tail once).  Pins are taken under the pool lock, so under the
+        exclusive lock the answer holds until the commit."""
+        fd, unit = self.region.fd, max(self.region.align, mmap.PAGESIZE)
         if self._open_elsewhere(inode.ino):  # (in another process, or by a follower)
             return True
         for dev, n in ranges:
-            lo, hi = _align_down(dev, CHUNK), _align_up(dev + n, CHUNK)
+            lo, hi = _align_down(dev, unit), _align_up(dev + n, unit)
             if pinned_by_others(fd, lo, hi - lo):
                 return True
         return False
