@@ -25,12 +25,13 @@ its start at its end), the same code on every side:
                closed: a stream written out (pickle, numpy's tofile, a
                log); memcpy writes the same bytes into its bytearray
 
-Writes go over existing bytes (the file keeps its size: no allocation, as
-a database page write or an in-place update), but for append's, whose
-file is new (the last round's removed first, untimed).  A round runs every phase on
-one side; rounds alternate between the sides so that each sees the same
-machine noise, and each phase's best round is reported.  After the rounds
-the files are read back and compared with what was written.
+The in-place writes go over existing bytes (the file keeps its size: no
+allocation, as a database page write or an in-place update); append's
+file is new each round (the last round's removed first, untimed).  A
+round runs every phase on one side; rounds alternate between the sides
+so that each sees the same machine noise, and each phase's best round is
+reported.  After the rounds the files are read back and compared with
+what was written.
 
 The aims (issue 17): 4 KiB readinto at least 0.5x of the kernel's; 1 MiB
 readinto at least 0.9x of memcpy, and ahead of the kernel's read().
@@ -68,7 +69,10 @@ from . import (
     timed,
 )
 
-HELP = "reads and writes through an open file (4 KiB, 1 MiB), daxfs vs kernel tmpfs vs memcpy"
+HELP = (
+    "reads and writes through an open file (4 KiB, 1 MiB, 64 KiB appends), "
+    "daxfs vs kernel tmpfs vs memcpy"
+)
 DESCRIPTION = __doc__
 SIDES = ("kernel", "daxfs", "memcpy")
 # (phase, label, bytes per call, kind: read, write in place or append)
