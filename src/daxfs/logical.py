@@ -381,7 +381,7 @@ class LogicalPath:
         SAY_SHARED_MOST while the process table shows others."""
         return SAY_SHARED_MOST if self.leases.shared else SAY_CREATE_MOST
 
-    def _gave_back_unlinked(self, inodes: list[Inode]) -> None:
+    def _give_back_unlinked(self, inodes: list[Inode]) -> None:
         """After a committed said unlink, under the thread lock (the
         allocator is edited under it only): the files ``inodes`` it freed
         given back, their blocks and numbers, once RELEASE_BATCH have
@@ -757,13 +757,13 @@ class LogicalPath:
         self._said_committed()
         self._apply_unlink(d, name, inode, now)
         self._lag_bytes = lag
-        self._gave_back_unlinked([inode])
+        self._give_back_unlinked([inode])
         return [inode]
 
     def _say_unlinks(self, sdir: str, names: list[str]) -> list[Inode] | None:
         """Under the exclusive pool lock: the files ``names`` of directory
         ``sdir``, unlinked by one record and in memory, their blocks and
-        numbers given back (_gave_back_unlinked); their inodes, or None:
+        numbers given back (_give_back_unlinked); their inodes, or None:
         nothing done."""
         journal = self.journal
         if not self._may_say_now():
@@ -800,7 +800,7 @@ class LogicalPath:
             self._apply_unlink(d, name, inode, now)
         self._lag_bytes += cost
         inodes = [inode for _name, inode in files]
-        self._gave_back_unlinked(inodes)
+        self._give_back_unlinked(inodes)
         return inodes
 
     def _say_create(self, spath: str, data, perms: int, pin: bool) -> int | None:
