@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -312,3 +313,18 @@ def casefold_mount(where: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def run_threads_switching_often(worker, n: int) -> None:
+    """``worker(t)`` for t in range(n), each in a thread of its own, the
+    interpreter switching threads as often as it can."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(switch)

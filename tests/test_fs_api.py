@@ -17,7 +17,7 @@ import threading
 import pytest
 
 import daxfs
-from conftest import get, small_tmpfs
+from conftest import get, run_threads_switching_often, small_tmpfs
 from daxfs.fileio import MappedReader
 from daxfs.inode import Inode
 from daxfs.layout import BLOCK, CHUNK
@@ -1511,19 +1511,16 @@ def test_threads_making_and_unlinking_small_files_keep_the_allocator_right(fs):
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(switch)
+    run_threads_switching_often(worker, nthreads)
     assert not errors, errors
     kept = sum(len(fs.listdir(f"/t{t}")) for t in range(nthreads))
     assert kept == nthreads * rounds * 2
+    space_agrees_checked_and_remounted(fs)
+
+
+def space_agrees_checked_and_remounted(fs) -> None:
+    """The free space counted is what the files leave; ``fs`` is unmounted,
+    the checker finds the pool clean, and a new mount counts the same."""
     st = fs.statvfs()
     assert st.f_bfree == st.f_blocks - used_blocks_by_inodes(fs)
     path = fs.region.path
@@ -1620,26 +1617,11 @@ def test_threads_of_one_mount_calling_everything_at_once_keep_the_pool_whole(fs)
 
     for t in range(4):
         fs.mkdir(f"/t{t}")
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        sys.setswitchinterval(switch)
+    run_threads_switching_often(worker, 4)
     assert not errors, errors
     assert not bad, bad[:5]
     for dirpath, _dirs, files in fs.walk("/"):
         for name in files:
             p = dirpath.rstrip("/") + "/" + name
             assert _stress_bytes_ok(p, read(fs, p)), p
-    st = fs.statvfs()
-    assert st.f_bfree == st.f_blocks - used_blocks_by_inodes(fs)
-    path = fs.region.path
-    fs.close()
-    assert daxfs.check(path).ok
-    with daxfs.mount(path) as again:
-        assert again.statvfs().f_bfree == st.f_bfree
+    space_agrees_checked_and_remounted(fs)

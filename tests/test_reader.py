@@ -17,9 +17,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import sys
 import tempfile
-import threading
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import daxfs
-from conftest import put
+from conftest import put, run_threads_switching_often
 from daxfs.fileio import DEFAULT_BUFFER, MappedReader
 
 LINE_BYTES = st.binary(max_size=40) | st.sampled_from([b"\n", b"\n\n", b"x" * 300 + b"\n"])
@@ -254,24 +252,15 @@ def test_threads_reading_one_reader_never_get_the_same_bytes(fs):
     records = [b"%015d\n" % i for i in range(20_000)]
     put(fs, "/f", b"".join(records))
     got: list[bytes] = []
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # (switch threads as often as it can)
-    try:
-        with fs.open("/f", "rb") as f:
+    with fs.open("/f", "rb") as f:
 
-            def reader():
-                mine = []
-                while piece := (f.read(16) if len(mine) % 2 else f.readline()):
-                    mine.append(piece)
-                got.extend(mine)
+        def reader(_t: int) -> None:
+            mine = []
+            while piece := (f.read(16) if len(mine) % 2 else f.readline()):
+                mine.append(piece)
+            got.extend(mine)
 
-            threads = [threading.Thread(target=reader) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-    finally:
-        sys.setswitchinterval(old)
+        run_threads_switching_often(reader, 4)
     assert sorted(got) == records
 
 
