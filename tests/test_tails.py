@@ -657,7 +657,8 @@ def test_a_small_file_mapped_beside_a_tail_keeps_it_only_where_a_mapping_maps_wh
     pool whose mappings map 4 KiB pages the small file's mapping reaches its
     own block only, and the tail goes (TailMachine found it kept); on
     device-dax a mapping maps the whole 2 MiB unit, the tail's blocks too,
-    and it stays until that mapping is gone."""
+    and it stays until that mapping is gone (the file's next close takes
+    it then)."""
     pool = os.path.join(shm_dir, "beside")
     with open(pool, "wb") as f:
         f.truncate(256 * MiB)
@@ -687,6 +688,8 @@ def test_a_small_file_mapped_beside_a_tail_keeps_it_only_where_a_mapping_maps_wh
             kept = allocated(fs, "/a") - up(2 * MiB + 100_000)
             assert kept >= 0 and (kept > 0) == devdax, kept
             assert bytes(m.buffer) == b"x"
+        fs.open("/a", "ab", buffering=0).close()
+        assert allocated(fs, "/a") == up(2 * MiB + 100_000)
     check_clean(pool)
 
 
