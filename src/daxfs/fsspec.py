@@ -623,7 +623,8 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_PoolCached):
         raw = dax.open(staged or path, mode, buffering=0)
         try:
             cls = _file_class(raw)
-            # (fsspec's own buffered files gather 5 MiB before they upload)
+            # Writing only, a chunk is gathered before each change (fileio.WRITE_BUFFER),
+            # as fsspec's own buffered files gather 5 MiB before they upload.
             size = block_size or (WRITE_BUFFER if cls is DaxWriter else DEFAULT_BUFFER)
             f = cls(raw, size, owner=self, path=path, staged=staged)
             if isinstance(f, DaxReader):
