@@ -19,8 +19,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+import daxfs
 import test_fuse
-from conftest import is_mounted, needs_fuse
+from conftest import is_mounted, needs_fuse, started_together
 from daxfs import fuseuring
 from daxfs.cli import app
 from test_fuse import mountpoint, start  # noqa: F401, F811  (fixtures)
@@ -117,6 +118,77 @@ def test_each_cpu_queue_answers_the_requests_made_on_it(umnt):
         assert woke[queue] >= lookups * 9 // 10, (cpu, woke)
         assert woke[umnt.proc.pid] < lookups // 4, woke  # the main thread: /dev/fuse
         before = after
+
+
+# A client of the test below: in its own directory of the mount, files made
+# whole, rewritten, appended to and unlinked, and files of the other
+# clients' directories read; every byte a file holds is its tag (or a read
+# saw another byte: "bad" and the name).  It prints the names it left and
+# their lengths.
+_CLIENT = r"""
+import json, os, random, sys
+root, me, clients, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+os.sched_setaffinity(0, {me % os.cpu_count()})
+rng, names = random.Random(me), 40
+def tag(d, n):
+    return (d * names + n) % 250 + 1
+mine = os.path.join(root, f"c{me}")
+os.mkdir(mine)
+left = {}
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(steps):
+    n, op = rng.randrange(names), rng.random()
+    path = os.path.join(mine, f"f{n}")
+    if op < 0.3:
+        size = rng.choice([1, 4096, 9000, 70_000])
+        with open(path, "wb") as f:
+            f.write(bytes([tag(me, n)]) * size)
+        left[n] = size
+    elif op < 0.4 and n in left:
+        with open(path, "ab") as f:
+            f.write(bytes([tag(me, n)]) * 100)
+        left[n] += 100
+    elif op < 0.6 and n in left:
+        os.unlink(path)
+        del left[n]
+    else:
+        d = rng.randrange(clients)
+        try:
+            with open(os.path.join(root, f"c{d}", f"f{n}"), "rb") as f:
+                got = f.read()
+        except FileNotFoundError:
+            continue
+        if set(got) - {tag(d, n)}:
+            print("bad", d, n, flush=True)
+print(json.dumps({f"f{n}": size for n, size in left.items()}), flush=True)
+"""
+
+
+@needs_fuse
+def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
+    """Four client processes, each pinned to a CPU (so that every queue's
+    thread serves at once, on one mount of the pool), make, rewrite, append
+    to and unlink files of their own directories and read each other's:
+    no read sees a byte its file was never given, each directory holds what
+    its client left, byte for byte, and after the unmount the checker finds
+    the pool clean.  (Threads of one mount editing the allocator together
+    once lost blocks: test_fs_api's thread tests.)"""
+    clients, steps = 4, 400
+    argvs = [[str(umnt.path), str(c), str(clients), str(steps)] for c in range(clients)]
+    kids = started_together(_CLIENT, argvs)
+    outputs = [kid.communicate(timeout=300)[0].splitlines() for kid in kids]
+    assert all(kid.returncode == 0 for kid in kids), outputs
+    for c, lines in enumerate(outputs):
+        assert not [line for line in lines if line.startswith("bad")], (c, lines[:5])
+        left = json.loads(lines[-1])
+        d = umnt / f"c{c}"
+        assert sorted(os.listdir(d)) == sorted(left)
+        for name, size in left.items():
+            n = int(name[1:])
+            assert (d / name).read_bytes() == bytes([(c * 40 + n) % 250 + 1]) * size
+    assert umnt.stop() == 0
+    assert daxfs.check(pool_path).ok
 
 
 def _reused(check):

@@ -381,6 +381,27 @@ def test_a_truncate_to_nothing_is_a_said_rewrite_by_path_or_by_inode(pool_path):
     assert daxfs.check(pool_path).ok
 
 
+def test_a_file_said_unlinked_is_gone_by_its_number_too(pool_path):
+    """The FUSE server calls by inode number (a lookup the kernel keeps,
+    then an open or a getattr).  A file said unlinked keeps its number until
+    a batch gives numbers back, its slot all zero meanwhile: a call by that
+    number is ENOENT, as after the batch, never a damaged slot (a FUSE
+    client's open that raced another's unlink got EUCLEAN)."""
+    with daxfs.mount(pool_path) as fs:
+        fs.write_bytes("/x", b"x" * 4096)
+        ino = fs.stat("/x").st_ino
+        fs.unlink("/x")
+        assert fs._said_freed and not fs.inodes.in_use(ino)  # (the batch is not due yet)
+        for call in (fs.stat, fs.lstat, lambda p: fs.open(p, "rb"), fs.listdir):
+            with pytest.raises(FileNotFoundError):
+                call(Ino(ino))
+        fs._release_said()
+        with pytest.raises(FileNotFoundError):
+            fs.stat(Ino(ino))
+        fs.write_bytes("/y", b"y")  # (the number is taken again)
+        assert fs.stat(Ino(fs.stat("/y").st_ino)).st_size == 1
+
+
 def test_a_crash_copy_makes_the_unlink_again_with_its_time(pool_path, shm_dir):
     """A copy of a tmpfs pool's file is what SIGKILL would leave: the said
     unlink is made again, the directory's times the record's."""

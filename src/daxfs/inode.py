@@ -656,8 +656,15 @@ class InodeTable:
         return self.valid_ino(ino) and bool(self._listed[ino])
 
     def in_use(self, ino: int) -> bool:
-        """A number that names an inode now (inside the table, not free)."""
-        return self.valid_ino(ino) and not self._listed[ino]
+        """A number that names an inode now: inside the table, not free, and
+        not said free (a file said unlinked keeps its number until the
+        batch that gives numbers back, its slot all zero in ``pending``
+        meanwhile: a call by its number, as the FUSE server makes, found a
+        damaged slot there)."""
+        if not self.valid_ino(ino) or self._listed[ino]:
+            return False
+        pending = self.pending.get(ino)
+        return pending is None or any(pending)
 
     def forget(self, ino: int) -> None:
         """Another process changed slot ``ino``: drop what we cached of it and
