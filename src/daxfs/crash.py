@@ -265,7 +265,7 @@ class MemoryRegion:
     With ``undo`` (a list), each store first appends (offset, old bytes) to
     it, and ``changed`` counts the stores that changed a byte."""
 
-    kind, align = "memory", 4096
+    kind, align, map_unit = "memory", 4096, 4096
     map_sync = huge_capable = readonly = private = lazy_capable = holds_homes = False
 
     def __init__(

@@ -41,7 +41,6 @@ from __future__ import annotations
 import bisect
 import errno
 import functools
-import mmap
 import operator
 import stat
 import time
@@ -1164,13 +1163,13 @@ class DataPath:
         """Is the file mapped anywhere (this process's mappings pin through
         descriptions of their own) or open in another process (the inode's
         slot byte), or any of the device's mapping units holding its tail
-        pinned?  A mapping maps whole units (Mapping._map_extent): on
+        pinned?  A mapping maps whole units (Region.map_unit): on
         device-dax the device's (2 MiB or more), so another file's mapping
         there reaches these blocks too; elsewhere 4 KiB pages, its own
         blocks only (a small file mapped beside a tail in its chunk kept
         that tail once).  Pins are taken under the pool lock, so under the
         exclusive lock the answer holds until the commit."""
-        fd, unit = self.region.fd, max(self.region.align, mmap.PAGESIZE)
+        fd, unit = self.region.fd, self.region.map_unit
         if self._open_elsewhere(inode.ino):  # (in another process, or by a follower)
             return True
         for dev, n in ranges:

@@ -139,7 +139,7 @@ class Mapping:
         assert dev is not None
         # mmap takes whole pages (device-dax: whole aligned units): start at the
         # unit holding the extent's first byte (an unaligned map offset).
-        align = max(self._region.align, PAGE)
+        align = self._region.map_unit
         lead = dev % align
         dev, va, length = dev - lead, va - lead, _align_up(e.length + lead, align)
         if align > PAGE:

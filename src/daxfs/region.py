@@ -555,6 +555,13 @@ class Region:
                 raise OSError(code, why if code == errno.ENOSPC else os.strerror(code), self.path)
             self._reserved.add(chunk)
 
+    @property
+    def map_unit(self) -> int:
+        """The least a mapping of the pool maps, aligned to it: the
+        device's unit on device-dax (a mapping of one block there reaches
+        its whole unit), a page elsewhere."""
+        return max(self.align, mmap.PAGESIZE)
+
     def check_map_alignment(self, off: int, length: int) -> None:
         """Refuse, as device-dax does, a mapping not aligned to the device."""
         if off % self.align or length % self.align:
