@@ -1530,6 +1530,90 @@ def test_a_listing_reports_what_getattr_reports(tmp_path_factory, size, times, k
         assert inode_attr(inode) == fusewire.attr_fields(fs._stat_result(inode))
 
 
+def _ask(server, opcode: int, node: int, args: bytes = b""):
+    """One request to ``server``'s handler, as the kernel makes it."""
+    from daxfs import fusewire as w
+
+    req = w.Request(opcode, 1, node, os.geteuid(), os.getegid(), os.getpid(), memoryview(args))
+    return server.handlers[opcode](req)
+
+
+def _looked_up(server, parent: int, name: str) -> tuple[int, int, int]:
+    """LOOKUP of ``name`` in node ``parent``: (node, generation, st_ino)."""
+    from daxfs import fusewire as w
+
+    (entry,) = _ask(server, w.LOOKUP, parent, name.encode() + b"\0")
+    node, generation, *_valid, ino = w.ENTRY_OUT.unpack(entry)[:7]
+    return node, generation, ino
+
+
+def _made_again(fs, path: str, ino: int, make) -> None:
+    """``make(path)`` until the pool gives it number ``ino`` (said unlinks
+    give their numbers back in batches, so it can take a few dozen)."""
+    for n in range(200):
+        make(f"{path}.{n}")
+        if fs.lstat(f"{path}.{n}").st_ino == ino:
+            fs.rename(f"{path}.{n}", path)
+            return
+        fs.rmdir(f"{path}.{n}") if fs.isdir(f"{path}.{n}") else fs.unlink(f"{path}.{n}")
+    raise AssertionError(f"number {ino} never given again")
+
+
+def test_a_node_the_kernel_still_holds_names_its_file_while_the_number_serves_another(pool_path):
+    """The kernel may still hold a node for a file that is gone when the
+    pool gives its number to a new file: a LOOKUP answered for the old file
+    can be applied after an unlink and a create that took the number (the
+    FUSE-over-io_uring clients test met the new file's reads answered from
+    the old one's cached pages).  The server's answers in that order, as
+    the kernel asks: the new file is another node, of another generation;
+    the old node finds its file gone, as a file and as a directory; once
+    the kernel forgets the old node the number is the new file's node
+    again."""
+    from daxfs import fusewire as w
+    from daxfs.fuse import Server
+
+    def forget(node: int, n: int = 1) -> None:
+        _ask(server, w.FORGET, node, w.FORGET_IN.pack(n))
+
+    with daxfs.mount(pool_path) as fs:
+        server = Server(fs, None)  # type: ignore[arg-type]  (no kernel: no notifications here)
+        fs.write_bytes("/a", b"A")
+        old, old_gen, ino = _looked_up(server, w.ROOT_ID, "a")
+        assert old == ino  # (a node is its file's number while it can be)
+        fs.unlink("/a")
+        _made_again(fs, "/b", ino, lambda p: fs.write_bytes(p, b"B"))
+        new, new_gen, new_ino = _looked_up(server, w.ROOT_ID, "b")
+        assert new_ino == ino and new != old and new_gen != old_gen
+        (attr_out,) = _ask(server, w.GETATTR, new, w.GETATTR_IN.pack(0, 0, 0))[1:]
+        assert w.ATTR.unpack_from(attr_out)[:2] == (ino, 1)
+        for opcode, args in [
+            (w.GETATTR, w.GETATTR_IN.pack(0, 0, 0)),
+            (w.OPEN, w.OPEN_IN.pack(os.O_RDONLY, 0)),
+            (w.OPEN, w.OPEN_IN.pack(os.O_WRONLY | os.O_TRUNC, 0)),
+        ]:
+            with pytest.raises(FileNotFoundError):
+                _ask(server, opcode, old, args)
+        assert fs.read_bytes("/b") == b"B"  # (the O_TRUNC meant for the old file did nothing)
+        assert _looked_up(server, w.ROOT_ID, "b")[0] == new  # (held: the same node)
+        forget(old)
+        forget(new, 2)
+        assert not server.track.aliases  # (what the kernel forgot is forgotten here)
+        assert _looked_up(server, w.ROOT_ID, "b")[:2] == (ino, new_gen)
+
+        fs.mkdir("/d")
+        fs.write_bytes("/d/x", b"x")
+        old_dir, _gen, dino = _looked_up(server, w.ROOT_ID, "d")
+        fs.unlink("/d/x")
+        fs.rmdir("/d")
+        _made_again(fs, "/e", dino, fs.mkdir)
+        fs.write_bytes("/e/x", b"y")
+        with pytest.raises(FileNotFoundError):
+            _looked_up(server, old_dir, "x")
+        new_dir = _looked_up(server, w.ROOT_ID, "e")[0]
+        assert new_dir != old_dir and _looked_up(server, new_dir, "x")[2] > 0
+    assert daxfs.check(pool_path).ok
+
+
 @needs_fuse
 def test_a_symlink_remade_by_another_process_shows_its_new_target(mnt):
     """Another process replaces a symlink and the new one gets the old one's

@@ -45,6 +45,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .alloc import Allocator, make_allocator
 from .coherence import (
@@ -98,6 +99,7 @@ from .pins import mark_mounted, mark_writer, pin_slot, pinned_by_others, unpin_s
 from .region import Region, flush_ranges
 
 S_IFREG = stat.S_IFREG
+T = TypeVar("T")
 
 
 def _now() -> int:
@@ -688,6 +690,9 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         start = path.ino if type(path) is Ino else path.dir  # type: ignore[union-attr]
         if not self.inodes.in_use(start):
             raise oserror(errno.ENOENT, path)
+        born = path.born  # type: ignore[union-attr]
+        if born is not None and self._inode(start).btime != born:
+            raise oserror(errno.ENOENT, path)  # (the number is another file's now)
         if entry and type(path) is Ino:
             raise oserror(errno.EINVAL, path)
         if type(path) is At:
@@ -703,6 +708,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             )
         inode = self._inode(start)
         return Resolved(inode.parent, None, start, (inode.mode >> 12) & 0xF, False, "inode")
+
+    def _is_born(self, ino: int, born: int | None) -> bool:
+        """Is number ``ino`` in use, by the inode born at ``born`` (if given)?"""
+        return self.inodes.in_use(ino) and (born is None or self._inode(ino).btime == born)
 
     @staticmethod
     def _keep_head(heads: Heads, head: str, led_to: tuple[int, int]) -> None:
@@ -1594,10 +1603,15 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
             lock.release()
 
     def _stat_path(self, path, follow_symlinks: bool) -> os.stat_result:
+        return self._answer_for(path, follow_symlinks, self._stat_result)
+
+    def _answer_for(self, path, follow_symlinks: bool, answer: Callable[[Inode], T]) -> T:
+        """``answer(inode)`` for the inode ``path`` names (the FUSE server
+        asks for more of it than a stat result holds)."""
         r = self._resolve(path, follow_symlinks)
         if r.ino is None:
             raise oserror(errno.ENOENT, to_str(path))
-        return self._stat_result(self._inode(r.ino))
+        return answer(self._inode(r.ino))
 
     def lstat(self, path) -> os.stat_result:
         return self.stat(path, follow_symlinks=False)

@@ -33,6 +33,12 @@ What FUSE changes, and why:
   is a copy out of the pool and a write copies the caller's bytes in (from
   the request buffer, without another copy); the zero-copy path
   (``fs.map``) exists only in the Python API.  Requests carry up to 1 MiB.
+* Nodes: a node id is the file's inode number, unless the kernel still
+  holds that number for a file since gone (the pool gives freed numbers
+  to new files): then the new file gets a node of its own until the
+  kernel forgets the old one (Tracker).  Calls on a node name its file by
+  number and birth time, so a call meant for a file that is gone finds
+  it gone, and entries carry a generation made from the birth time.
 * Open files are handles.  Each open/create pins the inode with a daxfs
   file object, so a file unlinked while open keeps working and becomes an
   orphan that the last release frees, as in the Python API.
@@ -83,7 +89,7 @@ from .follow import Moved
 from .fs import NO_ID, FileSystem
 from .inode import Inode
 from .layout import BLOCK, CHUNK, CorruptionError
-from .path import At, Ino
+from .path import ROOT_INO, At, Ino
 
 log = logging.getLogger(__name__)
 
@@ -115,30 +121,66 @@ def _open_mode(flags: int) -> str:
 
 
 class Tracker:
-    """What the kernel holds: the lookup count of each node it was given,
-    and the names it was given in each directory (what each named).  Kept
-    to tell it exactly what went stale; shared by the serving thread and
-    the watcher.  A node the kernel forgets takes its names with it (a
-    cached name holds its node), so this stays the size of the kernel's
-    cache, not of the tree."""
+    """What the kernel holds: the nodes it was given, the lookup count of
+    each, and the names it was given in each directory (what each named).
+    Kept to tell it exactly what went stale, and to name each node's file;
+    shared by the serving threads and the watcher.  A node the kernel
+    forgets takes its names with it (a cached name holds its node), so
+    this stays the size of the kernel's cache, not of the tree.
+
+    A node names one file for as long as the kernel holds it (until its
+    FORGET), as the protocol asks: the file's inode number, or, when the
+    kernel still holds that number for another file (one since removed,
+    whose number the pool gave to this one), a node of its own from
+    ALIASES on.  The file a node names is its number and its birth time
+    (the inode's btime): a call on a node whose number now belongs to
+    another file finds its own file gone (path.Ino, ``born``)."""
+
+    ALIASES = 1 << 56  # the first node of a file's own: past every inode number
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.lookups: dict[int, int] = {}
+        self.files: dict[int, tuple[int, int]] = {}  # node -> (inode number, birth time)
+        self.nodes: dict[tuple[int, int], int] = {}  # the other way
+        self.aliases: dict[int, set[int]] = {}  # inode number -> the nodes of its own
         self.names: dict[int, dict[str, int]] = {}  # directory -> name -> node
         self.named: dict[int, set[tuple[int, str]]] = {}  # node -> its names given
+        self._next_alias = self.ALIASES
 
-    def gave(self, parent: int, entries: list[tuple[str, int]]) -> None:
-        """The kernel was given each (name, node) of ``entries`` in ``parent``."""
-        if not entries:
-            return
+    def give(self, parent: int, entries: list[tuple[str, int, int]]) -> list[int]:
+        """The kernel is given each (name, inode number, birth time) of
+        ``entries`` in node ``parent``: the node of each, counted."""
+        nodes = []
         with self.lock:
-            lookups, named = self.lookups, self.named
+            lookups, named, known = self.lookups, self.named, self.nodes
             names = self.names.setdefault(parent, {})
-            for name, node in entries:
+            for name, ino, born in entries:
+                node = known.get((ino, born))
+                if node is None:
+                    node = self._new_node(ino, born)
+                nodes.append(node)
                 lookups[node] = lookups.get(node, 0) + 1
                 names[name] = node
                 named.setdefault(node, set()).add((parent, name))
+        return nodes
+
+    def _new_node(self, ino: int, born: int) -> int:
+        if ino in self.files:  # (the kernel holds the number for a file since gone)
+            node, self._next_alias = self._next_alias, self._next_alias + 1
+            self.aliases.setdefault(ino, set()).add(node)
+        else:
+            node = ino
+        self.nodes[ino, born] = node
+        self.files[node] = (ino, born)
+        return node
+
+    def file_of(self, node: int) -> tuple[int, int | None]:
+        """The inode number and birth time of the file ``node`` names (no
+        birth time for the root, which is never replaced, or a node not
+        given here)."""
+        got = self.files.get(node)  # (one dict read: no lock needed)
+        return (node, None) if got is None else got
 
     def dropped(self, parent: int, name: str, node: int | None = None) -> None:
         """The kernel no longer holds ``name`` (if ``node`` is given: as that
@@ -173,19 +215,36 @@ class Tracker:
                 self.lookups[node] = left
                 return
             self.lookups.pop(node, None)
+            held = self.files.pop(node, None)
+            if held is not None:
+                del self.nodes[held]
+                if node != held[0]:
+                    aliases = self.aliases[held[0]]
+                    aliases.discard(node)
+                    if not aliases:
+                        del self.aliases[held[0]]
             for parent, name in self.named.pop(node, ()):
                 if self.names.get(parent, {}).get(name) == node:
                     self._drop(parent, name)
 
-    def known(self, nodes) -> list[int]:
+    def known(self, inos) -> list[int]:
+        """The nodes the kernel holds of the inode numbers ``inos``."""
         with self.lock:
-            return [n for n in nodes if n in self.lookups or n == w.ROOT_ID]
+            files, aliases = self.files, self.aliases
+            out = [ino for ino in inos if ino in files]
+            out += [node for ino in inos if ino in aliases for node in aliases[ino]]
+        root = ROOT_INO in inos and ROOT_INO not in files  # (the root, never given)
+        return [w.ROOT_ID, *out] if root else out
 
-    def all_nodes(self) -> list[int]:
+    def all_inos(self) -> set[int]:
+        """The inode numbers of every file the kernel holds, the root's too."""
         with self.lock:
-            return [w.ROOT_ID, *self.lookups]
+            return {ROOT_INO, *(ino for ino, _born in self.files.values())}
 
-    def names_in(self, parents) -> dict[int, dict[str, int]]:
+    def names_in(self, dirs) -> dict[int, dict[str, int]]:
+        """The names given in the directories of inode numbers ``dirs``, by
+        the directory's node."""
+        parents = self.known(dirs)
         with self.lock:
             return {p: dict(self.names[p]) for p in parents if self.names.get(p)}
 
@@ -463,7 +522,7 @@ class Server:
         rebuild (None), whatever the kernel holds may be."""
         with self._stale_lock:
             if inodes is None or dirs is None:
-                inodes, dirs = set(self.track.all_nodes()), set(self.track.names)
+                inodes = dirs = self.track.all_inos()
             self._stale_inodes |= inodes
             self._stale_dirs |= dirs
             known = self.track.known(inodes)  # (only those can have pages)
@@ -528,13 +587,7 @@ class Server:
         try:
             with fs._locked(exclusive=False):
                 for parent, names in given.items():
-                    for name, node in names.items():
-                        try:
-                            now = fs._cached_dir(parent).entries.get(name)
-                        except OSError:
-                            now = None  # (the directory itself is gone)
-                        if now is None or now[0] != node:
-                            stale.append((parent, name, node))
+                    stale += [(parent, name, node) for name, node in self._gone(parent, names)]
         except Moved:
             with self._stale_lock:  # (looked at again next time)
                 self._stale_dirs |= dirs
@@ -568,6 +621,28 @@ class Server:
         for node in links:
             self._notify(self.ch.inval_data, node)
 
+    def _gone(self, parent: int, names: dict[str, int]) -> list[tuple[str, int]]:
+        """The (name, node) of ``names``, given in node ``parent``, that no
+        longer name their node's file there (pool lock held)."""
+        fs, file_of = self.fs, self.track.file_of
+        try:
+            pino, pborn = file_of(parent)
+            if not fs._is_born(pino, pborn):
+                return list(names.items())  # (the directory itself is gone)
+            entries = fs._cached_dir(pino).entries
+        except OSError:  # (CorruptionError too)
+            return list(names.items())
+        gone = []
+        for name, node in names.items():
+            ino, born = file_of(node)
+            now = entries.get(name)
+            try:
+                if now is None or now[0] != ino or not fs._is_born(ino, born):
+                    gone.append((name, node))
+            except OSError:
+                gone.append((name, node))
+        return gone
+
     @staticmethod
     def _notify(send: Callable, *args) -> None:
         try:
@@ -577,13 +652,26 @@ class Server:
                 log.warning("FUSE notification failed: %s", e)
 
     # -- replies -------------------------------------------------------------
-    def _stat(self, node: int) -> os.stat_result:
-        return self.fs.lstat(Ino(node))
+    def _ino(self, node: int) -> Ino:
+        """The file node ``node`` names, as a path."""
+        return Ino(*self.track.file_of(node))
 
-    def _entry(self, parent: int, name: str, st: os.stat_result) -> tuple[bytes]:
+    def _at(self, name: str, node: int) -> At:
+        """Name ``name`` in the directory node ``node`` names, as a path."""
+        return At(name, *self.track.file_of(node))
+
+    def _stat(self, node: int) -> os.stat_result:
+        return self.fs.lstat(self._ino(node))
+
+    def _found(self, path: At | Ino) -> Found:
+        """What ``path`` names (a symlink itself), as one commit has it."""
+        return self.fs._query(self.fs._answer_for, path, False, found)
+
+    def _entry(self, parent: int, name: str, file: Found) -> tuple[bytes]:
         """A new or found entry for the kernel: counted as one lookup."""
-        self.track.gave(parent, [(name, st.st_ino)])
-        return (w.entry_bytes(st.st_ino, w.attr_fields(st), VALIDITY),)
+        ino, attr, born = file
+        (node,) = self.track.give(parent, [(name, ino, born)])
+        return (w.entry_bytes(node, attr, VALIDITY, w.generation(born)),)
 
     def _attr(self, st: os.stat_result) -> tuple[bytes, bytes]:
         return ATTR_OUT, w.attr_bytes(st)
@@ -603,7 +691,7 @@ class Server:
     # -- names -----------------------------------------------------------------
     def lookup(self, req: w.Request):
         name = _name(w.split_names(req.args, 1)[0])
-        return self._entry(req.nodeid, name, self.fs.lstat(At(name, req.nodeid)))
+        return self._entry(req.nodeid, name, self._found(self._at(name, req.nodeid)))
 
     def forget(self, req: w.Request) -> None:
         (n,) = w.FORGET_IN.unpack_from(req.args)
@@ -624,39 +712,39 @@ class Server:
         # os.makedev's for every number a pool keeps.
         mode, rdev, _umask, _ = w.MKNOD_IN.unpack_from(req.args)
         name = _name(w.split_names(req.args[w.MKNOD_IN.size :], 1)[0])
-        at = At(name, req.nodeid)
+        at = self._at(name, req.nodeid)
         self.fs.mknod(at, mode, rdev)
-        return self._entry(req.nodeid, name, self.fs.lstat(at))
+        return self._entry(req.nodeid, name, self._found(at))
 
     def mkdir(self, req: w.Request):
         mode, _umask = w.MKDIR_IN.unpack_from(req.args)
         name = _name(w.split_names(req.args[w.MKDIR_IN.size :], 1)[0])
-        at = At(name, req.nodeid)
+        at = self._at(name, req.nodeid)
         self.fs.mkdir(at, mode)
-        return self._entry(req.nodeid, name, self.fs.lstat(at))
+        return self._entry(req.nodeid, name, self._found(at))
 
     def symlink(self, req: w.Request):
         name, target = (_name(n) for n in w.split_names(req.args, 2))
-        at = At(name, req.nodeid)
+        at = self._at(name, req.nodeid)
         self.fs.symlink(target, at)
-        return self._entry(req.nodeid, name, self.fs.lstat(at))
+        return self._entry(req.nodeid, name, self._found(at))
 
     def link(self, req: w.Request):
         (old,) = w.LINK_IN.unpack_from(req.args)
         name = _name(w.split_names(req.args[w.LINK_IN.size :], 1)[0])
-        at = At(name, req.nodeid)
-        self.fs.link(Ino(old), at)
-        return self._entry(req.nodeid, name, self.fs.lstat(at))
+        at = self._at(name, req.nodeid)
+        self.fs.link(self._ino(old), at)
+        return self._entry(req.nodeid, name, self._found(at))
 
     def unlink(self, req: w.Request):
         name = _name(w.split_names(req.args, 1)[0])
-        self.fs.unlink(At(name, req.nodeid))
+        self.fs.unlink(self._at(name, req.nodeid))
         self.track.dropped(req.nodeid, name)
         return ()
 
     def rmdir(self, req: w.Request):
         name = _name(w.split_names(req.args, 1)[0])
-        self.fs.rmdir(At(name, req.nodeid))
+        self.fs.rmdir(self._at(name, req.nodeid))
         self.track.dropped(req.nodeid, name)
         return ()
 
@@ -670,7 +758,7 @@ class Server:
 
     def _rename(self, req: w.Request, newdir: int, flags: int, names: memoryview):
         old, new = (_name(n) for n in w.split_names(names, 2))
-        src, dst = At(old, req.nodeid), At(new, newdir)
+        src, dst = self._at(old, req.nodeid), self._at(new, newdir)
         if flags & RENAME_EXCHANGE or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
             raise OSError(errno.EINVAL, "rename flags not supported")
         fs = self.fs
@@ -687,7 +775,7 @@ class Server:
         return ()
 
     def readlink(self, req: w.Request):
-        return (self.fs.readlink(Ino(req.nodeid)).encode("utf-8", "surrogateescape"),)
+        return (self.fs.readlink(self._ino(req.nodeid)).encode("utf-8", "surrogateescape"),)
 
     # -- attributes --------------------------------------------------------------
     def getattr(self, req: w.Request):
@@ -697,11 +785,11 @@ class Server:
         (valid, _, _, size, _, atime, mtime, _, atimens, mtimens, _, mode, _, uid, gid, _) = (
             w.SETATTR_IN.unpack_from(req.args)
         )
-        fs, node = self.fs, Ino(req.nodeid)
+        fs, node = self.fs, self._ino(req.nodeid)
         if valid & w.FATTR_SIZE:  # (an ftruncate's handle names this inode too)
             fs.truncate(node, size)
             if valid & w.FATTR_KILL_SUIDGID:
-                self._drop_setid(req, req.nodeid)
+                self._drop_setid(req, node)
         if valid & (w.FATTR_UID | w.FATTR_GID) or not valid & w.FATTR_CHANGES:
             # A chown; nothing asked is chown(f, -1, -1), which drops the
             # bits too (or, the same, the kernel asking to drop them before
@@ -716,7 +804,7 @@ class Server:
         if valid & (w.FATTR_ATIME | w.FATTR_MTIME):
             now = time.time_ns()
             self._set_times(
-                req.nodeid,
+                node,
                 _time(valid, w.FATTR_ATIME, w.FATTR_ATIME_NOW, atime, atimens, now),
                 _time(valid, w.FATTR_MTIME, w.FATTR_MTIME_NOW, mtime, mtimens, now),
             )
@@ -730,16 +818,16 @@ class Server:
         CAP_FSETID."""
         st = self._stat(req.nodeid)
         also = _sgid_only(st.st_mode) and not _in_group_or_capable(req, st.st_gid)
-        self.fs.chown(Ino(req.nodeid), uid, gid)
+        self.fs.chown(self._ino(req.nodeid), uid, gid)
         if also:
-            self.fs.chmod(Ino(req.nodeid), stat.S_IMODE(st.st_mode) & ~_SETID)
+            self.fs.chmod(self._ino(req.nodeid), stat.S_IMODE(st.st_mode) & ~_SETID)
 
-    def _drop_setid(self, req: w.Request, ino: int) -> None:
+    def _drop_setid(self, req: w.Request, path: Ino) -> None:
         """A write or truncate by a caller the kernel found without
         CAP_FSETID (a flag in the request): drop setuid, and setgid when the
         file is group-executable or the caller is not in its group, as
         Linux's setattr_should_drop_suidgid."""
-        st = self._stat(ino)
+        st = self.fs.lstat(path)
         mode = st.st_mode
         if not stat.S_ISREG(mode) or not mode & _SETID:
             return
@@ -747,15 +835,15 @@ class Server:
         if mode & stat.S_IXGRP or not _in_group(req, st.st_gid):
             kill |= stat.S_ISGID
         if mode & kill:
-            self.fs.chmod(Ino(ino), stat.S_IMODE(mode) & ~kill)
+            self.fs.chmod(path, stat.S_IMODE(mode) & ~kill)
 
-    def _set_times(self, ino: int, atime: int | None, mtime: int | None) -> None:
+    def _set_times(self, path: Ino, atime: int | None, mtime: int | None) -> None:
         """Set (atime, mtime) in ns, None leaving one as it is (UTIME_OMIT), and
         ctime to now: one change on the inode itself (a symlink's own times
         for lutimes)."""
         fs = self.fs
         with fs._change():
-            inode = fs._inode(fs._existing(Ino(ino)).ino)  # type: ignore[arg-type]
+            inode = fs._inode(fs._existing(path).ino)  # type: ignore[arg-type]
             inode.atime = inode.atime if atime is None else atime
             inode.mtime = inode.mtime if mtime is None else mtime
             inode.ctime = time.time_ns()
@@ -771,13 +859,13 @@ class Server:
         )  # fmt: skip
 
     # -- files -------------------------------------------------------------------
-    def _opened(self, req: w.Request, node: int, flags: int, open_flags: int) -> int:
-        raw = self.fs.open(Ino(node), _open_mode(flags), buffering=0)
+    def _opened(self, req: w.Request, path: Ino, flags: int, open_flags: int) -> int:
+        raw = self.fs.open(path, _open_mode(flags), buffering=0)
         try:
             if flags & os.O_TRUNC:  # even with O_RDONLY, as Linux does
                 self.fs._truncate_ino(raw._ino, 0)
                 if open_flags & w.OPEN_KILL_SUIDGID:
-                    self._drop_setid(req, raw._ino)
+                    self._drop_setid(req, Ino(raw._ino))
         except BaseException:
             raw.close()
             raise
@@ -786,7 +874,7 @@ class Server:
     def open(self, req: w.Request):
         flags, open_flags = w.OPEN_IN.unpack_from(req.args)
         # (Caught up by the open: _stale_data is current.)
-        fh = self._opened(req, req.nodeid, flags, open_flags)
+        fh = self._opened(req, self._ino(req.nodeid), flags, open_flags)
         how = _open_flags(flags, self._flush_writes)
         how |= w.FOPEN_KEEP_CACHE if self._keep_pages(req.nodeid) else 0
         return (w.OPEN_OUT.pack(fh, how, 0),)
@@ -794,18 +882,18 @@ class Server:
     def create(self, req: w.Request):
         flags, mode, _umask, open_flags = w.CREATE_IN.unpack_from(req.args)
         name = _name(w.split_names(req.args[w.CREATE_IN.size :], 1)[0])
-        at = At(name, req.nodeid)
+        at = self._at(name, req.nodeid)
         try:
             ino = self.fs._create_with(at, b"", stat.S_IMODE(mode))
-            fh = self._opened(req, ino, flags & ~os.O_TRUNC, 0)
+            fh = self._opened(req, Ino(ino), flags & ~os.O_TRUNC, 0)
         except FileExistsError:
             # Someone made it since the kernel's lookup: plain open, as open(2).
             if flags & os.O_EXCL:
                 raise
-            fh = self._opened(req, self.fs.lstat(at).st_ino, flags, open_flags)
-        st = self._stat(self.files[fh]._ino)
+            fh = self._opened(req, Ino(self.fs.lstat(at).st_ino), flags, open_flags)
+        file = self._found(Ino(self.files[fh]._ino))
         how = _open_flags(flags, self._flush_writes)
-        return (*self._entry(req.nodeid, name, st), w.OPEN_OUT.pack(fh, how, 0))
+        return (*self._entry(req.nodeid, name, file), w.OPEN_OUT.pack(fh, how, 0))
 
     def read(self, req: w.Request):
         fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
@@ -816,7 +904,7 @@ class Server:
         data = req.args[w.WRITE_IN.size : w.WRITE_IN.size + size]
         ino = self._file(fh)._ino
         if write_flags & w.WRITE_KILL_SUIDGID:  # (before: a write that fails drops them too)
-            self._drop_setid(req, ino)
+            self._drop_setid(req, Ino(ino))
         self.fs._pwrite(ino, off, data)
         return (w.WRITE_OUT.pack(size, 0),)
 
@@ -873,7 +961,7 @@ class Server:
         calls resume by position in it, and one at position 0 (a first read,
         or rewinddir) takes it again, as POSIX asks.  (Pool lock held.)"""
         fs = self.fs
-        ino, entries = fs._entries_of(Ino(node))
+        ino, entries = fs._entries_of(self._ino(node))
         parent = fs._parent_of(ino)
         listing = [(b".", ino, stat.S_IFDIR >> 12), (b"..", parent, stat.S_IFDIR >> 12)]
         for e in entries:
@@ -887,39 +975,57 @@ class Server:
         lookup ("." and ".." as plain entries, node 0, as the protocol has
         them)."""
         fh, off, size, *_ = w.READ_IN.unpack_from(req.args)
-        parent, out, used, fs = req.nodeid, [], 0, self.fs
-        given: list[tuple[str, int]] = []
+        used, fs = 0, self.fs
+        # (name, its fuse_dirent, what it names or None), then the nodes of
+        # those given, counted once the answer stands (see _answer).
+        listed: list[tuple[str, bytes, Found | None]] = []
         with fs._locked(exclusive=False):  # (one commit's listing and attributes)
             listing = self._listing_of(req, fh, off)
+            at = listing[0][1]  # (".": the directory's number)
+            entries = self._entries_now(req.nodeid)
             for i in range(off, len(listing)):
                 name, ino, ftype = listing[i]
-                attr, text = None, None
-                if name not in DOTS:
-                    text = _name(name)
-                    attr = self._listed_attr(parent, text, ino, ftype)
-                entry = w.entry_bytes(0 if attr is None else ino, attr, VALIDITY)
                 dirent = w.dirent_bytes(ino, i + 1, name, ftype)
-                used += len(entry) + len(dirent)
+                used += w.ENTRY_OUT.size + len(dirent)
                 if used > size:
                     break
-                out.append(entry)
-                out.append(dirent)
-                if attr is not None:
-                    given.append((text, ino))
-        self.track.gave(parent, given)  # (counted once the answer stands: see _answer)
+                text = _name(name)
+                file = None if name in DOTS else self._listed(at, entries, text, ino, ftype)
+                listed.append((text, dirent, file))
+        given = [(text, *file[::2]) for text, _d, file in listed if file is not None]
+        nodes = iter(self.track.give(req.nodeid, given))  # type: ignore[arg-type]
+        out = []
+        for _text, dirent, file in listed:
+            if file is None:
+                out.append(w.entry_bytes(0, None, VALIDITY))
+            else:
+                out.append(w.entry_bytes(next(nodes), file[1], VALIDITY, w.generation(file[2])))
+            out.append(dirent)
         return (b"".join(out),)
 
-    def _listed_attr(self, parent: int, name: str, ino: int, ftype: int):
-        """The fuse_attr fields of a listed entry, checked as a lookup checks
-        it; None for an entry whose inode is damaged (it goes as a plain
-        entry: the kernel's lookup of it then meets the damage) or gone
-        since the listing was taken."""
+    def _entries_now(self, node: int) -> dict:
+        """The entries of directory ``node`` at the last commit (none once
+        it is gone; pool lock held)."""
         fs = self.fs
-        if not fs.inodes.in_use(ino):
+        try:
+            ino, born = self.track.file_of(node)
+            return fs._cached_dir(ino).entries if fs._is_born(ino, born) else {}
+        except OSError:  # (CorruptionError too)
+            return {}
+
+    def _listed(self, at: int, entries, name: str, ino: int, ftype: int) -> Found | None:
+        """What a listed entry names, checked as a lookup checks it; None
+        (it goes as a plain entry) for one whose inode is damaged (the
+        kernel's lookup of it then meets the damage), or which the
+        directory's ``entries`` no longer hold (since the listing was
+        taken: its number may be another file's by now)."""
+        fs = self.fs
+        now = entries.get(name)
+        if now is None or now[0] != ino or not fs.inodes.in_use(ino):
             return None
         try:
-            fs._check_entry(parent, name, ino, ftype)
-            return inode_attr(fs._inode(ino))
+            fs._check_entry(at, name, ino, ftype)
+            return found(fs._inode(ino))
         except CorruptionError:
             return None
 
@@ -957,6 +1063,15 @@ def _open_flags(flags: int, flush_writes: bool) -> int:
     if mode == os.O_RDONLY or not flush_writes:
         how |= w.FOPEN_NOFLUSH
     return how
+
+
+# What an entry gives the kernel of a file: its inode number, fuse_attr
+# fields and birth time (which picks its node and generation).
+Found = tuple[int, tuple[int, ...], int]
+
+
+def found(i: Inode) -> Found:
+    return i.ino, inode_attr(i), i.btime
 
 
 def inode_attr(i: Inode) -> tuple[int, ...]:

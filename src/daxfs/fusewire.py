@@ -195,13 +195,28 @@ def validity(entry_s: float, attr_s: float) -> Validity:
     return es, as_, ens, ans
 
 
-def entry_bytes(nodeid: int, attr: tuple[int, ...] | None, valid: Validity) -> bytes:
-    """A fuse_entry_out: node ``nodeid`` with the fuse_attr fields ``attr``
-    (node 0 with ``attr`` None: no such name, remembered for as long as
-    ``valid`` says)."""
+def entry_bytes(
+    nodeid: int, attr: tuple[int, ...] | None, valid: Validity, generation: int = 0
+) -> bytes:
+    """A fuse_entry_out: node ``nodeid`` of ``generation`` with the fuse_attr
+    fields ``attr`` (node 0 with ``attr`` None: no such name, remembered
+    for as long as ``valid`` says)."""
     if attr is None:
         return ENTRY_OUT_HEAD.pack(nodeid, 0, *valid) + bytes(ATTR.size)
-    return ENTRY_OUT.pack(nodeid, 0, *valid, *attr)
+    return ENTRY_OUT.pack(nodeid, generation, *valid, *attr)
+
+
+def generation(btime: int) -> int:
+    """The generation of a node born at ``btime`` (ns).  A pool gives an
+    inode number to a new file once the old one is gone, but the kernel may
+    still hold the old file's inode under that node (and its cached pages):
+    only a different generation makes it take the new file as new rather
+    than as the old one changed (fuse_iget, fuse_stale_inode).  The birth
+    time is what tells the two files apart everywhere in daxfs
+    (coherence, follow); the kernel keeps 32 bits of a generation, so the
+    two halves are folded: two files of one number whose birth times fold
+    alike (one pair in 2^32) would still be taken for one."""
+    return (btime ^ (btime >> 32)) & 0xFFFFFFFF
 
 
 def dirent_bytes(ino: int, off: int, name: bytes, ftype: int) -> bytes:

@@ -367,14 +367,15 @@ class LogicalPath:
         data; an Ino (the FUSE server's setattr names the inode, not a
         path) as _empty_said.  False: nothing done."""
         if type(spath) is Ino:
-            return self._empty_said(spath.ino)
+            return self._empty_said(spath.ino, spath.born)
         return self._rewrite_said(spath, b"") is not None
 
-    def _empty_said(self, ino: int) -> bool:
-        """Truncate file ``ino`` to nothing (an open with O_TRUNC through the
-        FUSE server, which holds the inode, not a path) with a logical
-        record if this call can, as _rewrite_said.  False: nothing done."""
-        return self._in_said_section(self._say_empty, ino) is not None
+    def _empty_said(self, ino: int, born: int | None = None) -> bool:
+        """Truncate file ``ino`` (born at ``born``, if given) to nothing (an
+        open with O_TRUNC through the FUSE server, which holds the inode,
+        not a path) with a logical record if this call can, as
+        _rewrite_said.  False: nothing done."""
+        return self._in_said_section(self._say_empty, ino, born) is not None
 
     def _say_most(self) -> int:
         """The most data a said change holds: SAY_CREATE_MOST, or
@@ -872,12 +873,16 @@ class LogicalPath:
             self._pin(ino)  # (inside the section, as a said create's)
         return ino
 
-    def _say_empty(self, ino: int) -> int | None:
-        """Under the exclusive pool lock: file ``ino`` emptied by one record
-        (_say_rewrite's, with no data); ``ino``, or None: nothing done."""
+    def _say_empty(self, ino: int, born: int | None) -> int | None:
+        """Under the exclusive pool lock: file ``ino`` (born at ``born``, if
+        given) emptied by one record (_say_rewrite's, with no data); ``ino``,
+        or None: nothing done (the usual way says why)."""
         if self.sb.version < 9 or not self._may_say_now():
             return None
-        return self._say_rewrite_of(self.inodes.cache.get(ino), b"")
+        inode = self.inodes.cache.get(ino)
+        if inode is None or (born is not None and inode.btime != born):
+            return None
+        return self._say_rewrite_of(inode, b"")
 
     def _say_rewrite_of(self, inode: Inode | None, data) -> int | None:
         """``inode`` (cached, caught up) given ``data`` by a said rewrite if
@@ -1057,7 +1062,7 @@ class LogicalPath:
         if not valid_name(name.encode("utf-8", "surrogateescape")):
             return None
         try:
-            if not self.inodes.in_use(at.dir) or not self._inode(at.dir).is_dir:
+            if not self._is_born(at.dir, at.born) or not self._inode(at.dir).is_dir:
                 return None
             entry = self._dir(at.dir).entries.get(name)
             inode = None if entry is None else self._inode(entry[0])

@@ -25,7 +25,10 @@ dir)``, one name in the directory with that inode number (a *at() call
 with a directory descriptor), and ``Ino(ino)``, the inode itself (an
 f*() call on an open descriptor: nothing is followed, and an unlinked
 inode still held open is reached).  Both are strings, so every call and
-message takes them as it takes a path.
+message takes them as it takes a path.  Each may name its inode by birth
+time too (``born``): the server's kernel may still hold a number the pool
+has since given to a new file, and a call that meant the old one must
+find it gone (ENOENT), not change the new one.
 """
 
 from __future__ import annotations
@@ -53,24 +56,28 @@ def oserror(code: int, path: object = None, path2: object = None) -> OSError:
 
 
 class At(str):
-    """The name ``name`` in directory ``dir`` (an inode number)."""
+    """The name ``name`` in directory ``dir`` (an inode number; if ``born``
+    is given, only while that number is the directory born then)."""
 
     dir: int
+    born: int | None
 
-    def __new__(cls, name: str, dir: int) -> At:
+    def __new__(cls, name: str, dir: int, born: int | None = None) -> At:
         self = super().__new__(cls, name)
-        self.dir = dir
+        self.dir, self.born = dir, born
         return self
 
 
 class Ino(str):
-    """Inode ``ino`` itself, whatever names it (its text is for messages)."""
+    """Inode ``ino`` itself, whatever names it (its text is for messages);
+    if ``born`` is given, only while that number is the inode born then."""
 
     ino: int
+    born: int | None
 
-    def __new__(cls, ino: int) -> Ino:
+    def __new__(cls, ino: int, born: int | None = None) -> Ino:
         self = super().__new__(cls, f"<inode {ino}>")
-        self.ino = ino
+        self.ino, self.born = ino, born
         return self
 
 
