@@ -174,7 +174,7 @@ def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
     its client left, byte for byte, and after the unmount the checker finds
     the pool clean.  (Threads of one mount editing the allocator together
     once lost blocks: test_fs_api's thread tests.)"""
-    clients, steps = 4, 400
+    clients, steps = 4, 1000
     argvs = [[str(umnt.path), str(c), str(clients), str(steps)] for c in range(clients)]
     kids = started_together(_CLIENT, argvs)
     outputs = [kid.communicate(timeout=300)[0].splitlines() for kid in kids]
