@@ -1614,6 +1614,47 @@ def test_a_node_the_kernel_still_holds_names_its_file_while_the_number_serves_an
     assert daxfs.check(pool_path).ok
 
 
+def test_a_listing_read_in_parts_gives_no_name_its_directory_lost_meanwhile(pool_path):
+    """READDIRPLUS gives each listed name to the kernel as a lookup, from a
+    listing taken at the first part.  A name removed before a later part,
+    its number since given to another file, goes as a plain entry: given
+    with the new file's node, the kernel kept a name the directory no
+    longer has, as the new file's (the io_uring clients test met mkdir
+    answering EEXIST for a directory its client had removed)."""
+    from daxfs import fusewire as w
+    from daxfs.fuse import Server
+
+    with daxfs.mount(pool_path) as fs:
+        server = Server(fs, None)  # type: ignore[arg-type]  (no kernel: no notifications here)
+        fs.mkdir("/d")
+        fs.write_bytes("/d/a", b"a")
+        fs.write_bytes("/d/b", b"b")
+        node = _looked_up(server, w.ROOT_ID, "d")[0]
+        (opened,) = _ask(server, w.OPENDIR, node, w.OPEN_IN.pack(0, 0))
+        fh = w.OPEN_OUT.unpack(opened)[0]
+
+        def part(off: int, size: int) -> list[tuple[bytes, int]]:
+            (got,) = _ask(server, w.READDIRPLUS, node, w.READ_IN.pack(fh, off, size, 0, 0, 0, 0))
+            out, at = [], 0
+            while at < len(got):
+                nodeid = w.ENTRY_OUT.unpack_from(got, at)[0]
+                at += w.ENTRY_OUT.size
+                _ino, _off, namelen, _type = w.DIRENT_HEAD.unpack_from(got, at)
+                name = bytes(got[at + w.DIRENT_HEAD.size : at + w.DIRENT_HEAD.size + namelen])
+                at += len(w.dirent_bytes(0, 0, name, 0))
+                out.append((name, nodeid))
+            return out
+
+        first = [(b".", 0), (b"..", 0), (b"a", fs.lstat("/d/a").st_ino)]
+        size = sum(w.ENTRY_OUT.size + len(w.dirent_bytes(0, 0, n, 0)) for n, _node in first)
+        assert part(0, size) == first
+        ino = fs.lstat("/d/b").st_ino
+        fs.unlink("/d/b")
+        _made_again(fs, "/d/c", ino, lambda p: fs.write_bytes(p, b"c"))  # (same type, same parent)
+        assert part(3, 1 << 16) == [(b"b", 0)]
+    assert daxfs.check(pool_path).ok
+
+
 @needs_fuse
 def test_a_symlink_remade_by_another_process_shows_its_new_target(mnt):
     """Another process replaces a symlink and the new one gets the old one's

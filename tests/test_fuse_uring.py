@@ -121,10 +121,12 @@ def test_each_cpu_queue_answers_the_requests_made_on_it(umnt):
 
 
 # A client of the test below: in its own directory of the mount, files made
-# whole, rewritten, appended to and unlinked, and files of the other
-# clients' directories read; every byte a file holds is its tag (or a read
-# saw another byte: "bad" and the name).  It prints the names it left and
-# their lengths.
+# whole, rewritten, replaced (written beside and renamed over, as editors
+# and atomic writers do), appended to and unlinked, and subdirectories
+# made and removed; the other clients' files read by name and through
+# listings of their directories.  Every byte a file f<n> of directory c<d>
+# holds is its tag (or a read saw another byte: "bad" and the name).  It
+# prints the names it left and their lengths (a directory's as -1).
 _CLIENT = r"""
 import json, os, random, sys
 root, me, clients, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -132,49 +134,81 @@ os.sched_setaffinity(0, {me % os.cpu_count()})
 rng, names = random.Random(me), 40
 def tag(d, n):
     return (d * names + n) % 250 + 1
+def check(d, name, path):
+    try:
+        with open(path, "rb") as f:
+            got = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return  # (gone, or a name the owner since gave to a directory)
+    n = int(name[1:])
+    if set(got) - {tag(d, n)}:
+        print("bad", d, name, len(got), sorted(set(got))[:4], flush=True)
 mine = os.path.join(root, f"c{me}")
 os.mkdir(mine)
-left = {}
+left, subdirs = {}, set()
 print("ready", flush=True)
 sys.stdin.readline()
 for _ in range(steps):
     n, op = rng.randrange(names), rng.random()
     path = os.path.join(mine, f"f{n}")
-    if op < 0.3:
-        size = rng.choice([1, 4096, 9000, 70_000])
+    size = rng.choice([1, 4096, 9000, 70_000])
+    if op < 0.2:
         with open(path, "wb") as f:
             f.write(bytes([tag(me, n)]) * size)
+        left[n] = size
+    elif op < 0.32:
+        with open(path + ".tmp", "wb") as f:
+            f.write(bytes([tag(me, n)]) * size)
+        os.replace(path + ".tmp", path)
         left[n] = size
     elif op < 0.4 and n in left:
         with open(path, "ab") as f:
             f.write(bytes([tag(me, n)]) * 100)
         left[n] += 100
-    elif op < 0.6 and n in left:
+    elif op < 0.52 and n in left:
         os.unlink(path)
         del left[n]
+    elif op < 0.6:
+        sub = os.path.join(mine, f"s{n}")
+        if n in subdirs:
+            os.unlink(os.path.join(sub, "f0"))
+            os.rmdir(sub)
+            subdirs.discard(n)
+        else:
+            os.mkdir(sub)
+            with open(os.path.join(sub, "f0"), "wb") as f:
+                f.write(bytes([tag(me + clients, 0)]) * size)
+            subdirs.add(n)
+    elif op < 0.8:
+        d = rng.randrange(clients)
+        check(d, f"f{n}", os.path.join(root, f"c{d}", f"f{n}"))
     else:
         d = rng.randrange(clients)
-        try:
-            with open(os.path.join(root, f"c{d}", f"f{n}"), "rb") as f:
-                got = f.read()
-        except FileNotFoundError:
-            continue
-        if set(got) - {tag(d, n)}:
-            print("bad", d, n, flush=True)
-print(json.dumps({f"f{n}": size for n, size in left.items()}), flush=True)
+        for entry in os.scandir(os.path.join(root, f"c{d}")):
+            if entry.name.startswith("f") and not entry.name.endswith(".tmp"):
+                check(d, entry.name, entry.path)
+            elif entry.name.startswith("s"):
+                check(d + clients, "f0", os.path.join(entry.path, "f0"))
+out = {f"f{n}": size for n, size in left.items()}
+out.update({f"s{n}": -1 for n in subdirs})
+print(json.dumps(out), flush=True)
 """
 
 
 @needs_fuse
 def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
     """Four client processes, each pinned to a CPU (so that every queue's
-    thread serves at once, on one mount of the pool), make, rewrite, append
-    to and unlink files of their own directories and read each other's:
-    no read sees a byte its file was never given, each directory holds what
-    its client left, byte for byte, and after the unmount the checker finds
-    the pool clean.  (Threads of one mount editing the allocator together
-    once lost blocks: test_fs_api's thread tests.)"""
-    clients, steps = 4, 1000
+    thread serves at once, on one mount of the pool), make, rewrite,
+    replace, append to and unlink files and make and remove subdirectories
+    of their own directories, and read each other's by name and by
+    listing: no read sees a byte its file was never given, each directory
+    holds what its client left, byte for byte, and after the unmount the
+    checker finds the pool clean.  (Threads of one mount editing the
+    allocator together once lost blocks: test_fs_api's thread tests; a
+    node the kernel still held for a removed file once named the new file
+    that took its number, whose reads then met the old file's pages:
+    fuse.Tracker.)"""
+    clients, steps = 4, 600
     argvs = [[str(umnt.path), str(c), str(clients), str(steps)] for c in range(clients)]
     kids = started_together(_CLIENT, argvs)
     outputs = [kid.communicate(timeout=300)[0].splitlines() for kid in kids]
@@ -186,7 +220,10 @@ def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
         assert sorted(os.listdir(d)) == sorted(left)
         for name, size in left.items():
             n = int(name[1:])
-            assert (d / name).read_bytes() == bytes([(c * 40 + n) % 250 + 1]) * size
+            if size < 0:
+                assert os.listdir(d / name) == ["f0"]
+            else:
+                assert (d / name).read_bytes() == bytes([(c * 40 + n) % 250 + 1]) * size
     assert umnt.stop() == 0
     assert daxfs.check(pool_path).ok
 
