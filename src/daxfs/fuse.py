@@ -992,8 +992,8 @@ class Server:
                 text = _name(name)
                 file = None if name in DOTS else self._listed(at, entries, text, ino, ftype)
                 listed.append((text, dirent, file))
-        given = [(text, *file[::2]) for text, _d, file in listed if file is not None]
-        nodes = iter(self.track.give(req.nodeid, given))  # type: ignore[arg-type]
+        given = [(text, file[0], file[2]) for text, _d, file in listed if file is not None]
+        nodes = iter(self.track.give(req.nodeid, given))
         out = []
         for _text, dirent, file in listed:
             if file is None:
