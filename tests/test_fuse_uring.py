@@ -13,7 +13,9 @@ import fcntl
 import inspect
 import json
 import os
+import random
 import signal
+import subprocess
 import time
 
 import pytest
@@ -126,12 +128,15 @@ def test_each_cpu_queue_answers_the_requests_made_on_it(umnt):
 # made and removed; the other clients' files read by name and through
 # listings of their directories.  Every byte a file f<n> of directory c<d>
 # holds is its tag (or a read saw another byte: "bad" and the name).  It
-# prints the names it left and their lengths (a directory's as -1).
+# prints the names it left and their lengths (a directory's as -1).  One
+# started in the directory of a client killed before it takes up what that
+# one left, as an editor cleans up after a crash: the beside-files go, and
+# subdirectories killed half made or half removed.
 _CLIENT = r"""
 import json, os, random, sys
 root, me, clients, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 os.sched_setaffinity(0, {me % os.cpu_count()})
-rng, names = random.Random(me), 40
+rng, names = random.Random(sys.argv[5]), 40
 def tag(d, n):
     return (d * names + n) % 250 + 1
 def check(d, name, path):
@@ -144,8 +149,20 @@ def check(d, name, path):
     if set(got) - {tag(d, n)}:
         print("bad", d, name, len(got), sorted(set(got))[:4], flush=True)
 mine = os.path.join(root, f"c{me}")
-os.mkdir(mine)
+os.makedirs(mine, exist_ok=True)
 left, subdirs = {}, set()
+for entry in os.scandir(mine):
+    n = int(entry.name[1:].removesuffix(".tmp"))
+    if entry.name.endswith(".tmp"):
+        os.unlink(entry.path)
+    elif entry.name.startswith("f"):
+        check(me, entry.name, entry.path)
+        left[n] = entry.stat().st_size
+    elif os.listdir(entry.path):
+        check(me + clients, "f0", os.path.join(entry.path, "f0"))
+        subdirs.add(n)
+    else:
+        os.rmdir(entry.path)
 print("ready", flush=True)
 sys.stdin.readline()
 for _ in range(steps):
@@ -209,8 +226,16 @@ def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
     that took its number, whose reads then met the old file's pages:
     fuse.Tracker.)"""
     clients, steps = 4, 600
-    argvs = [[str(umnt.path), str(c), str(clients), str(steps)] for c in range(clients)]
+    argvs = [[str(umnt.path), str(c), str(clients), str(steps), str(c)] for c in range(clients)]
     kids = started_together(_CLIENT, argvs)
+    _each_finds_what_it_left(umnt, kids)
+    assert umnt.stop() == 0
+    assert daxfs.check(pool_path).ok
+
+
+def _each_finds_what_it_left(umnt, kids) -> None:
+    """Client ``c`` of ``kids`` ran to its end: no read of any saw a byte
+    its file was never given, and directory c<c> holds what it left."""
     outputs = [kid.communicate(timeout=300)[0].splitlines() for kid in kids]
     assert all(kid.returncode == 0 for kid in kids), outputs
     for c, lines in enumerate(outputs):
@@ -224,6 +249,37 @@ def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
                 assert os.listdir(d / name) == ["f0"]
             else:
                 assert (d / name).read_bytes() == bytes([(c * 40 + n) % 250 + 1]) * size
+
+
+@needs_fuse
+def test_clients_killed_mid_call_leave_the_others_and_the_pool_whole(umnt, pool_path):
+    """The clients of the test above, killed (SIGKILL) at random moments,
+    mid-call, and others started in their place, which take up what they
+    left: the server answers on, no read sees a byte its file was never
+    given, each directory holds what its last client left, and after the
+    unmount the checker finds the pool clean (a killed client's open files
+    are released by the kernel, its half-done calls done or not)."""
+    clients, rng = 4, random.Random(54)
+    root = str(umnt.path)
+
+    def started(c: int, steps: int, seed: str) -> subprocess.Popen:
+        return started_together(_CLIENT, [[root, str(c), str(clients), str(steps), seed]])[0]
+
+    for c in range(clients):  # (each reads the others' from its start)
+        (umnt / f"c{c}").mkdir()
+    kids = [started(c, 10**6, f"{c}") for c in range(clients)]
+    for kill in range(12):
+        time.sleep(rng.uniform(0.05, 0.4))
+        c = rng.randrange(clients)
+        kids[c].kill()
+        out = kids[c].communicate(timeout=60)[0]
+        assert "bad" not in out and kids[c].returncode == -signal.SIGKILL, (c, out[-500:])
+        kids[c] = started(c, 10**6, f"{c}.{kill}")
+    for c in range(clients):
+        kids[c].kill()
+        out = kids[c].communicate(timeout=60)[0]
+        assert "bad" not in out, (c, out[-500:])
+    _each_finds_what_it_left(umnt, [started(c, 200, f"{c}.last") for c in range(clients)])
     assert umnt.stop() == 0
     assert daxfs.check(pool_path).ok
 
