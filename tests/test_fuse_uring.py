@@ -2,6 +2,9 @@
 io_uring (fuseuring.py), checked with the tools and state machines of
 test_fuse.py, and the rings seen to carry the requests.
 
+The clients tests run over /dev/fuse too (one serving thread), which met
+the same stale nodes.
+
 The kernel's switch (/sys/module/fuse/parameters/enable_uring) is the
 machine's: the tests turn it on while any of them runs, in any test process,
 and the last to finish puts it back as it was (shared_io_uring)."""
@@ -82,6 +85,12 @@ def io_uring():
 @pytest.fixture
 def umnt(io_uring, start) -> test_fuse.Mount:  # noqa: F811
     return start("--io-uring")
+
+
+@pytest.fixture(params=["io_uring", "dev_fuse"])
+def either(request, start) -> test_fuse.Mount:  # noqa: F811
+    """A mount served over io_uring (a thread per CPU) or /dev/fuse (one)."""
+    return request.getfixturevalue("umnt") if request.param == "io_uring" else start()
 
 
 def threads(pid: int) -> dict[int, tuple[str, int]]:
@@ -213,7 +222,7 @@ print(json.dumps(out), flush=True)
 
 
 @needs_fuse
-def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
+def test_clients_on_every_cpu_at_once_each_find_what_they_left(either, pool_path):
     """Four client processes, each pinned to a CPU (so that every queue's
     thread serves at once, on one mount of the pool), make, rewrite,
     replace, append to and unlink files and make and remove subdirectories
@@ -226,14 +235,14 @@ def test_clients_on_every_cpu_at_once_each_find_what_they_left(umnt, pool_path):
     that took its number, whose reads then met the old file's pages:
     fuse.Tracker.)"""
     clients, steps = 4, 600
-    argvs = [[str(umnt.path), str(c), str(clients), str(steps), str(c)] for c in range(clients)]
+    argvs = [[str(either.path), str(c), str(clients), str(steps), str(c)] for c in range(clients)]
     kids = started_together(_CLIENT, argvs)
-    _each_finds_what_it_left(umnt, kids)
-    assert umnt.stop() == 0
+    _each_finds_what_it_left(either, kids)
+    assert either.stop() == 0
     assert daxfs.check(pool_path).ok
 
 
-def _each_finds_what_it_left(umnt, kids) -> None:
+def _each_finds_what_it_left(mnt, kids) -> None:
     """Client ``c`` of ``kids`` ran to its end: no read of any saw a byte
     its file was never given, and directory c<c> holds what it left."""
     outputs = [kid.communicate(timeout=300)[0].splitlines() for kid in kids]
@@ -241,7 +250,7 @@ def _each_finds_what_it_left(umnt, kids) -> None:
     for c, lines in enumerate(outputs):
         assert not [line for line in lines if line.startswith("bad")], (c, lines[:5])
         left = json.loads(lines[-1])
-        d = umnt / f"c{c}"
+        d = mnt / f"c{c}"
         assert sorted(os.listdir(d)) == sorted(left)
         for name, size in left.items():
             n = int(name[1:])
@@ -252,7 +261,7 @@ def _each_finds_what_it_left(umnt, kids) -> None:
 
 
 @needs_fuse
-def test_clients_killed_mid_call_leave_the_others_and_the_pool_whole(umnt, pool_path):
+def test_clients_killed_mid_call_leave_the_others_and_the_pool_whole(either, pool_path):
     """The clients of the test above, killed (SIGKILL) at random moments,
     mid-call, and others started in their place, which take up what they
     left: the server answers on, no read sees a byte its file was never
@@ -260,13 +269,13 @@ def test_clients_killed_mid_call_leave_the_others_and_the_pool_whole(umnt, pool_
     unmount the checker finds the pool clean (a killed client's open files
     are released by the kernel, its half-done calls done or not)."""
     clients, rng = 4, random.Random(54)
-    root = str(umnt.path)
+    root = str(either.path)
 
     def started(c: int, steps: int, seed: str) -> subprocess.Popen:
         return started_together(_CLIENT, [[root, str(c), str(clients), str(steps), seed]])[0]
 
     for c in range(clients):  # (each reads the others' from its start)
-        (umnt / f"c{c}").mkdir()
+        (either / f"c{c}").mkdir()
     kids = [started(c, 10**6, f"{c}") for c in range(clients)]
     for kill in range(12):
         time.sleep(rng.uniform(0.05, 0.4))
@@ -279,8 +288,8 @@ def test_clients_killed_mid_call_leave_the_others_and_the_pool_whole(umnt, pool_
         kids[c].kill()
         out = kids[c].communicate(timeout=60)[0]
         assert "bad" not in out, (c, out[-500:])
-    _each_finds_what_it_left(umnt, [started(c, 200, f"{c}.last") for c in range(clients)])
-    assert umnt.stop() == 0
+    _each_finds_what_it_left(either, [started(c, 200, f"{c}.last") for c in range(clients)])
+    assert either.stop() == 0
     assert daxfs.check(pool_path).ok
 
 
