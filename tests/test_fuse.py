@@ -1614,6 +1614,70 @@ def test_a_node_the_kernel_still_holds_names_its_file_while_the_number_serves_an
     assert daxfs.check(pool_path).ok
 
 
+class NodesAsTheKernelHoldsThem(RuleBasedStateMachine):
+    """fuse.Tracker against what the kernel holds: files (inode number,
+    birth time) given in any order, numbers given again to new files,
+    nodes forgotten in part or whole.  A node the kernel holds names one
+    file until it is forgotten, a file has one node, every other view of
+    the tracker agrees, and what is forgotten is forgotten there too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from daxfs.fuse import Tracker
+
+        self.track = Tracker()
+        self.held: dict[int, tuple[tuple[int, int], int]] = {}  # node -> (file, lookups)
+        self.births = {ino: 0 for ino in range(2, 6)}  # the pool's files now
+
+    @rule(ino=st.integers(2, 5), name=st.sampled_from(["a", "b"]))
+    def give(self, ino: int, name: str) -> None:
+        file = (ino, self.births[ino])
+        (node,) = self.track.give(1, [(name, *file)])
+        was = self.held.get(node)
+        assert was is None or was[0] == file, (node, was, file)
+        self.held[node] = (file, 1 if was is None else was[1] + 1)
+
+    @rule(ino=st.integers(2, 5))
+    def number_given_again(self, ino: int) -> None:
+        self.births[ino] += 1
+
+    @rule(data=st.data())
+    def forget(self, data) -> None:
+        if not self.held:
+            return
+        node = data.draw(st.sampled_from(sorted(self.held)))
+        file, lookups = self.held[node]
+        n = data.draw(st.integers(1, lookups))
+        self.track.forget(node, n)
+        if n == lookups:
+            del self.held[node]
+        else:
+            self.held[node] = (file, lookups - n)
+
+    @invariant()
+    def the_tracker_names_what_the_kernel_holds(self) -> None:
+        track = self.track
+        files = [file for file, _n in self.held.values()]
+        assert len(set(files)) == len(files)  # (a file, one node)
+        assert {node: track.file_of(node) for node in self.held} == {
+            node: file for node, (file, _n) in self.held.items()
+        }
+        assert track.lookups == {node: n for node, (_file, n) in self.held.items()}
+        assert set(track.files) == set(self.held)
+        assert track.all_inos() == {1, *(ino for ino, _born in files)}
+        for ino in range(2, 6):
+            mine = {node for node, ((i, _b), _n) in self.held.items() if i == ino}
+            assert set(track.known([ino])) == mine
+        for node in self.held:
+            assert node == self.held[node][0][0] or node >= track.ALIASES
+
+
+def test_a_node_names_one_file_while_the_kernel_holds_it():
+    run_state_machine_as_test(
+        NodesAsTheKernelHoldsThem, settings=settings(max_examples=200, deadline=None)
+    )
+
+
 def test_a_listing_read_in_parts_gives_no_name_its_directory_lost_meanwhile(pool_path):
     """READDIRPLUS gives each listed name to the kernel as a lookup, from a
     listing taken at the first part.  A name removed before a later part,
