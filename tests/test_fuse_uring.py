@@ -131,7 +131,7 @@ def test_each_cpu_queue_answers_the_requests_made_on_it(umnt):
         before = after
 
 
-# A client of the test below: in its own directory of the mount, files made
+# A client of the tests below: in its own directory of the mount, files made
 # whole, rewritten, replaced (written beside and renamed over, as editors
 # and atomic writers do), appended to and unlinked, and subdirectories
 # made and removed; the other clients' files read by name and through
