@@ -207,15 +207,16 @@ def entry_bytes(
 
 
 def generation(btime: int) -> int:
-    """The generation of a node born at ``btime`` (ns).  A pool gives an
-    inode number to a new file once the old one is gone, but the kernel may
-    still hold the old file's inode under that node (and its cached pages):
-    only a different generation makes it take the new file as new rather
-    than as the old one changed (fuse_iget, fuse_stale_inode).  The birth
-    time is what tells the two files apart everywhere in daxfs
-    (coherence, follow); the kernel keeps 32 bits of a generation, so the
-    two halves are folded: two files of one number whose birth times fold
-    alike (one pair in 2^32) would still be taken for one."""
+    """The generation of the node of a file born at ``btime`` (ns).  A pool
+    gives a freed inode number to a new file; the server keeps the two
+    apart with nodes of their own while the kernel holds the old one
+    (fuse.Tracker), and a generation that differs is the protocol's guard
+    besides: the kernel takes an entry whose node it holds under another
+    generation for a new file, not for its inode changed (fuse_iget,
+    fuse_stale_inode).  The birth time is what tells two files of one
+    number apart everywhere in daxfs (coherence, follow); the kernel keeps
+    32 bits of a generation, so the two halves are folded (two birth times
+    in 2^32 fold alike)."""
     return (btime ^ (btime >> 32)) & 0xFFFFFFFF
 
 
