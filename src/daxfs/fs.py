@@ -688,11 +688,8 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
         removed the file) is ENOENT; an inode where a call that changes an
         entry needs a name (``entry``: unlink, rename, ...) is EINVAL."""
         start = path.ino if type(path) is Ino else path.dir  # type: ignore[union-attr]
-        if not self.inodes.in_use(start):
-            raise oserror(errno.ENOENT, path)
-        born = path.born  # type: ignore[union-attr]
-        if born is not None and self._inode(start).btime != born:
-            raise oserror(errno.ENOENT, path)  # (the number is another file's now)
+        if not self._is_born(start, path.born):  # type: ignore[union-attr]
+            raise oserror(errno.ENOENT, path)  # (gone, or its number another file's now)
         if entry and type(path) is Ino:
             raise oserror(errno.EINVAL, path)
         if type(path) is At:

@@ -625,13 +625,7 @@ class Server:
         """The (name, node) of ``names``, given in node ``parent``, that no
         longer name their node's file there (pool lock held)."""
         fs, file_of = self.fs, self.track.file_of
-        try:
-            pino, pborn = file_of(parent)
-            if not fs._is_born(pino, pborn):
-                return list(names.items())  # (the directory itself is gone)
-            entries = fs._cached_dir(pino).entries
-        except OSError:  # (CorruptionError too)
-            return list(names.items())
+        entries = self._entries_now(parent)  # (none: the directory itself is gone)
         gone = []
         for name, node in names.items():
             ino, born = file_of(node)
@@ -816,11 +810,12 @@ class Server:
         server (HANDLE_KILLPRIV_V2): setgid goes too when the caller is
         neither in the file's group (before the change) nor holds
         CAP_FSETID."""
-        st = self._stat(req.nodeid)
+        path = self._ino(req.nodeid)
+        st = self.fs.lstat(path)
         also = _sgid_only(st.st_mode) and not _in_group_or_capable(req, st.st_gid)
-        self.fs.chown(self._ino(req.nodeid), uid, gid)
+        self.fs.chown(path, uid, gid)
         if also:
-            self.fs.chmod(self._ino(req.nodeid), stat.S_IMODE(st.st_mode) & ~_SETID)
+            self.fs.chmod(path, stat.S_IMODE(st.st_mode) & ~_SETID)
 
     def _drop_setid(self, req: w.Request, path: Ino) -> None:
         """A write or truncate by a caller the kernel found without
