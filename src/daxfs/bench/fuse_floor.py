@@ -221,12 +221,15 @@ def _time_handlers(server) -> tuple[list[float], list[int]]:
     answer = server._answer
 
     def timed(fn, req):
+        # Counted as it starts, as Server.served is: a request that straddles
+        # two commands (a late RELEASE) then counts in one phase for both,
+        # never as answered in one phase and served in the one before.
+        answered[0] += req.opcode not in one_way
         t0 = time.perf_counter()
         try:
             return answer(fn, req)
         finally:
             busy[0] += time.perf_counter() - t0
-            answered[0] += req.opcode not in one_way
 
     server._answer = timed
     return busy, answered
