@@ -998,6 +998,10 @@ class FileSystem(DataPath, NamespacePath, MapPath, ListingPath, LogicalPath):
     def _flush_ino(self, ino: int) -> None:
         if self.closed or self.readonly:
             return
+        if not self._dirty_data and ino not in self._dirty_times:
+            return  # (nothing of ours to flush, read with no lock: a write that
+            # returned before this call was listed before it returned; every
+            # close of a file open for writing asks)
         with self._thread_lock():
             self._persist_dirty_data()
             if ino in self._dirty_times:
