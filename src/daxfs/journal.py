@@ -352,7 +352,7 @@ class Journal:
         self.unabsorbed += 1
         self.next_seq += 1
         self.pos += len(record)
-        self._publish()
+        r.store(self.live_off, JLIVE.pack(self.next_seq, self.pos))  # (_publish, written out)
 
     def unmoved(self, seq: int, pos: int) -> bool:
         """Is this mount caught up, as catch_up would find it, with the fewest

@@ -133,7 +133,7 @@ import stat
 import threading
 import time
 
-from .coherence import catch_up, catch_up_unlocked, forks_seen, lock_pool
+from .coherence import _forks, catch_up, catch_up_unlocked, forks_seen, lock_pool
 from .inode import Inode
 from .journal import Transaction
 from .layout import (
@@ -173,6 +173,12 @@ from .region import flush_ranges
 # and the touch that names its directory; an inode slot whole.
 LAG_BLOCK = 2 * TXN_REC.size + BLOCK
 LAG_SLOT = TXN_REC.size + INODE_SIZE
+# The log a said create, fill or rewrite needs at most, beside its name
+# and the blocks it revokes: its record (every extent inline) and the
+# header of the absorb it may owe next (the lag itself counted apart).
+CREATE_ROOM = 2 * TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + UNLINK_TAIL.size
+CREATE_ROOM += INODE_SIZE
+DATA_ROOM = 2 * TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + INODE_SIZE
 # The most lag kept (and at most a quarter of the journal): an absorb is one
 # record, and a rebuild makes every unabsorbed unlink again.
 ABSORB_MOST = 4 << 20
@@ -404,7 +410,7 @@ class LogicalPath:
         tl = self._tlock
         tl.acquire()
         try:
-            if self._depth or self.closed or self._forks != forks_seen():
+            if self._depth or self.closed or self._forks != _forks[0]:  # (forks_seen())
                 return None
             now = time.monotonic()
             if self._followers_due <= now:
@@ -412,7 +418,13 @@ class LogicalPath:
             if self._unmapped:
                 return None
             held = self._held
-            if held and (self._held_shared or now >= self._hold_until or self._waiter_seen(now)):
+            if held and (
+                self._held_shared
+                or now >= self._hold_until
+                # (_waiter_seen, its time between looks asked first: every
+                # said change of a hold asks, and most are between looks)
+                or (now - self._last_look >= BESIDE_LOOK and self._waiter_seen(now))
+            ):
                 if self._held_watching:
                     self._let_go_for_waiters(now)
                 else:
@@ -821,10 +833,8 @@ class LogicalPath:
         room = None if d is None else d.room_for(raw)
         if room is None or parent is None or parent.nlink == 0:
             return None
-        size = TXN_HEADER.size + TXN_REC.size * (1 + INLINE_EXTENTS) + UNLINK_TAIL.size
-        size += INODE_SIZE + pad8(len(raw))
         lag = self._lag_bytes + LAG_BLOCK + LAG_SLOT
-        if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
+        if lag > self._absorb_most or self.journal.room() < CREATE_ROOM + pad8(len(raw)) + lag:
             return None
         runs = self._said_blocks(len(data)) if data else []
         if runs is None:
@@ -903,9 +913,9 @@ class LogicalPath:
         (device runs) and claims the new; the cached inode takes the new
         state, and the old blocks are free.  False: nothing done."""
         ino = inode.ino
-        size = TXN_HEADER.size + TXN_REC.size * (1 + len(old) + INLINE_EXTENTS) + INODE_SIZE
         lag = self._lag_bytes + (0 if ino in self._lag_slots else LAG_SLOT)
-        if lag > self._absorb_most or self.journal.room() < size + lag + TXN_HEADER.size:
+        need = DATA_ROOM + TXN_REC.size * len(old) + lag
+        if lag > self._absorb_most or self.journal.room() < need:
             return False
         runs = self._said_blocks(len(data))
         if runs is None:
