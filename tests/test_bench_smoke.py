@@ -608,3 +608,21 @@ def test_dirs_tiny(tmp_path, capsys):
     best = data["best"]
     assert data["kept"]["daxfs"] == pytest.approx(best["daxfs"]["refill"] / best["daxfs"]["fill"])
     assert os.listdir(tmp_path) == ["dirs.json"]  # the work directory is removed
+
+
+def test_create_count_traces_a_said_create():
+    """scripts/create_count.py --trace counts one create's Python steps;
+    the creates it counts take the said path (its create and fill are
+    among the functions that run most), as bench meta's do."""
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "create_count.py")
+    out = subprocess.run(
+        [sys.executable, script, "--trace", "--files", "50"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    head = re.match(r"one create: ([\d,]+) bytecodes, ([\d,]+) lines, (\d+) calls", out)
+    assert head is not None, out
+    bytecodes, calls = int(head.group(1).replace(",", "")), int(head.group(3))
+    assert 500 < bytecodes < 20_000 and 10 < calls < bytecodes
+    top = out.splitlines()[1:]
+    assert any(line.endswith("logical.py:_say_create") for line in top), out
+    assert any(line.endswith("logical.py:_say_data") for line in top), out
