@@ -13,9 +13,10 @@ one 4 KiB write, close) on a pool in /dev/shm and prints
   ``--files`` creates and one of 3,000 more, the difference divided by
   3,000, so that mounting and importing cancel out.  About 3 minutes.
 
-The hold's, the absorber's and the waiter looks' clocks are set far off,
-so that a run slowed by tracing or by valgrind takes the paths a run at
-full speed takes (DESIGN.md, "What the rest would take").
+The clocks of the hold, the absorber and the looks for waiters and
+followers are set far off, so that a run slowed by tracing or by
+valgrind takes the paths a run at full speed takes (DESIGN.md, "What
+the rest would take").
 
     python scripts/create_count.py [--trace] [--instructions] [--files 300]
 """
@@ -31,7 +32,8 @@ import sys
 import tempfile
 
 PAYLOAD = b"x" * 4096
-TRACED = 20  # creates traced (after --files made untraced)
+TRACED = 200  # creates traced (after --files made untraced): the refills of
+# blocks taken ahead, one in 64 creates, fall evenly enough in 200
 MORE = 3000  # the second --instructions run's extra creates (absorbs, one in about
 # 1,000 creates, fall evenly enough in 3,000)
 
@@ -39,11 +41,12 @@ MORE = 3000  # the second --instructions run's extra creates (absorbs, one in ab
 def _mounted(files: int):
     """A fresh pool with ``files`` made in /d, the clocks set far off."""
     import daxfs
+    from daxfs import fs as fs_module
     from daxfs import logical
 
     never = 1e9
     logical.HOLD_ALONE_MOST = logical.HOLD_SECONDS = logical.BESIDE_LOOK = never
-    logical.ABSORB_SECONDS = logical.HOLD_IDLE = never
+    logical.ABSORB_SECONDS = logical.HOLD_IDLE = fs_module.FOLLOWER_LOOK_SECONDS = never
     fd, path = tempfile.mkstemp(dir="/dev/shm", suffix=".pool")
     os.close(fd)
     daxfs.mkfs(path, 256 << 20, force=True)

@@ -336,10 +336,11 @@ class Directory:
         """Write the entry at the end of block ``b``'s image (it has room)
         and enter it; its position.  The header is sealed by whoever
         writes the block."""
-        image, pos = self.images[b], self.used[b]
-        DIRENT_HEAD.pack_into(image, pos, ino, len(raw), ftype)
-        image[pos + DIRENT_HEAD.size : pos + DIRENT_HEAD.size + len(raw)] = raw
-        self.used[b] += DIRENT_HEAD.size + len(raw)
+        image, pos, n = self.images[b], self.used[b], len(raw)
+        DIRENT_HEAD.pack_into(image, pos, ino, n, ftype)
+        start = pos + DIRENT_HEAD.size
+        image[start : start + n] = raw
+        self.used[b] = start + n
         self.live[b] += 1
         self._enter(name, (ino, ftype, b, pos), checked=False)
         return pos
