@@ -165,38 +165,10 @@ class DataPath:
             pos += e.length
 
     def _pread_into(self, ino: int, off: int, b) -> int:
-        """Fill ``b`` from file ``ino`` at ``off``; the bytes copied.  The
-        usual buffers (a bytearray, a flat memoryview of bytes) are filled
-        with no pool lock by _unlocked_read's steps, written out here with
-        its usual copy (all of it from one extent): every readinto pays
-        this, and the frame saved is a sixth of a 4 KiB one.  Other
-        buffers go through a byte view of them."""
         if type(b) is bytearray or (type(b) is memoryview and b.format == "B" and b.ndim == 1):
-            if self._forks == _forks[0] and not self._unmapped:
-                lock = self._tlock
-                lock.acquire()
-                try:
-                    journal = self.journal
-                    word = journal.live_seq  # (journal.peek, written out)
-                    seq = word[0] if word is not None else journal.peek()
-                    inode = self.inodes.cache.get(ino)
-                    if not (
-                        self._depth
-                        or self.closed
-                        or seq != self._seen_seq
-                        or inode is None
-                        or (journal.lazy_view and journal.drop_due())
-                    ):
-                        got = len(b)
-                        dev = inode.device_at(off, got) if off + got <= inode.size else None
-                        if dev is not None:
-                            b[:got] = self.region.buf[dev : dev + got]
-                        else:
-                            got = self._copy_out(inode, off, b)
-                        if (word[0] if word is not None else journal.peek()) == seq:
-                            return got
-                finally:
-                    lock.release()
+            n = self._unlocked_read(ino, None, off, b)  # the usual buffers:
+            if n is not None:  # no view to make
+                return n
             with self._locked(exclusive=False):
                 return self._copy_out(self._inode(ino), off, b)
         with memoryview(b) as view:
@@ -206,8 +178,10 @@ class DataPath:
         """``copy(inode, off, arg)`` with no pool lock: coherence.without_lock
         written out for a cached inode, as this is every read's path (the
         general one costs about half a microsecond more); None when it
-        cannot, and the caller reads the locked way.  (_pread_into writes
-        these steps out again for a buffer.)"""
+        cannot, and the caller reads the locked way.  ``copy`` None:
+        _copy_out into the buffer ``arg``, its usual case (all of it from
+        one extent) written out: a call less is a tenth of a 4 KiB
+        readinto."""
         if self._forks != _forks[0] or self._unmapped:
             return None
         lock = self._tlock
@@ -226,7 +200,15 @@ class DataPath:
                 or (journal.lazy_view and journal.drop_due())
             ):
                 return None
-            got = copy(inode, off, arg)
+            if copy is not None:
+                got = copy(inode, off, arg)
+            else:
+                got = len(arg)
+                dev = inode.device_at(off, got) if off + got <= inode.size else None
+                if dev is not None:
+                    arg[:got] = self.region.buf[dev : dev + got]
+                else:
+                    got = self._copy_out(inode, off, arg)
             return got if (word[0] if word is not None else journal.peek()) == seq else None
         finally:
             lock.release()
