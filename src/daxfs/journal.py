@@ -352,7 +352,7 @@ class Journal:
         self.unabsorbed += 1
         self.next_seq += 1
         self.pos += len(record)
-        r.store(self.live_off, JLIVE.pack(self.next_seq, self.pos))  # (_publish, written out)
+        self._publish()  # (step 3 of every commit goes through here: tests pause it)
 
     def unmoved(self, seq: int, pos: int) -> bool:
         """Is this mount caught up, as catch_up would find it, with the fewest
