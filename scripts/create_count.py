@@ -27,6 +27,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,8 @@ def trace(files: int) -> None:
 
 
 def instructions(files: int) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
     counts = [_callgrind(n) for n in (files, files + MORE)]
     print(f"one create: {(counts[1] - counts[0]) / MORE:,.0f} instructions")
 
